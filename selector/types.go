@@ -3,8 +3,8 @@ package selector
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
