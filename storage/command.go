@@ -1,0 +1,67 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// commandType is the first byte of every Raft log entry written by Signet. A type with the
+// ignoreIfUnknown bit set may be skipped by an older node that does not know it (an optional command);
+// any other unknown type stops the node, because a replica that skips a write diverges.
+type commandType uint8
+
+const ignoreIfUnknown commandType = 0x80
+
+// Command types. Never renumber: they are in every replica's log. A changed payload is a new type.
+const (
+	cmdOwnerCreate  commandType = 1
+	cmdEntryCreate  commandType = 2
+	cmdEntryDelete  commandType = 3
+	cmdLedgerAppend commandType = 4
+	cmdAuthorityPut commandType = 5
+)
+
+func (t commandType) String() string {
+	switch t {
+	case cmdOwnerCreate:
+		return "owner-create"
+	case cmdEntryCreate:
+		return "entry-create"
+	case cmdEntryDelete:
+		return "entry-delete"
+	case cmdLedgerAppend:
+		return "ledger-append"
+	case cmdAuthorityPut:
+		return "authority-put"
+	default:
+		return fmt.Sprintf("command-%d", uint8(t))
+	}
+}
+
+// Registry command payloads are JSON: they are rare, small, and readable in a log dump. The ledger batch,
+// the hot path, uses the compact protobuf wire encoding in ledger_codec.go.
+type ownerCreateCmd struct {
+	Owner Owner `json:"owner"`
+	// IfMissing makes creating an existing owner a no-op instead of ErrOwnerExists.
+	IfMissing bool `json:"if_missing,omitempty"`
+}
+
+type entryCreateCmd struct {
+	Entry Entry `json:"entry"`
+}
+
+type entryDeleteCmd struct {
+	ID string `json:"id"`
+}
+
+type authorityPutCmd struct {
+	Authority Authority `json:"authority"`
+}
+
+func encodeJSONCommand(t commandType, v any) ([]byte, error) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("storage: encode %s: %w", t, err)
+	}
+	return append([]byte{byte(t)}, payload...), nil
+}

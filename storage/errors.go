@@ -1,0 +1,24 @@
+package storage
+
+import "errors"
+
+// Sentinel errors returned (wrapped, naming the object) by Store methods. Callers branch on them with
+// errors.Is; the server maps them to gRPC codes in one place.
+var (
+	// ErrNotLeader is returned by writes on a node that is not the Raft leader.
+	ErrNotLeader = errors.New("not the raft leader")
+	// ErrClosed is returned by any call after Close.
+	ErrClosed = errors.New("store is closed")
+	// ErrOwnerNotFound is returned when a named owner does not exist.
+	ErrOwnerNotFound = errors.New("owner not found")
+	// ErrOwnerExists is returned when creating an owner whose name is taken.
+	ErrOwnerExists = errors.New("owner already exists")
+	// ErrEntryNotFound is returned when an entry ID does not exist.
+	ErrEntryNotFound = errors.New("entry not found")
+	// ErrEntryExists is returned when an entry with the same SPIFFE ID, parent and selectors exists.
+	ErrEntryExists = errors.New("an identical entry already exists")
+	// ErrInvalid is returned for a command whose content is unusable (a caller bug, not a state conflict).
+	ErrInvalid = errors.New("invalid command")
+	// ErrIssuanceNotFound is returned by ledger lookups of an unknown serial or JWT ID.
+	ErrIssuanceNotFound = errors.New("issuance not found")
+)

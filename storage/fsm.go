@@ -1,0 +1,230 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// fsm is the raft.FSM: a thin adapter that hands each committed log entry to the command processor
+// below, inside one bbolt transaction per batch of entries. It implements raft.BatchingFSM so a burst of
+// commits (for example many ledger batches) costs one state-file fsync.
+type fsm struct {
+	s *Store
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+// Apply applies a single log entry.
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies committed entries in one transaction. Entries at or below the state's applied index
+// are skipped: they are replayed by Raft after a restart but already in the state file. Registry changes
+// are published to in-memory readers only after the transaction commits.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	resps := make([]any, len(logs))
+	var posts []func()
+	db := f.s.stateDB()
+	err := db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		applied := getUint64(meta, keyAppliedIndex)
+		last := applied
+		for i, l := range logs {
+			if l.Index <= applied {
+				continue
+			}
+			last = l.Index
+			if l.Type != raft.LogCommand {
+				continue
+			}
+			resp, post := f.s.applyCommand(tx, l.Index, l.Data)
+			resps[i] = resp
+			if post != nil {
+				posts = append(posts, post)
+			}
+		}
+		if last > applied {
+			return putUint64(meta, keyAppliedIndex, last)
+		}
+		return nil
+	})
+	if err != nil {
+		// The state file cannot take a committed write: continuing would diverge from the cluster.
+		panic(fmt.Sprintf("storage: apply raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+	for _, p := range posts {
+		p()
+	}
+	return resps
+}
+
+// Snapshot captures the state as of the last applied entry: a bbolt read transaction, streamed by Persist.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	tx, err := f.s.stateDB().Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("storage: snapshot: %w", err)
+	}
+	return &fsmSnapshot{tx: tx}, nil
+}
+
+// Restore replaces the whole state with the snapshot in rc.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	return f.s.restoreState(rc)
+}
+
+type fsmSnapshot struct {
+	tx *bolt.Tx
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.tx.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("storage: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() { _ = s.tx.Rollback() }
+
+// applyCommand decodes one command and dispatches it. It returns the response handed to the proposer (a
+// value, or an error for a command refused by the state) and an optional function publishing the change
+// to in-memory readers after commit. A command that cannot be decoded stops the node: skipping it would
+// make this replica diverge.
+func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func()) {
+	if len(data) == 0 {
+		panic(fmt.Sprintf("storage: raft entry %d: empty command", index))
+	}
+	t, payload := commandType(data[0]), data[1:]
+	switch t {
+	case cmdOwnerCreate:
+		var c ownerCreateCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyOwnerCreate(tx, c)
+	case cmdEntryCreate:
+		var c entryCreateCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyEntryCreate(tx, c)
+	case cmdEntryDelete:
+		var c entryDeleteCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyEntryDelete(tx, c)
+	case cmdAuthorityPut:
+		var c authorityPutCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAuthorityPut(tx, c)
+	case cmdLedgerAppend:
+		return s.applyLedgerAppend(tx, index, payload)
+	default:
+		if t&ignoreIfUnknown != 0 {
+			s.log.Warn("skipping unknown optional raft command; upgrade this node", "index", index, "type", uint8(t))
+			return nil, nil
+		}
+		panic(fmt.Sprintf("storage: raft entry %d: unknown command type %d: this node is older than the cluster, upgrade it", index, uint8(t)))
+	}
+}
+
+func mustDecode(index uint64, t commandType, payload []byte, v any) {
+	if err := json.Unmarshal(payload, v); err != nil {
+		panic(fmt.Sprintf("storage: raft entry %d: decode %s: %v", index, t, err))
+	}
+}
+
+func mustPut(b *bolt.Bucket, k, v []byte) {
+	if err := b.Put(k, v); err != nil {
+		panic(fmt.Sprintf("storage: put %q: %v", k, err))
+	}
+}
+
+func mustDelete(b *bolt.Bucket, k []byte) {
+	if err := b.Delete(k); err != nil {
+		panic(fmt.Sprintf("storage: delete %q: %v", k, err))
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("storage: encode %T: %v", v, err))
+	}
+	return b
+}
+
+// nextRevision bumps and returns the registry revision.
+func nextRevision(tx *bolt.Tx) uint64 {
+	meta := tx.Bucket(bucketMeta)
+	rev := getUint64(meta, keyRevision) + 1
+	if err := putUint64(meta, keyRevision, rev); err != nil {
+		panic(fmt.Sprintf("storage: put revision: %v", err))
+	}
+	return rev
+}
+
+func (s *Store) applyOwnerCreate(tx *bolt.Tx, c ownerCreateCmd) (any, func()) {
+	b := tx.Bucket(bucketOwners)
+	if v := b.Get([]byte(c.Owner.Name)); v != nil {
+		if c.IfMissing {
+			var existing Owner
+			mustDecode(0, cmdOwnerCreate, v, &existing)
+			return existing, nil
+		}
+		return fmt.Errorf("owner %q: %w", c.Owner.Name, ErrOwnerExists), nil
+	}
+	rev := nextRevision(tx)
+	o := c.Owner
+	mustPut(b, []byte(o.Name), mustJSON(&o))
+	return o, func() { s.reg.ownerPut(&o, rev) }
+}
+
+func (s *Store) applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (any, func()) {
+	e := c.Entry
+	entries := tx.Bucket(bucketEntries)
+	if entries.Get([]byte(e.ID)) != nil {
+		return fmt.Errorf("entry %q: %w: ID already in use", e.ID, ErrInvalid), nil
+	}
+	if tx.Bucket(bucketOwners).Get([]byte(e.Owner)) == nil {
+		return fmt.Errorf("entry %q: owner %q: %w (add it with: signet owner add %s)", e.SPIFFEID, e.Owner, ErrOwnerNotFound, e.Owner), nil
+	}
+	keys := tx.Bucket(bucketEntryKeys)
+	ik := []byte(e.identityKey())
+	if id := keys.Get(ik); id != nil {
+		return fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", e.SPIFFEID, ErrEntryExists, id), nil
+	}
+	e.Revision = nextRevision(tx)
+	mustPut(entries, []byte(e.ID), mustJSON(&e))
+	mustPut(keys, ik, []byte(e.ID))
+	return e, func() { s.reg.entryPut(&e, e.Revision) }
+}
+
+func (s *Store) applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (any, func()) {
+	entries := tx.Bucket(bucketEntries)
+	v := entries.Get([]byte(c.ID))
+	if v == nil {
+		return fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound), nil
+	}
+	var e Entry
+	mustDecode(0, cmdEntryDelete, v, &e)
+	rev := nextRevision(tx)
+	mustDelete(entries, []byte(c.ID))
+	mustDelete(tx.Bucket(bucketEntryKeys), []byte(e.identityKey()))
+	return e, func() { s.reg.entryDelete(c.ID, rev) }
+}
+
+func (s *Store) applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (any, func()) {
+	a := c.Authority
+	b := tx.Bucket(bucketAuthorities)
+	k := []byte(a.Kind.key(a.ID))
+	if b.Get(k) != nil {
+		return nil, nil // already published: idempotent
+	}
+	meta := tx.Bucket(bucketMeta)
+	seq := getUint64(meta, keyBundleSeq) + 1
+	if err := putUint64(meta, keyBundleSeq, seq); err != nil {
+		panic(fmt.Sprintf("storage: put bundle sequence: %v", err))
+	}
+	mustPut(b, k, mustJSON(&a))
+	return nil, func() { s.reg.authorityPut(&a, seq) }
+}

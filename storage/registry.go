@@ -1,0 +1,212 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"slices"
+	"sync"
+)
+
+// maxChanges is how many registry changes are kept in memory for delta sync. An agent further behind
+// than this gets a full listing instead of a delta.
+const maxChanges = 65536
+
+type change struct {
+	revision uint64
+	entryID  string
+}
+
+// registry is the in-memory, read-optimised view of the registry part of the state: owners, entries and
+// authorities. It is rebuilt from bbolt on open and restore, and updated by the FSM after each committed
+// transaction, so readers never see a write that is not durable. Entries are immutable once published:
+// an update replaces the pointer, so readers may share them.
+type registry struct {
+	mu          sync.RWMutex
+	revision    uint64
+	owners      map[string]*Owner
+	entries     map[string]*Entry
+	byParent    map[string]map[string]*Entry
+	authorities map[string]*Authority
+	bundle      Bundle
+	changes     []change // ascending by revision, at most maxChanges
+	// floor is the newest revision that is NOT covered by changes: deltas can be served from any
+	// revision >= floor.
+	floor  uint64
+	notify chan struct{}
+}
+
+func newRegistry() *registry {
+	return &registry{
+		owners:      map[string]*Owner{},
+		entries:     map[string]*Entry{},
+		byParent:    map[string]map[string]*Entry{},
+		authorities: map[string]*Authority{},
+		notify:      make(chan struct{}),
+	}
+}
+
+// reset makes the registry a fresh copy of the given state (after open or restore). All change history
+// is forgotten: every watcher must resynchronise fully.
+func (r *registry) reset(revision uint64, owners []*Owner, entries []*Entry, auths []*Authority, bundleSeq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revision = revision
+	r.floor = revision
+	r.changes = nil
+	r.owners = map[string]*Owner{}
+	for _, o := range owners {
+		r.owners[o.Name] = o
+	}
+	r.entries = map[string]*Entry{}
+	r.byParent = map[string]map[string]*Entry{}
+	for _, e := range entries {
+		r.putEntryLocked(e)
+	}
+	r.authorities = map[string]*Authority{}
+	for _, a := range auths {
+		r.authorities[a.Kind.key(a.ID)] = a
+	}
+	r.rebuildBundleLocked(bundleSeq)
+	r.wakeLocked()
+}
+
+func (k AuthorityKind) key(id string) string { return string(k) + "/" + id }
+
+func (r *registry) wakeLocked() {
+	close(r.notify)
+	r.notify = make(chan struct{})
+}
+
+func (r *registry) putEntryLocked(e *Entry) {
+	if old, ok := r.entries[e.ID]; ok {
+		delete(r.byParent[old.ParentID], old.ID)
+	}
+	r.entries[e.ID] = e
+	m := r.byParent[e.ParentID]
+	if m == nil {
+		m = map[string]*Entry{}
+		r.byParent[e.ParentID] = m
+	}
+	m[e.ID] = e
+}
+
+func (r *registry) recordChangeLocked(rev uint64, entryID string) {
+	r.revision = rev
+	if entryID != "" {
+		if len(r.changes) == maxChanges {
+			// Forget the oldest quarter; deltas are still possible from any revision at or after the
+			// newest forgotten change.
+			drop := maxChanges / 4
+			r.floor = r.changes[drop-1].revision
+			r.changes = slices.Delete(r.changes, 0, drop)
+		}
+		r.changes = append(r.changes, change{revision: rev, entryID: entryID})
+	}
+	r.wakeLocked()
+}
+
+// entryPut publishes a created or changed entry at revision rev.
+func (r *registry) entryPut(e *Entry, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.putEntryLocked(e)
+	r.recordChangeLocked(rev, e.ID)
+}
+
+func (r *registry) entryDelete(id string, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.entries[id]; ok {
+		delete(r.byParent[old.ParentID], id)
+		if len(r.byParent[old.ParentID]) == 0 {
+			delete(r.byParent, old.ParentID)
+		}
+		delete(r.entries, id)
+	}
+	r.recordChangeLocked(rev, id)
+}
+
+func (r *registry) ownerPut(o *Owner, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owners[o.Name] = o
+	r.recordChangeLocked(rev, "")
+}
+
+func (r *registry) authorityPut(a *Authority, bundleSeq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.authorities[a.Kind.key(a.ID)] = a
+	r.rebuildBundleLocked(bundleSeq)
+	r.wakeLocked()
+}
+
+func (r *registry) rebuildBundleLocked(seq uint64) {
+	b := Bundle{JWTAuthorities: map[string]crypto.PublicKey{}, Sequence: seq}
+	auths := make([]*Authority, 0, len(r.authorities))
+	for _, a := range r.authorities {
+		auths = append(auths, a)
+	}
+	slices.SortFunc(auths, func(x, y *Authority) int { return cmp.Compare(x.AddedAt.UnixNano(), y.AddedAt.UnixNano()) })
+	for _, a := range auths {
+		switch a.Kind {
+		case AuthorityX509:
+			// The DER was validated before it was proposed; a parse failure here would mean a corrupted
+			// state file, which the bundle simply omits.
+			if c, err := x509.ParseCertificate(a.DER); err == nil {
+				b.X509Authorities = append(b.X509Authorities, c)
+			}
+		case AuthorityJWT:
+			if k, err := x509.ParsePKIXPublicKey(a.DER); err == nil {
+				b.JWTAuthorities[a.ID] = k
+			}
+		}
+	}
+	r.bundle = b
+}
+
+// Revision returns the current registry revision.
+func (r *registry) currentRevision() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.revision
+}
+
+// wait blocks until the registry revision or bundle changes after the call (or revision exceeds after),
+// or ctx ends.
+func (r *registry) wait(ctx context.Context, after uint64) error {
+	r.mu.RLock()
+	if r.revision > after {
+		r.mu.RUnlock()
+		return nil
+	}
+	ch := r.notify
+	r.mu.RUnlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// changedSince returns the IDs of entries changed after revision since, and the current revision. ok is
+// false when since is older than the kept history: the caller must take a full listing.
+func (r *registry) changedSince(since uint64) (ids []string, rev uint64, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if since < r.floor || since > r.revision {
+		return nil, r.revision, false
+	}
+	i, _ := slices.BinarySearchFunc(r.changes, since+1, func(c change, rev uint64) int { return cmp.Compare(c.revision, rev) })
+	seen := map[string]bool{}
+	for _, c := range r.changes[i:] {
+		if !seen[c.entryID] {
+			seen[c.entryID] = true
+			ids = append(ids, c.entryID)
+		}
+	}
+	return ids, r.revision, true
+}

@@ -1,0 +1,158 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+)
+
+// CreateOwner adds an owner. ErrOwnerExists if the name is taken.
+func (s *Store) CreateOwner(ctx context.Context, o Owner) (Owner, error) {
+	return s.createOwner(ctx, o, false)
+}
+
+// EnsureOwner adds an owner unless one with that name exists, and returns the stored owner.
+func (s *Store) EnsureOwner(ctx context.Context, o Owner) (Owner, error) {
+	return s.createOwner(ctx, o, true)
+}
+
+func (s *Store) createOwner(ctx context.Context, o Owner, ifMissing bool) (Owner, error) {
+	cmd, err := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing})
+	if err != nil {
+		return Owner{}, err
+	}
+	resp, err := s.apply(ctx, cmd)
+	if err != nil {
+		return Owner{}, fmt.Errorf("storage: create owner %q: %w", o.Name, err)
+	}
+	return resp.(Owner), nil
+}
+
+// CreateEntry stores a new entry. The caller assigns e.ID (unique) and validates the content; the store
+// checks what depends on state: the owner exists (ErrOwnerNotFound) and no entry has the same SPIFFE ID,
+// parent and selectors (ErrEntryExists). The stored entry, with its revision, is returned.
+func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
+	if e.ID == "" {
+		return Entry{}, fmt.Errorf("storage: create entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
+	}
+	cmd, err := encodeJSONCommand(cmdEntryCreate, entryCreateCmd{Entry: e})
+	if err != nil {
+		return Entry{}, err
+	}
+	resp, err := s.apply(ctx, cmd)
+	if err != nil {
+		return Entry{}, fmt.Errorf("storage: create entry: %w", err)
+	}
+	return resp.(Entry), nil
+}
+
+// DeleteEntry removes an entry and returns what was removed. ErrEntryNotFound if there is none.
+func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
+	cmd, err := encodeJSONCommand(cmdEntryDelete, entryDeleteCmd{ID: id})
+	if err != nil {
+		return Entry{}, err
+	}
+	resp, err := s.apply(ctx, cmd)
+	if err != nil {
+		return Entry{}, fmt.Errorf("storage: delete entry: %w", err)
+	}
+	return resp.(Entry), nil
+}
+
+// PutAuthority publishes a public trust anchor into the bundle. Publishing one already present is a no-op.
+func (s *Store) PutAuthority(ctx context.Context, a Authority) error {
+	cmd, err := encodeJSONCommand(cmdAuthorityPut, authorityPutCmd{Authority: a})
+	if err != nil {
+		return err
+	}
+	if _, err := s.apply(ctx, cmd); err != nil {
+		return fmt.Errorf("storage: publish %s authority %s: %w", a.Kind, a.ID, err)
+	}
+	return nil
+}
+
+// Owner returns the named owner.
+func (s *Store) Owner(name string) (Owner, error) {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	o, ok := s.reg.owners[name]
+	if !ok {
+		return Owner{}, fmt.Errorf("storage: owner %q: %w", name, ErrOwnerNotFound)
+	}
+	return *o, nil
+}
+
+// Owners returns all owners sorted by name.
+func (s *Store) Owners() []Owner {
+	s.reg.mu.RLock()
+	out := make([]Owner, 0, len(s.reg.owners))
+	for _, o := range s.reg.owners {
+		out = append(out, *o)
+	}
+	s.reg.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Owner) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Entry returns the entry with the given ID.
+func (s *Store) Entry(id string) (Entry, error) {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	e, ok := s.reg.entries[id]
+	if !ok {
+		return Entry{}, fmt.Errorf("storage: entry %q: %w", id, ErrEntryNotFound)
+	}
+	return *e, nil
+}
+
+// Entries returns all entries sorted by SPIFFE ID, then ID.
+func (s *Store) Entries() []Entry {
+	s.reg.mu.RLock()
+	out := make([]Entry, 0, len(s.reg.entries))
+	for _, e := range s.reg.entries {
+		out = append(out, *e)
+	}
+	s.reg.mu.RUnlock()
+	sortEntries(out)
+	return out
+}
+
+// EntriesByParent returns the entries whose parent is parentID, sorted.
+func (s *Store) EntriesByParent(parentID string) []Entry {
+	s.reg.mu.RLock()
+	m := s.reg.byParent[parentID]
+	out := make([]Entry, 0, len(m))
+	for _, e := range m {
+		out = append(out, *e)
+	}
+	s.reg.mu.RUnlock()
+	sortEntries(out)
+	return out
+}
+
+func sortEntries(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		return cmp.Or(cmp.Compare(a.SPIFFEID, b.SPIFFEID), cmp.Compare(a.ID, b.ID))
+	})
+}
+
+// Revision returns the registry revision: it increases with every owner or entry write.
+func (s *Store) Revision() uint64 { return s.reg.currentRevision() }
+
+// WaitChange blocks until the registry revision exceeds after or the bundle changes, or ctx ends.
+func (s *Store) WaitChange(ctx context.Context, after uint64) error { return s.reg.wait(ctx, after) }
+
+// ChangedEntries returns the IDs of entries created, changed or deleted after revision since, with the
+// current revision. ok is false when since is older than the retained change history: take a full
+// listing instead.
+func (s *Store) ChangedEntries(since uint64) (ids []string, revision uint64, ok bool) {
+	return s.reg.changedSince(since)
+}
+
+// Bundle returns the trust domain's current authorities. The returned value is shared: do not modify it.
+func (s *Store) Bundle() Bundle {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	return s.reg.bundle
+}

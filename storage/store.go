@@ -1,0 +1,473 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Config configures a Store. Zero values take the defaults noted on each field.
+type Config struct {
+	// Dir holds raft.db (the Raft log), snapshots/, state.db and node-id. Required; created 0700.
+	Dir string
+	// NodeID is this node's Raft server ID. Default: the ID stored in Dir/node-id, or a new random one.
+	// A data dir keeps its node ID for life: a different non-empty NodeID is refused.
+	NodeID string
+	// RaftBind is the TCP address the Raft transport listens on. Default "127.0.0.1:0".
+	RaftBind string
+	// RaftAdvertise is the address other nodes reach this one at. Default: the bound address.
+	RaftAdvertise string
+	// Bootstrap makes a node with no Raft state form a new cluster with itself as the only voter.
+	Bootstrap bool
+	// Logger receives the store's and Raft's logs. Default: slog.Default().
+	Logger *slog.Logger
+	// HeartbeatTimeout and ElectionTimeout tune Raft's failure detection (default 1s each).
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// SnapshotThreshold is how many log entries trigger a snapshot (default 8192); TrailingLogs how many
+	// are kept after it (default 10240); SnapshotInterval how often the threshold is checked (default 2m).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	SnapshotInterval  time.Duration
+}
+
+// Store is one node's replicated state: a hashicorp/raft instance whose log lives in bbolt (raft.db), and
+// the state it applies to, also in bbolt (state.db), with an in-memory view of the registry for fast
+// reads. Writes go through Raft; reads are served from this node's state.
+type Store struct {
+	cfg    Config
+	log    *slog.Logger
+	nodeID string
+
+	mu sync.RWMutex // guards db, swapped by restore
+	db *bolt.DB
+
+	reg      *registry
+	raft     *raft.Raft
+	logStore *raftboltdb.BoltStore
+	snaps    *raft.FileSnapshotStore
+	trans    *raft.NetworkTransport
+	closed   atomic.Bool
+}
+
+const (
+	stateFile  = "state.db"
+	raftFile   = "raft.db"
+	nodeIDFile = "node-id"
+)
+
+// Open opens or creates the store in cfg.Dir and starts Raft.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("storage: config: Dir is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RaftBind == "" {
+		cfg.RaftBind = "127.0.0.1:0"
+	}
+	if err := prepareDir(cfg.Dir); err != nil {
+		return nil, err
+	}
+	nodeID, err := loadNodeID(cfg.Dir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "storage", "node", nodeID), nodeID: nodeID, reg: newRegistry()}
+	if err := s.openState(); err != nil {
+		return nil, err
+	}
+	if err := s.startRaft(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// prepareDir creates dir (0700) and checks that it is a writable directory.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("storage: data dir %q: cannot create it: %w (choose another data dir or fix the parent's permissions)", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("storage: data dir %q: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("storage: data dir %q: not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".write-probe-*")
+	if err != nil {
+		return fmt.Errorf("storage: data dir %q is not writable: %w (choose another data dir or fix its permissions)", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
+}
+
+func loadNodeID(dir, want string) (string, error) {
+	path := filepath.Join(dir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		have := strings.TrimSpace(string(b))
+		if have == "" {
+			return "", fmt.Errorf("storage: %s is empty: restore it or remove the data dir", path)
+		}
+		if want != "" && want != have {
+			return "", fmt.Errorf("storage: node ID %q: this data dir belongs to node %q (%s); use that ID or a fresh data dir", want, have, path)
+		}
+		return have, nil
+	case errors.Is(err, os.ErrNotExist):
+		id := want
+		if id == "" {
+			var r [6]byte
+			if _, err := rand.Read(r[:]); err != nil {
+				return "", fmt.Errorf("storage: generate node ID: %w", err)
+			}
+			id = "node-" + hex.EncodeToString(r[:])
+		}
+		if err := writeFileSync(path, []byte(id+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("storage: write %s: %w", path, err)
+		}
+		return id, nil
+	default:
+		return "", fmt.Errorf("storage: read %s: %w", path, err)
+	}
+}
+
+// openState opens state.db and makes sure it is not behind the newest Raft snapshot (which would happen
+// if the file was lost or replaced): Raft only replays log entries after its snapshot, so such a state is
+// first restored from that snapshot.
+func (s *Store) openState() error {
+	path := filepath.Join(s.cfg.Dir, stateFile)
+	db, err := openStateDB(path)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.Dir, 2, newHCLog(s.log, "raft-snapshots"))
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("storage: open snapshots in %s: %w", s.cfg.Dir, err)
+	}
+	s.snaps = snaps
+	applied, err := readAppliedIndex(db)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("storage: read %s: %w", path, err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("storage: list snapshots: %w", err)
+	}
+	if len(metas) > 0 && metas[0].Index > applied {
+		s.log.Warn("state is behind the newest snapshot; restoring it", "state_index", applied, "snapshot_index", metas[0].Index)
+		_, rc, err := snaps.Open(metas[0].ID)
+		if err != nil {
+			db.Close()
+			return fmt.Errorf("storage: open snapshot %s: %w", metas[0].ID, err)
+		}
+		err = s.restoreState(rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := loadRegistry(db, s.reg); err != nil {
+		db.Close()
+		return err
+	}
+	return nil
+}
+
+func (s *Store) startRaft() error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.nodeID)
+	rc.Logger = newHCLog(s.log, "raft")
+	rc.NoSnapshotRestoreOnStart = true // state.db is durable; see openState
+	if s.cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
+		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, s.cfg.HeartbeatTimeout)
+	}
+	if s.cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = s.cfg.ElectionTimeout
+	}
+	if s.cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = s.cfg.SnapshotThreshold
+	}
+	if s.cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = s.cfg.TrailingLogs
+	}
+	if s.cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = s.cfg.SnapshotInterval
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("storage: raft config: %w", err)
+	}
+
+	logPath := filepath.Join(s.cfg.Dir, raftFile)
+	ls, err := raftboltdb.New(raftboltdb.Options{Path: logPath, BoltOptions: &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType}})
+	if err != nil {
+		return fmt.Errorf("storage: open raft log %s: %w (is another signet process using this data dir?)", logPath, err)
+	}
+	s.logStore = ls
+	cached, err := raft.NewLogCache(1024, ls)
+	if err != nil {
+		ls.Close()
+		return fmt.Errorf("storage: raft log cache: %w", err)
+	}
+
+	var advertise net.Addr
+	if s.cfg.RaftAdvertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", s.cfg.RaftAdvertise)
+		if err != nil {
+			ls.Close()
+			return fmt.Errorf("storage: raft advertise address %q: %w", s.cfg.RaftAdvertise, err)
+		}
+		advertise = a
+	}
+	trans, err := raft.NewTCPTransportWithLogger(s.cfg.RaftBind, advertise, 3, 10*time.Second, newHCLog(s.log, "raft-net"))
+	if err != nil {
+		ls.Close()
+		return fmt.Errorf("storage: raft listen on %q: %w", s.cfg.RaftBind, err)
+	}
+	s.trans = trans
+
+	if s.cfg.Bootstrap {
+		has, err := raft.HasExistingState(cached, ls, s.snaps)
+		if err != nil {
+			s.closeRaftResources()
+			return fmt.Errorf("storage: inspect raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+			if err := raft.BootstrapCluster(rc, cached, ls, s.snaps, trans, conf); err != nil {
+				s.closeRaftResources()
+				return fmt.Errorf("storage: bootstrap raft: %w", err)
+			}
+			s.log.Info("bootstrapped a new single-voter cluster", "address", trans.LocalAddr())
+		}
+	}
+	r, err := raft.NewRaft(rc, &fsm{s: s}, cached, ls, s.snaps, trans)
+	if err != nil {
+		s.closeRaftResources()
+		return fmt.Errorf("storage: start raft: %w", err)
+	}
+	s.raft = r
+	return nil
+}
+
+func (s *Store) closeRaftResources() {
+	if s.trans != nil {
+		s.trans.Close()
+	}
+	if s.logStore != nil {
+		s.logStore.Close()
+	}
+}
+
+// NodeID returns this node's Raft server ID.
+func (s *Store) NodeID() string { return s.nodeID }
+
+// RaftAddr returns the address this node's Raft transport advertises.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// IsLeader reports whether this node is currently the Raft leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// WaitLeader blocks until this node is the leader and its state includes every committed write (a Raft
+// barrier), or ctx ends.
+func (s *Store) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.raft.State() != raft.Leader {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("storage: wait for leadership: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
+		return fmt.Errorf("storage: leader barrier: %w", mapRaftError(err))
+	}
+	return nil
+}
+
+// Close stops Raft and closes the files. Safe to call more than once.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	if err := s.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+	}
+	s.closeRaftResources()
+	s.mu.Lock()
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("state: %w", err))
+	}
+	s.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("storage: close: %w", err)
+	}
+	return nil
+}
+
+func timeoutFrom(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return 30 * time.Second
+}
+
+func mapRaftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	default:
+		return err
+	}
+}
+
+// apply proposes cmd through Raft and waits until it is applied on this node. The FSM's response is
+// returned; a response that is an error (the state refused the command) is returned as the error.
+func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	f := s.raft.Apply(cmd, timeoutFrom(ctx))
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, mapRaftError(err)
+		}
+	case <-ctx.Done():
+		// The command may still commit; the caller only stops waiting.
+		return nil, ctx.Err()
+	}
+	resp := f.Response()
+	if err, ok := resp.(error); ok {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Store) stateDB() *bolt.DB {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.db
+}
+
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// restoreState replaces state.db with the database streamed from r (a snapshot), atomically: the new file
+// is written and synced beside the old one, then renamed over it.
+func (s *Store) restoreState(r io.Reader) error {
+	path := filepath.Join(s.cfg.Dir, stateFile)
+	tmp := path + ".restore"
+	if err := writeFromReader(tmp, r); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: write %s: %w", tmp, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			return fmt.Errorf("storage: restore: close old state: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	db, err := openStateDB(path)
+	if err != nil {
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	s.db = db
+	if err := loadRegistry(db, s.reg); err != nil {
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	return nil
+}
+
+func writeFromReader(path string, r io.Reader) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := writeFromReader(tmp, strings.NewReader(string(data))); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Snapshot asks Raft to take a snapshot now (it also takes them on its own schedule).
+func (s *Store) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil {
+		return fmt.Errorf("storage: snapshot: %w", mapRaftError(err))
+	}
+	return nil
+}

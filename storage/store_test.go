@@ -1,0 +1,313 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func openTestStore(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(Config{Dir: dir, Bootstrap: true, Logger: testLogger(t),
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitLeader(ctx); err != nil {
+		s.Close()
+		t.Fatalf("WaitLeader: %v", err)
+	}
+	return s
+}
+
+func mustSel(t testing.TB, s string) selector.Selector {
+	sel, err := selector.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sel
+}
+
+func testEntry(t testing.TB, id, spiffeID, owner string) Entry {
+	return Entry{ID: id, SPIFFEID: spiffeID, ParentID: "spiffe://example.org/agent", Owner: owner,
+		Purpose: "test", Selectors: []selector.Selector{mustSel(t, "unix:uid:1000")},
+		X509TTL: time.Hour, JWTTTL: time.Hour, CreatedAt: time.Now().UTC()}
+}
+
+func TestRegistryWritesAndConflicts(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); !errors.Is(err, ErrOwnerNotFound) {
+		t.Fatalf("entry with unknown owner: got %v, want ErrOwnerNotFound", err)
+	}
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); !errors.Is(err, ErrOwnerExists) {
+		t.Fatalf("duplicate owner: got %v", err)
+	}
+	if o, err := s.EnsureOwner(ctx, Owner{Name: "alice", DisplayName: "other"}); err != nil || o.DisplayName != "" {
+		t.Fatalf("EnsureOwner on existing: %+v %v", o, err)
+	}
+	rev0 := s.Revision()
+	e, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Revision <= rev0 || s.Revision() != e.Revision {
+		t.Fatalf("revision not bumped: entry %d, before %d, now %d", e.Revision, rev0, s.Revision())
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e2", "spiffe://example.org/a", "alice")); !errors.Is(err, ErrEntryExists) {
+		t.Fatalf("duplicate entry: got %v", err)
+	}
+	if got := s.EntriesByParent("spiffe://example.org/agent"); len(got) != 1 || got[0].ID != "e1" {
+		t.Fatalf("EntriesByParent = %+v", got)
+	}
+	ids, rev, ok := s.ChangedEntries(rev0)
+	if !ok || rev != e.Revision || len(ids) != 1 || ids[0] != "e1" {
+		t.Fatalf("ChangedEntries(%d) = %v %d %v", rev0, ids, rev, ok)
+	}
+	if _, err := s.DeleteEntry(ctx, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteEntry(ctx, "e1"); !errors.Is(err, ErrEntryNotFound) {
+		t.Fatalf("delete missing: got %v", err)
+	}
+	// After delete the identity is free again.
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e3", "spiffe://example.org/a", "alice")); err != nil {
+		t.Fatalf("recreate after delete: %v", err)
+	}
+}
+
+func TestWaitChangeWakesOnWrite(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	rev := s.Revision()
+	woke := make(chan error, 1)
+	go func() {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		woke <- s.WaitChange(c, rev)
+	}()
+	if _, err := s.CreateOwner(ctx, Owner{Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-woke; err != nil {
+		t.Fatalf("WaitChange: %v", err)
+	}
+}
+
+func issuance(i int, owner, entry string, at time.Time) Issuance {
+	return Issuance{ID: fmt.Sprintf("%032x", i), Kind: KindX509SVID, SPIFFEID: "spiffe://example.org/" + entry,
+		EntryID: entry, Owner: owner, Selectors: []string{"unix:uid:1000"}, PublicKeySHA256: "ab",
+		IssuedAt: at, ExpiresAt: at.Add(time.Hour), Node: "n1", Agent: "spiffe://example.org/agent"}
+}
+
+func TestLedgerAppendQueryAndPaging(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var recs []Issuance
+	for i := range 50 {
+		owner, entry := "alice", "e-a"
+		if i%2 == 1 {
+			owner, entry = "bob", "e-b"
+		}
+		recs = append(recs, issuance(i, owner, entry, base.Add(time.Duration(i)*time.Second)))
+	}
+	if err := s.AppendLedger(ctx, recs[:20]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendLedger(ctx, recs[20:]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LookupIssuance(recs[7].ID)
+	if err != nil || got.Owner != "bob" || !got.IssuedAt.Equal(recs[7].IssuedAt) || got.Agent != recs[7].Agent {
+		t.Fatalf("LookupIssuance = %+v, %v", got, err)
+	}
+	if _, err := s.LookupIssuance("nope"); !errors.Is(err, ErrIssuanceNotFound) {
+		t.Fatalf("lookup unknown: %v", err)
+	}
+
+	tests := []struct {
+		name string
+		q    LedgerQuery
+		want []int // indexes into recs, newest first
+	}{
+		{"owner", LedgerQuery{Owner: "alice", Limit: 3}, []int{48, 46, 44}},
+		{"entry since", LedgerQuery{EntryID: "e-b", Since: base.Add(45 * time.Second)}, []int{49, 47, 45}},
+		{"spiffe until", LedgerQuery{SPIFFEID: "spiffe://example.org/e-a", Until: base.Add(4 * time.Second)}, []int{2, 0}},
+		{"all window", LedgerQuery{Since: base.Add(10 * time.Second), Until: base.Add(13 * time.Second)}, []int{12, 11, 10}},
+		{"owner and entry disagree", LedgerQuery{Owner: "alice", EntryID: "e-b"}, nil},
+		{"agent", LedgerQuery{Agent: "spiffe://example.org/agent", Limit: 1}, []int{49}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			page, err := s.QueryLedger(tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.Issuances) != len(tc.want) {
+				t.Fatalf("got %d records, want %d", len(page.Issuances), len(tc.want))
+			}
+			for i, w := range tc.want {
+				if page.Issuances[i].ID != recs[w].ID {
+					t.Fatalf("record %d = %s, want %s", i, page.Issuances[i].ID, recs[w].ID)
+				}
+			}
+		})
+	}
+
+	// Paging through alice's 25 records, 10 at a time, yields each exactly once.
+	seen := map[string]bool{}
+	q := LedgerQuery{Owner: "alice", Limit: 10}
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("paging does not terminate")
+		}
+		page, err := s.QueryLedger(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Issuances {
+			if seen[r.ID] {
+				t.Fatalf("record %s returned twice", r.ID)
+			}
+			seen[r.ID] = true
+		}
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
+	}
+	if len(seen) != 25 {
+		t.Fatalf("paged %d records, want 25", len(seen))
+	}
+	if _, err := s.QueryLedger(LedgerQuery{Cursor: "zz"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+	if _, err := s.QueryLedger(LedgerQuery{Limit: MaxLedgerLimit + 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad limit: %v", err)
+	}
+}
+
+func TestReopenKeepsState(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendLedger(ctx, []Issuance{issuance(1, "alice", "e1", time.Now())}); err != nil {
+		t.Fatal(err)
+	}
+	id := s.NodeID()
+	rev := s.Revision()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTestStore(t, dir)
+	defer s.Close()
+	if s.NodeID() != id {
+		t.Fatalf("node ID changed across restart: %s -> %s", id, s.NodeID())
+	}
+	if _, err := s.Entry("e1"); err != nil {
+		t.Fatalf("entry lost across restart: %v", err)
+	}
+	if s.Revision() != rev {
+		t.Fatalf("revision %d after restart, want %d", s.Revision(), rev)
+	}
+	if _, err := s.LookupIssuance(fmt.Sprintf("%032x", 1)); err != nil {
+		t.Fatalf("ledger record lost across restart: %v", err)
+	}
+	// Replayed log entries must not be applied twice.
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e2", "spiffe://example.org/b", "alice")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSnapshotRestoresLostState(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// Written after the snapshot: must come back from the Raft log.
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e2", "spiffe://example.org/b", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTestStore(t, dir)
+	defer s.Close()
+	for _, id := range []string{"e1", "e2"} {
+		if _, err := s.Entry(id); err != nil {
+			t.Fatalf("entry %s not recovered: %v", id, err)
+		}
+	}
+}
+
+func TestOpenRefusesBadDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Config{Dir: filepath.Join(file, "sub"), Logger: testLogger(t)})
+	if err == nil {
+		t.Fatal("Open under a regular file succeeded")
+	}
+	if want := filepath.Join(file, "sub"); !containsAll(err.Error(), want, "data dir") {
+		t.Fatalf("error %q does not name the data dir", err)
+	}
+	_, err = Open(Config{Dir: file, Logger: testLogger(t)})
+	if err == nil || !containsAll(err.Error(), "not a directory") {
+		t.Fatalf("Open on a file: %v", err)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,128 @@
+package storage
+
+import (
+	"crypto"
+	"crypto/x509"
+	"strings"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+)
+
+// Owner is an accountable person or team. Every entry has exactly one owner.
+type Owner struct {
+	Name        string    `json:"name"`
+	DisplayName string    `json:"display_name,omitempty"`
+	Kind        string    `json:"kind,omitempty"`
+	Team        string    `json:"team,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreatedBy   string    `json:"created_by,omitempty"`
+}
+
+// Entry is a registration entry: the workloads whose attested selectors include Selectors, on a node whose
+// agent is ParentID, are issued SPIFFEID.
+type Entry struct {
+	ID        string              `json:"id"`
+	SPIFFEID  string              `json:"spiffe_id"`
+	ParentID  string              `json:"parent_id"`
+	Selectors []selector.Selector `json:"selectors"`
+	Owner     string              `json:"owner"`
+	Purpose   string              `json:"purpose"`
+	X509TTL   time.Duration       `json:"x509_ttl"`
+	JWTTTL    time.Duration       `json:"jwt_ttl"`
+	DNSNames  []string            `json:"dns_names,omitempty"`
+	ExpiresAt time.Time           `json:"expires_at,omitzero"`
+	CreatedAt time.Time           `json:"created_at"`
+	CreatedBy string              `json:"created_by,omitempty"`
+	// Revision is the registry revision at which this entry last changed; set by the store.
+	Revision uint64 `json:"revision"`
+}
+
+// Expired reports whether the entry has an expiry at or before now.
+func (e *Entry) Expired(now time.Time) bool {
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
+// identityKey is what makes two entries duplicates: same SPIFFE ID, parent and selectors.
+func (e *Entry) identityKey() string {
+	var b strings.Builder
+	b.WriteString(e.SPIFFEID)
+	b.WriteByte(0)
+	b.WriteString(e.ParentID)
+	for _, s := range selector.Normalize(e.Selectors) {
+		b.WriteByte(0)
+		b.WriteString(s.String())
+	}
+	return b.String()
+}
+
+// AuthorityKind says which SVID type an authority signs.
+type AuthorityKind string
+
+// Authority kinds.
+const (
+	AuthorityX509 AuthorityKind = "x509"
+	AuthorityJWT  AuthorityKind = "jwt"
+)
+
+// Authority is one public trust anchor of the trust domain: a server node's X.509 root certificate or
+// JWT signing key. The bundle is the set of all authorities. Private keys never enter the store.
+type Authority struct {
+	Kind AuthorityKind `json:"kind"`
+	// ID is the JWT key ID, or for X.509 the hex SHA-256 of the certificate DER.
+	ID string `json:"id"`
+	// DER is the certificate (X.509) or the PKIX public key (JWT).
+	DER      []byte    `json:"der"`
+	NotAfter time.Time `json:"not_after"`
+	Node     string    `json:"node"`
+	AddedAt  time.Time `json:"added_at"`
+}
+
+// Bundle is the trust domain's current set of authorities, parsed.
+type Bundle struct {
+	X509Authorities []*x509.Certificate
+	JWTAuthorities  map[string]crypto.PublicKey
+	// Sequence increases whenever the set of authorities changes.
+	Sequence uint64
+}
+
+// IssuanceKind is the kind of credential an issuance record describes.
+type IssuanceKind uint8
+
+// Issuance kinds.
+const (
+	KindX509SVID IssuanceKind = 1
+	KindJWTSVID  IssuanceKind = 2
+)
+
+func (k IssuanceKind) String() string {
+	switch k {
+	case KindX509SVID:
+		return "x509-svid"
+	case KindJWTSVID:
+		return "jwt-svid"
+	default:
+		return "unknown"
+	}
+}
+
+// Issuance is one ledger record: a credential Signet issued, and on whose authority.
+type Issuance struct {
+	// ID is the X.509 serial number in lowercase hex, or the JWT ID (jti).
+	ID              string       `json:"id"`
+	Kind            IssuanceKind `json:"kind"`
+	SPIFFEID        string       `json:"spiffe_id"`
+	EntryID         string       `json:"entry_id"`
+	Owner           string       `json:"owner"`
+	Selectors       []string     `json:"selectors,omitempty"`
+	Audience        []string     `json:"audience,omitempty"`
+	PublicKeySHA256 string       `json:"public_key_sha256,omitempty"`
+	IssuedAt        time.Time    `json:"issued_at"`
+	ExpiresAt       time.Time    `json:"expires_at"`
+	// Node is the server node that signed the credential.
+	Node string `json:"node"`
+	// Agent is the SPIFFE ID of the agent the credential was issued through.
+	Agent string `json:"agent,omitempty"`
+	// NodeAttestation is how the agent's node was attested ("dev", "join_token", …).
+	NodeAttestation string `json:"node_attestation,omitempty"`
+}
