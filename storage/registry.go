@@ -16,6 +16,16 @@ const maxChanges = 65536
 type change struct {
 	revision uint64
 	entryID  string
+	// parents are the entry's parent IDs before and after the change (one or two), so a watcher can
+	// tell whether the change concerns it without a tombstone.
+	parents []string
+}
+
+// EntryChange says that an entry was created, changed or deleted, and which parents it had before and
+// after: the agents concerned.
+type EntryChange struct {
+	ID      string
+	Parents []string
 }
 
 // registry is the in-memory, read-optimised view of the registry part of the state: owners, entries and
@@ -92,7 +102,7 @@ func (r *registry) putEntryLocked(e *Entry) {
 	m[e.ID] = e
 }
 
-func (r *registry) recordChangeLocked(rev uint64, entryID string) {
+func (r *registry) recordChangeLocked(rev uint64, entryID string, parents ...string) {
 	r.revision = rev
 	if entryID != "" {
 		if len(r.changes) == maxChanges {
@@ -102,7 +112,7 @@ func (r *registry) recordChangeLocked(rev uint64, entryID string) {
 			r.floor = r.changes[drop-1].revision
 			r.changes = slices.Delete(r.changes, 0, drop)
 		}
-		r.changes = append(r.changes, change{revision: rev, entryID: entryID})
+		r.changes = append(r.changes, change{revision: rev, entryID: entryID, parents: parents})
 	}
 	r.wakeLocked()
 }
@@ -111,21 +121,27 @@ func (r *registry) recordChangeLocked(rev uint64, entryID string) {
 func (r *registry) entryPut(e *Entry, rev uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	parents := []string{e.ParentID}
+	if old, ok := r.entries[e.ID]; ok && old.ParentID != e.ParentID {
+		parents = append(parents, old.ParentID)
+	}
 	r.putEntryLocked(e)
-	r.recordChangeLocked(rev, e.ID)
+	r.recordChangeLocked(rev, e.ID, parents...)
 }
 
 func (r *registry) entryDelete(id string, rev uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var parents []string
 	if old, ok := r.entries[id]; ok {
+		parents = []string{old.ParentID}
 		delete(r.byParent[old.ParentID], id)
 		if len(r.byParent[old.ParentID]) == 0 {
 			delete(r.byParent, old.ParentID)
 		}
 		delete(r.entries, id)
 	}
-	r.recordChangeLocked(rev, id)
+	r.recordChangeLocked(rev, id, parents...)
 }
 
 func (r *registry) ownerPut(o *Owner, rev uint64) {
@@ -192,21 +208,28 @@ func (r *registry) wait(ctx context.Context, after uint64) error {
 	}
 }
 
-// changedSince returns the IDs of entries changed after revision since, and the current revision. ok is
-// false when since is older than the kept history: the caller must take a full listing.
-func (r *registry) changedSince(since uint64) (ids []string, rev uint64, ok bool) {
+// changedSince returns the entries changed after revision since (the latest change of each), and the
+// current revision. ok is false when since is older than the kept history: the caller must take a full
+// listing.
+func (r *registry) changedSince(since uint64) (changes []EntryChange, rev uint64, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if since < r.floor || since > r.revision {
 		return nil, r.revision, false
 	}
 	i, _ := slices.BinarySearchFunc(r.changes, since+1, func(c change, rev uint64) int { return cmp.Compare(c.revision, rev) })
-	seen := map[string]bool{}
+	at := map[string]int{}
 	for _, c := range r.changes[i:] {
-		if !seen[c.entryID] {
-			seen[c.entryID] = true
-			ids = append(ids, c.entryID)
+		if j, seen := at[c.entryID]; seen {
+			for _, p := range c.parents {
+				if !slices.Contains(changes[j].Parents, p) {
+					changes[j].Parents = append(changes[j].Parents, p)
+				}
+			}
+			continue
 		}
+		at[c.entryID] = len(changes)
+		changes = append(changes, EntryChange{ID: c.entryID, Parents: slices.Clone(c.parents)})
 	}
-	return ids, r.revision, true
+	return changes, r.revision, true
 }

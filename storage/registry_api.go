@@ -143,10 +143,10 @@ func (s *Store) Revision() uint64 { return s.reg.currentRevision() }
 // WaitChange blocks until the registry revision exceeds after or the bundle changes, or ctx ends.
 func (s *Store) WaitChange(ctx context.Context, after uint64) error { return s.reg.wait(ctx, after) }
 
-// ChangedEntries returns the IDs of entries created, changed or deleted after revision since, with the
-// current revision. ok is false when since is older than the retained change history: take a full
-// listing instead.
-func (s *Store) ChangedEntries(since uint64) (ids []string, revision uint64, ok bool) {
+// ChangedEntries returns the entries created, changed or deleted after revision since, each with the
+// parents it had, and the current revision. ok is false when since is older than the retained change
+// history: take a full listing instead.
+func (s *Store) ChangedEntries(since uint64) (changes []EntryChange, revision uint64, ok bool) {
 	return s.reg.changedSince(since)
 }
 

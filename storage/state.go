@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,6 +36,9 @@ func openStateDB(path string) (*bolt.DB, error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 1 << 30,
 	})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("storage: %s is locked: another signet process is using this data dir (stop it or choose another data dir)", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open state %s: %w", path, err)
 	}

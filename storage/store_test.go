@@ -83,9 +83,9 @@ func TestRegistryWritesAndConflicts(t *testing.T) {
 	if got := s.EntriesByParent("spiffe://example.org/agent"); len(got) != 1 || got[0].ID != "e1" {
 		t.Fatalf("EntriesByParent = %+v", got)
 	}
-	ids, rev, ok := s.ChangedEntries(rev0)
-	if !ok || rev != e.Revision || len(ids) != 1 || ids[0] != "e1" {
-		t.Fatalf("ChangedEntries(%d) = %v %d %v", rev0, ids, rev, ok)
+	changes, rev, ok := s.ChangedEntries(rev0)
+	if !ok || rev != e.Revision || len(changes) != 1 || changes[0].ID != "e1" || changes[0].Parents[0] != e.ParentID {
+		t.Fatalf("ChangedEntries(%d) = %v %d %v", rev0, changes, rev, ok)
 	}
 	if _, err := s.DeleteEntry(ctx, "e1"); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,186 @@
+// Package agent is the Signet node agent: it keeps the entries its server says it may issue, pre-mints
+// their X.509-SVIDs in batches (keys are generated here and never leave the node), rotates them at half
+// life, caches JWT-SVIDs, and answers the Workload API from that cache.
+//
+//	a, err := agent.New(agent.Config{Client: agentv1.NewAgentClient(conn), TrustDomain: td})
+//	go a.Run(ctx)
+//	// a implements workloadapi.Source
+package agent
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// Client talks to the server's agent API. Required.
+	Client agentv1.AgentClient
+	// TrustDomain is the agent's trust domain. Required.
+	TrustDomain spiffeid.TrustDomain
+	// MintBatch is how many CSRs go in one signing call (default 500).
+	MintBatch int
+	Clock     func() time.Time
+	Logger    *slog.Logger
+}
+
+// Agent is a node agent's cache and its sync with the server.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.RWMutex
+	revision uint64
+	synced   bool // a complete update has been applied
+	entries  map[string]*entryState
+	// index holds each entry under its first selector: a caller's candidates are the entries indexed
+	// under one of its own selectors, so matching does not scan every entry.
+	index   map[selector.Selector][]*entryState
+	bundle  bundleState
+	changed chan struct{} // closed and replaced whenever what workloads see changes
+
+	mintWake chan struct{}
+	jwts     *jwtCache
+}
+
+type entryState struct {
+	entry     *agentv1.Entry
+	id        spiffeid.ID
+	selectors []selector.Selector
+	expiresAt time.Time // zero: never
+	svid      *x509SVID // nil until minted
+}
+
+func (e *entryState) expired(now time.Time) bool {
+	return !e.expiresAt.IsZero() && !now.Before(e.expiresAt)
+}
+
+// New validates cfg and returns an Agent; call Run to start syncing.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("agent: config: Client is required")
+	}
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("agent: config: TrustDomain is required")
+	}
+	if cfg.MintBatch <= 0 {
+		cfg.MintBatch = 500
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "agent"),
+		entries:  map[string]*entryState{},
+		index:    map[selector.Selector][]*entryState{},
+		changed:  make(chan struct{}),
+		mintWake: make(chan struct{}, 1),
+		jwts:     newJWTCache(),
+	}, nil
+}
+
+// Run syncs entries and mints SVIDs until ctx ends.
+func (a *Agent) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.syncLoop(ctx) }()
+	go func() { defer wg.Done(); a.mintLoop(ctx) }()
+	wg.Wait()
+}
+
+// WaitReady blocks until the first complete entry update has been applied and every entry then known
+// has an SVID, or ctx ends.
+func (a *Agent) WaitReady(ctx context.Context) error {
+	for {
+		a.mu.RLock()
+		ready := a.synced && a.allMintedLocked()
+		ch := a.changed
+		a.mu.RUnlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("agent: wait for first SVIDs: %w", ctx.Err())
+		}
+	}
+}
+
+func (a *Agent) allMintedLocked() bool {
+	now := a.cfg.Clock()
+	for _, e := range a.entries {
+		if e.svid == nil && !e.expired(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// notifyLocked wakes every Workload API stream.
+func (a *Agent) notifyLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+func (a *Agent) wakeMinter() {
+	select {
+	case a.mintWake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) indexAddLocked(e *entryState) {
+	if len(e.selectors) == 0 {
+		return
+	}
+	k := e.selectors[0]
+	a.index[k] = append(a.index[k], e)
+}
+
+func (a *Agent) indexRemoveLocked(e *entryState) {
+	if len(e.selectors) == 0 {
+		return
+	}
+	k := e.selectors[0]
+	list := a.index[k]
+	if i := slices.Index(list, e); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(a.index, k)
+	} else {
+		a.index[k] = list
+	}
+}
+
+// matchLocked returns the entries whose selectors are all among sels, sorted by SPIFFE ID then entry ID
+// so responses are stable.
+func (a *Agent) matchLocked(sels []selector.Selector) []*entryState {
+	var out []*entryState
+	for _, s := range sels {
+		for _, e := range a.index[s] {
+			if selector.Subset(e.selectors, sels) {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y *entryState) int {
+		return cmp.Or(cmp.Compare(x.entry.SpiffeId, y.entry.SpiffeId), cmp.Compare(x.entry.Id, y.entry.Id))
+	})
+	return slices.CompactFunc(out, func(x, y *entryState) bool { return x == y })
+}

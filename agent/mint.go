@@ -1,0 +1,255 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"google.golang.org/grpc/codes"
+)
+
+// x509SVID is a minted SVID with its key, kept in the forms the Workload API sends.
+type x509SVID struct {
+	serial    string
+	leaf      *x509.Certificate
+	chainDER  []byte // leaf first, concatenated DER
+	keyDER    []byte // PKCS#8
+	notBefore time.Time
+	notAfter  time.Time
+	// What the SVID was minted for: an entry change to any of these needs a new SVID.
+	spiffeID string
+	x509TTL  int64
+	dnsNames []string
+}
+
+// mintedFor reports whether the SVID still fits the entry (same identity, lifetime and DNS names).
+func (s *x509SVID) mintedFor(e *agentv1.Entry) bool {
+	return s.spiffeID == e.SpiffeId && s.x509TTL == e.X509TtlSeconds && slices.Equal(s.dnsNames, e.DnsNames)
+}
+
+// rotateAt is half-way through the SVID's life.
+func (s *x509SVID) rotateAt() time.Time {
+	return s.notBefore.Add(s.notAfter.Sub(s.notBefore) / 2)
+}
+
+// mintRetry is how long an entry whose SVID request failed waits before it is tried again.
+const mintRetry = 5 * time.Second
+
+// mintLoop mints SVIDs for entries that have none, changed, or passed half life; drops expired ones;
+// and sleeps until the next such moment or until an update wakes it.
+func (a *Agent) mintLoop(ctx context.Context) {
+	failedUntil := map[string]time.Time{}
+	attempt := 0
+	for {
+		now := a.cfg.Clock()
+		a.expire(now)
+		due, next := a.dueForMint(now, failedUntil)
+		if len(due) > 0 {
+			if err := a.mint(ctx, due, failedUntil); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				wait := backoff(attempt)
+				attempt++
+				a.log.Warn("minting SVIDs failed; will retry", "entries", len(due), "error", err, "retry_in", wait.Round(time.Millisecond))
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return
+				}
+			} else {
+				attempt = 0
+			}
+			continue
+		}
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !next.IsZero() {
+			timer = time.NewTimer(max(next.Sub(now), time.Millisecond))
+			fire = timer.C
+		}
+		select {
+		case <-a.mintWake:
+		case <-fire:
+		case <-ctx.Done():
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// expire drops SVIDs that have expired and those of expired entries, so no stream serves them.
+func (a *Agent) expire(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	for _, e := range a.entries {
+		if e.svid != nil && (!now.Before(e.svid.notAfter) || e.expired(now)) {
+			e.svid = nil
+			changed = true
+		}
+	}
+	if changed {
+		a.notifyLocked()
+	}
+}
+
+// dueForMint returns the entries that need an SVID now (up to one batch), and the next time one will.
+func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time) (due []*agentv1.Entry, next time.Time) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	soonest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for id, e := range a.entries {
+		if e.expired(now) {
+			continue
+		}
+		if !e.expiresAt.IsZero() {
+			soonest(e.expiresAt)
+		}
+		if until, ok := failedUntil[id]; ok && now.Before(until) {
+			soonest(until)
+			continue
+		}
+		if e.svid == nil || !e.svid.mintedFor(e.entry) || !now.Before(e.svid.rotateAt()) {
+			if len(due) < a.cfg.MintBatch {
+				due = append(due, e.entry)
+			} else {
+				soonest(now)
+			}
+			continue
+		}
+		soonest(e.svid.rotateAt())
+		soonest(e.svid.notAfter)
+	}
+	for id := range failedUntil {
+		if _, ok := a.entries[id]; !ok {
+			delete(failedUntil, id)
+		}
+	}
+	return due, next
+}
+
+type mintKey struct {
+	entry *agentv1.Entry
+	key   *ecdsa.PrivateKey
+}
+
+// mint generates a key and CSR per entry, has the server sign them in one call, and installs the
+// results. It fails as a whole only when the call fails; per-entry refusals are logged and retried later.
+func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil map[string]time.Time) error {
+	req := &agentv1.SignX509SVIDsRequest{Requests: make([]*agentv1.X509SVIDRequest, 0, len(entries))}
+	keys := make(map[string]mintKey, len(entries))
+	for _, e := range entries {
+		key, csr, err := newKeyAndCSR(e.SpiffeId)
+		if err != nil {
+			return err
+		}
+		keys[e.Id] = mintKey{entry: e, key: key}
+		req.Requests = append(req.Requests, &agentv1.X509SVIDRequest{EntryId: e.Id, Csr: csr})
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := a.cfg.Client.SignX509SVIDs(callCtx, req)
+	if err != nil {
+		return fmt.Errorf("agent: sign %d X.509-SVIDs: %w", len(entries), err)
+	}
+	now := a.cfg.Clock()
+	minted := map[string]*x509SVID{}
+	for _, r := range resp.Results {
+		mk, ok := keys[r.EntryId]
+		if !ok {
+			continue
+		}
+		if r.ErrorCode != 0 {
+			failedUntil[r.EntryId] = now.Add(mintRetry)
+			level := a.log.Warn
+			if codes.Code(r.ErrorCode) == codes.PermissionDenied {
+				level = a.log.Info // typically an entry removed while we asked
+			}
+			level("server refused an X.509-SVID", "entry", r.EntryId, "code", codes.Code(r.ErrorCode).String(), "error", r.ErrorMessage)
+			continue
+		}
+		s, err := newX509SVID(mk, r.CertChain)
+		if err != nil {
+			failedUntil[r.EntryId] = now.Add(mintRetry)
+			a.log.Error("server returned an unusable X.509-SVID", "entry", r.EntryId, "error", err)
+			continue
+		}
+		delete(failedUntil, r.EntryId)
+		minted[r.EntryId] = s
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, s := range minted {
+		// Install only if the entry still exists and still wants this SVID.
+		if cur, ok := a.entries[id]; ok && s.mintedFor(cur.entry) {
+			cur.svid = s
+		}
+	}
+	if len(minted) > 0 {
+		a.notifyLocked()
+	}
+	return nil
+}
+
+func newKeyAndCSR(spiffeID string) (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: generate key: %w", err)
+	}
+	u, err := url.Parse(spiffeID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: SPIFFE ID %q: %w", spiffeID, err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: create CSR for %q: %w", spiffeID, err)
+	}
+	return key, csr, nil
+}
+
+func newX509SVID(mk mintKey, chain [][]byte) (*x509SVID, error) {
+	if len(chain) == 0 {
+		return nil, errors.New("empty certificate chain")
+	}
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate: %w", err)
+	}
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&mk.key.PublicKey) {
+		return nil, errors.New("certificate is not for the key the agent generated")
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != mk.entry.SpiffeId {
+		return nil, fmt.Errorf("certificate is not for %s", mk.entry.SpiffeId)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(mk.key)
+	if err != nil {
+		return nil, fmt.Errorf("marshal key: %w", err)
+	}
+	s := &x509SVID{
+		serial: leaf.SerialNumber.Text(16), leaf: leaf, keyDER: keyDER,
+		notBefore: leaf.NotBefore, notAfter: leaf.NotAfter,
+		spiffeID: mk.entry.SpiffeId, x509TTL: mk.entry.X509TtlSeconds, dnsNames: mk.entry.DnsNames,
+	}
+	for _, c := range chain {
+		s.chainDER = append(s.chainDER, c...)
+	}
+	return s, nil
+}

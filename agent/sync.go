@@ -1,0 +1,213 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// bundleState is the trust bundle in the forms the Workload API hands out, computed once per change.
+type bundleState struct {
+	sequence       uint64
+	x509DER        []byte // concatenated DER of the X.509 authorities
+	jwks           []byte // JWK Set of the JWT authorities
+	jwtAuthorities map[string]crypto.PublicKey
+	x509Roots      []*x509.Certificate
+}
+
+// Reconnect backoff bounds.
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// backoff returns the wait before attempt n (0-based): exponential with full jitter, so agents that
+// lost the same server do not all come back at once.
+func backoff(n int) time.Duration {
+	d := minBackoff << min(n, 10)
+	d = min(d, maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// syncLoop keeps a SyncEntries stream open, reconnecting with backoff, and applies every update.
+func (a *Agent) syncLoop(ctx context.Context) {
+	for attempt := 0; ; {
+		err := a.syncOnce(ctx, func() { attempt = 0 })
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoff(attempt)
+		attempt++
+		a.log.Warn("entry sync interrupted; reconnecting", "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// syncOnce runs one SyncEntries stream until it fails. onProgress is called after each applied update.
+func (a *Agent) syncOnce(ctx context.Context, onProgress func()) error {
+	a.mu.RLock()
+	known := a.revision
+	a.mu.RUnlock()
+	stream, err := a.cfg.Client.SyncEntries(ctx, &agentv1.SyncEntriesRequest{KnownRevision: known})
+	if err != nil {
+		return fmt.Errorf("agent: open entry sync: %w", err)
+	}
+	var pending []*agentv1.SyncEntriesResponse
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("agent: entry sync: server closed the stream")
+			}
+			if status.Code(err) == codes.Canceled && ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("agent: entry sync: %w", err)
+		}
+		if msg.Bundle != nil {
+			if err := a.applyBundle(msg.Bundle); err != nil {
+				return err
+			}
+		}
+		pending = append(pending, msg)
+		if msg.More {
+			continue
+		}
+		if err := a.applyUpdate(pending); err != nil {
+			return err
+		}
+		pending = pending[:0]
+		onProgress()
+	}
+}
+
+// applyBundle installs a new trust bundle.
+func (a *Agent) applyBundle(b *agentv1.Bundle) error {
+	if b.TrustDomain != a.cfg.TrustDomain.Name() {
+		return fmt.Errorf("agent: bundle for trust domain %q, this agent is in %q", b.TrustDomain, a.cfg.TrustDomain.Name())
+	}
+	st := bundleState{sequence: b.Sequence, jwtAuthorities: map[string]crypto.PublicKey{}}
+	for i, der := range b.X509Authorities {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("agent: bundle X.509 authority %d: %w", i, err)
+		}
+		st.x509Roots = append(st.x509Roots, c)
+		st.x509DER = append(st.x509DER, der...)
+	}
+	for _, k := range b.JwtAuthorities {
+		pub, err := x509.ParsePKIXPublicKey(k.PublicKey)
+		if err != nil {
+			return fmt.Errorf("agent: bundle JWT authority %q: %w", k.KeyId, err)
+		}
+		st.jwtAuthorities[k.KeyId] = pub
+	}
+	jwks, err := ca.MarshalJWTBundle(st.jwtAuthorities)
+	if err != nil {
+		return fmt.Errorf("agent: bundle: %w", err)
+	}
+	st.jwks = jwks
+	a.mu.Lock()
+	a.bundle = st
+	a.notifyLocked()
+	a.mu.Unlock()
+	return nil
+}
+
+// applyUpdate applies one complete update (one or more messages).
+func (a *Agent) applyUpdate(msgs []*agentv1.SyncEntriesResponse) error {
+	last := msgs[len(msgs)-1]
+	full := msgs[0].Full
+	upserts := map[string]*entryState{}
+	var deleted []string
+	for _, m := range msgs {
+		for _, pe := range m.Entries {
+			es, err := a.parseEntry(pe)
+			if err != nil {
+				// One bad entry must not stop the others; the server validated it, so this is a bug.
+				a.log.Error("ignoring entry the agent cannot use", "entry", pe.Id, "error", err)
+				continue
+			}
+			upserts[pe.Id] = es
+		}
+		deleted = append(deleted, m.Deleted...)
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if full {
+		for id, old := range a.entries {
+			if _, keep := upserts[id]; !keep {
+				a.removeEntryLocked(old)
+			}
+		}
+	}
+	for _, id := range deleted {
+		if old, ok := a.entries[id]; ok {
+			a.removeEntryLocked(old)
+		}
+	}
+	for id, es := range upserts {
+		if old, ok := a.entries[id]; ok {
+			if old.svid != nil && old.svid.mintedFor(es.entry) {
+				es.svid = old.svid // still valid for the changed entry: keep it
+			}
+			a.indexRemoveLocked(old)
+		}
+		a.entries[id] = es
+		a.indexAddLocked(es)
+	}
+	a.revision = last.Revision
+	a.synced = true
+	a.notifyLocked()
+	a.wakeMinter()
+	return nil
+}
+
+func (a *Agent) removeEntryLocked(e *entryState) {
+	a.indexRemoveLocked(e)
+	delete(a.entries, e.entry.Id)
+	a.jwts.dropEntry(e.entry.Id)
+}
+
+func (a *Agent) parseEntry(pe *agentv1.Entry) (*entryState, error) {
+	id, err := spiffeid.FromString(pe.SpiffeId)
+	if err != nil {
+		return nil, fmt.Errorf("spiffe_id %q: %w", pe.SpiffeId, err)
+	}
+	if id.TrustDomain() != a.cfg.TrustDomain {
+		return nil, fmt.Errorf("spiffe_id %q: not in trust domain %q", pe.SpiffeId, a.cfg.TrustDomain.Name())
+	}
+	sels := make([]selector.Selector, 0, len(pe.Selectors))
+	for _, s := range pe.Selectors {
+		sel, err := selector.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		sels = append(sels, sel)
+	}
+	if len(sels) == 0 {
+		return nil, errors.New("no selectors")
+	}
+	es := &entryState{entry: pe, id: id, selectors: selector.Normalize(sels)}
+	if pe.ExpiresAt != 0 {
+		es.expiresAt = time.Unix(pe.ExpiresAt, 0)
+	}
+	return es, nil
+}

@@ -1,0 +1,226 @@
+package unix
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/signet-id/signet/selector"
+)
+
+// deletedSuffix is what the kernel appends to the /proc/<pid>/exe target of an unlinked file.
+const deletedSuffix = " (deleted)"
+
+// hashBufferSize is the read size used while hashing an executable.
+const hashBufferSize = 128 << 10
+
+func supported() error { return nil }
+
+// procInfo is what attest reads about a process from proc.
+type procInfo struct {
+	uid, gid uint32
+	path     string
+	digest   string // "" when the executable was not hashed
+}
+
+func (a *Attestor) attest(ctx context.Context, pid int32) ([]selector.Selector, error) {
+	start, err := a.readStartTime(pid)
+	if err != nil {
+		if isGone(err) {
+			return nil, goneError(pid, err.Error())
+		}
+		return nil, fmt.Errorf("%s: pid %d: reading start time: %w", errPrefix, pid, err)
+	}
+
+	info, readErr := a.readProcess(ctx, pid)
+
+	// Whether reading succeeded or not, make sure everything read came from the process whose
+	// start time was read first: a failure in between is most likely the process exiting.
+	if err := a.checkSameProcess(pid, start); err != nil {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+
+	sels := make([]selector.Selector, 0, 6)
+	add := func(key, value string) {
+		s := selector.Selector{Type: selectorType, Value: key + ":" + value}
+		if err := selector.Validate(s); err != nil {
+			a.log.Debug("skipping selector that is not valid", "pid", pid, "error", err)
+			return
+		}
+		sels = append(sels, s)
+	}
+	add("uid", strconv.FormatUint(uint64(info.uid), 10))
+	add("gid", strconv.FormatUint(uint64(info.gid), 10))
+	if name := a.name(pid, nameKey{id: info.uid}); name != "" {
+		add("user", name)
+	}
+	if name := a.name(pid, nameKey{group: true, id: info.gid}); name != "" {
+		add("group", name)
+	}
+	add("path", info.path)
+	if info.digest != "" {
+		add("sha256", info.digest)
+	}
+	return selector.Normalize(sels), nil
+}
+
+// readProcess reads the ids, executable path and executable digest of pid.
+func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error) {
+	var info procInfo
+	var err error
+	if info.uid, info.gid, err = a.readIDs(pid); err != nil {
+		return info, fmt.Errorf("%s: pid %d: reading ids: %w", errPrefix, pid, err)
+	}
+
+	exe := a.procPath(pid, "exe")
+	link, err := os.Readlink(exe)
+	if err != nil {
+		// Kernel threads and zombies have no executable: the link cannot be read although the
+		// process exists.
+		return info, fmt.Errorf("%s: pid %d: reading executable path: %w", errPrefix, pid, err)
+	}
+	// Open the file the process runs, not the path: the path may have been replaced or removed.
+	f, err := os.Open(exe)
+	if err != nil {
+		return info, fmt.Errorf("%s: pid %d: opening executable: %w", errPrefix, pid, err)
+	}
+	defer f.Close()
+	key, nlink, err := statFile(f)
+	if err != nil {
+		return info, fmt.Errorf("%s: pid %d: executable %q: %w", errPrefix, pid, link, err)
+	}
+	// Read the link again: if the process called exec between the first reading and the open,
+	// the path and the opened file could belong to different programs.
+	if again, err := os.Readlink(exe); err != nil {
+		return info, fmt.Errorf("%s: pid %d: reading executable path: %w", errPrefix, pid, err)
+	} else if again != link {
+		return info, fmt.Errorf("%s: pid %d: executable changed from %q to %q during attestation", errPrefix, pid, link, again)
+	}
+
+	info.path = link
+	if nlink == 0 && strings.HasSuffix(link, deletedSuffix) {
+		info.path = strings.TrimSuffix(link, deletedSuffix)
+	}
+
+	if key.size > a.maxHashSize {
+		a.log.Debug("executable too large to hash; no sha256 selector",
+			"pid", pid, "path", info.path, "size", key.size, "max_hash_size", a.maxHashSize)
+		return info, nil
+	}
+	if info.digest, err = a.digest(ctx, f, key); err != nil {
+		return info, fmt.Errorf("%s: pid %d: hashing executable %q: %w", errPrefix, pid, info.path, err)
+	}
+	return info, nil
+}
+
+// digest returns the hex sha256 of f, whose version is key, from the cache or by reading f.
+func (a *Attestor) digest(ctx context.Context, f *os.File, key fileKey) (string, error) {
+	if d, ok := a.digests.get(key); ok {
+		return d, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if a.onHash != nil {
+		a.onHash()
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, ctxReader{ctx: ctx, r: f}, make([]byte, hashBufferSize))
+	if err != nil {
+		return "", err
+	}
+	// A file modified while it was read would give a digest of neither version.
+	after, _, err := statFile(f)
+	if err != nil {
+		return "", err
+	}
+	if after != key || n != key.size {
+		return "", errors.New("executable was modified while it was hashed")
+	}
+	d := hex.EncodeToString(h.Sum(nil))
+	a.digests.put(key, d)
+	return d, nil
+}
+
+// statFile returns the version key and link count of the open file f, which must be regular.
+func statFile(f *os.File) (fileKey, uint64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fileKey{}, 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return fileKey{}, 0, fmt.Errorf("not a regular file (mode %v)", fi.Mode())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileKey{}, 0, fmt.Errorf("no stat data (%T)", fi.Sys())
+	}
+	// Dev and Nlink are narrower than 64 bits on some architectures, hence the conversions.
+	return fileKey{
+		dev:   uint64(st.Dev),
+		ino:   st.Ino,
+		size:  st.Size,
+		mtime: st.Mtim.Nano(),
+		ctime: st.Ctim.Nano(),
+	}, uint64(st.Nlink), nil
+}
+
+// checkSameProcess returns an error wrapping ErrProcessGone unless pid still exists with start time start.
+func (a *Attestor) checkSameProcess(pid int32, start uint64) error {
+	now, err := a.readStartTime(pid)
+	switch {
+	case err != nil && isGone(err):
+		return goneError(pid, err.Error())
+	case err != nil:
+		return fmt.Errorf("%s: pid %d: reading start time: %w", errPrefix, pid, err)
+	case now != start:
+		return goneError(pid, fmt.Sprintf("start time changed from %d to %d", start, now))
+	}
+	return nil
+}
+
+// name returns the user or group name of k, or "" (logged at debug level) if there is none.
+func (a *Attestor) name(pid int32, k nameKey) string {
+	name, cached, err := a.names.name(k)
+	if name == "" && !cached {
+		kind := "user"
+		if k.group {
+			kind = "group"
+		}
+		a.log.Debug("id has no name; no "+kind+" selector", "pid", pid, "id", k.id, "error", err)
+	}
+	return name
+}
+
+// isGone reports whether err, from reading a proc file, means the process no longer exists.
+func isGone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+func goneError(pid int32, detail string) error {
+	return fmt.Errorf("%s: pid %d: %w (%s)", errPrefix, pid, ErrProcessGone, detail)
+}
+
+// ctxReader stops reading once its context is done, so a long hash can be abandoned.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

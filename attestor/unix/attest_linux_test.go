@@ -1,0 +1,479 @@
+package unix
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+)
+
+func newAttestor(t testing.TB, cfg Config) *Attestor {
+	t.Helper()
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// values maps each selector key to its value, failing on duplicates, invalid or unsorted selectors.
+func values(t *testing.T, sels []selector.Selector) map[string]string {
+	t.Helper()
+	if !slices.IsSortedFunc(sels, selector.Compare) {
+		t.Errorf("selectors not sorted: %v", selector.Strings(sels))
+	}
+	m := make(map[string]string)
+	for _, s := range sels {
+		if err := selector.Validate(s); err != nil {
+			t.Errorf("invalid selector: %v", err)
+		}
+		if s.Type != "unix" {
+			t.Errorf("selector %s has type %q, want unix", s, s.Type)
+		}
+		k, v, _ := strings.Cut(s.Value, ":")
+		if _, dup := m[k]; dup {
+			t.Errorf("duplicate key %q in %v", k, selector.Strings(sels))
+		}
+		m[k] = v
+	}
+	return m
+}
+
+func fileSHA256(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func startProcess(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+func TestAttestSelf(t *testing.T) {
+	a := newAttestor(t, Config{})
+	sels, err := a.Attest(context.Background(), int32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := values(t, sels)
+
+	if want := strconv.Itoa(os.Getuid()); got["uid"] != want {
+		t.Errorf("uid = %q, want %q", got["uid"], want)
+	}
+	if want := strconv.Itoa(os.Getgid()); got["gid"] != want {
+		t.Errorf("gid = %q, want %q", got["gid"], want)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["path"] != exe {
+		t.Errorf("path = %q, want %q", got["path"], exe)
+	}
+	if want := fileSHA256(t, exe); got["sha256"] != want {
+		t.Errorf("sha256 = %q, want %q", got["sha256"], want)
+	}
+	if u, err := user.LookupId(strconv.Itoa(os.Getuid())); err == nil && got["user"] != u.Username {
+		t.Errorf("user = %q, want %q", got["user"], u.Username)
+	}
+	if g, err := user.LookupGroupId(strconv.Itoa(os.Getgid())); err == nil && got["group"] != g.Name {
+		t.Errorf("group = %q, want %q", got["group"], g.Name)
+	}
+	t.Logf("selectors: %v", selector.Strings(sels))
+}
+
+func TestAttestChild(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary:", err)
+	}
+	want, err := filepath.EvalSymlinks(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := startProcess(t, "sleep", "30")
+
+	a := newAttestor(t, Config{})
+	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := values(t, sels)
+	if got["path"] != want {
+		t.Errorf("path = %q, want %q", got["path"], want)
+	}
+	if got["sha256"] != fileSHA256(t, want) {
+		t.Errorf("sha256 = %q, want the digest of %s", got["sha256"], want)
+	}
+	if got["uid"] != strconv.Itoa(os.Getuid()) {
+		t.Errorf("uid = %q, want %d", got["uid"], os.Getuid())
+	}
+}
+
+func TestAttestExitedProcess(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("cannot run true:", err)
+	}
+	a := newAttestor(t, Config{})
+	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	if !errors.Is(err, ErrProcessGone) {
+		t.Fatalf("Attest of a reaped process = %v, %v; want ErrProcessGone", sels, err)
+	}
+	if want := fmt.Sprintf("attestor/unix: pid %d: ", cmd.Process.Pid); !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error %q does not start with %q", err, want)
+	}
+}
+
+// TestAttestDeletedExecutable runs a copy of sleep, removes the copy, and attests the process.
+func TestAttestDeletedExecutable(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary:", err)
+	}
+	content, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "sleep-copy")
+	if err := os.WriteFile(bin, content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err = filepath.EvalSymlinks(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd *exec.Cmd
+	for range 10 { // a concurrent fork may briefly hold the file open for writing
+		cmd = exec.Command(bin, "30")
+		if err = cmd.Start(); !errors.Is(err, syscall.ETXTBSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Skipf("cannot execute a copied binary in %s (noexec?): %v", filepath.Dir(bin), err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+
+	a := newAttestor(t, Config{})
+	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := values(t, sels)
+	if got["path"] != bin {
+		t.Errorf("path = %q, want %q without the deleted suffix", got["path"], bin)
+	}
+	sum := sha256.Sum256(content)
+	if want := hex.EncodeToString(sum[:]); got["sha256"] != want {
+		t.Errorf("sha256 = %q, want %q (the removed file's content)", got["sha256"], want)
+	}
+}
+
+func TestAttestCachesDigest(t *testing.T) {
+	a := newAttestor(t, Config{})
+	var hashes atomic.Int32
+	a.onHash = func() { hashes.Add(1) }
+	pid := int32(os.Getpid())
+
+	first, err := a.Attest(context.Background(), pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := hashes.Load(); n != 1 {
+		t.Fatalf("first Attest hashed %d times, want 1", n)
+	}
+	second, err := a.Attest(context.Background(), pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := hashes.Load(); n != 1 {
+		t.Errorf("second Attest hashed again (%d hashes in all), want a cache hit", n)
+	}
+	if !selector.Equal(first, second) {
+		t.Errorf("second Attest = %v, first = %v", selector.Strings(second), selector.Strings(first))
+	}
+}
+
+// fakeProc is a proc tree in a temporary directory holding one process, whose exe link points
+// at a regular file of the test's choosing.
+type fakeProc struct {
+	root string
+	pid  int32
+	exe  string // the file the exe link points at
+}
+
+func newFakeProc(t *testing.T, content string) *fakeProc {
+	t.Helper()
+	root := t.TempDir()
+	p := &fakeProc{root: root, pid: 4321, exe: filepath.Join(root, "bin", "prog")}
+	dir := filepath.Join(root, "4321")
+	for _, d := range []string{dir, filepath.Dir(p.exe)} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.setStartTime(t, 5000)
+	status := "Name:\tprog\nUid:\t4242\t0\t0\t0\nGid:\t4243\t0\t0\t0\n"
+	if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.writeExe(t, content)
+	if err := os.Symlink(p.exe, filepath.Join(dir, "exe")); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *fakeProc) setStartTime(t *testing.T, start uint64) {
+	t.Helper()
+	stat := fmt.Sprintf("%d (prog) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", p.pid, start)
+	if err := os.WriteFile(filepath.Join(p.root, "4321", "stat"), []byte(stat), 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+func (p *fakeProc) writeExe(t *testing.T, content string) {
+	t.Helper()
+	if err := os.WriteFile(p.exe, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestAttestFakeProc(t *testing.T) {
+	p := newFakeProc(t, "#!/bin/true\n")
+	a := newAttestor(t, Config{ProcRoot: p.root})
+	sels, err := a.Attest(context.Background(), p.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := values(t, sels)
+	want := map[string]string{"uid": "4242", "gid": "4243", "path": p.exe, "sha256": sha256Hex("#!/bin/true\n")}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestAttestRehashesChangedExecutable(t *testing.T) {
+	p := newFakeProc(t, "version 1")
+	a := newAttestor(t, Config{ProcRoot: p.root})
+	var hashes atomic.Int32
+	a.onHash = func() { hashes.Add(1) }
+	attest := func() string {
+		t.Helper()
+		sels, err := a.Attest(context.Background(), p.pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return values(t, sels)["sha256"]
+	}
+
+	if d := attest(); d != sha256Hex("version 1") {
+		t.Fatalf("sha256 = %q, want that of version 1", d)
+	}
+	attest()
+	if n := hashes.Load(); n != 1 {
+		t.Fatalf("%d hashes for an unchanged file, want 1", n)
+	}
+
+	// Same size, new content; set mtime explicitly so coarse file-system clocks cannot hide it.
+	p.writeExe(t, "version 2")
+	mtime := time.Now().Add(time.Hour)
+	if err := os.Chtimes(p.exe, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if d := attest(); d != sha256Hex("version 2") {
+		t.Errorf("sha256 after rewrite = %q, want that of version 2", d)
+	}
+	if n := hashes.Load(); n != 2 {
+		t.Errorf("%d hashes after the file changed, want 2", n)
+	}
+}
+
+func TestAttestPidReused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, p *fakeProc)
+	}{
+		{"start time changed", func(t *testing.T, p *fakeProc) { p.setStartTime(t, 5001) }},
+		{"process exited", func(t *testing.T, p *fakeProc) {
+			if err := os.Remove(filepath.Join(p.root, "4321", "stat")); err != nil {
+				t.Error(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newFakeProc(t, "program")
+			a := newAttestor(t, Config{ProcRoot: p.root})
+			a.onHash = func() { tc.change(t, p) } // runs between the two start-time readings
+			sels, err := a.Attest(context.Background(), p.pid)
+			if !errors.Is(err, ErrProcessGone) {
+				t.Fatalf("Attest = %v, %v; want ErrProcessGone", sels, err)
+			}
+		})
+	}
+}
+
+func TestAttestNoExecutable(t *testing.T) {
+	// Kernel threads exist but have no executable; that is an error, but not ErrProcessGone.
+	p := newFakeProc(t, "program")
+	if err := os.Remove(filepath.Join(p.root, "4321", "exe")); err != nil {
+		t.Fatal(err)
+	}
+	a := newAttestor(t, Config{ProcRoot: p.root})
+	_, err := a.Attest(context.Background(), p.pid)
+	if err == nil || errors.Is(err, ErrProcessGone) {
+		t.Fatalf("Attest = %v, want an error other than ErrProcessGone", err)
+	}
+}
+
+func TestAttestMaxHashSize(t *testing.T) {
+	a := newAttestor(t, Config{MaxHashSize: 1})
+	a.onHash = func() { t.Error("executable hashed although larger than MaxHashSize") }
+	sels, err := a.Attest(context.Background(), int32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := values(t, sels)
+	if _, ok := got["sha256"]; ok {
+		t.Error("sha256 selector for an executable larger than MaxHashSize")
+	}
+	if got["path"] == "" {
+		t.Error("no path selector")
+	}
+}
+
+func TestAttestCanceled(t *testing.T) {
+	a := newAttestor(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := a.Attest(ctx, int32(os.Getpid())); !errors.Is(err, context.Canceled) {
+		t.Errorf("Attest with a canceled context = %v, want context.Canceled", err)
+	}
+
+	// A context canceled once Attest is under way stops it before the executable is hashed.
+	// readProcess is what Attest runs after its own early check.
+	p := newFakeProc(t, "program")
+	a = newAttestor(t, Config{ProcRoot: p.root})
+	a.onHash = func() { t.Error("hashed with a canceled context") }
+	if _, err := a.readProcess(ctx, p.pid); !errors.Is(err, context.Canceled) {
+		t.Errorf("readProcess with a canceled context = %v, want context.Canceled", err)
+	}
+}
+
+func TestAttestInvalidPid(t *testing.T) {
+	a := newAttestor(t, Config{})
+	for _, pid := range []int32{0, -1} {
+		if _, err := a.Attest(context.Background(), pid); err == nil || errors.Is(err, ErrProcessGone) {
+			t.Errorf("Attest(%d) = %v, want an invalid-pid error", pid, err)
+		}
+	}
+}
+
+func TestNewConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{ProcRoot: "proc"},
+		{ProcRoot: filepath.Join(t.TempDir(), "missing")},
+		{MaxHashSize: -1},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded, want an error", cfg)
+		}
+	}
+	a := newAttestor(t, Config{})
+	if a.procRoot != "/proc" || a.maxHashSize != 1<<30 || a.log == nil {
+		t.Errorf("defaults: root %q, max hash size %d, logger %v", a.procRoot, a.maxHashSize, a.log)
+	}
+}
+
+func TestAttestConcurrent(t *testing.T) {
+	a := newAttestor(t, Config{})
+	pid := int32(os.Getpid())
+	want, err := a.Attest(context.Background(), pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for range 20 {
+				got, err := a.Attest(context.Background(), pid)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !selector.Equal(got, want) {
+					t.Errorf("concurrent Attest = %v, want %v", selector.Strings(got), selector.Strings(want))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkAttest(b *testing.B) {
+	a := newAttestor(b, Config{})
+	pid := int32(os.Getpid())
+	ctx := context.Background()
+	if _, err := a.Attest(ctx, pid); err != nil { // warm the digest and name caches
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.Attest(ctx, pid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

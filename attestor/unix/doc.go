@@ -1,0 +1,57 @@
+// Package unix is Signet's Unix workload attestor: given the pid of a process calling the Workload
+// API (the caller reads it from SO_PEERCRED on the accepted socket), it reports what the kernel
+// knows about that process as selectors:
+//
+//	unix:uid:<real uid>          unix:gid:<real gid>
+//	unix:user:<name>             unix:group:<name>        (only when the id resolves to a name)
+//	unix:path:<executable path>  unix:sha256:<hex digest of the executable>
+//
+// Usage:
+//
+//	att, err := unix.New(unix.Config{Logger: logger})
+//	if err != nil {
+//		return err
+//	}
+//	caller, _ := workloadapi.PeerFromContext(ctx) // pid from SO_PEERCRED
+//	sels, err := att.Attest(ctx, caller.PID)
+//	if errors.Is(err, unix.ErrProcessGone) {
+//		// the caller exited (or its pid now names another process): refuse it
+//	}
+//
+// # How the process is read
+//
+// Everything comes from the proc file system (Config.ProcRoot, normally /proc, which must be the
+// proc of the pid namespace the pid was obtained in). The ids are the real ids, the first column of
+// the Uid and Gid lines of /proc/<pid>/status. The path is the target of the /proc/<pid>/exe link.
+// The digest is computed from the file opened through /proc/<pid>/exe, never by opening the path: a
+// path can be replaced after the process started, the file the process runs cannot.
+//
+// When the executable was deleted (or replaced, as a package upgrade does) after the process
+// started, the kernel appends " (deleted)" to the link target. Attest then reports the path
+// without that suffix and the digest of the content the process actually runs, which is still
+// readable through /proc/<pid>/exe. The suffix is removed only when the opened file really has no
+// links left, so an executable whose name genuinely ends in " (deleted)" keeps its name.
+//
+// # Pid reuse
+//
+// A pid names a process only until that process is reaped, after which the kernel may hand the
+// number to a new process. Attest reads the process start time (field 22 of /proc/<pid>/stat)
+// before reading anything else and again after everything has been read; if the process is gone,
+// or the start time changed, it returns an error wrapping ErrProcessGone instead of selectors that
+// could describe a different process. Start times have clock-tick resolution (usually 10 ms), and
+// pids are handed out cyclically, so a reuse that goes unnoticed would need the whole pid space to
+// wrap within one tick.
+//
+// A process that calls exec during attestation keeps its pid and start time; Attest notices when
+// the executable path changes between two readings and returns an error, but selectors read
+// around an exec are, in general, only as current as the moment they were read.
+//
+// # Caches
+//
+// Digests are cached by (device, inode, size, mtime, ctime) of the opened executable, so attesting
+// many calls from the same binary hashes it once; a binary that is rewritten gets a new mtime and
+// ctime (ctime cannot be set by an unprivileged user) and is hashed again. Executables larger than
+// Config.MaxHashSize are not hashed at all and get no sha256 selector. User and group names are
+// cached for a minute, including failed look-ups. Both caches are bounded and safe for concurrent
+// use.
+package unix

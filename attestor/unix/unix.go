@@ -1,0 +1,116 @@
+package unix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+)
+
+// ErrProcessGone is returned (wrapped, naming the pid) when the process being attested exited, or
+// its pid came to name a different process, while Attest was reading it. The selectors read so far
+// cannot be trusted to describe the caller, so none are returned; callers should refuse the request.
+// Test for it with errors.Is.
+var ErrProcessGone = errors.New("process exited or its pid was reused")
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultProcRoot          = "/proc"
+	DefaultMaxHashSize int64 = 1 << 30 // 1 GiB
+)
+
+const (
+	digestCacheSize = 1024            // digests kept per cache generation
+	nameCacheSize   = 1024            // user and group names kept
+	nameTTL         = time.Minute     // how long a resolved (or unresolvable) id is remembered
+	selectorType    = "unix"          // selector type produced by this attestor
+	errPrefix       = "attestor/unix" // prefix of every error message
+)
+
+// Config configures an Attestor. The zero value is usable.
+type Config struct {
+	// ProcRoot is where the proc file system of the callers' pid namespace is mounted.
+	// Default "/proc".
+	ProcRoot string
+	// Logger receives debug messages about selectors that could not be produced (an executable
+	// too large to hash, an id without a name). Default: messages are discarded.
+	Logger *slog.Logger
+	// MaxHashSize is the size in bytes above which an executable is not hashed: it then gets no
+	// sha256 selector. Zero means DefaultMaxHashSize (1 GiB); negative values are refused.
+	MaxHashSize int64
+}
+
+// Attestor produces unix selectors for processes. It is safe for concurrent use.
+type Attestor struct {
+	procRoot    string
+	log         *slog.Logger
+	maxHashSize int64
+
+	digests *digestCache
+	names   *nameCache
+
+	// onHash, if set, is called each time an executable is actually hashed (a digest cache miss).
+	// Tests use it to count hashes and to interleave events with an attestation.
+	onHash func()
+}
+
+// New returns an Attestor configured by cfg, with defaults applied to zero fields.
+func New(cfg Config) (*Attestor, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
+	root := cfg.ProcRoot
+	if root == "" {
+		root = DefaultProcRoot
+	}
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("%s: proc root %q is not an absolute path", errPrefix, root)
+	}
+	if fi, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("%s: proc root: %w", errPrefix, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("%s: proc root %q is not a directory", errPrefix, root)
+	}
+	maxHash := cfg.MaxHashSize
+	switch {
+	case maxHash == 0:
+		maxHash = DefaultMaxHashSize
+	case maxHash < 0:
+		return nil, fmt.Errorf("%s: max hash size %d is negative", errPrefix, maxHash)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Attestor{
+		procRoot:    filepath.Clean(root),
+		log:         log.With("attestor", "unix"),
+		maxHashSize: maxHash,
+		digests:     newDigestCache(digestCacheSize),
+		names:       newNameCache(nameCacheSize, nameTTL, time.Now),
+	}, nil
+}
+
+// Attest returns the selectors of process pid, sorted by selector.Normalize:
+//
+//	unix:uid:<real uid>, unix:gid:<real gid>,
+//	unix:user:<name> and unix:group:<name> when the ids resolve to names that are valid selector values,
+//	unix:path:<absolute executable path> (without a kernel " (deleted)" suffix, see the package doc),
+//	unix:sha256:<hex digest of the executable> unless it is larger than Config.MaxHashSize.
+//
+// If the process exits or its pid is reused meanwhile, the error wraps ErrProcessGone. Reading
+// another user's process needs the privileges to inspect it (normally root or CAP_SYS_PTRACE).
+func (a *Attestor) Attest(ctx context.Context, pid int32) ([]selector.Selector, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("%s: pid %d: not a process id", errPrefix, pid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: pid %d: %w", errPrefix, pid, err)
+	}
+	return a.attest(ctx, pid)
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// adminFlag adds --admin-socket to an admin command.
+func adminFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "admin-socket", defaultAdminSocket(), "admin API socket of the server (env SIGNET_ADMIN_SOCKET)")
+}
+
+// dialAdmin connects to the admin API on a Unix socket.
+func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("admin socket %s does not exist: is 'signet dev' or 'signet server' running? (set --admin-socket or SIGNET_ADMIN_SOCKET)", path)
+		}
+		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return adminv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+// rpcError turns a gRPC error into a message that says what failed and what to do.
+func rpcError(op string, err error) error {
+	s, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	switch s.Code() {
+	case codes.Unavailable:
+		return fmt.Errorf("%s: server unavailable: %s (is it running?)", op, s.Message())
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return fmt.Errorf("%s: not allowed: %s", op, s.Message())
+	default:
+		return fmt.Errorf("%s: %s", op, s.Message())
+	}
+}

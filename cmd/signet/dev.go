@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/storage"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+type devOptions struct {
+	dataDir        string
+	trustDomain    string
+	workloadSocket string
+	adminSocket    string
+	logLevel       string
+}
+
+func newDevCmd() *cobra.Command {
+	o := devOptions{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a server and an agent in one process, with an identity for you",
+		Long: `Run Signet in dev mode: one process holding a single-node server (Raft with one voter, the same
+code path as a cluster) and a node agent serving the SPIFFE Workload API on a Unix socket.
+
+Dev mode registers, idempotently, an owner for the invoking OS user and the entry
+spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. Its state (Raft log, registry, ledger,
+CA keys) is kept in --data-dir, so a restart keeps everything.`,
+		Example: `  signet dev
+  export SPIFFE_ENDPOINT_SOCKET=unix:///tmp/signet-1000/agent.sock
+  signet svid fetch`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", defaultDevDataDir(), "directory for the dev server's state")
+	f.StringVar(&o.trustDomain, "trust-domain", "example.org", "trust domain of the issued SPIFFE IDs")
+	f.StringVar(&o.workloadSocket, "socket", defaultWorkloadSocket(), "Workload API socket path")
+	f.StringVar(&o.adminSocket, "admin-socket", defaultAdminSocket(), "admin API socket path")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+var spiffePathSegment = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+func runDev(ctx context.Context, o devOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	if err != nil {
+		return usagef("--trust-domain %q: %v (e.g. example.org)", o.trustDomain, err)
+	}
+	devAgentID, err := spiffeid.FromPath(td, server.ReservedPathPrefix+"agent/dev")
+	if err != nil {
+		return err
+	}
+	uid := uint32(os.Getuid())
+	node, err := startServerNode(ctx, serverNodeConfig{
+		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminUIDs: adminUIDs(uid),
+		RaftBind: "127.0.0.1:0", Bootstrap: true, FastElection: true,
+		AgentAuth: func(context.Context) (server.Caller, error) {
+			// Only the in-process agent can reach this agent API: there is no network listener.
+			return server.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
+		},
+		DefaultParentID: devAgentID.String(), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Stop()
+
+	// The agent talks to the server over the real agent API, on an in-memory connection.
+	lis := bufconn.Listen(1 << 20)
+	agentAPI := grpc.NewServer()
+	agentv1.RegisterAgentServer(agentAPI, node.srv.Agent)
+	go serveGRPC(log, "agent-api", agentAPI, lis)
+	defer stopGRPC(agentAPI, time.Second)
+	conn, err := grpc.NewClient("passthrough:///signet-dev-server",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dev: connect agent to server: %w", err)
+	}
+	defer conn.Close()
+
+	id, owner, err := ensureDevIdentity(ctx, node, td, uid)
+	if err != nil {
+		return err
+	}
+	an, err := startAgentNode(ctx, agentNodeConfig{TrustDomain: td, Conn: conn, WorkloadSocket: o.workloadSocket,
+		SocketDirMode: 0o700, SocketMode: 0o600, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer an.Stop()
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = an.agent.WaitReady(readyCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+
+	fmt.Printf("Signet dev is running (trust domain %s, data in %s).\n", td.Name(), o.dataDir)
+	fmt.Printf("Your identity: %s (owner %s, selector unix:uid:%d)\n", id, owner, uid)
+	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", o.workloadSocket)
+	fmt.Printf("export SIGNET_ADMIN_SOCKET=%s\n", o.adminSocket)
+	fmt.Println("Press Ctrl-C to stop.")
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+// adminUIDs is who may use the admin socket: the invoking user and root.
+func adminUIDs(uid uint32) []uint32 {
+	if uid == 0 {
+		return []uint32{0}
+	}
+	return []uint32{uid, 0}
+}
+
+// ensureDevIdentity registers the invoking user as an owner and an entry for its uid, unless present.
+func ensureDevIdentity(ctx context.Context, node *serverNode, td spiffeid.TrustDomain, uid uint32) (spiffeid.ID, string, error) {
+	name := "uid-" + strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.Current(); err == nil && spiffePathSegment.MatchString(u.Username) {
+		name = u.Username
+	}
+	if _, err := node.store.EnsureOwner(ctx, storage.Owner{Name: name, Kind: "person", DisplayName: name,
+		CreatedAt: time.Now().UTC().Truncate(time.Second), CreatedBy: "signet dev"}); err != nil {
+		return spiffeid.ID{}, "", fmt.Errorf("dev: register owner %q: %w", name, err)
+	}
+	id, err := spiffeid.FromSegments(td, "dev", name)
+	if err != nil {
+		return spiffeid.ID{}, "", fmt.Errorf("dev: SPIFFE ID for %q: %w", name, err)
+	}
+	sel, err := selector.Parse("unix:uid:" + strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
+		return spiffeid.ID{}, "", err
+	}
+	e := storage.Entry{SPIFFEID: id.String(), Selectors: []selector.Selector{sel}, Owner: name, Purpose: "dev mode",
+		X509TTL: server.DefaultSVIDTTL, JWTTTL: server.DefaultSVIDTTL}
+	if _, _, err := node.srv.Admin.EnsureEntry(ctx, e, "signet dev"); err != nil {
+		return spiffeid.ID{}, "", fmt.Errorf("dev: register entry %s: %w", id, err)
+	}
+	return id, name, nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"time"
+
+	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/spf13/cobra"
+)
+
+func newLedgerCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ledger", Short: "Query the issuance ledger: every credential Signet issued"}
+	cmd.AddCommand(newLedgerQueryCmd())
+	return cmd
+}
+
+func newLedgerQueryCmd() *cobra.Command {
+	var admin, output, owner, spiffeID, entryID, agentID string
+	var since time.Duration
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "query",
+		Short: "List issuances, newest first",
+		Example: `  signet ledger query --owner alice --since 24h
+  signet ledger query --spiffe-id spiffe://example.org/billing/api -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if since < 0 {
+				return usagef("--since %s: must be positive (how far back to look, e.g. 24h)", since)
+			}
+			if limit <= 0 {
+				return usagef("--limit %d: must be positive", limit)
+			}
+			client, closeFn, err := dialAdmin(admin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID}
+			if since > 0 {
+				req.Since = time.Now().Add(-since).UnixNano()
+			}
+			var recs []*adminv1.Issuance
+			for len(recs) < limit {
+				req.Limit = int32(min(limit-len(recs), 1000))
+				resp, err := client.QueryLedger(cmd.Context(), req)
+				if err != nil {
+					return rpcError("ledger query", err)
+				}
+				recs = append(recs, resp.Issuances...)
+				if resp.NextCursor == "" {
+					break
+				}
+				req.Cursor = resp.NextCursor
+			}
+			return printIssuances(cmd.OutOrStdout(), recs, output)
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	f := cmd.Flags()
+	f.StringVar(&owner, "owner", "", "only issuances under entries of this owner")
+	f.StringVar(&spiffeID, "spiffe-id", "", "only issuances of this SPIFFE ID")
+	f.StringVar(&entryID, "entry", "", "only issuances allowed by this entry")
+	f.StringVar(&agentID, "agent", "", "only issuances through this agent")
+	f.DurationVar(&since, "since", 0, "only issuances newer than this (e.g. 24h)")
+	f.IntVar(&limit, "limit", 100, "at most this many records")
+	return cmd
+}
+
+type issuanceView struct {
+	ID              string   `json:"id"`
+	Kind            string   `json:"kind"`
+	SPIFFEID        string   `json:"spiffe_id"`
+	EntryID         string   `json:"entry_id"`
+	Owner           string   `json:"owner"`
+	Selectors       []string `json:"selectors,omitempty"`
+	Audience        []string `json:"audience,omitempty"`
+	PublicKeySHA256 string   `json:"public_key_sha256,omitempty"`
+	IssuedAt        string   `json:"issued_at"`
+	ExpiresAt       string   `json:"expires_at"`
+	Node            string   `json:"node"`
+	Agent           string   `json:"agent,omitempty"`
+	NodeAttestation string   `json:"node_attestation,omitempty"`
+}
+
+func printIssuances(w io.Writer, recs []*adminv1.Issuance, format string) error {
+	views := make([]issuanceView, len(recs))
+	rows := make([][]string, len(recs))
+	for i, r := range recs {
+		views[i] = issuanceView{ID: r.Id, Kind: r.Kind, SPIFFEID: r.SpiffeId, EntryID: r.EntryId, Owner: r.Owner,
+			Selectors: r.Selectors, Audience: r.Audience, PublicKeySHA256: r.PublicKeySha256,
+			IssuedAt: time.Unix(0, r.IssuedAt).UTC().Format(time.RFC3339Nano), ExpiresAt: formatUnixNano(r.ExpiresAt),
+			Node: r.Node, Agent: r.Agent, NodeAttestation: r.NodeAttestation}
+		rows[i] = []string{views[i].IssuedAt, r.Kind, r.Id, r.SpiffeId, r.Owner, r.EntryId, strings.Join(r.Audience, ","), views[i].ExpiresAt}
+	}
+	if format == "json" {
+		return printJSON(w, views)
+	}
+	return printTable(w, []string{"ISSUED", "KIND", "SERIAL/JTI", "SPIFFE ID", "OWNER", "ENTRY", "AUDIENCE", "EXPIRES"}, rows)
+}

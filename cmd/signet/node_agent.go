@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/unix"
+	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/internal/uds"
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/workloadapi"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+)
+
+// agentNodeConfig is what a node agent is started from.
+type agentNodeConfig struct {
+	TrustDomain spiffeid.TrustDomain
+	// Conn reaches the server's agent API.
+	Conn           grpc.ClientConnInterface
+	WorkloadSocket string
+	// SocketDirMode and SocketMode are the Workload API socket's directory and file modes.
+	SocketDirMode os.FileMode
+	SocketMode    os.FileMode
+	Logger        *slog.Logger
+}
+
+// agentNode is a running agent: cache and sync, and the Workload API on its socket.
+type agentNode struct {
+	agent    *agent.Agent
+	workload *grpc.Server
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error) {
+	a, err := agent.New(agent.Config{Client: agentv1.NewAgentClient(cfg.Conn), TrustDomain: cfg.TrustDomain, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	att, err := unix.New(unix.Config{Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: a, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := uds.Listen(cfg.WorkloadSocket, cfg.SocketDirMode, cfg.SocketMode)
+	if err != nil {
+		return nil, fmt.Errorf("workload API socket: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n := &agentNode{agent: a, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); a.Run(runCtx) }()
+	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
+	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
+	go serveGRPC(cfg.Logger, "workload", n.workload, lis)
+	return n, nil
+}
+
+// Stop closes the Workload API and stops syncing.
+func (n *agentNode) Stop() {
+	stopGRPC(n.workload, time.Second)
+	n.cancel()
+	<-n.done
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/internal/uds"
+	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+)
+
+// serverNodeConfig is what a server node is started from (by 'signet dev' now, 'signet server' later).
+type serverNodeConfig struct {
+	DataDir         string
+	TrustDomain     spiffeid.TrustDomain
+	AdminSocket     string
+	AdminUIDs       []uint32
+	RaftBind        string
+	Bootstrap       bool
+	FastElection    bool // single-node dev: elect within a few hundred ms
+	CATTL           time.Duration
+	AgentAuth       server.Authenticator
+	DefaultParentID string
+	Logger          *slog.Logger
+}
+
+// serverNode is a running server node: store, CA, server components and the admin API.
+type serverNode struct {
+	store  *storage.Store
+	ca     *ca.CA
+	srv    *server.Server
+	admin  *grpc.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, err error) {
+	log := cfg.Logger
+	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), RaftBind: cfg.RaftBind, Bootstrap: cfg.Bootstrap, Logger: log}
+	if cfg.FastElection {
+		scfg.HeartbeatTimeout, scfg.ElectionTimeout = 150*time.Millisecond, 150*time.Millisecond
+	}
+	st, err := storage.Open(scfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+	err = st.WaitLeader(waitCtx)
+	cancelWait()
+	if err != nil {
+		return nil, err
+	}
+
+	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(cfg.DataDir, "ca"), TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL})
+	if err != nil {
+		return nil, err
+	}
+	authority, err := ca.New(ca.Config{TrustDomain: cfg.TrustDomain, X509: x509a, JWT: jwta})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
+		AgentAuth: cfg.AgentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...),
+		DefaultParentID: cfg.DefaultParentID, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n := &serverNode{store: st, ca: authority, srv: srv, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(n.done); srv.Run(runCtx) }()
+	defer func() {
+		if err != nil {
+			cancel()
+			<-n.done
+		}
+	}()
+	if err := srv.PublishAuthorities(ctx); err != nil {
+		return nil, err
+	}
+
+	lis, err := uds.Listen(cfg.AdminSocket, 0o700, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	n.admin = grpc.NewServer(grpc.Creds(peercred.Credentials()))
+	adminv1.RegisterAdminServer(n.admin, srv.Admin)
+	go serveGRPC(log, "admin", n.admin, lis)
+	log.Info("server node ready", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
+		"ca_expires", authority.NotAfter().Format(time.RFC3339))
+	return n, nil
+}
+
+func serveGRPC(log *slog.Logger, name string, s *grpc.Server, lis net.Listener) {
+	if err := s.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		log.Error("gRPC server stopped", "server", name, "error", err)
+	}
+}
+
+// stopGRPC stops gracefully, or hard after a grace period (streams never end on their own).
+func stopGRPC(s *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		s.Stop()
+		<-done
+	}
+}
+
+// Stop shuts the node down: API first, then the ledger recorder, then the store.
+func (n *serverNode) Stop() {
+	if n.admin != nil {
+		stopGRPC(n.admin, time.Second)
+	}
+	n.cancel()
+	<-n.done
+	n.store.Close()
+}

@@ -1,0 +1,336 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// AdminAuthenticator names the admin making a call (for example "uid:1000(alice)"), or refuses it.
+type AdminAuthenticator func(ctx context.Context) (string, error)
+
+// AdminServiceConfig configures the admin API.
+type AdminServiceConfig struct {
+	Store       *storage.Store
+	CA          *ca.CA
+	TrustDomain spiffeid.TrustDomain
+	// Authenticate identifies the admin; required.
+	Authenticate AdminAuthenticator
+	// DefaultParentID is used for entries created without a parent (dev mode: the dev agent). Empty
+	// means a parent is required.
+	DefaultParentID string
+	Clock           func() time.Time
+	Logger          *slog.Logger
+}
+
+// AdminService implements the admin API (proto/adminv1).
+type AdminService struct {
+	adminv1.UnimplementedAdminServer
+	cfg AdminServiceConfig
+	log *slog.Logger
+}
+
+// NewAdminService validates cfg.
+func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("server: admin service config: Store is required")
+	case cfg.CA == nil:
+		return nil, errors.New("server: admin service config: CA is required")
+	case cfg.Authenticate == nil:
+		return nil, errors.New("server: admin service config: Authenticate is required")
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("server: admin service config: TrustDomain is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &AdminService{cfg: cfg, log: cfg.Logger.With("component", "admin-api")}, nil
+}
+
+func (s *AdminService) rules() entryRules {
+	return entryRules{TrustDomain: s.cfg.TrustDomain, Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
+}
+
+// NewEntryID returns a random entry ID (128 bits, hex).
+func NewEntryID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate entry ID: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// CreateEntry validates and stores a new entry, recording which admin created it.
+func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.Entry, error) {
+	admin, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	in := req.GetEntry()
+	if in == nil {
+		return nil, status.Error(codes.InvalidArgument, "entry is required")
+	}
+	if in.Id != "" || in.CreatedAt != 0 || in.CreatedBy != "" || in.Revision != 0 {
+		return nil, status.Error(codes.InvalidArgument, "entry: id, created_at, created_by and revision are set by the server; leave them empty")
+	}
+	e, err := entryFromAdmin(in)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if e.ParentID == "" {
+		e.ParentID = s.cfg.DefaultParentID
+	}
+	if err := s.rules().validateEntry(&e); err != nil {
+		return nil, toStatus(err)
+	}
+	if e.ID, err = NewEntryID(); err != nil {
+		return nil, toStatus(err)
+	}
+	e.CreatedAt = s.cfg.Clock().UTC().Truncate(time.Second)
+	e.CreatedBy = admin
+	stored, err := s.cfg.Store.CreateEntry(ctx, e)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("entry created", "entry", stored.ID, "spiffe_id", stored.SPIFFEID, "owner", stored.Owner, "by", admin)
+	return entryToAdmin(&stored), nil
+}
+
+// GetEntry returns one entry.
+func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*adminv1.Entry, error) {
+	if _, err := s.cfg.Authenticate(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	e, err := s.cfg.Store.Entry(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return entryToAdmin(&e), nil
+}
+
+// ListEntries streams entries matching the filters, a page at a time.
+func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
+	if _, err := s.cfg.Authenticate(stream.Context()); err != nil {
+		return toStatus(err)
+	}
+	var entries []storage.Entry
+	if req.GetParentId() != "" {
+		entries = s.cfg.Store.EntriesByParent(req.GetParentId())
+	} else {
+		entries = s.cfg.Store.Entries()
+	}
+	page := &adminv1.ListEntriesResponse{}
+	for i := range entries {
+		e := &entries[i]
+		if (req.GetOwner() != "" && e.Owner != req.GetOwner()) || (req.GetSpiffeId() != "" && e.SPIFFEID != req.GetSpiffeId()) {
+			continue
+		}
+		page.Entries = append(page.Entries, entryToAdmin(e))
+		if len(page.Entries) == syncPageSize {
+			if err := stream.Send(page); err != nil {
+				return err
+			}
+			page = &adminv1.ListEntriesResponse{}
+		}
+	}
+	if len(page.Entries) > 0 {
+		return stream.Send(page)
+	}
+	return nil
+}
+
+// DeleteEntry removes an entry; agents drop its SVIDs on the next push.
+func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.Entry, error) {
+	admin, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "id is required")
+	}
+	e, err := s.cfg.Store.DeleteEntry(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("entry deleted", "entry", e.ID, "spiffe_id", e.SPIFFEID, "by", admin)
+	return entryToAdmin(&e), nil
+}
+
+// CreateOwner adds an owner.
+func (s *AdminService) CreateOwner(ctx context.Context, req *adminv1.CreateOwnerRequest) (*adminv1.Owner, error) {
+	admin, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	in := req.GetOwner()
+	if in == nil {
+		return nil, status.Error(codes.InvalidArgument, "owner is required")
+	}
+	o := storage.Owner{Name: in.Name, DisplayName: in.DisplayName, Kind: in.Kind, Team: in.Team,
+		CreatedAt: s.cfg.Clock().UTC().Truncate(time.Second), CreatedBy: admin}
+	if err := validateOwner(&o); err != nil {
+		return nil, toStatus(err)
+	}
+	stored, err := s.cfg.Store.CreateOwner(ctx, o)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("owner created", "owner", stored.Name, "by", admin)
+	return ownerToAdmin(&stored), nil
+}
+
+// ListOwners returns every owner.
+func (s *AdminService) ListOwners(ctx context.Context, _ *adminv1.ListOwnersRequest) (*adminv1.ListOwnersResponse, error) {
+	if _, err := s.cfg.Authenticate(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &adminv1.ListOwnersResponse{}
+	for _, o := range s.cfg.Store.Owners() {
+		resp.Owners = append(resp.Owners, ownerToAdmin(&o))
+	}
+	return resp, nil
+}
+
+// GetBundle returns the trust bundle.
+func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleRequest) (*adminv1.Bundle, error) {
+	if _, err := s.cfg.Authenticate(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	b := s.cfg.Store.Bundle()
+	out := &adminv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), Sequence: b.Sequence}
+	for _, c := range b.X509Authorities {
+		out.X509Authorities = append(out.X509Authorities, c.Raw)
+	}
+	for kid, k := range b.JWTAuthorities {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("bundle: JWT key %q: %w", kid, err))
+		}
+		out.JwtAuthorities = append(out.JwtAuthorities, &adminv1.JWTKey{KeyId: kid, PublicKey: der})
+	}
+	doc, err := ca.MarshalBundle(s.cfg.TrustDomain, b.X509Authorities, b.JWTAuthorities, b.Sequence, 5*time.Minute)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("bundle: %w", err))
+	}
+	out.SpiffeBundle = doc
+	return out, nil
+}
+
+// QueryLedger pages through issuance records.
+func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedgerRequest) (*adminv1.QueryLedgerResponse, error) {
+	if _, err := s.cfg.Authenticate(ctx); err != nil {
+		return nil, toStatus(err)
+	}
+	q := storage.LedgerQuery{Owner: req.GetOwner(), SPIFFEID: req.GetSpiffeId(), EntryID: req.GetEntryId(),
+		Agent: req.GetAgent(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	if req.GetSince() != 0 {
+		q.Since = time.Unix(0, req.GetSince())
+	}
+	if req.GetUntil() != 0 {
+		q.Until = time.Unix(0, req.GetUntil())
+	}
+	page, err := s.cfg.Store.QueryLedger(q)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &adminv1.QueryLedgerResponse{NextCursor: page.Next}
+	for i := range page.Issuances {
+		resp.Issuances = append(resp.Issuances, IssuanceToAdmin(&page.Issuances[i]))
+	}
+	return resp, nil
+}
+
+func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
+	e := storage.Entry{
+		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
+		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
+		DNSNames: in.DnsNames,
+	}
+	if in.X509TtlSeconds < 0 || in.JwtTtlSeconds < 0 {
+		return e, fmt.Errorf("entry %q: ttl: %w: must be positive", in.SpiffeId, ErrInvalidArgument)
+	}
+	if len(in.Selectors) > maxSelectors {
+		return e, fmt.Errorf("entry %q: selectors: %w: more than %d", in.SpiffeId, ErrInvalidArgument, maxSelectors)
+	}
+	for _, s := range in.Selectors {
+		e.Selectors = append(e.Selectors, selector.Selector{Type: s.Type, Value: s.Value})
+	}
+	if in.ExpiresAt != 0 {
+		e.ExpiresAt = time.Unix(in.ExpiresAt, 0).UTC()
+	}
+	return e, nil
+}
+
+func entryToAdmin(e *storage.Entry) *adminv1.Entry {
+	out := &adminv1.Entry{
+		Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Owner: e.Owner, Purpose: e.Purpose,
+		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
+		DnsNames: e.DNSNames, CreatedAt: e.CreatedAt.Unix(), CreatedBy: e.CreatedBy, Revision: e.Revision,
+	}
+	for _, s := range e.Selectors {
+		out.Selectors = append(out.Selectors, &adminv1.Selector{Type: s.Type, Value: s.Value})
+	}
+	if !e.ExpiresAt.IsZero() {
+		out.ExpiresAt = e.ExpiresAt.Unix()
+	}
+	return out
+}
+
+func ownerToAdmin(o *storage.Owner) *adminv1.Owner {
+	return &adminv1.Owner{Name: o.Name, DisplayName: o.DisplayName, Kind: o.Kind, Team: o.Team,
+		CreatedAt: o.CreatedAt.Unix(), CreatedBy: o.CreatedBy}
+}
+
+// IssuanceToAdmin converts a ledger record to its API form.
+func IssuanceToAdmin(r *storage.Issuance) *adminv1.Issuance {
+	return &adminv1.Issuance{
+		Id: r.ID, Kind: r.Kind.String(), SpiffeId: r.SPIFFEID, EntryId: r.EntryID, Owner: r.Owner,
+		Selectors: r.Selectors, Audience: r.Audience, PublicKeySha256: r.PublicKeySHA256,
+		IssuedAt: r.IssuedAt.UnixNano(), ExpiresAt: r.ExpiresAt.UnixNano(), Node: r.Node, Agent: r.Agent,
+		NodeAttestation: r.NodeAttestation,
+	}
+}
+
+// EnsureEntry creates e (validated like an admin request, by the named admin) unless an entry with the
+// same SPIFFE ID, parent and selectors exists, and returns the stored entry and whether it was created.
+// Dev mode uses it to register the invoking user idempotently.
+func (s *AdminService) EnsureEntry(ctx context.Context, e storage.Entry, by string) (storage.Entry, bool, error) {
+	if e.ParentID == "" {
+		e.ParentID = s.cfg.DefaultParentID
+	}
+	if err := s.rules().validateEntry(&e); err != nil {
+		return storage.Entry{}, false, err
+	}
+	for _, existing := range s.cfg.Store.EntriesByParent(e.ParentID) {
+		if existing.SPIFFEID == e.SPIFFEID && selector.Equal(existing.Selectors, e.Selectors) {
+			return existing, false, nil
+		}
+	}
+	id, err := NewEntryID()
+	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	e.ID, e.CreatedAt, e.CreatedBy = id, s.cfg.Clock().UTC().Truncate(time.Second), by
+	stored, err := s.cfg.Store.CreateEntry(ctx, e)
+	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	return stored, true, nil
+}

@@ -1,0 +1,224 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+)
+
+// syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
+// whatever the number of entries an agent holds.
+const syncPageSize = 1000
+
+// Authenticator establishes which agent is calling, from the call's context (its TLS peer, or the
+// in-process connection of dev mode).
+type Authenticator func(ctx context.Context) (Caller, error)
+
+// AgentServiceConfig configures the agent API.
+type AgentServiceConfig struct {
+	Store        *storage.Store
+	Issuer       *Issuer
+	TrustDomain  spiffeid.TrustDomain
+	Authenticate Authenticator
+	Logger       *slog.Logger
+}
+
+// AgentService implements the agent API (proto/agentv1): entry sync, X.509 batch signing, JWT signing.
+type AgentService struct {
+	agentv1.UnimplementedAgentServer
+	cfg AgentServiceConfig
+	log *slog.Logger
+}
+
+// NewAgentService validates cfg.
+func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("server: agent service config: Store is required")
+	case cfg.Issuer == nil:
+		return nil, errors.New("server: agent service config: Issuer is required")
+	case cfg.Authenticate == nil:
+		return nil, errors.New("server: agent service config: Authenticate is required")
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("server: agent service config: TrustDomain is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &AgentService{cfg: cfg, log: cfg.Logger.With("component", "agent-api")}, nil
+}
+
+// SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
+// commits. There is no polling interval: a committed change wakes the stream at once.
+func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agentv1.Agent_SyncEntriesServer) error {
+	ctx := stream.Context()
+	caller, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return toStatus(err)
+	}
+	agentID := caller.AgentID.String()
+	known := req.GetKnownRevision()
+	var sentBundle uint64
+	first := true
+	for {
+		// Read the revision before the entries: anything committed in between is sent again next time.
+		rev := s.cfg.Store.Revision()
+		bundle := s.cfg.Store.Bundle()
+		var msgs []*agentv1.SyncEntriesResponse
+		if first || rev > known {
+			msgs = s.entryUpdate(agentID, known, rev, first)
+		}
+		if first || bundle.Sequence != sentBundle {
+			if len(msgs) == 0 {
+				msgs = []*agentv1.SyncEntriesResponse{{Revision: rev}}
+			}
+			msgs[0].Bundle = bundleToAgent(s.cfg.TrustDomain, bundle)
+			sentBundle = bundle.Sequence
+		}
+		for _, m := range msgs {
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+		known, first = rev, false
+		if err := s.cfg.Store.WaitChange(ctx, known); err != nil {
+			return toStatus(err)
+		}
+	}
+}
+
+// entryUpdate builds the messages that bring an agent at revision known to revision rev.
+func (s *AgentService) entryUpdate(agentID string, known, rev uint64, first bool) []*agentv1.SyncEntriesResponse {
+	if known > 0 {
+		if changes, _, ok := s.cfg.Store.ChangedEntries(known); ok {
+			m := &agentv1.SyncEntriesResponse{Revision: rev}
+			for _, c := range changes {
+				if !slices.Contains(c.Parents, agentID) {
+					continue // another agent's entry
+				}
+				e, err := s.cfg.Store.Entry(c.ID)
+				if err == nil && e.ParentID == agentID {
+					m.Entries = append(m.Entries, entryToAgent(&e))
+				} else {
+					// Deleted, or moved to another parent: the agent drops it.
+					m.Deleted = append(m.Deleted, c.ID)
+				}
+			}
+			if len(m.Entries) == 0 && len(m.Deleted) == 0 && !first {
+				return nil
+			}
+			return pageDelta(m)
+		}
+	}
+	entries := s.cfg.Store.EntriesByParent(agentID)
+	var msgs []*agentv1.SyncEntriesResponse
+	for start := 0; start == 0 || start < len(entries); start += syncPageSize {
+		end := min(start+syncPageSize, len(entries))
+		m := &agentv1.SyncEntriesResponse{Revision: rev, Full: true, More: end < len(entries)}
+		for i := start; i < end; i++ {
+			m.Entries = append(m.Entries, entryToAgent(&entries[i]))
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// pageDelta splits a large delta into messages of at most syncPageSize entries.
+func pageDelta(m *agentv1.SyncEntriesResponse) []*agentv1.SyncEntriesResponse {
+	if len(m.Entries) <= syncPageSize {
+		return []*agentv1.SyncEntriesResponse{m}
+	}
+	var msgs []*agentv1.SyncEntriesResponse
+	for start := 0; start < len(m.Entries); start += syncPageSize {
+		end := min(start+syncPageSize, len(m.Entries))
+		msgs = append(msgs, &agentv1.SyncEntriesResponse{Revision: m.Revision, Entries: m.Entries[start:end], More: true})
+	}
+	msgs[len(msgs)-1].Deleted = m.Deleted
+	msgs[len(msgs)-1].More = false
+	return msgs
+}
+
+func entryToAgent(e *storage.Entry) *agentv1.Entry {
+	out := &agentv1.Entry{
+		Id: e.ID, SpiffeId: e.SPIFFEID, Selectors: selector.Strings(e.Selectors),
+		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
+		DnsNames: e.DNSNames, Revision: e.Revision,
+	}
+	if !e.ExpiresAt.IsZero() {
+		out.ExpiresAt = e.ExpiresAt.Unix()
+	}
+	return out
+}
+
+func bundleToAgent(td spiffeid.TrustDomain, b storage.Bundle) *agentv1.Bundle {
+	out := &agentv1.Bundle{TrustDomain: td.Name(), Sequence: b.Sequence}
+	for _, c := range b.X509Authorities {
+		out.X509Authorities = append(out.X509Authorities, c.Raw)
+	}
+	for kid, k := range b.JWTAuthorities {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			continue
+		}
+		out.JwtAuthorities = append(out.JwtAuthorities, &agentv1.JWTKey{KeyId: kid, PublicKey: der})
+	}
+	return out
+}
+
+// SignX509SVIDs signs a batch of CSRs for the calling agent.
+func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509SVIDsRequest) (*agentv1.SignX509SVIDsResponse, error) {
+	caller, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	reqs := make([]X509Request, len(req.GetRequests()))
+	for i, r := range req.GetRequests() {
+		reqs[i] = X509Request{EntryID: r.GetEntryId(), CSR: r.GetCsr()}
+	}
+	results, err := s.cfg.Issuer.SignX509SVIDs(ctx, caller, reqs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &agentv1.SignX509SVIDsResponse{Results: make([]*agentv1.X509SVIDResult, len(results))}
+	for i, r := range results {
+		out := &agentv1.X509SVIDResult{EntryId: r.EntryID}
+		if r.Err != nil {
+			out.ErrorCode = int32(codeOf(r.Err))
+			out.ErrorMessage = r.Err.Error()
+			if codeOf(r.Err) == codes.PermissionDenied {
+				s.log.Warn("denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
+			}
+		}
+		for _, c := range r.Chain {
+			out.CertChain = append(out.CertChain, c.Raw)
+		}
+		resp.Results[i] = out
+	}
+	return resp, nil
+}
+
+// SignJWTSVID mints a JWT-SVID for the calling agent.
+func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVIDRequest) (*agentv1.SignJWTSVIDResponse, error) {
+	caller, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
+	if err != nil {
+		if codeOf(err) == codes.PermissionDenied {
+			s.log.Warn("denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
+		}
+		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))
+	}
+	return &agentv1.SignJWTSVIDResponse{Token: svid.Token, Id: svid.ID, IssuedAt: svid.IssuedAt.Unix(), ExpiresAt: svid.ExpiresAt.Unix()}, nil
+}

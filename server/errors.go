@@ -1,0 +1,64 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors of the server package.
+var (
+	// ErrInvalidArgument marks a request whose content is wrong; the message names the field.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrPermissionDenied marks a caller asking for something it is not entitled to.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrUnauthenticated marks a caller whose identity could not be established.
+	ErrUnauthenticated = errors.New("unauthenticated")
+)
+
+// codeOf maps an error from any layer to the gRPC code the API returns. This is the one place where
+// internal errors become wire codes.
+func codeOf(err error) codes.Code {
+	switch {
+	case err == nil:
+		return codes.OK
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, ErrInvalidArgument), errors.Is(err, selector.ErrInvalid),
+		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, ca.ErrTTLTooLong), errors.Is(err, storage.ErrInvalid):
+		return codes.InvalidArgument
+	case errors.Is(err, ErrPermissionDenied):
+		return codes.PermissionDenied
+	case errors.Is(err, ErrUnauthenticated):
+		return codes.Unauthenticated
+	case errors.Is(err, storage.ErrOwnerNotFound):
+		// Referencing an owner that does not exist is a precondition the admin must fix first.
+		return codes.FailedPrecondition
+	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound):
+		return codes.NotFound
+	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
+		return codes.AlreadyExists
+	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed):
+		return codes.Unavailable
+	default:
+		return codes.Internal
+	}
+}
+
+// toStatus converts err into a gRPC status error carrying the right code and the error's message.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codeOf(err), err.Error())
+}

@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Bounds on what one agent request may carry.
+const (
+	MaxCSRBatch    = 1000
+	maxCSRSize     = 16 << 10
+	maxAudiences   = 16
+	maxAudienceLen = 1024
+)
+
+// Caller is an authenticated agent: who asks, and how its node was attested.
+type Caller struct {
+	AgentID         spiffeid.ID
+	NodeAttestation string
+}
+
+// IssuerConfig configures an Issuer.
+type IssuerConfig struct {
+	Store    *storage.Store
+	CA       *ca.CA
+	Recorder *Recorder
+	// NodeID names this server node in the ledger.
+	NodeID string
+	Clock  func() time.Time
+	Logger *slog.Logger
+}
+
+// Issuer turns an authorized request into credentials: it checks that the calling agent may issue the
+// entry, signs, records the issuance through the ledger, and only then returns the credential.
+type Issuer struct {
+	cfg IssuerConfig
+	log *slog.Logger
+}
+
+// NewIssuer validates cfg and returns an Issuer.
+func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("server: issuer config: Store is required")
+	case cfg.CA == nil:
+		return nil, errors.New("server: issuer config: CA is required")
+	case cfg.Recorder == nil:
+		return nil, errors.New("server: issuer config: Recorder is required")
+	case cfg.NodeID == "":
+		return nil, errors.New("server: issuer config: NodeID is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer")}, nil
+}
+
+// authorize returns the entry if caller may issue it now.
+func (i *Issuer) authorize(caller Caller, entryID string) (storage.Entry, error) {
+	e, err := i.cfg.Store.Entry(entryID)
+	if err != nil {
+		// Do not tell an agent whether an entry it does not parent exists.
+		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
+	}
+	if e.ParentID != caller.AgentID.String() {
+		i.log.Warn("agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
+		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
+	}
+	if e.Expired(i.cfg.Clock()) {
+		return storage.Entry{}, fmt.Errorf("entry %q: %w: expired at %s", entryID, ErrPermissionDenied, e.ExpiresAt.Format(time.RFC3339))
+	}
+	return e, nil
+}
+
+func (i *Issuer) record(e *storage.Entry, caller Caller, kind storage.IssuanceKind, id string, issued, expires time.Time) storage.Issuance {
+	return storage.Issuance{
+		ID: id, Kind: kind, SPIFFEID: e.SPIFFEID, EntryID: e.ID, Owner: e.Owner,
+		Selectors: selector.Strings(e.Selectors), IssuedAt: issued.UTC(), ExpiresAt: expires.UTC(),
+		Node: i.cfg.NodeID, Agent: caller.AgentID.String(), NodeAttestation: caller.NodeAttestation,
+	}
+}
+
+// X509Request asks for an X.509-SVID for an entry, for the key in CSR (PKCS#10 DER).
+type X509Request struct {
+	EntryID string
+	CSR     []byte
+}
+
+// X509Result is the outcome of one X509Request: a certificate chain (leaf first) or an error.
+type X509Result struct {
+	EntryID string
+	Chain   []*x509.Certificate
+	Err     error
+}
+
+// SignX509SVIDs signs each request the caller is entitled to. Every signed certificate's ledger record
+// is committed (in one group commit for the whole batch) before any certificate is returned; if that
+// commit fails, every result fails.
+func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Request) ([]X509Result, error) {
+	if len(reqs) > MaxCSRBatch {
+		return nil, fmt.Errorf("requests: %w: %d CSRs in one batch, at most %d", ErrInvalidArgument, len(reqs), MaxCSRBatch)
+	}
+	results := make([]X509Result, len(reqs))
+	recs := make([]storage.Issuance, 0, len(reqs))
+	for n, req := range reqs {
+		results[n].EntryID = req.EntryID
+		cert, rec, err := i.signOne(caller, req)
+		if err != nil {
+			results[n].Err = err
+			continue
+		}
+		results[n].Chain = []*x509.Certificate{cert}
+		recs = append(recs, rec)
+	}
+	if len(recs) == 0 {
+		return results, nil
+	}
+	if err := i.cfg.Recorder.Record(ctx, recs...); err != nil {
+		// Signed but not recorded: drop every certificate.
+		return nil, err
+	}
+	return results, nil
+}
+
+func (i *Issuer) signOne(caller Caller, req X509Request) (*x509.Certificate, storage.Issuance, error) {
+	e, err := i.authorize(caller, req.EntryID)
+	if err != nil {
+		return nil, storage.Issuance{}, err
+	}
+	csr, err := parseCSR(req.CSR, e.SPIFFEID)
+	if err != nil {
+		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, storage.Issuance{}, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
+	}
+	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: e.X509TTL, DNSNames: e.DNSNames})
+	if err != nil {
+		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
+	}
+	rec := i.record(&e, caller, storage.KindX509SVID, cert.SerialNumber.Text(16), cert.NotBefore, cert.NotAfter)
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	rec.PublicKeySHA256 = hex.EncodeToString(sum[:])
+	// The ledger keeps the real issuance time, not the backdated NotBefore.
+	rec.IssuedAt = i.cfg.Clock().UTC()
+	return cert, rec, nil
+}
+
+var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
+
+// parseCSR checks a CSR from an agent: well-formed, self-signed, no CA request, a strong key, and no
+// SPIFFE ID other than the entry's.
+func parseCSR(der []byte, spiffeID string) (*x509.CertificateRequest, error) {
+	if len(der) == 0 {
+		return nil, fmt.Errorf("csr is required: %w", ErrInvalidArgument)
+	}
+	if len(der) > maxCSRSize {
+		return nil, fmt.Errorf("csr: %w: larger than %d bytes", ErrInvalidArgument, maxCSRSize)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("csr: %w: %v", ErrInvalidArgument, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("csr: %w: signature does not verify: %v", ErrInvalidArgument, err)
+	}
+	for _, u := range csr.URIs {
+		if u.String() != spiffeID {
+			return nil, fmt.Errorf("csr: %w: asks for %q, the entry is %q", ErrInvalidArgument, u, spiffeID)
+		}
+	}
+	for _, ext := range csr.Extensions {
+		if ext.Id.Equal(oidBasicConstraints) {
+			var bc struct {
+				IsCA bool `asn1:"optional"`
+			}
+			if _, err := asn1.Unmarshal(ext.Value, &bc); err != nil || bc.IsCA {
+				return nil, fmt.Errorf("csr: %w: requests a CA certificate", ErrInvalidArgument)
+			}
+		}
+	}
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return nil, fmt.Errorf("csr: %w: ECDSA curve %s not accepted (use P-256 or P-384)", ErrInvalidArgument, k.Curve.Params().Name)
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("csr: %w: RSA key of %d bits is too weak (at least 2048)", ErrInvalidArgument, k.N.BitLen())
+		}
+	default:
+		return nil, fmt.Errorf("csr: %w: key type %T not accepted (use ECDSA P-256)", ErrInvalidArgument, csr.PublicKey)
+	}
+	return csr, nil
+}
+
+// SignJWTSVID mints a JWT-SVID for an entry the caller parents and records it before returning it.
+func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string, audience []string) (*ca.JWTSVID, error) {
+	if len(audience) == 0 {
+		return nil, fmt.Errorf("audience is required: %w", ErrInvalidArgument)
+	}
+	if len(audience) > maxAudiences {
+		return nil, fmt.Errorf("audience: %w: more than %d values", ErrInvalidArgument, maxAudiences)
+	}
+	for _, a := range audience {
+		if a == "" || len(a) > maxAudienceLen {
+			return nil, fmt.Errorf("audience %.40q: %w: must be 1 to %d bytes", a, ErrInvalidArgument, maxAudienceLen)
+		}
+	}
+	e, err := i.authorize(caller, entryID)
+	if err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromString(e.SPIFFEID)
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
+	}
+	svid, err := i.cfg.CA.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: e.JWTTTL})
+	if err != nil {
+		return nil, fmt.Errorf("entry %q: %w", e.ID, err)
+	}
+	rec := i.record(&e, caller, storage.KindJWTSVID, svid.ID, svid.IssuedAt, svid.ExpiresAt)
+	rec.Audience = audience
+	if err := i.cfg.Recorder.Record(ctx, rec); err != nil {
+		return nil, err
+	}
+	return svid, nil
+}

@@ -1,0 +1,104 @@
+// Package server is a Signet server node: the agent API (entry sync, SVID signing), the admin API, and
+// the issuance path that ties the registry, the CA and the ledger together.
+//
+//	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, …})
+//	go srv.Run(ctx)                 // the ledger recorder
+//	srv.PublishAuthorities(ctx)     // this node's root and JWT key into the bundle
+//	agentv1.RegisterAgentServer(g, srv.Agent)
+//	adminv1.RegisterAdminServer(g, srv.Admin)
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Config configures a server node.
+type Config struct {
+	Store       *storage.Store
+	CA          *ca.CA
+	TrustDomain spiffeid.TrustDomain
+	// AgentAuth identifies agents calling the agent API.
+	AgentAuth Authenticator
+	// AdminAuth identifies admins calling the admin API.
+	AdminAuth AdminAuthenticator
+	// DefaultParentID is the parent of entries created without one (dev mode only).
+	DefaultParentID string
+	Clock           func() time.Time
+	Logger          *slog.Logger
+}
+
+// Server bundles the components of one server node.
+type Server struct {
+	cfg      Config
+	Recorder *Recorder
+	Issuer   *Issuer
+	Agent    *AgentService
+	Admin    *AdminService
+}
+
+// New builds a server node's components from cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.CA == nil {
+		return nil, errors.New("server: config: Store and CA are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rec, err := NewRecorder(RecorderConfig{Appender: cfg.Store})
+	if err != nil {
+		return nil, err
+	}
+	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(), Clock: cfg.Clock, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain, Authenticate: cfg.AgentAuth, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
+		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, Clock: cfg.Clock, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, Recorder: rec, Issuer: iss, Agent: agent, Admin: admin}, nil
+}
+
+// Run runs the ledger recorder until ctx ends.
+func (s *Server) Run(ctx context.Context) { s.Recorder.Run(ctx) }
+
+// PublishAuthorities adds this node's X.509 root and JWT key to the trust bundle (idempotent), so every
+// node and agent trusts what this node signs. It must succeed before the node signs anything.
+func (s *Server) PublishAuthorities(ctx context.Context) error {
+	root := s.cfg.CA.X509Authority()
+	sum := sha256.Sum256(root.Raw)
+	now := s.cfg.Clock().UTC()
+	node := s.cfg.Store.NodeID()
+	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityX509, ID: hex.EncodeToString(sum[:]),
+		DER: root.Raw, NotAfter: root.NotAfter, Node: node, AddedAt: now}); err != nil {
+		return fmt.Errorf("server: publish X.509 authority: %w", err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(s.cfg.CA.JWTPublicKey())
+	if err != nil {
+		return fmt.Errorf("server: publish JWT authority: %w", err)
+	}
+	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityJWT, ID: s.cfg.CA.JWTKeyID(),
+		DER: pub, NotAfter: s.cfg.CA.NotAfter(), Node: node, AddedAt: now}); err != nil {
+		return fmt.Errorf("server: publish JWT authority: %w", err)
+	}
+	return nil
+}

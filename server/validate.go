@@ -1,0 +1,201 @@
+package server
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Input bounds. Requests beyond them are refused, never truncated.
+const (
+	maxSelectors  = 64
+	maxDNSNames   = 64
+	maxPurposeLen = 1024
+	maxNameLen    = 128
+	maxIDLen      = 2048
+	// maxTTL is the longest SVID lifetime an entry may ask for, whatever the CA's remaining life.
+	maxTTL = 30 * 24 * time.Hour
+)
+
+// ReservedPathPrefix is the part of the trust domain's ID space that Signet assigns itself (agents,
+// servers); entries cannot claim IDs under it.
+const ReservedPathPrefix = "/signet/"
+
+var ownerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]*$`)
+
+// validateOwnerName checks an owner reference or name.
+func validateOwnerName(field, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%s is required: %w", field, ErrInvalidArgument)
+	case len(name) > maxNameLen:
+		return fmt.Errorf("%s %.20q…: %w: longer than %d characters", field, name, ErrInvalidArgument, maxNameLen)
+	case !ownerNameRE.MatchString(name):
+		return fmt.Errorf("%s %q: %w: use letters, digits and . _ @ + - (e.g. alice@example.org)", field, name, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// validateOwner checks a new owner.
+func validateOwner(o *storage.Owner) error {
+	if err := validateOwnerName("owner name", o.Name); err != nil {
+		return err
+	}
+	switch o.Kind {
+	case "", "person", "team":
+	default:
+		return fmt.Errorf("owner %q: kind %q: %w: must be person or team", o.Name, o.Kind, ErrInvalidArgument)
+	}
+	if o.Team != "" {
+		if err := validateOwnerName("team", o.Team); err != nil {
+			return fmt.Errorf("owner %q: %w", o.Name, err)
+		}
+	}
+	if err := validateText("display_name", o.DisplayName, maxNameLen); err != nil {
+		return fmt.Errorf("owner %q: %w", o.Name, err)
+	}
+	return nil
+}
+
+func validateText(field, s string, maxLen int) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("%s: %w: longer than %d bytes", field, ErrInvalidArgument, maxLen)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%s: %w: contains a control character", field, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// entryRules are what an entry is validated against.
+type entryRules struct {
+	TrustDomain spiffeid.TrustDomain
+	Now         time.Time
+	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
+	CANotAfter time.Time
+}
+
+// parseID parses a SPIFFE ID that must belong to the trust domain.
+func (r entryRules) parseID(field, s string) (spiffeid.ID, error) {
+	if s == "" {
+		return spiffeid.ID{}, fmt.Errorf("%s is required: %w", field, ErrInvalidArgument)
+	}
+	if len(s) > maxIDLen {
+		return spiffeid.ID{}, fmt.Errorf("%s: %w: longer than %d bytes", field, ErrInvalidArgument, maxIDLen)
+	}
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%s %q: %w: %v (want spiffe://%s/path)", field, s, ErrInvalidArgument, err, r.TrustDomain.Name())
+	}
+	if id.TrustDomain() != r.TrustDomain {
+		return spiffeid.ID{}, fmt.Errorf("%s %q: %w: not in trust domain %q", field, s, ErrInvalidArgument, r.TrustDomain.Name())
+	}
+	return id, nil
+}
+
+// validateEntry checks a new entry's content; state-dependent checks (owner exists, duplicates) are the
+// store's. It fills in defaults (TTLs) and normalizes the selectors.
+func (r entryRules) validateEntry(e *storage.Entry) error {
+	id, err := r.parseID("spiffe_id", e.SPIFFEID)
+	if err != nil {
+		return fmt.Errorf("entry: %w", err)
+	}
+	name := e.SPIFFEID
+	if id.Path() == "" {
+		return fmt.Errorf("entry %q: spiffe_id: %w: a workload ID needs a path (X509-SVID §3.1), e.g. spiffe://%s/service", name, ErrInvalidArgument, r.TrustDomain.Name())
+	}
+	if strings.HasPrefix(id.Path()+"/", ReservedPathPrefix) {
+		return fmt.Errorf("entry %q: spiffe_id: %w: paths under %s are reserved for Signet's own agents and servers", name, ErrInvalidArgument, ReservedPathPrefix)
+	}
+	if _, err := r.parseID("parent_id", e.ParentID); err != nil {
+		return fmt.Errorf("entry %q: %w", name, err)
+	}
+	if err := validateOwnerName("owner", e.Owner); err != nil {
+		return fmt.Errorf("entry %q: %w (every entry needs an accountable owner: --owner NAME)", name, err)
+	}
+	if strings.TrimSpace(e.Purpose) == "" {
+		return fmt.Errorf("entry %q: purpose is required: %w (say why this identity exists: --purpose TEXT)", name, ErrInvalidArgument)
+	}
+	if err := validateText("purpose", e.Purpose, maxPurposeLen); err != nil {
+		return fmt.Errorf("entry %q: %w", name, err)
+	}
+	if len(e.Selectors) == 0 {
+		return fmt.Errorf("entry %q: selectors: %w: at least one is required (e.g. unix:uid:1000)", name, ErrInvalidArgument)
+	}
+	if len(e.Selectors) > maxSelectors {
+		return fmt.Errorf("entry %q: selectors: %w: more than %d", name, ErrInvalidArgument, maxSelectors)
+	}
+	for _, s := range e.Selectors {
+		if err := selector.Validate(s); err != nil {
+			return fmt.Errorf("entry %q: selectors: %w", name, err)
+		}
+		if selector.KindOf(s.Type) != selector.Workload {
+			return fmt.Errorf("entry %q: selector %q: %w: not a workload selector", name, s, ErrInvalidArgument)
+		}
+	}
+	e.Selectors = selector.Normalize(e.Selectors)
+	if err := r.validateTTL(name, "x509_ttl", &e.X509TTL); err != nil {
+		return err
+	}
+	if err := r.validateTTL(name, "jwt_ttl", &e.JWTTTL); err != nil {
+		return err
+	}
+	if len(e.DNSNames) > maxDNSNames {
+		return fmt.Errorf("entry %q: dns_names: %w: more than %d", name, ErrInvalidArgument, maxDNSNames)
+	}
+	for _, d := range e.DNSNames {
+		if !validDNSName(d) {
+			return fmt.Errorf("entry %q: dns_name %q: %w: not a valid DNS name", name, d, ErrInvalidArgument)
+		}
+	}
+	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(r.Now) {
+		return fmt.Errorf("entry %q: expires_at %s: %w: must be in the future", name, e.ExpiresAt.Format(time.RFC3339), ErrInvalidArgument)
+	}
+	return nil
+}
+
+// DefaultSVIDTTL is the lifetime of X.509- and JWT-SVIDs for entries that do not set one.
+const DefaultSVIDTTL = time.Hour
+
+func (r entryRules) validateTTL(name, field string, ttl *time.Duration) error {
+	switch {
+	case *ttl == 0:
+		*ttl = DefaultSVIDTTL
+	case *ttl < 0:
+		return fmt.Errorf("entry %q: %s %s: %w: must be positive", name, field, *ttl, ErrInvalidArgument)
+	case *ttl < time.Second:
+		return fmt.Errorf("entry %q: %s %s: %w: must be at least 1s", name, field, *ttl, ErrInvalidArgument)
+	case *ttl > maxTTL:
+		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)
+	}
+	if remaining := r.CANotAfter.Sub(r.Now); *ttl > remaining {
+		return fmt.Errorf("entry %q: %s %s: %w: longer than the CA's remaining life (%s)", name, field, *ttl, ErrInvalidArgument, remaining.Round(time.Second))
+	}
+	return nil
+}
+
+func validDNSName(d string) bool {
+	d = strings.TrimPrefix(d, "*.")
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

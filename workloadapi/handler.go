@@ -1,0 +1,256 @@
+// Package workloadapi serves the SPIFFE Workload API (the go-spiffe generated service) on a Unix
+// socket: each call is attested from the caller's kernel credentials and answered from a Source.
+//
+//	h, _ := workloadapi.New(workloadapi.Config{Attestor: unixAttestor, Source: agentCache})
+//	srv := grpc.NewServer(grpc.Creds(peercred.Credentials()))
+//	workload.RegisterSpiffeWorkloadAPIServer(srv, h)
+package workloadapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Bounds on request fields.
+const (
+	maxAudiences   = 16
+	maxAudienceLen = 1024
+	maxTokenLen    = 64 << 10
+)
+
+// Config configures the Workload API handler.
+type Config struct {
+	Attestor Attestor
+	Source   Source
+	Logger   *slog.Logger
+}
+
+// Handler implements workload.SpiffeWorkloadAPIServer. The WIT-SVID profile is optional in the spec and
+// not offered: its RPCs return Unimplemented, as the spec requires.
+type Handler struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	cfg Config
+	log *slog.Logger
+}
+
+// New validates cfg.
+func New(cfg Config) (*Handler, error) {
+	switch {
+	case cfg.Attestor == nil:
+		return nil, errors.New("workloadapi: config: Attestor is required")
+	case cfg.Source == nil:
+		return nil, errors.New("workloadapi: config: Source is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "workloadapi")}, nil
+}
+
+// attest checks the security header and returns the caller's selectors.
+// Workload Endpoint spec §3: a request without "workload.spiffe.io: true" is rejected with
+// InvalidArgument.
+func (h *Handler) attest(ctx context.Context) ([]selector.Selector, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set gRPC metadata workload.spiffe.io: true")
+	}
+	peer, ok := peercred.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Internal, "caller credentials unavailable: the Workload API must be served on a Unix socket with peer credentials")
+	}
+	if peer.PID <= 0 {
+		return nil, status.Error(codes.PermissionDenied, "caller's process is not visible to the agent (another pid namespace?)")
+	}
+	sels, err := h.cfg.Attestor.Attest(ctx, peer.PID)
+	if err != nil {
+		h.log.Warn("workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
+		return nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+	}
+	return sels, nil
+}
+
+func noIdentity(sels []selector.Selector) error {
+	return status.Errorf(codes.PermissionDenied, "no identity issued: no registration entry matches this workload's selectors [%s]", joinSelectors(sels))
+}
+
+func joinSelectors(sels []selector.Selector) string {
+	var b bytes.Buffer
+	for i, s := range sels {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(s.String())
+	}
+	return b.String()
+}
+
+// watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
+// whenever its content changes; PermissionDenied once the caller has no identity (and none is being
+// minted). key identifies the content so unchanged states are not resent.
+func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, key func(Identities) string) error {
+	last := ""
+	first := true
+	for {
+		ids, changed := h.cfg.Source.Identities(sels)
+		switch {
+		case len(ids.SVIDs) == 0 && !ids.Pending:
+			return noIdentity(sels)
+		case len(ids.SVIDs) == 0:
+			// Entries match but their SVIDs are being minted: wait for them rather than deny.
+		default:
+			if k := key(ids); first || k != last {
+				if err := send(ids); err != nil {
+					return err
+				}
+				last, first = k, false
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// FetchX509SVID streams the caller's X.509-SVIDs with the trust domain bundle.
+func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
+	ctx := stream.Context()
+	sels, err := h.attest(ctx)
+	if err != nil {
+		return err
+	}
+	return h.watch(ctx, sels, func(ids Identities) error {
+		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids.SVIDs))}
+		for i, s := range ids.SVIDs {
+			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle, Hint: s.Hint}
+		}
+		return stream.Send(resp)
+	}, func(ids Identities) string {
+		k := fmt.Sprint(ids.BundleSequence)
+		for _, s := range ids.SVIDs {
+			k += "," + s.Serial
+		}
+		return k
+	})
+}
+
+// FetchX509Bundles streams the X.509 bundle to callers that have an identity.
+func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream workload.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
+	ctx := stream.Context()
+	sels, err := h.attest(ctx)
+	if err != nil {
+		return err
+	}
+	return h.watch(ctx, sels, func(ids Identities) error {
+		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}})
+	}, bundleKey)
+}
+
+// FetchJWTBundles streams the JWT bundle (JWK Set) to callers that have an identity.
+func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
+	ctx := stream.Context()
+	sels, err := h.attest(ctx)
+	if err != nil {
+		return err
+	}
+	return h.watch(ctx, sels, func(ids Identities) error {
+		return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}})
+	}, bundleKey)
+}
+
+func bundleKey(ids Identities) string { return fmt.Sprint(ids.BundleSequence) }
+
+// FetchJWTSVID mints (or returns cached) JWT-SVIDs for the requested audience.
+func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	if err := validateAudience(req.GetAudience()); err != nil {
+		return nil, err
+	}
+	if id := req.GetSpiffeId(); id != "" {
+		if _, err := spiffeid.FromString(id); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "spiffe_id %q: %v", id, err)
+		}
+	}
+	sels, err := h.attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, sels, req.GetAudience(), req.GetSpiffeId())
+	if err != nil {
+		h.log.Error("JWT-SVID fetch failed", "error", err)
+		code := codes.Unavailable // the server is unreachable or failing: the client may retry
+		if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.InvalidArgument) {
+			code = s.Code()
+		}
+		return nil, status.Errorf(code, "fetch JWT-SVID: %v", err)
+	}
+	if len(svids) == 0 {
+		if req.GetSpiffeId() != "" {
+			return nil, status.Errorf(codes.PermissionDenied, "no identity issued: this workload is not entitled to %s", req.GetSpiffeId())
+		}
+		return nil, noIdentity(sels)
+	}
+	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, len(svids))}
+	for i, s := range svids {
+		resp.Svids[i] = &workload.JWTSVID{SpiffeId: s.SPIFFEID, Svid: s.Token, Hint: s.Hint}
+	}
+	return resp, nil
+}
+
+func validateAudience(aud []string) error {
+	if len(aud) == 0 {
+		return status.Error(codes.InvalidArgument, "audience is required: name the service the token is for")
+	}
+	if len(aud) > maxAudiences {
+		return status.Errorf(codes.InvalidArgument, "audience: at most %d values", maxAudiences)
+	}
+	if slices.ContainsFunc(aud, func(a string) bool { return a == "" || len(a) > maxAudienceLen }) {
+		return status.Errorf(codes.InvalidArgument, "audience: each value must be 1 to %d bytes", maxAudienceLen)
+	}
+	return nil
+}
+
+// ValidateJWTSVID validates a JWT-SVID against the trust domain's JWT bundle (JWT-SVID spec), for the
+// given audience, and returns its claims.
+func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	if req.GetAudience() == "" {
+		return nil, status.Error(codes.InvalidArgument, "audience is required")
+	}
+	if req.GetSvid() == "" {
+		return nil, status.Error(codes.InvalidArgument, "svid is required")
+	}
+	if len(req.GetSvid()) > maxTokenLen || len(req.GetAudience()) > maxAudienceLen {
+		return nil, status.Error(codes.InvalidArgument, "svid or audience too large")
+	}
+	sels, err := h.attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids, _ := h.cfg.Source.Identities(sels)
+	bundle := jwtbundle.FromJWTAuthorities(ids.TrustDomain, ids.JWTAuthorities)
+	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), bundle, []string{req.GetAudience()})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %v", err)
+	}
+	claims, err := structpb.NewStruct(svid.Claims)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode claims: %v", err)
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
+}

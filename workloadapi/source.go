@@ -1,0 +1,58 @@
+package workloadapi
+
+import (
+	"context"
+	"crypto"
+
+	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Attestor names the selectors of the process with the given pid (attestor/unix).
+type Attestor interface {
+	Attest(ctx context.Context, pid int32) ([]selector.Selector, error)
+}
+
+// Source is where the Workload API gets identities from (the node agent's cache).
+type Source interface {
+	// Identities returns what a caller with these selectors is entitled to now, and a channel that is
+	// closed when that may have changed.
+	Identities(selectors []selector.Selector) (Identities, <-chan struct{})
+	// FetchJWTSVIDs returns a JWT-SVID for audience for each identity of the caller (or only spiffeID,
+	// if set). No identity is an empty result, not an error.
+	FetchJWTSVIDs(ctx context.Context, selectors []selector.Selector, audience []string, spiffeID string) ([]JWTSVID, error)
+}
+
+// Identities is a caller's view of the cache, ready to be put on the wire.
+type Identities struct {
+	SVIDs []X509SVID
+	// Pending is true when entries match the caller but their SVIDs are still being minted.
+	Pending     bool
+	TrustDomain spiffeid.TrustDomain
+	// X509Bundle is the trust domain's X.509 authorities, concatenated DER.
+	X509Bundle []byte
+	// JWTBundle is the trust domain's JWT authorities as a JWK Set (use "jwt-svid").
+	JWTBundle      []byte
+	JWTAuthorities map[string]crypto.PublicKey
+	// BundleSequence changes whenever the bundle does.
+	BundleSequence uint64
+}
+
+// X509SVID is one X.509 identity in wire form.
+type X509SVID struct {
+	SPIFFEID string
+	// Serial identifies the certificate (lowercase hex); a new serial means a rotated SVID.
+	Serial string
+	// CertChain is the SVID and any intermediates, concatenated DER, leaf first.
+	CertChain []byte
+	// Key is the private key, PKCS#8 DER.
+	Key  []byte
+	Hint string
+}
+
+// JWTSVID is one JWT identity.
+type JWTSVID struct {
+	SPIFFEID string
+	Token    string
+	Hint     string
+}
