@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
@@ -28,6 +29,7 @@ type devOptions struct {
 	workloadSocket string
 	adminSocket    string
 	logLevel       string
+	caTTL          time.Duration
 }
 
 func newDevCmd() *cobra.Command {
@@ -53,6 +55,7 @@ CA keys) is kept in --data-dir, so a restart keeps everything.`,
 	f.StringVar(&o.workloadSocket, "socket", defaultWorkloadSocket(), "Workload API socket path")
 	f.StringVar(&o.adminSocket, "admin-socket", defaultAdminSocket(), "admin API socket path")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.DurationVar(&o.caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of the CA certificate created on first start")
 	return cmd
 }
 
@@ -71,6 +74,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.caTTL < time.Hour {
+		return usagef("--ca-ttl %s: must be at least 1h", o.caTTL)
+	}
 	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
 	if err != nil {
 		return usagef("--trust-domain %q: %v (e.g. example.org)", o.trustDomain, err)
@@ -82,7 +88,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	uid := uint32(os.Getuid())
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminUIDs: adminUIDs(uid),
-		RaftBind: "127.0.0.1:0", Bootstrap: true, FastElection: true,
+		RaftBind: "127.0.0.1:0", Bootstrap: true, FastElection: true, CATTL: o.caTTL,
 		AgentAuth: func(context.Context) (server.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
 			return server.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+func newClient(t testing.TB, ctx context.Context, socket string) *workloadapi.Client {
+	t.Helper()
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestDevEndToEnd is the foundation's acceptance test: the real binary in dev mode, the real go-spiffe
+// client, and the ledger recording both issuances against the owner and entry.
+func TestDevEndToEnd(t *testing.T) {
+	d := startDev(t, newDevDirs(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wantID, owner := devIdentity(t)
+	c := newClient(t, ctx, d.socket)
+
+	// X.509-SVID: right ID, one hour, verifies against the bundle.
+	x509ctx, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509Context: %v", err)
+	}
+	if len(x509ctx.SVIDs) != 1 {
+		t.Fatalf("got %d SVIDs, want 1", len(x509ctx.SVIDs))
+	}
+	svid := x509ctx.SVIDs[0]
+	if svid.ID.String() != wantID {
+		t.Fatalf("SVID ID = %s, want %s", svid.ID, wantID)
+	}
+	leaf := svid.Certificates[0]
+	if life := leaf.NotAfter.Sub(leaf.NotBefore) - ca.Backdate; life != time.Hour {
+		t.Fatalf("SVID lifetime = %s, want 1h (NotBefore is backdated by %s)", life, ca.Backdate)
+	}
+	if until := time.Until(leaf.NotAfter); until < 55*time.Minute || until > time.Hour {
+		t.Fatalf("SVID expires in %s, want about 1h", until)
+	}
+	gotID, _, err := x509svid.Verify(svid.Certificates, x509ctx.Bundles)
+	if err != nil || gotID.String() != wantID {
+		t.Fatalf("x509svid.Verify = %v, %v", gotID, err)
+	}
+	x509Bundles, err := c.FetchX509Bundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x509Bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org")); err != nil {
+		t.Fatalf("FetchX509Bundles: %v", err)
+	}
+
+	// JWT-SVID for audience "a": validates through the Workload API and through go-spiffe locally.
+	jwt, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "a"})
+	if err != nil {
+		t.Fatalf("FetchJWTSVID: %v", err)
+	}
+	if jwt.ID.String() != wantID {
+		t.Fatalf("JWT-SVID subject = %s, want %s", jwt.ID, wantID)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, jwt.Marshal(), "a"); err != nil {
+		t.Fatalf("ValidateJWTSVID: %v", err)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, jwt.Marshal(), "b"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("ValidateJWTSVID with the wrong audience: %v, want InvalidArgument", err)
+	}
+	jwtBundles, err := c.FetchJWTBundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := jwtsvid.ParseAndValidate(jwt.Marshal(), jwtBundles, []string{"a"})
+	if err != nil || parsed.ID.String() != wantID {
+		t.Fatalf("jwtsvid.ParseAndValidate = %v, %v", parsed, err)
+	}
+
+	// The ledger lists both issuances with owner and entry.
+	entries := decodeJSON[[]entryView](t, d.mustCLI("entry", "list", "-o", "json"))
+	if len(entries) != 1 || entries[0].SPIFFEID != wantID || entries[0].Owner != owner || entries[0].Purpose != "dev mode" {
+		t.Fatalf("entries = %+v", entries)
+	}
+	recs := decodeJSON[[]issuanceView](t, d.mustCLI("ledger", "query", "--owner", owner, "--since", "10m", "-o", "json"))
+	var gotX509, gotJWT bool
+	for _, r := range recs {
+		if r.Owner != owner || r.EntryID != entries[0].ID || r.SPIFFEID != wantID {
+			t.Fatalf("ledger record %+v does not name owner %s and entry %s", r, owner, entries[0].ID)
+		}
+		switch {
+		case r.Kind == "x509-svid" && r.ID == leaf.SerialNumber.Text(16):
+			gotX509 = r.PublicKeySHA256 != "" && slices.Contains(r.Selectors, "unix:uid:"+strconv.Itoa(os.Getuid()))
+		case r.Kind == "jwt-svid" && slices.Equal(r.Audience, []string{"a"}):
+			gotJWT = true
+		}
+	}
+	if !gotX509 || !gotJWT {
+		t.Fatalf("ledger lacks the X.509 (%v) or JWT (%v) issuance: %+v", gotX509, gotJWT, recs)
+	}
+}
+
+// TestWorkloadAPIRequiresSecurityHeader checks the Workload Endpoint rule: no header, InvalidArgument.
+func TestWorkloadAPIRequiresSecurityHeader(t *testing.T) {
+	d := startDev(t, newDevDirs(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	wl := workload.NewSpiffeWorkloadAPIClient(conn)
+
+	stream, err := wl.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("FetchX509SVID without header: %v, want InvalidArgument", err)
+	}
+	if _, err := wl.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("FetchJWTSVID without header: %v, want InvalidArgument", err)
+	}
+	// With the header the same calls work; a JWT request without audience is InvalidArgument.
+	hctx := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	stream, err = wl.FetchX509SVID(hctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || len(resp.Svids) != 1 || len(resp.Svids[0].X509SvidKey) == 0 || len(resp.Svids[0].Bundle) == 0 {
+		t.Fatalf("FetchX509SVID with header: %v, %v", resp, err)
+	}
+	if _, err := wl.FetchJWTSVID(hctx, &workload.JWTSVIDRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("FetchJWTSVID without audience: %v, want InvalidArgument", err)
+	}
+	// The optional WIT-SVID profile is not offered: Unimplemented, as the spec requires.
+	wit, err := wl.FetchWITSVID(hctx, &workload.WITSVIDRequest{})
+	if err == nil {
+		_, err = wit.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("FetchWITSVID: %v, want Unimplemented", err)
+	}
+}
+
+// TestNoEntryIsPermissionDenied deletes the caller's only entry while a go-spiffe watcher is connected:
+// the watcher sees PermissionDenied, and so does every fetch afterwards.
+func TestNoEntryIsPermissionDenied(t *testing.T) {
+	d := startDev(t, newDevDirs(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := newClient(t, ctx, d.socket)
+
+	w := &recordingWatcher{updates: make(chan *workloadapi.X509Context, 10), errs: make(chan error, 10)}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go c.WatchX509Context(watchCtx, w)
+	select {
+	case u := <-w.updates:
+		if len(u.SVIDs) != 1 {
+			t.Fatalf("first watch update has %d SVIDs", len(u.SVIDs))
+		}
+	case err := <-w.errs:
+		t.Fatalf("watch: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no first watch update")
+	}
+
+	entries := decodeJSON[[]entryView](t, d.mustCLI("entry", "list", "-o", "json"))
+	d.mustCLI("entry", "delete", entries[0].ID)
+	select {
+	case err := <-w.errs:
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("watch error after delete: %v, want PermissionDenied", err)
+		}
+	case u := <-w.updates:
+		t.Fatalf("watch got an update with %d SVIDs after the entry was deleted", len(u.SVIDs))
+	case <-ctx.Done():
+		t.Fatal("watcher never saw the SVID disappear")
+	}
+	if _, err := c.FetchX509SVID(ctx); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("FetchX509SVID without entry: %v, want PermissionDenied", err)
+	}
+	if _, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "a"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("FetchJWTSVID without entry: %v, want PermissionDenied", err)
+	}
+	if _, err := c.FetchX509Bundles(ctx); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("FetchX509Bundles without entry: %v, want PermissionDenied", err)
+	}
+}
+
+type recordingWatcher struct {
+	updates chan *workloadapi.X509Context
+	errs    chan error
+}
+
+func (w *recordingWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) { w.updates <- c }
+func (w *recordingWatcher) OnX509ContextWatchError(err error) {
+	if !errors.Is(err, context.Canceled) && status.Code(err) != codes.Canceled {
+		select {
+		case w.errs <- err:
+		default:
+		}
+	}
+}
+
+// TestKill9AndRestartKeepsEverything kills dev mode with SIGKILL and starts it on the same data dir:
+// owners, entries, the CA (same bundle) and the ledger are all still there.
+func TestKill9AndRestartKeepsEverything(t *testing.T) {
+	dirs := newDevDirs(t)
+	d := startDev(t, dirs)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	d.mustCLI("owner", "add", "bob", "--name", "Bob", "--kind", "person")
+	d.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/billing", "--selector", "unix:uid:4242",
+		"--owner", "bob", "--purpose", "billing batch job", "--x509-ttl", "30m")
+	c := newClient(t, ctx, d.socket)
+	before, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := before.SVIDs[0].Certificates[0].SerialNumber.Text(16)
+	entriesBefore := d.mustCLI("entry", "list", "-o", "json")
+	ownersBefore := d.mustCLI("owner", "list", "-o", "json")
+	bundleBefore := d.mustCLI("bundle", "show", "--format", "pem")
+	c.Close()
+
+	d.kill9()
+	d2 := startDev(t, dirs)
+	if got := d2.mustCLI("entry", "list", "-o", "json"); got != entriesBefore {
+		t.Fatalf("entries changed across kill -9:\nbefore %s\nafter  %s", entriesBefore, got)
+	}
+	if got := d2.mustCLI("owner", "list", "-o", "json"); got != ownersBefore {
+		t.Fatalf("owners changed across kill -9:\nbefore %s\nafter  %s", ownersBefore, got)
+	}
+	if got := d2.mustCLI("bundle", "show", "--format", "pem"); got != bundleBefore {
+		t.Fatal("the CA changed across kill -9")
+	}
+	recs := decodeJSON[[]issuanceView](t, d2.mustCLI("ledger", "query", "-o", "json"))
+	if !slices.ContainsFunc(recs, func(r issuanceView) bool { return r.ID == serial }) {
+		t.Fatalf("issuance %s lost across kill -9: %+v", serial, recs)
+	}
+	// And it still issues, under the same trust.
+	c2 := newClient(t, ctx, d2.socket)
+	after, err := c2.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(after.SVIDs[0].Certificates, before.Bundles); err != nil {
+		t.Fatalf("SVID after restart does not verify against the bundle before it: %v", err)
+	}
+}
+
+// TestEntryCreateBadInput: each bad request fails with a message naming the field, a non-zero exit,
+// and nothing stored.
+func TestEntryCreateBadInput(t *testing.T) {
+	d := startDev(t, newDevDirs(t), "--ca-ttl", "2h")
+	_, owner := devIdentity(t)
+	d.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/dup", "--selector", "unix:uid:7", "--owner", owner, "--purpose", "p")
+	base := []string{"entry", "create"}
+	good := map[string]string{"--spiffe-id": "spiffe://example.org/new", "--selector": "unix:uid:8", "--owner": owner, "--purpose": "p"}
+	args := func(override map[string]string, drop ...string) []string {
+		out := slices.Clone(base)
+		for _, k := range []string{"--spiffe-id", "--selector", "--owner", "--purpose"} {
+			v := good[k]
+			if o, ok := override[k]; ok {
+				v = o
+			}
+			if !slices.Contains(drop, k) {
+				out = append(out, k, v)
+			}
+		}
+		for k, v := range override {
+			if _, known := good[k]; !known {
+				out = append(out, k, v)
+			}
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantMsg  string
+	}{
+		{"no owner", args(nil, "--owner"), exitUsage, "--owner is required"},
+		{"no purpose", args(nil, "--purpose"), exitUsage, "--purpose is required"},
+		{"malformed SPIFFE ID", args(map[string]string{"--spiffe-id": "spiffe://example.org/a b"}), exitUsage, "--spiffe-id"},
+		{"SPIFFE ID outside the trust domain", args(map[string]string{"--spiffe-id": "spiffe://evil.org/x"}), exitFailure, "not in trust domain"},
+		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitUsage, `unknown type "docker"`},
+		{"zero TTL", args(map[string]string{"--x509-ttl": "0s"}), exitUsage, "--x509-ttl 0s: must be positive"},
+		{"negative JWT TTL", args(map[string]string{"--jwt-ttl": "-1h"}), exitUsage, "--jwt-ttl -1h0m0s: must be positive"},
+		{"TTL above the CA's remaining life", args(map[string]string{"--x509-ttl": "3h"}), exitFailure, "longer than the CA's remaining life"},
+		{"duplicate entry", args(map[string]string{"--spiffe-id": "spiffe://example.org/dup", "--selector": "unix:uid:7"}), exitFailure, "identical entry already exists"},
+		{"owner that does not exist", args(map[string]string{"--owner": "nobody-here"}), exitFailure, `owner "nobody-here": owner not found`},
+		{"reserved path", args(map[string]string{"--spiffe-id": "spiffe://example.org/signet/agent/x"}), exitFailure, "reserved"},
+	}
+	before := d.mustCLI("entry", "list", "-o", "json")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := d.cli(tc.args...)
+			if code != tc.wantCode {
+				t.Errorf("exit %d, want %d (stderr: %s)", code, tc.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tc.wantMsg) {
+				t.Errorf("stderr %q does not contain %q", stderr, tc.wantMsg)
+			}
+		})
+	}
+	if after := d.mustCLI("entry", "list", "-o", "json"); after != before {
+		t.Fatalf("a refused request changed the registry:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestDevRefusesBadStartup: a data dir that cannot be written, and sockets held by a live server.
+func TestDevRefusesBadStartup(t *testing.T) {
+	t.Run("data dir not writable", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "not-a-dir")
+		if err := os.WriteFile(file, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d := newDevDirs(t)
+		d.dataDir = filepath.Join(file, "data")
+		_, err := tryStartDev(t, d)
+		if err == nil || !strings.Contains(err.Error(), "data dir") {
+			t.Fatalf("dev on an unwritable data dir: %v", err)
+		}
+	})
+	t.Run("socket in use by a live server", func(t *testing.T) {
+		first := newDevDirs(t)
+		startDev(t, first)
+		second := newDevDirs(t)
+		second.socket = first.socket
+		_, err := tryStartDev(t, second)
+		if err == nil || !strings.Contains(err.Error(), "in use by a running server") {
+			t.Fatalf("second dev on a live socket: %v", err)
+		}
+	})
+	t.Run("data dir in use", func(t *testing.T) {
+		first := newDevDirs(t)
+		startDev(t, first)
+		second := newDevDirs(t)
+		second.dataDir = first.dataDir
+		_, err := tryStartDev(t, second)
+		if err == nil || !strings.Contains(err.Error(), "another signet process is using this data dir") {
+			t.Fatalf("second dev on a live data dir: %v", err)
+		}
+	})
+}
+
+// TestWorkloadCLI covers 'signet svid fetch --write' and 'signet jwt fetch'.
+func TestWorkloadCLI(t *testing.T) {
+	d := startDev(t, newDevDirs(t))
+	wantID, _ := devIdentity(t)
+	dir := filepath.Join(t.TempDir(), "svids")
+	out := d.mustCLI("svid", "fetch", "--write", dir)
+	if !strings.Contains(out, wantID) || !strings.Contains(out, "SERIAL") {
+		t.Fatalf("svid fetch output: %s", out)
+	}
+	for name, mode := range map[string]os.FileMode{"svid.0.pem": 0o644, "svid.0.key": 0o600, "bundle.0.pem": 0o644} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Fatalf("%s has mode %o, want %o", name, fi.Mode().Perm(), mode)
+		}
+	}
+	svid, err := x509svid.Load(filepath.Join(dir, "svid.0.pem"), filepath.Join(dir, "svid.0.key"))
+	if err != nil || svid.ID.String() != wantID {
+		t.Fatalf("written SVID: %v, %v", svid, err)
+	}
+	type jwtOut struct {
+		SPIFFEID string   `json:"spiffe_id"`
+		Audience []string `json:"audience"`
+		Token    string   `json:"token"`
+	}
+	jwts := decodeJSON[[]jwtOut](t, d.mustCLI("jwt", "fetch", "--audience", "billing", "-o", "json"))
+	if len(jwts) != 1 || jwts[0].SPIFFEID != wantID || !slices.Equal(jwts[0].Audience, []string{"billing"}) || strings.Count(jwts[0].Token, ".") != 2 {
+		t.Fatalf("jwt fetch: %+v", jwts)
+	}
+	if _, stderr, code := d.cli("jwt", "fetch"); code != exitUsage || !strings.Contains(stderr, "--audience is required") {
+		t.Fatalf("jwt fetch without audience: exit %d, %s", code, stderr)
+	}
+}
