@@ -263,8 +263,17 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
 		DNSNames: in.DnsNames,
 	}
-	if in.X509TtlSeconds < 0 || in.JwtTtlSeconds < 0 {
-		return e, fmt.Errorf("entry %q: ttl: %w: must be positive", in.SpiffeId, ErrInvalidArgument)
+	for _, ttl := range []struct {
+		field string
+		secs  int64
+	}{{"x509_ttl_seconds", in.X509TtlSeconds}, {"jwt_ttl_seconds", in.JwtTtlSeconds}} {
+		switch {
+		case ttl.secs < 0:
+			return e, fmt.Errorf("entry %q: %s %d: %w: must be positive", in.SpiffeId, ttl.field, ttl.secs, ErrInvalidArgument)
+		case ttl.secs > int64(maxTTL/time.Second):
+			// Checked before converting to a Duration, which would overflow.
+			return e, fmt.Errorf("entry %q: %s %d: %w: at most %s", in.SpiffeId, ttl.field, ttl.secs, ErrInvalidArgument, maxTTL)
+		}
 	}
 	if len(in.Selectors) > maxSelectors {
 		return e, fmt.Errorf("entry %q: selectors: %w: more than %d", in.SpiffeId, ErrInvalidArgument, maxSelectors)

@@ -71,7 +71,10 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	var sentBundle uint64
 	first := true
 	for {
-		// Read the revision before the entries: anything committed in between is sent again next time.
+		// Take the change signal first, then read: a change after this point wakes the wait below even
+		// if it lands while messages are being sent. Read the revision before the entries: anything
+		// committed in between is sent again next time.
+		changed := s.cfg.Store.Changed()
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
 		var msgs []*agentv1.SyncEntriesResponse
@@ -91,8 +94,10 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			}
 		}
 		known, first = rev, false
-		if err := s.cfg.Store.WaitChange(ctx, known); err != nil {
-			return toStatus(err)
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
 		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -90,10 +91,12 @@ func (i *Issuer) authorize(caller Caller, entryID string) (storage.Entry, error)
 	return e, nil
 }
 
-func (i *Issuer) record(e *storage.Entry, caller Caller, kind storage.IssuanceKind, id string, issued, expires time.Time) storage.Issuance {
+// record builds the ledger record of an issuance. Its IssuedAt is stamped by the store when the record
+// is committed: the moment the credential may leave the server.
+func (i *Issuer) record(e *storage.Entry, caller Caller, kind storage.IssuanceKind, id string, expires time.Time) storage.Issuance {
 	return storage.Issuance{
 		ID: id, Kind: kind, SPIFFEID: e.SPIFFEID, EntryID: e.ID, Owner: e.Owner,
-		Selectors: selector.Strings(e.Selectors), IssuedAt: issued.UTC(), ExpiresAt: expires.UTC(),
+		Selectors: selector.Strings(e.Selectors), ExpiresAt: expires.UTC(),
 		Node: i.cfg.NodeID, Agent: caller.AgentID.String(), NodeAttestation: caller.NodeAttestation,
 	}
 }
@@ -149,19 +152,22 @@ func (i *Issuer) signOne(caller Caller, req X509Request) (*x509.Certificate, sto
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
+	return i.signForKey(&e, caller, csr.PublicKey)
+}
+
+// signForKey signs an X.509-SVID of an authorized entry for pub and builds its ledger record.
+func (i *Issuer) signForKey(e *storage.Entry, caller Caller, pub crypto.PublicKey) (*x509.Certificate, storage.Issuance, error) {
 	id, err := spiffeid.FromString(e.SPIFFEID)
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
 	}
-	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: e.X509TTL, DNSNames: e.DNSNames})
+	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: pub, TTL: e.X509TTL, DNSNames: e.DNSNames})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
-	rec := i.record(&e, caller, storage.KindX509SVID, cert.SerialNumber.Text(16), cert.NotBefore, cert.NotAfter)
+	rec := i.record(e, caller, storage.KindX509SVID, cert.SerialNumber.Text(16), cert.NotAfter)
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	rec.PublicKeySHA256 = hex.EncodeToString(sum[:])
-	// The ledger keeps the real issuance time, not the backdated NotBefore.
-	rec.IssuedAt = i.cfg.Clock().UTC()
 	return cert, rec, nil
 }
 
@@ -238,7 +244,7 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
-	rec := i.record(&e, caller, storage.KindJWTSVID, svid.ID, svid.IssuedAt, svid.ExpiresAt)
+	rec := i.record(&e, caller, storage.KindJWTSVID, svid.ID, svid.ExpiresAt)
 	rec.Audience = audience
 	if err := i.cfg.Recorder.Record(ctx, rec); err != nil {
 		return nil, err

@@ -8,9 +8,10 @@ import (
 	"github.com/signet-id/signet/storage"
 )
 
-// LedgerAppender commits a batch of issuance records durably (the storage Store).
+// LedgerAppender commits batches of issuance records durably (the storage Store). Proposals must enter
+// the log in call order: the store stamps each batch's issuance time, and the ledger is time-ordered.
 type LedgerAppender interface {
-	AppendLedger(ctx context.Context, recs []storage.Issuance) error
+	ProposeLedger(recs []storage.Issuance) *storage.LedgerProposal
 }
 
 // RecorderConfig configures a Recorder.
@@ -110,24 +111,22 @@ func (r *Recorder) Run(ctx context.Context) {
 				break gather
 			}
 		}
+		recs := batch[0].recs
+		if len(batch) > 1 {
+			recs = make([]storage.Issuance, 0, n)
+			for _, p := range batch {
+				recs = append(recs, p.recs...)
+			}
+		}
+		// Proposed here, in order; waited for in parallel with the next batch's gathering.
+		proposal := r.cfg.Appender.ProposeLedger(recs)
 		go func() {
 			defer func() { <-slots }()
-			r.commit(ctx, batch, n)
+			// The commit is not tied to any one caller's context: it serves them all.
+			err := proposal.Wait(context.WithoutCancel(ctx))
+			for _, p := range batch {
+				p.done <- err
+			}
 		}()
-	}
-}
-
-func (r *Recorder) commit(ctx context.Context, batch []*pendingRecords, n int) {
-	recs := batch[0].recs
-	if len(batch) > 1 {
-		recs = make([]storage.Issuance, 0, n)
-		for _, p := range batch {
-			recs = append(recs, p.recs...)
-		}
-	}
-	// The commit is not tied to any one caller's context: it serves them all.
-	err := r.cfg.Appender.AppendLedger(context.WithoutCancel(ctx), recs)
-	for _, p := range batch {
-		p.done <- err
 	}
 }

@@ -5,43 +5,137 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// The issuance ledger. Each record is stored once under a time-ordered primary key
+// The issuance ledger.
 //
-//	issued_at (8 bytes, unix ns, big endian) | raft index (8) | position in the batch (4)
+// Records are committed in batches (one Raft command per group commit), and a batch is stored the way
+// it arrived: one value under a batch key
 //
-// and indexed by ID (serial or jti → primary key) and by (owner | entry | SPIFFE ID | agent, time):
-// index keys are value | 0x00 | primary key, with empty values. Every query is a bounded range scan of
-// one index, newest first; none scans the whole ledger.
+//	issued_at (8 bytes, unix ns, big endian) | raft index (8)
+//
+// A record's address is its batch key plus its position in the batch (4 bytes). Every record of a batch
+// has the same issued_at, the time the leader proposed the batch, and batch keys strictly increase with
+// the Raft index, so the ledger is in time order and time ranges are key ranges.
+//
+// Indexes: by ID (serial or jti → address), and by owner, entry, SPIFFE ID and agent. The value indexes
+// hold one key per (value, batch), value | 0x00 | batch key, whose value lists the positions of that
+// batch's records with this value. A batch of 500 issuances for one entry costs one index write per
+// dimension, not 500: this is what lets recording keep up with signing. Every query is a bounded range
+// scan of one index, newest first; none scans the whole ledger.
 var (
-	bucketLedger         = []byte("ledger")
+	bucketLedger         = []byte("ledger_batches")
 	bucketLedgerByID     = []byte("ledger_by_id")
 	bucketLedgerByOwner  = []byte("ledger_by_owner")
 	bucketLedgerByEntry  = []byte("ledger_by_entry")
 	bucketLedgerBySPIFFE = []byte("ledger_by_spiffe_id")
 	bucketLedgerByAgent  = []byte("ledger_by_agent")
+
+	keyLedgerTime = []byte("ledger_time") // newest batch time, to keep batch keys increasing
 )
 
-const pkLen = 20
+const (
+	batchKeyLen = 16
+	addrLen     = batchKeyLen + 4
+)
 
-func ledgerPK(issuedAt time.Time, index uint64, pos uint32) []byte {
-	k := make([]byte, pkLen)
-	binary.BigEndian.PutUint64(k[0:8], uint64(issuedAt.UnixNano()))
+func batchKey(ns uint64, index uint64) []byte {
+	k := make([]byte, batchKeyLen, addrLen)
+	binary.BigEndian.PutUint64(k[0:8], ns)
 	binary.BigEndian.PutUint64(k[8:16], index)
-	binary.BigEndian.PutUint32(k[16:20], pos)
 	return k
 }
 
-func indexKey(value string, pk []byte) []byte {
-	k := make([]byte, 0, len(value)+1+len(pk))
-	k = append(k, value...)
-	k = append(k, 0)
-	return append(k, pk...)
+func recordAddr(bk []byte, pos uint32) []byte {
+	return binary.BigEndian.AppendUint32(bytes.Clone(bk[:batchKeyLen]), pos)
+}
+
+// indexedFields are the parts of a record the FSM indexes, read without decoding the whole record.
+type indexedFields struct {
+	id, owner, entry, spiffeID, agent []byte
+	issuedAt                          uint64
+}
+
+func scanIndexed(raw []byte) (indexedFields, error) {
+	var f indexedFields
+	for len(raw) > 0 {
+		num, typ, n := protowire.ConsumeTag(raw)
+		if n < 0 {
+			return f, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
+		}
+		raw = raw[n:]
+		switch {
+		case typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(raw)
+			if n < 0 {
+				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
+			}
+			raw = raw[n:]
+			switch num {
+			case fID:
+				f.id = v
+			case fOwner:
+				f.owner = v
+			case fEntryID:
+				f.entry = v
+			case fSPIFFEID:
+				f.spiffeID = v
+			case fAgent:
+				f.agent = v
+			}
+		case typ == protowire.VarintType && num == fIssuedAt:
+			v, n := protowire.ConsumeVarint(raw)
+			if n < 0 {
+				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
+			}
+			raw = raw[n:]
+			f.issuedAt = v
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, raw)
+			if n < 0 {
+				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
+			}
+			raw = raw[n:]
+		}
+	}
+	return f, nil
+}
+
+func encodePositions(ps []uint32) []byte {
+	b := make([]byte, 0, len(ps)*2)
+	prev := uint32(0)
+	for i, p := range ps {
+		d := p - prev
+		if i == 0 {
+			d = p
+		}
+		b = protowire.AppendVarint(b, uint64(d))
+		prev = p
+	}
+	return b
+}
+
+func decodePositions(b []byte) ([]uint32, error) {
+	var out []uint32
+	var cur uint32
+	for len(b) > 0 {
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: index positions", errBadRecord)
+		}
+		b = b[n:]
+		cur += uint32(v)
+		out = append(out, cur)
+	}
+	return out, nil
 }
 
 func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (any, func()) {
@@ -49,43 +143,111 @@ func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (an
 	if err != nil {
 		panic(fmt.Sprintf("storage: raft entry %d: %v", index, err))
 	}
-	ledger := tx.Bucket(bucketLedger)
-	ledger.FillPercent = 0.9 // keys are mostly appended in time order
-	byID := tx.Bucket(bucketLedgerByID)
-	byOwner := tx.Bucket(bucketLedgerByOwner)
-	byEntry := tx.Bucket(bucketLedgerByEntry)
-	bySPIFFE := tx.Bucket(bucketLedgerBySPIFFE)
-	byAgent := tx.Bucket(bucketLedgerByAgent)
+	if len(raws) == 0 {
+		return 0, nil
+	}
+	fields := make([]indexedFields, len(raws))
 	for i, raw := range raws {
-		rec, err := decodeIssuance(raw)
-		if err != nil {
+		if fields[i], err = scanIndexed(raw); err != nil {
 			panic(fmt.Sprintf("storage: raft entry %d record %d: %v", index, i, err))
 		}
-		pk := ledgerPK(rec.IssuedAt, index, uint32(i))
-		mustPut(ledger, pk, raw)
-		mustPut(byID, []byte(rec.ID), pk)
-		mustPut(byOwner, indexKey(rec.Owner, pk), nil)
-		mustPut(byEntry, indexKey(rec.EntryID, pk), nil)
-		mustPut(bySPIFFE, indexKey(rec.SPIFFEID, pk), nil)
-		if rec.Agent != "" {
-			mustPut(byAgent, indexKey(rec.Agent, pk), nil)
+	}
+	// The batch time is the proposal's stamp, kept strictly increasing across batches (a new leader's
+	// clock may be behind the old one's); deterministic, so every replica computes the same key.
+	meta := tx.Bucket(bucketMeta)
+	t := fields[0].issuedAt
+	if last := getUint64(meta, keyLedgerTime); t <= last {
+		t = last + 1
+	}
+	if err := putUint64(meta, keyLedgerTime, t); err != nil {
+		panic(fmt.Sprintf("storage: put ledger time: %v", err))
+	}
+	bk := batchKey(t, index)
+	ledger := tx.Bucket(bucketLedger)
+	ledger.FillPercent = 1.0 // keys only ever append
+	mustPut(ledger, bk, payload)
+
+	byID := tx.Bucket(bucketLedgerByID)
+	groups := [4]map[string][]uint32{{}, {}, {}, {}}
+	for i, f := range fields {
+		mustPut(byID, f.id, recordAddr(bk, uint32(i)))
+		for d, v := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
+			if len(v) > 0 {
+				groups[d][string(v)] = append(groups[d][string(v)], uint32(i))
+			}
+		}
+	}
+	for d, b := range [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry),
+		tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)} {
+		for v, ps := range groups[d] {
+			mustPut(b, indexKey(v, bk), encodePositions(ps))
 		}
 	}
 	return len(raws), nil
 }
 
-// AppendLedger commits issuance records through Raft in one command and returns once they are applied on
-// this node (and so committed on a majority). It is the durability point of issuance: a credential may be
-// handed out only after its record was appended.
-func (s *Store) AppendLedger(ctx context.Context, recs []Issuance) error {
-	if len(recs) == 0 {
+func indexKey(value string, bk []byte) []byte {
+	k := make([]byte, 0, len(value)+1+len(bk))
+	k = append(k, value...)
+	k = append(k, 0)
+	return append(k, bk...)
+}
+
+// LedgerProposal is a batch of issuance records on its way through Raft.
+type LedgerProposal struct {
+	f   raft.ApplyFuture
+	err error
+	n   int
+}
+
+// Wait blocks until the batch is applied on this node (so committed on a majority), or ctx ends.
+func (p *LedgerProposal) Wait(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("storage: append %d ledger records: %w", p.n, mapRaftError(err))
+		}
+		if err, ok := p.f.Response().(error); ok {
+			return fmt.Errorf("storage: append %d ledger records: %w", p.n, err)
+		}
 		return nil
+	case <-ctx.Done():
+		// The batch may still commit; the caller only stops waiting.
+		return fmt.Errorf("storage: append %d ledger records: %w", p.n, ctx.Err())
 	}
-	_, err := s.apply(ctx, encodeLedgerBatch(recs))
-	if err != nil {
-		return fmt.Errorf("storage: append %d ledger records: %w", len(recs), err)
+}
+
+// ProposeLedger stamps recs with the issuance time (IssuedAt is set here, on every record: the moment
+// the leader commits the issuance) and proposes them to Raft as one command. Proposals enter the Raft log
+// in the order of the calls, with increasing times. Wait on the result before handing out any credential.
+func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
+	if len(recs) == 0 {
+		return &LedgerProposal{}
 	}
-	return nil
+	if s.closed.Load() {
+		return &LedgerProposal{err: ErrClosed, n: len(recs)}
+	}
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	t := s.cfg.Clock().UTC()
+	if !t.After(s.lastLedgerTime) {
+		t = s.lastLedgerTime.Add(time.Nanosecond)
+	}
+	s.lastLedgerTime = t
+	for i := range recs {
+		recs[i].IssuedAt = t
+	}
+	return &LedgerProposal{f: s.raft.Apply(encodeLedgerBatch(recs), 10*time.Second), n: len(recs)}
+}
+
+// AppendLedger proposes recs and waits until they are committed (see ProposeLedger).
+func (s *Store) AppendLedger(ctx context.Context, recs []Issuance) error {
+	return s.ProposeLedger(recs).Wait(ctx)
 }
 
 // LedgerQuery selects issuance records. Filters combine with AND. Results are newest first.
@@ -116,6 +278,10 @@ type LedgerPage struct {
 	Next string
 }
 
+func timeKey(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+}
+
 // QueryLedger runs q against this node's state.
 func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 	limit := q.Limit
@@ -128,12 +294,12 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 	var cursor []byte
 	if q.Cursor != "" {
 		c, err := hex.DecodeString(q.Cursor)
-		if err != nil || len(c) != pkLen {
+		if err != nil || len(c) != addrLen {
 			return LedgerPage{}, fmt.Errorf("storage: ledger query: cursor %q: %w: not a cursor returned by a previous query", q.Cursor, ErrInvalid)
 		}
 		cursor = c
 	}
-	// The most selective index first.
+	// The most selective index first; with no filter, the batches themselves.
 	bucket, value := bucketLedger, ""
 	switch {
 	case q.EntryID != "":
@@ -146,26 +312,30 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 		bucket, value = bucketLedgerByOwner, q.Owner
 	}
 	var prefix []byte
-	if bucket != nil && value != "" {
+	if value != "" {
 		prefix = append([]byte(value), 0)
 	}
-	hi := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	// Group keys in [lo, hi) are visited, newest first.
+	hi := append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, batchKeyLen+1)...)
 	if !q.Until.IsZero() {
-		hi = ledgerPK(q.Until, 0, 0)[:8]
-		hi = append(bytes.Clone(prefix), hi...)
+		hi = append(bytes.Clone(prefix), timeKey(q.Until)...)
 	}
+	var cursorGroup []byte
+	var cursorPos uint32
 	if cursor != nil {
-		if c := append(bytes.Clone(prefix), cursor...); bytes.Compare(c, hi) < 0 {
-			hi = c
+		cursorGroup = append(bytes.Clone(prefix), cursor[:batchKeyLen]...)
+		cursorPos = binary.BigEndian.Uint32(cursor[batchKeyLen:])
+		if bytes.Compare(cursorGroup, hi) < 0 {
+			hi = append(bytes.Clone(cursorGroup), 0) // include the cursor's own group
 		}
 	}
 	lo := bytes.Clone(prefix)
 	if !q.Since.IsZero() {
-		lo = append(lo, ledgerPK(q.Since, 0, 0)[:8]...)
+		lo = append(lo, timeKey(q.Since)...)
 	}
 
 	var page LedgerPage
-	var lastPK []byte
+	var last []byte
 	err := s.view(func(tx *bolt.Tx) error {
 		ledger := tx.Bucket(bucketLedger)
 		c := tx.Bucket(bucket).Cursor()
@@ -176,27 +346,53 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 			k, v = c.Prev()
 		}
 		for ; k != nil && bytes.Compare(k, lo) >= 0 && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
-			pk := k[len(prefix):]
-			raw := v
+			bk := k[len(prefix):]
+			if len(bk) != batchKeyLen {
+				continue
+			}
+			batch := v
+			var positions []uint32
 			if prefix != nil {
-				raw = ledger.Get(pk)
+				var err error
+				if positions, err = decodePositions(v); err != nil {
+					return err
+				}
+				batch = ledger.Get(bk)
 			}
-			if raw == nil {
-				continue
-			}
-			rec, err := decodeIssuance(raw)
+			raws, err := splitLedgerBatch(batch)
 			if err != nil {
-				return fmt.Errorf("ledger record %x: %w", pk, err)
+				return fmt.Errorf("ledger batch %x: %w", bk, err)
 			}
-			if !q.matches(&rec) {
-				continue
+			if prefix == nil {
+				positions = make([]uint32, len(raws))
+				for i := range positions {
+					positions[i] = uint32(i)
+				}
 			}
-			if len(page.Issuances) == limit {
-				page.Next = hex.EncodeToString(lastPK)
-				return nil
+			inCursorGroup := cursorGroup != nil && bytes.Equal(k, cursorGroup)
+			batchTime := time.Unix(0, int64(binary.BigEndian.Uint64(bk[:8]))).UTC()
+			for _, pos := range slices.Backward(positions) {
+				if inCursorGroup && pos >= cursorPos {
+					continue
+				}
+				if int(pos) >= len(raws) {
+					return fmt.Errorf("ledger batch %x: %w: position %d of %d", bk, errBadRecord, pos, len(raws))
+				}
+				rec, err := decodeIssuance(raws[pos])
+				if err != nil {
+					return fmt.Errorf("ledger record %x/%d: %w", bk, pos, err)
+				}
+				rec.IssuedAt = batchTime
+				if !q.matches(&rec) {
+					continue
+				}
+				if len(page.Issuances) == limit {
+					page.Next = hex.EncodeToString(last)
+					return nil
+				}
+				page.Issuances = append(page.Issuances, rec)
+				last = recordAddr(bk, pos)
 			}
-			page.Issuances = append(page.Issuances, rec)
-			lastPK = bytes.Clone(pk)
 		}
 		return nil
 	})
@@ -217,17 +413,23 @@ func (q *LedgerQuery) matches(r *Issuance) bool {
 func (s *Store) LookupIssuance(id string) (Issuance, error) {
 	var rec Issuance
 	err := s.view(func(tx *bolt.Tx) error {
-		pk := tx.Bucket(bucketLedgerByID).Get([]byte(id))
-		if pk == nil {
+		addr := tx.Bucket(bucketLedgerByID).Get([]byte(id))
+		if len(addr) != addrLen {
 			return fmt.Errorf("issuance %q: %w", id, ErrIssuanceNotFound)
 		}
-		raw := tx.Bucket(bucketLedger).Get(pk)
-		if raw == nil {
-			return fmt.Errorf("issuance %q: %w", id, ErrIssuanceNotFound)
+		bk, pos := addr[:batchKeyLen], binary.BigEndian.Uint32(addr[batchKeyLen:])
+		raws, err := splitLedgerBatch(tx.Bucket(bucketLedger).Get(bk))
+		if err != nil {
+			return err
 		}
-		var err error
-		rec, err = decodeIssuance(raw)
-		return err
+		if int(pos) >= len(raws) {
+			return fmt.Errorf("issuance %q: %w", id, errors.Join(ErrIssuanceNotFound, errBadRecord))
+		}
+		if rec, err = decodeIssuance(raws[pos]); err != nil {
+			return err
+		}
+		rec.IssuedAt = time.Unix(0, int64(binary.BigEndian.Uint64(bk[:8]))).UTC()
+		return nil
 	})
 	if err != nil {
 		return Issuance{}, fmt.Errorf("storage: %w", err)

@@ -2,7 +2,6 @@ package storage
 
 import (
 	"cmp"
-	"context"
 	"crypto"
 	"crypto/x509"
 	"slices"
@@ -190,22 +189,11 @@ func (r *registry) currentRevision() uint64 {
 	return r.revision
 }
 
-// wait blocks until the registry revision or bundle changes after the call (or revision exceeds after),
-// or ctx ends.
-func (r *registry) wait(ctx context.Context, after uint64) error {
+// changed returns a channel closed at the next change to entries, owners or the bundle.
+func (r *registry) changed() <-chan struct{} {
 	r.mu.RLock()
-	if r.revision > after {
-		r.mu.RUnlock()
-		return nil
-	}
-	ch := r.notify
-	r.mu.RUnlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	defer r.mu.RUnlock()
+	return r.notify
 }
 
 // changedSince returns the entries changed after revision since (the latest change of each), and the

@@ -140,8 +140,9 @@ func sortEntries(es []Entry) {
 // Revision returns the registry revision: it increases with every owner or entry write.
 func (s *Store) Revision() uint64 { return s.reg.currentRevision() }
 
-// WaitChange blocks until the registry revision exceeds after or the bundle changes, or ctx ends.
-func (s *Store) WaitChange(ctx context.Context, after uint64) error { return s.reg.wait(ctx, after) }
+// Changed returns a channel that is closed at the next change to entries, owners or the bundle. Take it
+// before reading the state it guards, so that no change between the read and the wait is missed.
+func (s *Store) Changed() <-chan struct{} { return s.reg.changed() }
 
 // ChangedEntries returns the entries created, changed or deleted after revision since, each with the
 // parents it had, and the current revision. ok is false when since is older than the retained change

@@ -27,14 +27,16 @@ var (
 	keyBundleSeq    = []byte("bundle_sequence")
 )
 
-// openStateDB opens (creating if needed) the bbolt state database at path. It is opened with fsync on
-// commit: the applied index stored with each transaction tells a restarted node which Raft entries it
-// must replay, so the file must never be ahead of or torn against what it claims.
+// openStateDB opens (creating if needed) the bbolt state database at path. Commits are not fsynced: the
+// file is rebuilt from Raft when it cannot be trusted (see guard.go). The applied index stored with each
+// transaction tells a restarted node which Raft entries it must replay.
 func openStateDB(path string) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         2 * time.Second,
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: 1 << 30,
+		NoSync:          true,
+		NoGrowSync:      true,
 	})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("storage: %s is locked: another signet process is using this data dir (stop it or choose another data dir)", path)

@@ -39,6 +39,8 @@ type Config struct {
 	// HeartbeatTimeout and ElectionTimeout tune Raft's failure detection (default 1s each).
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
+	// Clock stamps ledger batches. Default: time.Now.
+	Clock func() time.Time
 	// SnapshotThreshold is how many log entries trigger a snapshot (default 8192); TrailingLogs how many
 	// are kept after it (default 10240); SnapshotInterval how often the threshold is checked (default 2m).
 	SnapshotThreshold uint64
@@ -63,6 +65,9 @@ type Store struct {
 	snaps    *raft.FileSnapshotStore
 	trans    *raft.NetworkTransport
 	closed   atomic.Bool
+
+	ledgerMu       sync.Mutex // orders ledger proposals and their times
+	lastLedgerTime time.Time
 }
 
 const (
@@ -78,6 +83,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	if cfg.RaftBind == "" {
 		cfg.RaftBind = "127.0.0.1:0"
@@ -156,6 +164,17 @@ func loadNodeID(dir, want string) (string, error) {
 // first restored from that snapshot.
 func (s *Store) openState() error {
 	path := filepath.Join(s.cfg.Dir, stateFile)
+	trusted, err := checkStateGuard(s.cfg.Dir, path)
+	if err != nil {
+		return err
+	}
+	if !trusted {
+		aside := path + ".untrusted"
+		s.log.Warn("state file was open when the machine went down; rebuilding it from the Raft snapshot and log", "moved_to", aside)
+		if err := os.Rename(path, aside); err != nil {
+			return fmt.Errorf("storage: move untrusted state aside: %w", err)
+		}
+	}
 	db, err := openStateDB(path)
 	if err != nil {
 		return err
@@ -203,6 +222,7 @@ func (s *Store) startRaft() error {
 	rc.LocalID = raft.ServerID(s.nodeID)
 	rc.Logger = newHCLog(s.log, "raft")
 	rc.NoSnapshotRestoreOnStart = true // state.db is durable; see openState
+	rc.BatchApplyCh = true             // proposals queue instead of waiting for the leader loop
 	if s.cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = s.cfg.HeartbeatTimeout
 		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, s.cfg.HeartbeatTimeout)
@@ -322,10 +342,18 @@ func (s *Store) Close() error {
 	}
 	s.closeRaftResources()
 	s.mu.Lock()
+	if err := s.db.Sync(); err != nil {
+		errs = append(errs, fmt.Errorf("sync state: %w", err))
+	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("state: %w", err))
 	}
 	s.mu.Unlock()
+	if len(errs) == 0 {
+		if err := markStateClean(s.cfg.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}

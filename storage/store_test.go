@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,8 +24,12 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 func openTestStore(t testing.TB, dir string) *Store {
+	return openTestStoreClock(t, dir, nil)
+}
+
+func openTestStoreClock(t testing.TB, dir string, clock func() time.Time) *Store {
 	t.Helper()
-	s, err := Open(Config{Dir: dir, Bootstrap: true, Logger: testLogger(t),
+	s, err := Open(Config{Dir: dir, Bootstrap: true, Logger: testLogger(t), Clock: clock,
 		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -99,22 +104,27 @@ func TestRegistryWritesAndConflicts(t *testing.T) {
 	}
 }
 
-func TestWaitChangeWakesOnWrite(t *testing.T) {
+func TestChangedWakesOnWriteAndBundle(t *testing.T) {
 	ctx := context.Background()
 	s := openTestStore(t, t.TempDir())
 	defer s.Close()
-	rev := s.Revision()
-	woke := make(chan error, 1)
-	go func() {
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		woke <- s.WaitChange(c, rev)
-	}()
+	ch := s.Changed()
 	if _, err := s.CreateOwner(ctx, Owner{Name: "bob"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-woke; err != nil {
-		t.Fatalf("WaitChange: %v", err)
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed not closed by an owner write")
+	}
+	ch = s.Changed()
+	if err := s.PutAuthority(ctx, Authority{Kind: AuthorityJWT, ID: "k1", DER: []byte("x"), AddedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed not closed by a bundle change")
 	}
 }
 
@@ -124,27 +134,38 @@ func issuance(i int, owner, entry string, at time.Time) Issuance {
 		IssuedAt: at, ExpiresAt: at.Add(time.Hour), Node: "n1", Agent: "spiffe://example.org/agent"}
 }
 
+// stepClock returns base, base+1s, base+2s, … on successive calls.
+func stepClock(base time.Time) func() time.Time {
+	var mu sync.Mutex
+	n := 0
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return base.Add(time.Duration(n-1) * time.Second)
+	}
+}
+
 func TestLedgerAppendQueryAndPaging(t *testing.T) {
 	ctx := context.Background()
-	s := openTestStore(t, t.TempDir())
-	defer s.Close()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := openTestStoreClock(t, t.TempDir(), stepClock(base))
+	defer s.Close()
+	// One batch per record: record i is stamped base+i seconds.
 	var recs []Issuance
 	for i := range 50 {
 		owner, entry := "alice", "e-a"
 		if i%2 == 1 {
 			owner, entry = "bob", "e-b"
 		}
-		recs = append(recs, issuance(i, owner, entry, base.Add(time.Duration(i)*time.Second)))
-	}
-	if err := s.AppendLedger(ctx, recs[:20]); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AppendLedger(ctx, recs[20:]); err != nil {
-		t.Fatal(err)
+		rec := issuance(i, owner, entry, time.Time{})
+		if err := s.AppendLedger(ctx, []Issuance{rec}); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
 	}
 	got, err := s.LookupIssuance(recs[7].ID)
-	if err != nil || got.Owner != "bob" || !got.IssuedAt.Equal(recs[7].IssuedAt) || got.Agent != recs[7].Agent {
+	if err != nil || got.Owner != "bob" || !got.IssuedAt.Equal(base.Add(7*time.Second)) || got.Agent != recs[7].Agent {
 		t.Fatalf("LookupIssuance = %+v, %v", got, err)
 	}
 	if _, err := s.LookupIssuance("nope"); !errors.Is(err, ErrIssuanceNotFound) {
@@ -181,10 +202,22 @@ func TestLedgerAppendQueryAndPaging(t *testing.T) {
 	}
 
 	// Paging through alice's 25 records, 10 at a time, yields each exactly once.
+	assertPaging(t, s, LedgerQuery{Owner: "alice", Limit: 10}, 25)
+	if _, err := s.QueryLedger(LedgerQuery{Cursor: "zz"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+	if _, err := s.QueryLedger(LedgerQuery{Limit: MaxLedgerLimit + 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad limit: %v", err)
+	}
+}
+
+// assertPaging pages through q and checks that want distinct records come back, each once, newest first.
+func assertPaging(t *testing.T, s *Store, q LedgerQuery, want int) {
+	t.Helper()
 	seen := map[string]bool{}
-	q := LedgerQuery{Owner: "alice", Limit: 10}
+	var prev time.Time
 	for pages := 0; ; pages++ {
-		if pages > 5 {
+		if pages > want {
 			t.Fatal("paging does not terminate")
 		}
 		page, err := s.QueryLedger(q)
@@ -195,21 +228,75 @@ func TestLedgerAppendQueryAndPaging(t *testing.T) {
 			if seen[r.ID] {
 				t.Fatalf("record %s returned twice", r.ID)
 			}
-			seen[r.ID] = true
+			if !prev.IsZero() && r.IssuedAt.After(prev) {
+				t.Fatalf("record %s (%s) after a newer one (%s): not newest first", r.ID, r.IssuedAt, prev)
+			}
+			seen[r.ID], prev = true, r.IssuedAt
 		}
 		if page.Next == "" {
 			break
 		}
 		q.Cursor = page.Next
 	}
-	if len(seen) != 25 {
-		t.Fatalf("paged %d records, want 25", len(seen))
+	if len(seen) != want {
+		t.Fatalf("paged %d records, want %d", len(seen), want)
 	}
-	if _, err := s.QueryLedger(LedgerQuery{Cursor: "zz"}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("bad cursor: %v", err)
+}
+
+// TestLedgerBatchesGroupIndexes appends mixed batches (several owners and entries per batch) and checks
+// that every index finds exactly its records, including across page boundaries inside one batch.
+func TestLedgerBatchesGroupIndexes(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	owners := []string{"alice", "bob", "carol"}
+	count := map[string]int{}
+	n := 0
+	for batch := range 7 {
+		var recs []Issuance
+		for i := range 40 + batch {
+			o := owners[(i*7+batch)%3]
+			recs = append(recs, issuance(n, o, "e-"+o, time.Time{}))
+			count[o]++
+			n++
+		}
+		if err := s.AppendLedger(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := s.QueryLedger(LedgerQuery{Limit: MaxLedgerLimit + 1}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("bad limit: %v", err)
+	for _, o := range owners {
+		t.Run(o, func(t *testing.T) {
+			assertPaging(t, s, LedgerQuery{Owner: o, Limit: 17}, count[o])
+			assertPaging(t, s, LedgerQuery{EntryID: "e-" + o, Limit: 50}, count[o])
+		})
+	}
+	assertPaging(t, s, LedgerQuery{Limit: 33}, n)
+	for i := range n {
+		if _, err := s.LookupIssuance(fmt.Sprintf("%032x", i)); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+}
+
+func TestLedgerTimesIncrease(t *testing.T) {
+	ctx := context.Background()
+	// A clock stuck in the past must not make later batches sort before earlier ones.
+	stuck := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := openTestStoreClock(t, t.TempDir(), func() time.Time { return stuck })
+	defer s.Close()
+	for i := range 5 {
+		if err := s.AppendLedger(ctx, []Issuance{issuance(i, "alice", "e", time.Time{})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := s.QueryLedger(LedgerQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(page.Issuances); i++ {
+		if !page.Issuances[i-1].IssuedAt.After(page.Issuances[i].IssuedAt) {
+			t.Fatalf("issued_at not strictly decreasing newest first: %v", page.Issuances)
+		}
 	}
 }
 
@@ -310,4 +397,52 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestStateRebuiltAfterReboot simulates a machine that went down while the state file was open: the
+// guard names another boot, so the (possibly torn) file is set aside and rebuilt from the Raft log.
+func TestStateRebuiltAfterReboot(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt the state file and claim it was left open during another boot.
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte("torn garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGuard(filepath.Join(dir, guardFile), stateGuard{BootID: "another-boot"}); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir)
+	defer s.Close()
+	if _, err := s.Entry("e1"); err != nil {
+		t.Fatalf("entry not rebuilt from the Raft log: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, stateFile+".untrusted")); err != nil {
+		t.Fatalf("untrusted state not kept aside: %v", err)
+	}
+}
+
+// TestStateTrustedAfterCrashOnSameBoot: an unclean stop on the same boot (kill -9) keeps the file.
+func TestStateTrustedAfterCrashOnSameBoot(t *testing.T) {
+	dir := t.TempDir()
+	statePath := filepath.Join(dir, stateFile)
+	if err := os.WriteFile(statePath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGuard(filepath.Join(dir, guardFile), stateGuard{BootID: currentBootID()}); err != nil {
+		t.Fatal(err)
+	}
+	trusted, err := checkStateGuard(dir, statePath)
+	if err != nil || trusted != (currentBootID() != "") {
+		t.Fatalf("same-boot unclean stop: trusted=%v err=%v", trusted, err)
+	}
 }

@@ -1,0 +1,252 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// benchEnv is a real single-node server: Raft + bbolt store, CA, recorder and issuer.
+type benchEnv struct {
+	store  *storage.Store
+	ca     *ca.CA
+	issuer *Issuer
+	caller Caller
+	entry  storage.Entry
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := storage.Open(storage.Config{Dir: b.TempDir(), Bootstrap: true, Logger: log,
+		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.WaitLeader(ctx); err != nil {
+		b.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	xa, ja, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: b.TempDir(), TrustDomain: td})
+	if err != nil {
+		b.Fatal(err)
+	}
+	authority, err := ca.New(ca.Config{TrustDomain: td, X509: xa, JWT: ja})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec, err := NewRecorder(RecorderConfig{Appender: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rec.Run(runCtx) }()
+	b.Cleanup(func() { stop(); <-done })
+	iss, err := NewIssuer(IssuerConfig{Store: st, CA: authority, Recorder: rec, NodeID: st.NodeID(), Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentID := spiffeid.RequireFromString("spiffe://example.org/signet/agent/bench")
+	if _, err := st.CreateOwner(ctx, storage.Owner{Name: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	e, err := st.CreateEntry(ctx, storage.Entry{ID: "bench-entry", SPIFFEID: "spiffe://example.org/bench/workload",
+		ParentID: agentID.String(), Owner: "bench", Purpose: "benchmark",
+		Selectors: []selector.Selector{{Type: "unix", Value: "uid:1000"}}, X509TTL: time.Hour, JWTTTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchEnv{store: st, ca: authority, issuer: iss, caller: Caller{AgentID: agentID, NodeAttestation: "bench"}, entry: e}
+}
+
+// benchKeys returns n distinct workload public keys (generated before timing starts).
+func benchKeys(b *testing.B, n int) []crypto.PublicKey {
+	keys := make([]crypto.PublicKey, n)
+	for i := range keys {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k.Public()
+	}
+	return keys
+}
+
+// runLoad runs op b.N times on `workers` goroutines and reports throughput and latency percentiles.
+func runLoad(b *testing.B, workers int, op func(i int) error) {
+	var next int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	var firstErr error
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, b.N/workers+1)
+			for {
+				mu.Lock()
+				i := int(next)
+				next++
+				mu.Unlock()
+				if i >= b.N {
+					break
+				}
+				t0 := time.Now()
+				if err := op(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) }
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "issuances/s")
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+// BenchmarkX509Issuance measures, in one run and on one server, X.509-SVID signing alone and issuance
+// with its ledger record committed through the single-node Raft before the certificate is returned,
+// sequentially and with 64 concurrent requests. Run with a fixed count: -benchtime 20000x.
+func BenchmarkX509Issuance(b *testing.B) {
+	env := newBenchEnv(b)
+	id := spiffeid.RequireFromString(env.entry.SPIFFEID)
+	signOnly := func(keys []crypto.PublicKey) func(int) error {
+		return func(i int) error {
+			_, err := env.ca.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: keys[i%len(keys)], TTL: time.Hour})
+			return err
+		}
+	}
+	recorded := func(keys []crypto.PublicKey) func(int) error {
+		return func(i int) error {
+			e, err := env.issuer.authorize(env.caller, env.entry.ID)
+			if err != nil {
+				return err
+			}
+			_, rec, err := env.issuer.signForKey(&e, env.caller, keys[i%len(keys)])
+			if err != nil {
+				return err
+			}
+			return env.issuer.cfg.Recorder.Record(context.Background(), rec)
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		workers int
+		op      func([]crypto.PublicKey) func(int) error
+	}{
+		{"sign-only/sequential", 1, signOnly},
+		{"recorded/sequential", 1, recorded},
+		{"sign-only/concurrent-64", 64, signOnly},
+		{"recorded/concurrent-64", 64, recorded},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			keys := benchKeys(b, min(b.N, 1024))
+			runLoad(b, c.workers, c.op(keys))
+		})
+	}
+}
+
+// BenchmarkX509IssuanceWithCSR is the server's whole per-SVID path as agents drive it: CSR parsing and
+// proof-of-possession check, authorization, signing and recording, 64 concurrent single-CSR requests and
+// batches of 500 CSRs.
+func BenchmarkX509IssuanceWithCSR(b *testing.B) {
+	env := newBenchEnv(b)
+	u, _ := url.Parse(env.entry.SPIFFEID)
+	csrs := make([][]byte, 1024)
+	for i := range csrs {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, k)
+		if err != nil {
+			b.Fatal(err)
+		}
+		csrs[i] = der
+	}
+	b.Run("concurrent-64", func(b *testing.B) {
+		runLoad(b, 64, func(i int) error {
+			res, err := env.issuer.SignX509SVIDs(context.Background(), env.caller, []X509Request{{EntryID: env.entry.ID, CSR: csrs[i%len(csrs)]}})
+			if err == nil && res[0].Err != nil {
+				err = res[0].Err
+			}
+			return err
+		})
+	})
+	b.Run("batch-500", func(b *testing.B) {
+		reqs := make([]X509Request, 500)
+		for i := range reqs {
+			reqs[i] = X509Request{EntryID: env.entry.ID, CSR: csrs[i]}
+		}
+		b.ResetTimer()
+		start := time.Now()
+		for range b.N {
+			res, err := env.issuer.SignX509SVIDs(context.Background(), env.caller, reqs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res[0].Err != nil {
+				b.Fatal(res[0].Err)
+			}
+		}
+		b.ReportMetric(float64(b.N*len(reqs))/time.Since(start).Seconds(), "issuances/s")
+	})
+}
+
+// BenchmarkJWTIssuance: JWT-SVID signing alone and with its ledger record committed.
+func BenchmarkJWTIssuance(b *testing.B) {
+	env := newBenchEnv(b)
+	id := spiffeid.RequireFromString(env.entry.SPIFFEID)
+	aud := []string{"bench"}
+	for _, c := range []struct {
+		name    string
+		workers int
+		op      func(int) error
+	}{
+		{"sign-only/concurrent-64", 64, func(int) error {
+			_, err := env.ca.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: aud, TTL: time.Hour})
+			return err
+		}},
+		{"recorded/concurrent-64", 64, func(int) error {
+			_, err := env.issuer.SignJWTSVID(context.Background(), env.caller, env.entry.ID, aud)
+			return err
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) { runLoad(b, c.workers, c.op) })
+	}
+}

@@ -1,0 +1,293 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+)
+
+var (
+	testTD = spiffeid.RequireTrustDomainFromString("example.org")
+	agentA = spiffeid.RequireFromString("spiffe://example.org/signet/agent/a")
+	agentB = spiffeid.RequireFromString("spiffe://example.org/signet/agent/b")
+)
+
+// testDeadline bounds every wait in this package's tests.
+const testDeadline = 20 * time.Second
+
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// testCtx returns a context that ends at the test's deadline bound (or when the test ends).
+func testCtx(tb testing.TB) context.Context {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// openStore opens a real single-node Raft store on a temporary directory and waits for leadership.
+func openStore(tb testing.TB) *storage.Store {
+	tb.Helper()
+	st, err := storage.Open(storage.Config{Dir: filepath.Join(tb.TempDir(), "data"), Bootstrap: true, Logger: testLogger(tb),
+		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	if err != nil {
+		tb.Fatalf("storage.Open: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			tb.Errorf("store Close: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	if err := st.WaitLeader(ctx); err != nil {
+		tb.Fatalf("WaitLeader: %v", err)
+	}
+	return st
+}
+
+// newCA creates real on-disk CA authorities (default one-year root) and returns the CA.
+func newCA(tb testing.TB) *ca.CA {
+	tb.Helper()
+	return newCAWithTTL(tb, 0)
+}
+
+// newCAWithTTL is newCA with a root lifetime of ttl (0: the default).
+func newCAWithTTL(tb testing.TB, ttl time.Duration) *ca.CA {
+	tb.Helper()
+	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(tb.TempDir(), "ca"), TrustDomain: testTD, TTL: ttl})
+	if err != nil {
+		tb.Fatalf("ca.LoadOrCreate: %v", err)
+	}
+	c, err := ca.New(ca.Config{TrustDomain: testTD, X509: x, JWT: j})
+	if err != nil {
+		tb.Fatalf("ca.New: %v", err)
+	}
+	return c
+}
+
+// startRecorder runs rec until the test ends (or until the returned stop is called); stop waits for
+// Run to return.
+func startRecorder(tb testing.TB, rec *Recorder) (stop func()) {
+	tb.Helper()
+	return startRun(tb, rec.Run)
+}
+
+// startRun runs run (a Recorder's or Server's Run) until the test ends or stop is called; stop cancels
+// its context and waits for it to return.
+func startRun(tb testing.TB, run func(context.Context)) (stop func()) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(testDeadline):
+				tb.Errorf("recorder Run did not return within %s of cancellation", testDeadline)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return stop
+}
+
+// fixedAgent authenticates every call as c.
+func fixedAgent(c Caller) Authenticator {
+	return func(context.Context) (Caller, error) { return c, nil }
+}
+
+// env is a complete server node on real components: store, CA, recorder (running), issuer, services.
+type env struct {
+	st  *storage.Store
+	ca  *ca.CA
+	srv *Server
+}
+
+// newEnv builds a server node whose agent API authenticates every caller as agent A (node attestation
+// "test"), starts its recorder and publishes its authorities into the bundle.
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	st := openStore(tb)
+	authority := newCA(tb)
+	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD,
+		AgentAuth: fixedAgent(Caller{AgentID: agentA, NodeAttestation: "test"}),
+		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil },
+		Logger:    testLogger(tb)})
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	startRun(tb, srv.Run)
+	if err := srv.PublishAuthorities(testCtx(tb)); err != nil {
+		tb.Fatalf("PublishAuthorities: %v", err)
+	}
+	return &env{st: st, ca: authority, srv: srv}
+}
+
+func (e *env) rules() entryRules {
+	return entryRules{TrustDomain: testTD, Now: time.Now(), CANotAfter: e.ca.NotAfter()}
+}
+
+func (e *env) owner(tb testing.TB, name string) {
+	tb.Helper()
+	if _, err := e.st.CreateOwner(testCtx(tb), storage.Owner{Name: name, CreatedAt: time.Now().UTC()}); err != nil {
+		tb.Fatalf("CreateOwner %q: %v", name, err)
+	}
+}
+
+// entry validates and stores an entry for spiffeID under parent, owned by owner, selected by uid 1000.
+// mod, if non-nil, adjusts the entry before validation.
+func (e *env) entry(tb testing.TB, spiffeID string, parent spiffeid.ID, owner string, mod func(*storage.Entry)) storage.Entry {
+	tb.Helper()
+	en := storage.Entry{SPIFFEID: spiffeID, ParentID: parent.String(), Owner: owner, Purpose: "test workload",
+		Selectors: []selector.Selector{{Type: "unix", Value: "uid:1000"}}}
+	if mod != nil {
+		mod(&en)
+	}
+	if err := e.rules().validateEntry(&en); err != nil {
+		tb.Fatalf("validateEntry %s: %v", spiffeID, err)
+	}
+	id, err := NewEntryID()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	en.ID, en.CreatedAt, en.CreatedBy = id, time.Now().UTC().Truncate(time.Second), "test"
+	stored, err := e.st.CreateEntry(testCtx(tb), en)
+	if err != nil {
+		tb.Fatalf("CreateEntry %s: %v", spiffeID, err)
+	}
+	return stored
+}
+
+// entries creates n entries spiffe://example.org/bulk/<prefix>/<i> under parent, concurrently (Raft
+// batches concurrent proposals), and returns their IDs. mod, if non-nil, adjusts each entry.
+func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, owner string, mod func(*storage.Entry)) map[string]bool {
+	tb.Helper()
+	ctx := testCtx(tb)
+	ids := make([]string, n)
+	errs := make(chan error, n)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := range work {
+				id, err := NewEntryID()
+				if err != nil {
+					errs <- err
+					continue
+				}
+				en := storage.Entry{ID: id, SPIFFEID: fmt.Sprintf("spiffe://example.org/bulk/%s/%05d", prefix, i),
+					ParentID: parent.String(), Owner: owner, Purpose: "bulk",
+					Selectors: []selector.Selector{{Type: "unix", Value: "uid:1000"}}, X509TTL: time.Hour, JWTTTL: time.Hour}
+				if mod != nil {
+					mod(&en)
+				}
+				if _, err := e.st.CreateEntry(ctx, en); err != nil {
+					errs <- err
+					continue
+				}
+				ids[i] = id
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatalf("bulk CreateEntry: %v", err)
+	}
+	out := make(map[string]bool, n)
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+func newP256(tb testing.TB) *ecdsa.PrivateKey {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// csrFor returns a PKCS#10 CSR signed by key; tmpl may carry URIs or extensions (nil means none).
+func csrFor(tb testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
+	tb.Helper()
+	if tmpl == nil {
+		tmpl = &x509.CertificateRequest{}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		tb.Fatalf("CreateCertificateRequest: %v", err)
+	}
+	return der
+}
+
+func mustURL(tb testing.TB, s string) *url.URL {
+	tb.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u
+}
+
+// serveBufconn serves register's services on an in-memory gRPC listener and returns a client
+// connection to it, dialled with opts in addition to the defaults.
+func serveBufconn(tb testing.TB, register func(*grpc.Server), opts ...grpc.DialOption) *grpc.ClientConn {
+	tb.Helper()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	opts = append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, opts...)
+	conn, err := grpc.NewClient("passthrough:///bufconn", opts...)
+	if err != nil {
+		tb.Fatalf("grpc.NewClient: %v", err)
+	}
+	tb.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+	})
+	return conn
+}
