@@ -244,7 +244,7 @@ func (s *Store) startRaft() error {
 	}
 
 	logPath := filepath.Join(s.cfg.Dir, raftFile)
-	ls, err := raftboltdb.New(raftboltdb.Options{Path: logPath, BoltOptions: &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType}})
+	ls, err := raftboltdb.New(raftboltdb.Options{Path: logPath, BoltOptions: &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: 256 << 20}})
 	if err != nil {
 		return fmt.Errorf("storage: open raft log %s: %w (is another signet process using this data dir?)", logPath, err)
 	}
