@@ -66,47 +66,23 @@ type indexedFields struct {
 
 func scanIndexed(raw []byte) (indexedFields, error) {
 	var f indexedFields
-	for len(raw) > 0 {
-		num, typ, n := protowire.ConsumeTag(raw)
-		if n < 0 {
-			return f, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
+	err := walkRecord(raw, func(num protowire.Number, b []byte, u uint64) {
+		switch num {
+		case fID:
+			f.id = b
+		case fOwner:
+			f.owner = b
+		case fEntryID:
+			f.entry = b
+		case fSPIFFEID:
+			f.spiffeID = b
+		case fAgent:
+			f.agent = b
+		case fIssuedAt:
+			f.issuedAt = u
 		}
-		raw = raw[n:]
-		switch {
-		case typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(raw)
-			if n < 0 {
-				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
-			}
-			raw = raw[n:]
-			switch num {
-			case fID:
-				f.id = v
-			case fOwner:
-				f.owner = v
-			case fEntryID:
-				f.entry = v
-			case fSPIFFEID:
-				f.spiffeID = v
-			case fAgent:
-				f.agent = v
-			}
-		case typ == protowire.VarintType && num == fIssuedAt:
-			v, n := protowire.ConsumeVarint(raw)
-			if n < 0 {
-				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
-			}
-			raw = raw[n:]
-			f.issuedAt = v
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, raw)
-			if n < 0 {
-				return f, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
-			}
-			raw = raw[n:]
-		}
-	}
-	return f, nil
+	})
+	return f, err
 }
 
 func encodePositions(ps []uint32) []byte {

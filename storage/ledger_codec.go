@@ -75,59 +75,70 @@ func encodeIssuance(b []byte, rec *Issuance) []byte {
 	return b
 }
 
-// decodeIssuance parses one record. Unknown fields are skipped; a field of the wrong wire type reads as empty.
-func decodeIssuance(b []byte) (Issuance, error) {
-	var rec Issuance
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+// walkRecord calls fn for each field of an encoded record: b holds a length-delimited field's bytes (an
+// alias of raw), u a varint field's value. Fields of other wire types are skipped.
+func walkRecord(raw []byte, fn func(num protowire.Number, b []byte, u uint64)) error {
+	for len(raw) > 0 {
+		num, typ, n := protowire.ConsumeTag(raw)
 		if n < 0 {
-			return rec, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
+			return fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
 		}
-		b = b[n:]
-		var str string
+		raw = raw[n:]
+		var b []byte
 		var u uint64
 		switch typ {
 		case protowire.BytesType:
-			str, n = protowire.ConsumeString(b)
+			b, n = protowire.ConsumeBytes(raw)
 		case protowire.VarintType:
-			u, n = protowire.ConsumeVarint(b)
+			u, n = protowire.ConsumeVarint(raw)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = protowire.ConsumeFieldValue(num, typ, raw)
 		}
 		if n < 0 {
-			return rec, fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
+			return fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
 		}
-		b = b[n:]
+		raw = raw[n:]
+		if typ == protowire.BytesType || typ == protowire.VarintType {
+			fn(num, b, u)
+		}
+	}
+	return nil
+}
+
+// decodeIssuance parses one record. Unknown fields are skipped; a field of the wrong wire type reads as empty.
+func decodeIssuance(raw []byte) (Issuance, error) {
+	var rec Issuance
+	err := walkRecord(raw, func(num protowire.Number, b []byte, u uint64) {
 		switch num {
 		case fID:
-			rec.ID = str
+			rec.ID = string(b)
 		case fKind:
 			rec.Kind = IssuanceKind(u)
 		case fSPIFFEID:
-			rec.SPIFFEID = str
+			rec.SPIFFEID = string(b)
 		case fEntryID:
-			rec.EntryID = str
+			rec.EntryID = string(b)
 		case fOwner:
-			rec.Owner = str
+			rec.Owner = string(b)
 		case fSelectors:
-			rec.Selectors = append(rec.Selectors, str)
+			rec.Selectors = append(rec.Selectors, string(b))
 		case fAudience:
-			rec.Audience = append(rec.Audience, str)
+			rec.Audience = append(rec.Audience, string(b))
 		case fPublicKeySHA256:
-			rec.PublicKeySHA256 = str
+			rec.PublicKeySHA256 = string(b)
 		case fIssuedAt:
 			rec.IssuedAt = time.Unix(0, int64(u)).UTC()
 		case fExpiresAt:
 			rec.ExpiresAt = time.Unix(0, int64(u)).UTC()
 		case fNode:
-			rec.Node = str
+			rec.Node = string(b)
 		case fAgent:
-			rec.Agent = str
+			rec.Agent = string(b)
 		case fNodeAttestation:
-			rec.NodeAttestation = str
+			rec.NodeAttestation = string(b)
 		}
-	}
-	return rec, nil
+	})
+	return rec, err
 }
 
 // encodeLedgerBatch builds a ledger-append command holding recs.
