@@ -36,6 +36,11 @@ var known = map[string]struct {
 		"path":   absPathValue,
 		"sha256": sha256Value,
 	}},
+	// join_token: a node attested with a join token. owner is the token's owner, id the token's ID.
+	"join_token": {kind: Node, keys: map[string]valueCheck{
+		"owner": nameValue,
+		"id":    tokenIDValue,
+	}},
 }
 
 // KindOf returns the kind of a selector type, or 0 if the type is unknown.
@@ -89,6 +94,13 @@ func nameValue(v string) error {
 func absPathValue(v string) error {
 	if !path.IsAbs(v) || path.Clean(v) != v {
 		return fmt.Errorf("value %q is not a clean absolute path", v)
+	}
+	return nil
+}
+
+func tokenIDValue(v string) error {
+	if v == "" || len(v) > 64 || strings.Trim(v, "0123456789abcdef") != "" {
+		return fmt.Errorf("value %q is not a join token ID (lowercase hex)", v)
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).
@@ -83,28 +83,10 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	in := req.GetEntry()
-	if in == nil {
-		return nil, status.Error(codes.InvalidArgument, "entry is required")
-	}
-	if in.Id != "" || in.CreatedAt != 0 || in.CreatedBy != "" || in.Revision != 0 {
-		return nil, status.Error(codes.InvalidArgument, "entry: id, created_at, created_by and revision are set by the server; leave them empty")
-	}
-	e, err := entryFromAdmin(in)
+	e, err := s.prepareEntry(req.GetEntry(), s.rules(), admin, s.cfg.Clock().UTC().Truncate(time.Second))
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if e.ParentID == "" {
-		e.ParentID = s.cfg.DefaultParentID
-	}
-	if err := s.rules().validateEntry(&e); err != nil {
-		return nil, toStatus(err)
-	}
-	if e.ID, err = NewEntryID(); err != nil {
-		return nil, toStatus(err)
-	}
-	e.CreatedAt = s.cfg.Clock().UTC().Truncate(time.Second)
-	e.CreatedBy = admin
 	stored, err := s.cfg.Store.CreateEntry(ctx, e)
 	if err != nil {
 		return nil, toStatus(err)
@@ -292,6 +274,7 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Owner: e.Owner, Purpose: e.Purpose,
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, CreatedAt: e.CreatedAt.Unix(), CreatedBy: e.CreatedBy, Revision: e.Revision,
+		JwtUnique: e.JWTUnique,
 	}
 	for _, s := range e.Selectors {
 		out.Selectors = append(out.Selectors, &adminv1.Selector{Type: s.Type, Value: s.Value})

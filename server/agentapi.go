@@ -30,6 +30,8 @@ type AgentServiceConfig struct {
 	Issuer       *Issuer
 	TrustDomain  spiffeid.TrustDomain
 	Authenticate Authenticator
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
+	AgentSVIDTTL time.Duration
 	Logger       *slog.Logger
 }
 
@@ -55,6 +57,9 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.AgentSVIDTTL <= 0 {
+		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
+	}
 	return &AgentService{cfg: cfg, log: cfg.Logger.With("component", "agent-api")}, nil
 }
 
@@ -62,24 +67,30 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 // commits. There is no polling interval: a committed change wakes the stream at once.
 func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agentv1.Agent_SyncEntriesServer) error {
 	ctx := stream.Context()
-	caller, err := s.cfg.Authenticate(ctx)
-	if err != nil {
-		return toStatus(err)
-	}
-	agentID := caller.AgentID.String()
 	known := req.GetKnownRevision()
 	var sentBundle uint64
+	var lastParents []string
 	first := true
 	for {
 		// Take the change signal first, then read: a change after this point wakes the wait below even
 		// if it lands while messages are being sent. Read the revision before the entries: anything
 		// committed in between is sent again next time.
 		changed := s.cfg.Store.Changed()
+		// Authenticate every round: an agent evicted or banned meanwhile ends its stream at once.
+		caller, err := s.cfg.Authenticate(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
+		parents := parentsOf(s.cfg.Store, s.cfg.TrustDomain, caller, time.Now())
 		var msgs []*agentv1.SyncEntriesResponse
-		if first || rev > known {
-			msgs = s.entryUpdate(agentID, known, rev, first)
+		switch {
+		case !first && !slices.Equal(parents, lastParents):
+			// The agent joined or left a node alias: send its whole set again.
+			msgs = s.entryUpdate(parents, 0, rev, true)
+		case first || rev > known:
+			msgs = s.entryUpdate(parents, known, rev, first)
 		}
 		if first || bundle.Sequence != sentBundle {
 			if len(msgs) == 0 {
@@ -93,7 +104,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 				return err
 			}
 		}
-		known, first = rev, false
+		known, first, lastParents = rev, false, parents
 		select {
 		case <-changed:
 		case <-ctx.Done():
@@ -102,17 +113,19 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	}
 }
 
-// entryUpdate builds the messages that bring an agent at revision known to revision rev.
-func (s *AgentService) entryUpdate(agentID string, known, rev uint64, first bool) []*agentv1.SyncEntriesResponse {
+// entryUpdate builds the messages that bring an agent whose parents (agent ID and aliases) are given,
+// at revision known, to revision rev.
+func (s *AgentService) entryUpdate(parents []string, known, rev uint64, first bool) []*agentv1.SyncEntriesResponse {
+	mine := func(parentID string) bool { _, ok := slices.BinarySearch(parents, parentID); return ok }
 	if known > 0 {
 		if changes, _, ok := s.cfg.Store.ChangedEntries(known); ok {
 			m := &agentv1.SyncEntriesResponse{Revision: rev}
 			for _, c := range changes {
-				if !slices.Contains(c.Parents, agentID) {
+				if !slices.ContainsFunc(c.Parents, mine) {
 					continue // another agent's entry
 				}
 				e, err := s.cfg.Store.Entry(c.ID)
-				if err == nil && e.ParentID == agentID {
+				if err == nil && mine(e.ParentID) {
 					m.Entries = append(m.Entries, entryToAgent(&e))
 				} else {
 					// Deleted, or moved to another parent: the agent drops it.
@@ -125,7 +138,10 @@ func (s *AgentService) entryUpdate(agentID string, known, rev uint64, first bool
 			return pageDelta(m)
 		}
 	}
-	entries := s.cfg.Store.EntriesByParent(agentID)
+	var entries []storage.Entry
+	for _, p := range parents {
+		entries = append(entries, s.cfg.Store.EntriesByParent(p)...)
+	}
 	var msgs []*agentv1.SyncEntriesResponse
 	for start := 0; start == 0 || start < len(entries); start += syncPageSize {
 		end := min(start+syncPageSize, len(entries))
@@ -157,7 +173,7 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 	out := &agentv1.Entry{
 		Id: e.ID, SpiffeId: e.SPIFFEID, Selectors: selector.Strings(e.Selectors),
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
-		DnsNames: e.DNSNames, Revision: e.Revision,
+		DnsNames: e.DNSNames, Revision: e.Revision, JwtUnique: e.JWTUnique,
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()

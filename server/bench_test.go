@@ -157,7 +157,7 @@ func BenchmarkX509Issuance(b *testing.B) {
 	}
 	recorded := func(keys []crypto.PublicKey) func(int) error {
 		return func(i int) error {
-			e, err := env.issuer.authorize(env.caller, env.entry.ID)
+			e, err := env.issuer.authorize(env.caller, env.issuer.parents(env.caller), env.entry.ID)
 			if err != nil {
 				return err
 			}
@@ -175,7 +175,7 @@ func BenchmarkX509Issuance(b *testing.B) {
 		var mu sync.Mutex
 		pending := map[int][]storage.Issuance{}
 		return func(i int) error {
-			e, err := env.issuer.authorize(env.caller, env.entry.ID)
+			e, err := env.issuer.authorize(env.caller, env.issuer.parents(env.caller), env.entry.ID)
 			if err != nil {
 				return err
 			}

@@ -34,14 +34,15 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, selector.ErrInvalid),
 		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, ca.ErrTTLTooLong), errors.Is(err, storage.ErrInvalid):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrPermissionDenied):
+	case errors.Is(err, ErrPermissionDenied), errors.Is(err, storage.ErrTokenUsed), errors.Is(err, storage.ErrTokenExpired),
+		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch):
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated
 	case errors.Is(err, storage.ErrOwnerNotFound):
 		// Referencing an owner that does not exist is a precondition the admin must fix first.
 		return codes.FailedPrecondition
-	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound):
+	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound):
 		return codes.NotFound
 	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
 		return codes.AlreadyExists

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -29,10 +30,11 @@ const (
 	maxAudienceLen = 1024
 )
 
-// Caller is an authenticated agent: who asks, and how its node was attested.
+// Caller is an authenticated agent: who asks, how its node was attested, and its node selectors.
 type Caller struct {
 	AgentID         spiffeid.ID
 	NodeAttestation string
+	Selectors       []selector.Selector
 }
 
 // IssuerConfig configures an Issuer.
@@ -74,14 +76,15 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer")}, nil
 }
 
-// authorize returns the entry if caller may issue it now.
-func (i *Issuer) authorize(caller Caller, entryID string) (storage.Entry, error) {
+// authorize returns the entry if caller may issue it now: it is parented to the caller's agent ID or to
+// one of its node aliases (parents), and has not expired.
+func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (storage.Entry, error) {
 	e, err := i.cfg.Store.Entry(entryID)
 	if err != nil {
 		// Do not tell an agent whether an entry it does not parent exists.
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
-	if e.ParentID != caller.AgentID.String() {
+	if _, ok := slices.BinarySearch(parents, e.ParentID); !ok {
 		i.log.Warn("agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
@@ -89,6 +92,11 @@ func (i *Issuer) authorize(caller Caller, entryID string) (storage.Entry, error)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: expired at %s", entryID, ErrPermissionDenied, e.ExpiresAt.Format(time.RFC3339))
 	}
 	return e, nil
+}
+
+// parents returns the parent IDs caller may issue entries of.
+func (i *Issuer) parents(caller Caller) []string {
+	return parentsOf(i.cfg.Store, i.cfg.CA.TrustDomain(), caller, i.cfg.Clock())
 }
 
 // record builds the ledger record of an issuance. Its IssuedAt is stamped by the store when the record
@@ -123,9 +131,10 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 	}
 	results := make([]X509Result, len(reqs))
 	recs := make([]storage.Issuance, 0, len(reqs))
+	parents := i.parents(caller)
 	for n, req := range reqs {
 		results[n].EntryID = req.EntryID
-		cert, rec, err := i.signOne(caller, req)
+		cert, rec, err := i.signOne(caller, parents, req)
 		if err != nil {
 			results[n].Err = err
 			continue
@@ -143,8 +152,8 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 	return results, nil
 }
 
-func (i *Issuer) signOne(caller Caller, req X509Request) (*x509.Certificate, storage.Issuance, error) {
-	e, err := i.authorize(caller, req.EntryID)
+func (i *Issuer) signOne(caller Caller, parents []string, req X509Request) (*x509.Certificate, storage.Issuance, error) {
+	e, err := i.authorize(caller, parents, req.EntryID)
 	if err != nil {
 		return nil, storage.Issuance{}, err
 	}
@@ -232,7 +241,7 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 			return nil, fmt.Errorf("audience %.40q: %w: must be 1 to %d bytes", a, ErrInvalidArgument, maxAudienceLen)
 		}
 	}
-	e, err := i.authorize(caller, entryID)
+	e, err := i.authorize(caller, i.parents(caller), entryID)
 	if err != nil {
 		return nil, err
 	}

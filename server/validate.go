@@ -78,6 +78,8 @@ func validateText(field, s string, maxLen int) error {
 // entryRules are what an entry is validated against.
 type entryRules struct {
 	TrustDomain spiffeid.TrustDomain
+	// ServerID is the parent of node alias entries (entries selected by node selectors).
+	ServerID string
 	Now         time.Time
 	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
 	CANotAfter time.Time
@@ -133,12 +135,18 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 	if len(e.Selectors) > maxSelectors {
 		return fmt.Errorf("entry %q: selectors: %w: more than %d", name, ErrInvalidArgument, maxSelectors)
 	}
+	// A node alias (parent: the server) names a set of nodes by node selectors; any other entry names
+	// workloads by workload selectors.
+	want, kind := selector.Workload, "a workload selector (an entry parented to an agent or alias selects workloads)"
+	if r.ServerID != "" && e.ParentID == r.ServerID {
+		want, kind = selector.Node, "a node selector (an entry parented to the server is a node alias)"
+	}
 	for _, s := range e.Selectors {
 		if err := selector.Validate(s); err != nil {
 			return fmt.Errorf("entry %q: selectors: %w", name, err)
 		}
-		if selector.KindOf(s.Type) != selector.Workload {
-			return fmt.Errorf("entry %q: selector %q: %w: not a workload selector", name, s, ErrInvalidArgument)
+		if selector.KindOf(s.Type) != want {
+			return fmt.Errorf("entry %q: selector %q: %w: not %s", name, s, ErrInvalidArgument, kind)
 		}
 	}
 	e.Selectors = selector.Normalize(e.Selectors)

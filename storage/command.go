@@ -19,6 +19,12 @@ const (
 	cmdEntryDelete  commandType = 3
 	cmdLedgerAppend commandType = 4
 	cmdAuthorityPut commandType = 5
+	cmdTokenCreate  commandType = 6
+	cmdAgentAttest  commandType = 7
+	cmdAgentRenew   commandType = 8
+	cmdAgentEvict   commandType = 9
+	cmdAgentBan     commandType = 10
+	cmdEntryBatch   commandType = 11
 )
 
 func (t commandType) String() string {
@@ -33,6 +39,18 @@ func (t commandType) String() string {
 		return "ledger-append"
 	case cmdAuthorityPut:
 		return "authority-put"
+	case cmdTokenCreate:
+		return "token-create"
+	case cmdAgentAttest:
+		return "agent-attest"
+	case cmdAgentRenew:
+		return "agent-renew"
+	case cmdAgentEvict:
+		return "agent-evict"
+	case cmdAgentBan:
+		return "agent-ban"
+	case cmdEntryBatch:
+		return "entry-batch-create"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}
@@ -48,6 +66,10 @@ type ownerCreateCmd struct {
 
 type entryCreateCmd struct {
 	Entry Entry `json:"entry"`
+}
+
+type entryBatchCmd struct {
+	Entries []Entry `json:"entries"`
 }
 
 type entryDeleteCmd struct {

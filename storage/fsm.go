@@ -108,6 +108,10 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 		var c entryCreateCmd
 		mustDecode(index, t, payload, &c)
 		return s.applyEntryCreate(tx, c)
+	case cmdEntryBatch:
+		var c entryBatchCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyEntryBatch(tx, c)
 	case cmdEntryDelete:
 		var c entryDeleteCmd
 		mustDecode(index, t, payload, &c)
@@ -118,6 +122,26 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 		return s.applyAuthorityPut(tx, c)
 	case cmdLedgerAppend:
 		return s.applyLedgerAppend(tx, index, payload)
+	case cmdTokenCreate:
+		var c tokenCreateCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyTokenCreate(tx, c)
+	case cmdAgentAttest:
+		var c agentAttestCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAgentAttest(tx, index, c)
+	case cmdAgentRenew:
+		var c agentRenewCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAgentRenew(tx, index, c)
+	case cmdAgentEvict:
+		var c agentEvictCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAgentEvict(tx, c)
+	case cmdAgentBan:
+		var c agentBanCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAgentBan(tx, c)
 	default:
 		if t&ignoreIfUnknown != 0 {
 			s.log.Warn("skipping unknown optional raft command; upgrade this node", "index", index, "type", uint8(t))
@@ -197,6 +221,27 @@ func (s *Store) applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (any, func()) {
 	mustPut(entries, []byte(e.ID), mustJSON(&e))
 	mustPut(keys, ik, []byte(e.ID))
 	return e, func() { s.reg.entryPut(&e, e.Revision) }
+}
+
+// applyEntryBatch creates each entry like applyEntryCreate; each succeeds or fails on its own. The
+// response is a []BatchResult in request order.
+func (s *Store) applyEntryBatch(tx *bolt.Tx, c entryBatchCmd) (any, func()) {
+	results := make([]BatchResult, len(c.Entries))
+	var posts []func()
+	for i := range c.Entries {
+		resp, post := s.applyEntryCreate(tx, entryCreateCmd{Entry: c.Entries[i]})
+		if err, ok := resp.(error); ok {
+			results[i].Err = err
+			continue
+		}
+		results[i].Entry = resp.(Entry)
+		posts = append(posts, post)
+	}
+	return results, func() {
+		for _, p := range posts {
+			p()
+		}
+	}
 }
 
 func (s *Store) applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (any, func()) {

@@ -174,27 +174,35 @@ type LedgerProposal struct {
 	f   raft.ApplyFuture
 	err error
 	n   int
+	op  string // what the command does, for errors; default "append N ledger records"
 }
 
 // Wait blocks until the batch is applied on this node (so committed on a majority), or ctx ends.
 func (p *LedgerProposal) Wait(ctx context.Context) error {
+	op := p.op
+	if op == "" {
+		op = fmt.Sprintf("append %d ledger records", p.n)
+	}
 	if p.err != nil {
-		return p.err
+		return fmt.Errorf("storage: %s: %w", op, p.err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.f.Error() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("storage: append %d ledger records: %w", p.n, mapRaftError(err))
+			return fmt.Errorf("storage: %s: %w", op, mapRaftError(err))
 		}
 		if err, ok := p.f.Response().(error); ok {
-			return fmt.Errorf("storage: append %d ledger records: %w", p.n, err)
+			if p.op != "" {
+				return err // a refusal by the state names its object already
+			}
+			return fmt.Errorf("storage: %s: %w", op, err)
 		}
 		return nil
 	case <-ctx.Done():
 		// The batch may still commit; the caller only stops waiting.
-		return fmt.Errorf("storage: append %d ledger records: %w", p.n, ctx.Err())
+		return fmt.Errorf("storage: %s: %w", op, ctx.Err())
 	}
 }
 
@@ -205,6 +213,14 @@ func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
 	if len(recs) == 0 {
 		return &LedgerProposal{}
 	}
+	return s.proposeStamped(recs, func(batch []byte) ([]byte, error) {
+		return append([]byte{byte(cmdLedgerAppend)}, batch...), nil
+	})
+}
+
+// proposeStamped stamps recs with the next ledger time and proposes the command build makes from their
+// wire form, holding the ledger lock so that log order and time order agree.
+func (s *Store) proposeStamped(recs []Issuance, build func(batch []byte) ([]byte, error)) *LedgerProposal {
 	if s.closed.Load() {
 		return &LedgerProposal{err: ErrClosed, n: len(recs)}
 	}
@@ -218,7 +234,11 @@ func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
 	for i := range recs {
 		recs[i].IssuedAt = t
 	}
-	return &LedgerProposal{f: s.raft.Apply(encodeLedgerBatch(recs), 10*time.Second), n: len(recs)}
+	cmd, err := build(encodeLedgerRecords(recs))
+	if err != nil {
+		return &LedgerProposal{err: err, n: len(recs)}
+	}
+	return &LedgerProposal{f: s.raft.Apply(cmd, 10*time.Second), n: len(recs)}
 }
 
 // AppendLedger proposes recs and waits until they are committed (see ProposeLedger).

@@ -141,10 +141,9 @@ func decodeIssuance(raw []byte) (Issuance, error) {
 	return rec, err
 }
 
-// encodeLedgerBatch builds a ledger-append command holding recs.
-func encodeLedgerBatch(recs []Issuance) []byte {
-	b := make([]byte, 1, 64+len(recs)*320)
-	b[0] = byte(cmdLedgerAppend)
+// encodeLedgerRecords returns the wire form of a ledger batch (the payload of a ledger-append command).
+func encodeLedgerRecords(recs []Issuance) []byte {
+	b := make([]byte, 0, 64+len(recs)*320)
 	var scratch []byte
 	for i := range recs {
 		scratch = encodeIssuance(scratch[:0], &recs[i])

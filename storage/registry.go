@@ -39,6 +39,8 @@ type registry struct {
 	byParent    map[string]map[string]*Entry
 	authorities map[string]*Authority
 	bundle      Bundle
+	tokens      map[string]*JoinToken
+	agents      map[string]*Agent
 	changes     []change // ascending by revision, at most maxChanges
 	// floor is the newest revision that is NOT covered by changes: deltas can be served from any
 	// revision >= floor.
@@ -52,8 +54,50 @@ func newRegistry() *registry {
 		entries:     map[string]*Entry{},
 		byParent:    map[string]map[string]*Entry{},
 		authorities: map[string]*Authority{},
+		tokens:      map[string]*JoinToken{},
+		agents:      map[string]*Agent{},
 		notify:      make(chan struct{}),
 	}
+}
+
+func (r *registry) resetAgents(tokens []*JoinToken, agents []*Agent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tokens = map[string]*JoinToken{}
+	for _, t := range tokens {
+		r.tokens[t.ID] = t
+	}
+	r.agents = map[string]*Agent{}
+	for _, a := range agents {
+		r.agents[a.ID] = a
+	}
+	r.wakeLocked()
+}
+
+func (r *registry) tokenPut(t *JoinToken) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tokens[t.ID] = t
+}
+
+// agentPut publishes an agent change; rev is the new registry revision, or 0 when the change does not
+// affect what the agent may issue (an SVID renewal).
+func (r *registry) agentPut(a *Agent, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.agents[a.ID] = a
+	if rev != 0 {
+		r.recordChangeLocked(rev, "")
+	} else {
+		r.wakeLocked()
+	}
+}
+
+func (r *registry) agentDelete(id string, rev uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.agents, id)
+	r.recordChangeLocked(rev, "")
 }
 
 // reset makes the registry a fresh copy of the given state (after open or restore). All change history

@@ -7,6 +7,26 @@ import (
 	"slices"
 )
 
+// applyJSON proposes a JSON command and waits for its result.
+func (s *Store) applyJSON(ctx context.Context, t commandType, v any) (any, error) {
+	cmd, err := encodeJSONCommand(t, v)
+	if err != nil {
+		return nil, err
+	}
+	return s.apply(ctx, cmd)
+}
+
+// applyWithLedger proposes a JSON command that carries ledger records (stamped like any ledger batch)
+// and waits for its result.
+func (s *Store) applyWithLedger(ctx context.Context, t commandType, recs []Issuance, build func(ledger []byte) any) (any, error) {
+	p := s.proposeStamped(recs, func(batch []byte) ([]byte, error) { return encodeJSONCommand(t, build(batch)) })
+	p.op = t.String()
+	if err := p.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return p.f.Response(), nil
+}
+
 // CreateOwner adds an owner. ErrOwnerExists if the name is taken.
 func (s *Store) CreateOwner(ctx context.Context, o Owner) (Owner, error) {
 	return s.createOwner(ctx, o, false)
@@ -45,6 +65,27 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
 		return Entry{}, fmt.Errorf("storage: create entry: %w", err)
 	}
 	return resp.(Entry), nil
+}
+
+// BatchResult is the outcome of one entry of CreateEntries.
+type BatchResult struct {
+	Entry Entry
+	Err   error
+}
+
+// CreateEntries stores many entries in one Raft write, each validated against the state like
+// CreateEntry; each succeeds or fails on its own. Results are in the order of es.
+func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, error) {
+	for _, e := range es {
+		if e.ID == "" {
+			return nil, fmt.Errorf("storage: create entries: entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
+		}
+	}
+	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es})
+	if err != nil {
+		return nil, fmt.Errorf("storage: create %d entries: %w", len(es), err)
+	}
+	return resp.([]BatchResult), nil
 }
 
 // DeleteEntry removes an entry and returns what was removed. ErrEntryNotFound if there is none.

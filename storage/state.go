@@ -19,7 +19,7 @@ var (
 	bucketEntryKeys   = []byte("entry_identity") // identity key -> entry ID, for duplicate detection
 	bucketAuthorities = []byte("authorities")
 
-	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities,
+	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents,
 		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent}
 
 	keyAppliedIndex = []byte("applied_index")
@@ -122,7 +122,32 @@ func loadRegistry(db *bolt.DB, r *registry) error {
 		if err != nil {
 			return fmt.Errorf("storage: load authorities: %w", err)
 		}
+		var tokens []*JoinToken
+		err = tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+			t := new(JoinToken)
+			if err := json.Unmarshal(v, t); err != nil {
+				return fmt.Errorf("join token %q: %w", k, err)
+			}
+			tokens = append(tokens, t)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("storage: load join tokens: %w", err)
+		}
+		var agents []*Agent
+		err = tx.Bucket(bucketAgents).ForEach(func(k, v []byte) error {
+			a := new(Agent)
+			if err := json.Unmarshal(v, a); err != nil {
+				return fmt.Errorf("agent %q: %w", k, err)
+			}
+			agents = append(agents, a)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("storage: load agents: %w", err)
+		}
 		r.reset(getUint64(meta, keyRevision), owners, entries, auths, getUint64(meta, keyBundleSeq))
+		r.resetAgents(tokens, agents)
 		return nil
 	})
 }

@@ -21,14 +21,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateEntry_FullMethodName = "/signet.admin.v1.Admin/CreateEntry"
-	Admin_GetEntry_FullMethodName    = "/signet.admin.v1.Admin/GetEntry"
-	Admin_ListEntries_FullMethodName = "/signet.admin.v1.Admin/ListEntries"
-	Admin_DeleteEntry_FullMethodName = "/signet.admin.v1.Admin/DeleteEntry"
-	Admin_CreateOwner_FullMethodName = "/signet.admin.v1.Admin/CreateOwner"
-	Admin_ListOwners_FullMethodName  = "/signet.admin.v1.Admin/ListOwners"
-	Admin_GetBundle_FullMethodName   = "/signet.admin.v1.Admin/GetBundle"
-	Admin_QueryLedger_FullMethodName = "/signet.admin.v1.Admin/QueryLedger"
+	Admin_CreateEntry_FullMethodName        = "/signet.admin.v1.Admin/CreateEntry"
+	Admin_GetEntry_FullMethodName           = "/signet.admin.v1.Admin/GetEntry"
+	Admin_ListEntries_FullMethodName        = "/signet.admin.v1.Admin/ListEntries"
+	Admin_DeleteEntry_FullMethodName        = "/signet.admin.v1.Admin/DeleteEntry"
+	Admin_CreateOwner_FullMethodName        = "/signet.admin.v1.Admin/CreateOwner"
+	Admin_ListOwners_FullMethodName         = "/signet.admin.v1.Admin/ListOwners"
+	Admin_GetBundle_FullMethodName          = "/signet.admin.v1.Admin/GetBundle"
+	Admin_QueryLedger_FullMethodName        = "/signet.admin.v1.Admin/QueryLedger"
+	Admin_BatchCreateEntries_FullMethodName = "/signet.admin.v1.Admin/BatchCreateEntries"
+	Admin_CreateJoinToken_FullMethodName    = "/signet.admin.v1.Admin/CreateJoinToken"
+	Admin_ListJoinTokens_FullMethodName     = "/signet.admin.v1.Admin/ListJoinTokens"
+	Admin_ListAgents_FullMethodName         = "/signet.admin.v1.Admin/ListAgents"
+	Admin_GetAgent_FullMethodName           = "/signet.admin.v1.Admin/GetAgent"
+	Admin_EvictAgent_FullMethodName         = "/signet.admin.v1.Admin/EvictAgent"
+	Admin_BanAgent_FullMethodName           = "/signet.admin.v1.Admin/BanAgent"
 )
 
 // AdminClient is the client API for Admin service.
@@ -44,6 +51,16 @@ type AdminClient interface {
 	ListOwners(ctx context.Context, in *ListOwnersRequest, opts ...grpc.CallOption) (*ListOwnersResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
 	QueryLedger(ctx context.Context, in *QueryLedgerRequest, opts ...grpc.CallOption) (*QueryLedgerResponse, error)
+	// BatchCreateEntries creates many entries in one Raft write; each succeeds or fails on its own.
+	BatchCreateEntries(ctx context.Context, in *BatchCreateEntriesRequest, opts ...grpc.CallOption) (*BatchCreateEntriesResponse, error)
+	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error)
+	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
+	// EvictAgent deletes the agent: its SVID stops working at once; it must attest again.
+	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
+	// BanAgent stops the agent's SVID at once and refuses any future attestation under its ID.
+	BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
 }
 
 type adminClient struct {
@@ -143,6 +160,76 @@ func (c *adminClient) QueryLedger(ctx context.Context, in *QueryLedgerRequest, o
 	return out, nil
 }
 
+func (c *adminClient) BatchCreateEntries(ctx context.Context, in *BatchCreateEntriesRequest, opts ...grpc.CallOption) (*BatchCreateEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchCreateEntriesResponse)
+	err := c.cc.Invoke(ctx, Admin_BatchCreateEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateJoinTokenResponse)
+	err := c.cc.Invoke(ctx, Admin_CreateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListJoinTokens(ctx context.Context, in *ListJoinTokensRequest, opts ...grpc.CallOption) (*ListJoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinTokensResponse)
+	err := c.cc.Invoke(ctx, Admin_ListJoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentInfo)
+	err := c.cc.Invoke(ctx, Admin_GetAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentInfo)
+	err := c.cc.Invoke(ctx, Admin_EvictAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentInfo)
+	err := c.cc.Invoke(ctx, Admin_BanAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -156,6 +243,16 @@ type AdminServer interface {
 	ListOwners(context.Context, *ListOwnersRequest) (*ListOwnersResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
 	QueryLedger(context.Context, *QueryLedgerRequest) (*QueryLedgerResponse, error)
+	// BatchCreateEntries creates many entries in one Raft write; each succeeds or fails on its own.
+	BatchCreateEntries(context.Context, *BatchCreateEntriesRequest) (*BatchCreateEntriesResponse, error)
+	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
+	ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error)
+	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	GetAgent(context.Context, *GetAgentRequest) (*AgentInfo, error)
+	// EvictAgent deletes the agent: its SVID stops working at once; it must attest again.
+	EvictAgent(context.Context, *EvictAgentRequest) (*AgentInfo, error)
+	// BanAgent stops the agent's SVID at once and refuses any future attestation under its ID.
+	BanAgent(context.Context, *BanAgentRequest) (*AgentInfo, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -189,6 +286,27 @@ func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*
 }
 func (UnimplementedAdminServer) QueryLedger(context.Context, *QueryLedgerRequest) (*QueryLedgerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryLedger not implemented")
+}
+func (UnimplementedAdminServer) BatchCreateEntries(context.Context, *BatchCreateEntriesRequest) (*BatchCreateEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchCreateEntries not implemented")
+}
+func (UnimplementedAdminServer) CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateJoinToken not implemented")
+}
+func (UnimplementedAdminServer) ListJoinTokens(context.Context, *ListJoinTokensRequest) (*ListJoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinTokens not implemented")
+}
+func (UnimplementedAdminServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
+}
+func (UnimplementedAdminServer) GetAgent(context.Context, *GetAgentRequest) (*AgentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAgent not implemented")
+}
+func (UnimplementedAdminServer) EvictAgent(context.Context, *EvictAgentRequest) (*AgentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvictAgent not implemented")
+}
+func (UnimplementedAdminServer) BanAgent(context.Context, *BanAgentRequest) (*AgentInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method BanAgent not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -348,6 +466,132 @@ func _Admin_QueryLedger_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_BatchCreateEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchCreateEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).BatchCreateEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_BatchCreateEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).BatchCreateEntries(ctx, req.(*BatchCreateEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CreateJoinToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateJoinTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateJoinToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateJoinToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateJoinToken(ctx, req.(*CreateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListJoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListJoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListJoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListJoinTokens(ctx, req.(*ListJoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListAgents(ctx, req.(*ListAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetAgent(ctx, req.(*GetAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_EvictAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvictAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).EvictAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_EvictAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).EvictAgent(ctx, req.(*EvictAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_BanAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BanAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).BanAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_BanAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).BanAgent(ctx, req.(*BanAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -382,6 +626,34 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "QueryLedger",
 			Handler:    _Admin_QueryLedger_Handler,
+		},
+		{
+			MethodName: "BatchCreateEntries",
+			Handler:    _Admin_BatchCreateEntries_Handler,
+		},
+		{
+			MethodName: "CreateJoinToken",
+			Handler:    _Admin_CreateJoinToken_Handler,
+		},
+		{
+			MethodName: "ListJoinTokens",
+			Handler:    _Admin_ListJoinTokens_Handler,
+		},
+		{
+			MethodName: "ListAgents",
+			Handler:    _Admin_ListAgents_Handler,
+		},
+		{
+			MethodName: "GetAgent",
+			Handler:    _Admin_GetAgent_Handler,
+		},
+		{
+			MethodName: "EvictAgent",
+			Handler:    _Admin_EvictAgent_Handler,
+		},
+		{
+			MethodName: "BanAgent",
+			Handler:    _Admin_BanAgent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -23,6 +23,206 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AttestAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JoinToken     string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"` // ID.SECRET, as printed by 'signet token create'
+	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`                              // PKCS#10 DER for the agent's key
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttestAgentRequest) Reset() {
+	*x = AttestAgentRequest{}
+	mi := &file_agentv1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestAgentRequest) ProtoMessage() {}
+
+func (x *AttestAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestAgentRequest.ProtoReflect.Descriptor instead.
+func (*AttestAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttestAgentRequest) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *AttestAgentRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type AttestAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	SvidChain     [][]byte               `protobuf:"bytes,2,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"` // DER, leaf first
+	Bundle        *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttestAgentResponse) Reset() {
+	*x = AttestAgentResponse{}
+	mi := &file_agentv1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttestAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttestAgentResponse) ProtoMessage() {}
+
+func (x *AttestAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttestAgentResponse.ProtoReflect.Descriptor instead.
+func (*AttestAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttestAgentResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *AttestAgentResponse) GetSvidChain() [][]byte {
+	if x != nil {
+		return x.SvidChain
+	}
+	return nil
+}
+
+func (x *AttestAgentResponse) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type RenewAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewAgentRequest) Reset() {
+	*x = RenewAgentRequest{}
+	mi := &file_agentv1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewAgentRequest) ProtoMessage() {}
+
+func (x *RenewAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewAgentRequest.ProtoReflect.Descriptor instead.
+func (*RenewAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RenewAgentRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type RenewAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SvidChain     [][]byte               `protobuf:"bytes,1,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewAgentResponse) Reset() {
+	*x = RenewAgentResponse{}
+	mi := &file_agentv1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewAgentResponse) ProtoMessage() {}
+
+func (x *RenewAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewAgentResponse.ProtoReflect.Descriptor instead.
+func (*RenewAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RenewAgentResponse) GetSvidChain() [][]byte {
+	if x != nil {
+		return x.SvidChain
+	}
+	return nil
+}
+
 type SyncEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision of the last complete update the agent applied; 0 for none.
@@ -33,7 +233,7 @@ type SyncEntriesRequest struct {
 
 func (x *SyncEntriesRequest) Reset() {
 	*x = SyncEntriesRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[0]
+	mi := &file_agentv1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +245,7 @@ func (x *SyncEntriesRequest) String() string {
 func (*SyncEntriesRequest) ProtoMessage() {}
 
 func (x *SyncEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[0]
+	mi := &file_agentv1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +258,7 @@ func (x *SyncEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncEntriesRequest.ProtoReflect.Descriptor instead.
 func (*SyncEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{0}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SyncEntriesRequest) GetKnownRevision() uint64 {
@@ -78,13 +278,15 @@ type Entry struct {
 	DnsNames       []string               `protobuf:"bytes,6,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
 	ExpiresAt      int64                  `protobuf:"varint,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds; 0 = never
 	Revision       uint64                 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// jwt_unique: every JWT-SVID for this entry must carry a fresh jti; the agent never caches them.
+	JwtUnique     bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_agentv1_agent_proto_msgTypes[1]
+	mi := &file_agentv1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +298,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[1]
+	mi := &file_agentv1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +311,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{1}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Entry) GetId() string {
@@ -168,6 +370,13 @@ func (x *Entry) GetRevision() uint64 {
 	return 0
 }
 
+func (x *Entry) GetJwtUnique() bool {
+	if x != nil {
+		return x.JwtUnique
+	}
+	return false
+}
+
 type JWTKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
@@ -178,7 +387,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_agentv1_agent_proto_msgTypes[2]
+	mi := &file_agentv1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +399,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[2]
+	mi := &file_agentv1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +412,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{2}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -232,7 +441,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_agentv1_agent_proto_msgTypes[3]
+	mi := &file_agentv1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +453,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[3]
+	mi := &file_agentv1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +466,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{3}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -306,7 +515,7 @@ type SyncEntriesResponse struct {
 
 func (x *SyncEntriesResponse) Reset() {
 	*x = SyncEntriesResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[4]
+	mi := &file_agentv1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +527,7 @@ func (x *SyncEntriesResponse) String() string {
 func (*SyncEntriesResponse) ProtoMessage() {}
 
 func (x *SyncEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[4]
+	mi := &file_agentv1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +540,7 @@ func (x *SyncEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncEntriesResponse.ProtoReflect.Descriptor instead.
 func (*SyncEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{4}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SyncEntriesResponse) GetRevision() uint64 {
@@ -386,7 +595,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[5]
+	mi := &file_agentv1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +607,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[5]
+	mi := &file_agentv1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +620,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{5}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -437,7 +646,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[6]
+	mi := &file_agentv1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +658,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[6]
+	mi := &file_agentv1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +671,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{6}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -486,7 +695,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_agentv1_agent_proto_msgTypes[7]
+	mi := &file_agentv1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +707,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[7]
+	mi := &file_agentv1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +720,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{7}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -551,7 +760,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[8]
+	mi := &file_agentv1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +772,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[8]
+	mi := &file_agentv1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +785,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{8}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -596,7 +805,7 @@ type SignJWTSVIDRequest struct {
 
 func (x *SignJWTSVIDRequest) Reset() {
 	*x = SignJWTSVIDRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[9]
+	mi := &file_agentv1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +817,7 @@ func (x *SignJWTSVIDRequest) String() string {
 func (*SignJWTSVIDRequest) ProtoMessage() {}
 
 func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[9]
+	mi := &file_agentv1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +830,7 @@ func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{9}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SignJWTSVIDRequest) GetEntryId() string {
@@ -650,7 +859,7 @@ type SignJWTSVIDResponse struct {
 
 func (x *SignJWTSVIDResponse) Reset() {
 	*x = SignJWTSVIDResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[10]
+	mi := &file_agentv1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +871,7 @@ func (x *SignJWTSVIDResponse) String() string {
 func (*SignJWTSVIDResponse) ProtoMessage() {}
 
 func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[10]
+	mi := &file_agentv1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +884,7 @@ func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{10}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignJWTSVIDResponse) GetToken() string {
@@ -710,9 +919,23 @@ var File_agentv1_agent_proto protoreflect.FileDescriptor
 
 const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13agentv1/agent.proto\x12\x0fsignet.agent.v1\";\n" +
+	"\x13agentv1/agent.proto\x12\x0fsignet.agent.v1\"E\n" +
+	"\x12AttestAgentRequest\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x82\x01\n" +
+	"\x13AttestAgentResponse\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"svid_chain\x18\x02 \x03(\fR\tsvidChain\x12/\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x17.signet.agent.v1.BundleR\x06bundle\"%\n" +
+	"\x11RenewAgentRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"3\n" +
+	"\x12RenewAgentResponse\x12\x1d\n" +
+	"\n" +
+	"svid_chain\x18\x01 \x03(\fR\tsvidChain\";\n" +
 	"\x12SyncEntriesRequest\x12%\n" +
-	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\xfc\x01\n" +
+	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\x9b\x02\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1c\n" +
@@ -722,7 +945,9 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\tdns_names\x18\x06 \x03(\tR\bdnsNames\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\a \x01(\x03R\texpiresAt\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x04R\brevision\">\n" +
+	"\brevision\x18\b \x01(\x04R\brevision\x12\x1d\n" +
+	"\n" +
+	"jwt_unique\x18\t \x01(\bR\tjwtUnique\">\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
@@ -761,8 +986,11 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
 	"\tissued_at\x18\x03 \x01(\x03R\bissuedAt\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\x03R\texpiresAt2\x9d\x02\n" +
-	"\x05Agent\x12Z\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt2\xce\x03\n" +
+	"\x05Agent\x12X\n" +
+	"\vAttestAgent\x12#.signet.agent.v1.AttestAgentRequest\x1a$.signet.agent.v1.AttestAgentResponse\x12U\n" +
+	"\n" +
+	"RenewAgent\x12\".signet.agent.v1.RenewAgentRequest\x1a#.signet.agent.v1.RenewAgentResponse\x12Z\n" +
 	"\vSyncEntries\x12#.signet.agent.v1.SyncEntriesRequest\x1a$.signet.agent.v1.SyncEntriesResponse0\x01\x12^\n" +
 	"\rSignX509SVIDs\x12%.signet.agent.v1.SignX509SVIDsRequest\x1a&.signet.agent.v1.SignX509SVIDsResponse\x12X\n" +
 	"\vSignJWTSVID\x12#.signet.agent.v1.SignJWTSVIDRequest\x1a$.signet.agent.v1.SignJWTSVIDResponseB3Z1github.com/signet-id/signet/proto/agentv1;agentv1b\x06proto3"
@@ -779,37 +1007,46 @@ func file_agentv1_agent_proto_rawDescGZIP() []byte {
 	return file_agentv1_agent_proto_rawDescData
 }
 
-var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agentv1_agent_proto_goTypes = []any{
-	(*SyncEntriesRequest)(nil),    // 0: signet.agent.v1.SyncEntriesRequest
-	(*Entry)(nil),                 // 1: signet.agent.v1.Entry
-	(*JWTKey)(nil),                // 2: signet.agent.v1.JWTKey
-	(*Bundle)(nil),                // 3: signet.agent.v1.Bundle
-	(*SyncEntriesResponse)(nil),   // 4: signet.agent.v1.SyncEntriesResponse
-	(*X509SVIDRequest)(nil),       // 5: signet.agent.v1.X509SVIDRequest
-	(*SignX509SVIDsRequest)(nil),  // 6: signet.agent.v1.SignX509SVIDsRequest
-	(*X509SVIDResult)(nil),        // 7: signet.agent.v1.X509SVIDResult
-	(*SignX509SVIDsResponse)(nil), // 8: signet.agent.v1.SignX509SVIDsResponse
-	(*SignJWTSVIDRequest)(nil),    // 9: signet.agent.v1.SignJWTSVIDRequest
-	(*SignJWTSVIDResponse)(nil),   // 10: signet.agent.v1.SignJWTSVIDResponse
+	(*AttestAgentRequest)(nil),    // 0: signet.agent.v1.AttestAgentRequest
+	(*AttestAgentResponse)(nil),   // 1: signet.agent.v1.AttestAgentResponse
+	(*RenewAgentRequest)(nil),     // 2: signet.agent.v1.RenewAgentRequest
+	(*RenewAgentResponse)(nil),    // 3: signet.agent.v1.RenewAgentResponse
+	(*SyncEntriesRequest)(nil),    // 4: signet.agent.v1.SyncEntriesRequest
+	(*Entry)(nil),                 // 5: signet.agent.v1.Entry
+	(*JWTKey)(nil),                // 6: signet.agent.v1.JWTKey
+	(*Bundle)(nil),                // 7: signet.agent.v1.Bundle
+	(*SyncEntriesResponse)(nil),   // 8: signet.agent.v1.SyncEntriesResponse
+	(*X509SVIDRequest)(nil),       // 9: signet.agent.v1.X509SVIDRequest
+	(*SignX509SVIDsRequest)(nil),  // 10: signet.agent.v1.SignX509SVIDsRequest
+	(*X509SVIDResult)(nil),        // 11: signet.agent.v1.X509SVIDResult
+	(*SignX509SVIDsResponse)(nil), // 12: signet.agent.v1.SignX509SVIDsResponse
+	(*SignJWTSVIDRequest)(nil),    // 13: signet.agent.v1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil),   // 14: signet.agent.v1.SignJWTSVIDResponse
 }
 var file_agentv1_agent_proto_depIdxs = []int32{
-	2,  // 0: signet.agent.v1.Bundle.jwt_authorities:type_name -> signet.agent.v1.JWTKey
-	1,  // 1: signet.agent.v1.SyncEntriesResponse.entries:type_name -> signet.agent.v1.Entry
-	3,  // 2: signet.agent.v1.SyncEntriesResponse.bundle:type_name -> signet.agent.v1.Bundle
-	5,  // 3: signet.agent.v1.SignX509SVIDsRequest.requests:type_name -> signet.agent.v1.X509SVIDRequest
-	7,  // 4: signet.agent.v1.SignX509SVIDsResponse.results:type_name -> signet.agent.v1.X509SVIDResult
-	0,  // 5: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
-	6,  // 6: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
-	9,  // 7: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
-	4,  // 8: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
-	8,  // 9: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
-	10, // 10: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
-	8,  // [8:11] is the sub-list for method output_type
-	5,  // [5:8] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	7,  // 0: signet.agent.v1.AttestAgentResponse.bundle:type_name -> signet.agent.v1.Bundle
+	6,  // 1: signet.agent.v1.Bundle.jwt_authorities:type_name -> signet.agent.v1.JWTKey
+	5,  // 2: signet.agent.v1.SyncEntriesResponse.entries:type_name -> signet.agent.v1.Entry
+	7,  // 3: signet.agent.v1.SyncEntriesResponse.bundle:type_name -> signet.agent.v1.Bundle
+	9,  // 4: signet.agent.v1.SignX509SVIDsRequest.requests:type_name -> signet.agent.v1.X509SVIDRequest
+	11, // 5: signet.agent.v1.SignX509SVIDsResponse.results:type_name -> signet.agent.v1.X509SVIDResult
+	0,  // 6: signet.agent.v1.Agent.AttestAgent:input_type -> signet.agent.v1.AttestAgentRequest
+	2,  // 7: signet.agent.v1.Agent.RenewAgent:input_type -> signet.agent.v1.RenewAgentRequest
+	4,  // 8: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
+	10, // 9: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
+	13, // 10: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
+	1,  // 11: signet.agent.v1.Agent.AttestAgent:output_type -> signet.agent.v1.AttestAgentResponse
+	3,  // 12: signet.agent.v1.Agent.RenewAgent:output_type -> signet.agent.v1.RenewAgentResponse
+	8,  // 13: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
+	12, // 14: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
+	14, // 15: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agentv1_agent_proto_init() }
@@ -823,7 +1060,7 @@ func file_agentv1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentv1_agent_proto_rawDesc), len(file_agentv1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	Agent_AttestAgent_FullMethodName   = "/signet.agent.v1.Agent/AttestAgent"
+	Agent_RenewAgent_FullMethodName    = "/signet.agent.v1.Agent/RenewAgent"
 	Agent_SyncEntries_FullMethodName   = "/signet.agent.v1.Agent/SyncEntries"
 	Agent_SignX509SVIDs_FullMethodName = "/signet.agent.v1.Agent/SignX509SVIDs"
 	Agent_SignJWTSVID_FullMethodName   = "/signet.agent.v1.Agent/SignJWTSVID"
@@ -30,6 +32,12 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AgentClient interface {
+	// AttestAgent proves the node with a join token and returns the agent's first SVID. It is the only
+	// RPC an agent calls without a client certificate.
+	AttestAgent(ctx context.Context, in *AttestAgentRequest, opts ...grpc.CallOption) (*AttestAgentResponse, error)
+	// RenewAgent issues a new agent SVID for the key in the CSR; the caller authenticates with its
+	// current (or previous) SVID.
+	RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*RenewAgentResponse, error)
 	// SyncEntries streams the entries the calling agent may issue, and the trust bundle. The first
 	// update after a call is a full listing unless known_revision is recent enough for a delta; then every
 	// change is pushed as it is committed. Large listings are split across messages (more = true).
@@ -46,6 +54,26 @@ type agentClient struct {
 
 func NewAgentClient(cc grpc.ClientConnInterface) AgentClient {
 	return &agentClient{cc}
+}
+
+func (c *agentClient) AttestAgent(ctx context.Context, in *AttestAgentRequest, opts ...grpc.CallOption) (*AttestAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttestAgentResponse)
+	err := c.cc.Invoke(ctx, Agent_AttestAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentClient) RenewAgent(ctx context.Context, in *RenewAgentRequest, opts ...grpc.CallOption) (*RenewAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewAgentResponse)
+	err := c.cc.Invoke(ctx, Agent_RenewAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *agentClient) SyncEntries(ctx context.Context, in *SyncEntriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncEntriesResponse], error) {
@@ -91,6 +119,12 @@ func (c *agentClient) SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, o
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
 type AgentServer interface {
+	// AttestAgent proves the node with a join token and returns the agent's first SVID. It is the only
+	// RPC an agent calls without a client certificate.
+	AttestAgent(context.Context, *AttestAgentRequest) (*AttestAgentResponse, error)
+	// RenewAgent issues a new agent SVID for the key in the CSR; the caller authenticates with its
+	// current (or previous) SVID.
+	RenewAgent(context.Context, *RenewAgentRequest) (*RenewAgentResponse, error)
 	// SyncEntries streams the entries the calling agent may issue, and the trust bundle. The first
 	// update after a call is a full listing unless known_revision is recent enough for a delta; then every
 	// change is pushed as it is committed. Large listings are split across messages (more = true).
@@ -109,6 +143,12 @@ type AgentServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAgentServer struct{}
 
+func (UnimplementedAgentServer) AttestAgent(context.Context, *AttestAgentRequest) (*AttestAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AttestAgent not implemented")
+}
+func (UnimplementedAgentServer) RenewAgent(context.Context, *RenewAgentRequest) (*RenewAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewAgent not implemented")
+}
 func (UnimplementedAgentServer) SyncEntries(*SyncEntriesRequest, grpc.ServerStreamingServer[SyncEntriesResponse]) error {
 	return status.Error(codes.Unimplemented, "method SyncEntries not implemented")
 }
@@ -137,6 +177,42 @@ func RegisterAgentServer(s grpc.ServiceRegistrar, srv AgentServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Agent_ServiceDesc, srv)
+}
+
+func _Agent_AttestAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttestAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).AttestAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_AttestAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).AttestAgent(ctx, req.(*AttestAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Agent_RenewAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).RenewAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_RenewAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).RenewAgent(ctx, req.(*RenewAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Agent_SyncEntries_Handler(srv interface{}, stream grpc.ServerStream) error {
@@ -193,6 +269,14 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "signet.agent.v1.Agent",
 	HandlerType: (*AgentServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AttestAgent",
+			Handler:    _Agent_AttestAgent_Handler,
+		},
+		{
+			MethodName: "RenewAgent",
+			Handler:    _Agent_RenewAgent_Handler,
+		},
 		{
 			MethodName: "SignX509SVIDs",
 			Handler:    _Agent_SignX509SVIDs_Handler,

@@ -1,0 +1,141 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// peerSVID returns the verified client certificate of the call's TLS connection.
+func peerSVID(ctx context.Context) (*x509.Certificate, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, fmt.Errorf("%w: no peer", ErrUnauthenticated)
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil, fmt.Errorf("%w: %w: agents authenticate with their agent SVID (attest first with a join token)", ErrUnauthenticated, errNoClientCert)
+	}
+	return info.State.PeerCertificates[0], nil
+}
+
+// TLSAgentAuth authenticates agents by the SVID they present on the TLS connection (verified against
+// the bundle during the handshake): the agent must be registered, not banned, and present its current or
+// previous SVID, so an evicted or banned agent is refused at once, whatever its certificate's expiry.
+func TLSAgentAuth(st *storage.Store) Authenticator {
+	return func(ctx context.Context) (Caller, error) {
+		cert, err := peerSVID(ctx)
+		if err != nil {
+			return Caller{}, err
+		}
+		if len(cert.URIs) != 1 {
+			return Caller{}, fmt.Errorf("%w: client certificate has no SPIFFE ID", ErrUnauthenticated)
+		}
+		id, err := spiffeid.FromURI(cert.URIs[0])
+		if err != nil {
+			return Caller{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
+		}
+		a, err := st.Agent(id.String())
+		switch {
+		case errors.Is(err, storage.ErrAgentNotFound):
+			return Caller{}, fmt.Errorf("agent %s: %w: not registered (evicted?); attest again with a new join token", id, ErrPermissionDenied)
+		case err != nil:
+			return Caller{}, err
+		case a.Banned:
+			return Caller{}, fmt.Errorf("agent %s: %w: banned by %s at %s", id, ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339))
+		}
+		if serial := cert.SerialNumber.Text(16); serial != a.Serial && serial != a.PrevSerial {
+			return Caller{}, fmt.Errorf("agent %s: %w: this SVID was replaced or revoked; attest again with a new join token", id, ErrPermissionDenied)
+		}
+		return Caller{AgentID: id, NodeAttestation: a.AttestationType, Selectors: a.Selectors}, nil
+	}
+}
+
+// ServerTLSConfig is the TLS 1.3 configuration of the agent API listener. The server presents an SVID
+// (spiffe://<td>/signet/server/<node>) signed by its own CA and re-minted at half life; client
+// certificates are optional at the TLS layer (AttestAgent has none) and, when present, must chain to the
+// trust bundle. Which RPCs need one is decided by TLSAgentAuth.
+func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string) (*tls.Config, error) {
+	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", nodeID, err)
+	}
+	sc := &serverCert{ca: authority, id: id}
+	if _, err := sc.get(); err != nil {
+		return nil, err
+	}
+	td := authority.TrustDomain()
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
+		ClientAuth:     tls.RequestClientCert,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil
+			}
+			certs := make([]*x509.Certificate, 0, len(raw))
+			for _, der := range raw {
+				c, err := x509.ParseCertificate(der)
+				if err != nil {
+					return fmt.Errorf("client certificate: %w", err)
+				}
+				certs = append(certs, c)
+			}
+			bundle := x509bundle.FromX509Authorities(td, st.Bundle().X509Authorities)
+			if _, _, err := x509svid.Verify(certs, bundle); err != nil {
+				return fmt.Errorf("client certificate does not verify against the trust bundle: %w", err)
+			}
+			return nil
+		},
+	}, nil
+}
+
+// serverCert mints and caches the server's TLS certificate.
+type serverCert struct {
+	ca *ca.CA
+	id spiffeid.ID
+
+	mu       sync.Mutex
+	cert     *tls.Certificate
+	renewAt  time.Time
+	notAfter time.Time
+}
+
+func (s *serverCert) get() (*tls.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cert != nil && time.Now().Before(s.renewAt) {
+		return s.cert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("server TLS: generate key: %w", err)
+	}
+	ttl := min(24*time.Hour, s.ca.RemainingLife()-time.Minute)
+	cert, err := s.ca.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	if err != nil {
+		if s.cert != nil && time.Now().Before(s.notAfter) {
+			return s.cert, nil // keep serving the current one; retried on the next handshake
+		}
+		return nil, fmt.Errorf("server TLS: %w", err)
+	}
+	s.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+	s.notAfter = cert.NotAfter
+	s.renewAt = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+	return s.cert, nil
+}

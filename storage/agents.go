@@ -1,0 +1,288 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors of join tokens and agents.
+var (
+	// ErrTokenNotFound: no join token with that ID.
+	ErrTokenNotFound = errors.New("join token not found")
+	// ErrTokenUsed: the join token was already used (tokens are single use).
+	ErrTokenUsed = errors.New("join token already used")
+	// ErrTokenExpired: the join token's expiry has passed.
+	ErrTokenExpired = errors.New("join token expired")
+	// ErrAgentNotFound: no agent with that ID (never attested, or evicted).
+	ErrAgentNotFound = errors.New("agent not found")
+	// ErrAgentBanned: the agent is banned and may not attest or renew.
+	ErrAgentBanned = errors.New("agent is banned")
+	// ErrAgentSVIDMismatch: the SVID presented is not the agent's current one.
+	ErrAgentSVIDMismatch = errors.New("agent SVID is not the current one")
+)
+
+var (
+	bucketTokens = []byte("join_tokens")
+	bucketAgents = []byte("agents")
+)
+
+// JoinToken is a single-use credential for attesting a node. Only the SHA-256 of its secret is stored.
+type JoinToken struct {
+	ID         string    `json:"id"`
+	SecretHash []byte    `json:"secret_hash"`
+	Owner      string    `json:"owner"`
+	SPIFFEID   string    `json:"spiffe_id,omitempty"` // the agent ID to assign, if set at creation
+	ExpiresAt  time.Time `json:"expires_at"`
+	CreatedAt  time.Time `json:"created_at"`
+	CreatedBy  string    `json:"created_by,omitempty"`
+	UsedAt     time.Time `json:"used_at,omitzero"`
+	UsedBy     string    `json:"used_by,omitempty"` // the agent that used it
+}
+
+// Agent is an attested node agent.
+type Agent struct {
+	ID              string              `json:"id"`
+	AttestationType string              `json:"attestation_type"`
+	Selectors       []selector.Selector `json:"selectors"` // node selectors
+	Owner           string              `json:"owner"`     // owner of the credential that attested the node
+	TokenID         string              `json:"token_id,omitempty"`
+	// Serial is the agent's current SVID; PrevSerial the one before it, still accepted until it expires
+	// so connections opened before a renewal keep working.
+	Serial        string    `json:"serial"`
+	PrevSerial    string    `json:"prev_serial,omitempty"`
+	SVIDExpiresAt time.Time `json:"svid_expires_at"`
+	AttestedAt    time.Time `json:"attested_at"`
+	RenewedAt     time.Time `json:"renewed_at,omitzero"`
+	Banned        bool      `json:"banned,omitempty"`
+	BannedAt      time.Time `json:"banned_at,omitzero"`
+	BannedBy      string    `json:"banned_by,omitempty"`
+}
+
+type tokenCreateCmd struct {
+	Token JoinToken `json:"token"`
+}
+
+type agentAttestCmd struct {
+	TokenID string    `json:"token_id"`
+	Now     time.Time `json:"now"`
+	Agent   Agent     `json:"agent"`
+	// Ledger is the ledger batch (wire form, without type byte) recording the agent SVID.
+	Ledger []byte `json:"ledger"`
+}
+
+type agentRenewCmd struct {
+	ID              string    `json:"id"`
+	PresentedSerial string    `json:"presented_serial"`
+	Serial          string    `json:"serial"`
+	SVIDExpiresAt   time.Time `json:"svid_expires_at"`
+	Now             time.Time `json:"now"`
+	Ledger          []byte    `json:"ledger"`
+}
+
+type agentEvictCmd struct {
+	ID string `json:"id"`
+}
+
+type agentBanCmd struct {
+	ID  string    `json:"id"`
+	By  string    `json:"by"`
+	Now time.Time `json:"now"`
+}
+
+func (s *Store) applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (any, func()) {
+	b := tx.Bucket(bucketTokens)
+	if b.Get([]byte(c.Token.ID)) != nil {
+		return fmt.Errorf("join token %q: %w: ID already in use", c.Token.ID, ErrInvalid), nil
+	}
+	if tx.Bucket(bucketOwners).Get([]byte(c.Token.Owner)) == nil {
+		return fmt.Errorf("join token: owner %q: %w (add it with: signet owner add %s)", c.Token.Owner, ErrOwnerNotFound, c.Token.Owner), nil
+	}
+	t := c.Token
+	mustPut(b, []byte(t.ID), mustJSON(&t))
+	return t, func() { s.reg.tokenPut(&t) }
+}
+
+func (s *Store) applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (any, func()) {
+	tokens := tx.Bucket(bucketTokens)
+	v := tokens.Get([]byte(c.TokenID))
+	if v == nil {
+		return fmt.Errorf("join token %q: %w", c.TokenID, ErrTokenNotFound), nil
+	}
+	var t JoinToken
+	mustDecode(index, cmdAgentAttest, v, &t)
+	if !t.UsedAt.IsZero() {
+		return fmt.Errorf("join token %q: %w (by %s at %s)", t.ID, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339)), nil
+	}
+	if !c.Now.Before(t.ExpiresAt) {
+		return fmt.Errorf("join token %q: %w at %s", t.ID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339)), nil
+	}
+	agents := tx.Bucket(bucketAgents)
+	if v := agents.Get([]byte(c.Agent.ID)); v != nil {
+		var old Agent
+		mustDecode(index, cmdAgentAttest, v, &old)
+		if old.Banned {
+			return fmt.Errorf("agent %q: %w", c.Agent.ID, ErrAgentBanned), nil
+		}
+	}
+	t.UsedAt, t.UsedBy = c.Now, c.Agent.ID
+	mustPut(tokens, []byte(t.ID), mustJSON(&t))
+	a := c.Agent
+	mustPut(agents, []byte(a.ID), mustJSON(&a))
+	s.applyLedgerAppend(tx, index, c.Ledger)
+	rev := nextRevision(tx)
+	return a, func() {
+		s.reg.tokenPut(&t)
+		s.reg.agentPut(&a, rev)
+	}
+}
+
+func (s *Store) applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd) (any, func()) {
+	agents := tx.Bucket(bucketAgents)
+	v := agents.Get([]byte(c.ID))
+	if v == nil {
+		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+	}
+	var a Agent
+	mustDecode(index, cmdAgentRenew, v, &a)
+	if a.Banned {
+		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentBanned), nil
+	}
+	if c.PresentedSerial != a.Serial && c.PresentedSerial != a.PrevSerial {
+		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentSVIDMismatch), nil
+	}
+	a.PrevSerial, a.Serial, a.SVIDExpiresAt, a.RenewedAt = a.Serial, c.Serial, c.SVIDExpiresAt, c.Now
+	mustPut(agents, []byte(a.ID), mustJSON(&a))
+	s.applyLedgerAppend(tx, index, c.Ledger)
+	return a, func() { s.reg.agentPut(&a, 0) }
+}
+
+func (s *Store) applyAgentEvict(tx *bolt.Tx, c agentEvictCmd) (any, func()) {
+	agents := tx.Bucket(bucketAgents)
+	v := agents.Get([]byte(c.ID))
+	if v == nil {
+		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+	}
+	var a Agent
+	mustDecode(0, cmdAgentEvict, v, &a)
+	mustDelete(agents, []byte(c.ID))
+	rev := nextRevision(tx)
+	return a, func() { s.reg.agentDelete(c.ID, rev) }
+}
+
+func (s *Store) applyAgentBan(tx *bolt.Tx, c agentBanCmd) (any, func()) {
+	agents := tx.Bucket(bucketAgents)
+	v := agents.Get([]byte(c.ID))
+	if v == nil {
+		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+	}
+	var a Agent
+	mustDecode(0, cmdAgentBan, v, &a)
+	a.Banned, a.BannedAt, a.BannedBy = true, c.Now, c.By
+	a.Serial, a.PrevSerial = "", ""
+	mustPut(agents, []byte(a.ID), mustJSON(&a))
+	rev := nextRevision(tx)
+	return a, func() { s.reg.agentPut(&a, rev) }
+}
+
+// CreateJoinToken stores a join token (its secret hashed by the caller).
+func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, error) {
+	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t})
+	if err != nil {
+		return JoinToken{}, fmt.Errorf("storage: create join token: %w", err)
+	}
+	return resp.(JoinToken), nil
+}
+
+// AttestAgent consumes a join token and registers (or re-registers) the agent, committing the agent
+// SVID's issuance record in the same Raft command. now decides token expiry, identically on every node.
+func (s *Store) AttestAgent(ctx context.Context, tokenID string, a Agent, now time.Time, rec Issuance) (Agent, error) {
+	resp, err := s.applyWithLedger(ctx, cmdAgentAttest, []Issuance{rec}, func(ledger []byte) any {
+		return agentAttestCmd{TokenID: tokenID, Now: now, Agent: a, Ledger: ledger}
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("storage: attest agent %q: %w", a.ID, err)
+	}
+	return resp.(Agent), nil
+}
+
+// RenewAgent records an agent's new SVID; presented is the serial of the SVID it authenticated with.
+func (s *Store) RenewAgent(ctx context.Context, id, presented, serial string, expires, now time.Time, rec Issuance) (Agent, error) {
+	resp, err := s.applyWithLedger(ctx, cmdAgentRenew, []Issuance{rec}, func(ledger []byte) any {
+		return agentRenewCmd{ID: id, PresentedSerial: presented, Serial: serial, SVIDExpiresAt: expires, Now: now, Ledger: ledger}
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("storage: renew agent %q: %w", id, err)
+	}
+	return resp.(Agent), nil
+}
+
+// EvictAgent deletes an agent: its SVID stops being accepted at once and it must attest again.
+func (s *Store) EvictAgent(ctx context.Context, id string) (Agent, error) {
+	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id})
+	if err != nil {
+		return Agent{}, fmt.Errorf("storage: evict agent: %w", err)
+	}
+	return resp.(Agent), nil
+}
+
+// BanAgent marks an agent banned: its SVID stops being accepted and it can never attest again.
+func (s *Store) BanAgent(ctx context.Context, id, by string, now time.Time) (Agent, error) {
+	resp, err := s.applyJSON(ctx, cmdAgentBan, agentBanCmd{ID: id, By: by, Now: now})
+	if err != nil {
+		return Agent{}, fmt.Errorf("storage: ban agent: %w", err)
+	}
+	return resp.(Agent), nil
+}
+
+// JoinToken returns the token with the given ID.
+func (s *Store) JoinToken(id string) (JoinToken, error) {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	t, ok := s.reg.tokens[id]
+	if !ok {
+		return JoinToken{}, fmt.Errorf("storage: join token %q: %w", id, ErrTokenNotFound)
+	}
+	return *t, nil
+}
+
+// JoinTokens returns every join token, newest first.
+func (s *Store) JoinTokens() []JoinToken {
+	s.reg.mu.RLock()
+	out := make([]JoinToken, 0, len(s.reg.tokens))
+	for _, t := range s.reg.tokens {
+		out = append(out, *t)
+	}
+	s.reg.mu.RUnlock()
+	slices.SortFunc(out, func(a, b JoinToken) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out
+}
+
+// Agent returns the agent with the given SPIFFE ID.
+func (s *Store) Agent(id string) (Agent, error) {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	a, ok := s.reg.agents[id]
+	if !ok {
+		return Agent{}, fmt.Errorf("storage: agent %q: %w", id, ErrAgentNotFound)
+	}
+	return *a, nil
+}
+
+// Agents returns every agent, sorted by ID.
+func (s *Store) Agents() []Agent {
+	s.reg.mu.RLock()
+	out := make([]Agent, 0, len(s.reg.agents))
+	for _, a := range s.reg.agents {
+		out = append(out, *a)
+	}
+	s.reg.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Agent) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}

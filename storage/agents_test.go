@@ -1,0 +1,127 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/selector"
+)
+
+func agentFixture(t *testing.T) (*Store, context.Context) {
+	t.Helper()
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx
+}
+
+func newToken(t *testing.T, s *Store, id string, expires time.Time) {
+	t.Helper()
+	if _, err := s.CreateJoinToken(context.Background(), JoinToken{ID: id, SecretHash: []byte("h"), Owner: "alice",
+		ExpiresAt: expires, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testAgent(id, serial string) Agent {
+	return Agent{ID: id, AttestationType: "join_token", Owner: "alice", Serial: serial,
+		Selectors: []selector.Selector{{Type: "join_token", Value: "owner:alice"}}, AttestedAt: time.Now()}
+}
+
+func agentSVIDRecord(id, serial string) Issuance {
+	return Issuance{ID: serial, Kind: KindX509SVID, SPIFFEID: id, Owner: "alice", Agent: id, NodeAttestation: "join_token", ExpiresAt: time.Now().Add(time.Hour)}
+}
+
+func TestJoinTokenIsSingleUseAndExpires(t *testing.T) {
+	s, ctx := agentFixture(t)
+	now := time.Now()
+	if _, err := s.CreateJoinToken(ctx, JoinToken{ID: "t0", Owner: "nobody", ExpiresAt: now.Add(time.Hour)}); !errors.Is(err, ErrOwnerNotFound) {
+		t.Fatalf("token for unknown owner: %v", err)
+	}
+	newToken(t, s, "t1", now.Add(time.Hour))
+	newToken(t, s, "t2", now.Add(time.Minute))
+	a := testAgent("spiffe://example.org/signet/agent/join_token/t1", "s1")
+	if _, err := s.AttestAgent(ctx, "t1", a, now, agentSVIDRecord(a.ID, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if tok, _ := s.JoinToken("t1"); tok.UsedBy != a.ID || tok.UsedAt.IsZero() {
+		t.Fatalf("token not marked used: %+v", tok)
+	}
+	if rec, err := s.LookupIssuance("s1"); err != nil || rec.Agent != a.ID {
+		t.Fatalf("agent SVID not in the ledger: %+v %v", rec, err)
+	}
+	tests := []struct {
+		name  string
+		token string
+		now   time.Time
+		want  error
+	}{
+		{"reused", "t1", now, ErrTokenUsed},
+		{"unknown", "nope", now, ErrTokenNotFound},
+		{"expired", "t2", now.Add(2 * time.Minute), ErrTokenExpired},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := testAgent("spiffe://example.org/signet/agent/x-"+tc.name, "s-"+tc.name)
+			if _, err := s.AttestAgent(ctx, tc.token, b, tc.now, agentSVIDRecord(b.ID, "s-"+tc.name)); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if _, err := s.Agent(b.ID); !errors.Is(err, ErrAgentNotFound) {
+				t.Fatalf("refused attestation registered the agent: %v", err)
+			}
+			if _, err := s.LookupIssuance("s-" + tc.name); !errors.Is(err, ErrIssuanceNotFound) {
+				t.Fatalf("refused attestation left a ledger record: %v", err)
+			}
+		})
+	}
+}
+
+func TestAgentRenewEvictBan(t *testing.T) {
+	s, ctx := agentFixture(t)
+	now := time.Now()
+	newToken(t, s, "t1", now.Add(time.Hour))
+	id := "spiffe://example.org/signet/agent/join_token/t1"
+	if _, err := s.AttestAgent(ctx, "t1", testAgent(id, "s1"), now, agentSVIDRecord(id, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RenewAgent(ctx, id, "bogus", "s2", now.Add(time.Hour), now, agentSVIDRecord(id, "s2")); !errors.Is(err, ErrAgentSVIDMismatch) {
+		t.Fatalf("renew with a foreign serial: %v", err)
+	}
+	a, err := s.RenewAgent(ctx, id, "s1", "s2", now.Add(time.Hour), now, agentSVIDRecord(id, "s2"))
+	if err != nil || a.Serial != "s2" || a.PrevSerial != "s1" {
+		t.Fatalf("renew: %+v %v", a, err)
+	}
+	// The previous SVID still authenticates one more renewal (a connection opened before the renewal).
+	if _, err := s.RenewAgent(ctx, id, "s1", "s3", now.Add(time.Hour), now, agentSVIDRecord(id, "s3")); err != nil {
+		t.Fatalf("renew with the previous serial: %v", err)
+	}
+	if _, err := s.EvictAgent(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RenewAgent(ctx, id, "s3", "s4", now.Add(time.Hour), now, agentSVIDRecord(id, "s4")); !errors.Is(err, ErrAgentNotFound) {
+		t.Fatalf("renew after evict: %v", err)
+	}
+	// Re-attest with a new token under the same ID (a token naming the ID), then ban.
+	newToken(t, s, "t2", now.Add(time.Hour))
+	if _, err := s.AttestAgent(ctx, "t2", testAgent(id, "s5"), now, agentSVIDRecord(id, "s5")); err != nil {
+		t.Fatalf("re-attest after evict: %v", err)
+	}
+	if _, err := s.BanAgent(ctx, id, "uid:0", now); err != nil {
+		t.Fatal(err)
+	}
+	newToken(t, s, "t3", now.Add(time.Hour))
+	if _, err := s.AttestAgent(ctx, "t3", testAgent(id, "s6"), now, agentSVIDRecord(id, "s6")); !errors.Is(err, ErrAgentBanned) {
+		t.Fatalf("attest a banned agent: %v", err)
+	}
+	if _, err := s.RenewAgent(ctx, id, "s5", "s7", now.Add(time.Hour), now, agentSVIDRecord(id, "s7")); !errors.Is(err, ErrAgentBanned) {
+		t.Fatalf("renew a banned agent: %v", err)
+	}
+	if tok, _ := s.JoinToken("t3"); !tok.UsedAt.IsZero() {
+		t.Fatal("a refused attestation consumed the token")
+	}
+}
