@@ -80,7 +80,7 @@ type entryRules struct {
 	TrustDomain spiffeid.TrustDomain
 	// ServerID is the parent of node alias entries (entries selected by node selectors).
 	ServerID string
-	Now         time.Time
+	Now      time.Time
 	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
 	CANotAfter time.Time
 }

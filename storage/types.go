@@ -33,9 +33,9 @@ type Entry struct {
 	DNSNames  []string            `json:"dns_names,omitempty"`
 	ExpiresAt time.Time           `json:"expires_at,omitzero"`
 	// JWTUnique asks for a fresh jti on every JWT-SVID: agents never serve one from cache.
-	JWTUnique bool                `json:"jwt_unique,omitempty"`
-	CreatedAt time.Time           `json:"created_at"`
-	CreatedBy string              `json:"created_by,omitempty"`
+	JWTUnique bool      `json:"jwt_unique,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by,omitempty"`
 	// Revision is the registry revision at which this entry last changed; set by the store.
 	Revision uint64 `json:"revision"`
 }
