@@ -10,6 +10,7 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,8 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config configures an Agent.
@@ -30,6 +33,12 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// MintBatch is how many CSRs go in one signing call (default 500).
 	MintBatch int
+	// OnBundle, if set, receives the X.509 authorities whenever the server pushes a new bundle (the agent
+	// process persists them for its next start).
+	OnBundle func(roots []*x509.Certificate)
+	// OnRevoked, if set, is called once when the server refuses this agent's identity (evicted, banned):
+	// the agent has already dropped every SVID it held and stopped syncing.
+	OnRevoked func(err error)
 	Clock     func() time.Time
 	Logger    *slog.Logger
 }
@@ -51,6 +60,7 @@ type Agent struct {
 
 	mintWake chan struct{}
 	jwts     *jwtCache
+	revoked  sync.Once
 }
 
 type entryState struct {
@@ -129,6 +139,26 @@ func (a *Agent) allMintedLocked() bool {
 		}
 	}
 	return true
+}
+
+// revoke drops every entry and SVID (workloads get PermissionDenied from now on) and reports why.
+func (a *Agent) revoke(err error) {
+	a.revoked.Do(func() {
+		a.log.Error("the server refused this agent's identity; dropping all SVIDs", "error", err)
+		a.mu.Lock()
+		for _, e := range a.entries {
+			a.removeEntryLocked(e)
+		}
+		a.notifyLocked()
+		a.mu.Unlock()
+		if a.cfg.OnRevoked != nil {
+			a.cfg.OnRevoked(err)
+		}
+	})
+}
+
+func isRevocation(err error) bool {
+	return status.Code(err) == codes.PermissionDenied
 }
 
 // notifyLocked wakes every Workload API stream.

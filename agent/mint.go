@@ -167,6 +167,9 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 	defer cancel()
 	resp, err := a.cfg.Client.SignX509SVIDs(callCtx, req)
 	if err != nil {
+		if isRevocation(err) {
+			a.revoke(err)
+		}
 		return fmt.Errorf("agent: sign %d X.509-SVIDs: %w", len(entries), err)
 	}
 	now := a.cfg.Clock()

@@ -61,7 +61,8 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, sels []selector.Selector, aud
 	audKey := strings.Join(aud, "\x00")
 	var out []workloadapi.JWTSVID
 	for _, e := range entries {
-		if tok, ok := a.jwts.get(e.Id, audKey, now); ok {
+		// An entry asking for a unique jti never gets a cached token.
+		if tok, ok := a.jwts.get(e.Id, audKey, now); ok && !e.JwtUnique {
 			out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: tok})
 			continue
 		}
@@ -69,7 +70,9 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, sels []selector.Selector, aud
 		if err != nil {
 			return nil, fmt.Errorf("agent: JWT-SVID for %s: %w", e.SpiffeId, err)
 		}
-		a.jwts.put(e.Id, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+		if !e.JwtUnique {
+			a.jwts.put(e.Id, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+		}
 		out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: resp.Token})
 	}
 	return out, nil

@@ -48,6 +48,10 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if isRevocation(err) {
+			a.revoke(err)
+			return
+		}
 		wait := backoff(attempt)
 		attempt++
 		a.log.Warn("entry sync interrupted; reconnecting", "error", err, "retry_in", wait.Round(time.Millisecond))
@@ -127,6 +131,9 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	a.bundle = st
 	a.notifyLocked()
 	a.mu.Unlock()
+	if a.cfg.OnBundle != nil {
+		a.cfg.OnBundle(st.x509Roots)
+	}
 	return nil
 }
 

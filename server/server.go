@@ -34,6 +34,8 @@ type Config struct {
 	AdminAuth AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
+	AgentSVIDTTL time.Duration
 	Clock           func() time.Time
 	Logger          *slog.Logger
 }
@@ -66,7 +68,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain, Authenticate: cfg.AgentAuth, Logger: cfg.Logger})
+	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -118,7 +118,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	an, err := startAgentNode(ctx, agentNodeConfig{TrustDomain: td, Conn: conn, WorkloadSocket: o.workloadSocket,
+	an, err := startAgentNode(ctx, agentNodeConfig{TrustDomain: td, Client: agentv1.NewAgentClient(conn), WorkloadSocket: o.workloadSocket,
 		SocketDirMode: 0o700, SocketMode: 0o600, Logger: log})
 	if err != nil {
 		return err

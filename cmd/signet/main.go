@@ -66,6 +66,10 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 	})
 	root.AddCommand(
 		newDevCmd(),
+		newServerCmd(),
+		newAgentCmd(),
+		newTokenCmd(),
+		newHealthcheckCmd(),
 		newSVIDCmd(),
 		newJWTCmd(),
 		newEntryCmd(),

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,30 +17,37 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // agentNodeConfig is what a node agent is started from.
 type agentNodeConfig struct {
 	TrustDomain spiffeid.TrustDomain
-	// Conn reaches the server's agent API.
-	Conn           grpc.ClientConnInterface
+	// Client reaches the server's agent API.
+	Client         agentv1.AgentClient
 	WorkloadSocket string
 	// SocketDirMode and SocketMode are the Workload API socket's directory and file modes.
 	SocketDirMode os.FileMode
 	SocketMode    os.FileMode
-	Logger        *slog.Logger
+	// OnBundle and OnRevoked are passed to the agent (see agent.Config).
+	OnBundle  func(roots []*x509.Certificate)
+	OnRevoked func(err error)
+	Logger    *slog.Logger
 }
 
 // agentNode is a running agent: cache and sync, and the Workload API on its socket.
 type agentNode struct {
 	agent    *agent.Agent
 	workload *grpc.Server
+	health   *health.Server
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
 func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error) {
-	a, err := agent.New(agent.Config{Client: agentv1.NewAgentClient(cfg.Conn), TrustDomain: cfg.TrustDomain, Logger: cfg.Logger})
+	a, err := agent.New(agent.Config{Client: cfg.Client, TrustDomain: cfg.TrustDomain, Logger: cfg.Logger,
+		OnBundle: cfg.OnBundle, OnRevoked: cfg.OnRevoked})
 	if err != nil {
 		return nil, err
 	}
@@ -60,12 +68,23 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	go func() { defer close(n.done); a.Run(runCtx) }()
 	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
+	// A separate gRPC service on the same endpoint, as the Workload Endpoint spec allows: 'signet
+	// healthcheck' asks it. NOT_SERVING until the first entry update and its SVIDs are in.
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(n.workload, n.health)
 	go serveGRPC(cfg.Logger, "workload", n.workload, lis)
+	go func() {
+		if a.WaitReady(runCtx) == nil {
+			n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		}
+	}()
 	return n, nil
 }
 
 // Stop closes the Workload API and stops syncing.
 func (n *agentNode) Stop() {
+	n.health.Shutdown()
 	stopGRPC(n.workload, time.Second)
 	n.cancel()
 	<-n.done

@@ -17,6 +17,8 @@ import (
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // serverNodeConfig is what a server node is started from (by 'signet dev' now, 'signet server' later).
@@ -25,11 +27,15 @@ type serverNodeConfig struct {
 	TrustDomain     spiffeid.TrustDomain
 	AdminSocket     string
 	AdminUIDs       []uint32
+	NodeID          string
 	RaftBind        string
+	RaftAdvertise   string
 	Bootstrap       bool
 	FastElection    bool // single-node dev: elect within a few hundred ms
 	CATTL           time.Duration
+	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth       server.Authenticator
+	AgentSVIDTTL    time.Duration
 	DefaultParentID string
 	Logger          *slog.Logger
 }
@@ -40,13 +46,15 @@ type serverNode struct {
 	ca     *ca.CA
 	srv    *server.Server
 	admin  *grpc.Server
+	health *health.Server
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, err error) {
 	log := cfg.Logger
-	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), RaftBind: cfg.RaftBind, Bootstrap: cfg.Bootstrap, Logger: log}
+	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, RaftBind: cfg.RaftBind,
+		RaftAdvertise: cfg.RaftAdvertise, Bootstrap: cfg.Bootstrap, Logger: log}
 	if cfg.FastElection {
 		scfg.HeartbeatTimeout, scfg.ElectionTimeout = 150*time.Millisecond, 150*time.Millisecond
 	}
@@ -74,8 +82,12 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if err != nil {
 		return nil, err
 	}
+	agentAuth := cfg.AgentAuth
+	if agentAuth == nil {
+		agentAuth = server.TLSAgentAuth(st)
+	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
-		AgentAuth: cfg.AgentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...),
+		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
 		DefaultParentID: cfg.DefaultParentID, Logger: log})
 	if err != nil {
 		return nil, err
@@ -99,6 +111,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	n.admin = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	adminv1.RegisterAdminServer(n.admin, srv.Admin)
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.admin, n.health)
 	go serveGRPC(log, "admin", n.admin, lis)
 	log.Info("server node ready", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
 		"ca_expires", authority.NotAfter().Format(time.RFC3339))
@@ -125,6 +139,9 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 
 // Stop shuts the node down: API first, then the ledger recorder, then the store.
 func (n *serverNode) Stop() {
+	if n.health != nil {
+		n.health.Shutdown()
+	}
 	if n.admin != nil {
 		stopGRPC(n.admin, time.Second)
 	}

@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Files of an agent's identity in its data dir.
+const (
+	identityKeyFile    = "agent_svid.key"
+	identityCertFile   = "agent_svid.pem"
+	identityBundleFile = "bundle.pem"
+)
+
+// ErrNoIdentity is returned by LoadIdentity when the data dir holds no usable agent SVID.
+var ErrNoIdentity = errors.New("no usable agent SVID")
+
+// Identity is the agent's own SVID and the trust bundle it verifies servers with. It is an
+// x509svid.Source and an x509bundle.Source for TLS, and keeps itself on disk (key 0600) so a restarted
+// agent needs no new join token.
+type Identity struct {
+	dir string
+	td  spiffeid.TrustDomain
+
+	mu     sync.RWMutex
+	key    crypto.Signer
+	chain  []*x509.Certificate
+	bundle []*x509.Certificate
+}
+
+// NewIdentity returns an identity with only a bootstrap bundle (before attestation).
+func NewIdentity(dir string, td spiffeid.TrustDomain, bundle []*x509.Certificate) *Identity {
+	return &Identity{dir: dir, td: td, bundle: bundle}
+}
+
+// LoadIdentity reads the agent SVID, key and bundle from dir. It returns ErrNoIdentity (wrapped) when
+// there is none or the SVID has expired: the agent must attest again.
+func LoadIdentity(dir string, td spiffeid.TrustDomain, now time.Time) (*Identity, error) {
+	keyPath := filepath.Join(dir, identityKeyFile)
+	keyPEM, err := os.ReadFile(keyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("agent: %s: %w", dir, ErrNoIdentity)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: read %s: %w", keyPath, err)
+	}
+	if fi, err := os.Stat(keyPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("agent: %s is readable by others (mode %o): chmod 600 %s", keyPath, fi.Mode().Perm(), keyPath)
+	}
+	certPath := filepath.Join(dir, identityCertFile)
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("agent: read %s: %w", certPath, err)
+	}
+	svid, err := x509svid.Parse(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %s: %w", certPath, err)
+	}
+	if svid.ID.TrustDomain() != td {
+		return nil, fmt.Errorf("agent: %s is for trust domain %q, this agent is configured for %q", certPath, svid.ID.TrustDomain().Name(), td.Name())
+	}
+	if !now.Before(svid.Certificates[0].NotAfter) {
+		return nil, fmt.Errorf("agent: %s expired at %s: %w", certPath, svid.Certificates[0].NotAfter.Format(time.RFC3339), ErrNoIdentity)
+	}
+	bundlePath := filepath.Join(dir, identityBundleFile)
+	bundle, err := x509bundle.Load(td, bundlePath)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %s: %w", bundlePath, err)
+	}
+	return &Identity{dir: dir, td: td, key: svid.PrivateKey, chain: svid.Certificates, bundle: bundle.X509Authorities()}, nil
+}
+
+// ID returns the agent's SPIFFE ID ("" before attestation).
+func (id *Identity) ID() string {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	if len(id.chain) == 0 {
+		return ""
+	}
+	return id.chain[0].URIs[0].String()
+}
+
+// NotAfter returns the agent SVID's expiry and the time to renew it (half its life).
+func (id *Identity) NotAfter() (notAfter, renewAt time.Time) {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	if len(id.chain) == 0 {
+		return time.Time{}, time.Time{}
+	}
+	c := id.chain[0]
+	return c.NotAfter, c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
+}
+
+// GetX509SVID implements x509svid.Source.
+func (id *Identity) GetX509SVID() (*x509svid.SVID, error) {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	if len(id.chain) == 0 {
+		return nil, errors.New("agent: not attested yet")
+	}
+	sid, err := spiffeid.FromURI(id.chain[0].URIs[0])
+	if err != nil {
+		return nil, err
+	}
+	return &x509svid.SVID{ID: sid, Certificates: id.chain, PrivateKey: id.key}, nil
+}
+
+// GetX509BundleForTrustDomain implements x509bundle.Source.
+func (id *Identity) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td != id.td {
+		return nil, fmt.Errorf("agent: no bundle for trust domain %q", td.Name())
+	}
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return x509bundle.FromX509Authorities(td, id.bundle), nil
+}
+
+// newKeyCSR returns a fresh key and a CSR for the agent's ID (none before attestation).
+func newAgentKeyCSR(spiffeID string) (*ecdsa.PrivateKey, []byte, error) {
+	if spiffeID != "" {
+		return newKeyAndCSR(spiffeID)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: generate key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: create CSR: %w", err)
+	}
+	return key, csr, nil
+}
+
+// setSVID installs a new SVID for key and writes it to disk.
+func (id *Identity) setSVID(key crypto.Signer, chainDER [][]byte) error {
+	if len(chainDER) == 0 {
+		return errors.New("agent: server returned no SVID")
+	}
+	var chain []*x509.Certificate
+	for _, der := range chainDER {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("agent: server returned an unparsable SVID: %w", err)
+		}
+		chain = append(chain, c)
+	}
+	if !publicKeyEqual(chain[0].PublicKey, key.Public()) {
+		return errors.New("agent: server returned an SVID for another key")
+	}
+	id.mu.Lock()
+	id.key, id.chain = key, chain
+	id.mu.Unlock()
+	return id.save()
+}
+
+// SetBundle replaces the trust bundle (from the server's sync stream) and writes it to disk.
+func (id *Identity) SetBundle(roots []*x509.Certificate) error {
+	id.mu.Lock()
+	id.bundle = roots
+	id.mu.Unlock()
+	return id.save()
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}
+
+type identityFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// save writes key (0600), SVID and bundle atomically into the data dir (0700).
+func (id *Identity) save() error {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	if err := os.MkdirAll(id.dir, 0o700); err != nil {
+		return fmt.Errorf("agent: data dir %s: %w", id.dir, err)
+	}
+	var files []identityFile
+	if id.key != nil {
+		keyDER, err := x509.MarshalPKCS8PrivateKey(id.key)
+		if err != nil {
+			return fmt.Errorf("agent: encode key: %w", err)
+		}
+		var certs []byte
+		for _, c := range id.chain {
+			certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+		files = append(files,
+			identityFile{identityKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
+			identityFile{identityCertFile, certs, 0o644})
+	}
+	var bundle []byte
+	for _, c := range id.bundle {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	files = append(files, identityFile{identityBundleFile, bundle, 0o644})
+	for _, f := range files {
+		if err := writeAtomic(filepath.Join(id.dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("agent: write %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Remove deletes the agent's SVID and key from disk (after eviction); the bundle stays.
+func (id *Identity) Remove() error {
+	id.mu.Lock()
+	id.key, id.chain = nil, nil
+	id.mu.Unlock()
+	var errs []error
+	for _, f := range []string{identityKeyFile, identityCertFile} {
+		if err := os.Remove(filepath.Join(id.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// serverAuthorizer accepts only Signet servers of the trust domain (spiffe://<td>/signet/server/…).
+func serverAuthorizer(td spiffeid.TrustDomain) tlsconfig.Authorizer {
+	return tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), "/signet/server/") {
+			return fmt.Errorf("%s is not a Signet server of trust domain %q", id, td.Name())
+		}
+		return nil
+	})
+}
+
+func dialOptions(tlsConf *tls.Config) []grpc.DialOption {
+	tlsConf.MinVersion = tls.VersionTLS13
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		// Notice a dead server (or network) within seconds, not at the next write.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 15 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// ServerConn is an agent's mTLS connection to its server, authenticated with its Identity. It is an
+// agentv1.AgentClient; after the agent SVID is renewed the connection is replaced, so every connection
+// presents a current SVID.
+type ServerConn struct {
+	addr string
+	id   *Identity
+	td   spiffeid.TrustDomain
+
+	mu     sync.RWMutex
+	conn   *grpc.ClientConn
+	client agentv1.AgentClient
+}
+
+var _ agentv1.AgentClient = (*ServerConn)(nil)
+
+// Dial connects to the agent API at addr (host:port) with the identity's SVID and bundle.
+func Dial(addr string, id *Identity, td spiffeid.TrustDomain) (*ServerConn, error) {
+	c := &ServerConn{addr: addr, id: id, td: td}
+	if err := c.reconnect(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *ServerConn) reconnect() error {
+	conf := tlsconfig.MTLSClientConfig(c.id, c.id, serverAuthorizer(c.td))
+	conn, err := grpc.NewClient(c.addr, dialOptions(conf)...)
+	if err != nil {
+		return fmt.Errorf("agent: server address %q: %w", c.addr, err)
+	}
+	c.mu.Lock()
+	old := c.conn
+	c.conn, c.client = conn, agentv1.NewAgentClient(conn)
+	c.mu.Unlock()
+	if old != nil {
+		// Streams on the old connection end; their owners reconnect on the new one.
+		old.Close()
+	}
+	return nil
+}
+
+func (c *ServerConn) current() agentv1.AgentClient {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.client
+}
+
+// Close closes the connection.
+func (c *ServerConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn.Close()
+}
+
+func (c *ServerConn) AttestAgent(ctx context.Context, in *agentv1.AttestAgentRequest, opts ...grpc.CallOption) (*agentv1.AttestAgentResponse, error) {
+	return c.current().AttestAgent(ctx, in, opts...)
+}
+
+func (c *ServerConn) RenewAgent(ctx context.Context, in *agentv1.RenewAgentRequest, opts ...grpc.CallOption) (*agentv1.RenewAgentResponse, error) {
+	return c.current().RenewAgent(ctx, in, opts...)
+}
+
+func (c *ServerConn) SyncEntries(ctx context.Context, in *agentv1.SyncEntriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[agentv1.SyncEntriesResponse], error) {
+	return c.current().SyncEntries(ctx, in, opts...)
+}
+
+func (c *ServerConn) SignX509SVIDs(ctx context.Context, in *agentv1.SignX509SVIDsRequest, opts ...grpc.CallOption) (*agentv1.SignX509SVIDsResponse, error) {
+	return c.current().SignX509SVIDs(ctx, in, opts...)
+}
+
+func (c *ServerConn) SignJWTSVID(ctx context.Context, in *agentv1.SignJWTSVIDRequest, opts ...grpc.CallOption) (*agentv1.SignJWTSVIDResponse, error) {
+	return c.current().SignJWTSVID(ctx, in, opts...)
+}
+
+// RunRenewal renews the agent SVID at half life until ctx ends, replacing the connection after each
+// renewal. A refusal that means the agent was evicted or banned (PermissionDenied) is returned; other
+// failures are retried with backoff while the current SVID is still valid.
+func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
+	for attempt := 0; ; {
+		_, renewAt := c.id.NotAfter()
+		wait := time.Until(renewAt)
+		if attempt > 0 {
+			wait = backoff(attempt)
+		}
+		select {
+		case <-time.After(max(wait, 0)):
+		case <-ctx.Done():
+			return nil
+		}
+		err := c.renew(ctx)
+		switch {
+		case err == nil:
+			attempt = 0
+			notAfter, _ := c.id.NotAfter()
+			log.Info("agent SVID renewed", "expires_at", notAfter.Format(time.RFC3339))
+		case status.Code(err) == codes.PermissionDenied:
+			return err
+		case ctx.Err() != nil:
+			return nil
+		default:
+			attempt++
+			notAfter, _ := c.id.NotAfter()
+			log.Warn("agent SVID renewal failed; retrying", "error", err, "svid_expires_at", notAfter.Format(time.RFC3339))
+		}
+	}
+}
+
+func (c *ServerConn) renew(ctx context.Context) error {
+	key, csr, err := newAgentKeyCSR(c.id.ID())
+	if err != nil {
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := c.RenewAgent(callCtx, &agentv1.RenewAgentRequest{Csr: csr})
+	if err != nil {
+		return fmt.Errorf("agent: renew SVID: %w", err)
+	}
+	if err := c.id.setSVID(key, resp.SvidChain); err != nil {
+		return err
+	}
+	return c.reconnect()
+}
+
+// AttestConfig configures join-token attestation.
+type AttestConfig struct {
+	Address     string
+	TrustDomain spiffeid.TrustDomain
+	DataDir     string
+	JoinToken   string
+	// Bundle verifies the server. Nil only with Insecure.
+	Bundle []*x509.Certificate
+	// Insecure skips verifying the server during attestation (the bundle it returns is then trusted).
+	Insecure bool
+	Logger   *slog.Logger
+}
+
+// Attest proves the node to the server with a join token and stores the agent SVID it receives. While the
+// server is unreachable it retries with backoff (logging each failure); a refusal is returned at once.
+func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
+	if cfg.JoinToken == "" {
+		return nil, errors.New("agent: a join token is required to attest (create one with: signet token create --owner NAME)")
+	}
+	if len(cfg.Bundle) == 0 && !cfg.Insecure {
+		return nil, errors.New("agent: no trust bundle to verify the server with: set trust_bundle_path (signet bundle show > bundle.pem) or insecure_bootstrap")
+	}
+	var conf *tls.Config
+	if cfg.Insecure {
+		cfg.Logger.Warn("insecure bootstrap: the server is not verified during attestation; anyone able to intercept this connection can impersonate it")
+		conf = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // documented, opt-in
+	} else {
+		conf = tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(cfg.TrustDomain, cfg.Bundle), serverAuthorizer(cfg.TrustDomain))
+	}
+	conn, err := grpc.NewClient(cfg.Address, dialOptions(conf)...)
+	if err != nil {
+		return nil, fmt.Errorf("agent: server address %q: %w", cfg.Address, err)
+	}
+	defer conn.Close()
+	client := agentv1.NewAgentClient(conn)
+	key, csr, err := newAgentKeyCSR("")
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		callCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		resp, err := client.AttestAgent(callCtx, &agentv1.AttestAgentRequest{JoinToken: cfg.JoinToken, Csr: csr})
+		cancel()
+		if err == nil {
+			return installAttestation(cfg, key, resp)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("agent: attest: %w", ctx.Err())
+		}
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			wait := backoff(attempt)
+			cfg.Logger.Error("server unreachable; retrying attestation", "server", cfg.Address, "error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("agent: attest: %w", ctx.Err())
+			}
+		default:
+			return nil, fmt.Errorf("agent: attestation refused by %s: %s", cfg.Address, status.Convert(err).Message())
+		}
+	}
+}
+
+func installAttestation(cfg AttestConfig, key *ecdsa.PrivateKey, resp *agentv1.AttestAgentResponse) (*Identity, error) {
+	var roots []*x509.Certificate
+	if b := resp.GetBundle(); b != nil {
+		for i, der := range b.X509Authorities {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("agent: bundle authority %d from server: %w", i, err)
+			}
+			roots = append(roots, c)
+		}
+	}
+	if len(roots) == 0 {
+		return nil, errors.New("agent: server returned no trust bundle")
+	}
+	id := NewIdentity(cfg.DataDir, cfg.TrustDomain, roots)
+	if err := id.setSVID(key, resp.SvidChain); err != nil {
+		return nil, err
+	}
+	// The SVID must chain to the bundle it came with and carry the ID the server announced.
+	svid, err := id.GetX509SVID()
+	if err != nil {
+		return nil, err
+	}
+	got, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(cfg.TrustDomain, roots))
+	if err != nil || got.String() != resp.SpiffeId {
+		id.Remove()
+		return nil, fmt.Errorf("agent: server returned an SVID that does not verify as %s: %v", resp.SpiffeId, err)
+	}
+	return id, nil
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/agent"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+)
+
+func newAgentCmd() *cobra.Command {
+	var configPath, joinToken string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
+		Long: `Run a node agent: it attests its node to the server (the first time with a join token), keeps its
+agent SVID in its data dir (0600) and renews it at half life, syncs the entries it may issue, and serves
+the SPIFFE Workload API on a Unix socket.
+
+Trust bootstrap: the agent verifies the server with the bundle in trust_bundle_path ('signet bundle show'
+on the server). insecure_bootstrap skips that verification for the first contact only; it is unsafe on
+any network an attacker can reach.
+
+Every configuration key, with its default, is in docs/configuration.md; examples/config/agent.yaml is a
+commented example.`,
+		Example: `  signet agent --config /etc/signet/agent.yaml --join-token 3f2a…
+  signet agent list
+  signet agent evict spiffe://example.org/signet/agent/join_token/3f2a…`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usagef("--config is required (see examples/config/agent.yaml)")
+			}
+			return runAgent(cmd.Context(), configPath, joinToken)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file (YAML)")
+	cmd.Flags().StringVar(&joinToken, "join-token", "", "join token for the first attestation (from 'signet token create')")
+	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd())
+	return cmd
+}
+
+func runAgent(ctx context.Context, path, joinToken string) error {
+	c, td, mode, err := loadAgentConfig(path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.LogLevel)
+	if err != nil {
+		return err
+	}
+	id, err := agent.LoadIdentity(c.DataDir, td, time.Now())
+	switch {
+	case errors.Is(err, agent.ErrNoIdentity):
+		if joinToken == "" {
+			return fmt.Errorf("agent: no agent SVID in %s yet: start the agent with --join-token (create one on the server with 'signet token create --owner NAME')", c.DataDir)
+		}
+		var bundle []*x509.Certificate
+		if c.TrustBundlePath != "" {
+			b, err := x509bundle.Load(td, c.TrustBundlePath)
+			if err != nil {
+				return fmt.Errorf("config %s: trust_bundle_path: %w", path, err)
+			}
+			bundle = b.X509Authorities()
+		}
+		id, err = agent.Attest(ctx, agent.AttestConfig{Address: c.ServerAddress, TrustDomain: td, DataDir: c.DataDir,
+			JoinToken: joinToken, Bundle: bundle, Insecure: c.InsecureBootstrap, Logger: log})
+		if err != nil {
+			return err
+		}
+		log.Info("node attested", "agent", id.ID())
+	case err != nil:
+		return err
+	case joinToken != "":
+		log.Info("already attested; --join-token is not needed and was not used", "agent", id.ID())
+	}
+
+	conn, err := agent.Dial(c.ServerAddress, id, td)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var revokedOnce sync.Once
+	var revoked error
+	onRevoked := func(err error) {
+		revokedOnce.Do(func() {
+			revoked = err
+			if rmErr := id.Remove(); rmErr != nil {
+				log.Error("could not remove the revoked agent SVID", "error", rmErr)
+			}
+			stop()
+		})
+	}
+	an, err := startAgentNode(runCtx, agentNodeConfig{TrustDomain: td, Client: conn, WorkloadSocket: c.SocketPath,
+		SocketDirMode: 0o755, SocketMode: mode, Logger: log, OnRevoked: onRevoked,
+		OnBundle: func(roots []*x509.Certificate) {
+			if err := id.SetBundle(roots); err != nil {
+				log.Error("could not persist the trust bundle", "error", err)
+			}
+		}})
+	if err != nil {
+		return err
+	}
+	defer an.Stop()
+	go func() {
+		if err := conn.RunRenewal(runCtx, log); err != nil {
+			onRevoked(err)
+		}
+	}()
+	fmt.Printf("Signet agent %s is running (server %s).\n", id.ID(), c.ServerAddress)
+	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", c.SocketPath)
+	<-runCtx.Done()
+	if revoked != nil {
+		return fmt.Errorf("agent %s: the server refused this agent (%v); it was evicted or banned: attest again with a new join token", id.ID(), revoked)
+	}
+	log.Info("shutting down")
+	return nil
+}
+

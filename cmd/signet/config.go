@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+)
+
+// Configuration files are YAML, decoded strictly: an unknown key or a value of the wrong type is an
+// error naming the file and line. docs/configuration.md documents every key; examples/config/ has
+// commented examples.
+
+// serverFileConfig is the server's configuration file.
+type serverFileConfig struct {
+	TrustDomain  string        `yaml:"trust_domain"`
+	DataDir      string        `yaml:"data_dir"`
+	BindAddress  string        `yaml:"bind_address"`
+	AdminSocket  string        `yaml:"admin_socket"`
+	AdminUIDs    []uint32      `yaml:"admin_uids"`
+	LogLevel     string        `yaml:"log_level"`
+	AgentSVIDTTL time.Duration `yaml:"agent_svid_ttl"`
+	CA           struct {
+		TTL time.Duration `yaml:"ttl"`
+	} `yaml:"ca"`
+	Raft struct {
+		NodeID           string `yaml:"node_id"`
+		BindAddress      string `yaml:"bind_address"`
+		AdvertiseAddress string `yaml:"advertise_address"`
+		Bootstrap        *bool  `yaml:"bootstrap"`
+	} `yaml:"raft"`
+}
+
+// agentFileConfig is the agent's configuration file.
+type agentFileConfig struct {
+	TrustDomain       string `yaml:"trust_domain"`
+	ServerAddress     string `yaml:"server_address"`
+	DataDir           string `yaml:"data_dir"`
+	SocketPath        string `yaml:"socket_path"`
+	SocketMode        string `yaml:"socket_mode"`
+	TrustBundlePath   string `yaml:"trust_bundle_path"`
+	InsecureBootstrap bool   `yaml:"insecure_bootstrap"`
+	LogLevel          string `yaml:"log_level"`
+}
+
+// maxConfigSize bounds configuration files.
+const maxConfigSize = 1 << 20
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
+
+// decodeConfig reads path into v, strictly.
+func decodeConfig(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(b) > maxConfigSize {
+		return fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err = dec.Decode(v)
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: the file is empty", path)
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			msgs[i] = path + ":" + strings.TrimPrefix(rewriteYAMLError(m), "line ")
+		}
+		return errors.New(strings.Join(msgs, "\n"))
+	}
+	if err != nil {
+		return fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}
+
+// rewriteYAMLError turns yaml's messages into ones that name the key: "line 3: field foo not found in
+// type main.serverFileConfig" becomes "line 3: unknown key \"foo\"".
+func rewriteYAMLError(m string) string {
+	if rest, ok := strings.CutPrefix(yamlLineRE.ReplaceAllString(m, ""), "field "); ok {
+		if key, _, ok := strings.Cut(rest, " not found in type"); ok {
+			line := yamlLineRE.FindStringSubmatch(m)
+			n := ""
+			if line != nil {
+				n = line[1]
+			}
+			return "line " + n + ": unknown key " + strconv.Quote(key) + " (see docs/configuration.md)"
+		}
+	}
+	return m
+}
+
+// configError names the file and key of a bad value.
+func configError(path, key, format string, args ...any) error {
+	return fmt.Errorf("config %s: %s: %s", path, key, fmt.Sprintf(format, args...))
+}
+
+func requireTrustDomain(path, v string) (spiffeid.TrustDomain, error) {
+	if v == "" {
+		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "is required (e.g. example.org)")
+	}
+	td, err := spiffeid.TrustDomainFromString(v)
+	if err != nil {
+		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%q: %v", v, err)
+	}
+	return td, nil
+}
+
+func requireAbs(path, key, v string) error {
+	if v == "" {
+		return configError(path, key, "is required")
+	}
+	if !filepath.IsAbs(v) {
+		return configError(path, key, "%q must be an absolute path", v)
+	}
+	return nil
+}
+
+func checkLogLevel(path, v string) error {
+	switch v {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return configError(path, "log_level", "%q: want debug, info, warn or error", v)
+}
+
+// Defaults of the configuration files (documented in docs/configuration.md).
+const (
+	defaultServerBind   = "0.0.0.0:8081"
+	defaultRaftBind     = "127.0.0.1:8300"
+	defaultAgentSocket  = "/run/signet/agent.sock"
+	defaultSocketMode   = "0666"
+	defaultServerAdmin  = "/run/signet/admin.sock"
+	defaultLogLevel     = "info"
+	defaultAgentDataDir = "/var/lib/signet/agent"
+)
+
+// loadServerConfig reads and validates a server configuration file, filling defaults.
+func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, error) {
+	var c serverFileConfig
+	if err := decodeConfig(path, &c); err != nil {
+		return c, spiffeid.TrustDomain{}, err
+	}
+	td, err := requireTrustDomain(path, c.TrustDomain)
+	if err != nil {
+		return c, td, err
+	}
+	if err := requireAbs(path, "data_dir", c.DataDir); err != nil {
+		return c, td, err
+	}
+	if c.BindAddress == "" {
+		c.BindAddress = defaultServerBind
+	}
+	if c.AdminSocket == "" {
+		c.AdminSocket = defaultServerAdmin
+	}
+	if err := requireAbs(path, "admin_socket", c.AdminSocket); err != nil {
+		return c, td, err
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = defaultLogLevel
+	}
+	if err := checkLogLevel(path, c.LogLevel); err != nil {
+		return c, td, err
+	}
+	if c.AgentSVIDTTL == 0 {
+		c.AgentSVIDTTL = time.Hour
+	}
+	if c.AgentSVIDTTL < time.Minute || c.AgentSVIDTTL > 30*24*time.Hour {
+		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
+	}
+	if c.CA.TTL == 0 {
+		c.CA.TTL = 365 * 24 * time.Hour
+	}
+	if c.CA.TTL < time.Hour {
+		return c, td, configError(path, "ca.ttl", "%s: must be at least 1h", c.CA.TTL)
+	}
+	if c.Raft.BindAddress == "" {
+		c.Raft.BindAddress = defaultRaftBind
+	}
+	if c.Raft.Bootstrap == nil {
+		t := true
+		c.Raft.Bootstrap = &t
+	}
+	return c, td, nil
+}
+
+// loadAgentConfig reads and validates an agent configuration file, filling defaults.
+func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.FileMode, error) {
+	var c agentFileConfig
+	if err := decodeConfig(path, &c); err != nil {
+		return c, spiffeid.TrustDomain{}, 0, err
+	}
+	td, err := requireTrustDomain(path, c.TrustDomain)
+	if err != nil {
+		return c, td, 0, err
+	}
+	if c.ServerAddress == "" {
+		return c, td, 0, configError(path, "server_address", "is required (host:port of the server's agent API)")
+	}
+	if c.DataDir == "" {
+		c.DataDir = defaultAgentDataDir
+	}
+	if err := requireAbs(path, "data_dir", c.DataDir); err != nil {
+		return c, td, 0, err
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = defaultAgentSocket
+	}
+	if err := requireAbs(path, "socket_path", c.SocketPath); err != nil {
+		return c, td, 0, err
+	}
+	if c.SocketMode == "" {
+		c.SocketMode = defaultSocketMode
+	}
+	mode, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return c, td, 0, configError(path, "socket_mode", "%q: want an octal file mode such as \"0666\"", c.SocketMode)
+	}
+	if c.TrustBundlePath != "" {
+		if err := requireAbs(path, "trust_bundle_path", c.TrustBundlePath); err != nil {
+			return c, td, 0, err
+		}
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = defaultLogLevel
+	}
+	if err := checkLogLevel(path, c.LogLevel); err != nil {
+		return c, td, 0, err
+	}
+	return c, td, os.FileMode(mode), nil
+}

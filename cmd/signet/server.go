@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+)
+
+func newServerCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a Signet server node",
+		Long: `Run a server node: the registry, the CA and the issuance ledger in Raft, the agent API on TCP
+(TLS 1.3; agents authenticate with their agent SVID) and the admin API on a local Unix socket.
+
+Every configuration key, with its default, is in docs/configuration.md; examples/config/server.yaml is a
+commented example.`,
+		Example: `  signet server --config /etc/signet/server.yaml
+  signet bundle show > bundle.pem          # the trust bundle agents bootstrap with
+  signet token create --owner alice --ttl 10m`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usagef("--config is required (see examples/config/server.yaml)")
+			}
+			return runServer(cmd.Context(), configPath)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "server configuration file (YAML)")
+	return cmd
+}
+
+func runServer(ctx context.Context, path string) error {
+	c, td, err := loadServerConfig(path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(c.LogLevel)
+	if err != nil {
+		return err
+	}
+	uids := c.AdminUIDs
+	if len(uids) == 0 {
+		uids = adminUIDs(uint32(os.Getuid()))
+	}
+	// Bind the agent API first: a taken port fails before any state is touched.
+	lis, err := net.Listen("tcp", c.BindAddress)
+	if err != nil {
+		return fmt.Errorf("config %s: bind_address %q: %w", path, c.BindAddress, err)
+	}
+	defer lis.Close()
+	node, err := startServerNode(ctx, serverNodeConfig{
+		DataDir: c.DataDir, TrustDomain: td, AdminSocket: c.AdminSocket, AdminUIDs: uids,
+		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
+		Bootstrap: *c.Raft.Bootstrap, CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer node.Stop()
+	tlsConf, err := server.ServerTLSConfig(node.ca, node.store, node.store.NodeID())
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	agentv1.RegisterAgentServer(g, node.srv.Agent)
+	go serveGRPC(log, "agent-api", g, lis)
+	defer stopGRPC(g, 2*time.Second)
+
+	fmt.Printf("Signet server %s is running (trust domain %s).\n", node.store.NodeID(), td.Name())
+	fmt.Printf("Agent API: %s (TLS 1.3). Admin socket: %s\n", lis.Addr(), c.AdminSocket)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
