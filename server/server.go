@@ -36,8 +36,8 @@ type Config struct {
 	DefaultParentID string
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
 	AgentSVIDTTL time.Duration
-	Clock           func() time.Time
-	Logger          *slog.Logger
+	Clock        func() time.Time
+	Logger       *slog.Logger
 }
 
 // Server bundles the components of one server node.

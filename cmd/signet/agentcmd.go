@@ -123,4 +123,3 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	log.Info("shutting down")
 	return nil
 }
-

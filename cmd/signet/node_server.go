@@ -23,16 +23,16 @@ import (
 
 // serverNodeConfig is what a server node is started from (by 'signet dev' now, 'signet server' later).
 type serverNodeConfig struct {
-	DataDir         string
-	TrustDomain     spiffeid.TrustDomain
-	AdminSocket     string
-	AdminUIDs       []uint32
-	NodeID          string
-	RaftBind        string
-	RaftAdvertise   string
-	Bootstrap       bool
-	FastElection    bool // single-node dev: elect within a few hundred ms
-	CATTL           time.Duration
+	DataDir       string
+	TrustDomain   spiffeid.TrustDomain
+	AdminSocket   string
+	AdminUIDs     []uint32
+	NodeID        string
+	RaftBind      string
+	RaftAdvertise string
+	Bootstrap     bool
+	FastElection  bool // single-node dev: elect within a few hundred ms
+	CATTL         time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth       server.Authenticator
 	AgentSVIDTTL    time.Duration
