@@ -35,9 +35,14 @@ func (s *x509SVID) mintedFor(e *agentv1.Entry) bool {
 	return s.spiffeID == e.SpiffeId && s.x509TTL == e.X509TtlSeconds && slices.Equal(s.dnsNames, e.DnsNames)
 }
 
-// rotateAt is half-way through the SVID's life.
+// rotateAt is half-way through the SVID's life, counted from issuance: NotBefore is backdated for
+// clock skew, so the lifetime the entry asked for (x509TTL) is what is halved.
 func (s *x509SVID) rotateAt() time.Time {
-	return s.notBefore.Add(s.notAfter.Sub(s.notBefore) / 2)
+	life := s.notAfter.Sub(s.notBefore)
+	if ttl := time.Duration(s.x509TTL) * time.Second; ttl > 0 && ttl < life {
+		life = ttl
+	}
+	return s.notAfter.Add(-life / 2)
 }
 
 // mintRetry is how long an entry whose SVID request failed waits before it is tried again.
