@@ -237,4 +237,3 @@ func (a *testAgent) startFailing(t testing.TB, token string) (int, string) {
 	code := a.waitExit(30 * time.Second)
 	return code, a.stderr.String()
 }
-
