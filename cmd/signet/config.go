@@ -72,6 +72,15 @@ func decodeConfig(path string, v any) error {
 	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: the file is empty", path)
 	}
+	if err != nil {
+		return yamlError("config", path, err)
+	}
+	return nil
+}
+
+// yamlError describes a YAML decoding error as "path:LINE: message", one line per problem, naming
+// unknown keys; what ("config", "entry import") prefixes errors without a line.
+func yamlError(what, path string, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs := make([]string, len(te.Errors))
@@ -80,10 +89,7 @@ func decodeConfig(path string, v any) error {
 		}
 		return errors.New(strings.Join(msgs, "\n"))
 	}
-	if err != nil {
-		return fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
-	}
-	return nil
+	return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
 }
 
 // rewriteYAMLError turns yaml's messages into ones that name the key: "line 3: field foo not found in

@@ -405,3 +405,44 @@ func TestWorkloadCLI(t *testing.T) {
 		t.Fatalf("jwt fetch without audience: exit %d, %s", code, stderr)
 	}
 }
+
+// TestEntryImport: many entries in one call; each item succeeds or fails on its own.
+func TestEntryImport(t *testing.T) {
+	d := startDev(t, newDevDirs(t))
+	_, owner := devIdentity(t)
+	file := filepath.Join(t.TempDir(), "entries.yaml")
+	writeFile(t, file, `- spiffe_id: spiffe://example.org/batch/a
+  selectors: [unix:uid:7001]
+  owner: `+owner+`
+  purpose: batch a
+  x509_ttl: 30m
+- spiffe_id: spiffe://example.org/batch/b
+  selectors: [unix:uid:7002, unix:gid:7002]
+  owner: nobody-here
+  purpose: batch b
+- spiffe_id: spiffe://example.org/batch/c
+  selectors: [unix:uid:7003]
+  owner: `+owner+`
+  purpose: batch c
+  jwt_unique: true
+`)
+	out, stderr, code := d.cli("entry", "import", file)
+	if code != exitFailure || !strings.Contains(out, "Created 2 of 3") || !strings.Contains(stderr, "entry 2 (spiffe://example.org/batch/b)") || !strings.Contains(stderr, "owner not found") {
+		t.Fatalf("import: exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	entries := decodeJSON[[]entryView](t, d.mustCLI("entry", "list", "-o", "json"))
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.SPIFFEID)
+		if e.SPIFFEID == "spiffe://example.org/batch/a" && e.X509TTL != "30m0s" {
+			t.Fatalf("imported TTL: %+v", e)
+		}
+	}
+	if !slices.Contains(ids, "spiffe://example.org/batch/a") || !slices.Contains(ids, "spiffe://example.org/batch/c") || slices.Contains(ids, "spiffe://example.org/batch/b") {
+		t.Fatalf("entries after import: %v", ids)
+	}
+	writeFile(t, file, "- spiffe_id: spiffe://example.org/x\n  selector: [unix:uid:1]\n")
+	if _, stderr, code := d.cli("entry", "import", file); code != exitUsage || !strings.Contains(stderr, `unknown key "selector"`) || !strings.Contains(stderr, "line 2") {
+		t.Fatalf("import with an unknown key: exit %d, %s", code, stderr)
+	}
+}

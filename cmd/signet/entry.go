@@ -18,7 +18,7 @@ func newEntryCmd() *cobra.Command {
 		Use:   "entry",
 		Short: "Manage registration entries (who gets which SPIFFE ID)",
 	}
-	cmd.AddCommand(newEntryCreateCmd(), newEntryListCmd(), newEntryShowCmd(), newEntryDeleteCmd())
+	cmd.AddCommand(newEntryCreateCmd(), newEntryImportCmd(), newEntryListCmd(), newEntryShowCmd(), newEntryDeleteCmd())
 	return cmd
 }
 
@@ -33,6 +33,7 @@ type entryCreateOptions struct {
 	jwtTTL    time.Duration
 	dnsNames  []string
 	expiresAt string
+	jwtUnique bool
 	output    string
 }
 
@@ -61,6 +62,7 @@ func newEntryCreateCmd() *cobra.Command {
 	f.DurationVar(&o.jwtTTL, "jwt-ttl", time.Hour, "lifetime of JWT-SVIDs")
 	f.StringArrayVar(&o.dnsNames, "dns-name", nil, "DNS name to add to X.509-SVIDs; repeat for more")
 	f.StringVar(&o.expiresAt, "expires-at", "", "time after which the entry is no longer issued (RFC 3339)")
+	f.BoolVar(&o.jwtUnique, "jwt-unique", false, "give every JWT-SVID a fresh jti (agents never serve one from cache)")
 	return cmd
 }
 
@@ -113,7 +115,8 @@ func (o entryCreateOptions) toEntry() (*adminv1.Entry, error) {
 		return nil, usagef("--jwt-ttl %s: must be positive", o.jwtTTL)
 	}
 	e := &adminv1.Entry{SpiffeId: o.spiffeID, ParentId: o.parentID, Owner: o.owner, Purpose: o.purpose,
-		X509TtlSeconds: int64(o.x509TTL / time.Second), JwtTtlSeconds: int64(o.jwtTTL / time.Second), DnsNames: o.dnsNames}
+		X509TtlSeconds: int64(o.x509TTL / time.Second), JwtTtlSeconds: int64(o.jwtTTL / time.Second), DnsNames: o.dnsNames,
+		JwtUnique: o.jwtUnique}
 	if o.x509TTL%time.Second != 0 || o.jwtTTL%time.Second != 0 {
 		return nil, usagef("--x509-ttl and --jwt-ttl must be whole seconds")
 	}
