@@ -73,19 +73,19 @@ func decodeConfig(path string, v any) error {
 		return fmt.Errorf("config %s: the file is empty", path)
 	}
 	if err != nil {
-		return yamlError("config", path, err)
+		return yamlError("config", path, err, " (see docs/configuration.md)")
 	}
 	return nil
 }
 
 // yamlError describes a YAML decoding error as "path:LINE: message", one line per problem, naming
 // unknown keys; what ("config", "entry import") prefixes errors without a line.
-func yamlError(what, path string, err error) error {
+func yamlError(what, path string, err error, hint string) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs := make([]string, len(te.Errors))
 		for i, m := range te.Errors {
-			msgs[i] = path + ":" + strings.TrimPrefix(rewriteYAMLError(m), "line ")
+			msgs[i] = path + ":" + strings.TrimPrefix(rewriteYAMLError(m, hint), "line ")
 		}
 		return errors.New(strings.Join(msgs, "\n"))
 	}
@@ -94,7 +94,7 @@ func yamlError(what, path string, err error) error {
 
 // rewriteYAMLError turns yaml's messages into ones that name the key: "line 3: field foo not found in
 // type main.serverFileConfig" becomes "line 3: unknown key \"foo\"".
-func rewriteYAMLError(m string) string {
+func rewriteYAMLError(m, hint string) string {
 	if rest, ok := strings.CutPrefix(yamlLineRE.ReplaceAllString(m, ""), "field "); ok {
 		if key, _, ok := strings.Cut(rest, " not found in type"); ok {
 			line := yamlLineRE.FindStringSubmatch(m)
@@ -102,7 +102,7 @@ func rewriteYAMLError(m string) string {
 			if line != nil {
 				n = line[1]
 			}
-			return "line " + n + ": unknown key " + strconv.Quote(key) + " (see docs/configuration.md)"
+			return "line " + n + ": unknown key " + strconv.Quote(key) + hint
 		}
 	}
 	return m

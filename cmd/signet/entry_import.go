@@ -112,7 +112,7 @@ func readImport(path string, stdin io.Reader) ([]*adminv1.Entry, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&items); err != nil {
-		return nil, usageError{yamlError("entry import", path, err)}
+		return nil, usageError{yamlError("entry import", path, err, " (see 'signet entry import --help')")}
 	}
 	if len(items) == 0 {
 		return nil, usagef("entry import %s: no entries (want a list)", path)
