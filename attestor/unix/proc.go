@@ -21,7 +21,7 @@ const startTimeField = 22
 
 // readStartTime returns the start time of pid, in clock ticks since boot.
 func (a *Attestor) readStartTime(pid int32) (uint64, error) {
-	b, err := os.ReadFile(a.procPath(pid, "stat"))
+	b, err := readProcFile(a.procPath(pid, "stat"))
 	if err != nil {
 		return 0, err
 	}
@@ -51,7 +51,7 @@ func parseStartTime(stat []byte) (uint64, error) {
 
 // readIDs returns the real user and group ids of pid from /proc/<pid>/status.
 func (a *Attestor) readIDs(pid int32) (uid, gid uint32, err error) {
-	b, err := os.ReadFile(a.procPath(pid, "status"))
+	b, err := readProcFile(a.procPath(pid, "status"))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -89,4 +89,35 @@ func parseIDs(status []byte) (uid, gid uint32, err error) {
 		return 0, 0, errors.New("status: no Uid or Gid line")
 	}
 	return uid, gid, nil
+}
+
+// procFileMax bounds what is read of one /proc file; stat and status are far smaller.
+const procFileMax = 16 << 10
+
+// readProcFile reads a small /proc file with raw open, read and close system calls: os.ReadFile would
+// also register the file with the runtime's poller, fstat it (size 0 for /proc files) and read again to
+// see EOF, and attestation runs on every Workload API call. A /proc text file is generated whole by the
+// first read that has room for it.
+func readProcFile(path string) ([]byte, error) {
+	fd, err := openReadOnly(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer closeFD(fd)
+	buf := make([]byte, 4096)
+	n := 0
+	for {
+		m, err := readFD(fd, buf[n:])
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		n += m
+		if m == 0 || n < len(buf) {
+			return buf[:n], nil
+		}
+		if len(buf) >= procFileMax {
+			return nil, fmt.Errorf("%s: larger than %d bytes", path, procFileMax)
+		}
+		buf = append(buf, make([]byte, len(buf))...)
+	}
 }
