@@ -59,53 +59,129 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
 
 // decodeConfig reads path into v, strictly.
 func decodeConfig(path string, v any) error {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	if len(b) > maxConfigSize {
 		return fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
 	}
+	return decodeYAML("config", path, b, v, " (see docs/configuration.md)")
+}
+
+// decodeYAML decodes one YAML document strictly into v. Problems are reported one per line as
+// "path:LINE: key \"section.key\": what is wrong", naming unknown keys and keys with values of the wrong
+// type; what ("config", "entry import") prefixes errors that have no line.
+func decodeYAML(what, path string, b []byte, v any, hint string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	err = dec.Decode(v)
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: the file is empty", path)
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s %s: the file is empty", what, path)
+		}
+		return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	if err != nil {
-		return yamlError("config", path, err, " (see docs/configuration.md)")
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s %s: more than one YAML document (another starts after line %d): keep one", what, path, root.Line)
 	}
-	return nil
-}
-
-// yamlError describes a YAML decoding error as "path:LINE: message", one line per problem, naming
-// unknown keys; what ("config", "entry import") prefixes errors without a line.
-func yamlError(what, path string, err error, hint string) error {
+	keys := map[int]string{}
+	indexKeys(&root, "", keys)
+	strict := yaml.NewDecoder(bytes.NewReader(b))
+	strict.KnownFields(true)
+	err := strict.Decode(v)
+	if err == nil {
+		return nil
+	}
 	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			msgs[i] = path + ":" + strings.TrimPrefix(rewriteYAMLError(m, hint), "line ")
-		}
-		return errors.New(strings.Join(msgs, "\n"))
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = path + ":" + describeYAMLProblem(m, keys, hint)
+	}
+	return errors.New(strings.Join(msgs, "\n"))
 }
 
-// rewriteYAMLError turns yaml's messages into ones that name the key: "line 3: field foo not found in
-// type main.serverFileConfig" becomes "line 3: unknown key \"foo\"".
-func rewriteYAMLError(m, hint string) string {
-	if rest, ok := strings.CutPrefix(yamlLineRE.ReplaceAllString(m, ""), "field "); ok {
-		if key, _, ok := strings.Cut(rest, " not found in type"); ok {
-			line := yamlLineRE.FindStringSubmatch(m)
-			n := ""
-			if line != nil {
-				n = line[1]
+// indexKeys records, for each line holding a key (or its value), the key's dotted path; list items are
+// named by position ("[2].selectors").
+func indexKeys(n *yaml.Node, prefix string, lines map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexKeys(c, prefix, lines)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			name := k.Value
+			if prefix != "" {
+				name = prefix + "." + k.Value
 			}
-			return "line " + n + ": unknown key " + strconv.Quote(key) + hint
+			lines[k.Line] = name
+			if _, taken := lines[v.Line]; !taken {
+				lines[v.Line] = name
+			}
+			indexKeys(v, name, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			indexKeys(c, prefix+"["+strconv.Itoa(i+1)+"]", lines)
 		}
 	}
-	return m
+}
+
+var (
+	yamlNotFoundRE  = regexp.MustCompile(`^field (.+) not found in type`)
+	yamlUnmarshalRE = regexp.MustCompile(`^cannot unmarshal (!!\w+) (.*) into (.+)$`)
+)
+
+// friendlyType names the Go type a value was expected to decode into, in configuration terms.
+func friendlyType(goType string) string {
+	switch {
+	case goType == "time.Duration":
+		return "a duration such as 10m or 1h"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "int") || strings.HasPrefix(goType, "uint"):
+		return "a whole number"
+	case goType == "string":
+		return "a string"
+	case goType == "time.Time":
+		return "an RFC 3339 time"
+	default:
+		return "a section of keys"
+	}
+}
+
+// describeYAMLProblem turns one yaml.TypeError line ("line 3: field foo not found in type ...", "line 4:
+// cannot unmarshal !!str `abc` into uint32") into "3: key \"raft.foo\": ...".
+func describeYAMLProblem(m string, keys map[int]string, hint string) string {
+	sub := yamlLineRE.FindStringSubmatch(m)
+	if sub == nil {
+		return " " + m
+	}
+	line, _ := strconv.Atoi(sub[1])
+	rest := yamlLineRE.ReplaceAllString(m, "")
+	if f := yamlNotFoundRE.FindStringSubmatch(rest); f != nil {
+		name := keys[line]
+		if name == "" {
+			name = f[1]
+		}
+		return fmt.Sprintf("%d: unknown key %q%s", line, name, hint)
+	}
+	if u := yamlUnmarshalRE.FindStringSubmatch(rest); u != nil {
+		return fmt.Sprintf("%d: key %q: %s is not %s", line, keys[line], u[2], friendlyType(u[3]))
+	}
+	return fmt.Sprintf("%d: key %q: %s", line, keys[line], rest)
 }
 
 // configError names the file and key of a bad value.
@@ -120,6 +196,9 @@ func requireTrustDomain(path, v string) (spiffeid.TrustDomain, error) {
 	td, err := spiffeid.TrustDomainFromString(v)
 	if err != nil {
 		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%q: %v", v, err)
+	}
+	if td.Name() != v {
+		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%q: want the trust domain name alone, e.g. %q", v, td.Name())
 	}
 	return td, nil
 }
@@ -148,7 +227,7 @@ const (
 	defaultRaftBind     = "127.0.0.1:8300"
 	defaultAgentSocket  = "/run/signet/agent.sock"
 	defaultSocketMode   = "0666"
-	defaultServerAdmin  = "/run/signet/admin.sock"
+	defaultServerAdmin  = "/run/signet/admin/admin.sock"
 	defaultLogLevel     = "info"
 	defaultAgentDataDir = "/var/lib/signet/agent"
 )
@@ -238,6 +317,9 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 	if c.TrustBundlePath != "" {
 		if err := requireAbs(path, "trust_bundle_path", c.TrustBundlePath); err != nil {
 			return c, td, 0, err
+		}
+		if c.InsecureBootstrap {
+			return c, td, 0, configError(path, "insecure_bootstrap", "cannot be true together with trust_bundle_path: choose one (trust_bundle_path is the safe one)")
 		}
 	}
 	if c.LogLevel == "" {

@@ -442,7 +442,7 @@ func TestEntryImport(t *testing.T) {
 		t.Fatalf("entries after import: %v", ids)
 	}
 	writeFile(t, file, "- spiffe_id: spiffe://example.org/x\n  selector: [unix:uid:1]\n")
-	if _, stderr, code := d.cli("entry", "import", file); code != exitUsage || !strings.Contains(stderr, `entries.yaml:2: unknown key "selector"`) {
+	if _, stderr, code := d.cli("entry", "import", file); code != exitUsage || !strings.Contains(stderr, `entries.yaml:2: unknown key "[1].selector"`) {
 		t.Fatalf("import with an unknown key: exit %d, %s", code, stderr)
 	}
 }

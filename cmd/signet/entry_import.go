@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 )
 
@@ -109,10 +107,8 @@ func readImport(path string, stdin io.Reader) ([]*adminv1.Entry, error) {
 		return nil, fmt.Errorf("entry import %s: larger than %d bytes", path, maxImportSize)
 	}
 	var items []importEntry
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&items); err != nil {
-		return nil, usageError{yamlError("entry import", path, err, " (see 'signet entry import --help')")}
+	if err := decodeYAML("entry import", path, b, &items, " (see 'signet entry import --help')"); err != nil {
+		return nil, usageError{err}
 	}
 	if len(items) == 0 {
 		return nil, usagef("entry import %s: no entries (want a list)", path)

@@ -18,7 +18,7 @@ func newHealthcheckCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "healthcheck",
 		Short: "Check a server (--admin-socket) or an agent (--socket); exit 0 if serving, 1 if not",
-		Example: `  signet healthcheck --admin-socket /run/signet/admin.sock
+		Example: `  signet healthcheck --admin-socket /run/signet/admin/admin.sock
   signet healthcheck --socket /run/signet/agent.sock`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -77,7 +77,7 @@ func New(tb testing.TB) *Env {
 	if err := srv.PublishAuthorities(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	lis := bufconn.Listen(4 << 20)
+	lis := bufconn.Listen(64 << 10) // allocated per connection and direction: keep it small
 	g := grpc.NewServer()
 	agentv1.RegisterAgentServer(g, srv.Agent)
 	go g.Serve(lis)

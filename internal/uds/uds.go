@@ -17,7 +17,7 @@ var ErrInUse = errors.New("socket is in use by a running server")
 // MaxPathLen is the longest socket path Linux accepts (sun_path is 108 bytes with its NUL).
 const MaxPathLen = 107
 
-// Listen listens on the Unix socket at path. The parent directory is created with dirMode if missing
+// Listen listens on the Unix socket at path. The socket's directory is created with dirMode if missing
 // (an existing directory is left as it is); the socket file gets sockMode.
 func Listen(path string, dirMode, sockMode os.FileMode) (net.Listener, error) {
 	if !filepath.IsAbs(path) {
@@ -26,8 +26,13 @@ func Listen(path string, dirMode, sockMode os.FileMode) (net.Listener, error) {
 	if len(path) > MaxPathLen {
 		return nil, fmt.Errorf("socket %q: path is %d bytes, Unix sockets allow at most %d: choose a shorter path", path, len(path), MaxPathLen)
 	}
+	// Missing parents are created 0755 (traversable, like /run); only the socket's own directory gets
+	// dirMode, so a 0700 admin directory never hides another service's socket beside it.
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, dirMode); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("socket %q: create directory: %w", path, err)
+	}
+	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("socket %q: create directory: %w", path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil {

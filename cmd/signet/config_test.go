@@ -1,0 +1,414 @@
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	configTestdata  = "testdata/config"
+	exampleServer   = "../../examples/config/server.yaml"
+	exampleAgent    = "../../examples/config/agent.yaml"
+	configReference = "../../docs/configuration.md"
+)
+
+// cfgLoadAs loads path with the server or the agent loader and returns only the error.
+func cfgLoadAs(kind, path string) error {
+	switch kind {
+	case "server":
+		_, _, err := loadServerConfig(path)
+		return err
+	case "agent":
+		_, _, _, err := loadAgentConfig(path)
+		return err
+	}
+	panic("unknown config kind " + kind)
+}
+
+// TestConfigErrors loads each fixture in testdata/config/ that must be refused and checks that the error
+// names the file, the key (when the loader knows it) and, for YAML-level errors, the line.
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		file string
+		kind string // "server" or "agent": which loader
+		// key, if set: the error is a validation error, exactly "config <path>: <key>: ...".
+		key string
+		// lines, if set: the error is a decoding error, one line per problem, each "<path>:<line>: ...".
+		lines []int
+		want  []string // further substrings of the error
+	}{
+		// Decoding: strict YAML.
+		{file: "server-empty.yaml", kind: "server", want: []string{"the file is empty"}},
+		{file: "server-comments-only.yaml", kind: "server", want: []string{"the file is empty"}},
+		{file: "agent-empty.yaml", kind: "agent", want: []string{"the file is empty"}},
+		{file: "server-unknown-key.yaml", kind: "server", lines: []int{3}, want: []string{`unknown key "bind_adress"`, "docs/configuration.md"}},
+		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
+		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
+		// A server configuration given to the agent: the first server-only key is reported.
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11}, want: []string{
+			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
+			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`}},
+		// Wrong types. yaml names the line, the value and the Go type, not the key (see the report).
+		{file: "server-wrong-type.yaml", kind: "server", lines: []int{3}, want: []string{`key "agent_svid_ttl"`, "`3600`", "is not a duration"}},
+		{file: "server-duration-bad-unit.yaml", kind: "server", lines: []int{4}, want: []string{`key "ca.ttl"`, "`1y`", "is not a duration"}},
+		{file: "server-wrong-type-bootstrap.yaml", kind: "server", lines: []int{4}, want: []string{`key "raft.bootstrap"`, "`maybe`", "true or false"}},
+		{file: "server-wrong-type-admin-uids.yaml", kind: "server", lines: []int{3}, want: []string{`key "admin_uids"`, "`-1`", "whole number"}},
+		{file: "agent-wrong-type.yaml", kind: "agent", lines: []int{3}, want: []string{`key "insecure_bootstrap"`, "`maybe`", "true or false"}},
+		{file: "server-not-a-mapping.yaml", kind: "server", lines: []int{1}, want: []string{"cannot unmarshal !!seq"}},
+		// Every problem of a file is reported at once, each with its line.
+		{file: "server-multiple-errors.yaml", kind: "server", lines: []int{3, 4, 5}, want: []string{
+			`unknown key "bind_adress"`, "`1d`", `unknown key "log_levle"`}},
+		{file: "server-duplicate-key.yaml", kind: "server", lines: []int{3}, want: []string{`mapping key "trust_domain" already defined at line 1`}},
+		{file: "server-syntax-error.yaml", kind: "server", want: []string{"line 2:"}},
+
+		// Validation: the key is named.
+		{file: "server-missing-trust-domain.yaml", kind: "server", key: "trust_domain", want: []string{"is required"}},
+		{file: "server-bad-trust-domain.yaml", kind: "server", key: "trust_domain", want: []string{`"Example.ORG"`}},
+		{file: "server-missing-data-dir.yaml", kind: "server", key: "data_dir", want: []string{"is required"}},
+		{file: "server-relative-data-dir.yaml", kind: "server", key: "data_dir", want: []string{`"var/lib/signet" must be an absolute path`}},
+		{file: "server-relative-admin-socket.yaml", kind: "server", key: "admin_socket", want: []string{`"admin.sock" must be an absolute path`}},
+		{file: "server-bad-log-level.yaml", kind: "server", key: "log_level", want: []string{`"verbose"`, "debug, info, warn or error"}},
+		{file: "server-agent-svid-ttl-too-short.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"30s", "between 1m and 720h"}},
+		{file: "server-agent-svid-ttl-too-long.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"721h", "between 1m and 720h"}},
+		{file: "server-ca-ttl-too-short.yaml", kind: "server", key: "ca.ttl", want: []string{"30m", "at least 1h"}},
+		{file: "agent-missing-trust-domain.yaml", kind: "agent", key: "trust_domain", want: []string{"is required"}},
+		{file: "agent-missing-server-address.yaml", kind: "agent", key: "server_address", want: []string{"is required", "host:port"}},
+		{file: "agent-relative-data-dir.yaml", kind: "agent", key: "data_dir", want: []string{`"./agent-data" must be an absolute path`}},
+		{file: "agent-relative-socket-path.yaml", kind: "agent", key: "socket_path", want: []string{`"agent.sock" must be an absolute path`}},
+		{file: "agent-relative-trust-bundle-path.yaml", kind: "agent", key: "trust_bundle_path", want: []string{`"bundle.pem" must be an absolute path`}},
+		{file: "agent-bad-log-level.yaml", kind: "agent", key: "log_level", want: []string{`"INFO"`}},
+		{file: "agent-bundle-and-insecure.yaml", kind: "agent", key: "insecure_bootstrap", want: []string{"choose one"}},
+		{file: "server-trust-domain-spiffe-id.yaml", kind: "server", key: "trust_domain", want: []string{`"spiffe://example.org/a/b"`, `want the trust domain name alone, e.g. "example.org"`}},
+		{file: "server-second-document.yaml", kind: "server", want: []string{"more than one YAML document"}},
+		{file: "agent-socket-mode-not-octal.yaml", kind: "agent", key: "socket_mode", want: []string{`"rw-rw-rw-"`, `want an octal file mode such as "0666"`}},
+		{file: "agent-socket-mode-decimal.yaml", kind: "agent", key: "socket_mode", want: []string{`"438"`}},
+		{file: "agent-socket-mode-0o-prefix.yaml", kind: "agent", key: "socket_mode", want: []string{`"0o666"`}},
+		{file: "agent-socket-mode-too-large.yaml", kind: "agent", key: "socket_mode", want: []string{`"01777"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(configTestdata, tt.file)
+			err := cfgLoadAs(tt.kind, path)
+			if err == nil {
+				t.Fatalf("%s loaded as %s config without error", path, tt.kind)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, path) {
+				t.Errorf("error does not name the file %s:\n%s", path, msg)
+			}
+			if tt.key != "" {
+				if prefix := "config " + path + ": " + tt.key + ": "; !strings.HasPrefix(msg, prefix) {
+					t.Errorf("error does not start with %q (file and key):\n%s", prefix, msg)
+				}
+			}
+			if tt.lines != nil {
+				got := strings.Split(msg, "\n")
+				if len(got) != len(tt.lines) {
+					t.Errorf("got %d error lines, want %d (one per problem):\n%s", len(got), len(tt.lines), msg)
+				}
+				for i, n := range tt.lines {
+					prefix := path + ":" + strconv.Itoa(n) + ": "
+					if i >= len(got) || !strings.HasPrefix(got[i], prefix) {
+						t.Errorf("error line %d does not start with %q (file and line):\n%s", i+1, prefix, msg)
+					}
+				}
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error does not contain %q:\n%s", w, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigMissingFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	for _, kind := range []string{"server", "agent"} {
+		err := cfgLoadAs(kind, path)
+		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: missing file: got %v, want a not-exist error naming %s", kind, err, path)
+		}
+	}
+}
+
+func TestConfigTooLarge(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "huge.yaml")
+	body := "trust_domain: example.org\ndata_dir: /var/lib/signet\n" + strings.Repeat("# padding\n", maxConfigSize/10+1)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c serverFileConfig
+	err := decodeConfig(path, &c)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Fatalf("decodeConfig of a %d-byte file: got %v, want a size error naming the file", len(body), err)
+	}
+}
+
+// TestConfigDecodeStrict calls decodeConfig directly: the same file decodes into the type that has its
+// keys and is refused, key by key, by the type that lacks them.
+func TestConfigDecodeStrict(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(configTestdata, "agent-all-keys.yaml")
+	var a agentFileConfig
+	if err := decodeConfig(path, &a); err != nil {
+		t.Fatalf("decode %s as agent config: %v", path, err)
+	}
+	if a.SocketMode != "0660" || a.TrustBundlePath != "/etc/signet/bundle.pem" {
+		t.Errorf("decoded %+v", a)
+	}
+	var s serverFileConfig
+	err := decodeConfig(path, &s)
+	if err == nil {
+		t.Fatalf("decode %s as server config: no error", path)
+	}
+	for _, want := range []string{
+		path + `:3: unknown key "server_address"`, path + `:5: unknown key "socket_path"`,
+		path + `:6: unknown key "socket_mode"`, path + `:7: unknown key "trust_bundle_path"`,
+		path + `:8: unknown key "insecure_bootstrap"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not contain %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestConfigServerDefaults(t *testing.T) {
+	t.Parallel()
+	c, td, err := loadServerConfig(filepath.Join(configTestdata, "server-minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if td.Name() != "example.org" || c.DataDir != "/var/lib/signet" {
+		t.Errorf("trust domain %q, data_dir %q", td.Name(), c.DataDir)
+	}
+	cfgEq(t, "bind_address", c.BindAddress, "0.0.0.0:8081")
+	cfgEq(t, "admin_socket", c.AdminSocket, "/run/signet/admin/admin.sock")
+	cfgEq(t, "log_level", c.LogLevel, "info")
+	cfgEq(t, "agent_svid_ttl", c.AgentSVIDTTL, time.Hour)
+	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
+	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
+	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")
+	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "")
+	if c.Raft.Bootstrap == nil || !*c.Raft.Bootstrap {
+		t.Errorf("raft.bootstrap = %v, want true", c.Raft.Bootstrap)
+	}
+	// The admin uids default is filled when the server starts (its own uid plus root), not by the loader.
+	if len(c.AdminUIDs) != 0 {
+		t.Errorf("admin_uids = %v, want empty (the server fills the default)", c.AdminUIDs)
+	}
+	cfgEq(t, "adminUIDs(1000)", adminUIDs(1000), []uint32{1000, 0})
+	cfgEq(t, "adminUIDs(0)", adminUIDs(0), []uint32{0})
+}
+
+func TestConfigServerValuesKept(t *testing.T) {
+	t.Parallel()
+	c, td, err := loadServerConfig(filepath.Join(configTestdata, "server-all-keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "trust_domain", td.Name(), "prod.example.com")
+	cfgEq(t, "data_dir", c.DataDir, "/srv/signet")
+	cfgEq(t, "bind_address", c.BindAddress, "10.0.0.5:9081")
+	cfgEq(t, "admin_socket", c.AdminSocket, "/run/signet-admin/admin.sock")
+	cfgEq(t, "admin_uids", c.AdminUIDs, []uint32{0, 1000, 1001})
+	cfgEq(t, "log_level", c.LogLevel, "debug")
+	cfgEq(t, "agent_svid_ttl", c.AgentSVIDTTL, 4*time.Hour)
+	cfgEq(t, "ca.ttl", c.CA.TTL, 43800*time.Hour)
+	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
+	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")
+	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "signet-1.example.com:9300")
+	if c.Raft.Bootstrap == nil || *c.Raft.Bootstrap {
+		t.Errorf("raft.bootstrap = %v, want false as written", c.Raft.Bootstrap)
+	}
+}
+
+func TestConfigAgentDefaults(t *testing.T) {
+	t.Parallel()
+	c, td, mode, err := loadAgentConfig(filepath.Join(configTestdata, "agent-minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "trust_domain", td.Name(), "example.org")
+	cfgEq(t, "server_address", c.ServerAddress, "signet.example.org:8081")
+	cfgEq(t, "data_dir", c.DataDir, "/var/lib/signet/agent")
+	cfgEq(t, "socket_path", c.SocketPath, "/run/signet/agent.sock")
+	cfgEq(t, "socket_mode", c.SocketMode, "0666")
+	cfgEq(t, "socket mode", mode, os.FileMode(0o666))
+	cfgEq(t, "trust_bundle_path", c.TrustBundlePath, "")
+	cfgEq(t, "insecure_bootstrap", c.InsecureBootstrap, false)
+	cfgEq(t, "log_level", c.LogLevel, "info")
+}
+
+func TestConfigAgentValuesKept(t *testing.T) {
+	t.Parallel()
+	c, td, mode, err := loadAgentConfig(filepath.Join(configTestdata, "agent-all-keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "trust_domain", td.Name(), "prod.example.com")
+	cfgEq(t, "server_address", c.ServerAddress, "10.0.0.5:9081")
+	cfgEq(t, "data_dir", c.DataDir, "/srv/signet-agent")
+	cfgEq(t, "socket_path", c.SocketPath, "/run/spire/sockets/agent.sock")
+	cfgEq(t, "socket mode", mode, os.FileMode(0o660))
+	cfgEq(t, "trust_bundle_path", c.TrustBundlePath, "/etc/signet/bundle.pem")
+	cfgEq(t, "insecure_bootstrap", c.InsecureBootstrap, false)
+	cfgEq(t, "log_level", c.LogLevel, "warn")
+
+	// An unquoted 0600 is read as the string "0600", so quoting the mode is optional.
+	_, _, mode, err = loadAgentConfig(filepath.Join(configTestdata, "agent-socket-mode-unquoted.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "unquoted socket mode", mode, os.FileMode(0o600))
+}
+
+// TestConfigExamples: the commented examples load, contain every key, and show the defaults.
+func TestConfigExamples(t *testing.T) {
+	t.Parallel()
+	t.Run("server", func(t *testing.T) {
+		t.Parallel()
+		c, td, err := loadServerConfig(exampleServer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgEq(t, "keys", cfgExampleKeys(t, exampleServer), cfgKeys(reflect.TypeFor[serverFileConfig](), ""))
+		// Loading a file with only the required keys gives the same configuration: the example shows
+		// the defaults.
+		minimal := cfgWriteTemp(t, "trust_domain: "+td.Name()+"\ndata_dir: "+c.DataDir+"\n")
+		d, _, err := loadServerConfig(minimal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.AdminUIDs) != 0 {
+			t.Errorf("example admin_uids = %v, want [] (the default)", c.AdminUIDs)
+		}
+		c.AdminUIDs = nil
+		if !reflect.DeepEqual(c, d) {
+			t.Errorf("example differs from the defaults:\nexample:  %+v\ndefaults: %+v", c, d)
+		}
+		if c.Raft.Bootstrap == nil || !*c.Raft.Bootstrap {
+			t.Errorf("example raft.bootstrap = %v, want true", c.Raft.Bootstrap)
+		}
+	})
+	t.Run("agent", func(t *testing.T) {
+		t.Parallel()
+		c, td, mode, err := loadAgentConfig(exampleAgent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgEq(t, "keys", cfgExampleKeys(t, exampleAgent), cfgKeys(reflect.TypeFor[agentFileConfig](), ""))
+		cfgEq(t, "socket mode", mode, os.FileMode(0o666))
+		if c.InsecureBootstrap {
+			t.Error("the example enables insecure_bootstrap")
+		}
+		if c.TrustBundlePath == "" {
+			t.Error("the example has no trust_bundle_path: its first attestation would fail")
+		}
+		minimal := cfgWriteTemp(t, "trust_domain: "+td.Name()+"\nserver_address: "+c.ServerAddress+"\n")
+		d, _, _, err := loadAgentConfig(minimal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TrustBundlePath = "" // the one key without a default that the example sets
+		if !reflect.DeepEqual(c, d) {
+			t.Errorf("example differs from the defaults:\nexample:  %+v\ndefaults: %+v", c, d)
+		}
+	})
+}
+
+// TestConfigReferenceCoversEveryKey: docs/configuration.md names every key of both files.
+func TestConfigReferenceCoversEveryKey(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(configReference)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	keys := append(cfgKeys(reflect.TypeFor[serverFileConfig](), ""), cfgKeys(reflect.TypeFor[agentFileConfig](), "")...)
+	for _, k := range keys {
+		if !strings.Contains(doc, "`"+k+"`") {
+			t.Errorf("%s does not document `%s`", configReference, k)
+		}
+	}
+}
+
+// cfgKeys lists the dotted YAML keys of a config struct type, sorted.
+func cfgKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, cfgKeys(f.Type, prefix+name+".")...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// cfgExampleKeys lists the dotted keys present in a YAML file, sorted.
+func cfgExampleKeys(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if v.Kind == yaml.MappingNode {
+				walk(v, prefix+k.Value+".")
+				continue
+			}
+			keys = append(keys, prefix+k.Value)
+		}
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		t.Fatalf("%s is not one YAML mapping", path)
+	}
+	walk(doc.Content[0], "")
+	slices.Sort(keys)
+	return keys
+}
+
+func cfgWriteTemp(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func cfgEq[T any](t *testing.T, what string, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s = %v, want %v", what, got, want)
+	}
+}
