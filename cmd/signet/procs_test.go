@@ -202,13 +202,16 @@ type testAgent struct {
 func (s *testServer) newAgent(t testing.TB, extraConfig string) *testAgent {
 	dir := t.TempDir()
 	a := &testAgent{dir: dir, config: filepath.Join(dir, "agent.yaml"), socket: filepath.Join(dir, "agent.sock")}
+	bundle := "trust_bundle_path: " + s.bundlePath + "\n"
+	if strings.Contains(extraConfig, "insecure_bootstrap") {
+		bundle = "" // the two are exclusive
+	}
 	writeFile(t, a.config, fmt.Sprintf(`trust_domain: example.org
 server_address: %s
 data_dir: %s
 socket_path: %s
-trust_bundle_path: %s
-log_level: info
-%s`, s.address, filepath.Join(dir, "data"), a.socket, s.bundlePath, extraConfig))
+%slog_level: info
+%s`, s.address, filepath.Join(dir, "data"), a.socket, bundle, extraConfig))
 	return a
 }
 
