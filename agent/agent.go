@@ -61,6 +61,10 @@ type Agent struct {
 	mintWake chan struct{}
 	jwts     *jwtCache
 	revoked  sync.Once
+
+	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
+	wantedMu sync.Mutex
+	wanted   map[string]bool
 }
 
 type entryState struct {
@@ -100,6 +104,7 @@ func New(cfg Config) (*Agent, error) {
 		changed:  make(chan struct{}),
 		mintWake: make(chan struct{}, 1),
 		jwts:     newJWTCache(),
+		wanted:   map[string]bool{},
 	}, nil
 }
 
@@ -165,6 +170,33 @@ func isRevocation(err error) bool {
 func (a *Agent) notifyLocked() {
 	close(a.changed)
 	a.changed = make(chan struct{})
+}
+
+// want marks entries a workload is waiting for, so the minter takes them first.
+func (a *Agent) want(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	a.wantedMu.Lock()
+	fresh := false
+	for _, id := range ids {
+		if !a.wanted[id] {
+			a.wanted[id], fresh = true, true
+		}
+	}
+	a.wantedMu.Unlock()
+	if fresh {
+		a.wakeMinter()
+	}
+}
+
+// takeWanted returns and clears the wanted set.
+func (a *Agent) takeWanted() map[string]bool {
+	a.wantedMu.Lock()
+	defer a.wantedMu.Unlock()
+	w := a.wanted
+	a.wanted = map[string]bool{}
+	return w
 }
 
 func (a *Agent) wakeMinter() {

@@ -48,15 +48,22 @@ func (s *x509SVID) rotateAt() time.Time {
 // mintRetry is how long an entry whose SVID request failed waits before it is tried again.
 const mintRetry = 5 * time.Second
 
+// firstMintBatch is the size of the first signing call after start.
+const firstMintBatch = 32
+
 // mintLoop mints SVIDs for entries that have none, changed, or passed half life; drops expired ones;
 // and sleeps until the next such moment or until an update wakes it.
 func (a *Agent) mintLoop(ctx context.Context) {
 	failedUntil := map[string]time.Time{}
 	attempt := 0
+	// Batches start small and double up to MintBatch, so the first SVIDs are served within one short
+	// round trip of start, not after a full batch.
+	batch := min(firstMintBatch, a.cfg.MintBatch)
 	for {
 		now := a.cfg.Clock()
 		a.expire(now)
-		due, next := a.dueForMint(now, failedUntil)
+		due, next := a.dueForMint(now, failedUntil, batch, a.takeWanted())
+		batch = min(batch*2, a.cfg.MintBatch)
 		if len(due) > 0 {
 			if err := a.mint(ctx, due, failedUntil); err != nil {
 				if ctx.Err() != nil {
@@ -111,8 +118,9 @@ func (a *Agent) expire(now time.Time) {
 	}
 }
 
-// dueForMint returns the entries that need an SVID now (up to one batch), and the next time one will.
-func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time) (due []*agentv1.Entry, next time.Time) {
+// dueForMint returns the entries that need an SVID now (up to limit, those in wanted first), and the
+// next time one will.
+func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time, limit int, wanted map[string]bool) (due []*agentv1.Entry, next time.Time) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	soonest := func(t time.Time) {
@@ -120,8 +128,18 @@ func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time) (due
 			next = t
 		}
 	}
+	needs := func(e *entryState) bool {
+		return e.svid == nil || !e.svid.mintedFor(e.entry) || !now.Before(e.svid.rotateAt())
+	}
+	for id := range wanted {
+		if e, ok := a.entries[id]; ok && !e.expired(now) && needs(e) && len(due) < limit {
+			if until, failed := failedUntil[id]; !failed || !now.Before(until) {
+				due = append(due, e.entry)
+			}
+		}
+	}
 	for id, e := range a.entries {
-		if e.expired(now) {
+		if e.expired(now) || wanted[id] {
 			continue
 		}
 		if !e.expiresAt.IsZero() {
@@ -131,8 +149,8 @@ func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time) (due
 			soonest(until)
 			continue
 		}
-		if e.svid == nil || !e.svid.mintedFor(e.entry) || !now.Before(e.svid.rotateAt()) {
-			if len(due) < a.cfg.MintBatch {
+		if needs(e) {
+			if len(due) < limit {
 				due = append(due, e.entry)
 			} else {
 				soonest(now)

@@ -18,6 +18,8 @@ var _ workloadapi.Source = (*Agent)(nil)
 // Identities implements workloadapi.Source: the caller's SVIDs and the bundle, from the cache.
 func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-chan struct{}) {
 	now := a.cfg.Clock()
+	var pending []string
+	defer func() { a.want(pending) }()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	out := workloadapi.Identities{
@@ -34,6 +36,7 @@ func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-
 		s := e.svid
 		if s == nil || !now.Before(s.notAfter) {
 			out.Pending = true
+			pending = append(pending, e.entry.Id)
 			continue
 		}
 		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER})

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// rssMiB reads a process's resident set size from /proc.
+func rssMiB(tb testing.TB, pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	tb.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
+
+// importEntries creates n entries for parent via 'signet entry import' (one call).
+func importEntries(tb testing.TB, s *testServer, parent, owner string, n int) {
+	tb.Helper()
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n", i, myUID, owner, parent)
+	}
+	file := filepath.Join(tb.TempDir(), "entries.yaml")
+	writeFile(tb, file, b.String())
+	s.mustCLI("entry", "import", file)
+}
+
+// countSVIDs returns how many X.509-SVIDs the socket serves this process (0 on error).
+func countSVIDs(socket string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr("unix://"+socket))
+	if err != nil {
+		return 0
+	}
+	return len(svids)
+}
+
+// BenchmarkProcesses2000Entries: a real server and agent with 2,000 entries for the agent: the time
+// from the import (one call) until the agent serves all 2,000 SVIDs, and both processes' RSS then.
+// Run with -benchtime 1x.
+func BenchmarkProcesses2000Entries(b *testing.B) {
+	for range b.N {
+		s := newTestServer(b).start(b)
+		s.mustCLI("owner", "add", "bench")
+		a := s.newAgent(b, "").start(b, s.token("bench"))
+		start := time.Now()
+		importEntries(b, s, a.id, "bench", 2000)
+		eventually(b, 120*time.Second, "2,000 SVIDs", func() bool { return countSVIDs(a.socket) == 2000 })
+		b.ReportMetric(time.Since(start).Seconds()*1000, "import-to-all-SVIDs-ms")
+		b.ReportMetric(rssMiB(b, s.cmd.Process.Pid), "server-rss-MiB")
+		b.ReportMetric(rssMiB(b, a.cmd.Process.Pid), "agent-rss-MiB")
+	}
+}
+
+// BenchmarkAgentStartToFirstSVID: an agent whose 1,000 entries are already registered is restarted;
+// one op is the time from starting the process to the first X.509-SVID served on its socket (the
+// socket is polled every millisecond). Run with -benchtime 20x.
+func BenchmarkAgentStartToFirstSVID(b *testing.B) {
+	s := newTestServer(b).start(b)
+	s.mustCLI("owner", "add", "bench")
+	a := s.newAgent(b, "").start(b, s.token("bench"))
+	importEntries(b, s, a.id, "bench", 1000)
+	eventually(b, 120*time.Second, "1,000 SVIDs", func() bool { return countSVIDs(a.socket) == 1000 })
+	var lat []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		a.stop()
+		b.StartTimer()
+		t0 := time.Now()
+		a.proc = startProc(b, "agent", "agent", "--config", a.config)
+		for {
+			if n := countSVIDsQuick(a.socket); n > 0 {
+				break
+			}
+			if time.Since(t0) > 30*time.Second {
+				b.Fatalf("no SVID 30s after agent start\n%s", a.stderr.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-ms")
+}
+
+// countSVIDsQuick is countSVIDs with a short timeout, for polling a socket that may not exist yet.
+func countSVIDsQuick(socket string) int {
+	if _, err := os.Stat(socket); err != nil {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr("unix://"+socket))
+	if err != nil {
+		return 0
+	}
+	return len(svids)
+}
