@@ -19,8 +19,7 @@ import (
 // x509SVID is a minted SVID with its key, kept in the forms the Workload API sends.
 type x509SVID struct {
 	serial    string
-	leaf      *x509.Certificate
-	chainDER  []byte // leaf first, concatenated DER
+	chainDER  []byte // leaf first, concatenated DER (the parsed certificate is not kept: 100k entries)
 	keyDER    []byte // PKCS#8
 	notBefore time.Time
 	notAfter  time.Time
@@ -270,7 +269,7 @@ func newX509SVID(mk mintKey, chain [][]byte) (*x509SVID, error) {
 		return nil, fmt.Errorf("marshal key: %w", err)
 	}
 	s := &x509SVID{
-		serial: leaf.SerialNumber.Text(16), leaf: leaf, keyDER: keyDER,
+		serial: leaf.SerialNumber.Text(16), keyDER: keyDER,
 		notBefore: leaf.NotBefore, notAfter: leaf.NotAfter,
 		spiffeID: mk.entry.SpiffeId, x509TTL: mk.entry.X509TtlSeconds, dnsNames: mk.entry.DnsNames,
 	}

@@ -30,17 +30,22 @@ func rssMiB(tb testing.TB, pid int) float64 {
 	return 0
 }
 
-// importEntries creates n entries for parent via 'signet entry import' (one call).
-func importEntries(tb testing.TB, s *testServer, parent, owner string, n int) {
+// importEntries creates n entries for parent via 'signet entry import' (one call per 10,000), selected
+// by sel(i).
+func importEntries(tb testing.TB, s *testServer, parent, owner string, n int, sel func(i int) string) {
 	tb.Helper()
-	var b strings.Builder
-	for i := range n {
-		fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n", i, myUID, owner, parent)
+	for start := 0; start < n; start += 10000 {
+		var b strings.Builder
+		for i := start; i < min(n, start+10000); i++ {
+			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n", i, sel(i), owner, parent)
+		}
+		file := filepath.Join(tb.TempDir(), "entries.yaml")
+		writeFile(tb, file, b.String())
+		s.mustCLI("entry", "import", file)
 	}
-	file := filepath.Join(tb.TempDir(), "entries.yaml")
-	writeFile(tb, file, b.String())
-	s.mustCLI("entry", "import", file)
 }
+
+func mine(int) string { return myUID }
 
 // countSVIDs returns how many X.509-SVIDs the socket serves this process (0 on error).
 func countSVIDs(socket string) int {
@@ -62,7 +67,7 @@ func BenchmarkProcesses2000Entries(b *testing.B) {
 		s.mustCLI("owner", "add", "bench")
 		a := s.newAgent(b, "").start(b, s.token("bench"))
 		start := time.Now()
-		importEntries(b, s, a.id, "bench", 2000)
+		importEntries(b, s, a.id, "bench", 2000, mine)
 		eventually(b, 120*time.Second, "2,000 SVIDs", func() bool { return countSVIDs(a.socket) == 2000 })
 		b.ReportMetric(time.Since(start).Seconds()*1000, "import-to-all-SVIDs-ms")
 		b.ReportMetric(rssMiB(b, s.cmd.Process.Pid), "server-rss-MiB")
@@ -77,7 +82,7 @@ func BenchmarkAgentStartToFirstSVID(b *testing.B) {
 	s := newTestServer(b).start(b)
 	s.mustCLI("owner", "add", "bench")
 	a := s.newAgent(b, "").start(b, s.token("bench"))
-	importEntries(b, s, a.id, "bench", 1000)
+	importEntries(b, s, a.id, "bench", 1000, mine)
 	eventually(b, 120*time.Second, "1,000 SVIDs", func() bool { return countSVIDs(a.socket) == 1000 })
 	var lat []time.Duration
 	b.ResetTimer()
@@ -116,4 +121,39 @@ func countSVIDsQuick(socket string) int {
 		return 0
 	}
 	return len(svids)
+}
+
+// BenchmarkAgent100kEntries: one agent holding 100,000 entries (each for another uid but the last one,
+// which is this process's). The agent is restarted; one op is the time from its start until it has an
+// SVID for every entry (its health check turns SERVING), then its RSS. Run with -benchtime 1x.
+func BenchmarkAgent100kEntries(b *testing.B) {
+	const n = 100000
+	s := newTestServer(b).start(b)
+	s.mustCLI("owner", "add", "bench")
+	a := s.newAgent(b, "").start(b, s.token("bench"))
+	importEntries(b, s, a.id, "bench", n, func(i int) string {
+		if i == n-1 {
+			return myUID
+		}
+		return "unix:uid:" + strconv.Itoa(200000+i)
+	})
+	healthy := func() bool {
+		_, _, code := runCLI(b, nil, "healthcheck", "--socket", a.socket, "--timeout", "1s")
+		return code == 0
+	}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		a.stop()
+		b.StartTimer()
+		t0 := time.Now()
+		a.proc = startProc(b, "agent", "agent", "--config", a.config)
+		eventually(b, 10*time.Minute, "the agent to mint 100,000 SVIDs", healthy)
+		b.ReportMetric(time.Since(t0).Seconds(), "start-to-all-SVIDs-s")
+		b.ReportMetric(rssMiB(b, a.cmd.Process.Pid), "agent-rss-MiB")
+		b.ReportMetric(rssMiB(b, s.cmd.Process.Pid), "server-rss-MiB")
+		if got := countSVIDs(a.socket); got != 1 {
+			b.Fatalf("this process gets %d SVIDs, want 1", got)
+		}
+	}
 }
