@@ -18,6 +18,14 @@ func adminFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVar(dst, "admin-socket", defaultAdminSocket(), "admin API socket of the server (env SIGNET_ADMIN_SOCKET)")
 }
 
+// openAdmin checks the -o value and connects to the admin API: the start of every admin command.
+func openAdmin(socket, output string) (adminv1.AdminClient, func(), error) {
+	if err := checkOutput(output); err != nil {
+		return nil, nil, err
+	}
+	return dialAdmin(socket)
+}
+
 // dialAdmin connects to the admin API on a Unix socket.
 func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
 	if _, err := os.Stat(path); err != nil {

@@ -16,10 +16,7 @@ func newAgentListCmd() *cobra.Command {
 		Short: "List attested agents",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}
@@ -43,10 +40,7 @@ func newAgentShowCmd() *cobra.Command {
 		Short: "Show one agent",
 		Args:  exactArgs(1, "one agent SPIFFE ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}

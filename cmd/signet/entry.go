@@ -145,10 +145,7 @@ func newEntryListCmd() *cobra.Command {
 		Example: "  signet entry list --owner alice -o json",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}
@@ -187,10 +184,7 @@ func newEntryShowCmd() *cobra.Command {
 		Example: "  signet entry show 3f1c…",
 		Args:    exactArgs(1, "one entry ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}

@@ -55,10 +55,7 @@ func newOwnerListCmd() *cobra.Command {
 		Short: "List owners",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}

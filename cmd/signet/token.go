@@ -78,10 +78,7 @@ func newTokenListCmd() *cobra.Command {
 		Short: "List join tokens (never their secrets)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			client, closeFn, err := dialAdmin(admin)
+			client, closeFn, err := openAdmin(admin, output)
 			if err != nil {
 				return err
 			}
