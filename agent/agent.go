@@ -139,7 +139,7 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 func (a *Agent) allMintedLocked() bool {
 	now := a.cfg.Clock()
 	for _, e := range a.entries {
-		if e.svid == nil && !e.expired(now) {
+		if !e.expired(now) && (e.svid == nil || !now.Before(e.svid.notAfter)) {
 			return false
 		}
 	}

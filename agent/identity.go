@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -24,6 +25,8 @@ const (
 	identityKeyFile    = "agent_svid.key"
 	identityCertFile   = "agent_svid.pem"
 	identityBundleFile = "bundle.pem"
+	// identityPrevKeyFile holds the previous key while a new key and SVID replace the old pair.
+	identityPrevKeyFile = "agent_svid.key.prev"
 )
 
 // ErrNoIdentity is returned by LoadIdentity when the data dir holds no usable agent SVID.
@@ -68,7 +71,15 @@ func LoadIdentity(dir string, td spiffeid.TrustDomain, now time.Time) (*Identity
 	}
 	svid, err := x509svid.Parse(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %s: %w", certPath, err)
+		// A save interrupted between its renames leaves the new key beside the old certificate; the old
+		// key is then still in identityPrevKeyFile.
+		prev, perr := os.ReadFile(filepath.Join(dir, identityPrevKeyFile))
+		if perr != nil {
+			return nil, fmt.Errorf("agent: %s: %w", certPath, err)
+		}
+		if svid, err = x509svid.Parse(certPEM, prev); err != nil {
+			return nil, fmt.Errorf("agent: %s: %w", certPath, err)
+		}
 	}
 	if svid.ID.TrustDomain() != td {
 		return nil, fmt.Errorf("agent: %s is for trust domain %q, this agent is configured for %q", certPath, svid.ID.TrustDomain().Name(), td.Name())
@@ -102,7 +113,12 @@ func (id *Identity) NotAfter() (notAfter, renewAt time.Time) {
 		return time.Time{}, time.Time{}
 	}
 	c := id.chain[0]
-	return c.NotAfter, c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore) / 2)
+	// NotBefore is backdated for clock skew (ca.Backdate): halve the life counted from issuance.
+	life := c.NotAfter.Sub(c.NotBefore)
+	if life > ca.Backdate {
+		life -= ca.Backdate
+	}
+	return c.NotAfter, c.NotAfter.Add(-life / 2)
 }
 
 // GetX509SVID implements x509svid.Source.
@@ -180,12 +196,6 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 	return ok && ak.Equal(b)
 }
 
-type identityFile struct {
-	name string
-	data []byte
-	mode os.FileMode
-}
-
 // save writes key (0600), SVID and bundle atomically into the data dir (0700).
 func (id *Identity) save() error {
 	id.mu.RLock()
@@ -193,29 +203,40 @@ func (id *Identity) save() error {
 	if err := os.MkdirAll(id.dir, 0o700); err != nil {
 		return fmt.Errorf("agent: data dir %s: %w", id.dir, err)
 	}
-	var files []identityFile
-	if id.key != nil {
-		keyDER, err := x509.MarshalPKCS8PrivateKey(id.key)
-		if err != nil {
-			return fmt.Errorf("agent: encode key: %w", err)
-		}
-		var certs []byte
-		for _, c := range id.chain {
-			certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		files = append(files,
-			identityFile{identityKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
-			identityFile{identityCertFile, certs, 0o644})
-	}
 	var bundle []byte
 	for _, c := range id.bundle {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	files = append(files, identityFile{identityBundleFile, bundle, 0o644})
-	for _, f := range files {
-		if err := writeAtomic(filepath.Join(id.dir, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("agent: write %s: %w", f.name, err)
-		}
+	if err := writeAtomic(filepath.Join(id.dir, identityBundleFile), bundle, 0o644); err != nil {
+		return fmt.Errorf("agent: write %s: %w", identityBundleFile, err)
+	}
+	if id.key == nil {
+		return nil
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(id.key)
+	if err != nil {
+		return fmt.Errorf("agent: encode key: %w", err)
+	}
+	var certs []byte
+	for _, c := range id.chain {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	// The key and the certificate are two files, replaced one after the other. The old key is kept as
+	// identityPrevKeyFile until both are in place, so a crash between the two renames leaves a pair
+	// LoadIdentity can still use (the old certificate with the old key).
+	keyPath := filepath.Join(id.dir, identityKeyFile)
+	prevPath := filepath.Join(id.dir, identityPrevKeyFile)
+	if err := os.Rename(keyPath, prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("agent: keep previous key: %w", err)
+	}
+	if err := writeAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("agent: write %s: %w", identityKeyFile, err)
+	}
+	if err := writeAtomic(filepath.Join(id.dir, identityCertFile), certs, 0o644); err != nil {
+		return fmt.Errorf("agent: write %s: %w", identityCertFile, err)
+	}
+	if err := os.Remove(prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("agent: remove previous key: %w", err)
 	}
 	return nil
 }
@@ -253,7 +274,7 @@ func (id *Identity) Remove() error {
 	id.key, id.chain = nil, nil
 	id.mu.Unlock()
 	var errs []error
-	for _, f := range []string{identityKeyFile, identityCertFile} {
+	for _, f := range []string{identityKeyFile, identityCertFile, identityPrevKeyFile} {
 		if err := os.Remove(filepath.Join(id.dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}

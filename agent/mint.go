@@ -130,15 +130,17 @@ func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time, limi
 	needs := func(e *entryState) bool {
 		return e.svid == nil || !e.svid.mintedFor(e.entry) || !now.Before(e.svid.rotateAt())
 	}
+	taken := map[string]bool{}
 	for id := range wanted {
 		if e, ok := a.entries[id]; ok && !e.expired(now) && needs(e) && len(due) < limit {
 			if until, failed := failedUntil[id]; !failed || !now.Before(until) {
 				due = append(due, e.entry)
+				taken[id] = true
 			}
 		}
 	}
 	for id, e := range a.entries {
-		if e.expired(now) || wanted[id] {
+		if e.expired(now) || taken[id] {
 			continue
 		}
 		if !e.expiresAt.IsZero() {

@@ -123,7 +123,7 @@ func (c *ServerConn) SignJWTSVID(ctx context.Context, in *agentv1.SignJWTSVIDReq
 func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 	for attempt := 0; ; {
 		_, renewAt := c.id.NotAfter()
-		wait := time.Until(renewAt)
+		wait := max(time.Until(renewAt), time.Second) // a floor: never a tight renewal loop
 		if attempt > 0 {
 			wait = backoff(attempt)
 		}
@@ -186,6 +186,9 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 	if cfg.JoinToken == "" {
 		return nil, errors.New("agent: a join token is required to attest (create one with: signet token create --owner NAME)")
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	if len(cfg.Bundle) == 0 && !cfg.Insecure {
 		return nil, errors.New("agent: no trust bundle to verify the server with: set trust_bundle_path (signet bundle show > bundle.pem) or insecure_bootstrap")
 	}
@@ -216,17 +219,22 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("agent: attest: %w", ctx.Err())
 		}
+		msg := status.Convert(err).Message()
 		switch status.Code(err) {
 		case codes.Unavailable, codes.DeadlineExceeded:
+			if strings.Contains(msg, "authentication handshake failed") {
+				// The server answered but could not be verified: retrying cannot help.
+				return nil, fmt.Errorf("agent: cannot verify server %s with the trust bundle (is trust_bundle_path this trust domain's current 'signet bundle show'?): %s", cfg.Address, msg)
+			}
 			wait := backoff(attempt)
-			cfg.Logger.Error("server unreachable; retrying attestation", "server", cfg.Address, "error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond))
+			cfg.Logger.Error("server unreachable; retrying attestation", "server", cfg.Address, "error", msg, "retry_in", wait.Round(time.Millisecond))
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
 				return nil, fmt.Errorf("agent: attest: %w", ctx.Err())
 			}
 		default:
-			return nil, fmt.Errorf("agent: attestation refused by %s: %s", cfg.Address, status.Convert(err).Message())
+			return nil, fmt.Errorf("agent: attestation refused by %s: %s", cfg.Address, msg)
 		}
 	}
 }

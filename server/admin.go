@@ -243,7 +243,7 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 	e := storage.Entry{
 		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
-		DNSNames: in.DnsNames,
+		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique,
 	}
 	for _, ttl := range []struct {
 		field string

@@ -16,6 +16,9 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
+// minAgentSVIDTTL is the shortest agent SVID lifetime a server accepts: agents renew at half life.
+const minAgentSVIDTTL = 10 * time.Second
+
 // syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
 // whatever the number of entries an agent holds.
 const syncPageSize = 1000
@@ -57,8 +60,11 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.AgentSVIDTTL <= 0 {
+	switch {
+	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
+	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
+		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	return &AgentService{cfg: cfg, log: cfg.Logger.With("component", "agent-api")}, nil
 }

@@ -149,4 +149,3 @@ func (e *Env) Entries(tb testing.TB, parentID, owner, prefix string, n int, sels
 	}
 	return ids
 }
-
