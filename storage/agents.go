@@ -44,6 +44,8 @@ type JoinToken struct {
 	CreatedBy  string    `json:"created_by,omitempty"`
 	UsedAt     time.Time `json:"used_at,omitzero"`
 	UsedBy     string    `json:"used_by,omitempty"` // the agent that used it
+	// Revoked tokens cannot be used (their owner was offboarded with --disable).
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // Agent is an attested node agent.
@@ -67,6 +69,7 @@ type Agent struct {
 
 type tokenCreateCmd struct {
 	Token JoinToken `json:"token"`
+	Meta  auditMeta `json:"meta"`
 }
 
 type agentAttestCmd struct {
@@ -87,7 +90,8 @@ type agentRenewCmd struct {
 }
 
 type agentEvictCmd struct {
-	ID string `json:"id"`
+	ID   string    `json:"id"`
+	Meta auditMeta `json:"meta"`
 }
 
 type agentBanCmd struct {
@@ -101,11 +105,14 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (any, func()) {
 	if b.Get([]byte(c.Token.ID)) != nil {
 		return fmt.Errorf("join token %q: %w: ID already in use", c.Token.ID, ErrInvalid), nil
 	}
-	if tx.Bucket(bucketOwners).Get([]byte(c.Token.Owner)) == nil {
-		return fmt.Errorf("join token: owner %q: %w (add it with: signet owner add %s)", c.Token.Owner, ErrOwnerNotFound, c.Token.Owner), nil
+	if err := checkOwnerUsable(tx, c.Token.Owner); err != nil {
+		return fmt.Errorf("join token: %w", err), nil
 	}
 	t := c.Token
 	mustPut(b, []byte(t.ID), mustJSON(&t))
+	shown := t
+	shown.SecretHash = nil // the audit log need not carry even the hash
+	appendAudit(tx, c.Meta.record("token.create", t.ID), nil, &shown)
 	return t, func() { s.reg.tokenPut(&t) }
 }
 
@@ -123,6 +130,9 @@ func (s *Store) applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (a
 	if !c.Now.Before(t.ExpiresAt) {
 		return fmt.Errorf("join token %q: %w at %s", t.ID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339)), nil
 	}
+	if t.Revoked {
+		return fmt.Errorf("join token %q: %w (revoked when its owner was offboarded)", t.ID, ErrTokenUsed), nil
+	}
 	agents := tx.Bucket(bucketAgents)
 	if v := agents.Get([]byte(c.Agent.ID)); v != nil {
 		var old Agent
@@ -137,6 +147,8 @@ func (s *Store) applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (a
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
 	s.applyLedgerAppend(tx, index, c.Ledger)
 	rev := nextRevision(tx)
+	appendAudit(tx, AuditRecord{Time: c.Now, Actor: "agent:" + a.ID, Action: "agent.attest", Object: a.ID,
+		Reason: "join token " + t.ID + " of " + t.Owner}, nil, &a)
 	return a, func() {
 		s.reg.tokenPut(&t)
 		s.reg.agentPut(&a, rev)
@@ -173,6 +185,7 @@ func (s *Store) applyAgentEvict(tx *bolt.Tx, c agentEvictCmd) (any, func()) {
 	mustDecode(0, cmdAgentEvict, v, &a)
 	mustDelete(agents, []byte(c.ID))
 	rev := nextRevision(tx)
+	appendAudit(tx, c.Meta.record("agent.evict", a.ID), &a, nil)
 	return a, func() { s.reg.agentDelete(c.ID, rev) }
 }
 
@@ -184,16 +197,18 @@ func (s *Store) applyAgentBan(tx *bolt.Tx, c agentBanCmd) (any, func()) {
 	}
 	var a Agent
 	mustDecode(0, cmdAgentBan, v, &a)
+	before := a
 	a.Banned, a.BannedAt, a.BannedBy = true, c.Now, c.By
 	a.Serial, a.PrevSerial = "", ""
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
 	rev := nextRevision(tx)
+	appendAudit(tx, AuditRecord{Time: c.Now, Actor: c.By, Action: "agent.ban", Object: a.ID}, &before, &a)
 	return a, func() { s.reg.agentPut(&a, rev) }
 }
 
 // CreateJoinToken stores a join token (its secret hashed by the caller).
 func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, error) {
-	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t})
+	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return JoinToken{}, fmt.Errorf("storage: create join token: %w", err)
 	}
@@ -225,7 +240,7 @@ func (s *Store) RenewAgent(ctx context.Context, id, presented, serial string, ex
 
 // EvictAgent deletes an agent: its SVID stops being accepted at once and it must attest again.
 func (s *Store) EvictAgent(ctx context.Context, id string) (Agent, error) {
-	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id})
+	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: evict agent: %w", err)
 	}

@@ -14,17 +14,23 @@ const ignoreIfUnknown commandType = 0x80
 
 // Command types. Never renumber: they are in every replica's log. A changed payload is a new type.
 const (
-	cmdOwnerCreate  commandType = 1
-	cmdEntryCreate  commandType = 2
-	cmdEntryDelete  commandType = 3
-	cmdLedgerAppend commandType = 4
-	cmdAuthorityPut commandType = 5
-	cmdTokenCreate  commandType = 6
-	cmdAgentAttest  commandType = 7
-	cmdAgentRenew   commandType = 8
-	cmdAgentEvict   commandType = 9
-	cmdAgentBan     commandType = 10
-	cmdEntryBatch   commandType = 11
+	cmdOwnerCreate   commandType = 1
+	cmdEntryCreate   commandType = 2
+	cmdEntryDelete   commandType = 3
+	cmdLedgerAppend  commandType = 4
+	cmdAuthorityPut  commandType = 5
+	cmdTokenCreate   commandType = 6
+	cmdAgentAttest   commandType = 7
+	cmdAgentRenew    commandType = 8
+	cmdAgentEvict    commandType = 9
+	cmdAgentBan      commandType = 10
+	cmdEntryBatch    commandType = 11
+	cmdEntryUpdate   commandType = 12
+	cmdEntryState    commandType = 13
+	cmdOwnerOffboard commandType = 14
+	cmdAuditAppend   commandType = 15
+	cmdLedgerPrune   commandType = 16
+	cmdReviewSign    commandType = 17
 )
 
 func (t commandType) String() string {
@@ -51,6 +57,18 @@ func (t commandType) String() string {
 		return "agent-ban"
 	case cmdEntryBatch:
 		return "entry-batch-create"
+	case cmdEntryUpdate:
+		return "entry-update"
+	case cmdEntryState:
+		return "entry-state"
+	case cmdOwnerOffboard:
+		return "owner-offboard"
+	case cmdAuditAppend:
+		return "audit-append"
+	case cmdLedgerPrune:
+		return "ledger-prune"
+	case cmdReviewSign:
+		return "review-sign"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}
@@ -59,25 +77,30 @@ func (t commandType) String() string {
 // Registry command payloads are JSON: they are rare, small, and readable in a log dump. The ledger batch,
 // the hot path, uses the compact protobuf wire encoding in ledger_codec.go.
 type ownerCreateCmd struct {
-	Owner Owner `json:"owner"`
+	Owner Owner     `json:"owner"`
+	Meta  auditMeta `json:"meta"`
 	// IfMissing makes creating an existing owner a no-op instead of ErrOwnerExists.
 	IfMissing bool `json:"if_missing,omitempty"`
 }
 
 type entryCreateCmd struct {
-	Entry Entry `json:"entry"`
+	Entry Entry     `json:"entry"`
+	Meta  auditMeta `json:"meta"`
 }
 
 type entryBatchCmd struct {
-	Entries []Entry `json:"entries"`
+	Entries []Entry   `json:"entries"`
+	Meta    auditMeta `json:"meta"`
 }
 
 type entryDeleteCmd struct {
-	ID string `json:"id"`
+	ID   string    `json:"id"`
+	Meta auditMeta `json:"meta"`
 }
 
 type authorityPutCmd struct {
 	Authority Authority `json:"authority"`
+	Meta      auditMeta `json:"meta"`
 }
 
 func encodeJSONCommand(t commandType, v any) ([]byte, error) {

@@ -122,6 +122,30 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 		return s.applyAuthorityPut(tx, c)
 	case cmdLedgerAppend:
 		return s.applyLedgerAppend(tx, index, payload)
+	case cmdEntryUpdate:
+		var c entryUpdateCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyEntryUpdate(tx, c)
+	case cmdEntryState:
+		var c entryStateCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyEntryState(tx, c)
+	case cmdOwnerOffboard:
+		var c ownerOffboardCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyOwnerOffboard(tx, c)
+	case cmdAuditAppend:
+		var c auditAppendCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyAuditAppend(tx, c)
+	case cmdLedgerPrune:
+		var c ledgerPruneCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyLedgerPrune(tx, c)
+	case cmdReviewSign:
+		var c reviewSignCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyReviewSign(tx, c)
 	case cmdTokenCreate:
 		var c tokenCreateCmd
 		mustDecode(index, t, payload, &c)
@@ -200,6 +224,7 @@ func (s *Store) applyOwnerCreate(tx *bolt.Tx, c ownerCreateCmd) (any, func()) {
 	rev := nextRevision(tx)
 	o := c.Owner
 	mustPut(b, []byte(o.Name), mustJSON(&o))
+	appendAudit(tx, c.Meta.record("owner.create", o.Name), nil, &o)
 	return o, func() { s.reg.ownerPut(&o, rev) }
 }
 
@@ -209,8 +234,8 @@ func (s *Store) applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (any, func()) {
 	if entries.Get([]byte(e.ID)) != nil {
 		return fmt.Errorf("entry %q: %w: ID already in use", e.ID, ErrInvalid), nil
 	}
-	if tx.Bucket(bucketOwners).Get([]byte(e.Owner)) == nil {
-		return fmt.Errorf("entry %q: owner %q: %w (add it with: signet owner add %s)", e.SPIFFEID, e.Owner, ErrOwnerNotFound, e.Owner), nil
+	if err := checkOwnerUsable(tx, e.Owner); err != nil {
+		return fmt.Errorf("entry %q: %w", e.SPIFFEID, err), nil
 	}
 	keys := tx.Bucket(bucketEntryKeys)
 	ik := []byte(e.identityKey())
@@ -220,6 +245,7 @@ func (s *Store) applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (any, func()) {
 	e.Revision = nextRevision(tx)
 	mustPut(entries, []byte(e.ID), mustJSON(&e))
 	mustPut(keys, ik, []byte(e.ID))
+	appendAudit(tx, c.Meta.record("entry.create", e.ID), nil, &e)
 	return e, func() { s.reg.entryPut(&e, e.Revision) }
 }
 
@@ -229,7 +255,7 @@ func (s *Store) applyEntryBatch(tx *bolt.Tx, c entryBatchCmd) (any, func()) {
 	results := make([]BatchResult, len(c.Entries))
 	var posts []func()
 	for i := range c.Entries {
-		resp, post := s.applyEntryCreate(tx, entryCreateCmd{Entry: c.Entries[i]})
+		resp, post := s.applyEntryCreate(tx, entryCreateCmd{Entry: c.Entries[i], Meta: c.Meta})
 		if err, ok := resp.(error); ok {
 			results[i].Err = err
 			continue
@@ -255,6 +281,7 @@ func (s *Store) applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (any, func()) {
 	rev := nextRevision(tx)
 	mustDelete(entries, []byte(c.ID))
 	mustDelete(tx.Bucket(bucketEntryKeys), []byte(e.identityKey()))
+	appendAudit(tx, c.Meta.record("entry.delete", e.ID), &e, nil)
 	return e, func() { s.reg.entryDelete(c.ID, rev) }
 }
 
@@ -271,5 +298,6 @@ func (s *Store) applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (any, func()) 
 		panic(fmt.Sprintf("storage: put bundle sequence: %v", err))
 	}
 	mustPut(b, k, mustJSON(&a))
+	appendAudit(tx, c.Meta.record("bundle.add-"+string(a.Kind), a.ID), nil, &a)
 	return nil, func() { s.reg.authorityPut(&a, seq) }
 }

@@ -159,6 +159,7 @@ func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (an
 			mustPut(b, indexKey(v, bk), encodePositions(ps))
 		}
 	}
+	recordStats(tx, t, groups[1], fields)
 	return len(raws), nil
 }
 

@@ -38,7 +38,7 @@ func (s *Store) EnsureOwner(ctx context.Context, o Owner) (Owner, error) {
 }
 
 func (s *Store) createOwner(ctx context.Context, o Owner, ifMissing bool) (Owner, error) {
-	cmd, err := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing})
+	cmd, err := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return Owner{}, err
 	}
@@ -56,7 +56,7 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
 	if e.ID == "" {
 		return Entry{}, fmt.Errorf("storage: create entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 	}
-	cmd, err := encodeJSONCommand(cmdEntryCreate, entryCreateCmd{Entry: e})
+	cmd, err := encodeJSONCommand(cmdEntryCreate, entryCreateCmd{Entry: e, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return Entry{}, err
 	}
@@ -81,7 +81,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 			return nil, fmt.Errorf("storage: create entries: entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 		}
 	}
-	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es})
+	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return nil, fmt.Errorf("storage: create %d entries: %w", len(es), err)
 	}
@@ -90,7 +90,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 
 // DeleteEntry removes an entry and returns what was removed. ErrEntryNotFound if there is none.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
-	cmd, err := encodeJSONCommand(cmdEntryDelete, entryDeleteCmd{ID: id})
+	cmd, err := encodeJSONCommand(cmdEntryDelete, entryDeleteCmd{ID: id, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return Entry{}, err
 	}
@@ -103,7 +103,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 
 // PutAuthority publishes a public trust anchor into the bundle. Publishing one already present is a no-op.
 func (s *Store) PutAuthority(ctx context.Context, a Authority) error {
-	cmd, err := encodeJSONCommand(cmdAuthorityPut, authorityPutCmd{Authority: a})
+	cmd, err := encodeJSONCommand(cmdAuthorityPut, authorityPutCmd{Authority: a, Meta: newMeta(ctx, "")})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,11 @@ type Owner struct {
 	Team        string    `json:"team,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	CreatedBy   string    `json:"created_by,omitempty"`
+	// Offboarded owners own nothing active: their entries and unused tokens were reassigned or disabled.
+	Offboarded   bool      `json:"offboarded,omitempty"`
+	OffboardedAt time.Time `json:"offboarded_at,omitzero"`
+	OffboardedBy string    `json:"offboarded_by,omitempty"`
+	ReassignedTo string    `json:"reassigned_to,omitempty"`
 }
 
 // Entry is a registration entry: the workloads whose attested selectors include Selectors, on a node whose
@@ -32,10 +37,28 @@ type Entry struct {
 	JWTTTL    time.Duration       `json:"jwt_ttl"`
 	DNSNames  []string            `json:"dns_names,omitempty"`
 	ExpiresAt time.Time           `json:"expires_at,omitzero"`
+	// NeverExpires is set when an admin explicitly asked for no expiry (ExpiresAt is then zero).
+	NeverExpires bool `json:"never_expires,omitempty"`
+	// Ticket references the change request that justified the entry.
+	Ticket string `json:"ticket,omitempty"`
 	// JWTUnique asks for a fresh jti on every JWT-SVID: agents never serve one from cache.
 	JWTUnique bool      `json:"jwt_unique,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
+	// Disabled entries are not issued (and not sent to agents) until enabled again.
+	Disabled       bool      `json:"disabled,omitempty"`
+	DisabledAt     time.Time `json:"disabled_at,omitzero"`
+	DisabledBy     string    `json:"disabled_by,omitempty"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+	// Pending entries wait for a second admin's approval (the policy's two-person rule); PendingRules
+	// names the rules that asked for it.
+	Pending      bool      `json:"pending,omitempty"`
+	PendingRules []string  `json:"pending_rules,omitempty"`
+	ApprovedBy   string    `json:"approved_by,omitempty"`
+	ApprovedAt   time.Time `json:"approved_at,omitzero"`
+	UpdatedAt    time.Time `json:"updated_at,omitzero"`
+	UpdatedBy    string    `json:"updated_by,omitempty"`
+	UpdateReason string    `json:"update_reason,omitempty"`
 	// Revision is the registry revision at which this entry last changed; set by the store.
 	Revision uint64 `json:"revision"`
 }
@@ -43,6 +66,11 @@ type Entry struct {
 // Expired reports whether the entry has an expiry at or before now.
 func (e *Entry) Expired(now time.Time) bool {
 	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
+// Active reports whether the entry may be issued now: not disabled, not pending approval, not expired.
+func (e *Entry) Active(now time.Time) bool {
+	return !e.Disabled && !e.Pending && !e.Expired(now)
 }
 
 // identityKey is what makes two entries duplicates: same SPIFFE ID, parent and selectors.

@@ -1,0 +1,540 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors of governance operations.
+var (
+	// ErrConflict: the object changed since the caller read it (optimistic concurrency).
+	ErrConflict = errors.New("changed concurrently")
+	// ErrOwnerOffboarded: the owner was offboarded and cannot own anything new.
+	ErrOwnerOffboarded = errors.New("owner is offboarded")
+	// ErrSameApprover: a pending entry must be approved by an admin other than the one who created it.
+	ErrSameApprover = errors.New("approval by the same admin who made the request")
+	// ErrNotPending: approval of an entry that does not wait for one.
+	ErrNotPending = errors.New("entry is not pending approval")
+)
+
+type actorKey struct{}
+
+// WithActor returns a context whose writes are attributed to actor in the audit log (an admin
+// identity such as "uid:1000(alice)"). Writes without one are attributed to "signet".
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+func actorFrom(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
+		return a
+	}
+	return "signet"
+}
+
+// auditMeta is carried by every command that changes the registry: who, when (the proposer's clock,
+// so every replica records the same) and why.
+type auditMeta struct {
+	Actor  string    `json:"actor"`
+	Time   time.Time `json:"time"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+func newMeta(ctx context.Context, reason string) auditMeta {
+	return auditMeta{Actor: actorFrom(ctx), Time: time.Now().UTC(), Reason: reason}
+}
+
+func (m auditMeta) record(action, object string) AuditRecord {
+	return AuditRecord{Time: m.Time, Actor: m.Actor, Action: action, Object: object, Reason: m.Reason}
+}
+
+// Commands of governance.
+type entryUpdateCmd struct {
+	Entry Entry `json:"entry"`
+	// PrevRevision must be the entry's current revision: an update based on a stale read is refused.
+	PrevRevision uint64    `json:"prev_revision"`
+	Meta         auditMeta `json:"meta"`
+}
+
+// Entry state changes.
+const (
+	EntryDisable = "disable"
+	EntryEnable  = "enable"
+	EntryApprove = "approve"
+)
+
+type entryStateCmd struct {
+	ID     string    `json:"id"`
+	Action string    `json:"action"`
+	Meta   auditMeta `json:"meta"`
+}
+
+// Offboarding modes.
+const (
+	OffboardReassign = "reassign"
+	OffboardDisable  = "disable"
+)
+
+type ownerOffboardCmd struct {
+	Owner string    `json:"owner"`
+	Mode  string    `json:"mode"`
+	To    string    `json:"to,omitempty"`
+	Meta  auditMeta `json:"meta"`
+}
+
+type ledgerPruneCmd struct {
+	Before     time.Time `json:"before"`
+	MaxBatches int       `json:"max_batches"`
+}
+
+// Review decisions.
+const (
+	ReviewKeep    = "keep"
+	ReviewDisable = "disable"
+)
+
+// ReviewDecision is a reviewer's verdict on one entry.
+type ReviewDecision struct {
+	EntryID  string `json:"entry_id"`
+	Decision string `json:"decision"`
+	Note     string `json:"note,omitempty"`
+}
+
+// Review is a signed access review.
+type Review struct {
+	ID        string           `json:"id"`
+	Reviewer  string           `json:"reviewer"`
+	SignedBy  string           `json:"signed_by"` // the admin identity that recorded it
+	SignedAt  time.Time        `json:"signed_at"`
+	Decisions []ReviewDecision `json:"decisions"`
+}
+
+type reviewSignCmd struct {
+	Review Review    `json:"review"`
+	Meta   auditMeta `json:"meta"`
+}
+
+var (
+	bucketEntryStats = []byte("entry_stats")
+	bucketEntryDaily = []byte("entry_daily") // entry ID | 0 | day (4 bytes) -> issuance count
+	bucketReviews    = []byte("reviews")
+)
+
+// EntryStats is what the ledger says about one entry's use.
+type EntryStats struct {
+	Count        uint64    `json:"count"`
+	LastIssuedAt time.Time `json:"last_issued_at"`
+	// Agents that received SVIDs of the entry (at most maxStatsAgents are tracked).
+	Agents []string `json:"agents,omitempty"`
+}
+
+const maxStatsAgents = 64
+
+func (s *Store) applyEntryUpdate(tx *bolt.Tx, c entryUpdateCmd) (any, func()) {
+	entries := tx.Bucket(bucketEntries)
+	v := entries.Get([]byte(c.Entry.ID))
+	if v == nil {
+		return fmt.Errorf("entry %q: %w", c.Entry.ID, ErrEntryNotFound), nil
+	}
+	var old Entry
+	mustDecode(0, cmdEntryUpdate, v, &old)
+	if old.Revision != c.PrevRevision {
+		return fmt.Errorf("entry %q: %w (revision %d, the update was based on %d): read it again", old.ID, ErrConflict, old.Revision, c.PrevRevision), nil
+	}
+	if err := checkOwnerUsable(tx, c.Entry.Owner); err != nil {
+		return fmt.Errorf("entry %q: %w", old.ID, err), nil
+	}
+	keys := tx.Bucket(bucketEntryKeys)
+	oldKey, newKey := []byte(old.identityKey()), []byte(c.Entry.identityKey())
+	if string(oldKey) != string(newKey) {
+		if id := keys.Get(newKey); id != nil {
+			return fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", c.Entry.SPIFFEID, ErrEntryExists, id), nil
+		}
+		mustDelete(keys, oldKey)
+		mustPut(keys, newKey, []byte(old.ID))
+	}
+	e := c.Entry
+	e.Revision = nextRevision(tx)
+	mustPut(entries, []byte(e.ID), mustJSON(&e))
+	appendAudit(tx, c.Meta.record("entry.update", e.ID), &old, &e)
+	return e, func() { s.reg.entryPut(&e, e.Revision) }
+}
+
+// checkOwnerUsable refuses an owner that does not exist or was offboarded.
+func checkOwnerUsable(tx *bolt.Tx, name string) error {
+	v := tx.Bucket(bucketOwners).Get([]byte(name))
+	if v == nil {
+		return fmt.Errorf("owner %q: %w (add it with: signet owner add %s)", name, ErrOwnerNotFound, name)
+	}
+	var o Owner
+	mustDecode(0, cmdOwnerCreate, v, &o)
+	if o.Offboarded {
+		return fmt.Errorf("owner %q: %w (on %s)", name, ErrOwnerOffboarded, o.OffboardedAt.Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (s *Store) applyEntryState(tx *bolt.Tx, c entryStateCmd) (any, func()) {
+	entries := tx.Bucket(bucketEntries)
+	v := entries.Get([]byte(c.ID))
+	if v == nil {
+		return fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound), nil
+	}
+	var old Entry
+	mustDecode(0, cmdEntryState, v, &old)
+	e := old
+	switch c.Action {
+	case EntryDisable:
+		e.Disabled, e.DisabledAt, e.DisabledBy, e.DisabledReason = true, c.Meta.Time, c.Meta.Actor, c.Meta.Reason
+	case EntryEnable:
+		if err := checkOwnerUsable(tx, e.Owner); err != nil {
+			return fmt.Errorf("entry %q: cannot enable: %w; reassign it first", e.ID, err), nil
+		}
+		e.Disabled, e.DisabledAt, e.DisabledBy, e.DisabledReason = false, time.Time{}, "", ""
+	case EntryApprove:
+		if !e.Pending {
+			return fmt.Errorf("entry %q: %w", e.ID, ErrNotPending), nil
+		}
+		if c.Meta.Actor == e.CreatedBy || c.Meta.Actor == e.UpdatedBy {
+			return fmt.Errorf("entry %q: %w (%s): another admin must approve it", e.ID, ErrSameApprover, c.Meta.Actor), nil
+		}
+		e.Pending, e.ApprovedBy, e.ApprovedAt = false, c.Meta.Actor, c.Meta.Time
+	default:
+		return fmt.Errorf("entry %q: %w: unknown state change %q", e.ID, ErrInvalid, c.Action), nil
+	}
+	e.UpdatedAt, e.UpdatedBy, e.UpdateReason = c.Meta.Time, c.Meta.Actor, c.Meta.Reason
+	e.Revision = nextRevision(tx)
+	mustPut(entries, []byte(e.ID), mustJSON(&e))
+	appendAudit(tx, c.Meta.record("entry."+c.Action, e.ID), &old, &e)
+	return e, func() { s.reg.entryPut(&e, e.Revision) }
+}
+
+// OffboardResult is what an offboarding changed (or, for a plan, would change).
+type OffboardResult struct {
+	Owner   Owner
+	Entries []Entry     // after the change
+	Tokens  []JoinToken // after the change
+}
+
+func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()) {
+	owners := tx.Bucket(bucketOwners)
+	v := owners.Get([]byte(c.Owner))
+	if v == nil {
+		return fmt.Errorf("owner %q: %w", c.Owner, ErrOwnerNotFound), nil
+	}
+	var oldOwner Owner
+	mustDecode(0, cmdOwnerOffboard, v, &oldOwner)
+	if oldOwner.Offboarded {
+		return fmt.Errorf("owner %q: %w already", c.Owner, ErrOwnerOffboarded), nil
+	}
+	switch c.Mode {
+	case OffboardReassign:
+		if c.To == c.Owner {
+			return fmt.Errorf("owner %q: %w: cannot reassign to itself", c.Owner, ErrInvalid), nil
+		}
+		if err := checkOwnerUsable(tx, c.To); err != nil {
+			return fmt.Errorf("reassign to: %w", err), nil
+		}
+	case OffboardDisable:
+	default:
+		return fmt.Errorf("owner %q: %w: offboarding mode %q", c.Owner, ErrInvalid, c.Mode), nil
+	}
+	res := OffboardResult{}
+	var posts []func()
+	entries := tx.Bucket(bucketEntries)
+	err := entries.ForEach(func(k, v []byte) error {
+		var old Entry
+		mustDecode(0, cmdOwnerOffboard, v, &old)
+		if old.Owner != c.Owner {
+			return nil
+		}
+		e := old
+		if c.Mode == OffboardReassign {
+			e.Owner = c.To
+		} else if !e.Disabled {
+			e.Disabled, e.DisabledAt, e.DisabledBy = true, c.Meta.Time, c.Meta.Actor
+			e.DisabledReason = "owner " + c.Owner + " offboarded"
+			if c.Meta.Reason != "" {
+				e.DisabledReason += ": " + c.Meta.Reason
+			}
+		}
+		e.UpdatedAt, e.UpdatedBy, e.UpdateReason = c.Meta.Time, c.Meta.Actor, "owner "+c.Owner+" offboarded"
+		e.Revision = nextRevision(tx)
+		res.Entries = append(res.Entries, e)
+		appendAudit(tx, c.Meta.record("entry.offboard-"+c.Mode, e.ID), &old, &e)
+		posts = append(posts, func() { s.reg.entryPut(&e, e.Revision) })
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("storage: offboard: %v", err))
+	}
+	for _, e := range res.Entries {
+		mustPut(entries, []byte(e.ID), mustJSON(&e))
+	}
+	tokens := tx.Bucket(bucketTokens)
+	var changedTokens []JoinToken
+	err = tokens.ForEach(func(k, v []byte) error {
+		var t JoinToken
+		mustDecode(0, cmdOwnerOffboard, v, &t)
+		if t.Owner != c.Owner || !t.UsedAt.IsZero() || t.Revoked {
+			return nil
+		}
+		before := t
+		if c.Mode == OffboardReassign {
+			t.Owner = c.To
+		} else {
+			t.Revoked = true
+		}
+		changedTokens = append(changedTokens, t)
+		appendAudit(tx, c.Meta.record("token.offboard-"+c.Mode, t.ID), &before, &t)
+		return nil
+	})
+	if err != nil {
+		panic(fmt.Sprintf("storage: offboard: %v", err))
+	}
+	for _, t := range changedTokens {
+		mustPut(tokens, []byte(t.ID), mustJSON(&t))
+		t := t
+		posts = append(posts, func() { s.reg.tokenPut(&t) })
+	}
+	res.Tokens = changedTokens
+	o := oldOwner
+	o.Offboarded, o.OffboardedAt, o.OffboardedBy, o.ReassignedTo = true, c.Meta.Time, c.Meta.Actor, c.To
+	mustPut(owners, []byte(o.Name), mustJSON(&o))
+	rev := nextRevision(tx)
+	appendAudit(tx, c.Meta.record("owner.offboard", o.Name), &oldOwner, &o)
+	res.Owner = o
+	return res, func() {
+		for _, p := range posts {
+			p()
+		}
+		s.reg.ownerPut(&o, rev)
+	}
+}
+
+// recordStats updates per-entry issuance statistics for one ledger batch (positions by entry).
+func recordStats(tx *bolt.Tx, batchTime uint64, byEntry map[string][]uint32, fields []indexedFields) {
+	stats := tx.Bucket(bucketEntryStats)
+	daily := tx.Bucket(bucketEntryDaily)
+	day := uint32(batchTime / uint64(24*time.Hour))
+	at := time.Unix(0, int64(batchTime)).UTC()
+	for entryID, ps := range byEntry {
+		var st EntryStats
+		if v := stats.Get([]byte(entryID)); v != nil {
+			mustDecode(0, cmdLedgerAppend, v, &st)
+		}
+		st.Count += uint64(len(ps))
+		st.LastIssuedAt = at
+		for _, p := range ps {
+			if a := string(fields[p].agent); a != "" && !slices.Contains(st.Agents, a) && len(st.Agents) < maxStatsAgents {
+				st.Agents = append(st.Agents, a)
+			}
+		}
+		mustPut(stats, []byte(entryID), mustJSON(&st))
+		k := binary.BigEndian.AppendUint32(append([]byte(entryID), 0), day)
+		mustPut(daily, k, binary.BigEndian.AppendUint64(nil, getUint64Bytes(daily.Get(k))+uint64(len(ps))))
+	}
+}
+
+func getUint64Bytes(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// EntryStats returns the issuance statistics of an entry (zero if never issued).
+func (s *Store) EntryStats(id string) (EntryStats, error) {
+	var st EntryStats
+	err := s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketEntryStats).Get([]byte(id)); v != nil {
+			return json.Unmarshal(v, &st)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// EntryDailyCounts returns the entry's issuance count for each of the days days up to and including
+// the day of until (oldest first).
+func (s *Store) EntryDailyCounts(id string, until time.Time, days int) ([]uint64, error) {
+	out := make([]uint64, days)
+	last := uint32(until.UnixNano() / int64(24*time.Hour))
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntryDaily)
+		for i := range days {
+			d := last - uint32(days-1-i)
+			out[i] = getUint64Bytes(b.Get(binary.BigEndian.AppendUint32(append([]byte(id), 0), d)))
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
+	var posts []func()
+	entries := tx.Bucket(bucketEntries)
+	for _, d := range c.Review.Decisions {
+		if d.Decision != ReviewKeep && d.Decision != ReviewDisable {
+			return fmt.Errorf("review: entry %q: %w: decision %q (keep or disable)", d.EntryID, ErrInvalid, d.Decision), nil
+		}
+		if entries.Get([]byte(d.EntryID)) == nil {
+			return fmt.Errorf("review: entry %q: %w", d.EntryID, ErrEntryNotFound), nil
+		}
+	}
+	for _, d := range c.Review.Decisions {
+		if d.Decision != ReviewDisable {
+			continue
+		}
+		var old Entry
+		mustDecode(0, cmdReviewSign, entries.Get([]byte(d.EntryID)), &old)
+		if old.Disabled {
+			continue
+		}
+		e := old
+		e.Disabled, e.DisabledAt, e.DisabledBy = true, c.Meta.Time, c.Meta.Actor
+		e.DisabledReason = "access review " + c.Review.ID + " by " + c.Review.Reviewer
+		if d.Note != "" {
+			e.DisabledReason += ": " + d.Note
+		}
+		e.Revision = nextRevision(tx)
+		mustPut(entries, []byte(e.ID), mustJSON(&e))
+		appendAudit(tx, c.Meta.record("entry.disable", e.ID), &old, &e)
+		posts = append(posts, func() { s.reg.entryPut(&e, e.Revision) })
+	}
+	r := c.Review
+	mustPut(tx.Bucket(bucketReviews), []byte(r.ID), mustJSON(&r))
+	appendAudit(tx, c.Meta.record("review.sign", r.ID), nil, &r)
+	return r, func() {
+		for _, p := range posts {
+			p()
+		}
+	}
+}
+
+// applyLedgerPrune deletes ledger batches older than Before (at most MaxBatches per command, so one
+// Raft entry stays small), with their index keys; it returns how many batches it removed.
+func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (any, func()) {
+	ledger := tx.Bucket(bucketLedger)
+	byID := tx.Bucket(bucketLedgerByID)
+	idx := [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry), tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)}
+	before := uint64(c.Before.UnixNano())
+	var doomed [][]byte
+	cur := ledger.Cursor()
+	for k, v := cur.First(); k != nil && len(doomed) < c.MaxBatches; k, v = cur.Next() {
+		if binary.BigEndian.Uint64(k[:8]) >= before {
+			break
+		}
+		bk := append([]byte(nil), k...)
+		raws, err := splitLedgerBatch(v)
+		if err != nil {
+			panic(fmt.Sprintf("storage: prune batch %x: %v", bk, err))
+		}
+		for i, raw := range raws {
+			f, err := scanIndexed(raw)
+			if err != nil {
+				panic(fmt.Sprintf("storage: prune batch %x record %d: %v", bk, i, err))
+			}
+			if addr := byID.Get(f.id); addr != nil && string(addr[:batchKeyLen]) == string(bk) {
+				mustDelete(byID, f.id)
+			}
+			for d, val := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
+				if len(val) > 0 {
+					mustDelete(idx[d], indexKey(string(val), bk))
+				}
+			}
+		}
+		doomed = append(doomed, bk)
+	}
+	for _, bk := range doomed {
+		mustDelete(ledger, bk)
+	}
+	return len(doomed), nil
+}
+
+// PlanOffboard computes what offboarding owner would change, without changing anything.
+func (s *Store) PlanOffboard(owner, mode, to string) (OffboardResult, error) {
+	var res OffboardResult
+	o, err := s.Owner(owner)
+	if err != nil {
+		return res, err
+	}
+	res.Owner = o
+	for _, e := range s.Entries() {
+		if e.Owner != owner {
+			continue
+		}
+		if mode == OffboardReassign {
+			e.Owner = to
+		} else {
+			e.Disabled = true
+		}
+		res.Entries = append(res.Entries, e)
+	}
+	for _, t := range s.JoinTokens() {
+		if t.Owner != owner || !t.UsedAt.IsZero() || t.Revoked {
+			continue
+		}
+		if mode == OffboardReassign {
+			t.Owner = to
+		} else {
+			t.Revoked = true
+		}
+		res.Tokens = append(res.Tokens, t)
+	}
+	return res, nil
+}
+
+// UpdateEntry replaces an entry (validated by the caller) if its revision is still prevRevision.
+func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, reason string) (Entry, error) {
+	resp, err := s.applyJSON(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: newMeta(ctx, reason)})
+	if err != nil {
+		return Entry{}, fmt.Errorf("storage: update entry: %w", err)
+	}
+	return resp.(Entry), nil
+}
+
+// SetEntryState disables, enables or approves an entry.
+func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (Entry, error) {
+	resp, err := s.applyJSON(ctx, cmdEntryState, entryStateCmd{ID: id, Action: action, Meta: newMeta(ctx, reason)})
+	if err != nil {
+		return Entry{}, fmt.Errorf("storage: %s entry: %w", action, err)
+	}
+	return resp.(Entry), nil
+}
+
+// OffboardOwner reassigns (mode OffboardReassign, to) or disables (OffboardDisable) every entry and
+// unused join token of owner, and marks the owner offboarded, in one Raft write.
+func (s *Store) OffboardOwner(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
+	resp, err := s.applyJSON(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: newMeta(ctx, reason)})
+	if err != nil {
+		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
+	}
+	return resp.(OffboardResult), nil
+}
+
+// SignReview records an access review and disables the entries it decided to disable, in one write.
+func (s *Store) SignReview(ctx context.Context, r Review) (Review, error) {
+	resp, err := s.applyJSON(ctx, cmdReviewSign, reviewSignCmd{Review: r, Meta: newMeta(ctx, "")})
+	if err != nil {
+		return Review{}, fmt.Errorf("storage: sign review: %w", err)
+	}
+	return resp.(Review), nil
+}
+
+// PruneLedger removes ledger batches issued before the given time, at most maxBatches; it returns how
+// many it removed (call again while that equals maxBatches).
+func (s *Store) PruneLedger(ctx context.Context, before time.Time, maxBatches int) (int, error) {
+	resp, err := s.applyJSON(ctx, cmdLedgerPrune, ledgerPruneCmd{Before: before, MaxBatches: maxBatches})
+	if err != nil {
+		return 0, fmt.Errorf("storage: prune ledger: %w", err)
+	}
+	return resp.(int), nil
+}

@@ -1,0 +1,235 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestAuditChainAndTamperDetection(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	ctx := WithActor(context.Background(), "uid:1000(alice)")
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetEntryState(WithActor(ctx, "uid:0(root)"), "e1", EntryDisable, "incident 42"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, AuditRecord{Time: time.Now(), Actor: "uid:1001(mallory)", Action: "entry.create", Object: "spiffe://example.org/x", Outcome: AuditDenied, Reason: "policy rule \"ttl\""}); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := s.AuditLog(AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4 {
+		t.Fatalf("got %d audit records, want 4: %+v", len(recs), recs)
+	}
+	dis := recs[2]
+	if dis.Action != "entry.disable" || dis.Actor != "uid:0(root)" || dis.Reason != "incident 42" || len(dis.Before) == 0 || len(dis.After) == 0 {
+		t.Fatalf("disable record: %+v", dis)
+	}
+	var before, after Entry
+	json.Unmarshal(dis.Before, &before)
+	json.Unmarshal(dis.After, &after)
+	if before.Disabled || !after.Disabled {
+		t.Fatalf("before/after do not show the change: %+v / %+v", before, after)
+	}
+	if recs[3].Outcome != AuditDenied || recs[3].PrevHash != recs[2].Hash {
+		t.Fatalf("denied record not chained: %+v", recs[3])
+	}
+	if v, err := s.VerifyAudit(); err != nil || v.BrokenAt != 0 || v.Records != 4 {
+		t.Fatalf("verify intact log: %+v %v", v, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Edit the stored record 2 (the entry creation) as an attacker with file access would.
+	db, err := bolt.Open(filepath.Join(dir, stateFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		var r AuditRecord
+		json.Unmarshal(b.Get(auditKey(2)), &r)
+		r.Actor = "uid:0(root)"
+		return b.Put(auditKey(2), mustJSON(&r))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openTestStore(t, dir)
+	defer s.Close()
+	v, err := s.VerifyAudit()
+	if err != nil || v.BrokenAt != 2 {
+		t.Fatalf("verify after tampering: %+v %v, want broken at 2", v, err)
+	}
+}
+
+func TestOffboard(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	for _, o := range []string{"alice", "payments", "bob"} {
+		if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, o := range []string{"alice", "alice", "bob"} {
+		if _, err := s.CreateEntry(ctx, testEntry(t, fmt.Sprintf("e%d", i), fmt.Sprintf("spiffe://example.org/%d", i), o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newToken(t, s, "t1", time.Now().Add(time.Hour))
+	plan, err := s.PlanOffboard("alice", OffboardReassign, "payments")
+	if err != nil || len(plan.Entries) != 2 || len(plan.Tokens) != 1 {
+		t.Fatalf("plan: %+v %v", plan, err)
+	}
+	if e, _ := s.Entry("e0"); e.Owner != "alice" {
+		t.Fatal("the plan changed something")
+	}
+	if _, err := s.OffboardOwner(ctx, "alice", OffboardReassign, "alice", ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("reassign to itself: %v", err)
+	}
+	if _, err := s.OffboardOwner(ctx, "alice", OffboardReassign, "nobody", ""); !errors.Is(err, ErrOwnerNotFound) {
+		t.Fatalf("reassign to unknown: %v", err)
+	}
+	res, err := s.OffboardOwner(ctx, "alice", OffboardReassign, "payments", "left the company")
+	if err != nil || len(res.Entries) != 2 || !res.Owner.Offboarded {
+		t.Fatalf("offboard: %+v %v", res, err)
+	}
+	for _, id := range []string{"e0", "e1"} {
+		if e, _ := s.Entry(id); e.Owner != "payments" {
+			t.Fatalf("entry %s owner %q after reassign", id, e.Owner)
+		}
+	}
+	if tok, _ := s.JoinToken("t1"); tok.Owner != "payments" {
+		t.Fatalf("token owner %q", tok.Owner)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e9", "spiffe://example.org/9", "alice")); !errors.Is(err, ErrOwnerOffboarded) {
+		t.Fatalf("entry for an offboarded owner: %v", err)
+	}
+	// Disable mode: bob's entry stops being active; his unused token is revoked.
+	if _, err := s.CreateJoinToken(ctx, JoinToken{ID: "t2", Owner: "bob", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwner(ctx, "bob", OffboardDisable, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.Entry("e2"); !e.Disabled || e.Active(time.Now()) {
+		t.Fatalf("bob's entry after disable: %+v", e)
+	}
+	if _, err := s.AttestAgent(ctx, "t2", testAgent("spiffe://example.org/signet/agent/x", "s1"), time.Now(), agentSVIDRecord("spiffe://example.org/signet/agent/x", "s1")); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if _, err := s.SetEntryState(ctx, "e2", EntryEnable, ""); !errors.Is(err, ErrOwnerOffboarded) {
+		t.Fatalf("enable an offboarded owner's entry: %v", err)
+	}
+}
+
+func TestApprovalNeedsAnotherAdmin(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	alice := WithActor(context.Background(), "uid:1000(alice)")
+	if _, err := s.CreateOwner(alice, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	e := testEntry(t, "e1", "spiffe://example.org/prod/a", "alice")
+	e.Pending, e.CreatedBy = true, "uid:1000(alice)"
+	if _, err := s.CreateEntry(alice, e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetEntryState(alice, "e1", EntryApprove, ""); !errors.Is(err, ErrSameApprover) {
+		t.Fatalf("self-approval: %v", err)
+	}
+	got, err := s.SetEntryState(WithActor(context.Background(), "uid:1001(bob)"), "e1", EntryApprove, "")
+	if err != nil || got.Pending || got.ApprovedBy != "uid:1001(bob)" {
+		t.Fatalf("approval by bob: %+v %v", got, err)
+	}
+	if _, err := s.SetEntryState(WithActor(context.Background(), "uid:1001(bob)"), "e1", EntryApprove, ""); !errors.Is(err, ErrNotPending) {
+		t.Fatalf("second approval: %v", err)
+	}
+}
+
+func TestEntryUpdateConflictAndStats(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := e
+	upd.Purpose = "changed"
+	if _, err := s.UpdateEntry(ctx, upd, e.Revision+5, "stale"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale update: %v", err)
+	}
+	got, err := s.UpdateEntry(ctx, upd, e.Revision, "why not")
+	if err != nil || got.Purpose != "changed" || got.Revision <= e.Revision {
+		t.Fatalf("update: %+v %v", got, err)
+	}
+	// Stats from the ledger.
+	var recs []Issuance
+	for i := range 5 {
+		r := issuance(i, "alice", "e1", time.Time{})
+		r.Agent = fmt.Sprintf("spiffe://example.org/signet/agent/%d", i%2)
+		recs = append(recs, r)
+	}
+	if err := s.AppendLedger(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.EntryStats("e1")
+	if err != nil || st.Count != 5 || st.LastIssuedAt.IsZero() || len(st.Agents) != 2 {
+		t.Fatalf("stats: %+v %v", st, err)
+	}
+	days, err := s.EntryDailyCounts("e1", time.Now(), 3)
+	if err != nil || days[2] != 5 {
+		t.Fatalf("daily counts: %v %v", days, err)
+	}
+}
+
+func TestLedgerPrune(t *testing.T) {
+	ctx := context.Background()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := openTestStoreClock(t, t.TempDir(), stepClock(base))
+	defer s.Close()
+	for i := range 10 {
+		if err := s.AppendLedger(ctx, []Issuance{issuance(i, "alice", "e", time.Time{})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Records 0..5 were stamped before base+6s.
+	n, err := s.PruneLedger(ctx, base.Add(6*time.Second), 4)
+	if err != nil || n != 4 {
+		t.Fatalf("first prune: %d %v", n, err)
+	}
+	if n, err = s.PruneLedger(ctx, base.Add(6*time.Second), 4); err != nil || n != 2 {
+		t.Fatalf("second prune: %d %v", n, err)
+	}
+	for i := range 10 {
+		_, err := s.LookupIssuance(fmt.Sprintf("%032x", i))
+		if pruned := i < 6; pruned != errors.Is(err, ErrIssuanceNotFound) {
+			t.Fatalf("record %d after prune: %v", i, err)
+		}
+	}
+	page, err := s.QueryLedger(LedgerQuery{Owner: "alice"})
+	if err != nil || len(page.Issuances) != 4 {
+		t.Fatalf("owner index after prune: %d %v", len(page.Issuances), err)
+	}
+}
