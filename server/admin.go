@@ -32,15 +32,24 @@ type AdminServiceConfig struct {
 	// DefaultParentID is used for entries created without a parent (dev mode: the dev agent). Empty
 	// means a parent is required.
 	DefaultParentID string
+	// Policy, if set, is evaluated on every entry create and update (policy.Policy).
+	Policy EntryPolicy
+	// DefaultEntryTTL is how long entries created without an expiry live (default DefaultEntryLifetime);
+	// an entry that must never expire has to say so (never_expires), and reviews flag it.
+	DefaultEntryTTL time.Duration
 	Clock           func() time.Time
 	Logger          *slog.Logger
 }
 
+// DefaultEntryLifetime is how long an entry created without an expiry lives.
+const DefaultEntryLifetime = 90 * 24 * time.Hour
+
 // AdminService implements the admin API (proto/adminv1).
 type AdminService struct {
 	adminv1.UnimplementedAdminServer
-	cfg AdminServiceConfig
-	log *slog.Logger
+	cfg   AdminServiceConfig
+	log   *slog.Logger
+	audit auditor
 }
 
 // NewAdminService validates cfg.
@@ -61,7 +70,11 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &AdminService{cfg: cfg, log: cfg.Logger.With("component", "admin-api")}, nil
+	if cfg.DefaultEntryTTL <= 0 {
+		cfg.DefaultEntryTTL = DefaultEntryLifetime
+	}
+	log := cfg.Logger.With("component", "admin-api")
+	return &AdminService{cfg: cfg, log: log, audit: auditor{store: cfg.Store, log: log}}, nil
 }
 
 func (s *AdminService) rules() entryRules {
@@ -79,11 +92,12 @@ func NewEntryID() (string, error) {
 
 // CreateEntry validates and stores a new entry, recording which admin created it.
 func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.Entry, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	e, err := s.prepareEntry(req.GetEntry(), s.rules(), admin, s.cfg.Clock().UTC().Truncate(time.Second))
+	ctx = storage.WithActor(ctx, admin)
+	e, err := s.prepareEntry(ctx, req.GetEntry(), s.rules(), admin, s.cfg.Clock().UTC().Truncate(time.Second))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -97,19 +111,19 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 
 // GetEntry returns one entry.
 func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*adminv1.Entry, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	e, err := s.cfg.Store.Entry(req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return entryToAdmin(&e), nil
+	return s.entryWithStats(&e), nil
 }
 
 // ListEntries streams entries matching the filters, a page at a time.
 func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
-	if _, err := s.cfg.Authenticate(stream.Context()); err != nil {
+	if _, err := s.authenticate(stream.Context()); err != nil {
 		return toStatus(err)
 	}
 	var entries []storage.Entry
@@ -119,12 +133,14 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 		entries = s.cfg.Store.Entries()
 	}
 	page := &adminv1.ListEntriesResponse{}
+	now := s.cfg.Clock()
 	for i := range entries {
 		e := &entries[i]
-		if (req.GetOwner() != "" && e.Owner != req.GetOwner()) || (req.GetSpiffeId() != "" && e.SPIFFEID != req.GetSpiffeId()) {
+		if (req.GetOwner() != "" && e.Owner != req.GetOwner()) || (req.GetSpiffeId() != "" && e.SPIFFEID != req.GetSpiffeId()) ||
+			(req.GetExpired() && !e.Expired(now)) || (req.GetDisabled() && !e.Disabled) || (req.GetPending() && !e.Pending) {
 			continue
 		}
-		page.Entries = append(page.Entries, entryToAdmin(e))
+		page.Entries = append(page.Entries, s.entryWithStats(e))
 		if len(page.Entries) == syncPageSize {
 			if err := stream.Send(page); err != nil {
 				return err
@@ -140,10 +156,11 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 
 // DeleteEntry removes an entry; agents drop its SVIDs on the next push.
 func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.Entry, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	if req.GetId() == "" {
 		return nil, status.Error(codes.InvalidArgument, "id is required")
 	}
@@ -157,10 +174,11 @@ func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntry
 
 // CreateOwner adds an owner.
 func (s *AdminService) CreateOwner(ctx context.Context, req *adminv1.CreateOwnerRequest) (*adminv1.Owner, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	in := req.GetOwner()
 	if in == nil {
 		return nil, status.Error(codes.InvalidArgument, "owner is required")
@@ -180,7 +198,7 @@ func (s *AdminService) CreateOwner(ctx context.Context, req *adminv1.CreateOwner
 
 // ListOwners returns every owner.
 func (s *AdminService) ListOwners(ctx context.Context, _ *adminv1.ListOwnersRequest) (*adminv1.ListOwnersResponse, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &adminv1.ListOwnersResponse{}
@@ -192,7 +210,7 @@ func (s *AdminService) ListOwners(ctx context.Context, _ *adminv1.ListOwnersRequ
 
 // GetBundle returns the trust bundle.
 func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleRequest) (*adminv1.Bundle, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	b := s.cfg.Store.Bundle()
@@ -217,11 +235,24 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 
 // QueryLedger pages through issuance records.
 func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedgerRequest) (*adminv1.QueryLedgerResponse, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
+	}
+	if id := req.GetSerial(); id != "" {
+		rec, err := s.cfg.Store.LookupIssuance(id)
+		if errors.Is(err, storage.ErrIssuanceNotFound) {
+			return &adminv1.QueryLedgerResponse{}, nil
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &adminv1.QueryLedgerResponse{Issuances: []*adminv1.Issuance{IssuanceToAdmin(&rec)}}, nil
 	}
 	q := storage.LedgerQuery{Owner: req.GetOwner(), SPIFFEID: req.GetSpiffeId(), EntryID: req.GetEntryId(),
 		Agent: req.GetAgent(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	if req.GetValidAt() != 0 {
+		q.ValidAt = time.Unix(0, req.GetValidAt())
+	}
 	if req.GetSince() != 0 {
 		q.Since = time.Unix(0, req.GetSince())
 	}
@@ -243,7 +274,7 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 	e := storage.Entry{
 		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
-		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique,
+		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
 	}
 	for _, ttl := range []struct {
 		field string
@@ -274,13 +305,28 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Owner: e.Owner, Purpose: e.Purpose,
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, CreatedAt: e.CreatedAt.Unix(), CreatedBy: e.CreatedBy, Revision: e.Revision,
-		JwtUnique: e.JWTUnique,
+		JwtUnique: e.JWTUnique, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
+		Disabled: e.Disabled, DisabledAt: unixOrZero(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
+		Pending: e.Pending, PendingRules: e.PendingRules, ApprovedBy: e.ApprovedBy,
+		UpdatedAt: unixOrZero(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason,
 	}
 	for _, s := range e.Selectors {
 		out.Selectors = append(out.Selectors, &adminv1.Selector{Type: s.Type, Value: s.Value})
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()
+	}
+	return out
+}
+
+// entryWithStats adds what the ledger knows about the entry's use.
+func (s *AdminService) entryWithStats(e *storage.Entry) *adminv1.Entry {
+	out := entryToAdmin(e)
+	if st, err := s.cfg.Store.EntryStats(e.ID); err == nil {
+		out.IssuedCount = st.Count
+		if !st.LastIssuedAt.IsZero() {
+			out.LastIssuedAt = st.LastIssuedAt.UnixNano()
+		}
 	}
 	return out
 }

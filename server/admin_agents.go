@@ -15,10 +15,11 @@ const MaxBatchEntries = 10000
 
 // BatchCreateEntries validates every entry and stores the valid ones in one Raft write.
 func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.BatchCreateEntriesRequest) (*adminv1.BatchCreateEntriesResponse, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	if n := len(req.GetEntries()); n == 0 || n > MaxBatchEntries {
 		return nil, status.Errorf(codes.InvalidArgument, "entries: %d given, want 1 to %d", n, MaxBatchEntries)
 	}
@@ -29,7 +30,7 @@ func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 	var at []int
 	for i, in := range req.Entries {
 		resp.Results[i] = &adminv1.BatchCreateEntriesResult{}
-		e, err := s.prepareEntry(in, rules, admin, now)
+		e, err := s.prepareEntry(ctx, in, rules, admin, now)
 		if err != nil {
 			resp.Results[i].ErrorCode, resp.Results[i].ErrorMessage = int32(codeOf(err)), err.Error()
 			continue
@@ -56,7 +57,7 @@ func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 }
 
 // prepareEntry turns an admin request into a validated entry with server-assigned fields.
-func (s *AdminService) prepareEntry(in *adminv1.Entry, rules entryRules, admin string, now time.Time) (storage.Entry, error) {
+func (s *AdminService) prepareEntry(ctx context.Context, in *adminv1.Entry, rules entryRules, admin string, now time.Time) (storage.Entry, error) {
 	if in == nil {
 		return storage.Entry{}, status.Error(codes.InvalidArgument, "entry is required")
 	}
@@ -70,7 +71,13 @@ func (s *AdminService) prepareEntry(in *adminv1.Entry, rules entryRules, admin s
 	if e.ParentID == "" {
 		e.ParentID = s.cfg.DefaultParentID
 	}
+	if e.ExpiresAt.IsZero() && !e.NeverExpires {
+		e.ExpiresAt = now.Add(s.cfg.DefaultEntryTTL)
+	}
 	if err := rules.validateEntry(&e); err != nil {
+		return storage.Entry{}, err
+	}
+	if err := s.checkPolicy(ctx, &e, admin, "create"); err != nil {
 		return storage.Entry{}, err
 	}
 	if e.ID, err = NewEntryID(); err != nil {
@@ -83,10 +90,11 @@ func (s *AdminService) prepareEntry(in *adminv1.Entry, rules entryRules, admin s
 // CreateJoinToken creates a single-use join token bound to an owner. The secret is returned once and
 // only its hash is stored.
 func (s *AdminService) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTokenRequest) (*adminv1.CreateJoinTokenResponse, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	ttl, err := validateTokenRequest(s.cfg.TrustDomain, req.GetOwner(), req.GetTtlSeconds(), req.GetSpiffeId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -107,7 +115,7 @@ func (s *AdminService) CreateJoinToken(ctx context.Context, req *adminv1.CreateJ
 
 // ListJoinTokens lists tokens (never their secrets).
 func (s *AdminService) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTokensRequest) (*adminv1.ListJoinTokensResponse, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &adminv1.ListJoinTokensResponse{}
@@ -119,7 +127,7 @@ func (s *AdminService) ListJoinTokens(ctx context.Context, _ *adminv1.ListJoinTo
 
 // ListAgents lists attested agents.
 func (s *AdminService) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &adminv1.ListAgentsResponse{}
@@ -131,7 +139,7 @@ func (s *AdminService) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequ
 
 // GetAgent returns one agent.
 func (s *AdminService) GetAgent(ctx context.Context, req *adminv1.GetAgentRequest) (*adminv1.AgentInfo, error) {
-	if _, err := s.cfg.Authenticate(ctx); err != nil {
+	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
 	a, err := s.cfg.Store.Agent(req.GetId())
@@ -143,10 +151,11 @@ func (s *AdminService) GetAgent(ctx context.Context, req *adminv1.GetAgentReques
 
 // EvictAgent deletes an agent: it must attest again.
 func (s *AdminService) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRequest) (*adminv1.AgentInfo, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	a, err := s.cfg.Store.EvictAgent(ctx, req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -157,10 +166,11 @@ func (s *AdminService) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRe
 
 // BanAgent bans an agent: it can never attest again under its ID.
 func (s *AdminService) BanAgent(ctx context.Context, req *adminv1.BanAgentRequest) (*adminv1.AgentInfo, error) {
-	admin, err := s.cfg.Authenticate(ctx)
+	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	ctx = storage.WithActor(ctx, admin)
 	a, err := s.cfg.Store.BanAgent(ctx, req.GetId(), admin, s.cfg.Clock().UTC())
 	if err != nil {
 		return nil, toStatus(err)

@@ -131,10 +131,10 @@ func (s *AgentService) entryUpdate(parents []string, known, rev uint64, first bo
 					continue // another agent's entry
 				}
 				e, err := s.cfg.Store.Entry(c.ID)
-				if err == nil && mine(e.ParentID) {
+				if err == nil && mine(e.ParentID) && !e.Disabled && !e.Pending {
 					m.Entries = append(m.Entries, entryToAgent(&e))
 				} else {
-					// Deleted, or moved to another parent: the agent drops it.
+					// Deleted, disabled, pending, or moved to another parent: the agent drops it.
 					m.Deleted = append(m.Deleted, c.ID)
 				}
 			}
@@ -146,7 +146,11 @@ func (s *AgentService) entryUpdate(parents []string, known, rev uint64, first bo
 	}
 	var entries []storage.Entry
 	for _, p := range parents {
-		entries = append(entries, s.cfg.Store.EntriesByParent(p)...)
+		for _, e := range s.cfg.Store.EntriesByParent(p) {
+			if !e.Disabled && !e.Pending {
+				entries = append(entries, e)
+			}
+		}
 	}
 	var msgs []*agentv1.SyncEntriesResponse
 	for start := 0; start == 0 || start < len(entries); start += syncPageSize {

@@ -88,8 +88,13 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 		i.log.Warn("agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
-	if e.Expired(i.cfg.Clock()) {
+	switch now := i.cfg.Clock(); {
+	case e.Expired(now):
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: expired at %s", entryID, ErrPermissionDenied, e.ExpiresAt.Format(time.RFC3339))
+	case e.Disabled:
+		return storage.Entry{}, fmt.Errorf("entry %q: %w: disabled (%s)", entryID, ErrPermissionDenied, e.DisabledReason)
+	case e.Pending:
+		return storage.Entry{}, fmt.Errorf("entry %q: %w: waiting for approval", entryID, ErrPermissionDenied)
 	}
 	return e, nil
 }

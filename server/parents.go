@@ -32,7 +32,7 @@ func parentsOf(st *storage.Store, td spiffeid.TrustDomain, caller Caller, now ti
 	ids := []string{caller.AgentID.String()}
 	if len(caller.Selectors) > 0 {
 		for _, alias := range st.EntriesByParent(ServerID(td).String()) {
-			if !alias.Expired(now) && selector.Subset(alias.Selectors, caller.Selectors) {
+			if alias.Active(now) && selector.Subset(alias.Selectors, caller.Selectors) {
 				ids = append(ids, alias.SPIFFEID)
 			}
 		}

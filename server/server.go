@@ -36,8 +36,15 @@ type Config struct {
 	DefaultParentID string
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
 	AgentSVIDTTL time.Duration
-	Clock        func() time.Time
-	Logger       *slog.Logger
+	// DefaultEntryTTL is the lifetime of entries created without an expiry (default DefaultEntryLifetime).
+	DefaultEntryTTL time.Duration
+	// LedgerRetention is how long issuance records are kept (default DefaultLedgerRetention; at least
+	// storage.MaxCredentialLifetime, so every still-valid credential can be looked up).
+	LedgerRetention time.Duration
+	// Policy, if set, is evaluated on every entry create and update.
+	Policy EntryPolicy
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -73,16 +80,70 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case cfg.LedgerRetention == 0:
+		cfg.LedgerRetention = DefaultLedgerRetention
+	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
+		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
+	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
+		Policy: cfg.Policy, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	return &Server{cfg: cfg, Recorder: rec, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
-// Run runs the ledger recorder until ctx ends.
-func (s *Server) Run(ctx context.Context) { s.Recorder.Run(ctx) }
+// DefaultLedgerRetention is how long issuance records are kept by default.
+const DefaultLedgerRetention = 90 * 24 * time.Hour
+
+// pruneEvery is how often the leader removes ledger records past retention.
+const pruneEvery = time.Hour
+
+// Run runs the ledger recorder and, on the leader, retention pruning, until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); s.pruneLoop(ctx) }()
+	s.Recorder.Run(ctx)
+	<-done
+}
+
+// pruneLoop removes ledger records older than the retention, through Raft (so every node prunes the
+// same records), in bounded commands.
+func (s *Server) pruneLoop(ctx context.Context) {
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		t.Reset(pruneEvery)
+		if !s.cfg.Store.IsLeader() {
+			continue
+		}
+		before := s.cfg.Clock().Add(-s.cfg.LedgerRetention)
+		total := 0
+		for {
+			n, err := s.cfg.Store.PruneLedger(ctx, before, 500)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.cfg.Logger.Warn("ledger pruning failed; will retry", "error", err)
+				}
+				break
+			}
+			total += n
+			if n < 500 {
+				break
+			}
+		}
+		if total > 0 {
+			s.cfg.Logger.Info("ledger pruned", "batches", total, "before", before.Format(time.RFC3339))
+		}
+	}
+}
 
 // PublishAuthorities adds this node's X.509 root and JWT key to the trust bundle (idempotent), so every
 // node and agent trusts what this node signs. It must succeed before the node signs anything.

@@ -167,6 +167,12 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 	if !e.ExpiresAt.IsZero() && !e.ExpiresAt.After(r.Now) {
 		return fmt.Errorf("entry %q: expires_at %s: %w: must be in the future", name, e.ExpiresAt.Format(time.RFC3339), ErrInvalidArgument)
 	}
+	if e.NeverExpires && !e.ExpiresAt.IsZero() {
+		return fmt.Errorf("entry %q: never_expires: %w: cannot be set together with expires_at", name, ErrInvalidArgument)
+	}
+	if err := validateText("ticket", e.Ticket, maxNameLen); err != nil {
+		return fmt.Errorf("entry %q: %w", name, err)
+	}
 	return nil
 }
 

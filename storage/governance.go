@@ -538,3 +538,45 @@ func (s *Store) PruneLedger(ctx context.Context, before time.Time, maxBatches in
 	}
 	return resp.(int), nil
 }
+
+// EntryActivity is an entry's issuance history as reviews need it.
+type EntryActivity struct {
+	Stats EntryStats
+	// Daily holds the issuance counts of the last days days, oldest first (the last is today).
+	Daily []uint64
+}
+
+// Activity returns the activity of every entry that was ever issued, read in one transaction, with
+// daily counts for the days days up to now.
+func (s *Store) Activity(now time.Time, days int) (map[string]*EntryActivity, error) {
+	out := map[string]*EntryActivity{}
+	last := uint32(now.UnixNano() / int64(24*time.Hour))
+	first := last - uint32(days-1)
+	err := s.view(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketEntryStats).ForEach(func(k, v []byte) error {
+			a := &EntryActivity{Daily: make([]uint64, days)}
+			if err := json.Unmarshal(v, &a.Stats); err != nil {
+				return fmt.Errorf("stats of entry %q: %w", k, err)
+			}
+			out[string(k)] = a
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEntryDaily).ForEach(func(k, v []byte) error {
+			if len(k) < 5 {
+				return nil
+			}
+			id, day := string(k[:len(k)-5]), binary.BigEndian.Uint32(k[len(k)-4:])
+			if a := out[id]; a != nil && day >= first && day <= last {
+				a.Daily[day-first] = getUint64Bytes(v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: entry activity: %w", err)
+	}
+	return out, nil
+}

@@ -256,11 +256,17 @@ type LedgerQuery struct {
 	// Since and Until bound issued_at: Since <= issued_at < Until. Zero means unbounded.
 	Since time.Time
 	Until time.Time
+	// ValidAt, if set, keeps only credentials valid at that time (issued at or before it, expiring after).
+	ValidAt time.Time
 	// Limit caps the page size: 0 means DefaultLedgerLimit; at most MaxLedgerLimit.
 	Limit int
 	// Cursor continues a previous query (LedgerPage.Next).
 	Cursor string
 }
+
+// MaxCredentialLifetime bounds how long any credential Signet issues lives (entries and agent SVIDs allow
+// at most 30 days); ValidAt queries look back this far.
+const MaxCredentialLifetime = 31 * 24 * time.Hour
 
 // Page sizes for ledger queries.
 const (
@@ -287,6 +293,14 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 		limit = DefaultLedgerLimit
 	case limit < 0 || limit > MaxLedgerLimit:
 		return LedgerPage{}, fmt.Errorf("storage: ledger query: limit %d: %w: must be between 1 and %d", limit, ErrInvalid, MaxLedgerLimit)
+	}
+	if !q.ValidAt.IsZero() {
+		if until := q.ValidAt.Add(time.Nanosecond); q.Until.IsZero() || until.Before(q.Until) {
+			q.Until = until
+		}
+		if since := q.ValidAt.Add(-MaxCredentialLifetime); since.After(q.Since) {
+			q.Since = since
+		}
 	}
 	var cursor []byte
 	if q.Cursor != "" {
@@ -400,7 +414,8 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 }
 
 func (q *LedgerQuery) matches(r *Issuance) bool {
-	return (q.Owner == "" || r.Owner == q.Owner) &&
+	return (q.ValidAt.IsZero() || r.ExpiresAt.After(q.ValidAt)) &&
+		(q.Owner == "" || r.Owner == q.Owner) &&
 		(q.SPIFFEID == "" || r.SPIFFEID == q.SPIFFEID) &&
 		(q.EntryID == "" || r.EntryID == q.EntryID) &&
 		(q.Agent == "" || r.Agent == q.Agent)

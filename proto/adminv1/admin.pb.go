@@ -875,8 +875,23 @@ type Entry struct {
 	CreatedBy      string                 `protobuf:"bytes,12,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	Revision       uint64                 `protobuf:"varint,13,opt,name=revision,proto3" json:"revision,omitempty"`
 	JwtUnique      bool                   `protobuf:"varint,14,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	NeverExpires   bool                   `protobuf:"varint,15,opt,name=never_expires,json=neverExpires,proto3" json:"never_expires,omitempty"`
+	Ticket         string                 `protobuf:"bytes,16,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Disabled       bool                   `protobuf:"varint,17,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	DisabledAt     int64                  `protobuf:"varint,18,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
+	DisabledBy     string                 `protobuf:"bytes,19,opt,name=disabled_by,json=disabledBy,proto3" json:"disabled_by,omitempty"`
+	DisabledReason string                 `protobuf:"bytes,20,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
+	Pending        bool                   `protobuf:"varint,21,opt,name=pending,proto3" json:"pending,omitempty"`
+	PendingRules   []string               `protobuf:"bytes,22,rep,name=pending_rules,json=pendingRules,proto3" json:"pending_rules,omitempty"`
+	ApprovedBy     string                 `protobuf:"bytes,23,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	UpdatedAt      int64                  `protobuf:"varint,24,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedBy      string                 `protobuf:"bytes,25,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
+	// From the ledger (read-only).
+	IssuedCount   uint64 `protobuf:"varint,27,opt,name=issued_count,json=issuedCount,proto3" json:"issued_count,omitempty"`
+	LastIssuedAt  int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -1005,6 +1020,104 @@ func (x *Entry) GetJwtUnique() bool {
 		return x.JwtUnique
 	}
 	return false
+}
+
+func (x *Entry) GetNeverExpires() bool {
+	if x != nil {
+		return x.NeverExpires
+	}
+	return false
+}
+
+func (x *Entry) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *Entry) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *Entry) GetDisabledAt() int64 {
+	if x != nil {
+		return x.DisabledAt
+	}
+	return 0
+}
+
+func (x *Entry) GetDisabledBy() string {
+	if x != nil {
+		return x.DisabledBy
+	}
+	return ""
+}
+
+func (x *Entry) GetDisabledReason() string {
+	if x != nil {
+		return x.DisabledReason
+	}
+	return ""
+}
+
+func (x *Entry) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
+}
+
+func (x *Entry) GetPendingRules() []string {
+	if x != nil {
+		return x.PendingRules
+	}
+	return nil
+}
+
+func (x *Entry) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *Entry) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
+func (x *Entry) GetUpdatedBy() string {
+	if x != nil {
+		return x.UpdatedBy
+	}
+	return ""
+}
+
+func (x *Entry) GetUpdateReason() string {
+	if x != nil {
+		return x.UpdateReason
+	}
+	return ""
+}
+
+func (x *Entry) GetIssuedCount() uint64 {
+	if x != nil {
+		return x.IssuedCount
+	}
+	return 0
+}
+
+func (x *Entry) GetLastIssuedAt() int64 {
+	if x != nil {
+		return x.LastIssuedAt
+	}
+	return 0
 }
 
 type CreateEntryRequest struct {
@@ -1146,6 +1259,9 @@ type ListEntriesRequest struct {
 	Owner         string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
 	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	ParentId      string `protobuf:"bytes,3,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	Expired       bool   `protobuf:"varint,4,opt,name=expired,proto3" json:"expired,omitempty"`   // only entries past their expiry
+	Disabled      bool   `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"` // only disabled entries
+	Pending       bool   `protobuf:"varint,6,opt,name=pending,proto3" json:"pending,omitempty"`   // only entries waiting for approval
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1201,6 +1317,147 @@ func (x *ListEntriesRequest) GetParentId() string {
 	return ""
 }
 
+func (x *ListEntriesRequest) GetExpired() bool {
+	if x != nil {
+		return x.Expired
+	}
+	return false
+}
+
+func (x *ListEntriesRequest) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *ListEntriesRequest) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
+}
+
+type UpdateEntryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`                             // id and revision identify it; other fields per update_mask
+	UpdateMask    []string               `protobuf:"bytes,2,rep,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"` // e.g. ["purpose", "x509_ttl_seconds", "owner"]
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEntryRequest) Reset() {
+	*x = UpdateEntryRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEntryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEntryRequest) ProtoMessage() {}
+
+func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
+func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UpdateEntryRequest) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *UpdateEntryRequest) GetUpdateMask() []string {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateEntryRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SetEntryStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"` // "disable", "enable" or "approve"
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetEntryStateRequest) Reset() {
+	*x = SetEntryStateRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetEntryStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetEntryStateRequest) ProtoMessage() {}
+
+func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetEntryStateRequest.ProtoReflect.Descriptor instead.
+func (*SetEntryStateRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetEntryStateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetEntryStateRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *SetEntryStateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ListEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -1210,7 +1467,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1479,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1492,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1259,7 +1516,7 @@ type Owner struct {
 
 func (x *Owner) Reset() {
 	*x = Owner{}
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1528,7 @@ func (x *Owner) String() string {
 func (*Owner) ProtoMessage() {}
 
 func (x *Owner) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1541,7 @@ func (x *Owner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Owner.ProtoReflect.Descriptor instead.
 func (*Owner) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Owner) GetName() string {
@@ -1338,7 +1595,7 @@ type CreateOwnerRequest struct {
 
 func (x *CreateOwnerRequest) Reset() {
 	*x = CreateOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1607,7 @@ func (x *CreateOwnerRequest) String() string {
 func (*CreateOwnerRequest) ProtoMessage() {}
 
 func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1620,7 @@ func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOwnerRequest.ProtoReflect.Descriptor instead.
 func (*CreateOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateOwnerRequest) GetOwner() *Owner {
@@ -1371,6 +1628,286 @@ func (x *CreateOwnerRequest) GetOwner() *Owner {
 		return x.Owner
 	}
 	return nil
+}
+
+type GetOwnerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOwnerRequest) Reset() {
+	*x = GetOwnerRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOwnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOwnerRequest) ProtoMessage() {}
+
+func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOwnerRequest.ProtoReflect.Descriptor instead.
+func (*GetOwnerRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetOwnerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type OwnerDetail struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Owner            *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Entries          []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	Tokens           []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Agents           []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                                             // agents attested with the owner's tokens
+	ValidCredentials []*Issuance            `protobuf:"bytes,5,rep,name=valid_credentials,json=validCredentials,proto3" json:"valid_credentials,omitempty"` // credentials issued under its entries, still valid now
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *OwnerDetail) Reset() {
+	*x = OwnerDetail{}
+	mi := &file_adminv1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerDetail) ProtoMessage() {}
+
+func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerDetail.ProtoReflect.Descriptor instead.
+func (*OwnerDetail) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *OwnerDetail) GetOwner() *Owner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+func (x *OwnerDetail) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *OwnerDetail) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *OwnerDetail) GetAgents() []*AgentInfo {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *OwnerDetail) GetValidCredentials() []*Issuance {
+	if x != nil {
+		return x.ValidCredentials
+	}
+	return nil
+}
+
+type OffboardOwnerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	ReassignTo    string                 `protobuf:"bytes,2,opt,name=reassign_to,json=reassignTo,proto3" json:"reassign_to,omitempty"` // exactly one of reassign_to and disable
+	Disable       bool                   `protobuf:"varint,3,opt,name=disable,proto3" json:"disable,omitempty"`
+	DryRun        bool                   `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardOwnerRequest) Reset() {
+	*x = OffboardOwnerRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardOwnerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardOwnerRequest) ProtoMessage() {}
+
+func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
+func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *OffboardOwnerRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *OffboardOwnerRequest) GetReassignTo() string {
+	if x != nil {
+		return x.ReassignTo
+	}
+	return ""
+}
+
+func (x *OffboardOwnerRequest) GetDisable() bool {
+	if x != nil {
+		return x.Disable
+	}
+	return false
+}
+
+func (x *OffboardOwnerRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *OffboardOwnerRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type OffboardOwnerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Owner         *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
+	Tokens        []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
+	Agents        []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
+	StillValid    []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
+	DryRun        bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OffboardOwnerResponse) Reset() {
+	*x = OffboardOwnerResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OffboardOwnerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OffboardOwnerResponse) ProtoMessage() {}
+
+func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
+func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *OffboardOwnerResponse) GetOwner() *Owner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+func (x *OffboardOwnerResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *OffboardOwnerResponse) GetTokens() []*JoinToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *OffboardOwnerResponse) GetAgents() []*AgentInfo {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *OffboardOwnerResponse) GetStillValid() []*Issuance {
+	if x != nil {
+		return x.StillValid
+	}
+	return nil
+}
+
+func (x *OffboardOwnerResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 type ListOwnersRequest struct {
@@ -1381,7 +1918,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1930,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1943,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type ListOwnersResponse struct {
@@ -1418,7 +1955,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1967,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1980,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -1461,7 +1998,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +2010,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +2023,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 type JWTKey struct {
@@ -1499,7 +2036,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +2048,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +2061,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -1554,7 +2091,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +2103,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +2116,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -1627,13 +2164,15 @@ type QueryLedgerRequest struct {
 	Until         int64                  `protobuf:"varint,6,opt,name=until,proto3" json:"until,omitempty"` // unix nanoseconds, 0 = unbounded
 	Limit         int32                  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
 	Cursor        string                 `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Serial        string                 `protobuf:"bytes,9,opt,name=serial,proto3" json:"serial,omitempty"`                    // a serial (hex) or JWT ID: that one record
+	ValidAt       int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1645,7 +2184,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1658,7 +2197,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -1717,6 +2256,20 @@ func (x *QueryLedgerRequest) GetCursor() string {
 	return ""
 }
 
+func (x *QueryLedgerRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *QueryLedgerRequest) GetValidAt() int64 {
+	if x != nil {
+		return x.ValidAt
+	}
+	return 0
+}
+
 type Issuance struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`     // X.509 serial (lowercase hex) or JWT ID
@@ -1738,7 +2291,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +2303,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +2316,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Issuance) GetId() string {
@@ -1867,7 +2420,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2432,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2445,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -1907,6 +2460,830 @@ func (x *QueryLedgerResponse) GetNextCursor() string {
 		return x.NextCursor
 	}
 	return ""
+}
+
+type LookupCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"` // PEM certificate or chain, DER, or a JWT (even expired, even without signature)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCredentialRequest) Reset() {
+	*x = LookupCredentialRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCredentialRequest) ProtoMessage() {}
+
+func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
+func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LookupCredentialRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type LookupCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Known         bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
+	SpiffeId      string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Issuance      *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Entry         *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
+	Owner         *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	Agent         *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
+	ValidNow      bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
+	OtherLive     []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupCredentialResponse) Reset() {
+	*x = LookupCredentialResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupCredentialResponse) ProtoMessage() {}
+
+func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
+func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *LookupCredentialResponse) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *LookupCredentialResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *LookupCredentialResponse) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *LookupCredentialResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *LookupCredentialResponse) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *LookupCredentialResponse) GetIssuance() *Issuance {
+	if x != nil {
+		return x.Issuance
+	}
+	return nil
+}
+
+func (x *LookupCredentialResponse) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *LookupCredentialResponse) GetOwner() *Owner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+func (x *LookupCredentialResponse) GetAgent() *AgentInfo {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *LookupCredentialResponse) GetValidNow() bool {
+	if x != nil {
+		return x.ValidNow
+	}
+	return false
+}
+
+func (x *LookupCredentialResponse) GetOtherLive() []*Issuance {
+	if x != nil {
+		return x.OtherLive
+	}
+	return nil
+}
+
+type AuditRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time          int64                  `protobuf:"varint,2,opt,name=time,proto3" json:"time,omitempty"` // unix nanoseconds
+	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Action        string                 `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Object        string                 `protobuf:"bytes,5,opt,name=object,proto3" json:"object,omitempty"`
+	Outcome       string                 `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Before        []byte                 `protobuf:"bytes,8,opt,name=before,proto3" json:"before,omitempty"` // JSON
+	After         []byte                 `protobuf:"bytes,9,opt,name=after,proto3" json:"after,omitempty"`   // JSON
+	PrevHash      string                 `protobuf:"bytes,10,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
+	Hash          string                 `protobuf:"bytes,11,opt,name=hash,proto3" json:"hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_adminv1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AuditRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetTime() int64 {
+	if x != nil {
+		return x.Time
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetBefore() []byte {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetPrevHash() string {
+	if x != nil {
+		return x.PrevHash
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+type ListAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	After         uint64                 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Object        string                 `protobuf:"bytes,4,opt,name=object,proto3" json:"object,omitempty"`
+	Action        string                 `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListAuditRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAuditRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *ListAuditRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Next          uint64                 `protobuf:"varint,2,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListAuditResponse) GetNext() uint64 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+type VerifyAuditRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditRequest) Reset() {
+	*x = VerifyAuditRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditRequest) ProtoMessage() {}
+
+func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+type VerifyAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	BrokenAt      uint64                 `protobuf:"varint,2,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"` // 0 = intact
+	Problem       string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditResponse) Reset() {
+	*x = VerifyAuditResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditResponse) ProtoMessage() {}
+
+func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *VerifyAuditResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetBrokenAt() uint64 {
+	if x != nil {
+		return x.BrokenAt
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+type ReviewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StaleSeconds  int64                  `protobuf:"varint,1,opt,name=stale_seconds,json=staleSeconds,proto3" json:"stale_seconds,omitempty"` // entries not issued for this long are flagged (default 30 days)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewRequest) Reset() {
+	*x = ReviewRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewRequest) ProtoMessage() {}
+
+func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
+func (*ReviewRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ReviewRequest) GetStaleSeconds() int64 {
+	if x != nil {
+		return x.StaleSeconds
+	}
+	return 0
+}
+
+type ReviewItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "entry" or "token"
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Owner         string                 `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
+	Findings      []string               `protobuf:"bytes,5,rep,name=findings,proto3" json:"findings,omitempty"` // what the reviewer must look at, one sentence each
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewItem) Reset() {
+	*x = ReviewItem{}
+	mi := &file_adminv1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewItem) ProtoMessage() {}
+
+func (x *ReviewItem) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
+func (*ReviewItem) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ReviewItem) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ReviewItem) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReviewItem) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *ReviewItem) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ReviewItem) GetFindings() []string {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+type ReviewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*ReviewItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	GeneratedAt   int64                  `protobuf:"varint,2,opt,name=generated_at,json=generatedAt,proto3" json:"generated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewResponse) Reset() {
+	*x = ReviewResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewResponse) ProtoMessage() {}
+
+func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
+func (*ReviewResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ReviewResponse) GetItems() []*ReviewItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ReviewResponse) GetGeneratedAt() int64 {
+	if x != nil {
+		return x.GeneratedAt
+	}
+	return 0
+}
+
+type SignReviewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reviewer      string                 `protobuf:"bytes,1,opt,name=reviewer,proto3" json:"reviewer,omitempty"`
+	EntryIds      []string               `protobuf:"bytes,2,rep,name=entry_ids,json=entryIds,proto3" json:"entry_ids,omitempty"` // or all: every entry in the current review
+	All           bool                   `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	Decision      string                 `protobuf:"bytes,4,opt,name=decision,proto3" json:"decision,omitempty"` // "keep" or "disable"
+	Note          string                 `protobuf:"bytes,5,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignReviewRequest) Reset() {
+	*x = SignReviewRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignReviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignReviewRequest) ProtoMessage() {}
+
+func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
+func (*SignReviewRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SignReviewRequest) GetReviewer() string {
+	if x != nil {
+		return x.Reviewer
+	}
+	return ""
+}
+
+func (x *SignReviewRequest) GetEntryIds() []string {
+	if x != nil {
+		return x.EntryIds
+	}
+	return nil
+}
+
+func (x *SignReviewRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *SignReviewRequest) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *SignReviewRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type SignReviewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReviewId      string                 `protobuf:"bytes,1,opt,name=review_id,json=reviewId,proto3" json:"review_id,omitempty"`
+	Decisions     int32                  `protobuf:"varint,2,opt,name=decisions,proto3" json:"decisions,omitempty"`
+	Disabled      []*Entry               `protobuf:"bytes,3,rep,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignReviewResponse) Reset() {
+	*x = SignReviewResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignReviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignReviewResponse) ProtoMessage() {}
+
+func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
+func (*SignReviewResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SignReviewResponse) GetReviewId() string {
+	if x != nil {
+		return x.ReviewId
+	}
+	return ""
+}
+
+func (x *SignReviewResponse) GetDecisions() int32 {
+	if x != nil {
+		return x.Decisions
+	}
+	return 0
+}
+
+func (x *SignReviewResponse) GetDisabled() []*Entry {
+	if x != nil {
+		return x.Disabled
+	}
+	return nil
 }
 
 var File_adminv1_admin_proto protoreflect.FileDescriptor
@@ -1973,7 +3350,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xc1\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x91\a\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -1993,17 +3370,48 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"created_by\x18\f \x01(\tR\tcreatedBy\x12\x1a\n" +
 	"\brevision\x18\r \x01(\x04R\brevision\x12\x1d\n" +
 	"\n" +
-	"jwt_unique\x18\x0e \x01(\bR\tjwtUnique\"B\n" +
+	"jwt_unique\x18\x0e \x01(\bR\tjwtUnique\x12#\n" +
+	"\rnever_expires\x18\x0f \x01(\bR\fneverExpires\x12\x16\n" +
+	"\x06ticket\x18\x10 \x01(\tR\x06ticket\x12\x1a\n" +
+	"\bdisabled\x18\x11 \x01(\bR\bdisabled\x12\x1f\n" +
+	"\vdisabled_at\x18\x12 \x01(\x03R\n" +
+	"disabledAt\x12\x1f\n" +
+	"\vdisabled_by\x18\x13 \x01(\tR\n" +
+	"disabledBy\x12'\n" +
+	"\x0fdisabled_reason\x18\x14 \x01(\tR\x0edisabledReason\x12\x18\n" +
+	"\apending\x18\x15 \x01(\bR\apending\x12#\n" +
+	"\rpending_rules\x18\x16 \x03(\tR\fpendingRules\x12\x1f\n" +
+	"\vapproved_by\x18\x17 \x01(\tR\n" +
+	"approvedBy\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\x18 \x01(\x03R\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
+	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12!\n" +
+	"\fissued_count\x18\x1b \x01(\x04R\vissuedCount\x12$\n" +
+	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
 	"\x12DeleteEntryRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"d\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xb4\x01\n" +
 	"\x12ListEntriesRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
-	"\tparent_id\x18\x03 \x01(\tR\bparentId\"G\n" +
+	"\tparent_id\x18\x03 \x01(\tR\bparentId\x12\x18\n" +
+	"\aexpired\x18\x04 \x01(\bR\aexpired\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x12\x18\n" +
+	"\apending\x18\x06 \x01(\bR\apending\"{\n" +
+	"\x12UpdateEntryRequest\x12,\n" +
+	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\x12\x1f\n" +
+	"\vupdate_mask\x18\x02 \x03(\tR\n" +
+	"updateMask\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"V\n" +
+	"\x14SetEntryStateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"G\n" +
 	"\x13ListEntriesResponse\x120\n" +
 	"\aentries\x18\x01 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\"\xa4\x01\n" +
 	"\x05Owner\x12\x12\n" +
@@ -2016,7 +3424,30 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\x06 \x01(\tR\tcreatedBy\"B\n" +
 	"\x12CreateOwnerRequest\x12,\n" +
-	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\"\x13\n" +
+	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\"%\n" +
+	"\x0fGetOwnerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x9d\x02\n" +
+	"\vOwnerDetail\x12,\n" +
+	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
+	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
+	"\x06tokens\x18\x03 \x03(\v2\x1a.signet.admin.v1.JoinTokenR\x06tokens\x122\n" +
+	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12F\n" +
+	"\x11valid_credentials\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\x10validCredentials\"\x98\x01\n" +
+	"\x14OffboardOwnerRequest\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1f\n" +
+	"\vreassign_to\x18\x02 \x01(\tR\n" +
+	"reassignTo\x12\x18\n" +
+	"\adisable\x18\x03 \x01(\bR\adisable\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb4\x02\n" +
+	"\x15OffboardOwnerResponse\x12,\n" +
+	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
+	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
+	"\x06tokens\x18\x03 \x03(\v2\x1a.signet.admin.v1.JoinTokenR\x06tokens\x122\n" +
+	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12:\n" +
+	"\vstill_valid\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\n" +
+	"stillValid\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"\x13\n" +
 	"\x11ListOwnersRequest\"D\n" +
 	"\x12ListOwnersResponse\x12.\n" +
 	"\x06owners\x18\x01 \x03(\v2\x16.signet.admin.v1.OwnerR\x06owners\"\x12\n" +
@@ -2030,7 +3461,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.admin.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12#\n" +
-	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xd2\x01\n" +
+	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\x85\x02\n" +
 	"\x12QueryLedgerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +
@@ -2039,7 +3470,10 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x05since\x18\x05 \x01(\x03R\x05since\x12\x14\n" +
 	"\x05until\x18\x06 \x01(\x03R\x05until\x12\x14\n" +
 	"\x05limit\x18\a \x01(\x05R\x05limit\x12\x16\n" +
-	"\x06cursor\x18\b \x01(\tR\x06cursor\"\xf3\x02\n" +
+	"\x06cursor\x18\b \x01(\tR\x06cursor\x12\x16\n" +
+	"\x06serial\x18\t \x01(\tR\x06serial\x12\x19\n" +
+	"\bvalid_at\x18\n" +
+	" \x01(\x03R\avalidAt\"\xf3\x02\n" +
 	"\bIssuance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
@@ -2059,17 +3493,92 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x13QueryLedgerResponse\x127\n" +
 	"\tissuances\x18\x01 \x03(\v2\x19.signet.admin.v1.IssuanceR\tissuances\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor2\xf8\t\n" +
+	"nextCursor\"-\n" +
+	"\x17LookupCredentialRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xa5\x03\n" +
+	"\x18LookupCredentialResponse\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x12\x1b\n" +
+	"\tspiffe_id\x18\x05 \x01(\tR\bspiffeId\x125\n" +
+	"\bissuance\x18\x06 \x01(\v2\x19.signet.admin.v1.IssuanceR\bissuance\x12,\n" +
+	"\x05entry\x18\a \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\x12,\n" +
+	"\x05owner\x18\b \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
+	"\x05agent\x18\t \x01(\v2\x1a.signet.admin.v1.AgentInfoR\x05agent\x12\x1b\n" +
+	"\tvalid_now\x18\n" +
+	" \x01(\bR\bvalidNow\x128\n" +
+	"\n" +
+	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\"\x8a\x02\n" +
+	"\vAuditRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x16\n" +
+	"\x06object\x18\x05 \x01(\tR\x06object\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x16\n" +
+	"\x06before\x18\b \x01(\fR\x06before\x12\x14\n" +
+	"\x05after\x18\t \x01(\fR\x05after\x12\x1b\n" +
+	"\tprev_hash\x18\n" +
+	" \x01(\tR\bprevHash\x12\x12\n" +
+	"\x04hash\x18\v \x01(\tR\x04hash\"\x84\x01\n" +
+	"\x10ListAuditRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06object\x18\x04 \x01(\tR\x06object\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\"_\n" +
+	"\x11ListAuditResponse\x126\n" +
+	"\arecords\x18\x01 \x03(\v2\x1c.signet.admin.v1.AuditRecordR\arecords\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\x04R\x04next\"\x14\n" +
+	"\x12VerifyAuditRequest\"f\n" +
+	"\x13VerifyAuditResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1b\n" +
+	"\tbroken_at\x18\x02 \x01(\x04R\bbrokenAt\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\"4\n" +
+	"\rReviewRequest\x12#\n" +
+	"\rstale_seconds\x18\x01 \x01(\x03R\fstaleSeconds\"\x7f\n" +
+	"\n" +
+	"ReviewItem\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12\x14\n" +
+	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1a\n" +
+	"\bfindings\x18\x05 \x03(\tR\bfindings\"f\n" +
+	"\x0eReviewResponse\x121\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.signet.admin.v1.ReviewItemR\x05items\x12!\n" +
+	"\fgenerated_at\x18\x02 \x01(\x03R\vgeneratedAt\"\x8e\x01\n" +
+	"\x11SignReviewRequest\x12\x1a\n" +
+	"\breviewer\x18\x01 \x01(\tR\breviewer\x12\x1b\n" +
+	"\tentry_ids\x18\x02 \x03(\tR\bentryIds\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\x12\x1a\n" +
+	"\bdecision\x18\x04 \x01(\tR\bdecision\x12\x12\n" +
+	"\x04note\x18\x05 \x01(\tR\x04note\"\x83\x01\n" +
+	"\x12SignReviewResponse\x12\x1b\n" +
+	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
+	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xf9\x0f\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
 	"\vListEntries\x12#.signet.admin.v1.ListEntriesRequest\x1a$.signet.admin.v1.ListEntriesResponse0\x01\x12J\n" +
 	"\vDeleteEntry\x12#.signet.admin.v1.DeleteEntryRequest\x1a\x16.signet.admin.v1.Entry\x12J\n" +
+	"\vUpdateEntry\x12#.signet.admin.v1.UpdateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12N\n" +
+	"\rSetEntryState\x12%.signet.admin.v1.SetEntryStateRequest\x1a\x16.signet.admin.v1.Entry\x12J\n" +
 	"\vCreateOwner\x12#.signet.admin.v1.CreateOwnerRequest\x1a\x16.signet.admin.v1.Owner\x12U\n" +
 	"\n" +
-	"ListOwners\x12\".signet.admin.v1.ListOwnersRequest\x1a#.signet.admin.v1.ListOwnersResponse\x12G\n" +
+	"ListOwners\x12\".signet.admin.v1.ListOwnersRequest\x1a#.signet.admin.v1.ListOwnersResponse\x12J\n" +
+	"\bGetOwner\x12 .signet.admin.v1.GetOwnerRequest\x1a\x1c.signet.admin.v1.OwnerDetail\x12^\n" +
+	"\rOffboardOwner\x12%.signet.admin.v1.OffboardOwnerRequest\x1a&.signet.admin.v1.OffboardOwnerResponse\x12G\n" +
 	"\tGetBundle\x12!.signet.admin.v1.GetBundleRequest\x1a\x17.signet.admin.v1.Bundle\x12X\n" +
-	"\vQueryLedger\x12#.signet.admin.v1.QueryLedgerRequest\x1a$.signet.admin.v1.QueryLedgerResponse\x12m\n" +
+	"\vQueryLedger\x12#.signet.admin.v1.QueryLedgerRequest\x1a$.signet.admin.v1.QueryLedgerResponse\x12g\n" +
+	"\x10LookupCredential\x12(.signet.admin.v1.LookupCredentialRequest\x1a).signet.admin.v1.LookupCredentialResponse\x12R\n" +
+	"\tListAudit\x12!.signet.admin.v1.ListAuditRequest\x1a\".signet.admin.v1.ListAuditResponse\x12X\n" +
+	"\vVerifyAudit\x12#.signet.admin.v1.VerifyAuditRequest\x1a$.signet.admin.v1.VerifyAuditResponse\x12I\n" +
+	"\x06Review\x12\x1e.signet.admin.v1.ReviewRequest\x1a\x1f.signet.admin.v1.ReviewResponse\x12U\n" +
+	"\n" +
+	"SignReview\x12\".signet.admin.v1.SignReviewRequest\x1a#.signet.admin.v1.SignReviewResponse\x12m\n" +
 	"\x12BatchCreateEntries\x12*.signet.admin.v1.BatchCreateEntriesRequest\x1a+.signet.admin.v1.BatchCreateEntriesResponse\x12d\n" +
 	"\x0fCreateJoinToken\x12'.signet.admin.v1.CreateJoinTokenRequest\x1a(.signet.admin.v1.CreateJoinTokenResponse\x12a\n" +
 	"\x0eListJoinTokens\x12&.signet.admin.v1.ListJoinTokensRequest\x1a'.signet.admin.v1.ListJoinTokensResponse\x12U\n" +
@@ -2092,7 +3601,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -2114,17 +3623,35 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*GetEntryRequest)(nil),            // 17: signet.admin.v1.GetEntryRequest
 	(*DeleteEntryRequest)(nil),         // 18: signet.admin.v1.DeleteEntryRequest
 	(*ListEntriesRequest)(nil),         // 19: signet.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),        // 20: signet.admin.v1.ListEntriesResponse
-	(*Owner)(nil),                      // 21: signet.admin.v1.Owner
-	(*CreateOwnerRequest)(nil),         // 22: signet.admin.v1.CreateOwnerRequest
-	(*ListOwnersRequest)(nil),          // 23: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 24: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 25: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 26: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 27: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 28: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 29: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 30: signet.admin.v1.QueryLedgerResponse
+	(*UpdateEntryRequest)(nil),         // 20: signet.admin.v1.UpdateEntryRequest
+	(*SetEntryStateRequest)(nil),       // 21: signet.admin.v1.SetEntryStateRequest
+	(*ListEntriesResponse)(nil),        // 22: signet.admin.v1.ListEntriesResponse
+	(*Owner)(nil),                      // 23: signet.admin.v1.Owner
+	(*CreateOwnerRequest)(nil),         // 24: signet.admin.v1.CreateOwnerRequest
+	(*GetOwnerRequest)(nil),            // 25: signet.admin.v1.GetOwnerRequest
+	(*OwnerDetail)(nil),                // 26: signet.admin.v1.OwnerDetail
+	(*OffboardOwnerRequest)(nil),       // 27: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 28: signet.admin.v1.OffboardOwnerResponse
+	(*ListOwnersRequest)(nil),          // 29: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 30: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 31: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 32: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 33: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 34: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 35: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 36: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 37: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 38: signet.admin.v1.LookupCredentialResponse
+	(*AuditRecord)(nil),                // 39: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 40: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 41: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 42: signet.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 43: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 44: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 45: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 46: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 47: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 48: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -2136,46 +3663,83 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	8,  // 6: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
 	14, // 7: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
 	15, // 8: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	15, // 9: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
-	21, // 10: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
-	21, // 11: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	26, // 12: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	29, // 13: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	16, // 14: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 15: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 16: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 17: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	22, // 18: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	23, // 19: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 20: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	28, // 21: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	0,  // 22: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 23: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 24: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 25: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 26: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 27: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 28: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 29: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 30: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	20, // 31: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 32: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	21, // 33: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	24, // 34: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	27, // 35: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	30, // 36: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	2,  // 37: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 38: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 39: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 40: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 41: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 42: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 43: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	29, // [29:44] is the sub-list for method output_type
-	14, // [14:29] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 9: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	15, // 10: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
+	23, // 11: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
+	23, // 12: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
+	15, // 13: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
+	3,  // 14: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
+	8,  // 15: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
+	35, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	23, // 17: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	15, // 18: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	3,  // 19: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	8,  // 20: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	35, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	23, // 22: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	32, // 23: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	35, // 24: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	35, // 25: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	15, // 26: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	23, // 27: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	8,  // 28: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	35, // 29: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	39, // 30: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	45, // 31: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 32: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 33: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 34: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 35: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 36: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 37: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 38: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 39: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	29, // 40: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 41: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	27, // 42: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	31, // 43: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	34, // 44: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	37, // 45: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	40, // 46: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	42, // 47: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	44, // 48: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	47, // 49: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 50: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 51: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 52: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 53: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 54: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 55: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 56: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 57: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 58: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 59: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 60: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 61: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 62: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 63: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	30, // 64: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 65: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	28, // 66: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	33, // 67: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	36, // 68: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	38, // 69: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	41, // 70: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	43, // 71: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	46, // 72: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	48, // 73: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 74: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 75: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 76: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 77: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 78: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 79: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 80: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	57, // [57:81] is the sub-list for method output_type
+	33, // [33:57] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -2189,7 +3753,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,10 +25,19 @@ const (
 	Admin_GetEntry_FullMethodName           = "/signet.admin.v1.Admin/GetEntry"
 	Admin_ListEntries_FullMethodName        = "/signet.admin.v1.Admin/ListEntries"
 	Admin_DeleteEntry_FullMethodName        = "/signet.admin.v1.Admin/DeleteEntry"
+	Admin_UpdateEntry_FullMethodName        = "/signet.admin.v1.Admin/UpdateEntry"
+	Admin_SetEntryState_FullMethodName      = "/signet.admin.v1.Admin/SetEntryState"
 	Admin_CreateOwner_FullMethodName        = "/signet.admin.v1.Admin/CreateOwner"
 	Admin_ListOwners_FullMethodName         = "/signet.admin.v1.Admin/ListOwners"
+	Admin_GetOwner_FullMethodName           = "/signet.admin.v1.Admin/GetOwner"
+	Admin_OffboardOwner_FullMethodName      = "/signet.admin.v1.Admin/OffboardOwner"
 	Admin_GetBundle_FullMethodName          = "/signet.admin.v1.Admin/GetBundle"
 	Admin_QueryLedger_FullMethodName        = "/signet.admin.v1.Admin/QueryLedger"
+	Admin_LookupCredential_FullMethodName   = "/signet.admin.v1.Admin/LookupCredential"
+	Admin_ListAudit_FullMethodName          = "/signet.admin.v1.Admin/ListAudit"
+	Admin_VerifyAudit_FullMethodName        = "/signet.admin.v1.Admin/VerifyAudit"
+	Admin_Review_FullMethodName             = "/signet.admin.v1.Admin/Review"
+	Admin_SignReview_FullMethodName         = "/signet.admin.v1.Admin/SignReview"
 	Admin_BatchCreateEntries_FullMethodName = "/signet.admin.v1.Admin/BatchCreateEntries"
 	Admin_CreateJoinToken_FullMethodName    = "/signet.admin.v1.Admin/CreateJoinToken"
 	Admin_ListJoinTokens_FullMethodName     = "/signet.admin.v1.Admin/ListJoinTokens"
@@ -47,10 +56,25 @@ type AdminClient interface {
 	// ListEntries streams the registry in pages, so any number of entries can be listed.
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ListEntriesResponse], error)
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*Entry, error)
+	// UpdateEntry changes an entry (fields listed in update_mask); revision must be the entry's current one.
+	UpdateEntry(ctx context.Context, in *UpdateEntryRequest, opts ...grpc.CallOption) (*Entry, error)
+	// SetEntryState disables, enables or approves (two-person rule) an entry.
+	SetEntryState(ctx context.Context, in *SetEntryStateRequest, opts ...grpc.CallOption) (*Entry, error)
 	CreateOwner(ctx context.Context, in *CreateOwnerRequest, opts ...grpc.CallOption) (*Owner, error)
 	ListOwners(ctx context.Context, in *ListOwnersRequest, opts ...grpc.CallOption) (*ListOwnersResponse, error)
+	// GetOwner returns an owner and everything it owns.
+	GetOwner(ctx context.Context, in *GetOwnerRequest, opts ...grpc.CallOption) (*OwnerDetail, error)
+	// OffboardOwner reassigns or disables everything an owner owns, in one write (or plans it: dry_run).
+	OffboardOwner(ctx context.Context, in *OffboardOwnerRequest, opts ...grpc.CallOption) (*OffboardOwnerResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
 	QueryLedger(ctx context.Context, in *QueryLedgerRequest, opts ...grpc.CallOption) (*QueryLedgerResponse, error)
+	// LookupCredential answers "what is this credential?" for a PEM certificate, chain or JWT.
+	LookupCredential(ctx context.Context, in *LookupCredentialRequest, opts ...grpc.CallOption) (*LookupCredentialResponse, error)
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// Review lists what a reviewer must look at; SignReview records the outcome.
+	Review(ctx context.Context, in *ReviewRequest, opts ...grpc.CallOption) (*ReviewResponse, error)
+	SignReview(ctx context.Context, in *SignReviewRequest, opts ...grpc.CallOption) (*SignReviewResponse, error)
 	// BatchCreateEntries creates many entries in one Raft write; each succeeds or fails on its own.
 	BatchCreateEntries(ctx context.Context, in *BatchCreateEntriesRequest, opts ...grpc.CallOption) (*BatchCreateEntriesResponse, error)
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
@@ -120,6 +144,26 @@ func (c *adminClient) DeleteEntry(ctx context.Context, in *DeleteEntryRequest, o
 	return out, nil
 }
 
+func (c *adminClient) UpdateEntry(ctx context.Context, in *UpdateEntryRequest, opts ...grpc.CallOption) (*Entry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Entry)
+	err := c.cc.Invoke(ctx, Admin_UpdateEntry_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetEntryState(ctx context.Context, in *SetEntryStateRequest, opts ...grpc.CallOption) (*Entry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Entry)
+	err := c.cc.Invoke(ctx, Admin_SetEntryState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) CreateOwner(ctx context.Context, in *CreateOwnerRequest, opts ...grpc.CallOption) (*Owner, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Owner)
@@ -140,6 +184,26 @@ func (c *adminClient) ListOwners(ctx context.Context, in *ListOwnersRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) GetOwner(ctx context.Context, in *GetOwnerRequest, opts ...grpc.CallOption) (*OwnerDetail, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OwnerDetail)
+	err := c.cc.Invoke(ctx, Admin_GetOwner_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) OffboardOwner(ctx context.Context, in *OffboardOwnerRequest, opts ...grpc.CallOption) (*OffboardOwnerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OffboardOwnerResponse)
+	err := c.cc.Invoke(ctx, Admin_OffboardOwner_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Bundle)
@@ -154,6 +218,56 @@ func (c *adminClient) QueryLedger(ctx context.Context, in *QueryLedgerRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(QueryLedgerResponse)
 	err := c.cc.Invoke(ctx, Admin_QueryLedger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) LookupCredential(ctx context.Context, in *LookupCredentialRequest, opts ...grpc.CallOption) (*LookupCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupCredentialResponse)
+	err := c.cc.Invoke(ctx, Admin_LookupCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, Admin_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyAuditResponse)
+	err := c.cc.Invoke(ctx, Admin_VerifyAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Review(ctx context.Context, in *ReviewRequest, opts ...grpc.CallOption) (*ReviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReviewResponse)
+	err := c.cc.Invoke(ctx, Admin_Review_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SignReview(ctx context.Context, in *SignReviewRequest, opts ...grpc.CallOption) (*SignReviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignReviewResponse)
+	err := c.cc.Invoke(ctx, Admin_SignReview_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -239,10 +353,25 @@ type AdminServer interface {
 	// ListEntries streams the registry in pages, so any number of entries can be listed.
 	ListEntries(*ListEntriesRequest, grpc.ServerStreamingServer[ListEntriesResponse]) error
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*Entry, error)
+	// UpdateEntry changes an entry (fields listed in update_mask); revision must be the entry's current one.
+	UpdateEntry(context.Context, *UpdateEntryRequest) (*Entry, error)
+	// SetEntryState disables, enables or approves (two-person rule) an entry.
+	SetEntryState(context.Context, *SetEntryStateRequest) (*Entry, error)
 	CreateOwner(context.Context, *CreateOwnerRequest) (*Owner, error)
 	ListOwners(context.Context, *ListOwnersRequest) (*ListOwnersResponse, error)
+	// GetOwner returns an owner and everything it owns.
+	GetOwner(context.Context, *GetOwnerRequest) (*OwnerDetail, error)
+	// OffboardOwner reassigns or disables everything an owner owns, in one write (or plans it: dry_run).
+	OffboardOwner(context.Context, *OffboardOwnerRequest) (*OffboardOwnerResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
 	QueryLedger(context.Context, *QueryLedgerRequest) (*QueryLedgerResponse, error)
+	// LookupCredential answers "what is this credential?" for a PEM certificate, chain or JWT.
+	LookupCredential(context.Context, *LookupCredentialRequest) (*LookupCredentialResponse, error)
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// Review lists what a reviewer must look at; SignReview records the outcome.
+	Review(context.Context, *ReviewRequest) (*ReviewResponse, error)
+	SignReview(context.Context, *SignReviewRequest) (*SignReviewResponse, error)
 	// BatchCreateEntries creates many entries in one Raft write; each succeeds or fails on its own.
 	BatchCreateEntries(context.Context, *BatchCreateEntriesRequest) (*BatchCreateEntriesResponse, error)
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
@@ -275,17 +404,44 @@ func (UnimplementedAdminServer) ListEntries(*ListEntriesRequest, grpc.ServerStre
 func (UnimplementedAdminServer) DeleteEntry(context.Context, *DeleteEntryRequest) (*Entry, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEntry not implemented")
 }
+func (UnimplementedAdminServer) UpdateEntry(context.Context, *UpdateEntryRequest) (*Entry, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateEntry not implemented")
+}
+func (UnimplementedAdminServer) SetEntryState(context.Context, *SetEntryStateRequest) (*Entry, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetEntryState not implemented")
+}
 func (UnimplementedAdminServer) CreateOwner(context.Context, *CreateOwnerRequest) (*Owner, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateOwner not implemented")
 }
 func (UnimplementedAdminServer) ListOwners(context.Context, *ListOwnersRequest) (*ListOwnersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListOwners not implemented")
 }
+func (UnimplementedAdminServer) GetOwner(context.Context, *GetOwnerRequest) (*OwnerDetail, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOwner not implemented")
+}
+func (UnimplementedAdminServer) OffboardOwner(context.Context, *OffboardOwnerRequest) (*OffboardOwnerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OffboardOwner not implemented")
+}
 func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*Bundle, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
 }
 func (UnimplementedAdminServer) QueryLedger(context.Context, *QueryLedgerRequest) (*QueryLedgerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryLedger not implemented")
+}
+func (UnimplementedAdminServer) LookupCredential(context.Context, *LookupCredentialRequest) (*LookupCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupCredential not implemented")
+}
+func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAdminServer) Review(context.Context, *ReviewRequest) (*ReviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Review not implemented")
+}
+func (UnimplementedAdminServer) SignReview(context.Context, *SignReviewRequest) (*SignReviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignReview not implemented")
 }
 func (UnimplementedAdminServer) BatchCreateEntries(context.Context, *BatchCreateEntriesRequest) (*BatchCreateEntriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchCreateEntries not implemented")
@@ -394,6 +550,42 @@ func _Admin_DeleteEntry_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_UpdateEntry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateEntryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UpdateEntry(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UpdateEntry_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UpdateEntry(ctx, req.(*UpdateEntryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetEntryState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetEntryStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetEntryState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetEntryState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetEntryState(ctx, req.(*SetEntryStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_CreateOwner_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateOwnerRequest)
 	if err := dec(in); err != nil {
@@ -430,6 +622,42 @@ func _Admin_ListOwners_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GetOwner_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOwnerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetOwner(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetOwner_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetOwner(ctx, req.(*GetOwnerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_OffboardOwner_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OffboardOwnerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).OffboardOwner(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_OffboardOwner_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).OffboardOwner(ctx, req.(*OffboardOwnerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_GetBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetBundleRequest)
 	if err := dec(in); err != nil {
@@ -462,6 +690,96 @@ func _Admin_QueryLedger_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).QueryLedger(ctx, req.(*QueryLedgerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_LookupCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).LookupCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_LookupCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).LookupCredential(ctx, req.(*LookupCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).VerifyAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_VerifyAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).VerifyAudit(ctx, req.(*VerifyAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Review_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Review(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Review_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Review(ctx, req.(*ReviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SignReview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignReviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SignReview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SignReview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SignReview(ctx, req.(*SignReviewRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -612,6 +930,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_DeleteEntry_Handler,
 		},
 		{
+			MethodName: "UpdateEntry",
+			Handler:    _Admin_UpdateEntry_Handler,
+		},
+		{
+			MethodName: "SetEntryState",
+			Handler:    _Admin_SetEntryState_Handler,
+		},
+		{
 			MethodName: "CreateOwner",
 			Handler:    _Admin_CreateOwner_Handler,
 		},
@@ -620,12 +946,40 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListOwners_Handler,
 		},
 		{
+			MethodName: "GetOwner",
+			Handler:    _Admin_GetOwner_Handler,
+		},
+		{
+			MethodName: "OffboardOwner",
+			Handler:    _Admin_OffboardOwner_Handler,
+		},
+		{
 			MethodName: "GetBundle",
 			Handler:    _Admin_GetBundle_Handler,
 		},
 		{
 			MethodName: "QueryLedger",
 			Handler:    _Admin_QueryLedger_Handler,
+		},
+		{
+			MethodName: "LookupCredential",
+			Handler:    _Admin_LookupCredential_Handler,
+		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _Admin_ListAudit_Handler,
+		},
+		{
+			MethodName: "VerifyAudit",
+			Handler:    _Admin_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "Review",
+			Handler:    _Admin_Review_Handler,
+		},
+		{
+			MethodName: "SignReview",
+			Handler:    _Admin_SignReview_Handler,
 		},
 		{
 			MethodName: "BatchCreateEntries",
