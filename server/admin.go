@@ -333,7 +333,8 @@ func (s *AdminService) entryWithStats(e *storage.Entry) *adminv1.Entry {
 
 func ownerToAdmin(o *storage.Owner) *adminv1.Owner {
 	return &adminv1.Owner{Name: o.Name, DisplayName: o.DisplayName, Kind: o.Kind, Team: o.Team,
-		CreatedAt: o.CreatedAt.Unix(), CreatedBy: o.CreatedBy}
+		CreatedAt: o.CreatedAt.Unix(), CreatedBy: o.CreatedBy, Offboarded: o.Offboarded,
+		OffboardedAt: unixOrZero(o.OffboardedAt), OffboardedBy: o.OffboardedBy, ReassignedTo: o.ReassignedTo}
 }
 
 // IssuanceToAdmin converts a ledger record to its API form.

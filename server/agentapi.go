@@ -41,8 +41,9 @@ type AgentServiceConfig struct {
 // AgentService implements the agent API (proto/agentv1): entry sync, X.509 batch signing, JWT signing.
 type AgentService struct {
 	agentv1.UnimplementedAgentServer
-	cfg AgentServiceConfig
-	log *slog.Logger
+	cfg   AgentServiceConfig
+	log   *slog.Logger
+	audit auditor
 }
 
 // NewAgentService validates cfg.
@@ -66,7 +67,8 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
 		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
-	return &AgentService{cfg: cfg, log: cfg.Logger.With("component", "agent-api")}, nil
+	log := cfg.Logger.With("component", "agent-api")
+	return &AgentService{cfg: cfg, log: log, audit: auditor{store: cfg.Store, log: log}}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
@@ -228,6 +230,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 			out.ErrorMessage = r.Err.Error()
 			if codeOf(r.Err) == codes.PermissionDenied {
 				s.log.Warn("denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
+				s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.x509", r.EntryID, r.Err)
 			}
 		}
 		for _, c := range r.Chain {
@@ -248,6 +251,7 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 	if err != nil {
 		if codeOf(err) == codes.PermissionDenied {
 			s.log.Warn("denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
+			s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.jwt", req.GetEntryId(), err)
 		}
 		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))
 	}

@@ -91,6 +91,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	tok, err := s.checkJoinToken(req.GetJoinToken(), now)
 	if err != nil {
 		s.log.Warn("agent attestation refused", "error", err)
+		s.audit.denied(ctx, "unattested node", "agent.attest", "", err)
 		return nil, toStatus(err)
 	}
 	agentID := AgentIDForToken(s.cfg.TrustDomain, tok.ID)
@@ -114,6 +115,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
 	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
 		s.log.Warn("agent attestation refused", "agent", agentID, "error", err)
+		s.audit.denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, toStatus(err)
 	}
 	s.log.Info("agent attested", "agent", agentID, "token", tok.ID, "owner", tok.Owner)

@@ -128,6 +128,14 @@ func viewAgent(a *adminv1.AgentInfo) agentView {
 	return v
 }
 
+func viewAgents(as []*adminv1.AgentInfo) []agentView {
+	out := make([]agentView, len(as))
+	for i, a := range as {
+		out[i] = viewAgent(a)
+	}
+	return out
+}
+
 func printAgents(w io.Writer, agents []*adminv1.AgentInfo, format string) error {
 	views := make([]agentView, len(agents))
 	rows := make([][]string, len(agents))

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signet-id/signet/policy"
+	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
@@ -29,7 +32,13 @@ type serverFileConfig struct {
 	AdminUIDs    []uint32      `yaml:"admin_uids"`
 	LogLevel     string        `yaml:"log_level"`
 	AgentSVIDTTL time.Duration `yaml:"agent_svid_ttl"`
-	CA           struct {
+	// DefaultEntryTTL is the lifetime of entries created without an expiry.
+	DefaultEntryTTL time.Duration `yaml:"default_entry_ttl"`
+	// LedgerRetention is how long issuance records are kept.
+	LedgerRetention time.Duration `yaml:"ledger_retention"`
+	// Policy holds the entry creation policy (CEL rules; docs/policy.md).
+	Policy policy.Config `yaml:"policy"`
+	CA     struct {
 		TTL time.Duration `yaml:"ttl"`
 	} `yaml:"ca"`
 	Raft struct {
@@ -265,6 +274,24 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if c.AgentSVIDTTL < time.Minute || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
+	}
+	if c.DefaultEntryTTL == 0 {
+		c.DefaultEntryTTL = server.DefaultEntryLifetime
+	}
+	if c.DefaultEntryTTL < time.Hour {
+		return c, td, configError(path, "default_entry_ttl", "%s: must be at least 1h", c.DefaultEntryTTL)
+	}
+	if c.LedgerRetention == 0 {
+		c.LedgerRetention = server.DefaultLedgerRetention
+	}
+	if c.LedgerRetention < storage.MaxCredentialLifetime {
+		return c, td, configError(path, "ledger_retention", "%s: must be at least %s, the longest a credential lives (so every valid credential can be looked up)", c.LedgerRetention, storage.MaxCredentialLifetime)
+	}
+	if len(c.Policy.Rules) == 0 {
+		c.Policy.Rules = nil // "rules: []" and no rules are the same
+	}
+	if _, err := policy.Compile(c.Policy); err != nil {
+		return c, td, configError(path, "policy", "%v", err)
 	}
 	if c.CA.TTL == 0 {
 		c.CA.TTL = 365 * 24 * time.Hour

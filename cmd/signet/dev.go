@@ -168,7 +168,7 @@ func ensureDevIdentity(ctx context.Context, node *serverNode, td spiffeid.TrustD
 		return spiffeid.ID{}, "", err
 	}
 	e := storage.Entry{SPIFFEID: id.String(), Selectors: []selector.Selector{sel}, Owner: name, Purpose: "dev mode",
-		X509TTL: server.DefaultSVIDTTL, JWTTTL: server.DefaultSVIDTTL}
+		X509TTL: server.DefaultSVIDTTL, JWTTTL: server.DefaultSVIDTTL, NeverExpires: true}
 	if _, _, err := node.srv.Admin.EnsureEntry(ctx, e, "signet dev"); err != nil {
 		return spiffeid.ID{}, "", fmt.Errorf("dev: register entry %s: %w", id, err)
 	}

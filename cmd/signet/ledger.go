@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -11,12 +12,12 @@ import (
 
 func newLedgerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ledger", Short: "Query the issuance ledger: every credential Signet issued"}
-	cmd.AddCommand(newLedgerQueryCmd())
+	cmd.AddCommand(newLedgerQueryCmd(), newLedgerLookupCmd())
 	return cmd
 }
 
 func newLedgerQueryCmd() *cobra.Command {
-	var admin, output, owner, spiffeID, entryID, agentID string
+	var admin, output, owner, spiffeID, entryID, agentID, serial, validAt, cursor string
 	var since time.Duration
 	var limit int
 	cmd := &cobra.Command{
@@ -40,9 +41,16 @@ func newLedgerQueryCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID}
+			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Serial: serial, Cursor: cursor}
 			if since > 0 {
 				req.Since = time.Now().Add(-since).UnixNano()
+			}
+			if validAt != "" {
+				t, err := time.Parse(time.RFC3339, validAt)
+				if err != nil {
+					return usagef("--valid-at %q: not an RFC 3339 time (e.g. 2026-11-24T10:00:00Z)", validAt)
+				}
+				req.ValidAt = t.UnixNano()
 			}
 			var recs []*adminv1.Issuance
 			for len(recs) < limit {
@@ -56,6 +64,9 @@ func newLedgerQueryCmd() *cobra.Command {
 					break
 				}
 				req.Cursor = resp.NextCursor
+				if len(recs) >= limit {
+					fmt.Fprintf(cmd.ErrOrStderr(), "more records: continue with --cursor %s\n", resp.NextCursor)
+				}
 			}
 			return printIssuances(cmd.OutOrStdout(), recs, output)
 		},
@@ -69,6 +80,9 @@ func newLedgerQueryCmd() *cobra.Command {
 	f.StringVar(&agentID, "agent", "", "only issuances through this agent")
 	f.DurationVar(&since, "since", 0, "only issuances newer than this (e.g. 24h)")
 	f.IntVar(&limit, "limit", 100, "at most this many records")
+	f.StringVar(&serial, "serial", "", "only the credential with this serial (hex) or JWT ID")
+	f.StringVar(&validAt, "valid-at", "", "only credentials valid at this time (RFC 3339)")
+	f.StringVar(&cursor, "cursor", "", "continue a previous query (printed when more records exist)")
 	return cmd
 }
 
@@ -88,18 +102,25 @@ type issuanceView struct {
 	NodeAttestation string   `json:"node_attestation,omitempty"`
 }
 
-func printIssuances(w io.Writer, recs []*adminv1.Issuance, format string) error {
+func viewIssuances(recs []*adminv1.Issuance) []issuanceView {
 	views := make([]issuanceView, len(recs))
-	rows := make([][]string, len(recs))
 	for i, r := range recs {
 		views[i] = issuanceView{ID: r.Id, Kind: r.Kind, SPIFFEID: r.SpiffeId, EntryID: r.EntryId, Owner: r.Owner,
 			Selectors: r.Selectors, Audience: r.Audience, PublicKeySHA256: r.PublicKeySha256,
 			IssuedAt: time.Unix(0, r.IssuedAt).UTC().Format(time.RFC3339Nano), ExpiresAt: formatUnixNano(r.ExpiresAt),
 			Node: r.Node, Agent: r.Agent, NodeAttestation: r.NodeAttestation}
-		rows[i] = []string{views[i].IssuedAt, r.Kind, r.Id, r.SpiffeId, r.Owner, r.EntryId, strings.Join(r.Audience, ","), views[i].ExpiresAt}
 	}
+	return views
+}
+
+func printIssuances(w io.Writer, recs []*adminv1.Issuance, format string) error {
+	views := viewIssuances(recs)
 	if format == "json" {
 		return printJSON(w, views)
+	}
+	rows := make([][]string, len(views))
+	for i, v := range views {
+		rows[i] = []string{v.IssuedAt, v.Kind, v.ID, v.SPIFFEID, v.Owner, v.EntryID, strings.Join(v.Audience, ","), v.ExpiresAt}
 	}
 	return printTable(w, []string{"ISSUED", "KIND", "SERIAL/JTI", "SPIFFE ID", "OWNER", "ENTRY", "AUDIENCE", "EXPIRES"}, rows)
 }

@@ -76,6 +76,8 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newOwnerCmd(),
 		newBundleCmd(),
 		newLedgerCmd(),
+		newReviewCmd(),
+		newAuditCmd(),
 	)
 	return root
 }

@@ -36,6 +36,9 @@ type serverNodeConfig struct {
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth       server.Authenticator
 	AgentSVIDTTL    time.Duration
+	DefaultEntryTTL time.Duration
+	LedgerRetention time.Duration
+	Policy          server.EntryPolicy
 	DefaultParentID string
 	Logger          *slog.Logger
 }
@@ -88,6 +91,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
+		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		DefaultParentID: cfg.DefaultParentID, Logger: log})
 	if err != nil {
 		return nil, err

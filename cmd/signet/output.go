@@ -63,3 +63,8 @@ func formatUnixNano(ns int64) string {
 }
 
 func formatSeconds(s int64) string { return (time.Duration(s) * time.Second).String() }
+
+// rawJSON lets stored JSON be embedded as is in JSON output.
+type rawJSON []byte
+
+func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }

@@ -9,7 +9,7 @@ import (
 
 func newOwnerCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "owner", Short: "Manage owners: the people and teams accountable for identities"}
-	cmd.AddCommand(newOwnerAddCmd(), newOwnerListCmd())
+	cmd.AddCommand(newOwnerAddCmd(), newOwnerListCmd(), newOwnerShowCmd(), newOwnerOffboardCmd())
 	return cmd
 }
 
@@ -73,23 +73,42 @@ func newOwnerListCmd() *cobra.Command {
 }
 
 type ownerView struct {
-	Name        string `json:"name"`
-	DisplayName string `json:"display_name,omitempty"`
-	Kind        string `json:"kind,omitempty"`
-	Team        string `json:"team,omitempty"`
-	CreatedAt   string `json:"created_at"`
-	CreatedBy   string `json:"created_by,omitempty"`
+	Name         string `json:"name"`
+	DisplayName  string `json:"display_name,omitempty"`
+	Kind         string `json:"kind,omitempty"`
+	Team         string `json:"team,omitempty"`
+	CreatedAt    string `json:"created_at"`
+	CreatedBy    string `json:"created_by,omitempty"`
+	Offboarded   bool   `json:"offboarded,omitempty"`
+	OffboardedAt string `json:"offboarded_at,omitempty"`
+	ReassignedTo string `json:"reassigned_to,omitempty"`
+}
+
+func viewOwner(o *adminv1.Owner) ownerView {
+	v := ownerView{Name: o.Name, DisplayName: o.DisplayName, Kind: o.Kind, Team: o.Team, CreatedAt: formatUnix(o.CreatedAt),
+		CreatedBy: o.CreatedBy, Offboarded: o.Offboarded, ReassignedTo: o.ReassignedTo}
+	if o.OffboardedAt != 0 {
+		v.OffboardedAt = formatUnix(o.OffboardedAt)
+	}
+	return v
 }
 
 func printOwners(w io.Writer, owners []*adminv1.Owner, format string) error {
 	views := make([]ownerView, len(owners))
 	rows := make([][]string, len(owners))
 	for i, o := range owners {
-		views[i] = ownerView{Name: o.Name, DisplayName: o.DisplayName, Kind: o.Kind, Team: o.Team, CreatedAt: formatUnix(o.CreatedAt), CreatedBy: o.CreatedBy}
-		rows[i] = []string{o.Name, o.DisplayName, o.Kind, o.Team, views[i].CreatedAt}
+		views[i] = viewOwner(o)
+		state := "active"
+		if o.Offboarded {
+			state = "offboarded"
+			if o.ReassignedTo != "" {
+				state += " (to " + o.ReassignedTo + ")"
+			}
+		}
+		rows[i] = []string{o.Name, o.DisplayName, o.Kind, o.Team, views[i].CreatedAt, state}
 	}
 	if format == "json" {
 		return printJSON(w, views)
 	}
-	return printTable(w, []string{"NAME", "DISPLAY NAME", "KIND", "TEAM", "CREATED"}, rows)
+	return printTable(w, []string{"NAME", "DISPLAY NAME", "KIND", "TEAM", "CREATED", "STATE"}, rows)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/server"
 	"github.com/spf13/cobra"
@@ -59,8 +60,13 @@ func runServer(ctx context.Context, path string) error {
 		return fmt.Errorf("config %s: bind_address %q: %w", path, c.BindAddress, err)
 	}
 	defer lis.Close()
+	pol, err := policy.Compile(c.Policy)
+	if err != nil {
+		return configError(path, "policy", "%v", err)
+	}
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: c.DataDir, TrustDomain: td, AdminSocket: c.AdminSocket, AdminUIDs: uids,
+		DefaultEntryTTL: c.DefaultEntryTTL, LedgerRetention: c.LedgerRetention, Policy: pol,
 		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
 		Bootstrap: *c.Raft.Bootstrap, CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
 	})

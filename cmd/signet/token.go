@@ -115,6 +115,14 @@ func viewToken(t *adminv1.JoinToken) tokenView {
 		CreatedAt: formatUnix(t.CreatedAt), CreatedBy: t.CreatedBy, UsedAt: used, UsedBy: t.UsedBy}
 }
 
+func viewTokens(ts []*adminv1.JoinToken) []tokenView {
+	out := make([]tokenView, len(ts))
+	for i, t := range ts {
+		out[i] = viewToken(t)
+	}
+	return out
+}
+
 func printTokens(w io.Writer, tokens []*adminv1.JoinToken, format string) error {
 	views := make([]tokenView, len(tokens))
 	rows := make([][]string, len(tokens))

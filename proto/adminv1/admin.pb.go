@@ -1510,6 +1510,10 @@ type Owner struct {
 	Team          string                 `protobuf:"bytes,4,opt,name=team,proto3" json:"team,omitempty"`
 	CreatedAt     int64                  `protobuf:"varint,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	CreatedBy     string                 `protobuf:"bytes,6,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	Offboarded    bool                   `protobuf:"varint,7,opt,name=offboarded,proto3" json:"offboarded,omitempty"`
+	OffboardedAt  int64                  `protobuf:"varint,8,opt,name=offboarded_at,json=offboardedAt,proto3" json:"offboarded_at,omitempty"`
+	OffboardedBy  string                 `protobuf:"bytes,9,opt,name=offboarded_by,json=offboardedBy,proto3" json:"offboarded_by,omitempty"`
+	ReassignedTo  string                 `protobuf:"bytes,10,opt,name=reassigned_to,json=reassignedTo,proto3" json:"reassigned_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1582,6 +1586,34 @@ func (x *Owner) GetCreatedAt() int64 {
 func (x *Owner) GetCreatedBy() string {
 	if x != nil {
 		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Owner) GetOffboarded() bool {
+	if x != nil {
+		return x.Offboarded
+	}
+	return false
+}
+
+func (x *Owner) GetOffboardedAt() int64 {
+	if x != nil {
+		return x.OffboardedAt
+	}
+	return 0
+}
+
+func (x *Owner) GetOffboardedBy() string {
+	if x != nil {
+		return x.OffboardedBy
+	}
+	return ""
+}
+
+func (x *Owner) GetReassignedTo() string {
+	if x != nil {
+		return x.ReassignedTo
 	}
 	return ""
 }
@@ -3413,7 +3445,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"G\n" +
 	"\x13ListEntriesResponse\x120\n" +
-	"\aentries\x18\x01 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\"\xa4\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\"\xb3\x02\n" +
 	"\x05Owner\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x12\n" +
@@ -3422,7 +3454,14 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x06 \x01(\tR\tcreatedBy\"B\n" +
+	"created_by\x18\x06 \x01(\tR\tcreatedBy\x12\x1e\n" +
+	"\n" +
+	"offboarded\x18\a \x01(\bR\n" +
+	"offboarded\x12#\n" +
+	"\roffboarded_at\x18\b \x01(\x03R\foffboardedAt\x12#\n" +
+	"\roffboarded_by\x18\t \x01(\tR\foffboardedBy\x12#\n" +
+	"\rreassigned_to\x18\n" +
+	" \x01(\tR\freassignedTo\"B\n" +
 	"\x12CreateOwnerRequest\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\"%\n" +
 	"\x0fGetOwnerRequest\x12\x12\n" +

@@ -1,0 +1,622 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/selector"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ---- owner show / offboard ----
+
+func newOwnerShowCmd() *cobra.Command {
+	var admin, output string
+	cmd := &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show an owner and everything it owns: entries, tokens, agents, credentials valid now",
+		Example: "  signet owner show alice@example.org",
+		Args:    exactArgs(1, "one owner name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			d, err := client.GetOwner(cmd.Context(), &adminv1.GetOwnerRequest{Name: args[0]})
+			if err != nil {
+				return rpcError("owner show", err)
+			}
+			w := cmd.OutOrStdout()
+			if output == "json" {
+				return printJSON(w, struct {
+					Owner            ownerView      `json:"owner"`
+					Entries          []entryView    `json:"entries"`
+					Tokens           []tokenView    `json:"tokens"`
+					Agents           []agentView    `json:"agents"`
+					ValidCredentials []issuanceView `json:"valid_credentials"`
+				}{viewOwner(d.Owner), viewEntries(d.Entries), viewTokens(d.Tokens), viewAgents(d.Agents), viewIssuances(d.ValidCredentials)})
+			}
+			if err := printOwners(w, []*adminv1.Owner{d.Owner}, "table"); err != nil {
+				return err
+			}
+			section(w, "Entries", len(d.Entries))
+			printEntries(w, d.Entries, "table")
+			section(w, "Join tokens", len(d.Tokens))
+			printTokens(w, d.Tokens, "table")
+			section(w, "Agents attested with its tokens", len(d.Agents))
+			printAgents(w, d.Agents, "table")
+			section(w, "Credentials valid now", len(d.ValidCredentials))
+			return printIssuances(w, d.ValidCredentials, "table")
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func section(w io.Writer, title string, n int) { fmt.Fprintf(w, "\n%s (%d):\n", title, n) }
+
+func newOwnerOffboardCmd() *cobra.Command {
+	var admin, output, reassignTo, reason string
+	var disable, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "offboard NAME (--reassign-to OWNER | --disable) [--dry-run]",
+		Short: "Reassign or disable everything an owner owns, in one write; list what stays valid",
+		Long: `Offboard an owner: every entry and unused join token it owns is reassigned to another owner, or
+disabled (disabled entries stop being issued at once on every agent; unused tokens are revoked), in one
+Raft write, and the owner is marked offboarded. The command then lists every credential issued under
+its entries that is still valid, with its expiry: the blast radius. --dry-run prints the same plan and
+changes nothing.`,
+		Example: `  signet owner offboard alice@example.org --reassign-to payments --dry-run
+  signet owner offboard alice@example.org --disable --reason "left the company"`,
+		Args: exactArgs(1, "one owner name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (reassignTo == "") == !disable {
+				return usagef("give exactly one of --reassign-to OWNER and --disable")
+			}
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := client.OffboardOwner(cmd.Context(), &adminv1.OffboardOwnerRequest{Owner: args[0], ReassignTo: reassignTo,
+				Disable: disable, DryRun: dryRun, Reason: reason})
+			if err != nil {
+				return rpcError("owner offboard", err)
+			}
+			w := cmd.OutOrStdout()
+			if output == "json" {
+				return printJSON(w, struct {
+					DryRun     bool           `json:"dry_run"`
+					Owner      ownerView      `json:"owner"`
+					Entries    []entryView    `json:"entries"`
+					Tokens     []tokenView    `json:"tokens"`
+					Agents     []agentView    `json:"agents"`
+					StillValid []issuanceView `json:"still_valid"`
+				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid)})
+			}
+			verb := "Offboarded"
+			if r.DryRun {
+				verb = "Dry run (nothing changed): would offboard"
+			}
+			what := "disabled"
+			if reassignTo != "" {
+				what = "reassigned to " + reassignTo
+			}
+			fmt.Fprintf(w, "%s %s: %d entries and %d unused join tokens %s.\n", verb, args[0], len(r.Entries), len(r.Tokens), what)
+			section(w, "Entries", len(r.Entries))
+			printEntries(w, r.Entries, "table")
+			section(w, "Join tokens", len(r.Tokens))
+			printTokens(w, r.Tokens, "table")
+			section(w, "Agents attested with its tokens (not changed; evict them separately if needed)", len(r.Agents))
+			printAgents(w, r.Agents, "table")
+			section(w, "Credentials still valid until they expire", len(r.StillValid))
+			return printIssuances(w, r.StillValid, "table")
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	cmd.Flags().StringVar(&reassignTo, "reassign-to", "", "owner who takes over the entries and unused tokens")
+	cmd.Flags().BoolVar(&disable, "disable", false, "disable the entries and revoke the unused tokens instead")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan and change nothing")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	return cmd
+}
+
+// ---- entry update / disable / enable / approve ----
+
+func newEntryUpdateCmd() *cobra.Command {
+	o := entryCreateOptions{}
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "update ID --reason TEXT [flags of entry create to change]",
+		Short: "Change an entry; only the flags given are changed",
+		Example: `  signet entry update 3f1c… --owner payments --reason "team took over"
+  signet entry update 3f1c… --x509-ttl 30m --reason "shorter-lived"`,
+		Args: exactArgs(1, "one entry ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(o.output); err != nil {
+				return err
+			}
+			if strings.TrimSpace(reason) == "" {
+				return usagef("--reason is required: say why the entry changes")
+			}
+			e := &adminv1.Entry{Id: args[0]}
+			var mask []string
+			f := cmd.Flags()
+			set := func(flag, field string, apply func() error) error {
+				if !f.Changed(flag) {
+					return nil
+				}
+				if err := apply(); err != nil {
+					return err
+				}
+				mask = append(mask, field)
+				return nil
+			}
+			steps := []struct {
+				flag, field string
+				apply       func() error
+			}{
+				{"spiffe-id", "spiffe_id", func() error {
+					if _, err := spiffeid.FromString(o.spiffeID); err != nil {
+						return usagef("--spiffe-id %q: %v", o.spiffeID, err)
+					}
+					e.SpiffeId = o.spiffeID
+					return nil
+				}},
+				{"parent-id", "parent_id", func() error { e.ParentId = o.parentID; return nil }},
+				{"selector", "selectors", func() error {
+					for _, s := range o.selectors {
+						sel, err := selector.Parse(s)
+						if err != nil {
+							return usagef("--selector: %v", err)
+						}
+						e.Selectors = append(e.Selectors, &adminv1.Selector{Type: sel.Type, Value: sel.Value})
+					}
+					return nil
+				}},
+				{"owner", "owner", func() error { e.Owner = o.owner; return nil }},
+				{"purpose", "purpose", func() error { e.Purpose = o.purpose; return nil }},
+				{"ticket", "ticket", func() error { e.Ticket = o.ticket; return nil }},
+				{"x509-ttl", "x509_ttl_seconds", func() error {
+					if o.x509TTL <= 0 {
+						return usagef("--x509-ttl %s: must be positive", o.x509TTL)
+					}
+					e.X509TtlSeconds = int64(o.x509TTL / time.Second)
+					return nil
+				}},
+				{"jwt-ttl", "jwt_ttl_seconds", func() error {
+					if o.jwtTTL <= 0 {
+						return usagef("--jwt-ttl %s: must be positive", o.jwtTTL)
+					}
+					e.JwtTtlSeconds = int64(o.jwtTTL / time.Second)
+					return nil
+				}},
+				{"dns-name", "dns_names", func() error { e.DnsNames = o.dnsNames; return nil }},
+				{"expires-at", "expires_at", func() error {
+					t, err := time.Parse(time.RFC3339, o.expiresAt)
+					if err != nil {
+						return usagef("--expires-at %q: not an RFC 3339 time", o.expiresAt)
+					}
+					e.ExpiresAt = t.Unix()
+					return nil
+				}},
+				{"expires-in", "expires_at", func() error {
+					if o.expiresIn <= 0 {
+						return usagef("--expires-in %s: must be positive", o.expiresIn)
+					}
+					e.ExpiresAt = time.Now().Add(o.expiresIn).Unix()
+					return nil
+				}},
+				{"never-expires", "never_expires", func() error { e.NeverExpires = o.neverExpires; return nil }},
+				{"jwt-unique", "jwt_unique", func() error { e.JwtUnique = o.jwtUnique; return nil }},
+			}
+			for _, st := range steps {
+				if err := set(st.flag, st.field, st.apply); err != nil {
+					return err
+				}
+			}
+			if len(mask) == 0 {
+				return usagef("nothing to change: give at least one of the entry flags (see --help)")
+			}
+			client, closeFn, err := dialAdmin(o.admin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			updated, err := client.UpdateEntry(cmd.Context(), &adminv1.UpdateEntryRequest{Entry: e, UpdateMask: mask, Reason: reason})
+			if err != nil {
+				return rpcError("entry update", err)
+			}
+			return printEntry(cmd.OutOrStdout(), updated, o.output)
+		},
+	}
+	addEntryFlags(cmd, &o)
+	cmd.Flags().StringVar(&reason, "reason", "", "why the entry changes (required; recorded in the audit log)")
+	return cmd
+}
+
+func entryStateCmd(use, short, action string, reasonRequired bool) *cobra.Command {
+	var admin, output, reason string
+	cmd := &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Args:  exactArgs(1, "one entry ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reasonRequired && strings.TrimSpace(reason) == "" {
+				return usagef("--reason is required: say why")
+			}
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			e, err := client.SetEntryState(cmd.Context(), &adminv1.SetEntryStateRequest{Id: args[0], Action: action, Reason: reason})
+			if err != nil {
+				return rpcError("entry "+use, err)
+			}
+			return printEntry(cmd.OutOrStdout(), e, output)
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	if reasonRequired {
+		cmd.Flags().StringVar(&reason, "reason", "", "why (required; recorded in the audit log)")
+	}
+	return cmd
+}
+
+// ---- ledger lookup ----
+
+func newLedgerLookupCmd() *cobra.Command {
+	var admin, output string
+	cmd := &cobra.Command{
+		Use:   "lookup FILE|-",
+		Short: "What is this credential? Identify a certificate, chain or JWT from the ledger",
+		Long: `Identify a credential someone found: a PEM certificate or chain, DER, or a JWT (an expired one, one
+with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
+purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
+and expires, whether it is still valid, and what other credentials its entry has live now. A credential
+Signet never issued is reported as unknown, with the reason; the command then exits 1.`,
+		Example: `  signet ledger lookup leaked.pem
+  pbpaste | signet ledger lookup -`,
+		Args: exactArgs(1, "one file (or - for standard input)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			if args[0] == "-" {
+				data, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20+1))
+			} else {
+				data, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return fmt.Errorf("ledger lookup: %w", err)
+			}
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := client.LookupCredential(cmd.Context(), &adminv1.LookupCredentialRequest{Data: data})
+			if err != nil {
+				return rpcError("ledger lookup", err)
+			}
+			if err := printLookup(cmd.OutOrStdout(), r, output); err != nil {
+				return err
+			}
+			if !r.Known {
+				return fmt.Errorf("ledger lookup: unknown credential: %s", r.Reason)
+			}
+			return nil
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string) error {
+	type view struct {
+		Known     bool           `json:"known"`
+		Reason    string         `json:"reason,omitempty"`
+		Kind      string         `json:"kind"`
+		ID        string         `json:"id"`
+		SPIFFEID  string         `json:"spiffe_id"`
+		ValidNow  bool           `json:"valid_now"`
+		Issuance  *issuanceView  `json:"issuance,omitempty"`
+		Entry     *entryView     `json:"entry,omitempty"`
+		Owner     *ownerView     `json:"owner,omitempty"`
+		Agent     *agentView     `json:"agent,omitempty"`
+		OtherLive []issuanceView `json:"other_live"`
+	}
+	v := view{Known: r.Known, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
+	if r.Issuance != nil {
+		iv := viewIssuances([]*adminv1.Issuance{r.Issuance})[0]
+		v.Issuance = &iv
+	}
+	if r.Entry != nil {
+		ev := viewEntry(r.Entry)
+		v.Entry = &ev
+	}
+	if r.Owner != nil {
+		ov := viewOwner(r.Owner)
+		v.Owner = &ov
+	}
+	if r.Agent != nil {
+		av := viewAgent(r.Agent)
+		v.Agent = &av
+	}
+	if format == "json" {
+		return printJSON(w, v)
+	}
+	if !r.Known && r.Issuance == nil {
+		return printFields(w, [][2]string{{"Known", "no"}, {"Reason", r.Reason}, {"Kind", r.Kind}, {"ID", r.Id}, {"SPIFFE ID", r.SpiffeId}})
+	}
+	i := v.Issuance
+	fields := [][2]string{
+		{"Known", yesNo(r.Known)}, {"Kind", i.Kind}, {"Serial/JTI", i.ID}, {"SPIFFE ID", i.SPIFFEID},
+		{"Valid now", yesNo(r.ValidNow)}, {"Issued at", i.IssuedAt}, {"Expires at", i.ExpiresAt},
+		{"Owner", i.Owner}, {"Entry", i.EntryID}, {"Selectors", strings.Join(i.Selectors, ", ")},
+		{"Agent (node)", i.Agent}, {"Node attestation", i.NodeAttestation}, {"Issuing server", i.Node},
+	}
+	if r.Reason != "" {
+		fields = append([][2]string{{"Note", r.Reason}}, fields...)
+	}
+	if v.Entry != nil {
+		state := "active"
+		switch {
+		case v.Entry.Disabled:
+			state = "disabled: " + v.Entry.DisabledReason
+		case v.Entry.Pending:
+			state = "waiting for approval"
+		}
+		fields = append(fields, [2]string{"Purpose", v.Entry.Purpose}, [2]string{"Entry state", state})
+	} else if i.EntryID != "" {
+		fields = append(fields, [2]string{"Entry state", "deleted"})
+	}
+	if v.Owner != nil && v.Owner.Offboarded {
+		fields = append(fields, [2]string{"Owner state", "offboarded"})
+	}
+	if len(i.Audience) > 0 {
+		fields = append(fields, [2]string{"Audience", strings.Join(i.Audience, ", ")})
+	}
+	if err := printFields(w, fields); err != nil {
+		return err
+	}
+	section(w, "Other credentials of this entry valid now", len(r.OtherLive))
+	return printIssuances(w, r.OtherLive, "table")
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// ---- review ----
+
+func newReviewCmd() *cobra.Command {
+	var admin, output string
+	var stale time.Duration
+	cmd := &cobra.Command{
+		Use:   "review",
+		Short: "List what an access reviewer must look at",
+		Long: `List what a reviewer must look at: entries never or not recently issued (--stale), expired or expiring
+within 14 days, owned by an offboarded or unknown owner, never expiring, admin identities, identities shared
+by agents of different owners or many nodes, entries whose issuance rate jumped against their own history,
+entries waiting for approval, and join tokens never used. Record the outcome with 'signet review sign'.`,
+		Example: `  signet review --stale 30d
+  signet review -o csv > review.csv`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" && output != "csv" {
+				return usagef("--output %q: want table, json or csv", output)
+			}
+			if stale <= 0 {
+				return usagef("--stale %s: must be positive", stale)
+			}
+			client, closeFn, err := dialAdmin(admin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := client.Review(cmd.Context(), &adminv1.ReviewRequest{StaleSeconds: int64(stale / time.Second)})
+			if err != nil {
+				return rpcError("review", err)
+			}
+			return printReview(cmd.OutOrStdout(), r.Items, output)
+		},
+	}
+	adminFlag(cmd, &admin)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
+	cmd.Flags().DurationVar(&stale, "stale", 30*24*time.Hour, "flag entries not issued for this long (e.g. 720h)")
+	cmd.AddCommand(newReviewSignCmd())
+	return cmd
+}
+
+type reviewView struct {
+	Kind     string   `json:"kind"`
+	ID       string   `json:"id"`
+	SPIFFEID string   `json:"spiffe_id,omitempty"`
+	Owner    string   `json:"owner"`
+	Findings []string `json:"findings"`
+}
+
+func printReview(w io.Writer, items []*adminv1.ReviewItem, format string) error {
+	views := make([]reviewView, len(items))
+	for i, it := range items {
+		views[i] = reviewView{Kind: it.Kind, ID: it.Id, SPIFFEID: it.SpiffeId, Owner: it.Owner, Findings: it.Findings}
+	}
+	switch format {
+	case "json":
+		return printJSON(w, views)
+	case "csv":
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"kind", "id", "spiffe_id", "owner", "findings"})
+		for _, v := range views {
+			cw.Write([]string{v.Kind, v.ID, v.SPIFFEID, v.Owner, strings.Join(v.Findings, "; ")})
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+	rows := make([][]string, len(views))
+	for i, v := range views {
+		rows[i] = []string{v.Owner, v.Kind, v.ID, v.SPIFFEID, strings.Join(v.Findings, "; ")}
+	}
+	return printTable(w, []string{"OWNER", "KIND", "ID", "SPIFFE ID", "FINDINGS"}, rows)
+}
+
+func newReviewSignCmd() *cobra.Command {
+	var admin, reviewer, decision, note string
+	var entries []string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "sign --reviewer NAME (--entries ID,ID… | --all) [--decision keep|disable]",
+		Short: "Record an access review's outcome; disable decisions take effect at once",
+		Example: `  signet review sign --reviewer bob --entries 3f1c…,9a2b… --decision disable --note "unused"
+  signet review sign --reviewer bob --all --decision keep`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if reviewer == "" {
+				return usagef("--reviewer is required")
+			}
+			if all == (len(entries) > 0) {
+				return usagef("give exactly one of --entries and --all")
+			}
+			if decision != "keep" && decision != "disable" {
+				return usagef("--decision %q: want keep or disable", decision)
+			}
+			client, closeFn, err := dialAdmin(admin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			r, err := client.SignReview(cmd.Context(), &adminv1.SignReviewRequest{Reviewer: reviewer, EntryIds: entries, All: all, Decision: decision, Note: note})
+			if err != nil {
+				return rpcError("review sign", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Review %s signed by %s: %d decisions (%s); %d entries disabled.\n", r.ReviewId, reviewer, r.Decisions, decision, len(r.Disabled))
+			return nil
+		},
+	}
+	adminFlag(cmd, &admin)
+	cmd.Flags().StringVar(&reviewer, "reviewer", "", "who reviewed (required)")
+	cmd.Flags().StringSliceVar(&entries, "entries", nil, "entry IDs the decision applies to")
+	cmd.Flags().BoolVar(&all, "all", false, "every entry in the current review")
+	cmd.Flags().StringVar(&decision, "decision", "keep", "keep or disable")
+	cmd.Flags().StringVar(&note, "note", "", "the reviewer's note")
+	return cmd
+}
+
+// ---- audit ----
+
+func newAuditCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "The hash-chained audit log of every admin action and refused request"}
+	var admin, output, actor, object, action string
+	var after uint64
+	var limit int
+	list := &cobra.Command{
+		Use:     "list",
+		Short:   "List audit records, oldest first",
+		Example: "  signet audit list --object 3f1c… -o json",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit <= 0 {
+				return usagef("--limit %d: must be positive", limit)
+			}
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			var recs []*adminv1.AuditRecord
+			for len(recs) < limit {
+				r, err := client.ListAudit(cmd.Context(), &adminv1.ListAuditRequest{After: after, Limit: int32(min(limit-len(recs), 1000)),
+					Actor: actor, Object: object, Action: action})
+				if err != nil {
+					return rpcError("audit list", err)
+				}
+				recs = append(recs, r.Records...)
+				if r.Next == 0 {
+					break
+				}
+				after = r.Next
+			}
+			return printAudit(cmd.OutOrStdout(), recs, output)
+		},
+	}
+	adminFlag(list, &admin)
+	outputFlag(list, &output)
+	list.Flags().Uint64Var(&after, "after", 0, "start after this record number")
+	list.Flags().IntVar(&limit, "limit", 100, "at most this many records")
+	list.Flags().StringVar(&actor, "actor", "", "only records of this actor")
+	list.Flags().StringVar(&object, "object", "", "only records about this object (entry ID, owner, agent…)")
+	list.Flags().StringVar(&action, "action", "", "only records of this action (e.g. entry.disable)")
+
+	var vadmin string
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Recompute the audit log's hash chain; exit 1 at the first broken link",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, closeFn, err := dialAdmin(vadmin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			v, err := client.VerifyAudit(cmd.Context(), &adminv1.VerifyAuditRequest{})
+			if err != nil {
+				return rpcError("audit verify", err)
+			}
+			if v.BrokenAt != 0 {
+				return fmt.Errorf("audit verify: the chain is broken at record %d: %s (%d records before it verify)", v.BrokenAt, v.Problem, v.Records)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Audit log intact: %d records, every link verifies.\n", v.Records)
+			return nil
+		},
+	}
+	adminFlag(verify, &vadmin)
+	cmd.AddCommand(list, verify)
+	return cmd
+}
+
+func printAudit(w io.Writer, recs []*adminv1.AuditRecord, format string) error {
+	type view struct {
+		Seq     uint64 `json:"seq"`
+		Time    string `json:"time"`
+		Actor   string `json:"actor"`
+		Action  string `json:"action"`
+		Object  string `json:"object"`
+		Outcome string `json:"outcome"`
+		Reason  string `json:"reason,omitempty"`
+		Before  any    `json:"before,omitempty"`
+		After   any    `json:"after,omitempty"`
+		Hash    string `json:"hash"`
+	}
+	views := make([]view, len(recs))
+	rows := make([][]string, len(recs))
+	for i, r := range recs {
+		views[i] = view{Seq: r.Seq, Time: time.Unix(0, r.Time).UTC().Format(time.RFC3339), Actor: r.Actor, Action: r.Action,
+			Object: r.Object, Outcome: r.Outcome, Reason: r.Reason, Hash: r.Hash}
+		if len(r.Before) > 0 {
+			views[i].Before = rawJSON(r.Before)
+		}
+		if len(r.After) > 0 {
+			views[i].After = rawJSON(r.After)
+		}
+		rows[i] = []string{fmt.Sprint(r.Seq), views[i].Time, r.Actor, r.Action, r.Object, r.Outcome, r.Reason}
+	}
+	if format == "json" {
+		return printJSON(w, views)
+	}
+	return printTable(w, []string{"SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME", "REASON"}, rows)
+}
