@@ -433,11 +433,11 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (any, func()) {
 			break
 		}
 		bk := append([]byte(nil), k...)
-		raws, err := splitLedgerBatch(v)
-		if err != nil {
-			panic(fmt.Sprintf("storage: prune batch %x: %v", bk, err))
-		}
-		for i, raw := range raws {
+		for i := range batchCount(v) {
+			raw, err := batchRecord(v, uint32(i))
+			if err != nil {
+				panic(fmt.Sprintf("storage: prune batch %x: %v", bk, err))
+			}
 			f, err := scanIndexed(raw)
 			if err != nil {
 				panic(fmt.Sprintf("storage: prune batch %x record %d: %v", bk, i, err))

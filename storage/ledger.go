@@ -17,8 +17,8 @@ import (
 
 // The issuance ledger.
 //
-// Records are committed in batches (one Raft command per group commit), and a batch is stored the way
-// it arrived: one value under a batch key
+// Records are committed in batches (one Raft command per group commit), and a batch is stored as one
+// value (an offset table, then the records as they arrived; see batchValue) under a batch key
 //
 //	issued_at (8 bytes, unix ns, big endian) | raft index (8)
 //
@@ -141,7 +141,7 @@ func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (an
 	bk := batchKey(t, index)
 	ledger := tx.Bucket(bucketLedger)
 	ledger.FillPercent = 1.0 // keys only ever append
-	mustPut(ledger, bk, payload)
+	mustPut(ledger, bk, batchValue(raws))
 
 	byID := tx.Bucket(bucketLedgerByID)
 	groups := [4]map[string][]uint32{{}, {}, {}, {}}
@@ -161,6 +161,51 @@ func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (an
 	}
 	recordStats(tx, t, groups[1], fields)
 	return len(raws), nil
+}
+
+// batchValue is how a batch is stored: the record count n (4 bytes), then n+1 offsets (4 bytes each)
+// into the record area that follows, then the records' bytes back to back. Any record is read in
+// constant time, without walking the batch.
+func batchValue(raws [][]byte) []byte {
+	size := 4 + 4*(len(raws)+1)
+	for _, r := range raws {
+		size += len(r)
+	}
+	v := make([]byte, 0, size)
+	v = binary.BigEndian.AppendUint32(v, uint32(len(raws)))
+	off := uint32(0)
+	for _, r := range raws {
+		v = binary.BigEndian.AppendUint32(v, off)
+		off += uint32(len(r))
+	}
+	v = binary.BigEndian.AppendUint32(v, off)
+	for _, r := range raws {
+		v = append(v, r...)
+	}
+	return v
+}
+
+// batchCount returns the number of records in a stored batch.
+func batchCount(v []byte) int {
+	if len(v) < 4 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint32(v))
+}
+
+// batchRecord returns the encoded record at pos of a stored batch.
+func batchRecord(v []byte, pos uint32) ([]byte, error) {
+	n := batchCount(v)
+	if int(pos) >= n || len(v) < 4+4*(n+1) {
+		return nil, fmt.Errorf("%w: position %d of a batch of %d", errBadRecord, pos, n)
+	}
+	area := v[4+4*(n+1):]
+	start := binary.BigEndian.Uint32(v[4+4*pos:])
+	end := binary.BigEndian.Uint32(v[4+4*(pos+1):])
+	if start > end || int(end) > len(area) {
+		return nil, fmt.Errorf("%w: bad offsets at position %d", errBadRecord, pos)
+	}
+	return area[start:end], nil
 }
 
 func indexKey(value string, bk []byte) []byte {
@@ -369,13 +414,8 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 					return err
 				}
 				batch = ledger.Get(bk)
-			}
-			raws, err := splitLedgerBatch(batch)
-			if err != nil {
-				return fmt.Errorf("ledger batch %x: %w", bk, err)
-			}
-			if prefix == nil {
-				positions = make([]uint32, len(raws))
+			} else {
+				positions = make([]uint32, batchCount(batch))
 				for i := range positions {
 					positions[i] = uint32(i)
 				}
@@ -386,10 +426,11 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 				if inCursorGroup && pos >= cursorPos {
 					continue
 				}
-				if int(pos) >= len(raws) {
-					return fmt.Errorf("ledger batch %x: %w: position %d of %d", bk, errBadRecord, pos, len(raws))
+				raw, err := batchRecord(batch, pos)
+				if err != nil {
+					return fmt.Errorf("ledger batch %x: %w", bk, err)
 				}
-				rec, err := decodeIssuance(raws[pos])
+				rec, err := decodeIssuance(raw)
 				if err != nil {
 					return fmt.Errorf("ledger record %x/%d: %w", bk, pos, err)
 				}
@@ -430,14 +471,11 @@ func (s *Store) LookupIssuance(id string) (Issuance, error) {
 			return fmt.Errorf("issuance %q: %w", id, ErrIssuanceNotFound)
 		}
 		bk, pos := addr[:batchKeyLen], binary.BigEndian.Uint32(addr[batchKeyLen:])
-		raws, err := splitLedgerBatch(tx.Bucket(bucketLedger).Get(bk))
+		raw, err := batchRecord(tx.Bucket(bucketLedger).Get(bk), pos)
 		if err != nil {
-			return err
+			return fmt.Errorf("issuance %q: %w", id, errors.Join(ErrIssuanceNotFound, err))
 		}
-		if int(pos) >= len(raws) {
-			return fmt.Errorf("issuance %q: %w", id, errors.Join(ErrIssuanceNotFound, errBadRecord))
-		}
-		if rec, err = decodeIssuance(raws[pos]); err != nil {
+		if rec, err = decodeIssuance(raw); err != nil {
 			return err
 		}
 		rec.IssuedAt = time.Unix(0, int64(binary.BigEndian.Uint64(bk[:8]))).UTC()
