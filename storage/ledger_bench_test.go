@@ -35,7 +35,7 @@ func BenchmarkLedger10M(b *testing.B) {
 				SPIFFEID: fmt.Sprintf("spiffe://example.org/w/%d", k%100000), EntryID: fmt.Sprintf("e%05d", k%100000),
 				Owner: fmt.Sprintf("owner-%03d", k%1000), Selectors: []string{"unix:uid:1000"},
 				PublicKeySHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-				ExpiresAt: time.Now().Add(time.Hour), Node: "node-1", Agent: fmt.Sprintf("spiffe://example.org/signet/agent/%d", k%1000),
+				ExpiresAt:       time.Now().Add(time.Hour), Node: "node-1", Agent: fmt.Sprintf("spiffe://example.org/signet/agent/%d", k%1000),
 				NodeAttestation: "join_token"}
 		}
 		if err := s.AppendLedger(ctx, recs[:m]); err != nil {
