@@ -15,7 +15,7 @@ import (
 // 100,000 entries, 1,000 agents) through Raft in batches of 4,096, then measures, as a security
 // engineer would use them: lookup of a credential by serial, the newest page of an owner's issuances,
 // and an owner's credentials valid now. One op is one of each; p50/p99 are reported per kind.
-// Run: go test -run '^$' -bench Ledger10M -benchtime 2000x -timeout 60m ./storage
+// Run: go test -run '^$' -bench Ledger10M -benchtime 2000x -timeout 60m ./storage (loads once: the measurement is the "queries" sub-benchmark)
 func BenchmarkLedger10M(b *testing.B) {
 	n := 10_000_000
 	if v := os.Getenv("SIGNET_BENCH_RECORDS"); v != "" {
@@ -43,7 +43,11 @@ func BenchmarkLedger10M(b *testing.B) {
 		}
 	}
 	b.Logf("loaded %d records in %s", n, time.Since(start).Round(time.Second))
+	// The measurement is a sub-benchmark so the load above runs once (the parent runs with N=1 only).
+	b.Run("queries", func(b *testing.B) { benchLedgerQueries(b, s, n) })
+}
 
+func benchLedgerQueries(b *testing.B, s *Store, n int) {
 	var lookup, owner, valid []time.Duration
 	b.ResetTimer()
 	for range b.N {
