@@ -56,3 +56,29 @@ func rpcError(op string, err error) error {
 		return fmt.Errorf("%s: %s", op, s.Message())
 	}
 }
+
+// adminCall is what an admin command does once connected: call the API and print (or fail with an
+// error that rpcError already shaped).
+type adminCall func(cmd *cobra.Command, c adminv1.AdminClient, args []string, output string) error
+
+// newAdminCmd builds an admin command with --admin-socket and -o, connecting before run.
+func newAdminCmd(use, short, example string, args cobra.PositionalArgs, run adminCall) *cobra.Command {
+	var admin, output string
+	cmd := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    args,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			client, closeFn, err := openAdmin(admin, output)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			return run(cmd, client, a, output)
+		},
+	}
+	adminFlag(cmd, &admin)
+	outputFlag(cmd, &output)
+	return cmd
+}

@@ -10,59 +10,31 @@ import (
 )
 
 func newAgentListCmd() *cobra.Command {
-	var admin, output string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List attested agents",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			resp, err := client.ListAgents(cmd.Context(), &adminv1.ListAgentsRequest{})
-			if err != nil {
-				return rpcError("agent list", err)
-			}
-			return printAgents(cmd.OutOrStdout(), resp.Agents, output)
-		},
-	}
-	adminFlag(cmd, &admin)
-	outputFlag(cmd, &output)
-	return cmd
+	return newAdminCmd("list", "List attested agents", "", noArgs, func(cmd *cobra.Command, c adminv1.AdminClient, _ []string, output string) error {
+		resp, err := c.ListAgents(cmd.Context(), &adminv1.ListAgentsRequest{})
+		if err != nil {
+			return rpcError("agent list", err)
+		}
+		return printAgents(cmd.OutOrStdout(), resp.Agents, output)
+	})
 }
 
 func newAgentShowCmd() *cobra.Command {
-	var admin, output string
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one agent",
-		Args:  exactArgs(1, "one agent SPIFFE ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			a, err := client.GetAgent(cmd.Context(), &adminv1.GetAgentRequest{Id: args[0]})
-			if err != nil {
-				return rpcError("agent show", err)
-			}
-			v := viewAgent(a)
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), v)
-			}
-			return printFields(cmd.OutOrStdout(), [][2]string{
-				{"Agent ID", v.ID}, {"Attestation", v.AttestationType}, {"Selectors", strings.Join(v.Selectors, ", ")},
-				{"Owner", v.Owner}, {"Join token", v.TokenID}, {"SVID serial", v.Serial}, {"SVID expires", v.SVIDExpiresAt},
-				{"Attested at", v.AttestedAt}, {"Renewed at", v.RenewedAt}, {"Banned", fmt.Sprint(v.Banned)},
-			})
-		},
-	}
-	adminFlag(cmd, &admin)
-	outputFlag(cmd, &output)
-	return cmd
+	return newAdminCmd("show ID", "Show one agent", "", exactArgs(1, "one agent SPIFFE ID"), func(cmd *cobra.Command, c adminv1.AdminClient, args []string, output string) error {
+		a, err := c.GetAgent(cmd.Context(), &adminv1.GetAgentRequest{Id: args[0]})
+		if err != nil {
+			return rpcError("agent show", err)
+		}
+		v := viewAgent(a)
+		if output == "json" {
+			return printJSON(cmd.OutOrStdout(), v)
+		}
+		return printFields(cmd.OutOrStdout(), [][2]string{
+			{"Agent ID", v.ID}, {"Attestation", v.AttestationType}, {"Selectors", strings.Join(v.Selectors, ", ")},
+			{"Owner", v.Owner}, {"Join token", v.TokenID}, {"SVID serial", v.Serial}, {"SVID expires", v.SVIDExpiresAt},
+			{"Attested at", v.AttestedAt}, {"Renewed at", v.RenewedAt}, {"Banned", fmt.Sprint(v.Banned)},
+		})
+	})
 }
 
 // agentActionCmd builds 'agent evict' and 'agent ban'.

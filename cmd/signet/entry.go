@@ -206,28 +206,14 @@ func newEntryListCmd() *cobra.Command {
 }
 
 func newEntryShowCmd() *cobra.Command {
-	var admin, output string
-	cmd := &cobra.Command{
-		Use:     "show ID",
-		Short:   "Show one registration entry",
-		Example: "  signet entry show 3f1c…",
-		Args:    exactArgs(1, "one entry ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			e, err := client.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
+	return newAdminCmd("show ID", "Show one registration entry", "  signet entry show 3f1c…", exactArgs(1, "one entry ID"),
+		func(cmd *cobra.Command, c adminv1.AdminClient, args []string, output string) error {
+			e, err := c.GetEntry(cmd.Context(), &adminv1.GetEntryRequest{Id: args[0]})
 			if err != nil {
 				return rpcError("entry show", err)
 			}
 			return printEntry(cmd.OutOrStdout(), e, output)
-		},
-	}
-	adminFlag(cmd, &admin)
-	outputFlag(cmd, &output)
-	return cmd
+		})
 }
 
 func newEntryDeleteCmd() *cobra.Command {

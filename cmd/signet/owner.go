@@ -49,27 +49,13 @@ func newOwnerAddCmd() *cobra.Command {
 }
 
 func newOwnerListCmd() *cobra.Command {
-	var admin, output string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List owners",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			resp, err := client.ListOwners(cmd.Context(), &adminv1.ListOwnersRequest{})
-			if err != nil {
-				return rpcError("owner list", err)
-			}
-			return printOwners(cmd.OutOrStdout(), resp.Owners, output)
-		},
-	}
-	adminFlag(cmd, &admin)
-	outputFlag(cmd, &output)
-	return cmd
+	return newAdminCmd("list", "List owners", "", noArgs, func(cmd *cobra.Command, c adminv1.AdminClient, _ []string, output string) error {
+		resp, err := c.ListOwners(cmd.Context(), &adminv1.ListOwnersRequest{})
+		if err != nil {
+			return rpcError("owner list", err)
+		}
+		return printOwners(cmd.OutOrStdout(), resp.Owners, output)
+	})
 }
 
 type ownerView struct {

@@ -72,27 +72,13 @@ once: Signet stores only a hash of it.`,
 }
 
 func newTokenListCmd() *cobra.Command {
-	var admin, output string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List join tokens (never their secrets)",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			resp, err := client.ListJoinTokens(cmd.Context(), &adminv1.ListJoinTokensRequest{})
-			if err != nil {
-				return rpcError("token list", err)
-			}
-			return printTokens(cmd.OutOrStdout(), resp.Tokens, output)
-		},
-	}
-	adminFlag(cmd, &admin)
-	outputFlag(cmd, &output)
-	return cmd
+	return newAdminCmd("list", "List join tokens (never their secrets)", "", noArgs, func(cmd *cobra.Command, c adminv1.AdminClient, _ []string, output string) error {
+		resp, err := c.ListJoinTokens(cmd.Context(), &adminv1.ListJoinTokensRequest{})
+		if err != nil {
+			return rpcError("token list", err)
+		}
+		return printTokens(cmd.OutOrStdout(), resp.Tokens, output)
+	})
 }
 
 type tokenView struct {
