@@ -19,9 +19,9 @@ import (
 
 // Review thresholds.
 const (
-	defaultStale       = 30 * 24 * time.Hour
-	expiringWithin     = 14 * 24 * time.Hour
-	rateHistoryDays    = 15 // today and the 14 days before it
+	defaultStale   = 30 * 24 * time.Hour
+	expiringWithin = 14 * 24 * time.Hour
+
 	rateJumpFactor     = 3
 	rateJumpMinimum    = 20 // issuances in a day below which a jump is noise
 	sharedNodesAbove   = 10
@@ -30,7 +30,7 @@ const (
 
 // reviewEntries lists what a reviewer must look at, entry by entry, and unused join tokens.
 func (s *AdminService) reviewItems(now time.Time, stale time.Duration) ([]*adminv1.ReviewItem, error) {
-	activity, err := s.cfg.Store.Activity(now, rateHistoryDays)
+	activity, err := s.cfg.Store.Activity(now)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -122,17 +121,16 @@ type reviewSignCmd struct {
 }
 
 var (
-	bucketEntryStats = []byte("entry_stats")
-	bucketEntryDaily = []byte("entry_daily") // entry ID | 0 | day (4 bytes) -> issuance count
+	bucketEntryStats = []byte("entry_stats") // entry ID -> entryStatsValue
 	bucketReviews    = []byte("reviews")
 )
 
 // EntryStats is what the ledger says about one entry's use.
 type EntryStats struct {
-	Count        uint64    `json:"count"`
-	LastIssuedAt time.Time `json:"last_issued_at"`
+	Count        uint64
+	LastIssuedAt time.Time
 	// Agents that received SVIDs of the entry (at most maxStatsAgents are tracked).
-	Agents []string `json:"agents,omitempty"`
+	Agents []string
 }
 
 const maxStatsAgents = 64
@@ -319,63 +317,148 @@ func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()
 	}
 }
 
+// statsDays is how many days of daily issuance counts an entry's stats keep (today and 14 before).
+const statsDays = 15
+
+// entryStatsValue is the stored form of an entry's statistics: one small binary value, read and written
+// once per entry per ledger batch. Layout (big endian): count u64 | last issued ns u64 | newest day u32 |
+// statsDays × u32 daily counts (ring, index day % statsDays) | agent count u8 | per agent: len u16, bytes.
+type entryStatsValue struct {
+	count  uint64
+	last   uint64
+	day    uint32
+	daily  [statsDays]uint32
+	agents []string
+}
+
+func decodeStatsValue(v []byte) (entryStatsValue, error) {
+	var st entryStatsValue
+	if len(v) == 0 {
+		return st, nil
+	}
+	if len(v) < 21+4*statsDays {
+		return st, fmt.Errorf("%w: entry stats of %d bytes", errBadRecord, len(v))
+	}
+	st.count = binary.BigEndian.Uint64(v[0:])
+	st.last = binary.BigEndian.Uint64(v[8:])
+	st.day = binary.BigEndian.Uint32(v[16:])
+	for i := range statsDays {
+		st.daily[i] = binary.BigEndian.Uint32(v[20+4*i:])
+	}
+	rest := v[20+4*statsDays:]
+	n := int(rest[0])
+	rest = rest[1:]
+	for range n {
+		if len(rest) < 2 {
+			return st, fmt.Errorf("%w: truncated entry stats", errBadRecord)
+		}
+		l := int(binary.BigEndian.Uint16(rest))
+		if len(rest) < 2+l {
+			return st, fmt.Errorf("%w: truncated entry stats", errBadRecord)
+		}
+		st.agents = append(st.agents, string(rest[2:2+l]))
+		rest = rest[2+l:]
+	}
+	return st, nil
+}
+
+func (st *entryStatsValue) encode() []byte {
+	b := make([]byte, 0, 21+4*statsDays+len(st.agents)*72)
+	b = binary.BigEndian.AppendUint64(b, st.count)
+	b = binary.BigEndian.AppendUint64(b, st.last)
+	b = binary.BigEndian.AppendUint32(b, st.day)
+	for _, d := range st.daily {
+		b = binary.BigEndian.AppendUint32(b, d)
+	}
+	b = append(b, byte(len(st.agents)))
+	for _, a := range st.agents {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(a)))
+		b = append(b, a...)
+	}
+	return b
+}
+
+// advance moves the daily ring to day, zeroing the days skipped.
+func (st *entryStatsValue) advance(day uint32) {
+	if day <= st.day {
+		return
+	}
+	for d := st.day + 1; d <= day && d-st.day <= statsDays; d++ {
+		st.daily[d%statsDays] = 0
+	}
+	if day-st.day > statsDays {
+		st.daily = [statsDays]uint32{}
+	}
+	st.day = day
+}
+
+// dailyUntil returns the counts of the statsDays days ending with day, oldest first.
+func (st *entryStatsValue) dailyUntil(day uint32) []uint64 {
+	out := make([]uint64, statsDays)
+	for i := range statsDays {
+		d := day - uint32(statsDays-1-i)
+		if d <= st.day && st.day-d < statsDays {
+			out[i] = uint64(st.daily[d%statsDays])
+		}
+	}
+	return out
+}
+
+func dayOf(ns uint64) uint32 { return uint32(ns / uint64(24*time.Hour)) }
+
 // recordStats updates per-entry issuance statistics for one ledger batch (positions by entry).
 func recordStats(tx *bolt.Tx, batchTime uint64, byEntry map[string][]uint32, fields []indexedFields) {
 	stats := tx.Bucket(bucketEntryStats)
-	daily := tx.Bucket(bucketEntryDaily)
-	day := uint32(batchTime / uint64(24*time.Hour))
-	at := time.Unix(0, int64(batchTime)).UTC()
+	day := dayOf(batchTime)
 	for entryID, ps := range byEntry {
-		var st EntryStats
-		if v := stats.Get([]byte(entryID)); v != nil {
-			mustDecode(0, cmdLedgerAppend, v, &st)
+		st, err := decodeStatsValue(stats.Get([]byte(entryID)))
+		if err != nil {
+			panic(fmt.Sprintf("storage: entry %q: %v", entryID, err))
 		}
-		st.Count += uint64(len(ps))
-		st.LastIssuedAt = at
+		st.count += uint64(len(ps))
+		st.last = batchTime
+		st.advance(day)
+		if day == st.day {
+			st.daily[day%statsDays] += uint32(len(ps))
+		}
 		for _, p := range ps {
-			if a := string(fields[p].agent); a != "" && !slices.Contains(st.Agents, a) && len(st.Agents) < maxStatsAgents {
-				st.Agents = append(st.Agents, a)
+			if a := string(fields[p].agent); a != "" && !slices.Contains(st.agents, a) && len(st.agents) < maxStatsAgents && len(a) < 1<<16 {
+				st.agents = append(st.agents, a)
 			}
 		}
-		mustPut(stats, []byte(entryID), mustJSON(&st))
-		k := binary.BigEndian.AppendUint32(append([]byte(entryID), 0), day)
-		mustPut(daily, k, binary.BigEndian.AppendUint64(nil, getUint64Bytes(daily.Get(k))+uint64(len(ps))))
+		mustPut(stats, []byte(entryID), st.encode())
 	}
 }
 
-func getUint64Bytes(v []byte) uint64 {
-	if len(v) != 8 {
-		return 0
+func (st *entryStatsValue) public() EntryStats {
+	out := EntryStats{Count: st.count, Agents: st.agents}
+	if st.last != 0 {
+		out.LastIssuedAt = time.Unix(0, int64(st.last)).UTC()
 	}
-	return binary.BigEndian.Uint64(v)
+	return out
 }
 
 // EntryStats returns the issuance statistics of an entry (zero if never issued).
 func (s *Store) EntryStats(id string) (EntryStats, error) {
-	var st EntryStats
+	var st entryStatsValue
 	err := s.view(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketEntryStats).Get([]byte(id)); v != nil {
-			return json.Unmarshal(v, &st)
-		}
-		return nil
+		var err error
+		st, err = decodeStatsValue(tx.Bucket(bucketEntryStats).Get([]byte(id)))
+		return err
 	})
-	return st, err
+	return st.public(), err
 }
 
-// EntryDailyCounts returns the entry's issuance count for each of the days days up to and including
-// the day of until (oldest first).
-func (s *Store) EntryDailyCounts(id string, until time.Time, days int) ([]uint64, error) {
-	out := make([]uint64, days)
-	last := uint32(until.UnixNano() / int64(24*time.Hour))
+// EntryDailyCounts returns the entry's issuance count for each of the last statsDays days up to and
+// including the day of until (oldest first).
+func (s *Store) EntryDailyCounts(id string, until time.Time) ([]uint64, error) {
+	var st entryStatsValue
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEntryDaily)
-		for i := range days {
-			d := last - uint32(days-1-i)
-			out[i] = getUint64Bytes(b.Get(binary.BigEndian.AppendUint32(append([]byte(id), 0), d)))
-		}
-		return nil
+		var err error
+		st, err = decodeStatsValue(tx.Bucket(bucketEntryStats).Get([]byte(id)))
+		return err
 	})
-	return out, err
+	return st.dailyUntil(dayOf(uint64(until.UnixNano()))), err
 }
 
 func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
@@ -542,36 +625,21 @@ func (s *Store) PruneLedger(ctx context.Context, before time.Time, maxBatches in
 // EntryActivity is an entry's issuance history as reviews need it.
 type EntryActivity struct {
 	Stats EntryStats
-	// Daily holds the issuance counts of the last days days, oldest first (the last is today).
+	// Daily holds the issuance counts of the last statsDays days, oldest first (the last is today).
 	Daily []uint64
 }
 
-// Activity returns the activity of every entry that was ever issued, read in one transaction, with
-// daily counts for the days days up to now.
-func (s *Store) Activity(now time.Time, days int) (map[string]*EntryActivity, error) {
+// Activity returns the activity of every entry that was ever issued, read in one transaction.
+func (s *Store) Activity(now time.Time) (map[string]*EntryActivity, error) {
 	out := map[string]*EntryActivity{}
-	last := uint32(now.UnixNano() / int64(24*time.Hour))
-	first := last - uint32(days-1)
+	day := dayOf(uint64(now.UnixNano()))
 	err := s.view(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketEntryStats).ForEach(func(k, v []byte) error {
-			a := &EntryActivity{Daily: make([]uint64, days)}
-			if err := json.Unmarshal(v, &a.Stats); err != nil {
+		return tx.Bucket(bucketEntryStats).ForEach(func(k, v []byte) error {
+			st, err := decodeStatsValue(v)
+			if err != nil {
 				return fmt.Errorf("stats of entry %q: %w", k, err)
 			}
-			out[string(k)] = a
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketEntryDaily).ForEach(func(k, v []byte) error {
-			if len(k) < 5 {
-				return nil
-			}
-			id, day := string(k[:len(k)-5]), binary.BigEndian.Uint32(k[len(k)-4:])
-			if a := out[id]; a != nil && day >= first && day <= last {
-				a.Daily[day-first] = getUint64Bytes(v)
-			}
+			out[string(k)] = &EntryActivity{Stats: st.public(), Daily: st.dailyUntil(day)}
 			return nil
 		})
 	})

@@ -19,7 +19,7 @@ var (
 	bucketEntryKeys   = []byte("entry_identity") // identity key -> entry ID, for duplicate detection
 	bucketAuthorities = []byte("authorities")
 
-	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketEntryDaily, bucketReviews,
+	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketReviews,
 		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent}
 
 	keyAppliedIndex = []byte("applied_index")
