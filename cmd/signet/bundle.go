@@ -10,7 +10,7 @@ import (
 )
 
 func newBundleCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "bundle", Short: "Show the trust bundle"}
+	cmd := newGroupCmd("bundle", "Show the trust bundle")
 	var admin, format string
 	show := &cobra.Command{
 		Use:   "show",

@@ -456,3 +456,31 @@ func TestEntryImport(t *testing.T) {
 		t.Fatalf("import with an unknown key: exit %d, %s", code, stderr)
 	}
 }
+
+// TestCLIErrorsWithoutServer: typos and missing sockets give a clear message and the right exit code.
+func TestCLIErrorsWithoutServer(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.sock")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown subcommand", []string{"entry", "lis"}, exitUsage, `unknown command "lis" for "signet entry"`},
+		{"unknown top-level command", []string{"entri"}, exitUsage, `unknown command "entri"`},
+		{"unknown flag", []string{"entry", "list", "--ownr", "x"}, exitUsage, "unknown flag: --ownr"},
+		{"bad output format", []string{"owner", "list", "-o", "yaml", "--admin-socket", missing}, exitUsage, `--output "yaml": want table or json`},
+		{"admin socket missing", []string{"entry", "list", "--admin-socket", missing}, exitFailure, "does not exist: is 'signet dev' or 'signet server' running?"},
+		{"workload socket missing", []string{"svid", "fetch", "--socket", missing}, exitFailure, "no Workload API socket at " + missing},
+		{"config missing", []string{"server", "--config", missing + ".yaml"}, exitFailure, "no such file or directory"},
+		{"config flag missing", []string{"agent"}, exitUsage, "--config is required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := runCLI(t, nil, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d (want %d), stderr %q does not contain %q", code, tc.code, stderr, tc.want)
+			}
+		})
+	}
+}

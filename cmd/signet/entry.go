@@ -14,10 +14,7 @@ import (
 )
 
 func newEntryCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "entry",
-		Short: "Manage registration entries (who gets which SPIFFE ID)",
-	}
+	cmd := newGroupCmd("entry", "Manage registration entries (who gets which SPIFFE ID)")
 	cmd.AddCommand(newEntryCreateCmd(), newEntryImportCmd(), newEntryListCmd(), newEntryShowCmd(), newEntryDeleteCmd(),
 		newEntryUpdateCmd(),
 		entryStateCmd("disable", "Stop issuing an entry at once (every agent drops its SVIDs)", "disable", true),

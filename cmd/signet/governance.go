@@ -520,7 +520,7 @@ func newReviewSignCmd() *cobra.Command {
 // ---- audit ----
 
 func newAuditCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "audit", Short: "The hash-chained audit log of every admin action and refused request"}
+	cmd := newGroupCmd("audit", "The hash-chained audit log of every admin action and refused request")
 	var admin, output, actor, object, action string
 	var after uint64
 	var limit int

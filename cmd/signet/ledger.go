@@ -11,7 +11,7 @@ import (
 )
 
 func newLedgerCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "ledger", Short: "Query the issuance ledger: every credential Signet issued"}
+	cmd := newGroupCmd("ledger", "Query the issuance ledger: every credential Signet issued")
 	cmd.AddCommand(newLedgerQueryCmd(), newLedgerLookupCmd())
 	return cmd
 }

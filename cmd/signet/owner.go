@@ -8,7 +8,7 @@ import (
 )
 
 func newOwnerCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "owner", Short: "Manage owners: the people and teams accountable for identities"}
+	cmd := newGroupCmd("owner", "Manage owners: the people and teams accountable for identities")
 	cmd.AddCommand(newOwnerAddCmd(), newOwnerListCmd(), newOwnerShowCmd(), newOwnerOffboardCmd())
 	return cmd
 }

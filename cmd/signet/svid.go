@@ -50,6 +50,11 @@ func (w *workloadFlags) client(ctx context.Context) (*workloadapi.Client, error)
 	if w.timeout <= 0 {
 		return nil, usagef("--timeout %s: must be positive", w.timeout)
 	}
+	if path, ok := strings.CutPrefix(w.addr(), "unix://"); ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no Workload API socket at %s: is the agent (or 'signet dev') running? (set --socket or SPIFFE_ENDPOINT_SOCKET)", path)
+		}
+	}
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr(w.addr()))
 	if err != nil {
 		return nil, fmt.Errorf("workload API %s: %w", w.addr(), err)
@@ -58,7 +63,7 @@ func (w *workloadFlags) client(ctx context.Context) (*workloadapi.Client, error)
 }
 
 func newSVIDCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "svid", Short: "Workload API client for X.509-SVIDs"}
+	cmd := newGroupCmd("svid", "Workload API client for X.509-SVIDs")
 	var wf workloadFlags
 	var writeDir string
 	fetch := &cobra.Command{
@@ -167,7 +172,7 @@ func writeFileMode(path string, data []byte, mode os.FileMode) error {
 }
 
 func newJWTCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "jwt", Short: "Workload API client for JWT-SVIDs"}
+	cmd := newGroupCmd("jwt", "Workload API client for JWT-SVIDs")
 	var wf workloadFlags
 	var audience []string
 	var spiffeID string

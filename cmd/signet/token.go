@@ -11,7 +11,7 @@ import (
 )
 
 func newTokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens (single-use credentials for attesting a node)"}
+	cmd := newGroupCmd("token", "Manage join tokens (single-use credentials for attesting a node)")
 	cmd.AddCommand(newTokenCreateCmd(), newTokenListCmd())
 	return cmd
 }
