@@ -22,13 +22,16 @@ import (
 	"google.golang.org/grpc"
 )
 
+// agentID is the SPIFFE ID of the agent serveAgent runs.
+const agentID = "spiffe://example.org/signet/agent/bench"
+
 // serveAgent runs a real agent (synced from an in-process server) behind a real Workload API socket
-// with the real Unix attestor, with one entry for this process's uid. It returns the socket address.
-func serveAgent(tb testing.TB, entries int) string {
+// with the real Unix attestor, with `entries` entries for this process's uid. It returns the socket
+// address and the server, to change entries behind the agent.
+func serveAgent(tb testing.TB, entries int) (string, *testenv.Env) {
 	tb.Helper()
 	env := testenv.New(tb)
 	env.Owner(tb, "bench")
-	agentID := "spiffe://example.org/signet/agent/bench"
 	env.Entries(tb, agentID, "bench", "spiffe://example.org/workload", entries, "unix:uid:"+strconv.Itoa(os.Getuid()))
 	a, err := agent.New(agent.Config{Client: env.AgentClient(tb, agentID), TrustDomain: testenv.TrustDomain})
 	if err != nil {
@@ -60,14 +63,14 @@ func serveAgent(tb testing.TB, entries int) string {
 	workload.RegisterSpiffeWorkloadAPIServer(g, h)
 	go g.Serve(lis)
 	tb.Cleanup(g.Stop)
-	return "unix://" + sock
+	return "unix://" + sock, env
 }
 
 // BenchmarkFetchX509SVID measures FetchX509SVID from the agent's cache as a go-spiffe client sees it:
 // connect a stream, be attested, receive the SVIDs. Each client has its own connection. Run with a fixed
 // count: -benchtime 20000x.
 func BenchmarkFetchX509SVID(b *testing.B) {
-	addr := serveAgent(b, 1)
+	addr, _ := serveAgent(b, 1)
 	for _, clients := range []int{1, 16} {
 		b.Run(fmt.Sprintf("clients-%d", clients), func(b *testing.B) {
 			ctx := context.Background()
