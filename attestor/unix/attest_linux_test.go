@@ -69,11 +69,58 @@ func fileSHA256(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func startProcess(t *testing.T, name string, args ...string) *exec.Cmd {
+// helperEnv makes the test binary act as a child process for these tests instead of running them:
+// "wait" blocks until killed, "exit" exits at once. Re-executing the test binary needs nothing from
+// the machine (no sleep or true on PATH), so these tests never skip.
+const helperEnv = "SIGNET_UNIX_ATTESTOR_HELPER"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "wait":
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	case "exit":
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testBinary is this test binary's resolved path.
+func testBinary(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// helperCommand runs bin (a copy of the test binary) as a helper doing mode.
+func helperCommand(bin, mode string) *exec.Cmd {
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "GORACE=atexit_sleep_ms=0") // the race detector otherwise waits 1 s at exit
+	return cmd
+}
+
+// startHelper starts bin as a waiting helper, retrying briefly on ETXTBSY (a concurrent fork may
+// hold a freshly written copy open for writing); it is killed when the test ends.
+func startHelper(t *testing.T, bin string) *exec.Cmd {
+	t.Helper()
+	var cmd *exec.Cmd
+	var err error
+	for range 10 {
+		cmd = helperCommand(bin, "wait")
+		if err = cmd.Start(); !errors.Is(err, syscall.ETXTBSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
@@ -120,15 +167,8 @@ func TestAttestSelf(t *testing.T) {
 }
 
 func TestAttestChild(t *testing.T) {
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep binary:", err)
-	}
-	want, err := filepath.EvalSymlinks(sleep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := startProcess(t, "sleep", "30")
+	want := testBinary(t)
+	cmd := startHelper(t, want)
 
 	a := newAttestor(t, Config{})
 	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
@@ -148,9 +188,9 @@ func TestAttestChild(t *testing.T) {
 }
 
 func TestAttestExitedProcess(t *testing.T) {
-	cmd := exec.Command("true")
+	cmd := helperCommand(testBinary(t), "exit")
 	if err := cmd.Run(); err != nil {
-		t.Skip("cannot run true:", err)
+		t.Fatalf("running the exiting helper: %v", err)
 	}
 	a := newAttestor(t, Config{})
 	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
@@ -162,39 +202,25 @@ func TestAttestExitedProcess(t *testing.T) {
 	}
 }
 
-// TestAttestDeletedExecutable runs a copy of sleep, removes the copy, and attests the process.
+// TestAttestDeletedExecutable runs a copy of the test binary, removes the copy, and attests the
+// process. The copy is made beside the test binary, in a directory the go tool has just executed
+// from, so it is never on a noexec mount.
 func TestAttestDeletedExecutable(t *testing.T) {
-	sleep, err := exec.LookPath("sleep")
-	if err != nil {
-		t.Skip("no sleep binary:", err)
-	}
-	content, err := os.ReadFile(sleep)
+	self := testBinary(t)
+	content, err := os.ReadFile(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "sleep-copy")
+	dir, err := os.MkdirTemp(filepath.Dir(self), "deleted-exe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "copy")
 	if err := os.WriteFile(bin, content, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin, err = filepath.EvalSymlinks(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cmd *exec.Cmd
-	for range 10 { // a concurrent fork may briefly hold the file open for writing
-		cmd = exec.Command(bin, "30")
-		if err = cmd.Start(); !errors.Is(err, syscall.ETXTBSY) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Skipf("cannot execute a copied binary in %s (noexec?): %v", filepath.Dir(bin), err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	cmd := startHelper(t, bin)
 	if err := os.Remove(bin); err != nil {
 		t.Fatal(err)
 	}
