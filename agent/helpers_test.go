@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
@@ -49,16 +49,7 @@ const (
 	methodSign = "/signet.agent.v1.Agent/SignX509SVIDs"
 )
 
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(tb testing.TB) *slog.Logger { return testkit.Logger(tb) }
 
 // testCtx returns a context that ends after d (or when the test ends).
 func testCtx(tb testing.TB, d time.Duration) context.Context {
@@ -66,39 +57,6 @@ func testCtx(tb testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	tb.Cleanup(cancel)
 	return ctx
-}
-
-// openStore opens a real single-node Raft store on a temporary directory and waits for leadership.
-func openStore(tb testing.TB) *storage.Store {
-	tb.Helper()
-	st, err := storage.Open(storage.Config{Dir: filepath.Join(tb.TempDir(), "data"), Bootstrap: true, Logger: testLogger(tb),
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
-	if err != nil {
-		tb.Fatalf("storage.Open: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			tb.Errorf("store Close: %v", err)
-		}
-	})
-	if err := st.WaitLeader(testCtx(tb, testDeadline)); err != nil {
-		tb.Fatalf("WaitLeader: %v", err)
-	}
-	return st
-}
-
-// newCA creates real on-disk CA authorities in a temporary directory.
-func newCA(tb testing.TB) *ca.CA {
-	tb.Helper()
-	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(tb.TempDir(), "ca"), TrustDomain: testTD})
-	if err != nil {
-		tb.Fatalf("ca.LoadOrCreate: %v", err)
-	}
-	c, err := ca.New(ca.Config{TrustDomain: testTD, X509: x, JWT: j})
-	if err != nil {
-		tb.Fatalf("ca.New: %v", err)
-	}
-	return c
 }
 
 // authHook, when set, runs before an agent API call is authenticated; a non-nil error refuses it.
@@ -125,7 +83,7 @@ type env struct {
 // the env's hook), runs its recorder, publishes its authorities and creates testOwner.
 func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server.Authenticator) *env {
 	tb.Helper()
-	e := &env{st: openStore(tb), ca: newCA(tb)}
+	e := &env{st: testkit.OpenStore(tb, nil), ca: testkit.NewCA(tb, testTD, 0)}
 	if auth == nil {
 		auth = (*env).fixedAgentAuth
 	}

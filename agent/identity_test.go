@@ -18,6 +18,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
@@ -284,7 +285,7 @@ func TestAttestUnreachable(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	id, err := agent.Attest(ctx, agent.AttestConfig{Address: freeAddr(t), TrustDomain: testTD, DataDir: dir,
-		JoinToken: "0123456789abcdef.c2VjcmV0", Bundle: []*x509.Certificate{newCA(t).X509Authority()}, Logger: log})
+		JoinToken: "0123456789abcdef.c2VjcmV0", Bundle: []*x509.Certificate{testkit.NewCA(t, testTD, 0).X509Authority()}, Logger: log})
 	elapsed := time.Since(start)
 	if err == nil || id != nil {
 		t.Fatalf("Attest with no server = %v, %v; want an error", id, err)
@@ -307,7 +308,7 @@ func TestAttestVerifiesServer(t *testing.T) {
 	t.Parallel()
 	e := newTLSEnv(t, 0)
 	token, tokenID := e.joinToken(t)
-	strange := []*x509.Certificate{newCA(t).X509Authority()} // a root the server's certificate does not chain to
+	strange := []*x509.Certificate{testkit.NewCA(t, testTD, 0).X509Authority()} // a root the server's certificate does not chain to
 
 	log, retries := newLogCounter(t, "retrying attestation")
 	dir := t.TempDir()
@@ -578,7 +579,7 @@ func TestIdentityBundleAndRemove(t *testing.T) {
 
 	dir := t.TempDir()
 	id, _ := attest(t, e, dir)
-	extra := newCA(t).X509Authority()
+	extra := testkit.NewCA(t, testTD, 0).X509Authority()
 	if err := id.SetBundle(append(e.roots(), extra)); err != nil {
 		t.Fatalf("SetBundle: %v", err)
 	}

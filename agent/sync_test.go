@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
@@ -526,7 +527,7 @@ func TestBundlePush(t *testing.T) {
 	}
 
 	// A new X.509 root (another server node's CA).
-	other := newCA(t).X509Authority()
+	other := testkit.NewCA(t, testTD, 0).X509Authority()
 	sum := fmt.Sprintf("%x", other.Signature[:16])
 	if err := e.st.PutAuthority(testCtx(t, testDeadline), storage.Authority{Kind: storage.AuthorityX509, ID: sum, DER: other.Raw,
 		NotAfter: other.NotAfter, Node: "other-node", AddedAt: time.Now().UTC()}); err != nil {

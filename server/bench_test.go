@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,26 +35,11 @@ type benchEnv struct {
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := storage.Open(storage.Config{Dir: b.TempDir(), Bootstrap: true, Logger: log,
-		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
+	st := testkit.OpenStore(b, log)
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	authority := testkit.NewCA(b, td, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := st.WaitLeader(ctx); err != nil {
-		b.Fatal(err)
-	}
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	xa, ja, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: b.TempDir(), TrustDomain: td})
-	if err != nil {
-		b.Fatal(err)
-	}
-	authority, err := ca.New(ca.Config{TrustDomain: td, X509: xa, JWT: ja})
-	if err != nil {
-		b.Fatal(err)
-	}
 	rec, err := NewRecorder(RecorderConfig{Appender: st})
 	if err != nil {
 		b.Fatal(err)

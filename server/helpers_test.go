@@ -11,13 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,16 +34,7 @@ var (
 // testDeadline bounds every wait in this package's tests.
 const testDeadline = 20 * time.Second
 
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(tb testing.TB) *slog.Logger { return testkit.Logger(tb) }
 
 // testCtx returns a context that ends at the test's deadline bound (or when the test ends).
 func testCtx(tb testing.TB) context.Context {
@@ -57,42 +47,13 @@ func testCtx(tb testing.TB) context.Context {
 // openStore opens a real single-node Raft store on a temporary directory and waits for leadership.
 func openStore(tb testing.TB) *storage.Store {
 	tb.Helper()
-	st, err := storage.Open(storage.Config{Dir: filepath.Join(tb.TempDir(), "data"), Bootstrap: true, Logger: testLogger(tb),
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
-	if err != nil {
-		tb.Fatalf("storage.Open: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := st.Close(); err != nil {
-			tb.Errorf("store Close: %v", err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
-	defer cancel()
-	if err := st.WaitLeader(ctx); err != nil {
-		tb.Fatalf("WaitLeader: %v", err)
-	}
-	return st
+	return testkit.OpenStore(tb, nil)
 }
 
 // newCA creates real on-disk CA authorities (default one-year root) and returns the CA.
 func newCA(tb testing.TB) *ca.CA {
 	tb.Helper()
-	return newCAWithTTL(tb, 0)
-}
-
-// newCAWithTTL is newCA with a root lifetime of ttl (0: the default).
-func newCAWithTTL(tb testing.TB, ttl time.Duration) *ca.CA {
-	tb.Helper()
-	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(tb.TempDir(), "ca"), TrustDomain: testTD, TTL: ttl})
-	if err != nil {
-		tb.Fatalf("ca.LoadOrCreate: %v", err)
-	}
-	c, err := ca.New(ca.Config{TrustDomain: testTD, X509: x, JWT: j})
-	if err != nil {
-		tb.Fatalf("ca.New: %v", err)
-	}
-	return c
+	return testkit.NewCA(tb, testTD, 0)
 }
 
 // startRecorder runs rec until the test ends (or until the returned stop is called); stop waits for

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -431,7 +432,7 @@ func TestSignBeyondCALife(t *testing.T) {
 	// An entry validated against an earlier CA may ask for more than the current CA has left: the CA
 	// refuses, per result, and nothing is recorded.
 	st := openStore(t)
-	shortCA := newCAWithTTL(t, 2*time.Hour)
+	shortCA := testkit.NewCA(t, testTD, 2*time.Hour)
 	rec, err := NewRecorder(RecorderConfig{Appender: st})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testenv"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -217,14 +218,7 @@ func TestFetchAndValidate(t *testing.T) {
 	}
 
 	// Same trust domain and key ID format, but a key the trust domain never published.
-	xa, ja, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: t.TempDir(), TrustDomain: testenv.TrustDomain})
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign, err := ca.New(ca.Config{TrustDomain: testenv.TrustDomain, X509: xa, JWT: ja})
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := testkit.NewCA(t, testenv.TrustDomain, 0)
 	forged, err := foreign.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/workload/1"), Audience: []string{"billing"}, TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)

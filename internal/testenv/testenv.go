@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
@@ -42,24 +43,10 @@ const agentHeader = "x-test-agent-id"
 func New(tb testing.TB) *Env {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := storage.Open(storage.Config{Dir: tb.TempDir(), Bootstrap: true, Logger: log,
-		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	st := testkit.OpenStore(tb, log)
+	authority := testkit.NewCA(tb, TrustDomain, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
 	defer cancel()
-	if err := st.WaitLeader(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	xa, ja, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: tb.TempDir(), TrustDomain: TrustDomain})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	authority, err := ca.New(ca.Config{TrustDomain: TrustDomain, X509: xa, JWT: ja})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log,
 		AgentAuth: func(ctx context.Context) (server.Caller, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
@@ -85,7 +72,6 @@ func New(tb testing.TB) *Env {
 		g.Stop()
 		stop()
 		<-done
-		st.Close()
 	})
 	return &Env{Store: st, CA: authority, Server: srv, lis: lis}
 }

@@ -1,0 +1,73 @@
+// Package testkit builds the real components tests start from: a logger that writes to the test log,
+// a single-node Raft store on a temporary directory, and a CA with on-disk keys. It imports only
+// storage and ca, so the tests of server (package server) can use it as well as those of agent,
+// workloadapi and internal/testenv.
+package testkit
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Deadline bounds every wait the helpers make.
+const Deadline = 30 * time.Second
+
+// Logger writes warnings and errors to tb's log, so they show beside the failure they explain.
+func Logger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// OpenStore opens a real single-node Raft store in a temporary directory, waits for it to lead and
+// closes it when the test ends. log may be nil (Logger(tb)).
+func OpenStore(tb testing.TB, log *slog.Logger) *storage.Store {
+	tb.Helper()
+	if log == nil {
+		log = Logger(tb)
+	}
+	st, err := storage.Open(storage.Config{Dir: filepath.Join(tb.TempDir(), "data"), Bootstrap: true, Logger: log,
+		HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond})
+	if err != nil {
+		tb.Fatalf("storage.Open: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := st.Close(); err != nil {
+			tb.Errorf("store Close: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	defer cancel()
+	if err := st.WaitLeader(ctx); err != nil {
+		tb.Fatalf("WaitLeader: %v", err)
+	}
+	return st
+}
+
+// NewCA creates CA authorities for td with on-disk keys in a temporary directory; ttl is the root's
+// lifetime (0: the default).
+func NewCA(tb testing.TB, td spiffeid.TrustDomain, ttl time.Duration) *ca.CA {
+	tb.Helper()
+	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(tb.TempDir(), "ca"), TrustDomain: td, TTL: ttl})
+	if err != nil {
+		tb.Fatalf("ca.LoadOrCreate: %v", err)
+	}
+	c, err := ca.New(ca.Config{TrustDomain: td, X509: x, JWT: j})
+	if err != nil {
+		tb.Fatalf("ca.New: %v", err)
+	}
+	return c
+}
