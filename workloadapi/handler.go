@@ -77,7 +77,7 @@ func (h *Handler) attest(ctx context.Context) ([]selector.Selector, error) {
 	if peer.PID <= 0 {
 		return nil, status.Error(codes.PermissionDenied, "caller's process is not visible to the agent (another pid namespace?)")
 	}
-	sels, err := h.cfg.Attestor.Attest(ctx, peer.PID)
+	sels, err := h.cfg.Attestor.Attest(ctx, peer.PID, peer.StartTime)
 	if err != nil {
 		h.log.Warn("workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
 		return nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)

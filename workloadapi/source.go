@@ -8,9 +8,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Attestor names the selectors of the process with the given pid (attestor/unix).
+// Attestor names the selectors of the process with the given pid and start time (attestor/unix); it
+// must refuse a pid that no longer names the process with that start time.
 type Attestor interface {
-	Attest(ctx context.Context, pid int32) ([]selector.Selector, error)
+	Attest(ctx context.Context, pid int32, startTime uint64) ([]selector.Selector, error)
 }
 
 // Source is where the Workload API gets identities from (the node agent's cache).

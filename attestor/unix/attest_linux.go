@@ -31,19 +31,16 @@ type procInfo struct {
 	digest   string // "" when the executable was not hashed
 }
 
-func (a *Attestor) attest(ctx context.Context, pid int32) ([]selector.Selector, error) {
-	start, err := a.readStartTime(pid)
-	if err != nil {
-		if isGone(err) {
-			return nil, goneError(pid, err.Error())
-		}
-		return nil, fmt.Errorf("%s: pid %d: reading start time: %w", errPrefix, pid, err)
+func (a *Attestor) attest(ctx context.Context, pid int32, start uint64) ([]selector.Selector, error) {
+	// The pid must still name the process that connected...
+	if err := a.checkSameProcess(pid, start); err != nil {
+		return nil, err
 	}
 
 	info, readErr := a.readProcess(ctx, pid)
 
-	// Whether reading succeeded or not, make sure everything read came from the process whose
-	// start time was read first: a failure in between is most likely the process exiting.
+	// ...and still after everything was read, whether reading succeeded or not: a failure in between
+	// is most likely the process exiting.
 	if err := a.checkSameProcess(pid, start); err != nil {
 		return nil, err
 	}
@@ -185,7 +182,7 @@ func (a *Attestor) checkSameProcess(pid int32, start uint64) error {
 	case err != nil:
 		return fmt.Errorf("%s: pid %d: reading start time: %w", errPrefix, pid, err)
 	case now != start:
-		return goneError(pid, fmt.Sprintf("start time changed from %d to %d", start, now))
+		return goneError(pid, fmt.Sprintf("pid now names another process: start time %d, the caller's was %d", now, start))
 	}
 	return nil
 }

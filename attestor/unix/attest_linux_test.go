@@ -69,17 +69,14 @@ func fileSHA256(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// helperEnv makes the test binary act as a child process for these tests instead of running them:
-// "wait" blocks until killed, "exit" exits at once. Re-executing the test binary needs nothing from
-// the machine (no sleep or true on PATH), so these tests never skip.
+// helperEnv, set to "wait", makes the test binary a child process that waits to be killed instead of
+// running the tests. Re-executing the test binary needs nothing from the machine (no sleep on PATH),
+// so these tests never skip.
 const helperEnv = "SIGNET_UNIX_ATTESTOR_HELPER"
 
 func TestMain(m *testing.M) {
-	switch os.Getenv(helperEnv) {
-	case "wait":
+	if os.Getenv(helperEnv) == "wait" {
 		time.Sleep(time.Minute)
-		os.Exit(0)
-	case "exit":
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -99,13 +96,6 @@ func testBinary(t *testing.T) string {
 	return exe
 }
 
-// helperCommand runs bin (a copy of the test binary) as a helper doing mode.
-func helperCommand(bin, mode string) *exec.Cmd {
-	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "GORACE=atexit_sleep_ms=0") // the race detector otherwise waits 1 s at exit
-	return cmd
-}
-
 // startHelper starts bin as a waiting helper, retrying briefly on ETXTBSY (a concurrent fork may
 // hold a freshly written copy open for writing); it is killed when the test ends.
 func startHelper(t *testing.T, bin string) *exec.Cmd {
@@ -113,7 +103,8 @@ func startHelper(t *testing.T, bin string) *exec.Cmd {
 	var cmd *exec.Cmd
 	var err error
 	for range 10 {
-		cmd = helperCommand(bin, "wait")
+		cmd = exec.Command(bin, "-test.run=^$")
+		cmd.Env = append(os.Environ(), helperEnv+"=wait")
 		if err = cmd.Start(); !errors.Is(err, syscall.ETXTBSY) {
 			break
 		}
@@ -129,9 +120,19 @@ func startHelper(t *testing.T, bin string) *exec.Cmd {
 	return cmd
 }
 
+// attestNow attests pid with the start time it has now, as a caller that has just connected.
+func attestNow(tb testing.TB, a *Attestor, ctx context.Context, pid int32) ([]selector.Selector, error) {
+	tb.Helper()
+	start, err := a.readStartTime(pid)
+	if err != nil {
+		tb.Fatalf("pid %d: start time: %v", pid, err)
+	}
+	return a.Attest(ctx, pid, start)
+}
+
 func TestAttestSelf(t *testing.T) {
 	a := newAttestor(t, Config{})
-	sels, err := a.Attest(context.Background(), int32(os.Getpid()))
+	sels, err := attestNow(t, a, context.Background(), int32(os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +172,7 @@ func TestAttestChild(t *testing.T) {
 	cmd := startHelper(t, want)
 
 	a := newAttestor(t, Config{})
-	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	sels, err := attestNow(t, a, context.Background(), int32(cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,17 +188,23 @@ func TestAttestChild(t *testing.T) {
 	}
 }
 
+// TestAttestExitedProcess: a caller that connected (its start time recorded) and then exited is
+// refused with ErrProcessGone, not attested as whatever holds its pid now.
 func TestAttestExitedProcess(t *testing.T) {
-	cmd := helperCommand(testBinary(t), "exit")
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("running the exiting helper: %v", err)
-	}
 	a := newAttestor(t, Config{})
-	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	cmd := startHelper(t, testBinary(t))
+	pid := int32(cmd.Process.Pid)
+	start, err := a.readStartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	sels, err := a.Attest(context.Background(), pid, start)
 	if !errors.Is(err, ErrProcessGone) {
 		t.Fatalf("Attest of a reaped process = %v, %v; want ErrProcessGone", sels, err)
 	}
-	if want := fmt.Sprintf("attestor/unix: pid %d: ", cmd.Process.Pid); !strings.HasPrefix(err.Error(), want) {
+	if want := fmt.Sprintf("attestor/unix: pid %d: ", pid); !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %q does not start with %q", err, want)
 	}
 }
@@ -226,7 +233,7 @@ func TestAttestDeletedExecutable(t *testing.T) {
 	}
 
 	a := newAttestor(t, Config{})
-	sels, err := a.Attest(context.Background(), int32(cmd.Process.Pid))
+	sels, err := attestNow(t, a, context.Background(), int32(cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,14 +253,14 @@ func TestAttestCachesDigest(t *testing.T) {
 	a.onHash = func() { hashes.Add(1) }
 	pid := int32(os.Getpid())
 
-	first, err := a.Attest(context.Background(), pid)
+	first, err := attestNow(t, a, context.Background(), pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := hashes.Load(); n != 1 {
 		t.Fatalf("first Attest hashed %d times, want 1", n)
 	}
-	second, err := a.Attest(context.Background(), pid)
+	second, err := attestNow(t, a, context.Background(), pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +325,7 @@ func sha256Hex(s string) string {
 func TestAttestFakeProc(t *testing.T) {
 	p := newFakeProc(t, "#!/bin/true\n")
 	a := newAttestor(t, Config{ProcRoot: p.root})
-	sels, err := a.Attest(context.Background(), p.pid)
+	sels, err := attestNow(t, a, context.Background(), p.pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +345,7 @@ func TestAttestRehashesChangedExecutable(t *testing.T) {
 	a.onHash = func() { hashes.Add(1) }
 	attest := func() string {
 		t.Helper()
-		sels, err := a.Attest(context.Background(), p.pid)
+		sels, err := attestNow(t, a, context.Background(), p.pid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,11 +390,23 @@ func TestAttestPidReused(t *testing.T) {
 			p := newFakeProc(t, "program")
 			a := newAttestor(t, Config{ProcRoot: p.root})
 			a.onHash = func() { tc.change(t, p) } // runs between the two start-time readings
-			sels, err := a.Attest(context.Background(), p.pid)
+			sels, err := attestNow(t, a, context.Background(), p.pid)
 			if !errors.Is(err, ErrProcessGone) {
 				t.Fatalf("Attest = %v, %v; want ErrProcessGone", sels, err)
 			}
 		})
+	}
+}
+
+// TestAttestPidReusedSinceConnect: the pid now names a process that started after the caller
+// connected (another start time); it is refused before anything is read.
+func TestAttestPidReusedSinceConnect(t *testing.T) {
+	p := newFakeProc(t, "program")
+	a := newAttestor(t, Config{ProcRoot: p.root})
+	a.onHash = func() { t.Error("a reused pid was read and hashed") }
+	sels, err := a.Attest(context.Background(), p.pid, 4999) // the fake process started at tick 5000
+	if !errors.Is(err, ErrProcessGone) || !strings.Contains(err.Error(), "pid now names another process") {
+		t.Fatalf("Attest = %v, %v; want ErrProcessGone naming the reuse", sels, err)
 	}
 }
 
@@ -398,7 +417,7 @@ func TestAttestNoExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := newAttestor(t, Config{ProcRoot: p.root})
-	_, err := a.Attest(context.Background(), p.pid)
+	_, err := attestNow(t, a, context.Background(), p.pid)
 	if err == nil || errors.Is(err, ErrProcessGone) {
 		t.Fatalf("Attest = %v, want an error other than ErrProcessGone", err)
 	}
@@ -407,7 +426,7 @@ func TestAttestNoExecutable(t *testing.T) {
 func TestAttestMaxHashSize(t *testing.T) {
 	a := newAttestor(t, Config{MaxHashSize: 1})
 	a.onHash = func() { t.Error("executable hashed although larger than MaxHashSize") }
-	sels, err := a.Attest(context.Background(), int32(os.Getpid()))
+	sels, err := attestNow(t, a, context.Background(), int32(os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +443,7 @@ func TestAttestCanceled(t *testing.T) {
 	a := newAttestor(t, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := a.Attest(ctx, int32(os.Getpid())); !errors.Is(err, context.Canceled) {
+	if _, err := attestNow(t, a, ctx, int32(os.Getpid())); !errors.Is(err, context.Canceled) {
 		t.Errorf("Attest with a canceled context = %v, want context.Canceled", err)
 	}
 
@@ -441,7 +460,7 @@ func TestAttestCanceled(t *testing.T) {
 func TestAttestInvalidPid(t *testing.T) {
 	a := newAttestor(t, Config{})
 	for _, pid := range []int32{0, -1} {
-		if _, err := a.Attest(context.Background(), pid); err == nil || errors.Is(err, ErrProcessGone) {
+		if _, err := a.Attest(context.Background(), pid, 1); err == nil || errors.Is(err, ErrProcessGone) {
 			t.Errorf("Attest(%d) = %v, want an invalid-pid error", pid, err)
 		}
 	}
@@ -466,7 +485,7 @@ func TestNewConfig(t *testing.T) {
 func TestAttestConcurrent(t *testing.T) {
 	a := newAttestor(t, Config{})
 	pid := int32(os.Getpid())
-	want, err := a.Attest(context.Background(), pid)
+	want, err := attestNow(t, a, context.Background(), pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +493,7 @@ func TestAttestConcurrent(t *testing.T) {
 	for range 16 {
 		wg.Go(func() {
 			for range 20 {
-				got, err := a.Attest(context.Background(), pid)
+				got, err := attestNow(t, a, context.Background(), pid)
 				if err != nil {
 					t.Error(err)
 					return
@@ -493,12 +512,12 @@ func BenchmarkAttest(b *testing.B) {
 	a := newAttestor(b, Config{})
 	pid := int32(os.Getpid())
 	ctx := context.Background()
-	if _, err := a.Attest(ctx, pid); err != nil { // warm the digest and name caches
+	if _, err := attestNow(b, a, ctx, pid); err != nil { // warm the digest and name caches
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := a.Attest(ctx, pid); err != nil {
+		if _, err := attestNow(b, a, ctx, pid); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -17,6 +17,6 @@ func supported() error {
 		errPrefix, errors.ErrUnsupported, runtime.GOOS)
 }
 
-func (a *Attestor) attest(context.Context, int32) ([]selector.Selector, error) {
+func (a *Attestor) attest(context.Context, int32, uint64) ([]selector.Selector, error) {
 	return nil, supported()
 }

@@ -1,5 +1,6 @@
 // Package unix is Signet's Unix workload attestor: given the pid of a process calling the Workload
-// API (the caller reads it from SO_PEERCRED on the accepted socket), it reports what the kernel
+// API and the start time it had when it connected (internal/peercred reads both on the accepted
+// socket), it reports what the kernel
 // knows about that process as selectors:
 //
 //	unix:uid:<real uid>          unix:gid:<real gid>
@@ -12,8 +13,8 @@
 //	if err != nil {
 //		return err
 //	}
-//	caller, _ := workloadapi.PeerFromContext(ctx) // pid from SO_PEERCRED
-//	sels, err := att.Attest(ctx, caller.PID)
+//	caller, _ := peercred.FromContext(ctx) // pid and start time, read when it connected
+//	sels, err := att.Attest(ctx, caller.PID, caller.StartTime)
 //	if errors.Is(err, unix.ErrProcessGone) {
 //		// the caller exited (or its pid now names another process): refuse it
 //	}
@@ -35,12 +36,14 @@
 // # Pid reuse
 //
 // A pid names a process only until that process is reaped, after which the kernel may hand the
-// number to a new process. Attest reads the process start time (field 22 of /proc/<pid>/stat)
-// before reading anything else and again after everything has been read; if the process is gone,
-// or the start time changed, it returns an error wrapping ErrProcessGone instead of selectors that
-// could describe a different process. Start times have clock-tick resolution (usually 10 ms), and
-// pids are handed out cyclically, so a reuse that goes unnoticed would need the whole pid space to
-// wrap within one tick.
+// number to a new process; a (pid, start time) pair names one process for as long as the machine
+// runs. The start time (field 22 of /proc/<pid>/stat) is read once when the caller connects (by
+// internal/peercred during the handshake, checked against a pidfd of the connecting process where the
+// kernel offers SO_PEERPIDFD) and passed to Attest with the pid. Attest refuses the call with
+// ErrProcessGone if the pid now names a process with another start time (the caller exited and a
+// new process got its pid: a connection handed to another process, or kept after its owner died,
+// cannot borrow the identity of whatever runs under that pid now), and checks it again after
+// everything has been read, so a process that exits during attestation is refused too.
 //
 // A process that calls exec during attestation keeps its pid and start time; Attest notices when
 // the executable path changes between two readings and returns an error, but selectors read

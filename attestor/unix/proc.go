@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/signet-id/signet/internal/procfs"
 )
 
 // procPath returns the path of file name in the proc directory of pid.
@@ -16,37 +18,13 @@ func (a *Attestor) procPath(pid int32, name string) string {
 	return filepath.Join(a.procRoot, strconv.FormatInt(int64(pid), 10), name)
 }
 
-// startTimeField is the 1-based index of starttime in /proc/<pid>/stat (see proc(5)).
-const startTimeField = 22
-
 // readStartTime returns the start time of pid, in clock ticks since boot.
 func (a *Attestor) readStartTime(pid int32) (uint64, error) {
 	b, err := readProcFile(a.procPath(pid, "stat"))
 	if err != nil {
 		return 0, err
 	}
-	return parseStartTime(b)
-}
-
-// parseStartTime extracts field 22 from the contents of /proc/<pid>/stat. The second field is the
-// command name in parentheses; the name is chosen by the process and may itself contain spaces
-// and parentheses, so the fields after it are found after the last ')' in the line.
-func parseStartTime(stat []byte) (uint64, error) {
-	end := bytes.LastIndexByte(stat, ')')
-	if end < 0 || bytes.IndexByte(stat[:end], '(') < 0 {
-		return 0, errors.New("stat: no parenthesized command name")
-	}
-	// Fields after the command name start with field 3 (state).
-	fields := strings.Fields(string(stat[end+1:]))
-	const i = startTimeField - 3
-	if len(fields) <= i {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least %d", len(fields), i+1)
-	}
-	t, err := strconv.ParseUint(fields[i], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stat: start time %q is not a number", fields[i])
-	}
-	return t, nil
+	return procfs.ParseStartTime(b)
 }
 
 // readIDs returns the real user and group ids of pid from /proc/<pid>/status.

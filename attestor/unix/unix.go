@@ -103,14 +103,17 @@ func New(cfg Config) (*Attestor, error) {
 //	unix:path:<absolute executable path> (without a kernel " (deleted)" suffix, see the package doc),
 //	unix:sha256:<hex digest of the executable> unless it is larger than Config.MaxHashSize.
 //
-// If the process exits or its pid is reused meanwhile, the error wraps ErrProcessGone. Reading
-// another user's process needs the privileges to inspect it (normally root or CAP_SYS_PTRACE).
-func (a *Attestor) Attest(ctx context.Context, pid int32) ([]selector.Selector, error) {
+// startTime is the start time the process had when it connected (peercred.Info.StartTime): pid and
+// start time together name one process, so a pid that has since been reused by another process is
+// refused, as is a process that exits or whose pid is reused during attestation; those errors wrap
+// ErrProcessGone. Reading another user's process needs the privileges to inspect it (normally root
+// or CAP_SYS_PTRACE).
+func (a *Attestor) Attest(ctx context.Context, pid int32, startTime uint64) ([]selector.Selector, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("%s: pid %d: not a process id", errPrefix, pid)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: pid %d: %w", errPrefix, pid, err)
 	}
-	return a.attest(ctx, pid)
+	return a.attest(ctx, pid, startTime)
 }

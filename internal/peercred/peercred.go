@@ -18,13 +18,17 @@ const peerCredAuthType = "signet-peercred"
 // the process that connected, as the kernel recorded it when the connection was made (SO_PEERCRED).
 //
 // PID is the pid in the server's pid namespace, or 0 if the peer's process is not visible there;
-// UID and GID are the peer's effective ids at connect time. The embedded CommonAuthInfo carries
-// the security level credentials.NoSecurity (see PeerCredentials).
+// UID and GID are the peer's effective ids at connect time. StartTime is that process's start time
+// (clock ticks since boot, field 22 of /proc/<pid>/stat), read during the handshake: (PID, StartTime)
+// names the connecting process even after its pid is reused, so attestation of a later call can
+// refuse a pid that now names another process. The embedded CommonAuthInfo carries the security
+// level credentials.NoSecurity (see PeerCredentials).
 type Info struct {
 	credentials.CommonAuthInfo
-	PID int32
-	UID uint32
-	GID uint32
+	PID       int32
+	UID       uint32
+	GID       uint32
+	StartTime uint64
 }
 
 // AuthType returns "signet-peercred".

@@ -2,13 +2,17 @@ package peercred
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/procfs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -76,11 +80,61 @@ func TestPeerCredentialsGRPC(t *testing.T) {
 		t.Errorf("peer = pid %d uid %d gid %d, want pid %d uid %d gid %d",
 			got.PID, got.UID, got.GID, os.Getpid(), os.Getuid(), os.Getgid())
 	}
+	if start, err := procfs.StartTime("/proc", int32(os.Getpid())); err != nil || got.StartTime != start {
+		t.Errorf("peer start time = %d, want %d (%v)", got.StartTime, start, err)
+	}
 	if got.SecurityLevel != credentials.NoSecurity {
 		t.Errorf("security level = %v, want NoSecurity", got.SecurityLevel)
 	}
 	if levelErr != nil {
 		t.Errorf("CheckSecurityLevel(NoSecurity) = %v, want nil", levelErr)
+	}
+}
+
+// connectEnv makes the test binary a child that connects to the Unix socket it names and exits.
+const connectEnv = "SIGNET_PEERCRED_CONNECT"
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(connectEnv); sock != "" {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			os.Exit(3)
+		}
+		c.Close()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestHandshakeRefusesExitedPeer: a process that connected and was reaped before the handshake is
+// refused, not reported under a pid that may already name another process.
+func TestHandshakeRefusesExitedPeer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(exe, "-test.run=^$")
+	child.Env = append(os.Environ(), connectEnv+"="+sock, "GORACE=atexit_sleep_ms=0")
+	if err := child.Run(); err != nil { // connected, exited and reaped
+		t.Fatalf("connecting child: %v", err)
+	}
+	conn, err := lis.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, info, err := Credentials().ServerHandshake(conn)
+	if err == nil {
+		t.Fatalf("handshake with a reaped peer succeeded: %+v", info)
+	}
+	if want := fmt.Sprintf("pid %d", child.Process.Pid); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name the peer (%s)", err, want)
 	}
 }
 
