@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -229,6 +230,32 @@ func TestJWTDeletedEntry(t *testing.T) {
 	res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud"}, cachedJWT)
 	if err != nil || len(res) != 0 {
 		t.Fatalf("after delete: %d JWT-SVIDs, %v; want none", len(res), err)
+	}
+}
+
+// TestJWTUpdatedEntry: a token cached for an entry is not served once the entry has changed (here its
+// SPIFFE ID); the next fetch mints one for the entry as it is now.
+func TestJWTUpdatedEntry(t *testing.T) {
+	t.Parallel()
+	f := newJWTFixture(t)
+	before := f.fetch(t, []string{"aud"}, cachedJWT)[0]
+	calls := f.jwtCalls.Load()
+
+	const renamed = "spiffe://example.org/renamed"
+	if _, err := f.e.srv.Admin.UpdateEntry(testCtx(t, testDeadline), &adminv1.UpdateEntryRequest{
+		Entry: &adminv1.Entry{Id: f.cachedID, SpiffeId: renamed}, UpdateMask: []string{"spiffe_id"}, Reason: "rename"}); err != nil {
+		t.Fatalf("UpdateEntry: %v", err)
+	}
+	waitIdentities(t, f.a, uid1000(t), testDeadline, "the renamed entry", func(ids workloadapi.Identities) bool {
+		_, ok := findSVID(ids, renamed)
+		return ok
+	})
+	after := f.fetch(t, []string{"aud"}, renamed)
+	if len(after) != 1 || after[0].ID.String() != renamed || after[0].Marshal() == before.Marshal() {
+		t.Fatalf("after the rename: %d tokens, first for %v; want a new token for %s", len(after), after[0].ID, renamed)
+	}
+	if n := f.jwtCalls.Load(); n != calls+1 {
+		t.Fatalf("%d signing calls after the rename, want 1", n-calls)
 	}
 }
 

@@ -44,6 +44,9 @@ func (s *x509SVID) rotateAt() time.Time {
 	return s.notAfter.Add(-life / 2)
 }
 
+// signTimeout bounds one signing call to the server (a batch of X.509-SVIDs or one JWT-SVID).
+const signTimeout = 30 * time.Second
+
 // mintRetry is how long an entry whose SVID request failed waits before it is tried again.
 const mintRetry = 5 * time.Second
 
@@ -187,7 +190,7 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 		keys[e.Id] = mintKey{entry: e, key: key}
 		req.Requests = append(req.Requests, &agentv1.X509SVIDRequest{EntryId: e.Id, Csr: csr})
 	}
-	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	callCtx, cancel := context.WithTimeout(ctx, signTimeout)
 	defer cancel()
 	resp, err := a.cfg.Client.SignX509SVIDs(callCtx, req)
 	if err != nil {

@@ -65,16 +65,20 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, sels []selector.Selector, aud
 	var out []workloadapi.JWTSVID
 	for _, e := range entries {
 		// An entry asking for a unique jti never gets a cached token.
-		if tok, ok := a.jwts.get(e.Id, audKey, now); ok && !e.JwtUnique {
-			out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: tok})
-			continue
+		if !e.JwtUnique {
+			if tok, ok := a.jwts.get(e.Id, e.Revision, audKey, now); ok {
+				out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: tok})
+				continue
+			}
 		}
-		resp, err := a.cfg.Client.SignJWTSVID(ctx, &agentv1.SignJWTSVIDRequest{EntryId: e.Id, Audience: aud})
+		callCtx, cancel := context.WithTimeout(ctx, signTimeout)
+		resp, err := a.cfg.Client.SignJWTSVID(callCtx, &agentv1.SignJWTSVIDRequest{EntryId: e.Id, Audience: aud})
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("agent: JWT-SVID for %s: %w", e.SpiffeId, err)
 		}
 		if !e.JwtUnique {
-			a.jwts.put(e.Id, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0), now)
 		}
 		out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: resp.Token})
 	}
@@ -84,9 +88,19 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, sels []selector.Selector, aud
 // jwtCacheMax bounds the JWT cache; past it, expired tokens are evicted, then everything.
 const jwtCacheMax = 10000
 
-type jwtKey struct {
-	entryID  string
-	audience string
+// jwtCache holds JWT-SVIDs per entry revision and audience. Keying by the revision the token was
+// minted for means a token never outlives a change of its entry (SPIFFE ID, TTL, jwt_unique, ...):
+// once the agent has the new revision, tokens of the old one are not returned, even one stored by a
+// fetch that raced with the update.
+type jwtCache struct {
+	mu sync.Mutex
+	m  map[string]*entryJWTs // by entry ID
+	n  int                   // tokens held
+}
+
+type entryJWTs struct {
+	revision uint64
+	byAud    map[string]cachedJWT
 }
 
 type cachedJWT struct {
@@ -94,46 +108,71 @@ type cachedJWT struct {
 	reuseEnd time.Time // half life
 }
 
-type jwtCache struct {
-	mu sync.Mutex
-	m  map[jwtKey]cachedJWT
-}
+func newJWTCache() *jwtCache { return &jwtCache{m: map[string]*entryJWTs{}} }
 
-func newJWTCache() *jwtCache { return &jwtCache{m: map[jwtKey]cachedJWT{}} }
-
-func (c *jwtCache) get(entryID, audience string, now time.Time) (string, bool) {
+func (c *jwtCache) get(entryID string, revision uint64, audience string, now time.Time) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v, ok := c.m[jwtKey{entryID, audience}]
+	e := c.m[entryID]
+	if e == nil || e.revision != revision {
+		return "", false
+	}
+	v, ok := e.byAud[audience]
 	if !ok || !now.Before(v.reuseEnd) {
 		return "", false
 	}
 	return v.token, true
 }
 
-func (c *jwtCache) put(entryID, audience, token string, issued, expires time.Time) {
+func (c *jwtCache) put(entryID string, revision uint64, audience, token string, issued, expires, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= jwtCacheMax {
-		now := time.Now()
-		for k, v := range c.m {
+	if c.n >= jwtCacheMax {
+		c.evictLocked(now)
+	}
+	e := c.m[entryID]
+	switch {
+	case e != nil && e.revision > revision:
+		return // minted for a revision the agent has already replaced
+	case e == nil || e.revision < revision:
+		c.dropLocked(entryID)
+		e = &entryJWTs{revision: revision, byAud: map[string]cachedJWT{}}
+		c.m[entryID] = e
+	}
+	if _, ok := e.byAud[audience]; !ok {
+		c.n++
+	}
+	e.byAud[audience] = cachedJWT{token: token, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
+}
+
+// evictLocked drops tokens past their reuse time, then, if the cache is still full, everything.
+func (c *jwtCache) evictLocked(now time.Time) {
+	for id, e := range c.m {
+		for aud, v := range e.byAud {
 			if !now.Before(v.reuseEnd) {
-				delete(c.m, k)
+				delete(e.byAud, aud)
+				c.n--
 			}
 		}
-		if len(c.m) >= jwtCacheMax {
-			clear(c.m)
+		if len(e.byAud) == 0 {
+			delete(c.m, id)
 		}
 	}
-	c.m[jwtKey{entryID, audience}] = cachedJWT{token: token, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
+	if c.n >= jwtCacheMax {
+		clear(c.m)
+		c.n = 0
+	}
 }
 
 func (c *jwtCache) dropEntry(entryID string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k := range c.m {
-		if k.entryID == entryID {
-			delete(c.m, k)
-		}
+	c.dropLocked(entryID)
+}
+
+func (c *jwtCache) dropLocked(entryID string) {
+	if e := c.m[entryID]; e != nil {
+		c.n -= len(e.byAud)
+		delete(c.m, entryID)
 	}
 }
