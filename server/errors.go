@@ -35,18 +35,23 @@ func codeOf(err error) codes.Code {
 		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, ca.ErrTTLTooLong), errors.Is(err, storage.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, storage.ErrTokenUsed), errors.Is(err, storage.ErrTokenExpired),
-		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch):
+		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch),
+		errors.Is(err, storage.ErrSameApprover):
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated
-	case errors.Is(err, storage.ErrOwnerNotFound):
-		// Referencing an owner that does not exist is a precondition the admin must fix first.
+	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending):
+		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
+		// must change before the request can succeed.
 		return codes.FailedPrecondition
+	case errors.Is(err, storage.ErrConflict):
+		// The object changed since the caller read it: read it again and retry.
+		return codes.Aborted
 	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound):
 		return codes.NotFound
 	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
 		return codes.AlreadyExists
-	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed):
+	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrRecorderStopped):
 		return codes.Unavailable
 	default:
 		return codes.Internal
