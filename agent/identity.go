@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -207,8 +208,8 @@ func (id *Identity) save() error {
 	for _, c := range id.bundle {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	if err := writeAtomic(filepath.Join(id.dir, identityBundleFile), bundle, 0o644); err != nil {
-		return fmt.Errorf("agent: write %s: %w", identityBundleFile, err)
+	if err := fsutil.WriteFileAtomic(id.dir, identityBundleFile, bundle, 0o644); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if id.key == nil {
 		return nil
@@ -229,43 +230,16 @@ func (id *Identity) save() error {
 	if err := os.Rename(keyPath, prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("agent: keep previous key: %w", err)
 	}
-	if err := writeAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return fmt.Errorf("agent: write %s: %w", identityKeyFile, err)
+	if err := fsutil.WriteFileAtomic(id.dir, identityKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(id.dir, identityCertFile), certs, 0o644); err != nil {
-		return fmt.Errorf("agent: write %s: %w", identityCertFile, err)
+	if err := fsutil.WriteFileAtomic(id.dir, identityCertFile, certs, 0o644); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if err := os.Remove(prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("agent: remove previous key: %w", err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // Remove deletes the agent's SVID and key from disk (after eviction); the bundle stays.

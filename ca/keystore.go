@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -318,6 +319,14 @@ func writePrivateKey(dir, name string, key crypto.Signer) error {
 	return writeFileAtomic(dir, name, block)
 }
 
+// writeFileAtomic writes data to dir/name with mode 0600, atomically (fsutil.WriteFileAtomic).
+func writeFileAtomic(dir, name string, data []byte) error {
+	if err := fsutil.WriteFileAtomic(dir, name, data, 0o600); err != nil {
+		return fmt.Errorf("ca: %w", err)
+	}
+	return nil
+}
+
 // loadCertificate reads a file holding exactly one PEM certificate.
 func loadCertificate(path string) (*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
@@ -364,49 +373,4 @@ func exists(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("ca: %w", err)
 	}
-}
-
-// writeFileAtomic writes data to dir/name with mode 0600 so that a crash leaves either the old
-// file or the new one: temporary file in dir, fsync, rename over name, fsync of dir.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	target := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ca: write %s: %w", target, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return fmt.Errorf("ca: write %s: %w", target, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("ca: write %s: %w", target, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("ca: sync %s: %w", target, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("ca: write %s: %w", target, err)
-	}
-	if err = os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("ca: write %s: %w", target, err)
-	}
-	if err = syncDir(dir); err != nil {
-		return fmt.Errorf("ca: sync directory of %s: %w", target, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -1,0 +1,60 @@
+// Package fsutil writes files so that a crash leaves either the old content or the new.
+package fsutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// WriteFileAtomic replaces dir/name with data, created with mode perm. The data goes to a new,
+// uniquely named temporary file in dir whose mode is set to perm before anything is written to it;
+// that file is synced, renamed over dir/name, and then dir itself is synced, so after a crash
+// dir/name holds either its old content or data, never a mix. On any failure the temporary file is
+// removed and dir/name is left as it was (unless the final directory sync fails, after the rename).
+//
+// Errors name the target file, never the data.
+func WriteFileAtomic(dir, name string, data []byte, perm os.FileMode) (err error) {
+	target := filepath.Join(dir, name)
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	// CreateTemp makes the file 0600; set the wanted mode before the data is in it.
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", target, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	if err = os.Rename(tmp, target); err != nil {
+		return fmt.Errorf("write %s: %w", target, err)
+	}
+	if err := SyncDir(dir); err != nil {
+		return fmt.Errorf("sync directory of %s: %w", target, err)
+	}
+	return nil
+}
+
+// SyncDir fsyncs the directory dir, making the renames and removals done in it durable.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
