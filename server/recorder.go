@@ -58,8 +58,11 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 }
 
 // Record commits recs and returns when they are durable, or with the error that prevented it. A caller
-// must not hand out the credentials unless Record returned nil.
+// must not hand out the credentials unless Record returned nil. Recording no records is a no-op.
 func (r *Recorder) Record(ctx context.Context, recs ...storage.Issuance) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	p := &pendingRecords{recs: recs, done: make(chan error, 1)}
 	select {
 	case r.queue <- p:

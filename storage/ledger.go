@@ -223,7 +223,8 @@ type LedgerProposal struct {
 	op  string // what the command does, for errors; default "append N ledger records"
 }
 
-// Wait blocks until the batch is applied on this node (so committed on a majority), or ctx ends.
+// Wait blocks until the batch is applied on this node (so committed on a majority), or ctx ends. A
+// proposal of no records proposed nothing: Wait returns nil at once.
 func (p *LedgerProposal) Wait(ctx context.Context) error {
 	op := p.op
 	if op == "" {
@@ -231,6 +232,9 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	}
 	if p.err != nil {
 		return fmt.Errorf("storage: %s: %w", op, p.err)
+	}
+	if p.f == nil {
+		return nil
 	}
 	done := make(chan error, 1)
 	go func() { done <- p.f.Error() }()

@@ -300,6 +300,36 @@ func TestLedgerTimesIncrease(t *testing.T) {
 	}
 }
 
+func TestLedgerEmptyProposal(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	tests := []struct {
+		name string
+		recs []Issuance
+	}{
+		{"nil", nil},
+		{"empty", []Issuance{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.AppendLedger(ctx, tc.recs); err != nil {
+				t.Fatalf("AppendLedger(%v): %v, want nil", tc.recs, err)
+			}
+			if err := s.ProposeLedger(tc.recs).Wait(ctx); err != nil {
+				t.Fatalf("ProposeLedger(%v).Wait: %v, want nil", tc.recs, err)
+			}
+		})
+	}
+	page, err := s.QueryLedger(LedgerQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Issuances) != 0 {
+		t.Fatalf("empty proposals stored records: %v", page.Issuances)
+	}
+}
+
 func TestReopenKeepsState(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
