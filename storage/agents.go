@@ -48,6 +48,13 @@ type JoinToken struct {
 	Revoked bool `json:"revoked,omitempty"`
 }
 
+// auditView is the token as the audit log records it: without the hash of its secret, which the log (read
+// by every admin, kept forever) need not carry. Every audit record of a token goes through it.
+func (t JoinToken) auditView() *JoinToken {
+	t.SecretHash = nil
+	return &t
+}
+
 // Agent is an attested node agent.
 type Agent struct {
 	ID              string              `json:"id"`
@@ -110,9 +117,7 @@ func (s *Store) applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (any, func()) {
 	}
 	t := c.Token
 	mustPut(b, []byte(t.ID), mustJSON(&t))
-	shown := t
-	shown.SecretHash = nil // the audit log need not carry even the hash
-	appendAudit(tx, c.Meta.record("token.create", t.ID), nil, &shown)
+	appendAudit(tx, c.Meta.record("token.create", t.ID), nil, t.auditView())
 	return t, func() { s.reg.tokenPut(&t) }
 }
 

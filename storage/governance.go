@@ -291,7 +291,7 @@ func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()
 			t.Revoked = true
 		}
 		changedTokens = append(changedTokens, t)
-		appendAudit(tx, c.Meta.record("token.offboard-"+c.Mode, t.ID), &before, &t)
+		appendAudit(tx, c.Meta.record("token.offboard-"+c.Mode, t.ID), before.auditView(), t.auditView())
 		return nil
 	})
 	if err != nil {

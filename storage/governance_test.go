@@ -1,7 +1,10 @@
 package storage
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,5 +234,58 @@ func TestLedgerPrune(t *testing.T) {
 	page, err := s.QueryLedger(LedgerQuery{Owner: "alice"})
 	if err != nil || len(page.Issuances) != 4 {
 		t.Fatalf("owner index after prune: %d %v", len(page.Issuances), err)
+	}
+}
+
+func TestAuditNeverCarriesTokenSecretHash(t *testing.T) {
+	sum := sha256.Sum256([]byte("the join token secret"))
+	hash := sum[:]
+	encoded := base64.StdEncoding.EncodeToString(hash) // how encoding/json writes a []byte
+	tests := []struct {
+		name, mode, to string
+	}{
+		{"reassign", OffboardReassign, "payments"},
+		{"disable", OffboardDisable, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := WithActor(context.Background(), "uid:0(root)")
+			s := openTestStore(t, t.TempDir())
+			defer s.Close()
+			for _, o := range []string{"alice", "payments"} {
+				if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.CreateJoinToken(ctx, JoinToken{ID: "t1", SecretHash: hash, Owner: "alice",
+				ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := s.OffboardOwner(ctx, "alice", tc.mode, tc.to, "left")
+			if err != nil || len(res.Tokens) != 1 {
+				t.Fatalf("offboard: %+v %v", res, err)
+			}
+			if tok, _ := s.JoinToken("t1"); !bytes.Equal(tok.SecretHash, hash) {
+				t.Fatalf("stored token lost its hash: %x", tok.SecretHash)
+			}
+			recs, _, err := s.AuditLog(AuditQuery{Limit: MaxLedgerLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokenRecords := 0
+			for _, r := range recs {
+				if r.Object == "t1" {
+					tokenRecords++
+				}
+				for _, part := range [][]byte{r.Before, r.After} {
+					if bytes.Contains(part, []byte(encoded)) || bytes.Contains(part, []byte("secret_hash\":\"")) {
+						t.Errorf("audit record %d (%s %s) carries the secret hash: %s", r.Seq, r.Action, r.Object, part)
+					}
+				}
+			}
+			if tokenRecords != 2 { // token.create, token.offboard-<mode>
+				t.Fatalf("audit records of the token: %d, want 2", tokenRecords)
+			}
+		})
 	}
 }
