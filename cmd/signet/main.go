@@ -81,7 +81,32 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newReviewCmd(),
 		newAuditCmd(),
 	)
+	root.SetHelpCommand(newHelpCmd())
+	// cobra adds 'completion' lazily; add it now so that an unknown shell is a usage error too.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			c.Args, c.RunE = cobra.ArbitraryArgs, runGroup
+		}
+	}
 	return root
+}
+
+// newHelpCmd is 'signet help [command]'; an unknown topic is a usage error (exit 2), not a help page.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || cmd == nil || len(rest) > 0 {
+				return usagef("unknown help topic %q (see 'signet --help' for the commands)", strings.Join(args, " "))
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
 }
 
 // exactArgs is cobra.ExactArgs with a usage error.
@@ -94,7 +119,12 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 	}
 }
 
+// noArgs accepts no arguments. On a command that also has subcommands (agent, review), an argument is
+// most likely a mistyped subcommand and is reported as such.
 func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 0 && cmd.HasAvailableSubCommands() {
+		return unknownCommand(cmd, args[0])
+	}
 	if len(args) != 0 {
 		return usagef("%s takes no arguments, got %q (see '%s --help')", cmd.CommandPath(), args, cmd.CommandPath())
 	}
@@ -108,11 +138,18 @@ func newGroupCmd(use, short string) *cobra.Command {
 		Use:   use,
 		Short: short,
 		Args:  cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("unknown command %q for %q (see '%s --help')", args[0], cmd.CommandPath(), cmd.CommandPath())
-			}
-			return cmd.Help()
-		},
+		RunE:  runGroup,
 	}
+}
+
+// runGroup runs a command that only holds subcommands.
+func runGroup(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return unknownCommand(cmd, args[0])
+	}
+	return cmd.Help()
+}
+
+func unknownCommand(cmd *cobra.Command, name string) error {
+	return usagef("unknown command %q for %q (see '%s --help')", name, cmd.CommandPath(), cmd.CommandPath())
 }
