@@ -31,6 +31,8 @@ const (
 	cmdAuditAppend   commandType = 15
 	cmdLedgerPrune   commandType = 16
 	cmdReviewSign    commandType = 17
+	// cmdLedgerPruneBounded is cmdLedgerPrune with a bound on the records removed (MaxRecords).
+	cmdLedgerPruneBounded commandType = 18
 )
 
 func (t commandType) String() string {
@@ -69,6 +71,8 @@ func (t commandType) String() string {
 		return "ledger-prune"
 	case cmdReviewSign:
 		return "review-sign"
+	case cmdLedgerPruneBounded:
+		return "ledger-prune-bounded"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}

@@ -141,7 +141,12 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 	case cmdLedgerPrune:
 		var c ledgerPruneCmd
 		mustDecode(index, t, payload, &c)
-		return s.applyLedgerPrune(tx, c)
+		c.MaxRecords = 0 // this type has no record bound: replicas must remove exactly what it always did
+		return s.applyLedgerPrune(tx, c).Batches, nil
+	case cmdLedgerPruneBounded:
+		var c ledgerPruneCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyLedgerPrune(tx, c), nil
 	case cmdReviewSign:
 		var c reviewSignCmd
 		mustDecode(index, t, payload, &c)

@@ -91,7 +91,22 @@ type ownerOffboardCmd struct {
 type ledgerPruneCmd struct {
 	Before     time.Time `json:"before"`
 	MaxBatches int       `json:"max_batches"`
+	// MaxRecords bounds the records one command removes (cmdLedgerPruneBounded; the older cmdLedgerPrune
+	// has no such bound and is applied without one). A batch is never split: the first batch is removed
+	// whatever its size, so every command makes progress.
+	MaxRecords int `json:"max_records,omitempty"`
 }
+
+// pruneResult is the FSM's answer to cmdLedgerPruneBounded.
+type pruneResult struct {
+	Batches, Records int
+	// Bounded is set when the command stopped at MaxRecords with older batches still before Before.
+	Bounded bool
+}
+
+// maxPruneRecords bounds the ledger records one prune command removes, so that applying it (every
+// record's ID index key is deleted) keeps the FSM busy for a bounded time on every replica.
+const maxPruneRecords = 50_000
 
 // Review decisions.
 const (
@@ -502,21 +517,30 @@ func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
 	}
 }
 
-// applyLedgerPrune deletes ledger batches older than Before (at most MaxBatches per command, so one
-// Raft entry stays small), with their index keys; it returns how many batches it removed.
-func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (any, func()) {
+// applyLedgerPrune deletes the oldest ledger batches issued before Before, with their index keys: at most
+// MaxBatches batches and, when MaxRecords is set, at most that many records (but always at least one
+// batch), so that one Raft entry stays cheap to apply.
+func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
 	ledger := tx.Bucket(bucketLedger)
 	byID := tx.Bucket(bucketLedgerByID)
 	idx := [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry), tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)}
 	before := uint64(c.Before.UnixNano())
+	var res pruneResult
 	var doomed [][]byte
 	cur := ledger.Cursor()
-	for k, v := cur.First(); k != nil && len(doomed) < c.MaxBatches; k, v = cur.Next() {
+	for k, v := cur.First(); k != nil && res.Batches < c.MaxBatches; k, v = cur.Next() {
 		if binary.BigEndian.Uint64(k[:8]) >= before {
 			break
 		}
+		n := batchCount(v)
+		if c.MaxRecords > 0 && res.Batches > 0 && res.Records+n > c.MaxRecords {
+			res.Bounded = true
+			break
+		}
 		bk := append([]byte(nil), k...)
-		for i := range batchCount(v) {
+		// One index key per (dimension, value) of the batch, as applyLedgerAppend wrote them.
+		var values [4]map[string]struct{}
+		for i := range n {
 			raw, err := batchRecord(v, uint32(i))
 			if err != nil {
 				panic(fmt.Sprintf("storage: prune batch %x: %v", bk, err))
@@ -529,17 +553,28 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (any, func()) {
 				mustDelete(byID, f.id)
 			}
 			for d, val := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
-				if len(val) > 0 {
-					mustDelete(idx[d], indexKey(string(val), bk))
+				if len(val) == 0 {
+					continue
 				}
+				if values[d] == nil {
+					values[d] = map[string]struct{}{}
+				}
+				values[d][string(val)] = struct{}{}
+			}
+		}
+		for d, vals := range values {
+			for val := range vals {
+				mustDelete(idx[d], indexKey(val, bk))
 			}
 		}
 		doomed = append(doomed, bk)
+		res.Batches++
+		res.Records += n
 	}
 	for _, bk := range doomed {
 		mustDelete(ledger, bk)
 	}
-	return len(doomed), nil
+	return res
 }
 
 // PlanOffboard computes what offboarding owner would change, without changing anything.
@@ -613,13 +648,26 @@ func (s *Store) SignReview(ctx context.Context, r Review) (Review, error) {
 }
 
 // PruneLedger removes ledger batches issued before the given time, at most maxBatches; it returns how
-// many it removed (call again while that equals maxBatches).
+// many it removed (call again while that equals maxBatches). The batches are removed by as many Raft
+// commands as it takes to keep each under maxPruneRecords records.
 func (s *Store) PruneLedger(ctx context.Context, before time.Time, maxBatches int) (int, error) {
-	resp, err := s.applyJSON(ctx, cmdLedgerPrune, ledgerPruneCmd{Before: before, MaxBatches: maxBatches})
-	if err != nil {
-		return 0, fmt.Errorf("storage: prune ledger: %w", err)
+	return s.pruneLedger(ctx, before, maxBatches, maxPruneRecords)
+}
+
+func (s *Store) pruneLedger(ctx context.Context, before time.Time, maxBatches, maxRecords int) (int, error) {
+	total := 0
+	for total < maxBatches {
+		resp, err := s.applyJSON(ctx, cmdLedgerPruneBounded, ledgerPruneCmd{Before: before, MaxBatches: maxBatches - total, MaxRecords: maxRecords})
+		if err != nil {
+			return total, fmt.Errorf("storage: prune ledger before %s: %w", before.Format(time.RFC3339), err)
+		}
+		res := resp.(pruneResult)
+		total += res.Batches
+		if !res.Bounded {
+			break
+		}
 	}
-	return resp.(int), nil
+	return total, nil
 }
 
 // EntryActivity is an entry's issuance history as reviews need it.

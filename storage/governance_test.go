@@ -289,3 +289,99 @@ func TestAuditNeverCarriesTokenSecretHash(t *testing.T) {
 		})
 	}
 }
+
+func TestLedgerPruneIsBoundedByRecords(t *testing.T) {
+	ctx := context.Background()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cutoff := base.Add(6 * time.Second) // batches 0..5 are before it, 6..7 after
+	tests := []struct {
+		name                     string
+		maxBatches, maxRecords   int
+		wantBatches, wantRecords int
+		wantBounded              bool
+	}{
+		{"record bound stops between batches", 100, 10, 2, 8, true},
+		{"record bound on a batch boundary", 100, 8, 2, 8, true},
+		{"a batch larger than the bound still goes", 100, 3, 1, 4, true},
+		{"batch bound first", 1, 10, 1, 4, false},
+		{"no record bound", 100, 0, 6, 24, false},
+		{"everything before the cutoff fits", 100, 1000, 6, 24, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStoreClock(t, t.TempDir(), stepClock(base))
+			defer s.Close()
+			appendBatches(t, s, 8, 4)
+			resp, err := s.applyJSON(ctx, cmdLedgerPruneBounded, ledgerPruneCmd{Before: cutoff, MaxBatches: tc.maxBatches, MaxRecords: tc.maxRecords})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := pruneResult{Batches: tc.wantBatches, Records: tc.wantRecords, Bounded: tc.wantBounded}
+			if got := resp.(pruneResult); got != want {
+				t.Fatalf("prune command: %+v, want %+v", got, want)
+			}
+			assertPruned(t, s, 8, 4, tc.wantBatches)
+		})
+	}
+
+	t.Run("pruneLedger issues bounded commands until maxBatches", func(t *testing.T) {
+		s := openTestStoreClock(t, t.TempDir(), stepClock(base))
+		defer s.Close()
+		appendBatches(t, s, 8, 4)
+		n, err := s.pruneLedger(ctx, cutoff, 5, 10) // 2 + 2 + 1 batches, three commands
+		if err != nil || n != 5 {
+			t.Fatalf("pruneLedger: %d %v, want 5", n, err)
+		}
+		assertPruned(t, s, 8, 4, 5)
+		if n, err = s.pruneLedger(ctx, cutoff, 5, 10); err != nil || n != 1 {
+			t.Fatalf("second pruneLedger: %d %v, want 1", n, err)
+		}
+		assertPruned(t, s, 8, 4, 6)
+		if n, err = s.pruneLedger(ctx, cutoff, 5, 10); err != nil || n != 0 {
+			t.Fatalf("third pruneLedger: %d %v, want 0", n, err)
+		}
+	})
+}
+
+// appendBatches commits batches ledger batches of size records each; record i of batch b has ID
+// b*size+i, and the batch's entry, SPIFFE ID and agent are shared by its records.
+func appendBatches(t *testing.T, s *Store, batches, size int) {
+	t.Helper()
+	for b := range batches {
+		recs := make([]Issuance, size)
+		for i := range recs {
+			recs[i] = issuance(b*size+i, "alice", fmt.Sprintf("e%d", b), time.Time{})
+		}
+		if err := s.AppendLedger(context.Background(), recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// assertPruned checks that exactly the first pruned batches of appendBatches are gone, records and
+// index keys alike.
+func assertPruned(t *testing.T, s *Store, batches, size, pruned int) {
+	t.Helper()
+	for b := range batches {
+		for i := range size {
+			_, err := s.LookupIssuance(fmt.Sprintf("%032x", b*size+i))
+			if gone := b < pruned; gone != errors.Is(err, ErrIssuanceNotFound) {
+				t.Fatalf("record %d of batch %d (pruned %d batches): %v", i, b, pruned, err)
+			}
+		}
+	}
+	err := s.view(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketLedger, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent} {
+			if n := tx.Bucket(name).Stats().KeyN; n != batches-pruned {
+				t.Errorf("bucket %s: %d keys, want %d (one per remaining batch)", name, n, batches-pruned)
+			}
+		}
+		if n := tx.Bucket(bucketLedgerByID).Stats().KeyN; n != (batches-pruned)*size {
+			t.Errorf("ID index: %d keys, want %d", n, (batches-pruned)*size)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
