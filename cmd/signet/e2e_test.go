@@ -104,6 +104,9 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("entries = %+v", entries)
 	}
 	recs := decodeJSON[[]issuanceView](t, d.mustCLI("ledger", "query", "--owner", owner, "--since", "10m", "-o", "json"))
+	if inDays := decodeJSON[[]issuanceView](t, d.mustCLI("ledger", "query", "--owner", owner, "--since", "1d", "-o", "json")); len(inDays) != len(recs) {
+		t.Fatalf("ledger query --since 1d found %d records, --since 10m %d", len(inDays), len(recs))
+	}
 	var gotX509, gotJWT bool
 	for _, r := range recs {
 		if r.Owner != owner || r.EntryID != entries[0].ID || r.SPIFFEID != wantID {

@@ -73,7 +73,7 @@ func addEntryFlags(cmd *cobra.Command, o *entryCreateOptions) {
 	f.DurationVar(&o.jwtTTL, "jwt-ttl", time.Hour, "lifetime of JWT-SVIDs")
 	f.StringArrayVar(&o.dnsNames, "dns-name", nil, "DNS name to add to X.509-SVIDs; repeat for more")
 	f.StringVar(&o.expiresAt, "expires-at", "", "when the entry stops being issued (RFC 3339); default: the server's default_entry_ttl from now")
-	f.DurationVar(&o.expiresIn, "expires-in", 0, "when the entry stops being issued, from now (e.g. 2160h)")
+	daysFlag(f, &o.expiresIn, "expires-in", 0, "when the entry stops being issued, from now (e.g. 90d or 2160h)")
 	f.BoolVar(&o.neverExpires, "never-expires", false, "the entry never expires (access reviews flag it)")
 	f.BoolVar(&o.jwtUnique, "jwt-unique", false, "give every JWT-SVID a fresh jti (agents never serve one from cache)")
 }
@@ -133,7 +133,7 @@ func (o entryCreateOptions) toEntry() (*adminv1.Entry, error) {
 		return nil, usagef("give at most one of --expires-at, --expires-in and --never-expires")
 	}
 	if o.expiresIn < 0 {
-		return nil, usagef("--expires-in %s: must be positive", o.expiresIn)
+		return nil, usagef("--expires-in %s: must be positive", formatDays(o.expiresIn))
 	}
 	if o.expiresIn > 0 {
 		e.ExpiresAt = time.Now().Add(o.expiresIn).Unix()

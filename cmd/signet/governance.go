@@ -211,7 +211,7 @@ func newEntryUpdateCmd() *cobra.Command {
 				}},
 				{"expires-in", "expires_at", func() error {
 					if o.expiresIn <= 0 {
-						return usagef("--expires-in %s: must be positive", o.expiresIn)
+						return usagef("--expires-in %s: must be positive", formatDays(o.expiresIn))
 					}
 					e.ExpiresAt = time.Now().Add(o.expiresIn).Unix()
 					return nil
@@ -422,7 +422,7 @@ entries waiting for approval, and join tokens never used. Record the outcome wit
 				return usagef("--output %q: want table, json or csv", output)
 			}
 			if stale <= 0 {
-				return usagef("--stale %s: must be positive", stale)
+				return usagef("--stale %s: must be positive", formatDays(stale))
 			}
 			client, closeFn, err := dialAdmin(admin)
 			if err != nil {
@@ -438,7 +438,7 @@ entries waiting for approval, and join tokens never used. Record the outcome wit
 	}
 	adminFlag(cmd, &admin)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
-	cmd.Flags().DurationVar(&stale, "stale", 30*24*time.Hour, "flag entries not issued for this long (e.g. 720h)")
+	daysFlag(cmd.Flags(), &stale, "stale", 30*day, "flag entries not issued for this long (e.g. 30d or 720h)")
 	cmd.AddCommand(newReviewSignCmd())
 	return cmd
 }

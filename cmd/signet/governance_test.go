@@ -225,6 +225,7 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 	}
 	idle := create("spiffe://example.org/idle", "alice")
 	soon := create("spiffe://example.org/soon", "alice", "--expires-in", "48h")
+	soonDays := create("spiffe://example.org/soon-days", "alice", "--expires-in", "2d")
 	forever := create("spiffe://example.org/forever", "alice", "--never-expires")
 	adminID := create("spiffe://example.org/ops/admin/cli", "alice")
 	gone := create("spiffe://example.org/gone", "carol")
@@ -244,6 +245,7 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 	for _, tc := range []struct{ id, want string }{
 		{idle, "never issued"},
 		{soon, "expires within 14 days"},
+		{soonDays, "expires within 14 days"},
 		{forever, "never expires"},
 		{adminID, "admin identity"},
 	} {
@@ -256,6 +258,13 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 	}
 	if !slices.ContainsFunc(items, func(it reviewView) bool { return it.Kind == "token" && strings.Contains(it.Findings[0], "never used") }) {
 		t.Errorf("unused join token not flagged: %+v", items)
+	}
+	// Days are accepted where durations are counted in days: --stale 30d is --stale 720h.
+	if days, hours := s.mustCLI("review", "--stale", "30d", "-o", "json"), s.mustCLI("review", "--stale", "720h", "-o", "json"); days != hours {
+		t.Errorf("review --stale 30d differs from --stale 720h:\n%s\n%s", days, hours)
+	}
+	if _, stderr, code := s.cli("review", "--stale", "30x"); code != exitUsage || !strings.Contains(stderr, `"--stale"`) || !strings.Contains(stderr, "30d") {
+		t.Errorf("review --stale 30x: exit %d, %s", code, stderr)
 	}
 	if csv := s.mustCLI("review", "--stale", "1s", "-o", "csv"); !strings.HasPrefix(csv, "kind,id,spiffe_id,owner,findings\n") || !strings.Contains(csv, idle) {
 		t.Errorf("csv review:\n%s", csv)

@@ -31,7 +31,7 @@ func newLedgerQueryCmd() *cobra.Command {
 				return err
 			}
 			if since < 0 {
-				return usagef("--since %s: must be positive (how far back to look, e.g. 24h)", since)
+				return usagef("--since %s: must be positive (how far back to look, e.g. 24h or 7d)", formatDays(since))
 			}
 			if limit <= 0 {
 				return usagef("--limit %d: must be positive", limit)
@@ -78,7 +78,7 @@ func newLedgerQueryCmd() *cobra.Command {
 	f.StringVar(&spiffeID, "spiffe-id", "", "only issuances of this SPIFFE ID")
 	f.StringVar(&entryID, "entry", "", "only issuances allowed by this entry")
 	f.StringVar(&agentID, "agent", "", "only issuances through this agent")
-	f.DurationVar(&since, "since", 0, "only issuances newer than this (e.g. 24h)")
+	daysFlag(f, &since, "since", 0, "only issuances newer than this (e.g. 24h or 7d)")
 	f.IntVar(&limit, "limit", 100, "at most this many records")
 	f.StringVar(&serial, "serial", "", "only the credential with this serial (hex) or JWT ID")
 	f.StringVar(&validAt, "valid-at", "", "only credentials valid at this time (RFC 3339)")
