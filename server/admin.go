@@ -37,8 +37,11 @@ type AdminServiceConfig struct {
 	// DefaultEntryTTL is how long entries created without an expiry live (default DefaultEntryLifetime);
 	// an entry that must never expire has to say so (never_expires), and reviews flag it.
 	DefaultEntryTTL time.Duration
-	Clock           func() time.Time
-	Logger          *slog.Logger
+	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
+	// refusals are only logged.
+	Denials *DenialLog
+	Clock   func() time.Time
+	Logger  *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.
@@ -74,7 +77,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		cfg.DefaultEntryTTL = DefaultEntryLifetime
 	}
 	log := cfg.Logger.With("component", "admin-api")
-	return &AdminService{cfg: cfg, log: log, audit: auditor{store: cfg.Store, log: log}}, nil
+	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log}}, nil
 }
 
 func (s *AdminService) rules() entryRules {

@@ -35,7 +35,10 @@ type AgentServiceConfig struct {
 	Authenticate Authenticator
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
 	AgentSVIDTTL time.Duration
-	Logger       *slog.Logger
+	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
+	// refusals are only logged.
+	Denials *DenialLog
+	Logger  *slog.Logger
 }
 
 // AgentService implements the agent API (proto/agentv1): entry sync, X.509 batch signing, JWT signing.
@@ -44,6 +47,8 @@ type AgentService struct {
 	cfg   AgentServiceConfig
 	log   *slog.Logger
 	audit auditor
+	// malformed rate-limits the log lines of malformed join tokens.
+	malformed *logLimiter
 }
 
 // NewAgentService validates cfg.
@@ -68,7 +73,8 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
-	return &AgentService{cfg: cfg, log: log, audit: auditor{store: cfg.Store, log: log}}, nil
+	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log},
+		malformed: &logLimiter{every: malformedLogEvery}}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it

@@ -101,6 +101,12 @@ type env struct {
 // "test"), starts its recorder and publishes its authorities into the bundle.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
+	return newEnvWith(tb, nil)
+}
+
+// newEnvWith is newEnv with mod, if non-nil, adjusting the server before it runs.
+func newEnvWith(tb testing.TB, mod func(*Server)) *env {
+	tb.Helper()
 	st := openStore(tb)
 	authority := newCA(tb)
 	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD,
@@ -109,6 +115,9 @@ func newEnv(tb testing.TB) *env {
 		Logger:    testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
+	}
+	if mod != nil {
+		mod(srv)
 	}
 	startRun(tb, srv.Run)
 	if err := srv.PublishAuthorities(testCtx(tb)); err != nil {

@@ -65,11 +65,7 @@ func parseJoinToken(token string) (id, secret string, err error) {
 
 // checkJoinToken finds the token and compares the secret in constant time. Wrong secrets and unknown IDs
 // get the same answer.
-func (s *AgentService) checkJoinToken(token string, now time.Time) (storage.JoinToken, error) {
-	id, secret, err := parseJoinToken(token)
-	if err != nil {
-		return storage.JoinToken{}, err
-	}
+func (s *AgentService) checkJoinToken(id, secret string, now time.Time) (storage.JoinToken, error) {
 	t, err := s.cfg.Store.JoinToken(id)
 	sum := sha256.Sum256([]byte(secret))
 	if err != nil || subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1 {
@@ -84,14 +80,26 @@ func (s *AgentService) checkJoinToken(token string, now time.Time) (storage.Join
 	return t, nil
 }
 
+// malformedLogEvery is how often a malformed join token may be logged: anyone can send one.
+const malformedLogEvery = 10 * time.Second
+
 // AttestAgent attests a node with a join token and issues its first agent SVID. The token is consumed
 // and the agent registered in the same Raft write that records the SVID in the ledger.
 func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgentRequest) (*agentv1.AttestAgentResponse, error) {
 	now := time.Now()
-	tok, err := s.checkJoinToken(req.GetJoinToken(), now)
+	id, secret, err := parseJoinToken(req.GetJoinToken())
+	if err != nil {
+		// No credential is needed to send garbage: log it (rate-limited), never write it to the
+		// replicated audit log.
+		if ok, held := s.malformed.allow(now); ok {
+			s.log.Warn("agent attestation refused: malformed join token", "error", err, "not_logged_since_last", held)
+		}
+		return nil, toStatus(err)
+	}
+	tok, err := s.checkJoinToken(id, secret, now)
 	if err != nil {
 		s.log.Warn("agent attestation refused", "error", err)
-		s.audit.denied(ctx, "unattested node", "agent.attest", "", err)
+		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
 		return nil, toStatus(err)
 	}
 	agentID := AgentIDForToken(s.cfg.TrustDomain, tok.ID)

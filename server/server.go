@@ -2,7 +2,7 @@
 // the issuance path that ties the registry, the CA and the ledger together.
 //
 //	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, …})
-//	go srv.Run(ctx)                 // the ledger recorder
+//	go srv.Run(ctx)                 // the ledger recorder, pruning and the denial log
 //	srv.PublishAuthorities(ctx)     // this node's root and JWT key into the bundle
 //	agentv1.RegisterAgentServer(g, srv.Agent)
 //	adminv1.RegisterAdminServer(g, srv.Admin)
@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -51,9 +52,11 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	Recorder *Recorder
-	Issuer   *Issuer
-	Agent    *AgentService
-	Admin    *AdminService
+	// Denials carries refused requests of both APIs to the audit log (run by Run).
+	Denials *DenialLog
+	Issuer  *Issuer
+	Agent   *AgentService
+	Admin   *AdminService
 }
 
 // New builds a server node's components from cfg.
@@ -75,8 +78,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -88,11 +92,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Issuer: iss, Agent: agent, Admin: admin}, nil
+	return &Server{cfg: cfg, Recorder: rec, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.
@@ -101,12 +105,13 @@ const DefaultLedgerRetention = 90 * 24 * time.Hour
 // pruneEvery is how often the leader removes ledger records past retention.
 const pruneEvery = time.Hour
 
-// Run runs the ledger recorder and, on the leader, retention pruning, until ctx ends.
+// Run runs the ledger recorder, the denial log and, on the leader, retention pruning, until ctx ends.
 func (s *Server) Run(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { defer close(done); s.pruneLoop(ctx) }()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.pruneLoop(ctx) })
+	wg.Go(func() { s.Denials.Run(ctx) })
 	s.Recorder.Run(ctx)
-	<-done
+	wg.Wait()
 }
 
 // pruneLoop removes ledger records older than the retention, through Raft (so every node prunes the
