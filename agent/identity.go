@@ -40,6 +40,11 @@ type Identity struct {
 	dir string
 	td  spiffeid.TrustDomain
 
+	// saveMu serializes writes to dir: the renewal goroutine saves the SVID and the entry sync saves
+	// the bundle, and the key's replacement (through identityPrevKeyFile) must not interleave with
+	// another save.
+	saveMu sync.Mutex
+
 	mu     sync.RWMutex
 	key    crypto.Signer
 	chain  []*x509.Certificate
@@ -181,15 +186,16 @@ func (id *Identity) setSVID(key crypto.Signer, chainDER [][]byte) error {
 	id.mu.Lock()
 	id.key, id.chain = key, chain
 	id.mu.Unlock()
-	return id.save()
+	return id.saveSVID()
 }
 
-// SetBundle replaces the trust bundle (from the server's sync stream) and writes it to disk.
+// SetBundle replaces the trust bundle (from the server's sync stream) and writes it to disk. Only the
+// bundle file is written: the key and SVID are left alone.
 func (id *Identity) SetBundle(roots []*x509.Certificate) error {
 	id.mu.Lock()
 	id.bundle = roots
 	id.mu.Unlock()
-	return id.save()
+	return id.saveBundle()
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {
@@ -197,29 +203,53 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 	return ok && ak.Equal(b)
 }
 
-// save writes key (0600), SVID and bundle atomically into the data dir (0700).
-func (id *Identity) save() error {
-	id.mu.RLock()
-	defer id.mu.RUnlock()
+// mkdir creates the data dir (0700) if it is missing. The caller holds saveMu.
+func (id *Identity) mkdir() error {
 	if err := os.MkdirAll(id.dir, 0o700); err != nil {
 		return fmt.Errorf("agent: data dir %s: %w", id.dir, err)
 	}
+	return nil
+}
+
+// saveBundle writes the current bundle atomically into the data dir.
+func (id *Identity) saveBundle() error {
+	id.saveMu.Lock()
+	defer id.saveMu.Unlock()
+	if err := id.mkdir(); err != nil {
+		return err
+	}
+	// Read under saveMu: of two concurrent saves, the later one writes the newer bundle.
+	id.mu.RLock()
 	var bundle []byte
 	for _, c := range id.bundle {
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
+	id.mu.RUnlock()
 	if err := fsutil.WriteFileAtomic(id.dir, identityBundleFile, bundle, 0o644); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if id.key == nil {
+	return nil
+}
+
+// saveSVID writes the current key (0600) and SVID atomically into the data dir.
+func (id *Identity) saveSVID() error {
+	id.saveMu.Lock()
+	defer id.saveMu.Unlock()
+	if err := id.mkdir(); err != nil {
+		return err
+	}
+	id.mu.RLock()
+	key, chain := id.key, id.chain
+	id.mu.RUnlock()
+	if key == nil {
 		return nil
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(id.key)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("agent: encode key: %w", err)
 	}
 	var certs []byte
-	for _, c := range id.chain {
+	for _, c := range chain {
 		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	// The key and the certificate are two files, replaced one after the other. The old key is kept as
@@ -244,6 +274,8 @@ func (id *Identity) save() error {
 
 // Remove deletes the agent's SVID and key from disk (after eviction); the bundle stays.
 func (id *Identity) Remove() error {
+	id.saveMu.Lock()
+	defer id.saveMu.Unlock()
 	id.mu.Lock()
 	id.key, id.chain = nil, nil
 	id.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -394,23 +395,30 @@ func TestAttestServerAuthorization(t *testing.T) {
 	}
 }
 
-// TestDialAndRenewal runs an attested agent over mTLS: it syncs and mints, renews its SVID (the server
-// records the new serial, the files follow), keeps syncing on the replaced connection, and learns of its
-// eviction.
-func TestDialAndRenewal(t *testing.T) {
-	t.Parallel()
-	// Agent SVIDs of 12s; the CA backdates them by 10s, so renewals come about a second apart.
-	e := newTLSEnv(t, 12*time.Second)
-	dir := t.TempDir()
-	id, _ := attest(t, e, dir)
-	agentID := spiffeid.RequireFromString(id.ID())
-	first := serialOf(t, id)
-
+// attestAndDial attests an agent into a new data dir against a new TLS server that issues agent SVIDs
+// of 12s (the CA backdates them by 10s, so renewals come about a second apart) and dials that server
+// with the agent's identity.
+func attestAndDial(t *testing.T) (e *env, dir string, id *agent.Identity, conn *agent.ServerConn) {
+	t.Helper()
+	e = newTLSEnv(t, 12*time.Second)
+	dir = t.TempDir()
+	id, _ = attest(t, e, dir)
 	conn, err := agent.Dial(e.addr, id, testTD)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return e, dir, id, conn
+}
+
+// TestDialAndRenewal runs an attested agent over mTLS: it syncs and mints, renews its SVID (the server
+// records the new serial, the files follow), keeps syncing on the replaced connection, and learns of its
+// eviction.
+func TestDialAndRenewal(t *testing.T) {
+	t.Parallel()
+	e, dir, id, conn := attestAndDial(t)
+	agentID := spiffeid.RequireFromString(id.ID())
+	first := serialOf(t, id)
 	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", parent: agentID})
 	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/elsewhere", parent: agentA})
 	var revoked atomic.Int64
@@ -580,8 +588,15 @@ func TestIdentityBundleAndRemove(t *testing.T) {
 	dir := t.TempDir()
 	id, _ := attest(t, e, dir)
 	extra := testkit.NewCA(t, testTD, 0).X509Authority()
+	before := statFiles(t, dir, keyFile, certFile)
 	if err := id.SetBundle(append(e.roots(), extra)); err != nil {
 		t.Fatalf("SetBundle: %v", err)
+	}
+	// Only the bundle is written: the key and SVID files are the very same files as before.
+	for name, after := range statFiles(t, dir, keyFile, certFile) {
+		if !os.SameFile(before[name], after) || !before[name].ModTime().Equal(after.ModTime()) {
+			t.Fatalf("SetBundle rewrote %s", name)
+		}
 	}
 	if b, _ := id.GetX509BundleForTrustDomain(testTD); !b.HasX509Authority(extra) {
 		t.Fatal("SetBundle did not replace the bundle in memory")
@@ -621,4 +636,114 @@ func TestIdentityBundleAndRemove(t *testing.T) {
 	if b, err := x509bundle.Load(testTD, filepath.Join(dir, bundleFile)); err != nil || !b.HasX509Authority(extra) {
 		t.Fatalf("bundle after Remove: %v", err)
 	}
+}
+
+// statFiles returns the file info of each named file in dir.
+func statFiles(tb testing.TB, dir string, names ...string) map[string]fs.FileInfo {
+	tb.Helper()
+	out := map[string]fs.FileInfo{}
+	for _, name := range names {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[name] = fi
+	}
+	return out
+}
+
+// TestBundleAndRenewalSaves runs the agent as the agent command does (OnBundle persisting the bundle
+// through the identity) while the agent SVID is renewed about every second and the bundle is saved
+// in a loop: saves never fail or interleave, the data dir ends with the identity held in memory and
+// nothing else, and the bundle re-sent on each reconnect (the connection is replaced after every
+// renewal) is not applied again. A restarted agent still applies the first bundle it receives.
+func TestBundleAndRenewalSaves(t *testing.T) {
+	t.Parallel()
+	e, dir, id, conn := attestAndDial(t)
+	agentID := spiffeid.RequireFromString(id.ID())
+	first := serialOf(t, id)
+
+	var pushes atomic.Int64
+	a, stopAgent := startAgent(t, conn, func(c *agent.Config) {
+		c.OnBundle = func(roots []*x509.Certificate) {
+			pushes.Add(1)
+			if err := id.SetBundle(roots); err != nil {
+				t.Errorf("SetBundle from OnBundle: %v", err)
+			}
+		}
+	})
+	waitCount(t, &pushes, 1, testDeadline, "the first bundle")
+
+	stop := make(chan struct{})
+	hammered := make(chan struct{})
+	go func() {
+		defer close(hammered)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := id.SetBundle(e.roots()); err != nil {
+				t.Errorf("SetBundle during renewals: %v", err)
+				return
+			}
+		}
+	}()
+	renewCtx, stopRenewal := context.WithCancel(context.Background())
+	renewed := make(chan error, 1)
+	go func() { renewed <- conn.RunRenewal(renewCtx, testLogger(t)) }()
+
+	// Two renewals, and the entry sync on a connection made after the first.
+	deadline := time.After(testDeadline)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	seen := map[string]bool{first: true}
+	for len(seen) < 3 || e.presentedSerial(methodSync) == first {
+		seen[serialOf(t, id)] = true
+		select {
+		case <-tick.C:
+		case err := <-renewed:
+			t.Fatalf("RunRenewal returned %v", err)
+		case <-deadline:
+			t.Fatalf("saw %d agent SVIDs, sync presents %s: the agent SVID was not renewed twice", len(seen), e.presentedSerial(methodSync))
+		}
+	}
+	// An entry created now arrives on the reconnected stream, after the bundle that stream began with.
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/after-reconnect", parent: agentID})
+	waitIdentities(t, a, uid1000(t), testDeadline, "an entry created after the reconnect", func(ids workloadapi.Identities) bool {
+		_, ok := findSVID(ids, "spiffe://example.org/after-reconnect")
+		return ok
+	})
+	if n := pushes.Load(); n != 1 {
+		t.Fatalf("OnBundle called %d times for one unchanged bundle (re-sent on each reconnect)", n)
+	}
+
+	close(stop)
+	<-hammered
+	stopRenewal()
+	if err := <-renewed; err != nil {
+		t.Fatalf("RunRenewal: %v", err)
+	}
+	loaded, err := agent.LoadIdentity(dir, testTD, time.Now())
+	if err != nil {
+		t.Fatalf("LoadIdentity after concurrent saves: %v", err)
+	}
+	if got, want := serialOf(t, loaded), serialOf(t, id); got != want {
+		t.Fatalf("data dir holds SVID %s, the identity %s", got, want)
+	}
+	// "*" matches hidden names too: no temporary file is left.
+	if names, _ := filepath.Glob(filepath.Join(dir, "*")); !slices.Equal(names, []string{
+		filepath.Join(dir, keyFile), filepath.Join(dir, certFile), filepath.Join(dir, bundleFile)}) {
+		t.Fatalf("data dir holds %q, want only the key, SVID and bundle", names)
+	}
+
+	// A restarted agent applies the first bundle it gets, although its sequence is the same.
+	stopAgent()
+	var restartPushes atomic.Int64
+	restarted, _ := startAgent(t, conn, func(c *agent.Config) { c.OnBundle = func([]*x509.Certificate) { restartPushes.Add(1) } })
+	waitCount(t, &restartPushes, 1, testDeadline, "the first bundle after a restart")
+	waitIdentities(t, restarted, uid1000(t), testDeadline, "the bundle after a restart", func(ids workloadapi.Identities) bool {
+		return len(ids.X509Bundle) > 0 && ids.BundleSequence == e.st.Bundle().Sequence
+	})
 }

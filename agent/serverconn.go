@@ -254,6 +254,10 @@ func installAttestation(cfg AttestConfig, key *ecdsa.PrivateKey, resp *agentv1.A
 		return nil, errors.New("agent: server returned no trust bundle")
 	}
 	id := NewIdentity(cfg.DataDir, cfg.TrustDomain, roots)
+	// The bundle first: a crash before the SVID is written leaves no identity, and the agent attests again.
+	if err := id.saveBundle(); err != nil {
+		return nil, err
+	}
 	if err := id.setSVID(key, resp.SvidChain); err != nil {
 		return nil, err
 	}

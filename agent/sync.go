@@ -20,6 +20,7 @@ import (
 
 // bundleState is the trust bundle in the forms the Workload API hands out, computed once per change.
 type bundleState struct {
+	received       bool // false until the first bundle arrives
 	sequence       uint64
 	x509DER        []byte // concatenated DER of the X.509 authorities
 	jwks           []byte // JWK Set of the JWT authorities
@@ -106,7 +107,15 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	if b.TrustDomain != a.cfg.TrustDomain.Name() {
 		return fmt.Errorf("agent: bundle for trust domain %q, this agent is in %q", b.TrustDomain, a.cfg.TrustDomain.Name())
 	}
-	st := bundleState{sequence: b.Sequence, jwtAuthorities: map[string]crypto.PublicKey{}}
+	// Every new stream starts with the current bundle: after a reconnect it is usually the one the agent
+	// already has, and nothing needs to change (nor be written to disk by OnBundle).
+	a.mu.RLock()
+	have := a.bundle.received && a.bundle.sequence == b.Sequence
+	a.mu.RUnlock()
+	if have {
+		return nil
+	}
+	st := bundleState{received: true, sequence: b.Sequence, jwtAuthorities: map[string]crypto.PublicKey{}}
 	for i, der := range b.X509Authorities {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
