@@ -125,6 +125,32 @@ func TestLedgerLookup(t *testing.T) {
 		t.Fatalf("lookup of the stripped JWT: %+v", l)
 	}
 
+	// ledger query --serial finds the credential whichever way a tool prints its serial.
+	serial, jti := l.OtherLive[slices.IndexFunc(l.OtherLive, func(r issuanceView) bool { return r.Kind == "x509-svid" })].ID, l.Issuance.ID
+	padded := strings.ToUpper(strings.Repeat("0", len(serial)%2) + serial)
+	var pairs []string
+	for i := 0; i < len(padded); i += 2 {
+		pairs = append(pairs, padded[i:i+2])
+	}
+	openssl := "00:" + strings.Join(pairs, ":") // openssl x509 -text: colons, upper case, a leading 00 byte
+	for _, tc := range []struct{ name, serial, want string }{
+		{"as stored", serial, serial},
+		{"upper case", strings.ToUpper(serial), serial},
+		{"openssl -text", openssl, serial},
+		{"openssl -serial", "serial=00" + strings.ToUpper(serial), serial},
+		{"JWT ID", strings.ToUpper(jti), jti},
+	} {
+		recs := decodeJSON[[]issuanceView](t, d.mustCLI("ledger", "query", "--serial", tc.serial, "-o", "json"))
+		if len(recs) != 1 || recs[0].ID != tc.want {
+			t.Errorf("ledger query --serial %s (%s): %+v, want the record %s", tc.serial, tc.name, recs, tc.want)
+		}
+	}
+	for _, bad := range []string{"xyz", "", "12:3g"} {
+		if _, stderr, code := d.cli("ledger", "query", "--serial", bad); code != exitUsage || !strings.Contains(stderr, "--serial") || !strings.Contains(stderr, "hexadecimal") {
+			t.Errorf("ledger query --serial %q: exit %d, %s", bad, code, stderr)
+		}
+	}
+
 	// A certificate Signet never issued.
 	foreign := filepath.Join(t.TempDir(), "foreign.pem")
 	writeFile(t, foreign, string(foreignCert(t)))

@@ -36,12 +36,34 @@ func newLedgerQueryCmd() *cobra.Command {
 			if limit <= 0 {
 				return usagef("--limit %d: must be positive", limit)
 			}
+			var serials []string
+			if cmd.Flags().Changed("serial") {
+				var err error
+				if serials, err = serialForms(serial); err != nil {
+					return err
+				}
+			}
 			client, closeFn, err := dialAdmin(admin)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Serial: serial, Cursor: cursor}
+			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Cursor: cursor}
+			if len(serials) > 0 {
+				// A serial is one record: look up each form it may be stored under until one is found.
+				var recs []*adminv1.Issuance
+				for _, s := range serials {
+					req.Serial = s
+					resp, err := client.QueryLedger(cmd.Context(), req)
+					if err != nil {
+						return rpcError("ledger query", err)
+					}
+					if recs = resp.Issuances; len(recs) > 0 {
+						break
+					}
+				}
+				return printIssuances(cmd.OutOrStdout(), recs, output)
+			}
 			if since > 0 {
 				req.Since = time.Now().Add(-since).UnixNano()
 			}
@@ -80,10 +102,32 @@ func newLedgerQueryCmd() *cobra.Command {
 	f.StringVar(&agentID, "agent", "", "only issuances through this agent")
 	daysFlag(f, &since, "since", 0, "only issuances newer than this (e.g. 24h or 7d)")
 	f.IntVar(&limit, "limit", 100, "at most this many records")
-	f.StringVar(&serial, "serial", "", "only the credential with this serial (hex) or JWT ID")
+	f.StringVar(&serial, "serial", "", "only the credential with this serial or JWT ID, in hex as any tool prints it (39b2…, 00:39:B2:…)")
 	f.StringVar(&validAt, "valid-at", "", "only credentials valid at this time (RFC 3339)")
 	f.StringVar(&cursor, "cursor", "", "continue a previous query (printed when more records exist)")
 	return cmd
+}
+
+// serialForms normalizes a --serial value written as tools print serials (openssl: upper case, colons,
+// a leading 00 byte, "serial=") into the forms the ledger may hold it under: first the X.509 form
+// (lower-case hex without leading zeros, as big.Int.Text(16)), then, if different, the digits as given
+// in lower case (a JWT ID, 32 hex digits that may start with 0).
+func serialForms(v string) ([]string, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimPrefix(s, "serial=")
+	s = strings.TrimPrefix(s, "0x")
+	s = strings.NewReplacer(":", "", " ", "").Replace(s)
+	if s == "" || strings.Trim(s, "0123456789abcdef") != "" {
+		return nil, usagef("--serial %q: not a hexadecimal serial number or JWT ID (e.g. 39b2b02b… or 39:B2:B0:2B:…)", v)
+	}
+	canonical := strings.TrimLeft(s, "0")
+	if canonical == "" {
+		canonical = "0"
+	}
+	if canonical == s {
+		return []string{s}, nil
+	}
+	return []string{canonical, s}, nil
 }
 
 type issuanceView struct {
