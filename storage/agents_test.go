@@ -125,3 +125,58 @@ func TestAgentRenewEvictBan(t *testing.T) {
 		t.Fatal("a refused attestation consumed the token")
 	}
 }
+
+// Registry watchers (agents' sync streams) wake for what changes the registry revision, and only for
+// that: an SVID renewal changes nothing an agent may issue, while attestation, ban and eviction must
+// reach every stream at once (each re-authenticates its agent when woken).
+func TestAgentChangesWakeWatchersOnlyWithARevision(t *testing.T) {
+	s, ctx := agentFixture(t)
+	now := time.Now()
+	id := "spiffe://example.org/signet/agent/join_token/t1"
+	newToken(t, s, "t1", now.Add(time.Hour))
+	newToken(t, s, "t2", now.Add(time.Hour))
+	steps := []struct {
+		name string
+		op   func() error
+		wake bool
+	}{
+		{"attest", func() error {
+			_, err := s.AttestAgent(ctx, "t1", testAgent(id, "s1"), now, agentSVIDRecord(id, "s1"))
+			return err
+		}, true},
+		{"renew", func() error {
+			_, err := s.RenewAgent(ctx, id, "s1", "s2", now.Add(time.Hour), now, agentSVIDRecord(id, "s2"))
+			return err
+		}, false},
+		{"renew again", func() error {
+			_, err := s.RenewAgent(ctx, id, "s2", "s3", now.Add(time.Hour), now, agentSVIDRecord(id, "s3"))
+			return err
+		}, false},
+		{"evict", func() error { _, err := s.EvictAgent(ctx, id); return err }, true},
+		{"re-attest", func() error {
+			_, err := s.AttestAgent(ctx, "t2", testAgent(id, "s4"), now, agentSVIDRecord(id, "s4"))
+			return err
+		}, true},
+		{"ban", func() error { _, err := s.BanAgent(ctx, id, "uid:0", now); return err }, true},
+	}
+	for _, st := range steps {
+		ch, rev := s.Changed(), s.Revision()
+		if err := st.op(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		// The write returned after the FSM published it: the channel is already closed or never will be
+		// for this write.
+		woke := false
+		select {
+		case <-ch:
+			woke = true
+		default:
+		}
+		if woke != st.wake || (s.Revision() != rev) != st.wake {
+			t.Fatalf("%s: woke %v, revision %d -> %d; want wake %v with a new revision", st.name, woke, rev, s.Revision(), st.wake)
+		}
+	}
+	if a, err := s.Agent(id); err != nil || !a.Banned {
+		t.Fatalf("agent after the steps: %+v %v", a, err)
+	}
+}

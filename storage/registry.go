@@ -81,15 +81,16 @@ func (r *registry) tokenPut(t *JoinToken) {
 }
 
 // agentPut publishes an agent change; rev is the new registry revision, or 0 when the change does not
-// affect what the agent may issue (an SVID renewal).
+// affect what the agent may issue (an SVID renewal). Only a change with a revision wakes the watchers:
+// every agent renews, and waking every sync stream for each renewal would make each of them
+// re-authenticate and re-read for nothing. (Attestation, ban and eviction carry a revision, so streams
+// still learn of them at once; the renewing agent itself reconnects with its new SVID.)
 func (r *registry) agentPut(a *Agent, rev uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.agents[a.ID] = a
 	if rev != 0 {
 		r.recordChangeLocked(rev, "")
-	} else {
-		r.wakeLocked()
 	}
 }
 
