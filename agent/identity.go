@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -46,8 +47,7 @@ type Identity struct {
 	saveMu sync.Mutex
 
 	mu     sync.RWMutex
-	key    crypto.Signer
-	chain  []*x509.Certificate
+	svid   *x509svid.SVID // nil before attestation and after Remove; never modified once set
 	bundle []*x509.Certificate
 }
 
@@ -98,27 +98,27 @@ func LoadIdentity(dir string, td spiffeid.TrustDomain, now time.Time) (*Identity
 	if err != nil {
 		return nil, fmt.Errorf("agent: %s: %w", bundlePath, err)
 	}
-	return &Identity{dir: dir, td: td, key: svid.PrivateKey, chain: svid.Certificates, bundle: bundle.X509Authorities()}, nil
+	return &Identity{dir: dir, td: td, svid: svid, bundle: bundle.X509Authorities()}, nil
 }
 
 // ID returns the agent's SPIFFE ID ("" before attestation).
 func (id *Identity) ID() string {
 	id.mu.RLock()
 	defer id.mu.RUnlock()
-	if len(id.chain) == 0 {
+	if id.svid == nil {
 		return ""
 	}
-	return id.chain[0].URIs[0].String()
+	return id.svid.ID.String()
 }
 
 // NotAfter returns the agent SVID's expiry and the time to renew it (half its life).
 func (id *Identity) NotAfter() (notAfter, renewAt time.Time) {
 	id.mu.RLock()
 	defer id.mu.RUnlock()
-	if len(id.chain) == 0 {
+	if id.svid == nil {
 		return time.Time{}, time.Time{}
 	}
-	c := id.chain[0]
+	c := id.svid.Certificates[0]
 	// NotBefore is backdated for clock skew (ca.Backdate): halve the life counted from issuance.
 	life := c.NotAfter.Sub(c.NotBefore)
 	if life > ca.Backdate {
@@ -131,14 +131,10 @@ func (id *Identity) NotAfter() (notAfter, renewAt time.Time) {
 func (id *Identity) GetX509SVID() (*x509svid.SVID, error) {
 	id.mu.RLock()
 	defer id.mu.RUnlock()
-	if len(id.chain) == 0 {
+	if id.svid == nil {
 		return nil, errors.New("agent: not attested yet")
 	}
-	sid, err := spiffeid.FromURI(id.chain[0].URIs[0])
-	if err != nil {
-		return nil, err
-	}
-	return &x509svid.SVID{ID: sid, Certificates: id.chain, PrivateKey: id.key}, nil
+	return id.svid, nil
 }
 
 // GetX509BundleForTrustDomain implements x509bundle.Source.
@@ -167,24 +163,58 @@ func newAgentKeyCSR(spiffeID string) (*ecdsa.PrivateKey, []byte, error) {
 	return key, csr, nil
 }
 
-// setSVID installs a new SVID for key and writes it to disk.
-func (id *Identity) setSVID(key crypto.Signer, chainDER [][]byte) error {
+// checkSVID parses chainDER, the SVID the server returned for key, and checks it before anything is
+// installed or written: it must be an X509-SVID for key (go-spiffe's rules: one URI SAN holding a
+// SPIFFE ID with a path, not a CA, digitalSignature usage, the key's certificate), in the agent's
+// trust domain, for want, and it must verify against the identity's bundle.
+func (id *Identity) checkSVID(key crypto.Signer, chainDER [][]byte, want spiffeid.ID) (*x509svid.SVID, error) {
 	if len(chainDER) == 0 {
-		return errors.New("agent: server returned no SVID")
+		return nil, errors.New("agent: server returned no SVID")
 	}
-	var chain []*x509.Certificate
-	for _, der := range chainDER {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("agent: server returned an unparsable SVID: %w", err)
-		}
-		chain = append(chain, c)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("agent: encode key: %w", err)
 	}
-	if !publicKeyEqual(chain[0].PublicKey, key.Public()) {
-		return errors.New("agent: server returned an SVID for another key")
+	defer clear(keyDER)
+	svid, err := x509svid.ParseRaw(bytes.Join(chainDER, nil), keyDER)
+	if err != nil {
+		return nil, fmt.Errorf("agent: server returned an unusable agent SVID: %w", err)
 	}
+	if svid.ID.TrustDomain() != id.td {
+		return nil, fmt.Errorf("agent: server returned an agent SVID for %s, outside this agent's trust domain %q", svid.ID, id.td.Name())
+	}
+	if svid.ID != want {
+		return nil, fmt.Errorf("agent: server returned an agent SVID for %s, this agent is %s", svid.ID, want)
+	}
+	id.mu.RLock()
+	bundle := x509bundle.FromX509Authorities(id.td, id.bundle)
+	id.mu.RUnlock()
+	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
+		return nil, fmt.Errorf("agent: agent SVID %s from the server does not verify against the trust bundle: %w", svid.ID, err)
+	}
+	return svid, nil
+}
+
+// setSVID installs a renewed SVID for key (checked by checkSVID, for the agent's current ID) and
+// writes it to disk.
+func (id *Identity) setSVID(key crypto.Signer, chainDER [][]byte) error {
+	id.mu.RLock()
+	svid := id.svid
+	id.mu.RUnlock()
+	if svid == nil {
+		return errors.New("agent: not attested yet")
+	}
+	renewed, err := id.checkSVID(key, chainDER, svid.ID)
+	if err != nil {
+		return err
+	}
+	return id.install(renewed)
+}
+
+// install makes svid, already checked, the agent's SVID and writes it to disk.
+func (id *Identity) install(svid *x509svid.SVID) error {
 	id.mu.Lock()
-	id.key, id.chain = key, chain
+	id.svid = svid
 	id.mu.Unlock()
 	return id.saveSVID()
 }
@@ -196,11 +226,6 @@ func (id *Identity) SetBundle(roots []*x509.Certificate) error {
 	id.bundle = roots
 	id.mu.Unlock()
 	return id.saveBundle()
-}
-
-func publicKeyEqual(a, b crypto.PublicKey) bool {
-	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && ak.Equal(b)
 }
 
 // mkdir creates the data dir (0700) if it is missing. The caller holds saveMu.
@@ -239,17 +264,17 @@ func (id *Identity) saveSVID() error {
 		return err
 	}
 	id.mu.RLock()
-	key, chain := id.key, id.chain
+	svid := id.svid
 	id.mu.RUnlock()
-	if key == nil {
+	if svid == nil {
 		return nil
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
 		return fmt.Errorf("agent: encode key: %w", err)
 	}
 	var certs []byte
-	for _, c := range chain {
+	for _, c := range svid.Certificates {
 		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	// The key and the certificate are two files, replaced one after the other. The old key is kept as
@@ -277,7 +302,7 @@ func (id *Identity) Remove() error {
 	id.saveMu.Lock()
 	defer id.saveMu.Unlock()
 	id.mu.Lock()
-	id.key, id.chain = nil, nil
+	id.svid = nil
 	id.mu.Unlock()
 	var errs []error
 	for _, f := range []string{identityKeyFile, identityCertFile, identityPrevKeyFile} {

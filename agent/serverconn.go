@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -254,22 +253,22 @@ func installAttestation(cfg AttestConfig, key *ecdsa.PrivateKey, resp *agentv1.A
 		return nil, errors.New("agent: server returned no trust bundle")
 	}
 	id := NewIdentity(cfg.DataDir, cfg.TrustDomain, roots)
+	want, err := spiffeid.FromString(resp.SpiffeId)
+	if err != nil {
+		return nil, fmt.Errorf("agent: server announced agent ID %q: %w", resp.SpiffeId, err)
+	}
+	// The SVID must be for key, carry the ID the server announced and chain to the bundle it came with;
+	// nothing is written before that is known.
+	svid, err := id.checkSVID(key, resp.SvidChain, want)
+	if err != nil {
+		return nil, err
+	}
 	// The bundle first: a crash before the SVID is written leaves no identity, and the agent attests again.
 	if err := id.saveBundle(); err != nil {
 		return nil, err
 	}
-	if err := id.setSVID(key, resp.SvidChain); err != nil {
+	if err := id.install(svid); err != nil {
 		return nil, err
-	}
-	// The SVID must chain to the bundle it came with and carry the ID the server announced.
-	svid, err := id.GetX509SVID()
-	if err != nil {
-		return nil, err
-	}
-	got, _, err := x509svid.Verify(svid.Certificates, x509bundle.FromX509Authorities(cfg.TrustDomain, roots))
-	if err != nil || got.String() != resp.SpiffeId {
-		id.Remove()
-		return nil, fmt.Errorf("agent: server returned an SVID that does not verify as %s: %v", resp.SpiffeId, err)
 	}
 	return id, nil
 }
