@@ -49,6 +49,8 @@ type AgentService struct {
 	audit auditor
 	// malformed rate-limits the log lines of malformed join tokens.
 	malformed *logLimiter
+	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
+	serverID string
 }
 
 // NewAgentService validates cfg.
@@ -74,7 +76,7 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	}
 	log := cfg.Logger.With("component", "agent-api")
 	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log},
-		malformed: &logLimiter{every: malformedLogEvery}}, nil
+		malformed: &logLimiter{every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
@@ -97,7 +99,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 		}
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
-		parents := parentsOf(s.cfg.Store, s.cfg.TrustDomain, caller, time.Now())
+		parents := parentsOf(s.cfg.Store, s.serverID, caller, time.Now())
 		var msgs []*agentv1.SyncEntriesResponse
 		switch {
 		case !first && !slices.Equal(parents, lastParents):

@@ -53,6 +53,8 @@ type IssuerConfig struct {
 type Issuer struct {
 	cfg IssuerConfig
 	log *slog.Logger
+	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
+	serverID string
 }
 
 // NewIssuer validates cfg and returns an Issuer.
@@ -73,7 +75,7 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer")}, nil
+	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String()}, nil
 }
 
 // authorize returns the entry if caller may issue it now: it is parented to the caller's agent ID or to
@@ -101,7 +103,7 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 
 // parents returns the parent IDs caller may issue entries of.
 func (i *Issuer) parents(caller Caller) []string {
-	return parentsOf(i.cfg.Store, i.cfg.CA.TrustDomain(), caller, i.cfg.Clock())
+	return parentsOf(i.cfg.Store, i.serverID, caller, i.cfg.Clock())
 }
 
 // record builds the ledger record of an issuance. Its IssuedAt is stamped by the store when the record

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -27,16 +26,10 @@ func AgentIDForToken(td spiffeid.TrustDomain, tokenID string) spiffeid.ID {
 }
 
 // parentsOf returns the parent IDs whose entries caller may issue, sorted: its agent ID, and every node
-// alias (an entry parented to the server) whose node selectors are all among the caller's.
-func parentsOf(st *storage.Store, td spiffeid.TrustDomain, caller Caller, now time.Time) []string {
-	ids := []string{caller.AgentID.String()}
-	if len(caller.Selectors) > 0 {
-		for _, alias := range st.EntriesByParent(ServerID(td).String()) {
-			if alias.Active(now) && selector.Subset(alias.Selectors, caller.Selectors) {
-				ids = append(ids, alias.SPIFFEID)
-			}
-		}
-	}
+// alias (an entry parented to serverID, the server's ID) whose node selectors are all among the
+// caller's.
+func parentsOf(st *storage.Store, serverID string, caller Caller, now time.Time) []string {
+	ids := st.AppendNodeAliases([]string{caller.AgentID.String()}, serverID, caller.Selectors, now)
 	slices.Sort(ids)
 	return slices.Compact(ids)
 }
