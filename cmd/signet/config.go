@@ -154,6 +154,8 @@ var (
 // friendlyType names the Go type a value was expected to decode into, in configuration terms.
 func friendlyType(goType string) string {
 	switch {
+	case goType == daysTypeName:
+		return "a duration such as 90m, 24h or 30d"
 	case goType == "time.Duration":
 		return "a duration such as 10m or 1h"
 	case goType == "bool":

@@ -329,6 +329,11 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"duplicate entry", args(map[string]string{"--spiffe-id": "spiffe://example.org/dup", "--selector": "unix:uid:7"}), exitFailure, "identical entry already exists"},
 		{"owner that does not exist", args(map[string]string{"--owner": "nobody-here"}), exitFailure, `owner "nobody-here": owner not found`},
 		{"reserved path", args(map[string]string{"--spiffe-id": "spiffe://example.org/signet/agent/x"}), exitFailure, "reserved"},
+		{"two expiries", append(args(nil), "--never-expires", "--expires-in", "1h"), exitUsage,
+			"--expires-in and --never-expires cannot be given together: give at most one of --expires-at, --expires-in and --never-expires"},
+		{"empty owner", args(map[string]string{"--owner": " "}), exitUsage, "--owner must not be empty"},
+		{"TTL not whole seconds", args(map[string]string{"--jwt-ttl": "1500ms"}), exitUsage, "--jwt-ttl 1.5s: must be whole seconds"},
+		{"expires-in zero", args(map[string]string{"--expires-in": "0"}), exitUsage, "--expires-in 0: must be positive"},
 	}
 	before := d.mustCLI("entry", "list", "-o", "json")
 	for _, tc := range tests {
@@ -342,8 +347,52 @@ func TestEntryCreateBadInput(t *testing.T) {
 			}
 		})
 	}
+	// entry update checks the flags it is given as entry create does.
+	id := decodeJSON[[]entryView](t, before)[0].ID
+	updates := []struct {
+		name    string
+		args    []string
+		wantMsg string
+	}{
+		{"two expiries", []string{"--never-expires", "--expires-in", "1h"}, "--expires-in and --never-expires cannot be given together"},
+		{"three expiries", []string{"--never-expires", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"},
+			"--expires-at and --expires-in and --never-expires cannot be given together"},
+		{"zero TTL", []string{"--x509-ttl", "0s"}, "--x509-ttl 0s: must be positive"},
+		{"unknown selector type", []string{"--selector", "docker:label:x"}, `--selector: selector "docker:label:x": invalid selector: unknown type "docker"`},
+		{"malformed SPIFFE ID", []string{"--spiffe-id", "spiffe://example.org/a b"}, "--spiffe-id"},
+		{"empty purpose", []string{"--purpose", ""}, "--purpose must not be empty"},
+		{"bad expires-at", []string{"--expires-at", "tomorrow"}, `--expires-at "tomorrow": not an RFC 3339 time`},
+	}
+	for _, tc := range updates {
+		t.Run("update/"+tc.name, func(t *testing.T) {
+			_, stderr, code := d.cli(append([]string{"entry", "update", id, "--reason", "r"}, tc.args...)...)
+			if code != exitUsage || !strings.Contains(stderr, tc.wantMsg) {
+				t.Errorf("exit %d (want %d), stderr %q does not contain %q", code, exitUsage, stderr, tc.wantMsg)
+			}
+		})
+	}
 	if after := d.mustCLI("entry", "list", "-o", "json"); after != before {
 		t.Fatalf("a refused request changed the registry:\nbefore %s\nafter  %s", before, after)
+	}
+	// --never-expires=false with an expiry is no conflict.
+	d.mustCLI("entry", "update", id, "--reason", "r", "--never-expires")
+	d.mustCLI("entry", "update", id, "--reason", "r", "--never-expires=false", "--expires-in", "30d")
+	if after := decodeJSON[entryView](t, d.mustCLI("entry", "show", id, "-o", "json")); after.NeverExpires || after.ExpiresAt == "never" {
+		t.Fatalf("entry after --never-expires=false --expires-in 30d: %+v", after)
+	}
+}
+
+// TestEntryHelp: create marks its required flags and shows the TTL defaults; update, which changes only
+// the flags given, does neither.
+func TestEntryHelp(t *testing.T) {
+	t.Parallel()
+	create, _, code := runCLI(t, nil, "entry", "create", "--help")
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (default 1h0m0s)") {
+		t.Errorf("entry create --help (exit %d):\n%s", code, create)
+	}
+	update, _, code := runCLI(t, nil, "entry", "update", "--help")
+	if code != 0 || strings.Count(update, "(required") != 1 || !strings.Contains(update, "--reason string") || strings.Contains(update, "(default 1h") {
+		t.Errorf("entry update --help (exit %d): only --reason is required and no TTL default is shown:\n%s", code, update)
 	}
 }
 
@@ -457,6 +506,46 @@ func TestEntryImport(t *testing.T) {
 	writeFile(t, file, "- spiffe_id: spiffe://example.org/x\n  selector: [unix:uid:1]\n")
 	if _, stderr, code := d.cli("entry", "import", file); code != exitUsage || !strings.Contains(stderr, `entries.yaml:2: unknown key "[1].selector"`) {
 		t.Fatalf("import with an unknown key: exit %d, %s", code, stderr)
+	}
+
+	// Every key of entry create is accepted, and checked as entry create checks it.
+	writeFile(t, file, `- spiffe_id: spiffe://example.org/batch/forever
+  selectors: [unix:uid:7101]
+  owner: `+owner+`
+  purpose: batch forever
+  never_expires: true
+  ticket: CHG-1
+- spiffe_id: spiffe://example.org/batch/ninety
+  selectors: [unix:uid:7102]
+  owner: `+owner+`
+  purpose: batch ninety
+  expires_in: 90d
+  dns_names: [ninety.example.org]
+`)
+	created := decodeJSON[[]entryView](t, d.mustCLI("entry", "import", file, "-o", "json"))
+	if len(created) != 2 || !created[0].NeverExpires || created[0].Ticket != "CHG-1" || created[0].ExpiresAt != "never" {
+		t.Fatalf("imported never_expires/ticket: %+v", created)
+	}
+	if exp, err := time.Parse(time.RFC3339, created[1].ExpiresAt); err != nil || time.Until(exp) < 89*24*time.Hour || time.Until(exp) > 90*24*time.Hour {
+		t.Fatalf("imported expires_in 90d: expires at %q (%v)", created[1].ExpiresAt, err)
+	}
+	for _, tc := range []struct{ name, item, want string }{
+		{"two expiries", "  never_expires: true\n  expires_in: 1h\n", "item 1: expires_in and never_expires cannot be given together: give at most one of expires_at, expires_in and never_expires"},
+		{"negative expires_in", "  expires_in: -1d\n", "item 1: expires_in -1d: must be positive"},
+		{"expires_in not a duration", "  expires_in: soon\n", `entries.yaml:6: key "[1].expires_in": ` + "`soon`" + ` is not a duration such as 90m, 24h or 30d`},
+		{"TTL not whole seconds", "  x509_ttl: 1500ms\n", "item 1: x509_ttl 1.5s: must be whole seconds"},
+		{"missing owner", "", "item 1: owner is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := "  owner: " + owner + "\n"
+			if tc.name == "missing owner" {
+				o = ""
+			}
+			writeFile(t, file, "- spiffe_id: spiffe://example.org/batch/bad\n  selectors: [unix:uid:7103]\n  purpose: p\n"+o+"  ticket: t\n"+tc.item)
+			if _, stderr, code := d.cli("entry", "import", file); code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d (want %d), stderr %q does not contain %q", code, exitUsage, stderr, tc.want)
+			}
+		})
 	}
 }
 

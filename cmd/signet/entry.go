@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/selector"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func newEntryCmd() *cobra.Command {
@@ -23,26 +21,8 @@ func newEntryCmd() *cobra.Command {
 	return cmd
 }
 
-type entryCreateOptions struct {
-	admin        string
-	spiffeID     string
-	parentID     string
-	selectors    []string
-	owner        string
-	purpose      string
-	x509TTL      time.Duration
-	jwtTTL       time.Duration
-	dnsNames     []string
-	expiresAt    string
-	expiresIn    time.Duration
-	neverExpires bool
-	ticket       string
-	jwtUnique    bool
-	output       string
-}
-
 func newEntryCreateCmd() *cobra.Command {
-	o := entryCreateOptions{}
+	o := entryOptions{}
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Register a workload identity",
@@ -52,37 +32,19 @@ func newEntryCreateCmd() *cobra.Command {
     --selector unix:uid:1000 --selector unix:path:/usr/local/bin/billing-api \
     --owner alice --purpose "billing API calls the ledger service" --x509-ttl 1h`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runEntryCreate(cmd, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runEntryCreate(cmd, &o) },
 	}
-	addEntryFlags(cmd, &o)
+	addEntryFlags(cmd, &o, false)
 	return cmd
 }
 
-// addEntryFlags adds the flags describing an entry (entry create and entry update).
-func addEntryFlags(cmd *cobra.Command, o *entryCreateOptions) {
-	adminFlag(cmd, &o.admin)
-	outputFlag(cmd, &o.output)
-	f := cmd.Flags()
-	f.StringVar(&o.spiffeID, "spiffe-id", "", "SPIFFE ID to issue, e.g. spiffe://example.org/billing/api (required)")
-	f.StringVar(&o.parentID, "parent-id", "", "SPIFFE ID of the agent (or node alias) that may issue it (dev mode: the dev agent)")
-	f.StringArrayVar(&o.selectors, "selector", nil, "selector type:key:value the workload must have; repeat for more (required)")
-	f.StringVar(&o.owner, "owner", "", "accountable owner of this identity (required)")
-	f.StringVar(&o.purpose, "purpose", "", "why this identity exists (required)")
-	f.StringVar(&o.ticket, "ticket", "", "reference of the change request that justifies it")
-	f.DurationVar(&o.x509TTL, "x509-ttl", time.Hour, "lifetime of X.509-SVIDs")
-	f.DurationVar(&o.jwtTTL, "jwt-ttl", time.Hour, "lifetime of JWT-SVIDs")
-	f.StringArrayVar(&o.dnsNames, "dns-name", nil, "DNS name to add to X.509-SVIDs; repeat for more")
-	f.StringVar(&o.expiresAt, "expires-at", "", "when the entry stops being issued (RFC 3339); default: the server's default_entry_ttl from now")
-	daysFlag(f, &o.expiresIn, "expires-in", 0, "when the entry stops being issued, from now (e.g. 90d or 2160h)")
-	f.BoolVar(&o.neverExpires, "never-expires", false, "the entry never expires (access reviews flag it)")
-	f.BoolVar(&o.jwtUnique, "jwt-unique", false, "give every JWT-SVID a fresh jti (agents never serve one from cache)")
-}
-
-func runEntryCreate(cmd *cobra.Command, o entryCreateOptions) error {
+func runEntryCreate(cmd *cobra.Command, o *entryOptions) error {
 	if err := checkOutput(o.output); err != nil {
 		return err
 	}
-	e, err := o.toEntry()
+	// The TTL flags have defaults, which create sends; every other field only if given.
+	given := func(flag string) bool { return cmd.Flags().Changed(flag) || flag == "x509-ttl" || flag == "jwt-ttl" }
+	e, _, err := o.build(given, flagName, true)
 	if err != nil {
 		return err
 	}
@@ -96,66 +58,6 @@ func runEntryCreate(cmd *cobra.Command, o entryCreateOptions) error {
 		return rpcError("entry create", err)
 	}
 	return printEntry(cmd.OutOrStdout(), created, o.output)
-}
-
-// toEntry checks the flags and builds the request; every error names the flag.
-func (o entryCreateOptions) toEntry() (*adminv1.Entry, error) {
-	if o.spiffeID == "" {
-		return nil, usagef("--spiffe-id is required")
-	}
-	if _, err := spiffeid.FromString(o.spiffeID); err != nil {
-		return nil, usagef("--spiffe-id %q: %v (want spiffe://trust-domain/path)", o.spiffeID, err)
-	}
-	if o.parentID != "" {
-		if _, err := spiffeid.FromString(o.parentID); err != nil {
-			return nil, usagef("--parent-id %q: %v", o.parentID, err)
-		}
-	}
-	if len(o.selectors) == 0 {
-		return nil, usagef("--selector is required (e.g. --selector unix:uid:1000)")
-	}
-	if o.owner == "" {
-		return nil, usagef("--owner is required: every identity needs an accountable owner")
-	}
-	if strings.TrimSpace(o.purpose) == "" {
-		return nil, usagef("--purpose is required: say why this identity exists")
-	}
-	if o.x509TTL <= 0 {
-		return nil, usagef("--x509-ttl %s: must be positive", o.x509TTL)
-	}
-	if o.jwtTTL <= 0 {
-		return nil, usagef("--jwt-ttl %s: must be positive", o.jwtTTL)
-	}
-	e := &adminv1.Entry{SpiffeId: o.spiffeID, ParentId: o.parentID, Owner: o.owner, Purpose: o.purpose,
-		X509TtlSeconds: int64(o.x509TTL / time.Second), JwtTtlSeconds: int64(o.jwtTTL / time.Second), DnsNames: o.dnsNames,
-		JwtUnique: o.jwtUnique, Ticket: o.ticket, NeverExpires: o.neverExpires}
-	if n := btoi(o.expiresAt != "") + btoi(o.expiresIn != 0) + btoi(o.neverExpires); n > 1 {
-		return nil, usagef("give at most one of --expires-at, --expires-in and --never-expires")
-	}
-	if o.expiresIn < 0 {
-		return nil, usagef("--expires-in %s: must be positive", formatDays(o.expiresIn))
-	}
-	if o.expiresIn > 0 {
-		e.ExpiresAt = time.Now().Add(o.expiresIn).Unix()
-	}
-	if o.x509TTL%time.Second != 0 || o.jwtTTL%time.Second != 0 {
-		return nil, usagef("--x509-ttl and --jwt-ttl must be whole seconds")
-	}
-	for _, s := range o.selectors {
-		sel, err := selector.Parse(s)
-		if err != nil {
-			return nil, usagef("--selector: %v", err)
-		}
-		e.Selectors = append(e.Selectors, &adminv1.Selector{Type: sel.Type, Value: sel.Value})
-	}
-	if o.expiresAt != "" {
-		t, err := time.Parse(time.RFC3339, o.expiresAt)
-		if err != nil {
-			return nil, usagef("--expires-at %q: not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)", o.expiresAt)
-		}
-		e.ExpiresAt = t.Unix()
-	}
-	return e, nil
 }
 
 func newEntryListCmd() *cobra.Command {
@@ -238,13 +140,6 @@ func newEntryDeleteCmd() *cobra.Command {
 }
 
 // entryView is the JSON form of an entry in CLI output.
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 type entryView struct {
 	ID        string   `json:"id"`
 	SPIFFEID  string   `json:"spiffe_id"`

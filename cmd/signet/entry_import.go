@@ -7,23 +7,56 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/selector"
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 )
 
-// importEntry is one entry of an import file (YAML or JSON: JSON is YAML).
+// importEntry is one entry of an import file (YAML or JSON: JSON is YAML). Its keys are the flags of
+// 'entry create' (see entryFields), checked the same way.
 type importEntry struct {
-	SPIFFEID  string        `yaml:"spiffe_id"`
-	ParentID  string        `yaml:"parent_id"`
-	Selectors []string      `yaml:"selectors"`
-	Owner     string        `yaml:"owner"`
-	Purpose   string        `yaml:"purpose"`
-	X509TTL   time.Duration `yaml:"x509_ttl"`
-	JWTTTL    time.Duration `yaml:"jwt_ttl"`
-	DNSNames  []string      `yaml:"dns_names"`
-	ExpiresAt time.Time     `yaml:"expires_at"`
-	JWTUnique bool          `yaml:"jwt_unique"`
+	SPIFFEID     string        `yaml:"spiffe_id"`
+	ParentID     string        `yaml:"parent_id"`
+	Selectors    []string      `yaml:"selectors"`
+	Owner        string        `yaml:"owner"`
+	Purpose      string        `yaml:"purpose"`
+	Ticket       string        `yaml:"ticket"`
+	X509TTL      time.Duration `yaml:"x509_ttl"`
+	JWTTTL       time.Duration `yaml:"jwt_ttl"`
+	DNSNames     []string      `yaml:"dns_names"`
+	ExpiresAt    time.Time     `yaml:"expires_at"`
+	ExpiresIn    yamlDays      `yaml:"expires_in"`
+	NeverExpires bool          `yaml:"never_expires"`
+	JWTUnique    bool          `yaml:"jwt_unique"`
+}
+
+// options returns the item as entry options, and which of its keys are set (by flag name).
+func (it importEntry) options() (*entryOptions, map[string]bool) {
+	o := &entryOptions{spiffeID: it.SPIFFEID, parentID: it.ParentID, selectors: it.Selectors, owner: it.Owner, purpose: it.Purpose,
+		ticket: it.Ticket, x509TTL: it.X509TTL, jwtTTL: it.JWTTTL, dnsNames: it.DNSNames, expiresIn: time.Duration(it.ExpiresIn),
+		neverExpires: it.NeverExpires, jwtUnique: it.JWTUnique}
+	if !it.ExpiresAt.IsZero() {
+		o.expiresAt = it.ExpiresAt.Format(time.RFC3339)
+	}
+	// A key left out and a key set to its zero value are the same: the server's default.
+	given := map[string]bool{"spiffe-id": it.SPIFFEID != "", "parent-id": it.ParentID != "", "selector": len(it.Selectors) > 0,
+		"owner": it.Owner != "", "purpose": it.Purpose != "", "ticket": it.Ticket != "", "x509-ttl": it.X509TTL != 0,
+		"jwt-ttl": it.JWTTTL != 0, "dns-name": len(it.DNSNames) > 0, "expires-at": o.expiresAt != "", "expires-in": it.ExpiresIn != 0,
+		"never-expires": it.NeverExpires, "jwt-unique": it.JWTUnique}
+	return o, given
+}
+
+// yamlDays is a duration in an import file that also takes days ("90d"), as --expires-in does.
+type yamlDays time.Duration
+
+func (d *yamlDays) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDays(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil {
+		// A TypeError is reported like every other value of the wrong type: with its line and key.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: cannot unmarshal %s `%s` into %s", n.Line, n.ShortTag(), n.Value, daysTypeName)}}
+	}
+	*d = yamlDays(v)
+	return nil
 }
 
 // maxImportSize bounds an import file.
@@ -35,9 +68,10 @@ func newEntryImportCmd() *cobra.Command {
 		Use:   "import FILE|-",
 		Short: "Create many entries in one call (one Raft write) from a YAML or JSON list",
 		Long: `Create the entries listed in FILE (or standard input) in one call. Each list item has the keys of
-'entry create': spiffe_id, selectors (list), owner, purpose, and optionally parent_id, x509_ttl, jwt_ttl
-("1h"), dns_names, expires_at (RFC 3339), jwt_unique. Each entry succeeds or fails on its own; the
-command exits 1 if any failed, after printing every failure.`,
+'entry create', checked the same way: spiffe_id, selectors (list), owner, purpose, and optionally
+parent_id, ticket, x509_ttl, jwt_ttl ("1h"), dns_names (list), expires_at (RFC 3339), expires_in ("90d",
+"2160h"), never_expires, jwt_unique. A file that is not valid is refused whole (exit 2). Otherwise each
+entry succeeds or fails on its own; the command exits 1 if any failed, after printing every failure.`,
 		Example: `  cat > entries.yaml <<'EOF'
   - spiffe_id: spiffe://example.org/billing/api
     selectors: [unix:uid:1000]
@@ -114,22 +148,12 @@ func readImport(path string, stdin io.Reader) ([]*adminv1.Entry, error) {
 		return nil, usagef("entry import %s: no entries (want a list)", path)
 	}
 	out := make([]*adminv1.Entry, len(items))
+	keyName := func(f entryField) string { return f.key }
 	for i, it := range items {
-		e := &adminv1.Entry{SpiffeId: it.SPIFFEID, ParentId: it.ParentID, Owner: it.Owner, Purpose: it.Purpose,
-			X509TtlSeconds: int64(it.X509TTL / time.Second), JwtTtlSeconds: int64(it.JWTTTL / time.Second),
-			DnsNames: it.DNSNames, JwtUnique: it.JWTUnique}
-		if it.X509TTL < 0 || it.JWTTTL < 0 {
-			return nil, usagef("entry import %s: item %d: x509_ttl and jwt_ttl must be positive", path, i+1)
-		}
-		for _, s := range it.Selectors {
-			sel, err := selector.Parse(s)
-			if err != nil {
-				return nil, usagef("entry import %s: item %d: %v", path, i+1, err)
-			}
-			e.Selectors = append(e.Selectors, &adminv1.Selector{Type: sel.Type, Value: sel.Value})
-		}
-		if !it.ExpiresAt.IsZero() {
-			e.ExpiresAt = it.ExpiresAt.Unix()
+		o, given := it.options()
+		e, _, err := o.build(func(flag string) bool { return given[flag] }, keyName, true)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("entry import %s: item %d: %w", path, i+1, err)}
 		}
 		out[i] = e
 	}

@@ -9,6 +9,9 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// daysTypeName names a duration that takes days in YAML type errors (see friendlyType).
+const daysTypeName = "days"
+
 // day is the unit the "d" suffix stands for: 24 hours (calendar days are not tracked).
 const day = 24 * time.Hour
 

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/selector"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // ---- owner show / offboard ----
@@ -133,11 +131,13 @@ changes nothing.`,
 // ---- entry update / disable / enable / approve ----
 
 func newEntryUpdateCmd() *cobra.Command {
-	o := entryCreateOptions{}
+	o := entryOptions{}
 	var reason string
 	cmd := &cobra.Command{
 		Use:   "update ID --reason TEXT [flags of entry create to change]",
 		Short: "Change an entry; only the flags given are changed",
+		Long: `Change an entry. Only the flags given are changed; every other field keeps its value. --selector
+and --dns-name replace the entry's whole list. The flags are checked as 'entry create' checks them.`,
 		Example: `  signet entry update 3f1c… --owner payments --reason "team took over"
   signet entry update 3f1c… --x509-ttl 30m --reason "shorter-lived"`,
 		Args: exactArgs(1, "one entry ID"),
@@ -148,85 +148,14 @@ func newEntryUpdateCmd() *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return usagef("--reason is required: say why the entry changes")
 			}
-			e := &adminv1.Entry{Id: args[0]}
-			var mask []string
-			f := cmd.Flags()
-			set := func(flag, field string, apply func() error) error {
-				if !f.Changed(flag) {
-					return nil
-				}
-				if err := apply(); err != nil {
-					return err
-				}
-				mask = append(mask, field)
-				return nil
-			}
-			steps := []struct {
-				flag, field string
-				apply       func() error
-			}{
-				{"spiffe-id", "spiffe_id", func() error {
-					if _, err := spiffeid.FromString(o.spiffeID); err != nil {
-						return usagef("--spiffe-id %q: %v", o.spiffeID, err)
-					}
-					e.SpiffeId = o.spiffeID
-					return nil
-				}},
-				{"parent-id", "parent_id", func() error { e.ParentId = o.parentID; return nil }},
-				{"selector", "selectors", func() error {
-					for _, s := range o.selectors {
-						sel, err := selector.Parse(s)
-						if err != nil {
-							return usagef("--selector: %v", err)
-						}
-						e.Selectors = append(e.Selectors, &adminv1.Selector{Type: sel.Type, Value: sel.Value})
-					}
-					return nil
-				}},
-				{"owner", "owner", func() error { e.Owner = o.owner; return nil }},
-				{"purpose", "purpose", func() error { e.Purpose = o.purpose; return nil }},
-				{"ticket", "ticket", func() error { e.Ticket = o.ticket; return nil }},
-				{"x509-ttl", "x509_ttl_seconds", func() error {
-					if o.x509TTL <= 0 {
-						return usagef("--x509-ttl %s: must be positive", o.x509TTL)
-					}
-					e.X509TtlSeconds = int64(o.x509TTL / time.Second)
-					return nil
-				}},
-				{"jwt-ttl", "jwt_ttl_seconds", func() error {
-					if o.jwtTTL <= 0 {
-						return usagef("--jwt-ttl %s: must be positive", o.jwtTTL)
-					}
-					e.JwtTtlSeconds = int64(o.jwtTTL / time.Second)
-					return nil
-				}},
-				{"dns-name", "dns_names", func() error { e.DnsNames = o.dnsNames; return nil }},
-				{"expires-at", "expires_at", func() error {
-					t, err := time.Parse(time.RFC3339, o.expiresAt)
-					if err != nil {
-						return usagef("--expires-at %q: not an RFC 3339 time", o.expiresAt)
-					}
-					e.ExpiresAt = t.Unix()
-					return nil
-				}},
-				{"expires-in", "expires_at", func() error {
-					if o.expiresIn <= 0 {
-						return usagef("--expires-in %s: must be positive", formatDays(o.expiresIn))
-					}
-					e.ExpiresAt = time.Now().Add(o.expiresIn).Unix()
-					return nil
-				}},
-				{"never-expires", "never_expires", func() error { e.NeverExpires = o.neverExpires; return nil }},
-				{"jwt-unique", "jwt_unique", func() error { e.JwtUnique = o.jwtUnique; return nil }},
-			}
-			for _, st := range steps {
-				if err := set(st.flag, st.field, st.apply); err != nil {
-					return err
-				}
+			e, mask, err := o.build(cmd.Flags().Changed, flagName, false)
+			if err != nil {
+				return err
 			}
 			if len(mask) == 0 {
 				return usagef("nothing to change: give at least one of the entry flags (see --help)")
 			}
+			e.Id = args[0]
 			client, closeFn, err := dialAdmin(o.admin)
 			if err != nil {
 				return err
@@ -239,7 +168,7 @@ func newEntryUpdateCmd() *cobra.Command {
 			return printEntry(cmd.OutOrStdout(), updated, o.output)
 		},
 	}
-	addEntryFlags(cmd, &o)
+	addEntryFlags(cmd, &o, true)
 	cmd.Flags().StringVar(&reason, "reason", "", "why the entry changes (required; recorded in the audit log)")
 	return cmd
 }
