@@ -60,20 +60,6 @@ func newRegistry() *registry {
 	}
 }
 
-func (r *registry) resetAgents(tokens []*JoinToken, agents []*Agent) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.tokens = map[string]*JoinToken{}
-	for _, t := range tokens {
-		r.tokens[t.ID] = t
-	}
-	r.agents = map[string]*Agent{}
-	for _, a := range agents {
-		r.agents[a.ID] = a
-	}
-	r.wakeLocked()
-}
-
 func (r *registry) tokenPut(t *JoinToken) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -101,28 +87,36 @@ func (r *registry) agentDelete(id string, rev uint64) {
 	r.recordChangeLocked(rev, "")
 }
 
-// reset makes the registry a fresh copy of the given state (after open or restore). All change history
-// is forgotten: every watcher must resynchronise fully.
-func (r *registry) reset(revision uint64, owners []*Owner, entries []*Entry, auths []*Authority, bundleSeq uint64) {
+// load makes the registry a fresh copy of st (after open or restore), in one step readers cannot see
+// half done. All change history is forgotten: every watcher must resynchronise fully.
+func (r *registry) load(st registryState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.revision = revision
-	r.floor = revision
+	r.revision = st.revision
+	r.floor = st.revision
 	r.changes = nil
 	r.owners = map[string]*Owner{}
-	for _, o := range owners {
+	for _, o := range st.owners {
 		r.owners[o.Name] = o
 	}
 	r.entries = map[string]*Entry{}
 	r.byParent = map[string]map[string]*Entry{}
-	for _, e := range entries {
+	for _, e := range st.entries {
 		r.putEntryLocked(e)
 	}
 	r.authorities = map[string]*Authority{}
-	for _, a := range auths {
+	for _, a := range st.auths {
 		r.authorities[a.Kind.key(a.ID)] = a
 	}
-	r.rebuildBundleLocked(bundleSeq)
+	r.rebuildBundleLocked(st.bundleSeq)
+	r.tokens = map[string]*JoinToken{}
+	for _, t := range st.tokens {
+		r.tokens[t.ID] = t
+	}
+	r.agents = map[string]*Agent{}
+	for _, a := range st.agents {
+		r.agents[a.ID] = a
+	}
 	r.wakeLocked()
 }
 

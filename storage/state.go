@@ -82,72 +82,55 @@ func readAppliedIndex(db *bolt.DB) (uint64, error) {
 	return idx, err
 }
 
-// loadRegistry reads the registry part of the state into r.
-func loadRegistry(db *bolt.DB, r *registry) error {
-	return db.View(func(tx *bolt.Tx) error {
+// registryState is the registry part of the state, read from a database (see registry.load).
+type registryState struct {
+	revision, bundleSeq uint64
+	owners              []*Owner
+	entries             []*Entry
+	auths               []*Authority
+	tokens              []*JoinToken
+	agents              []*Agent
+}
+
+// readRegistry reads the registry part of the state from db. It changes nothing: a state that does not
+// decode is refused before anything in memory is replaced.
+func readRegistry(db *bolt.DB) (registryState, error) {
+	var st registryState
+	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		var owners []*Owner
-		err := tx.Bucket(bucketOwners).ForEach(func(k, v []byte) error {
-			o := new(Owner)
-			if err := json.Unmarshal(v, o); err != nil {
-				return fmt.Errorf("owner %q: %w", k, err)
-			}
-			owners = append(owners, o)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: load owners: %w", err)
+		st.revision, st.bundleSeq = getUint64(meta, keyRevision), getUint64(meta, keyBundleSeq)
+		var err error
+		if st.owners, err = decodeBucket[Owner](tx, bucketOwners, "owner"); err != nil {
+			return err
 		}
-		var entries []*Entry
-		err = tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
-			e := new(Entry)
-			if err := json.Unmarshal(v, e); err != nil {
-				return fmt.Errorf("entry %q: %w", k, err)
-			}
-			entries = append(entries, e)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: load entries: %w", err)
+		if st.entries, err = decodeBucket[Entry](tx, bucketEntries, "entry"); err != nil {
+			return err
 		}
-		var auths []*Authority
-		err = tx.Bucket(bucketAuthorities).ForEach(func(k, v []byte) error {
-			a := new(Authority)
-			if err := json.Unmarshal(v, a); err != nil {
-				return fmt.Errorf("authority %q: %w", k, err)
-			}
-			auths = append(auths, a)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: load authorities: %w", err)
+		if st.auths, err = decodeBucket[Authority](tx, bucketAuthorities, "authority"); err != nil {
+			return err
 		}
-		var tokens []*JoinToken
-		err = tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-			t := new(JoinToken)
-			if err := json.Unmarshal(v, t); err != nil {
-				return fmt.Errorf("join token %q: %w", k, err)
-			}
-			tokens = append(tokens, t)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: load join tokens: %w", err)
+		if st.tokens, err = decodeBucket[JoinToken](tx, bucketTokens, "join token"); err != nil {
+			return err
 		}
-		var agents []*Agent
-		err = tx.Bucket(bucketAgents).ForEach(func(k, v []byte) error {
-			a := new(Agent)
-			if err := json.Unmarshal(v, a); err != nil {
-				return fmt.Errorf("agent %q: %w", k, err)
-			}
-			agents = append(agents, a)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("storage: load agents: %w", err)
+		st.agents, err = decodeBucket[Agent](tx, bucketAgents, "agent")
+		return err
+	})
+	if err != nil {
+		return registryState{}, fmt.Errorf("storage: load registry: %w", err)
+	}
+	return st, nil
+}
+
+// decodeBucket decodes every JSON value of a registry bucket; what names the objects in errors.
+func decodeBucket[T any](tx *bolt.Tx, bucket []byte, what string) ([]*T, error) {
+	var out []*T
+	err := tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		x := new(T)
+		if err := json.Unmarshal(v, x); err != nil {
+			return fmt.Errorf("%s %q: %w", what, k, err)
 		}
-		r.reset(getUint64(meta, keyRevision), owners, entries, auths, getUint64(meta, keyBundleSeq))
-		r.resetAgents(tokens, agents)
+		out = append(out, x)
 		return nil
 	})
+	return out, err
 }

@@ -206,14 +206,17 @@ func (s *Store) openState() error {
 		err = s.restoreState(rc)
 		rc.Close()
 		if err != nil {
+			s.db.Close() // the state before the failed restore, still open
 			return err
 		}
 		return nil
 	}
-	if err := loadRegistry(db, s.reg); err != nil {
+	st, err := readRegistry(db)
+	if err != nil {
 		db.Close()
 		return err
 	}
+	s.reg.load(st)
 	return nil
 }
 
@@ -420,7 +423,10 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 }
 
 // restoreState replaces state.db with the database streamed from r (a snapshot), atomically: the new file
-// is written and synced beside the old one, then renamed over it.
+// is written and synced beside the old one, opened and read there (a snapshot that is not a usable state
+// is refused before anything is replaced), then renamed over the old one and swapped in under the
+// store's lock. On any failure the store keeps the state it had, open, with its registry: it stays
+// usable, and the error says what failed.
 func (s *Store) restoreState(r io.Reader) error {
 	path := filepath.Join(s.cfg.Dir, stateFile)
 	tmp := path + ".restore"
@@ -428,28 +434,53 @@ func (s *Store) restoreState(r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("storage: restore: write %s: %w", tmp, err)
 	}
+	// bbolt would initialise an empty file as a new, empty state: a snapshot is never empty.
+	if fi, err := os.Stat(tmp); err == nil && fi.Size() == 0 {
+		os.Remove(tmp)
+		return errors.New("storage: restore: snapshot is not a usable state: it is empty")
+	}
+	st, err := readStateFile(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: snapshot is not a usable state: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.db != nil {
-		if err := s.db.Close(); err != nil {
-			return fmt.Errorf("storage: restore: close old state: %w", err)
-		}
-	}
+	// The old database stays open (on its own inode) until the new one is open at path.
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("storage: restore: %w", err)
-	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("storage: restore: %w", err)
 	}
 	db, err := openStateDB(path)
 	if err != nil {
+		// path holds the restored file, which a restart opens; until then the old state serves.
 		return fmt.Errorf("storage: restore: %w", err)
 	}
+	old := s.db
 	s.db = db
-	if err := loadRegistry(db, s.reg); err != nil {
-		return fmt.Errorf("storage: restore: %w", err)
+	s.reg.load(st)
+	if old != nil {
+		if err := old.Close(); err != nil {
+			s.log.Warn("restore: closing the replaced state failed", "error", err)
+		}
+	}
+	if err := syncDir(s.cfg.Dir); err != nil {
+		return fmt.Errorf("storage: restore: state restored, but syncing %s failed: %w", s.cfg.Dir, err)
 	}
 	return nil
+}
+
+// readStateFile opens the state database at path, reads its registry and closes it.
+func readStateFile(path string) (registryState, error) {
+	db, err := openStateDB(path)
+	if err != nil {
+		return registryState{}, err
+	}
+	st, err := readRegistry(db)
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("storage: close %s: %w", path, cerr)
+	}
+	return st, err
 }
 
 func writeFromReader(path string, r io.Reader) error {

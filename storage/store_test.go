@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/selector"
+	bolt "go.etcd.io/bbolt"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -474,5 +477,96 @@ func TestStateTrustedAfterCrashOnSameBoot(t *testing.T) {
 	trusted, err := checkStateGuard(dir, statePath)
 	if err != nil || trusted != (currentBootID() != "") {
 		t.Fatalf("same-boot unclean stop: trusted=%v err=%v", trusted, err)
+	}
+}
+
+func TestRestoreFailureKeepsAUsableState(t *testing.T) {
+	ctx := context.Background()
+	// badRegistry is a bbolt file whose owners bucket holds a value that is not an owner.
+	badRegistry := func(t *testing.T) []byte {
+		path := filepath.Join(t.TempDir(), "bad.db")
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(bucketOwners)
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("mallory"), []byte("not json"))
+		})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name     string
+		snapshot func(t *testing.T, s *Store) []byte
+		wantErr  string
+		// entries present after the restore (e1 was written before the snapshot, e2 after it).
+		want []string
+	}{
+		{"not a bolt file", func(*testing.T, *Store) []byte { return []byte("this is not a bbolt database") }, "not a usable state", []string{"e1", "e2"}},
+		{"empty", func(*testing.T, *Store) []byte { return nil }, "not a usable state", []string{"e1", "e2"}},
+		{"registry does not decode", func(t *testing.T, _ *Store) []byte { return badRegistry(t) }, `owner "mallory"`, []string{"e1", "e2"}},
+		{"valid snapshot", func(t *testing.T, s *Store) []byte {
+			var buf strings.Builder
+			if err := s.view(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&buf); return err }); err != nil {
+				t.Fatal(err)
+			}
+			return []byte(buf.String())
+		}, "", []string{"e1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTestStore(t, dir)
+			defer s.Close()
+			if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
+				t.Fatal(err)
+			}
+			snap := tc.snapshot(t, s)
+			if _, err := s.CreateEntry(ctx, testEntry(t, "e2", "spiffe://example.org/b", "alice")); err != nil {
+				t.Fatal(err)
+			}
+			err := (&fsm{s: s}).Restore(io.NopCloser(strings.NewReader(string(snap))))
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Restore: %v, want an error containing %q", err, tc.wantErr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, stateFile+".restore")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("restore left its temporary file: %v", err)
+			}
+			for _, id := range []string{"e1", "e2"} {
+				_, err := s.Entry(id)
+				if present := slices.Contains(tc.want, id); present != (err == nil) {
+					t.Fatalf("entry %s after restore: %v, want present %v", id, err, present)
+				}
+			}
+			// The registry and the database agree, and both take writes.
+			if _, err := s.CreateEntry(ctx, testEntry(t, "e3", "spiffe://example.org/c", "alice")); err != nil {
+				t.Fatalf("write after restore: %v", err)
+			}
+			if err := s.AppendLedger(ctx, []Issuance{issuance(1, "alice", "e3", time.Time{})}); err != nil {
+				t.Fatalf("ledger write after restore: %v", err)
+			}
+			if _, err := s.LookupIssuance(fmt.Sprintf("%032x", 1)); err != nil {
+				t.Fatalf("ledger read after restore: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatalf("Close after restore: %v", err)
+			}
+		})
 	}
 }
