@@ -63,8 +63,8 @@ func parseJoinToken(token string) (id, secret string, err error) {
 	return id, secret, nil
 }
 
-// checkJoinToken finds the token and compares the secret in constant time. Wrong secrets and unknown IDs
-// get the same answer.
+// checkJoinToken finds the token, compares the secret in constant time and refuses a used, expired or
+// revoked token. Wrong secrets and unknown IDs get the same answer.
 func (s *AgentService) checkJoinToken(id, secret string, now time.Time) (storage.JoinToken, error) {
 	t, err := s.cfg.Store.JoinToken(id)
 	sum := sha256.Sum256([]byte(secret))
@@ -76,6 +76,11 @@ func (s *AgentService) checkJoinToken(id, secret string, now time.Time) (storage
 	}
 	if !now.Before(t.ExpiresAt) {
 		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: expired at %s", id, ErrPermissionDenied, t.ExpiresAt.Format(time.RFC3339))
+	}
+	// The store refuses these too (applyAgentAttest), but only after an agent SVID was signed: refuse
+	// first. storage.JoinToken has no validity method to share yet, so the checks are repeated here.
+	if t.Revoked {
+		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: revoked (its owner %s was offboarded)", id, ErrPermissionDenied, t.Owner)
 	}
 	return t, nil
 }

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/storage"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// A used, expired or revoked join token is refused before any agent SVID is signed: even a request
+// without a CSR (which signing would refuse first) gets the token's refusal, and nothing reaches the
+// ledger or the agent list.
+func TestAttestAgentRefusesUnusableTokens(t *testing.T) {
+	e := newEnv(t)
+	e.owner(t, "alice")
+	e.owner(t, "carol")
+	ctx := testCtx(t)
+
+	_, used := e.joinToken(t, "alice", "")
+	if _, err := e.srv.Agent.AttestAgent(ctx, &agentv1.AttestAgentRequest{JoinToken: used, Csr: csrFor(t, newP256(t), nil)}); err != nil {
+		t.Fatalf("first use of a token: %v", err)
+	}
+	id, expired, hash, err := newJoinToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.CreateJoinToken(ctx, storage.JoinToken{ID: id, SecretHash: hash, Owner: "alice",
+		ExpiresAt: time.Now().Add(-time.Minute), CreatedAt: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	revokedID, revoked := e.joinToken(t, "carol", "")
+	if _, err := e.st.OffboardOwner(ctx, "carol", storage.OffboardDisable, "", "left"); err != nil {
+		t.Fatalf("OffboardOwner: %v", err)
+	}
+	if tok, err := e.st.JoinToken(revokedID); err != nil || !tok.Revoked {
+		t.Fatalf("carol's token after offboarding: %+v, %v; want revoked", tok, err)
+	}
+
+	tests := []struct {
+		name, token, want string
+	}{
+		{"used", used, "already used"},
+		{"expired", expired, "expired at"},
+		{"revoked", revoked, "revoked"},
+	}
+	for _, tc := range tests {
+		for _, csr := range []struct {
+			name string
+			der  []byte
+		}{{"with CSR", csrFor(t, newP256(t), nil)}, {"without CSR", nil}} {
+			t.Run(tc.name+"/"+csr.name, func(t *testing.T) {
+				ledgerBefore, agentsBefore := ledgerCount(t, e.st, storage.LedgerQuery{}), len(e.st.Agents())
+				resp, err := e.srv.Agent.AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tc.token, Csr: csr.der})
+				if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.want) || resp != nil {
+					t.Fatalf("AttestAgent: %v, %v; want PermissionDenied saying %q", resp, err, tc.want)
+				}
+				if n := ledgerCount(t, e.st, storage.LedgerQuery{}); n != ledgerBefore {
+					t.Fatalf("ledger grew from %d to %d records", ledgerBefore, n)
+				}
+				if n := len(e.st.Agents()); n != agentsBefore {
+					t.Fatalf("agents: %d, want %d", n, agentsBefore)
+				}
+			})
+		}
+	}
+}
