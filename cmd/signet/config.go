@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -204,14 +205,52 @@ func requireTrustDomain(path, v string) (spiffeid.TrustDomain, error) {
 	if v == "" {
 		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "is required (e.g. example.org)")
 	}
-	td, err := spiffeid.TrustDomainFromString(v)
+	td, err := parseTrustDomain(v)
 	if err != nil {
-		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%q: %v", v, err)
-	}
-	if td.Name() != v {
-		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%q: want the trust domain name alone, e.g. %q", v, td.Name())
+		return spiffeid.TrustDomain{}, configError(path, "trust_domain", "%v", err)
 	}
 	return td, nil
+}
+
+// parseTrustDomain reads a trust domain as every trust_domain key and --trust-domain flag take it: the
+// name ("example.org") or its SPIFFE URI ("spiffe://example.org"), but not a SPIFFE ID with a path.
+func parseTrustDomain(v string) (spiffeid.TrustDomain, error) {
+	name := v
+	if rest, ok := strings.CutPrefix(v, "spiffe://"); ok {
+		name = strings.TrimSuffix(rest, "/")
+		if i := strings.IndexByte(name, '/'); i >= 0 {
+			return spiffeid.TrustDomain{}, fmt.Errorf("%q: want the trust domain name alone, e.g. %q", v, name[:i])
+		}
+	}
+	td, err := spiffeid.TrustDomainFromString(name)
+	if err != nil {
+		return spiffeid.TrustDomain{}, fmt.Errorf("%q: %v (e.g. example.org)", v, err)
+	}
+	return td, nil
+}
+
+// checkHostPort checks a host:port key. A listen address may leave the host out (":8081", every
+// interface); an address to connect to or advertise may not.
+func checkHostPort(path, key, v string, listen bool) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		var ae *net.AddrError
+		switch {
+		case errors.As(err, &ae) && ae.Err == "missing port in address":
+			return configError(path, key, "%q: missing port (want host:port)", v)
+		case errors.As(err, &ae) && ae.Err == "too many colons in address":
+			return configError(path, key, "%q: want host:port; write an IPv6 address in brackets, e.g. [::1]:8081", v)
+		}
+		return configError(path, key, "%q: want host:port (%v)", v, err)
+	}
+	if host == "" && !listen {
+		return configError(path, key, "%q: missing host (want host:port)", v)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !listen) {
+		return configError(path, key, "%q: port %q: want a number from 1 to 65535", v, port)
+	}
+	return nil
 }
 
 func requireAbs(path, key, v string) error {
@@ -259,6 +298,9 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.BindAddress == "" {
 		c.BindAddress = defaultServerBind
 	}
+	if err := checkHostPort(path, "bind_address", c.BindAddress, true); err != nil {
+		return c, td, err
+	}
 	if c.AdminSocket == "" {
 		c.AdminSocket = defaultServerAdmin
 	}
@@ -304,6 +346,14 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.Raft.BindAddress == "" {
 		c.Raft.BindAddress = defaultRaftBind
 	}
+	if err := checkHostPort(path, "raft.bind_address", c.Raft.BindAddress, true); err != nil {
+		return c, td, err
+	}
+	if c.Raft.AdvertiseAddress != "" {
+		if err := checkHostPort(path, "raft.advertise_address", c.Raft.AdvertiseAddress, false); err != nil {
+			return c, td, err
+		}
+	}
 	if c.Raft.Bootstrap == nil {
 		t := true
 		c.Raft.Bootstrap = &t
@@ -323,6 +373,9 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 	}
 	if c.ServerAddress == "" {
 		return c, td, 0, configError(path, "server_address", "is required (host:port of the server's agent API)")
+	}
+	if err := checkHostPort(path, "server_address", c.ServerAddress, false); err != nil {
+		return c, td, 0, err
 	}
 	if c.DataDir == "" {
 		c.DataDir = defaultAgentDataDir

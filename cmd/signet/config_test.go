@@ -95,6 +95,16 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-socket-mode-decimal.yaml", kind: "agent", key: "socket_mode", want: []string{`"438"`}},
 		{file: "agent-socket-mode-0o-prefix.yaml", kind: "agent", key: "socket_mode", want: []string{`"0o666"`}},
 		{file: "agent-socket-mode-too-large.yaml", kind: "agent", key: "socket_mode", want: []string{`"01777"`}},
+		// host:port keys.
+		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
+		{file: "agent-server-address-ipv6-unbracketed.yaml", kind: "agent", key: "server_address", want: []string{`"::1:8081"`, "[::1]:8081"}},
+		{file: "agent-server-address-no-host.yaml", kind: "agent", key: "server_address", want: []string{`":8081": missing host (want host:port)`}},
+		{file: "agent-server-address-named-port.yaml", kind: "agent", key: "server_address", want: []string{`port "https": want a number from 1 to 65535`}},
+		{file: "agent-server-address-port-zero.yaml", kind: "agent", key: "server_address", want: []string{`port "0": want a number from 1 to 65535`}},
+		{file: "server-bind-address-no-port.yaml", kind: "server", key: "bind_address", want: []string{`"0.0.0.0": missing port (want host:port)`}},
+		{file: "server-bind-address-port-too-large.yaml", kind: "server", key: "bind_address", want: []string{`port "99999"`}},
+		{file: "server-raft-bind-address-no-port.yaml", kind: "server", key: "raft.bind_address", want: []string{`"127.0.0.1": missing port`}},
+		{file: "server-raft-advertise-address-no-port.yaml", kind: "server", key: "raft.advertise_address", want: []string{`"signet-1.example.com": missing port`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {
@@ -131,6 +141,41 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigTrustDomainURI: trust_domain takes the name or its spiffe:// URI, normalized to the name.
+func TestConfigTrustDomainURI(t *testing.T) {
+	t.Parallel()
+	c, td, err := loadServerConfig(filepath.Join(configTestdata, "server-trust-domain-uri.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "server trust domain", td.Name(), "example.org")
+	cfgEq(t, "bind_address", c.BindAddress, ":8081")
+	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "[::1]:8300")
+	a, td, _, err := loadAgentConfig(filepath.Join(configTestdata, "agent-trust-domain-uri.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "agent trust domain", td.Name(), "example.org")
+	cfgEq(t, "server_address", a.ServerAddress, "[::1]:8081")
+	for _, tc := range []struct{ in, want, wantErr string }{
+		{in: "example.org", want: "example.org"},
+		{in: "spiffe://example.org", want: "example.org"},
+		{in: "spiffe://example.org/", want: "example.org"},
+		{in: "spiffe://example.org/a", wantErr: `"spiffe://example.org/a": want the trust domain name alone, e.g. "example.org"`},
+		{in: "Example.ORG", wantErr: `"Example.ORG"`},
+		{in: "https://example.org", wantErr: `"https://example.org"`},
+	} {
+		td, err := parseTrustDomain(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseTrustDomain(%q) = %v, %v; want error %q", tc.in, td, err, tc.wantErr)
+			}
+		} else if err != nil || td.Name() != tc.want {
+			t.Errorf("parseTrustDomain(%q) = %v, %v; want %s", tc.in, td, err, tc.want)
+		}
 	}
 }
 

@@ -77,9 +77,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	if o.caTTL < time.Hour {
 		return usagef("--ca-ttl %s: must be at least 1h", o.caTTL)
 	}
-	td, err := spiffeid.TrustDomainFromString(o.trustDomain)
+	td, err := parseTrustDomain(o.trustDomain)
 	if err != nil {
-		return usagef("--trust-domain %q: %v (e.g. example.org)", o.trustDomain, err)
+		return usagef("--trust-domain %v", err)
 	}
 	devAgentID, err := spiffeid.FromPath(td, server.ReservedPathPrefix+"agent/dev")
 	if err != nil {

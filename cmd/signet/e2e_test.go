@@ -434,7 +434,7 @@ func TestDevRefusesBadStartup(t *testing.T) {
 
 // TestWorkloadCLI covers 'signet svid fetch --write' and 'signet jwt fetch'.
 func TestWorkloadCLI(t *testing.T) {
-	d := startDev(t, newDevDirs(t))
+	d := startDev(t, newDevDirs(t), "--trust-domain", "spiffe://example.org") // the URI form is the name
 	wantID, _ := devIdentity(t)
 	dir := filepath.Join(t.TempDir(), "svids")
 	out := d.mustCLI("svid", "fetch", "--write", dir)
@@ -572,6 +572,10 @@ func TestCLIErrorsWithoutServer(t *testing.T) {
 		{"workload socket missing", []string{"svid", "fetch", "--socket", missing}, exitFailure, "no Workload API socket at " + missing},
 		{"config missing", []string{"server", "--config", missing + ".yaml"}, exitFailure, "no such file or directory"},
 		{"config flag missing", []string{"agent"}, exitUsage, "--config is required"},
+		{"trust domain with a path", []string{"dev", "--data-dir", filepath.Join(filepath.Dir(missing), "data"), "--trust-domain", "spiffe://example.org/x"},
+			exitUsage, `--trust-domain "spiffe://example.org/x": want the trust domain name alone, e.g. "example.org"`},
+		{"agent config without a port", []string{"agent", "--config", "testdata/config/agent-server-address-no-port.yaml"},
+			exitFailure, `server_address: "127.0.0.1": missing port (want host:port)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
