@@ -3,13 +3,11 @@ package agent
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -59,33 +57,10 @@ func NewIdentity(dir string, td spiffeid.TrustDomain, bundle []*x509.Certificate
 // LoadIdentity reads the agent SVID, key and bundle from dir. It returns ErrNoIdentity (wrapped) when
 // there is none or the SVID has expired: the agent must attest again.
 func LoadIdentity(dir string, td spiffeid.TrustDomain, now time.Time) (*Identity, error) {
-	keyPath := filepath.Join(dir, identityKeyFile)
-	keyPEM, err := os.ReadFile(keyPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("agent: %s: %w", dir, ErrNoIdentity)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: read %s: %w", keyPath, err)
-	}
-	if fi, err := os.Stat(keyPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("agent: %s is readable by others (mode %o): chmod 600 %s", keyPath, fi.Mode().Perm(), keyPath)
-	}
 	certPath := filepath.Join(dir, identityCertFile)
-	certPEM, err := os.ReadFile(certPath)
+	svid, err := loadSVID(dir, certPath)
 	if err != nil {
-		return nil, fmt.Errorf("agent: read %s: %w", certPath, err)
-	}
-	svid, err := x509svid.Parse(certPEM, keyPEM)
-	if err != nil {
-		// A save interrupted between its renames leaves the new key beside the old certificate; the old
-		// key is then still in identityPrevKeyFile.
-		prev, perr := os.ReadFile(filepath.Join(dir, identityPrevKeyFile))
-		if perr != nil {
-			return nil, fmt.Errorf("agent: %s: %w", certPath, err)
-		}
-		if svid, err = x509svid.Parse(certPEM, prev); err != nil {
-			return nil, fmt.Errorf("agent: %s: %w", certPath, err)
-		}
+		return nil, err
 	}
 	if svid.ID.TrustDomain() != td {
 		return nil, fmt.Errorf("agent: %s is for trust domain %q, this agent is configured for %q", certPath, svid.ID.TrustDomain().Name(), td.Name())
@@ -99,6 +74,42 @@ func LoadIdentity(dir string, td spiffeid.TrustDomain, now time.Time) (*Identity
 		return nil, fmt.Errorf("agent: %s: %w", bundlePath, err)
 	}
 	return &Identity{dir: dir, td: td, svid: svid, bundle: bundle.X509Authorities()}, nil
+}
+
+// loadSVID reads the agent SVID at certPath with its key. A save moves the old key aside to
+// identityPrevKeyFile before it writes the new key and certificate, so after a crash in between the
+// certificate may still belong to the previous key: when the key is missing or does not fit, the
+// previous key is tried. Both key files must be private regular files (fsutil.ReadPrivateFile).
+func loadSVID(dir, certPath string) (*x509svid.SVID, error) {
+	var certPEM []byte
+	var parseErr error
+	for _, name := range []string{identityKeyFile, identityPrevKeyFile} {
+		keyPEM, err := fsutil.ReadPrivateFile(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("agent: private key: %w", err)
+		}
+		if certPEM == nil {
+			if certPEM, err = os.ReadFile(certPath); err != nil {
+				clear(keyPEM)
+				return nil, fmt.Errorf("agent: read %s: %w", certPath, err)
+			}
+		}
+		svid, err := x509svid.Parse(certPEM, keyPEM)
+		clear(keyPEM)
+		if err == nil {
+			return svid, nil
+		}
+		if parseErr == nil {
+			parseErr = err
+		}
+	}
+	if parseErr == nil {
+		return nil, fmt.Errorf("agent: %s: %w", dir, ErrNoIdentity)
+	}
+	return nil, fmt.Errorf("agent: %s: %w", certPath, parseErr)
 }
 
 // ID returns the agent's SPIFFE ID ("" before attestation).
@@ -145,22 +156,6 @@ func (id *Identity) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	id.mu.RLock()
 	defer id.mu.RUnlock()
 	return x509bundle.FromX509Authorities(td, id.bundle), nil
-}
-
-// newKeyCSR returns a fresh key and a CSR for the agent's ID (none before attestation).
-func newAgentKeyCSR(spiffeID string) (*ecdsa.PrivateKey, []byte, error) {
-	if spiffeID != "" {
-		return newKeyAndCSR(spiffeID)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: generate key: %w", err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: create CSR: %w", err)
-	}
-	return key, csr, nil
 }
 
 // checkSVID parses chainDER, the SVID the server returned for key, and checks it before anything is
@@ -245,10 +240,7 @@ func (id *Identity) saveBundle() error {
 	}
 	// Read under saveMu: of two concurrent saves, the later one writes the newer bundle.
 	id.mu.RLock()
-	var bundle []byte
-	for _, c := range id.bundle {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
+	bundle := ca.CertificatesPEM(id.bundle)
 	id.mu.RUnlock()
 	if err := fsutil.WriteFileAtomic(id.dir, identityBundleFile, bundle, 0o644); err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -273,10 +265,9 @@ func (id *Identity) saveSVID() error {
 	if err != nil {
 		return fmt.Errorf("agent: encode key: %w", err)
 	}
-	var certs []byte
-	for _, c := range svid.Certificates {
-		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	clear(keyDER)
+	defer clear(keyPEM)
 	// The key and the certificate are two files, replaced one after the other. The old key is kept as
 	// identityPrevKeyFile until both are in place, so a crash between the two renames leaves a pair
 	// LoadIdentity can still use (the old certificate with the old key).
@@ -285,10 +276,10 @@ func (id *Identity) saveSVID() error {
 	if err := os.Rename(keyPath, prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("agent: keep previous key: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(id.dir, identityKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(id.dir, identityKeyFile, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if err := fsutil.WriteFileAtomic(id.dir, identityCertFile, certs, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(id.dir, identityCertFile, ca.CertificatesPEM(svid.Certificates), 0o644); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	if err := os.Remove(prevPath); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io/fs"
 	"os"
@@ -31,9 +32,10 @@ import (
 )
 
 const (
-	keyFile    = "agent_svid.key"
-	certFile   = "agent_svid.pem"
-	bundleFile = "bundle.pem"
+	keyFile     = "agent_svid.key"
+	prevKeyFile = "agent_svid.key.prev"
+	certFile    = "agent_svid.pem"
+	bundleFile  = "bundle.pem"
 )
 
 // attest attests a new agent against e with a fresh join token into dir.
@@ -189,6 +191,40 @@ func TestLoadIdentity(t *testing.T) {
 			}
 			return dir
 		}, errSubstr: []string{"chmod 600"}},
+		{name: "interrupted save: key moved aside", dir: func(t *testing.T) string {
+			dir := copyIdentity(t)
+			if err := os.Rename(filepath.Join(dir, keyFile), filepath.Join(dir, prevKeyFile)); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}},
+		{name: "interrupted save: new key beside the old certificate", dir: func(t *testing.T) string {
+			return withNewKey(t, copyIdentity(t), 0o600)
+		}},
+		{name: "previous key readable by others", dir: func(t *testing.T) string {
+			return withNewKey(t, copyIdentity(t), 0o644)
+		}, errSubstr: []string{"chmod 600", prevKeyFile}},
+		{name: "key is a link to a file others can read", dir: func(t *testing.T) string {
+			dir := copyIdentity(t)
+			target := filepath.Join(dir, "elsewhere.key")
+			if err := os.Rename(filepath.Join(dir, keyFile), target); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(target, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, filepath.Join(dir, keyFile)); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, errSubstr: []string{"chmod 600", keyFile}},
+		{name: "key is a directory", dir: func(t *testing.T) string {
+			dir := copyIdentity(t, keyFile)
+			if err := os.Mkdir(filepath.Join(dir, keyFile), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, errSubstr: []string{"not a regular file", keyFile}},
 		{name: "no certificate", dir: func(t *testing.T) string { return copyIdentity(t, certFile) }, errSubstr: []string{certFile}},
 		{name: "no bundle", dir: func(t *testing.T) string { return copyIdentity(t, bundleFile) }, errSubstr: []string{bundleFile}},
 		{name: "other trust domain", dir: func(t *testing.T) string { return copyIdentity(t) },
@@ -636,6 +672,31 @@ func TestIdentityBundleAndRemove(t *testing.T) {
 	if b, err := x509bundle.Load(testTD, filepath.Join(dir, bundleFile)); err != nil || !b.HasX509Authority(extra) {
 		t.Fatalf("bundle after Remove: %v", err)
 	}
+}
+
+// withNewKey does in dir what a save interrupted after writing the new key does: the key moves to
+// prevKeyFile, now with mode prevMode, and a fresh key that does not fit the certificate takes its place.
+func withNewKey(t *testing.T, dir string, prevMode os.FileMode) string {
+	t.Helper()
+	keyPath, prevPath := filepath.Join(dir, keyFile), filepath.Join(dir, prevKeyFile)
+	if err := os.Rename(keyPath, prevPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(prevPath, prevMode); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // statFiles returns the file info of each named file in dir.

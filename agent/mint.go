@@ -238,16 +238,22 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 	return nil
 }
 
+// newKeyAndCSR returns a fresh P-256 key and a CSR for it naming spiffeID, or naming nothing when
+// spiffeID is "" (an agent before attestation, whose ID the server chooses).
 func newKeyAndCSR(spiffeID string) (*ecdsa.PrivateKey, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: generate key: %w", err)
 	}
-	u, err := url.Parse(spiffeID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("agent: SPIFFE ID %q: %w", spiffeID, err)
+	var tmpl x509.CertificateRequest
+	if spiffeID != "" {
+		u, err := url.Parse(spiffeID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("agent: SPIFFE ID %q: %w", spiffeID, err)
+		}
+		tmpl.URIs = []*url.URL{u}
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &tmpl, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: create CSR for %q: %w", spiffeID, err)
 	}

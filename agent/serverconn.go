@@ -150,7 +150,7 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 }
 
 func (c *ServerConn) renew(ctx context.Context) error {
-	key, csr, err := newAgentKeyCSR(c.id.ID())
+	key, csr, err := newKeyAndCSR(c.id.ID())
 	if err != nil {
 		return err
 	}
@@ -204,7 +204,7 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 	}
 	defer conn.Close()
 	client := agentv1.NewAgentClient(conn)
-	key, csr, err := newAgentKeyCSR("")
+	key, csr, err := newKeyAndCSR("")
 	if err != nil {
 		return nil, err
 	}

@@ -268,26 +268,10 @@ func newRootCertificate(td spiffeid.TrustDomain, signer crypto.Signer, subject p
 // loadPrivateKey reads a PKCS#8 PEM private key, refusing a file that group or others can access.
 // Errors name the file but never include its contents.
 func loadPrivateKey(path string) (crypto.Signer, error) {
-	f, err := os.Open(path)
+	data, err := fsutil.ReadPrivateFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("ca: open private key: %w", err)
+		return nil, fmt.Errorf("ca: private key: %w", err)
 	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("ca: stat private key: %w", err)
-	}
-	if !info.Mode().IsRegular() {
-		return nil, fmt.Errorf("ca: private key %s is not a regular file", path)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("ca: private key %s has mode %04o and is accessible by group or others; run `chmod 600 %s`", path, perm, path)
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("ca: read private key %s: %w", path, err)
-	}
-	data := buf.Bytes()
 	defer clear(data)
 
 	block, rest := pem.Decode(data)

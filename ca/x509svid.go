@@ -241,8 +241,7 @@ func (c *CA) validateX509SVID(cert, tmpl *x509.Certificate, pub crypto.PublicKey
 // keyUsageCritical reports whether cert's key usage extension (2.5.29.15) is marked critical.
 func keyUsageCritical(cert *x509.Certificate) bool {
 	for i := range cert.Extensions {
-		id := cert.Extensions[i].Id
-		if len(id) == 4 && id[0] == 2 && id[1] == 5 && id[2] == 29 && id[3] == 15 {
+		if cert.Extensions[i].Id.Equal(oidExtensionKeyUsage) {
 			return cert.Extensions[i].Critical
 		}
 	}

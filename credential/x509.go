@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -68,14 +69,15 @@ func isCertBlock(typ string) bool {
 func parseDER(der []byte, what string) (Credential, error) {
 	var certs []*x509.Certificate
 	for rest := der; len(bytes.TrimSpace(rest)) > 0; {
-		elem, r, ok := derSequence(rest)
-		if !ok {
+		var elem asn1.RawValue
+		r, err := asn1.Unmarshal(rest, &elem)
+		if err != nil || elem.Class != asn1.ClassUniversal || elem.Tag != asn1.TagSequence || !elem.IsCompound {
 			if len(certs) == 0 {
 				return Credential{}, fmt.Errorf("%w: %s certificate: truncated or bad length", ErrMalformed, what)
 			}
 			return Credential{}, fmt.Errorf("%w: %s: trailing data after certificate %d", ErrMalformed, what, len(certs))
 		}
-		cert, err := x509.ParseCertificate(elem)
+		cert, err := x509.ParseCertificate(elem.FullBytes)
 		if err != nil {
 			return Credential{}, fmt.Errorf("%w: %s certificate %d: not a certificate (%s)", ErrMalformed, what, len(certs)+1, safeReason(err))
 		}
@@ -95,29 +97,6 @@ func looksLikeCertDER(b []byte) bool {
 	}
 	hdr := 2 + int(b[1]&0x7f)
 	return len(b) > hdr && b[hdr] == 0x30
-}
-
-// derSequence splits the DER SEQUENCE at the front of b (definite lengths of at most 4 octets).
-func derSequence(b []byte) (elem, rest []byte, ok bool) {
-	if len(b) < 2 || b[0] != 0x30 {
-		return nil, nil, false
-	}
-	n, hdr := int(b[1]), 2
-	if n >= 0x80 {
-		k := n & 0x7f
-		if k == 0 || k > 4 || len(b) < 2+k {
-			return nil, nil, false
-		}
-		n = 0
-		for _, c := range b[2 : 2+k] {
-			n = n<<8 | int(c)
-		}
-		hdr = 2 + k
-	}
-	if n < 0 || len(b)-hdr < n {
-		return nil, nil, false
-	}
-	return b[:hdr+n], b[hdr+n:], true
 }
 
 // decodeBase64 decodes text as standard or URL-safe base64, with or without padding, ignoring

@@ -1,7 +1,9 @@
-// Package fsutil writes files so that a crash leaves either the old content or the new.
+// Package fsutil writes files so that a crash leaves either the old content or the new, and reads
+// files that hold private keys only when nobody else can read them.
 package fsutil
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -57,4 +59,34 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// ReadPrivateFile returns the content of the file at path, which must be a regular file that group
+// and others have no access to (a private key). The checks are made on the opened file, so what is
+// read is what was checked. The error for a file others can access names it and says to chmod 600
+// it; no error ever contains the file's content. An error for a missing file wraps os.ErrNotExist.
+// The caller should clear the returned slice once it has parsed the key.
+func ReadPrivateFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o and is accessible by group or others; run `chmod 600 %s`", path, perm, path)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(info.Size()) + bytes.MinRead)
+	if _, err := buf.ReadFrom(f); err != nil {
+		clear(buf.Bytes())
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return buf.Bytes(), nil
 }

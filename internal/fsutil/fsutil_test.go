@@ -126,3 +126,77 @@ func TestSyncDir(t *testing.T) {
 		t.Errorf("SyncDir of a missing directory: %v, want os.ErrNotExist", err)
 	}
 }
+
+func TestReadPrivateFile(t *testing.T) {
+	const secret = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
+	write := func(mode os.FileMode) func(t *testing.T, path string) {
+		return func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte(secret), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, path string)
+		notExist bool     // errors.Is(err, os.ErrNotExist)
+		errHas   []string // "" for success; the path is always expected in an error
+	}{
+		{name: "owner read-write", setup: write(0o600)},
+		{name: "owner read-only", setup: write(0o400)},
+		{name: "group readable", setup: write(0o640), errHas: []string{"0640", "chmod 600"}},
+		{name: "group writable", setup: write(0o620), errHas: []string{"0620", "chmod 600"}},
+		{name: "others readable", setup: write(0o604), errHas: []string{"0604", "chmod 600"}},
+		{name: "link to a private file", setup: func(t *testing.T, path string) {
+			write(0o600)(t, path+".real")
+			if err := os.Symlink(path+".real", path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "link to a file others can read", setup: func(t *testing.T, path string) {
+			write(0o644)(t, path+".real")
+			if err := os.Symlink(path+".real", path); err != nil {
+				t.Fatal(err)
+			}
+		}, errHas: []string{"0644", "chmod 600"}},
+		{name: "directory", setup: func(t *testing.T, path string) {
+			if err := os.Mkdir(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, errHas: []string{"not a regular file"}},
+		{name: "missing", setup: func(*testing.T, string) {}, notExist: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "key")
+			tt.setup(t, path)
+			data, err := fsutil.ReadPrivateFile(path)
+			if tt.errHas == nil && !tt.notExist {
+				if err != nil || string(data) != secret {
+					t.Fatalf("ReadPrivateFile = %q, %v; want the content", data, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("ReadPrivateFile succeeded, want an error")
+			}
+			if data != nil {
+				t.Error("content returned with an error")
+			}
+			if tt.notExist != errors.Is(err, os.ErrNotExist) {
+				t.Errorf("error %v: os.ErrNotExist wanted: %v", err, tt.notExist)
+			}
+			for _, want := range append(tt.errHas, path) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "c2VjcmV0") {
+				t.Errorf("error %q contains the file's content", err)
+			}
+		})
+	}
+}
