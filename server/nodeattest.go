@@ -194,8 +194,10 @@ func validateTokenRequest(td spiffeid.TrustDomain, owner string, ttlSeconds int6
 		if err != nil || id.TrustDomain() != td || id.Path() == "" {
 			return 0, fmt.Errorf("join token: spiffe_id %q: %w: want a SPIFFE ID with a path in trust domain %q", spiffeID, ErrInvalidArgument, td.Name())
 		}
-		if id.Path() == serverPath || strings.HasPrefix(id.Path(), serverPathPrefix) {
-			return 0, fmt.Errorf("join token: spiffe_id %q: %w: %s is reserved for servers", spiffeID, ErrInvalidArgument, serverPath)
+		// An agent ID outside the agent path would let the node hold a workload's, or a server's, identity.
+		if !strings.HasPrefix(id.Path(), agentPathPrefix) {
+			return 0, fmt.Errorf("join token: spiffe_id %q: %w: agent IDs are under %s (e.g. spiffe://%s%sweb-1)",
+				spiffeID, ErrInvalidArgument, agentPathPrefix, td.Name(), agentPathPrefix)
 		}
 	}
 	return time.Duration(ttlSeconds) * time.Second, nil

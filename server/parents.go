@@ -10,9 +10,8 @@ import (
 
 // Reserved paths of the trust domain (under ReservedPathPrefix).
 const (
-	agentPathPrefix  = ReservedPathPrefix + "agent/"
-	serverPath       = "/signet/server"
-	serverPathPrefix = serverPath + "/"
+	agentPathPrefix = ReservedPathPrefix + "agent/"
+	serverPath      = "/signet/server"
 )
 
 // ServerID is the parent of node alias entries: spiffe://<td>/signet/server.
