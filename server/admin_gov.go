@@ -225,14 +225,7 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 	}
 	var res storage.OffboardResult
 	if req.GetDryRun() {
-		if to != "" {
-			if t, err := s.cfg.Store.Owner(to); err != nil {
-				return nil, toStatus(err)
-			} else if t.Offboarded {
-				return nil, toStatus(fmt.Errorf("reassign to owner %q: %w", to, storage.ErrOwnerOffboarded))
-			}
-		}
-		res, err = s.cfg.Store.PlanOffboard(req.GetOwner(), mode, to)
+		res, err = s.cfg.Store.PlanOffboard(ctx, req.GetOwner(), mode, to, req.GetReason())
 	} else {
 		res, err = s.cfg.Store.OffboardOwner(ctx, req.GetOwner(), mode, to, req.GetReason())
 	}

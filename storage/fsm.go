@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -41,6 +42,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				continue
 			}
 			resp, post := f.s.applyCommand(tx, l.Index, l.Data)
+			if err, ok := resp.(error); ok && errors.Is(err, errCorruptState) {
+				// Not a refusal: the state file is damaged. Answering would hide it.
+				panic(fmt.Sprintf("storage: raft entry %d: %v", l.Index, err))
+			}
 			resps[i] = resp
 			if post != nil {
 				posts = append(posts, post)
@@ -178,6 +183,18 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 		}
 		panic(fmt.Sprintf("storage: raft entry %d: unknown command type %d: this node is older than the cluster, upgrade it", index, uint8(t)))
 	}
+}
+
+// errCorruptState marks stored state that does not decode. Code shared by the FSM and reads returns it
+// (wrapped, naming the object); the FSM stops the node on it, a read reports it.
+var errCorruptState = errors.New("stored state does not decode")
+
+// decodeStored decodes the stored JSON of the object what key.
+func decodeStored(what, key string, v []byte, out any) error {
+	if err := json.Unmarshal(v, out); err != nil {
+		return fmt.Errorf("%s %q: %w: %v", what, key, errCorruptState, err)
+	}
+	return nil
 }
 
 func mustDecode(index uint64, t commandType, payload []byte, v any) {

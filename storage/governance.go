@@ -187,7 +187,9 @@ func checkOwnerUsable(tx *bolt.Tx, name string) error {
 		return fmt.Errorf("owner %q: %w (add it with: signet owner add %s)", name, ErrOwnerNotFound, name)
 	}
 	var o Owner
-	mustDecode(0, cmdOwnerCreate, v, &o)
+	if err := decodeStored("owner", name, v, &o); err != nil {
+		return err
+	}
 	if o.Offboarded {
 		return fmt.Errorf("owner %q: %w (on %s)", name, ErrOwnerOffboarded, o.OffboardedAt.Format(time.RFC3339))
 	}
@@ -236,35 +238,62 @@ type OffboardResult struct {
 	Tokens  []JoinToken // after the change
 }
 
-func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()) {
-	owners := tx.Bucket(bucketOwners)
-	v := owners.Get([]byte(c.Owner))
-	if v == nil {
-		return fmt.Errorf("owner %q: %w", c.Owner, ErrOwnerNotFound), nil
+// edit is one object before and after a change.
+type edit[T any] struct{ before, after T }
+
+// offboardPlan is every change offboarding an owner makes, in the order the FSM writes and audits them,
+// and the registry revision after it (the owner's; entries take the ones before it, in order).
+type offboardPlan struct {
+	owner    edit[Owner]
+	entries  []edit[Entry]
+	tokens   []edit[JoinToken]
+	revision uint64
+}
+
+func (p *offboardPlan) result() OffboardResult {
+	res := OffboardResult{Owner: p.owner.after}
+	for _, e := range p.entries {
+		res.Entries = append(res.Entries, e.after)
 	}
-	var oldOwner Owner
-	mustDecode(0, cmdOwnerOffboard, v, &oldOwner)
-	if oldOwner.Offboarded {
-		return fmt.Errorf("owner %q: %w already", c.Owner, ErrOwnerOffboarded), nil
+	for _, t := range p.tokens {
+		res.Tokens = append(res.Tokens, t.after)
+	}
+	return res
+}
+
+// planOffboard validates c against the state in tx and computes every change it makes, writing nothing.
+// It is the one definition of offboarding: the FSM writes its plan, and PlanOffboard returns it as a
+// dry run, so both refuse and select alike.
+func planOffboard(tx *bolt.Tx, c ownerOffboardCmd) (offboardPlan, error) {
+	var p offboardPlan
+	v := tx.Bucket(bucketOwners).Get([]byte(c.Owner))
+	if v == nil {
+		return p, fmt.Errorf("owner %q: %w", c.Owner, ErrOwnerNotFound)
+	}
+	if err := decodeStored("owner", c.Owner, v, &p.owner.before); err != nil {
+		return p, err
+	}
+	if p.owner.before.Offboarded {
+		return p, fmt.Errorf("owner %q: %w already", c.Owner, ErrOwnerOffboarded)
 	}
 	switch c.Mode {
 	case OffboardReassign:
 		if c.To == c.Owner {
-			return fmt.Errorf("owner %q: %w: cannot reassign to itself", c.Owner, ErrInvalid), nil
+			return p, fmt.Errorf("owner %q: %w: cannot reassign to itself", c.Owner, ErrInvalid)
 		}
 		if err := checkOwnerUsable(tx, c.To); err != nil {
-			return fmt.Errorf("reassign to: %w", err), nil
+			return p, fmt.Errorf("reassign to: %w", err)
 		}
 	case OffboardDisable:
 	default:
-		return fmt.Errorf("owner %q: %w: offboarding mode %q", c.Owner, ErrInvalid, c.Mode), nil
+		return p, fmt.Errorf("owner %q: %w: offboarding mode %q", c.Owner, ErrInvalid, c.Mode)
 	}
-	res := OffboardResult{}
-	var posts []func()
-	entries := tx.Bucket(bucketEntries)
-	err := entries.ForEach(func(k, v []byte) error {
+	rev := getUint64(tx.Bucket(bucketMeta), keyRevision)
+	err := tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
 		var old Entry
-		mustDecode(0, cmdOwnerOffboard, v, &old)
+		if err := decodeStored("entry", string(k), v, &old); err != nil {
+			return err
+		}
 		if old.Owner != c.Owner {
 			return nil
 		}
@@ -279,56 +308,70 @@ func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()
 			}
 		}
 		e.UpdatedAt, e.UpdatedBy, e.UpdateReason = c.Meta.Time, c.Meta.Actor, "owner "+c.Owner+" offboarded"
-		e.Revision = nextRevision(tx)
-		res.Entries = append(res.Entries, e)
-		appendAudit(tx, c.Meta.record("entry.offboard-"+c.Mode, e.ID), &old, &e)
-		posts = append(posts, func() { s.reg.entryPut(&e, e.Revision) })
+		rev++
+		e.Revision = rev
+		p.entries = append(p.entries, edit[Entry]{old, e})
 		return nil
 	})
 	if err != nil {
-		panic(fmt.Sprintf("storage: offboard: %v", err))
+		return p, err
 	}
-	for _, e := range res.Entries {
-		mustPut(entries, []byte(e.ID), mustJSON(&e))
-	}
-	tokens := tx.Bucket(bucketTokens)
-	var changedTokens []JoinToken
-	err = tokens.ForEach(func(k, v []byte) error {
-		var t JoinToken
-		mustDecode(0, cmdOwnerOffboard, v, &t)
-		if t.Owner != c.Owner || !t.UsedAt.IsZero() || t.Revoked {
+	err = tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		var old JoinToken
+		if err := decodeStored("join token", string(k), v, &old); err != nil {
+			return err
+		}
+		if old.Owner != c.Owner || !old.UsedAt.IsZero() || old.Revoked {
 			return nil
 		}
-		before := t
+		t := old
 		if c.Mode == OffboardReassign {
 			t.Owner = c.To
 		} else {
 			t.Revoked = true
 		}
-		changedTokens = append(changedTokens, t)
-		appendAudit(tx, c.Meta.record("token.offboard-"+c.Mode, t.ID), before.auditView(), t.auditView())
+		p.tokens = append(p.tokens, edit[JoinToken]{old, t})
 		return nil
 	})
 	if err != nil {
-		panic(fmt.Sprintf("storage: offboard: %v", err))
+		return p, err
 	}
-	for _, t := range changedTokens {
-		mustPut(tokens, []byte(t.ID), mustJSON(&t))
-		t := t
-		posts = append(posts, func() { s.reg.tokenPut(&t) })
-	}
-	res.Tokens = changedTokens
-	o := oldOwner
+	o := p.owner.before
 	o.Offboarded, o.OffboardedAt, o.OffboardedBy, o.ReassignedTo = true, c.Meta.Time, c.Meta.Actor, c.To
-	mustPut(owners, []byte(o.Name), mustJSON(&o))
-	rev := nextRevision(tx)
-	appendAudit(tx, c.Meta.record("owner.offboard", o.Name), &oldOwner, &o)
-	res.Owner = o
-	return res, func() {
-		for _, p := range posts {
-			p()
+	p.owner.after = o
+	p.revision = rev + 1
+	return p, nil
+}
+
+func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()) {
+	p, err := planOffboard(tx, c)
+	if err != nil {
+		return err, nil
+	}
+	entries := tx.Bucket(bucketEntries)
+	for _, e := range p.entries {
+		mustPut(entries, []byte(e.after.ID), mustJSON(&e.after))
+		appendAudit(tx, c.Meta.record("entry.offboard-"+c.Mode, e.after.ID), &e.before, &e.after)
+	}
+	tokens := tx.Bucket(bucketTokens)
+	for _, t := range p.tokens {
+		mustPut(tokens, []byte(t.after.ID), mustJSON(&t.after))
+		appendAudit(tx, c.Meta.record("token.offboard-"+c.Mode, t.after.ID), t.before.auditView(), t.after.auditView())
+	}
+	o := p.owner.after
+	mustPut(tx.Bucket(bucketOwners), []byte(o.Name), mustJSON(&o))
+	if err := putUint64(tx.Bucket(bucketMeta), keyRevision, p.revision); err != nil {
+		panic(fmt.Sprintf("storage: put revision: %v", err))
+	}
+	appendAudit(tx, c.Meta.record("owner.offboard", o.Name), &p.owner.before, &o)
+	return p.result(), func() {
+		for _, e := range p.entries {
+			s.reg.entryPut(&e.after, e.after.Revision)
 		}
-		s.reg.ownerPut(&o, rev)
+		for _, t := range p.tokens {
+			s.reg.tokenPut(&t.after)
+		}
+		s.reg.ownerPut(&o, p.revision)
 	}
 }
 
@@ -577,37 +620,21 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
 	return res
 }
 
-// PlanOffboard computes what offboarding owner would change, without changing anything.
-func (s *Store) PlanOffboard(owner, mode, to string) (OffboardResult, error) {
-	var res OffboardResult
-	o, err := s.Owner(owner)
+// PlanOffboard returns what OffboardOwner with the same arguments would change, read from this node's
+// state, and changes nothing: it refuses and selects exactly as the write does (it is the same code).
+// The revisions it shows are those the write would assign if nothing else is written first.
+func (s *Store) PlanOffboard(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
+	c := ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: newMeta(ctx, reason)}
+	var p offboardPlan
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		p, err = planOffboard(tx, c)
+		return err
+	})
 	if err != nil {
-		return res, err
+		return OffboardResult{}, fmt.Errorf("storage: offboard owner (dry run): %w", err)
 	}
-	res.Owner = o
-	for _, e := range s.Entries() {
-		if e.Owner != owner {
-			continue
-		}
-		if mode == OffboardReassign {
-			e.Owner = to
-		} else {
-			e.Disabled = true
-		}
-		res.Entries = append(res.Entries, e)
-	}
-	for _, t := range s.JoinTokens() {
-		if t.Owner != owner || !t.UsedAt.IsZero() || t.Revoked {
-			continue
-		}
-		if mode == OffboardReassign {
-			t.Owner = to
-		} else {
-			t.Revoked = true
-		}
-		res.Tokens = append(res.Tokens, t)
-	}
-	return res, nil
+	return p.result(), nil
 }
 
 // UpdateEntry replaces an entry (validated by the caller) if its revision is still prevRevision.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,7 +98,7 @@ func TestOffboard(t *testing.T) {
 		}
 	}
 	newToken(t, s, "t1", time.Now().Add(time.Hour))
-	plan, err := s.PlanOffboard("alice", OffboardReassign, "payments")
+	plan, err := s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
 	if err != nil || len(plan.Entries) != 2 || len(plan.Tokens) != 1 {
 		t.Fatalf("plan: %+v %v", plan, err)
 	}
@@ -383,5 +384,86 @@ func assertPruned(t *testing.T, s *Store, batches, size, pruned int) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The dry run is the same code as the write: it refuses what the write refuses, and otherwise plans
+// exactly what the write then does.
+func TestPlanOffboardMatchesOffboard(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	for _, o := range []string{"alice", "bob", "carol", "gone"} {
+		if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, o := range []string{"alice", "bob", "alice", "carol"} {
+		if _, err := s.CreateEntry(ctx, testEntry(t, fmt.Sprintf("e%d", i), fmt.Sprintf("spiffe://example.org/%d", i), o)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tok := range []JoinToken{{ID: "t1", Owner: "alice"}, {ID: "t2", Owner: "bob"}, {ID: "t3", Owner: "alice"}} {
+		tok.ExpiresAt = time.Now().Add(time.Hour)
+		if _, err := s.CreateJoinToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SetEntryState(ctx, "e1", EntryDisable, "already off"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwner(ctx, "gone", OffboardDisable, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, owner, mode, to string
+		want                  error // nil: both succeed
+	}{
+		{"unknown owner", "nobody", OffboardDisable, "", ErrOwnerNotFound},
+		{"already offboarded", "gone", OffboardDisable, "", ErrOwnerOffboarded},
+		{"reassign to itself", "alice", OffboardReassign, "alice", ErrInvalid},
+		{"reassign to an unknown owner", "alice", OffboardReassign, "nobody", ErrOwnerNotFound},
+		{"reassign to an offboarded owner", "alice", OffboardReassign, "gone", ErrOwnerOffboarded},
+		{"unknown mode", "alice", "archive", "", ErrInvalid},
+		{"empty mode", "alice", "", "", ErrInvalid},
+		{"reassign", "alice", OffboardReassign, "carol", nil},
+		{"disable, one entry already disabled", "bob", OffboardDisable, "", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rev := s.Revision()
+			plan, planErr := s.PlanOffboard(ctx, tc.owner, tc.mode, tc.to, "why")
+			if s.Revision() != rev {
+				t.Fatal("the dry run changed the registry")
+			}
+			res, err := s.OffboardOwner(ctx, tc.owner, tc.mode, tc.to, "why")
+			if tc.want != nil {
+				if !errors.Is(planErr, tc.want) || !errors.Is(err, tc.want) {
+					t.Fatalf("dry run: %v; offboard: %v; want both %v", planErr, err, tc.want)
+				}
+				return
+			}
+			if planErr != nil || err != nil {
+				t.Fatalf("dry run: %v; offboard: %v; want both to succeed", planErr, err)
+			}
+			if len(res.Entries) == 0 || len(res.Tokens) == 0 {
+				t.Fatalf("offboarding %s changed nothing: %+v", tc.owner, res)
+			}
+			// The plan was made a moment earlier: only the proposers' times differ.
+			clearTimes := func(r *OffboardResult) {
+				r.Owner.OffboardedAt = time.Time{}
+				for i := range r.Entries {
+					r.Entries[i].UpdatedAt = time.Time{}
+					if r.Entries[i].DisabledBy == "uid:0(root)" && strings.Contains(r.Entries[i].DisabledReason, "offboarded") {
+						r.Entries[i].DisabledAt = time.Time{}
+					}
+				}
+			}
+			clearTimes(&plan)
+			clearTimes(&res)
+			if pj, rj := mustJSON(&plan), mustJSON(&res); !bytes.Equal(pj, rj) {
+				t.Fatalf("dry run planned\n%s\nthe write did\n%s", pj, rj)
+			}
+		})
 	}
 }
