@@ -69,7 +69,6 @@ type Agent struct {
 
 type entryState struct {
 	entry     *agentv1.Entry
-	id        spiffeid.ID
 	selectors []selector.Selector
 	expiresAt time.Time // zero: never
 	svid      *x509SVID // nil until minted

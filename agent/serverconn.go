@@ -127,7 +127,7 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 			wait = backoff(attempt)
 		}
 		select {
-		case <-time.After(max(wait, 0)):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil
 		}

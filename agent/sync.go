@@ -25,7 +25,6 @@ type bundleState struct {
 	x509DER        []byte // concatenated DER of the X.509 authorities
 	jwks           []byte // JWK Set of the JWT authorities
 	jwtAuthorities map[string]crypto.PublicKey
-	x509Roots      []*x509.Certificate
 }
 
 // Reconnect backoff bounds.
@@ -116,12 +115,13 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 		return nil
 	}
 	st := bundleState{received: true, sequence: b.Sequence, jwtAuthorities: map[string]crypto.PublicKey{}}
+	roots := make([]*x509.Certificate, 0, len(b.X509Authorities)) // for OnBundle
 	for i, der := range b.X509Authorities {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return fmt.Errorf("agent: bundle X.509 authority %d: %w", i, err)
 		}
-		st.x509Roots = append(st.x509Roots, c)
+		roots = append(roots, c)
 		st.x509DER = append(st.x509DER, der...)
 	}
 	for _, k := range b.JwtAuthorities {
@@ -141,7 +141,7 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	a.notifyLocked()
 	a.mu.Unlock()
 	if a.cfg.OnBundle != nil {
-		a.cfg.OnBundle(st.x509Roots)
+		a.cfg.OnBundle(roots)
 	}
 	return nil
 }
@@ -221,7 +221,7 @@ func (a *Agent) parseEntry(pe *agentv1.Entry) (*entryState, error) {
 	if len(sels) == 0 {
 		return nil, errors.New("no selectors")
 	}
-	es := &entryState{entry: pe, id: id, selectors: selector.Normalize(sels)}
+	es := &entryState{entry: pe, selectors: selector.Normalize(sels)}
 	if pe.ExpiresAt != 0 {
 		es.expiresAt = time.Unix(pe.ExpiresAt, 0)
 	}

@@ -61,6 +61,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -436,15 +437,7 @@ func pathSegments(path string) []string {
 func selectorTypes(sels []string) []string {
 	var out []string
 	for _, s := range sels {
-		t, _, _ := strings.Cut(s, ":")
-		dup := false
-		for _, o := range out {
-			if o == t {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+		if t, _, _ := strings.Cut(s, ":"); !slices.Contains(out, t) {
 			out = append(out, t)
 		}
 	}

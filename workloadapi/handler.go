@@ -139,7 +139,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 	return h.watch(ctx, sels, func(ids Identities) error {
 		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids.SVIDs))}
 		for i, s := range ids.SVIDs {
-			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle, Hint: s.Hint}
+			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
 		}
 		return stream.Send(resp)
 	}, func(ids Identities) string {
@@ -208,7 +208,7 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	}
 	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, len(svids))}
 	for i, s := range svids {
-		resp.Svids[i] = &workload.JWTSVID{SpiffeId: s.SPIFFEID, Svid: s.Token, Hint: s.Hint}
+		resp.Svids[i] = &workload.JWTSVID{SpiffeId: s.SPIFFEID, Svid: s.Token}
 	}
 	return resp, nil
 }

@@ -47,13 +47,11 @@ type X509SVID struct {
 	// CertChain is the SVID and any intermediates, concatenated DER, leaf first.
 	CertChain []byte
 	// Key is the private key, PKCS#8 DER.
-	Key  []byte
-	Hint string
+	Key []byte
 }
 
 // JWTSVID is one JWT identity.
 type JWTSVID struct {
 	SPIFFEID string
 	Token    string
-	Hint     string
 }
