@@ -194,6 +194,8 @@ func (s *AdminService) SignReview(ctx context.Context, req *adminv1.SignReviewRe
 	switch {
 	case req.GetAll() && len(ids) > 0:
 		return nil, status.Error(codes.InvalidArgument, "give entry IDs or all, not both")
+	case len(ids) > MaxBatchEntries:
+		return nil, status.Errorf(codes.InvalidArgument, "entry_ids: %d given, at most %d in one review (sign it in parts)", len(ids), MaxBatchEntries)
 	case req.GetAll():
 		items, err := s.reviewItems(s.cfg.Clock(), defaultStale)
 		if err != nil {
