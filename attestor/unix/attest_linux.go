@@ -121,11 +121,14 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 	return info, nil
 }
 
-// digest returns the hex sha256 of f, whose version is key, from the cache or by reading f.
+// digest returns the hex sha256 of f, whose version is key, from the cache or by reading f. Concurrent
+// attestations of processes running the same new executable read it once (digestCache.digest).
 func (a *Attestor) digest(ctx context.Context, f *os.File, key fileKey) (string, error) {
-	if d, ok := a.digests.get(key); ok {
-		return d, nil
-	}
+	return a.digests.digest(ctx, key, func() (string, error) { return a.hash(ctx, f, key) })
+}
+
+// hash reads f, whose version is key, and returns its hex sha256.
+func (a *Attestor) hash(ctx context.Context, f *os.File, key fileKey) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
@@ -145,9 +148,7 @@ func (a *Attestor) digest(ctx context.Context, f *os.File, key fileKey) (string,
 	if after != key || n != key.size {
 		return "", errors.New("executable was modified while it was hashed")
 	}
-	d := hex.EncodeToString(h.Sum(nil))
-	a.digests.put(key, d)
-	return d, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // statFile returns the version key and link count of the open file f, which must be regular.

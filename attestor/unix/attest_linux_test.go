@@ -272,6 +272,49 @@ func TestAttestCachesDigest(t *testing.T) {
 	}
 }
 
+// TestAttestHashesNewExecutableOnce checks that concurrent attestations of processes running the same
+// executable, not yet in the digest cache, read it once and all get its digest.
+func TestAttestHashesNewExecutableOnce(t *testing.T) {
+	const n = 16
+	p := newFakeProc(t, "a new binary")
+	a := newAttestor(t, Config{ProcRoot: p.root})
+	var hashes atomic.Int32
+	release := make(chan struct{})
+	a.onHash = func() {
+		hashes.Add(1)
+		<-release // hold every hash until all attestations have missed the cache
+	}
+	start, err := a.readStartTime(p.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	digests := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			sels, err := a.Attest(context.Background(), p.pid, start)
+			errs[i] = err
+			for _, s := range sels {
+				if d, ok := strings.CutPrefix(s.Value, "sha256:"); ok {
+					digests[i] = d
+				}
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // let every attestation reach the digest
+	close(release)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || digests[i] != sha256Hex("a new binary") {
+			t.Errorf("attestation %d: sha256 %q, error %v; want the binary's digest", i, digests[i], errs[i])
+		}
+	}
+	if got := hashes.Load(); got != 1 {
+		t.Errorf("%d concurrent attestations of one new executable hashed it %d times, want once", n, got)
+	}
+}
+
 // fakeProc is a proc tree in a temporary directory holding one process, whose exe link points
 // at a regular file of the test's choosing.
 type fakeProc struct {

@@ -1,6 +1,7 @@
 package unix
 
 import (
+	"context"
 	"errors"
 	"os/user"
 	"strconv"
@@ -20,19 +21,84 @@ type fileKey struct {
 // entries each: when the current generation fills up it becomes the old one and the previous old
 // generation is dropped; a hit in the old generation moves the entry back to the current one.
 // Recently used digests therefore survive, and memory stays bounded by 2*max entries.
+//
+// It also keeps the hashes in progress (see digest), so that a file version is read once however
+// many callers miss the cache for it at the same time.
 type digestCache struct {
 	mu       sync.Mutex
 	max      int
 	cur, old map[fileKey]string
+	hashing  map[fileKey]*hashing
+}
+
+// errHashPanicked is what callers waiting for a hash get when it panicked.
+var errHashPanicked = errors.New("hashing the executable panicked")
+
+// hashing is one hash of a file version in progress; done is closed when digest and err are set.
+type hashing struct {
+	done   chan struct{}
+	digest string
+	err    error
 }
 
 func newDigestCache(max int) *digestCache {
-	return &digestCache{max: max, cur: make(map[fileKey]string)}
+	return &digestCache{max: max, cur: make(map[fileKey]string), hashing: make(map[fileKey]*hashing)}
 }
 
-func (c *digestCache) get(k fileKey) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// digest returns the digest of k from the cache or else from hash, which is never run twice at the
+// same time for one k: a caller that misses the cache while another is hashing k waits for that
+// result (or for ctx to end) and shares it. If that hash failed because its caller's context ended,
+// a waiter whose own ctx is still live hashes the file itself; other errors are shared too, since
+// they concern the same file version. A successful result is cached.
+func (c *digestCache) digest(ctx context.Context, k fileKey, hash func() (string, error)) (string, error) {
+	for {
+		c.mu.Lock()
+		if d, ok := c.getLocked(k); ok {
+			c.mu.Unlock()
+			return d, nil
+		}
+		h, busy := c.hashing[k]
+		if !busy {
+			h = &hashing{done: make(chan struct{})}
+			c.hashing[k] = h
+			c.mu.Unlock()
+			return c.run(k, h, hash)
+		}
+		c.mu.Unlock()
+		select {
+		case <-h.done:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		if h.err == nil {
+			return h.digest, nil
+		}
+		if !errors.Is(h.err, context.Canceled) && !errors.Is(h.err, context.DeadlineExceeded) {
+			return "", h.err
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+	}
+}
+
+// run runs hash as the one hashing k, publishes the result to the waiters and caches it.
+func (c *digestCache) run(k fileKey, h *hashing, hash func() (string, error)) (string, error) {
+	h.err = errHashPanicked // what waiters see if hash panics
+	defer func() {
+		c.mu.Lock()
+		delete(c.hashing, k)
+		if h.err == nil {
+			c.putLocked(k, h.digest)
+		}
+		c.mu.Unlock()
+		close(h.done)
+	}()
+	h.digest, h.err = hash()
+	return h.digest, h.err
+}
+
+func (c *digestCache) getLocked(k fileKey) (string, bool) {
 	if d, ok := c.cur[k]; ok {
 		return d, true
 	}
@@ -42,12 +108,6 @@ func (c *digestCache) get(k fileKey) (string, bool) {
 		return d, true
 	}
 	return "", false
-}
-
-func (c *digestCache) put(k fileKey, digest string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.putLocked(k, digest)
 }
 
 func (c *digestCache) putLocked(k fileKey, digest string) {

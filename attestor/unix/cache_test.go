@@ -1,7 +1,10 @@
 package unix
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -9,19 +12,34 @@ import (
 func TestDigestCacheGenerations(t *testing.T) {
 	c := newDigestCache(2)
 	k := func(i uint64) fileKey { return fileKey{ino: i} }
-	c.put(k(1), "one")
-	c.put(k(2), "two")
-	c.put(k(3), "three") // current generation full: {1, 2} becomes the old one
-	if d, ok := c.get(k(1)); !ok || d != "one" {
+	ctx := context.Background()
+	// put caches a digest (the result of a hash); get looks one up without hashing.
+	put := func(k fileKey, d string) {
+		if _, err := c.digest(ctx, k, func() (string, error) { return d, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errMiss := errors.New("cache miss")
+	get := func(k fileKey) (string, bool) {
+		d, err := c.digest(ctx, k, func() (string, error) { return "", errMiss })
+		if err != nil && !errors.Is(err, errMiss) {
+			t.Fatal(err)
+		}
+		return d, err == nil
+	}
+	put(k(1), "one")
+	put(k(2), "two")
+	put(k(3), "three") // current generation full: {1, 2} becomes the old one
+	if d, ok := get(k(1)); !ok || d != "one" {
 		t.Fatalf("get(1) = %q, %v after one rotation, want one, true", d, ok)
 	}
 	// The hit moved 1 into the current generation ({3, 1}); 2 is only in the old one.
-	c.put(k(4), "four") // rotates again: {3, 1} old, {4} current; 2 is dropped
-	if _, ok := c.get(k(2)); ok {
+	put(k(4), "four") // rotates again: {3, 1} old, {4} current; 2 is dropped
+	if _, ok := get(k(2)); ok {
 		t.Error("get(2) hit after two rotations without use")
 	}
 	for i, want := range map[uint64]string{1: "one", 3: "three", 4: "four"} {
-		if d, ok := c.get(k(i)); !ok || d != want {
+		if d, ok := get(k(i)); !ok || d != want {
 			t.Errorf("get(%d) = %q, %v, want %q, true", i, d, ok, want)
 		}
 	}
@@ -70,5 +88,95 @@ func TestNameCache(t *testing.T) {
 	before := lookups
 	if _, cached, _ := c.name(nameKey{id: 0}); cached || lookups != before+1 {
 		t.Error("entry used after its TTL")
+	}
+}
+
+// TestDigestCacheOneHashAtATime checks how callers that miss the cache for a key being hashed share
+// that hash: they get its digest; after a hash that failed on its caller's context they hash again
+// themselves; they share other errors; and a waiter whose own context ends stops waiting.
+func TestDigestCacheOneHashAtATime(t *testing.T) {
+	errIO := errors.New("read error")
+	tests := []struct {
+		name       string
+		first      func() (string, error) // the first caller's hash, once released
+		waiterCtx  func() context.Context
+		wantDigest string
+		wantErr    error
+		wantHashes int32 // hashes in all (the first caller's included)
+	}{
+		{name: "shared digest", first: func() (string, error) { return "digest", nil }, wantDigest: "digest", wantHashes: 1},
+		{name: "hasher's context canceled", first: func() (string, error) { return "", context.Canceled }, wantDigest: "own", wantHashes: 2},
+		{name: "hasher's deadline passed", first: func() (string, error) { return "", fmt.Errorf("reading: %w", context.DeadlineExceeded) }, wantDigest: "own", wantHashes: 2},
+		{name: "shared error", first: func() (string, error) { return "", errIO }, wantErr: errIO, wantHashes: 1},
+		{name: "hasher panics", first: func() (string, error) { panic("hash") }, wantErr: errHashPanicked, wantHashes: 1},
+		{name: "waiter's context ends", first: func() (string, error) { return "digest", nil }, waiterCtx: func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, wantErr: context.Canceled, wantHashes: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newDigestCache(4)
+			k := fileKey{ino: 1}
+			var hashes atomic.Int32
+			release := make(chan struct{})
+			firstDone := make(chan struct{})
+			go func() {
+				defer close(firstDone)
+				defer func() { recover() }() // "hasher panics": the panic reaches the first caller only
+				c.digest(context.Background(), k, func() (string, error) {
+					hashes.Add(1)
+					<-release
+					return tt.first()
+				})
+			}()
+			waitFor(t, func() bool { return hashes.Load() == 1 }, "the first caller to start hashing")
+
+			ctx := context.Background()
+			if tt.waiterCtx != nil {
+				ctx = tt.waiterCtx()
+			}
+			type result struct {
+				d   string
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				d, err := c.digest(ctx, k, func() (string, error) { hashes.Add(1); return "own", nil })
+				got <- result{d, err}
+			}()
+			var r result
+			if tt.waiterCtx != nil {
+				r = <-got // it must return while the first caller is still hashing
+				close(release)
+			} else {
+				time.Sleep(50 * time.Millisecond) // let the second caller reach its wait
+				close(release)
+				r = <-got
+			}
+			<-firstDone
+			if r.d != tt.wantDigest || !errors.Is(r.err, tt.wantErr) || (tt.wantErr == nil) != (r.err == nil) {
+				t.Errorf("second caller got %q, %v; want %q, %v", r.d, r.err, tt.wantDigest, tt.wantErr)
+			}
+			if n := hashes.Load(); n != tt.wantHashes {
+				t.Errorf("%d hashes, want %d", n, tt.wantHashes)
+			}
+			if len(c.hashing) != 0 {
+				t.Errorf("%d hashes still registered as in progress", len(c.hashing))
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds, failing the test (naming what) after ten seconds.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
