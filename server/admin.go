@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -228,16 +227,9 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 		return nil, toStatus(err)
 	}
 	b := s.cfg.Store.Bundle()
-	out := &adminv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), Sequence: b.Sequence}
-	for _, c := range b.X509Authorities {
-		out.X509Authorities = append(out.X509Authorities, c.Raw)
-	}
-	for kid, k := range b.JWTAuthorities {
-		der, err := x509.MarshalPKIXPublicKey(k)
-		if err != nil {
-			return nil, toStatus(fmt.Errorf("bundle: JWT key %q: %w", kid, err))
-		}
-		out.JwtAuthorities = append(out.JwtAuthorities, &adminv1.JWTKey{KeyId: kid, PublicKey: der})
+	out, err := bundleToAdmin(s.cfg.TrustDomain, b)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	doc, err := ca.MarshalBundle(s.cfg.TrustDomain, b.X509Authorities, b.JWTAuthorities, b.Sequence, 5*time.Minute)
 	if err != nil {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,7 +111,9 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			if len(msgs) == 0 {
 				msgs = []*agentv1.SyncEntriesResponse{{Revision: rev}}
 			}
-			msgs[0].Bundle = bundleToAgent(s.cfg.TrustDomain, bundle)
+			if msgs[0].Bundle, err = bundleToAgent(s.cfg.TrustDomain, bundle); err != nil {
+				return toStatus(err)
+			}
 			sentBundle = bundle.Sequence
 		}
 		for _, m := range msgs {
@@ -197,21 +198,6 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()
-	}
-	return out
-}
-
-func bundleToAgent(td spiffeid.TrustDomain, b storage.Bundle) *agentv1.Bundle {
-	out := &agentv1.Bundle{TrustDomain: td.Name(), Sequence: b.Sequence}
-	for _, c := range b.X509Authorities {
-		out.X509Authorities = append(out.X509Authorities, c.Raw)
-	}
-	for kid, k := range b.JWTAuthorities {
-		der, err := x509.MarshalPKIXPublicKey(k)
-		if err != nil {
-			continue
-		}
-		out.JwtAuthorities = append(out.JwtAuthorities, &agentv1.JWTKey{KeyId: kid, PublicKey: der})
 	}
 	return out
 }

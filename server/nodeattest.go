@@ -116,6 +116,12 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	if a, err := s.cfg.Store.Agent(agentID.String()); err == nil && a.Banned {
 		return nil, toStatus(fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339)))
 	}
+	// The bundle is converted before anything is signed or the token consumed: a failure leaves the
+	// token usable.
+	bundle, err := bundleToAgent(s.cfg.TrustDomain, s.cfg.Store.Bundle())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	sels := []selector.Selector{
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
@@ -132,8 +138,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		return nil, toStatus(err)
 	}
 	s.log.Info("agent attested", "agent", agentID, "token", tok.ID, "owner", tok.Owner)
-	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw},
-		Bundle: bundleToAgent(s.cfg.TrustDomain, s.cfg.Store.Bundle())}, nil
+	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle}, nil
 }
 
 // RenewAgent issues a new SVID to an authenticated agent.
