@@ -213,7 +213,7 @@ func (s *Store) applyAgentBan(tx *bolt.Tx, c agentBanCmd) (any, func()) {
 
 // CreateJoinToken stores a join token (its secret hashed by the caller).
 func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, error) {
-	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t, Meta: newMeta(ctx, "")})
+	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return JoinToken{}, fmt.Errorf("storage: create join token: %w", err)
 	}
@@ -245,7 +245,7 @@ func (s *Store) RenewAgent(ctx context.Context, id, presented, serial string, ex
 
 // EvictAgent deletes an agent: its SVID stops being accepted at once and it must attest again.
 func (s *Store) EvictAgent(ctx context.Context, id string) (Agent, error) {
-	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id, Meta: newMeta(ctx, "")})
+	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: evict agent: %w", err)
 	}

@@ -46,8 +46,8 @@ type auditMeta struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-func newMeta(ctx context.Context, reason string) auditMeta {
-	return auditMeta{Actor: actorFrom(ctx), Time: time.Now().UTC(), Reason: reason}
+func (s *Store) newMeta(ctx context.Context, reason string) auditMeta {
+	return auditMeta{Actor: actorFrom(ctx), Time: s.cfg.Clock().UTC(), Reason: reason}
 }
 
 func (m auditMeta) record(action, object string) AuditRecord {
@@ -504,19 +504,10 @@ func (s *Store) EntryStats(id string) (EntryStats, error) {
 		st, err = decodeStatsValue(tx.Bucket(bucketEntryStats).Get([]byte(id)))
 		return err
 	})
-	return st.public(), err
-}
-
-// EntryDailyCounts returns the entry's issuance count for each of the last statsDays days up to and
-// including the day of until (oldest first).
-func (s *Store) EntryDailyCounts(id string, until time.Time) ([]uint64, error) {
-	var st entryStatsValue
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		st, err = decodeStatsValue(tx.Bucket(bucketEntryStats).Get([]byte(id)))
-		return err
-	})
-	return st.dailyUntil(dayOf(uint64(until.UnixNano()))), err
+	if err != nil {
+		return EntryStats{}, fmt.Errorf("storage: stats of entry %q: %w", id, err)
+	}
+	return st.public(), nil
 }
 
 func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
@@ -624,7 +615,7 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
 // state, and changes nothing: it refuses and selects exactly as the write does (it is the same code).
 // The revisions it shows are those the write would assign if nothing else is written first.
 func (s *Store) PlanOffboard(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
-	c := ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: newMeta(ctx, reason)}
+	c := ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason)}
 	var p offboardPlan
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
@@ -639,7 +630,7 @@ func (s *Store) PlanOffboard(ctx context.Context, owner, mode, to, reason string
 
 // UpdateEntry replaces an entry (validated by the caller) if its revision is still prevRevision.
 func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, reason string) (Entry, error) {
-	resp, err := s.applyJSON(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: newMeta(ctx, reason)})
+	resp, err := s.applyJSON(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: s.newMeta(ctx, reason)})
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: update entry: %w", err)
 	}
@@ -648,7 +639,7 @@ func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, r
 
 // SetEntryState disables, enables or approves an entry.
 func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (Entry, error) {
-	resp, err := s.applyJSON(ctx, cmdEntryState, entryStateCmd{ID: id, Action: action, Meta: newMeta(ctx, reason)})
+	resp, err := s.applyJSON(ctx, cmdEntryState, entryStateCmd{ID: id, Action: action, Meta: s.newMeta(ctx, reason)})
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: %s entry: %w", action, err)
 	}
@@ -658,7 +649,7 @@ func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (E
 // OffboardOwner reassigns (mode OffboardReassign, to) or disables (OffboardDisable) every entry and
 // unused join token of owner, and marks the owner offboarded, in one Raft write.
 func (s *Store) OffboardOwner(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
-	resp, err := s.applyJSON(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: newMeta(ctx, reason)})
+	resp, err := s.applyJSON(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason)})
 	if err != nil {
 		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
 	}
@@ -667,7 +658,7 @@ func (s *Store) OffboardOwner(ctx context.Context, owner, mode, to, reason strin
 
 // SignReview records an access review and disables the entries it decided to disable, in one write.
 func (s *Store) SignReview(ctx context.Context, r Review) (Review, error) {
-	resp, err := s.applyJSON(ctx, cmdReviewSign, reviewSignCmd{Review: r, Meta: newMeta(ctx, "")})
+	resp, err := s.applyJSON(ctx, cmdReviewSign, reviewSignCmd{Review: r, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return Review{}, fmt.Errorf("storage: sign review: %w", err)
 	}

@@ -170,15 +170,7 @@ func TestApprovalNeedsAnotherAdmin(t *testing.T) {
 
 func TestEntryUpdateConflictAndStats(t *testing.T) {
 	ctx := context.Background()
-	s := openTestStore(t, t.TempDir())
-	defer s.Close()
-	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, e := openStoreWithEntry(t)
 	upd := e
 	upd.Purpose = "changed"
 	if _, err := s.UpdateEntry(ctx, upd, e.Revision+5, "stale"); !errors.Is(err, ErrConflict) {
@@ -202,9 +194,12 @@ func TestEntryUpdateConflictAndStats(t *testing.T) {
 	if err != nil || st.Count != 5 || st.LastIssuedAt.IsZero() || len(st.Agents) != 2 {
 		t.Fatalf("stats: %+v %v", st, err)
 	}
-	days, err := s.EntryDailyCounts("e1", time.Now())
-	if err != nil || days[len(days)-1] != 5 {
-		t.Fatalf("daily counts: %v %v", days, err)
+	activity, err := s.Activity(time.Now())
+	if err != nil || activity["e1"] == nil {
+		t.Fatalf("activity: %v %v", activity, err)
+	}
+	if days := activity["e1"].Daily; days[len(days)-1] != 5 {
+		t.Fatalf("daily counts: %v", days)
 	}
 }
 

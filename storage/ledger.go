@@ -480,7 +480,7 @@ func (s *Store) LookupIssuance(id string) (Issuance, error) {
 			return fmt.Errorf("issuance %q: %w", id, errors.Join(ErrIssuanceNotFound, err))
 		}
 		if rec, err = decodeIssuance(raw); err != nil {
-			return err
+			return fmt.Errorf("issuance %q: %w", id, err)
 		}
 		rec.IssuedAt = time.Unix(0, int64(binary.BigEndian.Uint64(bk[:8]))).UTC()
 		return nil

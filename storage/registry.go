@@ -129,7 +129,7 @@ func (r *registry) wakeLocked() {
 
 func (r *registry) putEntryLocked(e *Entry) {
 	if old, ok := r.entries[e.ID]; ok {
-		delete(r.byParent[old.ParentID], old.ID)
+		r.unparentLocked(old)
 	}
 	r.entries[e.ID] = e
 	m := r.byParent[e.ParentID]
@@ -138,6 +138,15 @@ func (r *registry) putEntryLocked(e *Entry) {
 		r.byParent[e.ParentID] = m
 	}
 	m[e.ID] = e
+}
+
+// unparentLocked removes e from the by-parent index, and its parent's map once empty.
+func (r *registry) unparentLocked(e *Entry) {
+	m := r.byParent[e.ParentID]
+	delete(m, e.ID)
+	if len(m) == 0 {
+		delete(r.byParent, e.ParentID)
+	}
 }
 
 func (r *registry) recordChangeLocked(rev uint64, entryID string, parents ...string) {
@@ -173,10 +182,7 @@ func (r *registry) entryDelete(id string, rev uint64) {
 	var parents []string
 	if old, ok := r.entries[id]; ok {
 		parents = []string{old.ParentID}
-		delete(r.byParent[old.ParentID], id)
-		if len(r.byParent[old.ParentID]) == 0 {
-			delete(r.byParent, old.ParentID)
-		}
+		r.unparentLocked(old)
 		delete(r.entries, id)
 	}
 	r.recordChangeLocked(rev, id, parents...)

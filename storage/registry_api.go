@@ -38,11 +38,7 @@ func (s *Store) EnsureOwner(ctx context.Context, o Owner) (Owner, error) {
 }
 
 func (s *Store) createOwner(ctx context.Context, o Owner, ifMissing bool) (Owner, error) {
-	cmd, err := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing, Meta: newMeta(ctx, "")})
-	if err != nil {
-		return Owner{}, err
-	}
-	resp, err := s.apply(ctx, cmd)
+	resp, err := s.applyJSON(ctx, cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return Owner{}, fmt.Errorf("storage: create owner %q: %w", o.Name, err)
 	}
@@ -56,11 +52,7 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
 	if e.ID == "" {
 		return Entry{}, fmt.Errorf("storage: create entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 	}
-	cmd, err := encodeJSONCommand(cmdEntryCreate, entryCreateCmd{Entry: e, Meta: newMeta(ctx, "")})
-	if err != nil {
-		return Entry{}, err
-	}
-	resp, err := s.apply(ctx, cmd)
+	resp, err := s.applyJSON(ctx, cmdEntryCreate, entryCreateCmd{Entry: e, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: create entry: %w", err)
 	}
@@ -81,7 +73,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 			return nil, fmt.Errorf("storage: create entries: entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 		}
 	}
-	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: newMeta(ctx, "")})
+	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return nil, fmt.Errorf("storage: create %d entries: %w", len(es), err)
 	}
@@ -90,11 +82,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 
 // DeleteEntry removes an entry and returns what was removed. ErrEntryNotFound if there is none.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
-	cmd, err := encodeJSONCommand(cmdEntryDelete, entryDeleteCmd{ID: id, Meta: newMeta(ctx, "")})
-	if err != nil {
-		return Entry{}, err
-	}
-	resp, err := s.apply(ctx, cmd)
+	resp, err := s.applyJSON(ctx, cmdEntryDelete, entryDeleteCmd{ID: id, Meta: s.newMeta(ctx, "")})
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: delete entry: %w", err)
 	}
@@ -103,11 +91,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 
 // PutAuthority publishes a public trust anchor into the bundle. Publishing one already present is a no-op.
 func (s *Store) PutAuthority(ctx context.Context, a Authority) error {
-	cmd, err := encodeJSONCommand(cmdAuthorityPut, authorityPutCmd{Authority: a, Meta: newMeta(ctx, "")})
-	if err != nil {
-		return err
-	}
-	if _, err := s.apply(ctx, cmd); err != nil {
+	if _, err := s.applyJSON(ctx, cmdAuthorityPut, authorityPutCmd{Authority: a, Meta: s.newMeta(ctx, "")}); err != nil {
 		return fmt.Errorf("storage: publish %s authority %s: %w", a.Kind, a.ID, err)
 	}
 	return nil

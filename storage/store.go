@@ -39,7 +39,7 @@ type Config struct {
 	// HeartbeatTimeout and ElectionTimeout tune Raft's failure detection (default 1s each).
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
-	// Clock stamps ledger batches. Default: time.Now.
+	// Clock stamps ledger batches and the audit records of registry writes. Default: time.Now.
 	Clock func() time.Time
 	// SnapshotThreshold is how many log entries trigger a snapshot (default 8192); TrailingLogs how many
 	// are kept after it (default 10240); SnapshotInterval how often the threshold is checked (default 2m).
@@ -309,9 +309,6 @@ func (s *Store) closeRaftResources() {
 
 // NodeID returns this node's Raft server ID.
 func (s *Store) NodeID() string { return s.nodeID }
-
-// RaftAddr returns the address this node's Raft transport advertises.
-func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
 
 // IsLeader reports whether this node is currently the Raft leader.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }

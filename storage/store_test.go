@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,6 +60,22 @@ func testEntry(t testing.TB, id, spiffeID, owner string) Entry {
 	return Entry{ID: id, SPIFFEID: spiffeID, ParentID: "spiffe://example.org/agent", Owner: owner,
 		Purpose: "test", Selectors: []selector.Selector{mustSel(t, "unix:uid:1000")},
 		X509TTL: time.Hour, JWTTTL: time.Hour, CreatedAt: time.Now().UTC()}
+}
+
+// openStoreWithEntry opens a store holding owner alice and her entry e1 (testEntry), closed when the
+// test ends.
+func openStoreWithEntry(t *testing.T) (*Store, Entry) {
+	t.Helper()
+	s := openTestStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.CreateOwner(context.Background(), Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.CreateEntry(context.Background(), testEntry(t, "e1", "spiffe://example.org/a", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, e
 }
 
 func TestRegistryWritesAndConflicts(t *testing.T) {
@@ -528,15 +546,7 @@ func TestRestoreFailureKeepsAUsableState(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			s := openTestStore(t, dir)
-			defer s.Close()
-			if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/a", "alice")); err != nil {
-				t.Fatal(err)
-			}
+			s, _ := openStoreWithEntry(t)
 			snap := tc.snapshot(t, s)
 			if _, err := s.CreateEntry(ctx, testEntry(t, "e2", "spiffe://example.org/b", "alice")); err != nil {
 				t.Fatal(err)
@@ -545,7 +555,7 @@ func TestRestoreFailureKeepsAUsableState(t *testing.T) {
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("Restore: %v, want an error containing %q", err, tc.wantErr)
 			}
-			if _, err := os.Stat(filepath.Join(dir, stateFile+".restore")); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(s.cfg.Dir, stateFile+".restore")); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("restore left its temporary file: %v", err)
 			}
 			for _, id := range []string{"e1", "e2"} {
@@ -568,5 +578,60 @@ func TestRestoreFailureKeepsAUsableState(t *testing.T) {
 				t.Fatalf("Close after restore: %v", err)
 			}
 		})
+	}
+}
+
+func TestByParentIndexFollowsMoves(t *testing.T) {
+	ctx := context.Background()
+	s, e := openStoreWithEntry(t)
+	parents := func() []string {
+		s.reg.mu.RLock()
+		defer s.reg.mu.RUnlock()
+		return slices.Sorted(maps.Keys(s.reg.byParent))
+	}
+	from, to := e.ParentID, "spiffe://example.org/other-agent"
+	moved := e
+	moved.ParentID = to
+	if _, err := s.UpdateEntry(ctx, moved, e.Revision, "move"); err != nil {
+		t.Fatal(err)
+	}
+	if got := parents(); !slices.Equal(got, []string{to}) {
+		t.Fatalf("parents indexed after a move: %q, want only %q", got, to)
+	}
+	if len(s.EntriesByParent(from)) != 0 || len(s.EntriesByParent(to)) != 1 {
+		t.Fatalf("entries by parent after a move: %v / %v", s.EntriesByParent(from), s.EntriesByParent(to))
+	}
+	if _, err := s.DeleteEntry(ctx, "e1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := parents(); len(got) != 0 {
+		t.Fatalf("parents indexed after the delete: %q", got)
+	}
+}
+
+func TestLookupOfADamagedRecordNamesIt(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	if err := s.AppendLedger(ctx, []Issuance{issuance(7, "alice", "e1", time.Time{})}); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%032x", 7)
+	// Damage the record's bytes in place (its batch keeps its layout).
+	err := s.stateDB().Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLedger)
+		k, v := b.Cursor().First()
+		v = bytes.Clone(v)
+		for i := 4 + 4*2; i < len(v); i++ {
+			v[i] = 0xff
+		}
+		return b.Put(bytes.Clone(k), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.LookupIssuance(id)
+	if err == nil || !strings.Contains(err.Error(), id) {
+		t.Fatalf("lookup of a damaged record: %v, want an error naming %s", err, id)
 	}
 }
