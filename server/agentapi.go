@@ -37,7 +37,9 @@ type AgentServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	Logger  *slog.Logger
+	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // AgentService implements the agent API (proto/agentv1): entry sync, X.509 batch signing, JWT signing.
@@ -63,6 +65,9 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 		return nil, errors.New("server: agent service config: Authenticate is required")
 	case cfg.TrustDomain.IsZero():
 		return nil, errors.New("server: agent service config: TrustDomain is required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -98,7 +103,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 		}
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
-		parents := parentsOf(s.cfg.Store, s.serverID, caller, time.Now())
+		parents := parentsOf(s.cfg.Store, s.serverID, caller, s.cfg.Clock())
 		var msgs []*agentv1.SyncEntriesResponse
 		switch {
 		case !first && !slices.Equal(parents, lastParents):

@@ -91,7 +91,7 @@ const malformedLogEvery = 10 * time.Second
 // AttestAgent attests a node with a join token and issues its first agent SVID. The token is consumed
 // and the agent registered in the same Raft write that records the SVID in the ledger.
 func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgentRequest) (*agentv1.AttestAgentResponse, error) {
-	now := time.Now()
+	now := s.cfg.Clock()
 	id, secret, err := parseJoinToken(req.GetJoinToken())
 	if err != nil {
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
@@ -159,7 +159,7 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.cfg.Store.RenewAgent(ctx, a.ID, presented.SerialNumber.Text(16), rec.ID, cert.NotAfter, time.Now().UTC(), rec); err != nil {
+	if _, err := s.cfg.Store.RenewAgent(ctx, a.ID, presented.SerialNumber.Text(16), rec.ID, cert.NotAfter, s.cfg.Clock().UTC(), rec); err != nil {
 		return nil, toStatus(err)
 	}
 	return &agentv1.RenewAgentResponse{SvidChain: [][]byte{cert.Raw}}, nil

@@ -80,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
