@@ -11,7 +11,6 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/workloadapi"
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -61,7 +60,10 @@ func (f *jwtFixture) fetch(t *testing.T, audience []string, spiffeID string) []*
 		t.Fatalf("FetchJWTSVIDs(%v, %q): %v", audience, spiffeID, err)
 	}
 	ids, _ := f.a.Identities(uid1000(t))
-	bundle := jwtbundle.FromJWTAuthorities(testTD, ids.JWTAuthorities)
+	bundle := ids.JWTAuthorities
+	if bundle == nil {
+		t.Fatal("the agent serves no JWT bundle")
+	}
 	out := make([]*jwtsvid.SVID, 0, len(got))
 	for _, j := range got {
 		svid, err := jwtsvid.ParseAndValidate(j.Token, bundle, audience)

@@ -13,6 +13,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,9 +23,9 @@ import (
 type bundleState struct {
 	received       bool // false until the first bundle arrives
 	sequence       uint64
-	x509DER        []byte // concatenated DER of the X.509 authorities
-	jwks           []byte // JWK Set of the JWT authorities
-	jwtAuthorities map[string]crypto.PublicKey
+	x509DER        []byte            // concatenated DER of the X.509 authorities
+	jwks           []byte            // JWK Set of the JWT authorities
+	jwtAuthorities *jwtbundle.Bundle // the same, to validate tokens with
 }
 
 // Reconnect backoff bounds.
@@ -114,7 +115,8 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	if have {
 		return nil
 	}
-	st := bundleState{received: true, sequence: b.Sequence, jwtAuthorities: map[string]crypto.PublicKey{}}
+	st := bundleState{received: true, sequence: b.Sequence}
+	jwtKeys := make(map[string]crypto.PublicKey, len(b.JwtAuthorities))
 	roots := make([]*x509.Certificate, 0, len(b.X509Authorities)) // for OnBundle
 	for i, der := range b.X509Authorities {
 		c, err := x509.ParseCertificate(der)
@@ -129,13 +131,14 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 		if err != nil {
 			return fmt.Errorf("agent: bundle JWT authority %q: %w", k.KeyId, err)
 		}
-		st.jwtAuthorities[k.KeyId] = pub
+		jwtKeys[k.KeyId] = pub
 	}
-	jwks, err := ca.MarshalJWTBundle(st.jwtAuthorities)
+	jwks, err := ca.MarshalJWTBundle(jwtKeys)
 	if err != nil {
 		return fmt.Errorf("agent: bundle: %w", err)
 	}
 	st.jwks = jwks
+	st.jwtAuthorities = jwtbundle.FromJWTAuthorities(a.cfg.TrustDomain, jwtKeys)
 	a.mu.Lock()
 	a.bundle = st
 	a.notifyLocked()

@@ -95,8 +95,8 @@ func TestSyncAndMint(t *testing.T) {
 	if err != nil || len(gotRoots) != len(wantRoots) || !gotRoots[0].Equal(wantRoots[0]) {
 		t.Fatalf("X509Bundle: %d roots (%v), want the store's %d", len(gotRoots), err, len(wantRoots))
 	}
-	if _, ok := ids.JWTAuthorities[e.ca.JWTKeyID()]; !ok {
-		t.Fatalf("JWTAuthorities %v lacks the CA's key %s", ids.JWTAuthorities, e.ca.JWTKeyID())
+	if _, ok := ids.JWTAuthorities.FindJWTAuthority(e.ca.JWTKeyID()); !ok {
+		t.Fatalf("JWTAuthorities %v lacks the CA's key %s", ids.JWTAuthorities.JWTAuthorities(), e.ca.JWTKeyID())
 	}
 	jb, err := jwtbundle.Parse(testTD, ids.JWTBundle)
 	if err != nil || !jb.HasJWTAuthority(e.ca.JWTKeyID()) {
@@ -510,13 +510,17 @@ func TestBundlePush(t *testing.T) {
 		t.Fatalf("PutAuthority: %v", err)
 	}
 	ids := waitIdentities(t, a, nil, testDeadline, "the new JWT key", func(ids workloadapi.Identities) bool {
-		_, ok := ids.JWTAuthorities[kid]
+		if ids.JWTAuthorities == nil {
+			return false
+		}
+		_, ok := ids.JWTAuthorities.FindJWTAuthority(kid)
 		return ok
 	})
-	if pub, ok := ids.JWTAuthorities[kid].(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
-		t.Fatalf("JWT authority %s is %T, not the published key", kid, ids.JWTAuthorities[kid])
+	got, _ := ids.JWTAuthorities.FindJWTAuthority(kid)
+	if pub, ok := got.(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
+		t.Fatalf("JWT authority %s is %T, not the published key", kid, got)
 	}
-	if _, ok := ids.JWTAuthorities[e.ca.JWTKeyID()]; !ok {
+	if _, ok := ids.JWTAuthorities.FindJWTAuthority(e.ca.JWTKeyID()); !ok {
 		t.Fatal("the original JWT key was dropped")
 	}
 	if jb, err := jwtbundle.Parse(testTD, ids.JWTBundle); err != nil || !jb.HasJWTAuthority(kid) {

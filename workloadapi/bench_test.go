@@ -46,11 +46,18 @@ func serveAgent(tb testing.TB, entries int) (string, *testenv.Env) {
 	if err := a.WaitReady(readyCtx); err != nil {
 		tb.Fatal(err)
 	}
+	return serveSource(tb, a), env
+}
+
+// serveSource serves the Workload API from src on a new socket with the real Unix attestor until the
+// test ends, and returns the socket address.
+func serveSource(tb testing.TB, src workloadapi.Source) string {
+	tb.Helper()
 	att, err := unix.New(unix.Config{})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: a})
+	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: src})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -63,7 +70,7 @@ func serveAgent(tb testing.TB, entries int) (string, *testenv.Env) {
 	workload.RegisterSpiffeWorkloadAPIServer(g, h)
 	go g.Serve(lis)
 	tb.Cleanup(g.Stop)
-	return "unix://" + sock, env
+	return "unix://" + sock
 }
 
 // BenchmarkFetchX509SVID measures FetchX509SVID from the agent's cache as a go-spiffe client sees it:

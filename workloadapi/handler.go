@@ -10,13 +10,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/selector"
-	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -102,9 +100,10 @@ func joinSelectors(sels []selector.Selector) string {
 
 // watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
 // whenever its content changes; PermissionDenied once the caller has no identity (and none is being
-// minted). key identifies the content so unchanged states are not resent.
-func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, key func(Identities) string) error {
-	last := ""
+// minted). same reports whether two states would give the same response, so unchanged states are not
+// resent; it runs on every wake-up and should not allocate.
+func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, same func(last, cur Identities) bool) error {
+	var last Identities
 	first := true
 	for {
 		ids, changed := h.cfg.Source.Identities(sels)
@@ -114,11 +113,11 @@ func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func
 		case len(ids.SVIDs) == 0:
 			// Entries match but their SVIDs are being minted: wait for them rather than deny.
 		default:
-			if k := key(ids); first || k != last {
+			if first || !same(last, ids) {
 				if err := send(ids); err != nil {
 					return err
 				}
-				last, first = k, false
+				last, first = ids, false
 			}
 		}
 		select {
@@ -142,13 +141,13 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
 		}
 		return stream.Send(resp)
-	}, func(ids Identities) string {
-		k := fmt.Sprint(ids.BundleSequence)
-		for _, s := range ids.SVIDs {
-			k += "," + s.Serial
-		}
-		return k
-	})
+	}, sameSVIDs)
+}
+
+// sameSVIDs reports whether last and cur hold the same bundle and the same SVIDs, in the same order.
+func sameSVIDs(last, cur Identities) bool {
+	return last.BundleSequence == cur.BundleSequence &&
+		slices.EqualFunc(last.SVIDs, cur.SVIDs, func(a, b X509SVID) bool { return a.Serial == b.Serial })
 }
 
 // FetchX509Bundles streams the X.509 bundle to callers that have an identity.
@@ -160,7 +159,7 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream worklo
 	}
 	return h.watch(ctx, sels, func(ids Identities) error {
 		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}})
-	}, bundleKey)
+	}, sameBundle)
 }
 
 // FetchJWTBundles streams the JWT bundle (JWK Set) to callers that have an identity.
@@ -172,10 +171,11 @@ func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload
 	}
 	return h.watch(ctx, sels, func(ids Identities) error {
 		return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}})
-	}, bundleKey)
+	}, sameBundle)
 }
 
-func bundleKey(ids Identities) string { return fmt.Sprint(ids.BundleSequence) }
+// sameBundle reports whether last and cur hold the same bundle.
+func sameBundle(last, cur Identities) bool { return last.BundleSequence == cur.BundleSequence }
 
 // FetchJWTSVID mints (or returns cached) JWT-SVIDs for the requested audience.
 func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
@@ -243,8 +243,10 @@ func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 		return nil, err
 	}
 	ids, _ := h.cfg.Source.Identities(sels)
-	bundle := jwtbundle.FromJWTAuthorities(ids.TrustDomain, ids.JWTAuthorities)
-	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), bundle, []string{req.GetAudience()})
+	if ids.JWTAuthorities == nil {
+		return nil, status.Error(codes.Unavailable, "no JWT bundle yet: the agent has not received its trust bundle from the server")
+	}
+	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), ids.JWTAuthorities, []string{req.GetAudience()})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testenv"
@@ -122,6 +123,24 @@ func TestRequestValidation(t *testing.T) {
 				t.Fatalf("got %v, want InvalidArgument containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestValidateBeforeBundle checks that validating a JWT-SVID before the agent has received its trust
+// bundle is Unavailable (a client may retry), not a failed validation.
+func TestValidateBeforeBundle(t *testing.T) {
+	env := testenv.New(t)
+	// Never run: the agent has no bundle.
+	a, err := agent.New(agent.Config{Client: env.AgentClient(t, agentID), TrustDomain: testenv.TrustDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rawClient(t, serveSource(t, a))
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	_, err = c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "a", Svid: "x.y.z"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "no JWT bundle yet") {
+		t.Fatalf("ValidateJWTSVID before the bundle: %v, want Unavailable, no JWT bundle yet", err)
 	}
 }
 
@@ -246,6 +265,8 @@ func TestX509StreamPushesChanges(t *testing.T) {
 		t.Fatalf("first response: %v, %v; want 1 SVID", first, err)
 	}
 
+	// An entry for another uid wakes the stream but changes nothing this caller sees: nothing is sent.
+	env.Entries(t, agentID, "bench", "spiffe://example.org/other-uid", 1, "unix:uid:"+strconv.Itoa(os.Getuid()+1))
 	env.Entries(t, agentID, "bench", "spiffe://example.org/added", 1, "unix:uid:"+strconv.Itoa(os.Getuid()))
 	second, err := stream.Recv()
 	if err != nil {

@@ -2,9 +2,9 @@ package workloadapi
 
 import (
 	"context"
-	"crypto"
 
 	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -33,8 +33,10 @@ type Identities struct {
 	// X509Bundle is the trust domain's X.509 authorities, concatenated DER.
 	X509Bundle []byte
 	// JWTBundle is the trust domain's JWT authorities as a JWK Set (use "jwt-svid").
-	JWTBundle      []byte
-	JWTAuthorities map[string]crypto.PublicKey
+	JWTBundle []byte
+	// JWTAuthorities is the same JWT bundle, ready to validate tokens with; nil until the Source has
+	// one. It is built once per bundle change and shared: callers must not modify it.
+	JWTAuthorities *jwtbundle.Bundle
 	// BundleSequence changes whenever the bundle does.
 	BundleSequence uint64
 }
