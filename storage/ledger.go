@@ -259,41 +259,59 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 // ProposeLedger stamps recs with the issuance time (IssuedAt is set here, on every record: the moment
 // the leader commits the issuance) and proposes them to Raft as one command. Proposals enter the Raft log
 // in the order of the calls, with increasing times. Wait on the result before handing out any credential.
+// The proposal serves whoever waits for it, so it is not bound to a context: waiting for room in Raft's
+// queue is bounded by the default write timeout (see AppendLedger for a caller's context).
 func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
-	if len(recs) == 0 {
-		return &LedgerProposal{}
-	}
-	return s.proposeStamped(recs, func(batch []byte) ([]byte, error) {
-		return append([]byte{byte(cmdLedgerAppend)}, batch...), nil
-	})
+	return s.proposeStamped(context.Background(), recs, nil)
 }
 
-// proposeStamped stamps recs with the next ledger time and proposes the command build makes from their
-// wire form, holding the ledger lock so that log order and time order agree.
-func (s *Store) proposeStamped(recs []Issuance, build func(batch []byte) ([]byte, error)) *LedgerProposal {
+// proposeStamped stamps recs with the next ledger time and proposes them: as a ledger-append command
+// when build is nil, else as the command build makes from their wire form. The records are encoded
+// before the ledger lock is taken; under it, the time is stamped, the batch framed with it and the
+// command enqueued in Raft, so that log order and time order agree. Waiting for room in Raft's queue
+// ends with ctx's deadline.
+func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(batch []byte) ([]byte, error)) *LedgerProposal {
+	if len(recs) == 0 {
+		if build != nil {
+			return &LedgerProposal{err: fmt.Errorf("%w: a command carrying ledger records has none", ErrInvalid)}
+		}
+		return &LedgerProposal{} // nothing to propose; Wait returns nil
+	}
 	if s.closed.Load() {
 		return &LedgerProposal{err: ErrClosed, n: len(recs)}
 	}
-	s.ledgerMu.Lock()
-	defer s.ledgerMu.Unlock()
-	t := s.cfg.Clock().UTC()
-	if !t.After(s.lastLedgerTime) {
-		t = s.lastLedgerTime.Add(time.Nanosecond)
+	if err := ctx.Err(); err != nil {
+		return &LedgerProposal{err: err, n: len(recs)}
 	}
-	s.lastLedgerTime = t
+	u := encodeUnstampedBatch(recs)
+	p := &LedgerProposal{n: len(recs)}
+	t := func() time.Time {
+		s.ledgerMu.Lock()
+		defer s.ledgerMu.Unlock()
+		t := s.cfg.Clock().UTC()
+		if !t.After(s.lastLedgerTime) {
+			t = s.lastLedgerTime.Add(time.Nanosecond)
+		}
+		s.lastLedgerTime = t
+		var cmd []byte
+		if build == nil {
+			cmd = u.appendStamped([]byte{byte(cmdLedgerAppend)}, t)
+		} else if cmd, p.err = build(u.appendStamped(nil, t)); p.err != nil {
+			return t
+		}
+		p.f = s.raft.Apply(cmd, timeoutFrom(ctx))
+		return t
+	}()
 	for i := range recs {
 		recs[i].IssuedAt = t
 	}
-	cmd, err := build(encodeLedgerRecords(recs))
-	if err != nil {
-		return &LedgerProposal{err: err, n: len(recs)}
-	}
-	return &LedgerProposal{f: s.raft.Apply(cmd, 10*time.Second), n: len(recs)}
+	return p
 }
 
-// AppendLedger proposes recs and waits until they are committed (see ProposeLedger).
+// AppendLedger proposes recs and waits until they are committed (see ProposeLedger); ctx bounds both
+// the proposal and the wait.
 func (s *Store) AppendLedger(ctx context.Context, recs []Issuance) error {
-	return s.ProposeLedger(recs).Wait(ctx)
+	return s.proposeStamped(ctx, recs, nil).Wait(ctx)
 }
 
 // LedgerQuery selects issuance records. Filters combine with AND. Results are newest first.

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -51,8 +52,9 @@ func appendVarint(b []byte, n protowire.Number, v uint64) []byte {
 	return protowire.AppendVarint(b, v)
 }
 
-// encodeIssuance appends the wire form of rec to b.
-func encodeIssuance(b []byte, rec *Issuance) []byte {
+// encodeUnstamped appends the wire form of rec without its issued_at, which the leader adds when it
+// proposes the batch (a decoder reads fields in any order).
+func encodeUnstamped(b []byte, rec *Issuance) []byte {
 	b = appendString(b, fID, rec.ID)
 	b = appendVarint(b, fKind, uint64(rec.Kind))
 	b = appendString(b, fSPIFFEID, rec.SPIFFEID)
@@ -67,12 +69,15 @@ func encodeIssuance(b []byte, rec *Issuance) []byte {
 		b = protowire.AppendString(b, a)
 	}
 	b = appendString(b, fPublicKeySHA256, rec.PublicKeySHA256)
-	b = appendVarint(b, fIssuedAt, uint64(rec.IssuedAt.UnixNano()))
 	b = appendVarint(b, fExpiresAt, uint64(rec.ExpiresAt.UnixNano()))
 	b = appendString(b, fNode, rec.Node)
 	b = appendString(b, fAgent, rec.Agent)
 	b = appendString(b, fNodeAttestation, rec.NodeAttestation)
 	return b
+}
+
+func appendIssuedAt(b []byte, t time.Time) []byte {
+	return appendVarint(b, fIssuedAt, uint64(t.UnixNano()))
 }
 
 // walkRecord calls fn for each field of an encoded record: b holds a length-delimited field's bytes (an
@@ -141,14 +146,34 @@ func decodeIssuance(raw []byte) (Issuance, error) {
 	return rec, err
 }
 
-// encodeLedgerRecords returns the wire form of a ledger batch (the payload of a ledger-append command).
-func encodeLedgerRecords(recs []Issuance) []byte {
-	b := make([]byte, 0, 64+len(recs)*320)
-	var scratch []byte
+// unstampedBatch is a ledger batch encoded but for the issuance time: the costly part of encoding,
+// done before the ledger lock is taken.
+type unstampedBatch struct {
+	bodies []byte // each record's fields but issued_at, back to back
+	ends   []int  // where each record's bodies end
+}
+
+func encodeUnstampedBatch(recs []Issuance) unstampedBatch {
+	u := unstampedBatch{bodies: make([]byte, 0, len(recs)*320), ends: make([]int, len(recs))}
 	for i := range recs {
-		scratch = encodeIssuance(scratch[:0], &recs[i])
+		u.bodies = encodeUnstamped(u.bodies, &recs[i])
+		u.ends[i] = len(u.bodies)
+	}
+	return u
+}
+
+// appendStamped appends to b the wire form of the batch (the payload of a ledger-append command), each
+// record with issued_at t: one copy of the bytes.
+func (u *unstampedBatch) appendStamped(b []byte, t time.Time) []byte {
+	stamp := appendIssuedAt(nil, t)
+	b = slices.Grow(b, len(u.bodies)+len(u.ends)*(len(stamp)+4))
+	start := 0
+	for _, end := range u.ends {
+		body := u.bodies[start:end]
 		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendBytes(b, scratch)
+		b = protowire.AppendVarint(b, uint64(len(body)+len(stamp)))
+		b = append(append(b, body...), stamp...)
+		start = end
 	}
 	return b
 }

@@ -19,7 +19,7 @@ func (s *Store) applyJSON(ctx context.Context, t commandType, v any) (any, error
 // applyWithLedger proposes a JSON command that carries ledger records (stamped like any ledger batch)
 // and waits for its result.
 func (s *Store) applyWithLedger(ctx context.Context, t commandType, recs []Issuance, build func(ledger []byte) any) (any, error) {
-	p := s.proposeStamped(recs, func(batch []byte) ([]byte, error) { return encodeJSONCommand(t, build(batch)) })
+	p := s.proposeStamped(ctx, recs, func(batch []byte) ([]byte, error) { return encodeJSONCommand(t, build(batch)) })
 	p.op = t.String()
 	if err := p.Wait(ctx); err != nil {
 		return nil, err

@@ -635,3 +635,95 @@ func TestLookupOfADamagedRecordNamesIt(t *testing.T) {
 		t.Fatalf("lookup of a damaged record: %v, want an error naming %s", err, id)
 	}
 }
+
+func TestLedgerBatchWireForm(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 7, time.UTC)
+	// issuance sets ExpiresAt an hour after its time argument; IssuedAt is overwritten by the stamp.
+	full := issuance(1, "alice", "e1", at)
+	full.Kind, full.Audience, full.NodeAttestation = KindJWTSVID, []string{"a", "b"}, "join_token"
+	tests := []struct {
+		name string
+		recs []Issuance
+	}{
+		{"one record", []Issuance{issuance(0, "alice", "e1", at)}},
+		{"every field", []Issuance{full}},
+		{"only an ID and expiry", []Issuance{{ID: "x", ExpiresAt: at}}},
+		{"several", []Issuance{issuance(2, "alice", "e1", at), full, issuance(3, "bob", "e2", at)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := encodeUnstampedBatch(tc.recs)
+			payload := u.appendStamped([]byte{byte(cmdLedgerAppend)}, at)
+			if payload[0] != byte(cmdLedgerAppend) {
+				t.Fatalf("prefix lost: %x", payload[:1])
+			}
+			raws, err := splitLedgerBatch(payload[1:])
+			if err != nil || len(raws) != len(tc.recs) {
+				t.Fatalf("split: %d records, %v; want %d", len(raws), err, len(tc.recs))
+			}
+			for i, raw := range raws {
+				got, err := decodeIssuance(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := tc.recs[i]
+				want.IssuedAt = at
+				if g, w := mustJSON(&got), mustJSON(&want); !bytes.Equal(g, w) {
+					t.Fatalf("record %d:\n got %s\nwant %s", i, g, w)
+				}
+				f, err := scanIndexed(raw)
+				if err != nil || f.issuedAt != uint64(at.UnixNano()) || string(f.id) != want.ID {
+					t.Fatalf("record %d indexed fields: %+v %v", i, f, err)
+				}
+			}
+		})
+	}
+}
+
+// Concurrent proposals enter the log in the order of their stamps: the FSM never has to move a batch's
+// time (it would if a later stamp reached the log first), so each record keeps the time it was given.
+func TestConcurrentLedgerProposalsKeepTheirTimes(t *testing.T) {
+	ctx := context.Background()
+	stuck := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := openTestStoreClock(t, t.TempDir(), func() time.Time { return stuck })
+	defer s.Close()
+	const writers, each = 8, 20
+	recs := make([][]Issuance, writers*each)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				n := w*each + i
+				recs[n] = []Issuance{issuance(n, "alice", "e", time.Time{})}
+				if err := s.AppendLedger(ctx, recs[n]); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[time.Time]bool{}
+	for n, batch := range recs {
+		got, err := s.LookupIssuance(batch[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.IssuedAt.Equal(batch[0].IssuedAt) || seen[got.IssuedAt] {
+			t.Fatalf("record %d: stored at %s, stamped %s (or a time used twice)", n, got.IssuedAt, batch[0].IssuedAt)
+		}
+		seen[got.IssuedAt] = true
+	}
+}
+
+func TestAppendLedgerHonoursContext(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.AppendLedger(ctx, []Issuance{issuance(1, "alice", "e", time.Time{})}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AppendLedger with a cancelled context: %v, want context.Canceled", err)
+	}
+	if _, err := s.LookupIssuance(fmt.Sprintf("%032x", 1)); !errors.Is(err, ErrIssuanceNotFound) {
+		t.Fatalf("a proposal with a cancelled context was committed: %v", err)
+	}
+}
