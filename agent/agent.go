@@ -39,9 +39,29 @@ type Config struct {
 	// OnRevoked, if set, is called once when the server refuses this agent's identity (evicted, banned):
 	// the agent has already dropped every SVID it held and stopped syncing.
 	OnRevoked func(err error)
-	Clock     func() time.Time
-	Logger    *slog.Logger
+	// JWTMintRate is how many JWT-SVIDs per second the agent asks the server to mint for one caller uid
+	// (a token bucket holding up to JWTMintBurst); JWT-SVIDs served from the cache do not count. Past
+	// it, FetchJWTSVIDs refuses with workloadapi.ErrRateLimited. Default DefaultJWTMintRate.
+	JWTMintRate float64
+	// JWTMintBurst is how many mints one caller uid may have in a row. Default DefaultJWTMintBurst.
+	JWTMintBurst int
+	// JWTCacheSize bounds the JWT-SVIDs kept for reuse; the least recently used is evicted when it is
+	// reached. Default DefaultJWTCacheSize.
+	JWTCacheSize int
+	Clock        func() time.Time
+	Logger       *slog.Logger
 }
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultJWTMintRate allows a workload a new audience every few seconds for each of its identities
+	// and then some, while bounding what one uid can add to the issuance ledger.
+	DefaultJWTMintRate = 20
+	// DefaultJWTMintBurst covers a workload fetching tokens for many audiences at start.
+	DefaultJWTMintBurst = 50
+	// DefaultJWTCacheSize is the number of JWT-SVIDs the agent keeps for reuse.
+	DefaultJWTCacheSize = 10000
+)
 
 // Agent is a node agent's cache and its sync with the server.
 type Agent struct {
@@ -60,6 +80,7 @@ type Agent struct {
 
 	mintWake chan struct{}
 	jwts     *jwtCache
+	limiter  *mintLimiter
 	revoked  sync.Once
 
 	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
@@ -89,6 +110,23 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MintBatch <= 0 {
 		cfg.MintBatch = 500
 	}
+	switch {
+	case cfg.JWTMintRate < 0:
+		return nil, fmt.Errorf("agent: config: JWTMintRate %g is negative: want mints per second per uid, or 0 for the default %d", cfg.JWTMintRate, DefaultJWTMintRate)
+	case cfg.JWTMintBurst < 0:
+		return nil, fmt.Errorf("agent: config: JWTMintBurst %d is negative: want at least 1, or 0 for the default %d", cfg.JWTMintBurst, DefaultJWTMintBurst)
+	case cfg.JWTCacheSize < 0:
+		return nil, fmt.Errorf("agent: config: JWTCacheSize %d is negative: want at least 1, or 0 for the default %d", cfg.JWTCacheSize, DefaultJWTCacheSize)
+	}
+	if cfg.JWTMintRate == 0 {
+		cfg.JWTMintRate = DefaultJWTMintRate
+	}
+	if cfg.JWTMintBurst == 0 {
+		cfg.JWTMintBurst = DefaultJWTMintBurst
+	}
+	if cfg.JWTCacheSize == 0 {
+		cfg.JWTCacheSize = DefaultJWTCacheSize
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -102,7 +140,8 @@ func New(cfg Config) (*Agent, error) {
 		index:    map[selector.Selector][]*entryState{},
 		changed:  make(chan struct{}),
 		mintWake: make(chan struct{}, 1),
-		jwts:     newJWTCache(),
+		jwts:     newJWTCache(cfg.JWTCacheSize),
+		limiter:  newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
 		wanted:   map[string]bool{},
 	}, nil
 }

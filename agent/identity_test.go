@@ -468,7 +468,7 @@ func TestDialAndRenewal(t *testing.T) {
 		t.Fatalf("over mTLS the agent got %v, want only its own entry", got)
 	}
 	checkSVID(t, ids, ids.SVIDs[0])
-	jwts, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud"}, "")
+	jwts, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"aud"}})
 	if err != nil || len(jwts) != 1 || jwts[0].SPIFFEID != "spiffe://example.org/web" {
 		t.Fatalf("JWT-SVIDs over mTLS: %v, %v", jwts, err)
 	}

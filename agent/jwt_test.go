@@ -33,7 +33,10 @@ const (
 	uniqueJWT = "spiffe://example.org/unique"
 )
 
-func newJWTFixture(t *testing.T) *jwtFixture {
+func newJWTFixture(t *testing.T) *jwtFixture { return newJWTFixtureWith(t, nil) }
+
+// newJWTFixtureWith is newJWTFixture with mod applied to the agent's config.
+func newJWTFixtureWith(t *testing.T, mod func(*agent.Config)) *jwtFixture {
 	t.Helper()
 	f := &jwtFixture{e: newBufconnEnv(t), clock: &offsetClock{}}
 	f.e.setHook(func(_ context.Context, method string) error {
@@ -46,7 +49,12 @@ func newJWTFixture(t *testing.T) *jwtFixture {
 	// Straight into the store: the admin API drops jwt_unique (see TestJWTUniqueThroughAdminAPI).
 	f.e.storeEntry(t, entrySpec{spiffeID: uniqueJWT, jwtTTL: 10 * time.Minute, jwtUnique: true})
 	f.e.entry(t, entrySpec{spiffeID: "spiffe://example.org/other-uid", selectors: []string{"unix:uid:2000"}})
-	f.a, _ = startAgent(t, f.e.client(), f.clock.config())
+	f.a, _ = startAgent(t, f.e.client(), func(c *agent.Config) {
+		f.clock.config()(c)
+		if mod != nil {
+			mod(c)
+		}
+	})
 	waitReady(t, f.a)
 	return f
 }
@@ -55,7 +63,7 @@ func newJWTFixture(t *testing.T) *jwtFixture {
 // serves, for every audience asked for.
 func (f *jwtFixture) fetch(t *testing.T, audience []string, spiffeID string) []*jwtsvid.SVID {
 	t.Helper()
-	got, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), audience, spiffeID)
+	got, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: audience, SPIFFEID: spiffeID})
 	if err != nil {
 		t.Fatalf("FetchJWTSVIDs(%v, %q): %v", audience, spiffeID, err)
 	}
@@ -164,7 +172,7 @@ func TestFetchJWTSVIDs(t *testing.T) {
 			{"spiffe://example.org/other-uid", nil}, // exists, but not this caller's
 			{"spiffe://example.org/nope", nil},
 		} {
-			res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud-f"}, tc.filter)
+			res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"aud-f"}, SPIFFEID: tc.filter})
 			if err != nil {
 				t.Fatalf("filter %s: %v", tc.filter, err)
 			}
@@ -180,7 +188,7 @@ func TestFetchJWTSVIDs(t *testing.T) {
 
 	t.Run("no entries", func(t *testing.T) {
 		for _, caller := range [][]selector.Selector{nil, sels(t, "unix:uid:9"), sels(t, "unix:gid:1000")} {
-			res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), caller, []string{"aud"}, "")
+			res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: caller, Audience: []string{"aud"}})
 			if err != nil || len(res) != 0 {
 				t.Fatalf("caller %v: %d JWT-SVIDs, %v; want none and no error", caller, len(res), err)
 			}
@@ -188,7 +196,7 @@ func TestFetchJWTSVIDs(t *testing.T) {
 	})
 
 	t.Run("invalid audience", func(t *testing.T) {
-		_, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), nil, cachedJWT)
+		_, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), SPIFFEID: cachedJWT})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("no audience: %v, want InvalidArgument from the server", err)
 		}
@@ -208,7 +216,7 @@ func TestJWTCacheHalfLife(t *testing.T) {
 		t.Fatal("token replaced before half its life")
 	}
 	f.clock.set(time.Until(halfLife))
-	second, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud"}, cachedJWT)
+	second, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"aud"}, SPIFFEID: cachedJWT})
 	if err != nil || len(second) != 1 {
 		t.Fatalf("FetchJWTSVIDs at half life: %d, %v", len(second), err)
 	}
@@ -229,7 +237,7 @@ func TestJWTDeletedEntry(t *testing.T) {
 		_, ok := findSVID(ids, cachedJWT)
 		return !ok
 	})
-	res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud"}, cachedJWT)
+	res, err := f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"aud"}, SPIFFEID: cachedJWT})
 	if err != nil || len(res) != 0 {
 		t.Fatalf("after delete: %d JWT-SVIDs, %v; want none", len(res), err)
 	}
@@ -270,7 +278,7 @@ func TestJWTUniqueThroughAdminAPI(t *testing.T) {
 	waitReady(t, a)
 	seen := map[string]bool{}
 	for range 2 {
-		res, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), uid1000(t), []string{"aud"}, "")
+		res, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"aud"}})
 		if err != nil || len(res) != 1 {
 			t.Fatalf("FetchJWTSVIDs: %d, %v", len(res), err)
 		}

@@ -29,11 +29,30 @@ const agentID = "spiffe://example.org/signet/agent/bench"
 // with the real Unix attestor, with `entries` entries for this process's uid. It returns the socket
 // address and the server, to change entries behind the agent.
 func serveAgent(tb testing.TB, entries int) (string, *testenv.Env) {
+	return serveAgentWith(tb, entries, serveOpts{})
+}
+
+// serveOpts adjusts serveAgentWith.
+type serveOpts struct {
+	// agent adjusts the agent's configuration.
+	agent func(*agent.Config)
+	// attestor adjusts the Unix attestor's configuration.
+	attestor func(*unix.Config)
+	// open puts the socket where every uid can connect (a child process that drops root uses it).
+	open bool
+}
+
+// serveAgentWith is serveAgent adjusted by o.
+func serveAgentWith(tb testing.TB, entries int, o serveOpts) (string, *testenv.Env) {
 	tb.Helper()
 	env := testenv.New(tb)
 	env.Owner(tb, "bench")
 	env.Entries(tb, agentID, "bench", "spiffe://example.org/workload", entries, "unix:uid:"+strconv.Itoa(os.Getuid()))
-	a, err := agent.New(agent.Config{Client: env.AgentClient(tb, agentID), TrustDomain: testenv.TrustDomain})
+	cfg := agent.Config{Client: env.AgentClient(tb, agentID), TrustDomain: testenv.TrustDomain}
+	if o.agent != nil {
+		o.agent(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -46,14 +65,22 @@ func serveAgent(tb testing.TB, entries int) (string, *testenv.Env) {
 	if err := a.WaitReady(readyCtx); err != nil {
 		tb.Fatal(err)
 	}
-	return serveSource(tb, a), env
+	return serveSourceWith(tb, a, o), env
 }
 
 // serveSource serves the Workload API from src on a new socket with the real Unix attestor until the
 // test ends, and returns the socket address.
 func serveSource(tb testing.TB, src workloadapi.Source) string {
+	return serveSourceWith(tb, src, serveOpts{})
+}
+
+func serveSourceWith(tb testing.TB, src workloadapi.Source, o serveOpts) string {
 	tb.Helper()
-	att, err := unix.New(unix.Config{})
+	var attCfg unix.Config
+	if o.attestor != nil {
+		o.attestor(&attCfg)
+	}
+	att, err := unix.New(attCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -61,8 +88,20 @@ func serveSource(tb testing.TB, src workloadapi.Source) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sock := filepath.Join(tb.TempDir(), "agent.sock")
-	lis, err := uds.Listen(sock, 0o700, 0o600)
+	dir, dirMode, sockMode := tb.TempDir(), os.FileMode(0o700), os.FileMode(0o600)
+	if o.open {
+		// t.TempDir's parents are 0700: make one under the system's temp directory instead.
+		if dir, err = os.MkdirTemp("", "signet-wl-"); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		dirMode, sockMode = 0o755, 0o666
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	lis, err := uds.Listen(sock, dirMode, sockMode)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,11 +24,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Bounds on request fields.
+// Bounds on request fields. Audiences are copied into every JWT-SVID minted and into its issuance
+// record, so they are bounded in number, per value and in total.
 const (
-	maxAudiences   = 16
-	maxAudienceLen = 1024
-	maxTokenLen    = 64 << 10
+	MaxAudiences       = 16
+	MaxAudienceLen     = 256
+	MaxAudienceTotal   = 1024
+	maxTokenLen        = 64 << 10
+	rateLimitConfigKey = "jwt_mint_rate and jwt_mint_burst in the agent configuration"
 )
 
 // Config configures the Workload API handler.
@@ -191,14 +194,23 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	if err != nil {
 		return nil, err
 	}
-	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, sels, req.GetAudience(), req.GetSpiffeId())
-	if err != nil {
+	peer, _ := peercred.FromContext(ctx) // attest succeeded: present
+	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: peer.UID, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
+	switch {
+	case err != nil && errors.Is(err, ErrRateLimited):
+		h.log.Warn("JWT-SVID mint refused: caller's rate limit reached", "pid", peer.PID, "uid", peer.UID, "served", len(svids), "error", err)
+		if len(svids) == 0 {
+			return nil, status.Errorf(codes.ResourceExhausted, "fetch JWT-SVID: %v (tokens already cached are still served; the limit is set by %s)", err, rateLimitConfigKey)
+		}
+	case err != nil && len(svids) == 0:
 		h.log.Error("JWT-SVID fetch failed", "error", err)
 		code := codes.Unavailable // the server is unreachable or failing: the client may retry
 		if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.InvalidArgument) {
 			code = s.Code()
 		}
 		return nil, status.Errorf(code, "fetch JWT-SVID: %v", err)
+	case err != nil:
+		h.log.Warn("JWT-SVID fetch served from the cache only; other identities left out", "served", len(svids), "error", err)
 	}
 	if len(svids) == 0 {
 		if req.GetSpiffeId() != "" {
@@ -217,11 +229,18 @@ func validateAudience(aud []string) error {
 	if len(aud) == 0 {
 		return status.Error(codes.InvalidArgument, "audience is required: name the service the token is for")
 	}
-	if len(aud) > maxAudiences {
-		return status.Errorf(codes.InvalidArgument, "audience: at most %d values", maxAudiences)
+	if len(aud) > MaxAudiences {
+		return status.Errorf(codes.InvalidArgument, "audience: %d values, at most %d allowed", len(aud), MaxAudiences)
 	}
-	if slices.ContainsFunc(aud, func(a string) bool { return a == "" || len(a) > maxAudienceLen }) {
-		return status.Errorf(codes.InvalidArgument, "audience: each value must be 1 to %d bytes", maxAudienceLen)
+	total := 0
+	for _, a := range aud {
+		if a == "" || len(a) > MaxAudienceLen {
+			return status.Errorf(codes.InvalidArgument, "audience: each value must be 1 to %d bytes (one has %d)", MaxAudienceLen, len(a))
+		}
+		total += len(a)
+	}
+	if total > MaxAudienceTotal {
+		return status.Errorf(codes.InvalidArgument, "audience: %d bytes in all, at most %d allowed", total, MaxAudienceTotal)
 	}
 	return nil
 }
@@ -235,7 +254,7 @@ func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 	if req.GetSvid() == "" {
 		return nil, status.Error(codes.InvalidArgument, "svid is required")
 	}
-	if len(req.GetSvid()) > maxTokenLen || len(req.GetAudience()) > maxAudienceLen {
+	if len(req.GetSvid()) > maxTokenLen || len(req.GetAudience()) > MaxAudienceLen {
 		return nil, status.Error(codes.InvalidArgument, "svid or audience too large")
 	}
 	sels, err := h.attest(ctx)

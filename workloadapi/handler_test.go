@@ -87,15 +87,19 @@ func TestRequestValidation(t *testing.T) {
 		{"JWT with 17 audiences", func() error {
 			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: many})
 			return err
-		}, "at most 16"},
+		}, "at most 16 allowed"},
 		{"JWT with an empty audience value", func() error {
 			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a", ""}})
 			return err
 		}, "each value must be 1 to"},
 		{"JWT with an oversized audience", func() error {
-			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{strings.Repeat("a", 1025)}})
+			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{strings.Repeat("a", 257)}})
 			return err
 		}, "each value must be 1 to"},
+		{"JWT with too many audience bytes", func() error {
+			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{strings.Repeat("a", 256), strings.Repeat("b", 256), strings.Repeat("c", 256), strings.Repeat("d", 256), "e"}})
+			return err
+		}, "1025 bytes in all, at most 1024"},
 		{"JWT for a malformed SPIFFE ID", func() error {
 			_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: "https://example.org/x"})
 			return err

@@ -2,6 +2,7 @@ package workloadapi
 
 import (
 	"context"
+	"errors"
 
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -19,9 +20,25 @@ type Source interface {
 	// Identities returns what a caller with these selectors is entitled to now, and a channel that is
 	// closed when that may have changed.
 	Identities(selectors []selector.Selector) (Identities, <-chan struct{})
-	// FetchJWTSVIDs returns a JWT-SVID for audience for each identity of the caller (or only spiffeID,
-	// if set). No identity is an empty result, not an error.
-	FetchJWTSVIDs(ctx context.Context, selectors []selector.Selector, audience []string, spiffeID string) ([]JWTSVID, error)
+	// FetchJWTSVIDs returns a JWT-SVID for req.Audience for each identity of the caller (or only
+	// req.SPIFFEID, if set). No identity is an empty result, not an error. When only some identities
+	// can be served, it returns those with a non-nil error saying why the others could not; an error
+	// wraps ErrRateLimited when the caller's limit refused a mint.
+	FetchJWTSVIDs(ctx context.Context, req JWTRequest) ([]JWTSVID, error)
+}
+
+// ErrRateLimited is returned (wrapped, naming the limit) by a Source that refused to mint for a caller
+// who has used up its rate limit. The handler answers ResourceExhausted when nothing could be served.
+var ErrRateLimited = errors.New("rate limit reached")
+
+// JWTRequest is one FetchJWTSVID call, attested.
+type JWTRequest struct {
+	// UID is the caller's uid from its peer credentials: the unit rate limits are kept per.
+	UID       uint32
+	Selectors []selector.Selector
+	Audience  []string
+	// SPIFFEID, if set, asks for that identity only.
+	SPIFFEID string
 }
 
 // Identities is a caller's view of the cache, ready to be put on the wire.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
@@ -60,6 +61,11 @@ type agentFileConfig struct {
 	TrustBundlePath   string `yaml:"trust_bundle_path"`
 	InsecureBootstrap bool   `yaml:"insecure_bootstrap"`
 	LogLevel          string `yaml:"log_level"`
+	// JWTMintRate and JWTMintBurst limit the JWT-SVIDs minted per caller uid (agent.Config).
+	JWTMintRate  float64 `yaml:"jwt_mint_rate"`
+	JWTMintBurst int     `yaml:"jwt_mint_burst"`
+	// JWTCacheSize bounds the JWT-SVIDs the agent keeps for reuse.
+	JWTCacheSize int `yaml:"jwt_cache_size"`
 }
 
 // maxConfigSize bounds configuration files.
@@ -410,5 +416,38 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 	if err := checkLogLevel(path, c.LogLevel); err != nil {
 		return c, td, 0, err
 	}
+	if err := checkAgentLimits(path, &c); err != nil {
+		return c, td, 0, err
+	}
 	return c, td, os.FileMode(mode), nil
+}
+
+// Bounds of the agent's Workload API limits.
+const (
+	maxJWTMintRate  = 10000
+	maxJWTMintBurst = 100000
+	maxJWTCacheSize = 1000000
+)
+
+// checkAgentLimits fills and checks the agent's Workload API limits.
+func checkAgentLimits(path string, c *agentFileConfig) error {
+	if c.JWTMintRate == 0 {
+		c.JWTMintRate = agent.DefaultJWTMintRate
+	}
+	if !(c.JWTMintRate > 0 && c.JWTMintRate <= maxJWTMintRate) {
+		return configError(path, "jwt_mint_rate", "%g: want JWT-SVIDs minted per second per caller uid, more than 0 and at most %d (e.g. 0.5, 20)", c.JWTMintRate, maxJWTMintRate)
+	}
+	if c.JWTMintBurst == 0 {
+		c.JWTMintBurst = agent.DefaultJWTMintBurst
+	}
+	if c.JWTMintBurst < 1 || c.JWTMintBurst > maxJWTMintBurst {
+		return configError(path, "jwt_mint_burst", "%d: want between 1 and %d", c.JWTMintBurst, maxJWTMintBurst)
+	}
+	if c.JWTCacheSize == 0 {
+		c.JWTCacheSize = agent.DefaultJWTCacheSize
+	}
+	if c.JWTCacheSize < 1 || c.JWTCacheSize > maxJWTCacheSize {
+		return configError(path, "jwt_cache_size", "%d: want between 1 and %d", c.JWTCacheSize, maxJWTCacheSize)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/agent"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -95,6 +96,9 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-socket-mode-decimal.yaml", kind: "agent", key: "socket_mode", want: []string{`"438"`}},
 		{file: "agent-socket-mode-0o-prefix.yaml", kind: "agent", key: "socket_mode", want: []string{`"0o666"`}},
 		{file: "agent-socket-mode-too-large.yaml", kind: "agent", key: "socket_mode", want: []string{`"01777"`}},
+		{file: "agent-jwt-mint-rate-negative.yaml", kind: "agent", key: "jwt_mint_rate", want: []string{"-1", "more than 0"}},
+		{file: "agent-jwt-mint-burst-too-large.yaml", kind: "agent", key: "jwt_mint_burst", want: []string{"100001", "between 1 and 100000"}},
+		{file: "agent-jwt-cache-size-negative.yaml", kind: "agent", key: "jwt_cache_size", want: []string{"-5", "between 1 and 1000000"}},
 		// host:port keys.
 		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
 		{file: "agent-server-address-ipv6-unbracketed.yaml", kind: "agent", key: "server_address", want: []string{`"::1:8081"`, "[::1]:8081"}},
@@ -297,6 +301,9 @@ func TestConfigAgentDefaults(t *testing.T) {
 	cfgEq(t, "trust_bundle_path", c.TrustBundlePath, "")
 	cfgEq(t, "insecure_bootstrap", c.InsecureBootstrap, false)
 	cfgEq(t, "log_level", c.LogLevel, "info")
+	cfgEq(t, "jwt_mint_rate", c.JWTMintRate, float64(agent.DefaultJWTMintRate))
+	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, agent.DefaultJWTMintBurst)
+	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, agent.DefaultJWTCacheSize)
 }
 
 func TestConfigAgentValuesKept(t *testing.T) {
@@ -313,6 +320,9 @@ func TestConfigAgentValuesKept(t *testing.T) {
 	cfgEq(t, "trust_bundle_path", c.TrustBundlePath, "/etc/signet/bundle.pem")
 	cfgEq(t, "insecure_bootstrap", c.InsecureBootstrap, false)
 	cfgEq(t, "log_level", c.LogLevel, "warn")
+	cfgEq(t, "jwt_mint_rate", c.JWTMintRate, 2.5)
+	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, 7)
+	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, 300)
 
 	// An unquoted 0600 is read as the string "0600", so quoting the mode is optional.
 	_, _, mode, err = loadAgentConfig(filepath.Join(configTestdata, "agent-socket-mode-unquoted.yaml"))

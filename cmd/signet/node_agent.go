@@ -33,7 +33,10 @@ type agentNodeConfig struct {
 	// OnBundle and OnRevoked are passed to the agent (see agent.Config).
 	OnBundle  func(roots []*x509.Certificate)
 	OnRevoked func(err error)
-	Logger    *slog.Logger
+	// Limits is the agent's Workload API limits (JWTMintRate, JWTMintBurst, JWTCacheSize); zero fields
+	// take the agent's defaults.
+	Limits agent.Config
+	Logger *slog.Logger
 }
 
 // agentNode is a running agent: cache and sync, and the Workload API on its socket.
@@ -47,7 +50,8 @@ type agentNode struct {
 
 func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error) {
 	a, err := agent.New(agent.Config{Client: cfg.Client, TrustDomain: cfg.TrustDomain, Logger: cfg.Logger,
-		OnBundle: cfg.OnBundle, OnRevoked: cfg.OnRevoked})
+		OnBundle: cfg.OnBundle, OnRevoked: cfg.OnRevoked,
+		JWTMintRate: cfg.Limits.JWTMintRate, JWTMintBurst: cfg.Limits.JWTMintBurst, JWTCacheSize: cfg.Limits.JWTCacheSize})
 	if err != nil {
 		return nil, err
 	}

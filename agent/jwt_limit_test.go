@@ -1,0 +1,122 @@
+package agent_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/workloadapi"
+)
+
+// otherUID is the caller the fixture's "other-uid" entry is for.
+const otherUID = "spiffe://example.org/other-uid"
+
+func (f *jwtFixture) request(t *testing.T, uid uint32, aud, spiffeID string) ([]workloadapi.JWTSVID, error) {
+	t.Helper()
+	return f.a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{
+		UID: uid, Selectors: sels(t, fmt.Sprintf("unix:uid:%d", uid)), Audience: []string{aud}, SPIFFEID: spiffeID})
+}
+
+// TestJWTMintRateLimit: each JWT-SVID minted for a caller uid takes a token from that uid's bucket.
+// Past the burst the agent refuses to mint (ErrRateLimited, no server call) while still serving what
+// it has cached, and other uids are served; the bucket refills with time.
+func TestJWTMintRateLimit(t *testing.T) {
+	t.Parallel()
+	f := newJWTFixtureWith(t, func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst = 0.01, 3 })
+	for i := range 3 {
+		if _, err := f.request(t, 1000, fmt.Sprintf("aud-%d", i), cachedJWT); err != nil {
+			t.Fatalf("mint %d within the burst: %v", i, err)
+		}
+	}
+	calls := f.jwtCalls.Load()
+	res, err := f.request(t, 1000, "aud-3", cachedJWT)
+	if !errors.Is(err, workloadapi.ErrRateLimited) || len(res) != 0 {
+		t.Fatalf("mint past the burst: %d JWT-SVIDs, %v; want none and ErrRateLimited", len(res), err)
+	}
+	if !strings.Contains(err.Error(), "uid 1000") || !strings.Contains(err.Error(), "burst 3") {
+		t.Fatalf("error %q does not name the caller and the limit", err)
+	}
+	if n := f.jwtCalls.Load(); n != calls {
+		t.Fatalf("%d signing calls for a refused mint", n-calls)
+	}
+	// A cached token costs nothing; without a spiffe_id the cached identity is served and the one that
+	// needs minting is left out.
+	if res, err := f.request(t, 1000, "aud-0", cachedJWT); err != nil || len(res) != 1 {
+		t.Fatalf("cached token past the limit: %d, %v", len(res), err)
+	}
+	res, err = f.request(t, 1000, "aud-0", "")
+	if !errors.Is(err, workloadapi.ErrRateLimited) || len(res) != 1 || res[0].SPIFFEID != cachedJWT {
+		t.Fatalf("cached and unique identities past the limit: %v, %v; want the cached one and ErrRateLimited", res, err)
+	}
+	// Another uid has its own bucket.
+	if res, err := f.request(t, 2000, "aud-x", otherUID); err != nil || len(res) != 1 {
+		t.Fatalf("another uid: %d, %v", len(res), err)
+	}
+	// 100 s at 0.01 per second gives one token back.
+	f.clock.set(100 * time.Second)
+	if _, err := f.request(t, 1000, "aud-4", cachedJWT); err != nil {
+		t.Fatalf("after the bucket refilled: %v", err)
+	}
+	if _, err := f.request(t, 1000, "aud-5", cachedJWT); !errors.Is(err, workloadapi.ErrRateLimited) {
+		t.Fatalf("second mint after one token came back: %v, want ErrRateLimited", err)
+	}
+}
+
+// TestJWTCacheEvictsLeastRecentlyUsed: a full JWT cache evicts the least recently used token, so one
+// workload cycling through audiences evicts its own old tokens, not the token another workload keeps
+// using.
+func TestJWTCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
+	const size = 8
+	f := newJWTFixtureWith(t, func(c *agent.Config) { c.JWTCacheSize = size })
+	mustToken := func(uid uint32, aud, id string) string {
+		t.Helper()
+		res, err := f.request(t, uid, aud, id)
+		if err != nil || len(res) != 1 {
+			t.Fatalf("uid %d, audience %s: %d JWT-SVIDs, %v", uid, aud, len(res), err)
+		}
+		return res[0].Token
+	}
+	victim := mustToken(2000, "billing", otherUID)
+	for i := range size - 1 { // the cache is now full
+		mustToken(1000, fmt.Sprintf("flood-%d", i), cachedJWT)
+	}
+	if got := mustToken(2000, "billing", otherUID); got != victim {
+		t.Fatal("the other workload's token was not served from the full cache")
+	}
+	for i := size - 1; i < 2*size-2; i++ { // evicts every flood token above, and only those
+		mustToken(1000, fmt.Sprintf("flood-%d", i), cachedJWT)
+	}
+	calls := f.jwtCalls.Load()
+	if got := mustToken(2000, "billing", otherUID); got != victim || f.jwtCalls.Load() != calls {
+		t.Fatal("the flood evicted the other workload's recently used token")
+	}
+	mustToken(1000, "flood-0", cachedJWT)
+	if f.jwtCalls.Load() != calls+1 {
+		t.Fatal("the flood's oldest token was not the one evicted")
+	}
+}
+
+func TestNewValidatesJWTLimits(t *testing.T) {
+	e := newBufconnEnv(t)
+	for _, tc := range []struct {
+		name string
+		mod  func(*agent.Config)
+		want string
+	}{
+		{"negative rate", func(c *agent.Config) { c.JWTMintRate = -1 }, "JWTMintRate"},
+		{"negative burst", func(c *agent.Config) { c.JWTMintBurst = -1 }, "JWTMintBurst"},
+		{"negative cache size", func(c *agent.Config) { c.JWTCacheSize = -1 }, "JWTCacheSize"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := agent.Config{Client: e.client(), TrustDomain: testTD}
+			tc.mod(&cfg)
+			if _, err := agent.New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,70 @@
+package workloadapi_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/workloadapi"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestJWTAudienceFloodLimited replays the review's abuse: one uid with one ordinary entry asks for
+// JWT-SVIDs with 16 fresh audiences at a time, from 4 concurrent loops. Past its burst every mint is
+// refused with ResourceExhausted naming the limit and its configuration keys, while a caller with
+// another uid (a child process that dropped root) is still served.
+func TestJWTAudienceFloodLimited(t *testing.T) {
+	const burst = 5
+	addr, env := serveAgentWith(t, 1, serveOpts{open: true, agent: func(c *agent.Config) {
+		c.JWTMintRate, c.JWTMintBurst = 0.001, burst
+	}})
+	env.Entries(t, agentID, "bench", "spiffe://example.org/nobody", 1, fmt.Sprintf("unix:uid:%d", nobody))
+	c := rawClient(t, addr)
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 60*time.Second)
+	defer cancel()
+
+	var mu sync.Mutex
+	codesSeen := map[codes.Code]int{}
+	var limitMsg string
+	var wg sync.WaitGroup
+	for loop := range 4 {
+		wg.Go(func() {
+			for call := range 10 {
+				aud := make([]string, workloadapi.MaxAudiences)
+				for i := range aud {
+					aud[i] = fmt.Sprintf("%d-%d-%d-%s", loop, call, i, strings.Repeat("x", 50))
+				}
+				_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: aud})
+				mu.Lock()
+				codesSeen[status.Code(err)]++
+				if status.Code(err) == codes.ResourceExhausted {
+					limitMsg = status.Convert(err).Message()
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if codesSeen[codes.OK] != burst || codesSeen[codes.ResourceExhausted] != 40-burst {
+		t.Fatalf("40 fetches with fresh audiences: %v, want %d OK and the rest ResourceExhausted", codesSeen, burst)
+	}
+	for _, want := range []string{"burst 5", "jwt_mint_rate", "jwt_mint_burst"} {
+		if !strings.Contains(limitMsg, want) {
+			t.Fatalf("ResourceExhausted message %q does not name %q", limitMsg, want)
+		}
+	}
+
+	other := startChild(t, addr)
+	if got := other.do(t, fmt.Sprintf("setuid %d", nobody)); got != "ok" {
+		t.Fatalf("child setuid: %s", got)
+	}
+	if got := other.do(t, "jwt fresh-audience"); got != "OK 1" {
+		t.Fatalf("another uid during the flood: %s, want OK 1", got)
+	}
+}
