@@ -10,14 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/signet-id/signet/selector"
 )
-
-// deletedSuffix is what the kernel appends to the /proc/<pid>/exe target of an unlinked file.
-const deletedSuffix = " (deleted)"
 
 // hashBufferSize is the read size used while hashing an executable.
 const hashBufferSize = 128 << 10
@@ -27,7 +23,7 @@ func supported() error { return nil }
 // procInfo is what attest reads about a process from proc.
 type procInfo struct {
 	uid, gid uint32
-	path     string
+	path     string // "" when the path does not name the executable in the agent's namespace
 	digest   string // "" when the executable was not hashed
 }
 
@@ -65,7 +61,9 @@ func (a *Attestor) attest(ctx context.Context, pid int32, start uint64) ([]selec
 	if name := a.name(pid, nameKey{group: true, id: info.gid}); name != "" {
 		add("group", name)
 	}
-	add("path", info.path)
+	if info.path != "" {
+		add("path", info.path)
+	}
 	if info.digest != "" {
 		add("sha256", info.digest)
 	}
@@ -93,7 +91,7 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 		return info, fmt.Errorf("%s: pid %d: opening executable: %w", errPrefix, pid, err)
 	}
 	defer f.Close()
-	key, nlink, err := statFile(f)
+	key, err := statFile(f)
 	if err != nil {
 		return info, fmt.Errorf("%s: pid %d: executable %q: %w", errPrefix, pid, link, err)
 	}
@@ -105,18 +103,24 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 		return info, fmt.Errorf("%s: pid %d: executable changed from %q to %q during attestation", errPrefix, pid, link, again)
 	}
 
+	// The link shows the path in the process's own mount namespace, where anyone who can create a user
+	// and mount namespace can bind-mount any file over any path. Report the path only if it names the
+	// very file the process runs here, in the agent's namespace. (An executable removed or replaced
+	// since the process started has " (deleted)" appended to the link: that names no file, or another.)
 	info.path = link
-	if nlink == 0 && strings.HasSuffix(link, deletedSuffix) {
-		info.path = strings.TrimSuffix(link, deletedSuffix)
+	if err := sameFile(link, key); err != nil {
+		a.log.Debug("executable path does not name the running executable in the agent's mount namespace; no path selector",
+			"pid", pid, "path", link, "reason", err)
+		info.path = ""
 	}
 
 	if key.size > a.maxHashSize {
 		a.log.Debug("executable too large to hash; no sha256 selector",
-			"pid", pid, "path", info.path, "size", key.size, "max_hash_size", a.maxHashSize)
+			"pid", pid, "path", link, "size", key.size, "max_hash_size", a.maxHashSize)
 		return info, nil
 	}
 	if info.digest, err = a.digest(ctx, f, key); err != nil {
-		return info, fmt.Errorf("%s: pid %d: hashing executable %q: %w", errPrefix, pid, info.path, err)
+		return info, fmt.Errorf("%s: pid %d: hashing executable %q: %w", errPrefix, pid, link, err)
 	}
 	return info, nil
 }
@@ -141,7 +145,7 @@ func (a *Attestor) hash(ctx context.Context, f *os.File, key fileKey) (string, e
 		return "", err
 	}
 	// A file modified while it was read would give a digest of neither version.
-	after, _, err := statFile(f)
+	after, err := statFile(f)
 	if err != nil {
 		return "", err
 	}
@@ -151,27 +155,40 @@ func (a *Attestor) hash(ctx context.Context, f *os.File, key fileKey) (string, e
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// statFile returns the version key and link count of the open file f, which must be regular.
-func statFile(f *os.File) (fileKey, uint64, error) {
+// statFile returns the version key of the open file f, which must be regular.
+func statFile(f *os.File) (fileKey, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return fileKey{}, 0, err
+		return fileKey{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fileKey{}, 0, fmt.Errorf("not a regular file (mode %v)", fi.Mode())
+		return fileKey{}, fmt.Errorf("not a regular file (mode %v)", fi.Mode())
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return fileKey{}, 0, fmt.Errorf("no stat data (%T)", fi.Sys())
+		return fileKey{}, fmt.Errorf("no stat data (%T)", fi.Sys())
 	}
-	// Dev and Nlink are narrower than 64 bits on some architectures, hence the conversions.
+	// Dev is narrower than 64 bits on some architectures, hence the conversion.
 	return fileKey{
 		dev:   uint64(st.Dev),
 		ino:   st.Ino,
 		size:  st.Size,
 		mtime: st.Mtim.Nano(),
 		ctime: st.Ctim.Nano(),
-	}, uint64(st.Nlink), nil
+	}, nil
+}
+
+// sameFile returns nil if path, resolved in this process's mount namespace, is the file key describes
+// (same device and inode), and otherwise an error saying what it is instead.
+func sameFile(path string, key fileKey) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if uint64(st.Dev) != key.dev || st.Ino != key.ino {
+		return fmt.Errorf("it names device %d inode %d, the process runs device %d inode %d", st.Dev, st.Ino, key.dev, key.ino)
+	}
+	return nil
 }
 
 // checkSameProcess returns an error wrapping ErrProcessGone unless pid still exists with start time start.

@@ -75,9 +75,13 @@ func fileSHA256(t testing.TB, path string) string {
 const helperEnv = "SIGNET_UNIX_ATTESTOR_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "wait" {
+	switch os.Getenv(helperEnv) {
+	case "wait":
 		time.Sleep(time.Minute)
 		os.Exit(0)
+	case "bind-exec":
+		bindAndExec(os.Getenv(bindSrcEnv), os.Getenv(bindDstEnv))
+		os.Exit(1)
 	}
 	os.Exit(m.Run())
 }
@@ -209,24 +213,32 @@ func TestAttestExitedProcess(t *testing.T) {
 	}
 }
 
-// TestAttestDeletedExecutable runs a copy of the test binary, removes the copy, and attests the
-// process. The copy is made beside the test binary, in a directory the go tool has just executed
-// from, so it is never on a noexec mount.
-func TestAttestDeletedExecutable(t *testing.T) {
+// copyTestBinary copies the test binary into a new directory beside it, which the go tool has just
+// executed from, so the copy is never on a noexec mount; it returns the copy's path and content.
+func copyTestBinary(t *testing.T, name string) (string, []byte) {
+	t.Helper()
 	self := testBinary(t)
 	content, err := os.ReadFile(self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp(filepath.Dir(self), "deleted-exe-")
+	dir, err := os.MkdirTemp(filepath.Dir(self), "exe-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "copy")
+	bin := filepath.Join(dir, name)
 	if err := os.WriteFile(bin, content, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return bin, content
+}
+
+// TestAttestDeletedExecutable runs a copy of the test binary, removes the copy, and attests the
+// process: the path names no file any more, so there is no path selector, but the digest of what the
+// process runs is still read through /proc.
+func TestAttestDeletedExecutable(t *testing.T) {
+	bin, content := copyTestBinary(t, "copy")
 	cmd := startHelper(t, bin)
 	if err := os.Remove(bin); err != nil {
 		t.Fatal(err)
@@ -238,12 +250,34 @@ func TestAttestDeletedExecutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := values(t, sels)
-	if got["path"] != bin {
-		t.Errorf("path = %q, want %q without the deleted suffix", got["path"], bin)
+	if p, ok := got["path"]; ok {
+		t.Errorf("path = %q for a removed executable, want no path selector", p)
 	}
 	sum := sha256.Sum256(content)
 	if want := hex.EncodeToString(sum[:]); got["sha256"] != want {
 		t.Errorf("sha256 = %q, want %q (the removed file's content)", got["sha256"], want)
+	}
+}
+
+// TestAttestReplacedExecutable: a file renamed over the path after the process started is not what
+// the process runs, so the process gets no path selector.
+func TestAttestReplacedExecutable(t *testing.T) {
+	bin, _ := copyTestBinary(t, "prog")
+	cmd := startHelper(t, bin)
+	other := bin + ".new"
+	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, bin); err != nil {
+		t.Fatal(err)
+	}
+	a := newAttestor(t, Config{})
+	sels, err := attestNow(t, a, context.Background(), int32(cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := values(t, sels)["path"]; ok {
+		t.Errorf("path = %q after another file was renamed over it, want no path selector", p)
 	}
 }
 

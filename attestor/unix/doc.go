@@ -23,15 +23,24 @@
 //
 // Everything comes from the proc file system (Config.ProcRoot, normally /proc, which must be the
 // proc of the pid namespace the pid was obtained in). The ids are the real ids, the first column of
-// the Uid and Gid lines of /proc/<pid>/status. The path is the target of the /proc/<pid>/exe link.
-// The digest is computed from the file opened through /proc/<pid>/exe, never by opening the path: a
-// path can be replaced after the process started, the file the process runs cannot.
+// the Uid and Gid lines of /proc/<pid>/status. The digest is computed from the file opened through
+// /proc/<pid>/exe, never by opening the path: a path can be replaced after the process started, the
+// file the process runs cannot.
 //
-// When the executable was deleted (or replaced, as a package upgrade does) after the process
-// started, the kernel appends " (deleted)" to the link target. Attest then reports the path
-// without that suffix and the digest of the content the process actually runs, which is still
-// readable through /proc/<pid>/exe. The suffix is removed only when the opened file really has no
-// links left, so an executable whose name genuinely ends in " (deleted)" keeps its name.
+// # The path selector is weaker than sha256
+//
+// The path is the target of the /proc/<pid>/exe link, which is the path in the process's own mount
+// namespace. Anyone who can create a user and mount namespace (unprivileged users can, on most
+// distributions) can bind-mount their own binary over /usr/bin/anything there and run it under that
+// name. So Attest reports unix:path only when the path, resolved in the agent's mount namespace, is
+// the very file the process runs (same device and inode); otherwise the selector is left out and the
+// reason is logged at debug level. The same holds when the executable was removed, or another file
+// renamed over its path (as a package upgrade does), after the process started: the kernel then
+// appends " (deleted)" to the link, the path names another file or none, and there is no unix:path.
+//
+// Even so, unix:path only says which file the path names now; what that file contains is whatever its
+// owner last wrote. Prefer unix:sha256 (with unix:uid or unix:gid) for anything that matters, and give
+// unix:path alone only to identities that are fine to hand to whoever can write that path.
 //
 // # Pid reuse
 //

@@ -100,7 +100,8 @@ func New(cfg Config) (*Attestor, error) {
 //
 //	unix:uid:<real uid>, unix:gid:<real gid>,
 //	unix:user:<name> and unix:group:<name> when the ids resolve to names that are valid selector values,
-//	unix:path:<absolute executable path> (without a kernel " (deleted)" suffix, see the package doc),
+//	unix:path:<absolute executable path> only if that path, resolved in the agent's mount namespace,
+//	    is the file the process runs (see the package doc),
 //	unix:sha256:<hex digest of the executable> unless it is larger than Config.MaxHashSize.
 //
 // startTime is the start time the process had when it connected (peercred.Info.StartTime): pid and
