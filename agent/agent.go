@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,9 +75,11 @@ type Agent struct {
 	entries  map[string]*entryState
 	// index holds each entry under its first selector: a caller's candidates are the entries indexed
 	// under one of its own selectors, so matching does not scan every entry.
-	index   map[selector.Selector][]*entryState
-	bundle  bundleState
-	changed chan struct{} // closed and replaced whenever what workloads see changes
+	index map[selector.Selector][]*entryState
+	// selectorKeys counts the entries' selectors by type and key (the value up to its first colon).
+	selectorKeys map[selectorKey]int
+	bundle       bundleState
+	changed      chan struct{} // closed and replaced whenever what workloads see changes
 
 	mintWake chan struct{}
 	jwts     *jwtCache
@@ -134,15 +137,16 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "agent"),
-		entries:  map[string]*entryState{},
-		index:    map[selector.Selector][]*entryState{},
-		changed:  make(chan struct{}),
-		mintWake: make(chan struct{}, 1),
-		jwts:     newJWTCache(cfg.JWTCacheSize),
-		limiter:  newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
-		wanted:   map[string]bool{},
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "agent"),
+		entries:      map[string]*entryState{},
+		index:        map[selector.Selector][]*entryState{},
+		selectorKeys: map[selectorKey]int{},
+		changed:      make(chan struct{}),
+		mintWake:     make(chan struct{}, 1),
+		jwts:         newJWTCache(cfg.JWTCacheSize),
+		limiter:      newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
+		wanted:       map[string]bool{},
 	}, nil
 }
 
@@ -244,7 +248,27 @@ func (a *Agent) wakeMinter() {
 	}
 }
 
+// selectorKey is a selector's type and key: "unix" and "sha256" for unix:sha256:<hex>.
+type selectorKey struct{ typ, key string }
+
+func keyOf(s selector.Selector) selectorKey {
+	k, _, _ := strings.Cut(s.Value, ":")
+	return selectorKey{s.Type, k}
+}
+
+// UsesSelector reports whether any entry the agent holds has a selector of type typ whose value
+// starts with key and a colon ("unix", "sha256"): an attestor need not produce, or pay for, selectors
+// no entry can match on.
+func (a *Agent) UsesSelector(typ, key string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.selectorKeys[selectorKey{typ, key}] > 0
+}
+
 func (a *Agent) indexAddLocked(e *entryState) {
+	for _, s := range e.selectors {
+		a.selectorKeys[keyOf(s)]++
+	}
 	if len(e.selectors) == 0 {
 		return
 	}
@@ -253,6 +277,12 @@ func (a *Agent) indexAddLocked(e *entryState) {
 }
 
 func (a *Agent) indexRemoveLocked(e *entryState) {
+	for _, s := range e.selectors {
+		k := keyOf(s)
+		if a.selectorKeys[k]--; a.selectorKeys[k] <= 0 {
+			delete(a.selectorKeys, k)
+		}
+	}
 	if len(e.selectors) == 0 {
 		return
 	}

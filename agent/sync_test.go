@@ -166,6 +166,32 @@ func TestSelectorSubset(t *testing.T) {
 	}
 }
 
+// TestUsesSelector: the agent tells whether any of its entries uses a selector key (the attestor
+// hashes executables only while some entry has a unix:sha256 selector), following entries as they
+// are created and deleted.
+func TestUsesSelector(t *testing.T) {
+	t.Parallel()
+	e := newBufconnEnv(t)
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/by-uid"})
+	a, _ := startAgent(t, e.client(), nil)
+	waitReady(t, a)
+	if a.UsesSelector("unix", "sha256") || !a.UsesSelector("unix", "uid") {
+		t.Fatalf("with one unix:uid entry: uses sha256 %v, uid %v; want false, true", a.UsesSelector("unix", "sha256"), a.UsesSelector("unix", "uid"))
+	}
+	digest := "unix:sha256:" + strings.Repeat("ab", 32)
+	id := e.entry(t, entrySpec{spiffeID: "spiffe://example.org/by-digest", selectors: []string{"unix:uid:1000", digest}})
+	withDigest := sels(t, "unix:uid:1000", digest)
+	waitIdentities(t, a, withDigest, testDeadline, "the sha256 entry", func(ids workloadapi.Identities) bool { return len(ids.SVIDs) == 2 })
+	if !a.UsesSelector("unix", "sha256") {
+		t.Fatal("an entry has a unix:sha256 selector, UsesSelector says none does")
+	}
+	e.deleteEntry(t, id)
+	waitIdentities(t, a, withDigest, testDeadline, "the sha256 entry to go", func(ids workloadapi.Identities) bool { return len(ids.SVIDs) == 1 })
+	if a.UsesSelector("unix", "sha256") {
+		t.Fatal("the only unix:sha256 entry was deleted, UsesSelector still says one uses it")
+	}
+}
+
 // TestPendingUntilMinted holds the server's signing back to observe the agent before its SVIDs exist.
 func TestPendingUntilMinted(t *testing.T) {
 	t.Parallel()

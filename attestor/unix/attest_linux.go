@@ -114,21 +114,32 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 		info.path = ""
 	}
 
+	if a.digestWanted != nil && !a.digestWanted() {
+		return info, nil // no entry uses a digest: do not pay for one
+	}
 	if key.size > a.maxHashSize {
 		a.log.Debug("executable too large to hash; no sha256 selector",
 			"pid", pid, "path", link, "size", key.size, "max_hash_size", a.maxHashSize)
 		return info, nil
 	}
-	if info.digest, err = a.digest(ctx, f, key); err != nil {
+	if info.digest, err = a.digest(ctx, f, key, info.uid); err != nil {
 		return info, fmt.Errorf("%s: pid %d: hashing executable %q: %w", errPrefix, pid, link, err)
 	}
 	return info, nil
 }
 
 // digest returns the hex sha256 of f, whose version is key, from the cache or by reading f. Concurrent
-// attestations of processes running the same new executable read it once (digestCache.digest).
-func (a *Attestor) digest(ctx context.Context, f *os.File, key fileKey) (string, error) {
-	return a.digests.digest(ctx, key, func() (string, error) { return a.hash(ctx, f, key) })
+// attestations of processes running the same new executable read it once (digestCache.digest); a
+// read takes one of the slots of uid, the uid of the process being attested (hashSlots).
+func (a *Attestor) digest(ctx context.Context, f *os.File, key fileKey, uid uint32) (string, error) {
+	return a.digests.digest(ctx, key, func() (string, error) {
+		release, err := a.hashSlots.acquire(ctx, uid)
+		if err != nil {
+			return "", err
+		}
+		defer release()
+		return a.hash(ctx, f, key)
+	})
 }
 
 // hash reads f, whose version is key, and returns its hex sha256.

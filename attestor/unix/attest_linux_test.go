@@ -359,16 +359,22 @@ type fakeProc struct {
 
 func newFakeProc(t *testing.T, content string) *fakeProc {
 	t.Helper()
-	root := t.TempDir()
-	p := &fakeProc{root: root, pid: 4321, exe: filepath.Join(root, "bin", "prog")}
-	dir := filepath.Join(root, "4321")
+	return addFakeProc(t, t.TempDir(), 4321, 4242, content)
+}
+
+// addFakeProc adds a process pid of uid (gid uid+1) under the fake proc root, running a file of its
+// own with the given content, and returns it.
+func addFakeProc(t *testing.T, root string, pid int32, uid int, content string) *fakeProc {
+	t.Helper()
+	p := &fakeProc{root: root, pid: pid, exe: filepath.Join(root, "bin", fmt.Sprintf("prog-%d", pid))}
+	dir := filepath.Join(root, strconv.Itoa(int(pid)))
 	for _, d := range []string{dir, filepath.Dir(p.exe)} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p.setStartTime(t, 5000)
-	status := "Name:\tprog\nUid:\t4242\t0\t0\t0\nGid:\t4243\t0\t0\t0\n"
+	status := fmt.Sprintf("Name:\tprog\nUid:\t%d\t0\t0\t0\nGid:\t%d\t0\t0\t0\n", uid, uid+1)
 	if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +388,7 @@ func newFakeProc(t *testing.T, content string) *fakeProc {
 func (p *fakeProc) setStartTime(t *testing.T, start uint64) {
 	t.Helper()
 	stat := fmt.Sprintf("%d (prog) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", p.pid, start)
-	if err := os.WriteFile(filepath.Join(p.root, "4321", "stat"), []byte(stat), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(p.root, strconv.Itoa(int(p.pid)), "stat"), []byte(stat), 0o644); err != nil {
 		t.Error(err)
 	}
 }
@@ -548,14 +554,15 @@ func TestNewConfig(t *testing.T) {
 		{ProcRoot: "proc"},
 		{ProcRoot: filepath.Join(t.TempDir(), "missing")},
 		{MaxHashSize: -1},
+		{MaxHashesPerUID: -1},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
 		}
 	}
 	a := newAttestor(t, Config{})
-	if a.procRoot != "/proc" || a.maxHashSize != 1<<30 || a.log == nil {
-		t.Errorf("defaults: root %q, max hash size %d, logger %v", a.procRoot, a.maxHashSize, a.log)
+	if a.procRoot != "/proc" || a.maxHashSize != 128<<20 || a.hashSlots.max != 2 || a.log == nil {
+		t.Errorf("defaults: root %q, max hash size %d, hashes per uid %d, logger %v", a.procRoot, a.maxHashSize, a.hashSlots.max, a.log)
 	}
 }
 

@@ -58,12 +58,17 @@
 // the executable path changes between two readings and returns an error, but selectors read
 // around an exec are, in general, only as current as the moment they were read.
 //
-// # Caches
+// # Hashing and caches
+//
+// Hashing is the one expensive step, so it is done only when it can matter: when Config.DigestWanted
+// is set (the agent sets it to "does any entry have a unix:sha256 selector?") and says no, nothing is
+// hashed; executables larger than Config.MaxHashSize (default 128 MiB) are never hashed and get no
+// sha256 selector; and at most Config.MaxHashesPerUID executables (default 2) of processes of one uid
+// are hashed at a time, further attestations of that uid waiting for a slot until their context ends.
 //
 // Digests are cached by (device, inode, size, mtime, ctime) of the opened executable, so attesting
 // many calls from the same binary hashes it once; a binary that is rewritten gets a new mtime and
-// ctime (ctime cannot be set by an unprivileged user) and is hashed again. Executables larger than
-// Config.MaxHashSize are not hashed at all and get no sha256 selector. User and group names are
-// cached for a minute, including failed look-ups. Both caches are bounded and safe for concurrent
-// use.
+// ctime (ctime cannot be set by an unprivileged user) and is hashed again, as is one merely touched.
+// User and group names are cached for a minute, including failed look-ups. Both caches are bounded
+// and safe for concurrent use.
 package unix

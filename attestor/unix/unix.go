@@ -20,8 +20,12 @@ var ErrProcessGone = errors.New("process exited or its pid was reused")
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultProcRoot          = "/proc"
-	DefaultMaxHashSize int64 = 1 << 30 // 1 GiB
+	DefaultProcRoot = "/proc"
+	// DefaultMaxHashSize keeps the cost of hashing one executable well under a second: about 0.4 s
+	// for 128 MiB on one core of a typical server.
+	DefaultMaxHashSize int64 = 128 << 20
+	// DefaultMaxHashesPerUID is how many executables of one uid are hashed at the same time.
+	DefaultMaxHashesPerUID = 2
 )
 
 const (
@@ -41,18 +45,28 @@ type Config struct {
 	// too large to hash, an id without a name). Default: messages are discarded.
 	Logger *slog.Logger
 	// MaxHashSize is the size in bytes above which an executable is not hashed: it then gets no
-	// sha256 selector. Zero means DefaultMaxHashSize (1 GiB); negative values are refused.
+	// sha256 selector. Zero means DefaultMaxHashSize (128 MiB); negative values are refused.
 	MaxHashSize int64
+	// DigestWanted, if set, is asked on every attestation whether a sha256 selector is wanted at all
+	// (the agent answers whether any of its entries has one); when it returns false the executable is
+	// not hashed. Nil: always hash.
+	DigestWanted func() bool
+	// MaxHashesPerUID bounds how many executables of processes of one uid are hashed at the same
+	// time; further attestations of that uid that need a hash wait (until their context ends).
+	// Zero means DefaultMaxHashesPerUID; negative values are refused.
+	MaxHashesPerUID int
 }
 
 // Attestor produces unix selectors for processes. It is safe for concurrent use.
 type Attestor struct {
-	procRoot    string
-	log         *slog.Logger
-	maxHashSize int64
+	procRoot     string
+	log          *slog.Logger
+	maxHashSize  int64
+	digestWanted func() bool
 
-	digests *digestCache
-	names   *nameCache
+	digests   *digestCache
+	hashSlots *hashSlots
+	names     *nameCache
 
 	// onHash, if set, is called each time an executable is actually hashed (a digest cache miss).
 	// Tests use it to count hashes and to interleave events with an attestation.
@@ -76,24 +90,38 @@ func New(cfg Config) (*Attestor, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("%s: proc root %q is not a directory", errPrefix, root)
 	}
-	maxHash := cfg.MaxHashSize
-	switch {
-	case maxHash == 0:
-		maxHash = DefaultMaxHashSize
-	case maxHash < 0:
-		return nil, fmt.Errorf("%s: max hash size %d is negative", errPrefix, maxHash)
+	maxHash, err := orDefault("MaxHashSize", cfg.MaxHashSize, DefaultMaxHashSize)
+	if err != nil {
+		return nil, err
+	}
+	perUID, err := orDefault("MaxHashesPerUID", cfg.MaxHashesPerUID, DefaultMaxHashesPerUID)
+	if err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Attestor{
-		procRoot:    filepath.Clean(root),
-		log:         log.With("attestor", "unix"),
-		maxHashSize: maxHash,
-		digests:     newDigestCache(digestCacheSize),
-		names:       newNameCache(nameCacheSize, nameTTL, time.Now),
+		procRoot:     filepath.Clean(root),
+		log:          log.With("attestor", "unix"),
+		maxHashSize:  maxHash,
+		digestWanted: cfg.DigestWanted,
+		digests:      newDigestCache(digestCacheSize),
+		hashSlots:    newHashSlots(perUID),
+		names:        newNameCache(nameCacheSize, nameTTL, time.Now),
 	}, nil
+}
+
+// orDefault returns v, or def when v is zero; a negative v is an error naming the field.
+func orDefault[T int | int64](field string, v, def T) (T, error) {
+	switch {
+	case v == 0:
+		return def, nil
+	case v < 0:
+		return 0, fmt.Errorf("%s: config: %s %d is negative", errPrefix, field, v)
+	}
+	return v, nil
 }
 
 // Attest returns the selectors of process pid, sorted by selector.Normalize:
@@ -102,7 +130,8 @@ func New(cfg Config) (*Attestor, error) {
 //	unix:user:<name> and unix:group:<name> when the ids resolve to names that are valid selector values,
 //	unix:path:<absolute executable path> only if that path, resolved in the agent's mount namespace,
 //	    is the file the process runs (see the package doc),
-//	unix:sha256:<hex digest of the executable> unless it is larger than Config.MaxHashSize.
+//	unix:sha256:<hex digest of the executable> unless it is larger than Config.MaxHashSize or
+//	    Config.DigestWanted says no entry uses one.
 //
 // startTime is the start time the process had when it connected (peercred.Info.StartTime): pid and
 // start time together name one process, so a pid that has since been reused by another process is

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
@@ -66,6 +67,8 @@ type agentFileConfig struct {
 	JWTMintBurst int     `yaml:"jwt_mint_burst"`
 	// JWTCacheSize bounds the JWT-SVIDs the agent keeps for reuse.
 	JWTCacheSize int `yaml:"jwt_cache_size"`
+	// MaxHashSize is the size in bytes above which an executable is not hashed (unix.Config).
+	MaxHashSize int64 `yaml:"max_hash_size"`
 }
 
 // maxConfigSize bounds configuration files.
@@ -427,9 +430,10 @@ const (
 	maxJWTMintRate  = 10000
 	maxJWTMintBurst = 100000
 	maxJWTCacheSize = 1000000
+	maxMaxHashSize  = 4 << 30
 )
 
-// checkAgentLimits fills and checks the agent's Workload API limits.
+// checkAgentLimits fills and checks the agent's Workload API and attestation limits.
 func checkAgentLimits(path string, c *agentFileConfig) error {
 	if c.JWTMintRate == 0 {
 		c.JWTMintRate = agent.DefaultJWTMintRate
@@ -448,6 +452,12 @@ func checkAgentLimits(path string, c *agentFileConfig) error {
 	}
 	if c.JWTCacheSize < 1 || c.JWTCacheSize > maxJWTCacheSize {
 		return configError(path, "jwt_cache_size", "%d: want between 1 and %d", c.JWTCacheSize, maxJWTCacheSize)
+	}
+	if c.MaxHashSize == 0 {
+		c.MaxHashSize = unix.DefaultMaxHashSize
+	}
+	if c.MaxHashSize < 1 || c.MaxHashSize > maxMaxHashSize {
+		return configError(path, "max_hash_size", "%d: want a size in bytes between 1 and %d (4 GiB), e.g. %d for 256 MiB", c.MaxHashSize, int64(maxMaxHashSize), 256<<20)
 	}
 	return nil
 }

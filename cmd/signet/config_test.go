@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/unix"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -98,6 +99,7 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-socket-mode-too-large.yaml", kind: "agent", key: "socket_mode", want: []string{`"01777"`}},
 		{file: "agent-jwt-mint-rate-negative.yaml", kind: "agent", key: "jwt_mint_rate", want: []string{"-1", "more than 0"}},
 		{file: "agent-jwt-mint-burst-too-large.yaml", kind: "agent", key: "jwt_mint_burst", want: []string{"100001", "between 1 and 100000"}},
+		{file: "agent-max-hash-size-too-large.yaml", kind: "agent", key: "max_hash_size", want: []string{"4294967297", "between 1 and 4294967296"}},
 		{file: "agent-jwt-cache-size-negative.yaml", kind: "agent", key: "jwt_cache_size", want: []string{"-5", "between 1 and 1000000"}},
 		// host:port keys.
 		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
@@ -304,6 +306,7 @@ func TestConfigAgentDefaults(t *testing.T) {
 	cfgEq(t, "jwt_mint_rate", c.JWTMintRate, float64(agent.DefaultJWTMintRate))
 	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, agent.DefaultJWTMintBurst)
 	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, agent.DefaultJWTCacheSize)
+	cfgEq(t, "max_hash_size", c.MaxHashSize, unix.DefaultMaxHashSize)
 }
 
 func TestConfigAgentValuesKept(t *testing.T) {
@@ -323,6 +326,7 @@ func TestConfigAgentValuesKept(t *testing.T) {
 	cfgEq(t, "jwt_mint_rate", c.JWTMintRate, 2.5)
 	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, 7)
 	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, 300)
+	cfgEq(t, "max_hash_size", c.MaxHashSize, int64(1<<20))
 
 	// An unquoted 0600 is read as the string "0600", so quoting the mode is optional.
 	_, _, mode, err = loadAgentConfig(filepath.Join(configTestdata, "agent-socket-mode-unquoted.yaml"))

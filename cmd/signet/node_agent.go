@@ -36,7 +36,9 @@ type agentNodeConfig struct {
 	// Limits is the agent's Workload API limits (JWTMintRate, JWTMintBurst, JWTCacheSize); zero fields
 	// take the agent's defaults.
 	Limits agent.Config
-	Logger *slog.Logger
+	// MaxHashSize is passed to the Unix attestor (0: its default).
+	MaxHashSize int64
+	Logger      *slog.Logger
 }
 
 // agentNode is a running agent: cache and sync, and the Workload API on its socket.
@@ -55,7 +57,9 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	if err != nil {
 		return nil, err
 	}
-	att, err := unix.New(unix.Config{Logger: cfg.Logger})
+	// Executables are hashed only while some entry has a unix:sha256 selector.
+	att, err := unix.New(unix.Config{Logger: cfg.Logger, MaxHashSize: cfg.MaxHashSize,
+		DigestWanted: func() bool { return a.UsesSelector("unix", "sha256") }})
 	if err != nil {
 		return nil, err
 	}
