@@ -72,6 +72,8 @@ type env struct {
 	conn *grpc.ClientConn
 	// addr is the TLS agent API listener (empty for bufconn environments).
 	addr string
+	// stopServing stops serving the agent API: the server becomes unreachable (bufconn environments).
+	stopServing func()
 	// clock is the server's clock (the issuer checks entry expiry with it).
 	clock offsetClock
 	// presented records, per agent API method, the serial of the last client certificate presented
@@ -148,7 +150,7 @@ func newBufconnEnv(tb testing.TB) *env {
 		conn.Close()
 		gs.Stop()
 	})
-	e.conn = conn
+	e.conn, e.stopServing = conn, gs.Stop
 	return e
 }
 

@@ -100,6 +100,29 @@ func TestJWTCacheEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
+// TestJWTServerUnreachable: with the server down, a JWT fetch still returns every identity the cache
+// can serve, with an error for the ones that need the server; it fails only when none can be served.
+func TestJWTServerUnreachable(t *testing.T) {
+	t.Parallel()
+	f := newJWTFixture(t)
+	cached := f.fetch(t, []string{"aud"}, cachedJWT)[0].Marshal()
+	f.e.stopServing()
+
+	res, err := f.request(t, 1000, "aud", "")
+	if err == nil || !strings.Contains(err.Error(), uniqueJWT) {
+		t.Fatalf("server down, unique identity needs it: error %v, want one naming %s", err, uniqueJWT)
+	}
+	if len(res) != 1 || res[0].SPIFFEID != cachedJWT || res[0].Token != cached {
+		t.Fatalf("server down: %v, want only the cached token for %s", res, cachedJWT)
+	}
+	if res, err := f.request(t, 1000, "aud", cachedJWT); err != nil || len(res) != 1 || res[0].Token != cached {
+		t.Fatalf("server down, cached identity asked for by name: %v, %v; want the cached token", res, err)
+	}
+	if res, err := f.request(t, 1000, "new-aud", cachedJWT); err == nil || len(res) != 0 {
+		t.Fatalf("server down, nothing cached: %v, %v; want no token and an error", res, err)
+	}
+}
+
 func TestNewValidatesJWTLimits(t *testing.T) {
 	e := newBufconnEnv(t)
 	for _, tc := range []struct {

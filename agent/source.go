@@ -85,7 +85,10 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 		resp, err := a.cfg.Client.SignJWTSVID(callCtx, &agentv1.SignJWTSVIDRequest{EntryId: e.Id, Audience: aud})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("agent: JWT-SVID for %s: %w", e.SpiffeId, err)
+			// The server is unreachable or refused: the identities that need it are left out, the
+			// others are still served from the cache (and the caller told why some are missing).
+			firstErr = fmt.Errorf("agent: JWT-SVID for %s: %w", e.SpiffeId, err)
+			continue
 		}
 		if !e.JwtUnique {
 			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))

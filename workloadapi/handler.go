@@ -180,7 +180,11 @@ func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload
 // sameBundle reports whether last and cur hold the same bundle.
 func sameBundle(last, cur Identities) bool { return last.BundleSequence == cur.BundleSequence }
 
-// FetchJWTSVID mints (or returns cached) JWT-SVIDs for the requested audience.
+// FetchJWTSVID mints (or returns cached) JWT-SVIDs for the requested audience. When only some of the
+// caller's identities can be served (the server is unreachable, or the caller's mint limit is
+// reached), the response carries those that can, and the others are logged; the call fails only when
+// none can be served: Unavailable when the server is unreachable (retry), ResourceExhausted when the
+// limit refused (back off).
 func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
 	if err := validateAudience(req.GetAudience()); err != nil {
 		return nil, err

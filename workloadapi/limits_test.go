@@ -68,3 +68,22 @@ func TestJWTAudienceFloodLimited(t *testing.T) {
 		t.Fatalf("another uid during the flood: %s, want OK 1", got)
 	}
 }
+
+// TestJWTServesWhatItCan: when some of a caller's identities cannot be minted (here its limit allows
+// one mint; the same holds with the server unreachable), FetchJWTSVID answers with those the agent can
+// serve, and fails only when it can serve none.
+func TestJWTServesWhatItCan(t *testing.T) {
+	addr, _ := serveAgentWith(t, 2, serveOpts{agent: func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst = 0.001, 1 }})
+	c := rawClient(t, addr)
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 60*time.Second)
+	defer cancel()
+	for range 2 { // minted, then from the cache
+		resp, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}})
+		if err != nil || len(resp.Svids) != 1 || resp.Svids[0].SpiffeId != "spiffe://example.org/workload/0" {
+			t.Fatalf("two identities, one mint allowed: %v, %v; want workload/0 only", resp, err)
+		}
+	}
+	if _, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"b"}}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("nothing cached, no mint allowed: %v, want ResourceExhausted", err)
+	}
+}
