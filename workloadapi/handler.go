@@ -71,6 +71,12 @@ func (h *Handler) attest(ctx context.Context) ([]selector.Selector, error) {
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set gRPC metadata workload.spiffe.io: true")
 	}
+	return h.attestPeer(ctx)
+}
+
+// attestPeer returns the selectors of the process the call came from: the pid and start time pinned
+// when it connected (internal/peercred), read again now.
+func (h *Handler) attestPeer(ctx context.Context) ([]selector.Selector, error) {
 	peer, ok := peercred.FromContext(ctx)
 	if !ok {
 		return nil, status.Error(codes.Internal, "caller credentials unavailable: the Workload API must be served on a Unix socket with peer credentials")
@@ -102,12 +108,13 @@ func joinSelectors(sels []selector.Selector) string {
 }
 
 // watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
-// whenever its content changes; PermissionDenied once the caller has no identity (and none is being
-// minted). same reports whether two states would give the same response, so unchanged states are not
+// whenever its content changes, each time after attesting the caller again (stillSame);
+// PermissionDenied once the caller has no identity (and none is being minted). same reports whether two states would give the same response, so unchanged states are not
 // resent; it runs on every wake-up and should not allocate.
 func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, same func(last, cur Identities) bool) error {
 	var last Identities
 	first := true
+	attested := true // sels were read just now, at open: no wait since
 	for {
 		ids, changed := h.cfg.Source.Identities(sels)
 		switch {
@@ -117,6 +124,9 @@ func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func
 			// Entries match but their SVIDs are being minted: wait for them rather than deny.
 		default:
 			if first || !same(last, ids) {
+				if err := h.stillSame(ctx, sels, attested); err != nil {
+					return err
+				}
 				if err := send(ids); err != nil {
 					return err
 				}
@@ -125,10 +135,34 @@ func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func
 		}
 		select {
 		case <-changed:
+			attested = false
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// stillSame attests the caller again before a push (unless justAttested: the push answers the open,
+// without having waited since its attestation): a stream must not keep serving the identities of selectors the caller no longer has (it
+// changed its uid, or ran exec). If its selectors changed, the stream ends with
+// Unavailable: the spec lets the server end a stream at any time and has the client reconnect at once
+// (Workload API §4.2), and the new stream is attested afresh. PermissionDenied would tell the client it
+// has no identity at all and to drop its SVIDs and back off (§5.2.1), which may well be untrue.
+func (h *Handler) stillSame(ctx context.Context, sels []selector.Selector, justAttested bool) error {
+	if justAttested {
+		return nil
+	}
+	now, err := h.attestPeer(ctx)
+	if err != nil {
+		return err
+	}
+	if !selector.Equal(now, sels) {
+		peer, _ := peercred.FromContext(ctx)
+		h.log.Info("caller's selectors changed since its stream opened; ending the stream so it reconnects",
+			"pid", peer.PID, "uid", peer.UID, "at_open", joinSelectors(sels), "now", joinSelectors(now))
+		return status.Error(codes.Unavailable, "this process's selectors changed since the stream opened: reconnect to be attested again")
+	}
+	return nil
 }
 
 // FetchX509SVID streams the caller's X.509-SVIDs with the trust domain bundle.

@@ -3,6 +3,7 @@ package workloadapi_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -85,5 +86,28 @@ func TestJWTServesWhatItCan(t *testing.T) {
 	}
 	if _, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"b"}}); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("nothing cached, no mint allowed: %v, want ResourceExhausted", err)
+	}
+}
+
+// TestStreamEndsWhenSelectorsChange: a process that opened a FetchX509SVID stream as root and then
+// dropped to another uid is attested again before the next push; its selectors differ from those at
+// open, so instead of the update the stream ends with Unavailable, and the process reconnects as what
+// it is now.
+func TestStreamEndsWhenSelectorsChange(t *testing.T) {
+	addr, env := serveAgentWith(t, 1, serveOpts{open: true})
+	p := startChild(t, addr)
+	if got := p.do(t, "stream"); got != "OK 1" {
+		t.Fatalf("stream opened as root: %s, want OK 1", got)
+	}
+	if got := p.do(t, fmt.Sprintf("setuid %d", nobody)); got != "ok" {
+		t.Fatalf("child setuid: %s", got)
+	}
+	// A change to what root's callers see wakes the stream with something to push.
+	env.Entries(t, agentID, "bench", "spiffe://example.org/added", 1, fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	if got := p.do(t, "next"); got != "Unavailable 0" {
+		t.Fatalf("next response after the caller changed uid: %s, want the stream ended with Unavailable", got)
+	}
+	if got := p.do(t, "stream"); got != "PermissionDenied 0" {
+		t.Fatalf("new stream as uid %d (no entry): %s, want PermissionDenied", nobody, got)
 	}
 }
