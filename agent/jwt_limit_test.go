@@ -25,7 +25,8 @@ func (f *jwtFixture) request(t *testing.T, uid uint32, aud, spiffeID string) ([]
 // it has cached, and other uids are served; the bucket refills with time.
 func TestJWTMintRateLimit(t *testing.T) {
 	t.Parallel()
-	f := newJWTFixtureWith(t, func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst = 0.01, 3 })
+	logger, limitLogs := newLogCounter(t, "mint limit")
+	f := newJWTFixtureWith(t, func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst, c.Logger = 0.01, 3, logger })
 	for i := range 3 {
 		if _, err := f.request(t, 1000, fmt.Sprintf("aud-%d", i), cachedJWT); err != nil {
 			t.Fatalf("mint %d within the burst: %v", i, err)
@@ -55,6 +56,10 @@ func TestJWTMintRateLimit(t *testing.T) {
 	if res, err := f.request(t, 2000, "aud-x", otherUID); err != nil || len(res) != 1 {
 		t.Fatalf("another uid: %d, %v", len(res), err)
 	}
+	// Refusals are logged once until the caller gets a mint again, not once per call.
+	if n := limitLogs.count(); n != 1 || !strings.Contains(limitLogs.lastLine(), "uid=1000") {
+		t.Fatalf("%d log lines about the limit (last %q), want 1 naming uid 1000", n, limitLogs.lastLine())
+	}
 	// 100 s at 0.01 per second gives one token back.
 	f.clock.set(100 * time.Second)
 	if _, err := f.request(t, 1000, "aud-4", cachedJWT); err != nil {
@@ -62,6 +67,9 @@ func TestJWTMintRateLimit(t *testing.T) {
 	}
 	if _, err := f.request(t, 1000, "aud-5", cachedJWT); !errors.Is(err, workloadapi.ErrRateLimited) {
 		t.Fatalf("second mint after one token came back: %v, want ErrRateLimited", err)
+	}
+	if n := limitLogs.count(); n != 2 {
+		t.Fatalf("%d log lines about the limit after a new episode, want 2", n)
 	}
 }
 

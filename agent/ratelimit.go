@@ -19,16 +19,18 @@ type mintLimiter struct {
 }
 
 type bucket struct {
-	tokens float64
-	at     time.Time // when tokens was last brought up to date
+	tokens  float64
+	at      time.Time // when tokens was last brought up to date
+	refused bool      // the last take was refused
 }
 
 func newMintLimiter(rate float64, burst int) *mintLimiter {
 	return &mintLimiter{rate: rate, burst: float64(burst), buckets: map[uint32]*bucket{}}
 }
 
-// take takes one token from uid's bucket at now, reporting whether there was one.
-func (l *mintLimiter) take(uid uint32, now time.Time) bool {
+// take takes one token from uid's bucket at now, reporting whether there was one, and, when there was
+// not, whether this is the first refusal since uid's last successful take (worth one log line).
+func (l *mintLimiter) take(uid uint32, now time.Time) (ok, firstRefusal bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[uid]
@@ -41,10 +43,13 @@ func (l *mintLimiter) take(uid uint32, now time.Time) bool {
 	}
 	l.refill(b, now)
 	if b.tokens < 1 {
-		return false
+		first := !b.refused
+		b.refused = true
+		return false, first
 	}
 	b.tokens--
-	return true
+	b.refused = false
+	return true, false
 }
 
 func (l *mintLimiter) refill(b *bucket, now time.Time) {

@@ -76,7 +76,12 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 		if firstErr != nil {
 			continue // one failure (server down, limit reached) is enough: serve the rest from the cache
 		}
-		if !a.limiter.take(req.UID, a.cfg.Clock()) {
+		ok, firstRefusal := a.limiter.take(req.UID, a.cfg.Clock())
+		if firstRefusal { // once per episode: a flooding caller must not flood the log too
+			a.log.Warn("caller uid reached its JWT-SVID mint limit; refusing its mints until tokens come back",
+				"uid", req.UID, "rate_per_second", a.cfg.JWTMintRate, "burst", a.cfg.JWTMintBurst)
+		}
+		if !ok {
 			firstErr = fmt.Errorf("agent: JWT-SVID for %s: uid %d: limit of %g mints per second (burst %d): %w",
 				e.SpiffeId, req.UID, a.cfg.JWTMintRate, a.cfg.JWTMintBurst, workloadapi.ErrRateLimited)
 			continue

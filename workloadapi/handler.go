@@ -143,11 +143,12 @@ func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func
 }
 
 // stillSame attests the caller again before a push (unless justAttested: the push answers the open,
-// without having waited since its attestation): a stream must not keep serving the identities of selectors the caller no longer has (it
-// changed its uid, or ran exec). If its selectors changed, the stream ends with
-// Unavailable: the spec lets the server end a stream at any time and has the client reconnect at once
-// (Workload API §4.2), and the new stream is attested afresh. PermissionDenied would tell the client it
-// has no identity at all and to drop its SVIDs and back off (§5.2.1), which may well be untrue.
+// without having waited since its attestation): a stream must not keep serving the identities of
+// selectors the caller no longer has (it changed its uid, or ran exec). If its selectors changed, the
+// stream ends with Unavailable: the spec lets the server end a stream at any time and has the client
+// reconnect at once (Workload API §4.2), and the new stream is attested afresh. PermissionDenied would
+// tell the client it has no identity at all and to drop its SVIDs and back off (§5.2.1), which may
+// well be untrue.
 func (h *Handler) stillSame(ctx context.Context, sels []selector.Selector, justAttested bool) error {
 	if justAttested {
 		return nil
@@ -236,7 +237,7 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: peer.UID, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
 	switch {
 	case err != nil && errors.Is(err, ErrRateLimited):
-		h.log.Warn("JWT-SVID mint refused: caller's rate limit reached", "pid", peer.PID, "uid", peer.UID, "served", len(svids), "error", err)
+		// Not logged per call: the Source logs when a caller reaches its limit.
 		if len(svids) == 0 {
 			return nil, status.Errorf(codes.ResourceExhausted, "fetch JWT-SVID: %v (tokens already cached are still served; the limit is set by %s)", err, rateLimitConfigKey)
 		}
@@ -248,7 +249,7 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 		}
 		return nil, status.Errorf(code, "fetch JWT-SVID: %v", err)
 	case err != nil:
-		h.log.Warn("JWT-SVID fetch served from the cache only; other identities left out", "served", len(svids), "error", err)
+		h.log.Debug("JWT-SVID fetch served from the cache only; other identities left out", "served", len(svids), "error", err)
 	}
 	if len(svids) == 0 {
 		if req.GetSpiffeId() != "" {
