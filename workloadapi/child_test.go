@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -99,7 +100,25 @@ func dropTo(id int) error {
 type child struct {
 	in     io.WriteCloser
 	out    *bufio.Scanner
-	stderr *bytes.Buffer
+	stderr *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer the child's stderr is copied into while a failing test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // nobody is the uid a child drops to.
@@ -123,7 +142,7 @@ func startChild(t *testing.T, addr string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{in: in, out: bufio.NewScanner(outPipe), stderr: &bytes.Buffer{}}
+	c := &child{in: in, out: bufio.NewScanner(outPipe), stderr: &syncBuffer{}}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -33,12 +33,13 @@ type agentNodeConfig struct {
 	// OnBundle and OnRevoked are passed to the agent (see agent.Config).
 	OnBundle  func(roots []*x509.Certificate)
 	OnRevoked func(err error)
-	// Limits is the agent's Workload API limits (JWTMintRate, JWTMintBurst, JWTCacheSize); zero fields
-	// take the agent's defaults.
-	Limits agent.Config
-	// MaxHashSize is passed to the Unix attestor (0: its default).
-	MaxHashSize int64
-	Logger      *slog.Logger
+	// JWTMintRate, JWTMintBurst and JWTCacheSize are passed to the agent, MaxHashSize to the Unix
+	// attestor (0: their defaults).
+	JWTMintRate  float64
+	JWTMintBurst int
+	JWTCacheSize int
+	MaxHashSize  int64
+	Logger       *slog.Logger
 }
 
 // agentNode is a running agent: cache and sync, and the Workload API on its socket.
@@ -53,7 +54,7 @@ type agentNode struct {
 func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error) {
 	a, err := agent.New(agent.Config{Client: cfg.Client, TrustDomain: cfg.TrustDomain, Logger: cfg.Logger,
 		OnBundle: cfg.OnBundle, OnRevoked: cfg.OnRevoked,
-		JWTMintRate: cfg.Limits.JWTMintRate, JWTMintBurst: cfg.Limits.JWTMintBurst, JWTCacheSize: cfg.Limits.JWTCacheSize})
+		JWTMintRate: cfg.JWTMintRate, JWTMintBurst: cfg.JWTMintBurst, JWTCacheSize: cfg.JWTCacheSize})
 	if err != nil {
 		return nil, err
 	}
