@@ -27,12 +27,14 @@ import (
 // Bounds on request fields. Audiences are copied into every JWT-SVID minted and into its issuance
 // record, so they are bounded in number, per value and in total.
 const (
-	MaxAudiences       = 16
-	MaxAudienceLen     = 256
-	MaxAudienceTotal   = 1024
-	maxTokenLen        = 64 << 10
-	rateLimitConfigKey = "jwt_mint_rate and jwt_mint_burst in the agent configuration"
+	MaxAudiences     = 16   // audience values in one FetchJWTSVID request
+	MaxAudienceLen   = 256  // bytes in one audience value
+	MaxAudienceTotal = 1024 // bytes in all the audience values of one request
+	maxTokenLen      = 64 << 10
 )
+
+// rateLimitConfigKey names, in ResourceExhausted messages, where the mint limit is set.
+const rateLimitConfigKey = "jwt_mint_rate and jwt_mint_burst in the agent configuration"
 
 // Config configures the Workload API handler.
 type Config struct {
@@ -109,8 +111,9 @@ func joinSelectors(sels []selector.Selector) string {
 
 // watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
 // whenever its content changes, each time after attesting the caller again (stillSame);
-// PermissionDenied once the caller has no identity (and none is being minted). same reports whether two states would give the same response, so unchanged states are not
-// resent; it runs on every wake-up and should not allocate.
+// PermissionDenied once the caller has no identity (and none is being minted). same reports whether
+// two states would give the same response, so unchanged states are not resent; it runs on every
+// wake-up and should not allocate.
 func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, same func(last, cur Identities) bool) error {
 	var last Identities
 	first := true
