@@ -1,11 +1,12 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"os"
 	"os/user"
 	"strconv"
+	"time"
 
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/adminv1"
@@ -33,9 +34,17 @@ func openAdmin(socket, output string) (adminv1.AdminClient, func(), error) {
 // besides root and the user running them: the user the server runs as, when an admin runs as root.
 const adminSocketOwnerEnv = "SIGNET_ADMIN_SOCKET_OWNER"
 
+// adminSocketHint is what to do when there is no admin socket to talk to.
+const adminSocketHint = "is 'signet dev' or 'signet server' running? (set --admin-socket or SIGNET_ADMIN_SOCKET)"
+
+// adminProbeTimeout bounds the connection dialAdmin makes to check the socket before the RPCs.
+const adminProbeTimeout = 5 * time.Second
+
 // dialAdmin connects to the admin API on a Unix socket, once checkAdminSocket trusts it.
 func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
-	if err := checkAdminSocket(path); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), adminProbeTimeout)
+	defer cancel()
+	if err := checkAdminSocket(ctx, path); err != nil {
 		return nil, nil, err
 	}
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -49,20 +58,14 @@ func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
 // one owned by anyone but root, the user running the command, or $SIGNET_ADMIN_SOCKET_OWNER. Admin
 // commands send entries, approvals and reasons, and print what the server returns (bundles, tokens), so
 // talking to a socket another local user planted would hand them both.
-func checkAdminSocket(path string) error {
-	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("admin socket %s does not exist: is 'signet dev' or 'signet server' running? (set --admin-socket or SIGNET_ADMIN_SOCKET)", path)
-	}
+func checkAdminSocket(ctx context.Context, path string) error {
+	fi, err := statSocket(path, "admin socket", adminSocketHint)
 	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("admin socket %s is not a socket (set --admin-socket or SIGNET_ADMIN_SOCKET to the server's admin_socket)", path)
+		return err
 	}
 	owner := uds.Owner(fi)
 	if owner == 0 || owner == uint32(os.Geteuid()) {
-		return nil
+		return probeSocket(ctx, path, fi, "admin socket", adminSocketHint)
 	}
 	if name := os.Getenv(adminSocketOwnerEnv); name != "" {
 		uid, err := lookupUID(name)
@@ -70,7 +73,7 @@ func checkAdminSocket(path string) error {
 			return fmt.Errorf("%s=%q: %w", adminSocketOwnerEnv, name, err)
 		}
 		if uid == owner {
-			return nil
+			return probeSocket(ctx, path, fi, "admin socket", adminSocketHint)
 		}
 	}
 	return fmt.Errorf("admin socket %s is owned by %s, not by root or you (%s): it may not be your server's, so signet will not talk to it; if the server runs as that user, set %s=%s",

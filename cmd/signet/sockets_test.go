@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/signet-id/signet/internal/uds"
 )
@@ -71,5 +72,81 @@ func TestAdminClientRefusesForeignSocket(t *testing.T) {
 	_, stderr, code := runCLI(t, []string{"SIGNET_ADMIN_SOCKET=" + path, "SIGNET_ADMIN_SOCKET_OWNER=nobody"}, "owner", "list")
 	if code == 0 || strings.Contains(stderr, "not by root or you") {
 		t.Fatalf("with SIGNET_ADMIN_SOCKET_OWNER: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// openTempDir is a t.TempDir that every local user can enter, as can its parent (both are 0700).
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestDevServesOtherUIDs: dev mode's Workload API serves every local uid; another uid with an entry
+// gets its SVID through 'signet svid fetch'.
+func TestDevServesOtherUIDs(t *testing.T) {
+	base := openTempDir(t)
+	d := devDirs{dataDir: filepath.Join(base, "data"), socket: filepath.Join(base, "run", "agent.sock"), adminSocket: filepath.Join(base, "run", "admin.sock")}
+	p := startDev(t, d)
+	_, owner := devIdentity(t)
+	p.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/nobody", "--selector", "unix:uid:65534",
+		"--owner", owner, "--purpose", "a second local user")
+	var stdout, stderr string
+	eventually(t, 20*time.Second, "an SVID for uid 65534", func() bool {
+		var code int
+		stdout, stderr, code = runCLIAs(t, 65534, nil, "svid", "fetch", "--socket", d.socket, "-o", "json")
+		return code == 0
+	})
+	if !strings.Contains(stdout, `"spiffe_id": "spiffe://example.org/nobody"`) {
+		t.Fatalf("svid fetch as uid 65534: %s\n%s", stdout, stderr)
+	}
+}
+
+// TestWorkloadClientPermissionError: a Workload API socket the caller may not use is reported as a
+// permission error naming the socket (or the directory in the way), its owner and mode, not as "is the
+// agent running?".
+func TestWorkloadClientPermissionError(t *testing.T) {
+	base := openTempDir(t)
+	listenAt := func(path string, mode os.FileMode) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	me := uds.DescribeUser(uint32(os.Getuid()))
+	closedSock := filepath.Join(base, "open", "agent.sock")
+	listenAt(closedSock, 0o600)
+	hiddenDir := filepath.Join(base, "private")
+	hiddenSock := filepath.Join(hiddenDir, "agent.sock")
+	listenAt(hiddenSock, 0o666)
+	if err := os.Chmod(hiddenDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, socket, want string
+	}{
+		{"socket mode", closedSock, "permission denied: you (nobody (uid 65534)) may not connect to the Workload API socket " + closedSock + " (owner " + me + ", mode 0600)"},
+		{"directory mode", hiddenSock, "permission denied: Workload API socket " + hiddenSock + ": the directory " + hiddenDir + " (owner " + me + ", mode 0700) does not let you"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, args := range [][]string{{"svid", "fetch"}, {"jwt", "fetch", "--audience", "a"}} {
+				_, stderr, code := runCLIAs(t, 65534, nil, append(args, "--socket", tc.socket)...)
+				if code != 1 || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "running?") {
+					t.Fatalf("signet %v as uid 65534: exit %d, stderr:\n%s", args, code, stderr)
+				}
+			}
+		})
 	}
 }

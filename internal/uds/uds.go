@@ -135,3 +135,32 @@ func DescribeUser(uid uint32) string {
 	}
 	return "uid " + id
 }
+
+// OthersCanReach reports whether users other than the owner can connect to the socket at path: every
+// directory above it searchable by others, the socket writable by them. If not, it returns the first
+// directory (or the socket) in the way and its mode.
+func OthersCanReach(path string) (blocker string, mode os.FileMode, ok bool) {
+	for p := filepath.Dir(path); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return p, 0, false
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			blocker, mode = p, fi.Mode().Perm()
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	if blocker != "" {
+		return blocker, mode, false
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return path, 0, false
+	}
+	if fi.Mode().Perm()&0o002 == 0 {
+		return path, fi.Mode().Perm(), false
+	}
+	return "", 0, true
+}
