@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"strconv"
@@ -54,18 +55,27 @@ func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
 	return adminv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
 
-// checkAdminSocket refuses an admin socket that may not be the server's: one that is not a socket, or
-// one owned by anyone but root, the user running the command, or $SIGNET_ADMIN_SOCKET_OWNER. Admin
-// commands send entries, approvals and reasons, and print what the server returns (bundles, tokens), so
-// talking to a socket another local user planted would hand them both.
+// checkAdminSocket refuses an admin socket that may not be the server's (see trustAdminSocket), then
+// connects once so that a permission error or a socket nothing serves is reported as such.
 func checkAdminSocket(ctx context.Context, path string) error {
 	fi, err := statSocket(path, "admin socket", adminSocketHint)
 	if err != nil {
 		return err
 	}
+	if err := trustAdminSocket(path, fi); err != nil {
+		return err
+	}
+	return probeSocket(ctx, path, fi, "admin socket", adminSocketHint)
+}
+
+// trustAdminSocket refuses an admin socket owned by anyone but root, the user running the command, or
+// $SIGNET_ADMIN_SOCKET_OWNER. Admin commands send entries, approvals and reasons, and print what the
+// server returns (bundles, tokens), so talking to a socket another local user planted would hand them
+// both.
+func trustAdminSocket(path string, fi fs.FileInfo) error {
 	owner := uds.Owner(fi)
 	if owner == 0 || owner == uint32(os.Geteuid()) {
-		return probeSocket(ctx, path, fi, "admin socket", adminSocketHint)
+		return nil
 	}
 	if name := os.Getenv(adminSocketOwnerEnv); name != "" {
 		uid, err := lookupUID(name)
@@ -73,7 +83,7 @@ func checkAdminSocket(ctx context.Context, path string) error {
 			return fmt.Errorf("%s=%q: %w", adminSocketOwnerEnv, name, err)
 		}
 		if uid == owner {
-			return probeSocket(ctx, path, fi, "admin socket", adminSocketHint)
+			return nil
 		}
 	}
 	return fmt.Errorf("admin socket %s is owned by %s, not by root or you (%s): it may not be your server's, so signet will not talk to it; if the server runs as that user, set %s=%s",

@@ -26,7 +26,7 @@ func statSocket(path, what, hint string) (fs.FileInfo, error) {
 		}
 		return fi, nil
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("no %s at %s (it does not exist): %s", what, path, hint)
+		return nil, fmt.Errorf("no %s at %s (%w): %s", what, path, fs.ErrNotExist, hint)
 	case errors.Is(err, fs.ErrPermission):
 		dir := filepath.Dir(path)
 		// The first directory from the root down whose child cannot be looked up is the one in the way.
@@ -56,10 +56,10 @@ func probeSocket(ctx context.Context, path string, fi fs.FileInfo, what, hint st
 	case err == nil:
 		return c.Close()
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("permission denied: you (%s) may not connect to the %s %s (owner %s, mode %04o); run as a user who may, or have its owner widen its mode",
-			uds.DescribeUser(uint32(os.Geteuid())), what, path, uds.DescribeUser(uds.Owner(fi)), fi.Mode().Perm())
+		return fmt.Errorf("permission denied: you (%s) may not connect to the %s %s (owner %s, mode %04o); run as a user who may, or have its owner widen its mode: %w",
+			uds.DescribeUser(uint32(os.Geteuid())), what, path, uds.DescribeUser(uds.Owner(fi)), fi.Mode().Perm(), syscall.EACCES)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("nothing serves the %s %s (a socket left by a process that stopped): %s", what, path, hint)
+		return fmt.Errorf("nothing serves the %s %s (a socket left by a process that stopped): %s: %w", what, path, hint, syscall.ECONNREFUSED)
 	default:
 		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
