@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -148,5 +149,21 @@ func TestWorkloadClientPermissionError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDevDefaultSocketsUnderXDGRuntimeDir: without --socket and --admin-socket, dev mode puts both
+// sockets in $XDG_RUNTIME_DIR/signet and prints the two export lines the README shows.
+func TestDevDefaultSocketsUnderXDGRuntimeDir(t *testing.T) {
+	xdg := t.TempDir()
+	p := startProcWith(t, "dev", func(c *exec.Cmd) {
+		c.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+xdg, "SIGNET_ADMIN_SOCKET=")
+	}, "dev", "--data-dir", filepath.Join(t.TempDir(), "data"), "--log-level", "warn")
+	want := []string{"export SPIFFE_ENDPOINT_SOCKET=unix://" + filepath.Join(xdg, "signet", "agent.sock"),
+		"export SIGNET_ADMIN_SOCKET=" + filepath.Join(xdg, "signet", "admin.sock")}
+	for _, w := range want {
+		if got := p.waitLine(w[:strings.Index(w, "=")+1], 60*time.Second); got != w {
+			t.Fatalf("dev printed %q, want %q", got, w)
+		}
 	}
 }
