@@ -54,7 +54,7 @@ every local user (mode 0666 in a 0755 directory): register an entry for another 
 create --selector unix:uid:<uid>' and that user's processes get its SVIDs. Its state (Raft log, registry, ledger,
 CA keys) is kept in --data-dir, so a restart keeps everything.`,
 		Example: `  signet dev
-  export SPIFFE_ENDPOINT_SOCKET=unix:///tmp/signet-1000/agent.sock
+  export SPIFFE_ENDPOINT_SOCKET=unix://$XDG_RUNTIME_DIR/signet/agent.sock   # as printed; else /tmp/signet-<uid>/
   signet svid fetch`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },

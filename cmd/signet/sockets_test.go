@@ -153,7 +153,8 @@ func TestWorkloadClientPermissionError(t *testing.T) {
 }
 
 // TestDevDefaultSocketsUnderXDGRuntimeDir: without --socket and --admin-socket, dev mode puts both
-// sockets in $XDG_RUNTIME_DIR/signet and prints the two export lines the README shows.
+// sockets in $XDG_RUNTIME_DIR/signet and prints the two export lines the README shows, and a note when
+// other users cannot reach the Workload API socket.
 func TestDevDefaultSocketsUnderXDGRuntimeDir(t *testing.T) {
 	xdg := t.TempDir()
 	p := startProcWith(t, "dev", func(c *exec.Cmd) {
@@ -165,5 +166,9 @@ func TestDevDefaultSocketsUnderXDGRuntimeDir(t *testing.T) {
 		if got := p.waitLine(w[:strings.Index(w, "=")+1], 60*time.Second); got != w {
 			t.Fatalf("dev printed %q, want %q", got, w)
 		}
+	}
+	// t.TempDir's directories are 0700: dev says other users cannot reach the socket, and where.
+	if got := p.waitLine("Note: ", 10*time.Second); !strings.Contains(got, "other local users cannot reach the Workload API socket: "+filepath.Dir(xdg)+" has mode 0700") {
+		t.Fatalf("dev printed %q", got)
 	}
 }

@@ -52,7 +52,7 @@ func Listen(path string, dirMode, sockMode os.FileMode) (net.Listener, error) {
 	} else if !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("socket %q: create directory: %w", path, err)
 	}
-	if err := CheckDir(dir); err != nil {
+	if err := checkDir(dir); err != nil {
 		return nil, fmt.Errorf("socket %q: %w", path, err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -78,11 +78,11 @@ func Listen(path string, dirMode, sockMode os.FileMode) (net.Listener, error) {
 	return l, nil
 }
 
-// CheckDir returns an error wrapping ErrUnsafeDir unless dir is a directory (not a symlink) owned by the
+// checkDir returns an error wrapping ErrUnsafeDir unless dir is a directory (not a symlink) owned by the
 // effective user and not writable by group or others, and every directory above it is owned by root or
 // that user and not writable by group or others unless sticky. The error names the directory, its owner and
 // mode, and the fix.
-func CheckDir(dir string) error {
+func checkDir(dir string) error {
 	euid := uint32(os.Geteuid())
 	fi, err := os.Lstat(dir)
 	if err != nil {
