@@ -49,10 +49,12 @@ func newDevCmd() *cobra.Command {
 code path as a cluster) and a node agent serving the SPIFFE Workload API on a Unix socket.
 
 Dev mode registers, idempotently, an owner for the invoking OS user and the entry
-spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. The Workload API socket is open to
-every local user (mode 0666 in a 0755 directory): register an entry for another uid with 'signet entry
-create --selector unix:uid:<uid>' and that user's processes get its SVIDs. Its state (Raft log, registry, ledger,
-CA keys) is kept in --data-dir, so a restart keeps everything.`,
+spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. Its state (Raft log, registry, ledger,
+CA keys) is kept in --data-dir, so a restart keeps everything.
+
+The Workload API socket is open to every local user (mode 0666 in a 0755 directory), as an agent's is:
+register an entry for another uid ('signet entry create --selector unix:uid:<uid>') and that user's
+processes get its SVIDs. The admin socket stays 0600, for you and root.`,
 		Example: `  signet dev
   export SPIFFE_ENDPOINT_SOCKET=unix://$XDG_RUNTIME_DIR/signet/agent.sock   # as printed; else /tmp/signet-<uid>/
   signet svid fetch`,
