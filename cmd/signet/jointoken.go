@@ -29,7 +29,12 @@ type joinTokenSources struct {
 // variable (and removing it) and the file or stdin. A token given with --join-token is moved out of the
 // process's command line first (see scrubJoinTokenArg); warn receives the deprecation notice.
 func (s joinTokenSources) resolve(stdin io.Reader, warn io.Writer) (string, error) {
-	env, envSet := os.LookupEnv(joinTokenEnv)
+	// An empty variable counts as unset (Environment=SIGNET_JOIN_TOKEN= in a unit, say).
+	env := os.Getenv(joinTokenEnv)
+	envSet := env != ""
+	if err := os.Unsetenv(joinTokenEnv); err != nil {
+		return "", fmt.Errorf("%s: remove from the environment: %w", joinTokenEnv, err)
+	}
 	var given []string
 	if s.flagSet {
 		given = append(given, "--join-token")
@@ -53,9 +58,6 @@ func (s joinTokenSources) resolve(stdin io.Reader, warn io.Writer) (string, erro
 		scrubJoinTokenArg(tok, warn)
 		return tok, nil
 	case envSet:
-		if err := os.Unsetenv(joinTokenEnv); err != nil {
-			return "", fmt.Errorf("%s: remove from the environment: %w", joinTokenEnv, err)
-		}
 		return checkJoinToken(joinTokenEnv, env)
 	case s.file == "-":
 		tok, err := readJoinToken(stdin)

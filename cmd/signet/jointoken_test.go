@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,5 +105,42 @@ func TestTokenCreateShowsSafeUsage(t *testing.T) {
 	out := s.mustCLI("token", "create", "--owner", "alice")
 	if !strings.Contains(out, "--join-token-file") || !strings.Contains(out, joinTokenEnv) {
 		t.Fatalf("token create output:\n%s", out)
+	}
+}
+
+// TestJoinTokenFromEnvironmentIsRemoved: the token is taken from SIGNET_JOIN_TOKEN and the variable is
+// gone afterwards, so nothing the agent starts inherits it; an empty variable counts as unset.
+func TestJoinTokenFromEnvironmentIsRemoved(t *testing.T) {
+	t.Setenv(joinTokenEnv, "abc.def")
+	tok, err := joinTokenSources{}.resolve(strings.NewReader(""), io.Discard)
+	if err != nil || tok != "abc.def" {
+		t.Fatalf("resolve = %q, %v", tok, err)
+	}
+	if v, ok := os.LookupEnv(joinTokenEnv); ok {
+		t.Fatalf("%s still set to %q", joinTokenEnv, v)
+	}
+	t.Setenv(joinTokenEnv, "")
+	if tok, err := (joinTokenSources{file: "-"}).resolve(strings.NewReader("ghi.jkl\n"), io.Discard); err != nil || tok != "ghi.jkl" {
+		t.Fatalf("empty variable and stdin: %q, %v", tok, err)
+	}
+}
+
+// TestArgsWithoutJoinToken: both flag forms are taken out; a token that would stay anywhere else is
+// reported, so the agent does not re-execute with it still in argv.
+func TestArgsWithoutJoinToken(t *testing.T) {
+	tests := []struct {
+		args, want []string
+		ok         bool
+	}{
+		{[]string{"signet", "agent", "--join-token", "T", "--config", "c"}, []string{"signet", "agent", "--config", "c"}, true},
+		{[]string{"signet", "agent", "--config", "c", "--join-token=T"}, []string{"signet", "agent", "--config", "c"}, true},
+		{[]string{"signet", "agent", "--join-token", "T", "--config", "T.yaml"}, nil, false},
+		{[]string{"signet", "agent", "--join-token=T", "--", "T"}, nil, false},
+	}
+	for _, tc := range tests {
+		got, ok := argsWithoutJoinToken(tc.args, "T")
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("argsWithoutJoinToken(%q) = %q, %v; want %q, %v", tc.args, got, ok, tc.want, tc.ok)
+		}
 	}
 }
