@@ -2,15 +2,24 @@
 GO      ?= go
 BIN     := bin/signet
 PKGS    := ./...
+# install puts $(BIN) in $(DESTDIR)$(PREFIX)/bin.
+PREFIX  ?= /usr/local
+# signet --version prints VERSION (git describe), else the module version Go records.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 # Benchmarks run a fixed number of iterations so runs are comparable on 2-core machines.
 BENCH_FLAGS ?= -run '^$$' -benchmem
 
-.PHONY: all build run test vet bench bench-ledger lint proto clean
+.PHONY: all build install run test vet bench bench-ledger lint proto clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/signet
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/signet
+
+## install: build, then install bin/signet as $(PREFIX)/bin/signet (PREFIX=/usr/local by default)
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/signet
 
 ## run: start Signet in dev mode (one process: server + agent, Workload API socket, an entry for you)
 run: build

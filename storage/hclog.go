@@ -2,9 +2,11 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -36,7 +38,25 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if !a.l.Enabled(context.Background(), lvl) {
 		return
 	}
-	a.l.Log(context.Background(), lvl, msg, append(a.args[:len(a.args):len(a.args)], args...)...)
+	a.l.Log(context.Background(), lvl, msg, formatArgs(append(a.args[:len(a.args):len(a.args)], args...))...)
+}
+
+// formatArgs renders hclog.Fmt values (raft logs its configuration with hclog.Fmt("%+v", servers)) as
+// the string they stand for; slog would print the format verb and its operands as a list.
+// The adapter's own args may be passed in, so a changed list is a copy.
+func formatArgs(args []any) []any {
+	out := args
+	for i, v := range args {
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				if &out[0] == &args[0] {
+					out = slices.Clone(args)
+				}
+				out[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	return out
 }
 
 func (a *hclogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }

@@ -14,7 +14,8 @@ import (
 )
 
 func newAgentCmd() *cobra.Command {
-	var configPath, joinToken string
+	var configPath string
+	var tokens joinTokenSources
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
@@ -28,7 +29,9 @@ any network an attacker can reach.
 
 Every configuration key, with its default, is in docs/configuration.md; examples/config/agent.yaml is a
 commented example.`,
-		Example: `  signet agent --config /etc/signet/agent.yaml --join-token 3f2a…
+		Example: `  signet agent --config /etc/signet/agent.yaml --join-token-file /etc/signet/join-token
+  signet token create --owner alice -o json | jq -r .token | signet agent --config agent.yaml --join-token-file -
+  SIGNET_JOIN_TOKEN=3f2a… signet agent --config /etc/signet/agent.yaml
   signet agent list
   signet agent evict spiffe://example.org/signet/agent/join_token/3f2a…`,
 		Args: noArgs,
@@ -36,11 +39,17 @@ commented example.`,
 			if configPath == "" {
 				return usagef("--config is required (see examples/config/agent.yaml)")
 			}
+			tokens.flagSet = cmd.Flags().Changed("join-token")
+			joinToken, err := tokens.resolve(cmd.InOrStdin(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			return runAgent(cmd.Context(), configPath, joinToken)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file (YAML)")
-	cmd.Flags().StringVar(&joinToken, "join-token", "", "join token for the first attestation (from 'signet token create')")
+	cmd.Flags().StringVar(&tokens.file, "join-token-file", "", "file holding the join token for the first attestation (mode 0600; - reads stdin); or set "+joinTokenEnv)
+	cmd.Flags().StringVar(&tokens.flag, "join-token", "", "deprecated: the token is visible to every local user in the process list; use --join-token-file or "+joinTokenEnv)
 	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd())
 	return cmd
 }
@@ -58,7 +67,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	switch {
 	case errors.Is(err, agent.ErrNoIdentity):
 		if joinToken == "" {
-			return fmt.Errorf("agent: no agent SVID in %s yet: start the agent with --join-token (create one on the server with 'signet token create --owner NAME')", c.DataDir)
+			return fmt.Errorf("agent: no agent SVID in %s yet: start the agent with --join-token-file FILE or %s (create one on the server with 'signet token create --owner NAME')", c.DataDir, joinTokenEnv)
 		}
 		var bundle []*x509.Certificate
 		if c.TrustBundlePath != "" {
@@ -77,7 +86,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	case err != nil:
 		return err
 	case joinToken != "":
-		log.Info("already attested; --join-token is not needed and was not used", "agent", id.ID())
+		log.Info("already attested; the join token is not needed and was not used", "agent", id.ID())
 	}
 
 	conn, err := agent.Dial(c.ServerAddress, id, td)

@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
@@ -21,6 +23,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+)
+
+// The dev Workload API socket's modes: open to every local user, like the agent's defaults.
+const (
+	devSocketDirMode = 0o755
+	devSocketMode    = 0o666
 )
 
 type devOptions struct {
@@ -42,9 +50,13 @@ code path as a cluster) and a node agent serving the SPIFFE Workload API on a Un
 
 Dev mode registers, idempotently, an owner for the invoking OS user and the entry
 spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. Its state (Raft log, registry, ledger,
-CA keys) is kept in --data-dir, so a restart keeps everything.`,
+CA keys) is kept in --data-dir, so a restart keeps everything.
+
+The Workload API socket is open to every local user (mode 0666 in a 0755 directory), as an agent's is:
+register an entry for another uid ('signet entry create --selector unix:uid:<uid>') and that user's
+processes get its SVIDs. The admin socket stays 0600, for you and root.`,
 		Example: `  signet dev
-  export SPIFFE_ENDPOINT_SOCKET=unix:///tmp/signet-1000/agent.sock
+  export SPIFFE_ENDPOINT_SOCKET=unix://$XDG_RUNTIME_DIR/signet/agent.sock   # as printed; else /tmp/signet-<uid>/
   signet svid fetch`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },
@@ -86,8 +98,15 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	uid := uint32(os.Getuid())
+	// The Workload API socket serves every local user (attestation decides what each gets): 0666 in a
+	// 0755 directory, as the agent's default. If the admin socket shares that directory, the directory
+	// must stay traversable; the admin socket is 0600 and checks its callers' uid either way.
+	adminDirMode := os.FileMode(0o700)
+	if filepath.Dir(o.adminSocket) == filepath.Dir(o.workloadSocket) {
+		adminDirMode = devSocketDirMode
+	}
 	node, err := startServerNode(ctx, serverNodeConfig{
-		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminUIDs: adminUIDs(uid),
+		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminSocketDirMode: adminDirMode, AdminUIDs: adminUIDs(uid),
 		RaftBind: "127.0.0.1:0", Bootstrap: true, FastElection: true, CATTL: o.caTTL,
 		AgentAuth: func(context.Context) (server.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
@@ -119,7 +138,7 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	an, err := startAgentNode(ctx, agentNodeConfig{TrustDomain: td, Client: agentv1.NewAgentClient(conn), WorkloadSocket: o.workloadSocket,
-		SocketDirMode: 0o700, SocketMode: 0o600, Logger: log})
+		SocketDirMode: devSocketDirMode, SocketMode: devSocketMode, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -135,6 +154,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	fmt.Printf("Your identity: %s (owner %s, selector unix:uid:%d)\n", id, owner, uid)
 	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", o.workloadSocket)
 	fmt.Printf("export SIGNET_ADMIN_SOCKET=%s\n", o.adminSocket)
+	if dir, mode, ok := uds.OthersCanReach(o.workloadSocket); !ok {
+		fmt.Printf("Note: other local users cannot reach the Workload API socket: %s has mode %04o (chmod o+x it, or choose --socket in a directory they can enter).\n", dir, mode)
+	}
 	fmt.Println("Press Ctrl-C to stop.")
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -568,7 +568,7 @@ func TestCLIErrorsWithoutServer(t *testing.T) {
 		{"unknown completion shell", []string{"completion", "bogus"}, exitUsage, `unknown command "bogus" for "signet completion"`},
 		{"help topic", []string{"help", "entry"}, exitOK, ""},
 		{"bad output format", []string{"owner", "list", "-o", "yaml", "--admin-socket", missing}, exitUsage, `--output "yaml": want table or json`},
-		{"admin socket missing", []string{"entry", "list", "--admin-socket", missing}, exitFailure, "does not exist: is 'signet dev' or 'signet server' running?"},
+		{"admin socket missing", []string{"entry", "list", "--admin-socket", missing}, exitFailure, "no admin socket at " + missing + " (file does not exist): is 'signet dev' or 'signet server' running?"},
 		{"workload socket missing", []string{"svid", "fetch", "--socket", missing}, exitFailure, "no Workload API socket at " + missing},
 		{"config missing", []string{"server", "--config", missing + ".yaml"}, exitFailure, "no such file or directory"},
 		{"config flag missing", []string{"agent"}, exitUsage, "--config is required"},

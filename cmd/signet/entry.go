@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -23,6 +22,7 @@ func newEntryCmd() *cobra.Command {
 
 func newEntryCreateCmd() *cobra.Command {
 	o := entryOptions{}
+	var strict bool
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Register a workload identity",
@@ -32,13 +32,14 @@ func newEntryCreateCmd() *cobra.Command {
     --selector unix:uid:1000 --selector unix:path:/usr/local/bin/billing-api \
     --owner alice --purpose "billing API calls the ledger service" --x509-ttl 1h`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runEntryCreate(cmd, &o) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runEntryCreate(cmd, &o, strict) },
 	}
 	addEntryFlags(cmd, &o, false)
+	cmd.Flags().BoolVar(&strict, "strict", false, "refuse a --parent-id no agent, node alias, entry or unused join token has (default: warn)")
 	return cmd
 }
 
-func runEntryCreate(cmd *cobra.Command, o *entryOptions) error {
+func runEntryCreate(cmd *cobra.Command, o *entryOptions, strict bool) error {
 	if err := checkOutput(o.output); err != nil {
 		return err
 	}
@@ -53,9 +54,21 @@ func runEntryCreate(cmd *cobra.Command, o *entryOptions) error {
 		return err
 	}
 	defer closeFn()
+	parentOK := true
+	if e.ParentId != "" {
+		if parentOK, err = parentKnown(cmd.Context(), client, e.ParentId, time.Now()); err != nil {
+			return rpcError("entry create: check --parent-id", err)
+		}
+		if !parentOK && strict {
+			return fmt.Errorf("entry create: %s; refused because of --strict", unknownParentMessage(e.ParentId))
+		}
+	}
 	created, err := client.CreateEntry(cmd.Context(), &adminv1.CreateEntryRequest{Entry: e})
 	if err != nil {
 		return rpcError("entry create", err)
+	}
+	if !parentOK {
+		fmt.Fprintf(cmd.ErrOrStderr(), "signet: warning: %s (--strict refuses such a parent)\n", unknownParentMessage(e.ParentId))
 	}
 	return printEntry(cmd.OutOrStdout(), created, o.output)
 }
@@ -74,21 +87,10 @@ func newEntryListCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			stream, err := client.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{Owner: owner, SpiffeId: spiffeID, ParentId: parentID,
+			entries, err := listEntries(cmd.Context(), client, &adminv1.ListEntriesRequest{Owner: owner, SpiffeId: spiffeID, ParentId: parentID,
 				Expired: expired, Disabled: disabled, Pending: pending})
 			if err != nil {
 				return rpcError("entry list", err)
-			}
-			var entries []*adminv1.Entry
-			for {
-				page, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return rpcError("entry list", err)
-				}
-				entries = append(entries, page.Entries...)
 			}
 			return printEntries(cmd.OutOrStdout(), entries, output)
 		},

@@ -28,6 +28,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Traversable, so that tests can run the binary as another uid too.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	signetBin = filepath.Join(dir, "signet")
 	build := exec.Command("go", "build", "-o", signetBin, ".")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
@@ -167,10 +172,28 @@ func (p *devProc) mustCLI(args ...string) string {
 
 func runCLI(t testing.TB, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIWith(t, nil, env, args...)
+}
+
+// runCLIAs runs the real binary as another uid (and gid of the same number), from /.
+func runCLIAs(t testing.TB, uid uint32, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	return runCLIWith(t, func(c *exec.Cmd) {
+		c.Dir = "/"
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	}, env, args...)
+}
+
+// runCLIWith runs the real binary with setup applied to its command first.
+func runCLIWith(t testing.TB, setup func(*exec.Cmd), env []string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, signetBin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	if setup != nil {
+		setup(cmd)
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

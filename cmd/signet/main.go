@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -29,15 +30,21 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// version is the release version, set at build time: go build -ldflags "-X main.version=v1.2.3" (the
+// Makefile sets it from git describe). Empty means: take it from the build information.
+var version string
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:])
+	code := run(ctx, os.Args[1:], buildVersion(version))
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string) int {
+func run(ctx context.Context, args []string, version string) int {
 	root := newRootCmd()
+	root.Version = version
+	root.SetVersionTemplate("signet {{.Version}}\n")
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -152,4 +159,32 @@ func runGroup(cmd *cobra.Command, args []string) error {
 
 func unknownCommand(cmd *cobra.Command, name string) error {
 	return usagef("unknown command %q for %q (see '%s --help')", name, cmd.CommandPath(), cmd.CommandPath())
+}
+
+// buildVersion is the version to print: the one set at build time, else the module version and VCS
+// revision Go recorded in the binary ("(devel)" for a build from a source tree).
+func buildVersion(set string) string {
+	if set != "" {
+		return set
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "-dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += " (" + rev[:min(12, len(rev))] + modified + ")"
+	}
+	return v + " " + info.GoVersion
 }

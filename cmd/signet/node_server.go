@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -23,16 +24,19 @@ import (
 
 // serverNodeConfig is what a server node is started from (by 'signet dev' now, 'signet server' later).
 type serverNodeConfig struct {
-	DataDir       string
-	TrustDomain   spiffeid.TrustDomain
-	AdminSocket   string
-	AdminUIDs     []uint32
-	NodeID        string
-	RaftBind      string
-	RaftAdvertise string
-	Bootstrap     bool
-	FastElection  bool // single-node dev: elect within a few hundred ms
-	CATTL         time.Duration
+	DataDir     string
+	TrustDomain spiffeid.TrustDomain
+	AdminSocket string
+	// AdminSocketDirMode is the mode of the admin socket's directory if it is created; 0 means 0700.
+	// The socket itself is always 0600.
+	AdminSocketDirMode os.FileMode
+	AdminUIDs          []uint32
+	NodeID             string
+	RaftBind           string
+	RaftAdvertise      string
+	Bootstrap          bool
+	FastElection       bool // single-node dev: elect within a few hundred ms
+	CATTL              time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth       server.Authenticator
 	AgentSVIDTTL    time.Duration
@@ -109,7 +113,11 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 
-	lis, err := uds.Listen(cfg.AdminSocket, 0o700, 0o600)
+	dirMode := cfg.AdminSocketDirMode
+	if dirMode == 0 {
+		dirMode = 0o700
+	}
+	lis, err := uds.Listen(cfg.AdminSocket, dirMode, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}

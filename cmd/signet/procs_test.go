@@ -28,7 +28,17 @@ type proc struct {
 // startProc starts signet with args; stdout lines are also delivered on p.lines.
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, name, nil, args...)
+}
+
+// startProcWith is startProc with a hook that adjusts the command (environment, stdin, credentials)
+// before it starts.
+func startProcWith(t testing.TB, name string, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(signetBin, args...)
+	if setup != nil {
+		setup(cmd)
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -215,14 +225,25 @@ socket_path: %s
 	return a
 }
 
+// withJoinToken hands the agent a join token the safe way, in SIGNET_JOIN_TOKEN ("" for none).
+func withJoinToken(token string) func(*exec.Cmd) {
+	return func(cmd *exec.Cmd) {
+		if token != "" {
+			cmd.Env = append(os.Environ(), joinTokenEnv+"="+token)
+		}
+	}
+}
+
 // start runs the agent (with a join token, if given) and waits until it serves; it records its ID.
 func (a *testAgent) start(t testing.TB, token string) *testAgent {
 	t.Helper()
-	args := []string{"agent", "--config", a.config}
-	if token != "" {
-		args = append(args, "--join-token", token)
-	}
-	a.proc = startProc(t, "agent", args...)
+	return a.startWith(t, withJoinToken(token))
+}
+
+// startWith runs the agent with setup applied to its command and waits until it serves.
+func (a *testAgent) startWith(t testing.TB, setup func(*exec.Cmd), extraArgs ...string) *testAgent {
+	t.Helper()
+	a.proc = startProcWith(t, "agent", setup, append([]string{"agent", "--config", a.config}, extraArgs...)...)
 	line := a.waitLine("Signet agent ", 60*time.Second)
 	a.id = strings.Fields(line)[2]
 	a.waitLine("export SPIFFE_ENDPOINT_SOCKET=", 10*time.Second)
@@ -232,11 +253,7 @@ func (a *testAgent) start(t testing.TB, token string) *testAgent {
 // startFailing runs the agent and returns its exit code and stderr once it exits.
 func (a *testAgent) startFailing(t testing.TB, token string) (int, string) {
 	t.Helper()
-	args := []string{"agent", "--config", a.config}
-	if token != "" {
-		args = append(args, "--join-token", token)
-	}
-	a.proc = startProc(t, "agent", args...)
+	a.proc = startProcWith(t, "agent", withJoinToken(token), "agent", "--config", a.config)
 	code := a.waitExit(30 * time.Second)
 	return code, a.stderr.String()
 }

@@ -43,6 +43,9 @@ func (w *workloadFlags) addr() string {
 	return s
 }
 
+// workloadSocketHint is what to do when there is no Workload API socket to talk to.
+const workloadSocketHint = "is the agent (or 'signet dev') running? (set --socket or SPIFFE_ENDPOINT_SOCKET)"
+
 func (w *workloadFlags) client(ctx context.Context) (*workloadapi.Client, error) {
 	if err := checkOutput(w.output); err != nil {
 		return nil, err
@@ -51,8 +54,8 @@ func (w *workloadFlags) client(ctx context.Context) (*workloadapi.Client, error)
 		return nil, usagef("--timeout %s: must be positive", w.timeout)
 	}
 	if path, ok := strings.CutPrefix(w.addr(), "unix://"); ok {
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("no Workload API socket at %s: is the agent (or 'signet dev') running? (set --socket or SPIFFE_ENDPOINT_SOCKET)", path)
+		if err := reachSocket(ctx, path, "Workload API socket", workloadSocketHint); err != nil {
+			return nil, err
 		}
 	}
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr(w.addr()))

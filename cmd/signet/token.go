@@ -24,9 +24,14 @@ func newTokenCreateCmd() *cobra.Command {
 		Short: "Create a join token bound to an owner",
 		Long: `Create a single-use join token. The node that uses it is vouched for by --owner; its agent gets
 the SPIFFE ID spiffe://<td>/signet/agent/join_token/<token-id>, or --spiffe-id. The token is printed
-once: Signet stores only a hash of it.`,
-		Example: "  signet token create --owner alice --ttl 10m --spiffe-id spiffe://example.org/host/web-1",
-		Args:    noArgs,
+once: Signet stores only a hash of it. --spiffe-id must be under spiffe://<td>/signet/agent/.
+
+Hand the token to the agent with --join-token-file (a file of mode 0600, or - for stdin) or the
+SIGNET_JOIN_TOKEN environment variable, never on its command line.`,
+		Example: `  signet token create --owner alice --ttl 10m
+  signet token create --owner alice --spiffe-id spiffe://example.org/signet/agent/web-1
+  (umask 077; signet token create --owner alice -o json | jq -r .token > /etc/signet/join-token)`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -58,8 +63,12 @@ once: Signet stores only a hash of it.`,
 					Info  tokenView `json:"info"`
 				}{resp.Secret, viewToken(resp.Token)})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Token: %s\nOwner: %s\nExpires: %s\n(shown once; start the agent with --join-token)\n",
-				resp.Secret, resp.Token.Owner, formatUnix(resp.Token.ExpiresAt))
+			fmt.Fprintf(cmd.OutOrStdout(), "Token: %s\nOwner: %s\nExpires: %s\n", resp.Secret, resp.Token.Owner, formatUnix(resp.Token.ExpiresAt))
+			fmt.Fprintf(cmd.OutOrStdout(), `(shown once) Give it to the agent without putting it on its command line, where every local
+user can read it: write it to a file only the agent's user can read and start
+  signet agent --config /etc/signet/agent.yaml --join-token-file /etc/signet/join-token
+or pipe it in with --join-token-file -, or set %s in the agent's environment.
+`, joinTokenEnv)
 			return nil
 		},
 	}
