@@ -167,6 +167,9 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 
 // signAgentSVID signs an agent SVID for the CSR's key and builds its ledger record.
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
+	if err := s.cfg.Issuer.disk.check(); err != nil {
+		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
+	}
 	csr, err := parseCSR(csrDER, id.String())
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)

@@ -44,8 +44,15 @@ type Config struct {
 	LedgerRetention time.Duration
 	// Policy, if set, is evaluated on every entry create and update.
 	Policy EntryPolicy
-	Clock  func() time.Time
-	Logger *slog.Logger
+	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
+	IssuanceLimits IssuanceLimits
+	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
+	// (default DefaultMinFreeDisk, measured by FreeDisk, default StatfsFree) the server refuses to issue.
+	DataDir     string
+	MinFreeDisk uint64
+	FreeDisk    FreeDiskFunc
+	Clock       func() time.Time
+	Logger      *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -74,7 +81,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(), Clock: cfg.Clock, Logger: cfg.Logger})
+	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
+		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
