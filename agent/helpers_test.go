@@ -157,7 +157,7 @@ func newBufconnEnv(tb testing.TB) *env {
 func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 	tb.Helper()
 	e := newServer(tb, agentSVIDTTL, (*env).recordingTLSAuth)
-	tlsConf, err := server.ServerTLSConfig(e.ca, e.st, e.st.NodeID())
+	tlsConf, err := server.ServerTLSConfig(e.ca, e.st, e.st.NodeID(), nil)
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
 	}
@@ -167,7 +167,7 @@ func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 
 // recordingTLSAuth is server.TLSAgentAuth, recording the certificate each call presents.
 func (e *env) recordingTLSAuth() server.Authenticator {
-	auth := server.TLSAgentAuth(e.st)
+	auth := server.TLSAgentAuth(e.st, nil)
 	return func(ctx context.Context) (server.Caller, error) {
 		if p, ok := peer.FromContext(ctx); ok {
 			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 )
 
 // minAgentSVIDTTL is the shortest agent SVID lifetime a server accepts: agents renew at half life.
@@ -21,6 +22,20 @@ const minAgentSVIDTTL = 10 * time.Second
 // syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
 // whatever the number of entries an agent holds.
 const syncPageSize = 1000
+
+// AgentServerParameters are the keepalive parameters of the agent API's gRPC server for agent SVIDs of
+// agentSVIDTTL (0: DefaultAgentSVIDTTL). A connection is sent GOAWAY at half the SVID lifetime (plus
+// gRPC's jitter of up to 10%), when its agent has renewed and dialled again anyway, and closed a tenth of
+// the lifetime later: a connection opened with a fresh SVID never outlives it. Every call and every sync
+// round also checks the presented SVID against the server's clock (TLSAgentAuth); this bounds what a
+// connection that is never asked to re-authenticate can hold on to.
+func AgentServerParameters(agentSVIDTTL time.Duration) keepalive.ServerParameters {
+	if agentSVIDTTL == 0 {
+		agentSVIDTTL = DefaultAgentSVIDTTL
+	}
+	return keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+		MaxConnectionAge: agentSVIDTTL / 2, MaxConnectionAgeGrace: agentSVIDTTL / 10}
+}
 
 // Authenticator establishes which agent is calling, from the call's context (its TLS peer, or the
 // in-process connection of dev mode).
@@ -91,6 +106,9 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	var sentBundle uint64
 	var lastParents []string
 	first := true
+	expiryTimer := time.NewTimer(time.Hour)
+	expiryTimer.Stop()
+	defer expiryTimer.Stop()
 	for {
 		// Take the change signal first, then read: a change after this point wakes the wait below even
 		// if it lands while messages are being sent. Read the revision before the entries: anything
@@ -127,8 +145,16 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			}
 		}
 		known, first, lastParents = rev, false, parents
+		// Wake when the presented SVID expires, too: the next round's authentication ends the stream
+		// then, even if nothing changes.
+		var expiry <-chan time.Time
+		if cert, err := peerSVID(ctx); err == nil {
+			expiryTimer.Reset(max(cert.NotAfter.Sub(s.cfg.Clock())+time.Millisecond, time.Second))
+			expiry = expiryTimer.C
+		}
 		select {
 		case <-changed:
+		case <-expiry:
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
 		}

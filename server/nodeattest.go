@@ -151,6 +151,10 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	// Whatever authenticated the call: an expired SVID never renews itself.
+	if err := checkSVIDTime(caller.AgentID, presented, s.cfg.Clock()); err != nil {
+		return nil, toStatus(fmt.Errorf("renewal refused: %w", err))
+	}
 	a, err := s.cfg.Store.Agent(caller.AgentID.String())
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("agent %s: %w: not registered", caller.AgentID, ErrPermissionDenied))

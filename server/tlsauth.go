@@ -35,9 +35,14 @@ func peerSVID(ctx context.Context) (*x509.Certificate, error) {
 }
 
 // TLSAgentAuth authenticates agents by the SVID they present on the TLS connection (verified against
-// the bundle during the handshake): the agent must be registered, not banned, and present its current or
-// previous SVID, so an evicted or banned agent is refused at once, whatever its certificate's expiry.
-func TLSAgentAuth(st *storage.Store) Authenticator {
+// the bundle during the handshake): the SVID must be valid now by clock (nil: time.Now), the server's
+// clock, on every call — a connection opened before the SVID expired does not outlive it — and the
+// agent must be registered, not banned, and present its current or previous SVID, so an evicted or
+// banned agent is refused at once, whatever its certificate's expiry.
+func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
+	if clock == nil {
+		clock = time.Now
+	}
 	return func(ctx context.Context) (Caller, error) {
 		cert, err := peerSVID(ctx)
 		if err != nil {
@@ -49,6 +54,9 @@ func TLSAgentAuth(st *storage.Store) Authenticator {
 		id, err := spiffeid.FromURI(cert.URIs[0])
 		if err != nil {
 			return Caller{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
+		}
+		if err := checkSVIDTime(id, cert, clock()); err != nil {
+			return Caller{}, err
 		}
 		a, err := st.Agent(id.String())
 		switch {
@@ -66,11 +74,32 @@ func TLSAgentAuth(st *storage.Store) Authenticator {
 	}
 }
 
+// checkSVIDTime refuses an agent SVID that is not valid at now: an expired one for good (the agent must
+// attest again: it can no longer renew), one not yet valid as a clock problem.
+func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error {
+	switch {
+	case now.After(cert.NotAfter):
+		return fmt.Errorf("agent %s: %w: agent SVID %s expired at %s; attest again with a new join token",
+			id, ErrPermissionDenied, cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(cert.NotBefore):
+		return fmt.Errorf("agent %s: %w: agent SVID %s is not valid before %s (check the clocks)",
+			id, ErrUnauthenticated, cert.SerialNumber.Text(16), cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // ServerTLSConfig is the TLS 1.3 configuration of the agent API listener. The server presents an SVID
 // (spiffe://<td>/signet/server/<node>) signed by its own CA and re-minted at half life; client
 // certificates are optional at the TLS layer (AttestAgent has none) and, when present, must chain to the
-// trust bundle. Which RPCs need one is decided by TLSAgentAuth.
-func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string) (*tls.Config, error) {
+// trust bundle and be valid by clock (nil: time.Now). Which RPCs need one is decided by TLSAgentAuth.
+//
+// The client certificate is checked in VerifyConnection, which crypto/tls calls on every handshake,
+// resumed ones included (VerifyPeerCertificate is skipped on resumption): a session resumed from a
+// ticket is held to the bundle and the clock of now, not of the day the ticket was issued.
+func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string, clock func() time.Time) (*tls.Config, error) {
+	if clock == nil {
+		clock = time.Now
+	}
 	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", nodeID)
 	if err != nil {
 		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", nodeID, err)
@@ -84,20 +113,12 @@ func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string) (*tls.C
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
 		ClientAuth:     tls.RequestClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
 				return nil
 			}
-			certs := make([]*x509.Certificate, 0, len(raw))
-			for _, der := range raw {
-				c, err := x509.ParseCertificate(der)
-				if err != nil {
-					return fmt.Errorf("client certificate: %w", err)
-				}
-				certs = append(certs, c)
-			}
 			bundle := x509bundle.FromX509Authorities(td, st.Bundle().X509Authorities)
-			if _, _, err := x509svid.Verify(certs, bundle); err != nil {
+			if _, _, err := x509svid.Verify(cs.PeerCertificates, bundle, x509svid.WithTime(clock())); err != nil {
 				return fmt.Errorf("client certificate does not verify against the trust bundle: %w", err)
 			}
 			return nil

@@ -90,7 +90,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {
-		agentAuth = server.TLSAgentAuth(st)
+		agentAuth = server.TLSAgentAuth(st, nil)
 	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,

@@ -77,14 +77,14 @@ func runServer(ctx context.Context, path string) error {
 		return err
 	}
 	defer node.Stop()
-	tlsConf, err := server.ServerTLSConfig(node.ca, node.store, node.store.NodeID())
+	tlsConf, err := server.ServerTLSConfig(node.ca, node.store, node.store.NodeID(), nil)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(server.AgentServerParameters(c.AgentSVIDTTL)),
 	)
 	agentv1.RegisterAgentServer(g, node.srv.Agent)
 	go serveGRPC(log, "agent-api", g, lis)
