@@ -76,7 +76,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		cfg.DefaultEntryTTL = DefaultEntryLifetime
 	}
 	log := cfg.Logger.With("component", "admin-api")
-	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log}}, nil
+	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: newRefusalLogLimiter()}}, nil
 }
 
 func (s *AdminService) rules() entryRules {
@@ -94,6 +94,9 @@ func NewEntryID() (string, error) {
 
 // CreateEntry validates and stores a new entry, recording which admin created it.
 func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -113,6 +116,9 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 
 // GetEntry returns one entry.
 func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
@@ -125,6 +131,9 @@ func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryReques
 
 // ListEntries streams entries matching the filters, a page at a time.
 func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
+	if err := checkRequest(req); err != nil {
+		return toStatus(err)
+	}
 	if _, err := s.authenticate(stream.Context()); err != nil {
 		return toStatus(err)
 	}
@@ -169,6 +178,9 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 
 // DeleteEntry removes an entry; agents drop its SVIDs on the next push.
 func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -187,6 +199,9 @@ func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntry
 
 // CreateOwner adds an owner.
 func (s *AdminService) CreateOwner(ctx context.Context, req *adminv1.CreateOwnerRequest) (*adminv1.Owner, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -241,6 +256,9 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 
 // QueryLedger pages through issuance records.
 func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedgerRequest) (*adminv1.QueryLedgerResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}

@@ -63,8 +63,8 @@ type AgentService struct {
 	cfg   AgentServiceConfig
 	log   *slog.Logger
 	audit auditor
-	// malformed rate-limits the log lines of malformed join tokens.
-	malformed *logLimiter
+	// malformed rate-limits the log lines of malformed join tokens, refusals those of refused requests.
+	malformed, refusals *logLimiter
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 }
@@ -94,13 +94,17 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
-	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log},
+	refusals := newRefusalLogLimiter()
+	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
 		malformed: &logLimiter{every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
 // commits. There is no polling interval: a committed change wakes the stream at once.
 func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agentv1.Agent_SyncEntriesServer) error {
+	if err := checkRequest(req); err != nil {
+		return toStatus(err)
+	}
 	ctx := stream.Context()
 	known := req.GetKnownRevision()
 	var sentBundle uint64
@@ -235,6 +239,9 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 
 // SignX509SVIDs signs a batch of CSRs for the calling agent.
 func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509SVIDsRequest) (*agentv1.SignX509SVIDsResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -254,7 +261,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 			out.ErrorCode = int32(codeOf(r.Err))
 			out.ErrorMessage = r.Err.Error()
 			if codeOf(r.Err) == codes.PermissionDenied {
-				s.log.Warn("denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
+				s.refusals.warn(s.log, s.cfg.Clock(), "denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
 				s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.x509", r.EntryID, r.Err)
 			}
 		}
@@ -268,6 +275,9 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 
 // SignJWTSVID mints a JWT-SVID for the calling agent.
 func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVIDRequest) (*agentv1.SignJWTSVIDResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -275,7 +285,7 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
 	if err != nil {
 		if codeOf(err) == codes.PermissionDenied {
-			s.log.Warn("denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
+			s.refusals.warn(s.log, s.cfg.Clock(), "denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
 			s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.jwt", req.GetEntryId(), err)
 		}
 		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))

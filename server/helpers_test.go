@@ -95,6 +95,8 @@ type env struct {
 	st  *storage.Store
 	ca  *ca.CA
 	srv *Server
+	// stop ends the server's Run (the recorder, the denial log) and waits for it.
+	stop func()
 }
 
 // newEnv builds a server node whose agent API authenticates every caller as agent A (node attestation
@@ -129,11 +131,11 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	if mod != nil {
 		mod(srv)
 	}
-	startRun(tb, srv.Run)
+	stop := startRun(tb, srv.Run)
 	if err := srv.PublishAuthorities(testCtx(tb)); err != nil {
 		tb.Fatalf("PublishAuthorities: %v", err)
 	}
-	return &env{st: st, ca: authority, srv: srv}
+	return &env{st: st, ca: authority, srv: srv, stop: stop}
 }
 
 func (e *env) rules() entryRules {

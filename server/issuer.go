@@ -65,6 +65,8 @@ type Issuer struct {
 	// agents and entries are the issuance token buckets, keyed by agent and by agent and entry.
 	agents, entries *tokenBuckets
 	disk            *diskGuard
+	// refusals rate-limits the log lines of refused requests.
+	refusals *logLimiter
 }
 
 // NewIssuer validates cfg and returns an Issuer.
@@ -97,9 +99,10 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 		cfg.FreeDisk = StatfsFree
 	}
 	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String(),
-		agents:  newTokenBuckets(limits.AgentRate, limits.AgentBurst),
-		entries: newTokenBuckets(limits.EntryRate, limits.EntryBurst),
-		disk:    &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock}}, nil
+		agents:   newTokenBuckets(limits.AgentRate, limits.AgentBurst),
+		entries:  newTokenBuckets(limits.EntryRate, limits.EntryBurst),
+		disk:     &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock},
+		refusals: newRefusalLogLimiter()}, nil
 }
 
 // admit lets caller have n SVIDs signed, or says which limit refuses them: the server's free disk space
@@ -135,7 +138,7 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	if _, ok := slices.BinarySearch(parents, e.ParentID); !ok {
-		i.log.Warn("agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
+		i.refusals.warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	switch now := i.cfg.Clock(); {
