@@ -157,7 +157,7 @@ func newBufconnEnv(tb testing.TB) *env {
 func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 	tb.Helper()
 	e := newServer(tb, agentSVIDTTL, (*env).recordingTLSAuth)
-	tlsConf, err := server.ServerTLSConfig(e.ca, e.st, e.st.NodeID(), nil)
+	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
 	}

@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -96,22 +98,20 @@ func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error 
 // The client certificate is checked in VerifyConnection, which crypto/tls calls on every handshake,
 // resumed ones included (VerifyPeerCertificate is skipped on resumption): a session resumed from a
 // ticket is held to the bundle and the clock of now, not of the day the ticket was issued.
-func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string, clock func() time.Time) (*tls.Config, error) {
-	if clock == nil {
-		clock = time.Now
-	}
-	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", nodeID)
+func ServerTLSConfig(ctx context.Context, iss *Issuer) (*tls.Config, error) {
+	authority, st, clock := iss.cfg.CA, iss.cfg.Store, iss.cfg.Clock
+	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", iss.cfg.NodeID)
 	if err != nil {
-		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", nodeID, err)
+		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", iss.cfg.NodeID, err)
 	}
-	sc := &serverCert{ca: authority, id: id}
-	if _, err := sc.get(); err != nil {
+	sc := &serverCert{iss: iss, id: id}
+	if _, err := sc.get(ctx); err != nil {
 		return nil, err
 	}
 	td := authority.TrustDomain()
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get(hello.Context()) },
 		ClientAuth:     tls.RequestClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
@@ -126,10 +126,14 @@ func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string, clock f
 	}, nil
 }
 
-// serverCert mints and caches the server's TLS certificate.
+// SystemOwner owns the credentials Signet issues itself, such as the servers' TLS SVIDs, in the ledger.
+const SystemOwner = "signet"
+
+// serverCert mints and caches the server's TLS certificate. Like every credential it leaves the server
+// only once its ledger record is committed: a certificate whose record fails is not used.
 type serverCert struct {
-	ca *ca.CA
-	id spiffeid.ID
+	iss *Issuer
+	id  spiffeid.ID
 
 	mu       sync.Mutex
 	cert     *tls.Certificate
@@ -137,26 +141,47 @@ type serverCert struct {
 	notAfter time.Time
 }
 
-func (s *serverCert) get() (*tls.Certificate, error) {
+// get returns the current certificate, minting (and recording) a new one from half its life. The CA
+// stamps validity by the wall clock, so renewal follows the wall clock too.
+func (s *serverCert) get(ctx context.Context) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cert != nil && time.Now().Before(s.renewAt) {
 		return s.cert, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("server TLS: generate key: %w", err)
-	}
-	ttl := min(24*time.Hour, s.ca.RemainingLife()-time.Minute)
-	cert, err := s.ca.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	cert, err := s.mint(ctx)
 	if err != nil {
 		if s.cert != nil && time.Now().Before(s.notAfter) {
 			return s.cert, nil // keep serving the current one; retried on the next handshake
 		}
 		return nil, fmt.Errorf("server TLS: %w", err)
 	}
-	s.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
-	s.notAfter = cert.NotAfter
-	s.renewAt = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+	s.cert = cert
+	s.notAfter = cert.Leaf.NotAfter
+	s.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
 	return s.cert, nil
+}
+
+// mint signs a new server SVID for a new key and commits its ledger record.
+func (s *serverCert) mint(ctx context.Context) (*tls.Certificate, error) {
+	if err := s.iss.disk.check(); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	authority := s.iss.cfg.CA
+	ttl := min(24*time.Hour, authority.RemainingLife()-time.Minute)
+	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: s.id.String(),
+		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: s.iss.cfg.NodeID}
+	if err := s.iss.cfg.Recorder.Record(ctx, rec); err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -38,7 +40,7 @@ func newTLSEnv(tb testing.TB) *tlsEnv {
 	tb.Helper()
 	clock := newManualClock()
 	e := newEnvConfig(tb, func(c *Config) { c.Clock, c.AgentAuth = clock.now, TLSAgentAuth(c.Store, clock.now) }, nil)
-	conf, err := ServerTLSConfig(e.ca, e.st, e.st.NodeID(), clock.now)
+	conf, err := ServerTLSConfig(testCtx(tb), e.srv.Issuer)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestRenewalFromExpiredSVIDRefused(t *testing.T) {
 func TestResumedTLSSessionIsVerifiedAgain(t *testing.T) {
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) { c.Clock = clock.now }, nil)
-	conf, err := ServerTLSConfig(e.ca, e.st, e.st.NodeID(), clock.now)
+	conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,4 +247,35 @@ func TestAgentConnectionsHaveAMaximumAge(t *testing.T) {
 // peerContext is ctx as seen by a handler whose TLS peer presented cert.
 func peerContext(ctx context.Context, cert *x509.Certificate) context.Context {
 	return peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}}})
+}
+
+// The server's own TLS SVID is in the ledger like every credential: a lookup of the certificate an agent
+// sees on the wire finds it, owned by Signet itself.
+func TestServerTLSCertIsInTheLedger(t *testing.T) {
+	e := newTLSEnv(t)
+	d := tls.Dialer{Config: e.clientTLS(nil)}
+	c, err := d.DialContext(testCtx(t), "tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := c.(*tls.Conn).ConnectionState().PeerCertificates[0]
+	c.Close()
+	resp, err := e.srv.Admin.LookupCredential(testCtx(t), &adminv1.LookupCredentialRequest{
+		Data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ServerID(testTD).String() + "/" + e.st.NodeID()
+	if !resp.Known || !resp.ValidNow || resp.Issuance.GetOwner() != SystemOwner || resp.SpiffeId != want {
+		t.Fatalf("lookup of the server's TLS certificate: %+v; want known, valid, %s, owned by %s", resp, want, SystemOwner)
+	}
+}
+
+// A server TLS certificate whose ledger record cannot be committed is not used.
+func TestServerTLSCertNotUsedUnrecorded(t *testing.T) {
+	e := newEnv(t)
+	e.stop() // the recorder with it
+	if conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer); !errors.Is(err, ErrRecorderStopped) {
+		t.Fatalf("ServerTLSConfig without a recorder: %v, %v; want ErrRecorderStopped", conf, err)
+	}
 }

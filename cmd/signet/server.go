@@ -77,7 +77,7 @@ func runServer(ctx context.Context, path string) error {
 		return err
 	}
 	defer node.Stop()
-	tlsConf, err := server.ServerTLSConfig(node.ca, node.store, node.store.NodeID(), nil)
+	tlsConf, err := server.ServerTLSConfig(ctx, node.srv.Issuer)
 	if err != nil {
 		return err
 	}
