@@ -89,7 +89,8 @@ func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server
 	}
 	srv, err := server.New(server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
 		AdminAuth:    func(context.Context) (string, error) { return "test-admin", nil },
-		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb)})
+		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb),
+		TestMinTTL: time.Second}) // SVIDs that rotate within seconds
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}

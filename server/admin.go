@@ -39,8 +39,10 @@ type AdminServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	Clock   func() time.Time
-	Logger  *slog.Logger
+	// TestMinTTL, if set, replaces MinX509SVIDTTL and MinJWTSVIDTTL (see Config.TestMinTTL).
+	TestMinTTL time.Duration
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.
@@ -80,7 +82,8 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
+		MinTTL: s.cfg.TestMinTTL}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).

@@ -16,9 +16,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// minAgentSVIDTTL is the shortest agent SVID lifetime a server accepts: agents renew at half life.
-const minAgentSVIDTTL = 10 * time.Second
-
 // syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
 // whatever the number of entries an agent holds.
 const syncPageSize = 1000
@@ -52,6 +49,8 @@ type AgentServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
+	// TestMinTTL, if set, replaces MinAgentSVIDTTL (see Config.TestMinTTL).
+	TestMinTTL time.Duration
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -87,11 +86,15 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	minTTL := MinAgentSVIDTTL
+	if cfg.TestMinTTL > 0 {
+		minTTL = cfg.TestMinTTL
+	}
 	switch {
 	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
-	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
-		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
+	case cfg.AgentSVIDTTL < minTTL:
+		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := newRefusalLogLimiter()

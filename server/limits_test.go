@@ -23,11 +23,17 @@ func (e *env) agentAPI(tb testing.TB) agentv1.AgentClient {
 	return agentv1.NewAgentClient(serveBufconn(tb, func(g *grpc.Server) { agentv1.RegisterAgentServer(g, e.srv.Agent) }))
 }
 
+// wantStatus fails the test unless err has code and its message contains msg.
+func wantStatus(tb testing.TB, what string, err error, code codes.Code, msg string) {
+	tb.Helper()
+	if status.Code(err) != code || !strings.Contains(err.Error(), msg) {
+		tb.Fatalf("%s: %v; want %s saying %q", what, err, code, msg)
+	}
+}
+
 func wantExhausted(tb testing.TB, what string, err error, msg string) {
 	tb.Helper()
-	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), msg) {
-		tb.Fatalf("%s: %v; want ResourceExhausted naming %q", what, err, msg)
-	}
+	wantStatus(tb, what, err, codes.ResourceExhausted, msg)
 }
 
 func jwtRequest(entryID string) *agentv1.SignJWTSVIDRequest {

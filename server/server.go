@@ -51,8 +51,12 @@ type Config struct {
 	DataDir     string
 	MinFreeDisk uint64
 	FreeDisk    FreeDiskFunc
-	Clock       func() time.Time
-	Logger      *slog.Logger
+	// TestMinTTL, if set, replaces the minimum lifetimes (MinX509SVIDTTL, MinJWTSVIDTTL, MinAgentSVIDTTL)
+	// of entries and agent SVIDs. It exists for tests that watch SVIDs rotate within seconds; no
+	// configuration key or flag sets it.
+	TestMinTTL time.Duration
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -88,7 +92,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, TestMinTTL: cfg.TestMinTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denials, TestMinTTL: cfg.TestMinTTL, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

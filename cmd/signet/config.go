@@ -380,7 +380,7 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL == 0 {
 		c.AgentSVIDTTL = time.Hour
 	}
-	if c.AgentSVIDTTL < time.Minute || c.AgentSVIDTTL > 30*24*time.Hour {
+	if c.AgentSVIDTTL < server.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
 	if c.DefaultEntryTTL == 0 {
