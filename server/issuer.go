@@ -113,7 +113,7 @@ func (i *Issuer) admit(caller Caller, n int) error {
 	}
 	if ok, wait := i.agents.take(caller.AgentID.String(), n, i.cfg.Clock()); !ok {
 		l := i.cfg.Limits
-		return fmt.Errorf("agent %s: %w: issuance rate limit per agent reached (%g SVIDs/s, burst %d; %d asked): retry in %s",
+		return fmt.Errorf("agent %s: %w: issuance rate limit per agent reached (%g SVIDs/s, burst %d: issuance_limits.agent_rate, agent_burst; %d asked): retry in %s",
 			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, wait)
 	}
 	return nil
@@ -123,7 +123,7 @@ func (i *Issuer) admit(caller Caller, n int) error {
 func (i *Issuer) admitEntry(caller Caller, e *storage.Entry) error {
 	if ok, wait := i.entries.take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !ok {
 		l := i.cfg.Limits
-		return fmt.Errorf("entry %q: %w: issuance rate limit per entry and agent reached (%g SVIDs/s, burst %d): retry in %s",
+		return fmt.Errorf("entry %q: %w: issuance rate limit per entry and agent reached (%g SVIDs/s, burst %d: issuance_limits.entry_rate, entry_burst): retry in %s",
 			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, wait)
 	}
 	return nil

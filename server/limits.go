@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"syscall"
 	"time"
@@ -112,7 +113,7 @@ func (t *tokenBuckets) take(key string, n int, now time.Time) (ok bool, wait tim
 		b.last = now
 	}
 	if b.tokens < float64(n) {
-		return false, time.Duration((float64(n) - b.tokens) / t.rate * float64(time.Second)).Round(time.Second)
+		return false, time.Duration(math.Ceil((float64(n)-b.tokens)/t.rate)) * time.Second
 	}
 	b.tokens -= float64(n)
 	return true, 0

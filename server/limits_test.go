@@ -63,7 +63,7 @@ func TestIssuanceRateLimitPerAgent(t *testing.T) {
 	}
 	one := &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{{EntryId: ent.ID, Csr: csrFor(t, newP256(t), nil)}}}
 	_, err = client.SignX509SVIDs(testCtx(t), one)
-	wantExhausted(t, "X.509 after the burst", err, "issuance rate limit per agent reached (1 SVIDs/s, burst 1000; 1 asked)")
+	wantExhausted(t, "X.509 after the burst", err, "issuance rate limit per agent reached (1 SVIDs/s, burst 1000: issuance_limits.agent_rate, agent_burst; 1 asked)")
 	_, err = client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID))
 	wantExhausted(t, "JWT after the burst", err, "issuance rate limit per agent")
 
@@ -103,7 +103,7 @@ func TestIssuanceRateLimitPerEntry(t *testing.T) {
 		}
 	}
 	_, err := client.SignJWTSVID(testCtx(t), jwtRequest(busy.ID))
-	wantExhausted(t, "third JWT of a burst of 2", err, "issuance rate limit per entry and agent reached (1 SVIDs/s, burst 2)")
+	wantExhausted(t, "third JWT of a burst of 2", err, "issuance rate limit per entry and agent reached (1 SVIDs/s, burst 2: issuance_limits.entry_rate, entry_burst)")
 
 	resp, err := client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{
 		{EntryId: calm.ID, Csr: csrFor(t, newP256(t), nil)},
