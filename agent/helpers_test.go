@@ -91,7 +91,8 @@ func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server
 	}
 	srv, err := server.New(server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
 		AdminAuth:    func(context.Context) (string, error) { return "test-admin", nil },
-		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb)})
+		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb),
+		TestMinTTL: time.Second}) // SVIDs that rotate within seconds
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}
@@ -159,7 +160,7 @@ func newBufconnEnv(tb testing.TB) *env {
 func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 	tb.Helper()
 	e := newServer(tb, agentSVIDTTL, (*env).recordingTLSAuth)
-	tlsConf, err := server.ServerTLSConfig(e.ca, e.st, e.st.NodeID())
+	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
 	}
@@ -169,7 +170,7 @@ func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 
 // recordingTLSAuth is server.TLSAgentAuth, recording the certificate each call presents.
 func (e *env) recordingTLSAuth() server.Authenticator {
-	auth := server.TLSAgentAuth(e.st)
+	auth := server.TLSAgentAuth(e.st, nil)
 	return func(ctx context.Context) (server.Caller, error) {
 		if p, ok := peer.FromContext(ctx); ok {
 			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {

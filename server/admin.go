@@ -39,8 +39,10 @@ type AdminServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	Clock   func() time.Time
-	Logger  *slog.Logger
+	// TestMinTTL, if set, replaces MinX509SVIDTTL and MinJWTSVIDTTL (see Config.TestMinTTL).
+	TestMinTTL time.Duration
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.
@@ -76,11 +78,12 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		cfg.DefaultEntryTTL = DefaultEntryLifetime
 	}
 	log := cfg.Logger.With("component", "admin-api")
-	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log}}, nil
+	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: newRefusalLogLimiter()}}, nil
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
+		MinTTL: s.cfg.TestMinTTL}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).
@@ -94,6 +97,9 @@ func NewEntryID() (string, error) {
 
 // CreateEntry validates and stores a new entry, recording which admin created it.
 func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -113,6 +119,9 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 
 // GetEntry returns one entry.
 func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
@@ -125,6 +134,9 @@ func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryReques
 
 // ListEntries streams entries matching the filters, a page at a time.
 func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
+	if err := checkRequest(req); err != nil {
+		return toStatus(err)
+	}
 	if _, err := s.authenticate(stream.Context()); err != nil {
 		return toStatus(err)
 	}
@@ -169,6 +181,9 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 
 // DeleteEntry removes an entry; agents drop its SVIDs on the next push.
 func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -187,6 +202,9 @@ func (s *AdminService) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntry
 
 // CreateOwner adds an owner.
 func (s *AdminService) CreateOwner(ctx context.Context, req *adminv1.CreateOwnerRequest) (*adminv1.Owner, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -241,6 +259,9 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 
 // QueryLedger pages through issuance records.
 func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedgerRequest) (*adminv1.QueryLedgerResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}

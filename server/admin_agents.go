@@ -15,6 +15,9 @@ const MaxBatchEntries = 10000
 
 // BatchCreateEntries validates every entry and stores the valid ones in one Raft write.
 func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.BatchCreateEntriesRequest) (*adminv1.BatchCreateEntriesResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -90,6 +93,9 @@ func (s *AdminService) prepareEntry(ctx context.Context, in *adminv1.Entry, rule
 // CreateJoinToken creates a single-use join token bound to an owner. The secret is returned once and
 // only its hash is stored.
 func (s *AdminService) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTokenRequest) (*adminv1.CreateJoinTokenResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -139,6 +145,9 @@ func (s *AdminService) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequ
 
 // GetAgent returns one agent.
 func (s *AdminService) GetAgent(ctx context.Context, req *adminv1.GetAgentRequest) (*adminv1.AgentInfo, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
@@ -151,6 +160,9 @@ func (s *AdminService) GetAgent(ctx context.Context, req *adminv1.GetAgentReques
 
 // EvictAgent deletes an agent: it must attest again.
 func (s *AdminService) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRequest) (*adminv1.AgentInfo, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -166,6 +178,9 @@ func (s *AdminService) EvictAgent(ctx context.Context, req *adminv1.EvictAgentRe
 
 // BanAgent bans an agent: it can never attest again under its ID.
 func (s *AdminService) BanAgent(ctx context.Context, req *adminv1.BanAgentRequest) (*adminv1.AgentInfo, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)

@@ -29,6 +29,9 @@ var updatableFields = []string{"spiffe_id", "parent_id", "selectors", "owner", "
 
 // UpdateEntry changes the masked fields of an entry, validated like a new entry, and records who and why.
 func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -107,6 +110,9 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 
 // SetEntryState disables, enables or approves an entry.
 func (s *AdminService) SetEntryState(ctx context.Context, req *adminv1.SetEntryStateRequest) (*adminv1.Entry, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -136,6 +142,9 @@ func (s *AdminService) SetEntryState(ctx context.Context, req *adminv1.SetEntryS
 // GetOwner returns an owner and what it owns: entries, tokens, agents attested with its tokens, and the
 // credentials issued under its entries that are still valid.
 func (s *AdminService) GetOwner(ctx context.Context, req *adminv1.GetOwnerRequest) (*adminv1.OwnerDetail, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
@@ -204,6 +213,9 @@ func (s *AdminService) validCredentials(owner string, now time.Time) ([]*adminv1
 // returns the same plan and changes nothing. Either way it lists every credential that stays valid
 // until it expires, so the blast radius is known.
 func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardOwnerRequest) (*adminv1.OffboardOwnerResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	admin, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -253,6 +265,9 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 
 // ListAudit pages through the audit log, oldest first.
 func (s *AdminService) ListAudit(ctx context.Context, req *adminv1.ListAuditRequest) (*adminv1.ListAuditResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}

@@ -13,14 +13,26 @@ import (
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 )
-
-// minAgentSVIDTTL is the shortest agent SVID lifetime a server accepts: agents renew at half life.
-const minAgentSVIDTTL = 10 * time.Second
 
 // syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
 // whatever the number of entries an agent holds.
 const syncPageSize = 1000
+
+// AgentServerParameters are the keepalive parameters of the agent API's gRPC server for agent SVIDs of
+// agentSVIDTTL (0: DefaultAgentSVIDTTL). A connection is sent GOAWAY at half the SVID lifetime (plus
+// gRPC's jitter of up to 10%), when its agent has renewed and dialled again anyway, and closed a tenth of
+// the lifetime later: a connection opened with a fresh SVID never outlives it. Every call and every sync
+// round also checks the presented SVID against the server's clock (TLSAgentAuth); this bounds what a
+// connection that is never asked to re-authenticate can hold on to.
+func AgentServerParameters(agentSVIDTTL time.Duration) keepalive.ServerParameters {
+	if agentSVIDTTL == 0 {
+		agentSVIDTTL = DefaultAgentSVIDTTL
+	}
+	return keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+		MaxConnectionAge: agentSVIDTTL / 2, MaxConnectionAgeGrace: agentSVIDTTL / 10}
+}
 
 // Authenticator establishes which agent is calling, from the call's context (its TLS peer, or the
 // in-process connection of dev mode).
@@ -37,6 +49,8 @@ type AgentServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
+	// TestMinTTL, if set, replaces MinAgentSVIDTTL (see Config.TestMinTTL).
+	TestMinTTL time.Duration
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -48,8 +62,8 @@ type AgentService struct {
 	cfg   AgentServiceConfig
 	log   *slog.Logger
 	audit auditor
-	// malformed rate-limits the log lines of malformed join tokens.
-	malformed *logLimiter
+	// malformed rate-limits the log lines of malformed join tokens, refusals those of refused requests.
+	malformed, refusals *logLimiter
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 }
@@ -72,25 +86,36 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	minTTL := MinAgentSVIDTTL
+	if cfg.TestMinTTL > 0 {
+		minTTL = cfg.TestMinTTL
+	}
 	switch {
 	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
-	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
-		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
+	case cfg.AgentSVIDTTL < minTTL:
+		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
-	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log},
+	refusals := newRefusalLogLimiter()
+	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
 		malformed: &logLimiter{every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
 // commits. There is no polling interval: a committed change wakes the stream at once.
 func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agentv1.Agent_SyncEntriesServer) error {
+	if err := checkRequest(req); err != nil {
+		return toStatus(err)
+	}
 	ctx := stream.Context()
 	known := req.GetKnownRevision()
 	var sentBundle uint64
 	var lastParents []string
 	first := true
+	expiryTimer := time.NewTimer(time.Hour)
+	expiryTimer.Stop()
+	defer expiryTimer.Stop()
 	for {
 		// Take the change signal first, then read: a change after this point wakes the wait below even
 		// if it lands while messages are being sent. Read the revision before the entries: anything
@@ -127,8 +152,16 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			}
 		}
 		known, first, lastParents = rev, false, parents
+		// Wake when the presented SVID expires, too: the next round's authentication ends the stream
+		// then, even if nothing changes.
+		var expiry <-chan time.Time
+		if cert, err := peerSVID(ctx); err == nil {
+			expiryTimer.Reset(max(cert.NotAfter.Sub(s.cfg.Clock())+time.Millisecond, time.Second))
+			expiry = expiryTimer.C
+		}
 		select {
 		case <-changed:
+		case <-expiry:
 		case <-ctx.Done():
 			return toStatus(ctx.Err())
 		}
@@ -209,6 +242,9 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 
 // SignX509SVIDs signs a batch of CSRs for the calling agent.
 func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509SVIDsRequest) (*agentv1.SignX509SVIDsResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -228,7 +264,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 			out.ErrorCode = int32(codeOf(r.Err))
 			out.ErrorMessage = r.Err.Error()
 			if codeOf(r.Err) == codes.PermissionDenied {
-				s.log.Warn("denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
+				s.refusals.warn(s.log, s.cfg.Clock(), "denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
 				s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.x509", r.EntryID, r.Err)
 			}
 		}
@@ -242,6 +278,9 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 
 // SignJWTSVID mints a JWT-SVID for the calling agent.
 func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVIDRequest) (*agentv1.SignJWTSVIDResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -249,7 +288,7 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
 	if err != nil {
 		if codeOf(err) == codes.PermissionDenied {
-			s.log.Warn("denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
+			s.refusals.warn(s.log, s.cfg.Clock(), "denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
 			s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.jwt", req.GetEntryId(), err)
 		}
 		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))

@@ -25,6 +25,10 @@ const (
 	// maxDenialKinds bounds the distinct refusals (actor, action, reason) tracked within a window;
 	// refusals of a further kind are dropped and counted.
 	maxDenialKinds = 1024
+	// maxDenialKindsPerActor bounds the kinds of refusal of one actor recorded one by one within a
+	// window; its refusals of further kinds are counted in one record (action denialOverflowAction).
+	maxDenialKindsPerActor = 8
+	denialOverflowAction   = "refusals.other"
 	// denialWriteTimeout bounds one audit write; denialFlushTimeout the last writes when the log stops.
 	denialWriteTimeout = 5 * time.Second
 	denialFlushTimeout = 2 * time.Second
@@ -43,6 +47,8 @@ type DenialLog struct {
 	window  time.Duration
 	queue   chan denial
 	dropped atomic.Uint64
+	// actorKinds counts the kinds of refusal each actor has in the current window (Run's goroutine only).
+	actorKinds map[string]int
 }
 
 // NewDenialLog returns a denial log writing to store; it records nothing until Run is called. clock
@@ -55,7 +61,7 @@ func NewDenialLog(store *storage.Store, clock func() time.Time, log *slog.Logger
 		log = slog.Default()
 	}
 	return &DenialLog{store: store, clock: clock, log: log.With("component", "audit"), window: denialWindow,
-		queue: make(chan denial, denialQueueLen)}
+		queue: make(chan denial, denialQueueLen), actorKinds: map[string]int{}}
 }
 
 // denial is one refused request.
@@ -71,6 +77,8 @@ type denialKind struct{ actor, action, reason string }
 func (d *denial) kind() denialKind {
 	reason := d.reason
 	if d.object != "" {
+		// Errors name objects quoted (%q), which escapes some characters: replace the quoted form first.
+		reason = strings.ReplaceAll(reason, strconv.Quote(d.object), `"…"`)
 		reason = strings.ReplaceAll(reason, d.object, "…")
 	}
 	return denialKind{d.actor, d.action, reason}
@@ -93,6 +101,8 @@ type denialGroup struct {
 	count int    // repeats held back
 	last  time.Time
 	ticks int // window ticks left before the repeats are written (or the group forgotten)
+	// actor is the actor whose kinds the group counts in actorKinds ("" for an overflow group).
+	actor string
 }
 
 // add hands a refusal to the writer without blocking.
@@ -130,12 +140,23 @@ func (l *DenialLog) Run(ctx context.Context) {
 func (l *DenialLog) take(ctx context.Context, groups map[denialKind]*denialGroup, d denial, writeNew bool) {
 	k := d.kind()
 	g, ok := groups[k]
+	if !ok && l.actorKinds[d.actor] >= maxDenialKindsPerActor {
+		// The actor had its share of records this window: count the rest in one.
+		d = denial{at: d.at, actor: d.actor, action: denialOverflowAction,
+			reason: "refusals of further kinds, not recorded one by one (see the server log)"}
+		k, writeNew = d.kind(), false
+		g, ok = groups[k]
+	}
 	if !ok {
 		if len(groups) >= maxDenialKinds {
 			l.dropped.Add(1)
 			return
 		}
 		g = &denialGroup{ticks: 2}
+		if d.action != denialOverflowAction {
+			g.actor = d.actor
+			l.actorKinds[d.actor]++
+		}
 		groups[k] = g
 		if writeNew {
 			l.write(ctx, d.record(1, d.at))
@@ -158,6 +179,11 @@ func (l *DenialLog) tick(ctx context.Context, groups map[denialKind]*denialGroup
 		}
 		if g.count == 0 {
 			delete(groups, k)
+			if g.actor != "" {
+				if l.actorKinds[g.actor]--; l.actorKinds[g.actor] <= 0 {
+					delete(l.actorKinds, g.actor)
+				}
+			}
 			continue
 		}
 		l.write(ctx, g.first.record(g.count, g.last))
@@ -204,6 +230,7 @@ func (l *DenialLog) reportDropped() {
 type auditor struct {
 	denials *DenialLog
 	log     *slog.Logger
+	limit   *logLimiter
 }
 
 func (a auditor) denied(_ context.Context, actor, action, object string, err error) {
@@ -211,31 +238,55 @@ func (a auditor) denied(_ context.Context, actor, action, object string, err err
 		actor = "unknown"
 	}
 	if a.denials == nil {
-		a.log.Warn("refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
+		a.limit.warn(a.log, time.Now(), "refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
 		return
 	}
 	a.denials.add(denial{at: a.denials.clock(), actor: actor, action: action, object: object, reason: err.Error()})
 }
 
-// logLimiter lets one log line through per interval and counts the ones it held back, so that callers
-// who need no credential cannot flood the log.
+// logLimiter lets burst log lines (at least one) through per interval and counts the ones it held
+// back, so that a caller — with or without a credential — cannot flood the log.
 type logLimiter struct {
 	every time.Duration
+	burst int
 	mu    sync.Mutex
-	next  time.Time
+	start time.Time
+	n     int
 	held  int
+}
+
+// refusalLogEvery and refusalLogBurst bound the log lines of refused requests: a flood of refusals costs
+// refusalLogBurst lines per refusalLogEvery, and the next line says how many were held back.
+const (
+	refusalLogEvery = 10 * time.Second
+	refusalLogBurst = 10
+)
+
+func newRefusalLogLimiter() *logLimiter {
+	return &logLimiter{every: refusalLogEvery, burst: refusalLogBurst}
 }
 
 // allow reports whether a line may be logged at now, and how many were held back since the last one.
 func (l *logLimiter) allow(now time.Time) (ok bool, held int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.Before(l.next) {
+	if l.start.IsZero() || now.Sub(l.start) >= l.every || now.Before(l.start) {
+		l.start, l.n = now, 0
+	}
+	if l.n >= max(l.burst, 1) {
 		l.held++
 		return false, 0
 	}
-	held, l.held, l.next = l.held, 0, now.Add(l.every)
+	l.n++
+	held, l.held = l.held, 0
 	return true, held
+}
+
+// warn logs a warning if the limiter allows it at now, with the count of lines held back before it.
+func (l *logLimiter) warn(log *slog.Logger, now time.Time, msg string, args ...any) {
+	if ok, held := l.allow(now); ok {
+		log.Warn(msg, append(args, "not_logged_since_last", held)...)
+	}
 }
 
 // callerName names the peer of a Unix-socket call for the audit log when it could not be authenticated.

@@ -213,6 +213,11 @@ func TestDenialKind(t *testing.T) {
 	}{
 		{"another object", func(d *denial) { d.object, d.reason = "e2", `entry "e2": permission denied: not an entry of agent a` }, true},
 		{"another time", func(d *denial) { d.at = time.Now() }, true},
+		// %q escapes quotes and backslashes: the quoted object is recognised too.
+		{"another object that quoting escapes", func(d *denial) {
+			d.object = `e"2\`
+			d.reason = fmt.Sprintf("entry %q: permission denied: not an entry of agent a", d.object)
+		}, true},
 		{"another reason", func(d *denial) { d.reason = `entry "e1": permission denied: disabled (x)` }, false},
 		{"another actor", func(d *denial) { d.actor = "agent:b" }, false},
 		{"another action", func(d *denial) { d.action = "svid.jwt" }, false},
@@ -233,7 +238,7 @@ func TestDenialLogStopWritesHeldRepeats(t *testing.T) {
 	st := openStore(t)
 	l := NewDenialLog(st, nil, testLogger(t))
 	stop := startRun(t, l.Run)
-	a := auditor{denials: l, log: testLogger(t)}
+	a := auditor{denials: l, log: testLogger(t), limit: newRefusalLogLimiter()}
 	for i := range 5 {
 		a.denied(context.Background(), "uid:1001", "admin.CreateEntry", "", errors.New("uid 1001 is not an admin"))
 		if i == 0 {

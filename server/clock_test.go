@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"slices"
 	"strings"
@@ -15,8 +14,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -59,8 +56,10 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	caller = Caller{AgentID: AgentIDForToken(testTD, id), NodeAttestation: AttestationJoinToken}
-	now = now.Add(time.Minute)
-	ctx := peer.NewContext(testCtx(t), &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}}})
+	// The CA signs by the wall clock: renew within the SVID's life by the service's clock (an expired
+	// SVID never renews).
+	now = cert.NotAfter.Add(-time.Minute).UTC().Truncate(time.Second)
+	ctx := peerContext(testCtx(t), cert)
 	if _, err := svc.RenewAgent(ctx, &agentv1.RenewAgentRequest{Csr: csrFor(t, newP256(t), nil)}); err != nil {
 		t.Fatalf("RenewAgent: %v", err)
 	}

@@ -40,6 +40,8 @@ func codeOf(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated
+	case errors.Is(err, ErrResourceExhausted):
+		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.

@@ -95,6 +95,8 @@ type env struct {
 	st  *storage.Store
 	ca  *ca.CA
 	srv *Server
+	// stop ends the server's Run (the recorder, the denial log) and waits for it.
+	stop func()
 }
 
 // newEnv builds a server node whose agent API authenticates every caller as agent A (node attestation
@@ -107,23 +109,33 @@ func newEnv(tb testing.TB) *env {
 // newEnvWith is newEnv with mod, if non-nil, adjusting the server before it runs.
 func newEnvWith(tb testing.TB, mod func(*Server)) *env {
 	tb.Helper()
+	return newEnvConfig(tb, nil, mod)
+}
+
+// newEnvConfig is newEnvWith with cfgMod, if non-nil, adjusting the server's Config before New.
+func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
+	tb.Helper()
 	st := openStore(tb)
 	authority := newCA(tb)
-	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD,
+	cfg := Config{Store: st, CA: authority, TrustDomain: testTD,
 		AgentAuth: fixedAgent(Caller{AgentID: agentA, NodeAttestation: "test"}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil },
-		Logger:    testLogger(tb)})
+		Logger:    testLogger(tb)}
+	if cfgMod != nil {
+		cfgMod(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}
 	if mod != nil {
 		mod(srv)
 	}
-	startRun(tb, srv.Run)
+	stop := startRun(tb, srv.Run)
 	if err := srv.PublishAuthorities(testCtx(tb)); err != nil {
 		tb.Fatalf("PublishAuthorities: %v", err)
 	}
-	return &env{st: st, ca: authority, srv: srv}
+	return &env{st: st, ca: authority, srv: srv, stop: stop}
 }
 
 func (e *env) rules() entryRules {
@@ -206,6 +218,26 @@ func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, o
 		out[id] = true
 	}
 	return out
+}
+
+// manualClock is a clock that moves only when told to.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newManualClock() *manualClock { return &manualClock{t: time.Now()} }
+
+func (c *manualClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *manualClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 func newP256(tb testing.TB) *ecdsa.PrivateKey {

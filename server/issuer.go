@@ -44,8 +44,15 @@ type IssuerConfig struct {
 	Recorder *Recorder
 	// NodeID names this server node in the ledger.
 	NodeID string
-	Clock  func() time.Time
-	Logger *slog.Logger
+	// Limits are the issuance rate limits (zero fields take the defaults).
+	Limits IssuanceLimits
+	// DataDir, if set, is the directory whose file system must keep MinFreeDisk bytes (default
+	// DefaultMinFreeDisk) free for the server to issue, as measured by FreeDisk (default StatfsFree).
+	DataDir     string
+	MinFreeDisk uint64
+	FreeDisk    FreeDiskFunc
+	Clock       func() time.Time
+	Logger      *slog.Logger
 }
 
 // Issuer turns an authorized request into credentials: it checks that the calling agent may issue the
@@ -55,6 +62,11 @@ type Issuer struct {
 	log *slog.Logger
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
+	// agents and entries are the issuance token buckets, keyed by agent and by agent and entry.
+	agents, entries *tokenBuckets
+	disk            *diskGuard
+	// refusals rate-limits the log lines of refused requests.
+	refusals *logLimiter
 }
 
 // NewIssuer validates cfg and returns an Issuer.
@@ -75,7 +87,46 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String()}, nil
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("server: issuer config: %w", err)
+	}
+	cfg.Limits = limits
+	if cfg.MinFreeDisk == 0 {
+		cfg.MinFreeDisk = DefaultMinFreeDisk
+	}
+	if cfg.FreeDisk == nil {
+		cfg.FreeDisk = StatfsFree
+	}
+	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String(),
+		agents:   newTokenBuckets(limits.AgentRate, limits.AgentBurst),
+		entries:  newTokenBuckets(limits.EntryRate, limits.EntryBurst),
+		disk:     &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock},
+		refusals: newRefusalLogLimiter()}, nil
+}
+
+// admit lets caller have n SVIDs signed, or says which limit refuses them: the server's free disk space
+// or the agent's issuance rate.
+func (i *Issuer) admit(caller Caller, n int) error {
+	if err := i.disk.check(); err != nil {
+		return err
+	}
+	if ok, wait := i.agents.take(caller.AgentID.String(), n, i.cfg.Clock()); !ok {
+		l := i.cfg.Limits
+		return fmt.Errorf("agent %s: %w: issuance rate limit per agent reached (%g SVIDs/s, burst %d: issuance_limits.agent_rate, agent_burst; %d asked): retry in %s",
+			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, wait)
+	}
+	return nil
+}
+
+// admitEntry lets caller have one SVID of entry e signed, or refuses it by the per-entry rate limit.
+func (i *Issuer) admitEntry(caller Caller, e *storage.Entry) error {
+	if ok, wait := i.entries.take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !ok {
+		l := i.cfg.Limits
+		return fmt.Errorf("entry %q: %w: issuance rate limit per entry and agent reached (%g SVIDs/s, burst %d: issuance_limits.entry_rate, entry_burst): retry in %s",
+			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, wait)
+	}
+	return nil
 }
 
 // authorize returns the entry if caller may issue it now: it is parented to the caller's agent ID or to
@@ -87,7 +138,7 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	if _, ok := slices.BinarySearch(parents, e.ParentID); !ok {
-		i.log.Warn("agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
+		i.refusals.warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	switch now := i.cfg.Clock(); {
@@ -136,6 +187,12 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 	if len(reqs) > MaxCSRBatch {
 		return nil, fmt.Errorf("requests: %w: %d CSRs in one batch, at most %d", ErrInvalidArgument, len(reqs), MaxCSRBatch)
 	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	if err := i.admit(caller, len(reqs)); err != nil {
+		return nil, err
+	}
 	results := make([]X509Result, len(reqs))
 	recs := make([]storage.Issuance, 0, len(reqs))
 	parents := i.parents(caller)
@@ -162,6 +219,9 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 func (i *Issuer) signOne(caller Caller, parents []string, req X509Request) (*x509.Certificate, storage.Issuance, error) {
 	e, err := i.authorize(caller, parents, req.EntryID)
 	if err != nil {
+		return nil, storage.Issuance{}, err
+	}
+	if err := i.admitEntry(caller, &e); err != nil {
 		return nil, storage.Issuance{}, err
 	}
 	csr, err := parseCSR(req.CSR, e.SPIFFEID)
@@ -248,8 +308,14 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 			return nil, fmt.Errorf("audience %.40q: %w: must be 1 to %d bytes", a, ErrInvalidArgument, maxAudienceLen)
 		}
 	}
+	if err := i.admit(caller, 1); err != nil {
+		return nil, err
+	}
 	e, err := i.authorize(caller, i.parents(caller), entryID)
 	if err != nil {
+		return nil, err
+	}
+	if err := i.admitEntry(caller, &e); err != nil {
 		return nil, err
 	}
 	id, err := spiffeid.FromString(e.SPIFFEID)

@@ -22,6 +22,9 @@ const maxOtherLive = 100
 // valid, and what else that entry has live now. A credential Signet never issued is reported unknown,
 // with the reason.
 func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.LookupCredentialRequest) (*adminv1.LookupCredentialResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}

@@ -91,19 +91,20 @@ const malformedLogEvery = 10 * time.Second
 // AttestAgent attests a node with a join token and issues its first agent SVID. The token is consumed
 // and the agent registered in the same Raft write that records the SVID in the ledger.
 func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgentRequest) (*agentv1.AttestAgentResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	now := s.cfg.Clock()
 	id, secret, err := parseJoinToken(req.GetJoinToken())
 	if err != nil {
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
 		// replicated audit log.
-		if ok, held := s.malformed.allow(now); ok {
-			s.log.Warn("agent attestation refused: malformed join token", "error", err, "not_logged_since_last", held)
-		}
+		s.malformed.warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
 		return nil, toStatus(err)
 	}
 	tok, err := s.checkJoinToken(id, secret, now)
 	if err != nil {
-		s.log.Warn("agent attestation refused", "error", err)
+		s.refusals.warn(s.log, now, "agent attestation refused", "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
 		return nil, toStatus(err)
 	}
@@ -133,7 +134,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	agent := storage.Agent{ID: agentID.String(), AttestationType: AttestationJoinToken, Selectors: selector.Normalize(sels),
 		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
 	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
-		s.log.Warn("agent attestation refused", "agent", agentID, "error", err)
+		s.refusals.warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, toStatus(err)
 	}
@@ -143,6 +144,9 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 
 // RenewAgent issues a new SVID to an authenticated agent.
 func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)
@@ -150,6 +154,10 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	presented, err := peerSVID(ctx)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	// Whatever authenticated the call: an expired SVID never renews itself.
+	if err := checkSVIDTime(caller.AgentID, presented, s.cfg.Clock()); err != nil {
+		return nil, toStatus(fmt.Errorf("renewal refused: %w", err))
 	}
 	a, err := s.cfg.Store.Agent(caller.AgentID.String())
 	if err != nil {
@@ -167,6 +175,9 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 
 // signAgentSVID signs an agent SVID for the CSR's key and builds its ledger record.
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
+	if err := s.cfg.Issuer.disk.check(); err != nil {
+		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
+	}
 	csr, err := parseCSR(csrDER, id.String())
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)

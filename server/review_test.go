@@ -27,7 +27,7 @@ func TestSignReviewEntryIDs(t *testing.T) {
 		want string // in the error
 	}{
 		{"one entry", []string{en.ID}, false, codes.OK, ""},
-		{"too many", many, false, codes.InvalidArgument, fmt.Sprintf("entry_ids: %d given, at most %d", len(many), MaxBatchEntries)},
+		{"too many", many, false, codes.InvalidArgument, fmt.Sprintf("entry_ids: invalid argument: %d values, at most %d", len(many), MaxBatchEntries)},
 		{"IDs and all", []string{en.ID}, true, codes.InvalidArgument, "not both"},
 		{"none", nil, false, codes.InvalidArgument, "required"},
 	}

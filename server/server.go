@@ -44,8 +44,19 @@ type Config struct {
 	LedgerRetention time.Duration
 	// Policy, if set, is evaluated on every entry create and update.
 	Policy EntryPolicy
-	Clock  func() time.Time
-	Logger *slog.Logger
+	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
+	IssuanceLimits IssuanceLimits
+	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
+	// (default DefaultMinFreeDisk, measured by FreeDisk, default StatfsFree) the server refuses to issue.
+	DataDir     string
+	MinFreeDisk uint64
+	FreeDisk    FreeDiskFunc
+	// TestMinTTL, if set, replaces the minimum lifetimes (MinX509SVIDTTL, MinJWTSVIDTTL, MinAgentSVIDTTL)
+	// of entries and agent SVIDs. It exists for tests that watch SVIDs rotate within seconds; no
+	// configuration key or flag sets it.
+	TestMinTTL time.Duration
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -74,13 +85,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(), Clock: cfg.Clock, Logger: cfg.Logger})
+	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
+		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, TestMinTTL: cfg.TestMinTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denials, TestMinTTL: cfg.TestMinTTL, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

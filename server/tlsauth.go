@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -35,9 +37,14 @@ func peerSVID(ctx context.Context) (*x509.Certificate, error) {
 }
 
 // TLSAgentAuth authenticates agents by the SVID they present on the TLS connection (verified against
-// the bundle during the handshake): the agent must be registered, not banned, and present its current or
-// previous SVID, so an evicted or banned agent is refused at once, whatever its certificate's expiry.
-func TLSAgentAuth(st *storage.Store) Authenticator {
+// the bundle during the handshake): the SVID must be valid now by clock (nil: time.Now), the server's
+// clock, on every call — a connection opened before the SVID expired does not outlive it — and the
+// agent must be registered, not banned, and present its current or previous SVID, so an evicted or
+// banned agent is refused at once, whatever its certificate's expiry.
+func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
+	if clock == nil {
+		clock = time.Now
+	}
 	return func(ctx context.Context) (Caller, error) {
 		cert, err := peerSVID(ctx)
 		if err != nil {
@@ -49,6 +56,9 @@ func TLSAgentAuth(st *storage.Store) Authenticator {
 		id, err := spiffeid.FromURI(cert.URIs[0])
 		if err != nil {
 			return Caller{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
+		}
+		if err := checkSVIDTime(id, cert, clock()); err != nil {
+			return Caller{}, err
 		}
 		a, err := st.Agent(id.String())
 		switch {
@@ -66,38 +76,49 @@ func TLSAgentAuth(st *storage.Store) Authenticator {
 	}
 }
 
+// checkSVIDTime refuses an agent SVID that is not valid at now: an expired one for good (the agent must
+// attest again: it can no longer renew), one not yet valid as a clock problem.
+func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error {
+	switch {
+	case now.After(cert.NotAfter):
+		return fmt.Errorf("agent %s: %w: agent SVID %s expired at %s; attest again with a new join token",
+			id, ErrPermissionDenied, cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(cert.NotBefore):
+		return fmt.Errorf("agent %s: %w: agent SVID %s is not valid before %s (check the clocks)",
+			id, ErrUnauthenticated, cert.SerialNumber.Text(16), cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // ServerTLSConfig is the TLS 1.3 configuration of the agent API listener. The server presents an SVID
 // (spiffe://<td>/signet/server/<node>) signed by its own CA and re-minted at half life; client
 // certificates are optional at the TLS layer (AttestAgent has none) and, when present, must chain to the
-// trust bundle. Which RPCs need one is decided by TLSAgentAuth.
-func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string) (*tls.Config, error) {
-	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", nodeID)
+// trust bundle and be valid by clock (nil: time.Now). Which RPCs need one is decided by TLSAgentAuth.
+//
+// The client certificate is checked in VerifyConnection, which crypto/tls calls on every handshake,
+// resumed ones included (VerifyPeerCertificate is skipped on resumption): a session resumed from a
+// ticket is held to the bundle and the clock of now, not of the day the ticket was issued.
+func ServerTLSConfig(ctx context.Context, iss *Issuer) (*tls.Config, error) {
+	authority, st, clock := iss.cfg.CA, iss.cfg.Store, iss.cfg.Clock
+	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", iss.cfg.NodeID)
 	if err != nil {
-		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", nodeID, err)
+		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", iss.cfg.NodeID, err)
 	}
-	sc := &serverCert{ca: authority, id: id}
-	if _, err := sc.get(); err != nil {
+	sc := &serverCert{iss: iss, id: id}
+	if _, err := sc.get(ctx); err != nil {
 		return nil, err
 	}
 	td := authority.TrustDomain()
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get(hello.Context()) },
 		ClientAuth:     tls.RequestClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
 				return nil
 			}
-			certs := make([]*x509.Certificate, 0, len(raw))
-			for _, der := range raw {
-				c, err := x509.ParseCertificate(der)
-				if err != nil {
-					return fmt.Errorf("client certificate: %w", err)
-				}
-				certs = append(certs, c)
-			}
 			bundle := x509bundle.FromX509Authorities(td, st.Bundle().X509Authorities)
-			if _, _, err := x509svid.Verify(certs, bundle); err != nil {
+			if _, _, err := x509svid.Verify(cs.PeerCertificates, bundle, x509svid.WithTime(clock())); err != nil {
 				return fmt.Errorf("client certificate does not verify against the trust bundle: %w", err)
 			}
 			return nil
@@ -105,10 +126,14 @@ func ServerTLSConfig(authority *ca.CA, st *storage.Store, nodeID string) (*tls.C
 	}, nil
 }
 
-// serverCert mints and caches the server's TLS certificate.
+// SystemOwner owns the credentials Signet issues itself, such as the servers' TLS SVIDs, in the ledger.
+const SystemOwner = "signet"
+
+// serverCert mints and caches the server's TLS certificate. Like every credential it leaves the server
+// only once its ledger record is committed: a certificate whose record fails is not used.
 type serverCert struct {
-	ca *ca.CA
-	id spiffeid.ID
+	iss *Issuer
+	id  spiffeid.ID
 
 	mu       sync.Mutex
 	cert     *tls.Certificate
@@ -116,26 +141,47 @@ type serverCert struct {
 	notAfter time.Time
 }
 
-func (s *serverCert) get() (*tls.Certificate, error) {
+// get returns the current certificate, minting (and recording) a new one from half its life. The CA
+// stamps validity by the wall clock, so renewal follows the wall clock too.
+func (s *serverCert) get(ctx context.Context) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cert != nil && time.Now().Before(s.renewAt) {
 		return s.cert, nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("server TLS: generate key: %w", err)
-	}
-	ttl := min(24*time.Hour, s.ca.RemainingLife()-time.Minute)
-	cert, err := s.ca.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	cert, err := s.mint(ctx)
 	if err != nil {
 		if s.cert != nil && time.Now().Before(s.notAfter) {
 			return s.cert, nil // keep serving the current one; retried on the next handshake
 		}
 		return nil, fmt.Errorf("server TLS: %w", err)
 	}
-	s.cert = &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
-	s.notAfter = cert.NotAfter
-	s.renewAt = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+	s.cert = cert
+	s.notAfter = cert.Leaf.NotAfter
+	s.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
 	return s.cert, nil
+}
+
+// mint signs a new server SVID for a new key and commits its ledger record.
+func (s *serverCert) mint(ctx context.Context) (*tls.Certificate, error) {
+	if err := s.iss.disk.check(); err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	authority := s.iss.cfg.CA
+	ttl := min(24*time.Hour, authority.RemainingLife()-time.Minute)
+	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: s.id.String(),
+		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: s.iss.cfg.NodeID}
+	if err := s.iss.cfg.Recorder.Record(ctx, rec); err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }

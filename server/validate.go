@@ -83,6 +83,8 @@ type entryRules struct {
 	Now      time.Time
 	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
 	CANotAfter time.Time
+	// MinTTL, if set, replaces the minimum TTLs (tests only: see Config.TestMinTTL).
+	MinTTL time.Duration
 }
 
 // parseID parses a SPIFFE ID that must belong to the trust domain.
@@ -150,10 +152,10 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 		}
 	}
 	e.Selectors = selector.Normalize(e.Selectors)
-	if err := r.validateTTL(name, "x509_ttl", &e.X509TTL); err != nil {
+	if err := r.validateTTL(name, "x509_ttl", &e.X509TTL, MinX509SVIDTTL); err != nil {
 		return err
 	}
-	if err := r.validateTTL(name, "jwt_ttl", &e.JWTTTL); err != nil {
+	if err := r.validateTTL(name, "jwt_ttl", &e.JWTTTL, MinJWTSVIDTTL); err != nil {
 		return err
 	}
 	if len(e.DNSNames) > maxDNSNames {
@@ -179,14 +181,26 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 // DefaultSVIDTTL is the lifetime of X.509- and JWT-SVIDs for entries that do not set one.
 const DefaultSVIDTTL = time.Hour
 
-func (r entryRules) validateTTL(name, field string, ttl *time.Duration) error {
+// Minimum lifetimes. Every SVID is recorded in the ledger, kept for the ledger retention (90 days by
+// default): an SVID of a few seconds, re-minted at half life, would fill it with records of credentials
+// that live for nothing. Agents renew at half life, so these also bound how often one entry is re-minted.
+const (
+	MinX509SVIDTTL  = time.Minute
+	MinJWTSVIDTTL   = 30 * time.Second
+	MinAgentSVIDTTL = time.Minute
+)
+
+func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL time.Duration) error {
+	if r.MinTTL > 0 {
+		minTTL = r.MinTTL
+	}
 	switch {
 	case *ttl == 0:
 		*ttl = DefaultSVIDTTL
 	case *ttl < 0:
 		return fmt.Errorf("entry %q: %s %s: %w: must be positive", name, field, *ttl, ErrInvalidArgument)
-	case *ttl < time.Second:
-		return fmt.Errorf("entry %q: %s %s: %w: must be at least 1s", name, field, *ttl, ErrInvalidArgument)
+	case *ttl < minTTL:
+		return fmt.Errorf("entry %q: %s %s: %w: at least %s", name, field, *ttl, ErrInvalidArgument, minTTL)
 	case *ttl > maxTTL:
 		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)
 	}

@@ -82,6 +82,8 @@ func TestValidateEntryRejects(t *testing.T) {
 		{"negative jwt ttl", entryRules{}, func(e *storage.Entry) { e.JWTTTL = -time.Second }, ErrInvalidArgument, "jwt_ttl"},
 		{"x509 ttl below 1s", entryRules{}, func(e *storage.Entry) { e.X509TTL = 500 * time.Millisecond }, ErrInvalidArgument, "x509_ttl"},
 		{"jwt ttl below 1s", entryRules{}, func(e *storage.Entry) { e.JWTTTL = time.Nanosecond }, ErrInvalidArgument, "jwt_ttl"},
+		{"x509 ttl below its minimum", entryRules{}, func(e *storage.Entry) { e.X509TTL = MinX509SVIDTTL - time.Second }, ErrInvalidArgument, "x509_ttl 59s: invalid argument: at least 1m0s"},
+		{"jwt ttl below its minimum", entryRules{}, func(e *storage.Entry) { e.JWTTTL = MinJWTSVIDTTL - time.Second }, ErrInvalidArgument, "jwt_ttl 29s: invalid argument: at least 30s"},
 		{"x509 ttl above 30 days", entryRules{}, func(e *storage.Entry) { e.X509TTL = maxTTL + time.Second }, ErrInvalidArgument, "x509_ttl"},
 		{"jwt ttl above 30 days", entryRules{}, func(e *storage.Entry) { e.JWTTTL = 31 * 24 * time.Hour }, ErrInvalidArgument, "jwt_ttl"},
 		{"x509 ttl beyond CA life", shortCA, func(e *storage.Entry) { e.X509TTL = 3 * time.Hour }, ErrInvalidArgument, "x509_ttl"},
@@ -151,11 +153,14 @@ func TestValidateEntryAccepts(t *testing.T) {
 		mod   func(*storage.Entry)
 		check func(t *testing.T, e *storage.Entry)
 	}{
-		{"explicit ttls kept", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 10*time.Minute, time.Second }, func(t *testing.T, e *storage.Entry) {
-			if e.X509TTL != 10*time.Minute || e.JWTTTL != time.Second {
+		{"explicit ttls kept", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 10*time.Minute, 45*time.Second }, func(t *testing.T, e *storage.Entry) {
+			if e.X509TTL != 10*time.Minute || e.JWTTTL != 45*time.Second {
 				t.Fatalf("TTLs changed to %s/%s", e.X509TTL, e.JWTTTL)
 			}
 		}},
+		{"ttls of exactly the minimums", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = MinX509SVIDTTL, MinJWTSVIDTTL }, nil},
+		{"short ttls with a test minimum", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(time.Hour), MinTTL: time.Second},
+			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = time.Second, time.Second }, nil},
 		{"ttl of exactly 30 days", testRules(), func(e *storage.Entry) { e.X509TTL = maxTTL }, nil},
 		{"ttl equal to CA remaining life", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(2 * time.Hour)},
 			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 2*time.Hour, time.Minute }, nil},

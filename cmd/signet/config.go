@@ -41,7 +41,18 @@ type serverFileConfig struct {
 	LedgerRetention time.Duration `yaml:"ledger_retention"`
 	// Policy holds the entry creation policy (CEL rules; docs/policy.md).
 	Policy policy.Config `yaml:"policy"`
-	CA     struct {
+	// IssuanceLimits are the token buckets of issuance (SVIDs per second and burst).
+	IssuanceLimits struct {
+		AgentRate  float64 `yaml:"agent_rate"`
+		AgentBurst int     `yaml:"agent_burst"`
+		EntryRate  float64 `yaml:"entry_rate"`
+		EntryBurst int     `yaml:"entry_burst"`
+	} `yaml:"issuance_limits"`
+	// MinFreeDisk is the free space under data_dir below which issuance stops ("512MiB").
+	MinFreeDisk string `yaml:"min_free_disk"`
+	// minFreeDisk is MinFreeDisk in bytes, filled by loadServerConfig.
+	minFreeDisk uint64
+	CA          struct {
 		TTL time.Duration `yaml:"ttl"`
 	} `yaml:"ca"`
 	Raft struct {
@@ -289,7 +300,60 @@ const (
 	defaultServerAdmin  = "/run/signet/admin/admin.sock"
 	defaultLogLevel     = "info"
 	defaultAgentDataDir = "/var/lib/signet/agent"
+	defaultMinFreeDisk  = "512MiB"
 )
+
+// checkIssuanceLimits validates the issuance_limits section and fills its defaults (the server
+// package's).
+func checkIssuanceLimits(path string, c *serverFileConfig) error {
+	l := &c.IssuanceLimits
+	for _, r := range []struct {
+		key  string
+		rate *float64
+		def  float64
+	}{{"issuance_limits.agent_rate", &l.AgentRate, server.DefaultAgentIssueRate}, {"issuance_limits.entry_rate", &l.EntryRate, server.DefaultEntryIssueRate}} {
+		if *r.rate == 0 {
+			*r.rate = r.def
+		}
+		if *r.rate < 0.001 || *r.rate > 1e6 {
+			return configError(path, r.key, "%g: want SVIDs per second between 0.001 and 1000000", *r.rate)
+		}
+	}
+	for _, b := range []struct {
+		key      string
+		burst    *int
+		def, min int
+	}{{"issuance_limits.agent_burst", &l.AgentBurst, server.DefaultAgentIssueBurst, server.MaxCSRBatch},
+		{"issuance_limits.entry_burst", &l.EntryBurst, server.DefaultEntryIssueBurst, 1}} {
+		if *b.burst == 0 {
+			*b.burst = b.def
+		}
+		if *b.burst < b.min || *b.burst > 10_000_000 {
+			return configError(path, b.key, "%d: want between %d and 10000000", *b.burst, b.min)
+		}
+	}
+	return nil
+}
+
+// parseSize parses a byte size with a binary unit: "512MiB", "2GiB", "1TiB".
+func parseSize(s string) (uint64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}}
+	for _, u := range units {
+		num, ok := strings.CutSuffix(strings.TrimSpace(s), u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
+		if err != nil || n > (1<<(64-u.shift))-1 {
+			break
+		}
+		return n << u.shift, nil
+	}
+	return 0, errors.New("want a whole number with a unit KiB, MiB, GiB or TiB, such as 512MiB")
+}
 
 // loadServerConfig reads and validates a server configuration file, filling defaults.
 func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, error) {
@@ -325,7 +389,7 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL == 0 {
 		c.AgentSVIDTTL = time.Hour
 	}
-	if c.AgentSVIDTTL < time.Minute || c.AgentSVIDTTL > 30*24*time.Hour {
+	if c.AgentSVIDTTL < server.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
 	if c.DefaultEntryTTL == 0 {
@@ -339,6 +403,18 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if c.LedgerRetention < storage.MaxCredentialLifetime {
 		return c, td, configError(path, "ledger_retention", "%s: must be at least %s, the longest a credential lives (so every valid credential can be looked up)", c.LedgerRetention, storage.MaxCredentialLifetime)
+	}
+	if err := checkIssuanceLimits(path, &c); err != nil {
+		return c, td, err
+	}
+	if c.MinFreeDisk == "" {
+		c.MinFreeDisk = defaultMinFreeDisk
+	}
+	if c.minFreeDisk, err = parseSize(c.MinFreeDisk); err != nil {
+		return c, td, configError(path, "min_free_disk", "%q: %v", c.MinFreeDisk, err)
+	}
+	if c.minFreeDisk < 1<<20 {
+		return c, td, configError(path, "min_free_disk", "%q: at least 1MiB (the default is %s)", c.MinFreeDisk, defaultMinFreeDisk)
 	}
 	if len(c.Policy.Rules) == 0 {
 		c.Policy.Rules = nil // "rules: []" and no rules are the same

@@ -14,6 +14,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
+	"github.com/signet-id/signet/server"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -58,9 +59,10 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11, 16, 21}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
-			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`}},
+			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
+			`unknown key "min_free_disk"`}},
 		// Wrong types. yaml names the line, the value and the Go type, not the key (see the report).
 		{file: "server-wrong-type.yaml", kind: "server", lines: []int{3}, want: []string{`key "agent_svid_ttl"`, "`3600`", "is not a duration"}},
 		{file: "server-duration-bad-unit.yaml", kind: "server", lines: []int{4}, want: []string{`key "ca.ttl"`, "`1y`", "is not a duration"}},
@@ -84,6 +86,10 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-agent-svid-ttl-too-short.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"30s", "between 1m and 720h"}},
 		{file: "server-agent-svid-ttl-too-long.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"721h", "between 1m and 720h"}},
 		{file: "server-ca-ttl-too-short.yaml", kind: "server", key: "ca.ttl", want: []string{"30m", "at least 1h"}},
+		{file: "server-min-free-disk-no-unit.yaml", kind: "server", key: "min_free_disk", want: []string{`"512"`, "unit KiB, MiB, GiB or TiB"}},
+		{file: "server-min-free-disk-too-small.yaml", kind: "server", key: "min_free_disk", want: []string{`"512KiB"`, "at least 1MiB"}},
+		{file: "server-agent-burst-below-batch.yaml", kind: "server", key: "issuance_limits.agent_burst", want: []string{"999", "between 1000 and"}},
+		{file: "server-entry-rate-negative.yaml", kind: "server", key: "issuance_limits.entry_rate", want: []string{"-1", "SVIDs per second"}},
 		{file: "agent-missing-trust-domain.yaml", kind: "agent", key: "trust_domain", want: []string{"is required"}},
 		{file: "agent-missing-server-address.yaml", kind: "agent", key: "server_address", want: []string{"is required", "host:port"}},
 		{file: "agent-relative-data-dir.yaml", kind: "agent", key: "data_dir", want: []string{`"./agent-data" must be an absolute path`}},
@@ -251,6 +257,11 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "admin_socket", c.AdminSocket, "/run/signet/admin/admin.sock")
 	cfgEq(t, "log_level", c.LogLevel, "info")
 	cfgEq(t, "agent_svid_ttl", c.AgentSVIDTTL, time.Hour)
+	cfgEq(t, "issuance_limits.agent_rate", c.IssuanceLimits.AgentRate, server.DefaultAgentIssueRate)
+	cfgEq(t, "issuance_limits.agent_burst", c.IssuanceLimits.AgentBurst, server.DefaultAgentIssueBurst)
+	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, server.DefaultEntryIssueRate)
+	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, server.DefaultEntryIssueBurst)
+	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(server.DefaultMinFreeDisk))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")
@@ -279,6 +290,11 @@ func TestConfigServerValuesKept(t *testing.T) {
 	cfgEq(t, "admin_uids", c.AdminUIDs, []uint32{0, 1000, 1001})
 	cfgEq(t, "log_level", c.LogLevel, "debug")
 	cfgEq(t, "agent_svid_ttl", c.AgentSVIDTTL, 4*time.Hour)
+	cfgEq(t, "issuance_limits.agent_rate", c.IssuanceLimits.AgentRate, 50.0)
+	cfgEq(t, "issuance_limits.agent_burst", c.IssuanceLimits.AgentBurst, 20000)
+	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, 2.5)
+	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, 20)
+	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(2<<30))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 43800*time.Hour)
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")

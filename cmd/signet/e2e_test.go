@@ -333,6 +333,8 @@ func TestEntryCreateBadInput(t *testing.T) {
 			"--expires-in and --never-expires cannot be given together: give at most one of --expires-at, --expires-in and --never-expires"},
 		{"empty owner", args(map[string]string{"--owner": " "}), exitUsage, "--owner must not be empty"},
 		{"TTL not whole seconds", args(map[string]string{"--jwt-ttl": "1500ms"}), exitUsage, "--jwt-ttl 1.5s: must be whole seconds"},
+		{"X.509 TTL below the minimum", args(map[string]string{"--x509-ttl": "1s"}), exitUsage, "--x509-ttl 1s: at least 1m0s"},
+		{"JWT TTL below the minimum", args(map[string]string{"--jwt-ttl": "29s"}), exitUsage, "--jwt-ttl 29s: at least 30s"},
 		{"expires-in zero", args(map[string]string{"--expires-in": "0"}), exitUsage, "--expires-in 0: must be positive"},
 	}
 	before := d.mustCLI("entry", "list", "-o", "json")
@@ -358,6 +360,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"three expiries", []string{"--never-expires", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"},
 			"--expires-at and --expires-in and --never-expires cannot be given together"},
 		{"zero TTL", []string{"--x509-ttl", "0s"}, "--x509-ttl 0s: must be positive"},
+		{"TTL below the minimum", []string{"--x509-ttl", "30s"}, "--x509-ttl 30s: at least 1m0s"},
 		{"unknown selector type", []string{"--selector", "docker:label:x"}, `--selector: selector "docker:label:x": invalid selector: unknown type "docker"`},
 		{"malformed SPIFFE ID", []string{"--spiffe-id", "spiffe://example.org/a b"}, "--spiffe-id"},
 		{"empty purpose", []string{"--purpose", ""}, "--purpose must not be empty"},
@@ -387,7 +390,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least 1m, at most 720h) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")
@@ -534,6 +537,7 @@ func TestEntryImport(t *testing.T) {
 		{"negative expires_in", "  expires_in: -1d\n", "item 1: expires_in -1d: must be positive"},
 		{"expires_in not a duration", "  expires_in: soon\n", `entries.yaml:6: key "[1].expires_in": ` + "`soon`" + ` is not a duration such as 90m, 24h or 30d`},
 		{"TTL not whole seconds", "  x509_ttl: 1500ms\n", "item 1: x509_ttl 1.5s: must be whole seconds"},
+		{"TTL below the minimum", "  jwt_ttl: 10s\n", "item 1: jwt_ttl 10s: at least 30s"},
 		{"missing owner", "", "item 1: owner is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -43,6 +43,9 @@ type serverNodeConfig struct {
 	DefaultEntryTTL time.Duration
 	LedgerRetention time.Duration
 	Policy          server.EntryPolicy
+	IssuanceLimits  server.IssuanceLimits
+	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
+	MinFreeDisk     uint64
 	DefaultParentID string
 	Logger          *slog.Logger
 }
@@ -91,11 +94,12 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {
-		agentAuth = server.TLSAgentAuth(st)
+		agentAuth = server.TLSAgentAuth(st, nil)
 	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
+		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
 		DefaultParentID: cfg.DefaultParentID, Logger: log})
 	if err != nil {
 		return nil, err

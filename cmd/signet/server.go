@@ -69,19 +69,22 @@ func runServer(ctx context.Context, path string) error {
 		DefaultEntryTTL: c.DefaultEntryTTL, LedgerRetention: c.LedgerRetention, Policy: pol,
 		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
 		Bootstrap: *c.Raft.Bootstrap, CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+		IssuanceLimits: server.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
+			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
+		MinFreeDisk: c.minFreeDisk,
 	})
 	if err != nil {
 		return err
 	}
 	defer node.Stop()
-	tlsConf, err := server.ServerTLSConfig(node.ca, node.store, node.store.NodeID())
+	tlsConf, err := server.ServerTLSConfig(ctx, node.srv.Issuer)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(server.AgentServerParameters(c.AgentSVIDTTL)),
 	)
 	agentv1.RegisterAgentServer(g, node.srv.Agent)
 	go serveGRPC(log, "agent-api", g, lis)

@@ -1,0 +1,130 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/storage"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// syncBuffer is a log destination safe for concurrent handlers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// auditCount is how many audit records the store holds, and how many refusals they stand for.
+func auditCount(tb testing.TB, st *storage.Store) (records, refused int) {
+	tb.Helper()
+	for _, r := range auditRecords(tb, st, "") {
+		records++
+		if r.Outcome == storage.AuditDenied {
+			refused += refusals(tb, r)
+		}
+	}
+	return records, refused
+}
+
+// A compromised agent flooding the server with refused requests — long entry IDs, IDs that quoting
+// escapes, other agents' entries, each one different — costs a bounded number of log lines and audit
+// records.
+func TestRefusalFloodFromOneAgentIsBounded(t *testing.T) {
+	var logs syncBuffer
+	e := newEnvConfig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
+	e.owner(t, "alice")
+	theirs := e.entry(t, "spiffe://example.org/b", agentB, "alice", nil)
+	before, _ := auditCount(t, e.st)
+	client := e.agentAPI(t)
+	const n = 4000
+	for i := range n {
+		var id string
+		switch i % 4 {
+		case 0:
+			id = strings.Repeat("x", 10_000) + itoa(i) // beyond maxEntryIDLen
+		case 1:
+			id = fmt.Sprintf("\"%d\\\x01", i) // quoting escapes each of these
+		case 2:
+			id = theirs.ID
+		case 3:
+			id = fmt.Sprintf("%032x", i)
+		}
+		var err error
+		if i%8 < 4 {
+			_, err = client.SignJWTSVID(testCtx(t), jwtRequest(id))
+		} else {
+			var resp *agentv1.SignX509SVIDsResponse
+			resp, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{{EntryId: id, Csr: []byte{1}}}})
+			if err == nil {
+				err = status.Error(codes.Code(resp.Results[0].ErrorCode), resp.Results[0].ErrorMessage)
+			}
+		}
+		if c := status.Code(err); c != codes.PermissionDenied && c != codes.InvalidArgument {
+			t.Fatalf("request %d: %v; want a refusal", i, err)
+		}
+	}
+	e.stop() // writes the repeats the denial log holds
+
+	out := logs.String()
+	if lines := strings.Count(out, "\n"); lines > 100 || len(out) > 64<<10 {
+		t.Fatalf("%d refused requests logged %d lines, %d bytes; want at most 100 lines, 64 KiB", n, lines, len(out))
+	}
+	if strings.Contains(out, strings.Repeat("x", 100)) {
+		t.Fatal("an over-long entry ID reached the log")
+	}
+	records, refused := auditCount(t, e.st)
+	if records-before > 12 {
+		t.Fatalf("%d refused requests made %d audit records; want a handful", n, records-before)
+	}
+	if refused == 0 {
+		t.Fatal("no refusal was audited")
+	}
+}
+
+// One actor's refusals of many different kinds are recorded one by one up to maxDenialKindsPerActor
+// within a window; the rest are counted in one record. Other actors keep their own records.
+func TestDenialRecordsPerActorAreCapped(t *testing.T) {
+	st := openStore(t)
+	l := NewDenialLog(st, nil, testLogger(t))
+	stop := startRun(t, l.Run)
+	a := auditor{denials: l, log: testLogger(t), limit: newRefusalLogLimiter()}
+	const kinds = 100
+	for i := range kinds {
+		a.denied(context.Background(), "agent:a", "svid.jwt", "", fmt.Errorf("reason number %d", i))
+	}
+	a.denied(context.Background(), "agent:b", "svid.jwt", "", errors.New("another agent"))
+	stop()
+	recs := waitRefusals(t, st, "", kinds+1)
+	byActor := map[string]int{}
+	overflow := 0
+	for _, r := range recs {
+		byActor[r.Actor]++
+		if r.Action == denialOverflowAction {
+			overflow += refusals(t, r)
+		}
+	}
+	if byActor["agent:a"] != maxDenialKindsPerActor+1 || overflow != kinds-maxDenialKindsPerActor || byActor["agent:b"] != 1 {
+		t.Fatalf("records per actor %v, overflow standing for %d refusals; want %d for agent a (%d in one) and 1 for agent b",
+			byActor, overflow, maxDenialKindsPerActor+1, kinds-maxDenialKindsPerActor)
+	}
+}
