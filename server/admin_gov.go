@@ -269,12 +269,22 @@ func (s *AdminService) ListAudit(ctx context.Context, req *adminv1.ListAuditRequ
 	return out, nil
 }
 
-// VerifyAudit recomputes the audit log's hash chain.
-func (s *AdminService) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
+// VerifyAudit recomputes the audit log's hash chain and, given a checkpoint's record number and hash,
+// checks the chain still holds that record.
+func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
-	v, err := s.cfg.Store.VerifyAudit()
+	var v storage.AuditVerification
+	var err error
+	switch {
+	case req.GetCheckpointSeq() == 0 && req.GetCheckpointHash() == "":
+		v, err = s.cfg.Store.VerifyAudit()
+	case req.GetCheckpointSeq() == 0 || !isHexSHA256(req.GetCheckpointHash()):
+		return nil, status.Error(codes.InvalidArgument, "checkpoint_seq and checkpoint_hash (64 hex digits) go together")
+	default:
+		v, err = s.cfg.Store.VerifyAuditAgainst(storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()})
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

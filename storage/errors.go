@@ -21,4 +21,9 @@ var (
 	ErrInvalid = errors.New("invalid command")
 	// ErrIssuanceNotFound is returned by ledger lookups of an unknown serial or JWT ID.
 	ErrIssuanceNotFound = errors.New("issuance not found")
+	// ErrAuditBroken is returned when the audit chain fails verification where it must hold (for example
+	// before its head is signed).
+	ErrAuditBroken = errors.New("audit chain is broken")
+	// ErrAuditEmpty is returned when the audit log has no record to act on.
+	ErrAuditEmpty = errors.New("audit log is empty")
 )

@@ -351,4 +351,8 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "broken at record") || !strings.Contains(stderr, "altered") {
 		t.Fatalf("audit verify after tampering: exit %d, %s", code, stderr)
 	}
+	// A broken chain is not signed: a checkpoint would vouch for the tampering.
+	if _, stderr, code := s.cli("audit", "checkpoint"); code != exitFailure || !strings.Contains(stderr, "refusing to sign") {
+		t.Fatalf("audit checkpoint of a broken chain: exit %d, %s", code, stderr)
+	}
 }
