@@ -52,6 +52,10 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
 		return codes.AlreadyExists
+	case errors.Is(err, storage.ErrDiskFull):
+		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the
+		// code gRPC documents for a full file system).
+		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrRecorderStopped):
 		return codes.Unavailable
 	default:

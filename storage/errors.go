@@ -7,6 +7,9 @@ import "errors"
 var (
 	// ErrNotLeader is returned by writes on a node that is not the Raft leader.
 	ErrNotLeader = errors.New("not the raft leader")
+	// ErrDiskFull is returned by writes that failed, or were refused, because the file system holding
+	// the data dir is out of space; the message names the directory.
+	ErrDiskFull = errors.New("disk full")
 	// ErrClosed is returned by any call after Close.
 	ErrClosed = errors.New("store is closed")
 	// ErrOwnerNotFound is returned when a named owner does not exist.

@@ -26,13 +26,14 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // are skipped: they are replayed by Raft after a restart but already in the state file. Registry changes
 // are published to in-memory readers only after the transaction commits.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
-	resps := make([]any, len(logs))
+	var resps []any
 	var posts []func()
-	db := f.s.stateDB()
-	err := db.Update(func(tx *bolt.Tx) error {
+	var last uint64
+	apply := func(tx *bolt.Tx) error {
+		resps, posts = make([]any, len(logs)), nil
 		meta := tx.Bucket(bucketMeta)
 		applied := getUint64(meta, keyAppliedIndex)
-		last := applied
+		last = applied
 		for i, l := range logs {
 			if l.Index <= applied {
 				continue
@@ -55,14 +56,42 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			return putUint64(meta, keyAppliedIndex, last)
 		}
 		return nil
-	})
-	if err != nil {
-		// The state file cannot take a committed write: continuing would diverge from the cluster.
-		panic(fmt.Sprintf("storage: apply raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+	for retried := false; ; retried = true {
+		err := f.s.stateDB().Update(apply)
+		if err == nil {
+			if retried {
+				f.s.stateFull.Store(false)
+				f.s.wroteOK()
+				f.s.log.Info("the state file took the write after all: disk space was freed", "index", last)
+			}
+			break
+		}
+		if !isNoSpace(err) {
+			// The state file cannot take a committed write: continuing would diverge from the cluster.
+			panic(fmt.Sprintf("storage: apply raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+		}
+		// Out of space: the entries must not be skipped, and the disk may be freed. Retry; reads go on.
+		f.s.noteDiskFull(err)
+		f.s.stateFull.Store(true)
+		if !retried {
+			f.s.log.Error("the state file has no room for committed raft entries; retrying until disk space is freed",
+				"dir", f.s.cfg.Dir, "entries", fmt.Sprintf("%d..%d", logs[0].Index, logs[len(logs)-1].Index), "every", f.s.cfg.DiskFullRetry, "error", err)
+		}
+		if !f.s.sleepUnlessClosing(f.s.cfg.DiskFullRetry) {
+			// Closing: the entries stay unapplied in state.db (its applied index did not move), so the
+			// next start replays them from the log.
+			closed := f.s.diskFullError(fmt.Errorf("the node stopped before the state file took entry %d: %w", logs[0].Index, err))
+			for i := range resps {
+				resps[i] = closed
+			}
+			return resps
+		}
 	}
 	for _, p := range posts {
 		p()
 	}
+	f.s.rebuildProgress(last)
 	return resps
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func newHealthcheckCmd() *cobra.Command {
@@ -18,6 +19,9 @@ func newHealthcheckCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "healthcheck",
 		Short: "Check a server (--admin-socket) or an agent (--socket); exit 0 if serving, 1 if not",
+		Long: `Check a server (--admin-socket) or an agent (--socket); exit 0 if serving, 1 if not, saying why.
+A server whose data dir is on a full disk (less than 16 MiB free, or a write failed for lack of space)
+is not healthy: it serves reads but takes no writes, and the message says "disk full".`,
 		Example: `  signet healthcheck --admin-socket /run/signet/admin/admin.sock
   signet healthcheck --socket /run/signet/agent.sock`,
 		Args: noArgs,
@@ -38,6 +42,9 @@ func newHealthcheckCmd() *cobra.Command {
 			defer conn.Close()
 			resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 			if err != nil {
+				if s, ok := status.FromError(err); ok {
+					return fmt.Errorf("%s not healthy: %s: %s", what, s.Code(), s.Message()) // e.g. the server's disk is full
+				}
 				return fmt.Errorf("%s not healthy: %w", what, err)
 			}
 			if resp.Status != healthpb.HealthCheckResponse_SERVING {
