@@ -223,16 +223,11 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 	if err := validateText("reason", req.GetReason(), maxReasonLen); err != nil {
 		return nil, toStatus(err)
 	}
-	var res storage.OffboardResult
-	if req.GetDryRun() {
-		res, err = s.cfg.Store.PlanOffboard(ctx, req.GetOwner(), mode, to, req.GetReason())
-	} else {
-		res, err = s.cfg.Store.OffboardOwner(ctx, req.GetOwner(), mode, to, req.GetReason())
-	}
+	res, violations, err := s.offboard(ctx, admin, req.GetOwner(), mode, to, req.GetReason(), req.GetDryRun())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &adminv1.OffboardOwnerResponse{Owner: ownerToAdmin(&res.Owner), DryRun: req.GetDryRun()}
+	out := &adminv1.OffboardOwnerResponse{Owner: ownerToAdmin(&res.Owner), DryRun: req.GetDryRun(), Violations: violations}
 	for i := range res.Entries {
 		out.Entries = append(out.Entries, entryToAdmin(&res.Entries[i]))
 	}

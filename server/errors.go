@@ -19,6 +19,9 @@ var (
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrUnauthenticated marks a caller whose identity could not be established.
 	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPolicyViolation marks a change to existing entries (an offboarding's reassignment) that the
+	// entry policy denies: the entries or the policy must change first.
+	ErrPolicyViolation = errors.New("entry policy violated")
 )
 
 // codeOf maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -41,7 +44,7 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
-		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty):
+		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition

@@ -167,6 +167,14 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 	case cmdOwnerOffboard:
 		var c ownerOffboardCmd
 		mustDecode(index, t, payload, &c)
+		c.Checked = nil // this type carries no check: replicas must apply it as they always did
+		return s.applyOwnerOffboard(tx, c)
+	case cmdOwnerOffboardChecked:
+		var c ownerOffboardCmd
+		mustDecode(index, t, payload, &c)
+		if c.Checked == nil {
+			c.Checked = map[string]uint64{}
+		}
 		return s.applyOwnerOffboard(tx, c)
 	case cmdAuditAppend:
 		var c auditAppendCmd

@@ -246,13 +246,7 @@ func TestAuditNeverCarriesTokenSecretHash(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := WithActor(context.Background(), "uid:0(root)")
-			s := openTestStore(t, t.TempDir())
-			defer s.Close()
-			for _, o := range []string{"alice", "payments"} {
-				if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			s := storeWithOwners(t, ctx, "alice", "payments")
 			if _, err := s.CreateJoinToken(ctx, JoinToken{ID: "t1", SecretHash: hash, Owner: "alice",
 				ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {
 				t.Fatal(err)
@@ -567,4 +561,55 @@ func TestAuditAnchorCatchesRehashedChain(t *testing.T) {
 	if _, err := s.VerifyAuditAgainst(AuditAnchor{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("empty anchor: %v", err)
 	}
+}
+
+// TestOffboardChecked: an offboarding proposed with the entries checked against the policy is refused,
+// changing nothing, when the owner's entries changed since the check; with the current ones it applies.
+func TestOffboardChecked(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	s := storeWithOwners(t, ctx, "alice", "payments")
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e0", "spiffe://example.org/0", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	if err != nil || len(plan.Revisions) != 1 || plan.Revisions["e0"] == 0 {
+		t.Fatalf("plan: %+v %v", plan, err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "checked") {
+		t.Fatalf("offboard with an entry added after the check: %v", err)
+	}
+	if o, _ := s.Owner("alice"); o.Offboarded {
+		t.Fatal("the refused offboarding changed the owner")
+	}
+	if _, err := s.SetEntryState(ctx, "e1", EntryDisable, "x"); err != nil {
+		t.Fatal(err)
+	}
+	plan, _ = s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	if _, err := s.SetEntryState(ctx, "e1", EntryEnable, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions); !errors.Is(err, ErrConflict) {
+		t.Fatalf("offboard with an entry changed after the check: %v", err)
+	}
+	plan, _ = s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	res, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions)
+	if err != nil || len(res.Entries) != 2 || !res.Owner.Offboarded {
+		t.Fatalf("offboard with the current check: %+v %v", res, err)
+	}
+}
+
+// storeWithOwners opens a test store, closed when the test ends, holding the named owners.
+func storeWithOwners(t *testing.T, ctx context.Context, names ...string) *Store {
+	t.Helper()
+	s := openTestStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	for _, o := range names {
+		if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }

@@ -61,6 +61,29 @@ func newOwnerShowCmd() *cobra.Command {
 
 func section(w io.Writer, title string, n int) { fmt.Fprintf(w, "\n%s (%d):\n", title, n) }
 
+type violationView struct {
+	EntryID  string `json:"entry_id"`
+	SPIFFEID string `json:"spiffe_id"`
+	Rule     string `json:"rule"`
+	Message  string `json:"message"`
+}
+
+func viewViolations(vs []*adminv1.PolicyViolation) []violationView {
+	out := make([]violationView, len(vs))
+	for i, v := range vs {
+		out[i] = violationView{EntryID: v.EntryId, SPIFFEID: v.SpiffeId, Rule: v.Rule, Message: v.Message}
+	}
+	return out
+}
+
+func printViolations(w io.Writer, vs []*adminv1.PolicyViolation) error {
+	rows := make([][]string, len(vs))
+	for i, v := range vs {
+		rows[i] = []string{v.EntryId, v.SpiffeId, v.Rule, v.Message}
+	}
+	return printTable(w, []string{"ENTRY", "SPIFFE ID", "RULE", "MESSAGE"}, rows)
+}
+
 func newOwnerOffboardCmd() *cobra.Command {
 	var admin, output, reassignTo, reason string
 	var disable, dryRun bool
@@ -71,7 +94,11 @@ func newOwnerOffboardCmd() *cobra.Command {
 disabled (disabled entries stop being issued at once on every agent; unused tokens are revoked), in one
 Raft write, and the owner is marked offboarded. The command then lists every credential issued under
 its entries that is still valid, with its expiry: the blast radius. --dry-run prints the same plan and
-changes nothing.`,
+changes nothing.
+
+With --reassign-to, each entry is checked against the server's entry policy as if the new owner updated
+it: --dry-run lists the deny rules each would break, and the real run is refused, changing nothing,
+while there is any (change those entries or the policy first, or use --disable).`,
 		Example: `  signet owner offboard alice@example.org --reassign-to payments --dry-run
   signet owner offboard alice@example.org --disable --reason "left the company"`,
 		Args: exactArgs(1, "one owner name"),
@@ -92,13 +119,14 @@ changes nothing.`,
 			w := cmd.OutOrStdout()
 			if output == "json" {
 				return printJSON(w, struct {
-					DryRun     bool           `json:"dry_run"`
-					Owner      ownerView      `json:"owner"`
-					Entries    []entryView    `json:"entries"`
-					Tokens     []tokenView    `json:"tokens"`
-					Agents     []agentView    `json:"agents"`
-					StillValid []issuanceView `json:"still_valid"`
-				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid)})
+					DryRun     bool            `json:"dry_run"`
+					Owner      ownerView       `json:"owner"`
+					Entries    []entryView     `json:"entries"`
+					Tokens     []tokenView     `json:"tokens"`
+					Agents     []agentView     `json:"agents"`
+					StillValid []issuanceView  `json:"still_valid"`
+					Violations []violationView `json:"violations"`
+				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid), viewViolations(r.Violations)})
 			}
 			verb := "Offboarded"
 			if r.DryRun {
@@ -109,6 +137,10 @@ changes nothing.`,
 				what = "reassigned to " + reassignTo
 			}
 			fmt.Fprintf(w, "%s %s: %d entries and %d unused join tokens %s.\n", verb, args[0], len(r.Entries), len(r.Tokens), what)
+			if len(r.Violations) > 0 {
+				section(w, "Entry policy violations once reassigned (the real run is refused until there are none)", len(r.Violations))
+				printViolations(w, r.Violations)
+			}
 			section(w, "Entries", len(r.Entries))
 			printEntries(w, r.Entries, "table")
 			section(w, "Join tokens", len(r.Tokens))

@@ -356,3 +356,58 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		t.Fatalf("audit checkpoint of a broken chain: exit %d, %s", code, stderr)
 	}
 }
+
+// TestOffboardReassignChecksPolicy: reassigning an owner's entries is checked against the entry policy
+// as the new owner's: the dry run lists the violations, the real run is refused (and audited) naming the
+// entry and the rule, and succeeds once no entry breaks a rule.
+func TestOffboardReassignChecksPolicy(t *testing.T) {
+	s := newTestServer(t)
+	cfg, _ := os.ReadFile(s.config)
+	writeFile(t, s.config, string(cfg)+`policy:
+  rules:
+    - name: team-path
+      description: the path must begin with /team/<owner's team>/
+      deny_unless: 'owner.team == "" || entry.path.startsWith("/team/" + owner.team + "/")'
+`)
+	s.start(t)
+	s.mustCLI("owner", "add", "alice")
+	s.mustCLI("owner", "add", "payments", "--team", "payments")
+	create := func(id string) string {
+		return decodeJSON[entryView](t, s.mustCLI("entry", "create", "--spiffe-id", id, "--selector", myUID, "--owner", "alice",
+			"--purpose", "p", "--parent-id", "spiffe://example.org/signet/agent/x", "-o", "json")).ID
+	}
+	web := create("spiffe://example.org/web")
+	create("spiffe://example.org/team/payments/api")
+
+	type plan struct {
+		DryRun     bool            `json:"dry_run"`
+		Entries    []entryView     `json:"entries"`
+		Violations []violationView `json:"violations"`
+	}
+	p := decodeJSON[plan](t, s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--dry-run", "-o", "json"))
+	if !p.DryRun || len(p.Entries) != 2 || len(p.Violations) != 1 || p.Violations[0].EntryID != web || p.Violations[0].Rule != "team-path" {
+		t.Fatalf("dry run: %+v", p)
+	}
+	if out := s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--dry-run"); !strings.Contains(out, "Entry policy violations") || !strings.Contains(out, web) {
+		t.Fatalf("dry run table:\n%s", out)
+	}
+	_, stderr, code := s.cli("owner", "offboard", "alice", "--reassign-to", "payments", "--reason", "left")
+	if code != exitFailure || !strings.Contains(stderr, web) || !strings.Contains(stderr, `policy rule "team-path"`) || !strings.Contains(stderr, "--disable") {
+		t.Fatalf("offboarding that breaks the policy: exit %d, %s", code, stderr)
+	}
+	if o := decodeJSON[[]ownerView](t, s.mustCLI("owner", "list", "-o", "json")); o[0].Name != "alice" || o[0].Offboarded {
+		t.Fatalf("the refused offboarding changed the owner: %+v", o)
+	}
+	denied := decodeJSON[[]struct {
+		Outcome string `json:"outcome"`
+	}](t, s.mustCLI("audit", "list", "--action", "owner.offboard", "-o", "json"))
+	if len(denied) != 1 || denied[0].Outcome != "denied" {
+		t.Fatalf("audit of the refusal: %+v", denied)
+	}
+
+	s.mustCLI("entry", "delete", web)
+	out := s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--reason", "left")
+	if !strings.Contains(out, "1 entries and 0 unused join tokens reassigned to payments") {
+		t.Fatalf("compliant offboarding: %s", out)
+	}
+}

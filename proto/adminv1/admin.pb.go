@@ -1859,13 +1859,16 @@ func (x *OffboardOwnerRequest) GetReason() string {
 }
 
 type OffboardOwnerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owner         *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
-	Tokens        []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
-	Agents        []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
-	StillValid    []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
-	DryRun        bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Owner      *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Entries    []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
+	Tokens     []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
+	Agents     []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
+	StillValid []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
+	DryRun     bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// With reassign_to: the entry policy's deny rules each entry breaks once reassigned (evaluated as an
+	// update by the new owner). A dry run lists them; a real run with any is refused (FailedPrecondition).
+	Violations    []*PolicyViolation `protobuf:"bytes,7,rep,name=violations,proto3" json:"violations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1942,6 +1945,81 @@ func (x *OffboardOwnerResponse) GetDryRun() bool {
 	return false
 }
 
+func (x *OffboardOwnerResponse) GetViolations() []*PolicyViolation {
+	if x != nil {
+		return x.Violations
+	}
+	return nil
+}
+
+type PolicyViolation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Rule          string                 `protobuf:"bytes,3,opt,name=rule,proto3" json:"rule,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyViolation) Reset() {
+	*x = PolicyViolation{}
+	mi := &file_adminv1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyViolation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyViolation) ProtoMessage() {}
+
+func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
+func (*PolicyViolation) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PolicyViolation) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ListOwnersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1950,7 +2028,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2040,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2053,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListOwnersResponse struct {
@@ -1987,7 +2065,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2077,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2090,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2030,7 +2108,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2120,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2133,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type JWTKey struct {
@@ -2068,7 +2146,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2158,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2171,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2123,7 +2201,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2213,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2226,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2204,7 +2282,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2294,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2307,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2323,7 +2401,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2413,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2426,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Issuance) GetId() string {
@@ -2452,7 +2530,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2542,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2555,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -2503,7 +2581,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2593,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2606,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -2557,7 +2635,7 @@ type LookupCredentialResponse struct {
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2647,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2660,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -2681,7 +2759,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2771,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2784,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -2799,7 +2877,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2889,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2902,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -2872,7 +2950,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +2962,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +2975,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2926,7 +3004,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3016,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3029,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
@@ -2976,7 +3054,7 @@ type AuditCheckpointRequest struct {
 
 func (x *AuditCheckpointRequest) Reset() {
 	*x = AuditCheckpointRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3066,7 @@ func (x *AuditCheckpointRequest) String() string {
 func (*AuditCheckpointRequest) ProtoMessage() {}
 
 func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3079,7 @@ func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type AuditCheckpointResponse struct {
@@ -3015,7 +3093,7 @@ type AuditCheckpointResponse struct {
 
 func (x *AuditCheckpointResponse) Reset() {
 	*x = AuditCheckpointResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3105,7 @@ func (x *AuditCheckpointResponse) String() string {
 func (*AuditCheckpointResponse) ProtoMessage() {}
 
 func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3118,7 @@ func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AuditCheckpointResponse) GetStatement() []byte {
@@ -3075,7 +3153,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3165,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3178,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3133,7 +3211,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3223,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3236,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3181,7 +3259,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3271,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3284,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3254,7 +3332,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3344,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3357,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3309,7 +3387,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +3399,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +3412,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3383,7 +3461,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3473,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3486,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -3592,7 +3670,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"reassignTo\x12\x18\n" +
 	"\adisable\x18\x03 \x01(\bR\adisable\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb4\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf6\x02\n" +
 	"\x15OffboardOwnerResponse\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
@@ -3600,7 +3678,15 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12:\n" +
 	"\vstill_valid\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\n" +
 	"stillValid\x12\x17\n" +
-	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"\x13\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x12@\n" +
+	"\n" +
+	"violations\x18\a \x03(\v2 .signet.admin.v1.PolicyViolationR\n" +
+	"violations\"w\n" +
+	"\x0fPolicyViolation\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04rule\x18\x03 \x01(\tR\x04rule\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x13\n" +
 	"\x11ListOwnersRequest\"D\n" +
 	"\x12ListOwnersResponse\x12.\n" +
 	"\x06owners\x18\x01 \x03(\v2\x16.signet.admin.v1.OwnerR\x06owners\"\x12\n" +
@@ -3762,7 +3848,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -3793,28 +3879,29 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*OwnerDetail)(nil),                // 26: signet.admin.v1.OwnerDetail
 	(*OffboardOwnerRequest)(nil),       // 27: signet.admin.v1.OffboardOwnerRequest
 	(*OffboardOwnerResponse)(nil),      // 28: signet.admin.v1.OffboardOwnerResponse
-	(*ListOwnersRequest)(nil),          // 29: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 30: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 31: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 32: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 33: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 34: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 35: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 36: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 37: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 38: signet.admin.v1.LookupCredentialResponse
-	(*AuditRecord)(nil),                // 39: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 40: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 41: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 42: signet.admin.v1.VerifyAuditRequest
-	(*AuditCheckpointRequest)(nil),     // 43: signet.admin.v1.AuditCheckpointRequest
-	(*AuditCheckpointResponse)(nil),    // 44: signet.admin.v1.AuditCheckpointResponse
-	(*VerifyAuditResponse)(nil),        // 45: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 46: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 47: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 48: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 49: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 50: signet.admin.v1.SignReviewResponse
+	(*PolicyViolation)(nil),            // 29: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 30: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 31: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 32: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 33: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 34: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 35: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 36: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 37: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 38: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 39: signet.admin.v1.LookupCredentialResponse
+	(*AuditRecord)(nil),                // 40: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 41: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 42: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 43: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 44: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 45: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 46: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 47: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 48: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 49: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 50: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 51: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -3833,78 +3920,79 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 13: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
 	3,  // 14: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 15: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	36, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
 	23, // 17: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
 	15, // 18: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
 	3,  // 19: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 20: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	23, // 22: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	32, // 23: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	35, // 24: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	35, // 25: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	15, // 26: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	23, // 27: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	8,  // 28: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	35, // 29: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	39, // 30: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	47, // 31: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	15, // 32: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	16, // 33: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 34: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 35: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 36: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	20, // 37: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	21, // 38: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	24, // 39: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	29, // 40: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 41: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	27, // 42: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	31, // 43: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	34, // 44: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	37, // 45: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	40, // 46: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	42, // 47: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	43, // 48: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	46, // 49: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	49, // 50: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	0,  // 51: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 52: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 53: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 54: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 55: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 56: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 57: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 58: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 59: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	22, // 60: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 61: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	15, // 62: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	15, // 63: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	23, // 64: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	30, // 65: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	26, // 66: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	28, // 67: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	33, // 68: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	36, // 69: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	38, // 70: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	41, // 71: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	45, // 72: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	44, // 73: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	48, // 74: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	50, // 75: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	2,  // 76: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 77: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 78: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 79: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 80: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 81: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 82: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	58, // [58:83] is the sub-list for method output_type
-	33, // [33:58] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	36, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	29, // 22: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	23, // 23: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	33, // 24: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	36, // 25: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	36, // 26: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	15, // 27: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	23, // 28: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	8,  // 29: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	36, // 30: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	40, // 31: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	48, // 32: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 33: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 34: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 35: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 36: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 37: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 38: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 39: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 40: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	30, // 41: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 42: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	27, // 43: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	32, // 44: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	35, // 45: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	38, // 46: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	41, // 47: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	43, // 48: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	44, // 49: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	47, // 50: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	50, // 51: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 52: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 53: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 54: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 55: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 56: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 57: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 58: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 59: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 60: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 61: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 62: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 63: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 64: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 65: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	31, // 66: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 67: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	28, // 68: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	34, // 69: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	37, // 70: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	39, // 71: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	42, // 72: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	46, // 73: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	45, // 74: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	49, // 75: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	51, // 76: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 77: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 78: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 79: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 80: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 81: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 82: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 83: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	59, // [59:84] is the sub-list for method output_type
+	34, // [34:59] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -3918,7 +4006,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
