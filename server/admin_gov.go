@@ -229,7 +229,7 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 	}
 	out := &adminv1.OffboardOwnerResponse{Owner: ownerToAdmin(&res.Owner), DryRun: req.GetDryRun(), Violations: violations}
 	for i := range res.Entries {
-		out.Entries = append(out.Entries, entryToAdmin(&res.Entries[i]))
+		out.Entries = append(out.Entries, s.entryWithStats(&res.Entries[i]))
 	}
 	for i := range res.Tokens {
 		out.Tokens = append(out.Tokens, tokenToAdmin(&res.Tokens[i]))

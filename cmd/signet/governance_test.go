@@ -55,6 +55,10 @@ func TestOffboardWhileWatching(t *testing.T) {
 	if !p.DryRun || len(p.Entries) != 1 || !p.Entries[0].Disabled || !slices.ContainsFunc(p.StillValid, func(r issuanceView) bool { return r.ID == serial }) {
 		t.Fatalf("dry run: %+v", p)
 	}
+	// The report shows the entries' issuance statistics, as entry list does.
+	if e := p.Entries[0]; e.IssuedCount == 0 || e.LastIssuedAt == "never" {
+		t.Fatalf("offboarding report without issuance statistics: %+v", e)
+	}
 	if e := decodeJSON[[]entryView](t, d.mustCLI("entry", "list", "-o", "json")); e[0].Disabled {
 		t.Fatal("the dry run disabled the entry")
 	}
