@@ -246,7 +246,8 @@ func newLedgerLookupCmd() *cobra.Command {
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
 purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
 and expires, whether it is still valid, and what other credentials its entry has live now. A credential
-Signet never issued is reported as unknown, with the reason; the command then exits 1.`,
+Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
+of the trust domain's bundle (a server node's root) is reported as such, and the command exits 0.`,
 		Example: `  signet ledger lookup leaked.pem
   pbpaste | signet ledger lookup -`,
 		Args: exactArgs(1, "one file (or - for standard input)"),
@@ -273,7 +274,7 @@ Signet never issued is reported as unknown, with the reason; the command then ex
 			if err := printLookup(cmd.OutOrStdout(), r, output); err != nil {
 				return err
 			}
-			if !r.Known {
+			if !r.Known && !r.Authority {
 				return fmt.Errorf("ledger lookup: unknown credential: %s", r.Reason)
 			}
 			return nil
@@ -287,6 +288,7 @@ Signet never issued is reported as unknown, with the reason; the command then ex
 func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string) error {
 	type view struct {
 		Known     bool           `json:"known"`
+		Authority bool           `json:"authority,omitempty"`
 		Reason    string         `json:"reason,omitempty"`
 		Kind      string         `json:"kind"`
 		ID        string         `json:"id"`
@@ -298,7 +300,7 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		Agent     *agentView     `json:"agent,omitempty"`
 		OtherLive []issuanceView `json:"other_live"`
 	}
-	v := view{Known: r.Known, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
+	v := view{Known: r.Known, Authority: r.Authority, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
 	if r.Issuance != nil {
 		iv := viewIssuances([]*adminv1.Issuance{r.Issuance})[0]
 		v.Issuance = &iv
@@ -317,6 +319,10 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 	}
 	if format == "json" {
 		return printJSON(w, v)
+	}
+	if r.Authority {
+		return printFields(w, [][2]string{{"Known", "a CA certificate of this trust domain, not an issued credential"}, {"Note", r.Reason},
+			{"Serial", r.Id}, {"SPIFFE ID", r.SpiffeId}, {"Valid now", yesNo(r.ValidNow)}})
 	}
 	if !r.Known && r.Issuance == nil {
 		return printFields(w, [][2]string{{"Known", "no"}, {"Reason", r.Reason}, {"Kind", r.Kind}, {"ID", r.Id}, {"SPIFFE ID", r.SpiffeId}})

@@ -155,10 +155,28 @@ func TestLedgerLookup(t *testing.T) {
 		}
 	}
 
+	// The trust domain's own root: a CA certificate of this trust domain, not a forgery.
+	root := filepath.Join(t.TempDir(), "bundle.pem")
+	writeFile(t, root, d.mustCLI("bundle", "show"))
+	type caLookup struct {
+		Known     bool   `json:"known"`
+		Authority bool   `json:"authority"`
+		Reason    string `json:"reason"`
+		ValidNow  bool   `json:"valid_now"`
+	}
+	out, stderr, code := d.cli("ledger", "lookup", root, "-o", "json")
+	if ca := decodeJSON[caLookup](t, out); code != 0 || !ca.Authority || ca.Known || !ca.ValidNow || !strings.Contains(ca.Reason, "CA certificate of trust domain example.org") ||
+		strings.Contains(ca.Reason, "forged") {
+		t.Fatalf("lookup of the trust domain's root: exit %d %+v %s", code, ca, stderr)
+	}
+	if table := d.mustCLI("ledger", "lookup", root); !strings.Contains(table, "a CA certificate of this trust domain") {
+		t.Fatalf("lookup table of the root:\n%s", table)
+	}
+
 	// A certificate Signet never issued.
 	foreign := filepath.Join(t.TempDir(), "foreign.pem")
 	writeFile(t, foreign, string(foreignCert(t)))
-	out, stderr, code := d.cli("ledger", "lookup", foreign, "-o", "json")
+	out, stderr, code = d.cli("ledger", "lookup", foreign, "-o", "json")
 	l = decodeJSON[lookup](t, out)
 	if code != exitFailure || l.Known || !strings.Contains(l.Reason, "other issuer") || !strings.Contains(stderr, "unknown credential") {
 		t.Fatalf("lookup of a foreign certificate: exit %d %+v %s", code, l, stderr)

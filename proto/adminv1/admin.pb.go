@@ -2617,18 +2617,21 @@ func (x *LookupCredentialRequest) GetData() []byte {
 }
 
 type LookupCredentialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Known         bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
-	SpiffeId      string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Issuance      *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
-	Entry         *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
-	Owner         *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
-	Agent         *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
-	ValidNow      bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
-	OtherLive     []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Known     bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Reason    string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id        string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
+	SpiffeId  string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Issuance  *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Entry     *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
+	Owner     *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	Agent     *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
+	ValidNow  bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
+	OtherLive []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	// The credential is an X.509 authority (a server node's CA certificate) in this trust domain's bundle:
+	// not an issued credential, so not in the ledger (known is false); reason says so.
+	Authority     bool `protobuf:"varint,12,opt,name=authority,proto3" json:"authority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2738,6 +2741,13 @@ func (x *LookupCredentialResponse) GetOtherLive() []*Issuance {
 		return x.OtherLive
 	}
 	return nil
+}
+
+func (x *LookupCredentialResponse) GetAuthority() bool {
+	if x != nil {
+		return x.Authority
+	}
+	return false
 }
 
 type AuditRecord struct {
@@ -3734,7 +3744,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\"-\n" +
 	"\x17LookupCredentialRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa5\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc3\x03\n" +
 	"\x18LookupCredentialResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
@@ -3748,7 +3758,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tvalid_now\x18\n" +
 	" \x01(\bR\bvalidNow\x128\n" +
 	"\n" +
-	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\"\x8a\x02\n" +
+	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\x12\x1c\n" +
+	"\tauthority\x18\f \x01(\bR\tauthority\"\x8a\x02\n" +
 	"\vAuditRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x14\n" +
