@@ -39,8 +39,12 @@ type AdminServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	Clock   func() time.Time
-	Logger  *slog.Logger
+	// AuditCheckpointFile, if set, holds the node's latest automatic audit checkpoint: VerifyAudit
+	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
+	// that no longer holds it.
+	AuditCheckpointFile string
+	Clock               func() time.Time
+	Logger              *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.

@@ -270,20 +270,34 @@ func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAudit
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
+	out := &adminv1.VerifyAuditResponse{}
+	anchor := storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()}
+	switch {
+	case anchor.Seq == 0 && anchor.Hash == "":
+		cp, err := s.storedCheckpoint()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if cp != nil {
+			anchor = cp.anchor()
+			out.CheckpointFile, out.CheckpointTime = s.cfg.AuditCheckpointFile, cp.Time.Unix()
+		}
+	case anchor.Seq == 0 || !isHexSHA256(anchor.Hash):
+		return nil, status.Error(codes.InvalidArgument, "checkpoint_seq and checkpoint_hash (64 hex digits) go together")
+	}
 	var v storage.AuditVerification
 	var err error
-	switch {
-	case req.GetCheckpointSeq() == 0 && req.GetCheckpointHash() == "":
+	if anchor.Seq == 0 {
 		v, err = s.cfg.Store.VerifyAudit()
-	case req.GetCheckpointSeq() == 0 || !isHexSHA256(req.GetCheckpointHash()):
-		return nil, status.Error(codes.InvalidArgument, "checkpoint_seq and checkpoint_hash (64 hex digits) go together")
-	default:
-		v, err = s.cfg.Store.VerifyAuditAgainst(storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()})
+	} else {
+		v, err = s.cfg.Store.VerifyAuditAgainst(anchor)
+		out.CheckpointSeq = anchor.Seq
 	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminv1.VerifyAuditResponse{Records: v.Records, BrokenAt: v.BrokenAt, Problem: v.Problem}, nil
+	out.Records, out.BrokenAt, out.Problem = v.Records, v.BrokenAt, v.Problem
+	return out, nil
 }
 
 // checkPolicy evaluates the creation policy on e; a denial is recorded in the audit log and returned;

@@ -223,7 +223,7 @@ func (s *Store) verifyAudit(anchor *AuditAnchor) (AuditVerification, error) {
 			v.BrokenAt, v.Problem = want, "the chain head does not match the last record (records were removed)"
 		}
 		if v.BrokenAt == 0 && anchor != nil && v.Records < anchor.Seq {
-			v.BrokenAt, v.Problem = anchor.Seq, fmt.Sprintf("the checkpoint covers record %d, but the chain ends at record %d (records were removed)", anchor.Seq, v.Records)
+			v.BrokenAt, v.Problem = anchor.Seq, fmt.Sprintf("the checkpoint covers record %d, but the chain ends at record %d: records were removed (from the end, or anywhere with the rest re-hashed)", anchor.Seq, v.Records)
 		}
 		return nil
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -73,7 +72,9 @@ func newAuditVerifyCmd() *cobra.Command {
 		Long: `Recompute the audit log's hash chain and exit 1 at the first broken link.
 
 The chain alone shows records altered in place, but not a record removed or altered by someone who then
-re-hashed every record after it: that takes a checkpoint kept outside the server. With --checkpoint FILE
+re-hashed every record after it: that takes a checkpoint. Without --checkpoint, the chain is checked
+against the server's automatic checkpoint (<data_dir>/server/audit-checkpoint.json), which whoever can
+write the data dir can also remove; so keep checkpoints outside the server too. With --checkpoint FILE
 (written earlier by 'signet audit checkpoint --out FILE'), the checkpoint's signature is verified against
 the trust bundle's X.509 roots (--bundle FILE, PEM as 'signet bundle show' prints it; default: the
 server's bundle), and the chain must still hold the checkpoint's record with the checkpoint's hash.`,
@@ -102,13 +103,22 @@ server's bundle), and the chain must still hold the checkpoint's record with the
 				return rpcError("audit verify", err)
 			}
 			if v.BrokenAt != 0 {
-				return fmt.Errorf("audit verify: the chain is broken at record %d: %s (%d records before it verify)", v.BrokenAt, v.Problem, v.Records)
+				against := ""
+				if v.CheckpointFile != "" {
+					against = fmt.Sprintf("; checked against the server's automatic checkpoint %s", v.CheckpointFile)
+				}
+				return fmt.Errorf("audit verify: the chain is broken at record %d: %s (%d records before it verify%s)", v.BrokenAt, v.Problem, v.Records, against)
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Audit log intact: %d records, every link verifies.\n", v.Records)
-			if checkpoint != "" {
-				fmt.Fprintf(w, "Checkpoint of record %d (signed by node %s at %s) matches.\n", cp.Seq, cp.Node, cp.Time.Format(time.RFC3339))
-			} else {
+			switch {
+			case checkpoint != "":
+				fmt.Fprintf(w, "Checkpoint of record %d (signed by node %s at %s) matches.\n", cp.Seq, cp.Node, cp.Time.UTC().Format(time.RFC3339))
+			case v.CheckpointSeq != 0:
+				fmt.Fprintf(w, "The server's automatic checkpoint of record %d (%s, %s) matches; records after it, and a rewrite by\n"+
+					"someone who can also write that file, need a checkpoint kept elsewhere: use --checkpoint FILE.\n",
+					v.CheckpointSeq, v.CheckpointFile, time.Unix(v.CheckpointTime, 0).UTC().Format(time.RFC3339))
+			default:
 				fmt.Fprintln(w, "Without a checkpoint this cannot show records removed or altered with the rest re-hashed: use --checkpoint FILE.")
 			}
 			return nil
@@ -221,18 +231,15 @@ The signature is checked offline against the trust bundle's roots.`,
 			if err != nil {
 				return rpcError("audit checkpoint", err)
 			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetIndent("", "  ")
-			enc.SetEscapeHTML(false)
-			if err := enc.Encode(server.CheckpointFile{Statement: r.Statement, Signature: r.Signature, Signer: r.SignerCertificate}); err != nil {
-				return fmt.Errorf("audit checkpoint: %w", err)
-			}
-			if out == "" {
-				_, err := cmd.OutOrStdout().Write(buf.Bytes())
+			b, err := server.CheckpointFile{Statement: r.Statement, Signature: r.Signature, Signer: r.SignerCertificate}.Marshal()
+			if err != nil {
 				return err
 			}
-			if err := os.WriteFile(out, buf.Bytes(), 0o600); err != nil {
+			if out == "" {
+				_, err := cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return fmt.Errorf("audit checkpoint: --out: %w", err)
 			}
 			var st server.AuditCheckpoint

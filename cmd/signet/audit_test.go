@@ -17,9 +17,10 @@ import (
 )
 
 // TestAuditCheckpointCatchesRehashedChain: a record is removed from state.db and every later record
-// re-hashed, as an attacker with write access to the data dir would. Plain audit verify still passes
-// (the limitation the checkpoint exists for); verify against a signed checkpoint taken before fails,
-// naming the checkpointed record; an altered checkpoint file is refused.
+// re-hashed, as an attacker with write access to the data dir would. audit verify fails against the
+// server's automatic checkpoint; once that file is removed too, plain audit verify passes (the limitation
+// a kept checkpoint exists for), but verify against a signed checkpoint taken before fails, naming the
+// checkpointed record; an altered checkpoint file is refused.
 func TestAuditCheckpointCatchesRehashedChain(t *testing.T) {
 	s := newTestServer(t).start(t)
 	for _, o := range []string{"alice", "bob", "carol"} {
@@ -42,6 +43,9 @@ func TestAuditCheckpointCatchesRehashedChain(t *testing.T) {
 	if out := s.mustCLI("audit", "verify", "--checkpoint", file, "--bundle", s.bundlePath); !strings.Contains(out, "matches") {
 		t.Fatalf("audit verify --checkpoint on the intact chain: %s", out)
 	}
+	if out := s.mustCLI("audit", "verify"); !strings.Contains(out, "automatic checkpoint of record "+strconv.FormatUint(cf.Statement.Seq, 10)) {
+		t.Fatalf("audit verify on the intact chain (the checkpoint just taken is the automatic one): %s", out)
+	}
 	s.mustCLI("owner", "add", "dave") // written after the checkpoint
 	s.stop()
 
@@ -50,6 +54,18 @@ func TestAuditCheckpointCatchesRehashedChain(t *testing.T) {
 		t.Fatalf("removed record %d, after the checkpoint's %d", bob, cf.Statement.Seq)
 	}
 	s.start(t)
+	// The server's automatic checkpoint, renewed when it stopped, catches the rewrite.
+	auto := filepath.Join(s.dir, "data", "server", "audit-checkpoint.json")
+	if _, stderr, code := s.cli("audit", "verify"); code != exitFailure || !strings.Contains(stderr, "re-hashed") || !strings.Contains(stderr, auto) {
+		t.Fatalf("audit verify against the automatic checkpoint: exit %d, %s", code, stderr)
+	}
+	if _, stderr, code := s.cli("audit", "checkpoint"); code != exitFailure || !strings.Contains(stderr, "refusing to sign") {
+		t.Fatalf("audit checkpoint of a chain that lost the automatic checkpoint's record: exit %d, %s", code, stderr)
+	}
+	// Whoever can write the data dir can remove that file too: then only a kept checkpoint tells.
+	if err := os.Remove(auto); err != nil {
+		t.Fatal(err)
+	}
 	if out := s.mustCLI("audit", "verify"); !strings.Contains(out, "intact") || !strings.Contains(out, "use --checkpoint") {
 		t.Fatalf("plain audit verify of the re-hashed chain: %s", out)
 	}

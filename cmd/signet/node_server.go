@@ -43,6 +43,9 @@ type serverNodeConfig struct {
 	Logger          *slog.Logger
 }
 
+// auditCheckpointFile is the node's automatic audit checkpoint, in its data dir's server/.
+const auditCheckpointFile = "audit-checkpoint.json"
+
 // serverNode is a running server node: store, CA, server components and the admin API.
 type serverNode struct {
 	store  *storage.Store
@@ -92,7 +95,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
-		DefaultParentID: cfg.DefaultParentID, Logger: log})
+		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
 		return nil, err
 	}

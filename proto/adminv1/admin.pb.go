@@ -3153,12 +3153,17 @@ func (x *AuditCheckpointResponse) GetSignerCertificate() []byte {
 }
 
 type VerifyAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
-	BrokenAt      uint64                 `protobuf:"varint,2,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"` // 0 = intact
-	Problem       string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Records  uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	BrokenAt uint64                 `protobuf:"varint,2,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"` // 0 = intact
+	Problem  string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The checkpoint the chain was also checked against: the request's, or else the node's automatic
+	// one (checkpoint_file names it); checkpoint_seq 0 = none.
+	CheckpointSeq  uint64 `protobuf:"varint,4,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	CheckpointFile string `protobuf:"bytes,5,opt,name=checkpoint_file,json=checkpointFile,proto3" json:"checkpoint_file,omitempty"`
+	CheckpointTime int64  `protobuf:"varint,6,opt,name=checkpoint_time,json=checkpointTime,proto3" json:"checkpoint_time,omitempty"` // unix seconds, automatic checkpoint only
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VerifyAuditResponse) Reset() {
@@ -3210,6 +3215,27 @@ func (x *VerifyAuditResponse) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *VerifyAuditResponse) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetCheckpointFile() string {
+	if x != nil {
+		return x.CheckpointFile
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetCheckpointTime() int64 {
+	if x != nil {
+		return x.CheckpointTime
+	}
+	return 0
 }
 
 type ReviewRequest struct {
@@ -3789,11 +3815,14 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x17AuditCheckpointResponse\x12\x1c\n" +
 	"\tstatement\x18\x01 \x01(\fR\tstatement\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12-\n" +
-	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"f\n" +
+	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"\xdf\x01\n" +
 	"\x13VerifyAuditResponse\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1b\n" +
 	"\tbroken_at\x18\x02 \x01(\x04R\bbrokenAt\x12\x18\n" +
-	"\aproblem\x18\x03 \x01(\tR\aproblem\"4\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\x12%\n" +
+	"\x0echeckpoint_seq\x18\x04 \x01(\x04R\rcheckpointSeq\x12'\n" +
+	"\x0fcheckpoint_file\x18\x05 \x01(\tR\x0echeckpointFile\x12'\n" +
+	"\x0fcheckpoint_time\x18\x06 \x01(\x03R\x0echeckpointTime\"4\n" +
 	"\rReviewRequest\x12#\n" +
 	"\rstale_seconds\x18\x01 \x01(\x03R\fstaleSeconds\"\x7f\n" +
 	"\n" +
