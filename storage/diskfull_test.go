@@ -97,14 +97,23 @@ func TestStateFullRetriesUntilSpaceIsFreed(t *testing.T) {
 }
 
 // TestStateFullThenClose: a node closed while an entry waits for room leaves it unapplied (the state
-// file's applied index does not move), so the next start replays it from the log.
+// file's applied index does not move, and no later entry is applied), so the next start replays it.
 func TestStateFullThenClose(t *testing.T) {
-	s, _ := openFullStore(t)
+	s, filler := openFullStore(t)
 	applied, resp := applyTooLarge(t, s)
 	s.Close() // its error (no room to mark the state clean) is expected here
 	r := <-resp
-	if err, ok := r[0].(error); !ok || !errors.Is(err, ErrDiskFull) {
+	if err, _ := r[0].(error); !errors.Is(err, ErrDiskFull) {
 		t.Fatalf("the entry pending at close answered %v", r[0])
+	}
+	// Nor is any later entry applied, even with room again: that would skip the first for good.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	later, _ := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: Owner{Name: "small"}})
+	r = (&fsm{s: s}).ApplyBatch([]*raft.Log{{Index: applied + 101, Type: raft.LogCommand, Data: later}})
+	if err, _ := r[0].(error); !errors.Is(err, ErrClosed) {
+		t.Fatalf("an entry after the abandoned one answered %v", r[0])
 	}
 	db, err := openStateDB(filepath.Join(s.cfg.Dir, stateFile))
 	if err != nil {

@@ -26,6 +26,10 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // are skipped: they are replayed by Raft after a restart but already in the state file. Registry changes
 // are published to in-memory readers only after the transaction commits.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	if f.s.applyAbandoned.Load() {
+		// An earlier entry was left unapplied at close: applying a later one would skip it for good.
+		return errorResponses(len(logs), fmt.Errorf("storage: raft entries %d..%d: %w: the node is stopping", logs[0].Index, logs[len(logs)-1].Index, ErrClosed))
+	}
 	var resps []any
 	var posts []func()
 	var last uint64
@@ -81,17 +85,22 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if !f.s.sleepUnlessClosing(f.s.cfg.DiskFullRetry) {
 			// Closing: the entries stay unapplied in state.db (its applied index did not move), so the
 			// next start replays them from the log.
-			closed := f.s.diskFullError(fmt.Errorf("the node stopped before the state file took entry %d: %w", logs[0].Index, err))
-			for i := range resps {
-				resps[i] = closed
-			}
-			return resps
+			f.s.applyAbandoned.Store(true)
+			return errorResponses(len(logs), f.s.diskFullError(fmt.Errorf("the node stopped before the state file took entry %d: %w", logs[0].Index, err)))
 		}
 	}
 	for _, p := range posts {
 		p()
 	}
 	f.s.rebuildProgress(last)
+	return resps
+}
+
+func errorResponses(n int, err error) []any {
+	resps := make([]any, n)
+	for i := range resps {
+		resps[i] = err
+	}
 	return resps
 }
 

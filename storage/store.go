@@ -75,6 +75,9 @@ type Store struct {
 	// stateFull is set while the FSM retries entries state.db has no room for: writes are refused
 	// before they are proposed (they could not be applied), reads go on.
 	stateFull atomic.Bool
+	// applyAbandoned is set when the FSM left an entry unapplied because the store closed: no later
+	// entry may be applied (the next start replays from the stored applied index).
+	applyAbandoned atomic.Bool
 	// untrusted is the state file moved aside (or left by an earlier start) for a rebuild; it is removed
 	// once the state has applied rebuildTarget, the last log index at open.
 	untrusted      string
