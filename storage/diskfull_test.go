@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +123,39 @@ func TestStateFullThenClose(t *testing.T) {
 	defer db.Close()
 	if got, err := readAppliedIndex(db); err != nil || got != applied {
 		t.Fatalf("applied index after close: %d, %v; want %d", got, err, applied)
+	}
+}
+
+// TestRaftLogFullReportsDiskFullAndRecovers: a write the Raft log has no room for fails as ErrDiskFull,
+// naming the data dir, and so do the writes refused while the node steps down and re-elects itself;
+// once space is freed, writes succeed again without a restart.
+func TestRaftLogFullReportsDiskFullAndRecovers(t *testing.T) {
+	s, filler := openFullStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := s.CreateOwner(ctx, Owner{Name: "big", DisplayName: strings.Repeat("x", 4<<20)})
+	if !errors.Is(err, ErrDiskFull) || !strings.Contains(err.Error(), s.cfg.Dir) || !strings.Contains(err.Error(), "raft.db") {
+		t.Fatalf("a write the raft log has no room for: %v", err)
+	}
+	for i := range 3 {
+		if _, err := s.CreateOwner(ctx, Owner{Name: fmt.Sprintf("o%d", i), DisplayName: strings.Repeat("x", 1<<20)}); !errors.Is(err, ErrDiskFull) || errors.Is(err, ErrNotLeader) {
+			t.Fatalf("write %d after the raft log filled up: %v", i, err)
+		}
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := s.CreateOwner(ctx, Owner{Name: "after"})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("writes did not resume after space was freed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // the node re-elects itself
+	}
+	if err := s.Health(); err != nil {
+		t.Fatalf("health after recovery: %v", err)
 	}
 }
