@@ -124,7 +124,7 @@ func (s *AdminService) storedCheckpoint() (*AuditCheckpoint, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := fsutil.ReadFileMax(path, MaxCheckpointFileSize)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/server"
 	"github.com/spf13/cobra"
@@ -133,7 +134,7 @@ server's bundle), and the chain must still hold the checkpoint's record with the
 // loadCheckpoint reads a checkpoint file and verifies its signature against the roots in bundlePath,
 // or the server's bundle when it is empty.
 func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundlePath string) (server.AuditCheckpoint, error) {
-	data, err := readBounded(path, server.MaxCheckpointFileSize)
+	data, err := fsutil.ReadFileMax(path, server.MaxCheckpointFileSize)
 	if err != nil {
 		return server.AuditCheckpoint{}, fmt.Errorf("audit verify: --checkpoint: %w", err)
 	}
@@ -166,7 +167,7 @@ func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundle
 const maxBundleFileSize = 1 << 20
 
 func readPEMRoots(path string) ([]*x509.Certificate, error) {
-	data, err := readBounded(path, maxBundleFileSize)
+	data, err := fsutil.ReadFileMax(path, maxBundleFileSize)
 	if err != nil {
 		return nil, err
 	}
@@ -190,23 +191,6 @@ func readPEMRoots(path string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate in it (write one with 'signet bundle show > FILE')", path)
 	}
 	return roots, nil
-}
-
-// readBounded reads a file of at most max bytes.
-func readBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, max)
-	}
-	return b, nil
 }
 
 func newAuditCheckpointCmd() *cobra.Command {
