@@ -41,8 +41,12 @@ type AdminServiceConfig struct {
 	Denials *DenialLog
 	// TestMinTTL, if set, replaces MinX509SVIDTTL and MinJWTSVIDTTL (see Config.TestMinTTL).
 	TestMinTTL time.Duration
-	Clock      func() time.Time
-	Logger     *slog.Logger
+	// AuditCheckpointFile, if set, holds the node's latest automatic audit checkpoint: VerifyAudit
+	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
+	// that no longer holds it.
+	AuditCheckpointFile string
+	Clock               func() time.Time
+	Logger              *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.

@@ -235,18 +235,13 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 	if err := validateText("reason", req.GetReason(), maxReasonLen); err != nil {
 		return nil, toStatus(err)
 	}
-	var res storage.OffboardResult
-	if req.GetDryRun() {
-		res, err = s.cfg.Store.PlanOffboard(ctx, req.GetOwner(), mode, to, req.GetReason())
-	} else {
-		res, err = s.cfg.Store.OffboardOwner(ctx, req.GetOwner(), mode, to, req.GetReason())
-	}
+	res, violations, err := s.offboard(ctx, admin, req.GetOwner(), mode, to, req.GetReason(), req.GetDryRun())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &adminv1.OffboardOwnerResponse{Owner: ownerToAdmin(&res.Owner), DryRun: req.GetDryRun()}
+	out := &adminv1.OffboardOwnerResponse{Owner: ownerToAdmin(&res.Owner), DryRun: req.GetDryRun(), Violations: violations}
 	for i := range res.Entries {
-		out.Entries = append(out.Entries, entryToAdmin(&res.Entries[i]))
+		out.Entries = append(out.Entries, s.entryWithStats(&res.Entries[i]))
 	}
 	for i := range res.Tokens {
 		out.Tokens = append(out.Tokens, tokenToAdmin(&res.Tokens[i]))
@@ -284,16 +279,40 @@ func (s *AdminService) ListAudit(ctx context.Context, req *adminv1.ListAuditRequ
 	return out, nil
 }
 
-// VerifyAudit recomputes the audit log's hash chain.
-func (s *AdminService) VerifyAudit(ctx context.Context, _ *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
+// VerifyAudit recomputes the audit log's hash chain and, given a checkpoint's record number and hash,
+// checks the chain still holds that record.
+func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAuditRequest) (*adminv1.VerifyAuditResponse, error) {
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
-	v, err := s.cfg.Store.VerifyAudit()
+	out := &adminv1.VerifyAuditResponse{}
+	anchor := storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()}
+	switch {
+	case anchor.Seq == 0 && anchor.Hash == "":
+		cp, err := s.storedCheckpoint()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if cp != nil {
+			anchor = cp.anchor()
+			out.CheckpointFile, out.CheckpointTime = s.cfg.AuditCheckpointFile, cp.Time.Unix()
+		}
+	case anchor.Seq == 0 || !isHexSHA256(anchor.Hash):
+		return nil, status.Error(codes.InvalidArgument, "checkpoint_seq and checkpoint_hash (64 hex digits) go together")
+	}
+	var v storage.AuditVerification
+	var err error
+	if anchor.Seq == 0 {
+		v, err = s.cfg.Store.VerifyAudit()
+	} else {
+		v, err = s.cfg.Store.VerifyAuditAgainst(anchor)
+		out.CheckpointSeq = anchor.Seq
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminv1.VerifyAuditResponse{Records: v.Records, BrokenAt: v.BrokenAt, Problem: v.Problem}, nil
+	out.Records, out.BrokenAt, out.Problem = v.Records, v.BrokenAt, v.Problem
+	return out, nil
 }
 
 // checkPolicy evaluates the creation policy on e; a denial is recorded in the audit log and returned;

@@ -19,6 +19,9 @@ var (
 	ErrPermissionDenied = errors.New("permission denied")
 	// ErrUnauthenticated marks a caller whose identity could not be established.
 	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrPolicyViolation marks a change to existing entries (an offboarding's reassignment) that the
+	// entry policy denies: the entries or the policy must change first.
+	ErrPolicyViolation = errors.New("entry policy violated")
 )
 
 // codeOf maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -42,7 +45,8 @@ func codeOf(err error) codes.Code {
 		return codes.Unauthenticated
 	case errors.Is(err, ErrResourceExhausted):
 		return codes.ResourceExhausted
-	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending):
+	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
+		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition
@@ -53,6 +57,10 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
 		return codes.AlreadyExists
+	case errors.Is(err, storage.ErrDiskFull):
+		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the
+		// code gRPC documents for a full file system).
+		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrRecorderStopped):
 		return codes.Unavailable
 	default:

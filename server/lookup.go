@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"time"
@@ -33,6 +34,12 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 		return nil, status.Errorf(codes.InvalidArgument, "lookup: %v", err)
 	}
 	out := &adminv1.LookupCredentialResponse{Kind: string(c.Kind), Id: c.ID, SpiffeId: c.SPIFFEID}
+	if c.Kind == credential.KindX509 && c.Leaf != nil && c.Leaf.IsCA {
+		// A CA certificate is no issued credential: the ledger cannot know it, and a self-signed root
+		// verifies against itself, which would make it look like a forgery under our own key.
+		s.describeCA(out, c.Leaf)
+		return out, nil
+	}
 	ours, issuerNote := s.issuedHere(&c)
 	if c.ID == "" {
 		out.Reason = "the credential carries no serial or JWT ID (jti), so no ledger record can match it: " + issuerNote
@@ -86,6 +93,22 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 	}
 	out.ValidNow = valid && out.Known
 	return out, nil
+}
+
+// describeCA fills out for a CA certificate: one of this trust domain's X.509 authorities, or not.
+func (s *AdminService) describeCA(out *adminv1.LookupCredentialResponse, cert *x509.Certificate) {
+	td := s.cfg.TrustDomain.Name()
+	for _, root := range s.cfg.Store.Bundle().X509Authorities {
+		if bytes.Equal(root.Raw, cert.Raw) {
+			now := s.cfg.Clock()
+			out.Authority = true
+			out.ValidNow = !now.Before(cert.NotBefore) && now.Before(cert.NotAfter)
+			out.Reason = fmt.Sprintf("a CA certificate of trust domain %s: the X.509 root of one of its server nodes, in its trust bundle until %s; Signet issues SVIDs under it, it is not itself an issued credential (so the ledger has no record of it)",
+				td, cert.NotAfter.UTC().Format(time.RFC3339))
+			return
+		}
+	}
+	out.Reason = fmt.Sprintf("a CA certificate (%q), but not an X.509 authority in the current bundle of trust domain %s: another CA's, a root rotated out of the bundle, or forged", cert.Subject.String(), td)
 }
 
 // issuedHere reports whether c was signed by one of this trust domain's authorities (by AKI or JWT key

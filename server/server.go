@@ -55,8 +55,13 @@ type Config struct {
 	// of entries and agent SVIDs. It exists for tests that watch SVIDs rotate within seconds; no
 	// configuration key or flag sets it.
 	TestMinTTL time.Duration
-	Clock      func() time.Time
-	Logger     *slog.Logger
+	// AuditCheckpointFile, if set, is where the node keeps its latest automatic audit checkpoint (see
+	// checkpoint.go), renewed every AuditCheckpointEvery (default DefaultAuditCheckpointEvery) when the
+	// log grew, and at shutdown.
+	AuditCheckpointFile  string
+	AuditCheckpointEvery time.Duration
+	Clock                func() time.Time
+	Logger               *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -81,6 +86,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.AuditCheckpointEvery <= 0 {
+		cfg.AuditCheckpointEvery = DefaultAuditCheckpointEvery
+	}
 	rec, err := NewRecorder(RecorderConfig{Appender: cfg.Store})
 	if err != nil {
 		return nil, err
@@ -104,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, TestMinTTL: cfg.TestMinTTL, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denials, TestMinTTL: cfg.TestMinTTL, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -117,11 +125,13 @@ const DefaultLedgerRetention = 90 * 24 * time.Hour
 // pruneEvery is how often the leader removes ledger records past retention.
 const pruneEvery = time.Hour
 
-// Run runs the ledger recorder, the denial log and, on the leader, retention pruning, until ctx ends.
+// Run runs the ledger recorder, the denial log, automatic audit checkpoints and, on the leader,
+// retention pruning, until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
 	wg.Go(func() { s.Denials.Run(ctx) })
+	wg.Go(func() { s.checkpointLoop(ctx) })
 	s.Recorder.Run(ctx)
 	wg.Wait()
 }

@@ -149,8 +149,42 @@ type AuditVerification struct {
 	Problem  string
 }
 
+// AuditAnchor is a chain position known from outside state.db (a signed checkpoint): record Seq had
+// hash Hash.
+type AuditAnchor struct {
+	Seq  uint64
+	Hash string
+}
+
+// AuditHead returns the newest record's position: its sequence number and hash (zero with no records).
+func (s *Store) AuditHead() (AuditAnchor, error) {
+	var a AuditAnchor
+	err := s.view(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		a.Seq, a.Hash = getUint64(meta, keyAuditSeq), string(meta.Get(keyAuditHead))
+		return nil
+	})
+	if err != nil {
+		return a, fmt.Errorf("storage: audit head: %w", err)
+	}
+	return a, nil
+}
+
 // VerifyAudit recomputes the hash chain over every stored record and reports the first broken link.
-func (s *Store) VerifyAudit() (AuditVerification, error) {
+// The chain alone cannot reveal a record removed or altered with every later hash recomputed: that
+// takes an anchor kept outside state.db (VerifyAuditAgainst).
+func (s *Store) VerifyAudit() (AuditVerification, error) { return s.verifyAudit(nil) }
+
+// VerifyAuditAgainst is VerifyAudit that also requires record a.Seq to exist with hash a.Hash. A chain
+// that was rewritten up to that record fails there, even if every link of the rewritten chain holds.
+func (s *Store) VerifyAuditAgainst(a AuditAnchor) (AuditVerification, error) {
+	if a.Seq == 0 || a.Hash == "" {
+		return AuditVerification{}, fmt.Errorf("storage: verify audit log: %w: the anchor needs a record number and its hash", ErrInvalid)
+	}
+	return s.verifyAudit(&a)
+}
+
+func (s *Store) verifyAudit(anchor *AuditAnchor) (AuditVerification, error) {
 	var v AuditVerification
 	err := s.view(func(tx *bolt.Tx) error {
 		prev := ""
@@ -178,6 +212,9 @@ func (s *Store) VerifyAudit() (AuditVerification, error) {
 			if got := auditHash(r); got != r.Hash {
 				return fail("its content does not match its hash (the record was altered)")
 			}
+			if anchor != nil && seq == anchor.Seq && r.Hash != anchor.Hash {
+				return fail(fmt.Sprintf("its hash %s is not the checkpoint's %s: this record or one before it was altered, removed or inserted, and the chain re-hashed", shortHash(r.Hash), shortHash(anchor.Hash)))
+			}
 			prev, want = r.Hash, want+1
 			v.Records++
 		}
@@ -185,10 +222,20 @@ func (s *Store) VerifyAudit() (AuditVerification, error) {
 		if v.BrokenAt == 0 && !bytes.Equal(head, []byte(prev)) {
 			v.BrokenAt, v.Problem = want, "the chain head does not match the last record (records were removed)"
 		}
+		if v.BrokenAt == 0 && anchor != nil && v.Records < anchor.Seq {
+			v.BrokenAt, v.Problem = anchor.Seq, fmt.Sprintf("the checkpoint covers record %d, but the chain ends at record %d: records were removed (from the end, or anywhere with the rest re-hashed)", anchor.Seq, v.Records)
+		}
 		return nil
 	})
 	if err != nil {
 		return v, fmt.Errorf("storage: verify audit log: %w", err)
 	}
 	return v, nil
+}
+
+func shortHash(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
 }

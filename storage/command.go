@@ -33,6 +33,9 @@ const (
 	cmdReviewSign    commandType = 17
 	// cmdLedgerPruneBounded is cmdLedgerPrune with a bound on the records removed (MaxRecords).
 	cmdLedgerPruneBounded commandType = 18
+	// cmdOwnerOffboardChecked is cmdOwnerOffboard with the entries checked against the entry policy
+	// (Checked): refused if the owner's entries changed since.
+	cmdOwnerOffboardChecked commandType = 19
 )
 
 func (t commandType) String() string {
@@ -73,6 +76,8 @@ func (t commandType) String() string {
 		return "review-sign"
 	case cmdLedgerPruneBounded:
 		return "ledger-prune-bounded"
+	case cmdOwnerOffboardChecked:
+		return "owner-offboard-checked"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}

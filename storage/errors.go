@@ -7,6 +7,9 @@ import "errors"
 var (
 	// ErrNotLeader is returned by writes on a node that is not the Raft leader.
 	ErrNotLeader = errors.New("not the raft leader")
+	// ErrDiskFull is returned by writes that failed, or were refused, because the file system holding
+	// the data dir is out of space; the message names the directory.
+	ErrDiskFull = errors.New("disk full")
 	// ErrClosed is returned by any call after Close.
 	ErrClosed = errors.New("store is closed")
 	// ErrOwnerNotFound is returned when a named owner does not exist.
@@ -21,4 +24,9 @@ var (
 	ErrInvalid = errors.New("invalid command")
 	// ErrIssuanceNotFound is returned by ledger lookups of an unknown serial or JWT ID.
 	ErrIssuanceNotFound = errors.New("issuance not found")
+	// ErrAuditBroken is returned when the audit chain fails verification where it must hold (for example
+	// before its head is signed).
+	ErrAuditBroken = errors.New("audit chain is broken")
+	// ErrAuditEmpty is returned when the audit log has no record to act on.
+	ErrAuditEmpty = errors.New("audit log is empty")
 )

@@ -26,13 +26,18 @@ func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // are skipped: they are replayed by Raft after a restart but already in the state file. Registry changes
 // are published to in-memory readers only after the transaction commits.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
-	resps := make([]any, len(logs))
+	if f.s.applyAbandoned.Load() {
+		// An earlier entry was left unapplied at close: applying a later one would skip it for good.
+		return errorResponses(len(logs), fmt.Errorf("storage: raft entries %d..%d: %w: the node is stopping", logs[0].Index, logs[len(logs)-1].Index, ErrClosed))
+	}
+	var resps []any
 	var posts []func()
-	db := f.s.stateDB()
-	err := db.Update(func(tx *bolt.Tx) error {
+	var last uint64
+	apply := func(tx *bolt.Tx) error {
+		resps, posts = make([]any, len(logs)), nil
 		meta := tx.Bucket(bucketMeta)
 		applied := getUint64(meta, keyAppliedIndex)
-		last := applied
+		last = applied
 		for i, l := range logs {
 			if l.Index <= applied {
 				continue
@@ -55,13 +60,46 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			return putUint64(meta, keyAppliedIndex, last)
 		}
 		return nil
-	})
-	if err != nil {
-		// The state file cannot take a committed write: continuing would diverge from the cluster.
-		panic(fmt.Sprintf("storage: apply raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+	for retried := false; ; retried = true {
+		err := f.s.stateDB().Update(apply)
+		if err == nil {
+			if retried {
+				f.s.stateFull.Store(false)
+				f.s.wroteOK()
+				f.s.log.Info("the state file took the write after all: disk space was freed", "index", last)
+			}
+			break
+		}
+		if !isNoSpace(err) {
+			// The state file cannot take a committed write: continuing would diverge from the cluster.
+			panic(fmt.Sprintf("storage: apply raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+		}
+		// Out of space: the entries must not be skipped, and the disk may be freed. Retry; reads go on.
+		f.s.noteDiskFull(err)
+		f.s.stateFull.Store(true)
+		if !retried {
+			f.s.log.Error("the state file has no room for committed raft entries; retrying until disk space is freed",
+				"dir", f.s.cfg.Dir, "entries", fmt.Sprintf("%d..%d", logs[0].Index, logs[len(logs)-1].Index), "every", f.s.cfg.DiskFullRetry, "error", err)
+		}
+		if !f.s.sleepUnlessClosing(f.s.cfg.DiskFullRetry) {
+			// Closing: the entries stay unapplied in state.db (its applied index did not move), so the
+			// next start replays them from the log.
+			f.s.applyAbandoned.Store(true)
+			return errorResponses(len(logs), f.s.diskFullError(fmt.Errorf("the node stopped before the state file took entry %d: %w", logs[0].Index, err)))
+		}
 	}
 	for _, p := range posts {
 		p()
+	}
+	f.s.rebuildProgress(last)
+	return resps
+}
+
+func errorResponses(n int, err error) []any {
+	resps := make([]any, n)
+	for i := range resps {
+		resps[i] = err
 	}
 	return resps
 }
@@ -138,6 +176,14 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 	case cmdOwnerOffboard:
 		var c ownerOffboardCmd
 		mustDecode(index, t, payload, &c)
+		c.Checked = nil // this type carries no check: replicas must apply it as they always did
+		return s.applyOwnerOffboard(tx, c)
+	case cmdOwnerOffboardChecked:
+		var c ownerOffboardCmd
+		mustDecode(index, t, payload, &c)
+		if c.Checked == nil {
+			c.Checked = map[string]uint64{}
+		}
 		return s.applyOwnerOffboard(tx, c)
 	case cmdAuditAppend:
 		var c auditAppendCmd

@@ -86,6 +86,9 @@ type ownerOffboardCmd struct {
 	Mode  string    `json:"mode"`
 	To    string    `json:"to,omitempty"`
 	Meta  auditMeta `json:"meta"`
+	// Checked (cmdOwnerOffboardChecked only) is every entry the proposer checked against the entry
+	// policy, ID → revision: the FSM refuses (ErrConflict) if the owner's entries are not exactly these.
+	Checked map[string]uint64 `json:"checked,omitempty"`
 }
 
 type ledgerPruneCmd struct {
@@ -236,6 +239,9 @@ type OffboardResult struct {
 	Owner   Owner
 	Entries []Entry     // after the change
 	Tokens  []JoinToken // after the change
+	// Revisions maps each entry's ID to its revision before the change: what OffboardOwnerChecked
+	// takes after the entries were checked.
+	Revisions map[string]uint64
 }
 
 // edit is one object before and after a change.
@@ -251,14 +257,29 @@ type offboardPlan struct {
 }
 
 func (p *offboardPlan) result() OffboardResult {
-	res := OffboardResult{Owner: p.owner.after}
+	res := OffboardResult{Owner: p.owner.after, Revisions: make(map[string]uint64, len(p.entries))}
 	for _, e := range p.entries {
 		res.Entries = append(res.Entries, e.after)
+		res.Revisions[e.before.ID] = e.before.Revision
 	}
 	for _, t := range p.tokens {
 		res.Tokens = append(res.Tokens, t.after)
 	}
 	return res
+}
+
+// matches checks that the plan changes exactly the entries in checked, at the revisions given.
+func (p *offboardPlan) matches(checked map[string]uint64) error {
+	for _, e := range p.entries {
+		rev, ok := checked[e.before.ID]
+		if !ok || rev != e.before.Revision {
+			return fmt.Errorf("%w: entry %s changed or appeared since the entries were checked against the policy: offboard again", ErrConflict, e.before.ID)
+		}
+	}
+	if len(checked) != len(p.entries) {
+		return fmt.Errorf("%w: %d entries were checked against the policy, the owner now has %d: offboard again", ErrConflict, len(checked), len(p.entries))
+	}
+	return nil
 }
 
 // planOffboard validates c against the state in tx and computes every change it makes, writing nothing.
@@ -347,6 +368,11 @@ func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()
 	p, err := planOffboard(tx, c)
 	if err != nil {
 		return err, nil
+	}
+	if c.Checked != nil {
+		if err := p.matches(c.Checked); err != nil {
+			return fmt.Errorf("owner %q: %w", c.Owner, err), nil
+		}
 	}
 	entries := tx.Bucket(bucketEntries)
 	for _, e := range p.entries {
@@ -650,6 +676,20 @@ func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (E
 // unused join token of owner, and marks the owner offboarded, in one Raft write.
 func (s *Store) OffboardOwner(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
 	resp, err := s.applyJSON(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason)})
+	if err != nil {
+		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
+	}
+	return resp.(OffboardResult), nil
+}
+
+// OffboardOwnerChecked is OffboardOwner for a proposer that checked the owner's entries (ID → revision,
+// as PlanOffboard returned them in Revisions) against the entry policy: it fails with ErrConflict,
+// changing nothing, if the owner's entries are no longer exactly those.
+func (s *Store) OffboardOwnerChecked(ctx context.Context, owner, mode, to, reason string, checked map[string]uint64) (OffboardResult, error) {
+	if checked == nil {
+		checked = map[string]uint64{} // nil would mean "not checked"
+	}
+	resp, err := s.applyJSON(ctx, cmdOwnerOffboardChecked, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason), Checked: checked})
 	if err != nil {
 		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
 	}

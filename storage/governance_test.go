@@ -246,13 +246,7 @@ func TestAuditNeverCarriesTokenSecretHash(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := WithActor(context.Background(), "uid:0(root)")
-			s := openTestStore(t, t.TempDir())
-			defer s.Close()
-			for _, o := range []string{"alice", "payments"} {
-				if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			s := storeWithOwners(t, ctx, "alice", "payments")
 			if _, err := s.CreateJoinToken(ctx, JoinToken{ID: "t1", SecretHash: hash, Owner: "alice",
 				ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()}); err != nil {
 				t.Fatal(err)
@@ -461,4 +455,161 @@ func TestPlanOffboardMatchesOffboard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rewriteAudit replaces the stored audit log with edit(records), renumbered and re-hashed as an
+// attacker with write access to state.db would, so that every link of the new chain holds.
+func rewriteAudit(t *testing.T, dir string, edit func([]AuditRecord) []AuditRecord) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, stateFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		var recs []AuditRecord
+		b := tx.Bucket(bucketAudit)
+		if err := b.ForEach(func(k, v []byte) error {
+			var r AuditRecord
+			recs = append(recs, r)
+			return json.Unmarshal(v, &recs[len(recs)-1])
+		}); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketAudit); err != nil {
+			return err
+		}
+		if b, err = tx.CreateBucket(bucketAudit); err != nil {
+			return err
+		}
+		prev := ""
+		recs = edit(recs)
+		for i := range recs {
+			recs[i].Seq, recs[i].PrevHash = uint64(i+1), prev
+			recs[i].Hash = auditHash(recs[i])
+			prev = recs[i].Hash
+			if err := b.Put(auditKey(recs[i].Seq), mustJSON(&recs[i])); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if err := putUint64(meta, keyAuditSeq, uint64(len(recs))); err != nil {
+			return err
+		}
+		return meta.Put(keyAuditHead, []byte(prev))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAuditAnchorCatchesRehashedChain: removing or altering a record and re-hashing the rest passes the
+// chain check, but not a check against the head recorded before (an anchor), which names the anchored
+// record; records appended after the anchor do not matter.
+func TestAuditAnchorCatchesRehashedChain(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	for _, tc := range []struct {
+		name    string
+		edit    func([]AuditRecord) []AuditRecord
+		later   bool // a real write after the tampering
+		problem string
+	}{
+		{"record removed", func(r []AuditRecord) []AuditRecord { return append(r[:1], r[2:]...) }, false, "chain ends at record 3"},
+		{"record removed, written after", func(r []AuditRecord) []AuditRecord { return append(r[:1], r[2:]...) }, true, "is not the checkpoint's"},
+		{"record altered", func(r []AuditRecord) []AuditRecord { r[1].Reason = "nothing to see"; return r }, true, "is not the checkpoint's"},
+		{"record removed, one forged after", func(r []AuditRecord) []AuditRecord {
+			return append(append(r[:1], r[2:]...), AuditRecord{Actor: "signet", Action: "owner.create", Object: "x", Outcome: AuditOK})
+		}, false, "is not the checkpoint's"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openTestStore(t, dir)
+			for _, o := range []string{"alice", "bob", "carol", "dave"} {
+				if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			anchor, err := s.AuditHead()
+			if err != nil || anchor.Seq != 4 || len(anchor.Hash) != 64 {
+				t.Fatalf("audit head: %+v %v", anchor, err)
+			}
+			if v, err := s.VerifyAuditAgainst(anchor); err != nil || v.BrokenAt != 0 {
+				t.Fatalf("verify against the head: %+v %v", v, err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			rewriteAudit(t, dir, tc.edit)
+			s = openTestStore(t, dir)
+			defer s.Close()
+			if tc.later {
+				if _, err := s.CreateOwner(ctx, Owner{Name: "erin"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if v, err := s.VerifyAudit(); err != nil || v.BrokenAt != 0 {
+				t.Fatalf("the re-hashed chain should pass the chain check alone: %+v %v", v, err)
+			}
+			v, err := s.VerifyAuditAgainst(anchor)
+			if err != nil || v.BrokenAt != 4 || !strings.Contains(v.Problem, tc.problem) {
+				t.Fatalf("verify against the anchor: %+v %v, want broken at 4 with %q", v, err, tc.problem)
+			}
+		})
+	}
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	if _, err := s.VerifyAuditAgainst(AuditAnchor{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty anchor: %v", err)
+	}
+}
+
+// TestOffboardChecked: an offboarding proposed with the entries checked against the policy is refused,
+// changing nothing, when the owner's entries changed since the check; with the current ones it applies.
+func TestOffboardChecked(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	s := storeWithOwners(t, ctx, "alice", "payments")
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e0", "spiffe://example.org/0", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	if err != nil || len(plan.Revisions) != 1 || plan.Revisions["e0"] == 0 {
+		t.Fatalf("plan: %+v %v", plan, err)
+	}
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "checked") {
+		t.Fatalf("offboard with an entry added after the check: %v", err)
+	}
+	if o, _ := s.Owner("alice"); o.Offboarded {
+		t.Fatal("the refused offboarding changed the owner")
+	}
+	if _, err := s.SetEntryState(ctx, "e1", EntryDisable, "x"); err != nil {
+		t.Fatal(err)
+	}
+	plan, _ = s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	if _, err := s.SetEntryState(ctx, "e1", EntryEnable, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions); !errors.Is(err, ErrConflict) {
+		t.Fatalf("offboard with an entry changed after the check: %v", err)
+	}
+	plan, _ = s.PlanOffboard(ctx, "alice", OffboardReassign, "payments", "")
+	res, err := s.OffboardOwnerChecked(ctx, "alice", OffboardReassign, "payments", "", plan.Revisions)
+	if err != nil || len(res.Entries) != 2 || !res.Owner.Offboarded {
+		t.Fatalf("offboard with the current check: %+v %v", res, err)
+	}
+}
+
+// storeWithOwners opens a test store, closed when the test ends, holding the named owners.
+func storeWithOwners(t *testing.T, ctx context.Context, names ...string) *Store {
+	t.Helper()
+	s := openTestStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	for _, o := range names {
+		if _, err := s.CreateOwner(ctx, Owner{Name: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
 }

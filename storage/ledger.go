@@ -217,6 +217,7 @@ func indexKey(value string, bk []byte) []byte {
 
 // LedgerProposal is a batch of issuance records on its way through Raft.
 type LedgerProposal struct {
+	s   *Store
 	f   raft.ApplyFuture
 	err error
 	n   int
@@ -236,13 +237,15 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	if p.f == nil {
 		return nil
 	}
+	full := p.s.diskFullWatch()
 	done := make(chan error, 1)
 	go func() { done <- p.f.Error() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("storage: %s: %w", op, mapRaftError(err))
+			return fmt.Errorf("storage: %s: %w", op, p.s.raftError(err))
 		}
+		p.s.wroteOK()
 		if err, ok := p.f.Response().(error); ok {
 			if p.op != "" {
 				return err // a refusal by the state names its object already
@@ -250,9 +253,12 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 			return fmt.Errorf("storage: %s: %w", op, err)
 		}
 		return nil
+	case <-full:
+		// The batch may be in the log and take effect once space is freed; the caller stops waiting.
+		return fmt.Errorf("storage: %s: %w", op, p.s.waitError(nil))
 	case <-ctx.Done():
 		// The batch may still commit; the caller only stops waiting.
-		return fmt.Errorf("storage: %s: %w", op, ctx.Err())
+		return fmt.Errorf("storage: %s: %w", op, p.s.waitError(ctx.Err()))
 	}
 }
 
@@ -283,8 +289,11 @@ func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(
 	if err := ctx.Err(); err != nil {
 		return &LedgerProposal{err: err, n: len(recs)}
 	}
+	if err := s.refuseWhileStateFull(); err != nil {
+		return &LedgerProposal{err: err, n: len(recs)}
+	}
 	u := encodeUnstampedBatch(recs)
-	p := &LedgerProposal{n: len(recs)}
+	p := &LedgerProposal{s: s, n: len(recs)}
 	t := func() time.Time {
 		s.ledgerMu.Lock()
 		defer s.ledgerMu.Unlock()

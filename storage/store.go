@@ -46,6 +46,11 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
+	// MinFreeBytes is the free space on Dir's file system below which Health reports ErrDiskFull
+	// (default DefaultMinFreeBytes). DiskFullRetry is how often a committed entry that state.db had no
+	// room for is retried (default DefaultDiskFullRetry).
+	MinFreeBytes  uint64
+	DiskFullRetry time.Duration
 }
 
 // Store is one node's replicated state: a hashicorp/raft instance whose log lives in bbolt (raft.db), and
@@ -65,6 +70,19 @@ type Store struct {
 	snaps    *raft.FileSnapshotStore
 	trans    *raft.NetworkTransport
 	closed   atomic.Bool
+	closing  chan struct{} // closed by Close: stops the FSM's disk-full retries
+	disk     diskAlarm
+	// stateFull is set while the FSM retries entries state.db has no room for: writes are refused
+	// before they are proposed (they could not be applied), reads go on.
+	stateFull atomic.Bool
+	// applyAbandoned is set when the FSM left an entry unapplied because the store closed: no later
+	// entry may be applied (the next start replays from the stored applied index).
+	applyAbandoned atomic.Bool
+	// untrusted is the state file moved aside (or left by an earlier start) for a rebuild; it is removed
+	// once the state has applied rebuildTarget, the last log index at open.
+	untrusted      string
+	rebuildPending atomic.Bool
+	rebuildTarget  atomic.Uint64
 
 	ledgerMu       sync.Mutex // orders ledger proposals and their times
 	lastLedgerTime time.Time
@@ -76,7 +94,21 @@ const (
 	nodeIDFile = "node-id"
 )
 
-// Open opens or creates the store in cfg.Dir and starts Raft.
+// rebuildProgress removes the untrusted state file once the state has applied every entry the log held
+// at open: the rebuild is complete.
+func (s *Store) rebuildProgress(applied uint64) {
+	if !s.rebuildPending.Load() || applied < s.rebuildTarget.Load() || !s.rebuildPending.CompareAndSwap(true, false) {
+		return
+	}
+	if err := os.Remove(s.untrusted); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("state rebuilt, but removing the untrusted copy failed; remove it by hand", "path", s.untrusted, "error", err)
+		return
+	}
+	s.log.Info("state rebuilt; removed the untrusted copy", "path", s.untrusted, "applied_index", applied)
+}
+
+// Open opens or creates the store in cfg.Dir and starts Raft. An error caused by a full disk wraps
+// ErrDiskFull.
 func Open(cfg Config) (*Store, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("storage: config: Dir is required")
@@ -90,20 +122,29 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.RaftBind == "" {
 		cfg.RaftBind = "127.0.0.1:0"
 	}
+	if cfg.MinFreeBytes == 0 {
+		cfg.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if cfg.DiskFullRetry <= 0 {
+		cfg.DiskFullRetry = DefaultDiskFullRetry
+	}
 	if err := prepareDir(cfg.Dir); err != nil {
+		return nil, openError(cfg.Dir, err)
+	}
+	if err := checkFreeSpace(cfg.Dir, cfg.MinFreeBytes); err != nil {
 		return nil, err
 	}
 	nodeID, err := loadNodeID(cfg.Dir, cfg.NodeID)
 	if err != nil {
-		return nil, err
+		return nil, openError(cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "storage", "node", nodeID), nodeID: nodeID, reg: newRegistry()}
+	s := &Store{cfg: cfg, log: cfg.Logger.With("component", "storage", "node", nodeID), nodeID: nodeID, reg: newRegistry(), closing: make(chan struct{})}
 	if err := s.openState(); err != nil {
-		return nil, err
+		return nil, openError(cfg.Dir, err)
 	}
 	if err := s.startRaft(); err != nil {
 		s.db.Close()
-		return nil, err
+		return nil, openError(cfg.Dir, err)
 	}
 	return s, nil
 }
@@ -168,12 +209,15 @@ func (s *Store) openState() error {
 	if err != nil {
 		return err
 	}
+	aside := path + ".untrusted"
 	if !trusted {
-		aside := path + ".untrusted"
 		s.log.Warn("state file was open when the machine went down; rebuilding it from the Raft snapshot and log", "moved_to", aside)
 		if err := os.Rename(path, aside); err != nil {
 			return fmt.Errorf("storage: move untrusted state aside: %w", err)
 		}
+	}
+	if _, err := os.Stat(aside); err == nil {
+		s.untrusted = aside // this start's, or left by one that failed before the rebuild finished
 	}
 	db, err := openStateDB(path)
 	if err != nil {
@@ -252,6 +296,21 @@ func (s *Store) startRaft() error {
 		return fmt.Errorf("storage: open raft log %s: %w (is another signet process using this data dir?)", logPath, err)
 	}
 	s.logStore = ls
+	if s.untrusted != "" {
+		last, err := ls.LastIndex()
+		if err != nil {
+			ls.Close()
+			return fmt.Errorf("storage: read raft log %s: %w", logPath, err)
+		}
+		s.rebuildTarget.Store(last)
+		s.rebuildPending.Store(true)
+		applied, err := readAppliedIndex(s.db)
+		if err != nil {
+			ls.Close()
+			return fmt.Errorf("storage: read state: %w", err)
+		}
+		s.rebuildProgress(applied)
+	}
 	cached, err := raft.NewLogCache(1024, ls)
 	if err != nil {
 		ls.Close()
@@ -314,21 +373,40 @@ func (s *Store) NodeID() string { return s.nodeID }
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
 // WaitLeader blocks until this node is the leader and its state includes every committed write (a Raft
-// barrier), or ctx ends.
+// barrier), or ctx ends. It gives up at once, with ErrDiskFull, when a write fails for lack of space
+// meanwhile (a node that cannot write its log or state cannot become a usable leader).
 func (s *Store) WaitLeader(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for s.raft.State() != raft.Leader {
+		if cause := s.diskFullCause(); cause != nil {
+			return fmt.Errorf("storage: wait for leadership: %w", s.diskFullError(cause))
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("storage: wait for leadership: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
-	if err := s.raft.Barrier(timeoutFrom(ctx)).Error(); err != nil {
-		return fmt.Errorf("storage: leader barrier: %w", mapRaftError(err))
+	f := s.raft.Barrier(timeoutFrom(ctx))
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("storage: leader barrier: %w", s.raftError(err))
+			}
+			s.rebuildProgress(s.raft.AppliedIndex()) // the state holds every committed entry
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("storage: leader barrier: %w", s.waitError(ctx.Err()))
+		case <-t.C:
+			if cause := s.diskFullCause(); cause != nil {
+				return fmt.Errorf("storage: leader barrier: %w", s.diskFullError(cause))
+			}
+		}
 	}
-	return nil
 }
 
 // Close stops Raft and closes the files. Safe to call more than once.
@@ -336,6 +414,7 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(s.closing)
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
@@ -385,17 +464,25 @@ func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	if err := s.refuseWhileStateFull(); err != nil {
+		return nil, err
+	}
+	full := s.diskFullWatch()
 	f := s.raft.Apply(cmd, timeoutFrom(ctx))
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, mapRaftError(err)
+			return nil, s.raftError(err)
 		}
+		s.wroteOK()
+	case <-full:
+		// The command may be in the log and take effect once space is freed; the caller stops waiting.
+		return nil, s.waitError(nil)
 	case <-ctx.Done():
 		// The command may still commit; the caller only stops waiting.
-		return nil, ctx.Err()
+		return nil, s.waitError(ctx.Err())
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {

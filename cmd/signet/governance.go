@@ -61,6 +61,29 @@ func newOwnerShowCmd() *cobra.Command {
 
 func section(w io.Writer, title string, n int) { fmt.Fprintf(w, "\n%s (%d):\n", title, n) }
 
+type violationView struct {
+	EntryID  string `json:"entry_id"`
+	SPIFFEID string `json:"spiffe_id"`
+	Rule     string `json:"rule"`
+	Message  string `json:"message"`
+}
+
+func viewViolations(vs []*adminv1.PolicyViolation) []violationView {
+	out := make([]violationView, len(vs))
+	for i, v := range vs {
+		out[i] = violationView{EntryID: v.EntryId, SPIFFEID: v.SpiffeId, Rule: v.Rule, Message: v.Message}
+	}
+	return out
+}
+
+func printViolations(w io.Writer, vs []*adminv1.PolicyViolation) error {
+	rows := make([][]string, len(vs))
+	for i, v := range vs {
+		rows[i] = []string{v.EntryId, v.SpiffeId, v.Rule, v.Message}
+	}
+	return printTable(w, []string{"ENTRY", "SPIFFE ID", "RULE", "MESSAGE"}, rows)
+}
+
 func newOwnerOffboardCmd() *cobra.Command {
 	var admin, output, reassignTo, reason string
 	var disable, dryRun bool
@@ -71,7 +94,11 @@ func newOwnerOffboardCmd() *cobra.Command {
 disabled (disabled entries stop being issued at once on every agent; unused tokens are revoked), in one
 Raft write, and the owner is marked offboarded. The command then lists every credential issued under
 its entries that is still valid, with its expiry: the blast radius. --dry-run prints the same plan and
-changes nothing.`,
+changes nothing.
+
+With --reassign-to, each entry is checked against the server's entry policy as if the new owner updated
+it: --dry-run lists the deny rules each would break, and the real run is refused, changing nothing,
+while there is any (change those entries or the policy first, or use --disable).`,
 		Example: `  signet owner offboard alice@example.org --reassign-to payments --dry-run
   signet owner offboard alice@example.org --disable --reason "left the company"`,
 		Args: exactArgs(1, "one owner name"),
@@ -92,13 +119,14 @@ changes nothing.`,
 			w := cmd.OutOrStdout()
 			if output == "json" {
 				return printJSON(w, struct {
-					DryRun     bool           `json:"dry_run"`
-					Owner      ownerView      `json:"owner"`
-					Entries    []entryView    `json:"entries"`
-					Tokens     []tokenView    `json:"tokens"`
-					Agents     []agentView    `json:"agents"`
-					StillValid []issuanceView `json:"still_valid"`
-				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid)})
+					DryRun     bool            `json:"dry_run"`
+					Owner      ownerView       `json:"owner"`
+					Entries    []entryView     `json:"entries"`
+					Tokens     []tokenView     `json:"tokens"`
+					Agents     []agentView     `json:"agents"`
+					StillValid []issuanceView  `json:"still_valid"`
+					Violations []violationView `json:"violations"`
+				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid), viewViolations(r.Violations)})
 			}
 			verb := "Offboarded"
 			if r.DryRun {
@@ -109,6 +137,10 @@ changes nothing.`,
 				what = "reassigned to " + reassignTo
 			}
 			fmt.Fprintf(w, "%s %s: %d entries and %d unused join tokens %s.\n", verb, args[0], len(r.Entries), len(r.Tokens), what)
+			if len(r.Violations) > 0 {
+				section(w, "Entry policy violations once reassigned (the real run is refused until there are none)", len(r.Violations))
+				printViolations(w, r.Violations)
+			}
 			section(w, "Entries", len(r.Entries))
 			printEntries(w, r.Entries, "table")
 			section(w, "Join tokens", len(r.Tokens))
@@ -214,7 +246,8 @@ func newLedgerLookupCmd() *cobra.Command {
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
 purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
 and expires, whether it is still valid, and what other credentials its entry has live now. A credential
-Signet never issued is reported as unknown, with the reason; the command then exits 1.`,
+Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
+of the trust domain's bundle (a server node's root) is reported as such, and the command exits 0.`,
 		Example: `  signet ledger lookup leaked.pem
   pbpaste | signet ledger lookup -`,
 		Args: exactArgs(1, "one file (or - for standard input)"),
@@ -241,7 +274,7 @@ Signet never issued is reported as unknown, with the reason; the command then ex
 			if err := printLookup(cmd.OutOrStdout(), r, output); err != nil {
 				return err
 			}
-			if !r.Known {
+			if !r.Known && !r.Authority {
 				return fmt.Errorf("ledger lookup: unknown credential: %s", r.Reason)
 			}
 			return nil
@@ -255,6 +288,7 @@ Signet never issued is reported as unknown, with the reason; the command then ex
 func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string) error {
 	type view struct {
 		Known     bool           `json:"known"`
+		Authority bool           `json:"authority,omitempty"`
 		Reason    string         `json:"reason,omitempty"`
 		Kind      string         `json:"kind"`
 		ID        string         `json:"id"`
@@ -266,7 +300,7 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		Agent     *agentView     `json:"agent,omitempty"`
 		OtherLive []issuanceView `json:"other_live"`
 	}
-	v := view{Known: r.Known, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
+	v := view{Known: r.Known, Authority: r.Authority, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
 	if r.Issuance != nil {
 		iv := viewIssuances([]*adminv1.Issuance{r.Issuance})[0]
 		v.Issuance = &iv
@@ -285,6 +319,10 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 	}
 	if format == "json" {
 		return printJSON(w, v)
+	}
+	if r.Authority {
+		return printFields(w, [][2]string{{"Known", "a CA certificate of this trust domain, not an issued credential"}, {"Note", r.Reason},
+			{"Serial", r.Id}, {"SPIFFE ID", r.SpiffeId}, {"Valid now", yesNo(r.ValidNow)}})
 	}
 	if !r.Known && r.Issuance == nil {
 		return printFields(w, [][2]string{{"Known", "no"}, {"Reason", r.Reason}, {"Kind", r.Kind}, {"ID", r.Id}, {"SPIFFE ID", r.SpiffeId}})
@@ -444,108 +482,4 @@ func newReviewSignCmd() *cobra.Command {
 	cmd.Flags().StringVar(&decision, "decision", "keep", "keep or disable")
 	cmd.Flags().StringVar(&note, "note", "", "the reviewer's note")
 	return cmd
-}
-
-// ---- audit ----
-
-func newAuditCmd() *cobra.Command {
-	cmd := newGroupCmd("audit", "The hash-chained audit log of every admin action and refused request")
-	var admin, output, actor, object, action string
-	var after uint64
-	var limit int
-	list := &cobra.Command{
-		Use:     "list",
-		Short:   "List audit records, oldest first",
-		Example: "  signet audit list --object 3f1c… -o json",
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit <= 0 {
-				return usagef("--limit %d: must be positive", limit)
-			}
-			client, closeFn, err := openAdmin(admin, output)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			var recs []*adminv1.AuditRecord
-			for len(recs) < limit {
-				r, err := client.ListAudit(cmd.Context(), &adminv1.ListAuditRequest{After: after, Limit: int32(min(limit-len(recs), 1000)),
-					Actor: actor, Object: object, Action: action})
-				if err != nil {
-					return rpcError("audit list", err)
-				}
-				recs = append(recs, r.Records...)
-				if r.Next == 0 {
-					break
-				}
-				after = r.Next
-			}
-			return printAudit(cmd.OutOrStdout(), recs, output)
-		},
-	}
-	adminFlag(list, &admin)
-	outputFlag(list, &output)
-	list.Flags().Uint64Var(&after, "after", 0, "start after this record number")
-	list.Flags().IntVar(&limit, "limit", 100, "at most this many records")
-	list.Flags().StringVar(&actor, "actor", "", "only records of this actor")
-	list.Flags().StringVar(&object, "object", "", "only records about this object (entry ID, owner, agent…)")
-	list.Flags().StringVar(&action, "action", "", "only records of this action (e.g. entry.disable)")
-
-	var vadmin string
-	verify := &cobra.Command{
-		Use:   "verify",
-		Short: "Recompute the audit log's hash chain; exit 1 at the first broken link",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			client, closeFn, err := dialAdmin(vadmin)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			v, err := client.VerifyAudit(cmd.Context(), &adminv1.VerifyAuditRequest{})
-			if err != nil {
-				return rpcError("audit verify", err)
-			}
-			if v.BrokenAt != 0 {
-				return fmt.Errorf("audit verify: the chain is broken at record %d: %s (%d records before it verify)", v.BrokenAt, v.Problem, v.Records)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Audit log intact: %d records, every link verifies.\n", v.Records)
-			return nil
-		},
-	}
-	adminFlag(verify, &vadmin)
-	cmd.AddCommand(list, verify)
-	return cmd
-}
-
-func printAudit(w io.Writer, recs []*adminv1.AuditRecord, format string) error {
-	type view struct {
-		Seq     uint64 `json:"seq"`
-		Time    string `json:"time"`
-		Actor   string `json:"actor"`
-		Action  string `json:"action"`
-		Object  string `json:"object"`
-		Outcome string `json:"outcome"`
-		Reason  string `json:"reason,omitempty"`
-		Before  any    `json:"before,omitempty"`
-		After   any    `json:"after,omitempty"`
-		Hash    string `json:"hash"`
-	}
-	views := make([]view, len(recs))
-	rows := make([][]string, len(recs))
-	for i, r := range recs {
-		views[i] = view{Seq: r.Seq, Time: time.Unix(0, r.Time).UTC().Format(time.RFC3339), Actor: r.Actor, Action: r.Action,
-			Object: r.Object, Outcome: r.Outcome, Reason: r.Reason, Hash: r.Hash}
-		if len(r.Before) > 0 {
-			views[i].Before = rawJSON(r.Before)
-		}
-		if len(r.After) > 0 {
-			views[i].After = rawJSON(r.After)
-		}
-		rows[i] = []string{fmt.Sprint(r.Seq), views[i].Time, r.Actor, r.Action, r.Object, r.Outcome, r.Reason}
-	}
-	if format == "json" {
-		return printJSON(w, views)
-	}
-	return printTable(w, []string{"SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "OUTCOME", "REASON"}, rows)
 }

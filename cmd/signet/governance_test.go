@@ -55,6 +55,10 @@ func TestOffboardWhileWatching(t *testing.T) {
 	if !p.DryRun || len(p.Entries) != 1 || !p.Entries[0].Disabled || !slices.ContainsFunc(p.StillValid, func(r issuanceView) bool { return r.ID == serial }) {
 		t.Fatalf("dry run: %+v", p)
 	}
+	// The report shows the entries' issuance statistics, as entry list does.
+	if e := p.Entries[0]; e.IssuedCount == 0 || e.LastIssuedAt == "never" {
+		t.Fatalf("offboarding report without issuance statistics: %+v", e)
+	}
 	if e := decodeJSON[[]entryView](t, d.mustCLI("entry", "list", "-o", "json")); e[0].Disabled {
 		t.Fatal("the dry run disabled the entry")
 	}
@@ -151,10 +155,28 @@ func TestLedgerLookup(t *testing.T) {
 		}
 	}
 
+	// The trust domain's own root: a CA certificate of this trust domain, not a forgery.
+	root := filepath.Join(t.TempDir(), "bundle.pem")
+	writeFile(t, root, d.mustCLI("bundle", "show"))
+	type caLookup struct {
+		Known     bool   `json:"known"`
+		Authority bool   `json:"authority"`
+		Reason    string `json:"reason"`
+		ValidNow  bool   `json:"valid_now"`
+	}
+	out, stderr, code := d.cli("ledger", "lookup", root, "-o", "json")
+	if ca := decodeJSON[caLookup](t, out); code != 0 || !ca.Authority || ca.Known || !ca.ValidNow || !strings.Contains(ca.Reason, "CA certificate of trust domain example.org") ||
+		strings.Contains(ca.Reason, "forged") {
+		t.Fatalf("lookup of the trust domain's root: exit %d %+v %s", code, ca, stderr)
+	}
+	if table := d.mustCLI("ledger", "lookup", root); !strings.Contains(table, "a CA certificate of this trust domain") {
+		t.Fatalf("lookup table of the root:\n%s", table)
+	}
+
 	// A certificate Signet never issued.
 	foreign := filepath.Join(t.TempDir(), "foreign.pem")
 	writeFile(t, foreign, string(foreignCert(t)))
-	out, stderr, code := d.cli("ledger", "lookup", foreign, "-o", "json")
+	out, stderr, code = d.cli("ledger", "lookup", foreign, "-o", "json")
 	l = decodeJSON[lookup](t, out)
 	if code != exitFailure || l.Known || !strings.Contains(l.Reason, "other issuer") || !strings.Contains(stderr, "unknown credential") {
 		t.Fatalf("lookup of a foreign certificate: exit %d %+v %s", code, l, stderr)
@@ -350,5 +372,64 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	_, stderr, code := s.cli("audit", "verify")
 	if code != exitFailure || !strings.Contains(stderr, "broken at record") || !strings.Contains(stderr, "altered") {
 		t.Fatalf("audit verify after tampering: exit %d, %s", code, stderr)
+	}
+	// A broken chain is not signed: a checkpoint would vouch for the tampering.
+	if _, stderr, code := s.cli("audit", "checkpoint"); code != exitFailure || !strings.Contains(stderr, "refusing to sign") {
+		t.Fatalf("audit checkpoint of a broken chain: exit %d, %s", code, stderr)
+	}
+}
+
+// TestOffboardReassignChecksPolicy: reassigning an owner's entries is checked against the entry policy
+// as the new owner's: the dry run lists the violations, the real run is refused (and audited) naming the
+// entry and the rule, and succeeds once no entry breaks a rule.
+func TestOffboardReassignChecksPolicy(t *testing.T) {
+	s := newTestServer(t)
+	cfg, _ := os.ReadFile(s.config)
+	writeFile(t, s.config, string(cfg)+`policy:
+  rules:
+    - name: team-path
+      description: the path must begin with /team/<owner's team>/
+      deny_unless: 'owner.team == "" || entry.path.startsWith("/team/" + owner.team + "/")'
+`)
+	s.start(t)
+	s.mustCLI("owner", "add", "alice")
+	s.mustCLI("owner", "add", "payments", "--team", "payments")
+	create := func(id string) string {
+		return decodeJSON[entryView](t, s.mustCLI("entry", "create", "--spiffe-id", id, "--selector", myUID, "--owner", "alice",
+			"--purpose", "p", "--parent-id", "spiffe://example.org/signet/agent/x", "-o", "json")).ID
+	}
+	web := create("spiffe://example.org/web")
+	create("spiffe://example.org/team/payments/api")
+
+	type plan struct {
+		DryRun     bool            `json:"dry_run"`
+		Entries    []entryView     `json:"entries"`
+		Violations []violationView `json:"violations"`
+	}
+	p := decodeJSON[plan](t, s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--dry-run", "-o", "json"))
+	if !p.DryRun || len(p.Entries) != 2 || len(p.Violations) != 1 || p.Violations[0].EntryID != web || p.Violations[0].Rule != "team-path" {
+		t.Fatalf("dry run: %+v", p)
+	}
+	if out := s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--dry-run"); !strings.Contains(out, "Entry policy violations") || !strings.Contains(out, web) {
+		t.Fatalf("dry run table:\n%s", out)
+	}
+	_, stderr, code := s.cli("owner", "offboard", "alice", "--reassign-to", "payments", "--reason", "left")
+	if code != exitFailure || !strings.Contains(stderr, web) || !strings.Contains(stderr, `policy rule "team-path"`) || !strings.Contains(stderr, "--disable") {
+		t.Fatalf("offboarding that breaks the policy: exit %d, %s", code, stderr)
+	}
+	if o := decodeJSON[[]ownerView](t, s.mustCLI("owner", "list", "-o", "json")); o[0].Name != "alice" || o[0].Offboarded {
+		t.Fatalf("the refused offboarding changed the owner: %+v", o)
+	}
+	denied := decodeJSON[[]struct {
+		Outcome string `json:"outcome"`
+	}](t, s.mustCLI("audit", "list", "--action", "owner.offboard", "-o", "json"))
+	if len(denied) != 1 || denied[0].Outcome != "denied" {
+		t.Fatalf("audit of the refusal: %+v", denied)
+	}
+
+	s.mustCLI("entry", "delete", web)
+	out := s.mustCLI("owner", "offboard", "alice", "--reassign-to", "payments", "--reason", "left")
+	if !strings.Contains(out, "1 entries and 0 unused join tokens reassigned to payments") {
+		t.Fatalf("compliant offboarding: %s", out)
 	}
 }

@@ -26,7 +26,9 @@ func newHealthcheckCmd() *cobra.Command {
 		Long: `Check a server (its admin socket) or an agent (its Workload API socket). It waits up to --timeout
 for the socket to be served and report SERVING (an agent does once its first SVIDs are in), so it also
 serves to wait for a process that is starting. A socket the caller may not use fails at once. Both a
-path and the unix:// form the agent prints are accepted.`,
+path and the unix:// form the agent prints are accepted. A server whose data dir is on a full disk (less
+than 16 MiB free, or a write failed for lack of space) is not healthy: it serves reads but takes no
+writes, and the message says "disk full".`,
 		Example: `  signet healthcheck --admin-socket /run/signet/admin/admin.sock
   signet healthcheck --socket unix:///run/signet/agent.sock --timeout 30s`,
 		Args: noArgs,
@@ -63,6 +65,9 @@ path and the unix:// form the agent prints are accepted.`,
 			}
 			status, err := watchHealth(ctx, path)
 			if status == healthpb.HealthCheckResponse_SERVING {
+				if err := checkHealth(ctx, path); err != nil {
+					return fmt.Errorf("%s not healthy: %w", what, err) // e.g. the server's disk is full
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s at %s: SERVING\n", what, path)
 				return nil
 			}
@@ -122,4 +127,25 @@ func watchHealth(ctx context.Context, path string) (healthpb.HealthCheckResponse
 			return status, err
 		}
 	}
+}
+
+// checkHealth asks the health service at path once: besides the service status that Watch reports, a
+// server's Check fails with the node's own problem (a full disk), which is returned as code and message.
+func checkHealth(ctx context.Context, path string) error {
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if s, ok := grpcstatus.FromError(err); ok && err != nil {
+		return fmt.Errorf("%s: %s", s.Code(), s.Message())
+	}
+	if err != nil {
+		return err
+	}
+	if resp.Status != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
 }

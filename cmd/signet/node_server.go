@@ -50,6 +50,9 @@ type serverNodeConfig struct {
 	Logger          *slog.Logger
 }
 
+// auditCheckpointFile is the node's automatic audit checkpoint, in its data dir's server/.
+const auditCheckpointFile = "audit-checkpoint.json"
+
 // serverNode is a running server node: store, CA, server components and the admin API.
 type serverNode struct {
 	store  *storage.Store
@@ -100,7 +103,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
-		DefaultParentID: cfg.DefaultParentID, Logger: log})
+		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +131,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	n.admin = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	adminv1.RegisterAdminServer(n.admin, srv.Admin)
 	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.admin, n.health)
+	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, st))
 	go serveGRPC(log, "admin", n.admin, lis)
 	log.Info("server node ready", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
 		"ca_expires", authority.NotAfter().Format(time.RFC3339))

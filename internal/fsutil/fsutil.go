@@ -1,10 +1,12 @@
 // Package fsutil writes files so that a crash leaves either the old content or the new, and reads
-// files that hold private keys only when nobody else can read them.
+// files that hold private keys only when nobody else can read them, and other files only up to a bound.
 package fsutil
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -89,4 +91,25 @@ func ReadPrivateFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// ErrTooLarge is returned (wrapped, naming the file and the bound) by ReadFileMax.
+var ErrTooLarge = errors.New("file too large")
+
+// ReadFileMax returns the content of the file at path, refusing one larger than max bytes without
+// reading more than max+1. An error for a missing file wraps os.ErrNotExist.
+func ReadFileMax(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
+	}
+	return b, nil
 }

@@ -200,3 +200,19 @@ func TestReadPrivateFile(t *testing.T) {
 		})
 	}
 }
+
+func TestReadFileMax(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("12345"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := fsutil.ReadFileMax(path, 5); err != nil || string(b) != "12345" {
+		t.Errorf("at the bound: %q, %v", b, err)
+	}
+	if _, err := fsutil.ReadFileMax(path, 4); !errors.Is(err, fsutil.ErrTooLarge) || !strings.Contains(err.Error(), path) {
+		t.Errorf("over the bound: %v, want ErrTooLarge naming the file", err)
+	}
+	if _, err := fsutil.ReadFileMax(path+".missing", 4); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want os.ErrNotExist", err)
+	}
+}

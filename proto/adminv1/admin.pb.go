@@ -1859,13 +1859,16 @@ func (x *OffboardOwnerRequest) GetReason() string {
 }
 
 type OffboardOwnerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owner         *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
-	Tokens        []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
-	Agents        []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
-	StillValid    []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
-	DryRun        bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Owner      *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Entries    []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
+	Tokens     []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
+	Agents     []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
+	StillValid []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
+	DryRun     bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// With reassign_to: the entry policy's deny rules each entry breaks once reassigned (evaluated as an
+	// update by the new owner). A dry run lists them; a real run with any is refused (FailedPrecondition).
+	Violations    []*PolicyViolation `protobuf:"bytes,7,rep,name=violations,proto3" json:"violations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1942,6 +1945,81 @@ func (x *OffboardOwnerResponse) GetDryRun() bool {
 	return false
 }
 
+func (x *OffboardOwnerResponse) GetViolations() []*PolicyViolation {
+	if x != nil {
+		return x.Violations
+	}
+	return nil
+}
+
+type PolicyViolation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Rule          string                 `protobuf:"bytes,3,opt,name=rule,proto3" json:"rule,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyViolation) Reset() {
+	*x = PolicyViolation{}
+	mi := &file_adminv1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyViolation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyViolation) ProtoMessage() {}
+
+func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
+func (*PolicyViolation) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PolicyViolation) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *PolicyViolation) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ListOwnersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1950,7 +2028,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2040,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2053,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListOwnersResponse struct {
@@ -1987,7 +2065,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2077,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2090,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2030,7 +2108,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2120,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2133,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type JWTKey struct {
@@ -2068,7 +2146,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2158,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2171,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2123,7 +2201,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2213,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2226,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2204,7 +2282,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2294,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2307,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2323,7 +2401,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2413,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2426,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Issuance) GetId() string {
@@ -2452,7 +2530,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2542,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2555,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -2503,7 +2581,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2593,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2606,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -2539,25 +2617,28 @@ func (x *LookupCredentialRequest) GetData() []byte {
 }
 
 type LookupCredentialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Known         bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
-	SpiffeId      string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Issuance      *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
-	Entry         *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
-	Owner         *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
-	Agent         *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
-	ValidNow      bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
-	OtherLive     []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Known     bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Reason    string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id        string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
+	SpiffeId  string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Issuance  *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Entry     *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
+	Owner     *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	Agent     *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
+	ValidNow  bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
+	OtherLive []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	// The credential is an X.509 authority (a server node's CA certificate) in this trust domain's bundle:
+	// not an issued credential, so not in the ledger (known is false); reason says so.
+	Authority     bool `protobuf:"varint,12,opt,name=authority,proto3" json:"authority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2650,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2663,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -2662,6 +2743,13 @@ func (x *LookupCredentialResponse) GetOtherLive() []*Issuance {
 	return nil
 }
 
+func (x *LookupCredentialResponse) GetAuthority() bool {
+	if x != nil {
+		return x.Authority
+	}
+	return false
+}
+
 type AuditRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -2681,7 +2769,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2781,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2794,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -2799,7 +2887,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2899,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2912,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -2872,7 +2960,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +2972,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +2985,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2915,14 +3003,18 @@ func (x *ListAuditResponse) GetNext() uint64 {
 }
 
 type VerifyAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// With checkpoint_seq set, record checkpoint_seq must also exist with hash checkpoint_hash (taken from
+	// a signed checkpoint the caller has verified).
+	CheckpointSeq  uint64 `protobuf:"varint,1,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	CheckpointHash string `protobuf:"bytes,2,opt,name=checkpoint_hash,json=checkpointHash,proto3" json:"checkpoint_hash,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3026,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,21 +3039,136 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
-type VerifyAuditResponse struct {
+func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditRequest) GetCheckpointHash() string {
+	if x != nil {
+		return x.CheckpointHash
+	}
+	return ""
+}
+
+type AuditCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
-	BrokenAt      uint64                 `protobuf:"varint,2,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"` // 0 = intact
-	Problem       string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *AuditCheckpointRequest) Reset() {
+	*x = AuditCheckpointRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCheckpointRequest) ProtoMessage() {}
+
+func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+type AuditCheckpointResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Statement         []byte                 `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`                                          // the signed JSON: trust domain, node, seq, head hash, time
+	Signature         []byte                 `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`                                          // over statement, by the node's X.509 root (ca.SignStatement)
+	SignerCertificate []byte                 `protobuf:"bytes,3,opt,name=signer_certificate,json=signerCertificate,proto3" json:"signer_certificate,omitempty"` // that root, DER
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AuditCheckpointResponse) Reset() {
+	*x = AuditCheckpointResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCheckpointResponse) ProtoMessage() {}
+
+func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *AuditCheckpointResponse) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+func (x *AuditCheckpointResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *AuditCheckpointResponse) GetSignerCertificate() []byte {
+	if x != nil {
+		return x.SignerCertificate
+	}
+	return nil
+}
+
+type VerifyAuditResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Records  uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	BrokenAt uint64                 `protobuf:"varint,2,opt,name=broken_at,json=brokenAt,proto3" json:"broken_at,omitempty"` // 0 = intact
+	Problem  string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The checkpoint the chain was also checked against: the request's, or else the node's automatic
+	// one (checkpoint_file names it); checkpoint_seq 0 = none.
+	CheckpointSeq  uint64 `protobuf:"varint,4,opt,name=checkpoint_seq,json=checkpointSeq,proto3" json:"checkpoint_seq,omitempty"`
+	CheckpointFile string `protobuf:"bytes,5,opt,name=checkpoint_file,json=checkpointFile,proto3" json:"checkpoint_file,omitempty"`
+	CheckpointTime int64  `protobuf:"varint,6,opt,name=checkpoint_time,json=checkpointTime,proto3" json:"checkpoint_time,omitempty"` // unix seconds, automatic checkpoint only
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3180,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3193,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3010,6 +3217,27 @@ func (x *VerifyAuditResponse) GetProblem() string {
 	return ""
 }
 
+func (x *VerifyAuditResponse) GetCheckpointSeq() uint64 {
+	if x != nil {
+		return x.CheckpointSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetCheckpointFile() string {
+	if x != nil {
+		return x.CheckpointFile
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetCheckpointTime() int64 {
+	if x != nil {
+		return x.CheckpointTime
+	}
+	return 0
+}
+
 type ReviewRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StaleSeconds  int64                  `protobuf:"varint,1,opt,name=stale_seconds,json=staleSeconds,proto3" json:"stale_seconds,omitempty"` // entries not issued for this long are flagged (default 30 days)
@@ -3019,7 +3247,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3259,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3272,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3067,7 +3295,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3079,7 +3307,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3092,7 +3320,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3140,7 +3368,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3380,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3393,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3195,7 +3423,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3435,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3448,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3269,7 +3497,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3509,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3522,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -3478,7 +3706,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"reassignTo\x12\x18\n" +
 	"\adisable\x18\x03 \x01(\bR\adisable\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb4\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf6\x02\n" +
 	"\x15OffboardOwnerResponse\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
@@ -3486,7 +3714,15 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12:\n" +
 	"\vstill_valid\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\n" +
 	"stillValid\x12\x17\n" +
-	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"\x13\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x12@\n" +
+	"\n" +
+	"violations\x18\a \x03(\v2 .signet.admin.v1.PolicyViolationR\n" +
+	"violations\"w\n" +
+	"\x0fPolicyViolation\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04rule\x18\x03 \x01(\tR\x04rule\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\x13\n" +
 	"\x11ListOwnersRequest\"D\n" +
 	"\x12ListOwnersResponse\x12.\n" +
 	"\x06owners\x18\x01 \x03(\v2\x16.signet.admin.v1.OwnerR\x06owners\"\x12\n" +
@@ -3534,7 +3770,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\"-\n" +
 	"\x17LookupCredentialRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa5\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xc3\x03\n" +
 	"\x18LookupCredentialResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
@@ -3548,7 +3784,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tvalid_now\x18\n" +
 	" \x01(\bR\bvalidNow\x128\n" +
 	"\n" +
-	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\"\x8a\x02\n" +
+	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\x12\x1c\n" +
+	"\tauthority\x18\f \x01(\bR\tauthority\"\x8a\x02\n" +
 	"\vAuditRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x14\n" +
@@ -3570,12 +3807,22 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06action\x18\x05 \x01(\tR\x06action\"_\n" +
 	"\x11ListAuditResponse\x126\n" +
 	"\arecords\x18\x01 \x03(\v2\x1c.signet.admin.v1.AuditRecordR\arecords\x12\x12\n" +
-	"\x04next\x18\x02 \x01(\x04R\x04next\"\x14\n" +
-	"\x12VerifyAuditRequest\"f\n" +
+	"\x04next\x18\x02 \x01(\x04R\x04next\"d\n" +
+	"\x12VerifyAuditRequest\x12%\n" +
+	"\x0echeckpoint_seq\x18\x01 \x01(\x04R\rcheckpointSeq\x12'\n" +
+	"\x0fcheckpoint_hash\x18\x02 \x01(\tR\x0echeckpointHash\"\x18\n" +
+	"\x16AuditCheckpointRequest\"\x84\x01\n" +
+	"\x17AuditCheckpointResponse\x12\x1c\n" +
+	"\tstatement\x18\x01 \x01(\fR\tstatement\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12-\n" +
+	"\x12signer_certificate\x18\x03 \x01(\fR\x11signerCertificate\"\xdf\x01\n" +
 	"\x13VerifyAuditResponse\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\x04R\arecords\x12\x1b\n" +
 	"\tbroken_at\x18\x02 \x01(\x04R\bbrokenAt\x12\x18\n" +
-	"\aproblem\x18\x03 \x01(\tR\aproblem\"4\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\x12%\n" +
+	"\x0echeckpoint_seq\x18\x04 \x01(\x04R\rcheckpointSeq\x12'\n" +
+	"\x0fcheckpoint_file\x18\x05 \x01(\tR\x0echeckpointFile\x12'\n" +
+	"\x0fcheckpoint_time\x18\x06 \x01(\x03R\x0echeckpointTime\"4\n" +
 	"\rReviewRequest\x12#\n" +
 	"\rstale_seconds\x18\x01 \x01(\x03R\fstaleSeconds\"\x7f\n" +
 	"\n" +
@@ -3597,7 +3844,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12SignReviewResponse\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
 	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
-	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xf9\x0f\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xdf\x10\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -3614,7 +3861,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\vQueryLedger\x12#.signet.admin.v1.QueryLedgerRequest\x1a$.signet.admin.v1.QueryLedgerResponse\x12g\n" +
 	"\x10LookupCredential\x12(.signet.admin.v1.LookupCredentialRequest\x1a).signet.admin.v1.LookupCredentialResponse\x12R\n" +
 	"\tListAudit\x12!.signet.admin.v1.ListAuditRequest\x1a\".signet.admin.v1.ListAuditResponse\x12X\n" +
-	"\vVerifyAudit\x12#.signet.admin.v1.VerifyAuditRequest\x1a$.signet.admin.v1.VerifyAuditResponse\x12I\n" +
+	"\vVerifyAudit\x12#.signet.admin.v1.VerifyAuditRequest\x1a$.signet.admin.v1.VerifyAuditResponse\x12d\n" +
+	"\x0fAuditCheckpoint\x12'.signet.admin.v1.AuditCheckpointRequest\x1a(.signet.admin.v1.AuditCheckpointResponse\x12I\n" +
 	"\x06Review\x12\x1e.signet.admin.v1.ReviewRequest\x1a\x1f.signet.admin.v1.ReviewResponse\x12U\n" +
 	"\n" +
 	"SignReview\x12\".signet.admin.v1.SignReviewRequest\x1a#.signet.admin.v1.SignReviewResponse\x12m\n" +
@@ -3640,7 +3888,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -3671,26 +3919,29 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*OwnerDetail)(nil),                // 26: signet.admin.v1.OwnerDetail
 	(*OffboardOwnerRequest)(nil),       // 27: signet.admin.v1.OffboardOwnerRequest
 	(*OffboardOwnerResponse)(nil),      // 28: signet.admin.v1.OffboardOwnerResponse
-	(*ListOwnersRequest)(nil),          // 29: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 30: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 31: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 32: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 33: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 34: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 35: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 36: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 37: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 38: signet.admin.v1.LookupCredentialResponse
-	(*AuditRecord)(nil),                // 39: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 40: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 41: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 42: signet.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 43: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 44: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 45: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 46: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 47: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 48: signet.admin.v1.SignReviewResponse
+	(*PolicyViolation)(nil),            // 29: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 30: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 31: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 32: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 33: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 34: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 35: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 36: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 37: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 38: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 39: signet.admin.v1.LookupCredentialResponse
+	(*AuditRecord)(nil),                // 40: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 41: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 42: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 43: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 44: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 45: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 46: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 47: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 48: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 49: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 50: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 51: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -3709,76 +3960,79 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 13: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
 	3,  // 14: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 15: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	36, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
 	23, // 17: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
 	15, // 18: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
 	3,  // 19: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 20: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	23, // 22: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	32, // 23: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	35, // 24: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	35, // 25: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	15, // 26: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	23, // 27: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	8,  // 28: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	35, // 29: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	39, // 30: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	45, // 31: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	15, // 32: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	16, // 33: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 34: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 35: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 36: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	20, // 37: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	21, // 38: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	24, // 39: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	29, // 40: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 41: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	27, // 42: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	31, // 43: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	34, // 44: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	37, // 45: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	40, // 46: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	42, // 47: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	44, // 48: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	47, // 49: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	0,  // 50: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 51: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 52: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 53: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 54: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 55: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 56: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 57: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 58: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	22, // 59: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 60: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	15, // 61: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	15, // 62: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	23, // 63: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	30, // 64: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	26, // 65: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	28, // 66: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	33, // 67: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	36, // 68: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	38, // 69: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	41, // 70: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	43, // 71: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	46, // 72: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	48, // 73: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	2,  // 74: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 75: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 76: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 77: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 78: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 79: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 80: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	57, // [57:81] is the sub-list for method output_type
-	33, // [33:57] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	36, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	29, // 22: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	23, // 23: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	33, // 24: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	36, // 25: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	36, // 26: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	15, // 27: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	23, // 28: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	8,  // 29: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	36, // 30: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	40, // 31: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	48, // 32: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 33: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 34: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 35: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 36: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 37: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 38: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 39: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 40: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	30, // 41: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 42: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	27, // 43: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	32, // 44: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	35, // 45: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	38, // 46: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	41, // 47: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	43, // 48: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	44, // 49: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	47, // 50: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	50, // 51: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 52: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 53: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 54: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 55: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 56: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 57: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 58: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 59: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 60: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 61: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 62: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 63: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 64: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 65: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	31, // 66: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 67: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	28, // 68: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	34, // 69: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	37, // 70: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	39, // 71: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	42, // 72: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	46, // 73: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	45, // 74: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	49, // 75: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	51, // 76: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 77: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 78: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 79: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 80: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 81: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 82: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 83: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	59, // [59:84] is the sub-list for method output_type
+	34, // [34:59] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -3792,7 +4046,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

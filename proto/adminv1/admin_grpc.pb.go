@@ -36,6 +36,7 @@ const (
 	Admin_LookupCredential_FullMethodName   = "/signet.admin.v1.Admin/LookupCredential"
 	Admin_ListAudit_FullMethodName          = "/signet.admin.v1.Admin/ListAudit"
 	Admin_VerifyAudit_FullMethodName        = "/signet.admin.v1.Admin/VerifyAudit"
+	Admin_AuditCheckpoint_FullMethodName    = "/signet.admin.v1.Admin/AuditCheckpoint"
 	Admin_Review_FullMethodName             = "/signet.admin.v1.Admin/Review"
 	Admin_SignReview_FullMethodName         = "/signet.admin.v1.Admin/SignReview"
 	Admin_BatchCreateEntries_FullMethodName = "/signet.admin.v1.Admin/BatchCreateEntries"
@@ -72,6 +73,9 @@ type AdminClient interface {
 	LookupCredential(ctx context.Context, in *LookupCredentialRequest, opts ...grpc.CallOption) (*LookupCredentialResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 	VerifyAudit(ctx context.Context, in *VerifyAuditRequest, opts ...grpc.CallOption) (*VerifyAuditResponse, error)
+	// AuditCheckpoint verifies the audit chain and returns its head signed with this node's X.509 root
+	// key: kept outside the server, it lets a later VerifyAudit detect a chain rewritten up to that record.
+	AuditCheckpoint(ctx context.Context, in *AuditCheckpointRequest, opts ...grpc.CallOption) (*AuditCheckpointResponse, error)
 	// Review lists what a reviewer must look at; SignReview records the outcome.
 	Review(ctx context.Context, in *ReviewRequest, opts ...grpc.CallOption) (*ReviewResponse, error)
 	SignReview(ctx context.Context, in *SignReviewRequest, opts ...grpc.CallOption) (*SignReviewResponse, error)
@@ -254,6 +258,16 @@ func (c *adminClient) VerifyAudit(ctx context.Context, in *VerifyAuditRequest, o
 	return out, nil
 }
 
+func (c *adminClient) AuditCheckpoint(ctx context.Context, in *AuditCheckpointRequest, opts ...grpc.CallOption) (*AuditCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuditCheckpointResponse)
+	err := c.cc.Invoke(ctx, Admin_AuditCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) Review(ctx context.Context, in *ReviewRequest, opts ...grpc.CallOption) (*ReviewResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReviewResponse)
@@ -369,6 +383,9 @@ type AdminServer interface {
 	LookupCredential(context.Context, *LookupCredentialRequest) (*LookupCredentialResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error)
+	// AuditCheckpoint verifies the audit chain and returns its head signed with this node's X.509 root
+	// key: kept outside the server, it lets a later VerifyAudit detect a chain rewritten up to that record.
+	AuditCheckpoint(context.Context, *AuditCheckpointRequest) (*AuditCheckpointResponse, error)
 	// Review lists what a reviewer must look at; SignReview records the outcome.
 	Review(context.Context, *ReviewRequest) (*ReviewResponse, error)
 	SignReview(context.Context, *SignReviewRequest) (*SignReviewResponse, error)
@@ -436,6 +453,9 @@ func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*
 }
 func (UnimplementedAdminServer) VerifyAudit(context.Context, *VerifyAuditRequest) (*VerifyAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyAudit not implemented")
+}
+func (UnimplementedAdminServer) AuditCheckpoint(context.Context, *AuditCheckpointRequest) (*AuditCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuditCheckpoint not implemented")
 }
 func (UnimplementedAdminServer) Review(context.Context, *ReviewRequest) (*ReviewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Review not implemented")
@@ -748,6 +768,24 @@ func _Admin_VerifyAudit_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AuditCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuditCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AuditCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AuditCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AuditCheckpoint(ctx, req.(*AuditCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Review_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReviewRequest)
 	if err := dec(in); err != nil {
@@ -972,6 +1010,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "VerifyAudit",
 			Handler:    _Admin_VerifyAudit_Handler,
+		},
+		{
+			MethodName: "AuditCheckpoint",
+			Handler:    _Admin_AuditCheckpoint_Handler,
 		},
 		{
 			MethodName: "Review",
