@@ -285,6 +285,9 @@ func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAudit
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	out := &adminv1.VerifyAuditResponse{}
 	anchor := storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()}
 	switch {

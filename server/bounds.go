@@ -33,6 +33,8 @@ type fieldBound struct{ n, each int }
 // repeated field of every request message (nested messages included), by its full protobuf name. A
 // field missing here is refused (TestRequestBoundsCoverEveryField keeps the table complete).
 var requestBounds = map[protoreflect.FullName]fieldBound{
+	// Admin API: audit (a SHA-256 in hex).
+	"signet.admin.v1.VerifyAuditRequest.checkpoint_hash": {n: 64},
 	// Agent API.
 	"signet.agent.v1.AttestAgentRequest.join_token": {n: maxJoinTokenLen},
 	"signet.agent.v1.AttestAgentRequest.csr":        {n: maxCSRSize},
