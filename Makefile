@@ -55,7 +55,7 @@ bench-ledger:
 lint: vet
 	@command -v staticcheck >/dev/null 2>&1 && staticcheck $(PKGS) || echo "staticcheck not installed; ran go vet and gofmt only"
 
-## proto: regenerate the committed gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+## proto: regenerate the committed gRPC and Raft command code (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
 proto:
 	cd proto && PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate ./...
 

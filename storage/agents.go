@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-id/signet/selector"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 )
 
 // Errors of join tokens and agents.
@@ -107,113 +108,127 @@ type agentBanCmd struct {
 	Now time.Time `json:"now"`
 }
 
-func (s *Store) applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (any, func()) {
+func applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (applied, error) {
 	b := tx.Bucket(bucketTokens)
 	if b.Get([]byte(c.Token.ID)) != nil {
-		return fmt.Errorf("join token %q: %w: ID already in use", c.Token.ID, ErrInvalid), nil
+		return applied{}, fmt.Errorf("join token %q: %w: ID already in use", c.Token.ID, ErrInvalid)
 	}
 	if err := checkOwnerUsable(tx, c.Token.Owner); err != nil {
-		return fmt.Errorf("join token: %w", err), nil
+		return applied{}, fmt.Errorf("join token: %w", err)
 	}
 	t := c.Token
 	mustPut(b, []byte(t.ID), mustJSON(&t))
 	appendAudit(tx, c.Meta.record("token.create", t.ID), nil, t.auditView())
-	return t, func() { s.reg.tokenPut(&t) }
+	return applied{resp: t, publish: func(r *registry) { r.tokenPut(&t) }}, nil
 }
 
-func (s *Store) applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (any, func()) {
+func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (applied, error) {
 	tokens := tx.Bucket(bucketTokens)
 	v := tokens.Get([]byte(c.TokenID))
 	if v == nil {
-		return fmt.Errorf("join token %q: %w", c.TokenID, ErrTokenNotFound), nil
+		return applied{}, fmt.Errorf("join token %q: %w", c.TokenID, ErrTokenNotFound)
 	}
 	var t JoinToken
-	mustDecode(index, cmdAgentAttest, v, &t)
+	if err := decodeStored("join token", c.TokenID, v, &t); err != nil {
+		return applied{}, err
+	}
 	if !t.UsedAt.IsZero() {
-		return fmt.Errorf("join token %q: %w (by %s at %s)", t.ID, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339)), nil
+		return applied{}, fmt.Errorf("join token %q: %w (by %s at %s)", t.ID, ErrTokenUsed, t.UsedBy, t.UsedAt.Format(time.RFC3339))
 	}
 	if !c.Now.Before(t.ExpiresAt) {
-		return fmt.Errorf("join token %q: %w at %s", t.ID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339)), nil
+		return applied{}, fmt.Errorf("join token %q: %w at %s", t.ID, ErrTokenExpired, t.ExpiresAt.Format(time.RFC3339))
 	}
 	if t.Revoked {
-		return fmt.Errorf("join token %q: %w (revoked when its owner was offboarded)", t.ID, ErrTokenUsed), nil
+		return applied{}, fmt.Errorf("join token %q: %w (revoked when its owner was offboarded)", t.ID, ErrTokenUsed)
 	}
 	agents := tx.Bucket(bucketAgents)
 	if v := agents.Get([]byte(c.Agent.ID)); v != nil {
 		var old Agent
-		mustDecode(index, cmdAgentAttest, v, &old)
+		if err := decodeStored("agent", c.Agent.ID, v, &old); err != nil {
+			return applied{}, err
+		}
 		if old.Banned {
-			return fmt.Errorf("agent %q: %w", c.Agent.ID, ErrAgentBanned), nil
+			return applied{}, fmt.Errorf("agent %q: %w", c.Agent.ID, ErrAgentBanned)
 		}
 	}
 	t.UsedAt, t.UsedBy = c.Now, c.Agent.ID
 	mustPut(tokens, []byte(t.ID), mustJSON(&t))
 	a := c.Agent
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
-	s.applyLedgerAppend(tx, index, c.Ledger)
+	if _, err := applyLedgerAppend(tx, index, c.Ledger); err != nil {
+		return applied{}, err
+	}
 	rev := nextRevision(tx)
 	appendAudit(tx, AuditRecord{Time: c.Now, Actor: "agent:" + a.ID, Action: "agent.attest", Object: a.ID,
 		Reason: "join token " + t.ID + " of " + t.Owner}, nil, &a)
-	return a, func() {
-		s.reg.tokenPut(&t)
-		s.reg.agentPut(&a, rev)
-	}
+	return applied{resp: a, publish: func(r *registry) {
+		r.tokenPut(&t)
+		r.agentPut(&a, rev)
+	}}, nil
 }
 
-func (s *Store) applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd) (any, func()) {
+func applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd) (applied, error) {
 	agents := tx.Bucket(bucketAgents)
 	v := agents.Get([]byte(c.ID))
 	if v == nil {
-		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+		return applied{}, fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound)
 	}
 	var a Agent
-	mustDecode(index, cmdAgentRenew, v, &a)
+	if err := decodeStored("agent", c.ID, v, &a); err != nil {
+		return applied{}, err
+	}
 	if a.Banned {
-		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentBanned), nil
+		return applied{}, fmt.Errorf("agent %q: %w", c.ID, ErrAgentBanned)
 	}
 	if c.PresentedSerial != a.Serial && c.PresentedSerial != a.PrevSerial {
-		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentSVIDMismatch), nil
+		return applied{}, fmt.Errorf("agent %q: %w", c.ID, ErrAgentSVIDMismatch)
 	}
 	a.PrevSerial, a.Serial, a.SVIDExpiresAt, a.RenewedAt = a.Serial, c.Serial, c.SVIDExpiresAt, c.Now
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
-	s.applyLedgerAppend(tx, index, c.Ledger)
-	return a, func() { s.reg.agentPut(&a, 0) }
+	if _, err := applyLedgerAppend(tx, index, c.Ledger); err != nil {
+		return applied{}, err
+	}
+	return applied{resp: a, publish: func(r *registry) { r.agentPut(&a, 0) }}, nil
 }
 
-func (s *Store) applyAgentEvict(tx *bolt.Tx, c agentEvictCmd) (any, func()) {
+func applyAgentEvict(tx *bolt.Tx, c agentEvictCmd) (applied, error) {
 	agents := tx.Bucket(bucketAgents)
 	v := agents.Get([]byte(c.ID))
 	if v == nil {
-		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+		return applied{}, fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound)
 	}
 	var a Agent
-	mustDecode(0, cmdAgentEvict, v, &a)
+	if err := decodeStored("agent", c.ID, v, &a); err != nil {
+		return applied{}, err
+	}
 	mustDelete(agents, []byte(c.ID))
 	rev := nextRevision(tx)
 	appendAudit(tx, c.Meta.record("agent.evict", a.ID), &a, nil)
-	return a, func() { s.reg.agentDelete(c.ID, rev) }
+	return applied{resp: a, publish: func(r *registry) { r.agentDelete(c.ID, rev) }}, nil
 }
 
-func (s *Store) applyAgentBan(tx *bolt.Tx, c agentBanCmd) (any, func()) {
+func applyAgentBan(tx *bolt.Tx, c agentBanCmd) (applied, error) {
 	agents := tx.Bucket(bucketAgents)
 	v := agents.Get([]byte(c.ID))
 	if v == nil {
-		return fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound), nil
+		return applied{}, fmt.Errorf("agent %q: %w", c.ID, ErrAgentNotFound)
 	}
 	var a Agent
-	mustDecode(0, cmdAgentBan, v, &a)
+	if err := decodeStored("agent", c.ID, v, &a); err != nil {
+		return applied{}, err
+	}
 	before := a
 	a.Banned, a.BannedAt, a.BannedBy = true, c.Now, c.By
 	a.Serial, a.PrevSerial = "", ""
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
 	rev := nextRevision(tx)
 	appendAudit(tx, AuditRecord{Time: c.Now, Actor: c.By, Action: "agent.ban", Object: a.ID}, &before, &a)
-	return a, func() { s.reg.agentPut(&a, rev) }
+	return applied{resp: a, publish: func(r *registry) { r.agentPut(&a, rev) }}, nil
 }
 
 // CreateJoinToken stores a join token (its secret hashed by the caller).
 func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, error) {
-	resp, err := s.applyJSON(ctx, cmdTokenCreate, tokenCreateCmd{Token: t, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdTokenCreate, tokenCreateCmd{Token: t, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return JoinToken{}, fmt.Errorf("storage: create join token: %w", err)
 	}
@@ -223,8 +238,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, er
 // AttestAgent consumes a join token and registers (or re-registers) the agent, committing the agent
 // SVID's issuance record in the same Raft command. now decides token expiry, identically on every node.
 func (s *Store) AttestAgent(ctx context.Context, tokenID string, a Agent, now time.Time, rec Issuance) (Agent, error) {
-	resp, err := s.applyWithLedger(ctx, cmdAgentAttest, []Issuance{rec}, func(ledger []byte) any {
-		return agentAttestCmd{TokenID: tokenID, Now: now, Agent: a, Ledger: ledger}
+	resp, err := s.proposeWithLedger(ctx, cmdAgentAttest, []Issuance{rec}, func(ledger []byte) proto.Message {
+		return agentAttestCmd{TokenID: tokenID, Now: now, Agent: a, Ledger: ledger}.wire()
 	})
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: attest agent %q: %w", a.ID, err)
@@ -234,8 +249,8 @@ func (s *Store) AttestAgent(ctx context.Context, tokenID string, a Agent, now ti
 
 // RenewAgent records an agent's new SVID; presented is the serial of the SVID it authenticated with.
 func (s *Store) RenewAgent(ctx context.Context, id, presented, serial string, expires, now time.Time, rec Issuance) (Agent, error) {
-	resp, err := s.applyWithLedger(ctx, cmdAgentRenew, []Issuance{rec}, func(ledger []byte) any {
-		return agentRenewCmd{ID: id, PresentedSerial: presented, Serial: serial, SVIDExpiresAt: expires, Now: now, Ledger: ledger}
+	resp, err := s.proposeWithLedger(ctx, cmdAgentRenew, []Issuance{rec}, func(ledger []byte) proto.Message {
+		return agentRenewCmd{ID: id, PresentedSerial: presented, Serial: serial, SVIDExpiresAt: expires, Now: now, Ledger: ledger}.wire()
 	})
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: renew agent %q: %w", id, err)
@@ -245,7 +260,7 @@ func (s *Store) RenewAgent(ctx context.Context, id, presented, serial string, ex
 
 // EvictAgent deletes an agent: its SVID stops being accepted at once and it must attest again.
 func (s *Store) EvictAgent(ctx context.Context, id string) (Agent, error) {
-	resp, err := s.applyJSON(ctx, cmdAgentEvict, agentEvictCmd{ID: id, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdAgentEvict, agentEvictCmd{ID: id, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: evict agent: %w", err)
 	}
@@ -254,7 +269,7 @@ func (s *Store) EvictAgent(ctx context.Context, id string) (Agent, error) {
 
 // BanAgent marks an agent banned: its SVID stops being accepted and it can never attest again.
 func (s *Store) BanAgent(ctx context.Context, id, by string, now time.Time) (Agent, error) {
-	resp, err := s.applyJSON(ctx, cmdAgentBan, agentBanCmd{ID: id, By: by, Now: now})
+	resp, err := s.propose(ctx, cmdAgentBan, agentBanCmd{ID: id, By: by, Now: now}.wire())
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: ban agent: %w", err)
 	}

@@ -87,14 +87,14 @@ func appendAudit(tx *bolt.Tx, r AuditRecord, before, after any) {
 	mustPut(meta, keyAuditHead, []byte(r.Hash))
 }
 
-func (s *Store) applyAuditAppend(tx *bolt.Tx, c auditAppendCmd) (any, func()) {
+func applyAuditAppend(tx *bolt.Tx, c auditAppendCmd) (applied, error) {
 	appendAudit(tx, c.Record, nil, nil)
-	return nil, nil
+	return applied{}, nil
 }
 
 // AppendAudit records an event that changed nothing (a refused request) in the audit log.
 func (s *Store) AppendAudit(ctx context.Context, r AuditRecord) error {
-	if _, err := s.applyJSON(ctx, cmdAuditAppend, auditAppendCmd{Record: r}); err != nil {
+	if _, err := s.propose(ctx, cmdAuditAppend, auditAppendCmd{Record: r}.wire()); err != nil {
 		return fmt.Errorf("storage: append audit record: %w", err)
 	}
 	return nil

@@ -2,7 +2,11 @@ package storage
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // commandType is the first byte of every Raft log entry written by Signet. A type with the
@@ -13,78 +17,130 @@ type commandType uint8
 const ignoreIfUnknown commandType = 0x80
 
 // Command types. Never renumber: they are in every replica's log. A changed payload is a new type.
+//
+// Types 1–19 (but 4) carry JSON of the storage package's Go structs. They are never proposed again: a
+// field added to a Go struct silently changed what they apply. This build still decodes and applies
+// them exactly as before, because existing logs and snapshots' trailing logs hold them.
 const (
-	cmdOwnerCreate   commandType = 1
-	cmdEntryCreate   commandType = 2
-	cmdEntryDelete   commandType = 3
-	cmdLedgerAppend  commandType = 4
-	cmdAuthorityPut  commandType = 5
-	cmdTokenCreate   commandType = 6
-	cmdAgentAttest   commandType = 7
-	cmdAgentRenew    commandType = 8
-	cmdAgentEvict    commandType = 9
-	cmdAgentBan      commandType = 10
-	cmdEntryBatch    commandType = 11
-	cmdEntryUpdate   commandType = 12
-	cmdEntryState    commandType = 13
-	cmdOwnerOffboard commandType = 14
-	cmdAuditAppend   commandType = 15
-	cmdLedgerPrune   commandType = 16
-	cmdReviewSign    commandType = 17
-	// cmdLedgerPruneBounded is cmdLedgerPrune with a bound on the records removed (MaxRecords).
-	cmdLedgerPruneBounded commandType = 18
-	// cmdOwnerOffboardChecked is cmdOwnerOffboard with the entries checked against the entry policy
-	// (Checked): refused if the owner's entries changed since.
-	cmdOwnerOffboardChecked commandType = 19
+	cmdOwnerCreateJSON   commandType = 1
+	cmdEntryCreateJSON   commandType = 2
+	cmdEntryDeleteJSON   commandType = 3
+	cmdAuthorityPutJSON  commandType = 5
+	cmdTokenCreateJSON   commandType = 6
+	cmdAgentAttestJSON   commandType = 7
+	cmdAgentRenewJSON    commandType = 8
+	cmdAgentEvictJSON    commandType = 9
+	cmdAgentBanJSON      commandType = 10
+	cmdEntryBatchJSON    commandType = 11
+	cmdEntryUpdateJSON   commandType = 12
+	cmdEntryStateJSON    commandType = 13
+	cmdOwnerOffboardJSON commandType = 14
+	cmdAuditAppendJSON   commandType = 15
+	cmdLedgerPruneJSON   commandType = 16
+	cmdReviewSignJSON    commandType = 17
+	// cmdLedgerPruneBoundedJSON is cmdLedgerPruneJSON with a bound on the records removed (MaxRecords).
+	cmdLedgerPruneBoundedJSON commandType = 18
+	// cmdOwnerOffboardCheckedJSON is cmdOwnerOffboardJSON with the entries checked against the entry
+	// policy (Checked): refused if the owner's entries changed since.
+	cmdOwnerOffboardCheckedJSON commandType = 19
 )
 
-func (t commandType) String() string {
-	switch t {
-	case cmdOwnerCreate:
-		return "owner-create"
-	case cmdEntryCreate:
-		return "entry-create"
-	case cmdEntryDelete:
-		return "entry-delete"
-	case cmdLedgerAppend:
-		return "ledger-append"
-	case cmdAuthorityPut:
-		return "authority-put"
-	case cmdTokenCreate:
-		return "token-create"
-	case cmdAgentAttest:
-		return "agent-attest"
-	case cmdAgentRenew:
-		return "agent-renew"
-	case cmdAgentEvict:
-		return "agent-evict"
-	case cmdAgentBan:
-		return "agent-ban"
-	case cmdEntryBatch:
-		return "entry-batch-create"
-	case cmdEntryUpdate:
-		return "entry-update"
-	case cmdEntryState:
-		return "entry-state"
-	case cmdOwnerOffboard:
-		return "owner-offboard"
-	case cmdAuditAppend:
-		return "audit-append"
-	case cmdLedgerPrune:
-		return "ledger-prune"
-	case cmdReviewSign:
-		return "review-sign"
-	case cmdLedgerPruneBounded:
-		return "ledger-prune-bounded"
-	case cmdOwnerOffboardChecked:
-		return "owner-offboard-checked"
+// Protobuf commands: one wire message of proto/raftv1 each, decoded strictly. Types 20–39 are this
+// series; cmdLedgerAppend has been protobuf wire format from the start.
+const (
+	cmdLedgerAppend  commandType = 4                    // raftv1.LedgerBatch
+	cmdOwnerCreate   commandType = 20                   // raftv1.OwnerCreate
+	cmdEntryCreate   commandType = 21                   // raftv1.EntryCreate
+	cmdEntryBatch    commandType = 22                   // raftv1.EntryBatchCreate
+	cmdEntryDelete   commandType = 23                   // raftv1.EntryDelete
+	cmdAuthorityPut  commandType = 24                   // raftv1.AuthorityPut
+	cmdTokenCreate   commandType = 25                   // raftv1.TokenCreate
+	cmdAgentAttest   commandType = 26                   // raftv1.AgentAttest
+	cmdAgentRenew    commandType = 27                   // raftv1.AgentRenew
+	cmdAgentEvict    commandType = 28                   // raftv1.AgentEvict
+	cmdAgentBan      commandType = 29                   // raftv1.AgentBan
+	cmdEntryUpdate   commandType = 30                   // raftv1.EntryUpdate
+	cmdEntryState    commandType = 31                   // raftv1.EntryState
+	cmdOwnerOffboard commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
+	cmdAuditAppend   commandType = 33                   // raftv1.AuditAppend
+	cmdLedgerPrune   commandType = 34                   // raftv1.LedgerPrune (bounded by records)
+	cmdReviewSign    commandType = 35                   // raftv1.ReviewSign
+	cmdNodeVersion   commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
+)
+
+// Command versions. A node understands every command type up to its version; the leader proposes a type
+// only when every voter has reported a version that understands it (see version.go), and the state
+// records the highest version it has applied (a build older than that refuses to open it).
+const (
+	// commandVersionJSON: the types of the JSON era, and ledger-append.
+	commandVersionJSON uint32 = 1
+	// commandVersionWire: the protobuf types 20–36.
+	commandVersionWire uint32 = 2
+	// CommandVersion is the newest command version this build understands and proposes.
+	CommandVersion = commandVersionWire
+)
+
+// since returns the command version that introduced t. A type missing here is taken to need this
+// build's version: no older voter is assumed to understand it.
+func (t commandType) since() uint32 {
+	switch {
+	case t >= cmdOwnerCreateJSON && t <= cmdOwnerOffboardCheckedJSON:
+		return commandVersionJSON
+	case t >= cmdOwnerCreate && t <= cmdReviewSign, t == cmdNodeVersion:
+		return commandVersionWire
 	default:
-		return fmt.Sprintf("command-%d", uint8(t))
+		return CommandVersion
 	}
 }
 
-// Registry command payloads are JSON: they are rare, small, and readable in a log dump. The ledger batch,
-// the hot path, uses the compact protobuf wire encoding in ledger_codec.go.
+var commandNames = map[commandType]string{
+	cmdOwnerCreateJSON:          "owner-create/json",
+	cmdEntryCreateJSON:          "entry-create/json",
+	cmdEntryDeleteJSON:          "entry-delete/json",
+	cmdLedgerAppend:             "ledger-append",
+	cmdAuthorityPutJSON:         "authority-put/json",
+	cmdTokenCreateJSON:          "token-create/json",
+	cmdAgentAttestJSON:          "agent-attest/json",
+	cmdAgentRenewJSON:           "agent-renew/json",
+	cmdAgentEvictJSON:           "agent-evict/json",
+	cmdAgentBanJSON:             "agent-ban/json",
+	cmdEntryBatchJSON:           "entry-batch-create/json",
+	cmdEntryUpdateJSON:          "entry-update/json",
+	cmdEntryStateJSON:           "entry-state/json",
+	cmdOwnerOffboardJSON:        "owner-offboard/json",
+	cmdAuditAppendJSON:          "audit-append/json",
+	cmdLedgerPruneJSON:          "ledger-prune/json",
+	cmdReviewSignJSON:           "review-sign/json",
+	cmdLedgerPruneBoundedJSON:   "ledger-prune-bounded/json",
+	cmdOwnerOffboardCheckedJSON: "owner-offboard-checked/json",
+	cmdOwnerCreate:              "owner-create",
+	cmdEntryCreate:              "entry-create",
+	cmdEntryBatch:               "entry-batch-create",
+	cmdEntryDelete:              "entry-delete",
+	cmdAuthorityPut:             "authority-put",
+	cmdTokenCreate:              "token-create",
+	cmdAgentAttest:              "agent-attest",
+	cmdAgentRenew:               "agent-renew",
+	cmdAgentEvict:               "agent-evict",
+	cmdAgentBan:                 "agent-ban",
+	cmdEntryUpdate:              "entry-update",
+	cmdEntryState:               "entry-state",
+	cmdOwnerOffboard:            "owner-offboard",
+	cmdAuditAppend:              "audit-append",
+	cmdLedgerPrune:              "ledger-prune",
+	cmdReviewSign:               "review-sign",
+	cmdNodeVersion:              "node-version",
+}
+
+func (t commandType) String() string {
+	if n, ok := commandNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("command-%d", uint8(t))
+}
+
+// The JSON payloads of the legacy types decode into these structs, and the protobuf messages convert to
+// them (wire.go): the apply functions take them, so a legacy entry is applied exactly as it always was.
 type ownerCreateCmd struct {
 	Owner Owner     `json:"owner"`
 	Meta  auditMeta `json:"meta"`
@@ -112,10 +168,76 @@ type authorityPutCmd struct {
 	Meta      auditMeta `json:"meta"`
 }
 
-func encodeJSONCommand(t commandType, v any) ([]byte, error) {
-	payload, err := json.Marshal(v)
+// errBadCommand marks a log entry this node cannot decode; the FSM stops the node on it.
+var errBadCommand = errors.New("command does not decode")
+
+// wireOptions encode a command the same way every time (map fields sorted), so one command has one
+// encoding, which the golden tests pin.
+var wireOptions = proto.MarshalOptions{Deterministic: true}
+
+// encodeCommand returns the log entry for a protobuf command: the type byte, then the message.
+func encodeCommand(t commandType, m proto.Message) ([]byte, error) {
+	b, err := wireOptions.MarshalAppend([]byte{byte(t)}, m)
 	if err != nil {
 		return nil, fmt.Errorf("storage: encode %s: %w", t, err)
 	}
-	return append([]byte{byte(t)}, payload...), nil
+	return b, nil
+}
+
+// decodeWire decodes a protobuf payload strictly: a field this build does not know, anywhere in the
+// message, is an error (a replica that ignored it might apply the command differently from one that
+// did not).
+func decodeWire(payload []byte, m proto.Message) error {
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if path := unknownFieldAt(m.ProtoReflect(), ""); path != "" {
+		return fmt.Errorf("%w: %s has a field this node does not know: the command is newer than this node, upgrade it", errBadCommand, path)
+	}
+	return nil
+}
+
+// unknownFieldAt returns the path of the first message (m itself, or one nested in it) that holds
+// unknown fields, or "".
+func unknownFieldAt(m protoreflect.Message, path string) string {
+	if path == "" {
+		path = string(m.Descriptor().Name())
+	}
+	if len(m.GetUnknown()) > 0 {
+		return path
+	}
+	var found string
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Message() == nil || (fd.IsMap() && fd.MapValue().Message() == nil) {
+			return true
+		}
+		at := path + "." + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				found = unknownFieldAt(mv.Message(), fmt.Sprintf("%s[%v]", at, k.Interface()))
+				return found == ""
+			})
+			return found == ""
+		case fd.IsList():
+			for i := range v.List().Len() {
+				if found = unknownFieldAt(v.List().Get(i).Message(), fmt.Sprintf("%s[%d]", at, i)); found != "" {
+					return false
+				}
+			}
+			return true
+		default:
+			found = unknownFieldAt(v.Message(), at)
+			return found == ""
+		}
+	})
+	return found
+}
+
+// decodeJSON decodes the payload of a legacy JSON command, as this build always did.
+func decodeJSON(payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	return nil
 }

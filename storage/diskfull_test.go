@@ -42,7 +42,7 @@ func openFullStore(t *testing.T) (*Store, string) {
 // applyTooLarge hands the FSM, as Raft would, a committed entry the full state file has no room for.
 func applyTooLarge(t *testing.T, s *Store) (applied uint64, resp chan []any) {
 	t.Helper()
-	cmd, err := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: Owner{Name: "big", DisplayName: strings.Repeat("x", 2<<20)}})
+	cmd, err := encodeCommand(cmdOwnerCreate, ownerCreateCmd{Owner: Owner{Name: "big", DisplayName: strings.Repeat("x", 2<<20)}}.wire())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestStateFullThenClose(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	later, _ := encodeJSONCommand(cmdOwnerCreate, ownerCreateCmd{Owner: Owner{Name: "small"}})
+	later, _ := encodeCommand(cmdOwnerCreate, ownerCreateCmd{Owner: Owner{Name: "small"}}.wire())
 	r = (&fsm{s: s}).ApplyBatch([]*raft.Log{{Index: applied + 101, Type: raft.LogCommand, Data: later}})
 	if err, _ := r[0].(error); !errors.Is(err, ErrClosed) {
 		t.Fatalf("an entry after the abandoned one answered %v", r[0])

@@ -29,4 +29,10 @@ var (
 	ErrAuditBroken = errors.New("audit chain is broken")
 	// ErrAuditEmpty is returned when the audit log has no record to act on.
 	ErrAuditEmpty = errors.New("audit log is empty")
+	// ErrUpgradeInProgress is returned by a write whose command a server of the cluster does not
+	// understand yet (it runs an older signet): the message names the server. Retry once every server
+	// is upgraded.
+	ErrUpgradeInProgress = errors.New("cluster upgrade in progress")
+	// ErrStateTooNew is returned by Open for a state written by a newer signet.
+	ErrStateTooNew = errors.New("state was written by a newer signet")
 )

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 )
 
 // fsm is the raft.FSM: a thin adapter that hands each committed log entry to the command processor
@@ -31,7 +32,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		return errorResponses(len(logs), fmt.Errorf("storage: raft entries %d..%d: %w: the node is stopping", logs[0].Index, logs[len(logs)-1].Index, ErrClosed))
 	}
 	var resps []any
-	var posts []func()
+	var posts []func(*registry)
 	var last uint64
 	apply := func(tx *bolt.Tx) error {
 		resps, posts = make([]any, len(logs)), nil
@@ -46,14 +47,17 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if l.Type != raft.LogCommand {
 				continue
 			}
-			resp, post := f.s.applyCommand(tx, l.Index, l.Data)
-			if err, ok := resp.(error); ok && errors.Is(err, errCorruptState) {
-				// Not a refusal: the state file is damaged. Answering would hide it.
-				panic(fmt.Sprintf("storage: raft entry %d: %v", l.Index, err))
+			a, err := applyCommand(tx, l.Index, l.Data)
+			if err != nil {
+				// Skipping the entry would make this replica diverge; answering would hide the damage.
+				panic(fmt.Sprintf("storage: cannot apply the replicated log, stopping this node: %v", err))
 			}
-			resps[i] = resp
-			if post != nil {
-				posts = append(posts, post)
+			if a.skipped {
+				f.s.log.Warn("skipping an optional raft command this node does not know; upgrade it", "index", l.Index, "type", uint8(l.Data[0]))
+			}
+			resps[i] = a.resp
+			if a.publish != nil {
+				posts = append(posts, a.publish)
 			}
 		}
 		if last > applied {
@@ -90,7 +94,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	for _, p := range posts {
-		p()
+		p(f.s.reg)
 	}
 	f.s.rebuildProgress(last)
 	return resps
@@ -133,102 +137,167 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s *fsmSnapshot) Release() { _ = s.tx.Rollback() }
 
-// applyCommand decodes one command and dispatches it. It returns the response handed to the proposer (a
-// value, or an error for a command refused by the state) and an optional function publishing the change
-// to in-memory readers after commit. A command that cannot be decoded stops the node: skipping it would
-// make this replica diverge.
-func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func()) {
+// applied is what applying one command produced: resp, the response handed to the proposer (a value, or
+// an error for a command the state refused), and publish, which shows the change to in-memory readers
+// once the transaction has committed. skipped is set for an optional command this build does not know.
+type applied struct {
+	resp    any
+	publish func(*registry)
+	skipped bool
+}
+
+// applyFunc is the shape of every command's apply function: the transaction and the decoded command in,
+// the outcome out. It needs no Store, so forwarding, replay and tests can call it on any state database.
+// A returned error is a refusal by the state (handed to the proposer), unless it wraps errCorruptState
+// or errBadCommand: then this node cannot apply the entry.
+type applyFunc[C any] func(tx *bolt.Tx, c C) (applied, error)
+
+// applyCommand decodes one log entry (a type byte and its payload) and applies it to tx: the command
+// processor behind the FSM, free of any Store. The error return is reserved for an entry this node
+// cannot apply (it does not decode, its type is unknown and not optional, or the stored state is
+// corrupt): the FSM stops the node on it, because a replica that skips a write diverges. A refusal by
+// the state is a response, not an error.
+func applyCommand(tx *bolt.Tx, index uint64, data []byte) (applied, error) {
 	if len(data) == 0 {
-		panic(fmt.Sprintf("storage: raft entry %d: empty command", index))
+		return applied{}, fmt.Errorf("raft entry %d: %w: empty command", index, errBadCommand)
 	}
-	t, payload := commandType(data[0]), data[1:]
+	t := commandType(data[0])
+	a, err := dispatch(tx, index, t, data[1:])
+	switch {
+	case errors.Is(err, errUnknownCommand):
+		return applied{}, fmt.Errorf("raft entry %d: %w", index, err)
+	case errors.Is(err, errBadCommand), errors.Is(err, errCorruptState):
+		return applied{}, fmt.Errorf("raft entry %d (%s): %w", index, t, err)
+	case err != nil:
+		return applied{resp: err}, noteSchemaVersion(tx, t)
+	case a.skipped:
+		return a, nil
+	}
+	return a, noteSchemaVersion(tx, t)
+}
+
+// errUnknownCommand marks a command type this build does not know and may not skip.
+var errUnknownCommand = errors.New("unknown command type")
+
+// dispatch decodes the payload of a command of type t and calls its apply function.
+func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte) (applied, error) {
+	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c) }
+	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c) }
 	switch t {
-	case cmdOwnerCreate:
-		var c ownerCreateCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyOwnerCreate(tx, c)
-	case cmdEntryCreate:
-		var c entryCreateCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyEntryCreate(tx, c)
-	case cmdEntryBatch:
-		var c entryBatchCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyEntryBatch(tx, c)
-	case cmdEntryDelete:
-		var c entryDeleteCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyEntryDelete(tx, c)
-	case cmdAuthorityPut:
-		var c authorityPutCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAuthorityPut(tx, c)
 	case cmdLedgerAppend:
-		return s.applyLedgerAppend(tx, index, payload)
-	case cmdEntryUpdate:
-		var c entryUpdateCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyEntryUpdate(tx, c)
-	case cmdEntryState:
-		var c entryStateCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyEntryState(tx, c)
-	case cmdOwnerOffboard:
-		var c ownerOffboardCmd
-		mustDecode(index, t, payload, &c)
-		c.Checked = nil // this type carries no check: replicas must apply it as they always did
-		return s.applyOwnerOffboard(tx, c)
-	case cmdOwnerOffboardChecked:
-		var c ownerOffboardCmd
-		mustDecode(index, t, payload, &c)
-		if c.Checked == nil {
-			c.Checked = map[string]uint64{}
-		}
-		return s.applyOwnerOffboard(tx, c)
-	case cmdAuditAppend:
-		var c auditAppendCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAuditAppend(tx, c)
-	case cmdLedgerPrune:
-		var c ledgerPruneCmd
-		mustDecode(index, t, payload, &c)
-		c.MaxRecords = 0 // this type has no record bound: replicas must remove exactly what it always did
-		return s.applyLedgerPrune(tx, c).Batches, nil
-	case cmdLedgerPruneBounded:
-		var c ledgerPruneCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyLedgerPrune(tx, c), nil
-	case cmdReviewSign:
-		var c reviewSignCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyReviewSign(tx, c)
+		return applyLedgerAppend(tx, index, payload)
+	case cmdOwnerCreate:
+		return viaWire(tx, payload, ownerCreateFromWire, applyOwnerCreate)
+	case cmdEntryCreate:
+		return viaWire(tx, payload, entryCreateFromWire, applyEntryCreate)
+	case cmdEntryBatch:
+		return viaWire(tx, payload, entryBatchFromWire, applyEntryBatch)
+	case cmdEntryDelete:
+		return viaWire(tx, payload, entryDeleteFromWire, applyEntryDelete)
+	case cmdAuthorityPut:
+		return viaWire(tx, payload, authorityPutFromWire, applyAuthorityPut)
 	case cmdTokenCreate:
-		var c tokenCreateCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyTokenCreate(tx, c)
+		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest:
-		var c agentAttestCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAgentAttest(tx, index, c)
+		return viaWire(tx, payload, agentAttestFromWire, attest)
 	case cmdAgentRenew:
-		var c agentRenewCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAgentRenew(tx, index, c)
+		return viaWire(tx, payload, agentRenewFromWire, renew)
 	case cmdAgentEvict:
-		var c agentEvictCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAgentEvict(tx, c)
+		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)
 	case cmdAgentBan:
-		var c agentBanCmd
-		mustDecode(index, t, payload, &c)
-		return s.applyAgentBan(tx, c)
+		return viaWire(tx, payload, agentBanFromWire, applyAgentBan)
+	case cmdEntryUpdate:
+		return viaWire(tx, payload, entryUpdateFromWire, applyEntryUpdate)
+	case cmdEntryState:
+		return viaWire(tx, payload, entryStateFromWire, applyEntryState)
+	case cmdOwnerOffboard:
+		return viaWire(tx, payload, ownerOffboardFromWire, applyOwnerOffboard)
+	case cmdAuditAppend:
+		return viaWire(tx, payload, auditAppendFromWire, applyAuditAppend)
+	case cmdLedgerPrune:
+		return viaWire(tx, payload, ledgerPruneFromWire, applyLedgerPrune)
+	case cmdReviewSign:
+		return viaWire(tx, payload, reviewSignFromWire, applyReviewSign)
+	case cmdNodeVersion:
+		return viaWire(tx, payload, nodeVersionFromWire, applyNodeVersion)
+
+	// The JSON era: replayed exactly as before, never proposed.
+	case cmdOwnerCreateJSON:
+		return viaJSON(tx, payload, applyOwnerCreate)
+	case cmdEntryCreateJSON:
+		return viaJSON(tx, payload, applyEntryCreate)
+	case cmdEntryBatchJSON:
+		return viaJSON(tx, payload, applyEntryBatch)
+	case cmdEntryDeleteJSON:
+		return viaJSON(tx, payload, applyEntryDelete)
+	case cmdAuthorityPutJSON:
+		return viaJSON(tx, payload, applyAuthorityPut)
+	case cmdTokenCreateJSON:
+		return viaJSON(tx, payload, applyTokenCreate)
+	case cmdAgentAttestJSON:
+		return viaJSON(tx, payload, attest)
+	case cmdAgentRenewJSON:
+		return viaJSON(tx, payload, renew)
+	case cmdAgentEvictJSON:
+		return viaJSON(tx, payload, applyAgentEvict)
+	case cmdAgentBanJSON:
+		return viaJSON(tx, payload, applyAgentBan)
+	case cmdEntryUpdateJSON:
+		return viaJSON(tx, payload, applyEntryUpdate)
+	case cmdEntryStateJSON:
+		return viaJSON(tx, payload, applyEntryState)
+	case cmdOwnerOffboardJSON:
+		return viaJSON(tx, payload, func(tx *bolt.Tx, c ownerOffboardCmd) (applied, error) {
+			c.Checked = nil // this type carries no check: replicas must apply it as they always did
+			return applyOwnerOffboard(tx, c)
+		})
+	case cmdOwnerOffboardCheckedJSON:
+		return viaJSON(tx, payload, func(tx *bolt.Tx, c ownerOffboardCmd) (applied, error) {
+			if c.Checked == nil {
+				c.Checked = map[string]uint64{}
+			}
+			return applyOwnerOffboard(tx, c)
+		})
+	case cmdAuditAppendJSON:
+		return viaJSON(tx, payload, applyAuditAppend)
+	case cmdLedgerPruneJSON:
+		return viaJSON(tx, payload, func(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
+			c.MaxRecords = 0 // this type has no record bound: replicas must remove exactly what it always did
+			a, err := applyLedgerPrune(tx, c)
+			a.resp = a.resp.(pruneResult).Batches // and it answered with the batch count
+			return a, err
+		})
+	case cmdLedgerPruneBoundedJSON:
+		return viaJSON(tx, payload, applyLedgerPrune)
+	case cmdReviewSignJSON:
+		return viaJSON(tx, payload, applyReviewSign)
 	default:
 		if t&ignoreIfUnknown != 0 {
-			s.log.Warn("skipping unknown optional raft command; upgrade this node", "index", index, "type", uint8(t))
-			return nil, nil
+			return applied{skipped: true}, nil
 		}
-		panic(fmt.Sprintf("storage: raft entry %d: unknown command type %d: this node is older than the cluster, upgrade it", index, uint8(t)))
+		return applied{}, fmt.Errorf("%w %d: this node is older than the cluster's log (it understands command version %d): upgrade it", errUnknownCommand, uint8(t), CommandVersion)
 	}
+}
+
+// viaWire decodes a protobuf payload strictly into M, converts it with from and applies it.
+func viaWire[M any, PM interface {
+	*M
+	proto.Message
+}, C any](tx *bolt.Tx, payload []byte, from func(PM) C, apply applyFunc[C]) (applied, error) {
+	m := PM(new(M))
+	if err := decodeWire(payload, m); err != nil {
+		return applied{}, err
+	}
+	return apply(tx, from(m))
+}
+
+// viaJSON decodes a legacy JSON payload and applies it.
+func viaJSON[C any](tx *bolt.Tx, payload []byte, apply applyFunc[C]) (applied, error) {
+	var c C
+	if err := decodeJSON(payload, &c); err != nil {
+		return applied{}, err
+	}
+	return apply(tx, c)
 }
 
 // errCorruptState marks stored state that does not decode. Code shared by the FSM and reads returns it
@@ -241,12 +310,6 @@ func decodeStored(what, key string, v []byte, out any) error {
 		return fmt.Errorf("%s %q: %w: %v", what, key, errCorruptState, err)
 	}
 	return nil
-}
-
-func mustDecode(index uint64, t commandType, payload []byte, v any) {
-	if err := json.Unmarshal(payload, v); err != nil {
-		panic(fmt.Sprintf("storage: raft entry %d: decode %s: %v", index, t, err))
-	}
 }
 
 func mustPut(b *bolt.Bucket, k, v []byte) {
@@ -279,86 +342,93 @@ func nextRevision(tx *bolt.Tx) uint64 {
 	return rev
 }
 
-func (s *Store) applyOwnerCreate(tx *bolt.Tx, c ownerCreateCmd) (any, func()) {
+func applyOwnerCreate(tx *bolt.Tx, c ownerCreateCmd) (applied, error) {
 	b := tx.Bucket(bucketOwners)
 	if v := b.Get([]byte(c.Owner.Name)); v != nil {
 		if c.IfMissing {
 			var existing Owner
-			mustDecode(0, cmdOwnerCreate, v, &existing)
-			return existing, nil
+			if err := decodeStored("owner", c.Owner.Name, v, &existing); err != nil {
+				return applied{}, err
+			}
+			return applied{resp: existing}, nil
 		}
-		return fmt.Errorf("owner %q: %w", c.Owner.Name, ErrOwnerExists), nil
+		return applied{}, fmt.Errorf("owner %q: %w", c.Owner.Name, ErrOwnerExists)
 	}
 	rev := nextRevision(tx)
 	o := c.Owner
 	mustPut(b, []byte(o.Name), mustJSON(&o))
 	appendAudit(tx, c.Meta.record("owner.create", o.Name), nil, &o)
-	return o, func() { s.reg.ownerPut(&o, rev) }
+	return applied{resp: o, publish: func(r *registry) { r.ownerPut(&o, rev) }}, nil
 }
 
-func (s *Store) applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (any, func()) {
+func applyEntryCreate(tx *bolt.Tx, c entryCreateCmd) (applied, error) {
 	e := c.Entry
 	entries := tx.Bucket(bucketEntries)
 	if entries.Get([]byte(e.ID)) != nil {
-		return fmt.Errorf("entry %q: %w: ID already in use", e.ID, ErrInvalid), nil
+		return applied{}, fmt.Errorf("entry %q: %w: ID already in use", e.ID, ErrInvalid)
 	}
 	if err := checkOwnerUsable(tx, e.Owner); err != nil {
-		return fmt.Errorf("entry %q: %w", e.SPIFFEID, err), nil
+		return applied{}, fmt.Errorf("entry %q: %w", e.SPIFFEID, err)
 	}
 	keys := tx.Bucket(bucketEntryKeys)
 	ik := []byte(e.identityKey())
 	if id := keys.Get(ik); id != nil {
-		return fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", e.SPIFFEID, ErrEntryExists, id), nil
+		return applied{}, fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", e.SPIFFEID, ErrEntryExists, id)
 	}
 	e.Revision = nextRevision(tx)
 	mustPut(entries, []byte(e.ID), mustJSON(&e))
 	mustPut(keys, ik, []byte(e.ID))
 	appendAudit(tx, c.Meta.record("entry.create", e.ID), nil, &e)
-	return e, func() { s.reg.entryPut(&e, e.Revision) }
+	return applied{resp: e, publish: func(r *registry) { r.entryPut(&e, e.Revision) }}, nil
 }
 
 // applyEntryBatch creates each entry like applyEntryCreate; each succeeds or fails on its own. The
 // response is a []BatchResult in request order.
-func (s *Store) applyEntryBatch(tx *bolt.Tx, c entryBatchCmd) (any, func()) {
+func applyEntryBatch(tx *bolt.Tx, c entryBatchCmd) (applied, error) {
 	results := make([]BatchResult, len(c.Entries))
-	var posts []func()
+	var posts []func(*registry)
 	for i := range c.Entries {
-		resp, post := s.applyEntryCreate(tx, entryCreateCmd{Entry: c.Entries[i], Meta: c.Meta})
-		if err, ok := resp.(error); ok {
+		a, err := applyEntryCreate(tx, entryCreateCmd{Entry: c.Entries[i], Meta: c.Meta})
+		if errors.Is(err, errCorruptState) {
+			return applied{}, err
+		}
+		if err != nil {
 			results[i].Err = err
 			continue
 		}
-		results[i].Entry = resp.(Entry)
-		posts = append(posts, post)
+		results[i].Entry = a.resp.(Entry)
+		posts = append(posts, a.publish)
 	}
-	return results, func() {
+	return applied{resp: results, publish: func(r *registry) {
 		for _, p := range posts {
-			p()
+			p(r)
 		}
-	}
+	}}, nil
 }
 
-func (s *Store) applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (any, func()) {
+func applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (applied, error) {
 	entries := tx.Bucket(bucketEntries)
 	v := entries.Get([]byte(c.ID))
 	if v == nil {
-		return fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound), nil
+		return applied{}, fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound)
 	}
 	var e Entry
-	mustDecode(0, cmdEntryDelete, v, &e)
+	if err := decodeStored("entry", c.ID, v, &e); err != nil {
+		return applied{}, err
+	}
 	rev := nextRevision(tx)
 	mustDelete(entries, []byte(c.ID))
 	mustDelete(tx.Bucket(bucketEntryKeys), []byte(e.identityKey()))
 	appendAudit(tx, c.Meta.record("entry.delete", e.ID), &e, nil)
-	return e, func() { s.reg.entryDelete(c.ID, rev) }
+	return applied{resp: e, publish: func(r *registry) { r.entryDelete(c.ID, rev) }}, nil
 }
 
-func (s *Store) applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (any, func()) {
+func applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (applied, error) {
 	a := c.Authority
 	b := tx.Bucket(bucketAuthorities)
 	k := []byte(a.Kind.key(a.ID))
 	if b.Get(k) != nil {
-		return nil, nil // already published: idempotent
+		return applied{}, nil // already published: idempotent
 	}
 	meta := tx.Bucket(bucketMeta)
 	seq := getUint64(meta, keyBundleSeq) + 1
@@ -367,5 +437,5 @@ func (s *Store) applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (any, func()) 
 	}
 	mustPut(b, k, mustJSON(&a))
 	appendAudit(tx, c.Meta.record("bundle.add-"+string(a.Kind), a.ID), nil, &a)
-	return nil, func() { s.reg.authorityPut(&a, seq) }
+	return applied{resp: nil, publish: func(r *registry) { r.authorityPut(&a, seq) }}, nil
 }

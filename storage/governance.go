@@ -86,21 +86,21 @@ type ownerOffboardCmd struct {
 	Mode  string    `json:"mode"`
 	To    string    `json:"to,omitempty"`
 	Meta  auditMeta `json:"meta"`
-	// Checked (cmdOwnerOffboardChecked only) is every entry the proposer checked against the entry
-	// policy, ID → revision: the FSM refuses (ErrConflict) if the owner's entries are not exactly these.
+	// Checked, when not nil, is every entry the proposer checked against the entry policy, ID →
+	// revision: the FSM refuses (ErrConflict) if the owner's entries are not exactly these.
 	Checked map[string]uint64 `json:"checked,omitempty"`
 }
 
 type ledgerPruneCmd struct {
 	Before     time.Time `json:"before"`
 	MaxBatches int       `json:"max_batches"`
-	// MaxRecords bounds the records one command removes (cmdLedgerPruneBounded; the older cmdLedgerPrune
-	// has no such bound and is applied without one). A batch is never split: the first batch is removed
+	// MaxRecords bounds the records one command removes (the legacy cmdLedgerPruneJSON has no such
+	// bound and is applied without one). A batch is never split: the first batch is removed
 	// whatever its size, so every command makes progress.
 	MaxRecords int `json:"max_records,omitempty"`
 }
 
-// pruneResult is the FSM's answer to cmdLedgerPruneBounded.
+// pruneResult is the FSM's answer to a ledger prune (but the legacy cmdLedgerPruneJSON).
 type pruneResult struct {
 	Batches, Records int
 	// Bounded is set when the command stopped at MaxRecords with older batches still before Before.
@@ -153,25 +153,27 @@ type EntryStats struct {
 
 const maxStatsAgents = 64
 
-func (s *Store) applyEntryUpdate(tx *bolt.Tx, c entryUpdateCmd) (any, func()) {
+func applyEntryUpdate(tx *bolt.Tx, c entryUpdateCmd) (applied, error) {
 	entries := tx.Bucket(bucketEntries)
 	v := entries.Get([]byte(c.Entry.ID))
 	if v == nil {
-		return fmt.Errorf("entry %q: %w", c.Entry.ID, ErrEntryNotFound), nil
+		return applied{}, fmt.Errorf("entry %q: %w", c.Entry.ID, ErrEntryNotFound)
 	}
 	var old Entry
-	mustDecode(0, cmdEntryUpdate, v, &old)
+	if err := decodeStored("entry", c.Entry.ID, v, &old); err != nil {
+		return applied{}, err
+	}
 	if old.Revision != c.PrevRevision {
-		return fmt.Errorf("entry %q: %w (revision %d, the update was based on %d): read it again", old.ID, ErrConflict, old.Revision, c.PrevRevision), nil
+		return applied{}, fmt.Errorf("entry %q: %w (revision %d, the update was based on %d): read it again", old.ID, ErrConflict, old.Revision, c.PrevRevision)
 	}
 	if err := checkOwnerUsable(tx, c.Entry.Owner); err != nil {
-		return fmt.Errorf("entry %q: %w", old.ID, err), nil
+		return applied{}, fmt.Errorf("entry %q: %w", old.ID, err)
 	}
 	keys := tx.Bucket(bucketEntryKeys)
 	oldKey, newKey := []byte(old.identityKey()), []byte(c.Entry.identityKey())
 	if string(oldKey) != string(newKey) {
 		if id := keys.Get(newKey); id != nil {
-			return fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", c.Entry.SPIFFEID, ErrEntryExists, id), nil
+			return applied{}, fmt.Errorf("entry %q: %w (entry %s has the same SPIFFE ID, parent and selectors)", c.Entry.SPIFFEID, ErrEntryExists, id)
 		}
 		mustDelete(keys, oldKey)
 		mustPut(keys, newKey, []byte(old.ID))
@@ -180,7 +182,7 @@ func (s *Store) applyEntryUpdate(tx *bolt.Tx, c entryUpdateCmd) (any, func()) {
 	e.Revision = nextRevision(tx)
 	mustPut(entries, []byte(e.ID), mustJSON(&e))
 	appendAudit(tx, c.Meta.record("entry.update", e.ID), &old, &e)
-	return e, func() { s.reg.entryPut(&e, e.Revision) }
+	return applied{resp: e, publish: func(r *registry) { r.entryPut(&e, e.Revision) }}, nil
 }
 
 // checkOwnerUsable refuses an owner that does not exist or was offboarded.
@@ -199,39 +201,41 @@ func checkOwnerUsable(tx *bolt.Tx, name string) error {
 	return nil
 }
 
-func (s *Store) applyEntryState(tx *bolt.Tx, c entryStateCmd) (any, func()) {
+func applyEntryState(tx *bolt.Tx, c entryStateCmd) (applied, error) {
 	entries := tx.Bucket(bucketEntries)
 	v := entries.Get([]byte(c.ID))
 	if v == nil {
-		return fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound), nil
+		return applied{}, fmt.Errorf("entry %q: %w", c.ID, ErrEntryNotFound)
 	}
 	var old Entry
-	mustDecode(0, cmdEntryState, v, &old)
+	if err := decodeStored("entry", c.ID, v, &old); err != nil {
+		return applied{}, err
+	}
 	e := old
 	switch c.Action {
 	case EntryDisable:
 		e.Disabled, e.DisabledAt, e.DisabledBy, e.DisabledReason = true, c.Meta.Time, c.Meta.Actor, c.Meta.Reason
 	case EntryEnable:
 		if err := checkOwnerUsable(tx, e.Owner); err != nil {
-			return fmt.Errorf("entry %q: cannot enable: %w; reassign it first", e.ID, err), nil
+			return applied{}, fmt.Errorf("entry %q: cannot enable: %w; reassign it first", e.ID, err)
 		}
 		e.Disabled, e.DisabledAt, e.DisabledBy, e.DisabledReason = false, time.Time{}, "", ""
 	case EntryApprove:
 		if !e.Pending {
-			return fmt.Errorf("entry %q: %w", e.ID, ErrNotPending), nil
+			return applied{}, fmt.Errorf("entry %q: %w", e.ID, ErrNotPending)
 		}
 		if c.Meta.Actor == e.CreatedBy || c.Meta.Actor == e.UpdatedBy {
-			return fmt.Errorf("entry %q: %w (%s): another admin must approve it", e.ID, ErrSameApprover, c.Meta.Actor), nil
+			return applied{}, fmt.Errorf("entry %q: %w (%s): another admin must approve it", e.ID, ErrSameApprover, c.Meta.Actor)
 		}
 		e.Pending, e.ApprovedBy, e.ApprovedAt = false, c.Meta.Actor, c.Meta.Time
 	default:
-		return fmt.Errorf("entry %q: %w: unknown state change %q", e.ID, ErrInvalid, c.Action), nil
+		return applied{}, fmt.Errorf("entry %q: %w: unknown state change %q", e.ID, ErrInvalid, c.Action)
 	}
 	e.UpdatedAt, e.UpdatedBy, e.UpdateReason = c.Meta.Time, c.Meta.Actor, c.Meta.Reason
 	e.Revision = nextRevision(tx)
 	mustPut(entries, []byte(e.ID), mustJSON(&e))
 	appendAudit(tx, c.Meta.record("entry."+c.Action, e.ID), &old, &e)
-	return e, func() { s.reg.entryPut(&e, e.Revision) }
+	return applied{resp: e, publish: func(r *registry) { r.entryPut(&e, e.Revision) }}, nil
 }
 
 // OffboardResult is what an offboarding changed (or, for a plan, would change).
@@ -364,14 +368,14 @@ func planOffboard(tx *bolt.Tx, c ownerOffboardCmd) (offboardPlan, error) {
 	return p, nil
 }
 
-func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()) {
+func applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (applied, error) {
 	p, err := planOffboard(tx, c)
 	if err != nil {
-		return err, nil
+		return applied{}, err
 	}
 	if c.Checked != nil {
 		if err := p.matches(c.Checked); err != nil {
-			return fmt.Errorf("owner %q: %w", c.Owner, err), nil
+			return applied{}, fmt.Errorf("owner %q: %w", c.Owner, err)
 		}
 	}
 	entries := tx.Bucket(bucketEntries)
@@ -390,15 +394,15 @@ func (s *Store) applyOwnerOffboard(tx *bolt.Tx, c ownerOffboardCmd) (any, func()
 		panic(fmt.Sprintf("storage: put revision: %v", err))
 	}
 	appendAudit(tx, c.Meta.record("owner.offboard", o.Name), &p.owner.before, &o)
-	return p.result(), func() {
+	return applied{resp: p.result(), publish: func(r *registry) {
 		for _, e := range p.entries {
-			s.reg.entryPut(&e.after, e.after.Revision)
+			r.entryPut(&e.after, e.after.Revision)
 		}
 		for _, t := range p.tokens {
-			s.reg.tokenPut(&t.after)
+			r.tokenPut(&t.after)
 		}
-		s.reg.ownerPut(&o, p.revision)
-	}
+		r.ownerPut(&o, p.revision)
+	}}, nil
 }
 
 // statsDays is how many days of daily issuance counts an entry's stats keep (today and 14 before).
@@ -536,15 +540,15 @@ func (s *Store) EntryStats(id string) (EntryStats, error) {
 	return st.public(), nil
 }
 
-func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
-	var posts []func()
+func applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (applied, error) {
+	var posts []func(*registry)
 	entries := tx.Bucket(bucketEntries)
 	for _, d := range c.Review.Decisions {
 		if d.Decision != ReviewKeep && d.Decision != ReviewDisable {
-			return fmt.Errorf("review: entry %q: %w: decision %q (keep or disable)", d.EntryID, ErrInvalid, d.Decision), nil
+			return applied{}, fmt.Errorf("review: entry %q: %w: decision %q (keep or disable)", d.EntryID, ErrInvalid, d.Decision)
 		}
 		if entries.Get([]byte(d.EntryID)) == nil {
-			return fmt.Errorf("review: entry %q: %w", d.EntryID, ErrEntryNotFound), nil
+			return applied{}, fmt.Errorf("review: entry %q: %w", d.EntryID, ErrEntryNotFound)
 		}
 	}
 	for _, d := range c.Review.Decisions {
@@ -552,7 +556,9 @@ func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
 			continue
 		}
 		var old Entry
-		mustDecode(0, cmdReviewSign, entries.Get([]byte(d.EntryID)), &old)
+		if err := decodeStored("entry", d.EntryID, entries.Get([]byte(d.EntryID)), &old); err != nil {
+			return applied{}, err
+		}
 		if old.Disabled {
 			continue
 		}
@@ -565,22 +571,22 @@ func (s *Store) applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (any, func()) {
 		e.Revision = nextRevision(tx)
 		mustPut(entries, []byte(e.ID), mustJSON(&e))
 		appendAudit(tx, c.Meta.record("entry.disable", e.ID), &old, &e)
-		posts = append(posts, func() { s.reg.entryPut(&e, e.Revision) })
+		posts = append(posts, func(reg *registry) { reg.entryPut(&e, e.Revision) })
 	}
 	r := c.Review
 	mustPut(tx.Bucket(bucketReviews), []byte(r.ID), mustJSON(&r))
 	appendAudit(tx, c.Meta.record("review.sign", r.ID), nil, &r)
-	return r, func() {
+	return applied{resp: r, publish: func(reg *registry) {
 		for _, p := range posts {
-			p()
+			p(reg)
 		}
-	}
+	}}, nil
 }
 
 // applyLedgerPrune deletes the oldest ledger batches issued before Before, with their index keys: at most
 // MaxBatches batches and, when MaxRecords is set, at most that many records (but always at least one
 // batch), so that one Raft entry stays cheap to apply.
-func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
+func applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
 	ledger := tx.Bucket(bucketLedger)
 	byID := tx.Bucket(bucketLedgerByID)
 	idx := [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry), tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)}
@@ -634,7 +640,7 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
 	for _, bk := range doomed {
 		mustDelete(ledger, bk)
 	}
-	return res
+	return applied{resp: res}, nil
 }
 
 // PlanOffboard returns what OffboardOwner with the same arguments would change, read from this node's
@@ -656,7 +662,7 @@ func (s *Store) PlanOffboard(ctx context.Context, owner, mode, to, reason string
 
 // UpdateEntry replaces an entry (validated by the caller) if its revision is still prevRevision.
 func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, reason string) (Entry, error) {
-	resp, err := s.applyJSON(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: s.newMeta(ctx, reason)})
+	resp, err := s.propose(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: s.newMeta(ctx, reason)}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: update entry: %w", err)
 	}
@@ -665,7 +671,7 @@ func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, r
 
 // SetEntryState disables, enables or approves an entry.
 func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (Entry, error) {
-	resp, err := s.applyJSON(ctx, cmdEntryState, entryStateCmd{ID: id, Action: action, Meta: s.newMeta(ctx, reason)})
+	resp, err := s.propose(ctx, cmdEntryState, entryStateCmd{ID: id, Action: action, Meta: s.newMeta(ctx, reason)}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: %s entry: %w", action, err)
 	}
@@ -675,7 +681,7 @@ func (s *Store) SetEntryState(ctx context.Context, id, action, reason string) (E
 // OffboardOwner reassigns (mode OffboardReassign, to) or disables (OffboardDisable) every entry and
 // unused join token of owner, and marks the owner offboarded, in one Raft write.
 func (s *Store) OffboardOwner(ctx context.Context, owner, mode, to, reason string) (OffboardResult, error) {
-	resp, err := s.applyJSON(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason)})
+	resp, err := s.propose(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason)}.wire())
 	if err != nil {
 		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
 	}
@@ -689,7 +695,7 @@ func (s *Store) OffboardOwnerChecked(ctx context.Context, owner, mode, to, reaso
 	if checked == nil {
 		checked = map[string]uint64{} // nil would mean "not checked"
 	}
-	resp, err := s.applyJSON(ctx, cmdOwnerOffboardChecked, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason), Checked: checked})
+	resp, err := s.propose(ctx, cmdOwnerOffboard, ownerOffboardCmd{Owner: owner, Mode: mode, To: to, Meta: s.newMeta(ctx, reason), Checked: checked}.wire())
 	if err != nil {
 		return OffboardResult{}, fmt.Errorf("storage: offboard owner: %w", err)
 	}
@@ -698,7 +704,7 @@ func (s *Store) OffboardOwnerChecked(ctx context.Context, owner, mode, to, reaso
 
 // SignReview records an access review and disables the entries it decided to disable, in one write.
 func (s *Store) SignReview(ctx context.Context, r Review) (Review, error) {
-	resp, err := s.applyJSON(ctx, cmdReviewSign, reviewSignCmd{Review: r, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdReviewSign, reviewSignCmd{Review: r, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Review{}, fmt.Errorf("storage: sign review: %w", err)
 	}
@@ -715,7 +721,7 @@ func (s *Store) PruneLedger(ctx context.Context, before time.Time, maxBatches in
 func (s *Store) pruneLedger(ctx context.Context, before time.Time, maxBatches, maxRecords int) (int, error) {
 	total := 0
 	for total < maxBatches {
-		resp, err := s.applyJSON(ctx, cmdLedgerPruneBounded, ledgerPruneCmd{Before: before, MaxBatches: maxBatches - total, MaxRecords: maxRecords})
+		resp, err := s.propose(ctx, cmdLedgerPrune, ledgerPruneCmd{Before: before, MaxBatches: maxBatches - total, MaxRecords: maxRecords}.wire())
 		if err != nil {
 			return total, fmt.Errorf("storage: prune ledger before %s: %w", before.Format(time.RFC3339), err)
 		}

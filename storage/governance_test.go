@@ -302,7 +302,7 @@ func TestLedgerPruneIsBoundedByRecords(t *testing.T) {
 			s := openTestStoreClock(t, t.TempDir(), stepClock(base))
 			defer s.Close()
 			appendBatches(t, s, 8, 4)
-			resp, err := s.applyJSON(ctx, cmdLedgerPruneBounded, ledgerPruneCmd{Before: cutoff, MaxBatches: tc.maxBatches, MaxRecords: tc.maxRecords})
+			resp, err := s.propose(ctx, cmdLedgerPrune, ledgerPruneCmd{Before: cutoff, MaxBatches: tc.maxBatches, MaxRecords: tc.maxRecords}.wire())
 			if err != nil {
 				t.Fatal(err)
 			}

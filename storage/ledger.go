@@ -114,18 +114,21 @@ func decodePositions(b []byte) ([]uint32, error) {
 	return out, nil
 }
 
-func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (any, func()) {
+func applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (applied, error) {
 	raws, err := splitLedgerBatch(payload)
 	if err != nil {
-		panic(fmt.Sprintf("storage: raft entry %d: %v", index, err))
+		return applied{}, fmt.Errorf("%w: ledger batch: %w", errBadCommand, err)
 	}
 	if len(raws) == 0 {
-		return 0, nil
+		return applied{resp: 0}, nil
 	}
 	fields := make([]indexedFields, len(raws))
 	for i, raw := range raws {
+		if err = checkRecordFields(raw); err != nil {
+			return applied{}, fmt.Errorf("%w: ledger record %d: %w", errBadCommand, i, err)
+		}
 		if fields[i], err = scanIndexed(raw); err != nil {
-			panic(fmt.Sprintf("storage: raft entry %d record %d: %v", index, i, err))
+			return applied{}, fmt.Errorf("%w: ledger record %d: %w", errBadCommand, i, err)
 		}
 	}
 	// The batch time is the proposal's stamp, kept strictly increasing across batches (a new leader's
@@ -160,7 +163,7 @@ func (s *Store) applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (an
 		}
 	}
 	recordStats(tx, t, groups[1], fields)
-	return len(raws), nil
+	return applied{resp: len(raws)}, nil
 }
 
 // batchValue is how a batch is stored: the record count n (4 bytes), then n+1 offsets (4 bytes each)

@@ -9,8 +9,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Ledger records use the protobuf wire format, written by hand with protowire: compact, fast, and
-// forward compatible (a decoder skips fields it does not know). Field numbers are fixed forever:
+// Ledger records use the protobuf wire format of raftv1.Issuance, written by hand with protowire:
+// compact and fast. The FSM accepts only the fields below (checkRecordFields); reads skip any other.
+// Field numbers are fixed forever:
 //
 //	1 id  2 kind  3 spiffe_id  4 entry_id  5 owner  6 selectors (repeated)  7 audience (repeated)
 //	8 public_key_sha256  9 issued_at (unix ns)  10 expires_at (unix ns)  11 node  12 agent
@@ -178,8 +179,9 @@ func (u *unstampedBatch) appendStamped(b []byte, t time.Time) []byte {
 	return b
 }
 
-// splitLedgerBatch returns the encoded records of a ledger-append payload (without the type byte).
-// The returned slices alias payload.
+// splitLedgerBatch returns the encoded records of a ledger-append payload (without the type byte): a
+// raftv1.LedgerBatch, decoded strictly (a field other than records is an error). The returned slices
+// alias payload.
 func splitLedgerBatch(payload []byte) ([][]byte, error) {
 	var out [][]byte
 	for len(payload) > 0 {
@@ -188,20 +190,44 @@ func splitLedgerBatch(payload []byte) ([][]byte, error) {
 			return nil, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
 		}
 		payload = payload[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(payload)
-			if n < 0 {
-				return nil, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
-			}
-			out = append(out, v)
-			payload = payload[n:]
-			continue
+		if num != 1 || typ != protowire.BytesType {
+			return nil, fmt.Errorf("%w: the batch has field %d (wire type %d), this node knows only field 1 (records)", errBadRecord, num, typ)
 		}
-		n = protowire.ConsumeFieldValue(num, typ, payload)
+		v, n := protowire.ConsumeBytes(payload)
 		if n < 0 {
 			return nil, fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
 		}
+		out = append(out, v)
 		payload = payload[n:]
 	}
 	return out, nil
+}
+
+// checkRecordFields refuses a record with a field this node does not know, or a known field of the
+// wrong wire type. The FSM checks every record before storing it: records are stored as they arrive,
+// and a field one replica indexed and another ignored would make them diverge.
+func checkRecordFields(raw []byte) error {
+	for len(raw) > 0 {
+		num, typ, n := protowire.ConsumeTag(raw)
+		if n < 0 {
+			return fmt.Errorf("%w: %v", errBadRecord, protowire.ParseError(n))
+		}
+		raw = raw[n:]
+		want := protowire.BytesType
+		switch num {
+		case fKind, fIssuedAt, fExpiresAt:
+			want = protowire.VarintType
+		case fID, fSPIFFEID, fEntryID, fOwner, fSelectors, fAudience, fPublicKeySHA256, fNode, fAgent, fNodeAttestation:
+		default:
+			return fmt.Errorf("%w: field %d is unknown to this node: the record is newer than this node, upgrade it", errBadRecord, num)
+		}
+		if typ != want {
+			return fmt.Errorf("%w: field %d has wire type %d, want %d", errBadRecord, num, typ, want)
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, raw); n < 0 {
+			return fmt.Errorf("%w: field %d: %v", errBadRecord, num, protowire.ParseError(n))
+		}
+		raw = raw[n:]
+	}
+	return nil
 }

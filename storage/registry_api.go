@@ -5,21 +5,27 @@ import (
 	"context"
 	"fmt"
 	"slices"
+
+	"google.golang.org/protobuf/proto"
 )
 
-// applyJSON proposes a JSON command and waits for its result.
-func (s *Store) applyJSON(ctx context.Context, t commandType, v any) (any, error) {
-	cmd, err := encodeJSONCommand(t, v)
+// propose encodes a protobuf command, proposes it (refused with ErrUpgradeInProgress while a server of
+// the cluster would not understand it) and waits for its result.
+func (s *Store) propose(ctx context.Context, t commandType, m proto.Message) (any, error) {
+	cmd, err := encodeCommand(t, m)
 	if err != nil {
 		return nil, err
 	}
 	return s.apply(ctx, cmd)
 }
 
-// applyWithLedger proposes a JSON command that carries ledger records (stamped like any ledger batch)
-// and waits for its result.
-func (s *Store) applyWithLedger(ctx context.Context, t commandType, recs []Issuance, build func(ledger []byte) any) (any, error) {
-	p := s.proposeStamped(ctx, recs, func(batch []byte) ([]byte, error) { return encodeJSONCommand(t, build(batch)) })
+// proposeWithLedger proposes a protobuf command that carries ledger records (stamped like any ledger
+// batch; build makes the command from their encoded batch) and waits for its result.
+func (s *Store) proposeWithLedger(ctx context.Context, t commandType, recs []Issuance, build func(ledger []byte) proto.Message) (any, error) {
+	if err := s.checkProposable([]byte{byte(t)}); err != nil {
+		return nil, err
+	}
+	p := s.proposeStamped(ctx, recs, func(batch []byte) ([]byte, error) { return encodeCommand(t, build(batch)) })
 	p.op = t.String()
 	if err := p.Wait(ctx); err != nil {
 		return nil, err
@@ -38,7 +44,7 @@ func (s *Store) EnsureOwner(ctx context.Context, o Owner) (Owner, error) {
 }
 
 func (s *Store) createOwner(ctx context.Context, o Owner, ifMissing bool) (Owner, error) {
-	resp, err := s.applyJSON(ctx, cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdOwnerCreate, ownerCreateCmd{Owner: o, IfMissing: ifMissing, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Owner{}, fmt.Errorf("storage: create owner %q: %w", o.Name, err)
 	}
@@ -52,7 +58,7 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
 	if e.ID == "" {
 		return Entry{}, fmt.Errorf("storage: create entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 	}
-	resp, err := s.applyJSON(ctx, cmdEntryCreate, entryCreateCmd{Entry: e, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdEntryCreate, entryCreateCmd{Entry: e, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: create entry: %w", err)
 	}
@@ -73,7 +79,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 			return nil, fmt.Errorf("storage: create entries: entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 		}
 	}
-	resp, err := s.applyJSON(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return nil, fmt.Errorf("storage: create %d entries: %w", len(es), err)
 	}
@@ -82,7 +88,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 
 // DeleteEntry removes an entry and returns what was removed. ErrEntryNotFound if there is none.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
-	resp, err := s.applyJSON(ctx, cmdEntryDelete, entryDeleteCmd{ID: id, Meta: s.newMeta(ctx, "")})
+	resp, err := s.propose(ctx, cmdEntryDelete, entryDeleteCmd{ID: id, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: delete entry: %w", err)
 	}
@@ -91,7 +97,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (Entry, error) {
 
 // PutAuthority publishes a public trust anchor into the bundle. Publishing one already present is a no-op.
 func (s *Store) PutAuthority(ctx context.Context, a Authority) error {
-	if _, err := s.applyJSON(ctx, cmdAuthorityPut, authorityPutCmd{Authority: a, Meta: s.newMeta(ctx, "")}); err != nil {
+	if _, err := s.propose(ctx, cmdAuthorityPut, authorityPutCmd{Authority: a, Meta: s.newMeta(ctx, "")}.wire()); err != nil {
 		return fmt.Errorf("storage: publish %s authority %s: %w", a.Kind, a.ID, err)
 	}
 	return nil

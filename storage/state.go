@@ -20,7 +20,8 @@ var (
 	bucketAuthorities = []byte("authorities")
 
 	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketReviews,
-		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent}
+		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent,
+		bucketNodeVersions}
 
 	keyAppliedIndex = []byte("applied_index")
 	keyRevision     = []byte("revision")
@@ -93,9 +94,13 @@ type registryState struct {
 }
 
 // readRegistry reads the registry part of the state from db. It changes nothing: a state that does not
-// decode is refused before anything in memory is replaced.
+// decode, or was written by a newer signet (ErrStateTooNew), is refused before anything in memory is
+// replaced.
 func readRegistry(db *bolt.DB) (registryState, error) {
 	var st registryState
+	if err := db.View(checkSchemaVersion); err != nil {
+		return st, err
+	}
 	err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		st.revision, st.bundleSeq = getUint64(meta, keyRevision), getUint64(meta, keyBundleSeq)

@@ -146,6 +146,7 @@ func Open(cfg Config) (*Store, error) {
 		s.db.Close()
 		return nil, openError(cfg.Dir, err)
 	}
+	go s.runVersionReport()
 	return s, nil
 }
 
@@ -465,6 +466,9 @@ func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
 		return nil, ErrClosed
 	}
 	if err := s.refuseWhileStateFull(); err != nil {
+		return nil, err
+	}
+	if err := s.checkProposable(cmd); err != nil {
 		return nil, err
 	}
 	full := s.diskFullWatch()
