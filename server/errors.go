@@ -63,6 +63,10 @@ func codeOf(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrRecorderStopped):
 		return codes.Unavailable
+	case errors.Is(err, storage.ErrUpgradeInProgress):
+		// A server of the cluster runs an older signet that would not understand the write: it succeeds
+		// once the upgrade is done.
+		return codes.Unavailable
 	default:
 		return codes.Internal
 	}

@@ -252,6 +252,7 @@ func TestCodeOf(t *testing.T) {
 		{"storage entry exists", wrap(storage.ErrEntryExists), codes.AlreadyExists},
 		{"storage not leader", wrap(storage.ErrNotLeader), codes.Unavailable},
 		{"storage closed", wrap(storage.ErrClosed), codes.Unavailable},
+		{"storage upgrade in progress", wrap(storage.ErrUpgradeInProgress), codes.Unavailable},
 		{"unknown error", errors.New("disk on fire"), codes.Internal},
 		{"joined: invalid wins over internal", errors.Join(errors.New("x"), ErrInvalidArgument), codes.InvalidArgument},
 	}

@@ -34,6 +34,8 @@ func openFullStore(t *testing.T) (*Store, string) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
+	// No background write (the node's version record) may land once the disk is full.
+	waitFor(t, "the node's command version in the state", func() bool { return recordedVersion(t, s, s.NodeID()) == CommandVersion })
 	filler := filepath.Join(mnt, "filler")
 	testfs.Fill(t, filler)
 	return s, filler

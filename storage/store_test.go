@@ -45,6 +45,9 @@ func openTestStoreClock(t testing.TB, dir string, clock func() time.Time) *Store
 		s.Close()
 		t.Fatalf("WaitLeader: %v", err)
 	}
+	// The node records its command version in the background once it leads: wait for that write, so
+	// that tests handing entries to the FSM themselves know the applied index.
+	waitFor(t, "the node's command version in the state", func() bool { return recordedVersion(t, s, s.NodeID()) == CommandVersion })
 	return s
 }
 
