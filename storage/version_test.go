@@ -302,3 +302,82 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 		t.Fatalf("CreateOwner once every server understands it: %v", err)
 	}
 }
+
+// Every JSON-era type is still decoded and applied (a refusal by the empty state is fine: it was
+// dispatched and decoded), and marks the state with version 1 only.
+func TestEveryLegacyTypeIsStillApplied(t *testing.T) {
+	samples := map[commandType]any{}
+	for _, c := range wireCases() {
+		samples[c.t] = c.cmd
+	}
+	legacy := map[commandType]commandType{
+		cmdOwnerCreateJSON: cmdOwnerCreate, cmdEntryCreateJSON: cmdEntryCreate, cmdEntryDeleteJSON: cmdEntryDelete,
+		cmdAuthorityPutJSON: cmdAuthorityPut, cmdTokenCreateJSON: cmdTokenCreate, cmdAgentAttestJSON: cmdAgentAttest,
+		cmdAgentRenewJSON: cmdAgentRenew, cmdAgentEvictJSON: cmdAgentEvict, cmdAgentBanJSON: cmdAgentBan,
+		cmdEntryBatchJSON: cmdEntryBatch, cmdEntryUpdateJSON: cmdEntryUpdate, cmdEntryStateJSON: cmdEntryState,
+		cmdOwnerOffboardJSON: cmdOwnerOffboard, cmdAuditAppendJSON: cmdAuditAppend, cmdLedgerPruneJSON: cmdLedgerPrune,
+		cmdReviewSignJSON: cmdReviewSign, cmdLedgerPruneBoundedJSON: cmdLedgerPrune, cmdOwnerOffboardCheckedJSON: cmdOwnerOffboard,
+	}
+	if len(legacy) != 18 {
+		t.Fatalf("%d legacy types listed, want 18", len(legacy))
+	}
+	for old, successor := range legacy {
+		t.Run(old.String(), func(t *testing.T) {
+			payload, err := json.Marshal(samples[successor]) // as the JSON era's encoder wrote it
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := openBareState(t)
+			a, err := applyOn(t, db, 1, append([]byte{byte(old)}, payload...))
+			if err != nil || a.skipped {
+				t.Fatalf("apply: %+v, %v", a, err)
+			}
+			if v := schemaVersion(t, db); v != uint64(commandVersionJSON) {
+				t.Fatalf("schema version %d, want %d", v, commandVersionJSON)
+			}
+			switch old {
+			case cmdLedgerPruneJSON:
+				if _, ok := a.resp.(int); !ok {
+					t.Fatalf("the JSON-era ledger-prune answers a batch count, got %T", a.resp)
+				}
+			case cmdLedgerPruneBoundedJSON:
+				if _, ok := a.resp.(pruneResult); !ok {
+					t.Fatalf("ledger-prune-bounded answers a pruneResult, got %T", a.resp)
+				}
+			}
+		})
+	}
+}
+
+// The JSON-era and the protobuf form of one command leave the same state: the same stored owner and
+// the same audit chain head.
+func TestLegacyAndWireFormsApplyAlike(t *testing.T) {
+	c := ownerCreateCmd{Owner: Owner{Name: "payments", DisplayName: "Payments", CreatedAt: t1, CreatedBy: "alice"}, Meta: sampleMeta()}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := encodeCommand(cmdOwnerCreate, c.wire())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func(data []byte) (owner, head string) {
+		db := openBareState(t)
+		if _, err := applyOn(t, db, 1, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.View(func(tx *bolt.Tx) error {
+			owner = string(tx.Bucket(bucketOwners).Get([]byte("payments")))
+			head = string(tx.Bucket(bucketMeta).Get(keyAuditHead))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return owner, head
+	}
+	o1, h1 := state(append([]byte{byte(cmdOwnerCreateJSON)}, payload...))
+	o2, h2 := state(wire)
+	if o1 != o2 || h1 != h2 || h1 == "" {
+		t.Fatalf("JSON form: %s (audit head %s)\nwire form: %s (audit head %s)", o1, h1, o2, h2)
+	}
+}
