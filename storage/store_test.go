@@ -553,6 +553,32 @@ func TestRestoreFailureKeepsAUsableState(t *testing.T) {
 		{"not a bolt file", func(*testing.T, *Store) []byte { return []byte("this is not a bbolt database") }, "not a usable state", []string{"e1", "e2"}},
 		{"empty", func(*testing.T, *Store) []byte { return nil }, "not a usable state", []string{"e1", "e2"}},
 		{"registry does not decode", func(t *testing.T, _ *Store) []byte { return badRegistry(t) }, `owner "mallory"`, []string{"e1", "e2"}},
+		{"written by a newer signet", func(t *testing.T, s *Store) []byte {
+			path := filepath.Join(t.TempDir(), "newer.db")
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.view(func(tx *bolt.Tx) error { _, err := tx.WriteTo(f); return err }); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(func(tx *bolt.Tx) error {
+				return putUint64(tx.Bucket(bucketMeta), keySchemaVersion, uint64(CommandVersion)+1)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}, "this signet understands up to", []string{"e1", "e2"}},
 		{"valid snapshot", func(t *testing.T, s *Store) []byte {
 			var buf strings.Builder
 			if err := s.view(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&buf); return err }); err != nil {
