@@ -14,24 +14,21 @@ import (
 
 var _ workloadapi.Source = (*Agent)(nil)
 
-// Identities implements workloadapi.Source: the caller's SVIDs and the bundle, from the cache.
+// Identities implements workloadapi.Source: the caller's SVIDs and the bundle, from the cache. It is a
+// fetch: each matching entry counts as used now, and one with no SVID yet is minted at once (Pending).
 func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-chan struct{}) {
 	now := a.cfg.Clock()
 	var pending []string
 	defer func() { a.want(pending) }()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := workloadapi.Identities{
-		TrustDomain:    a.cfg.TrustDomain,
-		X509Bundle:     a.bundle.x509DER,
-		JWTBundle:      a.bundle.jwks,
-		JWTAuthorities: a.bundle.jwtAuthorities,
-		BundleSequence: a.bundle.sequence,
-	}
+	out := a.bundleLocked()
 	for _, e := range a.matchLocked(sels) {
 		if e.expired(now) {
 			continue
 		}
+		out.Entitled = true
+		e.markUsed(now)
 		s := e.svid
 		if s == nil || !now.Before(s.notAfter) {
 			out.Pending = true
@@ -41,6 +38,33 @@ func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-
 		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER})
 	}
 	return out, a.changed
+}
+
+// Bundles implements workloadapi.Source: the bundle, and whether the caller is entitled to an identity,
+// without minting anything.
+func (a *Agent) Bundles(sels []selector.Selector) (workloadapi.Identities, <-chan struct{}) {
+	now := a.cfg.Clock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := a.bundleLocked()
+	for _, e := range a.matchLocked(sels) {
+		if !e.expired(now) {
+			out.Entitled = true
+			break
+		}
+	}
+	return out, a.changed
+}
+
+// bundleLocked returns the bundle in wire form, with no identity yet.
+func (a *Agent) bundleLocked() workloadapi.Identities {
+	return workloadapi.Identities{
+		TrustDomain:    a.cfg.TrustDomain,
+		X509Bundle:     a.bundle.x509DER,
+		JWTBundle:      a.bundle.jwks,
+		JWTAuthorities: a.bundle.jwtAuthorities,
+		BundleSequence: a.bundle.sequence,
+	}
 }
 
 // FetchJWTSVIDs implements workloadapi.Source. JWT-SVIDs are cached per (entry, audience) and reused

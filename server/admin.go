@@ -280,7 +280,7 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 	e := storage.Entry{
 		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
-		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
+		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, Prefetch: in.Prefetch, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
 	}
 	for _, ttl := range []struct {
 		field string
@@ -311,7 +311,7 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Owner: e.Owner, Purpose: e.Purpose,
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, CreatedAt: e.CreatedAt.Unix(), CreatedBy: e.CreatedBy, Revision: e.Revision,
-		JwtUnique: e.JWTUnique, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
+		JwtUnique: e.JWTUnique, Prefetch: e.Prefetch, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
 		Disabled: e.Disabled, DisabledAt: unixOrZero(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
 		Pending: e.Pending, PendingRules: e.PendingRules, ApprovedBy: e.ApprovedBy,
 		UpdatedAt: unixOrZero(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason,

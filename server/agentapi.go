@@ -200,6 +200,7 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, Selectors: selector.Strings(e.Selectors),
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, Revision: e.Revision, JwtUnique: e.JWTUnique,
+		Prefetch: e.Prefetch,
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()

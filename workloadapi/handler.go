@@ -111,19 +111,22 @@ func joinSelectors(sels []selector.Selector) string {
 
 // watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
 // whenever its content changes, each time after attesting the caller again (stillSame);
-// PermissionDenied once the caller has no identity (and none is being minted). same reports whether
+// PermissionDenied once the caller has no identity. view reads the Source (Identities for the X.509
+// stream, which mints; Bundles for the bundle streams, which do not). ready reports whether a state
+// can be sent (the X.509 stream waits for SVIDs being minted rather than deny). same reports whether
 // two states would give the same response, so unchanged states are not resent; it runs on every
 // wake-up and should not allocate.
-func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, same func(last, cur Identities) bool) error {
+func (h *Handler) watch(ctx context.Context, sels []selector.Selector, view func([]selector.Selector) (Identities, <-chan struct{}),
+	ready func(Identities) bool, send func(Identities) error, same func(last, cur Identities) bool) error {
 	var last Identities
 	first := true
 	attested := true // sels were read just now, at open: no wait since
 	for {
-		ids, changed := h.cfg.Source.Identities(sels)
+		ids, changed := view(sels)
 		switch {
-		case len(ids.SVIDs) == 0 && !ids.Pending:
+		case !ids.Entitled:
 			return noIdentity(sels)
-		case len(ids.SVIDs) == 0:
+		case !ready(ids):
 			// Entries match but their SVIDs are being minted: wait for them rather than deny.
 		default:
 			if first || !same(last, ids) {
@@ -176,7 +179,10 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	// While the stream is open the caller's identities are in use: minted now, and kept rotated.
+	release := h.cfg.Source.KeepX509(sels)
+	defer release()
+	return h.watch(ctx, sels, h.cfg.Source.Identities, hasSVIDs, func(ids Identities) error {
 		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids.SVIDs))}
 		for i, s := range ids.SVIDs {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
@@ -184,6 +190,11 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 		return stream.Send(resp)
 	}, sameSVIDs)
 }
+
+func hasSVIDs(ids Identities) bool { return len(ids.SVIDs) > 0 }
+
+// entitled: the bundle streams answer any caller with an identity, minted or not.
+func entitled(ids Identities) bool { return ids.Entitled }
 
 // sameSVIDs reports whether last and cur hold the same bundle and the same SVIDs, in the same order.
 func sameSVIDs(last, cur Identities) bool {
@@ -198,7 +209,7 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream worklo
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
 		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}})
 	}, sameBundle)
 }
@@ -210,7 +221,7 @@ func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
 		return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}})
 	}, sameBundle)
 }
@@ -303,7 +314,7 @@ func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 	if err != nil {
 		return nil, err
 	}
-	ids, _ := h.cfg.Source.Identities(sels)
+	ids, _ := h.cfg.Source.Bundles(sels)
 	if ids.JWTAuthorities == nil {
 		return nil, status.Error(codes.Unavailable, "no JWT bundle yet: the agent has not received its trust bundle from the server")
 	}

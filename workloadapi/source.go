@@ -18,8 +18,15 @@ type Attestor interface {
 // Source is where the Workload API gets identities from (the node agent's cache).
 type Source interface {
 	// Identities returns what a caller with these selectors is entitled to now, and a channel that is
-	// closed when that may have changed.
+	// closed when that may have changed. It is a fetch of the caller's X.509-SVIDs: identities not
+	// minted yet are minted now (reported Pending until they are).
 	Identities(selectors []selector.Selector) (Identities, <-chan struct{})
+	// Bundles is Identities without the SVIDs (and without minting any): the bundles, and whether
+	// the caller is entitled to an identity.
+	Bundles(selectors []selector.Selector) (Identities, <-chan struct{})
+	// KeepX509 tells the Source an X.509 stream for these selectors is open: until release is called,
+	// its identities are kept minted and rotated.
+	KeepX509(selectors []selector.Selector) (release func())
 	// FetchJWTSVIDs returns a JWT-SVID for req.Audience for each identity of the caller (or only
 	// req.SPIFFEID, if set). No identity is an empty result, not an error. When only some identities
 	// can be served, it returns those with a non-nil error saying why the others could not; an error
@@ -44,6 +51,8 @@ type JWTRequest struct {
 // Identities is a caller's view of the cache, ready to be put on the wire.
 type Identities struct {
 	SVIDs []X509SVID
+	// Entitled is true when entries match the caller: it has identities, minted or not.
+	Entitled bool
 	// Pending is true when entries match the caller but their SVIDs are still being minted.
 	Pending     bool
 	TrustDomain spiffeid.TrustDomain

@@ -158,6 +158,7 @@ type entryView struct {
 	NeverExpires   bool     `json:"never_expires,omitempty"`
 	Ticket         string   `json:"ticket,omitempty"`
 	JWTUnique      bool     `json:"jwt_unique,omitempty"`
+	Prefetch       bool     `json:"prefetch,omitempty"`
 	State          string   `json:"state"` // active, expired, disabled, pending
 	Disabled       bool     `json:"disabled,omitempty"`
 	DisabledBy     string   `json:"disabled_by,omitempty"`
@@ -179,7 +180,7 @@ func viewEntry(e *adminv1.Entry) entryView {
 	for _, s := range e.Selectors {
 		v.Selectors = append(v.Selectors, s.Type+":"+s.Value)
 	}
-	v.NeverExpires, v.Ticket, v.JWTUnique = e.NeverExpires, e.Ticket, e.JwtUnique
+	v.NeverExpires, v.Ticket, v.JWTUnique, v.Prefetch = e.NeverExpires, e.Ticket, e.JwtUnique, e.Prefetch
 	v.Disabled, v.DisabledBy, v.DisabledReason = e.Disabled, e.DisabledBy, e.DisabledReason
 	v.Pending, v.PendingRules, v.ApprovedBy = e.Pending, e.PendingRules, e.ApprovedBy
 	v.UpdatedBy, v.UpdateReason, v.IssuedCount = e.UpdatedBy, e.UpdateReason, e.IssuedCount
@@ -228,6 +229,7 @@ func printEntry(w io.Writer, e *adminv1.Entry, format string) error {
 		{"Selectors", strings.Join(v.Selectors, ", ")}, {"Owner", v.Owner}, {"Purpose", v.Purpose}, {"Ticket", v.Ticket},
 		{"X.509-SVID TTL", v.X509TTL}, {"JWT-SVID TTL", v.JWTTTL}, {"DNS names", strings.Join(v.DNSNames, ", ")},
 		{"Expires at", v.ExpiresAt}, {"Created at", v.CreatedAt}, {"Created by", v.CreatedBy},
+		{"Minted", mintedWhen(v.Prefetch)},
 		{"Issued", fmt.Sprintf("%d times, last %s", v.IssuedCount, v.LastIssuedAt)},
 	}
 	if v.ApprovedBy != "" {
@@ -252,4 +254,12 @@ func printEntries(w io.Writer, entries []*adminv1.Entry, format string) error {
 		rows[i] = []string{v.ID, v.SPIFFEID, strings.Join(v.Selectors, ","), v.Owner, v.State, v.ExpiresAt, v.LastIssuedAt}
 	}
 	return printTable(w, []string{"ENTRY ID", "SPIFFE ID", "SELECTORS", "OWNER", "STATE", "EXPIRES", "LAST ISSUED"}, rows)
+}
+
+// mintedWhen says when agents mint the entry's X.509-SVIDs.
+func mintedWhen(prefetch bool) string {
+	if prefetch {
+		return "ahead of requests (prefetch)"
+	}
+	return "on first request"
 }

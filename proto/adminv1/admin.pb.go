@@ -888,8 +888,11 @@ type Entry struct {
 	UpdatedBy      string                 `protobuf:"bytes,25,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
 	// From the ledger (read-only).
-	IssuedCount   uint64 `protobuf:"varint,27,opt,name=issued_count,json=issuedCount,proto3" json:"issued_count,omitempty"`
-	LastIssuedAt  int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
+	IssuedCount  uint64 `protobuf:"varint,27,opt,name=issued_count,json=issuedCount,proto3" json:"issued_count,omitempty"`
+	LastIssuedAt int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
+	// prefetch: agents mint the X.509-SVID ahead of any request (for workloads that must start while the
+	// server is unreachable); other entries are minted when a matching workload first asks.
+	Prefetch      bool `protobuf:"varint,29,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1118,6 +1121,13 @@ func (x *Entry) GetLastIssuedAt() int64 {
 		return x.LastIssuedAt
 	}
 	return 0
+}
+
+func (x *Entry) GetPrefetch() bool {
+	if x != nil {
+		return x.Prefetch
+	}
+	return false
 }
 
 type CreateEntryRequest struct {
@@ -3382,7 +3392,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x91\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xad\a\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -3421,7 +3431,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12!\n" +
 	"\fissued_count\x18\x1b \x01(\x04R\vissuedCount\x12$\n" +
-	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\"B\n" +
+	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\x12\x1a\n" +
+	"\bprefetch\x18\x1d \x01(\bR\bprefetch\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +

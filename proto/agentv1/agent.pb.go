@@ -279,7 +279,10 @@ type Entry struct {
 	ExpiresAt      int64                  `protobuf:"varint,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds; 0 = never
 	Revision       uint64                 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	// jwt_unique: every JWT-SVID for this entry must carry a fresh jti; the agent never caches them.
-	JwtUnique     bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
+	JwtUnique bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
+	// prefetch: mint the X.509-SVID ahead of any request and keep it rotated (workloads that must start
+	// while the server is unreachable). Other entries are minted when a matching workload first asks.
+	Prefetch      bool `protobuf:"varint,10,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +376,13 @@ func (x *Entry) GetRevision() uint64 {
 func (x *Entry) GetJwtUnique() bool {
 	if x != nil {
 		return x.JwtUnique
+	}
+	return false
+}
+
+func (x *Entry) GetPrefetch() bool {
+	if x != nil {
+		return x.Prefetch
 	}
 	return false
 }
@@ -935,7 +945,7 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
 	"svid_chain\x18\x01 \x03(\fR\tsvidChain\";\n" +
 	"\x12SyncEntriesRequest\x12%\n" +
-	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\x9b\x02\n" +
+	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\xb7\x02\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1c\n" +
@@ -947,7 +957,9 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"expires_at\x18\a \x01(\x03R\texpiresAt\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x04R\brevision\x12\x1d\n" +
 	"\n" +
-	"jwt_unique\x18\t \x01(\bR\tjwtUnique\">\n" +
+	"jwt_unique\x18\t \x01(\bR\tjwtUnique\x12\x1a\n" +
+	"\bprefetch\x18\n" +
+	" \x01(\bR\bprefetch\">\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
