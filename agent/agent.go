@@ -52,8 +52,14 @@ type Config struct {
 	// JWTCacheSize bounds the JWT-SVIDs kept for reuse; the least recently used is evicted when it is
 	// reached. Default DefaultJWTCacheSize.
 	JWTCacheSize int
-	Clock        func() time.Time
-	Logger       *slog.Logger
+	// DeliveryReportInterval is how often the agent reports to the server which workloads it handed
+	// credentials to (default DefaultDeliveryReportInterval); a failed report is retried as long.
+	DeliveryReportInterval time.Duration
+	// MaxTrackedDeliveries bounds the (credential, caller) pairs kept for reports (default
+	// DefaultMaxTrackedDeliveries).
+	MaxTrackedDeliveries int
+	Clock                func() time.Time
+	Logger               *slog.Logger
 }
 
 // Defaults applied by New to zero Config fields.
@@ -92,6 +98,9 @@ type Agent struct {
 	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
 	wantedMu sync.Mutex
 	wanted   map[string]bool
+
+	// deliveries are the hand-overs of credentials to workloads, until reported to the server.
+	deliveries *deliveryLog
 
 	// streams are the open X.509 streams (under mu): the entries they match are in use while open.
 	streams map[*x509Stream]struct{}
@@ -156,6 +165,16 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: config: JWTMintBurst %d is negative: want at least 1, or 0 for the default %d", cfg.JWTMintBurst, DefaultJWTMintBurst)
 	case cfg.JWTCacheSize < 0:
 		return nil, fmt.Errorf("agent: config: JWTCacheSize %d is negative: want at least 1, or 0 for the default %d", cfg.JWTCacheSize, DefaultJWTCacheSize)
+	case cfg.DeliveryReportInterval < 0:
+		return nil, fmt.Errorf("agent: config: DeliveryReportInterval %s is negative: want a positive interval, or 0 for the default %s", cfg.DeliveryReportInterval, DefaultDeliveryReportInterval)
+	case cfg.MaxTrackedDeliveries < 0:
+		return nil, fmt.Errorf("agent: config: MaxTrackedDeliveries %d is negative: want at least 1, or 0 for the default %d", cfg.MaxTrackedDeliveries, DefaultMaxTrackedDeliveries)
+	}
+	if cfg.DeliveryReportInterval == 0 {
+		cfg.DeliveryReportInterval = DefaultDeliveryReportInterval
+	}
+	if cfg.MaxTrackedDeliveries == 0 {
+		cfg.MaxTrackedDeliveries = DefaultMaxTrackedDeliveries
 	}
 	if cfg.JWTMintRate == 0 {
 		cfg.JWTMintRate = DefaultJWTMintRate
@@ -184,15 +203,17 @@ func New(cfg Config) (*Agent, error) {
 		limiter:      newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
 		wanted:       map[string]bool{},
 		streams:      map[*x509Stream]struct{}{},
+		deliveries:   newDeliveryLog(cfg.MaxTrackedDeliveries),
 	}, nil
 }
 
 // Run syncs entries and mints SVIDs until ctx ends.
 func (a *Agent) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.syncLoop(ctx) }()
 	go func() { defer wg.Done(); a.mintLoop(ctx) }()
+	go func() { defer wg.Done(); a.reportLoop(ctx) }()
 	wg.Wait()
 }
 

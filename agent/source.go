@@ -35,7 +35,7 @@ func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-
 			pending = append(pending, e.entry.Id)
 			continue
 		}
-		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER})
+		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER, ExpiresAt: s.notAfter})
 	}
 	return out, a.changed
 }
@@ -92,7 +92,8 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 	for _, e := range entries {
 		// An entry asking for a unique jti never gets a cached token.
 		if !e.JwtUnique {
-			if tok, ok := a.jwts.get(e.Id, e.Revision, audKey, now); ok {
+			if tok, jti, exp, ok := a.jwts.get(e.Id, e.Revision, audKey, now); ok {
+				a.noteDelivery(jti, exp, req.Caller, now)
 				out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: tok})
 				continue
 			}
@@ -120,8 +121,9 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 			continue
 		}
 		if !e.JwtUnique {
-			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, resp.Id, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
 		}
+		a.noteDelivery(resp.Id, time.Unix(resp.ExpiresAt, 0), req.Caller, a.cfg.Clock())
 		out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: resp.Token})
 	}
 	return out, firstErr

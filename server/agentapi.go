@@ -37,6 +37,9 @@ type AgentServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
+	// Deliveries, if set, group-commits delivery reports (Server sets its own); without it each report
+	// is its own Raft command.
+	Deliveries *DeliveryRecorder
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger

@@ -33,6 +33,8 @@ const (
 	cmdReviewSign    commandType = 17
 	// cmdLedgerPruneBounded is cmdLedgerPrune with a bound on the records removed (MaxRecords).
 	cmdLedgerPruneBounded commandType = 18
+	// cmdDeliveryRecord carries agents' reports of credentials handed to workloads (deliveries.go).
+	cmdDeliveryRecord commandType = 40
 )
 
 func (t commandType) String() string {
@@ -73,6 +75,8 @@ func (t commandType) String() string {
 		return "review-sign"
 	case cmdLedgerPruneBounded:
 		return "ledger-prune-bounded"
+	case cmdDeliveryRecord:
+		return "delivery-record"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}

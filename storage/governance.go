@@ -585,6 +585,7 @@ func (s *Store) applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) pruneResult {
 			}
 			if addr := byID.Get(f.id); addr != nil && string(addr[:batchKeyLen]) == string(bk) {
 				mustDelete(byID, f.id)
+				deleteDeliveries(tx, string(f.id))
 			}
 			for d, val := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
 				if len(val) == 0 {

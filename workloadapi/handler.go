@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/selector"
@@ -182,12 +183,17 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 	// While the stream is open the caller's identities are in use: minted now, and kept rotated.
 	release := h.cfg.Source.KeepX509(sels)
 	defer release()
+	caller := callerOf(ctx, sels)
 	return h.watch(ctx, sels, h.cfg.Source.Identities, hasSVIDs, func(ids Identities) error {
 		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids.SVIDs))}
 		for i, s := range ids.SVIDs {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
 		}
-		return stream.Send(resp)
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		h.cfg.Source.Delivered(caller, ids.SVIDs)
+		return nil
 	}, sameSVIDs)
 }
 
@@ -195,6 +201,25 @@ func hasSVIDs(ids Identities) bool { return len(ids.SVIDs) > 0 }
 
 // entitled: the bundle streams answer any caller with an identity, minted or not.
 func entitled(ids Identities) bool { return ids.Entitled }
+
+// callerOf names the attested caller for delivery records: its peer credentials, and the executable's
+// path and digest from its selectors.
+func callerOf(ctx context.Context, sels []selector.Selector) Caller {
+	peer, _ := peercred.FromContext(ctx) // attested: present
+	c := Caller{UID: peer.UID, GID: peer.GID, PID: peer.PID, StartTime: peer.StartTime}
+	for _, s := range sels {
+		if s.Type != "unix" {
+			continue
+		}
+		switch k, v, _ := strings.Cut(s.Value, ":"); k {
+		case "path":
+			c.Path = v
+		case "sha256":
+			c.SHA256 = v
+		}
+	}
+	return c
+}
 
 // sameSVIDs reports whether last and cur hold the same bundle and the same SVIDs, in the same order.
 func sameSVIDs(last, cur Identities) bool {
@@ -247,8 +272,8 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	if err != nil {
 		return nil, err
 	}
-	peer, _ := peercred.FromContext(ctx) // attest succeeded: present
-	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: peer.UID, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
+	caller := callerOf(ctx, sels)
+	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: caller.UID, Caller: caller, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
 	switch {
 	case err != nil && errors.Is(err, ErrRateLimited):
 		// Not logged per call: the Source logs when a caller reaches its limit.

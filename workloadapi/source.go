@@ -3,6 +3,7 @@ package workloadapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -27,6 +28,8 @@ type Source interface {
 	// KeepX509 tells the Source an X.509 stream for these selectors is open: until release is called,
 	// its identities are kept minted and rotated.
 	KeepX509(selectors []selector.Selector) (release func())
+	// Delivered tells the Source these X.509-SVIDs were just handed to caller. It must not block.
+	Delivered(caller Caller, svids []X509SVID)
 	// FetchJWTSVIDs returns a JWT-SVID for req.Audience for each identity of the caller (or only
 	// req.SPIFFEID, if set). No identity is an empty result, not an error. When only some identities
 	// can be served, it returns those with a non-nil error saying why the others could not; an error
@@ -41,7 +44,9 @@ var ErrRateLimited = errors.New("rate limit reached")
 // JWTRequest is one FetchJWTSVID call, attested.
 type JWTRequest struct {
 	// UID is the caller's uid from its peer credentials: the unit rate limits are kept per.
-	UID       uint32
+	UID uint32
+	// Caller is who asks, for the delivery records of the tokens it is handed.
+	Caller    Caller
 	Selectors []selector.Selector
 	Audience  []string
 	// SPIFFEID, if set, asks for that identity only.
@@ -67,6 +72,17 @@ type Identities struct {
 	BundleSequence uint64
 }
 
+// Caller is the attested process a credential is handed to, as delivery records name it.
+type Caller struct {
+	UID, GID uint32
+	PID      int32
+	// StartTime is the process's start time (clock ticks since boot): with PID, one process.
+	StartTime uint64
+	// Path and SHA256 are the executable's path and digest (hex) from its selectors; empty when the
+	// attestor did not produce them.
+	Path, SHA256 string
+}
+
 // X509SVID is one X.509 identity in wire form.
 type X509SVID struct {
 	SPIFFEID string
@@ -76,6 +92,8 @@ type X509SVID struct {
 	CertChain []byte
 	// Key is the private key, PKCS#8 DER.
 	Key []byte
+	// ExpiresAt is the SVID's expiry.
+	ExpiresAt time.Time
 }
 
 // JWTSVID is one JWT identity.
