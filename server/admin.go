@@ -148,10 +148,7 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 		}
 		out := entryToAdmin(e)
 		if a := activity[e.ID]; a != nil {
-			out.IssuedCount = a.Stats.Count
-			if !a.Stats.LastIssuedAt.IsZero() {
-				out.LastIssuedAt = a.Stats.LastIssuedAt.UnixNano()
-			}
+			setUse(out, a.Stats, a.Deliveries)
 		}
 		page.Entries = append(page.Entries, out)
 		if len(page.Entries) == syncPageSize {
@@ -256,6 +253,14 @@ func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedger
 	}
 	q := storage.LedgerQuery{Owner: req.GetOwner(), SPIFFEID: req.GetSpiffeId(), EntryID: req.GetEntryId(),
 		Agent: req.GetAgent(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	switch {
+	case req.GetDelivered() && req.GetUndelivered():
+		return nil, status.Error(codes.InvalidArgument, "delivered and undelivered: give at most one")
+	case req.GetDelivered():
+		q.Delivered = storage.DeliveredOnly
+	case req.GetUndelivered():
+		q.Delivered = storage.UndeliveredOnly
+	}
 	if req.GetValidAt() != 0 {
 		q.ValidAt = time.Unix(0, req.GetValidAt())
 	}
@@ -328,13 +333,27 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 // entryWithStats adds what the ledger knows about the entry's use.
 func (s *AdminService) entryWithStats(e *storage.Entry) *adminv1.Entry {
 	out := entryToAdmin(e)
-	if st, err := s.cfg.Store.EntryStats(e.ID); err == nil {
-		out.IssuedCount = st.Count
-		if !st.LastIssuedAt.IsZero() {
-			out.LastIssuedAt = st.LastIssuedAt.UnixNano()
-		}
+	st, err := s.cfg.Store.EntryStats(e.ID)
+	if err != nil {
+		return out
 	}
+	ds, err := s.cfg.Store.EntryDeliveries(e.ID)
+	if err != nil {
+		return out
+	}
+	setUse(out, st, ds)
 	return out
+}
+
+// setUse fills in what the ledger knows of the entry's use: minted (issued) and delivered.
+func setUse(out *adminv1.Entry, st storage.EntryStats, ds storage.DeliveryStats) {
+	out.IssuedCount, out.DeliveredCount = st.Count, ds.Count
+	if !st.LastIssuedAt.IsZero() {
+		out.LastIssuedAt = st.LastIssuedAt.UnixNano()
+	}
+	if !ds.LastDeliveredAt.IsZero() {
+		out.LastDeliveredAt = ds.LastDeliveredAt.UnixNano()
+	}
 }
 
 func ownerToAdmin(o *storage.Owner) *adminv1.Owner {

@@ -82,7 +82,19 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 		}
 	}
 	out.ValidNow = valid && out.Known
+	ds, err := s.cfg.Store.Deliveries(rec.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, d := range ds {
+		out.Deliveries = append(out.Deliveries, deliveryToAdmin(&d))
+	}
 	return out, nil
+}
+
+func deliveryToAdmin(d *storage.Delivery) *adminv1.Delivery {
+	return &adminv1.Delivery{Agent: d.Agent, Uid: d.Caller.UID, Gid: d.Caller.GID, Pid: d.Caller.PID, StartTime: d.Caller.StartTime,
+		Path: d.Caller.Path, Sha256Prefix: d.Caller.SHA256, FirstDelivered: d.FirstAt.UnixNano(), LastDelivered: d.LastAt.UnixNano(), Count: d.Count}
 }
 
 // issuedHere reports whether c was signed by one of this trust domain's authorities (by AKI or JWT key

@@ -236,11 +236,7 @@ type DeliveryStats struct {
 func (s *Store) EntryDeliveries(entryID string) (DeliveryStats, error) {
 	var st DeliveryStats
 	err := s.view(func(tx *bolt.Tx) error {
-		count, last := decodeDeliveryStats(tx.Bucket(bucketDeliveryStats).Get([]byte(entryID)))
-		st.Count = count
-		if last != 0 {
-			st.LastDeliveredAt = time.Unix(0, last).UTC()
-		}
+		st = deliveryStatsOf(tx.Bucket(bucketDeliveryStats).Get([]byte(entryID)))
 		return nil
 	})
 	if err != nil {
@@ -258,4 +254,13 @@ func deleteDeliveries(tx *bolt.Tx, id string) {
 			panic(fmt.Sprintf("storage: delete delivery of %q: %v", id, err))
 		}
 	}
+}
+
+func deliveryStatsOf(v []byte) DeliveryStats {
+	count, last := decodeDeliveryStats(v)
+	st := DeliveryStats{Count: count}
+	if last != 0 {
+		st.LastDeliveredAt = time.Unix(0, last).UTC()
+	}
+	return st
 }

@@ -171,6 +171,9 @@ type entryView struct {
 	UpdateReason   string   `json:"update_reason,omitempty"`
 	IssuedCount    uint64   `json:"issued_count"`
 	LastIssuedAt   string   `json:"last_issued_at"`
+	// Delivered is what agents report handing to workloads: use, where Issued is only minting.
+	DeliveredCount  uint64 `json:"delivered_count"`
+	LastDeliveredAt string `json:"last_delivered_at"`
 }
 
 func viewEntry(e *adminv1.Entry) entryView {
@@ -187,9 +190,12 @@ func viewEntry(e *adminv1.Entry) entryView {
 	if e.UpdatedAt != 0 {
 		v.UpdatedAt = formatUnix(e.UpdatedAt)
 	}
-	v.LastIssuedAt = "never"
+	v.LastIssuedAt, v.LastDeliveredAt, v.DeliveredCount = "never", "never", e.DeliveredCount
 	if e.LastIssuedAt != 0 {
 		v.LastIssuedAt = formatUnixNano(e.LastIssuedAt)
+	}
+	if e.LastDeliveredAt != 0 {
+		v.LastDeliveredAt = formatUnixNano(e.LastDeliveredAt)
 	}
 	switch {
 	case e.Disabled:
@@ -231,6 +237,7 @@ func printEntry(w io.Writer, e *adminv1.Entry, format string) error {
 		{"Expires at", v.ExpiresAt}, {"Created at", v.CreatedAt}, {"Created by", v.CreatedBy},
 		{"Minted", mintedWhen(v.Prefetch)},
 		{"Issued", fmt.Sprintf("%d times, last %s", v.IssuedCount, v.LastIssuedAt)},
+		{"Delivered", fmt.Sprintf("%d times to workloads, last %s", v.DeliveredCount, v.LastDeliveredAt)},
 	}
 	if v.ApprovedBy != "" {
 		fields = append(fields, [2]string{"Approved by", v.ApprovedBy})
@@ -251,9 +258,9 @@ func printEntries(w io.Writer, entries []*adminv1.Entry, format string) error {
 	}
 	rows := make([][]string, len(views))
 	for i, v := range views {
-		rows[i] = []string{v.ID, v.SPIFFEID, strings.Join(v.Selectors, ","), v.Owner, v.State, v.ExpiresAt, v.LastIssuedAt}
+		rows[i] = []string{v.ID, v.SPIFFEID, strings.Join(v.Selectors, ","), v.Owner, v.State, v.ExpiresAt, v.LastIssuedAt, v.LastDeliveredAt, fmt.Sprint(v.DeliveredCount)}
 	}
-	return printTable(w, []string{"ENTRY ID", "SPIFFE ID", "SELECTORS", "OWNER", "STATE", "EXPIRES", "LAST ISSUED"}, rows)
+	return printTable(w, []string{"ENTRY ID", "SPIFFE ID", "SELECTORS", "OWNER", "STATE", "EXPIRES", "LAST ISSUED", "LAST DELIVERED", "DELIVERIES"}, rows)
 }
 
 // mintedWhen says when agents mint the entry's X.509-SVIDs.

@@ -213,7 +213,8 @@ func newLedgerLookupCmd() *cobra.Command {
 		Long: `Identify a credential someone found: a PEM certificate or chain, DER, or a JWT (an expired one, one
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
 purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
-and expires, whether it is still valid, and what other credentials its entry has live now. A credential
+and expires, whether it is still valid, who received it (each process its agent handed it to, with first
+and last time; or "minted, never delivered"), and what other credentials its entry has live now. A credential
 Signet never issued is reported as unknown, with the reason; the command then exits 1.`,
 		Example: `  signet ledger lookup leaked.pem
   pbpaste | signet ledger lookup -`,
@@ -265,8 +266,11 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		Owner     *ownerView     `json:"owner,omitempty"`
 		Agent     *agentView     `json:"agent,omitempty"`
 		OtherLive []issuanceView `json:"other_live"`
+		// Deliveries: who received it; empty when it was minted and never delivered.
+		Deliveries []deliveryView `json:"deliveries"`
 	}
-	v := view{Known: r.Known, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
+	v := view{Known: r.Known, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive),
+		Deliveries: viewDeliveries(r.Deliveries)}
 	if r.Issuance != nil {
 		iv := viewIssuances([]*adminv1.Issuance{r.Issuance})[0]
 		v.Issuance = &iv
@@ -317,11 +321,53 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 	if len(i.Audience) > 0 {
 		fields = append(fields, [2]string{"Audience", strings.Join(i.Audience, ", ")})
 	}
+	received := "minted, never delivered to a workload"
+	if len(v.Deliveries) > 0 {
+		received = fmt.Sprintf("by %d processes (below)", len(v.Deliveries))
+	}
+	fields = append(fields, [2]string{"Received", received})
 	if err := printFields(w, fields); err != nil {
 		return err
 	}
+	if len(v.Deliveries) > 0 {
+		section(w, "Who received it", len(v.Deliveries))
+		if err := printDeliveries(w, v.Deliveries); err != nil {
+			return err
+		}
+	}
 	section(w, "Other credentials of this entry valid now", len(r.OtherLive))
 	return printIssuances(w, r.OtherLive, "table")
+}
+
+// deliveryView is one process that received a credential.
+type deliveryView struct {
+	Agent          string `json:"agent"`
+	UID            uint32 `json:"uid"`
+	GID            uint32 `json:"gid"`
+	PID            int32  `json:"pid"`
+	StartTime      uint64 `json:"start_time"`
+	Path           string `json:"path,omitempty"`
+	SHA256Prefix   string `json:"sha256_prefix,omitempty"`
+	FirstDelivered string `json:"first_delivered"`
+	LastDelivered  string `json:"last_delivered"`
+	Count          uint64 `json:"count"`
+}
+
+func viewDeliveries(ds []*adminv1.Delivery) []deliveryView {
+	out := make([]deliveryView, len(ds))
+	for i, d := range ds {
+		out[i] = deliveryView{Agent: d.Agent, UID: d.Uid, GID: d.Gid, PID: d.Pid, StartTime: d.StartTime, Path: d.Path,
+			SHA256Prefix: d.Sha256Prefix, FirstDelivered: formatUnixNano(d.FirstDelivered), LastDelivered: formatUnixNano(d.LastDelivered), Count: d.Count}
+	}
+	return out
+}
+
+func printDeliveries(w io.Writer, ds []deliveryView) error {
+	rows := make([][]string, len(ds))
+	for i, d := range ds {
+		rows[i] = []string{d.Path, fmt.Sprint(d.UID), fmt.Sprint(d.GID), fmt.Sprint(d.PID), d.SHA256Prefix, d.Agent, d.FirstDelivered, d.LastDelivered, fmt.Sprint(d.Count)}
+	}
+	return printTable(w, []string{"PATH", "UID", "GID", "PID", "SHA256", "AGENT", "FIRST", "LAST", "TIMES"}, rows)
 }
 
 func yesNo(b bool) string {
@@ -339,7 +385,8 @@ func newReviewCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "review",
 		Short: "List what an access reviewer must look at",
-		Long: `List what a reviewer must look at: entries never or not recently issued (--stale), expired or expiring
+		Long: `List what a reviewer must look at: entries never used or not used recently (--stale; use is an SVID
+delivered to a workload, as agents report it, not one minted), expired or expiring
 within 14 days, owned by an offboarded or unknown owner, never expiring, admin identities, identities shared
 by agents of different owners or many nodes, entries whose issuance rate jumped against their own history,
 entries waiting for approval, and join tokens never used. Record the outcome with 'signet review sign'.`,
@@ -367,7 +414,7 @@ entries waiting for approval, and join tokens never used. Record the outcome wit
 	}
 	adminFlag(cmd, &admin)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
-	daysFlag(cmd.Flags(), &stale, "stale", 30*day, "flag entries not issued for this long (e.g. 30d or 720h)")
+	daysFlag(cmd.Flags(), &stale, "stale", 30*day, "flag entries whose SVIDs were not delivered to a workload for this long (e.g. 30d or 720h)")
 	cmd.AddCommand(newReviewSignCmd())
 	return cmd
 }

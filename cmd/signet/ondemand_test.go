@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,10 +19,24 @@ func (s *testServer) ledgerRecords(t testing.TB, spiffeID string) []issuanceView
 	return decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--spiffe-id", spiffeID, "-o", "json"))
 }
 
+// lookedUp is what 'ledger lookup -o json' says of who received a credential.
+type lookedUp struct {
+	Known      bool           `json:"known"`
+	Deliveries []deliveryView `json:"deliveries"`
+}
+
+// lookup runs 'ledger lookup' on a credential file, as JSON and as a table.
+func (s *testServer) lookup(t testing.TB, file string) (lookedUp, string) {
+	t.Helper()
+	return decodeJSON[lookedUp](t, s.mustCLI("ledger", "lookup", file, "-o", "json")), s.mustCLI("ledger", "lookup", file)
+}
+
 // TestMintOnDemandWithProcesses, with real server and agent processes: an entry no process matches
-// writes no ledger record over several of its lifetimes; a workload fetching once gets an SVID and
-// the ledger holds one record; a go-spiffe X509Source kept open keeps getting rotations; once it is
-// closed, renewals stop within a lifetime.
+// writes no ledger record over several of its lifetimes; a workload fetching once gets an SVID, the
+// ledger holds one record, and its lookup one delivery naming the workload's uid and path; a go-spiffe
+// X509Source kept open keeps getting rotations; once it is closed, renewals stop within a lifetime.
+// The review lists the unused entry as never used, and not the used one; the lookup of a
+// certificate no workload received says so.
 func TestMintOnDemandWithProcesses(t *testing.T) {
 	s := newTestServer(t).start(t)
 	s.mustCLI("owner", "add", "alice")
@@ -32,9 +50,35 @@ func TestMintOnDemandWithProcesses(t *testing.T) {
 	start := time.Now()
 
 	// One fetch: the first answer waits for the mint, and the ledger has exactly one record for it.
-	waitForIDs(t, a.socket, once)
+	fetchCtx, cancelFetch := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelFetch()
+	fetched, err := workloadapi.FetchX509SVID(fetchCtx, workloadapi.WithAddr("unix://"+a.socket))
+	if err != nil || fetched.ID.String() != once {
+		t.Fatalf("first fetch: %v, %v; want %s", fetched, err, once)
+	}
 	if recs := s.ledgerRecords(t, once); len(recs) != 1 || recs[0].Agent != a.id {
 		t.Fatalf("after one fetch the ledger holds %+v, want one record through %s", recs, a.id)
+	}
+	certPEM, _, err := fetched.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := filepath.Join(t.TempDir(), "once.pem")
+	writeFile(t, certFile, string(certPEM))
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got lookedUp
+	eventually(t, 15*time.Second, "the delivery to reach the ledger", func() bool {
+		got, _ = s.lookup(t, certFile)
+		return len(got.Deliveries) > 0
+	})
+	if d := got.Deliveries; len(d) != 1 || d[0].Count != 1 || d[0].UID != uint32(os.Getuid()) || d[0].Path != exe || d[0].PID != int32(os.Getpid()) || d[0].Agent != a.id {
+		t.Fatalf("lookup deliveries %+v; want one, once, to uid %d, path %s, pid %d, through %s", d, os.Getuid(), exe, os.Getpid(), a.id)
+	}
+	if _, table := s.lookup(t, certFile); !strings.Contains(table, "Who received it") || !strings.Contains(table, exe) {
+		t.Fatalf("lookup table does not say who received it:\n%s", table)
 	}
 
 	// An X509Source kept open keeps getting rotations of a short-lived identity.
@@ -70,6 +114,23 @@ func TestMintOnDemandWithProcesses(t *testing.T) {
 	}
 	src.Close()
 	closed := len(s.ledgerRecords(t, kept))
+	// The review goes by deliveries: the unused entry is never used; the ones the source received are
+	// not flagged (once their last deliveries are reported).
+	eventually(t, 15*time.Second, "review --stale 3s to flag the unused entry only", func() bool {
+		items := decodeJSON[[]reviewView](t, s.mustCLI("review", "--stale", "3s", "-o", "json"))
+		var unusedFlagged, usedFlagged bool
+		for _, it := range items {
+			for _, f := range it.Findings {
+				switch {
+				case it.SPIFFEID == unused && strings.Contains(f, "never used"):
+					unusedFlagged = true
+				case (it.SPIFFEID == once || it.SPIFFEID == kept) && strings.Contains(f, "used"):
+					usedFlagged = true
+				}
+			}
+		}
+		return unusedFlagged && !usedFlagged
+	})
 	// Renewals stop within one lifetime of the close: over two more, at most one more record.
 	window := time.NewTimer(2*ttl + time.Second)
 	<-window.C
@@ -82,10 +143,27 @@ func TestMintOnDemandWithProcesses(t *testing.T) {
 	if recs := s.ledgerRecords(t, unused); len(recs) != 0 {
 		t.Fatalf("an entry no process matches has %d ledger records after %s (%d lifetimes)", len(recs), time.Since(start).Round(time.Second), time.Since(start)/ttl)
 	}
+	// The agent's own SVID is in the ledger and was never handed to a workload: the lookup says so.
+	l, table := s.lookup(t, filepath.Join(a.dir, "data", "agent_svid.pem"))
+	if !l.Known || len(l.Deliveries) != 0 || !strings.Contains(table, "minted, never delivered") {
+		t.Fatalf("lookup of the agent's SVID: %+v\n%s", l, table)
+	}
+	// Deliveries and minting side by side.
+	var shown []entryView
+	shown = decodeJSON[[]entryView](t, s.mustCLI("entry", "list", "-o", "json"))
+	for _, e := range shown {
+		if (e.SPIFFEID == once && (e.DeliveredCount < 2 || e.LastDeliveredAt == "never")) || (e.SPIFFEID == unused && (e.DeliveredCount != 0 || e.IssuedCount != 0)) {
+			t.Fatalf("entry list: %s delivered %d times, last %s, issued %d", e.SPIFFEID, e.DeliveredCount, e.LastDeliveredAt, e.IssuedCount)
+		}
+	}
+	if n := len(decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--spiffe-id", once, "--undelivered", "-o", "json"))); n != 0 {
+		t.Fatalf("ledger query --undelivered lists %d records of the fetched entry", n)
+	}
 }
 
 // TestPrefetchServedWithServerStopped: a prefetch entry is minted before any workload asks, and served
-// while the server is stopped; an on-demand entry never fetched is not.
+// while the server is stopped; an on-demand entry never fetched is not. A delivery made while the
+// server is down reaches the ledger once it is back, each delivery counted once.
 func TestPrefetchServedWithServerStopped(t *testing.T) {
 	s := newTestServer(t).start(t)
 	s.mustCLI("owner", "add", "alice")
@@ -98,6 +176,43 @@ func TestPrefetchServedWithServerStopped(t *testing.T) {
 	if n := len(s.ledgerRecords(t, lazy)); n != 0 {
 		t.Fatalf("the on-demand entry has %d ledger records before any fetch", n)
 	}
+	fetch := func() *x509svid.SVID {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.socket))
+		if err != nil || svid.ID.String() != ahead {
+			t.Fatalf("fetch: %v, %v; want %s", svid, err, ahead)
+		}
+		return svid
+	}
+	delivered := func(file string, want uint64) {
+		t.Helper()
+		var got lookedUp
+		eventually(t, 30*time.Second, fmt.Sprintf("%d deliveries in the ledger", want), func() bool {
+			got, _ = s.lookup(t, file)
+			return len(got.Deliveries) == 1 && got.Deliveries[0].Count >= want
+		})
+		if got.Deliveries[0].Count != want {
+			t.Fatalf("%d deliveries recorded, want %d: counted twice", got.Deliveries[0].Count, want)
+		}
+	}
+	first := fetch()
+	certPEM, _, err := first.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile := filepath.Join(t.TempDir(), "ahead.pem")
+	writeFile(t, certFile, string(certPEM))
+	delivered(certFile, 1)
+
 	s.stop()
-	waitForIDs(t, a.socket, ahead)
+	// Served from the cache; its delivery waits for the server.
+	if again := fetch(); again.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) != 0 {
+		t.Fatal("with the server stopped the agent served another SVID than the one it prefetched")
+	}
+	s.start(t)
+	delivered(certFile, 2)
+	fetch()
+	delivered(certFile, 3)
 }

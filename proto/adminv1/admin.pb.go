@@ -892,9 +892,12 @@ type Entry struct {
 	LastIssuedAt int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
 	// prefetch: agents mint the X.509-SVID ahead of any request (for workloads that must start while the
 	// server is unreachable); other entries are minted when a matching workload first asks.
-	Prefetch      bool `protobuf:"varint,29,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Prefetch bool `protobuf:"varint,29,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// From the agents' delivery reports (read-only): how many times its SVIDs were handed to workloads.
+	DeliveredCount  uint64 `protobuf:"varint,30,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
+	LastDeliveredAt int64  `protobuf:"varint,31,opt,name=last_delivered_at,json=lastDeliveredAt,proto3" json:"last_delivered_at,omitempty"` // unix nanoseconds; 0 = never
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -1128,6 +1131,20 @@ func (x *Entry) GetPrefetch() bool {
 		return x.Prefetch
 	}
 	return false
+}
+
+func (x *Entry) GetDeliveredCount() uint64 {
+	if x != nil {
+		return x.DeliveredCount
+	}
+	return 0
+}
+
+func (x *Entry) GetLastDeliveredAt() int64 {
+	if x != nil {
+		return x.LastDeliveredAt
+	}
+	return 0
 }
 
 type CreateEntryRequest struct {
@@ -2197,17 +2214,21 @@ func (x *Bundle) GetSpiffeBundle() []byte {
 }
 
 type QueryLedgerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	EntryId       string                 `protobuf:"bytes,3,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
-	Agent         string                 `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
-	Since         int64                  `protobuf:"varint,5,opt,name=since,proto3" json:"since,omitempty"` // unix nanoseconds, 0 = unbounded
-	Until         int64                  `protobuf:"varint,6,opt,name=until,proto3" json:"until,omitempty"` // unix nanoseconds, 0 = unbounded
-	Limit         int32                  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
-	Cursor        string                 `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	Serial        string                 `protobuf:"bytes,9,opt,name=serial,proto3" json:"serial,omitempty"`                    // a serial (hex) or JWT ID: that one record
-	ValidAt       int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Owner    string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	SpiffeId string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	EntryId  string                 `protobuf:"bytes,3,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Agent    string                 `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
+	Since    int64                  `protobuf:"varint,5,opt,name=since,proto3" json:"since,omitempty"` // unix nanoseconds, 0 = unbounded
+	Until    int64                  `protobuf:"varint,6,opt,name=until,proto3" json:"until,omitempty"` // unix nanoseconds, 0 = unbounded
+	Limit    int32                  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor   string                 `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Serial   string                 `protobuf:"bytes,9,opt,name=serial,proto3" json:"serial,omitempty"`                    // a serial (hex) or JWT ID: that one record
+	ValidAt  int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
+	// At most one of: only credentials an agent reported handing to a workload, or only those never
+	// reported delivered.
+	Delivered     bool `protobuf:"varint,11,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Undelivered   bool `protobuf:"varint,12,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2310,6 +2331,20 @@ func (x *QueryLedgerRequest) GetValidAt() int64 {
 		return x.ValidAt
 	}
 	return 0
+}
+
+func (x *QueryLedgerRequest) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *QueryLedgerRequest) GetUndelivered() bool {
+	if x != nil {
+		return x.Undelivered
+	}
+	return false
 }
 
 type Issuance struct {
@@ -2549,18 +2584,20 @@ func (x *LookupCredentialRequest) GetData() []byte {
 }
 
 type LookupCredentialResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Known         bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
-	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
-	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
-	SpiffeId      string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	Issuance      *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
-	Entry         *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
-	Owner         *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
-	Agent         *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
-	ValidNow      bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
-	OtherLive     []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Known     bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Reason    string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unknown (other issuer, unknown serial), or notes
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id        string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // serial or JWT ID read from the credential
+	SpiffeId  string                 `protobuf:"bytes,5,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Issuance  *Issuance              `protobuf:"bytes,6,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Entry     *Entry                 `protobuf:"bytes,7,opt,name=entry,proto3" json:"entry,omitempty"` // absent if the entry was deleted since
+	Owner     *Owner                 `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	Agent     *AgentInfo             `protobuf:"bytes,9,opt,name=agent,proto3" json:"agent,omitempty"`                           // absent if the agent was evicted since
+	ValidNow  bool                   `protobuf:"varint,10,opt,name=valid_now,json=validNow,proto3" json:"valid_now,omitempty"`   // not expired, and its entry still active
+	OtherLive []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
+	// Who received it: each distinct caller the agent handed it to. Empty: minted, never delivered.
+	Deliveries    []*Delivery `protobuf:"bytes,12,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2672,6 +2709,130 @@ func (x *LookupCredentialResponse) GetOtherLive() []*Issuance {
 	return nil
 }
 
+func (x *LookupCredentialResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// Delivery is one process receiving one credential, as its agent reported it.
+type Delivery struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Agent          string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Uid            uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid            uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid            int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime      uint64                 `protobuf:"varint,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // clock ticks since boot: with pid, one process
+	Path           string                 `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Sha256Prefix   string                 `protobuf:"bytes,7,opt,name=sha256_prefix,json=sha256Prefix,proto3" json:"sha256_prefix,omitempty"`
+	FirstDelivered int64                  `protobuf:"varint,8,opt,name=first_delivered,json=firstDelivered,proto3" json:"first_delivered,omitempty"` // unix nanoseconds
+	LastDelivered  int64                  `protobuf:"varint,9,opt,name=last_delivered,json=lastDelivered,proto3" json:"last_delivered,omitempty"`    // unix nanoseconds
+	Count          uint64                 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_adminv1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Delivery) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Delivery) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Delivery) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Delivery) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Delivery) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *Delivery) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Delivery) GetSha256Prefix() string {
+	if x != nil {
+		return x.Sha256Prefix
+	}
+	return ""
+}
+
+func (x *Delivery) GetFirstDelivered() int64 {
+	if x != nil {
+		return x.FirstDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastDelivered() int64 {
+	if x != nil {
+		return x.LastDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type AuditRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -2691,7 +2852,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2864,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2877,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -2809,7 +2970,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +2982,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +2995,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -2882,7 +3043,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3055,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3068,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -2932,7 +3093,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3105,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3118,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type VerifyAuditResponse struct {
@@ -2971,7 +3132,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2983,7 +3144,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3157,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3029,7 +3190,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +3202,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +3215,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3077,7 +3238,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3250,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3263,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3150,7 +3311,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3323,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3336,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3205,7 +3366,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3378,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3391,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3279,7 +3440,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3452,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +3465,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -3392,7 +3553,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xad\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x82\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -3432,7 +3593,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12!\n" +
 	"\fissued_count\x18\x1b \x01(\x04R\vissuedCount\x12$\n" +
 	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\x12\x1a\n" +
-	"\bprefetch\x18\x1d \x01(\bR\bprefetch\"B\n" +
+	"\bprefetch\x18\x1d \x01(\bR\bprefetch\x12'\n" +
+	"\x0fdelivered_count\x18\x1e \x01(\x04R\x0edeliveredCount\x12*\n" +
+	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
@@ -3511,7 +3674,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.admin.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12#\n" +
-	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\x85\x02\n" +
+	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xc5\x02\n" +
 	"\x12QueryLedgerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +
@@ -3523,7 +3686,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06cursor\x18\b \x01(\tR\x06cursor\x12\x16\n" +
 	"\x06serial\x18\t \x01(\tR\x06serial\x12\x19\n" +
 	"\bvalid_at\x18\n" +
-	" \x01(\x03R\avalidAt\"\xf3\x02\n" +
+	" \x01(\x03R\avalidAt\x12\x1c\n" +
+	"\tdelivered\x18\v \x01(\bR\tdelivered\x12 \n" +
+	"\vundelivered\x18\f \x01(\bR\vundelivered\"\xf3\x02\n" +
 	"\bIssuance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
@@ -3545,7 +3710,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\"-\n" +
 	"\x17LookupCredentialRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xa5\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xe0\x03\n" +
 	"\x18LookupCredentialResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
@@ -3559,7 +3724,23 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tvalid_now\x18\n" +
 	" \x01(\bR\bvalidNow\x128\n" +
 	"\n" +
-	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\"\x8a\x02\n" +
+	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\x129\n" +
+	"\n" +
+	"deliveries\x18\f \x03(\v2\x19.signet.admin.v1.DeliveryR\n" +
+	"deliveries\"\x94\x02\n" +
+	"\bDelivery\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\x04R\tstartTime\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12#\n" +
+	"\rsha256_prefix\x18\a \x01(\tR\fsha256Prefix\x12'\n" +
+	"\x0ffirst_delivered\x18\b \x01(\x03R\x0efirstDelivered\x12%\n" +
+	"\x0elast_delivered\x18\t \x01(\x03R\rlastDelivered\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\x04R\x05count\"\x8a\x02\n" +
 	"\vAuditRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x14\n" +
@@ -3651,7 +3832,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -3692,16 +3873,17 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*QueryLedgerResponse)(nil),        // 36: signet.admin.v1.QueryLedgerResponse
 	(*LookupCredentialRequest)(nil),    // 37: signet.admin.v1.LookupCredentialRequest
 	(*LookupCredentialResponse)(nil),   // 38: signet.admin.v1.LookupCredentialResponse
-	(*AuditRecord)(nil),                // 39: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 40: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 41: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 42: signet.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 43: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 44: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 45: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 46: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 47: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 48: signet.admin.v1.SignReviewResponse
+	(*Delivery)(nil),                   // 39: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 40: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 41: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 42: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 43: signet.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 44: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 45: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 46: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 47: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 48: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 49: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -3734,62 +3916,63 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	23, // 27: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
 	8,  // 28: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
 	35, // 29: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	39, // 30: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	45, // 31: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	15, // 32: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	16, // 33: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 34: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 35: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 36: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	20, // 37: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	21, // 38: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	24, // 39: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	29, // 40: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 41: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	27, // 42: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	31, // 43: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	34, // 44: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	37, // 45: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	40, // 46: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	42, // 47: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	44, // 48: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	47, // 49: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	0,  // 50: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 51: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 52: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 53: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 54: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 55: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 56: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 57: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 58: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	22, // 59: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 60: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	15, // 61: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	15, // 62: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	23, // 63: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	30, // 64: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	26, // 65: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	28, // 66: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	33, // 67: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	36, // 68: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	38, // 69: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	41, // 70: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	43, // 71: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	46, // 72: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	48, // 73: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	2,  // 74: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 75: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 76: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 77: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 78: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 79: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 80: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	57, // [57:81] is the sub-list for method output_type
-	33, // [33:57] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	39, // 30: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	40, // 31: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	46, // 32: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 33: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 34: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 35: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 36: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 37: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 38: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 39: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 40: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	29, // 41: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 42: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	27, // 43: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	31, // 44: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	34, // 45: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	37, // 46: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	41, // 47: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	43, // 48: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	45, // 49: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	48, // 50: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 51: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 52: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 53: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 54: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 55: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 56: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 57: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 58: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 59: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 60: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 61: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 62: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 63: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 64: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	30, // 65: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 66: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	28, // 67: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	33, // 68: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	36, // 69: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	38, // 70: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	42, // 71: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	44, // 72: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	47, // 73: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	49, // 74: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 75: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 76: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 77: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 78: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 79: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 80: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 81: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	58, // [58:82] is the sub-list for method output_type
+	34, // [34:58] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -3803,7 +3986,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
