@@ -1,11 +1,21 @@
 package agent_test
 
 import (
+	"net"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/proto/agentv1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // waitHeld polls the agent's cache until cond holds, failing the test (naming what) after d.
@@ -133,4 +143,55 @@ func TestFetchedOnceDroppedAfterLifetime(t *testing.T) {
 	if n := ledgerCount(t, e.st, id); n > 2 {
 		t.Fatalf("one fetch led to %d SVIDs, want at most 2 (the first and one renewal)", n)
 	}
+}
+
+// TestStatusService: the status lists the SVIDs the agent holds with their outage budget (time until
+// expiry) and the minimum, over a real Unix socket, and refuses a uid the service does not admit.
+func TestStatusService(t *testing.T) {
+	t.Parallel()
+	e := newBufconnEnv(t)
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/long", x509TTL: 2 * time.Hour})
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/short", x509TTL: 30 * time.Minute})
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/unused", selectors: []string{"unix:uid:2000"}})
+	a, _ := startAgent(t, e.client(), nil)
+	waitReady(t, a)
+	fetchSVIDs(t, a, uid1000(t), 2)
+	var admit atomic.Bool
+	admit.Store(true)
+	client := statusClient(t, agent.NewStatusService(a, func(uint32) bool { return admit.Load() }))
+	r, err := client.Status(testCtx(t, testDeadline), &agentv1.AgentStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Svids) != 2 || r.Svids[0].SpiffeId != "spiffe://example.org/long" || r.Svids[1].SpiffeId != "spiffe://example.org/short" {
+		t.Fatalf("status lists %v, want the two SVIDs in use", r.Svids)
+	}
+	long, short := r.Svids[0].OutageBudgetSeconds, r.Svids[1].OutageBudgetSeconds
+	if long < 3600 || long > 7300 || short < 1500 || short > 1900 || r.MinOutageBudgetSeconds != short {
+		t.Fatalf("outage budgets %ds and %ds, minimum %ds; want about 2h and 30m, minimum the 30m one", long, short, r.MinOutageBudgetSeconds)
+	}
+	admit.Store(false)
+	if _, err := client.Status(testCtx(t, testDeadline), &agentv1.AgentStatusRequest{}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "uid") {
+		t.Fatalf("status for a uid not admitted: %v, want PermissionDenied naming the uid", err)
+	}
+}
+
+// statusClient serves svc on a Unix socket with peer credentials, as the agent's Workload API socket is.
+func statusClient(t *testing.T, svc agentv1.AgentStatusServer) agentv1.AgentStatusClient {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.Creds(peercred.Credentials()))
+	agentv1.RegisterAgentStatusServer(g, svc)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return agentv1.NewAgentStatusClient(conn)
 }

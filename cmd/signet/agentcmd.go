@@ -41,7 +41,7 @@ commented example.`,
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file (YAML)")
 	cmd.Flags().StringVar(&joinToken, "join-token", "", "join token for the first attestation (from 'signet token create')")
-	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd())
+	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd(), newAgentStatusCmd())
 	return cmd
 }
 

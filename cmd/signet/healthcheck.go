@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -44,6 +45,13 @@ func newHealthcheckCmd() *cobra.Command {
 				return fmt.Errorf("%s not healthy: %s", what, resp.Status)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s at %s: SERVING\n", what, path)
+			if what == "agent" {
+				// The outage budget, when this uid may read the agent's status.
+				if st, err := agentv1.NewAgentStatusClient(conn).Status(ctx, &agentv1.AgentStatusRequest{}); err == nil && len(st.Svids) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "outage budget: %s (the soonest of %d cached SVIDs to expire; see 'signet agent status')\n",
+						seconds(st.MinOutageBudgetSeconds), len(st.Svids))
+				}
+			}
 			return nil
 		},
 	}

@@ -82,6 +82,9 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.workload, n.health)
+	// The agent's status (held SVIDs, outage budget) for its own uid and root: 'signet agent status'.
+	self := uint32(os.Getuid())
+	agentv1.RegisterAgentStatusServer(n.workload, agent.NewStatusService(a, func(uid uint32) bool { return uid == self || uid == 0 }))
 	go serveGRPC(cfg.Logger, "workload", n.workload, lis)
 	go func() {
 		if a.WaitReady(runCtx) == nil {

@@ -211,6 +211,17 @@ func TestPrefetchServedWithServerStopped(t *testing.T) {
 	if again := fetch(); again.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) != 0 {
 		t.Fatal("with the server stopped the agent served another SVID than the one it prefetched")
 	}
+	// With the server away, the agent says how long it can keep serving what it holds: the prefetch
+	// SVID, and the on-demand one the fetches above had minted (the stream asks for both).
+	st := decodeJSON[agentStatusView](t, s.mustCLI("agent", "status", "--socket", a.socket, "-o", "json"))
+	if len(st.SVIDs) != 2 || st.SVIDs[0].SPIFFEID != ahead || !st.SVIDs[0].Prefetch || st.SVIDs[1].SPIFFEID != lazy || st.SVIDs[1].Prefetch ||
+		st.MinOutageBudgetSeconds <= 0 || st.MinOutageBudgetSeconds > 3600 ||
+		st.MinOutageBudgetSeconds != min(st.SVIDs[0].OutageBudgetSeconds, st.SVIDs[1].OutageBudgetSeconds) {
+		t.Fatalf("agent status with the server stopped: %+v; want both SVIDs, each with an outage budget under its 1h life, and their minimum", st)
+	}
+	if out := s.mustCLI("healthcheck", "--socket", a.socket); !strings.Contains(out, "SERVING") || !strings.Contains(out, "outage budget: ") {
+		t.Fatalf("agent healthcheck does not give the outage budget:\n%s", out)
+	}
 	s.start(t)
 	delivered(certFile, 2)
 	fetch()
