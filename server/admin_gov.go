@@ -164,6 +164,29 @@ func (s *AdminService) GetOwner(ctx context.Context, req *adminv1.GetOwnerReques
 		return nil, toStatus(err)
 	}
 	out.ValidCredentials = valid
+	if out.InUse, err = s.inUse(valid); err != nil {
+		return nil, toStatus(err)
+	}
+	return out, nil
+}
+
+// inUse returns those of creds that agents reported delivering to workloads, with who received them.
+func (s *AdminService) inUse(creds []*adminv1.Issuance) ([]*adminv1.CredentialUse, error) {
+	var out []*adminv1.CredentialUse
+	for _, c := range creds {
+		ds, err := s.cfg.Store.Deliveries(c.Id)
+		if err != nil {
+			return nil, err
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		u := &adminv1.CredentialUse{Issuance: c}
+		for i := range ds {
+			u.Deliveries = append(u.Deliveries, deliveryToAdmin(&ds[i]))
+		}
+		out = append(out, u)
+	}
 	return out, nil
 }
 
@@ -245,6 +268,9 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 		out.Agents = append(out.Agents, agentToAdmin(&a))
 	}
 	if out.StillValid, err = s.validCredentials(req.GetOwner(), s.cfg.Clock()); err != nil {
+		return nil, toStatus(err)
+	}
+	if out.InUse, err = s.inUse(out.StillValid); err != nil {
 		return nil, toStatus(err)
 	}
 	if !req.GetDryRun() {

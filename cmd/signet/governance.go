@@ -18,7 +18,7 @@ func newOwnerShowCmd() *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
 		Use:     "show NAME",
-		Short:   "Show an owner and everything it owns: entries, tokens, agents, credentials valid now",
+		Short:   "Show an owner and everything it owns: entries, tokens, agents, credentials valid now and which processes use them",
 		Example: "  signet owner show alice@example.org",
 		Args:    exactArgs(1, "one owner name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,7 +39,8 @@ func newOwnerShowCmd() *cobra.Command {
 					Tokens           []tokenView    `json:"tokens"`
 					Agents           []agentView    `json:"agents"`
 					ValidCredentials []issuanceView `json:"valid_credentials"`
-				}{viewOwner(d.Owner), viewEntries(d.Entries), viewTokens(d.Tokens), viewAgents(d.Agents), viewIssuances(d.ValidCredentials)})
+					InUse            []useView      `json:"in_use"`
+				}{viewOwner(d.Owner), viewEntries(d.Entries), viewTokens(d.Tokens), viewAgents(d.Agents), viewIssuances(d.ValidCredentials), viewUses(d.InUse)})
 			}
 			if err := printOwners(w, []*adminv1.Owner{d.Owner}, "table"); err != nil {
 				return err
@@ -51,7 +52,10 @@ func newOwnerShowCmd() *cobra.Command {
 			section(w, "Agents attested with its tokens", len(d.Agents))
 			printAgents(w, d.Agents, "table")
 			section(w, "Credentials valid now", len(d.ValidCredentials))
-			return printIssuances(w, d.ValidCredentials, "table")
+			if err := printIssuances(w, d.ValidCredentials, "table"); err != nil {
+				return err
+			}
+			return printUses(w, d.InUse)
 		},
 	}
 	adminFlag(cmd, &admin)
@@ -70,8 +74,9 @@ func newOwnerOffboardCmd() *cobra.Command {
 		Long: `Offboard an owner: every entry and unused join token it owns is reassigned to another owner, or
 disabled (disabled entries stop being issued at once on every agent; unused tokens are revoked), in one
 Raft write, and the owner is marked offboarded. The command then lists every credential issued under
-its entries that is still valid, with its expiry: the blast radius. --dry-run prints the same plan and
-changes nothing.`,
+its entries that is still valid, with its expiry: the blast radius, and of those, what is actually in use:
+each process (path, uid, pid) on each agent its credential was delivered to. --dry-run prints the same
+plan and changes nothing.`,
 		Example: `  signet owner offboard alice@example.org --reassign-to payments --dry-run
   signet owner offboard alice@example.org --disable --reason "left the company"`,
 		Args: exactArgs(1, "one owner name"),
@@ -98,7 +103,8 @@ changes nothing.`,
 					Tokens     []tokenView    `json:"tokens"`
 					Agents     []agentView    `json:"agents"`
 					StillValid []issuanceView `json:"still_valid"`
-				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid)})
+					InUse      []useView      `json:"in_use"`
+				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid), viewUses(r.InUse)})
 			}
 			verb := "Offboarded"
 			if r.DryRun {
@@ -116,7 +122,10 @@ changes nothing.`,
 			section(w, "Agents attested with its tokens (not changed; evict them separately if needed)", len(r.Agents))
 			printAgents(w, r.Agents, "table")
 			section(w, "Credentials still valid until they expire", len(r.StillValid))
-			return printIssuances(w, r.StillValid, "table")
+			if err := printIssuances(w, r.StillValid, "table"); err != nil {
+				return err
+			}
+			return printUses(w, r.InUse)
 		},
 	}
 	adminFlag(cmd, &admin)
@@ -360,6 +369,35 @@ func viewDeliveries(ds []*adminv1.Delivery) []deliveryView {
 			SHA256Prefix: d.Sha256Prefix, FirstDelivered: formatUnixNano(d.FirstDelivered), LastDelivered: formatUnixNano(d.LastDelivered), Count: d.Count}
 	}
 	return out
+}
+
+// useView is a valid credential in use: who received it.
+type useView struct {
+	ID         string         `json:"id"`
+	SPIFFEID   string         `json:"spiffe_id"`
+	ExpiresAt  string         `json:"expires_at"`
+	Deliveries []deliveryView `json:"deliveries"`
+}
+
+func viewUses(us []*adminv1.CredentialUse) []useView {
+	out := make([]useView, 0, len(us))
+	for _, u := range us {
+		out = append(out, useView{ID: u.Issuance.Id, SPIFFEID: u.Issuance.SpiffeId, ExpiresAt: formatUnixNano(u.Issuance.ExpiresAt),
+			Deliveries: viewDeliveries(u.Deliveries)})
+	}
+	return out
+}
+
+// printUses prints what is actually in use: each process that received a valid credential, on which agent.
+func printUses(w io.Writer, us []*adminv1.CredentialUse) error {
+	var rows [][]string
+	for _, u := range viewUses(us) {
+		for _, d := range u.Deliveries {
+			rows = append(rows, []string{u.SPIFFEID, u.ID, d.Agent, d.Path, fmt.Sprint(d.UID), fmt.Sprint(d.PID), d.LastDelivered})
+		}
+	}
+	section(w, "In use: valid credentials workloads received, and by which processes on which agents", len(rows))
+	return printTable(w, []string{"SPIFFE ID", "SERIAL/JTI", "AGENT", "PATH", "UID", "PID", "LAST DELIVERED"}, rows)
 }
 
 func printDeliveries(w io.Writer, ds []deliveryView) error {

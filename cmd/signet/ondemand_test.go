@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,21 @@ func TestMintOnDemandWithProcesses(t *testing.T) {
 	}
 	if n := len(decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--spiffe-id", once, "--undelivered", "-o", "json"))); n != 0 {
 		t.Fatalf("ledger query --undelivered lists %d records of the fetched entry", n)
+	}
+	// The owner's view and the offboarding plan say what is in use, by which process on which agent.
+	type ownerUse struct {
+		InUse []useView `json:"in_use"`
+	}
+	for _, args := range [][]string{{"owner", "show", "alice"}, {"owner", "offboard", "alice", "--disable", "--dry-run"}} {
+		got := decodeJSON[ownerUse](t, s.mustCLI(append(args, "-o", "json")...))
+		i := slices.IndexFunc(got.InUse, func(u useView) bool { return u.ID == fetched.Certificates[0].SerialNumber.Text(16) })
+		if i < 0 || len(got.InUse[i].Deliveries) != 1 || got.InUse[i].Deliveries[0].Path != exe || got.InUse[i].Deliveries[0].Agent != a.id ||
+			slices.ContainsFunc(got.InUse, func(u useView) bool { return u.SPIFFEID == unused }) {
+			t.Fatalf("%s: in use %+v; want the fetched SVID, received by %s through %s", strings.Join(args, " "), got.InUse, exe, a.id)
+		}
+	}
+	if table := s.mustCLI("owner", "show", "alice"); !strings.Contains(table, "In use:") || !strings.Contains(table, exe) {
+		t.Fatalf("owner show does not say what is in use:\n%s", table)
 	}
 }
 

@@ -1740,8 +1740,10 @@ type OwnerDetail struct {
 	Tokens           []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Agents           []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                                             // agents attested with the owner's tokens
 	ValidCredentials []*Issuance            `protobuf:"bytes,5,rep,name=valid_credentials,json=validCredentials,proto3" json:"valid_credentials,omitempty"` // credentials issued under its entries, still valid now
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What is actually in use: those of valid_credentials delivered to workloads, with who received them.
+	InUse         []*CredentialUse `protobuf:"bytes,6,rep,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OwnerDetail) Reset() {
@@ -1809,6 +1811,66 @@ func (x *OwnerDetail) GetValidCredentials() []*Issuance {
 	return nil
 }
 
+func (x *OwnerDetail) GetInUse() []*CredentialUse {
+	if x != nil {
+		return x.InUse
+	}
+	return nil
+}
+
+// CredentialUse is a credential and the processes its agent handed it to.
+type CredentialUse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuance      *Issuance              `protobuf:"bytes,1,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialUse) Reset() {
+	*x = CredentialUse{}
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialUse) ProtoMessage() {}
+
+func (x *CredentialUse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialUse.ProtoReflect.Descriptor instead.
+func (*CredentialUse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CredentialUse) GetIssuance() *Issuance {
+	if x != nil {
+		return x.Issuance
+	}
+	return nil
+}
+
+func (x *CredentialUse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 type OffboardOwnerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
@@ -1822,7 +1884,7 @@ type OffboardOwnerRequest struct {
 
 func (x *OffboardOwnerRequest) Reset() {
 	*x = OffboardOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1896,7 @@ func (x *OffboardOwnerRequest) String() string {
 func (*OffboardOwnerRequest) ProtoMessage() {}
 
 func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1909,7 @@ func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OffboardOwnerRequest) GetOwner() string {
@@ -1886,20 +1948,22 @@ func (x *OffboardOwnerRequest) GetReason() string {
 }
 
 type OffboardOwnerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owner         *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
-	Tokens        []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
-	Agents        []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
-	StillValid    []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
-	DryRun        bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Owner      *Owner                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	Entries    []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`                         // as they are (or would be) after
+	Tokens     []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`                           // as they are (or would be) after
+	Agents     []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                           // agents attested with the owner's tokens (not changed)
+	StillValid []*Issuance            `protobuf:"bytes,5,rep,name=still_valid,json=stillValid,proto3" json:"still_valid,omitempty"` // credentials issued under its entries that remain valid until they expire
+	DryRun     bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// What is actually in use: those of still_valid delivered to workloads, with who received them.
+	InUse         []*CredentialUse `protobuf:"bytes,7,rep,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OffboardOwnerResponse) Reset() {
 	*x = OffboardOwnerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +1975,7 @@ func (x *OffboardOwnerResponse) String() string {
 func (*OffboardOwnerResponse) ProtoMessage() {}
 
 func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +1988,7 @@ func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OffboardOwnerResponse) GetOwner() *Owner {
@@ -1969,6 +2033,13 @@ func (x *OffboardOwnerResponse) GetDryRun() bool {
 	return false
 }
 
+func (x *OffboardOwnerResponse) GetInUse() []*CredentialUse {
+	if x != nil {
+		return x.InUse
+	}
+	return nil
+}
+
 type ListOwnersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1977,7 +2048,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2060,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2073,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListOwnersResponse struct {
@@ -2014,7 +2085,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2097,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2110,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2057,7 +2128,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2140,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2153,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type JWTKey struct {
@@ -2095,7 +2166,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2178,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2191,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2150,7 +2221,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2233,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2246,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2235,7 +2306,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2318,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2331,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2368,7 +2439,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2451,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2464,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Issuance) GetId() string {
@@ -2497,7 +2568,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2580,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2593,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -2548,7 +2619,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +2631,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +2644,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -2604,7 +2675,7 @@ type LookupCredentialResponse struct {
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2687,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2700,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -2735,7 +2806,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2818,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2831,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Delivery) GetAgent() string {
@@ -2852,7 +2923,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2864,7 +2935,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2877,7 +2948,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -2970,7 +3041,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3053,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3066,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -3043,7 +3114,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3055,7 +3126,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3068,7 +3139,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3093,7 +3164,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3176,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3189,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type VerifyAuditResponse struct {
@@ -3132,7 +3203,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3215,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3228,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3190,7 +3261,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3273,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3286,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3238,7 +3309,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3321,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3334,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3311,7 +3382,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3394,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3407,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3366,7 +3437,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3378,7 +3449,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3391,7 +3462,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3440,7 +3511,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3452,7 +3523,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3465,7 +3536,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -3639,20 +3710,26 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12CreateOwnerRequest\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\"%\n" +
 	"\x0fGetOwnerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x9d\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xd4\x02\n" +
 	"\vOwnerDetail\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
 	"\x06tokens\x18\x03 \x03(\v2\x1a.signet.admin.v1.JoinTokenR\x06tokens\x122\n" +
 	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12F\n" +
-	"\x11valid_credentials\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\x10validCredentials\"\x98\x01\n" +
+	"\x11valid_credentials\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\x10validCredentials\x125\n" +
+	"\x06in_use\x18\x06 \x03(\v2\x1e.signet.admin.v1.CredentialUseR\x05inUse\"\x81\x01\n" +
+	"\rCredentialUse\x125\n" +
+	"\bissuance\x18\x01 \x01(\v2\x19.signet.admin.v1.IssuanceR\bissuance\x129\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x19.signet.admin.v1.DeliveryR\n" +
+	"deliveries\"\x98\x01\n" +
 	"\x14OffboardOwnerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1f\n" +
 	"\vreassign_to\x18\x02 \x01(\tR\n" +
 	"reassignTo\x12\x18\n" +
 	"\adisable\x18\x03 \x01(\bR\adisable\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xb4\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xeb\x02\n" +
 	"\x15OffboardOwnerResponse\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
@@ -3660,7 +3737,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12:\n" +
 	"\vstill_valid\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\n" +
 	"stillValid\x12\x17\n" +
-	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"\x13\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x125\n" +
+	"\x06in_use\x18\a \x03(\v2\x1e.signet.admin.v1.CredentialUseR\x05inUse\"\x13\n" +
 	"\x11ListOwnersRequest\"D\n" +
 	"\x12ListOwnersResponse\x12.\n" +
 	"\x06owners\x18\x01 \x03(\v2\x16.signet.admin.v1.OwnerR\x06owners\"\x12\n" +
@@ -3832,7 +3910,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -3861,29 +3939,30 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*CreateOwnerRequest)(nil),         // 24: signet.admin.v1.CreateOwnerRequest
 	(*GetOwnerRequest)(nil),            // 25: signet.admin.v1.GetOwnerRequest
 	(*OwnerDetail)(nil),                // 26: signet.admin.v1.OwnerDetail
-	(*OffboardOwnerRequest)(nil),       // 27: signet.admin.v1.OffboardOwnerRequest
-	(*OffboardOwnerResponse)(nil),      // 28: signet.admin.v1.OffboardOwnerResponse
-	(*ListOwnersRequest)(nil),          // 29: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 30: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 31: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 32: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 33: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 34: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 35: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 36: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 37: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 38: signet.admin.v1.LookupCredentialResponse
-	(*Delivery)(nil),                   // 39: signet.admin.v1.Delivery
-	(*AuditRecord)(nil),                // 40: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 41: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 42: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 43: signet.admin.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 44: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 45: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 46: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 47: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 48: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 49: signet.admin.v1.SignReviewResponse
+	(*CredentialUse)(nil),              // 27: signet.admin.v1.CredentialUse
+	(*OffboardOwnerRequest)(nil),       // 28: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 29: signet.admin.v1.OffboardOwnerResponse
+	(*ListOwnersRequest)(nil),          // 30: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 31: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 32: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 33: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 34: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 35: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 36: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 37: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 38: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 39: signet.admin.v1.LookupCredentialResponse
+	(*Delivery)(nil),                   // 40: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 41: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 42: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 43: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 44: signet.admin.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 45: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 46: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 47: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 48: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 49: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 50: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -3902,77 +3981,81 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 13: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
 	3,  // 14: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 15: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
-	23, // 17: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
-	15, // 18: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
-	3,  // 19: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	8,  // 20: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	35, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	23, // 22: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	32, // 23: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	35, // 24: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	35, // 25: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	15, // 26: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	23, // 27: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	8,  // 28: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	35, // 29: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	39, // 30: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
-	40, // 31: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	46, // 32: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	15, // 33: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	16, // 34: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 35: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 36: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 37: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	20, // 38: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	21, // 39: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	24, // 40: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	29, // 41: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 42: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	27, // 43: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	31, // 44: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	34, // 45: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	37, // 46: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	41, // 47: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	43, // 48: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	45, // 49: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	48, // 50: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	0,  // 51: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 52: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 53: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 54: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 55: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 56: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 57: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 58: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 59: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	22, // 60: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 61: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	15, // 62: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	15, // 63: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	23, // 64: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	30, // 65: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	26, // 66: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	28, // 67: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	33, // 68: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	36, // 69: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	38, // 70: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	42, // 71: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	44, // 72: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	47, // 73: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	49, // 74: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	2,  // 75: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 76: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 77: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 78: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 79: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 80: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 81: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	58, // [58:82] is the sub-list for method output_type
-	34, // [34:58] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	36, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	27, // 17: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
+	36, // 18: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
+	40, // 19: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
+	23, // 20: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	15, // 21: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	3,  // 22: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	8,  // 23: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	36, // 24: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	27, // 25: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
+	23, // 26: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	33, // 27: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	36, // 28: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	36, // 29: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	15, // 30: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	23, // 31: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	8,  // 32: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	36, // 33: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	40, // 34: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	41, // 35: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	47, // 36: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 37: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 38: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 39: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 40: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 41: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 42: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 43: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 44: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	30, // 45: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 46: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	28, // 47: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	32, // 48: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	35, // 49: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	38, // 50: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	42, // 51: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	44, // 52: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	46, // 53: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	49, // 54: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 55: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 56: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 57: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 58: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 59: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 60: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 61: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 62: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 63: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 64: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 65: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 66: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 67: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 68: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	31, // 69: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 70: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	29, // 71: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	34, // 72: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	37, // 73: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	39, // 74: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	43, // 75: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	45, // 76: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	48, // 77: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	50, // 78: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 79: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 80: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 81: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 82: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 83: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 84: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 85: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	62, // [62:86] is the sub-list for method output_type
+	38, // [38:62] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -3986,7 +4069,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
