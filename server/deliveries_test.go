@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -71,5 +73,62 @@ func TestReportDeliveries(t *testing.T) {
 				t.Fatalf("ReportDeliveries: %v; want InvalidArgument saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestReviewGoesByDeliveries: an entry minted but never delivered (a prefetch entry nothing uses) is
+// "never used", saying it was minted; one delivered long ago is "not used since"; one delivered
+// recently is not flagged; entry reads show deliveries beside minting.
+func TestReviewGoesByDeliveries(t *testing.T) {
+	e := newEnv(t)
+	e.owner(t, "alice")
+	mintedOnly := e.entry(t, "spiffe://example.org/a/minted", agentA, "alice", nil)
+	old := e.entry(t, "spiffe://example.org/a/old", agentA, "alice", nil)
+	recent := e.entry(t, "spiffe://example.org/a/recent", agentA, "alice", nil)
+	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA}))
+	now := time.Now().Add(10 * 24 * time.Hour) // the review's clock: ten days on
+	for _, en := range []struct {
+		id   string
+		last time.Time // zero: never delivered
+	}{{mintedOnly.ID, time.Time{}}, {old.ID, time.Now()}, {recent.ID, now.Add(-time.Hour)}} {
+		tok, err := client.SignJWTSVID(testCtx(t), &agentv1.SignJWTSVIDRequest{EntryId: en.id, Audience: []string{"db"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if en.last.IsZero() {
+			continue
+		}
+		d := &agentv1.Delivery{CredentialId: tok.Id, Caller: &agentv1.Caller{Uid: 1}, FirstDelivered: en.last.UnixNano(), LastDelivered: en.last.UnixNano(), Count: 1}
+		if _, err := client.ReportDeliveries(testCtx(t), &agentv1.ReportDeliveriesRequest{Deliveries: []*agentv1.Delivery{d}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
+		Authenticate: func(context.Context) (string, error) { return "test-admin", nil }, Clock: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Review(testCtx(t), &adminv1.ReviewRequest{StaleSeconds: 7 * 24 * 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	findings := map[string]string{}
+	for _, it := range r.Items {
+		findings[it.Id] = strings.Join(it.Findings, "; ")
+	}
+	for id, want := range map[string]string{mintedOnly.ID: "never used: no SVID delivered to a workload since it was created on", old.ID: "not used since"} {
+		if !strings.Contains(findings[id], want) {
+			t.Errorf("entry %s findings %q lack %q", id, findings[id], want)
+		}
+	}
+	if !strings.Contains(findings[mintedOnly.ID], "minted 1 times, never delivered") {
+		t.Errorf("the minted-only entry's findings %q do not say it was minted", findings[mintedOnly.ID])
+	}
+	if strings.Contains(findings[recent.ID], "used") {
+		t.Errorf("the recently delivered entry is flagged: %q", findings[recent.ID])
+	}
+	got, err := svc.GetEntry(testCtx(t), &adminv1.GetEntryRequest{Id: old.ID})
+	if err != nil || got.IssuedCount != 1 || got.DeliveredCount != 1 || got.LastDeliveredAt == 0 {
+		t.Fatalf("GetEntry: issued %d, delivered %d at %d (%v); want 1, 1, set", got.GetIssuedCount(), got.GetDeliveredCount(), got.GetLastDeliveredAt(), err)
 	}
 }
