@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/workloadapi"
@@ -27,6 +29,8 @@ const (
 	reportedDigestLen = 16
 	// reportTimeout bounds one report call.
 	reportTimeout = 10 * time.Second
+	// finalReportTimeout bounds the report sent when the agent stops.
+	finalReportTimeout = 2 * time.Second
 )
 
 type deliveryKey struct {
@@ -59,9 +63,7 @@ func newDeliveryLog(max int) *deliveryLog {
 // add counts one delivery; it returns true when it could not be tracked and this is the first such
 // since the log had room (for the caller to log once).
 func (l *deliveryLog) add(credential string, expires time.Time, c workloadapi.Caller, now time.Time) (firstDrop bool) {
-	if len(c.Path) > maxReportedPathLen {
-		c.Path = c.Path[:maxReportedPathLen]
-	}
+	c.Path = reportablePath(c.Path)
 	if len(c.SHA256) > reportedDigestLen {
 		c.SHA256 = c.SHA256[:reportedDigestLen]
 	}
@@ -83,6 +85,20 @@ func (l *deliveryLog) add(credential string, expires time.Time, c workloadapi.Ca
 		st.last = now
 	}
 	return false
+}
+
+// reportablePath makes an executable path fit a report: valid UTF-8 (a protobuf string must be; a Linux
+// path need not be), at most maxReportedPathLen bytes, cut on a character boundary.
+func reportablePath(p string) string {
+	p = strings.ToValidUTF8(p, "\uFFFD")
+	if len(p) <= maxReportedPathLen {
+		return p
+	}
+	cut := maxReportedPathLen
+	for cut > 0 && !utf8.RuneStart(p[cut]) {
+		cut--
+	}
+	return p[:cut]
 }
 
 // deliveryReport is a snapshot of reported states, to acknowledge once the server has them.
@@ -164,10 +180,20 @@ func (a *Agent) reportLoop(ctx context.Context) {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
+			// Stopping: one last try, briefly, so what was delivered since the last report is not lost.
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalReportTimeout)
+			defer cancel()
+			if err := a.report(final); err != nil {
+				a.log.Warn("could not report the last deliveries before stopping", "error", err)
+			}
 			return
 		}
 		if err := a.report(ctx); err != nil {
 			if ctx.Err() != nil {
+				return
+			}
+			if isRevocation(err) {
+				a.revoke(err)
 				return
 			}
 			if attempt == 0 {

@@ -2,9 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/storage"
@@ -18,6 +21,14 @@ const methodReport = "/signet.agent.v1.Agent/ReportDeliveries"
 // waitDelivered polls the store until the credential id has one caller with count want.
 func waitDelivered(tb testing.TB, st *storage.Store, id string, want uint64) storage.Delivery {
 	tb.Helper()
+	return waitDeliveries(tb, st, id, fmt.Sprintf("one caller, count %d", want), func(ds []storage.Delivery) bool {
+		return len(ds) == 1 && ds[0].Count == want
+	})[0]
+}
+
+// waitDeliveries polls the store until the deliveries of credential id satisfy cond.
+func waitDeliveries(tb testing.TB, st *storage.Store, id, what string, cond func([]storage.Delivery) bool) []storage.Delivery {
+	tb.Helper()
 	deadline := time.NewTimer(testDeadline)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -27,13 +38,13 @@ func waitDelivered(tb testing.TB, st *storage.Store, id string, want uint64) sto
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if len(ds) == 1 && ds[0].Count == want {
-			return ds[0]
+		if cond(ds) {
+			return ds
 		}
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			tb.Fatalf("deliveries of %s: %+v; want one caller, count %d", id, ds, want)
+			tb.Fatalf("deliveries of %s: %+v; want %s", id, ds, what)
 		}
 	}
 }
@@ -89,4 +100,44 @@ func TestDeliveriesReportedAndRetried(t *testing.T) {
 		}
 	}
 	waitDelivered(t, e.st, jti, 2)
+}
+
+// TestDeliveryPathsMadeReportable: a path that is not valid UTF-8 (Linux allows it, protobuf strings do
+// not) or longer than the server takes is reported cleaned and cut, not left to fail every report.
+func TestDeliveryPathsMadeReportable(t *testing.T) {
+	t.Parallel()
+	e := newBufconnEnv(t)
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web"})
+	a, _ := startAgent(t, e.client(), func(c *agent.Config) { c.DeliveryReportInterval = 10 * time.Millisecond })
+	waitReady(t, a)
+	ids := fetchSVIDs(t, a, uid1000(t), 1)
+	long := "/" + strings.Repeat("é", 600) // 1,201 bytes, two per character
+	a.Delivered(workloadapi.Caller{UID: 1, Path: "/opt/\xffbin"}, ids.SVIDs)
+	a.Delivered(workloadapi.Caller{UID: 2, Path: long}, ids.SVIDs)
+	ds := waitDeliveries(t, e.st, ids.SVIDs[0].Serial, "both callers", func(ds []storage.Delivery) bool { return len(ds) == 2 })
+	for _, d := range ds {
+		switch d.Caller.UID {
+		case 1:
+			if d.Caller.Path != "/opt/\uFFFDbin" {
+				t.Fatalf("non-UTF-8 path reported as %q", d.Caller.Path)
+			}
+		case 2:
+			if len(d.Caller.Path) > 1024 || !utf8.ValidString(d.Caller.Path) || !strings.HasPrefix(long, d.Caller.Path) || len(d.Caller.Path) < 1023 {
+				t.Fatalf("long path reported as %d bytes (valid UTF-8 %v)", len(d.Caller.Path), utf8.ValidString(d.Caller.Path))
+			}
+		}
+	}
+}
+
+// TestDeliveriesReportedOnStop: an agent that stops reports what it delivered since its last report.
+func TestDeliveriesReportedOnStop(t *testing.T) {
+	t.Parallel()
+	e := newBufconnEnv(t)
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web"})
+	a, stop := startAgent(t, e.client(), func(c *agent.Config) { c.DeliveryReportInterval = time.Hour })
+	waitReady(t, a)
+	ids := fetchSVIDs(t, a, uid1000(t), 1)
+	a.Delivered(workloadapi.Caller{UID: 1000, PID: 9}, ids.SVIDs)
+	stop()
+	waitDelivered(t, e.st, ids.SVIDs[0].Serial, 1)
 }
