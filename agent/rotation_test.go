@@ -187,6 +187,7 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 			case <-deadline:
 				t.Fatal("the SVID was never dropped")
 			}
+			asked := time.Now()
 			ids, changed = a.Identities(uid1000(t))
 			now := time.Now()
 			if len(ids.SVIDs) == 0 {
@@ -198,7 +199,11 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 				}
 				break
 			}
-			checkSVID(t, ids, ids.SVIDs[0]) // never expired
+			// Never expired when served: judged at the time of asking, since verifying it a moment later
+			// may cross its expiry.
+			if served := leafOf(t, ids.SVIDs[0]); !asked.Before(served.NotAfter) {
+				t.Fatalf("asked at %s, served an SVID that expired at %s", asked.Format(time.StampMilli), served.NotAfter.Format(time.StampMilli))
+			}
 			if leafOf(t, ids.SVIDs[0]).SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 				t.Fatal("a new SVID appeared although the server refuses to sign")
 			}

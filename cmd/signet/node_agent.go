@@ -78,7 +78,7 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
 	// A separate gRPC service on the same endpoint, as the Workload Endpoint spec allows: 'signet
-	// healthcheck' asks it. NOT_SERVING until the first entry update and its SVIDs are in.
+	// healthcheck' asks it. NOT_SERVING until the first entry update and its prefetch SVIDs are in.
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.workload, n.health)
