@@ -75,3 +75,37 @@ func TestDeliveriesNameTheCaller(t *testing.T) {
 	}
 	waitDeliveries(t, env.Store, jti, 2)
 }
+
+// ledgerRecords counts the ledger records of the test entries (agentID's SPIFFE IDs under /workload).
+func ledgerRecords(t *testing.T, st *storage.Store) int {
+	t.Helper()
+	page, err := st.QueryLedger(storage.LedgerQuery{Agent: agentID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(page.Issuances)
+}
+
+// TestBundleStreamsDoNotMint: a workload that only reads bundles (a TLS client that verifies peers, say)
+// is answered as soon as it is entitled, without the agent minting an SVID for it; its first
+// FetchX509SVID then mints one.
+func TestBundleStreamsDoNotMint(t *testing.T) {
+	addr, env := serveAgent(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := spiffeclient.FetchX509Bundles(ctx, spiffeclient.WithAddr(addr)); err != nil {
+		t.Fatalf("FetchX509Bundles: %v", err)
+	}
+	if _, err := spiffeclient.FetchJWTBundles(ctx, spiffeclient.WithAddr(addr)); err != nil {
+		t.Fatalf("FetchJWTBundles: %v", err)
+	}
+	if n := ledgerRecords(t, env.Store); n != 0 {
+		t.Fatalf("reading bundles minted %d SVIDs, want none", n)
+	}
+	if _, err := spiffeclient.FetchX509SVID(ctx, spiffeclient.WithAddr(addr)); err != nil {
+		t.Fatal(err)
+	}
+	if n := ledgerRecords(t, env.Store); n != 1 {
+		t.Fatalf("the first FetchX509SVID left %d ledger records, want 1", n)
+	}
+}
