@@ -235,7 +235,7 @@ func printEntry(w io.Writer, e *adminv1.Entry, format string) error {
 		{"Selectors", strings.Join(v.Selectors, ", ")}, {"Owner", v.Owner}, {"Purpose", v.Purpose}, {"Ticket", v.Ticket},
 		{"X.509-SVID TTL", v.X509TTL}, {"JWT-SVID TTL", v.JWTTTL}, {"DNS names", strings.Join(v.DNSNames, ", ")},
 		{"Expires at", v.ExpiresAt}, {"Created at", v.CreatedAt}, {"Created by", v.CreatedBy},
-		{"Minted", mintedWhen(v.Prefetch)},
+		{"Minting", mintedWhen(v.Prefetch)},
 		{"Issued", fmt.Sprintf("%d times, last %s", v.IssuedCount, v.LastIssuedAt)},
 		{"Delivered", fmt.Sprintf("%d times to workloads, last %s", v.DeliveredCount, v.LastDeliveredAt)},
 	}

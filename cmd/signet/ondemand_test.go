@@ -156,6 +156,11 @@ func TestMintOnDemandWithProcesses(t *testing.T) {
 		if (e.SPIFFEID == once && (e.DeliveredCount < 2 || e.LastDeliveredAt == "never")) || (e.SPIFFEID == unused && (e.DeliveredCount != 0 || e.IssuedCount != 0)) {
 			t.Fatalf("entry list: %s delivered %d times, last %s, issued %d", e.SPIFFEID, e.DeliveredCount, e.LastDeliveredAt, e.IssuedCount)
 		}
+		if e.SPIFFEID == unused {
+			if out := s.mustCLI("entry", "show", e.ID); !strings.Contains(out, "0 times to workloads, last never") || !strings.Contains(out, "on first request") {
+				t.Fatalf("entry show of the unused entry does not say it was never delivered, and is minted on request:\n%s", out)
+			}
+		}
 	}
 	if n := len(decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--spiffe-id", once, "--undelivered", "-o", "json"))); n != 0 {
 		t.Fatalf("ledger query --undelivered lists %d records of the fetched entry", n)
