@@ -19,7 +19,8 @@ const (
 )
 
 // DeliveryRecorder group-commits agents' delivery reports (see groupCommit): reports arriving while a
-// batch commits go into the next Raft command together.
+// batch commits go into the next Raft command together, up to two full reports' rows (about 700 KB of
+// JSON) per command.
 type DeliveryRecorder struct {
 	g *groupCommit[storage.Delivery]
 }
@@ -27,7 +28,7 @@ type DeliveryRecorder struct {
 // NewDeliveryRecorder returns a recorder writing to store; call Run to start it.
 func NewDeliveryRecorder(store *storage.Store) *DeliveryRecorder {
 	propose := func(ds []storage.Delivery) proposal { return store.ProposeDeliveries(ds) }
-	return &DeliveryRecorder{g: newGroupCommit("record deliveries", MaxDeliveriesPerReport*4, 2, propose)}
+	return &DeliveryRecorder{g: newGroupCommit("record deliveries", 2*MaxDeliveriesPerReport, 2, propose)}
 }
 
 // Record commits ds and returns once they are durable.
