@@ -36,6 +36,8 @@ const (
 	// cmdOwnerOffboardChecked is cmdOwnerOffboard with the entries checked against the entry policy
 	// (Checked): refused if the owner's entries changed since.
 	cmdOwnerOffboardChecked commandType = 19
+	// cmdDeliveryRecord carries agents' reports of credentials handed to workloads (deliveries.go).
+	cmdDeliveryRecord commandType = 40
 )
 
 func (t commandType) String() string {
@@ -78,6 +80,8 @@ func (t commandType) String() string {
 		return "ledger-prune-bounded"
 	case cmdOwnerOffboardChecked:
 		return "owner-offboard-checked"
+	case cmdDeliveryRecord:
+		return "delivery-record"
 	default:
 		return fmt.Sprintf("command-%d", uint8(t))
 	}

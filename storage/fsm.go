@@ -202,6 +202,10 @@ func (s *Store) applyCommand(tx *bolt.Tx, index uint64, data []byte) (any, func(
 		var c reviewSignCmd
 		mustDecode(index, t, payload, &c)
 		return s.applyReviewSign(tx, c)
+	case cmdDeliveryRecord:
+		var c deliveryRecordCmd
+		mustDecode(index, t, payload, &c)
+		return s.applyDeliveryRecord(tx, c)
 	case cmdTokenCreate:
 		var c tokenCreateCmd
 		mustDecode(index, t, payload, &c)

@@ -20,7 +20,8 @@ var (
 	bucketAuthorities = []byte("authorities")
 
 	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketReviews,
-		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent}
+		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent,
+		bucketDeliveries, bucketDeliveryStats}
 
 	keyAppliedIndex = []byte("applied_index")
 	keyRevision     = []byte("revision")
