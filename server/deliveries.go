@@ -43,6 +43,9 @@ func (r *DeliveryRecorder) Run(ctx context.Context) { r.g.run(ctx) }
 // naming a credential not issued through this agent (unknown, pruned, another agent's) are dropped;
 // the response says how many were recorded.
 func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.ReportDeliveriesRequest) (*agentv1.ReportDeliveriesResponse, error) {
+	if err := checkRequest(req); err != nil {
+		return nil, toStatus(err)
+	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
 		return nil, toStatus(err)

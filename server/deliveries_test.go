@@ -60,8 +60,8 @@ func TestReportDeliveries(t *testing.T) {
 		ds   []*agentv1.Delivery
 		want string
 	}{
-		{"too many", many, "deliveries: 1001 in one report, at most 1000"},
-		{"path too long", []*agentv1.Delivery{{CredentialId: tok.Id, Caller: long, FirstDelivered: t0, LastDelivered: t0, Count: 1}}, "deliveries[0].caller.path: 1025 bytes, at most 1024"},
+		{"too many", many, "1001 values, at most 1000"},
+		{"path too long", []*agentv1.Delivery{{CredentialId: tok.Id, Caller: long, FirstDelivered: t0, LastDelivered: t0, Count: 1}}, "1025 bytes, at most 1024"},
 		{"no caller", []*agentv1.Delivery{{CredentialId: tok.Id, FirstDelivered: t0, LastDelivered: t0, Count: 1}}, "deliveries[0].caller is required"},
 		{"no credential", []*agentv1.Delivery{{Caller: d.Caller, FirstDelivered: t0, LastDelivered: t0, Count: 1}}, "deliveries[0].credential_id"},
 		{"zero count", []*agentv1.Delivery{{CredentialId: tok.Id, Caller: d.Caller, FirstDelivered: t0, LastDelivered: t0}}, "deliveries[0].count"},

@@ -147,7 +147,7 @@ func decodeDeliveryStats(v []byte) (count uint64, last int64) {
 // ProposeDeliveries proposes reported deliveries as one Raft command (see applyDeliveryRecord); Wait on
 // the result. The server's delivery recorder group-commits through it.
 func (s *Store) ProposeDeliveries(ds []Delivery) *LedgerProposal {
-	p := &LedgerProposal{n: len(ds), op: fmt.Sprintf("record %d deliveries", len(ds))}
+	p := &LedgerProposal{s: s, n: len(ds), op: fmt.Sprintf("record %d deliveries", len(ds))}
 	if len(ds) == 0 {
 		return &LedgerProposal{}
 	}
