@@ -1,6 +1,8 @@
-// Package agent is the Signet node agent: it keeps the entries its server says it may issue, pre-mints
-// their X.509-SVIDs in batches (keys are generated here and never leave the node), rotates them at half
-// life, caches JWT-SVIDs, and answers the Workload API from that cache.
+// Package agent is the Signet node agent: it keeps the entries its server says it may issue, mints an
+// entry's X.509-SVID when a matching workload first asks (or ahead of time for prefetch entries), in
+// batches (keys are generated here and never leave the node), rotates it at half life while it is in
+// use and drops it once unused for a whole lifetime, caches JWT-SVIDs, and answers the Workload API
+// from that cache.
 //
 //	a, err := agent.New(agent.Config{Client: agentv1.NewAgentClient(conn), TrustDomain: td})
 //	go a.Run(ctx)
@@ -17,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signet-id/signet/proto/agentv1"
@@ -49,8 +52,14 @@ type Config struct {
 	// JWTCacheSize bounds the JWT-SVIDs kept for reuse; the least recently used is evicted when it is
 	// reached. Default DefaultJWTCacheSize.
 	JWTCacheSize int
-	Clock        func() time.Time
-	Logger       *slog.Logger
+	// DeliveryReportInterval is how often the agent reports to the server which workloads it handed
+	// credentials to (default DefaultDeliveryReportInterval); a failed report is retried as long.
+	DeliveryReportInterval time.Duration
+	// MaxTrackedDeliveries bounds the (credential, caller) pairs kept for reports (default
+	// DefaultMaxTrackedDeliveries).
+	MaxTrackedDeliveries int
+	Clock                func() time.Time
+	Logger               *slog.Logger
 }
 
 // Defaults applied by New to zero Config fields.
@@ -89,13 +98,49 @@ type Agent struct {
 	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
 	wantedMu sync.Mutex
 	wanted   map[string]bool
+
+	// deliveries are the hand-overs of credentials to workloads, until reported to the server.
+	deliveries *deliveryLog
+
+	// streams are the open X.509 streams (under mu): the entries they match are in use while open.
+	streams map[*x509Stream]struct{}
 }
+
+// x509Stream is one open Workload API X.509 stream, registered by KeepX509.
+type x509Stream struct{ sels []selector.Selector }
 
 type entryState struct {
 	entry     *agentv1.Entry
 	selectors []selector.Selector
 	expiresAt time.Time // zero: never
 	svid      *x509SVID // nil until minted
+	// lastUsed is when a workload last fetched the entry's X.509-SVID (unix nanoseconds; 0: never). It
+	// is written under the read lock, hence atomic.
+	lastUsed atomic.Int64
+}
+
+// defaultUseWindow is how long a fetch keeps an entry in use when neither its SVID nor the entry
+// says how long SVIDs live (the server always sends a TTL; this is a floor for a zero one).
+const defaultUseWindow = time.Hour
+
+// useWindow is how long after a fetch the entry stays in use without another: the life of its SVID.
+func (e *entryState) useWindow() time.Duration {
+	if e.svid != nil {
+		return e.svid.life()
+	}
+	if ttl := time.Duration(e.entry.X509TtlSeconds) * time.Second; ttl > 0 {
+		return ttl
+	}
+	return defaultUseWindow
+}
+
+// usedUntil is when the last fetch stops keeping the entry in use (zero if it was never fetched).
+func (e *entryState) usedUntil() time.Time {
+	lu := e.lastUsed.Load()
+	if lu == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, lu).Add(e.useWindow())
 }
 
 func (e *entryState) expired(now time.Time) bool {
@@ -120,6 +165,16 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: config: JWTMintBurst %d is negative: want at least 1, or 0 for the default %d", cfg.JWTMintBurst, DefaultJWTMintBurst)
 	case cfg.JWTCacheSize < 0:
 		return nil, fmt.Errorf("agent: config: JWTCacheSize %d is negative: want at least 1, or 0 for the default %d", cfg.JWTCacheSize, DefaultJWTCacheSize)
+	case cfg.DeliveryReportInterval < 0:
+		return nil, fmt.Errorf("agent: config: DeliveryReportInterval %s is negative: want a positive interval, or 0 for the default %s", cfg.DeliveryReportInterval, DefaultDeliveryReportInterval)
+	case cfg.MaxTrackedDeliveries < 0:
+		return nil, fmt.Errorf("agent: config: MaxTrackedDeliveries %d is negative: want at least 1, or 0 for the default %d", cfg.MaxTrackedDeliveries, DefaultMaxTrackedDeliveries)
+	}
+	if cfg.DeliveryReportInterval == 0 {
+		cfg.DeliveryReportInterval = DefaultDeliveryReportInterval
+	}
+	if cfg.MaxTrackedDeliveries == 0 {
+		cfg.MaxTrackedDeliveries = DefaultMaxTrackedDeliveries
 	}
 	if cfg.JWTMintRate == 0 {
 		cfg.JWTMintRate = DefaultJWTMintRate
@@ -147,20 +202,23 @@ func New(cfg Config) (*Agent, error) {
 		jwts:         newJWTCache(cfg.JWTCacheSize),
 		limiter:      newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
 		wanted:       map[string]bool{},
+		streams:      map[*x509Stream]struct{}{},
+		deliveries:   newDeliveryLog(cfg.MaxTrackedDeliveries),
 	}, nil
 }
 
 // Run syncs entries and mints SVIDs until ctx ends.
 func (a *Agent) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); a.syncLoop(ctx) }()
 	go func() { defer wg.Done(); a.mintLoop(ctx) }()
+	go func() { defer wg.Done(); a.reportLoop(ctx) }()
 	wg.Wait()
 }
 
-// WaitReady blocks until the first complete entry update has been applied and every entry then known
-// has an SVID, or ctx ends.
+// WaitReady blocks until the first complete entry update has been applied and every prefetch entry
+// then known has an SVID, or ctx ends. Other entries are minted when a workload asks.
 func (a *Agent) WaitReady(ctx context.Context) error {
 	for {
 		a.mu.RLock()
@@ -181,7 +239,7 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 func (a *Agent) allMintedLocked() bool {
 	now := a.cfg.Clock()
 	for _, e := range a.entries {
-		if !e.expired(now) && (e.svid == nil || !now.Before(e.svid.notAfter)) {
+		if e.entry.Prefetch && !e.expired(now) && (e.svid == nil || !now.Before(e.svid.notAfter)) {
 			return false
 		}
 	}

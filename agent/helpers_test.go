@@ -225,6 +225,8 @@ type entrySpec struct {
 	x509TTL   time.Duration
 	jwtTTL    time.Duration
 	jwtUnique bool
+	// prefetch: minted ahead of any request (otherwise on the first fetch).
+	prefetch  bool
 	expiresAt time.Time
 }
 
@@ -239,7 +241,7 @@ func (s entrySpec) admin(tb testing.TB) *adminv1.Entry {
 		sels = []string{"unix:uid:1000"}
 	}
 	out := &adminv1.Entry{SpiffeId: s.spiffeID, ParentId: parent.String(), Owner: testOwner, Purpose: "agent test",
-		X509TtlSeconds: int64(s.x509TTL / time.Second), JwtTtlSeconds: int64(s.jwtTTL / time.Second), JwtUnique: s.jwtUnique}
+		X509TtlSeconds: int64(s.x509TTL / time.Second), JwtTtlSeconds: int64(s.jwtTTL / time.Second), JwtUnique: s.jwtUnique, Prefetch: s.prefetch}
 	if !s.expiresAt.IsZero() {
 		out.ExpiresAt = s.expiresAt.Unix()
 	}
@@ -261,15 +263,15 @@ func (e *env) entry(tb testing.TB, s entrySpec) string {
 }
 
 // bulkEntries creates n entries spiffe://example.org/bulk/<prefix>/<i> for agent A (uid 1000) in one
-// batch and returns their SPIFFE IDs.
-func (e *env) bulkEntries(tb testing.TB, n int, prefix string) map[string]bool {
+// batch (prefetch ones if prefetch) and returns their SPIFFE IDs.
+func (e *env) bulkEntries(tb testing.TB, n int, prefix string, prefetch bool) map[string]bool {
 	tb.Helper()
 	req := &adminv1.BatchCreateEntriesRequest{}
 	want := make(map[string]bool, n)
 	for i := range n {
 		id := fmt.Sprintf("spiffe://example.org/bulk/%s/%05d", prefix, i)
 		want[id] = true
-		req.Entries = append(req.Entries, entrySpec{spiffeID: id}.admin(tb))
+		req.Entries = append(req.Entries, entrySpec{spiffeID: id, prefetch: prefetch}.admin(tb))
 	}
 	resp, err := e.srv.Admin.BatchCreateEntries(testCtx(tb, testDeadline), req)
 	if err != nil {
@@ -341,12 +343,21 @@ func startAgent(tb testing.TB, client agentv1.AgentClient, mod func(*agent.Confi
 	return a, stop
 }
 
-// waitReady waits for the agent's first complete set of SVIDs.
+// waitReady waits for the agent's first complete entry set and the SVIDs of its prefetch entries.
 func waitReady(tb testing.TB, a *agent.Agent) {
 	tb.Helper()
 	if err := a.WaitReady(testCtx(tb, testDeadline)); err != nil {
 		tb.Fatalf("WaitReady: %v", err)
 	}
+}
+
+// fetchSVIDs fetches as a workload with sels would, until n SVIDs are served (the first fetch has
+// them minted), and returns them.
+func fetchSVIDs(tb testing.TB, a *agent.Agent, sels []selector.Selector, n int) workloadapi.Identities {
+	tb.Helper()
+	return waitIdentities(tb, a, sels, testDeadline, fmt.Sprintf("%d SVIDs", n), func(ids workloadapi.Identities) bool {
+		return len(ids.SVIDs) == n && !ids.Pending
+	})
 }
 
 // waitIdentities waits, on the agent's change channel, until what callers with sels see satisfies

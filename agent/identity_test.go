@@ -463,7 +463,7 @@ func TestDialAndRenewal(t *testing.T) {
 		c.OnRevoked = func(err error) { revoked.Add(1); revokedCh <- err }
 	})
 	waitReady(t, a)
-	ids, _ := a.Identities(uid1000(t))
+	ids := fetchSVIDs(t, a, uid1000(t), 1)
 	if got := svidIDs(ids); len(got) != 1 || !got["spiffe://example.org/web"] {
 		t.Fatalf("over mTLS the agent got %v, want only its own entry", got)
 	}

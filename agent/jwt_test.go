@@ -67,7 +67,7 @@ func (f *jwtFixture) fetch(t *testing.T, audience []string, spiffeID string) []*
 	if err != nil {
 		t.Fatalf("FetchJWTSVIDs(%v, %q): %v", audience, spiffeID, err)
 	}
-	ids, _ := f.a.Identities(uid1000(t))
+	ids, _ := f.a.Bundles(uid1000(t))
 	bundle := ids.JWTAuthorities
 	if bundle == nil {
 		t.Fatal("the agent serves no JWT bundle")
@@ -232,6 +232,11 @@ func TestJWTDeletedEntry(t *testing.T) {
 	if got := f.fetch(t, []string{"aud"}, cachedJWT); len(got) != 1 {
 		t.Fatalf("%d JWT-SVIDs before delete", len(got))
 	}
+	// Fetch its X.509-SVID too, to see it go.
+	waitIdentities(t, f.a, uid1000(t), testDeadline, "the entry's X.509-SVID", func(ids workloadapi.Identities) bool {
+		_, ok := findSVID(ids, cachedJWT)
+		return ok
+	})
 	f.e.deleteEntry(t, f.cachedID)
 	waitIdentities(t, f.a, uid1000(t), testDeadline, "the entry to be deleted", func(ids workloadapi.Identities) bool {
 		_, ok := findSVID(ids, cachedJWT)

@@ -27,7 +27,8 @@ type entryJWTs struct {
 
 type cachedJWT struct {
 	entryID, audience string
-	token             string
+	token, id         string    // id: the JWT ID, the token's ledger record
+	expires           time.Time // the token's expiry
 	reuseEnd          time.Time // half life
 }
 
@@ -35,27 +36,28 @@ func newJWTCache(max int) *jwtCache {
 	return &jwtCache{max: max, lru: list.New(), entries: map[string]*entryJWTs{}}
 }
 
-func (c *jwtCache) get(entryID string, revision uint64, audience string, now time.Time) (string, bool) {
+// get returns the token cached for (entry revision, audience), its JWT ID and expiry.
+func (c *jwtCache) get(entryID string, revision uint64, audience string, now time.Time) (token, id string, expires time.Time, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[entryID]
 	if e == nil || e.revision != revision {
-		return "", false
+		return "", "", time.Time{}, false
 	}
 	el, ok := e.byAud[audience]
 	if !ok {
-		return "", false
+		return "", "", time.Time{}, false
 	}
 	v := el.Value.(*cachedJWT)
 	if !now.Before(v.reuseEnd) {
 		c.removeLocked(el)
-		return "", false
+		return "", "", time.Time{}, false
 	}
 	c.lru.MoveToFront(el)
-	return v.token, true
+	return v.token, v.id, v.expires, true
 }
 
-func (c *jwtCache) put(entryID string, revision uint64, audience, token string, issued, expires time.Time) {
+func (c *jwtCache) put(entryID string, revision uint64, audience, token, id string, issued, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[entryID]
@@ -67,7 +69,7 @@ func (c *jwtCache) put(entryID string, revision uint64, audience, token string, 
 		e = &entryJWTs{revision: revision, byAud: map[string]*list.Element{}}
 		c.entries[entryID] = e
 	}
-	v := &cachedJWT{entryID: entryID, audience: audience, token: token, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
+	v := &cachedJWT{entryID: entryID, audience: audience, token: token, id: id, expires: expires, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
 	if el, ok := e.byAud[audience]; ok {
 		el.Value = v
 		c.lru.MoveToFront(el)

@@ -23,6 +23,8 @@ type x509SVID struct {
 	keyDER    []byte // PKCS#8
 	notBefore time.Time
 	notAfter  time.Time
+	// mintedAt is when the agent received it (its clock): a fetch since then asks for its renewal.
+	mintedAt time.Time
 	// What the SVID was minted for: an entry change to any of these needs a new SVID.
 	spiffeID string
 	x509TTL  int64
@@ -36,12 +38,15 @@ func (s *x509SVID) mintedFor(e *agentv1.Entry) bool {
 
 // rotateAt is half-way through the SVID's life, counted from issuance: NotBefore is backdated for
 // clock skew, so the lifetime the entry asked for (x509TTL) is what is halved.
-func (s *x509SVID) rotateAt() time.Time {
+func (s *x509SVID) rotateAt() time.Time { return s.notAfter.Add(-s.life() / 2) }
+
+// life is the SVID's lifetime as the entry asked for it (without the backdating).
+func (s *x509SVID) life() time.Duration {
 	life := s.notAfter.Sub(s.notBefore)
 	if ttl := time.Duration(s.x509TTL) * time.Second; ttl > 0 && ttl < life {
 		life = ttl
 	}
-	return s.notAfter.Add(-life / 2)
+	return life
 }
 
 // signTimeout bounds one signing call to the server (a batch of X.509-SVIDs or one JWT-SVID).
@@ -104,13 +109,15 @@ func (a *Agent) mintLoop(ctx context.Context) {
 	}
 }
 
-// expire drops SVIDs that have expired and those of expired entries, so no stream serves them.
+// expire drops SVIDs that have expired, those of expired entries, so no stream serves them, and those
+// no workload used for a whole SVID lifetime, so they stop being renewed.
 func (a *Agent) expire(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := false
+	streamed := a.streamedLocked()
 	for _, e := range a.entries {
-		if e.svid != nil && (!now.Before(e.svid.notAfter) || e.expired(now)) {
+		if e.svid != nil && (!now.Before(e.svid.notAfter) || e.expired(now) || !inUse(e, streamed, now)) {
 			e.svid = nil
 			changed = true
 		}
@@ -120,8 +127,8 @@ func (a *Agent) expire(now time.Time) {
 	}
 }
 
-// dueForMint returns the entries that need an SVID now (up to limit, those in wanted first), and the
-// next time one will.
+// dueForMint returns the entries in use that need an SVID now (up to limit, those in wanted first), and
+// the next time one will (or an SVID stops being in use).
 func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time, limit int, wanted map[string]bool) (due []*agentv1.Entry, next time.Time) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -130,8 +137,12 @@ func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time, limi
 			next = t
 		}
 	}
+	streamed := a.streamedLocked()
 	needs := func(e *entryState) bool {
-		return e.svid == nil || !e.svid.mintedFor(e.entry) || !now.Before(e.svid.rotateAt())
+		if e.svid == nil || !e.svid.mintedFor(e.entry) {
+			return inUse(e, streamed, now)
+		}
+		return !now.Before(e.svid.rotateAt()) && renewable(e, streamed, now)
 	}
 	taken := map[string]bool{}
 	for id := range wanted {
@@ -161,8 +172,16 @@ func (a *Agent) dueForMint(now time.Time, failedUntil map[string]time.Time, limi
 			}
 			continue
 		}
-		soonest(e.svid.rotateAt())
+		if e.svid == nil {
+			continue // not in use: minted when a workload asks
+		}
+		if r := e.svid.rotateAt(); now.Before(r) {
+			soonest(r)
+		}
 		soonest(e.svid.notAfter)
+		if u := e.usedUntil(); !e.entry.Prefetch && !streamed[id] && !u.IsZero() {
+			soonest(u) // then it is dropped unless fetched again
+		}
 	}
 	for id := range failedUntil {
 		if _, ok := a.entries[id]; !ok {
@@ -221,6 +240,7 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 			a.log.Error("server returned an unusable X.509-SVID", "entry", r.EntryId, "error", err)
 			continue
 		}
+		s.mintedAt = now
 		delete(failedUntil, r.EntryId)
 		minted[r.EntryId] = s
 	}

@@ -52,6 +52,8 @@ func TestRotation(t *testing.T) {
 	waitReady(t, a)
 	start := time.Now()
 
+	// Fetching every 50 ms below keeps the identity in use, so it is rotated.
+	waitIdentities(t, a, uid1000(t), testDeadline, "the first SVID", func(ids workloadapi.Identities) bool { return len(ids.SVIDs) == 1 })
 	ids, changed := a.Identities(uid1000(t))
 	cur := ids.SVIDs[0]
 	curLeaf := checkSVID(t, ids, cur)
@@ -109,7 +111,7 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 	t.Run("clock past expiry", func(t *testing.T) {
 		t.Parallel()
 		e := newBufconnEnv(t)
-		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web"})
+		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", prefetch: true}) // minted before the stop
 		clock := &offsetClock{}
 		a, stop := startAgent(t, e.client(), clock.config())
 		waitReady(t, a)
@@ -138,8 +140,8 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 		t.Parallel()
 		e := newBufconnEnv(t)
 		expiresAt := time.Now().Add(30 * time.Minute).Truncate(time.Second)
-		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/temp", expiresAt: expiresAt})
-		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web"})
+		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/temp", expiresAt: expiresAt, prefetch: true})
+		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", prefetch: true}) // minted before the stop
 		clock := &offsetClock{}
 		a, stop := startAgent(t, e.client(), clock.config())
 		waitReady(t, a)
@@ -171,6 +173,7 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/short", x509TTL: ttl})
 		a, _ := startAgent(t, e.client(), nil)
 		waitReady(t, a)
+		fetchSVIDs(t, a, uid1000(t), 1) // and the fetches below keep it in use
 		refuse.Store(true)
 		ids, changed := a.Identities(uid1000(t))
 		leaf := checkSVID(t, ids, ids.SVIDs[0])
@@ -184,6 +187,7 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 			case <-deadline:
 				t.Fatal("the SVID was never dropped")
 			}
+			asked := time.Now()
 			ids, changed = a.Identities(uid1000(t))
 			now := time.Now()
 			if len(ids.SVIDs) == 0 {
@@ -195,7 +199,11 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 				}
 				break
 			}
-			checkSVID(t, ids, ids.SVIDs[0]) // never expired
+			// Never expired when served: judged at the time of asking, since verifying it a moment later
+			// may cross its expiry.
+			if served := leafOf(t, ids.SVIDs[0]); !asked.Before(served.NotAfter) {
+				t.Fatalf("asked at %s, served an SVID that expired at %s", asked.Format(time.StampMilli), served.NotAfter.Format(time.StampMilli))
+			}
 			if leafOf(t, ids.SVIDs[0]).SerialNumber.Cmp(leaf.SerialNumber) != 0 {
 				t.Fatal("a new SVID appeared although the server refuses to sign")
 			}
@@ -227,7 +235,8 @@ func TestRefusedEntryRetried(t *testing.T) {
 			if tc.ask {
 			}
 			e := newBufconnEnv(t)
-			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", expiresAt: time.Now().Add(time.Hour)})
+			// Prefetch: the agent asks for it at start, before any workload does.
+			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", expiresAt: time.Now().Add(time.Hour), prefetch: true})
 			// The server's clock runs past the entry's expiry: it refuses this entry (and only it).
 			e.clock.set(2 * time.Hour)
 			log, refusals := newLogCounter(t, "server refused an X.509-SVID")

@@ -116,6 +116,10 @@ func (c *ServerConn) SignJWTSVID(ctx context.Context, in *agentv1.SignJWTSVIDReq
 	return c.current().SignJWTSVID(ctx, in, opts...)
 }
 
+func (c *ServerConn) ReportDeliveries(ctx context.Context, in *agentv1.ReportDeliveriesRequest, opts ...grpc.CallOption) (*agentv1.ReportDeliveriesResponse, error) {
+	return c.current().ReportDeliveries(ctx, in, opts...)
+}
+
 // RunRenewal renews the agent SVID at half life until ctx ends, replacing the connection after each
 // renewal. A refusal that means the agent was evicted or banned (PermissionDenied) is returned; other
 // failures are retried with backoff while the current SVID is still valid.

@@ -14,33 +14,57 @@ import (
 
 var _ workloadapi.Source = (*Agent)(nil)
 
-// Identities implements workloadapi.Source: the caller's SVIDs and the bundle, from the cache.
+// Identities implements workloadapi.Source: the caller's SVIDs and the bundle, from the cache. It is a
+// fetch: each matching entry counts as used now, and one with no SVID yet is minted at once (Pending).
 func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-chan struct{}) {
 	now := a.cfg.Clock()
 	var pending []string
 	defer func() { a.want(pending) }()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	out := workloadapi.Identities{
-		TrustDomain:    a.cfg.TrustDomain,
-		X509Bundle:     a.bundle.x509DER,
-		JWTBundle:      a.bundle.jwks,
-		JWTAuthorities: a.bundle.jwtAuthorities,
-		BundleSequence: a.bundle.sequence,
-	}
+	out := a.bundleLocked()
 	for _, e := range a.matchLocked(sels) {
 		if e.expired(now) {
 			continue
 		}
+		out.Entitled = true
+		e.markUsed(now)
 		s := e.svid
 		if s == nil || !now.Before(s.notAfter) {
 			out.Pending = true
 			pending = append(pending, e.entry.Id)
 			continue
 		}
-		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER})
+		out.SVIDs = append(out.SVIDs, workloadapi.X509SVID{SPIFFEID: e.entry.SpiffeId, Serial: s.serial, CertChain: s.chainDER, Key: s.keyDER, ExpiresAt: s.notAfter})
 	}
 	return out, a.changed
+}
+
+// Bundles implements workloadapi.Source: the bundle, and whether the caller is entitled to an identity,
+// without minting anything.
+func (a *Agent) Bundles(sels []selector.Selector) (workloadapi.Identities, <-chan struct{}) {
+	now := a.cfg.Clock()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := a.bundleLocked()
+	for _, e := range a.matchLocked(sels) {
+		if !e.expired(now) {
+			out.Entitled = true
+			break
+		}
+	}
+	return out, a.changed
+}
+
+// bundleLocked returns the bundle in wire form, with no identity yet.
+func (a *Agent) bundleLocked() workloadapi.Identities {
+	return workloadapi.Identities{
+		TrustDomain:    a.cfg.TrustDomain,
+		X509Bundle:     a.bundle.x509DER,
+		JWTBundle:      a.bundle.jwks,
+		JWTAuthorities: a.bundle.jwtAuthorities,
+		BundleSequence: a.bundle.sequence,
+	}
 }
 
 // FetchJWTSVIDs implements workloadapi.Source. JWT-SVIDs are cached per (entry, audience) and reused
@@ -68,7 +92,8 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 	for _, e := range entries {
 		// An entry asking for a unique jti never gets a cached token.
 		if !e.JwtUnique {
-			if tok, ok := a.jwts.get(e.Id, e.Revision, audKey, now); ok {
+			if tok, jti, exp, ok := a.jwts.get(e.Id, e.Revision, audKey, now); ok {
+				a.noteDelivery(jti, exp, req.Caller, now)
 				out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: tok})
 				continue
 			}
@@ -96,8 +121,9 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 			continue
 		}
 		if !e.JwtUnique {
-			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, resp.Id, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
 		}
+		a.noteDelivery(resp.Id, time.Unix(resp.ExpiresAt, 0), req.Caller, a.cfg.Clock())
 		out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: resp.Token})
 	}
 	return out, firstErr

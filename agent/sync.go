@@ -187,6 +187,7 @@ func (a *Agent) applyUpdate(msgs []*agentv1.SyncEntriesResponse) error {
 			if old.svid != nil && old.svid.mintedFor(es.entry) {
 				es.svid = old.svid // still valid for the changed entry: keep it
 			}
+			es.lastUsed.Store(old.lastUsed.Load())
 			a.indexRemoveLocked(old)
 		}
 		a.entries[id] = es

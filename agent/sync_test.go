@@ -51,7 +51,7 @@ func TestNewValidatesConfig(t *testing.T) {
 }
 
 // TestSyncAndMint checks that the entries parented to the agent, and only those, are served with
-// SVIDs that verify against the bundle served alongside them.
+// SVIDs that verify against the bundle served alongside them, minted when first asked for.
 func TestSyncAndMint(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnv(t)
@@ -64,10 +64,11 @@ func TestSyncAndMint(t *testing.T) {
 	a, _ := startAgent(t, e.client(), nil)
 	waitReady(t, a)
 
-	ids, _ := a.Identities(uid1000(t))
-	if ids.Pending {
-		t.Fatal("Pending after WaitReady returned")
+	// Nothing was minted ahead: the first fetch waits for its SVIDs.
+	if first, _ := a.Identities(uid1000(t)); !first.Pending || len(first.SVIDs) != 0 {
+		t.Fatalf("first fetch: %d SVIDs, pending %v; want none yet, pending", len(first.SVIDs), first.Pending)
 	}
+	ids := waitIdentities(t, a, uid1000(t), testDeadline, "both SVIDs", func(ids workloadapi.Identities) bool { return !ids.Pending })
 	if ids.TrustDomain != testTD {
 		t.Fatalf("TrustDomain %v, want %v", ids.TrustDomain, testTD)
 	}
@@ -130,8 +131,8 @@ func TestSelectorSubset(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnv(t)
 	const both, uidOnly = "spiffe://example.org/both", "spiffe://example.org/uid-only"
-	e.entry(t, entrySpec{spiffeID: both, selectors: []string{"unix:uid:1", "unix:gid:2"}})
-	e.entry(t, entrySpec{spiffeID: uidOnly, selectors: []string{"unix:uid:1"}})
+	e.entry(t, entrySpec{spiffeID: both, selectors: []string{"unix:uid:1", "unix:gid:2"}, prefetch: true})
+	e.entry(t, entrySpec{spiffeID: uidOnly, selectors: []string{"unix:uid:1"}, prefetch: true})
 	a, _ := startAgent(t, e.client(), nil)
 	waitReady(t, a)
 
@@ -209,7 +210,7 @@ func TestPendingUntilMinted(t *testing.T) {
 		}
 		return nil
 	})
-	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web"})
+	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/web", prefetch: true}) // WaitReady waits for it
 	a, _ := startAgent(t, e.client(), nil)
 
 	ids := waitIdentities(t, a, uid1000(t), testDeadline, "the entry to be synced", func(ids workloadapi.Identities) bool { return ids.Pending })
@@ -249,7 +250,7 @@ func TestEntryChangesArriveLive(t *testing.T) {
 	first := e.entry(t, entrySpec{spiffeID: "spiffe://example.org/first"})
 	a, _ := startAgent(t, e.client(), nil)
 	waitReady(t, a)
-	before, _ := a.Identities(uid1000(t))
+	before := waitIdentities(t, a, uid1000(t), testDeadline, "the first SVID", func(ids workloadapi.Identities) bool { return len(ids.SVIDs) == 1 })
 	firstSVID, _ := findSVID(before, "spiffe://example.org/first")
 
 	second := e.entry(t, entrySpec{spiffeID: "spiffe://example.org/second"})
@@ -285,7 +286,7 @@ func TestEntryChangesArriveLive(t *testing.T) {
 func TestManyEntries(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnv(t)
-	want := e.bulkEntries(t, 2500, "full") // 3 pages of the initial listing
+	want := e.bulkEntries(t, 2500, "full", false) // 3 pages of the initial listing
 	var signCalls atomic.Int64
 	e.setHook(func(_ context.Context, method string) error {
 		if method == methodSign {
@@ -295,9 +296,10 @@ func TestManyEntries(t *testing.T) {
 	})
 	a, _ := startAgent(t, e.client(), nil) // MintBatch: the default (500)
 	waitReady(t, a)
-	ids, _ := a.Identities(uid1000(t))
-	if ids.Pending || len(ids.SVIDs) != len(want) {
-		t.Fatalf("after WaitReady: %d SVIDs (pending %v), want %d", len(ids.SVIDs), ids.Pending, len(want))
+	// One caller matching all of them: the first fetch has them minted, in batches.
+	ids := waitIdentities(t, a, uid1000(t), testDeadline, "every SVID", func(ids workloadapi.Identities) bool { return !ids.Pending })
+	if len(ids.SVIDs) != len(want) {
+		t.Fatalf("after the first fetch: %d SVIDs, want %d", len(ids.SVIDs), len(want))
 	}
 	if got := svidIDs(ids); !mapsEqual(got, want) {
 		t.Fatalf("SVIDs for %d distinct IDs, want the %d bulk entries", len(got), len(want))
@@ -317,7 +319,7 @@ func TestManyEntries(t *testing.T) {
 	}
 
 	// A delta larger than one page (1,500 entries committed at once) arrives complete.
-	more := e.bulkEntries(t, 1500, "delta")
+	more := e.bulkEntries(t, 1500, "delta", false)
 	ids = waitIdentities(t, a, uid1000(t), testDeadline, "4000 SVIDs", func(ids workloadapi.Identities) bool {
 		return len(ids.SVIDs) == len(want)+len(more) && !ids.Pending
 	})
@@ -334,7 +336,7 @@ func TestManyEntries(t *testing.T) {
 func TestWaitingWorkloadFirst(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnv(t)
-	e.bulkEntries(t, 1000, "backlog")
+	e.bulkEntries(t, 1000, "backlog", true) // minted ahead: the queue the waiter jumps
 	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/waited-for", selectors: []string{"unix:uid:7"}})
 	// The first signing call is held until the workload has asked; calls after the second are held
 	// until the end of the test, so only two batches can ever be signed.
@@ -415,13 +417,12 @@ func TestRevocation(t *testing.T) {
 				}
 			})
 			waitReady(t, a)
-			if ids, _ := a.Identities(uid1000(t)); len(ids.SVIDs) != 1 {
-				t.Fatalf("before revocation: %d SVIDs, want 1", len(ids.SVIDs))
-			}
+			fetchSVIDs(t, a, uid1000(t), 1)
 
 			denied.Store(true)
-			// A change wakes the sync stream (which authenticates again) and brings a new entry to mint.
-			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/new"})
+			// A change wakes the sync stream (which authenticates again) and brings a new entry to mint
+			// (a prefetch one: minted without a workload asking).
+			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/new", prefetch: true})
 			select {
 			case <-revoked:
 			case <-time.After(testDeadline):
@@ -433,7 +434,7 @@ func TestRevocation(t *testing.T) {
 			}
 			// More refusals (another change, another signing attempt) are not reported again.
 			n := denials.Load()
-			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/newer"})
+			e.entry(t, entrySpec{spiffeID: "spiffe://example.org/newer", prefetch: true})
 			if tc.name == "signing" {
 				// The sync stream is still allowed here, so the agent tries to mint again and is refused.
 				waitCount(t, &denials, n+1, testDeadline, "a further refused signing attempt after revocation")
@@ -472,6 +473,7 @@ func TestTransientErrorIsNotRevocation(t *testing.T) {
 	var revoked atomic.Int64
 	a, _ := startAgent(t, e.client(), func(c *agent.Config) { c.OnRevoked = func(error) { revoked.Add(1) } })
 	waitReady(t, a)
+	waitIdentities(t, a, uid1000(t), testDeadline, "the first SVID", func(ids workloadapi.Identities) bool { return len(ids.SVIDs) == 1 })
 	failing.Store(true)
 	e.entry(t, entrySpec{spiffeID: "spiffe://example.org/second"})
 	waitCount(t, &refusals, 3, testDeadline, "the agent to retry after Unavailable refusals")

@@ -1,7 +1,7 @@
-// Package proto holds Signet's own gRPC APIs (adminv1, agentv1) and the wire form of its replicated Raft
+// Package proto holds Signet's own gRPC APIs (adminv1, agentv1 with the agent status API) and the wire form of its replicated Raft
 // commands (raftv1). The generated code is committed; regenerate it with `make proto` (needs protoc,
 // protoc-gen-go and protoc-gen-go-grpc).
 package proto
 
-//go:generate protoc -I . --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative adminv1/admin.proto agentv1/agent.proto
+//go:generate protoc -I . --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative adminv1/admin.proto agentv1/agent.proto agentv1/status.proto
 //go:generate protoc -I . --go_out=. --go_opt=paths=source_relative raftv1/raft.proto

@@ -164,10 +164,7 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 		}
 		out := entryToAdmin(e)
 		if a := activity[e.ID]; a != nil {
-			out.IssuedCount = a.Stats.Count
-			if !a.Stats.LastIssuedAt.IsZero() {
-				out.LastIssuedAt = a.Stats.LastIssuedAt.UnixNano()
-			}
+			setUse(out, a.Stats, a.Deliveries)
 		}
 		page.Entries = append(page.Entries, out)
 		if len(page.Entries) == syncPageSize {
@@ -281,6 +278,14 @@ func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedger
 	}
 	q := storage.LedgerQuery{Owner: req.GetOwner(), SPIFFEID: req.GetSpiffeId(), EntryID: req.GetEntryId(),
 		Agent: req.GetAgent(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	switch {
+	case req.GetDelivered() && req.GetUndelivered():
+		return nil, status.Error(codes.InvalidArgument, "delivered and undelivered: give at most one")
+	case req.GetDelivered():
+		q.Delivered = storage.DeliveredOnly
+	case req.GetUndelivered():
+		q.Delivered = storage.UndeliveredOnly
+	}
 	if req.GetValidAt() != 0 {
 		q.ValidAt = time.Unix(0, req.GetValidAt())
 	}
@@ -305,7 +310,7 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 	e := storage.Entry{
 		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
-		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
+		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, Prefetch: in.Prefetch, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
 	}
 	for _, ttl := range []struct {
 		field string
@@ -336,7 +341,7 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Owner: e.Owner, Purpose: e.Purpose,
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, CreatedAt: e.CreatedAt.Unix(), CreatedBy: e.CreatedBy, Revision: e.Revision,
-		JwtUnique: e.JWTUnique, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
+		JwtUnique: e.JWTUnique, Prefetch: e.Prefetch, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
 		Disabled: e.Disabled, DisabledAt: unixOrZero(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
 		Pending: e.Pending, PendingRules: e.PendingRules, ApprovedBy: e.ApprovedBy,
 		UpdatedAt: unixOrZero(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason,
@@ -353,13 +358,27 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 // entryWithStats adds what the ledger knows about the entry's use.
 func (s *AdminService) entryWithStats(e *storage.Entry) *adminv1.Entry {
 	out := entryToAdmin(e)
-	if st, err := s.cfg.Store.EntryStats(e.ID); err == nil {
-		out.IssuedCount = st.Count
-		if !st.LastIssuedAt.IsZero() {
-			out.LastIssuedAt = st.LastIssuedAt.UnixNano()
-		}
+	st, err := s.cfg.Store.EntryStats(e.ID)
+	if err != nil {
+		return out
 	}
+	ds, err := s.cfg.Store.EntryDeliveries(e.ID)
+	if err != nil {
+		return out
+	}
+	setUse(out, st, ds)
 	return out
+}
+
+// setUse fills in what the ledger knows of the entry's use: minted (issued) and delivered.
+func setUse(out *adminv1.Entry, st storage.EntryStats, ds storage.DeliveryStats) {
+	out.IssuedCount, out.DeliveredCount = st.Count, ds.Count
+	if !st.LastIssuedAt.IsZero() {
+		out.LastIssuedAt = st.LastIssuedAt.UnixNano()
+	}
+	if !ds.LastDeliveredAt.IsZero() {
+		out.LastDeliveredAt = ds.LastDeliveredAt.UnixNano()
+	}
 }
 
 func ownerToAdmin(o *storage.Owner) *adminv1.Owner {

@@ -25,7 +25,7 @@ func requireReason(reason string) error {
 
 // updatableFields are the entry fields UpdateEntry may change (update_mask names).
 var updatableFields = []string{"spiffe_id", "parent_id", "selectors", "owner", "purpose", "ticket", "x509_ttl_seconds",
-	"jwt_ttl_seconds", "dns_names", "expires_at", "never_expires", "jwt_unique"}
+	"jwt_ttl_seconds", "dns_names", "expires_at", "never_expires", "jwt_unique", "prefetch"}
 
 // UpdateEntry changes the masked fields of an entry, validated like a new entry, and records who and why.
 func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (*adminv1.Entry, error) {
@@ -88,6 +88,8 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 			}
 		case "jwt_unique":
 			e.JWTUnique = patch.JWTUnique
+		case "prefetch":
+			e.Prefetch = patch.Prefetch
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "update_mask: %q is not an updatable field (%s)", f, strings.Join(updatableFields, ", "))
 		}
@@ -171,6 +173,29 @@ func (s *AdminService) GetOwner(ctx context.Context, req *adminv1.GetOwnerReques
 		return nil, toStatus(err)
 	}
 	out.ValidCredentials = valid
+	if out.InUse, err = s.inUse(valid); err != nil {
+		return nil, toStatus(err)
+	}
+	return out, nil
+}
+
+// inUse returns those of creds that agents reported delivering to workloads, with who received them.
+func (s *AdminService) inUse(creds []*adminv1.Issuance) ([]*adminv1.CredentialUse, error) {
+	var out []*adminv1.CredentialUse
+	for _, c := range creds {
+		ds, err := s.cfg.Store.Deliveries(c.Id)
+		if err != nil {
+			return nil, err
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		u := &adminv1.CredentialUse{Issuance: c}
+		for i := range ds {
+			u.Deliveries = append(u.Deliveries, deliveryToAdmin(&ds[i]))
+		}
+		out = append(out, u)
+	}
 	return out, nil
 }
 
@@ -250,6 +275,9 @@ func (s *AdminService) OffboardOwner(ctx context.Context, req *adminv1.OffboardO
 		out.Agents = append(out.Agents, agentToAdmin(&a))
 	}
 	if out.StillValid, err = s.validCredentials(req.GetOwner(), s.cfg.Clock()); err != nil {
+		return nil, toStatus(err)
+	}
+	if out.InUse, err = s.inUse(out.StillValid); err != nil {
 		return nil, toStatus(err)
 	}
 	if !req.GetDryRun() {

@@ -51,6 +51,9 @@ type AgentServiceConfig struct {
 	Denials *DenialLog
 	// TestMinTTL, if set, replaces MinAgentSVIDTTL (see Config.TestMinTTL).
 	TestMinTTL time.Duration
+	// Deliveries, if set, group-commits delivery reports (Server sets its own); without it each report
+	// is its own Raft command.
+	Deliveries *DeliveryRecorder
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -233,6 +236,7 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, Selectors: selector.Strings(e.Selectors),
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, Revision: e.Revision, JwtUnique: e.JWTUnique,
+		Prefetch: e.Prefetch,
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()

@@ -92,6 +92,13 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 		}
 	}
 	out.ValidNow = valid && out.Known
+	ds, err := s.cfg.Store.Deliveries(rec.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, d := range ds {
+		out.Deliveries = append(out.Deliveries, deliveryToAdmin(&d))
+	}
 	return out, nil
 }
 
@@ -109,6 +116,11 @@ func (s *AdminService) describeCA(out *adminv1.LookupCredentialResponse, cert *x
 		}
 	}
 	out.Reason = fmt.Sprintf("a CA certificate (%q), but not an X.509 authority in the current bundle of trust domain %s: another CA's, a root rotated out of the bundle, or forged", cert.Subject.String(), td)
+}
+
+func deliveryToAdmin(d *storage.Delivery) *adminv1.Delivery {
+	return &adminv1.Delivery{Agent: d.Agent, Uid: d.Caller.UID, Gid: d.Caller.GID, Pid: d.Caller.PID, StartTime: d.Caller.StartTime,
+		Path: d.Caller.Path, Sha256Prefix: d.Caller.SHA256, FirstDelivered: d.FirstAt.UnixNano(), LastDelivered: d.LastAt.UnixNano(), Count: d.Count}
 }
 
 // issuedHere reports whether c was signed by one of this trust domain's authorities (by AKI or JWT key

@@ -72,13 +72,20 @@ func (s *AdminService) reviewItems(now time.Time, stale time.Duration) ([]*admin
 		}
 		var f []string
 		a := activity[e.ID]
+		// Use is what workloads received (agents' delivery reports), not what was minted: a prefetch
+		// entry is minted whether or not anything uses it.
 		switch {
-		case a == nil || a.Stats.Count == 0:
+		case a == nil || a.Deliveries.Count == 0:
 			if now.Sub(e.CreatedAt) >= stale {
-				f = append(f, fmt.Sprintf("never issued since it was created on %s", day(e.CreatedAt)))
+				minted := "never issued"
+				if a != nil && a.Stats.Count > 0 {
+					minted = fmt.Sprintf("minted %d times, never delivered", a.Stats.Count)
+				}
+				f = append(f, fmt.Sprintf("never used: no SVID delivered to a workload since it was created on %s (%s)", day(e.CreatedAt), minted))
 			}
-		case now.Sub(a.Stats.LastIssuedAt) >= stale:
-			f = append(f, fmt.Sprintf("not issued since %s (%d days)", day(a.Stats.LastIssuedAt), int(now.Sub(a.Stats.LastIssuedAt).Hours()/24)))
+		case now.Sub(a.Deliveries.LastDeliveredAt) >= stale:
+			f = append(f, fmt.Sprintf("not used since %s (%d days): no SVID delivered to a workload since", day(a.Deliveries.LastDeliveredAt),
+				int(now.Sub(a.Deliveries.LastDeliveredAt).Hours()/24)))
 		}
 		switch {
 		case e.Expired(now):

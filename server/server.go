@@ -68,6 +68,8 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	Recorder *Recorder
+	// Deliveries group-commits agents' delivery reports (run by Run).
+	Deliveries *DeliveryRecorder
 	// Denials carries refused requests of both APIs to the audit log (run by Run).
 	Denials *DenialLog
 	Issuer  *Issuer
@@ -99,8 +101,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
+	deliveries := NewDeliveryRecorder(cfg.Store)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, TestMinTTL: cfg.TestMinTTL, Denials: denials, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, TestMinTTL: cfg.TestMinTTL, Denials: denials, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
+	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.
@@ -125,13 +128,14 @@ const DefaultLedgerRetention = 90 * 24 * time.Hour
 // pruneEvery is how often the leader removes ledger records past retention.
 const pruneEvery = time.Hour
 
-// Run runs the ledger recorder, the denial log, automatic audit checkpoints and, on the leader,
-// retention pruning, until ctx ends.
+// Run runs the ledger and delivery recorders, the denial log, automatic audit checkpoints and, on the
+// leader, retention pruning, until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
 	wg.Go(func() { s.Denials.Run(ctx) })
 	wg.Go(func() { s.checkpointLoop(ctx) })
+	wg.Go(func() { s.Deliveries.Run(ctx) })
 	s.Recorder.Run(ctx)
 	wg.Wait()
 }

@@ -48,24 +48,25 @@ const (
 // Protobuf commands: one wire message of proto/raftv1 each, decoded strictly. Types 20–39 are this
 // series; cmdLedgerAppend has been protobuf wire format from the start.
 const (
-	cmdLedgerAppend  commandType = 4                    // raftv1.LedgerBatch
-	cmdOwnerCreate   commandType = 20                   // raftv1.OwnerCreate
-	cmdEntryCreate   commandType = 21                   // raftv1.EntryCreate
-	cmdEntryBatch    commandType = 22                   // raftv1.EntryBatchCreate
-	cmdEntryDelete   commandType = 23                   // raftv1.EntryDelete
-	cmdAuthorityPut  commandType = 24                   // raftv1.AuthorityPut
-	cmdTokenCreate   commandType = 25                   // raftv1.TokenCreate
-	cmdAgentAttest   commandType = 26                   // raftv1.AgentAttest
-	cmdAgentRenew    commandType = 27                   // raftv1.AgentRenew
-	cmdAgentEvict    commandType = 28                   // raftv1.AgentEvict
-	cmdAgentBan      commandType = 29                   // raftv1.AgentBan
-	cmdEntryUpdate   commandType = 30                   // raftv1.EntryUpdate
-	cmdEntryState    commandType = 31                   // raftv1.EntryState
-	cmdOwnerOffboard commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
-	cmdAuditAppend   commandType = 33                   // raftv1.AuditAppend
-	cmdLedgerPrune   commandType = 34                   // raftv1.LedgerPrune (bounded by records)
-	cmdReviewSign    commandType = 35                   // raftv1.ReviewSign
-	cmdNodeVersion   commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
+	cmdLedgerAppend   commandType = 4                    // raftv1.LedgerBatch
+	cmdOwnerCreate    commandType = 20                   // raftv1.OwnerCreate
+	cmdEntryCreate    commandType = 21                   // raftv1.EntryCreate
+	cmdEntryBatch     commandType = 22                   // raftv1.EntryBatchCreate
+	cmdEntryDelete    commandType = 23                   // raftv1.EntryDelete
+	cmdAuthorityPut   commandType = 24                   // raftv1.AuthorityPut
+	cmdTokenCreate    commandType = 25                   // raftv1.TokenCreate
+	cmdAgentAttest    commandType = 26                   // raftv1.AgentAttest
+	cmdAgentRenew     commandType = 27                   // raftv1.AgentRenew
+	cmdAgentEvict     commandType = 28                   // raftv1.AgentEvict
+	cmdAgentBan       commandType = 29                   // raftv1.AgentBan
+	cmdEntryUpdate    commandType = 30                   // raftv1.EntryUpdate
+	cmdEntryState     commandType = 31                   // raftv1.EntryState
+	cmdOwnerOffboard  commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
+	cmdAuditAppend    commandType = 33                   // raftv1.AuditAppend
+	cmdLedgerPrune    commandType = 34                   // raftv1.LedgerPrune (bounded by records)
+	cmdReviewSign     commandType = 35                   // raftv1.ReviewSign
+	cmdNodeVersion    commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
+	cmdDeliveryRecord commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
 )
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
@@ -74,7 +75,7 @@ const (
 const (
 	// commandVersionJSON: the types of the JSON era, and ledger-append.
 	commandVersionJSON uint32 = 1
-	// commandVersionWire: the protobuf types 20–36.
+	// commandVersionWire: the protobuf types 20–37.
 	commandVersionWire uint32 = 2
 	// CommandVersion is the newest command version this build understands and proposes.
 	CommandVersion = commandVersionWire
@@ -86,7 +87,7 @@ func (t commandType) since() uint32 {
 	switch {
 	case t >= cmdOwnerCreateJSON && t <= cmdOwnerOffboardCheckedJSON:
 		return commandVersionJSON
-	case t >= cmdOwnerCreate && t <= cmdReviewSign, t == cmdNodeVersion:
+	case t >= cmdOwnerCreate && t <= cmdReviewSign, t == cmdNodeVersion, t == cmdDeliveryRecord:
 		return commandVersionWire
 	default:
 		return CommandVersion
@@ -130,6 +131,7 @@ var commandNames = map[commandType]string{
 	cmdLedgerPrune:              "ledger-prune",
 	cmdReviewSign:               "review-sign",
 	cmdNodeVersion:              "node-version",
+	cmdDeliveryRecord:           "delivery-record",
 }
 
 func (t commandType) String() string {

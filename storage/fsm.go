@@ -220,6 +220,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte) (applied
 		return viaWire(tx, payload, reviewSignFromWire, applyReviewSign)
 	case cmdNodeVersion:
 		return viaWire(tx, payload, nodeVersionFromWire, applyNodeVersion)
+	case cmdDeliveryRecord:
+		return viaWire(tx, payload, deliveryRecordFromWire, applyDeliveryRecord)
 
 	// The JSON era: replayed exactly as before, never proposed.
 	case cmdOwnerCreateJSON:

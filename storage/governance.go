@@ -617,6 +617,7 @@ func applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
 			}
 			if addr := byID.Get(f.id); addr != nil && string(addr[:batchKeyLen]) == string(bk) {
 				mustDelete(byID, f.id)
+				deleteDeliveries(tx, string(f.id))
 			}
 			for d, val := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
 				if len(val) == 0 {
@@ -737,6 +738,8 @@ func (s *Store) pruneLedger(ctx context.Context, before time.Time, maxBatches, m
 // EntryActivity is an entry's issuance history as reviews need it.
 type EntryActivity struct {
 	Stats EntryStats
+	// Deliveries is what agents reported of the entry's SVIDs reaching workloads.
+	Deliveries DeliveryStats
 	// Daily holds the issuance counts of the last statsDays days, oldest first (the last is today).
 	Daily []uint64
 }
@@ -746,12 +749,22 @@ func (s *Store) Activity(now time.Time) (map[string]*EntryActivity, error) {
 	out := map[string]*EntryActivity{}
 	day := dayOf(uint64(now.UnixNano()))
 	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntryStats).ForEach(func(k, v []byte) error {
+		err := tx.Bucket(bucketEntryStats).ForEach(func(k, v []byte) error {
 			st, err := decodeStatsValue(v)
 			if err != nil {
 				return fmt.Errorf("stats of entry %q: %w", k, err)
 			}
 			out[string(k)] = &EntryActivity{Stats: st.public(), Daily: st.dailyUntil(day)}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// Every delivered entry was issued, so it has an activity already.
+		return tx.Bucket(bucketDeliveryStats).ForEach(func(k, v []byte) error {
+			if a := out[string(k)]; a != nil {
+				a.Deliveries = deliveryStatsOf(v)
+			}
 			return nil
 		})
 	})

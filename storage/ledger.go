@@ -337,6 +337,9 @@ type LedgerQuery struct {
 	Until time.Time
 	// ValidAt, if set, keeps only credentials valid at that time (issued at or before it, expiring after).
 	ValidAt time.Time
+	// Delivered, if set, keeps only credentials an agent reported handing to a workload
+	// (DeliveredOnly) or only those never reported delivered (UndeliveredOnly).
+	Delivered DeliveryFilter
 	// Limit caps the page size: 0 means DefaultLedgerLimit; at most MaxLedgerLimit.
 	Limit int
 	// Cursor continues a previous query (LedgerPage.Next).
@@ -469,7 +472,7 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 					return fmt.Errorf("ledger record %x/%d: %w", bk, pos, err)
 				}
 				rec.IssuedAt = batchTime
-				if !q.matches(&rec) {
+				if !q.matches(&rec) || !q.Delivered.keeps(tx, rec.ID) {
 					continue
 				}
 				if len(page.Issuances) == limit {

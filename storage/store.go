@@ -462,17 +462,11 @@ func mapRaftError(err error) error {
 // apply proposes cmd through Raft and waits until it is applied on this node. The FSM's response is
 // returned; a response that is an error (the state refused the command) is returned as the error.
 func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
-	if s.closed.Load() {
-		return nil, ErrClosed
-	}
-	if err := s.refuseWhileStateFull(); err != nil {
-		return nil, err
-	}
-	if err := s.checkProposable(cmd); err != nil {
-		return nil, err
-	}
 	full := s.diskFullWatch()
-	f := s.raft.Apply(cmd, timeoutFrom(ctx))
+	f, err := s.enqueue(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -493,6 +487,22 @@ func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// enqueue hands cmd to Raft unless the store is closed, the state file is full, or a server of the
+// cluster may not understand the command (ErrUpgradeInProgress). Waiting for room in Raft's queue ends
+// with ctx's deadline.
+func (s *Store) enqueue(ctx context.Context, cmd []byte) (raft.ApplyFuture, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := s.refuseWhileStateFull(); err != nil {
+		return nil, err
+	}
+	if err := s.checkProposable(cmd); err != nil {
+		return nil, err
+	}
+	return s.raft.Apply(cmd, timeoutFrom(ctx)), nil
 }
 
 func (s *Store) stateDB() *bolt.DB {

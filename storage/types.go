@@ -42,7 +42,11 @@ type Entry struct {
 	// Ticket references the change request that justified the entry.
 	Ticket string `json:"ticket,omitempty"`
 	// JWTUnique asks for a fresh jti on every JWT-SVID: agents never serve one from cache.
-	JWTUnique bool      `json:"jwt_unique,omitempty"`
+	JWTUnique bool `json:"jwt_unique,omitempty"`
+	// Prefetch asks agents to mint the entry's X.509-SVID ahead of any request and keep it rotated,
+	// for workloads that must start while the server is unreachable. Other entries are minted when a
+	// matching workload first asks, and dropped once unused for a whole SVID lifetime.
+	Prefetch  bool      `json:"prefetch,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by,omitempty"`
 	// Disabled entries are not issued (and not sent to agents) until enabled again.

@@ -281,6 +281,12 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 		if !errors.Is(err, ErrUpgradeInProgress) {
 			t.Fatalf("AttestAgent: %v; want ErrUpgradeInProgress", err)
 		}
+		if _, err := s.RecordDeliveries(ctx, []Delivery{sampleDelivery(42)}); !errors.Is(err, ErrUpgradeInProgress) {
+			t.Fatalf("RecordDeliveries: %v; want ErrUpgradeInProgress", err)
+		}
+		if err := s.ProposeDeliveries([]Delivery{sampleDelivery(42)}).Wait(ctx); !errors.Is(err, ErrUpgradeInProgress) {
+			t.Fatalf("ProposeDeliveries: %v; want ErrUpgradeInProgress", err)
+		}
 		// Ledger records are of the oldest version: issuance goes on.
 		if err := s.AppendLedger(ctx, []Issuance{{ID: fmt.Sprintf("%x", time.Now().UnixNano()), ExpiresAt: t2}}); err != nil {
 			t.Fatalf("AppendLedger during the upgrade: %v", err)

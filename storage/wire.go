@@ -75,7 +75,7 @@ func entryToWire(e Entry) *raftv1.Entry {
 	return &raftv1.Entry{Id: e.ID, SpiffeId: e.SPIFFEID, ParentId: e.ParentID, Selectors: selectorsToWire(e.Selectors),
 		Owner: e.Owner, Purpose: e.Purpose, X509TtlNs: int64(e.X509TTL), JwtTtlNs: int64(e.JWTTTL),
 		DnsNames: nilIfEmpty(e.DNSNames), ExpiresAt: timeToWire(e.ExpiresAt), NeverExpires: e.NeverExpires,
-		Ticket: e.Ticket, JwtUnique: e.JWTUnique, CreatedAt: timeToWire(e.CreatedAt), CreatedBy: e.CreatedBy,
+		Ticket: e.Ticket, JwtUnique: e.JWTUnique, Prefetch: e.Prefetch, CreatedAt: timeToWire(e.CreatedAt), CreatedBy: e.CreatedBy,
 		Disabled: e.Disabled, DisabledAt: timeToWire(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
 		Pending: e.Pending, PendingRules: nilIfEmpty(e.PendingRules), ApprovedBy: e.ApprovedBy, ApprovedAt: timeToWire(e.ApprovedAt),
 		UpdatedAt: timeToWire(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason, Revision: e.Revision}
@@ -85,7 +85,7 @@ func entryFromWire(e *raftv1.Entry) Entry {
 	return Entry{ID: e.GetId(), SPIFFEID: e.GetSpiffeId(), ParentID: e.GetParentId(), Selectors: selectorsFromWire(e.GetSelectors()),
 		Owner: e.GetOwner(), Purpose: e.GetPurpose(), X509TTL: time.Duration(e.GetX509TtlNs()), JWTTTL: time.Duration(e.GetJwtTtlNs()),
 		DNSNames: nilIfEmpty(e.GetDnsNames()), ExpiresAt: timeFromWire(e.GetExpiresAt()), NeverExpires: e.GetNeverExpires(),
-		Ticket: e.GetTicket(), JWTUnique: e.GetJwtUnique(), CreatedAt: timeFromWire(e.GetCreatedAt()), CreatedBy: e.GetCreatedBy(),
+		Ticket: e.GetTicket(), JWTUnique: e.GetJwtUnique(), Prefetch: e.GetPrefetch(), CreatedAt: timeFromWire(e.GetCreatedAt()), CreatedBy: e.GetCreatedBy(),
 		Disabled: e.GetDisabled(), DisabledAt: timeFromWire(e.GetDisabledAt()), DisabledBy: e.GetDisabledBy(), DisabledReason: e.GetDisabledReason(),
 		Pending: e.GetPending(), PendingRules: nilIfEmpty(e.GetPendingRules()), ApprovedBy: e.GetApprovedBy(), ApprovedAt: timeFromWire(e.GetApprovedAt()),
 		UpdatedAt: timeFromWire(e.GetUpdatedAt()), UpdatedBy: e.GetUpdatedBy(), UpdateReason: e.GetUpdateReason(), Revision: e.GetRevision()}
@@ -317,4 +317,53 @@ func (c reviewSignCmd) wire() *raftv1.ReviewSign {
 
 func reviewSignFromWire(m *raftv1.ReviewSign) reviewSignCmd {
 	return reviewSignCmd{Review: reviewFromWire(m.GetReview()), Meta: metaFromWire(m.GetMeta())}
+}
+
+// unixNanoToWire and unixNanoFromWire carry a time as unix nanoseconds, the zero time as 0.
+func unixNanoToWire(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func unixNanoFromWire(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+func callerToWire(c Caller) *raftv1.Caller {
+	return &raftv1.Caller{Uid: c.UID, Gid: c.GID, Pid: c.PID, StartTime: c.StartTime, Path: c.Path, Sha256Prefix: c.SHA256}
+}
+
+func callerFromWire(c *raftv1.Caller) Caller {
+	return Caller{UID: c.GetUid(), GID: c.GetGid(), PID: c.GetPid(), StartTime: c.GetStartTime(), Path: c.GetPath(), SHA256: c.GetSha256Prefix()}
+}
+
+func deliveryToWire(d Delivery) *raftv1.Delivery {
+	return &raftv1.Delivery{CredentialId: d.CredentialID, Agent: d.Agent, Caller: callerToWire(d.Caller),
+		FirstAtUnixNs: unixNanoToWire(d.FirstAt), LastAtUnixNs: unixNanoToWire(d.LastAt), Count: d.Count, EntryId: d.EntryID}
+}
+
+func deliveryFromWire(d *raftv1.Delivery) Delivery {
+	return Delivery{CredentialID: d.GetCredentialId(), Agent: d.GetAgent(), Caller: callerFromWire(d.GetCaller()),
+		FirstAt: unixNanoFromWire(d.GetFirstAtUnixNs()), LastAt: unixNanoFromWire(d.GetLastAtUnixNs()), Count: d.GetCount(), EntryID: d.GetEntryId()}
+}
+
+func (c deliveryRecordCmd) wire() *raftv1.DeliveryRecord {
+	out := make([]*raftv1.Delivery, len(c.Deliveries))
+	for i := range c.Deliveries {
+		out[i] = deliveryToWire(c.Deliveries[i])
+	}
+	return &raftv1.DeliveryRecord{Deliveries: nilIfEmpty(out)}
+}
+
+func deliveryRecordFromWire(m *raftv1.DeliveryRecord) deliveryRecordCmd {
+	out := make([]Delivery, len(m.GetDeliveries()))
+	for i, d := range m.GetDeliveries() {
+		out[i] = deliveryFromWire(d)
+	}
+	return deliveryRecordCmd{Deliveries: nilIfEmpty(out)}
 }

@@ -60,7 +60,7 @@ func sampleEntry(id string) Entry {
 	return Entry{ID: id, SPIFFEID: "spiffe://example.org/api", ParentID: "spiffe://example.org/agent",
 		Selectors: []selector.Selector{{Type: "unix", Value: "uid:1000"}, {Type: "unix", Value: "gid:50"}},
 		Owner:     "payments", Purpose: "serves the API", X509TTL: time.Hour, JWTTTL: 5 * time.Minute,
-		DNSNames: []string{"api.example.org"}, ExpiresAt: t2, NeverExpires: true, Ticket: "CHG-2", JWTUnique: true,
+		DNSNames: []string{"api.example.org"}, ExpiresAt: t2, NeverExpires: true, Ticket: "CHG-2", JWTUnique: true, Prefetch: true,
 		CreatedAt: t1, CreatedBy: "alice", Disabled: true, DisabledAt: t2, DisabledBy: "bob", DisabledReason: "review",
 		Pending: true, PendingRules: []string{"prod"}, ApprovedBy: "carol", ApprovedAt: t2,
 		UpdatedAt: t2, UpdatedBy: "dave", UpdateReason: "rotate", Revision: 42}
@@ -77,6 +77,11 @@ func sampleLedger() []byte {
 	u := encodeUnstampedBatch([]Issuance{{ID: "ab", Kind: KindX509SVID, SPIFFEID: "spiffe://example.org/agent/n1",
 		Owner: "payments", ExpiresAt: t2, Node: "node-1", Agent: "spiffe://example.org/agent/n1", NodeAttestation: "join_token"}})
 	return u.appendStamped(nil, t1)
+}
+
+func sampleDelivery(pid int32) Delivery {
+	caller := Caller{UID: 1000, GID: 50, PID: pid, StartTime: 123456, Path: "/usr/bin/web", SHA256: "abcdef0123456789"}
+	return Delivery{CredentialID: "0a1b", Agent: "spiffe://example.org/agent/n1", Caller: caller, FirstAt: t1, LastAt: t2, Count: 3, EntryID: "e1"}
 }
 
 // wireCases holds one fixed command per protobuf command type, every field set (checked by
@@ -109,6 +114,8 @@ func wireCases() []wireCase {
 			Decisions: []ReviewDecision{{EntryID: "e1", Decision: ReviewKeep, Note: "used daily"}, {EntryID: "e2", Decision: ReviewDisable, Note: "idle"}}},
 			Meta: sampleMeta()}, reviewSignCmd.wire, reviewSignFromWire),
 		wcase("node-version", cmdNodeVersion, nodeVersionCmd{NodeID: "node-1", Version: 2}, nodeVersionCmd.wire, nodeVersionFromWire),
+		wcase("delivery-record", cmdDeliveryRecord, deliveryRecordCmd{Deliveries: []Delivery{sampleDelivery(42), sampleDelivery(43)}},
+			deliveryRecordCmd.wire, deliveryRecordFromWire),
 	}
 }
 

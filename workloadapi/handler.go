@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/selector"
@@ -111,19 +112,22 @@ func joinSelectors(sels []selector.Selector) string {
 
 // watch runs the stream protocol shared by the three streaming RPCs: send a response now, then again
 // whenever its content changes, each time after attesting the caller again (stillSame);
-// PermissionDenied once the caller has no identity (and none is being minted). same reports whether
+// PermissionDenied once the caller has no identity. view reads the Source (Identities for the X.509
+// stream, which mints; Bundles for the bundle streams, which do not). ready reports whether a state
+// can be sent (the X.509 stream waits for SVIDs being minted rather than deny). same reports whether
 // two states would give the same response, so unchanged states are not resent; it runs on every
 // wake-up and should not allocate.
-func (h *Handler) watch(ctx context.Context, sels []selector.Selector, send func(Identities) error, same func(last, cur Identities) bool) error {
+func (h *Handler) watch(ctx context.Context, sels []selector.Selector, view func([]selector.Selector) (Identities, <-chan struct{}),
+	ready func(Identities) bool, send func(Identities) error, same func(last, cur Identities) bool) error {
 	var last Identities
 	first := true
 	attested := true // sels were read just now, at open: no wait since
 	for {
-		ids, changed := h.cfg.Source.Identities(sels)
+		ids, changed := view(sels)
 		switch {
-		case len(ids.SVIDs) == 0 && !ids.Pending:
+		case !ids.Entitled:
 			return noIdentity(sels)
-		case len(ids.SVIDs) == 0:
+		case !ready(ids):
 			// Entries match but their SVIDs are being minted: wait for them rather than deny.
 		default:
 			if first || !same(last, ids) {
@@ -176,13 +180,45 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	// While the stream is open the caller's identities are in use: minted now, and kept rotated.
+	release := h.cfg.Source.KeepX509(sels)
+	defer release()
+	caller := callerOf(ctx, sels)
+	return h.watch(ctx, sels, h.cfg.Source.Identities, hasSVIDs, func(ids Identities) error {
 		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids.SVIDs))}
 		for i, s := range ids.SVIDs {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
 		}
-		return stream.Send(resp)
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		h.cfg.Source.Delivered(caller, ids.SVIDs)
+		return nil
 	}, sameSVIDs)
+}
+
+func hasSVIDs(ids Identities) bool { return len(ids.SVIDs) > 0 }
+
+// entitled: the bundle streams answer any caller with an identity, minted or not.
+func entitled(ids Identities) bool { return ids.Entitled }
+
+// callerOf names the attested caller for delivery records: its peer credentials, and the executable's
+// path and digest from its selectors.
+func callerOf(ctx context.Context, sels []selector.Selector) Caller {
+	peer, _ := peercred.FromContext(ctx) // attested: present
+	c := Caller{UID: peer.UID, GID: peer.GID, PID: peer.PID, StartTime: peer.StartTime}
+	for _, s := range sels {
+		if s.Type != "unix" {
+			continue
+		}
+		switch k, v, _ := strings.Cut(s.Value, ":"); k {
+		case "path":
+			c.Path = v
+		case "sha256":
+			c.SHA256 = v
+		}
+	}
+	return c
 }
 
 // sameSVIDs reports whether last and cur hold the same bundle and the same SVIDs, in the same order.
@@ -198,7 +234,7 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream worklo
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
 		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}})
 	}, sameBundle)
 }
@@ -210,7 +246,7 @@ func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return h.watch(ctx, sels, func(ids Identities) error {
+	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
 		return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}})
 	}, sameBundle)
 }
@@ -236,8 +272,8 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 	if err != nil {
 		return nil, err
 	}
-	peer, _ := peercred.FromContext(ctx) // attest succeeded: present
-	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: peer.UID, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
+	caller := callerOf(ctx, sels)
+	svids, err := h.cfg.Source.FetchJWTSVIDs(ctx, JWTRequest{UID: caller.UID, Caller: caller, Selectors: sels, Audience: req.GetAudience(), SPIFFEID: req.GetSpiffeId()})
 	switch {
 	case err != nil && errors.Is(err, ErrRateLimited):
 		// Not logged per call: the Source logs when a caller reaches its limit.
@@ -303,7 +339,7 @@ func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 	if err != nil {
 		return nil, err
 	}
-	ids, _ := h.cfg.Source.Identities(sels)
+	ids, _ := h.cfg.Source.Bundles(sels)
 	if ids.JWTAuthorities == nil {
 		return nil, status.Error(codes.Unavailable, "no JWT bundle yet: the agent has not received its trust bundle from the server")
 	}

@@ -3,6 +3,7 @@ package workloadapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -18,8 +19,17 @@ type Attestor interface {
 // Source is where the Workload API gets identities from (the node agent's cache).
 type Source interface {
 	// Identities returns what a caller with these selectors is entitled to now, and a channel that is
-	// closed when that may have changed.
+	// closed when that may have changed. It is a fetch of the caller's X.509-SVIDs: identities not
+	// minted yet are minted now (reported Pending until they are).
 	Identities(selectors []selector.Selector) (Identities, <-chan struct{})
+	// Bundles is Identities without the SVIDs (and without minting any): the bundles, and whether
+	// the caller is entitled to an identity.
+	Bundles(selectors []selector.Selector) (Identities, <-chan struct{})
+	// KeepX509 tells the Source an X.509 stream for these selectors is open: until release is called,
+	// its identities are kept minted and rotated.
+	KeepX509(selectors []selector.Selector) (release func())
+	// Delivered tells the Source these X.509-SVIDs were just handed to caller. It must not block.
+	Delivered(caller Caller, svids []X509SVID)
 	// FetchJWTSVIDs returns a JWT-SVID for req.Audience for each identity of the caller (or only
 	// req.SPIFFEID, if set). No identity is an empty result, not an error. When only some identities
 	// can be served, it returns those with a non-nil error saying why the others could not; an error
@@ -34,7 +44,9 @@ var ErrRateLimited = errors.New("rate limit reached")
 // JWTRequest is one FetchJWTSVID call, attested.
 type JWTRequest struct {
 	// UID is the caller's uid from its peer credentials: the unit rate limits are kept per.
-	UID       uint32
+	UID uint32
+	// Caller is who asks, for the delivery records of the tokens it is handed.
+	Caller    Caller
 	Selectors []selector.Selector
 	Audience  []string
 	// SPIFFEID, if set, asks for that identity only.
@@ -44,6 +56,8 @@ type JWTRequest struct {
 // Identities is a caller's view of the cache, ready to be put on the wire.
 type Identities struct {
 	SVIDs []X509SVID
+	// Entitled is true when entries match the caller: it has identities, minted or not.
+	Entitled bool
 	// Pending is true when entries match the caller but their SVIDs are still being minted.
 	Pending     bool
 	TrustDomain spiffeid.TrustDomain
@@ -58,6 +72,17 @@ type Identities struct {
 	BundleSequence uint64
 }
 
+// Caller is the attested process a credential is handed to, as delivery records name it.
+type Caller struct {
+	UID, GID uint32
+	PID      int32
+	// StartTime is the process's start time (clock ticks since boot): with PID, one process.
+	StartTime uint64
+	// Path and SHA256 are the executable's path and digest (hex) from its selectors; empty when the
+	// attestor did not produce them.
+	Path, SHA256 string
+}
+
 // X509SVID is one X.509 identity in wire form.
 type X509SVID struct {
 	SPIFFEID string
@@ -67,6 +92,8 @@ type X509SVID struct {
 	CertChain []byte
 	// Key is the private key, PKCS#8 DER.
 	Key []byte
+	// ExpiresAt is the SVID's expiry.
+	ExpiresAt time.Time
 }
 
 // JWTSVID is one JWT identity.

@@ -50,7 +50,7 @@ commented example.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "agent configuration file (YAML)")
 	cmd.Flags().StringVar(&tokens.file, "join-token-file", "", "file holding the join token for the first attestation (mode 0600; - reads stdin); or set "+joinTokenEnv)
 	cmd.Flags().StringVar(&tokens.flag, "join-token", "", "deprecated: the token is visible to every local user in the process list; use --join-token-file or "+joinTokenEnv)
-	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd())
+	cmd.AddCommand(newAgentListCmd(), newAgentShowCmd(), newAgentEvictCmd(), newAgentBanCmd(), newAgentStatusCmd())
 	return cmd
 }
 

@@ -518,6 +518,7 @@ func TestEntryImport(t *testing.T) {
   purpose: batch forever
   never_expires: true
   ticket: CHG-1
+  prefetch: true
 - spiffe_id: spiffe://example.org/batch/ninety
   selectors: [unix:uid:7102]
   owner: `+owner+`
@@ -526,8 +527,11 @@ func TestEntryImport(t *testing.T) {
   dns_names: [ninety.example.org]
 `)
 	created := decodeJSON[[]entryView](t, d.mustCLI("entry", "import", file, "-o", "json"))
-	if len(created) != 2 || !created[0].NeverExpires || created[0].Ticket != "CHG-1" || created[0].ExpiresAt != "never" {
-		t.Fatalf("imported never_expires/ticket: %+v", created)
+	if len(created) != 2 || !created[0].NeverExpires || created[0].Ticket != "CHG-1" || created[0].ExpiresAt != "never" || !created[0].Prefetch || created[1].Prefetch {
+		t.Fatalf("imported never_expires/ticket/prefetch: %+v", created)
+	}
+	if out := d.mustCLI("entry", "show", created[0].ID); !strings.Contains(out, "ahead of requests (prefetch)") {
+		t.Fatalf("entry show of a prefetch entry does not say it is minted ahead:\n%s", out)
 	}
 	if exp, err := time.Parse(time.RFC3339, created[1].ExpiresAt); err != nil || time.Until(exp) < 89*24*time.Hour || time.Until(exp) > 90*24*time.Hour {
 		t.Fatalf("imported expires_in 90d: expires at %q (%v)", created[1].ExpiresAt, err)

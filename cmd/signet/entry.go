@@ -160,6 +160,7 @@ type entryView struct {
 	NeverExpires   bool     `json:"never_expires,omitempty"`
 	Ticket         string   `json:"ticket,omitempty"`
 	JWTUnique      bool     `json:"jwt_unique,omitempty"`
+	Prefetch       bool     `json:"prefetch,omitempty"`
 	State          string   `json:"state"` // active, expired, disabled, pending
 	Disabled       bool     `json:"disabled,omitempty"`
 	DisabledBy     string   `json:"disabled_by,omitempty"`
@@ -172,6 +173,9 @@ type entryView struct {
 	UpdateReason   string   `json:"update_reason,omitempty"`
 	IssuedCount    uint64   `json:"issued_count"`
 	LastIssuedAt   string   `json:"last_issued_at"`
+	// Delivered is what agents report handing to workloads: use, where Issued is only minting.
+	DeliveredCount  uint64 `json:"delivered_count"`
+	LastDeliveredAt string `json:"last_delivered_at"`
 }
 
 func viewEntry(e *adminv1.Entry) entryView {
@@ -181,16 +185,19 @@ func viewEntry(e *adminv1.Entry) entryView {
 	for _, s := range e.Selectors {
 		v.Selectors = append(v.Selectors, s.Type+":"+s.Value)
 	}
-	v.NeverExpires, v.Ticket, v.JWTUnique = e.NeverExpires, e.Ticket, e.JwtUnique
+	v.NeverExpires, v.Ticket, v.JWTUnique, v.Prefetch = e.NeverExpires, e.Ticket, e.JwtUnique, e.Prefetch
 	v.Disabled, v.DisabledBy, v.DisabledReason = e.Disabled, e.DisabledBy, e.DisabledReason
 	v.Pending, v.PendingRules, v.ApprovedBy = e.Pending, e.PendingRules, e.ApprovedBy
 	v.UpdatedBy, v.UpdateReason, v.IssuedCount = e.UpdatedBy, e.UpdateReason, e.IssuedCount
 	if e.UpdatedAt != 0 {
 		v.UpdatedAt = formatUnix(e.UpdatedAt)
 	}
-	v.LastIssuedAt = "never"
+	v.LastIssuedAt, v.LastDeliveredAt, v.DeliveredCount = "never", "never", e.DeliveredCount
 	if e.LastIssuedAt != 0 {
 		v.LastIssuedAt = formatUnixNano(e.LastIssuedAt)
+	}
+	if e.LastDeliveredAt != 0 {
+		v.LastDeliveredAt = formatUnixNano(e.LastDeliveredAt)
 	}
 	switch {
 	case e.Disabled:
@@ -230,7 +237,9 @@ func printEntry(w io.Writer, e *adminv1.Entry, format string) error {
 		{"Selectors", strings.Join(v.Selectors, ", ")}, {"Owner", v.Owner}, {"Purpose", v.Purpose}, {"Ticket", v.Ticket},
 		{"X.509-SVID TTL", v.X509TTL}, {"JWT-SVID TTL", v.JWTTTL}, {"DNS names", strings.Join(v.DNSNames, ", ")},
 		{"Expires at", v.ExpiresAt}, {"Created at", v.CreatedAt}, {"Created by", v.CreatedBy},
+		{"Minting", mintedWhen(v.Prefetch)},
 		{"Issued", fmt.Sprintf("%d times, last %s", v.IssuedCount, v.LastIssuedAt)},
+		{"Delivered", fmt.Sprintf("%d times to workloads, last %s", v.DeliveredCount, v.LastDeliveredAt)},
 	}
 	if v.ApprovedBy != "" {
 		fields = append(fields, [2]string{"Approved by", v.ApprovedBy})
@@ -251,7 +260,15 @@ func printEntries(w io.Writer, entries []*adminv1.Entry, format string) error {
 	}
 	rows := make([][]string, len(views))
 	for i, v := range views {
-		rows[i] = []string{v.ID, v.SPIFFEID, strings.Join(v.Selectors, ","), v.Owner, v.State, v.ExpiresAt, v.LastIssuedAt}
+		rows[i] = []string{v.ID, v.SPIFFEID, strings.Join(v.Selectors, ","), v.Owner, v.State, v.ExpiresAt, v.LastIssuedAt, v.LastDeliveredAt, fmt.Sprint(v.DeliveredCount)}
 	}
-	return printTable(w, []string{"ENTRY ID", "SPIFFE ID", "SELECTORS", "OWNER", "STATE", "EXPIRES", "LAST ISSUED"}, rows)
+	return printTable(w, []string{"ENTRY ID", "SPIFFE ID", "SELECTORS", "OWNER", "STATE", "EXPIRES", "LAST ISSUED", "LAST DELIVERED", "DELIVERIES"}, rows)
+}
+
+// mintedWhen says when agents mint the entry's X.509-SVIDs.
+func mintedWhen(prefetch bool) string {
+	if prefetch {
+		return "ahead of requests (prefetch)"
+	}
+	return "on first request"
 }

@@ -29,6 +29,7 @@ type entryOptions struct {
 	neverExpires bool
 	ticket       string
 	jwtUnique    bool
+	prefetch     bool
 	output       string
 }
 
@@ -121,6 +122,10 @@ var entryFields = []entryField{
 	}},
 	{flag: "jwt-unique", key: "jwt_unique", mask: "jwt_unique", apply: func(o *entryOptions, e *adminv1.Entry, _ string) error {
 		e.JwtUnique = o.jwtUnique
+		return nil
+	}},
+	{flag: "prefetch", key: "prefetch", mask: "prefetch", apply: func(o *entryOptions, e *adminv1.Entry, _ string) error {
+		e.Prefetch = o.prefetch
 		return nil
 	}},
 }
@@ -234,4 +239,5 @@ func addEntryFlags(cmd *cobra.Command, o *entryOptions, update bool) {
 	daysFlag(f, &o.expiresIn, "expires-in", 0, "when the entry stops being issued, from now (e.g. 90d or 2160h)")
 	f.BoolVar(&o.neverExpires, "never-expires", false, "the entry never expires (access reviews flag it)")
 	f.BoolVar(&o.jwtUnique, "jwt-unique", false, "give every JWT-SVID a fresh jti (agents never serve one from cache)")
+	f.BoolVar(&o.prefetch, "prefetch", false, "agents mint the X.509-SVID before any workload asks and keep it rotated (for workloads that must start while the server is unreachable); otherwise it is minted on first request")
 }

@@ -18,7 +18,7 @@ func newOwnerShowCmd() *cobra.Command {
 	var admin, output string
 	cmd := &cobra.Command{
 		Use:     "show NAME",
-		Short:   "Show an owner and everything it owns: entries, tokens, agents, credentials valid now",
+		Short:   "Show an owner and everything it owns: entries, tokens, agents, credentials valid now and which processes use them",
 		Example: "  signet owner show alice@example.org",
 		Args:    exactArgs(1, "one owner name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,7 +39,8 @@ func newOwnerShowCmd() *cobra.Command {
 					Tokens           []tokenView    `json:"tokens"`
 					Agents           []agentView    `json:"agents"`
 					ValidCredentials []issuanceView `json:"valid_credentials"`
-				}{viewOwner(d.Owner), viewEntries(d.Entries), viewTokens(d.Tokens), viewAgents(d.Agents), viewIssuances(d.ValidCredentials)})
+					InUse            []useView      `json:"in_use"`
+				}{viewOwner(d.Owner), viewEntries(d.Entries), viewTokens(d.Tokens), viewAgents(d.Agents), viewIssuances(d.ValidCredentials), viewUses(d.InUse)})
 			}
 			if err := printOwners(w, []*adminv1.Owner{d.Owner}, "table"); err != nil {
 				return err
@@ -51,7 +52,10 @@ func newOwnerShowCmd() *cobra.Command {
 			section(w, "Agents attested with its tokens", len(d.Agents))
 			printAgents(w, d.Agents, "table")
 			section(w, "Credentials valid now", len(d.ValidCredentials))
-			return printIssuances(w, d.ValidCredentials, "table")
+			if err := printIssuances(w, d.ValidCredentials, "table"); err != nil {
+				return err
+			}
+			return printUses(w, d.InUse)
 		},
 	}
 	adminFlag(cmd, &admin)
@@ -93,8 +97,9 @@ func newOwnerOffboardCmd() *cobra.Command {
 		Long: `Offboard an owner: every entry and unused join token it owns is reassigned to another owner, or
 disabled (disabled entries stop being issued at once on every agent; unused tokens are revoked), in one
 Raft write, and the owner is marked offboarded. The command then lists every credential issued under
-its entries that is still valid, with its expiry: the blast radius. --dry-run prints the same plan and
-changes nothing.
+its entries that is still valid, with its expiry: the blast radius, and of those, what is actually in use:
+each process (path, uid, pid) on each agent its credential was delivered to. --dry-run prints the same
+plan and changes nothing.
 
 With --reassign-to, each entry is checked against the server's entry policy as if the new owner updated
 it: --dry-run lists the deny rules each would break, and the real run is refused, changing nothing,
@@ -125,8 +130,9 @@ while there is any (change those entries or the policy first, or use --disable).
 					Tokens     []tokenView     `json:"tokens"`
 					Agents     []agentView     `json:"agents"`
 					StillValid []issuanceView  `json:"still_valid"`
+					InUse      []useView       `json:"in_use"`
 					Violations []violationView `json:"violations"`
-				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid), viewViolations(r.Violations)})
+				}{r.DryRun, viewOwner(r.Owner), viewEntries(r.Entries), viewTokens(r.Tokens), viewAgents(r.Agents), viewIssuances(r.StillValid), viewUses(r.InUse), viewViolations(r.Violations)})
 			}
 			verb := "Offboarded"
 			if r.DryRun {
@@ -148,7 +154,10 @@ while there is any (change those entries or the policy first, or use --disable).
 			section(w, "Agents attested with its tokens (not changed; evict them separately if needed)", len(r.Agents))
 			printAgents(w, r.Agents, "table")
 			section(w, "Credentials still valid until they expire", len(r.StillValid))
-			return printIssuances(w, r.StillValid, "table")
+			if err := printIssuances(w, r.StillValid, "table"); err != nil {
+				return err
+			}
+			return printUses(w, r.InUse)
 		},
 	}
 	adminFlag(cmd, &admin)
@@ -245,7 +254,8 @@ func newLedgerLookupCmd() *cobra.Command {
 		Long: `Identify a credential someone found: a PEM certificate or chain, DER, or a JWT (an expired one, one
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
 purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
-and expires, whether it is still valid, and what other credentials its entry has live now. A credential
+and expires, whether it is still valid, who received it (each process its agent handed it to, with first
+and last time; or "minted, never delivered"), and what other credentials its entry has live now. A credential
 Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
 of the trust domain's bundle (a server node's root) is reported as such, and the command exits 0.`,
 		Example: `  signet ledger lookup leaked.pem
@@ -299,8 +309,11 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		Owner     *ownerView     `json:"owner,omitempty"`
 		Agent     *agentView     `json:"agent,omitempty"`
 		OtherLive []issuanceView `json:"other_live"`
+		// Deliveries: who received it; empty when it was minted and never delivered.
+		Deliveries []deliveryView `json:"deliveries"`
 	}
-	v := view{Known: r.Known, Authority: r.Authority, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive)}
+	v := view{Known: r.Known, Authority: r.Authority, Reason: r.Reason, Kind: r.Kind, ID: r.Id, SPIFFEID: r.SpiffeId, ValidNow: r.ValidNow, OtherLive: viewIssuances(r.OtherLive),
+		Deliveries: viewDeliveries(r.Deliveries)}
 	if r.Issuance != nil {
 		iv := viewIssuances([]*adminv1.Issuance{r.Issuance})[0]
 		v.Issuance = &iv
@@ -355,11 +368,82 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 	if len(i.Audience) > 0 {
 		fields = append(fields, [2]string{"Audience", strings.Join(i.Audience, ", ")})
 	}
+	received := "minted, never delivered to a workload"
+	if len(v.Deliveries) > 0 {
+		received = fmt.Sprintf("by %d processes (below)", len(v.Deliveries))
+	}
+	fields = append(fields, [2]string{"Received", received})
 	if err := printFields(w, fields); err != nil {
 		return err
 	}
+	if len(v.Deliveries) > 0 {
+		section(w, "Who received it", len(v.Deliveries))
+		if err := printDeliveries(w, v.Deliveries); err != nil {
+			return err
+		}
+	}
 	section(w, "Other credentials of this entry valid now", len(r.OtherLive))
 	return printIssuances(w, r.OtherLive, "table")
+}
+
+// deliveryView is one process that received a credential.
+type deliveryView struct {
+	Agent          string `json:"agent"`
+	UID            uint32 `json:"uid"`
+	GID            uint32 `json:"gid"`
+	PID            int32  `json:"pid"`
+	StartTime      uint64 `json:"start_time"`
+	Path           string `json:"path,omitempty"`
+	SHA256Prefix   string `json:"sha256_prefix,omitempty"`
+	FirstDelivered string `json:"first_delivered"`
+	LastDelivered  string `json:"last_delivered"`
+	Count          uint64 `json:"count"`
+}
+
+func viewDeliveries(ds []*adminv1.Delivery) []deliveryView {
+	out := make([]deliveryView, len(ds))
+	for i, d := range ds {
+		out[i] = deliveryView{Agent: d.Agent, UID: d.Uid, GID: d.Gid, PID: d.Pid, StartTime: d.StartTime, Path: d.Path,
+			SHA256Prefix: d.Sha256Prefix, FirstDelivered: formatUnixNano(d.FirstDelivered), LastDelivered: formatUnixNano(d.LastDelivered), Count: d.Count}
+	}
+	return out
+}
+
+// useView is a valid credential in use: who received it.
+type useView struct {
+	ID         string         `json:"id"`
+	SPIFFEID   string         `json:"spiffe_id"`
+	ExpiresAt  string         `json:"expires_at"`
+	Deliveries []deliveryView `json:"deliveries"`
+}
+
+func viewUses(us []*adminv1.CredentialUse) []useView {
+	out := make([]useView, 0, len(us))
+	for _, u := range us {
+		out = append(out, useView{ID: u.Issuance.Id, SPIFFEID: u.Issuance.SpiffeId, ExpiresAt: formatUnixNano(u.Issuance.ExpiresAt),
+			Deliveries: viewDeliveries(u.Deliveries)})
+	}
+	return out
+}
+
+// printUses prints what is actually in use: each process that received a valid credential, on which agent.
+func printUses(w io.Writer, us []*adminv1.CredentialUse) error {
+	var rows [][]string
+	for _, u := range viewUses(us) {
+		for _, d := range u.Deliveries {
+			rows = append(rows, []string{u.SPIFFEID, u.ID, d.Agent, d.Path, fmt.Sprint(d.UID), fmt.Sprint(d.PID), d.LastDelivered})
+		}
+	}
+	section(w, "In use: valid credentials workloads received, and by which processes on which agents", len(rows))
+	return printTable(w, []string{"SPIFFE ID", "SERIAL/JTI", "AGENT", "PATH", "UID", "PID", "LAST DELIVERED"}, rows)
+}
+
+func printDeliveries(w io.Writer, ds []deliveryView) error {
+	rows := make([][]string, len(ds))
+	for i, d := range ds {
+		rows[i] = []string{d.Path, fmt.Sprint(d.UID), fmt.Sprint(d.GID), fmt.Sprint(d.PID), d.SHA256Prefix, d.Agent, d.FirstDelivered, d.LastDelivered, fmt.Sprint(d.Count)}
+	}
+	return printTable(w, []string{"PATH", "UID", "GID", "PID", "SHA256", "AGENT", "FIRST", "LAST", "TIMES"}, rows)
 }
 
 func yesNo(b bool) string {
@@ -377,7 +461,8 @@ func newReviewCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "review",
 		Short: "List what an access reviewer must look at",
-		Long: `List what a reviewer must look at: entries never or not recently issued (--stale), expired or expiring
+		Long: `List what a reviewer must look at: entries never used or not used recently (--stale; use is an SVID
+delivered to a workload, as agents report it, not one minted), expired or expiring
 within 14 days, owned by an offboarded or unknown owner, never expiring, admin identities, identities shared
 by agents of different owners or many nodes, entries whose issuance rate jumped against their own history,
 entries waiting for approval, and join tokens never used. Record the outcome with 'signet review sign'.`,
@@ -405,7 +490,7 @@ entries waiting for approval, and join tokens never used. Record the outcome wit
 	}
 	adminFlag(cmd, &admin)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or csv")
-	daysFlag(cmd.Flags(), &stale, "stale", 30*day, "flag entries not issued for this long (e.g. 30d or 720h)")
+	daysFlag(cmd.Flags(), &stale, "stale", 30*day, "flag entries whose SVIDs were not delivered to a workload for this long (e.g. 30d or 720h)")
 	cmd.AddCommand(newReviewSignCmd())
 	return cmd
 }

@@ -291,7 +291,7 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 		return nil
 	}
 	for _, tc := range []struct{ id, want string }{
-		{idle, "never issued"},
+		{idle, "never used"},
 		{soon, "expires within 14 days"},
 		{soonDays, "expires within 14 days"},
 		{forever, "never expires"},

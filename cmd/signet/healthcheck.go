@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -69,6 +71,9 @@ writes, and the message says "disk full".`,
 					return fmt.Errorf("%s not healthy: %w", what, err) // e.g. the server's disk is full
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s at %s: SERVING\n", what, path)
+				if what == "agent" {
+					printOutageBudget(ctx, cmd.OutOrStdout(), path)
+				}
 				return nil
 			}
 			// The wait is over; say why with a last look at the socket, on a context of its own.
@@ -148,4 +153,17 @@ func checkHealth(ctx context.Context, path string) error {
 		return fmt.Errorf("%s", resp.Status)
 	}
 	return nil
+}
+
+// printOutageBudget prints the agent's outage budget, when this uid may read the agent's status.
+func printOutageBudget(ctx context.Context, w io.Writer, path string) {
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if st, err := agentv1.NewAgentStatusClient(conn).Status(ctx, &agentv1.AgentStatusRequest{}); err == nil && len(st.Svids) > 0 {
+		fmt.Fprintf(w, "outage budget: %s (the soonest of %d cached SVIDs to expire; see 'signet agent status')\n",
+			seconds(st.MinOutageBudgetSeconds), len(st.Svids))
+	}
 }

@@ -20,6 +20,7 @@ func newLedgerQueryCmd() *cobra.Command {
 	var admin, output, owner, spiffeID, entryID, agentID, serial, validAt, cursor string
 	var since time.Duration
 	var limit int
+	var delivered, undelivered bool
 	cmd := &cobra.Command{
 		Use:   "query",
 		Short: "List issuances, newest first",
@@ -36,6 +37,9 @@ func newLedgerQueryCmd() *cobra.Command {
 			if limit <= 0 {
 				return usagef("--limit %d: must be positive", limit)
 			}
+			if delivered && undelivered {
+				return usagef("--delivered and --undelivered cannot be given together: give at most one")
+			}
 			var serials []string
 			if cmd.Flags().Changed("serial") {
 				var err error
@@ -48,7 +52,8 @@ func newLedgerQueryCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Cursor: cursor}
+			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Cursor: cursor,
+				Delivered: delivered, Undelivered: undelivered}
 			if len(serials) > 0 {
 				// A serial is one record: look up each form it may be stored under until one is found.
 				var recs []*adminv1.Issuance
@@ -105,6 +110,8 @@ func newLedgerQueryCmd() *cobra.Command {
 	f.StringVar(&serial, "serial", "", "only the credential with this serial or JWT ID, in hex as any tool prints it (39b2…, 00:39:B2:…)")
 	f.StringVar(&validAt, "valid-at", "", "only credentials valid at this time (RFC 3339)")
 	f.StringVar(&cursor, "cursor", "", "continue a previous query (printed when more records exist)")
+	f.BoolVar(&delivered, "delivered", false, "only credentials an agent reported handing to a workload")
+	f.BoolVar(&undelivered, "undelivered", false, "only credentials never reported delivered to a workload (minted, unused)")
 	return cmd
 }
 

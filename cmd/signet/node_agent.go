@@ -78,10 +78,13 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
 	// A separate gRPC service on the same endpoint, as the Workload Endpoint spec allows: 'signet
-	// healthcheck' asks it. NOT_SERVING until the first entry update and its SVIDs are in.
+	// healthcheck' asks it. NOT_SERVING until the first entry update and its prefetch SVIDs are in.
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.workload, n.health)
+	// The agent's status (held SVIDs, outage budget) for its own uid and root: 'signet agent status'.
+	self := uint32(os.Getuid())
+	agentv1.RegisterAgentStatusServer(n.workload, agent.NewStatusService(a, func(uid uint32) bool { return uid == self || uid == 0 }))
 	go serveGRPC(cfg.Logger, "workload", n.workload, lis)
 	go func() {
 		if a.WaitReady(runCtx) == nil {

@@ -31,13 +31,14 @@ func rssMiB(tb testing.TB, pid int) float64 {
 }
 
 // importEntries creates n entries for parent via 'signet entry import' (one call per 10,000), selected
-// by sel(i).
-func importEntries(tb testing.TB, s *testServer, parent, owner string, n int, sel func(i int) string) {
+// by sel(i); prefetch ones if prefetch.
+func importEntries(tb testing.TB, s *testServer, parent, owner string, n int, sel func(i int) string, prefetch bool) {
 	tb.Helper()
 	for start := 0; start < n; start += 10000 {
 		var b strings.Builder
 		for i := start; i < min(n, start+10000); i++ {
-			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n", i, sel(i), owner, parent)
+			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n  prefetch: %t\n",
+				i, sel(i), owner, parent, prefetch)
 		}
 		file := filepath.Join(tb.TempDir(), "entries.yaml")
 		writeFile(tb, file, b.String())
@@ -58,8 +59,9 @@ func countSVIDs(socket string) int {
 	return len(svids)
 }
 
-// BenchmarkProcesses2000Entries: a real server and agent with 2,000 entries for the agent: the time
-// from the import (one call) until the agent serves all 2,000 SVIDs, and both processes' RSS then.
+// BenchmarkProcesses2000Entries: a real server and agent with 2,000 entries for the agent, all matching
+// this process: the time from the import (one call) until the agent serves all 2,000 SVIDs (minted on
+// this process's first fetch), and both processes' RSS then.
 // Run with -benchtime 1x.
 func BenchmarkProcesses2000Entries(b *testing.B) {
 	for range b.N {
@@ -67,7 +69,7 @@ func BenchmarkProcesses2000Entries(b *testing.B) {
 		s.mustCLI("owner", "add", "bench")
 		a := s.newAgent(b, "").start(b, s.token("bench"))
 		start := time.Now()
-		importEntries(b, s, a.id, "bench", 2000, mine)
+		importEntries(b, s, a.id, "bench", 2000, mine, false)
 		eventually(b, 120*time.Second, "2,000 SVIDs", func() bool { return countSVIDs(a.socket) == 2000 })
 		b.ReportMetric(time.Since(start).Seconds()*1000, "import-to-all-SVIDs-ms")
 		b.ReportMetric(rssMiB(b, s.cmd.Process.Pid), "server-rss-MiB")
@@ -77,12 +79,13 @@ func BenchmarkProcesses2000Entries(b *testing.B) {
 
 // BenchmarkAgentStartToFirstSVID: an agent whose 1,000 entries are already registered is restarted;
 // one op is the time from starting the process to the first X.509-SVID served on its socket (the
-// socket is polled every millisecond). Run with -benchtime 20x.
+// socket is polled every millisecond; the first poll that finds the entries synced has them minted on
+// demand). Run with -benchtime 20x.
 func BenchmarkAgentStartToFirstSVID(b *testing.B) {
 	s := newTestServer(b).start(b)
 	s.mustCLI("owner", "add", "bench")
 	a := s.newAgent(b, "").start(b, s.token("bench"))
-	importEntries(b, s, a.id, "bench", 1000, mine)
+	importEntries(b, s, a.id, "bench", 1000, mine, false)
 	eventually(b, 120*time.Second, "1,000 SVIDs", func() bool { return countSVIDs(a.socket) == 1000 })
 	var lat []time.Duration
 	b.ResetTimer()
@@ -123,9 +126,10 @@ func countSVIDsQuick(socket string) int {
 	return len(svids)
 }
 
-// BenchmarkAgent100kEntries: one agent holding 100,000 entries (each for another uid but the last one,
-// which is this process's). The agent is restarted; one op is the time from its start until it has an
-// SVID for every entry (its health check turns SERVING), then its RSS. Run with -benchtime 1x.
+// BenchmarkAgent100kEntries: one agent holding 100,000 prefetch entries (each for another uid but the
+// last one, which is this process's): prefetch, so the agent mints them all at start, as every entry
+// was before minting on demand. The agent is restarted; one op is the time from its start until it has
+// an SVID for every entry (its health check turns SERVING), then its RSS. Run with -benchtime 1x.
 func BenchmarkAgent100kEntries(b *testing.B) {
 	const n = 100000
 	s := newTestServer(b).start(b)
@@ -136,7 +140,7 @@ func BenchmarkAgent100kEntries(b *testing.B) {
 			return myUID
 		}
 		return "unix:uid:" + strconv.Itoa(200000+i)
-	})
+	}, true)
 	healthy := func() bool {
 		_, _, code := runCLI(b, nil, "healthcheck", "--socket", a.socket, "--timeout", "1s")
 		return code == 0
@@ -156,4 +160,52 @@ func BenchmarkAgent100kEntries(b *testing.B) {
 			b.Fatalf("this process gets %d SVIDs, want 1", got)
 		}
 	}
+}
+
+// BenchmarkFirstFetchOnDemand: real server (on 127.0.0.1) and agent processes; one op is a go-spiffe
+// FetchX509SVID of an identity the agent has not minted yet: the call waits for one signing round trip
+// to the server. Between ops (not timed) the previous entry is deleted and a new one created, and the
+// agent is seen to hold it (its bundle stream answers this process) before the fetch. Reports p50 and
+// p99. Run with -benchtime 200x.
+func BenchmarkFirstFetchOnDemand(b *testing.B) {
+	s := newTestServer(b).start(b)
+	s.mustCLI("owner", "add", "bench")
+	a := s.newAgent(b, "").start(b, s.token("bench"))
+	addr := workloadapi.WithAddr("unix://" + a.socket)
+	entitled := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := workloadapi.FetchX509Bundles(ctx, addr)
+		return err == nil
+	}
+	var lat []time.Duration
+	prev := ""
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		if prev != "" {
+			s.mustCLI("entry", "delete", prev)
+		}
+		out := s.mustCLI("entry", "create", "--spiffe-id", fmt.Sprintf("spiffe://example.org/bench/first/%d", i), "--selector", myUID,
+			"--owner", "bench", "--purpose", "bench", "--parent-id", a.id, "-o", "json")
+		prev = decodeJSON[entryView](b, out).ID
+		eventually(b, 30*time.Second, "the agent to hold the new entry", entitled)
+		b.StartTimer()
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		svid, err := workloadapi.FetchX509SVID(ctx, addr)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+		if want := fmt.Sprintf("spiffe://example.org/bench/first/%d", i); svid.ID.String() != want {
+			b.Fatalf("fetched %s, want the new entry's %s", svid.ID, want)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
 }

@@ -888,10 +888,16 @@ type Entry struct {
 	UpdatedBy      string                 `protobuf:"bytes,25,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
 	// From the ledger (read-only).
-	IssuedCount   uint64 `protobuf:"varint,27,opt,name=issued_count,json=issuedCount,proto3" json:"issued_count,omitempty"`
-	LastIssuedAt  int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IssuedCount  uint64 `protobuf:"varint,27,opt,name=issued_count,json=issuedCount,proto3" json:"issued_count,omitempty"`
+	LastIssuedAt int64  `protobuf:"varint,28,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"` // unix nanoseconds; 0 = never
+	// prefetch: agents mint the X.509-SVID ahead of any request (for workloads that must start while the
+	// server is unreachable); other entries are minted when a matching workload first asks.
+	Prefetch bool `protobuf:"varint,29,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// From the agents' delivery reports (read-only): how many times its SVIDs were handed to workloads.
+	DeliveredCount  uint64 `protobuf:"varint,30,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
+	LastDeliveredAt int64  `protobuf:"varint,31,opt,name=last_delivered_at,json=lastDeliveredAt,proto3" json:"last_delivered_at,omitempty"` // unix nanoseconds; 0 = never
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -1116,6 +1122,27 @@ func (x *Entry) GetIssuedCount() uint64 {
 func (x *Entry) GetLastIssuedAt() int64 {
 	if x != nil {
 		return x.LastIssuedAt
+	}
+	return 0
+}
+
+func (x *Entry) GetPrefetch() bool {
+	if x != nil {
+		return x.Prefetch
+	}
+	return false
+}
+
+func (x *Entry) GetDeliveredCount() uint64 {
+	if x != nil {
+		return x.DeliveredCount
+	}
+	return 0
+}
+
+func (x *Entry) GetLastDeliveredAt() int64 {
+	if x != nil {
+		return x.LastDeliveredAt
 	}
 	return 0
 }
@@ -1713,8 +1740,10 @@ type OwnerDetail struct {
 	Tokens           []*JoinToken           `protobuf:"bytes,3,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	Agents           []*AgentInfo           `protobuf:"bytes,4,rep,name=agents,proto3" json:"agents,omitempty"`                                             // agents attested with the owner's tokens
 	ValidCredentials []*Issuance            `protobuf:"bytes,5,rep,name=valid_credentials,json=validCredentials,proto3" json:"valid_credentials,omitempty"` // credentials issued under its entries, still valid now
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What is actually in use: those of valid_credentials delivered to workloads, with who received them.
+	InUse         []*CredentialUse `protobuf:"bytes,6,rep,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OwnerDetail) Reset() {
@@ -1782,6 +1811,66 @@ func (x *OwnerDetail) GetValidCredentials() []*Issuance {
 	return nil
 }
 
+func (x *OwnerDetail) GetInUse() []*CredentialUse {
+	if x != nil {
+		return x.InUse
+	}
+	return nil
+}
+
+// CredentialUse is a credential and the processes its agent handed it to.
+type CredentialUse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuance      *Issuance              `protobuf:"bytes,1,opt,name=issuance,proto3" json:"issuance,omitempty"`
+	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialUse) Reset() {
+	*x = CredentialUse{}
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialUse) ProtoMessage() {}
+
+func (x *CredentialUse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialUse.ProtoReflect.Descriptor instead.
+func (*CredentialUse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CredentialUse) GetIssuance() *Issuance {
+	if x != nil {
+		return x.Issuance
+	}
+	return nil
+}
+
+func (x *CredentialUse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 type OffboardOwnerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
@@ -1795,7 +1884,7 @@ type OffboardOwnerRequest struct {
 
 func (x *OffboardOwnerRequest) Reset() {
 	*x = OffboardOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1896,7 @@ func (x *OffboardOwnerRequest) String() string {
 func (*OffboardOwnerRequest) ProtoMessage() {}
 
 func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1909,7 @@ func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OffboardOwnerRequest) GetOwner() string {
@@ -1868,14 +1957,16 @@ type OffboardOwnerResponse struct {
 	DryRun     bool                   `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// With reassign_to: the entry policy's deny rules each entry breaks once reassigned (evaluated as an
 	// update by the new owner). A dry run lists them; a real run with any is refused (FailedPrecondition).
-	Violations    []*PolicyViolation `protobuf:"bytes,7,rep,name=violations,proto3" json:"violations,omitempty"`
+	Violations []*PolicyViolation `protobuf:"bytes,7,rep,name=violations,proto3" json:"violations,omitempty"`
+	// What is actually in use: those of still_valid delivered to workloads, with who received them.
+	InUse         []*CredentialUse `protobuf:"bytes,8,rep,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OffboardOwnerResponse) Reset() {
 	*x = OffboardOwnerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +1978,7 @@ func (x *OffboardOwnerResponse) String() string {
 func (*OffboardOwnerResponse) ProtoMessage() {}
 
 func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +1991,7 @@ func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OffboardOwnerResponse) GetOwner() *Owner {
@@ -1952,6 +2043,13 @@ func (x *OffboardOwnerResponse) GetViolations() []*PolicyViolation {
 	return nil
 }
 
+func (x *OffboardOwnerResponse) GetInUse() []*CredentialUse {
+	if x != nil {
+		return x.InUse
+	}
+	return nil
+}
+
 type PolicyViolation struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
@@ -1964,7 +2062,7 @@ type PolicyViolation struct {
 
 func (x *PolicyViolation) Reset() {
 	*x = PolicyViolation{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2074,7 @@ func (x *PolicyViolation) String() string {
 func (*PolicyViolation) ProtoMessage() {}
 
 func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2087,7 @@ func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
 func (*PolicyViolation) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PolicyViolation) GetEntryId() string {
@@ -2028,7 +2126,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2138,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2151,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 type ListOwnersResponse struct {
@@ -2065,7 +2163,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2175,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2188,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2108,7 +2206,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2218,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2231,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type JWTKey struct {
@@ -2146,7 +2244,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2256,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2269,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2201,7 +2299,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2311,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2324,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2265,24 +2363,28 @@ func (x *Bundle) GetSpiffeBundle() []byte {
 }
 
 type QueryLedgerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Owner         string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
-	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	EntryId       string                 `protobuf:"bytes,3,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
-	Agent         string                 `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
-	Since         int64                  `protobuf:"varint,5,opt,name=since,proto3" json:"since,omitempty"` // unix nanoseconds, 0 = unbounded
-	Until         int64                  `protobuf:"varint,6,opt,name=until,proto3" json:"until,omitempty"` // unix nanoseconds, 0 = unbounded
-	Limit         int32                  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
-	Cursor        string                 `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	Serial        string                 `protobuf:"bytes,9,opt,name=serial,proto3" json:"serial,omitempty"`                    // a serial (hex) or JWT ID: that one record
-	ValidAt       int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Owner    string                 `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	SpiffeId string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	EntryId  string                 `protobuf:"bytes,3,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Agent    string                 `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
+	Since    int64                  `protobuf:"varint,5,opt,name=since,proto3" json:"since,omitempty"` // unix nanoseconds, 0 = unbounded
+	Until    int64                  `protobuf:"varint,6,opt,name=until,proto3" json:"until,omitempty"` // unix nanoseconds, 0 = unbounded
+	Limit    int32                  `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursor   string                 `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Serial   string                 `protobuf:"bytes,9,opt,name=serial,proto3" json:"serial,omitempty"`                    // a serial (hex) or JWT ID: that one record
+	ValidAt  int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
+	// At most one of: only credentials an agent reported handing to a workload, or only those never
+	// reported delivered.
+	Delivered     bool `protobuf:"varint,11,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Undelivered   bool `protobuf:"varint,12,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2396,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2409,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2380,6 +2482,20 @@ func (x *QueryLedgerRequest) GetValidAt() int64 {
 	return 0
 }
 
+func (x *QueryLedgerRequest) GetDelivered() bool {
+	if x != nil {
+		return x.Delivered
+	}
+	return false
+}
+
+func (x *QueryLedgerRequest) GetUndelivered() bool {
+	if x != nil {
+		return x.Undelivered
+	}
+	return false
+}
+
 type Issuance struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`     // X.509 serial (lowercase hex) or JWT ID
@@ -2401,7 +2517,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2529,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2542,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Issuance) GetId() string {
@@ -2530,7 +2646,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2658,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2671,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -2581,7 +2697,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2709,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2722,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -2631,14 +2747,16 @@ type LookupCredentialResponse struct {
 	OtherLive []*Issuance            `protobuf:"bytes,11,rep,name=other_live,json=otherLive,proto3" json:"other_live,omitempty"` // other credentials of the same entry still valid now
 	// The credential is an X.509 authority (a server node's CA certificate) in this trust domain's bundle:
 	// not an issued credential, so not in the ledger (known is false); reason says so.
-	Authority     bool `protobuf:"varint,12,opt,name=authority,proto3" json:"authority,omitempty"`
+	Authority bool `protobuf:"varint,12,opt,name=authority,proto3" json:"authority,omitempty"`
+	// Who received it: each distinct caller the agent handed it to. Empty: minted, never delivered.
+	Deliveries    []*Delivery `protobuf:"bytes,13,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2768,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2781,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -2750,6 +2868,130 @@ func (x *LookupCredentialResponse) GetAuthority() bool {
 	return false
 }
 
+func (x *LookupCredentialResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// Delivery is one process receiving one credential, as its agent reported it.
+type Delivery struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Agent          string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	Uid            uint32                 `protobuf:"varint,2,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid            uint32                 `protobuf:"varint,3,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid            int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime      uint64                 `protobuf:"varint,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // clock ticks since boot: with pid, one process
+	Path           string                 `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Sha256Prefix   string                 `protobuf:"bytes,7,opt,name=sha256_prefix,json=sha256Prefix,proto3" json:"sha256_prefix,omitempty"`
+	FirstDelivered int64                  `protobuf:"varint,8,opt,name=first_delivered,json=firstDelivered,proto3" json:"first_delivered,omitempty"` // unix nanoseconds
+	LastDelivered  int64                  `protobuf:"varint,9,opt,name=last_delivered,json=lastDelivered,proto3" json:"last_delivered,omitempty"`    // unix nanoseconds
+	Count          uint64                 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_adminv1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *Delivery) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Delivery) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Delivery) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Delivery) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Delivery) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *Delivery) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Delivery) GetSha256Prefix() string {
+	if x != nil {
+		return x.Sha256Prefix
+	}
+	return ""
+}
+
+func (x *Delivery) GetFirstDelivered() int64 {
+	if x != nil {
+		return x.FirstDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastDelivered() int64 {
+	if x != nil {
+		return x.LastDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type AuditRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
@@ -2769,7 +3011,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +3023,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +3036,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -2887,7 +3129,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3141,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3154,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -2960,7 +3202,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3214,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3227,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3014,7 +3256,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3268,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3281,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
@@ -3064,7 +3306,7 @@ type AuditCheckpointRequest struct {
 
 func (x *AuditCheckpointRequest) Reset() {
 	*x = AuditCheckpointRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3076,7 +3318,7 @@ func (x *AuditCheckpointRequest) String() string {
 func (*AuditCheckpointRequest) ProtoMessage() {}
 
 func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3089,7 +3331,7 @@ func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type AuditCheckpointResponse struct {
@@ -3103,7 +3345,7 @@ type AuditCheckpointResponse struct {
 
 func (x *AuditCheckpointResponse) Reset() {
 	*x = AuditCheckpointResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3115,7 +3357,7 @@ func (x *AuditCheckpointResponse) String() string {
 func (*AuditCheckpointResponse) ProtoMessage() {}
 
 func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3128,7 +3370,7 @@ func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AuditCheckpointResponse) GetStatement() []byte {
@@ -3168,7 +3410,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3422,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3435,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3247,7 +3489,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3259,7 +3501,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3272,7 +3514,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3295,7 +3537,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3549,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3562,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3368,7 +3610,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3622,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3635,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3423,7 +3665,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3435,7 +3677,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3448,7 +3690,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3497,7 +3739,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3751,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3764,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -3610,7 +3852,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x91\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x82\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -3649,7 +3891,10 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12!\n" +
 	"\fissued_count\x18\x1b \x01(\x04R\vissuedCount\x12$\n" +
-	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\"B\n" +
+	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\x12\x1a\n" +
+	"\bprefetch\x18\x1d \x01(\bR\bprefetch\x12'\n" +
+	"\x0fdelivered_count\x18\x1e \x01(\x04R\x0edeliveredCount\x12*\n" +
+	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
@@ -3693,20 +3938,26 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12CreateOwnerRequest\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\"%\n" +
 	"\x0fGetOwnerRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x9d\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xd4\x02\n" +
 	"\vOwnerDetail\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
 	"\x06tokens\x18\x03 \x03(\v2\x1a.signet.admin.v1.JoinTokenR\x06tokens\x122\n" +
 	"\x06agents\x18\x04 \x03(\v2\x1a.signet.admin.v1.AgentInfoR\x06agents\x12F\n" +
-	"\x11valid_credentials\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\x10validCredentials\"\x98\x01\n" +
+	"\x11valid_credentials\x18\x05 \x03(\v2\x19.signet.admin.v1.IssuanceR\x10validCredentials\x125\n" +
+	"\x06in_use\x18\x06 \x03(\v2\x1e.signet.admin.v1.CredentialUseR\x05inUse\"\x81\x01\n" +
+	"\rCredentialUse\x125\n" +
+	"\bissuance\x18\x01 \x01(\v2\x19.signet.admin.v1.IssuanceR\bissuance\x129\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x19.signet.admin.v1.DeliveryR\n" +
+	"deliveries\"\x98\x01\n" +
 	"\x14OffboardOwnerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1f\n" +
 	"\vreassign_to\x18\x02 \x01(\tR\n" +
 	"reassignTo\x12\x18\n" +
 	"\adisable\x18\x03 \x01(\bR\adisable\x12\x17\n" +
 	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xf6\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xad\x03\n" +
 	"\x15OffboardOwnerResponse\x12,\n" +
 	"\x05owner\x18\x01 \x01(\v2\x16.signet.admin.v1.OwnerR\x05owner\x120\n" +
 	"\aentries\x18\x02 \x03(\v2\x16.signet.admin.v1.EntryR\aentries\x122\n" +
@@ -3717,7 +3968,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\adry_run\x18\x06 \x01(\bR\x06dryRun\x12@\n" +
 	"\n" +
 	"violations\x18\a \x03(\v2 .signet.admin.v1.PolicyViolationR\n" +
-	"violations\"w\n" +
+	"violations\x125\n" +
+	"\x06in_use\x18\b \x03(\v2\x1e.signet.admin.v1.CredentialUseR\x05inUse\"w\n" +
 	"\x0fPolicyViolation\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x12\n" +
@@ -3736,7 +3988,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.admin.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12#\n" +
-	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\x85\x02\n" +
+	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xc5\x02\n" +
 	"\x12QueryLedgerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +
@@ -3748,7 +4000,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06cursor\x18\b \x01(\tR\x06cursor\x12\x16\n" +
 	"\x06serial\x18\t \x01(\tR\x06serial\x12\x19\n" +
 	"\bvalid_at\x18\n" +
-	" \x01(\x03R\avalidAt\"\xf3\x02\n" +
+	" \x01(\x03R\avalidAt\x12\x1c\n" +
+	"\tdelivered\x18\v \x01(\bR\tdelivered\x12 \n" +
+	"\vundelivered\x18\f \x01(\bR\vundelivered\"\xf3\x02\n" +
 	"\bIssuance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
@@ -3770,7 +4024,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
 	"nextCursor\"-\n" +
 	"\x17LookupCredentialRequest\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"\xc3\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xfe\x03\n" +
 	"\x18LookupCredentialResponse\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
@@ -3785,7 +4039,23 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	" \x01(\bR\bvalidNow\x128\n" +
 	"\n" +
 	"other_live\x18\v \x03(\v2\x19.signet.admin.v1.IssuanceR\totherLive\x12\x1c\n" +
-	"\tauthority\x18\f \x01(\bR\tauthority\"\x8a\x02\n" +
+	"\tauthority\x18\f \x01(\bR\tauthority\x129\n" +
+	"\n" +
+	"deliveries\x18\r \x03(\v2\x19.signet.admin.v1.DeliveryR\n" +
+	"deliveries\"\x94\x02\n" +
+	"\bDelivery\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x10\n" +
+	"\x03uid\x18\x02 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x03 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\x04R\tstartTime\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12#\n" +
+	"\rsha256_prefix\x18\a \x01(\tR\fsha256Prefix\x12'\n" +
+	"\x0ffirst_delivered\x18\b \x01(\x03R\x0efirstDelivered\x12%\n" +
+	"\x0elast_delivered\x18\t \x01(\x03R\rlastDelivered\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\x04R\x05count\"\x8a\x02\n" +
 	"\vAuditRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\x03R\x04time\x12\x14\n" +
@@ -3888,7 +4158,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*BatchCreateEntriesRequest)(nil),  // 0: signet.admin.v1.BatchCreateEntriesRequest
 	(*BatchCreateEntriesResult)(nil),   // 1: signet.admin.v1.BatchCreateEntriesResult
@@ -3917,31 +4187,33 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*CreateOwnerRequest)(nil),         // 24: signet.admin.v1.CreateOwnerRequest
 	(*GetOwnerRequest)(nil),            // 25: signet.admin.v1.GetOwnerRequest
 	(*OwnerDetail)(nil),                // 26: signet.admin.v1.OwnerDetail
-	(*OffboardOwnerRequest)(nil),       // 27: signet.admin.v1.OffboardOwnerRequest
-	(*OffboardOwnerResponse)(nil),      // 28: signet.admin.v1.OffboardOwnerResponse
-	(*PolicyViolation)(nil),            // 29: signet.admin.v1.PolicyViolation
-	(*ListOwnersRequest)(nil),          // 30: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 31: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 32: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 33: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 34: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 35: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 36: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 37: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 38: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 39: signet.admin.v1.LookupCredentialResponse
-	(*AuditRecord)(nil),                // 40: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 41: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 42: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 43: signet.admin.v1.VerifyAuditRequest
-	(*AuditCheckpointRequest)(nil),     // 44: signet.admin.v1.AuditCheckpointRequest
-	(*AuditCheckpointResponse)(nil),    // 45: signet.admin.v1.AuditCheckpointResponse
-	(*VerifyAuditResponse)(nil),        // 46: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 47: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 48: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 49: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 50: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 51: signet.admin.v1.SignReviewResponse
+	(*CredentialUse)(nil),              // 27: signet.admin.v1.CredentialUse
+	(*OffboardOwnerRequest)(nil),       // 28: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 29: signet.admin.v1.OffboardOwnerResponse
+	(*PolicyViolation)(nil),            // 30: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 31: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 32: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 33: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 34: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 35: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 36: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 37: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 38: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 39: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 40: signet.admin.v1.LookupCredentialResponse
+	(*Delivery)(nil),                   // 41: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 42: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 43: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 44: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 45: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 46: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 47: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 48: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 49: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 50: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 51: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 52: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 53: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 0: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
@@ -3960,79 +4232,84 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	15, // 13: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
 	3,  // 14: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
 	8,  // 15: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	36, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
-	23, // 17: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
-	15, // 18: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
-	3,  // 19: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	8,  // 20: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	36, // 21: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	29, // 22: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
-	23, // 23: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	33, // 24: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	36, // 25: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	36, // 26: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	15, // 27: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	23, // 28: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	8,  // 29: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	36, // 30: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	40, // 31: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	48, // 32: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	15, // 33: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	16, // 34: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	17, // 35: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	19, // 36: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	18, // 37: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	20, // 38: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	21, // 39: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	24, // 40: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	30, // 41: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	25, // 42: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	27, // 43: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	32, // 44: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	35, // 45: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	38, // 46: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	41, // 47: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	43, // 48: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	44, // 49: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	47, // 50: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	50, // 51: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	0,  // 52: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	4,  // 53: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	6,  // 54: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	9,  // 55: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	11, // 56: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	12, // 57: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	13, // 58: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	15, // 59: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	15, // 60: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	22, // 61: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	15, // 62: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	15, // 63: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	15, // 64: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	23, // 65: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	31, // 66: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	26, // 67: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	28, // 68: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	34, // 69: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	37, // 70: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	39, // 71: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	42, // 72: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	46, // 73: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	45, // 74: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	49, // 75: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	51, // 76: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	2,  // 77: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	5,  // 78: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	7,  // 79: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	10, // 80: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	8,  // 81: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 82: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	8,  // 83: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	59, // [59:84] is the sub-list for method output_type
-	34, // [34:59] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	37, // 16: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	27, // 17: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
+	37, // 18: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
+	41, // 19: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
+	23, // 20: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	15, // 21: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	3,  // 22: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	8,  // 23: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	37, // 24: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	30, // 25: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	27, // 26: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
+	23, // 27: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	34, // 28: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	37, // 29: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	37, // 30: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	15, // 31: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	23, // 32: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	8,  // 33: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	37, // 34: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	41, // 35: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	42, // 36: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	50, // 37: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	15, // 38: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	16, // 39: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	17, // 40: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	19, // 41: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	18, // 42: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	20, // 43: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	21, // 44: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	24, // 45: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	31, // 46: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	25, // 47: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	28, // 48: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	33, // 49: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	36, // 50: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	39, // 51: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	43, // 52: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	45, // 53: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	46, // 54: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	49, // 55: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	52, // 56: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	0,  // 57: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	4,  // 58: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	6,  // 59: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	9,  // 60: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	11, // 61: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	12, // 62: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	13, // 63: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	15, // 64: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	15, // 65: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	22, // 66: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	15, // 67: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	15, // 68: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	15, // 69: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	23, // 70: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	32, // 71: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	26, // 72: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	29, // 73: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	35, // 74: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	38, // 75: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	40, // 76: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	44, // 77: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	48, // 78: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	47, // 79: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	51, // 80: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	53, // 81: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	2,  // 82: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	5,  // 83: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	7,  // 84: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	10, // 85: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	8,  // 86: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 87: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	8,  // 88: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	64, // [64:89] is the sub-list for method output_type
+	39, // [39:64] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -4046,7 +4323,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -279,7 +279,10 @@ type Entry struct {
 	ExpiresAt      int64                  `protobuf:"varint,7,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds; 0 = never
 	Revision       uint64                 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	// jwt_unique: every JWT-SVID for this entry must carry a fresh jti; the agent never caches them.
-	JwtUnique     bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
+	JwtUnique bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
+	// prefetch: mint the X.509-SVID ahead of any request and keep it rotated (workloads that must start
+	// while the server is unreachable). Other entries are minted when a matching workload first asks.
+	Prefetch      bool `protobuf:"varint,10,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +376,13 @@ func (x *Entry) GetRevision() uint64 {
 func (x *Entry) GetJwtUnique() bool {
 	if x != nil {
 		return x.JwtUnique
+	}
+	return false
+}
+
+func (x *Entry) GetPrefetch() bool {
+	if x != nil {
+		return x.Prefetch
 	}
 	return false
 }
@@ -915,6 +925,257 @@ func (x *SignJWTSVIDResponse) GetExpiresAt() int64 {
 	return 0
 }
 
+// Caller is the attested process a credential was handed to.
+type Caller struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime     uint64                 `protobuf:"varint,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`         // clock ticks since boot: pins pid
+	Path          string                 `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`                                     // executable path; may be empty
+	Sha256Prefix  string                 `protobuf:"bytes,6,opt,name=sha256_prefix,json=sha256Prefix,proto3" json:"sha256_prefix,omitempty"` // first hex characters of the executable's digest; may be empty
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_agentv1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Caller) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Caller) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Caller) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Caller) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *Caller) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Caller) GetSha256Prefix() string {
+	if x != nil {
+		return x.Sha256Prefix
+	}
+	return ""
+}
+
+type Delivery struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId   string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"` // X.509-SVID serial (lowercase hex) or JWT ID
+	Caller         *Caller                `protobuf:"bytes,2,opt,name=caller,proto3" json:"caller,omitempty"`
+	FirstDelivered int64                  `protobuf:"varint,3,opt,name=first_delivered,json=firstDelivered,proto3" json:"first_delivered,omitempty"` // unix nanoseconds
+	LastDelivered  int64                  `protobuf:"varint,4,opt,name=last_delivered,json=lastDelivered,proto3" json:"last_delivered,omitempty"`    // unix nanoseconds
+	Count          uint64                 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`                                         // cumulative, since first_delivered
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_agentv1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Delivery) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *Delivery) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *Delivery) GetFirstDelivered() int64 {
+	if x != nil {
+		return x.FirstDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastDelivered() int64 {
+	if x != nil {
+		return x.LastDelivered
+	}
+	return 0
+}
+
+func (x *Delivery) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type ReportDeliveriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDeliveriesRequest) Reset() {
+	*x = ReportDeliveriesRequest{}
+	mi := &file_agentv1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDeliveriesRequest) ProtoMessage() {}
+
+func (x *ReportDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ReportDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReportDeliveriesRequest) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type ReportDeliveriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many deliveries were recorded; the others name no credential this agent was issued (unknown,
+	// pruned from the ledger, or another agent's) and are dropped.
+	Recorded      uint32 `protobuf:"varint,1,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDeliveriesResponse) Reset() {
+	*x = ReportDeliveriesResponse{}
+	mi := &file_agentv1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDeliveriesResponse) ProtoMessage() {}
+
+func (x *ReportDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ReportDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReportDeliveriesResponse) GetRecorded() uint32 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
 var File_agentv1_agent_proto protoreflect.FileDescriptor
 
 const file_agentv1_agent_proto_rawDesc = "" +
@@ -935,7 +1196,7 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
 	"svid_chain\x18\x01 \x03(\fR\tsvidChain\";\n" +
 	"\x12SyncEntriesRequest\x12%\n" +
-	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\x9b\x02\n" +
+	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\xb7\x02\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1c\n" +
@@ -947,7 +1208,9 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"expires_at\x18\a \x01(\x03R\texpiresAt\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x04R\brevision\x12\x1d\n" +
 	"\n" +
-	"jwt_unique\x18\t \x01(\bR\tjwtUnique\">\n" +
+	"jwt_unique\x18\t \x01(\bR\tjwtUnique\x12\x1a\n" +
+	"\bprefetch\x18\n" +
+	" \x01(\bR\bprefetch\">\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
@@ -986,14 +1249,35 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
 	"\tissued_at\x18\x03 \x01(\x03R\bissuedAt\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\x03R\texpiresAt2\xce\x03\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\"\x96\x01\n" +
+	"\x06Caller\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\x04R\tstartTime\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12#\n" +
+	"\rsha256_prefix\x18\x06 \x01(\tR\fsha256Prefix\"\xc6\x01\n" +
+	"\bDelivery\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12/\n" +
+	"\x06caller\x18\x02 \x01(\v2\x17.signet.agent.v1.CallerR\x06caller\x12'\n" +
+	"\x0ffirst_delivered\x18\x03 \x01(\x03R\x0efirstDelivered\x12%\n" +
+	"\x0elast_delivered\x18\x04 \x01(\x03R\rlastDelivered\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x04R\x05count\"T\n" +
+	"\x17ReportDeliveriesRequest\x129\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x19.signet.agent.v1.DeliveryR\n" +
+	"deliveries\"6\n" +
+	"\x18ReportDeliveriesResponse\x12\x1a\n" +
+	"\brecorded\x18\x01 \x01(\rR\brecorded2\xb7\x04\n" +
 	"\x05Agent\x12X\n" +
 	"\vAttestAgent\x12#.signet.agent.v1.AttestAgentRequest\x1a$.signet.agent.v1.AttestAgentResponse\x12U\n" +
 	"\n" +
 	"RenewAgent\x12\".signet.agent.v1.RenewAgentRequest\x1a#.signet.agent.v1.RenewAgentResponse\x12Z\n" +
 	"\vSyncEntries\x12#.signet.agent.v1.SyncEntriesRequest\x1a$.signet.agent.v1.SyncEntriesResponse0\x01\x12^\n" +
 	"\rSignX509SVIDs\x12%.signet.agent.v1.SignX509SVIDsRequest\x1a&.signet.agent.v1.SignX509SVIDsResponse\x12X\n" +
-	"\vSignJWTSVID\x12#.signet.agent.v1.SignJWTSVIDRequest\x1a$.signet.agent.v1.SignJWTSVIDResponseB3Z1github.com/signet-id/signet/proto/agentv1;agentv1b\x06proto3"
+	"\vSignJWTSVID\x12#.signet.agent.v1.SignJWTSVIDRequest\x1a$.signet.agent.v1.SignJWTSVIDResponse\x12g\n" +
+	"\x10ReportDeliveries\x12(.signet.agent.v1.ReportDeliveriesRequest\x1a).signet.agent.v1.ReportDeliveriesResponseB3Z1github.com/signet-id/signet/proto/agentv1;agentv1b\x06proto3"
 
 var (
 	file_agentv1_agent_proto_rawDescOnce sync.Once
@@ -1007,23 +1291,27 @@ func file_agentv1_agent_proto_rawDescGZIP() []byte {
 	return file_agentv1_agent_proto_rawDescData
 }
 
-var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agentv1_agent_proto_goTypes = []any{
-	(*AttestAgentRequest)(nil),    // 0: signet.agent.v1.AttestAgentRequest
-	(*AttestAgentResponse)(nil),   // 1: signet.agent.v1.AttestAgentResponse
-	(*RenewAgentRequest)(nil),     // 2: signet.agent.v1.RenewAgentRequest
-	(*RenewAgentResponse)(nil),    // 3: signet.agent.v1.RenewAgentResponse
-	(*SyncEntriesRequest)(nil),    // 4: signet.agent.v1.SyncEntriesRequest
-	(*Entry)(nil),                 // 5: signet.agent.v1.Entry
-	(*JWTKey)(nil),                // 6: signet.agent.v1.JWTKey
-	(*Bundle)(nil),                // 7: signet.agent.v1.Bundle
-	(*SyncEntriesResponse)(nil),   // 8: signet.agent.v1.SyncEntriesResponse
-	(*X509SVIDRequest)(nil),       // 9: signet.agent.v1.X509SVIDRequest
-	(*SignX509SVIDsRequest)(nil),  // 10: signet.agent.v1.SignX509SVIDsRequest
-	(*X509SVIDResult)(nil),        // 11: signet.agent.v1.X509SVIDResult
-	(*SignX509SVIDsResponse)(nil), // 12: signet.agent.v1.SignX509SVIDsResponse
-	(*SignJWTSVIDRequest)(nil),    // 13: signet.agent.v1.SignJWTSVIDRequest
-	(*SignJWTSVIDResponse)(nil),   // 14: signet.agent.v1.SignJWTSVIDResponse
+	(*AttestAgentRequest)(nil),       // 0: signet.agent.v1.AttestAgentRequest
+	(*AttestAgentResponse)(nil),      // 1: signet.agent.v1.AttestAgentResponse
+	(*RenewAgentRequest)(nil),        // 2: signet.agent.v1.RenewAgentRequest
+	(*RenewAgentResponse)(nil),       // 3: signet.agent.v1.RenewAgentResponse
+	(*SyncEntriesRequest)(nil),       // 4: signet.agent.v1.SyncEntriesRequest
+	(*Entry)(nil),                    // 5: signet.agent.v1.Entry
+	(*JWTKey)(nil),                   // 6: signet.agent.v1.JWTKey
+	(*Bundle)(nil),                   // 7: signet.agent.v1.Bundle
+	(*SyncEntriesResponse)(nil),      // 8: signet.agent.v1.SyncEntriesResponse
+	(*X509SVIDRequest)(nil),          // 9: signet.agent.v1.X509SVIDRequest
+	(*SignX509SVIDsRequest)(nil),     // 10: signet.agent.v1.SignX509SVIDsRequest
+	(*X509SVIDResult)(nil),           // 11: signet.agent.v1.X509SVIDResult
+	(*SignX509SVIDsResponse)(nil),    // 12: signet.agent.v1.SignX509SVIDsResponse
+	(*SignJWTSVIDRequest)(nil),       // 13: signet.agent.v1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil),      // 14: signet.agent.v1.SignJWTSVIDResponse
+	(*Caller)(nil),                   // 15: signet.agent.v1.Caller
+	(*Delivery)(nil),                 // 16: signet.agent.v1.Delivery
+	(*ReportDeliveriesRequest)(nil),  // 17: signet.agent.v1.ReportDeliveriesRequest
+	(*ReportDeliveriesResponse)(nil), // 18: signet.agent.v1.ReportDeliveriesResponse
 }
 var file_agentv1_agent_proto_depIdxs = []int32{
 	7,  // 0: signet.agent.v1.AttestAgentResponse.bundle:type_name -> signet.agent.v1.Bundle
@@ -1032,21 +1320,25 @@ var file_agentv1_agent_proto_depIdxs = []int32{
 	7,  // 3: signet.agent.v1.SyncEntriesResponse.bundle:type_name -> signet.agent.v1.Bundle
 	9,  // 4: signet.agent.v1.SignX509SVIDsRequest.requests:type_name -> signet.agent.v1.X509SVIDRequest
 	11, // 5: signet.agent.v1.SignX509SVIDsResponse.results:type_name -> signet.agent.v1.X509SVIDResult
-	0,  // 6: signet.agent.v1.Agent.AttestAgent:input_type -> signet.agent.v1.AttestAgentRequest
-	2,  // 7: signet.agent.v1.Agent.RenewAgent:input_type -> signet.agent.v1.RenewAgentRequest
-	4,  // 8: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
-	10, // 9: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
-	13, // 10: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
-	1,  // 11: signet.agent.v1.Agent.AttestAgent:output_type -> signet.agent.v1.AttestAgentResponse
-	3,  // 12: signet.agent.v1.Agent.RenewAgent:output_type -> signet.agent.v1.RenewAgentResponse
-	8,  // 13: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
-	12, // 14: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
-	14, // 15: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 6: signet.agent.v1.Delivery.caller:type_name -> signet.agent.v1.Caller
+	16, // 7: signet.agent.v1.ReportDeliveriesRequest.deliveries:type_name -> signet.agent.v1.Delivery
+	0,  // 8: signet.agent.v1.Agent.AttestAgent:input_type -> signet.agent.v1.AttestAgentRequest
+	2,  // 9: signet.agent.v1.Agent.RenewAgent:input_type -> signet.agent.v1.RenewAgentRequest
+	4,  // 10: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
+	10, // 11: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
+	13, // 12: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
+	17, // 13: signet.agent.v1.Agent.ReportDeliveries:input_type -> signet.agent.v1.ReportDeliveriesRequest
+	1,  // 14: signet.agent.v1.Agent.AttestAgent:output_type -> signet.agent.v1.AttestAgentResponse
+	3,  // 15: signet.agent.v1.Agent.RenewAgent:output_type -> signet.agent.v1.RenewAgentResponse
+	8,  // 16: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
+	12, // 17: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
+	14, // 18: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
+	18, // 19: signet.agent.v1.Agent.ReportDeliveries:output_type -> signet.agent.v1.ReportDeliveriesResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agentv1_agent_proto_init() }
@@ -1060,7 +1352,7 @@ func file_agentv1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentv1_agent_proto_rawDesc), len(file_agentv1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,11 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Agent_AttestAgent_FullMethodName   = "/signet.agent.v1.Agent/AttestAgent"
-	Agent_RenewAgent_FullMethodName    = "/signet.agent.v1.Agent/RenewAgent"
-	Agent_SyncEntries_FullMethodName   = "/signet.agent.v1.Agent/SyncEntries"
-	Agent_SignX509SVIDs_FullMethodName = "/signet.agent.v1.Agent/SignX509SVIDs"
-	Agent_SignJWTSVID_FullMethodName   = "/signet.agent.v1.Agent/SignJWTSVID"
+	Agent_AttestAgent_FullMethodName      = "/signet.agent.v1.Agent/AttestAgent"
+	Agent_RenewAgent_FullMethodName       = "/signet.agent.v1.Agent/RenewAgent"
+	Agent_SyncEntries_FullMethodName      = "/signet.agent.v1.Agent/SyncEntries"
+	Agent_SignX509SVIDs_FullMethodName    = "/signet.agent.v1.Agent/SignX509SVIDs"
+	Agent_SignJWTSVID_FullMethodName      = "/signet.agent.v1.Agent/SignJWTSVID"
+	Agent_ReportDeliveries_FullMethodName = "/signet.agent.v1.Agent/ReportDeliveries"
 )
 
 // AgentClient is the client API for Agent service.
@@ -46,6 +47,10 @@ type AgentClient interface {
 	SignX509SVIDs(ctx context.Context, in *SignX509SVIDsRequest, opts ...grpc.CallOption) (*SignX509SVIDsResponse, error)
 	// SignJWTSVID mints one JWT-SVID for an entry.
 	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
+	// ReportDeliveries records which workloads the agent handed its credentials to. Counts and times are
+	// cumulative per (credential, caller): a report sent again (after a lost reply, a server restart)
+	// changes nothing.
+	ReportDeliveries(ctx context.Context, in *ReportDeliveriesRequest, opts ...grpc.CallOption) (*ReportDeliveriesResponse, error)
 }
 
 type agentClient struct {
@@ -115,6 +120,16 @@ func (c *agentClient) SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, o
 	return out, nil
 }
 
+func (c *agentClient) ReportDeliveries(ctx context.Context, in *ReportDeliveriesRequest, opts ...grpc.CallOption) (*ReportDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportDeliveriesResponse)
+	err := c.cc.Invoke(ctx, Agent_ReportDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -133,6 +148,10 @@ type AgentServer interface {
 	SignX509SVIDs(context.Context, *SignX509SVIDsRequest) (*SignX509SVIDsResponse, error)
 	// SignJWTSVID mints one JWT-SVID for an entry.
 	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
+	// ReportDeliveries records which workloads the agent handed its credentials to. Counts and times are
+	// cumulative per (credential, caller): a report sent again (after a lost reply, a server restart)
+	// changes nothing.
+	ReportDeliveries(context.Context, *ReportDeliveriesRequest) (*ReportDeliveriesResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -157,6 +176,9 @@ func (UnimplementedAgentServer) SignX509SVIDs(context.Context, *SignX509SVIDsReq
 }
 func (UnimplementedAgentServer) SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignJWTSVID not implemented")
+}
+func (UnimplementedAgentServer) ReportDeliveries(context.Context, *ReportDeliveriesRequest) (*ReportDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportDeliveries not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -262,6 +284,24 @@ func _Agent_SignJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_ReportDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).ReportDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_ReportDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).ReportDeliveries(ctx, req.(*ReportDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +324,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignJWTSVID",
 			Handler:    _Agent_SignJWTSVID_Handler,
+		},
+		{
+			MethodName: "ReportDeliveries",
+			Handler:    _Agent_ReportDeliveries_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

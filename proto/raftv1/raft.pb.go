@@ -287,6 +287,7 @@ type Entry struct {
 	UpdatedBy      string                 `protobuf:"bytes,25,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
 	Revision       uint64                 `protobuf:"varint,27,opt,name=revision,proto3" json:"revision,omitempty"`
+	Prefetch       bool                   `protobuf:"varint,28,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -508,6 +509,13 @@ func (x *Entry) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Entry) GetPrefetch() bool {
+	if x != nil {
+		return x.Prefetch
+	}
+	return false
 }
 
 type Authority struct {
@@ -2303,6 +2311,232 @@ func (x *NodeVersion) GetVersion() uint32 {
 	return 0
 }
 
+// The attested process an agent handed a credential to.
+type Caller struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	Pid           int32                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime     uint64                 `protobuf:"varint,4,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"` // clock ticks since boot: with pid, one process
+	Path          string                 `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	Sha256Prefix  string                 `protobuf:"bytes,6,opt,name=sha256_prefix,json=sha256Prefix,proto3" json:"sha256_prefix,omitempty"` // a prefix of the executable's digest (hex)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_raftv1_raft_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Caller) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *Caller) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *Caller) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Caller) GetStartTime() uint64 {
+	if x != nil {
+		return x.StartTime
+	}
+	return 0
+}
+
+func (x *Caller) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Caller) GetSha256Prefix() string {
+	if x != nil {
+		return x.Sha256Prefix
+	}
+	return ""
+}
+
+// One agent's report of one caller receiving one credential. Counts and times are cumulative, so a
+// report applied twice changes nothing.
+type Delivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId  string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"` // X.509 serial (lowercase hex) or JWT ID
+	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	Caller        *Caller                `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	FirstAtUnixNs int64                  `protobuf:"varint,4,opt,name=first_at_unix_ns,json=firstAtUnixNs,proto3" json:"first_at_unix_ns,omitempty"`
+	LastAtUnixNs  int64                  `protobuf:"varint,5,opt,name=last_at_unix_ns,json=lastAtUnixNs,proto3" json:"last_at_unix_ns,omitempty"`
+	Count         uint64                 `protobuf:"varint,6,opt,name=count,proto3" json:"count,omitempty"`
+	// entry_id is the ledger record's entry: the state machine sets it from the record when it stores
+	// the delivery, whatever the proposer sent.
+	EntryId       string `protobuf:"bytes,7,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_raftv1_raft_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Delivery) GetCredentialId() string {
+	if x != nil {
+		return x.CredentialId
+	}
+	return ""
+}
+
+func (x *Delivery) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Delivery) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *Delivery) GetFirstAtUnixNs() int64 {
+	if x != nil {
+		return x.FirstAtUnixNs
+	}
+	return 0
+}
+
+func (x *Delivery) GetLastAtUnixNs() int64 {
+	if x != nil {
+		return x.LastAtUnixNs
+	}
+	return 0
+}
+
+func (x *Delivery) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Delivery) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+// DeliveryRecord carries agents' delivery reports, merged into their ledger records.
+type DeliveryRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryRecord) Reset() {
+	*x = DeliveryRecord{}
+	mi := &file_raftv1_raft_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryRecord) ProtoMessage() {}
+
+func (x *DeliveryRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryRecord.ProtoReflect.Descriptor instead.
+func (*DeliveryRecord) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DeliveryRecord) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 var File_raftv1_raft_proto protoreflect.FileDescriptor
 
 const file_raftv1_raft_proto_rawDesc = "" +
@@ -2330,7 +2564,7 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\roffboarded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\foffboardedAt\x12#\n" +
 	"\roffboarded_by\x18\t \x01(\tR\foffboardedBy\x12#\n" +
 	"\rreassigned_to\x18\n" +
-	" \x01(\tR\freassignedTo\"\xe0\a\n" +
+	" \x01(\tR\freassignedTo\"\xfc\a\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -2370,7 +2604,8 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12\x1a\n" +
-	"\brevision\x18\x1b \x01(\x04R\brevision\"\xc5\x01\n" +
+	"\brevision\x18\x1b \x01(\x04R\brevision\x12\x1a\n" +
+	"\bprefetch\x18\x1c \x01(\bR\bprefetch\"\xc5\x01\n" +
 	"\tAuthority\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
@@ -2526,7 +2761,27 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x04meta\x18\x02 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"@\n" +
 	"\vNodeVersion\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversionB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
+	"\aversion\x18\x02 \x01(\rR\aversion\"\x96\x01\n" +
+	"\x06Caller\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x10\n" +
+	"\x03pid\x18\x03 \x01(\x05R\x03pid\x12\x1d\n" +
+	"\n" +
+	"start_time\x18\x04 \x01(\x04R\tstartTime\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12#\n" +
+	"\rsha256_prefix\x18\x06 \x01(\tR\fsha256Prefix\"\xf6\x01\n" +
+	"\bDelivery\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12.\n" +
+	"\x06caller\x18\x03 \x01(\v2\x16.signet.raft.v1.CallerR\x06caller\x12'\n" +
+	"\x10first_at_unix_ns\x18\x04 \x01(\x03R\rfirstAtUnixNs\x12%\n" +
+	"\x0flast_at_unix_ns\x18\x05 \x01(\x03R\flastAtUnixNs\x12\x14\n" +
+	"\x05count\x18\x06 \x01(\x04R\x05count\x12\x19\n" +
+	"\bentry_id\x18\a \x01(\tR\aentryId\"J\n" +
+	"\x0eDeliveryRecord\x128\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x18.signet.raft.v1.DeliveryR\n" +
+	"deliveriesB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
 
 var (
 	file_raftv1_raft_proto_rawDescOnce sync.Once
@@ -2540,7 +2795,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -2571,31 +2826,34 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*LedgerPrune)(nil),           // 26: signet.raft.v1.LedgerPrune
 	(*ReviewSign)(nil),            // 27: signet.raft.v1.ReviewSign
 	(*NodeVersion)(nil),           // 28: signet.raft.v1.NodeVersion
-	nil,                           // 29: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*Caller)(nil),                // 29: signet.raft.v1.Caller
+	(*Delivery)(nil),              // 30: signet.raft.v1.Delivery
+	(*DeliveryRecord)(nil),        // 31: signet.raft.v1.DeliveryRecord
+	nil,                           // 32: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	30, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	30, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	30, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	33, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	33, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	33, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	30, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	30, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	30, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	30, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	30, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	30, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	30, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	33, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	33, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	33, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	33, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	33, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	33, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	33, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	30, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	30, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	30, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	30, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	30, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	30, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	33, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	33, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	33, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	33, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	33, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	33, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -2608,26 +2866,28 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	30, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	33, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	30, // 35: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	30, // 36: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	33, // 35: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	33, // 36: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
 	0,  // 37: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	30, // 38: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	33, // 38: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
 	3,  // 39: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
 	0,  // 40: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 41: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 42: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	29, // 43: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	32, // 43: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
 	7,  // 44: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	30, // 45: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	33, // 45: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
 	9,  // 46: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
 	0,  // 47: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	29, // 48: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
+	30, // 49: signet.raft.v1.DeliveryRecord.deliveries:type_name -> signet.raft.v1.Delivery
+	50, // [50:50] is the sub-list for method output_type
+	50, // [50:50] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -2641,7 +2901,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
