@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
@@ -63,7 +64,7 @@ type AgentService struct {
 	log   *slog.Logger
 	audit auditor
 	// malformed rate-limits the log lines of malformed join tokens, refusals those of refused requests.
-	malformed, refusals *logLimiter
+	malformed, refusals *ratelimit.Lines
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 }
@@ -99,7 +100,7 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := newRefusalLogLimiter()
 	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
-		malformed: &logLimiter{every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
+		malformed: &ratelimit.Lines{Every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
@@ -264,7 +265,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 			out.ErrorCode = int32(codeOf(r.Err))
 			out.ErrorMessage = r.Err.Error()
 			if codeOf(r.Err) == codes.PermissionDenied {
-				s.refusals.warn(s.log, s.cfg.Clock(), "denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
+				s.refusals.Warn(s.log, s.cfg.Clock(), "denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
 				s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.x509", r.EntryID, r.Err)
 			}
 		}
@@ -288,7 +289,7 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
 	if err != nil {
 		if codeOf(err) == codes.PermissionDenied {
-			s.refusals.warn(s.log, s.cfg.Clock(), "denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
+			s.refusals.Warn(s.log, s.cfg.Clock(), "denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
 			s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.jwt", req.GetEntryId(), err)
 		}
 		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -66,7 +67,7 @@ type Issuer struct {
 	agents, entries *tokenBuckets
 	disk            *diskGuard
 	// refusals rate-limits the log lines of refused requests.
-	refusals *logLimiter
+	refusals *ratelimit.Lines
 }
 
 // NewIssuer validates cfg and returns an Issuer.
@@ -138,7 +139,7 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	if _, ok := slices.BinarySearch(parents, e.ParentID); !ok {
-		i.refusals.warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
+		i.refusals.Warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	switch now := i.cfg.Clock(); {

@@ -99,12 +99,12 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	if err != nil {
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
 		// replicated audit log.
-		s.malformed.warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
+		s.malformed.Warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
 		return nil, toStatus(err)
 	}
 	tok, err := s.checkJoinToken(id, secret, now)
 	if err != nil {
-		s.refusals.warn(s.log, now, "agent attestation refused", "error", err)
+		s.refusals.Warn(s.log, now, "agent attestation refused", "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
 		return nil, toStatus(err)
 	}
@@ -134,7 +134,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	agent := storage.Agent{ID: agentID.String(), AttestationType: AttestationJoinToken, Selectors: selector.Normalize(sels),
 		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
 	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
-		s.refusals.warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
+		s.refusals.Warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, toStatus(err)
 	}
