@@ -84,7 +84,9 @@ type Agent struct {
 	mintWake chan struct{}
 	jwts     *jwtCache
 	limiter  *mintLimiter
-	revoked  sync.Once
+	// serverHolds are the entries whose JWT-SVIDs the server refused for a limit of its own.
+	serverHolds *holdOffs
+	revoked     sync.Once
 
 	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
 	wantedMu sync.Mutex
@@ -146,6 +148,7 @@ func New(cfg Config) (*Agent, error) {
 		mintWake:     make(chan struct{}, 1),
 		jwts:         newJWTCache(cfg.JWTCacheSize),
 		limiter:      newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
+		serverHolds:  newHoldOffs(),
 		wanted:       map[string]bool{},
 	}, nil
 }
