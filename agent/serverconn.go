@@ -118,7 +118,9 @@ func (c *ServerConn) SignJWTSVID(ctx context.Context, in *agentv1.SignJWTSVIDReq
 
 // RunRenewal renews the agent SVID at half life until ctx ends, replacing the connection after each
 // renewal. A refusal that means the agent was evicted or banned (PermissionDenied) is returned; other
-// failures are retried with backoff while the current SVID is still valid.
+// failures are retried with backoff while the current SVID is still valid. Once it has expired (the
+// server was unreachable for the second half of its life), no server accepts it any more: RunRenewal
+// returns an error wrapping ErrNoIdentity that says so, instead of retrying for ever.
 func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 	for attempt := 0; ; {
 		_, renewAt := c.id.NotAfter()
@@ -144,6 +146,10 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 		default:
 			attempt++
 			notAfter, _ := c.id.NotAfter()
+			if !time.Now().Before(notAfter) {
+				return fmt.Errorf("agent: SVID %s expired at %s before it could be renewed (last attempt: %v): %w; attest again with a new join token",
+					c.id.ID(), notAfter.UTC().Format(time.RFC3339), err, ErrNoIdentity)
+			}
 			log.Warn("agent SVID renewal failed; retrying", "error", err, "svid_expires_at", notAfter.Format(time.RFC3339))
 		}
 	}

@@ -127,8 +127,11 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	fmt.Printf("Signet agent %s is running (server %s).\n", id.ID(), c.ServerAddress)
 	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", c.SocketPath)
 	<-runCtx.Done()
-	if revoked != nil {
-		return fmt.Errorf("agent %s: the server refused this agent (%v); it was evicted or banned: attest again with a new join token", id.ID(), revoked)
+	switch {
+	case errors.Is(revoked, agent.ErrNoIdentity):
+		return fmt.Errorf("agent %s: %w (start the agent with --join-token-file FILE; create a token with 'signet token create --owner NAME')", id.ID(), revoked)
+	case revoked != nil:
+		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token", id.ID(), revoked)
 	}
 	log.Info("shutting down")
 	return nil
