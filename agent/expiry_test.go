@@ -15,7 +15,7 @@ import (
 // says so and wraps ErrNoIdentity, rather than retrying for ever.
 func TestRenewalStopsOnceTheSVIDExpired(t *testing.T) {
 	t.Parallel()
-	e := newTLSEnv(t, 2*time.Second) // newServer lowers the minimum for tests
+	e := newTLSEnv(t, 10*time.Second) // the library's shortest
 	id, _ := attest(t, e, t.TempDir())
 	notAfter, _ := id.NotAfter()
 	conn, err := agent.Dial(freeAddr(t), id, testTD) // the server is unreachable from now on

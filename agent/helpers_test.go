@@ -96,8 +96,7 @@ func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) se
 	}
 	cfg := server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
 		AdminAuth:    func(context.Context) (string, error) { return "test-admin", nil },
-		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb),
-		TestMinTTL: time.Second} // SVIDs that rotate within seconds
+		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb)}
 	if mod != nil {
 		mod(&cfg)
 	}

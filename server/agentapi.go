@@ -45,13 +45,12 @@ type AgentServiceConfig struct {
 	Issuer       *Issuer
 	TrustDomain  spiffeid.TrustDomain
 	Authenticate Authenticator
-	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
+	// configuration (cmd/signet) requires MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	// TestMinTTL, if set, replaces MinAgentSVIDTTL (see Config.TestMinTTL).
-	TestMinTTL time.Duration
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -87,15 +86,11 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	minTTL := MinAgentSVIDTTL
-	if cfg.TestMinTTL > 0 {
-		minTTL = cfg.TestMinTTL
-	}
 	switch {
 	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
-	case cfg.AgentSVIDTTL < minTTL:
-		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minTTL)
+	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
+		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := newRefusalLogLimiter()
