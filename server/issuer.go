@@ -23,12 +23,16 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Bounds on what one agent request may carry.
+// Bounds on what one agent request may carry. A JWT-SVID's audiences are copied into its issuance
+// record, kept for the ledger's retention: they are bounded in number, per value and in total, as the
+// Workload API bounds them (workloadapi.MaxAudiences, MaxAudienceLen, MaxAudienceTotal), so that a
+// compromised agent cannot make each record larger than an honest one.
 const (
-	MaxCSRBatch    = 1000
-	maxCSRSize     = 16 << 10
-	maxAudiences   = 16
-	maxAudienceLen = 1024
+	MaxCSRBatch      = 1000
+	maxCSRSize       = 16 << 10
+	maxAudiences     = 16
+	maxAudienceLen   = 256
+	maxAudienceTotal = 1024
 )
 
 // Caller is an authenticated agent: who asks, how its node was attested, and its node selectors.
@@ -304,10 +308,15 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 	if len(audience) > maxAudiences {
 		return nil, fmt.Errorf("audience: %w: more than %d values", ErrInvalidArgument, maxAudiences)
 	}
+	total := 0
 	for _, a := range audience {
 		if a == "" || len(a) > maxAudienceLen {
 			return nil, fmt.Errorf("audience %.40q: %w: must be 1 to %d bytes", a, ErrInvalidArgument, maxAudienceLen)
 		}
+		total += len(a)
+	}
+	if total > maxAudienceTotal {
+		return nil, fmt.Errorf("audience: %w: %d bytes in all, at most %d", ErrInvalidArgument, total, maxAudienceTotal)
 	}
 	if err := i.admit(caller, 1); err != nil {
 		return nil, err
