@@ -83,12 +83,12 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 				e.SpiffeId, r.until.UTC().Format(time.RFC3339), r.reason)
 			continue
 		}
-		ok, firstRefusal := a.limiter.take(req.UID, a.cfg.Clock())
-		if firstRefusal { // once per episode: a flooding caller must not flood the log too
+		take := a.limiter.Take(req.UID, 1, a.cfg.Clock())
+		if take.FirstRefusal { // once per episode: a flooding caller must not flood the log too
 			a.log.Warn("caller uid reached its JWT-SVID mint limit; refusing its mints until tokens come back",
 				"uid", req.UID, "rate_per_second", a.cfg.JWTMintRate, "burst", a.cfg.JWTMintBurst)
 		}
-		if !ok {
+		if !take.OK {
 			firstErr = fmt.Errorf("agent: JWT-SVID for %s: uid %d: limit of %g mints per second (burst %d): %w",
 				e.SpiffeId, req.UID, a.cfg.JWTMintRate, a.cfg.JWTMintBurst, workloadapi.ErrRateLimited)
 			continue

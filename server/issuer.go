@@ -68,7 +68,7 @@ type Issuer struct {
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 	// agents and entries are the issuance token buckets, keyed by agent and by agent and entry.
-	agents, entries *tokenBuckets
+	agents, entries *ratelimit.Buckets[string]
 	disk            *diskGuard
 	// refusals rate-limits the log lines of refused requests.
 	refusals *ratelimit.Lines
@@ -104,8 +104,8 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 		cfg.FreeDisk = StatfsFree
 	}
 	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String(),
-		agents:   newTokenBuckets(limits.AgentRate, limits.AgentBurst),
-		entries:  newTokenBuckets(limits.EntryRate, limits.EntryBurst),
+		agents:   ratelimit.NewBuckets[string](limits.AgentRate, limits.AgentBurst, 0),
+		entries:  ratelimit.NewBuckets[string](limits.EntryRate, limits.EntryBurst, 0),
 		disk:     &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock},
 		refusals: newRefusalLogLimiter()}, nil
 }
@@ -116,20 +116,20 @@ func (i *Issuer) admit(caller Caller, n int) error {
 	if err := i.disk.check(); err != nil {
 		return err
 	}
-	if ok, wait := i.agents.take(caller.AgentID.String(), n, i.cfg.Clock()); !ok {
+	if r := i.agents.Take(caller.AgentID.String(), n, i.cfg.Clock()); !r.OK {
 		l := i.cfg.Limits
 		return fmt.Errorf("agent %s: %w: issuance rate limit per agent reached (%g SVIDs/s, burst %d: issuance_limits.agent_rate, agent_burst; %d asked): retry in %s",
-			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, wait)
+			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, r.Wait)
 	}
 	return nil
 }
 
 // admitEntry lets caller have one SVID of entry e signed, or refuses it by the per-entry rate limit.
 func (i *Issuer) admitEntry(caller Caller, e *storage.Entry) error {
-	if ok, wait := i.entries.take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !ok {
+	if r := i.entries.Take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !r.OK {
 		l := i.cfg.Limits
 		return fmt.Errorf("entry %q: %w: issuance rate limit per entry and agent reached (%g SVIDs/s, burst %d: issuance_limits.entry_rate, entry_burst): retry in %s",
-			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, wait)
+			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, r.Wait)
 	}
 	return nil
 }

@@ -137,14 +137,14 @@ func TestIssuanceBucketsOfIdleKeysExpire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := iss.agents.len(); n != 5000 {
+	if n := iss.agents.Len(); n != 5000 {
 		t.Fatalf("%d buckets for 5000 active agents", n)
 	}
-	clock.advance(iss.agents.idle)
+	clock.advance(iss.agents.RefillTime())
 	if err := iss.admit(Caller{AgentID: agentB}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := iss.agents.len(); n != 1 {
+	if n := iss.agents.Len(); n != 1 {
 		t.Fatalf("%d buckets after the others went idle, want 1", n)
 	}
 }
