@@ -245,3 +245,29 @@ func TestDiskCheckIsCached(t *testing.T) {
 		t.Fatalf("free space read %d times for 11 requests over two intervals, want 2", n)
 	}
 }
+
+// On a nearly full disk a new agent is refused, but a running agent still renews its SVID: refused
+// until its SVID expired, it would need a new join token.
+func TestAgentRenewalOnNearlyFullDisk(t *testing.T) {
+	var full atomic.Bool
+	e := newTLSEnvWith(t, func(c *Config) {
+		c.DataDir, c.MinFreeDisk = t.TempDir(), 4<<20
+		c.FreeDisk = func(string) (uint64, error) {
+			if full.Load() {
+				return 2 << 20, nil
+			}
+			return 16 << 20, nil
+		}
+	})
+	e.owner(t, "alice")
+	svid := e.attest(t)
+	full.Store(true)
+	e.clock.advance(diskCheckEvery)
+	_, tok := e.joinToken(t, "alice", "")
+	_, err := e.dial(t, nil).AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tok, Csr: csrFor(t, newP256(t), nil)})
+	wantExhausted(t, "a new agent on a nearly full disk", err, "server disk nearly full")
+	resp, err := e.dial(t, svid).RenewAgent(testCtx(t), &agentv1.RenewAgentRequest{Csr: csrFor(t, newP256(t), nil)})
+	if err != nil || len(resp.SvidChain) == 0 {
+		t.Fatalf("renewal on a nearly full disk: %v; want a new agent SVID", err)
+	}
+}

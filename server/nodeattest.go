@@ -127,6 +127,10 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
 	}
+	// A new agent waits for disk space like any issuance. Renewals do not (see RenewAgent).
+	if err := s.cfg.Issuer.disk.check(); err != nil {
+		return nil, toStatus(fmt.Errorf("agent %s: %w", agentID, err))
+	}
 	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), tok.Owner, sels)
 	if err != nil {
 		return nil, toStatus(err)
@@ -142,7 +146,10 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle}, nil
 }
 
-// RenewAgent issues a new SVID to an authenticated agent.
+// RenewAgent issues a new SVID to an authenticated agent. min_free_disk does not apply: an agent
+// refused renewal until its SVID expired would need a new join token, so a soft limit would become
+// manual work on every node; a renewal is one small record per agent per half life, and a disk really
+// full still fails its record.
 func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, toStatus(err)
@@ -175,9 +182,6 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 
 // signAgentSVID signs an agent SVID for the CSR's key and builds its ledger record.
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
-	if err := s.cfg.Issuer.disk.check(); err != nil {
-		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
-	}
 	csr, err := parseCSR(csrDER, id.String())
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
