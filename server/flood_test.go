@@ -1,40 +1,21 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // auditCount is how many audit records the store holds, and how many refusals they stand for.
 func auditCount(tb testing.TB, st *storage.Store) (records, refused int) {
@@ -52,7 +33,7 @@ func auditCount(tb testing.TB, st *storage.Store) (records, refused int) {
 // escapes, other agents' entries, each one different — costs a bounded number of log lines and audit
 // records.
 func TestRefusalFloodFromOneAgentIsBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	e := newEnvConfig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
 	e.owner(t, "alice")
 	theirs := e.entry(t, "spiffe://example.org/b", agentB, "alice", nil)
@@ -135,7 +116,7 @@ func TestDenialRecordsPerActorAreCapped(t *testing.T) {
 // call naming a different object — costs a bounded number of log lines and audit records, as a
 // refusal flood on the agent API does.
 func TestAdminRefusalFloodIsBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	e := newEnvConfig(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		c.AdminAuth = UnixAdminAuth(uint32(os.Getuid()) + 1) // not this process's uid

@@ -12,6 +12,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/internal/testenv"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
@@ -107,7 +108,7 @@ func TestStreamEndsWhenSelectorsChange(t *testing.T) {
 // and a workload of another uid is still served.
 func TestJWTFloodAgainstServerLimits(t *testing.T) {
 	const entryBurst = 4
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	addr, env := serveAgentWith(t, 1, serveOpts{open: true,
 		logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		server: func(c *server.Config) {
