@@ -1,6 +1,7 @@
 package server
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -269,5 +271,33 @@ func TestAgentRenewalOnNearlyFullDisk(t *testing.T) {
 	resp, err := e.dial(t, svid).RenewAgent(testCtx(t), &agentv1.RenewAgentRequest{Csr: csrFor(t, newP256(t), nil)})
 	if err != nil || len(resp.SvidChain) == 0 {
 		t.Fatalf("renewal on a nearly full disk: %v; want a new agent SVID", err)
+	}
+}
+
+// Requests refused by a limit of the server are logged on the server too (operators must see which
+// agent and entry hit which limit), a bounded number of lines however many there are.
+func TestIssuanceLimitRefusalsLogged(t *testing.T) {
+	var logs testkit.SyncBuffer
+	e := newEnvConfig(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.IssuanceLimits = IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
+	}, nil)
+	e.owner(t, "alice")
+	ent := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
+	client := e.agentAPI(t)
+	if _, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID)); err != nil {
+		t.Fatalf("within the burst: %v", err)
+	}
+	for range 500 {
+		_, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID))
+		wantExhausted(t, "past the entry's burst", err, "issuance rate limit per entry")
+	}
+	out := logs.String()
+	lines := strings.Count(out, "SVID request refused by a server limit")
+	if lines == 0 || !strings.Contains(out, agentA.String()) || !strings.Contains(out, ent.ID) || !strings.Contains(out, "entry_rate") {
+		t.Fatalf("no log line naming the agent, the entry and the limit:\n%s", out)
+	}
+	if lines > refusalLogBurst {
+		t.Fatalf("500 refusals logged %d lines, want at most %d", lines, refusalLogBurst)
 	}
 }
