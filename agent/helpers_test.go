@@ -169,8 +169,13 @@ func newBufconnEnvWith(tb testing.TB, mod func(*server.Config)) *env {
 // newTLSEnv serves the agent API of a fresh server node over TLS on 127.0.0.1, authenticating agents by
 // their SVIDs, with agent SVIDs of the given lifetime (0: the default).
 func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
+	return newTLSEnvWith(tb, agentSVIDTTL, nil)
+}
+
+// newTLSEnvWith is newTLSEnv with mod, if not nil, applied to the server's configuration.
+func newTLSEnvWith(tb testing.TB, agentSVIDTTL time.Duration, mod func(*server.Config)) *env {
 	tb.Helper()
-	e := newServer(tb, agentSVIDTTL, (*env).recordingTLSAuth)
+	e := newServerWith(tb, agentSVIDTTL, (*env).recordingTLSAuth, mod)
 	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
