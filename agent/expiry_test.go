@@ -2,25 +2,59 @@ package agent_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
 )
 
 // TestRenewalStopsOnceTheSVIDExpired: an agent cut off from its server for the second half of its SVID's
 // life cannot renew it any more (no server accepts an expired SVID): RunRenewal returns an error that
-// says so and wraps ErrNoIdentity, rather than retrying for ever.
+// says so and wraps ErrNoIdentity, rather than retrying for ever. The SVID is a real one of 2 s, signed
+// by the trust domain's CA and stored as the agent stores its own.
 func TestRenewalStopsOnceTheSVIDExpired(t *testing.T) {
 	t.Parallel()
-	e := newTLSEnv(t, 10*time.Second) // the library's shortest
-	id, _ := attest(t, e, t.TempDir())
-	notAfter, _ := id.NotAfter()
-	conn, err := agent.Dial(freeAddr(t), id, testTD) // the server is unreachable from now on
+	dir := t.TempDir()
+	authority := testkit.NewCA(t, testTD, 0)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: agentA, PublicKey: key.Public(), TTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		keyFile:    pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		certFile:   ca.CertificatesPEM([]*x509.Certificate{cert}),
+		bundleFile: ca.CertificatesPEM([]*x509.Certificate{authority.X509Authority()}),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id, err := agent.LoadIdentity(dir, testTD, time.Now())
+	if err != nil {
+		t.Fatalf("LoadIdentity: %v", err)
+	}
+	conn, err := agent.Dial(freeAddr(t), id, testTD) // no server there
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -31,8 +65,8 @@ func TestRenewalStopsOnceTheSVIDExpired(t *testing.T) {
 	if !errors.Is(err, agent.ErrNoIdentity) || !strings.Contains(err.Error(), "expired") || !strings.Contains(err.Error(), "join token") {
 		t.Fatalf("RunRenewal with the server unreachable past the SVID's expiry: %v; want an expiry error wrapping ErrNoIdentity", err)
 	}
-	if ctx.Err() != nil || time.Now().Before(notAfter) {
-		t.Fatalf("RunRenewal returned %v at %s, SVID valid until %s", err, time.Now().Format(time.RFC3339Nano), notAfter.Format(time.RFC3339Nano))
+	if ctx.Err() != nil || time.Now().Before(cert.NotAfter) {
+		t.Fatalf("RunRenewal returned %v at %s, SVID valid until %s", err, time.Now().Format(time.RFC3339Nano), cert.NotAfter.Format(time.RFC3339Nano))
 	}
 }
 
