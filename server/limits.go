@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/signet-id/signet/internal/fsutil"
 )
 
 // ErrResourceExhausted marks a request refused because a limit of the server was reached: an issuance
@@ -78,13 +79,7 @@ type FreeDiskFunc func(dir string) (uint64, error)
 
 // StatfsFree is the FreeDiskFunc of a real file system: the space available to unprivileged users
 // (the root reserve is not counted on).
-func StatfsFree(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
+func StatfsFree(dir string) (uint64, error) { return fsutil.FreeBytes(dir) }
 
 // diskGuard refuses issuance when the data directory's file system is nearly full. Readings are cached
 // for diskCheckEvery.
