@@ -67,7 +67,8 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	switch {
 	case errors.Is(err, agent.ErrNoIdentity):
 		if joinToken == "" {
-			return fmt.Errorf("agent: no agent SVID in %s yet: start the agent with --join-token-file FILE or %s (create one on the server with 'signet token create --owner NAME')", c.DataDir, joinTokenEnv)
+			// err says why: none yet, or the one there expired.
+			return fmt.Errorf("%w: start the agent with --join-token-file FILE or %s to attest (create a token on the server with 'signet token create --owner NAME')", err, joinTokenEnv)
 		}
 		var bundle []*x509.Certificate
 		if c.TrustBundlePath != "" {
