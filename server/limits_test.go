@@ -16,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -299,5 +301,40 @@ func TestIssuanceLimitRefusalsLogged(t *testing.T) {
 	}
 	if lines > refusalLogBurst {
 		t.Fatalf("500 refusals logged %d lines, want at most %d", lines, refusalLogBurst)
+	}
+}
+
+// A node below min_free_disk is not healthy: its health check says the disk is nearly full (issuance
+// is refused), and is healthy again once there is room.
+func TestHealthReportsDiskNearlyFull(t *testing.T) {
+	var full atomic.Bool
+	clock := newManualClock()
+	e := newEnvConfig(t, func(c *Config) {
+		c.Clock, c.DataDir, c.MinFreeDisk = clock.now, t.TempDir(), 4<<20
+		c.FreeDisk = func(string) (uint64, error) {
+			if full.Load() {
+				return 2 << 20, nil
+			}
+			return 16 << 20, nil
+		}
+	}, nil)
+	statuses := health.NewServer()
+	client := healthpb.NewHealthClient(serveBufconn(t, func(g *grpc.Server) {
+		healthpb.RegisterHealthServer(g, NewHealthService(statuses, e.srv))
+	}))
+	check := func() error {
+		_, err := client.Check(testCtx(t), &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("with room on disk: %v", err)
+	}
+	full.Store(true)
+	clock.advance(diskCheckEvery)
+	wantExhausted(t, "health below min_free_disk", check(), "server disk nearly full")
+	full.Store(false)
+	clock.advance(diskCheckEvery)
+	if err := check(); err != nil {
+		t.Fatalf("with room on disk again: %v", err)
 	}
 }

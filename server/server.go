@@ -116,6 +116,16 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, Recorder: rec, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
+// Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
+// disk, storage.ErrDiskFull), or ErrResourceExhausted while the data dir's file system is below
+// MinFreeDisk and issuance is refused. A HealthService reports it.
+func (s *Server) Health() error {
+	if err := s.cfg.Store.Health(); err != nil {
+		return err
+	}
+	return s.Issuer.disk.check()
+}
+
 // DefaultLedgerRetention is how long issuance records are kept by default.
 const DefaultLedgerRetention = 90 * 24 * time.Hour
 
