@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -62,6 +63,9 @@ type Config struct {
 	Logger               *slog.Logger
 }
 
+// maxLimitedCallers bounds the caller uids the JWT mint limiter tracks at once.
+const maxLimitedCallers = 4096
+
 // Defaults applied by New to zero Config fields.
 const (
 	// DefaultJWTMintRate allows a workload a new audience every few seconds for each of its identities
@@ -92,8 +96,11 @@ type Agent struct {
 
 	mintWake chan struct{}
 	jwts     *jwtCache
-	limiter  *mintLimiter
-	revoked  sync.Once
+	// limiter holds a token bucket per caller uid for the JWT-SVIDs minted for it.
+	limiter *ratelimit.Buckets[uint32]
+	// serverHolds are the entries whose JWT-SVIDs the server refused for a limit of its own.
+	serverHolds *holdOffs
+	revoked     sync.Once
 
 	// wanted holds entries a workload asked for while their SVIDs were pending: they are minted first.
 	wantedMu sync.Mutex
@@ -200,7 +207,8 @@ func New(cfg Config) (*Agent, error) {
 		changed:      make(chan struct{}),
 		mintWake:     make(chan struct{}, 1),
 		jwts:         newJWTCache(cfg.JWTCacheSize),
-		limiter:      newMintLimiter(cfg.JWTMintRate, cfg.JWTMintBurst),
+		limiter:      ratelimit.NewBuckets[uint32](cfg.JWTMintRate, cfg.JWTMintBurst, maxLimitedCallers),
+		serverHolds:  newHoldOffs(),
 		wanted:       map[string]bool{},
 		streams:      map[*x509Stream]struct{}{},
 		deliveries:   newDeliveryLog(cfg.MaxTrackedDeliveries),

@@ -84,15 +84,23 @@ type env struct {
 // newServer builds a server node with the given agent authenticator (nil: fixed agent A, subject to
 // the env's hook), runs its recorder, publishes its authorities and creates testOwner.
 func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server.Authenticator) *env {
+	return newServerWith(tb, agentSVIDTTL, auth, nil)
+}
+
+// newServerWith is newServer with mod, if not nil, applied to the server's configuration.
+func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server.Authenticator, mod func(*server.Config)) *env {
 	tb.Helper()
 	e := &env{st: testkit.OpenStore(tb, nil), ca: testkit.NewCA(tb, testTD, 0)}
 	if auth == nil {
 		auth = (*env).fixedAgentAuth
 	}
-	srv, err := server.New(server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
+	cfg := server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
 		AdminAuth:    func(context.Context) (string, error) { return "test-admin", nil },
-		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb),
-		TestMinTTL: time.Second}) // SVIDs that rotate within seconds
+		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}
@@ -134,9 +142,12 @@ func (e *env) fixedAgentAuth() server.Authenticator {
 func (e *env) setHook(h authHook) { e.hook.Store(&h) }
 
 // newBufconnEnv serves the agent API of a fresh server node over bufconn; every caller is agent A.
-func newBufconnEnv(tb testing.TB) *env {
+func newBufconnEnv(tb testing.TB) *env { return newBufconnEnvWith(tb, nil) }
+
+// newBufconnEnvWith is newBufconnEnv with mod, if not nil, applied to the server's configuration.
+func newBufconnEnvWith(tb testing.TB, mod func(*server.Config)) *env {
 	tb.Helper()
-	e := newServer(tb, 0, nil)
+	e := newServerWith(tb, 0, nil, mod)
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(grpc.WaitForHandlers(true))
 	agentv1.RegisterAgentServer(gs, e.srv.Agent)
@@ -158,8 +169,13 @@ func newBufconnEnv(tb testing.TB) *env {
 // newTLSEnv serves the agent API of a fresh server node over TLS on 127.0.0.1, authenticating agents by
 // their SVIDs, with agent SVIDs of the given lifetime (0: the default).
 func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
+	return newTLSEnvWith(tb, agentSVIDTTL, nil)
+}
+
+// newTLSEnvWith is newTLSEnv with mod, if not nil, applied to the server's configuration.
+func newTLSEnvWith(tb testing.TB, agentSVIDTTL time.Duration, mod func(*server.Config)) *env {
 	tb.Helper()
-	e := newServer(tb, agentSVIDTTL, (*env).recordingTLSAuth)
+	e := newServerWith(tb, agentSVIDTTL, (*env).recordingTLSAuth, mod)
 	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)

@@ -1,14 +1,19 @@
 package agent_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // otherUID is the caller the fixture's "other-uid" entry is for.
@@ -149,5 +154,54 @@ func TestNewValidatesJWTLimits(t *testing.T) {
 				t.Fatalf("New: %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestServerRefusalHoldsOffTheEntry: when the server refuses a JWT-SVID for a limit of its own
+// (ResourceExhausted: here its real per-entry bucket, emptied by the entry's X.509-SVID), the agent
+// passes the refusal on as ResourceExhausted, does not ask the server for that entry again until the
+// hold-off has passed, and logs the episode once.
+func TestServerRefusalHoldsOffTheEntry(t *testing.T) {
+	t.Parallel()
+	e := newBufconnEnvWith(t, func(c *server.Config) {
+		c.IssuanceLimits = server.IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
+	})
+	var calls atomic.Int64
+	e.setHook(func(_ context.Context, method string) error {
+		if method == methodJWT {
+			calls.Add(1)
+		}
+		return nil
+	})
+	e.entry(t, entrySpec{spiffeID: cachedJWT, jwtTTL: 10 * time.Minute})
+	clock := &offsetClock{}
+	logger, holdLogs := newLogCounter(t, "not asking again")
+	a, _ := startAgent(t, e.client(), func(c *agent.Config) { clock.config()(c); c.Logger = logger })
+	waitReady(t, a)
+	fetch := func(aud string) error {
+		t.Helper()
+		_, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{UID: 1000, Selectors: uid1000(t), Audience: []string{aud}})
+		return err
+	}
+	if err := fetch("a"); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "entry_rate") {
+		t.Fatalf("the server's bucket is empty: %v, want ResourceExhausted naming its limit", err)
+	}
+	for i := range 20 {
+		if err := fetch(fmt.Sprintf("b-%d", i)); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "entry_rate") {
+			t.Fatalf("during the hold-off: %v, want ResourceExhausted with the server's reason", err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d signing calls for 21 fetches of a refused entry, want 1", n)
+	}
+	if n := holdLogs.count(); n != 1 {
+		t.Fatalf("%d log lines for one refusal episode, want 1", n)
+	}
+	clock.set(6 * time.Second) // past the hold-off (5 s)
+	if err := fetch("c"); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("after the hold-off: %v, want the server asked (and refusing) again", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d signing calls after the hold-off, want 2", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // x509SVID is a minted SVID with its key, kept in the forms the Workload API sends.
@@ -77,6 +78,11 @@ func (a *Agent) mintLoop(ctx context.Context) {
 					return
 				}
 				wait := backoff(attempt)
+				if status.Code(err) == codes.ResourceExhausted {
+					// The server's own limit (issuance rate, disk nearly full): its buckets refill in
+					// seconds, not in the 200 ms of a first retry.
+					wait = max(wait, mintRetry)
+				}
 				attempt++
 				a.log.Warn("minting SVIDs failed; will retry", "entries", len(due), "error", err, "retry_in", wait.Round(time.Millisecond))
 				select {

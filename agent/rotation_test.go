@@ -47,7 +47,7 @@ func TestRotation(t *testing.T) {
 	const ttl = 4 * time.Second
 	const id = "spiffe://example.org/short"
 	e := newBufconnEnv(t)
-	entryID := e.entry(t, entrySpec{spiffeID: id, x509TTL: ttl})
+	entryID := e.storeEntry(t, entrySpec{spiffeID: id, x509TTL: ttl}) // below the admin API's minimum
 	a, stop := startAgent(t, e.client(), nil)
 	waitReady(t, a)
 	start := time.Now()
@@ -170,7 +170,7 @@ func TestIdentitiesNeverServesExpired(t *testing.T) {
 			}
 			return nil
 		})
-		e.entry(t, entrySpec{spiffeID: "spiffe://example.org/short", x509TTL: ttl})
+		e.storeEntry(t, entrySpec{spiffeID: "spiffe://example.org/short", x509TTL: ttl}) // below the admin API's minimum
 		a, _ := startAgent(t, e.client(), nil)
 		waitReady(t, a)
 		fetchSVIDs(t, a, uid1000(t), 1) // and the fetches below keep it in use

@@ -122,7 +122,9 @@ func (c *ServerConn) ReportDeliveries(ctx context.Context, in *agentv1.ReportDel
 
 // RunRenewal renews the agent SVID at half life until ctx ends, replacing the connection after each
 // renewal. A refusal that means the agent was evicted or banned (PermissionDenied) is returned; other
-// failures are retried with backoff while the current SVID is still valid.
+// failures are retried with backoff while the current SVID is still valid. Once it has expired (the
+// server was unreachable for the second half of its life), no server accepts it any more: RunRenewal
+// returns an error wrapping ErrNoIdentity that says so, instead of retrying for ever.
 func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 	for attempt := 0; ; {
 		_, renewAt := c.id.NotAfter()
@@ -148,6 +150,10 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 		default:
 			attempt++
 			notAfter, _ := c.id.NotAfter()
+			if !time.Now().Before(notAfter) {
+				return fmt.Errorf("agent: SVID %s expired at %s before it could be renewed (last attempt: %v): %w; attest again with a new join token",
+					c.id.ID(), notAfter.UTC().Format(time.RFC3339), err, ErrNoIdentity)
+			}
 			log.Warn("agent SVID renewal failed; retrying", "error", err, "svid_expires_at", notAfter.Format(time.RFC3339))
 		}
 	}
@@ -184,7 +190,9 @@ type AttestConfig struct {
 }
 
 // Attest proves the node to the server with a join token and stores the agent SVID it receives. While the
-// server is unreachable it retries with backoff (logging each failure); a refusal is returned at once.
+// server is unreachable, or refuses for a limit of its own (ResourceExhausted: its disk nearly full; a
+// refused attestation consumes nothing), it retries with backoff, logging each failure; any other
+// refusal is returned at once.
 func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 	if cfg.JoinToken == "" {
 		return nil, errors.New("agent: a join token is required to attest (create one with: signet token create --owner NAME)")
@@ -231,10 +239,16 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 			}
 			wait := backoff(attempt)
 			cfg.Logger.Error("server unreachable; retrying attestation", "server", cfg.Address, "error", msg, "retry_in", wait.Round(time.Millisecond))
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return nil, fmt.Errorf("agent: attest: %w", ctx.Err())
+			if err := sleepCtx(ctx, wait); err != nil {
+				return nil, fmt.Errorf("agent: attest: %w", err)
+			}
+		case codes.ResourceExhausted:
+			// Exiting would leave a restart loop (systemd gives up after a few) to retry; the server
+			// frees up by itself once its disk has room.
+			wait := max(backoff(attempt), mintRetry)
+			cfg.Logger.Error("server refused attestation for a limit of its own; retrying", "server", cfg.Address, "error", msg, "retry_in", wait.Round(time.Millisecond))
+			if err := sleepCtx(ctx, wait); err != nil {
+				return nil, fmt.Errorf("agent: attest: %w", err)
 			}
 		default:
 			return nil, fmt.Errorf("agent: attestation refused by %s: %s", cfg.Address, msg)
@@ -275,4 +289,14 @@ func installAttestation(cfg AttestConfig, key *ecdsa.PrivateKey, resp *agentv1.A
 		return nil, err
 	}
 	return id, nil
+}
+
+// sleepCtx waits for d, or returns ctx's error if it ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

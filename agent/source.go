@@ -10,6 +10,8 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 var _ workloadapi.Source = (*Agent)(nil)
@@ -101,12 +103,17 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 		if firstErr != nil {
 			continue // one failure (server down, limit reached) is enough: serve the rest from the cache
 		}
-		ok, firstRefusal := a.limiter.take(req.UID, a.cfg.Clock())
-		if firstRefusal { // once per episode: a flooding caller must not flood the log too
+		if r, held := a.serverHolds.held(e.Id, a.cfg.Clock()); held {
+			firstErr = status.Errorf(codes.ResourceExhausted, "agent: JWT-SVID for %s: not asking the server again before %s: it refused: %s",
+				e.SpiffeId, r.until.UTC().Format(time.RFC3339), r.reason)
+			continue
+		}
+		take := a.limiter.Take(req.UID, 1, a.cfg.Clock())
+		if take.FirstRefusal { // once per episode: a flooding caller must not flood the log too
 			a.log.Warn("caller uid reached its JWT-SVID mint limit; refusing its mints until tokens come back",
 				"uid", req.UID, "rate_per_second", a.cfg.JWTMintRate, "burst", a.cfg.JWTMintBurst)
 		}
-		if !ok {
+		if !take.OK {
 			firstErr = fmt.Errorf("agent: JWT-SVID for %s: uid %d: limit of %g mints per second (burst %d): %w",
 				e.SpiffeId, req.UID, a.cfg.JWTMintRate, a.cfg.JWTMintBurst, workloadapi.ErrRateLimited)
 			continue
@@ -118,6 +125,14 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 			// The server is unreachable or refused: the identities that need it are left out, the
 			// others are still served from the cache (and the caller told why some are missing).
 			firstErr = fmt.Errorf("agent: JWT-SVID for %s: %w", e.SpiffeId, err)
+			if status.Code(err) == codes.ResourceExhausted {
+				// The server's own limit (its issuance rate limits, its disk nearly full): stop asking it
+				// for this entry a while, instead of passing every workload call on.
+				if a.serverHolds.hold(e.Id, status.Convert(err).Message(), a.cfg.Clock()) {
+					a.log.Warn("server refused a JWT-SVID for a limit of its own; not asking again for this entry for a while",
+						"entry", e.Id, "spiffe_id", e.SpiffeId, "hold_off", serverHoldOff, "error", status.Convert(err).Message())
+				}
+			}
 			continue
 		}
 		if !e.JwtUnique {

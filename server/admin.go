@@ -39,8 +39,6 @@ type AdminServiceConfig struct {
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	// TestMinTTL, if set, replaces MinX509SVIDTTL and MinJWTSVIDTTL (see Config.TestMinTTL).
-	TestMinTTL time.Duration
 	// AuditCheckpointFile, if set, holds the node's latest automatic audit checkpoint: VerifyAudit
 	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
 	// that no longer holds it.
@@ -86,8 +84,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
-		MinTTL: s.cfg.TestMinTTL}
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).

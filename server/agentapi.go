@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
@@ -44,13 +45,12 @@ type AgentServiceConfig struct {
 	Issuer       *Issuer
 	TrustDomain  spiffeid.TrustDomain
 	Authenticate Authenticator
-	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
+	// configuration (cmd/signet) requires MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
 	Denials *DenialLog
-	// TestMinTTL, if set, replaces MinAgentSVIDTTL (see Config.TestMinTTL).
-	TestMinTTL time.Duration
 	// Deliveries, if set, group-commits delivery reports (Server sets its own); without it each report
 	// is its own Raft command.
 	Deliveries *DeliveryRecorder
@@ -65,8 +65,9 @@ type AgentService struct {
 	cfg   AgentServiceConfig
 	log   *slog.Logger
 	audit auditor
-	// malformed rate-limits the log lines of malformed join tokens, refusals those of refused requests.
-	malformed, refusals *logLimiter
+	// malformed rate-limits the log lines of malformed join tokens, refusals those of denied requests,
+	// limited those of requests refused by a limit of the server.
+	malformed, refusals, limited *ratelimit.Lines
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 }
@@ -89,20 +90,16 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	minTTL := MinAgentSVIDTTL
-	if cfg.TestMinTTL > 0 {
-		minTTL = cfg.TestMinTTL
-	}
 	switch {
 	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
-	case cfg.AgentSVIDTTL < minTTL:
-		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minTTL)
+	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
+		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := newRefusalLogLimiter()
 	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
-		malformed: &logLimiter{every: malformedLogEvery}, serverID: ServerID(cfg.TrustDomain).String()}, nil
+		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: newRefusalLogLimiter(), serverID: ServerID(cfg.TrustDomain).String()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
@@ -259,6 +256,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 	}
 	results, err := s.cfg.Issuer.SignX509SVIDs(ctx, caller, reqs)
 	if err != nil {
+		s.refused(ctx, caller, "svid.x509", "", err)
 		return nil, toStatus(err)
 	}
 	resp := &agentv1.SignX509SVIDsResponse{Results: make([]*agentv1.X509SVIDResult, len(results))}
@@ -267,10 +265,7 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 		if r.Err != nil {
 			out.ErrorCode = int32(codeOf(r.Err))
 			out.ErrorMessage = r.Err.Error()
-			if codeOf(r.Err) == codes.PermissionDenied {
-				s.refusals.warn(s.log, s.cfg.Clock(), "denied X.509-SVID request", "agent", caller.AgentID, "entry", r.EntryID, "error", r.Err)
-				s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.x509", r.EntryID, r.Err)
-			}
+			s.refused(ctx, caller, "svid.x509", r.EntryID, r.Err)
 		}
 		for _, c := range r.Chain {
 			out.CertChain = append(out.CertChain, c.Raw)
@@ -291,11 +286,22 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 	}
 	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
 	if err != nil {
-		if codeOf(err) == codes.PermissionDenied {
-			s.refusals.warn(s.log, s.cfg.Clock(), "denied JWT-SVID request", "agent", caller.AgentID, "entry", req.GetEntryId(), "error", err)
-			s.audit.denied(ctx, "agent:"+caller.AgentID.String(), "svid.jwt", req.GetEntryId(), err)
-		}
+		s.refused(ctx, caller, "svid.jwt", req.GetEntryId(), err)
 		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))
 	}
 	return &agentv1.SignJWTSVIDResponse{Token: svid.Token, Id: svid.ID, IssuedAt: svid.IssuedAt.Unix(), ExpiresAt: svid.ExpiresAt.Unix()}, nil
+}
+
+// refused logs, rate-limited, a signing request of caller refused with err: a denial (PermissionDenied,
+// also audited) or a limit of the server (ResourceExhausted: issuance rate limits, disk nearly full),
+// which operators must see in the server's log, not only in the agent's. Other errors are the
+// caller's (InvalidArgument) or the server's own, reported elsewhere.
+func (s *AgentService) refused(ctx context.Context, caller Caller, action, entryID string, err error) {
+	switch codeOf(err) {
+	case codes.PermissionDenied:
+		s.refusals.Warn(s.log, s.cfg.Clock(), "denied SVID request", "action", action, "agent", caller.AgentID, "entry", entryID, "error", err)
+		s.audit.denied(ctx, "agent:"+caller.AgentID.String(), action, entryID, err)
+	case codes.ResourceExhausted:
+		s.limited.Warn(s.log, s.cfg.Clock(), "SVID request refused by a server limit", "action", action, "agent", caller.AgentID, "entry", entryID, "error", err)
+	}
 }

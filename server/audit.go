@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc"
 )
@@ -230,7 +230,7 @@ func (l *DenialLog) reportDropped() {
 type auditor struct {
 	denials *DenialLog
 	log     *slog.Logger
-	limit   *logLimiter
+	limit   *ratelimit.Lines
 }
 
 func (a auditor) denied(_ context.Context, actor, action, object string, err error) {
@@ -238,21 +238,10 @@ func (a auditor) denied(_ context.Context, actor, action, object string, err err
 		actor = "unknown"
 	}
 	if a.denials == nil {
-		a.limit.warn(a.log, time.Now(), "refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
+		a.limit.Warn(a.log, time.Now(), "refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
 		return
 	}
 	a.denials.add(denial{at: a.denials.clock(), actor: actor, action: action, object: object, reason: err.Error()})
-}
-
-// logLimiter lets burst log lines (at least one) through per interval and counts the ones it held
-// back, so that a caller — with or without a credential — cannot flood the log.
-type logLimiter struct {
-	every time.Duration
-	burst int
-	mu    sync.Mutex
-	start time.Time
-	n     int
-	held  int
 }
 
 // refusalLogEvery and refusalLogBurst bound the log lines of refused requests: a flood of refusals costs
@@ -262,31 +251,8 @@ const (
 	refusalLogBurst = 10
 )
 
-func newRefusalLogLimiter() *logLimiter {
-	return &logLimiter{every: refusalLogEvery, burst: refusalLogBurst}
-}
-
-// allow reports whether a line may be logged at now, and how many were held back since the last one.
-func (l *logLimiter) allow(now time.Time) (ok bool, held int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.start.IsZero() || now.Sub(l.start) >= l.every || now.Before(l.start) {
-		l.start, l.n = now, 0
-	}
-	if l.n >= max(l.burst, 1) {
-		l.held++
-		return false, 0
-	}
-	l.n++
-	held, l.held = l.held, 0
-	return true, held
-}
-
-// warn logs a warning if the limiter allows it at now, with the count of lines held back before it.
-func (l *logLimiter) warn(log *slog.Logger, now time.Time, msg string, args ...any) {
-	if ok, held := l.allow(now); ok {
-		log.Warn(msg, append(args, "not_logged_since_last", held)...)
-	}
+func newRefusalLogLimiter() *ratelimit.Lines {
+	return &ratelimit.Lines{Every: refusalLogEvery, Burst: refusalLogBurst}
 }
 
 // callerName names the peer of a Unix-socket call for the audit log when it could not be authenticated.

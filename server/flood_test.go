@@ -1,38 +1,21 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // auditCount is how many audit records the store holds, and how many refusals they stand for.
 func auditCount(tb testing.TB, st *storage.Store) (records, refused int) {
@@ -50,7 +33,7 @@ func auditCount(tb testing.TB, st *storage.Store) (records, refused int) {
 // escapes, other agents' entries, each one different — costs a bounded number of log lines and audit
 // records.
 func TestRefusalFloodFromOneAgentIsBounded(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	e := newEnvConfig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
 	e.owner(t, "alice")
 	theirs := e.entry(t, "spiffe://example.org/b", agentB, "alice", nil)
@@ -126,5 +109,51 @@ func TestDenialRecordsPerActorAreCapped(t *testing.T) {
 	if byActor["agent:a"] != maxDenialKindsPerActor+1 || overflow != kinds-maxDenialKindsPerActor || byActor["agent:b"] != 1 {
 		t.Fatalf("records per actor %v, overflow standing for %d refusals; want %d for agent a (%d in one) and 1 for agent b",
 			byActor, overflow, maxDenialKindsPerActor+1, kinds-maxDenialKindsPerActor)
+	}
+}
+
+// A local user who is not an admin flooding the admin socket with refused calls — every method, each
+// call naming a different object — costs a bounded number of log lines and audit records, as a
+// refusal flood on the agent API does.
+func TestAdminRefusalFloodIsBounded(t *testing.T) {
+	var logs testkit.SyncBuffer
+	e := newEnvConfig(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.AdminAuth = UnixAdminAuth(uint32(os.Getuid()) + 1) // not this process's uid
+	}, nil)
+	before, _ := auditCount(t, e.st)
+	c := adminClient(t, e.srv.Admin)
+	const n = 2000
+	for i := range n {
+		id := fmt.Sprintf("%032x", i)
+		var err error
+		switch i % 5 {
+		case 0:
+			_, err = c.GetEntry(testCtx(t), &adminv1.GetEntryRequest{Id: id})
+		case 1:
+			_, err = c.DeleteEntry(testCtx(t), &adminv1.DeleteEntryRequest{Id: id})
+		case 2:
+			_, err = c.SetEntryState(testCtx(t), &adminv1.SetEntryStateRequest{Id: id, Action: "approve", Reason: "r" + id})
+		case 3:
+			_, err = c.CreateOwner(testCtx(t), &adminv1.CreateOwnerRequest{Owner: &adminv1.Owner{Name: "o" + id}})
+		case 4:
+			_, err = c.EvictAgent(testCtx(t), &adminv1.EvictAgentRequest{Id: "spiffe://example.org/signet/agent/" + id})
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("call %d from a uid that is not an admin: %v; want PermissionDenied", i, err)
+		}
+	}
+	e.stop() // writes the repeats the denial log holds
+
+	out := logs.String()
+	if lines := strings.Count(out, "\n"); lines > 100 || len(out) > 64<<10 {
+		t.Fatalf("%d refused admin calls logged %d lines, %d bytes; want at most 100 lines, 64 KiB", n, lines, len(out))
+	}
+	records, refused := auditCount(t, e.st)
+	if records-before > 12 {
+		t.Fatalf("%d refused admin calls made %d audit records; want a handful", n, records-before)
+	}
+	if refused != n {
+		t.Fatalf("the audit records stand for %d refusals, want all %d", refused, n)
 	}
 }

@@ -7,25 +7,26 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// StoreHealth is what the health service asks the store (storage.Store.Health).
-type StoreHealth interface {
+// NodeHealth is what the health service asks the node (Server.Health, or storage.Store.Health).
+type NodeHealth interface {
 	Health() error
 }
 
 // HealthService is the gRPC health service of a server node: the statuses set on the embedded
-// health.Server, except that Check fails with the store's problem (a full disk: ResourceExhausted,
-// naming the data dir) while it has one, so 'signet healthcheck' says why the node cannot write.
+// health.Server, except that Check fails with the node's problem while it has one — a full disk, or a
+// disk below min_free_disk where issuance stops (ResourceExhausted, naming the data dir) — so 'signet
+// healthcheck' says why the node cannot write or issue.
 type HealthService struct {
 	*health.Server
-	store StoreHealth
+	store NodeHealth
 }
 
-// NewHealthService wraps statuses with store's health.
-func NewHealthService(statuses *health.Server, store StoreHealth) *HealthService {
-	return &HealthService{Server: statuses, store: store}
+// NewHealthService wraps statuses with node's health.
+func NewHealthService(statuses *health.Server, node NodeHealth) *HealthService {
+	return &HealthService{Server: statuses, store: node}
 }
 
-// Check reports the store's problem, if any, before the service status.
+// Check reports the node's problem, if any, before the service status.
 func (h *HealthService) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	if err := h.store.Health(); err != nil {
 		return nil, toStatus(err)

@@ -17,17 +17,22 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Bounds on what one agent request may carry.
+// Bounds on what one agent request may carry. A JWT-SVID's audiences are copied into its issuance
+// record, kept for the ledger's retention: they are bounded in number, per value and in total, as the
+// Workload API bounds them (workloadapi.MaxAudiences, MaxAudienceLen, MaxAudienceTotal), so that a
+// compromised agent cannot make each record larger than an honest one.
 const (
-	MaxCSRBatch    = 1000
-	maxCSRSize     = 16 << 10
-	maxAudiences   = 16
-	maxAudienceLen = 1024
+	MaxCSRBatch      = 1000
+	maxCSRSize       = 16 << 10
+	maxAudiences     = 16
+	maxAudienceLen   = 256
+	maxAudienceTotal = 1024
 )
 
 // Caller is an authenticated agent: who asks, how its node was attested, and its node selectors.
@@ -63,10 +68,10 @@ type Issuer struct {
 	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
 	serverID string
 	// agents and entries are the issuance token buckets, keyed by agent and by agent and entry.
-	agents, entries *tokenBuckets
+	agents, entries *ratelimit.Buckets[string]
 	disk            *diskGuard
 	// refusals rate-limits the log lines of refused requests.
-	refusals *logLimiter
+	refusals *ratelimit.Lines
 }
 
 // NewIssuer validates cfg and returns an Issuer.
@@ -99,8 +104,8 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 		cfg.FreeDisk = StatfsFree
 	}
 	return &Issuer{cfg: cfg, log: cfg.Logger.With("component", "issuer"), serverID: ServerID(cfg.CA.TrustDomain()).String(),
-		agents:   newTokenBuckets(limits.AgentRate, limits.AgentBurst),
-		entries:  newTokenBuckets(limits.EntryRate, limits.EntryBurst),
+		agents:   ratelimit.NewBuckets[string](limits.AgentRate, limits.AgentBurst, 0),
+		entries:  ratelimit.NewBuckets[string](limits.EntryRate, limits.EntryBurst, 0),
 		disk:     &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock},
 		refusals: newRefusalLogLimiter()}, nil
 }
@@ -111,20 +116,20 @@ func (i *Issuer) admit(caller Caller, n int) error {
 	if err := i.disk.check(); err != nil {
 		return err
 	}
-	if ok, wait := i.agents.take(caller.AgentID.String(), n, i.cfg.Clock()); !ok {
+	if r := i.agents.Take(caller.AgentID.String(), n, i.cfg.Clock()); !r.OK {
 		l := i.cfg.Limits
 		return fmt.Errorf("agent %s: %w: issuance rate limit per agent reached (%g SVIDs/s, burst %d: issuance_limits.agent_rate, agent_burst; %d asked): retry in %s",
-			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, wait)
+			caller.AgentID, ErrResourceExhausted, l.AgentRate, l.AgentBurst, n, r.Wait)
 	}
 	return nil
 }
 
 // admitEntry lets caller have one SVID of entry e signed, or refuses it by the per-entry rate limit.
 func (i *Issuer) admitEntry(caller Caller, e *storage.Entry) error {
-	if ok, wait := i.entries.take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !ok {
+	if r := i.entries.Take(caller.AgentID.String()+" "+e.ID, 1, i.cfg.Clock()); !r.OK {
 		l := i.cfg.Limits
 		return fmt.Errorf("entry %q: %w: issuance rate limit per entry and agent reached (%g SVIDs/s, burst %d: issuance_limits.entry_rate, entry_burst): retry in %s",
-			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, wait)
+			e.ID, ErrResourceExhausted, l.EntryRate, l.EntryBurst, r.Wait)
 	}
 	return nil
 }
@@ -138,7 +143,7 @@ func (i *Issuer) authorize(caller Caller, parents []string, entryID string) (sto
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	if _, ok := slices.BinarySearch(parents, e.ParentID); !ok {
-		i.refusals.warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
+		i.refusals.Warn(i.log, i.cfg.Clock(), "agent asked for an entry it does not parent", "agent", caller.AgentID, "entry", entryID, "spiffe_id", e.SPIFFEID)
 		return storage.Entry{}, fmt.Errorf("entry %q: %w: not an entry of agent %s", entryID, ErrPermissionDenied, caller.AgentID)
 	}
 	switch now := i.cfg.Clock(); {
@@ -303,10 +308,15 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 	if len(audience) > maxAudiences {
 		return nil, fmt.Errorf("audience: %w: more than %d values", ErrInvalidArgument, maxAudiences)
 	}
+	total := 0
 	for _, a := range audience {
 		if a == "" || len(a) > maxAudienceLen {
 			return nil, fmt.Errorf("audience %.40q: %w: must be 1 to %d bytes", a, ErrInvalidArgument, maxAudienceLen)
 		}
+		total += len(a)
+	}
+	if total > maxAudienceTotal {
+		return nil, fmt.Errorf("audience: %w: %d bytes in all, at most %d", ErrInvalidArgument, total, maxAudienceTotal)
 	}
 	if err := i.admit(caller, 1); err != nil {
 		return nil, err

@@ -406,6 +406,7 @@ func TestSignJWTSVID(t *testing.T) {
 			{"empty element", []string{"a", ""}},
 			{"17 audiences", slices.Repeat([]string{"a"}, maxAudiences+1)},
 			{"audience too long", []string{strings.Repeat("a", maxAudienceLen+1)}},
+			{"too many audience bytes in all", append(slices.Repeat([]string{strings.Repeat("a", maxAudienceLen)}, maxAudienceTotal/maxAudienceLen), "b")},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

@@ -3,10 +3,10 @@ package server
 import (
 	"errors"
 	"fmt"
-	"math"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/signet-id/signet/internal/fsutil"
 )
 
 // ErrResourceExhausted marks a request refused because a limit of the server was reached: an issuance
@@ -67,65 +67,6 @@ func (l *IssuanceLimits) withDefaults() (IssuanceLimits, error) {
 	return out, nil
 }
 
-// tokenBuckets is a set of token buckets with the same rate and burst, one per key. A bucket idle long
-// enough to have refilled is the same as no bucket: those are swept, so memory follows the keys active
-// within the last two refill periods, never the keys ever seen.
-type tokenBuckets struct {
-	rate  float64
-	burst float64
-	// idle is how long an empty bucket takes to refill; swept every idle.
-	idle time.Duration
-
-	mu        sync.Mutex
-	buckets   map[string]*bucket
-	lastSweep time.Time
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newTokenBuckets(rate float64, burst int) *tokenBuckets {
-	idle := time.Duration(float64(burst) / rate * float64(time.Second))
-	return &tokenBuckets{rate: rate, burst: float64(burst), idle: max(idle, time.Second), buckets: map[string]*bucket{}}
-}
-
-// take removes n tokens from key's bucket at now. When the bucket holds fewer, nothing is taken and it
-// returns how long until n would be there.
-func (t *tokenBuckets) take(key string, n int, now time.Time) (ok bool, wait time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if now.Sub(t.lastSweep) >= t.idle {
-		for k, b := range t.buckets {
-			if now.Sub(b.last) >= t.idle {
-				delete(t.buckets, k)
-			}
-		}
-		t.lastSweep = now
-	}
-	b := t.buckets[key]
-	if b == nil {
-		b = &bucket{tokens: t.burst, last: now}
-		t.buckets[key] = b
-	} else if now.After(b.last) {
-		b.tokens = min(t.burst, b.tokens+now.Sub(b.last).Seconds()*t.rate)
-		b.last = now
-	}
-	if b.tokens < float64(n) {
-		return false, time.Duration(math.Ceil((float64(n)-b.tokens)/t.rate)) * time.Second
-	}
-	b.tokens -= float64(n)
-	return true, 0
-}
-
-// len is how many buckets are held.
-func (t *tokenBuckets) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.buckets)
-}
-
 // DefaultMinFreeDisk is the free space under the server's data directory below which the server stops
 // issuing: the ledger and the Raft log must never fill the disk.
 const DefaultMinFreeDisk = 512 << 20
@@ -138,13 +79,7 @@ type FreeDiskFunc func(dir string) (uint64, error)
 
 // StatfsFree is the FreeDiskFunc of a real file system: the space available to unprivileged users
 // (the root reserve is not counted on).
-func StatfsFree(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
+func StatfsFree(dir string) (uint64, error) { return fsutil.FreeBytes(dir) }
 
 // diskGuard refuses issuance when the data directory's file system is nearly full. Readings are cached
 // for diskCheckEvery.

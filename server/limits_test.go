@@ -1,6 +1,7 @@
 package server
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -137,14 +141,14 @@ func TestIssuanceBucketsOfIdleKeysExpire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := iss.agents.len(); n != 5000 {
+	if n := iss.agents.Len(); n != 5000 {
 		t.Fatalf("%d buckets for 5000 active agents", n)
 	}
-	clock.advance(iss.agents.idle)
+	clock.advance(iss.agents.RefillTime())
 	if err := iss.admit(Caller{AgentID: agentB}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := iss.agents.len(); n != 1 {
+	if n := iss.agents.Len(); n != 1 {
 		t.Fatalf("%d buckets after the others went idle, want 1", n)
 	}
 }
@@ -243,5 +247,94 @@ func TestDiskCheckIsCached(t *testing.T) {
 	}
 	if n := reads.Load(); n != 2 {
 		t.Fatalf("free space read %d times for 11 requests over two intervals, want 2", n)
+	}
+}
+
+// On a nearly full disk a new agent is refused, but a running agent still renews its SVID: refused
+// until its SVID expired, it would need a new join token.
+func TestAgentRenewalOnNearlyFullDisk(t *testing.T) {
+	var full atomic.Bool
+	e := newTLSEnvWith(t, func(c *Config) {
+		c.DataDir, c.MinFreeDisk = t.TempDir(), 4<<20
+		c.FreeDisk = func(string) (uint64, error) {
+			if full.Load() {
+				return 2 << 20, nil
+			}
+			return 16 << 20, nil
+		}
+	})
+	e.owner(t, "alice")
+	svid := e.attest(t)
+	full.Store(true)
+	e.clock.advance(diskCheckEvery)
+	_, tok := e.joinToken(t, "alice", "")
+	_, err := e.dial(t, nil).AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tok, Csr: csrFor(t, newP256(t), nil)})
+	wantExhausted(t, "a new agent on a nearly full disk", err, "server disk nearly full")
+	resp, err := e.dial(t, svid).RenewAgent(testCtx(t), &agentv1.RenewAgentRequest{Csr: csrFor(t, newP256(t), nil)})
+	if err != nil || len(resp.SvidChain) == 0 {
+		t.Fatalf("renewal on a nearly full disk: %v; want a new agent SVID", err)
+	}
+}
+
+// Requests refused by a limit of the server are logged on the server too (operators must see which
+// agent and entry hit which limit), a bounded number of lines however many there are.
+func TestIssuanceLimitRefusalsLogged(t *testing.T) {
+	var logs testkit.SyncBuffer
+	e := newEnvConfig(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.IssuanceLimits = IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
+	}, nil)
+	e.owner(t, "alice")
+	ent := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
+	client := e.agentAPI(t)
+	if _, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID)); err != nil {
+		t.Fatalf("within the burst: %v", err)
+	}
+	for range 500 {
+		_, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID))
+		wantExhausted(t, "past the entry's burst", err, "issuance rate limit per entry")
+	}
+	out := logs.String()
+	lines := strings.Count(out, "SVID request refused by a server limit")
+	if lines == 0 || !strings.Contains(out, agentA.String()) || !strings.Contains(out, ent.ID) || !strings.Contains(out, "entry_rate") {
+		t.Fatalf("no log line naming the agent, the entry and the limit:\n%s", out)
+	}
+	if lines > refusalLogBurst {
+		t.Fatalf("500 refusals logged %d lines, want at most %d", lines, refusalLogBurst)
+	}
+}
+
+// A node below min_free_disk is not healthy: its health check says the disk is nearly full (issuance
+// is refused), and is healthy again once there is room.
+func TestHealthReportsDiskNearlyFull(t *testing.T) {
+	var full atomic.Bool
+	clock := newManualClock()
+	e := newEnvConfig(t, func(c *Config) {
+		c.Clock, c.DataDir, c.MinFreeDisk = clock.now, t.TempDir(), 4<<20
+		c.FreeDisk = func(string) (uint64, error) {
+			if full.Load() {
+				return 2 << 20, nil
+			}
+			return 16 << 20, nil
+		}
+	}, nil)
+	statuses := health.NewServer()
+	client := healthpb.NewHealthClient(serveBufconn(t, func(g *grpc.Server) {
+		healthpb.RegisterHealthServer(g, NewHealthService(statuses, e.srv))
+	}))
+	check := func() error {
+		_, err := client.Check(testCtx(t), &healthpb.HealthCheckRequest{})
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("with room on disk: %v", err)
+	}
+	full.Store(true)
+	clock.advance(diskCheckEvery)
+	wantExhausted(t, "health below min_free_disk", check(), "server disk nearly full")
+	full.Store(false)
+	clock.advance(diskCheckEvery)
+	if err := check(); err != nil {
+		t.Fatalf("with room on disk again: %v", err)
 	}
 }

@@ -99,12 +99,12 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	if err != nil {
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
 		// replicated audit log.
-		s.malformed.warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
+		s.malformed.Warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
 		return nil, toStatus(err)
 	}
 	tok, err := s.checkJoinToken(id, secret, now)
 	if err != nil {
-		s.refusals.warn(s.log, now, "agent attestation refused", "error", err)
+		s.refusals.Warn(s.log, now, "agent attestation refused", "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
 		return nil, toStatus(err)
 	}
@@ -127,6 +127,10 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
 	}
+	// A new agent waits for disk space like any issuance. Renewals do not (see RenewAgent).
+	if err := s.cfg.Issuer.disk.check(); err != nil {
+		return nil, toStatus(fmt.Errorf("agent %s: %w", agentID, err))
+	}
 	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), tok.Owner, sels)
 	if err != nil {
 		return nil, toStatus(err)
@@ -134,7 +138,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	agent := storage.Agent{ID: agentID.String(), AttestationType: AttestationJoinToken, Selectors: selector.Normalize(sels),
 		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
 	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
-		s.refusals.warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
+		s.refusals.Warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, toStatus(err)
 	}
@@ -142,7 +146,10 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle}, nil
 }
 
-// RenewAgent issues a new SVID to an authenticated agent.
+// RenewAgent issues a new SVID to an authenticated agent. min_free_disk does not apply: an agent
+// refused renewal until its SVID expired would need a new join token, so a soft limit would become
+// manual work on every node; a renewal is one small record per agent per half life, and a disk really
+// full still fails its record.
 func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, toStatus(err)
@@ -175,9 +182,6 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 
 // signAgentSVID signs an agent SVID for the CSR's key and builds its ledger record.
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
-	if err := s.cfg.Issuer.disk.check(); err != nil {
-		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
-	}
 	csr, err := parseCSR(csrDER, id.String())
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)

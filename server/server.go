@@ -35,7 +35,8 @@ type Config struct {
 	AdminAuth AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
-	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL).
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
+	// configuration (cmd/signet) requires MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
 	// DefaultEntryTTL is the lifetime of entries created without an expiry (default DefaultEntryLifetime).
 	DefaultEntryTTL time.Duration
@@ -51,10 +52,6 @@ type Config struct {
 	DataDir     string
 	MinFreeDisk uint64
 	FreeDisk    FreeDiskFunc
-	// TestMinTTL, if set, replaces the minimum lifetimes (MinX509SVIDTTL, MinJWTSVIDTTL, MinAgentSVIDTTL)
-	// of entries and agent SVIDs. It exists for tests that watch SVIDs rotate within seconds; no
-	// configuration key or flag sets it.
-	TestMinTTL time.Duration
 	// AuditCheckpointFile, if set, is where the node keeps its latest automatic audit checkpoint (see
 	// checkpoint.go), renewed every AuditCheckpointEvery (default DefaultAuditCheckpointEvery) when the
 	// log grew, and at shutdown.
@@ -103,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	deliveries := NewDeliveryRecorder(cfg.Store)
 	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, TestMinTTL: cfg.TestMinTTL, Denials: denials, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +112,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, TestMinTTL: cfg.TestMinTTL, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denials, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
+}
+
+// Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
+// disk, storage.ErrDiskFull), or ErrResourceExhausted while the data dir's file system is below
+// MinFreeDisk and issuance is refused. A HealthService reports it.
+func (s *Server) Health() error {
+	if err := s.cfg.Store.Health(); err != nil {
+		return err
+	}
+	return s.Issuer.disk.check()
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.

@@ -36,10 +36,18 @@ type tlsEnv struct {
 	addr  string
 }
 
-func newTLSEnv(tb testing.TB) *tlsEnv {
+func newTLSEnv(tb testing.TB) *tlsEnv { return newTLSEnvWith(tb, nil) }
+
+// newTLSEnvWith is newTLSEnv with mod, if not nil, applied to the server's configuration.
+func newTLSEnvWith(tb testing.TB, mod func(*Config)) *tlsEnv {
 	tb.Helper()
 	clock := newManualClock()
-	e := newEnvConfig(tb, func(c *Config) { c.Clock, c.AgentAuth = clock.now, TLSAgentAuth(c.Store, clock.now) }, nil)
+	e := newEnvConfig(tb, func(c *Config) {
+		c.Clock, c.AgentAuth = clock.now, TLSAgentAuth(c.Store, clock.now)
+		if mod != nil {
+			mod(c)
+		}
+	}, nil)
 	conf, err := ServerTLSConfig(testCtx(tb), e.srv.Issuer)
 	if err != nil {
 		tb.Fatal(err)

@@ -83,8 +83,6 @@ type entryRules struct {
 	Now      time.Time
 	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
 	CANotAfter time.Time
-	// MinTTL, if set, replaces the minimum TTLs (tests only: see Config.TestMinTTL).
-	MinTTL time.Duration
 }
 
 // parseID parses a SPIFFE ID that must belong to the trust domain.
@@ -184,16 +182,19 @@ const DefaultSVIDTTL = time.Hour
 // Minimum lifetimes. Every SVID is recorded in the ledger, kept for the ledger retention (90 days by
 // default): an SVID of a few seconds, re-minted at half life, would fill it with records of credentials
 // that live for nothing. Agents renew at half life, so these also bound how often one entry is re-minted.
+//
+// MinAgentSVIDTTL is the minimum of the server configuration's agent_svid_ttl (cmd/signet enforces it);
+// the library itself accepts down to minAgentSVIDTTL, the shortest life that leaves an agent renewing
+// at half life time for a round trip and a retry, so that tests can watch agent SVIDs renew and expire.
 const (
 	MinX509SVIDTTL  = time.Minute
 	MinJWTSVIDTTL   = 30 * time.Second
 	MinAgentSVIDTTL = time.Minute
+
+	minAgentSVIDTTL = 10 * time.Second
 )
 
 func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL time.Duration) error {
-	if r.MinTTL > 0 {
-		minTTL = r.MinTTL
-	}
 	switch {
 	case *ttl == 0:
 		*ttl = DefaultSVIDTTL

@@ -159,8 +159,6 @@ func TestValidateEntryAccepts(t *testing.T) {
 			}
 		}},
 		{"ttls of exactly the minimums", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = MinX509SVIDTTL, MinJWTSVIDTTL }, nil},
-		{"short ttls with a test minimum", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(time.Hour), MinTTL: time.Second},
-			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = time.Second, time.Second }, nil},
 		{"ttl of exactly 30 days", testRules(), func(e *storage.Entry) { e.X509TTL = maxTTL }, nil},
 		{"ttl equal to CA remaining life", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(2 * time.Hour)},
 			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 2*time.Hour, time.Minute }, nil},

@@ -3,7 +3,6 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/signet-id/signet/internal/fsutil"
 )
 
 // A full disk. Raft appends to raft.db and the FSM commits to state.db, both in Dir. When an append
@@ -140,7 +140,7 @@ func (s *Store) Health() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	free, err := freeBytes(s.cfg.Dir)
+	free, err := fsutil.FreeBytes(s.cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("storage: health: %w", err)
 	}
@@ -153,15 +153,6 @@ func (s *Store) Health() error {
 		cause = fmt.Errorf("only %d bytes free, less than the %d a write may need", free, s.cfg.MinFreeBytes)
 	}
 	return s.diskFullError(cause)
-}
-
-// freeBytes returns the space available to this process on the file system holding dir.
-func freeBytes(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
-	}
-	return st.Bavail * uint64(st.Bsize), nil
 }
 
 // sleepUnlessClosing waits d, or less if the store is closing; it reports whether the store is still open.
@@ -192,7 +183,7 @@ func (s *Store) refuseWhileStateFull() error {
 // checkFreeSpace refuses to open a store on a file system with less than min bytes free: a rebuild or a
 // Raft election there fails half-way.
 func checkFreeSpace(dir string, min uint64) error {
-	free, err := freeBytes(dir)
+	free, err := fsutil.FreeBytes(dir)
 	if err != nil {
 		return fmt.Errorf("storage: %w", err)
 	}

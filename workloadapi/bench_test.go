@@ -3,6 +3,7 @@ package workloadapi_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/uds"
+	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	spiffeclient "github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -40,15 +42,19 @@ type serveOpts struct {
 	attestor func(*unix.Config)
 	// open puts the socket where every uid can connect (a child process that drops root uses it).
 	open bool
+	// server adjusts the server's configuration.
+	server func(*server.Config)
+	// logger, if set, is the Workload API handler's and the agent's logger.
+	logger *slog.Logger
 }
 
 // serveAgentWith is serveAgent adjusted by o.
 func serveAgentWith(tb testing.TB, entries int, o serveOpts) (string, *testenv.Env) {
 	tb.Helper()
-	env := testenv.New(tb)
+	env := testenv.NewWith(tb, o.server)
 	env.Owner(tb, "bench")
 	env.Entries(tb, agentID, "bench", "spiffe://example.org/workload", entries, "unix:uid:"+strconv.Itoa(os.Getuid()))
-	cfg := agent.Config{Client: env.AgentClient(tb, agentID), TrustDomain: testenv.TrustDomain}
+	cfg := agent.Config{Client: env.AgentClient(tb, agentID), TrustDomain: testenv.TrustDomain, Logger: o.logger}
 	if o.agent != nil {
 		o.agent(&cfg)
 	}
@@ -84,7 +90,7 @@ func serveSourceWith(tb testing.TB, src workloadapi.Source, o serveOpts) string 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: src})
+	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: src, Logger: o.logger})
 	if err != nil {
 		tb.Fatal(err)
 	}

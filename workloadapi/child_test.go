@@ -2,7 +2,6 @@ package workloadapi_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +9,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -100,25 +99,7 @@ func dropTo(id int) error {
 type child struct {
 	in     io.WriteCloser
 	out    *bufio.Scanner
-	stderr *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer the child's stderr is copied into while a failing test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *testkit.SyncBuffer
 }
 
 // nobody is the uid a child drops to.
@@ -142,7 +123,7 @@ func startChild(t *testing.T, addr string) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{in: in, out: bufio.NewScanner(outPipe), stderr: &syncBuffer{}}
+	c := &child{in: in, out: bufio.NewScanner(outPipe), stderr: &testkit.SyncBuffer{}}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/signet-id/signet/internal/peercred"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,6 +36,13 @@ const (
 	maxTokenLen      = 64 << 10
 )
 
+// failureLogEvery and failureLogBurst bound the log lines of failed JWT-SVID fetches: a workload
+// looping on a failing fetch costs failureLogBurst lines per failureLogEvery.
+const (
+	failureLogEvery = 10 * time.Second
+	failureLogBurst = 5
+)
+
 // rateLimitConfigKey names, in ResourceExhausted messages, where the mint limit is set.
 const rateLimitConfigKey = "jwt_mint_rate and jwt_mint_burst in the agent configuration"
 
@@ -50,6 +59,8 @@ type Handler struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	cfg Config
 	log *slog.Logger
+	// failures rate-limits the log lines of failed JWT-SVID fetches.
+	failures *ratelimit.Lines
 }
 
 // New validates cfg.
@@ -63,7 +74,8 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "workloadapi")}, nil
+	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "workloadapi"),
+		failures: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
 }
 
 // attest checks the security header and returns the caller's selectors.
@@ -281,10 +293,16 @@ func (h *Handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest
 			return nil, status.Errorf(codes.ResourceExhausted, "fetch JWT-SVID: %v (tokens already cached are still served; the limit is set by %s)", err, rateLimitConfigKey)
 		}
 	case err != nil && len(svids) == 0:
-		h.log.Error("JWT-SVID fetch failed", "error", err)
+		// Rate-limited: with the server down or refusing, every workload call fails the same way.
+		h.failures.Log(h.log, slog.LevelError, time.Now(), "JWT-SVID fetch failed", "error", err)
 		code := codes.Unavailable // the server is unreachable or failing: the client may retry
-		if s, ok := status.FromError(err); ok && (s.Code() == codes.PermissionDenied || s.Code() == codes.InvalidArgument) {
-			code = s.Code()
+		if s, ok := status.FromError(err); ok {
+			switch s.Code() {
+			// Refused, wrong, or a limit of the server's (its issuance rate limits, its disk nearly
+			// full: the client backs off rather than retries at once).
+			case codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted:
+				code = s.Code()
+			}
 		}
 		return nil, status.Errorf(code, "fetch JWT-SVID: %v", err)
 	case err != nil:

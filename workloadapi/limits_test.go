@@ -3,6 +3,7 @@ package workloadapi_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -10,6 +11,10 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/internal/testenv"
+	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc/codes"
@@ -30,30 +35,13 @@ func TestJWTAudienceFloodLimited(t *testing.T) {
 	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 60*time.Second)
 	defer cancel()
 
-	var mu sync.Mutex
-	codesSeen := map[codes.Code]int{}
-	var limitMsg string
-	var wg sync.WaitGroup
-	for loop := range 4 {
-		wg.Go(func() {
-			for call := range 10 {
-				aud := make([]string, workloadapi.MaxAudiences)
-				for i := range aud {
-					aud[i] = fmt.Sprintf("%d-%d-%d-%s", loop, call, i, strings.Repeat("x", 50))
-				}
-				_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: aud})
-				mu.Lock()
-				codesSeen[status.Code(err)]++
-				if status.Code(err) == codes.ResourceExhausted {
-					limitMsg = status.Convert(err).Message()
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	codesSeen, limitMsg := floodJWT(ctx, c, 10)
 	if codesSeen[codes.OK] != burst || codesSeen[codes.ResourceExhausted] != 40-burst {
 		t.Fatalf("40 fetches with fresh audiences: %v, want %d OK and the rest ResourceExhausted", codesSeen, burst)
+	}
+	// What reached the ledger: the X.509-SVID, and the JWT-SVIDs of the burst.
+	if n := ledgerRecordsOf(t, env, "spiffe://example.org/workload/0"); n != 1+burst {
+		t.Fatalf("the ledger holds %d records of the flooded entry, want %d", n, 1+burst)
 	}
 	for _, want := range []string{"burst 5", "jwt_mint_rate", "jwt_mint_burst"} {
 		if !strings.Contains(limitMsg, want) {
@@ -110,4 +98,87 @@ func TestStreamEndsWhenSelectorsChange(t *testing.T) {
 	if got := p.do(t, "stream"); got != "PermissionDenied 0" {
 		t.Fatalf("new stream as uid %d (no entry): %s, want PermissionDenied", nobody, got)
 	}
+}
+
+// TestJWTFloodAgainstServerLimits replays the review's abuse against the server's limits: the agent
+// lets the flood through (its own per-uid limit is generous here), the server's per-entry bucket
+// refuses it. The ledger gains no more records than the bucket allows; the workload is told
+// ResourceExhausted (back off), not Unavailable (retry at once), with the server's limit named; the
+// agent stops asking the server for the refused entry for a while and logs a bounded number of lines;
+// and a workload of another uid is still served.
+func TestJWTFloodAgainstServerLimits(t *testing.T) {
+	const entryBurst = 4
+	var logs testkit.SyncBuffer
+	addr, env := serveAgentWith(t, 1, serveOpts{open: true,
+		logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		server: func(c *server.Config) {
+			c.IssuanceLimits = server.IssuanceLimits{EntryRate: 0.001, EntryBurst: entryBurst}
+		},
+		agent: func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst = 1000, 1000 }})
+	env.Entries(t, agentID, "bench", "spiffe://example.org/nobody", 1, fmt.Sprintf("unix:uid:%d", nobody))
+	c := rawClient(t, addr)
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 60*time.Second)
+	defer cancel()
+
+	codesSeen, limitMsg := floodJWT(ctx, c, 25)
+	if codesSeen[codes.OK]+codesSeen[codes.ResourceExhausted] != 100 || codesSeen[codes.OK] >= entryBurst {
+		t.Fatalf("100 fetches with fresh audiences: %v; want fewer than %d OK (the X.509-SVID took a token) and the rest ResourceExhausted",
+			codesSeen, entryBurst)
+	}
+	if !strings.Contains(limitMsg, "issuance_limits.entry_rate") {
+		t.Fatalf("ResourceExhausted message %q does not name the server's limit", limitMsg)
+	}
+	if n := ledgerRecordsOf(t, env, "spiffe://example.org/workload/0"); n > entryBurst {
+		t.Fatalf("the ledger holds %d records of the flooded entry, more than its bucket of %d", n, entryBurst)
+	}
+	if n := strings.Count(logs.String(), "\n"); n > 10 {
+		t.Fatalf("the flood logged %d lines on the agent, want a handful:\n%s", n, logs.String())
+	}
+
+	other := startChild(t, addr)
+	if got := other.do(t, fmt.Sprintf("setuid %d", nobody)); got != "ok" {
+		t.Fatalf("child setuid: %s", got)
+	}
+	if got := other.do(t, "jwt fresh-audience"); got != "OK 1" {
+		t.Fatalf("another uid during the flood: %s, want OK 1", got)
+	}
+}
+
+// floodJWT is the review's abuse: 4 concurrent loops of calls FetchJWTSVID calls, each with
+// MaxAudiences fresh audiences. It returns how many calls ended with each code, and the message of a
+// ResourceExhausted one.
+func floodJWT(ctx context.Context, c workload.SpiffeWorkloadAPIClient, calls int) (map[codes.Code]int, string) {
+	var mu sync.Mutex
+	codesSeen := map[codes.Code]int{}
+	var limitMsg string
+	var wg sync.WaitGroup
+	for loop := range 4 {
+		wg.Go(func() {
+			for call := range calls {
+				aud := make([]string, workloadapi.MaxAudiences)
+				for i := range aud {
+					aud[i] = fmt.Sprintf("%d-%d-%d-%s", loop, call, i, strings.Repeat("x", 50))
+				}
+				_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: aud})
+				mu.Lock()
+				codesSeen[status.Code(err)]++
+				if status.Code(err) == codes.ResourceExhausted {
+					limitMsg = status.Convert(err).Message()
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return codesSeen, limitMsg
+}
+
+// ledgerRecordsOf is how many issuance records the server's ledger holds for spiffeID.
+func ledgerRecordsOf(t *testing.T, env *testenv.Env, spiffeID string) int {
+	t.Helper()
+	page, err := env.Store.QueryLedger(storage.LedgerQuery{SPIFFEID: spiffeID, Limit: storage.MaxLedgerLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(page.Issuances)
 }

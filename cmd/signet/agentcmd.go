@@ -67,7 +67,8 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	switch {
 	case errors.Is(err, agent.ErrNoIdentity):
 		if joinToken == "" {
-			return fmt.Errorf("agent: no agent SVID in %s yet: start the agent with --join-token-file FILE or %s (create one on the server with 'signet token create --owner NAME')", c.DataDir, joinTokenEnv)
+			// err says why: none yet, or the one there expired.
+			return fmt.Errorf("%w: start the agent with --join-token-file FILE or %s to attest (create a token on the server with 'signet token create --owner NAME')", err, joinTokenEnv)
 		}
 		var bundle []*x509.Certificate
 		if c.TrustBundlePath != "" {
@@ -127,8 +128,11 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	fmt.Printf("Signet agent %s is running (server %s).\n", id.ID(), c.ServerAddress)
 	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", c.SocketPath)
 	<-runCtx.Done()
-	if revoked != nil {
-		return fmt.Errorf("agent %s: the server refused this agent (%v); it was evicted or banned: attest again with a new join token", id.ID(), revoked)
+	switch {
+	case errors.Is(revoked, agent.ErrNoIdentity):
+		return fmt.Errorf("agent %s: %w (start the agent with --join-token-file FILE; create a token with 'signet token create --owner NAME')", id.ID(), revoked)
+	case revoked != nil:
+		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token", id.ID(), revoked)
 	}
 	log.Info("shutting down")
 	return nil

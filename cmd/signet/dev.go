@@ -54,7 +54,10 @@ CA keys) is kept in --data-dir, so a restart keeps everything.
 
 The Workload API socket is open to every local user (mode 0666 in a 0755 directory), as an agent's is:
 register an entry for another uid ('signet entry create --selector unix:uid:<uid>') and that user's
-processes get its SVIDs. The admin socket stays 0600, for you and root.`,
+processes get its SVIDs. They must also be able to enter the directories above it: $XDG_RUNTIME_DIR is
+usually yours alone (0700), so to serve other users choose a --socket they can reach, such as
+/tmp/signet-dev/agent.sock (dev prints a note when they cannot). The admin socket stays 0600, for you
+and root.`,
 		Example: `  signet dev
   export SPIFFE_ENDPOINT_SOCKET=unix://$XDG_RUNTIME_DIR/signet/agent.sock   # as printed; else /tmp/signet-<uid>/
   signet svid fetch`,

@@ -30,7 +30,8 @@ for the socket to be served and report SERVING (an agent does once its first SVI
 serves to wait for a process that is starting. A socket the caller may not use fails at once. Both a
 path and the unix:// form the agent prints are accepted. A server whose data dir is on a full disk (less
 than 16 MiB free, or a write failed for lack of space) is not healthy: it serves reads but takes no
-writes, and the message says "disk full".`,
+writes, and the message says "disk full". Nor is one below its min_free_disk, where it stops issuing:
+the message says "disk nearly full".`,
 		Example: `  signet healthcheck --admin-socket /run/signet/admin/admin.sock
   signet healthcheck --socket unix:///run/signet/agent.sock --timeout 30s`,
 		Args: noArgs,

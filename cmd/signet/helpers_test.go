@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/signet-id/signet/internal/testkit"
 )
 
 // signetBin is the real binary under test, built once by TestMain.
@@ -52,27 +54,8 @@ type devProc struct {
 	dataDir     string
 	socket      string
 	adminSocket string
-	stderr      *lockedBuffer
+	stderr      *testkit.SyncBuffer
 	exited      chan error
-}
-
-type lockedBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newLockedBuffer() *lockedBuffer { return &lockedBuffer{mu: make(chan struct{}, 1)} }
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu <- struct{}{}
-	defer func() { <-l.mu }()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu <- struct{}{}
-	defer func() { <-l.mu }()
-	return l.b.String()
 }
 
 // devDirs are the paths of one dev instance; reusing them restarts the same instance.
@@ -102,7 +85,7 @@ func tryStartDev(t testing.TB, d devDirs, extra ...string) (*devProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &devProc{t: t, cmd: cmd, dataDir: d.dataDir, socket: d.socket, adminSocket: d.adminSocket, stderr: newLockedBuffer(), exited: make(chan error, 1)}
+	p := &devProc{t: t, cmd: cmd, dataDir: d.dataDir, socket: d.socket, adminSocket: d.adminSocket, stderr: &testkit.SyncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err

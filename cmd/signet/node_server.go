@@ -131,7 +131,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	n.admin = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	adminv1.RegisterAdminServer(n.admin, srv.Admin)
 	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, st))
+	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, srv))
 	go serveGRPC(log, "admin", n.admin, lis)
 	log.Info("server node ready", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
 		"ca_expires", authority.NotAfter().Format(time.RFC3339))

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/signet-id/signet/internal/testkit"
 )
 
 // proc is a running signet subprocess (server or agent).
@@ -19,8 +21,8 @@ type proc struct {
 	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *testkit.SyncBuffer
+	stderr *testkit.SyncBuffer
 	exited chan error
 	lines  chan string
 }
@@ -43,7 +45,7 @@ func startProcWith(t testing.TB, name string, setup func(*exec.Cmd), args ...str
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, name: name, cmd: cmd, stdout: newLockedBuffer(), stderr: newLockedBuffer(), exited: make(chan error, 1), lines: make(chan string, 100)}
+	p := &proc{t: t, name: name, cmd: cmd, stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, exited: make(chan error, 1), lines: make(chan string, 100)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,6 @@
-// Package fsutil writes files so that a crash leaves either the old content or the new, and reads
-// files that hold private keys only when nobody else can read them, and other files only up to a bound.
+// Package fsutil writes files so that a crash leaves either the old content or the new, reads files
+// that hold private keys only when nobody else can read them, and other files only up to a bound, and
+// measures the free space of a file system.
 package fsutil
 
 import (
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFileAtomic replaces dir/name with data, created with mode perm. The data goes to a new,
@@ -112,4 +114,14 @@ func ReadFileMax(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w: more than %d bytes", path, ErrTooLarge, max)
 	}
 	return b, nil
+}
+
+// FreeBytes returns the space available to unprivileged users on the file system holding dir (the
+// root reserve is not counted on).
+func FreeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	return st.Bavail * uint64(st.Bsize), nil
 }

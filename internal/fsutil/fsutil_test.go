@@ -216,3 +216,15 @@ func TestReadFileMax(t *testing.T) {
 		t.Errorf("missing file: %v, want os.ErrNotExist", err)
 	}
 }
+
+// FreeBytes measures a real file system, and a missing directory is an error naming it.
+func TestFreeBytes(t *testing.T) {
+	dir := t.TempDir()
+	before, err := fsutil.FreeBytes(dir)
+	if err != nil || before == 0 {
+		t.Fatalf("FreeBytes(%s): %d, %v", dir, before, err)
+	}
+	if _, err := fsutil.FreeBytes(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing directory: %v, want an error naming it", err)
+	}
+}

@@ -40,21 +40,29 @@ type Env struct {
 const agentHeader = "x-test-agent-id"
 
 // New starts a server; it is stopped when the test ends.
-func New(tb testing.TB) *Env {
+func New(tb testing.TB) *Env { return NewWith(tb, nil) }
+
+// NewWith is New with mod, if not nil, applied to the server's configuration (its issuance limits,
+// say) before it starts.
+func NewWith(tb testing.TB, mod func(*server.Config)) *Env {
 	tb.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := testkit.OpenStore(tb, log)
 	authority := testkit.NewCA(tb, TrustDomain, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
 	defer cancel()
-	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log,
+	cfg := server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log,
 		AgentAuth: func(ctx context.Context) (server.Caller, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
 			id := spiffeid.RequireFromString(md.Get(agentHeader)[0])
 			return server.Caller{AgentID: id, NodeAttestation: "test"}, nil
 		},
 		AdminAuth: func(context.Context) (string, error) { return "test", nil },
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
