@@ -158,7 +158,7 @@ func TestNewValidatesJWTLimits(t *testing.T) {
 }
 
 // TestServerRefusalHoldsOffTheEntry: when the server refuses a JWT-SVID for a limit of its own
-// (ResourceExhausted: here its real per-entry bucket, emptied by the entry's X.509-SVID), the agent
+// (ResourceExhausted: here its real per-entry bucket of one, emptied by a first JWT-SVID), the agent
 // passes the refusal on as ResourceExhausted, does not ask the server for that entry again until the
 // hold-off has passed, and logs the episode once.
 func TestServerRefusalHoldsOffTheEntry(t *testing.T) {
@@ -183,6 +183,10 @@ func TestServerRefusalHoldsOffTheEntry(t *testing.T) {
 		_, err := a.FetchJWTSVIDs(testCtx(t, testDeadline), workloadapi.JWTRequest{UID: 1000, Selectors: uid1000(t), Audience: []string{aud}})
 		return err
 	}
+	if err := fetch("first"); err != nil {
+		t.Fatalf("the entry's first JWT-SVID takes the server's one token: %v", err)
+	}
+	calls.Store(0)
 	if err := fetch("a"); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "entry_rate") {
 		t.Fatalf("the server's bucket is empty: %v, want ResourceExhausted naming its limit", err)
 	}

@@ -44,7 +44,7 @@ func waitHeld(tb testing.TB, a *agent.Agent, d time.Duration, what string, cond 
 func shortLivedOnDemand(t *testing.T, spiffeID string) (e *env, a *agent.Agent, entryID string) {
 	t.Helper()
 	e = newBufconnEnv(t)
-	entryID = e.entry(t, entrySpec{spiffeID: spiffeID, x509TTL: 4 * time.Second})
+	entryID = e.storeEntry(t, entrySpec{spiffeID: spiffeID, x509TTL: 4 * time.Second}) // below the admin API's minimum
 	a, _ = startAgent(t, e.client(), nil)
 	waitReady(t, a)
 	return e, a, entryID
