@@ -28,6 +28,9 @@ type AdminServiceConfig struct {
 	TrustDomain spiffeid.TrustDomain
 	// Authenticate identifies the admin; required.
 	Authenticate AdminAuthenticator
+	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
+	// defaults MinX509SVIDTTL and MinJWTSVIDTTL; at least ShortestSVIDTTL).
+	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// DefaultParentID is used for entries created without a parent (dev mode: the dev agent). Empty
 	// means a parent is required.
 	DefaultParentID string
@@ -70,6 +73,18 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	case cfg.TrustDomain.IsZero():
 		return nil, errors.New("server: admin service config: TrustDomain is required")
 	}
+	for _, m := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{{"MinX509SVIDTTL", &cfg.MinX509SVIDTTL, MinX509SVIDTTL}, {"MinJWTSVIDTTL", &cfg.MinJWTSVIDTTL, MinJWTSVIDTTL}} {
+		switch {
+		case *m.v == 0:
+			*m.v = m.def
+		case *m.v < ShortestSVIDTTL || *m.v > maxTTL:
+			return nil, fmt.Errorf("server: admin service config: %s %s: want between %s and %s", m.name, *m.v, ShortestSVIDTTL, maxTTL)
+		}
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -84,7 +99,8 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter()}
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
+		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).

@@ -45,6 +45,9 @@ type Config struct {
 	LedgerRetention time.Duration
 	// Policy, if set, is evaluated on every entry create and update.
 	Policy EntryPolicy
+	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
+	// defaults MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
+	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
 	IssuanceLimits IssuanceLimits
 	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
@@ -111,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AdminAuth, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
+		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denials, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err

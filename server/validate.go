@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strings"
@@ -83,6 +84,9 @@ type entryRules struct {
 	Now      time.Time
 	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
 	CANotAfter time.Time
+	// MinX509TTL and MinJWTTTL are the shortest SVID lifetimes an entry may ask (zero: MinX509SVIDTTL
+	// and MinJWTSVIDTTL).
+	MinX509TTL, MinJWTTTL time.Duration
 }
 
 // parseID parses a SPIFFE ID that must belong to the trust domain.
@@ -150,10 +154,10 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 		}
 	}
 	e.Selectors = selector.Normalize(e.Selectors)
-	if err := r.validateTTL(name, "x509_ttl", &e.X509TTL, MinX509SVIDTTL); err != nil {
+	if err := r.validateTTL(name, "x509_ttl", &e.X509TTL, cmp.Or(r.MinX509TTL, MinX509SVIDTTL)); err != nil {
 		return err
 	}
-	if err := r.validateTTL(name, "jwt_ttl", &e.JWTTTL, MinJWTSVIDTTL); err != nil {
+	if err := r.validateTTL(name, "jwt_ttl", &e.JWTTTL, cmp.Or(r.MinJWTTTL, MinJWTSVIDTTL)); err != nil {
 		return err
 	}
 	if len(e.DNSNames) > maxDNSNames {
@@ -183,6 +187,9 @@ const DefaultSVIDTTL = time.Hour
 // default): an SVID of a few seconds, re-minted at half life, would fill it with records of credentials
 // that live for nothing. Agents renew at half life, so these also bound how often one entry is re-minted.
 //
+// MinX509SVIDTTL and MinJWTSVIDTTL are the defaults of the server's minimums (Config.MinX509SVIDTTL,
+// Config.MinJWTSVIDTTL); ShortestSVIDTTL is the least those can be set to.
+//
 // MinAgentSVIDTTL is the minimum of the server configuration's agent_svid_ttl (cmd/signet enforces it);
 // the library itself accepts down to minAgentSVIDTTL, the shortest life that leaves an agent renewing
 // at half life time for a round trip and a retry, so that tests can watch agent SVIDs renew and expire.
@@ -190,6 +197,7 @@ const (
 	MinX509SVIDTTL  = time.Minute
 	MinJWTSVIDTTL   = 30 * time.Second
 	MinAgentSVIDTTL = time.Minute
+	ShortestSVIDTTL = time.Second
 
 	minAgentSVIDTTL = 10 * time.Second
 )
@@ -201,7 +209,8 @@ func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL t
 	case *ttl < 0:
 		return fmt.Errorf("entry %q: %s %s: %w: must be positive", name, field, *ttl, ErrInvalidArgument)
 	case *ttl < minTTL:
-		return fmt.Errorf("entry %q: %s %s: %w: at least %s", name, field, *ttl, ErrInvalidArgument, minTTL)
+		return fmt.Errorf("entry %q: %s %s: %w: at least %s (the server's min_%s_svid_ttl: every SVID is kept in the ledger, shorter ones would fill it)",
+			name, field, *ttl, ErrInvalidArgument, minTTL, strings.TrimSuffix(field, "_ttl"))
 	case *ttl > maxTTL:
 		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)
 	}

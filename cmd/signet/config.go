@@ -35,6 +35,9 @@ type serverFileConfig struct {
 	AdminUIDs    []uint32      `yaml:"admin_uids"`
 	LogLevel     string        `yaml:"log_level"`
 	AgentSVIDTTL time.Duration `yaml:"agent_svid_ttl"`
+	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask.
+	MinX509SVIDTTL time.Duration `yaml:"min_x509_svid_ttl"`
+	MinJWTSVIDTTL  time.Duration `yaml:"min_jwt_svid_ttl"`
 	// DefaultEntryTTL is the lifetime of entries created without an expiry.
 	DefaultEntryTTL time.Duration `yaml:"default_entry_ttl"`
 	// LedgerRetention is how long issuance records are kept.
@@ -391,6 +394,18 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if c.AgentSVIDTTL < server.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
+	}
+	for _, m := range []struct {
+		key string
+		v   *time.Duration
+		def time.Duration
+	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, server.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, server.MinJWTSVIDTTL}} {
+		if *m.v == 0 {
+			*m.v = m.def
+		}
+		if *m.v < server.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
+			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, server.ShortestSVIDTTL)
+		}
 	}
 	if c.DefaultEntryTTL == 0 {
 		c.DefaultEntryTTL = server.DefaultEntryLifetime

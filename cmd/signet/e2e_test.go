@@ -333,8 +333,8 @@ func TestEntryCreateBadInput(t *testing.T) {
 			"--expires-in and --never-expires cannot be given together: give at most one of --expires-at, --expires-in and --never-expires"},
 		{"empty owner", args(map[string]string{"--owner": " "}), exitUsage, "--owner must not be empty"},
 		{"TTL not whole seconds", args(map[string]string{"--jwt-ttl": "1500ms"}), exitUsage, "--jwt-ttl 1.5s: must be whole seconds"},
-		{"X.509 TTL below the minimum", args(map[string]string{"--x509-ttl": "1s"}), exitUsage, "--x509-ttl 1s: at least 1m0s"},
-		{"JWT TTL below the minimum", args(map[string]string{"--jwt-ttl": "29s"}), exitUsage, "--jwt-ttl 29s: at least 30s"},
+		{"X.509 TTL below the minimum", args(map[string]string{"--x509-ttl": "1s"}), exitFailure, "x509_ttl 1s: invalid argument: at least 1m0s (the server's min_x509_svid_ttl"},
+		{"JWT TTL below the minimum", args(map[string]string{"--jwt-ttl": "29s"}), exitFailure, "jwt_ttl 29s: invalid argument: at least 30s (the server's min_jwt_svid_ttl"},
 		{"expires-in zero", args(map[string]string{"--expires-in": "0"}), exitUsage, "--expires-in 0: must be positive"},
 	}
 	before := d.mustCLI("entry", "list", "-o", "json")
@@ -360,7 +360,6 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"three expiries", []string{"--never-expires", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"},
 			"--expires-at and --expires-in and --never-expires cannot be given together"},
 		{"zero TTL", []string{"--x509-ttl", "0s"}, "--x509-ttl 0s: must be positive"},
-		{"TTL below the minimum", []string{"--x509-ttl", "30s"}, "--x509-ttl 30s: at least 1m0s"},
 		{"unknown selector type", []string{"--selector", "docker:label:x"}, `--selector: selector "docker:label:x": invalid selector: unknown type "docker"`},
 		{"malformed SPIFFE ID", []string{"--spiffe-id", "spiffe://example.org/a b"}, "--spiffe-id"},
 		{"empty purpose", []string{"--purpose", ""}, "--purpose must not be empty"},
@@ -373,6 +372,12 @@ func TestEntryCreateBadInput(t *testing.T) {
 				t.Errorf("exit %d (want %d), stderr %q does not contain %q", code, exitUsage, stderr, tc.wantMsg)
 			}
 		})
+	}
+	// The server checks lifetimes against its own minimums (min_x509_svid_ttl), which the client does
+	// not know: a refusal of the server, exit 1.
+	if _, stderr, code := d.cli("entry", "update", id, "--reason", "r", "--x509-ttl", "30s"); code != exitFailure ||
+		!strings.Contains(stderr, "x509_ttl 30s: invalid argument: at least 1m0s (the server's min_x509_svid_ttl") {
+		t.Errorf("update below the minimum: exit %d, stderr %q", code, stderr)
 	}
 	if after := d.mustCLI("entry", "list", "-o", "json"); after != before {
 		t.Fatalf("a refused request changed the registry:\nbefore %s\nafter  %s", before, after)
@@ -390,7 +395,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least 1m, at most 720h) (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least the server's min_x509_svid_ttl, 1m by default; at most 720h) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")
@@ -541,7 +546,6 @@ func TestEntryImport(t *testing.T) {
 		{"negative expires_in", "  expires_in: -1d\n", "item 1: expires_in -1d: must be positive"},
 		{"expires_in not a duration", "  expires_in: soon\n", `entries.yaml:6: key "[1].expires_in": ` + "`soon`" + ` is not a duration such as 90m, 24h or 30d`},
 		{"TTL not whole seconds", "  x509_ttl: 1500ms\n", "item 1: x509_ttl 1.5s: must be whole seconds"},
-		{"TTL below the minimum", "  jwt_ttl: 10s\n", "item 1: jwt_ttl 10s: at least 30s"},
 		{"missing owner", "", "item 1: owner is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

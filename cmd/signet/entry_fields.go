@@ -7,7 +7,6 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
-	"github.com/signet-id/signet/server"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -90,11 +89,11 @@ var entryFields = []entryField{
 		return nil
 	}},
 	{flag: "x509-ttl", key: "x509_ttl", mask: "x509_ttl_seconds", apply: func(o *entryOptions, e *adminv1.Entry, name string) (err error) {
-		e.X509TtlSeconds, err = ttlSeconds(name, o.x509TTL, server.MinX509SVIDTTL)
+		e.X509TtlSeconds, err = ttlSeconds(name, o.x509TTL)
 		return err
 	}},
 	{flag: "jwt-ttl", key: "jwt_ttl", mask: "jwt_ttl_seconds", apply: func(o *entryOptions, e *adminv1.Entry, name string) (err error) {
-		e.JwtTtlSeconds, err = ttlSeconds(name, o.jwtTTL, server.MinJWTSVIDTTL)
+		e.JwtTtlSeconds, err = ttlSeconds(name, o.jwtTTL)
 		return err
 	}},
 	{flag: "dns-name", key: "dns_names", mask: "dns_names", apply: func(o *entryOptions, e *adminv1.Entry, _ string) error {
@@ -138,16 +137,14 @@ func setNonEmpty(dst *string, v, name, why string) error {
 	return nil
 }
 
-// ttlSeconds checks an SVID lifetime against the server's minimum for its kind.
-func ttlSeconds(name string, d, minTTL time.Duration) (int64, error) {
+// ttlSeconds checks an SVID lifetime's form; the server checks it against its minimum for the kind
+// (min_x509_svid_ttl, min_jwt_svid_ttl in its configuration), which the client does not know.
+func ttlSeconds(name string, d time.Duration) (int64, error) {
 	if d <= 0 {
 		return 0, usagef("%s %s: must be positive", name, d)
 	}
 	if d%time.Second != 0 {
 		return 0, usagef("%s %s: must be whole seconds", name, d)
-	}
-	if d < minTTL {
-		return 0, usagef("%s %s: at least %s (shorter SVIDs would fill the ledger)", name, d, minTTL)
 	}
 	return int64(d / time.Second), nil
 }
@@ -228,8 +225,8 @@ func addEntryFlags(cmd *cobra.Command, o *entryOptions, update bool) {
 	f.StringVar(&o.owner, "owner", "", required("accountable owner of this identity"))
 	f.StringVar(&o.purpose, "purpose", "", required("why this identity exists"))
 	f.StringVar(&o.ticket, "ticket", "", "reference of the change request that justifies it")
-	f.DurationVar(&o.x509TTL, "x509-ttl", ttl, "lifetime of X.509-SVIDs (at least 1m, at most 720h)")
-	f.DurationVar(&o.jwtTTL, "jwt-ttl", ttl, "lifetime of JWT-SVIDs (at least 30s, at most 720h)")
+	f.DurationVar(&o.x509TTL, "x509-ttl", ttl, "lifetime of X.509-SVIDs (at least the server's min_x509_svid_ttl, 1m by default; at most 720h)")
+	f.DurationVar(&o.jwtTTL, "jwt-ttl", ttl, "lifetime of JWT-SVIDs (at least the server's min_jwt_svid_ttl, 30s by default; at most 720h)")
 	dnsUsage := "DNS name to add to X.509-SVIDs; repeat for more"
 	if update {
 		dnsUsage += " (replaces every DNS name)"

@@ -38,12 +38,14 @@ type serverNodeConfig struct {
 	FastElection       bool // single-node dev: elect within a few hundred ms
 	CATTL              time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
-	AgentAuth       server.Authenticator
-	AgentSVIDTTL    time.Duration
-	DefaultEntryTTL time.Duration
-	LedgerRetention time.Duration
-	Policy          server.EntryPolicy
-	IssuanceLimits  server.IssuanceLimits
+	AgentAuth    server.Authenticator
+	AgentSVIDTTL time.Duration
+	// MinX509SVIDTTL and MinJWTSVIDTTL: zero for the server's defaults.
+	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
+	DefaultEntryTTL               time.Duration
+	LedgerRetention               time.Duration
+	Policy                        server.EntryPolicy
+	IssuanceLimits                server.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64
 	DefaultParentID string
@@ -101,6 +103,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
+		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
 		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})

@@ -39,7 +39,10 @@ func (s *testServer) lookup(t testing.TB, file string) (lookedUp, string) {
 // The review lists the unused entry as never used, and not the used one; the lookup of a
 // certificate no workload received says so.
 func TestMintOnDemandWithProcesses(t *testing.T) {
-	s := newTestServer(t).start(t)
+	s := newTestServer(t)
+	// SVIDs of seconds, to watch several lifetimes pass (below the default minimum, set by config).
+	writeFile(t, s.config, string(mustRead(t, s.config))+"min_x509_svid_ttl: 1s\n")
+	s.start(t)
 	s.mustCLI("owner", "add", "alice")
 	a := s.newAgent(t, "").start(t, s.token("alice"))
 	const unused, once, kept = "spiffe://example.org/unused", "spiffe://example.org/once", "spiffe://example.org/kept"

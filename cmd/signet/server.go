@@ -69,6 +69,7 @@ func runServer(ctx context.Context, path string) error {
 		DefaultEntryTTL: c.DefaultEntryTTL, LedgerRetention: c.LedgerRetention, Policy: pol,
 		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
 		Bootstrap: *c.Raft.Bootstrap, CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
 		IssuanceLimits: server.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
 		MinFreeDisk: c.minFreeDisk,
