@@ -25,6 +25,9 @@ import (
 var signetBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(fetchClientEnv) != "" { // this binary run as BenchmarkFetchProcesses's client
+		os.Exit(runFetchClient())
+	}
 	dir, err := os.MkdirTemp("", "signet-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
