@@ -85,18 +85,14 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 		// process exists.
 		return info, fmt.Errorf("%s: pid %d: reading executable path: %w", errPrefix, pid, err)
 	}
-	// Open the file the process runs, not the path: the path may have been replaced or removed.
-	f, err := os.Open(exe)
-	if err != nil {
-		return info, fmt.Errorf("%s: pid %d: opening executable: %w", errPrefix, pid, err)
-	}
-	defer f.Close()
-	key, err := statFile(f)
+	// Stat the file the process runs (the link followed), not the path: the path may have been
+	// replaced or removed. It is opened only if it must be hashed.
+	key, err := statExe(exe)
 	if err != nil {
 		return info, fmt.Errorf("%s: pid %d: executable %q: %w", errPrefix, pid, link, err)
 	}
-	// Read the link again: if the process called exec between the first reading and the open,
-	// the path and the opened file could belong to different programs.
+	// Read the link again: if the process called exec between the first reading and the stat,
+	// the path and the file could belong to different programs.
 	if again, err := os.Readlink(exe); err != nil {
 		return info, fmt.Errorf("%s: pid %d: reading executable path: %w", errPrefix, pid, err)
 	} else if again != link {
@@ -121,6 +117,21 @@ func (a *Attestor) readProcess(ctx context.Context, pid int32) (procInfo, error)
 		a.log.Debug("executable too large to hash; no sha256 selector",
 			"pid", pid, "path", link, "size", key.size, "max_hash_size", a.maxHashSize)
 		return info, nil
+	}
+	if d, ok := a.digests.cached(key); ok {
+		info.digest = d // the common case: no need to open the executable
+		return info, nil
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return info, fmt.Errorf("%s: pid %d: opening executable: %w", errPrefix, pid, err)
+	}
+	defer f.Close()
+	// The process may have called exec since the stat: hash only the file that was attested.
+	if opened, err := statFile(f); err != nil {
+		return info, fmt.Errorf("%s: pid %d: executable %q: %w", errPrefix, pid, link, err)
+	} else if opened != key {
+		return info, fmt.Errorf("%s: pid %d: executable %q changed during attestation", errPrefix, pid, link)
 	}
 	if info.digest, err = a.digest(ctx, f, key, info.uid); err != nil {
 		return info, fmt.Errorf("%s: pid %d: hashing executable %q: %w", errPrefix, pid, link, err)
@@ -168,16 +179,26 @@ func (a *Attestor) hash(ctx context.Context, f *os.File, key fileKey) (string, e
 
 // statFile returns the version key of the open file f, which must be regular.
 func statFile(f *os.File) (fileKey, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return fileKey{}, err
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return fileKey{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
-	if !fi.Mode().IsRegular() {
-		return fileKey{}, fmt.Errorf("not a regular file (mode %v)", fi.Mode())
+	return keyOf(&st)
+}
+
+// statExe returns the version key of the file exe (/proc/<pid>/exe, followed to the executable
+// itself), which must be regular.
+func statExe(exe string) (fileKey, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(exe, &st); err != nil {
+		return fileKey{}, &os.PathError{Op: "stat", Path: exe, Err: err}
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileKey{}, fmt.Errorf("no stat data (%T)", fi.Sys())
+	return keyOf(&st)
+}
+
+func keyOf(st *syscall.Stat_t) (fileKey, error) {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fileKey{}, fmt.Errorf("not a regular file (mode %#o)", st.Mode)
 	}
 	// Dev is narrower than 64 bits on some architectures, hence the conversion.
 	return fileKey{

@@ -82,6 +82,13 @@ func (c *digestCache) digest(ctx context.Context, k fileKey, hash func() (string
 	}
 }
 
+// cached returns the digest of k if the cache has it, without waiting for a hash in progress.
+func (c *digestCache) cached(k fileKey) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.getLocked(k)
+}
+
 // run runs hash as the one hashing k, publishes the result to the waiters and caches it.
 func (c *digestCache) run(k fileKey, h *hashing, hash func() (string, error)) (string, error) {
 	h.err = errHashPanicked // what waiters see if hash panics

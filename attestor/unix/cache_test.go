@@ -180,3 +180,30 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// cached answers from the cache only: a miss while a hash of the key is in progress returns at once
+// (the attestation then opens the executable and waits in digest), and a hit is there once hashed.
+func TestDigestCacheCached(t *testing.T) {
+	c := newDigestCache(2)
+	k := fileKey{ino: 7}
+	if d, ok := c.cached(k); ok {
+		t.Fatalf("cached = %q on an empty cache", d)
+	}
+	release, hashing := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.digest(context.Background(), k, func() (string, error) { close(hashing); <-release; return "seven", nil })
+		done <- err
+	}()
+	<-hashing
+	if d, ok := c.cached(k); ok {
+		t.Fatalf("cached = %q while the hash is in progress, want a miss", d)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := c.cached(k); !ok || d != "seven" {
+		t.Fatalf("cached = %q, %v after the hash, want seven, true", d, ok)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 
 	"github.com/signet-id/signet/internal/procfs"
@@ -70,7 +69,7 @@ func readPeerCred(c *net.UnixConn) (Info, error) {
 // pidfdPID returns the pid the pidfd's process has now, -1 once it has been reaped (proc(5), "Pid:"
 // in /proc/self/fdinfo/<pidfd>).
 func pidfdPID(pidfd int) (int32, error) {
-	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	b, err := procfs.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
 	if err != nil {
 		return 0, fmt.Errorf("reading pidfd info: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 // startTimeField is the 1-based index of starttime in /proc/<pid>/stat (see proc(5)).
@@ -18,7 +17,7 @@ const startTimeField = 22
 
 // StartTime reads the start time of pid from <root>/<pid>/stat; root is normally /proc.
 func StartTime(root string, pid int32) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(root, strconv.FormatInt(int64(pid), 10), "stat"))
+	b, err := ReadFile(filepath.Join(root, strconv.FormatInt(int64(pid), 10), "stat"))
 	if err != nil {
 		return 0, err
 	}
@@ -34,14 +33,58 @@ func ParseStartTime(stat []byte) (uint64, error) {
 		return 0, errors.New("stat: no parenthesized command name")
 	}
 	// Fields after the command name start with field 3 (state).
-	fields := strings.Fields(string(stat[end+1:]))
+	// Walked without splitting: this runs on every Workload API connection and call.
 	const i = startTimeField - 3
-	if len(fields) <= i {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least %d", len(fields), i+1)
+	rest, n := stat[end+1:], 0
+	for {
+		rest = bytes.TrimLeft(rest, " \t\n")
+		if len(rest) == 0 {
+			return 0, fmt.Errorf("stat: %d fields after the command name, want at least %d", n, i+1)
+		}
+		field := rest
+		if j := bytes.IndexAny(rest, " \t\n"); j >= 0 {
+			field, rest = rest[:j], rest[j:]
+		} else {
+			rest = nil
+		}
+		if n == i {
+			t, err := strconv.ParseUint(string(field), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("stat: start time %q is not a number", field)
+			}
+			return t, nil
+		}
+		n++
 	}
-	t, err := strconv.ParseUint(fields[i], 10, 64)
+}
+
+// procFileMax bounds what is read of one /proc file; stat and status are far smaller.
+const procFileMax = 16 << 10
+
+// ReadFile reads a small /proc file with raw open, read and close system calls: os.ReadFile would
+// also register the file with the runtime's poller, fstat it (size 0 for /proc files) and read again to
+// see EOF, and the Workload API reads several on every connection and call. A /proc text file is generated whole by the
+// first read that has room for it.
+func ReadFile(path string) ([]byte, error) {
+	fd, err := openReadOnly(path)
 	if err != nil {
-		return 0, fmt.Errorf("stat: start time %q is not a number", fields[i])
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return t, nil
+	defer closeFD(fd)
+	buf := make([]byte, 4096)
+	n := 0
+	for {
+		m, err := readFD(fd, buf[n:])
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		n += m
+		if m == 0 || n < len(buf) {
+			return buf[:n], nil
+		}
+		if len(buf) >= procFileMax {
+			return nil, fmt.Errorf("%s: larger than %d bytes", path, procFileMax)
+		}
+		buf = append(buf, make([]byte, len(buf))...)
+	}
 }

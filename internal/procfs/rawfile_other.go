@@ -1,6 +1,6 @@
 //go:build !linux
 
-package unix
+package procfs
 
 import "os"
 
