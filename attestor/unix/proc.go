@@ -17,7 +17,8 @@ func (a *Attestor) procPath(pid int32, name string) string {
 
 // readStartTime returns the start time of pid, in clock ticks since boot.
 func (a *Attestor) readStartTime(pid int32) (uint64, error) {
-	b, err := procfs.ReadFile(a.procPath(pid, "stat"))
+	var buf [procfs.BufSize]byte
+	b, err := procfs.ReadFile(a.procPath(pid, "stat"), buf[:])
 	if err != nil {
 		return 0, err
 	}
@@ -26,7 +27,8 @@ func (a *Attestor) readStartTime(pid int32) (uint64, error) {
 
 // readIDs returns the real user and group ids of pid from /proc/<pid>/status.
 func (a *Attestor) readIDs(pid int32) (uid, gid uint32, err error) {
-	b, err := procfs.ReadFile(a.procPath(pid, "status"))
+	var buf [procfs.BufSize]byte
+	b, err := procfs.ReadFile(a.procPath(pid, "status"), buf[:])
 	if err != nil {
 		return 0, 0, err
 	}
@@ -49,11 +51,11 @@ func parseIDs(status []byte) (uid, gid uint32, err error) {
 			first = first[:i] // the real id; effective, saved and file-system ids follow
 		}
 		if len(first) == 0 {
-			return 0, 0, fmt.Errorf("status: empty %s line", key)
+			return 0, 0, fmt.Errorf("status: empty %s line", string(key))
 		}
 		n, err := strconv.ParseUint(string(first), 10, 32)
 		if err != nil {
-			return 0, 0, fmt.Errorf("status: %s %q is not a number", key, first)
+			return 0, 0, fmt.Errorf("status: %s %q is not a number", string(key), string(first))
 		}
 		if string(key) == "Uid" {
 			uid, haveUID = uint32(n), true

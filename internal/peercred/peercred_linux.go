@@ -1,7 +1,6 @@
 package peercred
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -69,16 +68,18 @@ func readPeerCred(c *net.UnixConn) (Info, error) {
 // pidfdPID returns the pid the pidfd's process has now, -1 once it has been reaped (proc(5), "Pid:"
 // in /proc/self/fdinfo/<pidfd>).
 func pidfdPID(pidfd int) (int32, error) {
-	b, err := procfs.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	var buf [procfs.BufSize]byte
+	b, err := procfs.ReadFile("/proc/self/fdinfo/"+strconv.Itoa(pidfd), buf[:])
 	if err != nil {
 		return 0, fmt.Errorf("reading pidfd info: %w", err)
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("Pid:")); ok {
+	for rest := b; len(rest) > 0; {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		if v, ok := bytes.CutPrefix(line, []byte("Pid:")); ok {
 			pid, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 32)
 			if err != nil {
-				return 0, fmt.Errorf("pidfd info: Pid %q is not a number", bytes.TrimSpace(v))
+				return 0, fmt.Errorf("pidfd info: Pid %q is not a number", string(bytes.TrimSpace(v)))
 			}
 			return int32(pid), nil
 		}

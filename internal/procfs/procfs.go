@@ -17,7 +17,8 @@ const startTimeField = 22
 
 // StartTime reads the start time of pid from <root>/<pid>/stat; root is normally /proc.
 func StartTime(root string, pid int32) (uint64, error) {
-	b, err := ReadFile(filepath.Join(root, strconv.FormatInt(int64(pid), 10), "stat"))
+	var buf [BufSize]byte
+	b, err := ReadFile(filepath.Join(root, strconv.FormatInt(int64(pid), 10), "stat"), buf[:])
 	if err != nil {
 		return 0, err
 	}
@@ -50,7 +51,7 @@ func ParseStartTime(stat []byte) (uint64, error) {
 		if n == i {
 			t, err := strconv.ParseUint(string(field), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("stat: start time %q is not a number", field)
+				return 0, fmt.Errorf("stat: start time %q is not a number", string(field))
 			}
 			return t, nil
 		}
@@ -61,17 +62,24 @@ func ParseStartTime(stat []byte) (uint64, error) {
 // procFileMax bounds what is read of one /proc file; stat and status are far smaller.
 const procFileMax = 16 << 10
 
-// ReadFile reads a small /proc file with raw open, read and close system calls: os.ReadFile would
-// also register the file with the runtime's poller, fstat it (size 0 for /proc files) and read again to
-// see EOF, and the Workload API reads several on every connection and call. A /proc text file is generated whole by the
-// first read that has room for it.
-func ReadFile(path string) ([]byte, error) {
+// BufSize is the size of a buffer that holds a /proc/<pid>/stat or status file whole: callers of
+// ReadFile declare one on their stack.
+const BufSize = 4096
+
+// ReadFile reads a small /proc file into buf (growing it if the file is larger, up to 16 KiB) with
+// raw open, read and close system calls: os.ReadFile would also register the file with the runtime's
+// poller, fstat it (size 0 for /proc files), read again to see EOF and allocate, and the Workload API
+// reads several on every connection and call. A /proc text file is generated whole by the first
+// read that has room for it.
+func ReadFile(path string, buf []byte) ([]byte, error) {
 	fd, err := openReadOnly(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer closeFD(fd)
-	buf := make([]byte, 4096)
+	if len(buf) == 0 {
+		buf = make([]byte, BufSize)
+	}
 	n := 0
 	for {
 		m, err := readFD(fd, buf[n:])

@@ -11,7 +11,7 @@ import (
 
 // ReadFile reads a real /proc file whole, as os.ReadFile does.
 func TestReadFileProc(t *testing.T) {
-	got, err := ReadFile("/proc/self/cmdline")
+	got, err := ReadFile("/proc/self/cmdline", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,18 +37,18 @@ func TestReadFileBounds(t *testing.T) {
 	if err := os.WriteFile(long, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadFile(long); err != nil || string(got) != content {
+	if got, err := ReadFile(long, make([]byte, 10)); err != nil || string(got) != content {
 		t.Fatalf("ReadFile(%d bytes) = %d bytes, %v; want all of it", len(content), len(got), err)
 	}
 	tooLong := filepath.Join(dir, "too-long")
 	if err := os.WriteFile(tooLong, []byte(strings.Repeat("x", procFileMax+1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadFile(tooLong); err == nil || !strings.Contains(err.Error(), tooLong) {
+	if _, err := ReadFile(tooLong, nil); err == nil || !strings.Contains(err.Error(), tooLong) {
 		t.Fatalf("ReadFile(too long) error = %v, want one naming %s", err, tooLong)
 	}
 	missing := filepath.Join(dir, "missing")
-	if _, err := ReadFile(missing); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
-		t.Fatalf("ReadFile(missing) error = %v, want fs.ErrNotExist naming %s", err, missing)
+	if _, err := ReadFile(missing, nil); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("ReadFile(missing, nil) error = %v, want fs.ErrNotExist naming %s", err, missing)
 	}
 }
