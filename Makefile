@@ -48,6 +48,7 @@ bench:
 	$(GO) test $(BENCH_FLAGS) -bench 'AgentStartToFirstSVID' -benchtime 20x ./cmd/signet/
 	$(GO) test $(BENCH_FLAGS) -bench 'FirstFetchOnDemand' -benchtime 100x ./cmd/signet/
 	$(GO) test $(BENCH_FLAGS) -bench 'FetchProcesses' -benchtime 5000x ./cmd/signet/
+	$(GO) test $(BENCH_FLAGS) -bench 'LedgerRecordsPerHour' -benchtime 1x ./cmd/signet/
 	$(GO) test $(BENCH_FLAGS) -bench 'Agent100kEntries' -benchtime 1x -timeout 30m ./cmd/signet/
 
 ## bench-ledger: lookup and query on a 10,000,000-record ledger (needs ~8 GB of disk)

@@ -31,14 +31,18 @@ func rssMiB(tb testing.TB, pid int) float64 {
 }
 
 // importEntries creates n entries for parent via 'signet entry import' (one call per 10,000), selected
-// by sel(i); prefetch ones if prefetch.
-func importEntries(tb testing.TB, s *testServer, parent, owner string, n int, sel func(i int) string, prefetch bool) {
+// by sel(i); prefetch ones if prefetch; with X.509-SVID lifetime x509TTL unless 0 (the default, 1h).
+func importEntries(tb testing.TB, s *testServer, parent, owner string, n int, sel func(i int) string, prefetch bool, x509TTL time.Duration) {
 	tb.Helper()
+	ttl := ""
+	if x509TTL != 0 {
+		ttl = "  x509_ttl: " + x509TTL.String() + "\n"
+	}
 	for start := 0; start < n; start += 10000 {
 		var b strings.Builder
 		for i := start; i < min(n, start+10000); i++ {
-			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n  prefetch: %t\n",
-				i, sel(i), owner, parent, prefetch)
+			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: %s\n  purpose: bench\n  parent_id: %s\n  prefetch: %t\n%s",
+				i, sel(i), owner, parent, prefetch, ttl)
 		}
 		file := filepath.Join(tb.TempDir(), "entries.yaml")
 		writeFile(tb, file, b.String())
@@ -69,7 +73,7 @@ func BenchmarkProcesses2000Entries(b *testing.B) {
 		s.mustCLI("owner", "add", "bench")
 		a := s.newAgent(b, "").start(b, s.token("bench"))
 		start := time.Now()
-		importEntries(b, s, a.id, "bench", 2000, mine, false)
+		importEntries(b, s, a.id, "bench", 2000, mine, false, 0)
 		eventually(b, 120*time.Second, "2,000 SVIDs", func() bool { return countSVIDs(a.socket) == 2000 })
 		b.ReportMetric(time.Since(start).Seconds()*1000, "import-to-all-SVIDs-ms")
 		b.ReportMetric(rssMiB(b, s.cmd.Process.Pid), "server-rss-MiB")
@@ -85,7 +89,7 @@ func BenchmarkAgentStartToFirstSVID(b *testing.B) {
 	s := newTestServer(b).start(b)
 	s.mustCLI("owner", "add", "bench")
 	a := s.newAgent(b, "").start(b, s.token("bench"))
-	importEntries(b, s, a.id, "bench", 1000, mine, false)
+	importEntries(b, s, a.id, "bench", 1000, mine, false, 0)
 	eventually(b, 120*time.Second, "1,000 SVIDs", func() bool { return countSVIDs(a.socket) == 1000 })
 	var lat []time.Duration
 	b.ResetTimer()
@@ -140,7 +144,7 @@ func BenchmarkAgent100kEntries(b *testing.B) {
 			return myUID
 		}
 		return "unix:uid:" + strconv.Itoa(200000+i)
-	}, true)
+	}, true, 0)
 	healthy := func() bool {
 		_, _, code := runCLI(b, nil, "healthcheck", "--socket", a.socket, "--timeout", "1s")
 		return code == 0
