@@ -24,7 +24,7 @@ func (s *Store) applyWithLedger(ctx context.Context, t commandType, recs []Issua
 	if err := p.Wait(ctx); err != nil {
 		return nil, err
 	}
-	return p.f.Response(), nil
+	return p.response(), nil
 }
 
 // CreateOwner adds an owner. ErrOwnerExists if the name is taken.

@@ -32,6 +32,9 @@ type Config struct {
 	RaftBind string
 	// RaftAdvertise is the address other nodes reach this one at. Default: the bound address.
 	RaftAdvertise string
+	// StreamLayer, if set, carries Raft's traffic instead of a TCP listener on RaftBind (the cluster
+	// package shares one port between Raft and the servers' own API); its Addr is this node's address.
+	StreamLayer raft.StreamLayer
 	// Bootstrap makes a node with no Raft state form a new cluster with itself as the only voter.
 	Bootstrap bool
 	// Logger receives the store's and Raft's logs. Default: slog.Default().
@@ -86,6 +89,8 @@ type Store struct {
 
 	ledgerMu       sync.Mutex // orders ledger proposals and their times
 	lastLedgerTime time.Time
+
+	fwd forwarderSlot // sends a follower's writes to the leader
 }
 
 const (
@@ -326,8 +331,10 @@ func (s *Store) startRaft() error {
 		}
 		advertise = a
 	}
-	trans, err := raft.NewTCPTransportWithLogger(s.cfg.RaftBind, advertise, 3, 10*time.Second, newHCLog(s.log, "raft-net"))
-	if err != nil {
+	var trans *raft.NetworkTransport
+	if s.cfg.StreamLayer != nil {
+		trans = raft.NewNetworkTransportWithLogger(s.cfg.StreamLayer, 3, 10*time.Second, newHCLog(s.log, "raft-net"))
+	} else if trans, err = raft.NewTCPTransportWithLogger(s.cfg.RaftBind, advertise, 3, 10*time.Second, newHCLog(s.log, "raft-net")); err != nil {
 		ls.Close()
 		return fmt.Errorf("storage: raft listen on %q: %w", s.cfg.RaftBind, err)
 	}
@@ -354,6 +361,7 @@ func (s *Store) startRaft() error {
 		return fmt.Errorf("storage: start raft: %w", err)
 	}
 	s.raft = r
+	s.electLoneVoter()
 	return nil
 }
 
@@ -448,7 +456,9 @@ func timeoutFrom(ctx context.Context) time.Duration {
 
 func mapRaftError(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+	case errors.Is(err, raft.ErrNotLeader):
+		return fmt.Errorf("%w: %v", errNotAppended, err)
+	case errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
@@ -458,14 +468,31 @@ func mapRaftError(err error) error {
 	}
 }
 
-// apply proposes cmd through Raft and waits until it is applied on this node. The FSM's response is
-// returned; a response that is an error (the state refused the command) is returned as the error.
+// apply proposes cmd through Raft — on the leader, forwarded to it from a follower — and waits until it
+// is applied on this node. The FSM's response is returned; a response that is an error (the state
+// refused the command) is returned as the error.
 func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
+	if s.forwarder() != nil && s.raft.State() != raft.Leader {
+		return s.forwardCommand(ctx, cmd)
+	}
+	resp, _, err := s.applyLocal(ctx, cmd)
+	if errors.Is(err, errNotAppended) && s.forwarder() != nil {
+		return s.forwardCommand(ctx, cmd) // leadership moved away meanwhile
+	}
+	return resp, err
+}
+
+// applyLocal hands cmd to this node's Raft (as leader) and waits until it is applied; it returns the
+// FSM's response and the entry's log index.
+func (s *Store) applyLocal(ctx context.Context, cmd []byte) (any, uint64, error) {
+	if s.closed.Load() {
+		return nil, 0, ErrClosed
+	}
 	if err := s.refuseWhileStateFull(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	full := s.diskFullWatch()
 	f := s.raft.Apply(cmd, timeoutFrom(ctx))
@@ -474,21 +501,21 @@ func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, s.raftError(err)
+			return nil, 0, s.raftError(err)
 		}
 		s.wroteOK()
 	case <-full:
 		// The command may be in the log and take effect once space is freed; the caller stops waiting.
-		return nil, s.waitError(nil)
+		return nil, 0, s.waitError(nil)
 	case <-ctx.Done():
 		// The command may still commit; the caller only stops waiting.
-		return nil, s.waitError(ctx.Err())
+		return nil, 0, s.waitError(ctx.Err())
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, err
+		return nil, f.Index(), err
 	}
-	return resp, nil
+	return resp, f.Index(), nil
 }
 
 func (s *Store) stateDB() *bolt.DB {
