@@ -188,3 +188,9 @@ func decodeAs[T any](b []byte) (T, error) {
 	err := json.Unmarshal(b, &v)
 	return v, err
 }
+
+// NoLeaderOutcome is the outcome of a proposal that could not be sent because the cluster has no leader
+// now: nothing was applied, and the proposal is sent again once there is one.
+func NoLeaderOutcome() Outcome {
+	return Outcome{Code: codeNotAppended, Message: "the cluster has no leader now"}
+}

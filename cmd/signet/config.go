@@ -56,10 +56,13 @@ type serverFileConfig struct {
 		TTL time.Duration `yaml:"ttl"`
 	} `yaml:"ca"`
 	Raft struct {
-		NodeID           string `yaml:"node_id"`
-		BindAddress      string `yaml:"bind_address"`
-		AdvertiseAddress string `yaml:"advertise_address"`
-		Bootstrap        *bool  `yaml:"bootstrap"`
+		NodeID           string   `yaml:"node_id"`
+		BindAddress      string   `yaml:"bind_address"`
+		AdvertiseAddress string   `yaml:"advertise_address"`
+		Bootstrap        *bool    `yaml:"bootstrap"`
+		BootstrapExpect  int      `yaml:"bootstrap_expect"`
+		RetryJoin        []string `yaml:"retry_join"`
+		ClusterID        string   `yaml:"cluster_id"`
 	} `yaml:"raft"`
 }
 
@@ -439,11 +442,52 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 			return c, td, err
 		}
 	}
-	if c.Raft.Bootstrap == nil {
-		t := true
-		c.Raft.Bootstrap = &t
+	if err := checkCluster(path, &c); err != nil {
+		return c, td, err
 	}
 	return c, td, nil
+}
+
+// maxRetryJoin bounds raft.retry_join: a cluster has at most 5 voters.
+const maxRetryJoin = 16
+
+// checkCluster validates the cluster keys and settles raft.bootstrap: a node configured to find its
+// peers (bootstrap_expect above 1, or retry_join) does not bootstrap alone.
+func checkCluster(path string, c *serverFileConfig) error {
+	r := &c.Raft
+	switch r.BootstrapExpect {
+	case 0, 1, 3, 5:
+	default:
+		return configError(path, "raft.bootstrap_expect", "%d: use 1 (a single server), 3 or 5 (a cluster that survives 1 or 2 lost servers)", r.BootstrapExpect)
+	}
+	if len(r.RetryJoin) > maxRetryJoin {
+		return configError(path, "raft.retry_join", "%d addresses: at most %d", len(r.RetryJoin), maxRetryJoin)
+	}
+	for i, a := range r.RetryJoin {
+		if err := checkHostPort(path, fmt.Sprintf("raft.retry_join[%d]", i), a, false); err != nil {
+			return err
+		}
+	}
+	if r.BootstrapExpect > 1 && len(r.RetryJoin) < r.BootstrapExpect-1 {
+		return configError(path, "raft.retry_join", "lists %d servers; raft.bootstrap_expect %d needs the addresses of the other %d", len(r.RetryJoin), r.BootstrapExpect, r.BootstrapExpect-1)
+	}
+	if len(r.ClusterID) > 64 || strings.IndexFunc(r.ClusterID, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.')
+	}) >= 0 {
+		return configError(path, "raft.cluster_id", "%q: up to 64 letters, digits, '-', '_' or '.'", r.ClusterID)
+	}
+	if len(r.RetryJoin) == 0 {
+		r.RetryJoin = nil // "retry_join: []" and no retry_join are the same
+	}
+	finds := r.BootstrapExpect > 1 || len(r.RetryJoin) > 0
+	if r.Bootstrap == nil {
+		b := !finds
+		r.Bootstrap = &b
+	}
+	if *r.Bootstrap && finds {
+		return configError(path, "raft.bootstrap", "true with raft.bootstrap_expect or raft.retry_join: a node that bootstraps alone forms a cluster of its own; remove raft.bootstrap (the servers form the cluster together)")
+	}
+	return nil
 }
 
 // loadAgentConfig reads and validates an agent configuration file, filling defaults.

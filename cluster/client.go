@@ -1,0 +1,200 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/proto/clusterv1"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// clients holds one connection per other server, authenticated both ways with server SVIDs.
+type clients struct {
+	td      spiffeid.TrustDomain
+	id      Identity
+	timeout time.Duration
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newClients(td spiffeid.TrustDomain, id Identity, timeout time.Duration) *clients {
+	return &clients{td: td, id: id, timeout: timeout, conns: map[string]*grpc.ClientConn{}}
+}
+
+// serverIDPrefix is the path of every server SVID: spiffe://<td>/signet/server/<node>.
+const serverIDPrefix = "/signet/server/"
+
+// verifyServerSVID checks that chain is a server SVID of td that verifies against the authorities, and
+// returns the node it names.
+func verifyServerSVID(td spiffeid.TrustDomain, chain []*x509.Certificate, authorities []*x509.Certificate) (string, error) {
+	if len(chain) == 0 {
+		return "", fmt.Errorf("no certificate: servers present their server SVID")
+	}
+	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, authorities))
+	if err != nil {
+		return "", fmt.Errorf("certificate does not verify against the trust bundle: %w", err)
+	}
+	node, ok := nodeOf(td, id)
+	if !ok {
+		return "", fmt.Errorf("%s is not a server SVID of %s (want spiffe://%s%s<node>)", id, td.Name(), td.Name(), serverIDPrefix)
+	}
+	return node, nil
+}
+
+func nodeOf(td spiffeid.TrustDomain, id spiffeid.ID) (string, bool) {
+	p := id.Path()
+	if id.TrustDomain() != td || len(p) <= len(serverIDPrefix) || p[:len(serverIDPrefix)] != serverIDPrefix {
+		return "", false
+	}
+	return p[len(serverIDPrefix):], true
+}
+
+// mutualTLS is the client side of a connection to an established server: this node presents its
+// current server SVID, the peer's must verify against the bundle.
+func (c *clients) mutualTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // verified by VerifyConnection against the trust bundle, as SPIFFE IDs
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert := c.id.Certificate(); cert != nil {
+				return cert, nil
+			}
+			return &tls.Certificate{}, nil
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			_, err := verifyServerSVID(c.td, cs.PeerCertificates, c.id.X509Authorities())
+			return err
+		},
+	}
+}
+
+// firstContactTLS is the client side of a connection to a server this node cannot verify yet (it has
+// no bundle before it joins): encrypted, and presenting cert if given (Join), but trusting the network
+// like Raft's own transport does (see docs/architecture.md).
+func firstContactTLS(cert *tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // first contact: nothing to verify against yet; see firstContactTLS
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert != nil {
+				return cert, nil
+			}
+			return &tls.Certificate{}, nil
+		},
+	}
+}
+
+// conn returns the mutually authenticated connection to addr.
+func (c *clients) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(c.mutualTLS())))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to %s: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// oneShot opens a connection for one first-contact call; the caller closes it.
+func (c *clients) oneShot(addr string, cert *tls.Certificate) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(firstContactTLS(cert))))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to %s: %w", addr, err)
+	}
+	return cc, nil
+}
+
+func (c *clients) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, cc := range c.conns {
+		cc.Close()
+		delete(c.conns, addr)
+	}
+}
+
+// peerInfo asks the server at addr who it is, and checks that it is of this trust domain and cluster.
+func (n *Node) peerInfo(ctx context.Context, addr string) (*clusterv1.NodeInfo, error) {
+	cc, err := n.clients.oneShot(addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel()
+	info, err := clusterv1.NewClusterClient(cc).Info(ctx, &clusterv1.InfoRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: server at %s is %w: %v (check that it runs and that %s is its raft.advertise_address)", addr, ErrUnreachable, err, addr)
+	}
+	if info.GetTrustDomain() != n.cfg.TrustDomain.Name() {
+		return nil, fmt.Errorf("cluster: server %s at %s is %w: trust domain %q, this node's is %q", info.GetNodeId(), addr, ErrWrongCluster, info.GetTrustDomain(), n.cfg.TrustDomain.Name())
+	}
+	if info.GetClusterId() != n.cfg.ClusterID {
+		return nil, fmt.Errorf("cluster: server %s at %s is %w: raft.cluster_id %q, this node's is %q", info.GetNodeId(), addr, ErrWrongCluster, info.GetClusterId(), n.cfg.ClusterID)
+	}
+	return info, nil
+}
+
+// register sends Join to the leader at addr with a new server SVID, which the leader records; this node
+// then waits until it has applied the change and makes the SVID current.
+func (n *Node) register(ctx context.Context, leaderAddr string) error {
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	cert, err := n.cfg.Identity.NewCertificate()
+	if err != nil {
+		return fmt.Errorf("cluster: server SVID: %w", err)
+	}
+	root, jwtKey, kid := n.cfg.Identity.Authorities()
+	cc, err := n.clients.oneShot(leaderAddr, cert)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	rctx, cancel := context.WithTimeout(ctx, 4*n.cfg.DialTimeout)
+	defer cancel()
+	resp, err := clusterv1.NewClusterClient(cc).Join(rctx, &clusterv1.JoinRequest{NodeId: n.cfg.Raft.NodeID(), Address: n.cfg.Raft.Address(),
+		TrustDomain: n.cfg.TrustDomain.Name(), ClusterId: n.cfg.ClusterID, X509Authority: root, JwtAuthority: jwtKey, JwtKeyId: kid}, grpc.WaitForReady(true))
+	if err != nil {
+		return fmt.Errorf("cluster: join through the leader at %s: %w: %s", leaderAddr, ErrPeerRefused, statusMessage(err))
+	}
+	if err := n.cfg.Raft.WaitApplied(ctx, resp.GetIndex()); err != nil {
+		return fmt.Errorf("cluster: joined, but catching up with the leader failed: %w", err)
+	}
+	n.cfg.Identity.InstallCertificate(cert)
+	return nil
+}
+
+// Forward sends p to the leader (storage.Forwarder).
+func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome, error) {
+	st := n.cfg.Raft.Status()
+	if st.LeaderAddress == "" {
+		return storage.NoLeaderOutcome(), nil
+	}
+	cc, err := n.clients.conn(st.LeaderAddress)
+	if err != nil {
+		return storage.Outcome{}, err
+	}
+	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger})
+	if err != nil {
+		return storage.Outcome{}, fmt.Errorf("cluster: forward to the leader %s at %s: %w: %s", st.LeaderID, st.LeaderAddress, storage.ErrNotLeader, statusMessage(err))
+	}
+	out := storage.Outcome{Index: resp.GetIndex(), Result: resp.GetResult(), Code: storage.ErrorCode(resp.GetErrorCode()), Message: resp.GetErrorMessage()}
+	if ns := resp.GetIssuedAtUnixNano(); ns != 0 {
+		out.IssuedAt = time.Unix(0, ns).UTC()
+	}
+	return out, nil
+}
