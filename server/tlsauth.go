@@ -62,6 +62,11 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 			return Caller{}, err
 		}
 		a, err := st.Agent(id.String())
+		if stale(a, err, cert) && st.ReadBarrier(ctx) == nil {
+			// Attested or renewed through another server a moment ago, and not applied here yet: look
+			// again once this server has everything committed, rather than disown a good agent.
+			a, err = st.Agent(id.String())
+		}
 		switch {
 		case errors.Is(err, storage.ErrAgentNotFound):
 			return Caller{}, fmt.Errorf("agent %s: %w: not registered (evicted?); attest again with a new join token", id, ErrPermissionDenied)
@@ -75,6 +80,16 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 		}
 		return Caller{AgentID: id, NodeAttestation: a.AttestationType, Selectors: a.Selectors}, nil
 	}
+}
+
+// stale reports whether the agent record read for cert may just lag the cluster: the agent is unknown,
+// or cert is not its current or previous SVID.
+func stale(a storage.Agent, err error, cert *x509.Certificate) bool {
+	if errors.Is(err, storage.ErrAgentNotFound) {
+		return true
+	}
+	serial := cert.SerialNumber.Text(16)
+	return err == nil && serial != a.Serial && serial != a.PrevSerial
 }
 
 // checkSVIDTime refuses an agent SVID that is not valid at now: an expired one for good (the agent must

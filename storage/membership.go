@@ -45,7 +45,7 @@ func (s *Store) Status() RaftStatus {
 	addr, id := s.raft.LeaderWithID()
 	return RaftStatus{NodeID: s.nodeID, Address: string(s.trans.LocalAddr()), State: s.raft.State().String(),
 		Term: s.raft.CurrentTerm(), LastIndex: s.raft.LastIndex(), CommitIndex: s.raft.CommitIndex(),
-		AppliedIndex: s.raft.AppliedIndex(), LeaderID: string(id), LeaderAddress: string(addr)}
+		AppliedIndex: s.appliedIdx.Load(), LeaderID: string(id), LeaderAddress: string(addr)}
 }
 
 // Address is the address other servers reach this node's Raft transport (and cluster API) at.
@@ -182,15 +182,15 @@ func (s *Store) electLoneVoter() {
 
 // WaitApplied blocks until this node has applied the log up to index, or ctx ends.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
-	if s.raft.AppliedIndex() >= index {
+	if s.appliedIdx.Load() >= index {
 		return nil
 	}
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
-	for s.raft.AppliedIndex() < index {
+	for s.appliedIdx.Load() < index {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("storage: wait for index %d (applied %d): %w", index, s.raft.AppliedIndex(), ctx.Err())
+			return fmt.Errorf("storage: wait for index %d (applied %d): %w", index, s.appliedIdx.Load(), ctx.Err())
 		case <-s.closing:
 			return ErrClosed
 		case <-t.C:

@@ -91,6 +91,19 @@ type Store struct {
 	lastLedgerTime time.Time
 
 	fwd forwarderSlot // sends a follower's writes to the leader
+	// appliedIdx is the last log index whose effects are in the state and the registry (raft's own
+	// AppliedIndex moves when an entry is handed to the FSM, before it is applied).
+	appliedIdx atomic.Uint64
+}
+
+// noteApplied records that the state holds every entry up to idx.
+func (s *Store) noteApplied(idx uint64) {
+	for {
+		cur := s.appliedIdx.Load()
+		if idx <= cur || s.appliedIdx.CompareAndSwap(cur, idx) {
+			return
+		}
+	}
 }
 
 const (
@@ -240,6 +253,7 @@ func (s *Store) openState() error {
 		db.Close()
 		return fmt.Errorf("storage: read %s: %w", path, err)
 	}
+	s.noteApplied(applied)
 	metas, err := snaps.List()
 	if err != nil {
 		db.Close()
@@ -570,6 +584,9 @@ func (s *Store) restoreState(r io.Reader) error {
 	old := s.db
 	s.db = db
 	s.reg.load(st)
+	if idx, err := readAppliedIndex(db); err == nil {
+		s.appliedIdx.Store(idx) // the snapshot's: a restore may move it back
+	}
 	if old != nil {
 		if err := old.Close(); err != nil {
 			s.log.Warn("restore: closing the replaced state failed", "error", err)

@@ -68,14 +68,16 @@ type serverFileConfig struct {
 
 // agentFileConfig is the agent's configuration file.
 type agentFileConfig struct {
-	TrustDomain       string `yaml:"trust_domain"`
-	ServerAddress     string `yaml:"server_address"`
-	DataDir           string `yaml:"data_dir"`
-	SocketPath        string `yaml:"socket_path"`
-	SocketMode        string `yaml:"socket_mode"`
-	TrustBundlePath   string `yaml:"trust_bundle_path"`
-	InsecureBootstrap bool   `yaml:"insecure_bootstrap"`
-	LogLevel          string `yaml:"log_level"`
+	TrustDomain   string `yaml:"trust_domain"`
+	ServerAddress string `yaml:"server_address"`
+	// ServerAddresses are several servers' agent API addresses (instead of ServerAddress).
+	ServerAddresses   []string `yaml:"server_addresses"`
+	DataDir           string   `yaml:"data_dir"`
+	SocketPath        string   `yaml:"socket_path"`
+	SocketMode        string   `yaml:"socket_mode"`
+	TrustBundlePath   string   `yaml:"trust_bundle_path"`
+	InsecureBootstrap bool     `yaml:"insecure_bootstrap"`
+	LogLevel          string   `yaml:"log_level"`
 	// JWTMintRate and JWTMintBurst limit the JWT-SVIDs minted per caller uid (agent.Config).
 	JWTMintRate  float64 `yaml:"jwt_mint_rate"`
 	JWTMintBurst int     `yaml:"jwt_mint_burst"`
@@ -448,6 +450,37 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	return c, td, nil
 }
 
+// checkServerAddresses validates server_address and server_addresses: exactly one of them.
+func checkServerAddresses(path string, c *agentFileConfig) error {
+	if len(c.ServerAddresses) == 0 {
+		c.ServerAddresses = nil // "server_addresses: []" and none are the same
+	}
+	switch {
+	case c.ServerAddress == "" && len(c.ServerAddresses) == 0:
+		return configError(path, "server_address", "is required (host:port of the server's agent API; or server_addresses, a list of several servers')")
+	case c.ServerAddress != "" && len(c.ServerAddresses) > 0:
+		return configError(path, "server_addresses", "set together with server_address: choose one (put every server in server_addresses)")
+	case len(c.ServerAddresses) > maxRetryJoin:
+		return configError(path, "server_addresses", "%d addresses: at most %d", len(c.ServerAddresses), maxRetryJoin)
+	case c.ServerAddress != "":
+		return checkHostPort(path, "server_address", c.ServerAddress, false)
+	}
+	for i, a := range c.ServerAddresses {
+		if err := checkHostPort(path, fmt.Sprintf("server_addresses[%d]", i), a, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// servers is the agent's server addresses, from whichever key is set.
+func (c *agentFileConfig) servers() []string {
+	if c.ServerAddress != "" {
+		return []string{c.ServerAddress}
+	}
+	return c.ServerAddresses
+}
+
 // maxRetryJoin bounds raft.retry_join: a cluster has at most 5 voters.
 const maxRetryJoin = 16
 
@@ -500,10 +533,7 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 	if err != nil {
 		return c, td, 0, err
 	}
-	if c.ServerAddress == "" {
-		return c, td, 0, configError(path, "server_address", "is required (host:port of the server's agent API)")
-	}
-	if err := checkHostPort(path, "server_address", c.ServerAddress, false); err != nil {
+	if err := checkServerAddresses(path, &c); err != nil {
 		return c, td, 0, err
 	}
 	if c.DataDir == "" {

@@ -109,6 +109,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-jwt-cache-size-negative.yaml", kind: "agent", key: "jwt_cache_size", want: []string{"-5", "between 1 and 1000000"}},
 		// host:port keys.
 		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
+		{file: "agent-server-address-and-addresses.yaml", kind: "agent", key: "server_addresses", want: []string{"choose one"}},
+		{file: "agent-server-addresses-no-port.yaml", kind: "agent", key: "server_addresses[1]", want: []string{`"127.0.0.2": missing port`}},
 		{file: "agent-server-address-ipv6-unbracketed.yaml", kind: "agent", key: "server_address", want: []string{`"::1:8081"`, "[::1]:8081"}},
 		{file: "agent-server-address-no-host.yaml", kind: "agent", key: "server_address", want: []string{`":8081": missing host (want host:port)`}},
 		{file: "agent-server-address-named-port.yaml", kind: "agent", key: "server_address", want: []string{`port "https": want a number from 1 to 65535`}},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -264,4 +265,58 @@ func TestClusterJoinAndBadInput(t *testing.T) {
 	second.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/web", "--selector", myUID, "--owner", "alice",
 		"--purpose", "web", "--parent-id", a.id)
 	waitForIDs(t, a.socket, "spiffe://example.org/web")
+}
+
+// TestAgentFailsOver: an agent configured with every server's address connects to one; when that server
+// is SIGKILLed the agent keeps serving its cached SVIDs, moves to another server, and receives entries
+// created after the kill.
+func TestAgentFailsOver(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.startAll()
+	s0 := c.servers[0]
+	s0.mustCLI("owner", "add", "alice")
+	a := s0.newAgent(t, "")
+	var addrs []string
+	for _, s := range c.servers {
+		addrs = append(addrs, s.address)
+	}
+	cfg, err := os.ReadFile(a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, a.config, strings.Replace(string(cfg), "server_address: "+s0.address, "server_addresses: ["+strings.Join(addrs, ", ")+"]", 1))
+	a.start(t, s0.token("alice"))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent stderr:\n%s", a.stderr.String())
+		}
+	})
+	s0.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/web", "--selector", myUID, "--owner", "alice",
+		"--purpose", "web", "--parent-id", a.id)
+	waitForIDs(t, a.socket, "spiffe://example.org/web")
+
+	// The server the agent talks to is the one that signed its workload SVID.
+	recs := decodeJSON[[]issuanceView](t, s0.mustCLI("ledger", "query", "--spiffe-id", "spiffe://example.org/web", "-o", "json"))
+	if len(recs) == 0 {
+		t.Fatal("no ledger record of the workload SVID")
+	}
+	victim := -1
+	for i := range c.servers {
+		if c.nodeID(i) == recs[0].Node {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("the SVID was signed by %q, no server of the cluster", recs[0].Node)
+	}
+	c.servers[victim].kill9()
+	waitForIDs(t, a.socket, "spiffe://example.org/web") // the cache serves meanwhile
+
+	other := c.servers[(victim+1)%3]
+	other.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/api", "--selector", myUID, "--owner", "alice",
+		"--purpose", "api", "--parent-id", a.id)
+	eventually(t, 60*time.Second, "the new entry's SVID through another server", func() bool {
+		ids, err := spiffeIDs(t, a.socket)
+		return err == nil && len(ids) == 2
+	})
 }
