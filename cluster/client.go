@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -188,6 +189,11 @@ func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome
 	if err != nil {
 		return storage.Outcome{}, err
 	}
+	if !n.connected(ctx, cc) {
+		// Nothing was sent: the leader this node knows is unreachable (dead, and the cluster about to
+		// elect another). The proposal is retried, against whichever leader there is then.
+		return storage.NoLeaderOutcome(), nil
+	}
 	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger})
 	if err != nil {
 		return storage.Outcome{}, fmt.Errorf("cluster: forward to the leader %s at %s: %w: %s", st.LeaderID, st.LeaderAddress, storage.ErrNotLeader, statusMessage(err))
@@ -197,4 +203,24 @@ func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome
 		out.IssuedAt = time.Unix(0, ns).UTC()
 	}
 	return out, nil
+}
+
+// connected reports whether cc is ready, connecting it if needed and waiting up to DialTimeout; false
+// as soon as the connection fails.
+func (n *Node) connected(ctx context.Context, cc *grpc.ClientConn) bool {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel()
+	cc.Connect()
+	for {
+		switch s := cc.GetState(); s {
+		case connectivity.Ready:
+			return true
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return false
+		default:
+			if !cc.WaitForStateChange(ctx, s) {
+				return false
+			}
+		}
+	}
 }

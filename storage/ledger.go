@@ -227,8 +227,10 @@ type LedgerProposal struct {
 	issuedAt time.Time
 	// A proposal for the leader: the records (stamped with the leader's time once committed) and the
 	// proposal sent.
-	recs     []Issuance
-	forward  *Proposal
+	recs    []Issuance
+	forward *Proposal
+	// retry builds the proposal to forward if this node, no longer leader, did not append the batch.
+	retry    func() (*Proposal, commandType, error)
 	fwdType  commandType
 	resp     any
 	fwdIndex uint64
@@ -256,7 +258,17 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("storage: %s: %w", op, p.s.raftError(err))
+			err = p.s.raftError(err)
+			if errors.Is(err, errNotAppended) && p.retry != nil && p.s.forwarder() != nil {
+				// Leadership moved away before the batch was appended: send it to the new leader.
+				fwd, t, ferr := p.retry()
+				if ferr != nil {
+					return fmt.Errorf("storage: %s: %w", op, ferr)
+				}
+				p.forward, p.fwdType, p.f = fwd, t, nil
+				return p.waitForwarded(ctx, op)
+			}
+			return fmt.Errorf("storage: %s: %w", op, err)
 		}
 		p.s.wroteOK()
 		if err, ok := p.f.Response().(error); ok {
@@ -298,9 +310,7 @@ func (p *LedgerProposal) waitForwarded(ctx context.Context, op string) error {
 		return err
 	}
 	p.issuedAt, p.fwdIndex = out.IssuedAt, out.Index
-	for i := range p.recs {
-		p.recs[i].IssuedAt = out.IssuedAt
-	}
+	stampAll(p.recs, out.IssuedAt)
 	return nil
 }
 
@@ -346,21 +356,38 @@ func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(
 	}
 	u := encodeUnstampedBatch(recs)
 	if s.forwarder() != nil && s.raft.State() != raft.Leader {
-		p := &LedgerProposal{s: s, n: len(recs), recs: recs, fwdType: cmdLedgerAppend, forward: &Proposal{Ledger: u.wire()}}
-		if build != nil {
-			cmd, err := build(nil)
-			if err != nil {
-				return &LedgerProposal{err: err, n: len(recs)}
-			}
-			p.forward.Command, p.fwdType = cmd, commandType(cmd[0])
+		fwd, t, err := forwardedLedger(u, build)
+		if err != nil {
+			return &LedgerProposal{err: err, n: len(recs)}
 		}
-		return p
+		return &LedgerProposal{s: s, n: len(recs), recs: recs, fwdType: t, forward: fwd}
 	}
 	p := s.proposeUnstamped(ctx, u, len(recs), build)
-	for i := range recs {
-		recs[i].IssuedAt = p.issuedAt
-	}
+	stampAll(recs, p.issuedAt)
+	p.recs = recs
+	p.retry = func() (*Proposal, commandType, error) { return forwardedLedger(u, build) }
 	return p
+}
+
+func stampAll(recs []Issuance, t time.Time) {
+	for i := range recs {
+		recs[i].IssuedAt = t
+	}
+}
+
+// forwardedLedger is the proposal a follower sends for the records u (and the command build makes,
+// built with no records), and the type of command it is.
+func forwardedLedger(u unstampedBatch, build func(batch []byte) ([]byte, error)) (*Proposal, commandType, error) {
+	p := &Proposal{Ledger: u.wire()}
+	if build == nil {
+		return p, cmdLedgerAppend, nil
+	}
+	cmd, err := build(nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	p.Command = cmd
+	return p, commandType(cmd[0]), nil
 }
 
 // proposeUnstamped stamps the encoded batch u (n records) and proposes it (see proposeStamped).

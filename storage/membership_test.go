@@ -165,3 +165,27 @@ func TestMembershipChangesRefused(t *testing.T) {
 		t.Fatalf("members after refused changes: %+v, %v", m, err)
 	}
 }
+
+// TestWriteThroughAnElection: with the leader gone, a follower's writes (a registry write and a ledger
+// append) wait for the new leader instead of failing with "not leader".
+func TestWriteThroughAnElection(t *testing.T) {
+	stores := openTestCluster(t)
+	stores[0].Close() // the leader
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := stores[1].CreateOwner(ctx, Owner{Name: "bob"}); err != nil {
+		t.Fatalf("a write during the election: %v", err)
+	}
+	recs := []Issuance{issuance(7, "bob", "", time.Time{})}
+	if err := stores[2].AppendLedger(ctx, recs); err != nil || recs[0].IssuedAt.IsZero() {
+		t.Fatalf("a ledger append after the election: %v (issued_at %v)", err, recs[0].IssuedAt)
+	}
+	for _, s := range stores[1:] {
+		if err := s.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Owner("bob"); err != nil {
+			t.Fatalf("%s: %v", s.NodeID(), err)
+		}
+	}
+}
