@@ -147,6 +147,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "cluster"), ready: make(chan struct{})}
 	n.clients = newClients(cfg.TrustDomain, cfg.Identity, cfg.DialTimeout)
+	g, err := n.newGRPCServer()
+	if err != nil {
+		return nil, err
+	}
+	n.grpc = g
 	return n, nil
 }
 
@@ -156,9 +161,7 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 
 // Close closes the connections to other servers and stops the API.
 func (n *Node) Close() {
-	if n.grpc != nil {
-		n.grpc.Stop()
-	}
+	n.grpc.Stop()
 	n.clients.close()
 }
 

@@ -34,11 +34,11 @@ const (
 	maxAuthority    = 16 << 10
 )
 
-// Serve serves the cluster API on lis (the Mux's APIListener) until Close.
-func (n *Node) Serve(lis net.Listener) error {
+// newGRPCServer is the cluster API's server: TLS 1.3, presenting the node's server SVID.
+func (n *Node) newGRPCServer() (*grpc.Server, error) {
 	placeholder, err := placeholderCert()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tlsConf := &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -52,8 +52,13 @@ func (n *Node) Serve(lis net.Listener) error {
 		},
 		ClientAuth: tls.RequestClientCert, // Info needs none; Join, Forward and Status check theirs
 	}
-	n.grpc = grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)), grpc.MaxRecvMsgSize(MaxMessageBytes))
-	clusterv1.RegisterClusterServer(n.grpc, &service{n: n})
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)), grpc.MaxRecvMsgSize(MaxMessageBytes))
+	clusterv1.RegisterClusterServer(g, &service{n: n})
+	return g, nil
+}
+
+// Serve serves the cluster API on lis (the Mux's APIListener) until Close.
+func (n *Node) Serve(lis net.Listener) error {
 	if err := n.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("cluster: serve: %w", err)
 	}
