@@ -155,6 +155,9 @@ func (n *Node) peerInfo(ctx context.Context, addr string) (*clusterv1.NodeInfo, 
 func (n *Node) register(ctx context.Context, leaderAddr string) error {
 	n.joinMu.Lock()
 	defer n.joinMu.Unlock()
+	if n.isReady() {
+		return nil // registered meanwhile (Run and 'signet cluster join' raced)
+	}
 	cert, err := n.cfg.Identity.NewCertificate()
 	if err != nil {
 		return fmt.Errorf("cluster: server SVID: %w", err)

@@ -178,7 +178,7 @@ func (s *service) Join(ctx context.Context, req *clusterv1.JoinRequest) (*cluste
 		case m.ID == req.GetNodeId():
 			return nil, status.Errorf(codes.AlreadyExists, "cluster: join: node ID %s is taken by the server at %s; give the new node its own raft.node_id (or remove %s first if it is gone)", m.ID, m.Address, m.ID)
 		case m.Address == req.GetAddress():
-			return nil, status.Errorf(codes.AlreadyExists, "cluster: join: address %s is server %s's", m.Address, m.ID)
+			return nil, status.Errorf(codes.AlreadyExists, "cluster: join: address %s is server %s's; if that server was started again with a fresh data dir, remove %s first ('signet cluster remove %s')", m.Address, m.ID, m.ID, m.ID)
 		}
 	}
 	if !member {
