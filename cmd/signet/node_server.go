@@ -162,6 +162,16 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	adminv1.RegisterAdminServer(n.admin, srv.Admin)
 	clusterv1.RegisterClusterAdminServer(n.admin, clusterAdmin)
 	n.health = health.NewServer()
+	// SERVING once the node can issue: registered in its cluster (a node started alone waits for
+	// 'signet cluster join'; a follower for a leader).
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	go func() {
+		select {
+		case <-cn.Ready():
+			n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		case <-runCtx.Done():
+		}
+	}()
 	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, st))
 	go serveGRPC(log, "admin", n.admin, lis)
 	log.Info("server node started", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,

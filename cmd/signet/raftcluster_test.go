@@ -253,8 +253,14 @@ func TestClusterJoinAndBadInput(t *testing.T) {
 	// A good join: the new server becomes a voter, gets the state and serves agents.
 	first.mustCLI("owner", "add", "alice")
 	second := newLoneServer(t, "example.org", "")
+	if out, _, code := second.cli("healthcheck", "--timeout", "200ms"); code == 0 {
+		t.Fatalf("a server in no cluster reports healthy: %s", out)
+	}
 	if out := second.mustCLI("cluster", "join", firstAddr.Address); !strings.Contains(out, "Joined the cluster") {
 		t.Fatalf("cluster join: %s", out)
+	}
+	if out := second.mustCLI("healthcheck"); !strings.Contains(out, "SERVING") {
+		t.Fatalf("healthcheck after the join: %s", out)
 	}
 	second.waitLine("Agent API:", 30*time.Second)
 	if members() != 2 || !hasOwner(second, "alice") {
