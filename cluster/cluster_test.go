@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 	t.Helper()
 	log := testkit.Logger(t)
 	st, err := storage.Open(storage.Config{Dir: filepath.Join(t.TempDir(), "server"), StreamLayer: mux.RaftLayer(), Logger: log,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second}) // raft's defaults: a removed server stays a quiet follower for a while
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,5 +156,22 @@ func TestFormForwardAndRefuse(t *testing.T) {
 	}
 	if m, err := follower.st.Members(); err != nil || len(m) != 3 {
 		t.Fatalf("members after refused changes: %v, %v", m, err)
+	}
+
+	// A removed server, still running, can no longer write through the leader.
+	if _, err := follower.admin.Remove(ctx, &clusterv1.RemoveRequest{NodeId: follower.st.NodeID()}); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	if _, err := follower.st.CreateOwner(short, storage.Owner{Name: "mallory"}); err == nil || !strings.Contains(err.Error(), "not in this cluster") {
+		t.Fatalf("a write through a removed server: %v", err)
+	}
+	for _, n := range nodes {
+		if n != follower && n.st.ReadBarrier(ctx) == nil {
+			if _, err := n.st.Owner("mallory"); err == nil {
+				t.Fatal("a removed server's write was applied")
+			}
+		}
 	}
 }

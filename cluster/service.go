@@ -99,12 +99,23 @@ func peerChain(ctx context.Context) []*x509.Certificate {
 }
 
 // authPeer checks that the caller presents a server SVID of this trust domain that verifies against
-// the bundle.
+// the bundle, and names a server of the cluster's configuration (a removed server's SVID still
+// verifies until it expires, but it may no longer write).
 func (s *service) authPeer(ctx context.Context) error {
-	if _, err := verifyServerSVID(s.n.cfg.TrustDomain, peerChain(ctx), s.n.cfg.Identity.X509Authorities()); err != nil {
+	node, err := verifyServerSVID(s.n.cfg.TrustDomain, peerChain(ctx), s.n.cfg.Identity.X509Authorities())
+	if err != nil {
 		return status.Errorf(codes.Unauthenticated, "cluster: caller: %v", err)
 	}
-	return nil
+	members, err := s.n.cfg.Raft.Members()
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "cluster: %v", err)
+	}
+	for _, m := range members {
+		if m.ID == node {
+			return nil
+		}
+	}
+	return status.Errorf(codes.PermissionDenied, "cluster: server %s is not in this cluster (removed?); to bring it back, start it with a fresh data dir and join it", node)
 }
 
 func (s *service) Info(context.Context, *clusterv1.InfoRequest) (*clusterv1.NodeInfo, error) {
