@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,21 @@ func TestThreeServerCluster(t *testing.T) {
 	if len(recs) == 0 {
 		t.Fatalf("ledger on server %d lacks the agent's issuances", f2)
 	}
+
+	// A large write through a follower: 10,000 entries with long purposes in one import, whose result
+	// (the 10,000 stored entries, JSON) is over gRPC's default 4 MiB message size.
+	var b strings.Builder
+	purpose := strings.Repeat("p", 200)
+	for i := range 10000 {
+		fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/bench/%d\n  selectors: [%s]\n  owner: alice\n  purpose: %s\n  parent_id: spiffe://example.org/nobody\n", i, myUID, purpose)
+	}
+	importFile := filepath.Join(t.TempDir(), "entries.yaml")
+	writeFile(t, importFile, b.String())
+	follower.mustCLI("entry", "import", importFile)
+	eventually(t, 30*time.Second, "the imported entries on another server", func() bool {
+		out, _, code := c.servers[f2].cli("entry", "list", "--parent-id", "spiffe://example.org/nobody", "-o", "json")
+		return code == 0 && strings.Count(out, "spiffe://example.org/bench/") == 10000
+	})
 
 	// Bad input, each refused with a clear error and nothing changed.
 	for _, tc := range []struct {
