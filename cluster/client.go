@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // clients holds one connection per other server, authenticated both ways with server SVIDs.
@@ -31,6 +32,13 @@ type clients struct {
 func newClients(td spiffeid.TrustDomain, id Identity, timeout time.Duration) *clients {
 	return &clients{td: td, id: id, timeout: timeout, conns: map[string]*grpc.ClientConn{}}
 }
+
+// Keepalive of the connections between servers: a ping after keepaliveTime idle, the connection closed
+// if unanswered within keepaliveTimeout. The cluster API permits pings this often.
+const (
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 5 * time.Second
+)
 
 // serverIDPrefix is the path of every server SVID: spiffe://<td>/signet/server/<node>.
 const serverIDPrefix = "/signet/server/"
@@ -103,6 +111,8 @@ func (c *clients) conn(addr string) (*grpc.ClientConn, error) {
 		return cc, nil
 	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(c.mutualTLS())),
+		// Notice a leader cut off by the network within seconds, not at TCP's timeout.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
 		// A forwarded batch's result (say, of a large entry import) may exceed gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)))
 	if err != nil {
