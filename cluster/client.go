@@ -14,9 +14,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 )
 
 // clients holds one connection per other server, authenticated both ways with server SVIDs.
@@ -39,6 +41,10 @@ const (
 	keepaliveTime    = 10 * time.Second
 	keepaliveTimeout = 5 * time.Second
 )
+
+// reregisterEvery bounds how often a node registers again because the leader refused its server SVID
+// (each registration records a new one).
+const reregisterEvery = 10 * time.Second
 
 // serverIDPrefix is the path of every server SVID: spiffe://<td>/signet/server/<node>.
 const serverIDPrefix = "/signet/server/"
@@ -131,6 +137,16 @@ func (c *clients) oneShot(addr string, cert *tls.Certificate) (*grpc.ClientConn,
 	return cc, nil
 }
 
+// drop closes the connection to addr; the next call opens a new one.
+func (c *clients) drop(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		cc.Close()
+		delete(c.conns, addr)
+	}
+}
+
 func (c *clients) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -170,6 +186,26 @@ func (n *Node) register(ctx context.Context, leaderAddr string) error {
 	if n.isReady() {
 		return nil // registered meanwhile (Run and 'signet cluster join' raced)
 	}
+	return n.registerLocked(ctx, leaderAddr)
+}
+
+// registerAgain registers this node with a new server SVID after the leader refused the current one
+// (it expired while this node was cut off, say), unless another call did so since refused was presented.
+func (n *Node) registerAgain(ctx context.Context, leaderAddr string, refused *tls.Certificate) error {
+	n.joinMu.Lock()
+	defer n.joinMu.Unlock()
+	if cur := n.cfg.Identity.Certificate(); cur != nil && cur != refused {
+		return nil
+	}
+	if since := time.Since(n.lastRegister); since < reregisterEvery {
+		return fmt.Errorf("cluster: the leader refuses this node's server SVID %s after it registered again; see the leader's log", since.Round(time.Millisecond))
+	}
+	n.lastRegister = time.Now()
+	n.log.Warn("the leader refused this node's server SVID; registering again with a new one", "leader", leaderAddr)
+	return n.registerLocked(ctx, leaderAddr)
+}
+
+func (n *Node) registerLocked(ctx context.Context, leaderAddr string) error {
 	cert, err := n.cfg.Identity.NewCertificate()
 	if err != nil {
 		return fmt.Errorf("cluster: server SVID: %w", err)
@@ -209,7 +245,17 @@ func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome
 		// elect another). The proposal is retried, against whichever leader there is then.
 		return storage.NoLeaderOutcome(), nil
 	}
+	presented := n.cfg.Identity.Certificate()
 	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger})
+	if status.Code(err) == codes.Unauthenticated {
+		// Refused before anything was applied: register again, then send on a new connection (the
+		// old one keeps the certificate it was opened with).
+		if rerr := n.registerAgain(ctx, st.LeaderAddress, presented); rerr != nil {
+			return storage.Outcome{}, fmt.Errorf("cluster: forward to the leader %s: %w: %w", st.LeaderID, storage.ErrNotLeader, rerr)
+		}
+		n.clients.drop(st.LeaderAddress)
+		return storage.NoLeaderOutcome(), nil // sent again by the caller's retry loop
+	}
 	if err != nil {
 		return storage.Outcome{}, fmt.Errorf("cluster: forward to the leader %s at %s: %w: %s", st.LeaderID, st.LeaderAddress, storage.ErrNotLeader, statusMessage(err))
 	}

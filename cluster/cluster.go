@@ -113,7 +113,9 @@ type Node struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	joinMu  sync.Mutex // one join or registration at a time
-	grpc    *grpc.Server
+	// lastRegister is when registerAgain last registered (guarded by joinMu).
+	lastRegister time.Time
+	grpc         *grpc.Server
 }
 
 // New returns a Node; Serve its API and Run it.

@@ -2,12 +2,17 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/clusterv1"
@@ -24,6 +29,7 @@ type testNode struct {
 	st    *storage.Store
 	node  *cluster.Node
 	admin *cluster.AdminService
+	ident *server.ClusterIdentity
 }
 
 func listen(t *testing.T) *cluster.Mux {
@@ -77,7 +83,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 		}
 		st.Close()
 	})
-	return &testNode{mux: mux, st: st, node: n, admin: admin}
+	return &testNode{mux: mux, st: st, node: n, admin: admin, ident: ident}
 }
 
 func waitReady(t *testing.T, nodes ...*testNode) {
@@ -91,30 +97,34 @@ func waitReady(t *testing.T, nodes ...*testNode) {
 	}
 }
 
-// TestFormForwardAndRefuse: three in-process servers form a cluster with bootstrap_expect and
-// retry_join over real cluster ports; a write through a follower reaches all three; status shows three
-// voters and one leader; a server of another cluster ID cannot join; removing an unknown server is
-// refused.
-func TestFormForwardAndRefuse(t *testing.T) {
+// startCluster starts three servers that form a cluster (bootstrap_expect 3, each other in retry_join)
+// and waits until all are registered; it returns them, their cluster addresses and one follower.
+func startCluster(t *testing.T) (nodes []*testNode, addrs []string, follower *testNode) {
+	t.Helper()
 	muxes := []*cluster.Mux{listen(t), listen(t), listen(t)}
-	var addrs []string
 	for _, m := range muxes {
 		addrs = append(addrs, m.Addr().String())
 	}
-	var nodes []*testNode
 	for _, m := range muxes {
 		nodes = append(nodes, startNode(t, m, "", 3, addrs))
 	}
 	waitReady(t, nodes...)
-
-	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
-	defer cancel()
-	var follower *testNode
 	for _, n := range nodes {
 		if !n.st.IsLeader() {
 			follower = n
 		}
 	}
+	return nodes, addrs, follower
+}
+
+// TestFormForwardAndRefuse: three in-process servers form a cluster with bootstrap_expect and
+// retry_join over real cluster ports; a write through a follower reaches all three; status shows three
+// voters and one leader; a server of another cluster ID cannot join; removing an unknown server is
+// refused.
+func TestFormForwardAndRefuse(t *testing.T) {
+	nodes, addrs, follower := startCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
 	if _, err := follower.st.CreateOwner(ctx, storage.Owner{Name: "alice"}); err != nil {
 		t.Fatalf("a write through a follower: %v", err)
 	}
@@ -173,5 +183,32 @@ func TestFormForwardAndRefuse(t *testing.T) {
 				t.Fatal("a removed server's write was applied")
 			}
 		}
+	}
+}
+
+// TestRegisterAgainWhenRefused: a follower whose server SVID the leader refuses (here one signed by a
+// CA outside the bundle; in life, one that expired while the follower was cut off) registers again with
+// a new one and its write goes through.
+func TestRegisterAgainWhenRefused(t *testing.T) {
+	_, _, follower := startCluster(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromSegments(td, "signet", "server", follower.st.NodeID())
+	foreign, err := testkit.NewCA(t, td, 0).SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: key.Public(), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := &tls.Certificate{Certificate: [][]byte{foreign.Raw}, PrivateKey: key, Leaf: foreign}
+	follower.ident.InstallCertificate(bad)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
+	if _, err := follower.st.CreateOwner(ctx, storage.Owner{Name: "alice"}); err != nil {
+		t.Fatalf("a write after the leader refused the follower's SVID: %v", err)
+	}
+	if cur := follower.ident.Certificate(); cur == bad || cur == nil {
+		t.Fatal("the follower did not register again with a new server SVID")
 	}
 }

@@ -68,7 +68,12 @@ func (c *ClusterIdentity) NewCertificate() (*tls.Certificate, error) { return c.
 
 // InstallCertificate makes cert, its record committed by the leader, the current server SVID.
 func (c *ClusterIdentity) InstallCertificate(cert *tls.Certificate) {
-	c.sc.mu.Lock()
+	if !c.sc.mu.TryLock() {
+		// A renewal holds the lock, and may be waiting on this very certificate (its record is
+		// forwarded with it): make it current for the cluster port; the renewal installs its own.
+		c.sc.current.Store(cert)
+		return
+	}
 	defer c.sc.mu.Unlock()
 	c.sc.install(cert)
 }
