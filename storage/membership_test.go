@@ -189,3 +189,46 @@ func TestWriteThroughAnElection(t *testing.T) {
 		}
 	}
 }
+
+// TestStoppingLeaderHandsOver: a leader that stops hands leadership to another voter. The followers'
+// heartbeat timeout is an hour, so without the handover no one would lead within the test.
+func TestStoppingLeaderHandsOver(t *testing.T) {
+	var stores []*Store
+	for i := range 3 {
+		hb := time.Hour
+		if i == 0 {
+			hb = 200 * time.Millisecond // the only one that stands for election on its own
+		}
+		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: hb, ElectionTimeout: hb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	var members []Member
+	for _, s := range stores {
+		members = append(members, Member{ID: s.NodeID(), Address: s.Address(), Voter: true})
+	}
+	for _, s := range stores {
+		if err := s.BootstrapCluster(members); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := stores[0].WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stores[0].Close()
+	for {
+		if stores[1].IsLeader() || stores[2].IsLeader() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no follower took over from the stopped leader")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
