@@ -40,12 +40,13 @@ func (f inProcessForwarder) Forward(ctx context.Context, p Proposal) (Outcome, e
 	return Outcome{Code: codeNotAppended, Message: "no leader"}, nil
 }
 
-// openTestCluster starts three stores on 127.0.0.1 forming one cluster, and returns the leader first.
-func openTestCluster(t *testing.T) []*Store {
+// bootstrapThree opens three stores on 127.0.0.1 (the i-th with heartbeat and election timeout hb(i))
+// and bootstraps them as one cluster.
+func bootstrapThree(t *testing.T, hb func(i int) time.Duration) []*Store {
 	t.Helper()
 	var stores []*Store
-	for range 3 {
-		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	for i := range 3 {
+		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: hb(i), ElectionTimeout: hb(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,6 +61,16 @@ func openTestCluster(t *testing.T) []*Store {
 		if err := s.BootstrapCluster(members); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return stores
+}
+
+// openTestCluster starts three stores on 127.0.0.1 forming one cluster, forwarding to each other, and
+// returns the leader first.
+func openTestCluster(t *testing.T) []*Store {
+	t.Helper()
+	stores := bootstrapThree(t, func(int) time.Duration { return 200 * time.Millisecond })
+	for _, s := range stores {
 		s.SetForwarder(inProcessForwarder{stores})
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -193,28 +204,12 @@ func TestWriteThroughAnElection(t *testing.T) {
 // TestStoppingLeaderHandsOver: a leader that stops hands leadership to another voter. The followers'
 // heartbeat timeout is an hour, so without the handover no one would lead within the test.
 func TestStoppingLeaderHandsOver(t *testing.T) {
-	var stores []*Store
-	for i := range 3 {
-		hb := time.Hour
+	stores := bootstrapThree(t, func(i int) time.Duration {
 		if i == 0 {
-			hb = 200 * time.Millisecond // the only one that stands for election on its own
+			return 200 * time.Millisecond // the only one that stands for election on its own
 		}
-		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: hb, ElectionTimeout: hb})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		stores = append(stores, s)
-	}
-	var members []Member
-	for _, s := range stores {
-		members = append(members, Member{ID: s.NodeID(), Address: s.Address(), Voter: true})
-	}
-	for _, s := range stores {
-		if err := s.BootstrapCluster(members); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return time.Hour
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := stores[0].WaitLeader(ctx); err != nil {
