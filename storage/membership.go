@@ -198,3 +198,35 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	}
 	return nil
 }
+
+// handoverTimeout bounds how long a stopping leader waits for another server to take over.
+const handoverTimeout = 5 * time.Second
+
+// handOverLeadership makes a stopping leader with other voters hand leadership to one of them (raft's
+// leadership transfer) instead of leaving the cluster without a leader until an election timeout: a
+// rolling restart costs no election wait.
+func (s *Store) handOverLeadership() {
+	if s.raft.State() != raft.Leader {
+		return
+	}
+	members, err := s.Members()
+	if err != nil {
+		return
+	}
+	voters := 0
+	for _, m := range members {
+		if m.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handoverTimeout)
+	defer cancel()
+	if err := waitFuture(ctx, s.raft.LeadershipTransfer()); err != nil {
+		s.log.Warn("stopping without handing over leadership; the others elect a leader after their heartbeat timeout", "error", err)
+		return
+	}
+	s.log.Info("handed over leadership before stopping")
+}

@@ -41,12 +41,13 @@ func (f inProcessForwarder) Forward(ctx context.Context, p Proposal) (Outcome, e
 	return Outcome{Code: codeNotAppended, Message: "no leader"}, nil
 }
 
-// openTestCluster starts three stores on 127.0.0.1 forming one cluster, and returns the leader first.
-func openTestCluster(t *testing.T) []*Store {
+// bootstrapThree opens three stores on 127.0.0.1 (the i-th with heartbeat and election timeout hb(i))
+// and bootstraps them as one cluster.
+func bootstrapThree(t *testing.T, hb func(i int) time.Duration) []*Store {
 	t.Helper()
 	var stores []*Store
-	for range 3 {
-		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond})
+	for i := range 3 {
+		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: hb(i), ElectionTimeout: hb(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,16 @@ func openTestCluster(t *testing.T) []*Store {
 		if err := s.BootstrapCluster(members); err != nil {
 			t.Fatal(err)
 		}
+	}
+	return stores
+}
+
+// openTestCluster starts three stores on 127.0.0.1 forming one cluster, forwarding to each other, and
+// returns the leader first, once every store has recorded every server's command version.
+func openTestCluster(t *testing.T) []*Store {
+	t.Helper()
+	stores := bootstrapThree(t, func(int) time.Duration { return 200 * time.Millisecond })
+	for _, s := range stores {
 		s.SetForwarder(inProcessForwarder{slices.Clone(stores)}) // its own copy: stores is reordered below
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -69,11 +80,14 @@ func openTestCluster(t *testing.T) []*Store {
 			if s.IsLeader() {
 				stores[0], stores[i] = stores[i], stores[0]
 				// The leader gates protobuf commands until every server has recorded its command
-				// version: the followers' reports reach it through forwarding.
-				for _, f := range stores {
-					waitFor(t, f.NodeID()+"'s command version on the leader", func() bool {
-						return recordedVersion(t, stores[0], f.NodeID()) == CommandVersion
-					})
+				// version: the followers' reports reach it through forwarding. Every store waits for
+				// all of them, so whichever leads next (the tests stop leaders) has them applied.
+				for _, on := range stores {
+					for _, f := range stores {
+						waitFor(t, f.NodeID()+"'s command version on "+on.NodeID(), func() bool {
+							return recordedVersion(t, on, f.NodeID()) == CommandVersion
+						})
+					}
 				}
 				return stores
 			}
@@ -194,6 +208,33 @@ func TestWriteThroughAnElection(t *testing.T) {
 		}
 		if _, err := s.Owner("bob"); err != nil {
 			t.Fatalf("%s: %v", s.NodeID(), err)
+		}
+	}
+}
+
+// TestStoppingLeaderHandsOver: a leader that stops hands leadership to another voter. The followers'
+// heartbeat timeout is an hour, so without the handover no one would lead within the test.
+func TestStoppingLeaderHandsOver(t *testing.T) {
+	stores := bootstrapThree(t, func(i int) time.Duration {
+		if i == 0 {
+			return 200 * time.Millisecond // the only one that stands for election on its own
+		}
+		return time.Hour
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := stores[0].WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stores[0].Close()
+	for {
+		if stores[1].IsLeader() || stores[2].IsLeader() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no follower took over from the stopped leader")
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

@@ -438,6 +438,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.closing)
+	s.handOverLeadership()
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
