@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 )
 
@@ -42,13 +44,34 @@ func dialOptions(tlsConf *tls.Config) []grpc.DialOption {
 	}
 }
 
-// ServerConn is an agent's mTLS connection to its server, authenticated with its Identity. It is an
-// agentv1.AgentClient; after the agent SVID is renewed the connection is replaced, so every connection
+// spreadConfig makes gRPC's pick_first balancer shuffle the servers' addresses per connection: each
+// agent sticks to one server, agents spread over all of them, and when the server an agent talks to
+// dies its connection moves to the next one that answers.
+const spreadConfig = `{"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": true}}]}`
+
+// serverTarget is the gRPC target and options for a connection to any of the servers at addrs: one
+// host:port (a DNS name may resolve to several servers), or several.
+func serverTarget(addrs []string) (string, []grpc.DialOption) {
+	opts := []grpc.DialOption{grpc.WithDefaultServiceConfig(spreadConfig)}
+	if len(addrs) == 1 {
+		return addrs[0], opts
+	}
+	r := manual.NewBuilderWithScheme("signet-servers")
+	state := resolver.State{}
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	return r.Scheme() + ":///servers", append(opts, grpc.WithResolvers(r))
+}
+
+// ServerConn is an agent's mTLS connection to one of its servers, authenticated with its Identity. It is
+// an agentv1.AgentClient; after the agent SVID is renewed the connection is replaced, so every connection
 // presents a current SVID.
 type ServerConn struct {
-	addr string
-	id   *Identity
-	td   spiffeid.TrustDomain
+	addrs []string
+	id    *Identity
+	td    spiffeid.TrustDomain
 
 	mu     sync.RWMutex
 	conn   *grpc.ClientConn
@@ -59,7 +82,16 @@ var _ agentv1.AgentClient = (*ServerConn)(nil)
 
 // Dial connects to the agent API at addr (host:port) with the identity's SVID and bundle.
 func Dial(addr string, id *Identity, td spiffeid.TrustDomain) (*ServerConn, error) {
-	c := &ServerConn{addr: addr, id: id, td: td}
+	return DialServers([]string{addr}, id, td)
+}
+
+// DialServers connects to the agent API of one of the servers at addrs (see serverTarget), moving to
+// another when it fails.
+func DialServers(addrs []string, id *Identity, td spiffeid.TrustDomain) (*ServerConn, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("agent: no server address")
+	}
+	c := &ServerConn{addrs: addrs, id: id, td: td}
 	if err := c.reconnect(); err != nil {
 		return nil, err
 	}
@@ -68,9 +100,10 @@ func Dial(addr string, id *Identity, td spiffeid.TrustDomain) (*ServerConn, erro
 
 func (c *ServerConn) reconnect() error {
 	conf := tlsconfig.MTLSClientConfig(c.id, c.id, serverAuthorizer(c.td))
-	conn, err := grpc.NewClient(c.addr, dialOptions(conf)...)
+	target, opts := serverTarget(c.addrs)
+	conn, err := grpc.NewClient(target, append(dialOptions(conf), opts...)...)
 	if err != nil {
-		return fmt.Errorf("agent: server address %q: %w", c.addr, err)
+		return fmt.Errorf("agent: server addresses %q: %w", c.addrs, err)
 	}
 	c.mu.Lock()
 	old := c.conn
@@ -178,7 +211,9 @@ func (c *ServerConn) renew(ctx context.Context) error {
 
 // AttestConfig configures join-token attestation.
 type AttestConfig struct {
+	// Address is the server's agent API (host:port); Addresses, several servers' (see DialServers).
 	Address     string
+	Addresses   []string
 	TrustDomain spiffeid.TrustDomain
 	DataDir     string
 	JoinToken   string
@@ -210,9 +245,17 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 	} else {
 		conf = tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(cfg.TrustDomain, cfg.Bundle), serverAuthorizer(cfg.TrustDomain))
 	}
-	conn, err := grpc.NewClient(cfg.Address, dialOptions(conf)...)
+	addrs := cfg.Addresses
+	if cfg.Address != "" {
+		addrs = append([]string{cfg.Address}, addrs...)
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("agent: attest: no server address")
+	}
+	target, opts := serverTarget(addrs)
+	conn, err := grpc.NewClient(target, append(dialOptions(conf), opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("agent: server address %q: %w", cfg.Address, err)
+		return nil, fmt.Errorf("agent: server addresses %q: %w", addrs, err)
 	}
 	defer conn.Close()
 	client := agentv1.NewAgentClient(conn)
@@ -235,10 +278,10 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 		case codes.Unavailable, codes.DeadlineExceeded:
 			if strings.Contains(msg, "authentication handshake failed") {
 				// The server answered but could not be verified: retrying cannot help.
-				return nil, fmt.Errorf("agent: cannot verify server %s with the trust bundle (is trust_bundle_path this trust domain's current 'signet bundle show'?): %s", cfg.Address, msg)
+				return nil, fmt.Errorf("agent: cannot verify server %s with the trust bundle (is trust_bundle_path this trust domain's current 'signet bundle show'?): %s", strings.Join(addrs, ", "), msg)
 			}
 			wait := backoff(attempt)
-			cfg.Logger.Error("server unreachable; retrying attestation", "server", cfg.Address, "error", msg, "retry_in", wait.Round(time.Millisecond))
+			cfg.Logger.Error("server unreachable; retrying attestation", "server", strings.Join(addrs, ", "), "error", msg, "retry_in", wait.Round(time.Millisecond))
 			if err := sleepCtx(ctx, wait); err != nil {
 				return nil, fmt.Errorf("agent: attest: %w", err)
 			}
@@ -246,12 +289,12 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 			// Exiting would leave a restart loop (systemd gives up after a few) to retry; the server
 			// frees up by itself once its disk has room.
 			wait := max(backoff(attempt), mintRetry)
-			cfg.Logger.Error("server refused attestation for a limit of its own; retrying", "server", cfg.Address, "error", msg, "retry_in", wait.Round(time.Millisecond))
+			cfg.Logger.Error("server refused attestation for a limit of its own; retrying", "server", strings.Join(addrs, ", "), "error", msg, "retry_in", wait.Round(time.Millisecond))
 			if err := sleepCtx(ctx, wait); err != nil {
 				return nil, fmt.Errorf("agent: attest: %w", err)
 			}
 		default:
-			return nil, fmt.Errorf("agent: attestation refused by %s: %s", cfg.Address, msg)
+			return nil, fmt.Errorf("agent: attestation refused by %s: %s", strings.Join(addrs, ", "), msg)
 		}
 	}
 }

@@ -279,6 +279,10 @@ func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedger
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
+	// Linearizable: an issuance acknowledged by any server is in the answer (see docs/architecture.md).
+	if err := s.cfg.Store.ReadBarrier(ctx); err != nil {
+		return nil, toStatus(err)
+	}
 	if id := req.GetSerial(); id != "" {
 		rec, err := s.cfg.Store.LookupIssuance(id)
 		if errors.Is(err, storage.ErrIssuanceNotFound) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -72,6 +73,9 @@ type Issuer struct {
 	disk            *diskGuard
 	// refusals rate-limits the log lines of refused requests.
 	refusals *ratelimit.Lines
+	// sc is the node's server SVID, shared by the agent API and the cluster port.
+	scOnce sync.Once
+	sc     *serverCert
 }
 
 // NewIssuer validates cfg and returns an Issuer.

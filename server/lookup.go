@@ -33,6 +33,10 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "lookup: %v", err)
 	}
+	// Linearizable, like QueryLedger: a credential any server handed out is known here.
+	if err := s.cfg.Store.ReadBarrier(ctx); err != nil {
+		return nil, toStatus(err)
+	}
 	out := &adminv1.LookupCredentialResponse{Kind: string(c.Kind), Id: c.ID, SpiffeId: c.SPIFFEID}
 	if c.Kind == credential.KindX509 && c.Leaf != nil && c.Leaf.IsCA {
 		// A CA certificate is no issued credential: the ledger cannot know it, and a self-signed root

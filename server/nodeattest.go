@@ -64,9 +64,14 @@ func parseJoinToken(token string) (id, secret string, err error) {
 }
 
 // checkJoinToken finds the token, compares the secret in constant time and refuses a used, expired or
-// revoked token. Wrong secrets and unknown IDs get the same answer.
-func (s *AgentService) checkJoinToken(id, secret string, now time.Time) (storage.JoinToken, error) {
+// revoked token. Wrong secrets and unknown IDs get the same answer. A token this server does not know
+// is looked up again after a read barrier: it may have been created through another server a moment
+// ago and not be applied here yet.
+func (s *AgentService) checkJoinToken(ctx context.Context, id, secret string, now time.Time) (storage.JoinToken, error) {
 	t, err := s.cfg.Store.JoinToken(id)
+	if errors.Is(err, storage.ErrTokenNotFound) && s.cfg.Store.ReadBarrier(ctx) == nil {
+		t, err = s.cfg.Store.JoinToken(id)
+	}
 	sum := sha256.Sum256([]byte(secret))
 	if err != nil || subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1 {
 		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: unknown token (create one with 'signet token create')", id, ErrPermissionDenied)
@@ -102,7 +107,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		s.malformed.Warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
 		return nil, toStatus(err)
 	}
-	tok, err := s.checkJoinToken(id, secret, now)
+	tok, err := s.checkJoinToken(ctx, id, secret, now)
 	if err != nil {
 		s.refusals.Warn(s.log, now, "agent attestation refused", "error", err)
 		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)

@@ -10,9 +10,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -190,20 +187,5 @@ func (s *Server) pruneLoop(ctx context.Context) {
 // node and agent trusts what this node signs. It must succeed before the node signs anything.
 func (s *Server) PublishAuthorities(ctx context.Context) error {
 	root := s.cfg.CA.X509Authority()
-	sum := sha256.Sum256(root.Raw)
-	now := s.cfg.Clock().UTC()
-	node := s.cfg.Store.NodeID()
-	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityX509, ID: hex.EncodeToString(sum[:]),
-		DER: root.Raw, NotAfter: root.NotAfter, Node: node, AddedAt: now}); err != nil {
-		return fmt.Errorf("server: publish X.509 authority: %w", err)
-	}
-	pub, err := x509.MarshalPKIXPublicKey(s.cfg.CA.JWTPublicKey())
-	if err != nil {
-		return fmt.Errorf("server: publish JWT authority: %w", err)
-	}
-	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityJWT, ID: s.cfg.CA.JWTKeyID(),
-		DER: pub, NotAfter: s.cfg.CA.NotAfter(), Node: node, AddedAt: now}); err != nil {
-		return fmt.Errorf("server: publish JWT authority: %w", err)
-	}
-	return nil
+	return s.publish(ctx, s.cfg.Store.NodeID(), root, s.cfg.CA.JWTPublicKey(), s.cfg.CA.JWTKeyID(), s.cfg.CA.NotAfter())
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -61,6 +62,11 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 			return Caller{}, err
 		}
 		a, err := st.Agent(id.String())
+		if stale(a, err, cert) && st.ReadBarrier(ctx) == nil {
+			// Attested or renewed through another server a moment ago, and not applied here yet: look
+			// again once this server has everything committed, rather than disown a good agent.
+			a, err = st.Agent(id.String())
+		}
 		switch {
 		case errors.Is(err, storage.ErrAgentNotFound):
 			return Caller{}, fmt.Errorf("agent %s: %w: not registered (evicted?); attest again with a new join token", id, ErrPermissionDenied)
@@ -74,6 +80,16 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 		}
 		return Caller{AgentID: id, NodeAttestation: a.AttestationType, Selectors: a.Selectors}, nil
 	}
+}
+
+// stale reports whether the agent record read for cert may just lag the cluster: the agent is unknown,
+// or cert is not its current or previous SVID.
+func stale(a storage.Agent, err error, cert *x509.Certificate) bool {
+	if errors.Is(err, storage.ErrAgentNotFound) {
+		return true
+	}
+	serial := cert.SerialNumber.Text(16)
+	return err == nil && serial != a.Serial && serial != a.PrevSerial
 }
 
 // checkSVIDTime refuses an agent SVID that is not valid at now: an expired one for good (the agent must
@@ -104,7 +120,7 @@ func ServerTLSConfig(ctx context.Context, iss *Issuer) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", iss.cfg.NodeID, err)
 	}
-	sc := &serverCert{iss: iss, id: id}
+	sc := iss.serverCert(id)
 	if _, err := sc.get(ctx); err != nil {
 		return nil, err
 	}
@@ -139,6 +155,9 @@ type serverCert struct {
 	cert     *tls.Certificate
 	renewAt  time.Time
 	notAfter time.Time
+	// current is cert, read without the lock: the cluster client presents it while a renewal (whose
+	// record the cluster client forwards to the leader) holds the lock.
+	current atomic.Pointer[tls.Certificate]
 }
 
 // get returns the current certificate, minting (and recording) a new one from half its life. The CA
@@ -156,10 +175,16 @@ func (s *serverCert) get(ctx context.Context) (*tls.Certificate, error) {
 		}
 		return nil, fmt.Errorf("server TLS: %w", err)
 	}
+	s.install(cert)
+	return s.cert, nil
+}
+
+// install makes cert, its ledger record committed, the current certificate. Called with s.mu held.
+func (s *serverCert) install(cert *tls.Certificate) {
 	s.cert = cert
 	s.notAfter = cert.Leaf.NotAfter
 	s.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
-	return s.cert, nil
+	s.current.Store(cert)
 }
 
 // mint signs a new server SVID for a new key and commits its ledger record. min_free_disk does not
@@ -167,21 +192,35 @@ func (s *serverCert) get(ctx context.Context) (*tls.Certificate, error) {
 // start to report its disk (one record a day; a disk really full fails the record, and the certificate
 // is dropped).
 func (s *serverCert) mint(ctx context.Context) (*tls.Certificate, error) {
+	cert, err := s.sign()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.iss.cfg.Recorder.Record(ctx, serverSVIDRecord(cert.Leaf, s.iss.cfg.NodeID)); err != nil {
+		return nil, err
+	}
+	return cert, nil
+}
+
+// sign signs a new server SVID for a new key; its ledger record is not committed yet.
+func (s *serverCert) sign() (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	authority := s.iss.cfg.CA
-	ttl := min(24*time.Hour, authority.RemainingLife()-time.Minute)
+	ttl := min(24*time.Hour, (authority.RemainingLife() - time.Minute).Truncate(time.Second)) // X.509 times are whole seconds
 	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: s.id.String(),
-		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: s.iss.cfg.NodeID}
-	if err := s.iss.cfg.Recorder.Record(ctx, rec); err != nil {
-		return nil, err
-	}
 	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+}
+
+// serverSVIDRecord is the ledger record of a server SVID of node.
+func serverSVIDRecord(cert *x509.Certificate, node string) storage.Issuance {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	id, _ := x509svid.IDFromCert(cert)
+	return storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
+		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: node}
 }

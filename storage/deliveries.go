@@ -150,7 +150,8 @@ func decodeDeliveryStats(v []byte) (count uint64, last int64) {
 
 // ProposeDeliveries proposes reported deliveries as one Raft command (see applyDeliveryRecord); Wait on
 // the result. The server's delivery recorder group-commits through it. Like every protobuf command, it
-// is refused (ErrUpgradeInProgress) while a server of the cluster may not understand it.
+// is refused (ErrUpgradeInProgress) while a server of the cluster may not understand it. On a follower
+// Wait sends it to the leader.
 func (s *Store) ProposeDeliveries(ds []Delivery) *LedgerProposal {
 	if len(ds) == 0 {
 		return &LedgerProposal{}
@@ -161,7 +162,13 @@ func (s *Store) ProposeDeliveries(ds []Delivery) *LedgerProposal {
 		p.err = err
 		return p
 	}
+	fwd := func() (*Proposal, commandType, error) { return &Proposal{Command: cmd}, cmdDeliveryRecord, nil }
+	if s.forwards() {
+		p.forward, p.fwdType, _ = fwd() // Wait sends it to the leader, which gates it
+		return p
+	}
 	p.f, p.err = s.enqueue(context.Background(), cmd)
+	p.retry = fwd
 	return p
 }
 

@@ -96,6 +96,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	for _, p := range posts {
 		p(f.s.reg)
 	}
+	f.s.noteApplied(last)
 	f.s.rebuildProgress(last)
 	return resps
 }

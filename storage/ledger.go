@@ -218,13 +218,25 @@ func indexKey(value string, bk []byte) []byte {
 	return append(k, bk...)
 }
 
-// LedgerProposal is a batch of issuance records on its way through Raft.
+// LedgerProposal is a batch of issuance records on its way through Raft: proposed here on the leader, or
+// sent to the leader when Wait is called on a follower.
 type LedgerProposal struct {
 	s   *Store
 	f   raft.ApplyFuture
 	err error
 	n   int
 	op  string // what the command does, for errors; default "append N ledger records"
+
+	issuedAt time.Time
+	// A proposal for the leader: the records (stamped with the leader's time once committed) and the
+	// proposal sent.
+	recs    []Issuance
+	forward *Proposal
+	// retry builds the proposal to forward if this node, no longer leader, did not append the batch.
+	retry    func() (*Proposal, commandType, error)
+	fwdType  commandType
+	resp     any
+	fwdIndex uint64
 }
 
 // Wait blocks until the batch is applied on this node (so committed on a majority), or ctx ends. A
@@ -237,6 +249,9 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	if p.err != nil {
 		return fmt.Errorf("storage: %s: %w", op, p.err)
 	}
+	if p.forward != nil {
+		return p.waitForwarded(ctx, op)
+	}
 	if p.f == nil {
 		return nil
 	}
@@ -246,7 +261,17 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("storage: %s: %w", op, p.s.raftError(err))
+			err = p.s.raftError(err)
+			if errors.Is(err, errNotAppended) && p.retry != nil && p.s.forwarder() != nil {
+				// Leadership moved away before the batch was appended: send it to the new leader.
+				fwd, t, ferr := p.retry()
+				if ferr != nil {
+					return fmt.Errorf("storage: %s: %w", op, ferr)
+				}
+				p.forward, p.fwdType, p.f = fwd, t, nil
+				return p.waitForwarded(ctx, op)
+			}
+			return fmt.Errorf("storage: %s: %w", op, err)
 		}
 		p.s.wroteOK()
 		if err, ok := p.f.Response().(error); ok {
@@ -255,6 +280,7 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 			}
 			return fmt.Errorf("storage: %s: %w", op, err)
 		}
+		p.resp = p.f.Response()
 		return nil
 	case <-full:
 		// The batch may be in the log and take effect once space is freed; the caller stops waiting.
@@ -265,11 +291,49 @@ func (p *LedgerProposal) Wait(ctx context.Context) error {
 	}
 }
 
+// waitForwarded sends the proposal to the leader and waits for its outcome, then stamps the records
+// with the time the leader gave them.
+func (p *LedgerProposal) waitForwarded(ctx context.Context, op string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeoutFrom(ctx))
+		defer cancel()
+	}
+	out, err := p.s.route(ctx, *p.forward)
+	if err != nil {
+		return fmt.Errorf("storage: %s: %w", op, err)
+	}
+	if out.Code != codeOK {
+		if p.op != "" {
+			return out.err()
+		}
+		return fmt.Errorf("storage: %s: %w", op, out.err())
+	}
+	if p.resp, err = decodeResult(p.fwdType, out.Result); err != nil {
+		return err
+	}
+	p.issuedAt, p.fwdIndex = out.IssuedAt, out.Index
+	stampAll(p.recs, out.IssuedAt)
+	return nil
+}
+
+// response is the FSM's result for the command, once Wait returned nil.
+func (p *LedgerProposal) response() any { return p.resp }
+
+// index is the log index the proposal was committed at, once Wait returned nil.
+func (p *LedgerProposal) index() uint64 {
+	if p.f != nil {
+		return p.f.Index()
+	}
+	return p.fwdIndex
+}
+
 // ProposeLedger stamps recs with the issuance time (IssuedAt is set here, on every record: the moment
 // the leader commits the issuance) and proposes them to Raft as one command. Proposals enter the Raft log
 // in the order of the calls, with increasing times. Wait on the result before handing out any credential.
 // The proposal serves whoever waits for it, so it is not bound to a context: waiting for room in Raft's
-// queue is bounded by the default write timeout (see AppendLedger for a caller's context).
+// queue is bounded by the default write timeout (see AppendLedger for a caller's context). On a
+// follower the records are sent to the leader by Wait, and stamped with the leader's time there.
 func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
 	return s.proposeStamped(context.Background(), recs, nil)
 }
@@ -278,7 +342,8 @@ func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
 // when build is nil, else as the command build makes from their wire form. The records are encoded
 // before the ledger lock is taken; under it, the time is stamped, the batch framed with it and the
 // command enqueued in Raft, so that log order and time order agree. Waiting for room in Raft's queue
-// ends with ctx's deadline.
+// ends with ctx's deadline. On a follower with a forwarder, the unstamped records (and the command
+// built with none) go to the leader when the proposal is waited on.
 func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(batch []byte) ([]byte, error)) *LedgerProposal {
 	if len(recs) == 0 {
 		if build != nil {
@@ -292,31 +357,63 @@ func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(
 	if err := ctx.Err(); err != nil {
 		return &LedgerProposal{err: err, n: len(recs)}
 	}
-	if err := s.refuseWhileStateFull(); err != nil {
-		return &LedgerProposal{err: err, n: len(recs)}
-	}
 	u := encodeUnstampedBatch(recs)
-	p := &LedgerProposal{s: s, n: len(recs)}
-	t := func() time.Time {
-		s.ledgerMu.Lock()
-		defer s.ledgerMu.Unlock()
-		t := s.cfg.Clock().UTC()
-		if !t.After(s.lastLedgerTime) {
-			t = s.lastLedgerTime.Add(time.Nanosecond)
+	if s.forwards() {
+		fwd, t, err := forwardedLedger(u, build)
+		if err != nil {
+			return &LedgerProposal{err: err, n: len(recs)}
 		}
-		s.lastLedgerTime = t
-		var cmd []byte
-		if build == nil {
-			cmd = u.appendStamped([]byte{byte(cmdLedgerAppend)}, t)
-		} else if cmd, p.err = build(u.appendStamped(nil, t)); p.err != nil {
-			return t
-		}
-		p.f = s.raft.Apply(cmd, timeoutFrom(ctx))
-		return t
-	}()
+		return &LedgerProposal{s: s, n: len(recs), recs: recs, fwdType: t, forward: fwd}
+	}
+	p := s.proposeUnstamped(ctx, u, len(recs), build)
+	stampAll(recs, p.issuedAt)
+	p.recs = recs
+	p.retry = func() (*Proposal, commandType, error) { return forwardedLedger(u, build) }
+	return p
+}
+
+func stampAll(recs []Issuance, t time.Time) {
 	for i := range recs {
 		recs[i].IssuedAt = t
 	}
+}
+
+// forwardedLedger is the proposal a follower sends for the records u (and the command build makes,
+// built with no records), and the type of command it is.
+func forwardedLedger(u unstampedBatch, build func(batch []byte) ([]byte, error)) (*Proposal, commandType, error) {
+	p := &Proposal{Ledger: u.wire()}
+	if build == nil {
+		return p, cmdLedgerAppend, nil
+	}
+	cmd, err := build(nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	p.Command = cmd
+	return p, commandType(cmd[0]), nil
+}
+
+// proposeUnstamped stamps the encoded batch u (n records) and proposes it (see proposeStamped).
+func (s *Store) proposeUnstamped(ctx context.Context, u unstampedBatch, n int, build func(batch []byte) ([]byte, error)) *LedgerProposal {
+	if err := s.refuseWhileStateFull(); err != nil {
+		return &LedgerProposal{err: err, n: n}
+	}
+	p := &LedgerProposal{s: s, n: n}
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	t := s.cfg.Clock().UTC()
+	if !t.After(s.lastLedgerTime) {
+		t = s.lastLedgerTime.Add(time.Nanosecond)
+	}
+	s.lastLedgerTime = t
+	p.issuedAt = t
+	var cmd []byte
+	if build == nil {
+		cmd = u.appendStamped([]byte{byte(cmdLedgerAppend)}, t)
+	} else if cmd, p.err = build(u.appendStamped(nil, t)); p.err != nil {
+		return p
+	}
+	p.f = s.raft.Apply(cmd, timeoutFrom(ctx))
 	return p
 }
 

@@ -32,6 +32,9 @@ type Config struct {
 	RaftBind string
 	// RaftAdvertise is the address other nodes reach this one at. Default: the bound address.
 	RaftAdvertise string
+	// StreamLayer, if set, carries Raft's traffic instead of a TCP listener on RaftBind (the cluster
+	// package shares one port between Raft and the servers' own API); its Addr is this node's address.
+	StreamLayer raft.StreamLayer
 	// Bootstrap makes a node with no Raft state form a new cluster with itself as the only voter.
 	Bootstrap bool
 	// Logger receives the store's and Raft's logs. Default: slog.Default().
@@ -86,6 +89,21 @@ type Store struct {
 
 	ledgerMu       sync.Mutex // orders ledger proposals and their times
 	lastLedgerTime time.Time
+
+	fwd forwarderSlot // sends a follower's writes to the leader
+	// appliedIdx is the last log index whose effects are in the state and the registry (raft's own
+	// AppliedIndex moves when an entry is handed to the FSM, before it is applied).
+	appliedIdx atomic.Uint64
+}
+
+// noteApplied records that the state holds every entry up to idx.
+func (s *Store) noteApplied(idx uint64) {
+	for {
+		cur := s.appliedIdx.Load()
+		if idx <= cur || s.appliedIdx.CompareAndSwap(cur, idx) {
+			return
+		}
+	}
 }
 
 const (
@@ -236,6 +254,7 @@ func (s *Store) openState() error {
 		db.Close()
 		return fmt.Errorf("storage: read %s: %w", path, err)
 	}
+	s.noteApplied(applied)
 	metas, err := snaps.List()
 	if err != nil {
 		db.Close()
@@ -327,8 +346,10 @@ func (s *Store) startRaft() error {
 		}
 		advertise = a
 	}
-	trans, err := raft.NewTCPTransportWithLogger(s.cfg.RaftBind, advertise, 3, 10*time.Second, newHCLog(s.log, "raft-net"))
-	if err != nil {
+	var trans *raft.NetworkTransport
+	if s.cfg.StreamLayer != nil {
+		trans = raft.NewNetworkTransportWithLogger(s.cfg.StreamLayer, 3, 10*time.Second, newHCLog(s.log, "raft-net"))
+	} else if trans, err = raft.NewTCPTransportWithLogger(s.cfg.RaftBind, advertise, 3, 10*time.Second, newHCLog(s.log, "raft-net")); err != nil {
 		ls.Close()
 		return fmt.Errorf("storage: raft listen on %q: %w", s.cfg.RaftBind, err)
 	}
@@ -355,6 +376,7 @@ func (s *Store) startRaft() error {
 		return fmt.Errorf("storage: start raft: %w", err)
 	}
 	s.raft = r
+	s.electLoneVoter()
 	return nil
 }
 
@@ -416,6 +438,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.closing)
+	s.handOverLeadership()
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
@@ -449,7 +472,9 @@ func timeoutFrom(ctx context.Context) time.Duration {
 
 func mapRaftError(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+	case errors.Is(err, raft.ErrNotLeader):
+		return fmt.Errorf("%w: %v", errNotAppended, err)
+	case errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
@@ -459,34 +484,52 @@ func mapRaftError(err error) error {
 	}
 }
 
-// apply proposes cmd through Raft and waits until it is applied on this node. The FSM's response is
-// returned; a response that is an error (the state refused the command) is returned as the error.
+// apply proposes cmd through Raft — on the leader, forwarded to it from a follower — and waits until it
+// is applied on this node. The FSM's response is returned; a response that is an error (the state
+// refused the command) is returned as the error.
 func (s *Store) apply(ctx context.Context, cmd []byte) (any, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if s.forwards() {
+		return s.forwardCommand(ctx, cmd)
+	}
+	resp, _, err := s.applyLocal(ctx, cmd)
+	if errors.Is(err, errNotAppended) && s.forwarder() != nil {
+		return s.forwardCommand(ctx, cmd) // leadership moved away meanwhile
+	}
+	return resp, err
+}
+
+// applyLocal hands cmd to this node's Raft (as leader; enqueue gates it by the cluster's command
+// versions, whichever node the write came through) and waits until it is applied; it returns the FSM's
+// response and the entry's log index.
+func (s *Store) applyLocal(ctx context.Context, cmd []byte) (any, uint64, error) {
 	full := s.diskFullWatch()
 	f, err := s.enqueue(ctx, cmd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			return nil, s.raftError(err)
+			return nil, 0, s.raftError(err)
 		}
 		s.wroteOK()
 	case <-full:
 		// The command may be in the log and take effect once space is freed; the caller stops waiting.
-		return nil, s.waitError(nil)
+		return nil, 0, s.waitError(nil)
 	case <-ctx.Done():
 		// The command may still commit; the caller only stops waiting.
-		return nil, s.waitError(ctx.Err())
+		return nil, 0, s.waitError(ctx.Err())
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, err
+		return nil, f.Index(), err
 	}
-	return resp, nil
+	return resp, f.Index(), nil
 }
 
 // enqueue hands cmd to Raft unless the store is closed, the state file is full, or a server of the
@@ -557,6 +600,9 @@ func (s *Store) restoreState(r io.Reader) error {
 	old := s.db
 	s.db = db
 	s.reg.load(st)
+	if idx, err := readAppliedIndex(db); err == nil {
+		s.appliedIdx.Store(idx) // the snapshot's: a restore may move it back
+	}
 	if old != nil {
 		if err := old.Close(); err != nil {
 			s.log.Warn("restore: closing the replaced state failed", "error", err)

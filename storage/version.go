@@ -89,6 +89,10 @@ func (s *Store) checkProposable(cmd []byte) error {
 		return nil
 	}
 	t := commandType(cmd[0])
+	if _, known := commandNames[t]; !known && t&ignoreIfUnknown == 0 {
+		// A newer follower forwarded a command this leader would stop on: it waits for this node's upgrade.
+		return fmt.Errorf("storage: %s: %w: this server (%s) does not understand the command: upgrade it, then retry", t, ErrUpgradeInProgress, s.nodeID)
+	}
 	need := t.since()
 	if need <= commandVersionJSON || t&ignoreIfUnknown != 0 {
 		return nil
@@ -120,15 +124,25 @@ func (s *Store) checkProposable(cmd []byte) error {
 
 // reportVersion records this node's command version in Raft, unless the state already holds it.
 func (s *Store) reportVersion(ctx context.Context) error {
+	return s.RecordNodeVersion(ctx, s.nodeID, CommandVersion)
+}
+
+// RecordNodeVersion records in Raft that server id understands command version v, unless the state
+// already holds it. The cluster's leader calls it for a joining server, which cannot forward its own
+// report (runVersionReport) before it is registered.
+func (s *Store) RecordNodeVersion(ctx context.Context, id string, v uint32) error {
+	if id == "" || v == 0 {
+		return fmt.Errorf("storage: record a node's command version: %w: node ID %q, version %d (both required)", ErrInvalid, id, v)
+	}
 	var have uint32
-	if err := s.view(func(tx *bolt.Tx) error { have = nodeVersions(tx)[s.nodeID]; return nil }); err != nil {
+	if err := s.view(func(tx *bolt.Tx) error { have = nodeVersions(tx)[id]; return nil }); err != nil {
 		return err
 	}
-	if have == CommandVersion {
+	if have == v {
 		return nil
 	}
-	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: s.nodeID, Version: CommandVersion}.wire()); err != nil {
-		return fmt.Errorf("storage: record this node's command version: %w", err)
+	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: id, Version: v}.wire()); err != nil {
+		return fmt.Errorf("storage: record node %s's command version %d: %w", id, v, err)
 	}
 	return nil
 }

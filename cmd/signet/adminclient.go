@@ -43,16 +43,25 @@ const adminProbeTimeout = 5 * time.Second
 
 // dialAdmin connects to the admin API on a Unix socket, once checkAdminSocket trusts it.
 func dialAdmin(path string) (adminv1.AdminClient, func(), error) {
+	conn, err := dialAdminConn(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return adminv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+// dialAdminConn is dialAdmin's connection, for the other services on the admin socket.
+func dialAdminConn(path string) (*grpc.ClientConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), adminProbeTimeout)
 	defer cancel()
 	if err := checkAdminSocket(ctx, path); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	return adminv1.NewAdminClient(conn), func() { conn.Close() }, nil
+	return conn, nil
 }
 
 // checkAdminSocket refuses an admin socket that may not be the server's (see trustAdminSocket), then

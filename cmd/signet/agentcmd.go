@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +79,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 			}
 			bundle = b.X509Authorities()
 		}
-		id, err = agent.Attest(ctx, agent.AttestConfig{Address: c.ServerAddress, TrustDomain: td, DataDir: c.DataDir,
+		id, err = agent.Attest(ctx, agent.AttestConfig{Addresses: c.servers(), TrustDomain: td, DataDir: c.DataDir,
 			JoinToken: joinToken, Bundle: bundle, Insecure: c.InsecureBootstrap, Logger: log})
 		if err != nil {
 			return err
@@ -90,7 +91,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 		log.Info("already attested; the join token is not needed and was not used", "agent", id.ID())
 	}
 
-	conn, err := agent.Dial(c.ServerAddress, id, td)
+	conn, err := agent.DialServers(c.servers(), id, td)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 			onRevoked(err)
 		}
 	}()
-	fmt.Printf("Signet agent %s is running (server %s).\n", id.ID(), c.ServerAddress)
+	fmt.Printf("Signet agent %s is running (servers %s).\n", id.ID(), strings.Join(c.servers(), ", "))
 	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", c.SocketPath)
 	<-runCtx.Done()
 	switch {

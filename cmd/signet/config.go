@@ -59,23 +59,28 @@ type serverFileConfig struct {
 		TTL time.Duration `yaml:"ttl"`
 	} `yaml:"ca"`
 	Raft struct {
-		NodeID           string `yaml:"node_id"`
-		BindAddress      string `yaml:"bind_address"`
-		AdvertiseAddress string `yaml:"advertise_address"`
-		Bootstrap        *bool  `yaml:"bootstrap"`
+		NodeID           string   `yaml:"node_id"`
+		BindAddress      string   `yaml:"bind_address"`
+		AdvertiseAddress string   `yaml:"advertise_address"`
+		Bootstrap        *bool    `yaml:"bootstrap"`
+		BootstrapExpect  int      `yaml:"bootstrap_expect"`
+		RetryJoin        []string `yaml:"retry_join"`
+		ClusterID        string   `yaml:"cluster_id"`
 	} `yaml:"raft"`
 }
 
 // agentFileConfig is the agent's configuration file.
 type agentFileConfig struct {
-	TrustDomain       string `yaml:"trust_domain"`
-	ServerAddress     string `yaml:"server_address"`
-	DataDir           string `yaml:"data_dir"`
-	SocketPath        string `yaml:"socket_path"`
-	SocketMode        string `yaml:"socket_mode"`
-	TrustBundlePath   string `yaml:"trust_bundle_path"`
-	InsecureBootstrap bool   `yaml:"insecure_bootstrap"`
-	LogLevel          string `yaml:"log_level"`
+	TrustDomain   string `yaml:"trust_domain"`
+	ServerAddress string `yaml:"server_address"`
+	// ServerAddresses are several servers' agent API addresses (instead of ServerAddress).
+	ServerAddresses   []string `yaml:"server_addresses"`
+	DataDir           string   `yaml:"data_dir"`
+	SocketPath        string   `yaml:"socket_path"`
+	SocketMode        string   `yaml:"socket_mode"`
+	TrustBundlePath   string   `yaml:"trust_bundle_path"`
+	InsecureBootstrap bool     `yaml:"insecure_bootstrap"`
+	LogLevel          string   `yaml:"log_level"`
 	// JWTMintRate and JWTMintBurst limit the JWT-SVIDs minted per caller uid (agent.Config).
 	JWTMintRate  float64 `yaml:"jwt_mint_rate"`
 	JWTMintBurst int     `yaml:"jwt_mint_burst"`
@@ -454,11 +459,83 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 			return c, td, err
 		}
 	}
-	if c.Raft.Bootstrap == nil {
-		t := true
-		c.Raft.Bootstrap = &t
+	if err := checkCluster(path, &c); err != nil {
+		return c, td, err
 	}
 	return c, td, nil
+}
+
+// checkServerAddresses validates server_address and server_addresses: exactly one of them.
+func checkServerAddresses(path string, c *agentFileConfig) error {
+	if len(c.ServerAddresses) == 0 {
+		c.ServerAddresses = nil // "server_addresses: []" and none are the same
+	}
+	switch {
+	case c.ServerAddress == "" && len(c.ServerAddresses) == 0:
+		return configError(path, "server_address", "is required (host:port of the server's agent API; or server_addresses, a list of several servers')")
+	case c.ServerAddress != "" && len(c.ServerAddresses) > 0:
+		return configError(path, "server_addresses", "set together with server_address: choose one (put every server in server_addresses)")
+	case len(c.ServerAddresses) > maxRetryJoin:
+		return configError(path, "server_addresses", "%d addresses: at most %d", len(c.ServerAddresses), maxRetryJoin)
+	case c.ServerAddress != "":
+		return checkHostPort(path, "server_address", c.ServerAddress, false)
+	}
+	for i, a := range c.ServerAddresses {
+		if err := checkHostPort(path, fmt.Sprintf("server_addresses[%d]", i), a, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// servers is the agent's server addresses, from whichever key is set.
+func (c *agentFileConfig) servers() []string {
+	if c.ServerAddress != "" {
+		return []string{c.ServerAddress}
+	}
+	return c.ServerAddresses
+}
+
+// maxRetryJoin bounds raft.retry_join: a cluster has at most 5 voters.
+const maxRetryJoin = 16
+
+// checkCluster validates the cluster keys and settles raft.bootstrap: a node configured to find its
+// peers (bootstrap_expect above 1, or retry_join) does not bootstrap alone.
+func checkCluster(path string, c *serverFileConfig) error {
+	r := &c.Raft
+	switch r.BootstrapExpect {
+	case 0, 1, 3, 5:
+	default:
+		return configError(path, "raft.bootstrap_expect", "%d: use 1 (a single server), 3 or 5 (a cluster that survives 1 or 2 lost servers)", r.BootstrapExpect)
+	}
+	if len(r.RetryJoin) > maxRetryJoin {
+		return configError(path, "raft.retry_join", "%d addresses: at most %d", len(r.RetryJoin), maxRetryJoin)
+	}
+	for i, a := range r.RetryJoin {
+		if err := checkHostPort(path, fmt.Sprintf("raft.retry_join[%d]", i), a, false); err != nil {
+			return err
+		}
+	}
+	if r.BootstrapExpect > 1 && len(r.RetryJoin) < r.BootstrapExpect-1 {
+		return configError(path, "raft.retry_join", "lists %d servers; raft.bootstrap_expect %d needs the addresses of the other %d", len(r.RetryJoin), r.BootstrapExpect, r.BootstrapExpect-1)
+	}
+	if len(r.ClusterID) > 64 || strings.IndexFunc(r.ClusterID, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.')
+	}) >= 0 {
+		return configError(path, "raft.cluster_id", "%q: up to 64 letters, digits, '-', '_' or '.'", r.ClusterID)
+	}
+	if len(r.RetryJoin) == 0 {
+		r.RetryJoin = nil // "retry_join: []" and no retry_join are the same
+	}
+	finds := r.BootstrapExpect > 1 || len(r.RetryJoin) > 0
+	if r.Bootstrap == nil {
+		b := !finds
+		r.Bootstrap = &b
+	}
+	if *r.Bootstrap && finds {
+		return configError(path, "raft.bootstrap", "true with raft.bootstrap_expect or raft.retry_join: a node that bootstraps alone forms a cluster of its own; remove raft.bootstrap (the servers form the cluster together)")
+	}
+	return nil
 }
 
 // loadAgentConfig reads and validates an agent configuration file, filling defaults.
@@ -471,10 +548,7 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 	if err != nil {
 		return c, td, 0, err
 	}
-	if c.ServerAddress == "" {
-		return c, td, 0, configError(path, "server_address", "is required (host:port of the server's agent API)")
-	}
-	if err := checkHostPort(path, "server_address", c.ServerAddress, false); err != nil {
+	if err := checkServerAddresses(path, &c); err != nil {
 		return c, td, 0, err
 	}
 	if c.DataDir == "" {

@@ -109,6 +109,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-jwt-cache-size-negative.yaml", kind: "agent", key: "jwt_cache_size", want: []string{"-5", "between 1 and 1000000"}},
 		// host:port keys.
 		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
+		{file: "agent-server-address-and-addresses.yaml", kind: "agent", key: "server_addresses", want: []string{"choose one"}},
+		{file: "agent-server-addresses-no-port.yaml", kind: "agent", key: "server_addresses[1]", want: []string{`"127.0.0.2": missing port`}},
 		{file: "agent-server-address-ipv6-unbracketed.yaml", kind: "agent", key: "server_address", want: []string{`"::1:8081"`, "[::1]:8081"}},
 		{file: "agent-server-address-no-host.yaml", kind: "agent", key: "server_address", want: []string{`":8081": missing host (want host:port)`}},
 		{file: "agent-server-address-named-port.yaml", kind: "agent", key: "server_address", want: []string{`port "https": want a number from 1 to 65535`}},
@@ -117,6 +119,12 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-bind-address-port-too-large.yaml", kind: "server", key: "bind_address", want: []string{`port "99999"`}},
 		{file: "server-raft-bind-address-no-port.yaml", kind: "server", key: "raft.bind_address", want: []string{`"127.0.0.1": missing port`}},
 		{file: "server-raft-advertise-address-no-port.yaml", kind: "server", key: "raft.advertise_address", want: []string{`"signet-1.example.com": missing port`}},
+		// Cluster keys.
+		{file: "server-raft-bootstrap-expect-even.yaml", kind: "server", key: "raft.bootstrap_expect", want: []string{"2: use 1", "3 or 5"}},
+		{file: "server-raft-retry-join-too-few.yaml", kind: "server", key: "raft.retry_join", want: []string{"lists 1 servers", "needs the addresses of the other 2"}},
+		{file: "server-raft-retry-join-no-port.yaml", kind: "server", key: "raft.retry_join[0]", want: []string{`"10.0.0.2": missing port`}},
+		{file: "server-raft-bootstrap-and-retry-join.yaml", kind: "server", key: "raft.bootstrap", want: []string{"forms a cluster of its own", "remove raft.bootstrap"}},
+		{file: "server-raft-cluster-id-space.yaml", kind: "server", key: "raft.cluster_id", want: []string{`"blue team"`, "letters, digits"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {

@@ -110,7 +110,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminSocketDirMode: adminDirMode, AdminUIDs: adminUIDs(uid),
-		RaftBind: "127.0.0.1:0", Bootstrap: true, FastElection: true, CATTL: o.caTTL,
+		RaftBind: "127.0.0.1:0", Bootstrap: true, CATTL: o.caTTL,
 		AgentAuth: func(context.Context) (server.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
 			return server.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
@@ -121,6 +121,12 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	defer node.Stop()
+	readyCtx, cancelReady := context.WithTimeout(ctx, 30*time.Second)
+	err = node.waitReady(readyCtx)
+	cancelReady()
+	if err != nil {
+		return err
+	}
 
 	// The agent talks to the server over the real agent API, on an in-memory connection.
 	lis := bufconn.Listen(1 << 20)

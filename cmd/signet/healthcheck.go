@@ -26,7 +26,9 @@ func newHealthcheckCmd() *cobra.Command {
 		Use:   "healthcheck",
 		Short: "Check a server (--admin-socket) or an agent (--socket); exit 0 if serving, 1 if not",
 		Long: `Check a server (its admin socket) or an agent (its Workload API socket). It waits up to --timeout
-for the socket to be served and report SERVING (an agent does once its first SVIDs are in), so it also
+for the socket to be served and report SERVING (an agent does once its first SVIDs are in; a server once
+it is in a cluster and registered with its leader, so one started alone waits for 'signet cluster
+join'), so it also
 serves to wait for a process that is starting. A socket the caller may not use fails at once. Both a
 path and the unix:// form the agent prints are accepted. A server whose data dir is on a full disk (less
 than 16 MiB free, or a write failed for lack of space) is not healthy: it serves reads but takes no

@@ -87,6 +87,7 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newLedgerCmd(),
 		newReviewCmd(),
 		newAuditCmd(),
+		newClusterCmd(),
 	)
 	root.SetHelpCommand(newHelpCmd())
 	// cobra adds 'completion' lazily; add it now so that an unknown shell is a usage error too.

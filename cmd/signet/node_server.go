@@ -8,12 +8,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -35,8 +38,11 @@ type serverNodeConfig struct {
 	RaftBind           string
 	RaftAdvertise      string
 	Bootstrap          bool
-	FastElection       bool // single-node dev: elect within a few hundred ms
-	CATTL              time.Duration
+	// BootstrapExpect, RetryJoin and ClusterID: see cluster.Config.
+	BootstrapExpect int
+	RetryJoin       []string
+	ClusterID       string
+	CATTL           time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth    server.Authenticator
 	AgentSVIDTTL time.Duration
@@ -57,37 +63,40 @@ const auditCheckpointFile = "audit-checkpoint.json"
 
 // serverNode is a running server node: store, CA, server components and the admin API.
 type serverNode struct {
-	store  *storage.Store
-	ca     *ca.CA
-	srv    *server.Server
-	admin  *grpc.Server
-	health *health.Server
-	cancel context.CancelFunc
-	done   chan struct{}
+	store   *storage.Store
+	ca      *ca.CA
+	srv     *server.Server
+	cluster *cluster.Node
+	mux     *cluster.Mux
+	admin   *grpc.Server
+	health  *health.Server
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
+// startServerNode opens the store, starts the cluster port and the admin API, and brings the node into
+// its cluster in the background: it never waits to be leader. The node serves credentials once it is
+// registered in the cluster (n.cluster.Ready()): its authorities in the bundle and its server SVID
+// recorded, through the leader.
 func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, err error) {
 	log := cfg.Logger
-	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, RaftBind: cfg.RaftBind,
-		RaftAdvertise: cfg.RaftAdvertise, Bootstrap: cfg.Bootstrap, Logger: log}
-	if cfg.FastElection {
-		scfg.HeartbeatTimeout, scfg.ElectionTimeout = 150*time.Millisecond, 150*time.Millisecond
+	mux, err := cluster.Listen(cfg.RaftBind, cfg.RaftAdvertise)
+	if err != nil {
+		return nil, err
 	}
+	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, StreamLayer: mux.RaftLayer(),
+		Bootstrap: cfg.Bootstrap, Logger: log}
 	st, err := storage.Open(scfg)
 	if err != nil {
+		mux.Close()
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			st.Close()
+			mux.Close()
 		}
 	}()
-	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Second)
-	err = st.WaitLeader(waitCtx)
-	cancelWait()
-	if err != nil {
-		return nil, err
-	}
 
 	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(cfg.DataDir, "ca"), TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL})
 	if err != nil {
@@ -101,8 +110,9 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if agentAuth == nil {
 		agentAuth = server.TLSAgentAuth(st, nil)
 	}
+	adminAuth := server.UnixAdminAuth(cfg.AdminUIDs...)
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
-		AgentAuth: agentAuth, AdminAuth: server.UnixAdminAuth(cfg.AdminUIDs...), AgentSVIDTTL: cfg.AgentSVIDTTL,
+		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
@@ -110,18 +120,34 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if err != nil {
 		return nil, err
 	}
+	ident, err := srv.ClusterIdentity()
+	if err != nil {
+		return nil, err
+	}
+	cn, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: cfg.TrustDomain,
+		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	st.SetForwarder(cn)
+	go func() {
+		if err := cn.Serve(mux.APIListener()); err != nil {
+			log.Error("cluster API stopped", "error", err)
+		}
+	}()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n := &serverNode{store: st, ca: authority, srv: srv, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(n.done); srv.Run(runCtx) }()
+	n := &serverNode{store: st, ca: authority, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.Run(runCtx) })
+	wg.Go(func() { _ = cn.Run(runCtx) })
+	go func() { wg.Wait(); close(n.done) }()
 	defer func() {
 		if err != nil {
 			cancel()
+			cn.Close()
 			<-n.done
 		}
 	}()
-	if err := srv.PublishAuthorities(ctx); err != nil {
-		return nil, err
-	}
 
 	dirMode := cfg.AdminSocketDirMode
 	if dirMode == 0 {
@@ -131,14 +157,39 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
+	clusterAdmin, err := cluster.NewAdminService(cn, cluster.AdminAuthorizer(adminAuth))
+	if err != nil {
+		return nil, err
+	}
 	n.admin = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	adminv1.RegisterAdminServer(n.admin, srv.Admin)
+	clusterv1.RegisterClusterAdminServer(n.admin, clusterAdmin)
 	n.health = health.NewServer()
+	// SERVING once the node can issue: registered in its cluster (a node started alone waits for
+	// 'signet cluster join'; a follower for a leader).
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	go func() {
+		select {
+		case <-cn.Ready():
+			n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		case <-runCtx.Done():
+		}
+	}()
 	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, srv))
 	go serveGRPC(log, "admin", n.admin, lis)
-	log.Info("server node ready", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
-		"ca_expires", authority.NotAfter().Format(time.RFC3339))
+	log.Info("server node started", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
+		"cluster_address", st.Address(), "ca_expires", authority.NotAfter().Format(time.RFC3339))
 	return n, nil
+}
+
+// waitReady waits until the node is registered in its cluster (see startServerNode).
+func (n *serverNode) waitReady(ctx context.Context) error {
+	select {
+	case <-n.cluster.Ready():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("server node %s: not registered in a cluster: %w", n.store.NodeID(), ctx.Err())
+	}
 }
 
 func serveGRPC(log *slog.Logger, name string, s *grpc.Server, lis net.Listener) {
@@ -169,5 +220,7 @@ func (n *serverNode) Stop() {
 	}
 	n.cancel()
 	<-n.done
+	n.cluster.Close()
 	n.store.Close()
+	n.mux.Close()
 }

@@ -163,15 +163,19 @@ func newTestServer(t testing.TB) *testServer {
 	dir := t.TempDir()
 	s := &testServer{dir: dir, config: filepath.Join(dir, "server.yaml"), adminSocket: filepath.Join(dir, "admin.sock"),
 		address: fmt.Sprintf("127.0.0.1:%d", freePort(t)), bundlePath: filepath.Join(dir, "bundle.pem")}
-	writeFile(t, s.config, fmt.Sprintf(`trust_domain: example.org
+	s.writeConfig(t, "example.org", fmt.Sprintf("  bind_address: 127.0.0.1:%d\n", freePort(t)))
+	return s
+}
+
+// writeConfig writes the server's config: trust domain td, its paths, and raft, the raft section's lines.
+func (s *testServer) writeConfig(t testing.TB, td, raft string) {
+	writeFile(t, s.config, fmt.Sprintf(`trust_domain: %s
 data_dir: %s
 bind_address: %s
 admin_socket: %s
 log_level: warn
 raft:
-  bind_address: 127.0.0.1:%d
-`, filepath.Join(dir, "data"), s.address, s.adminSocket, freePort(t)))
-	return s
+%s`, td, filepath.Join(s.dir, "data"), s.address, s.adminSocket, raft))
 }
 
 // start runs the server and waits until it serves and its bundle is written to bundlePath.

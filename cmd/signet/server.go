@@ -68,7 +68,8 @@ func runServer(ctx context.Context, path string) error {
 		DataDir: c.DataDir, TrustDomain: td, AdminSocket: c.AdminSocket, AdminUIDs: uids,
 		DefaultEntryTTL: c.DefaultEntryTTL, LedgerRetention: c.LedgerRetention, Policy: pol,
 		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
-		Bootstrap: *c.Raft.Bootstrap, CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+		Bootstrap: *c.Raft.Bootstrap, BootstrapExpect: c.Raft.BootstrapExpect, RetryJoin: c.Raft.RetryJoin, ClusterID: c.Raft.ClusterID,
+		CATTL: c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
 		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
 		IssuanceLimits: server.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
@@ -78,6 +79,13 @@ func runServer(ctx context.Context, path string) error {
 		return err
 	}
 	defer node.Stop()
+	fmt.Printf("Signet server %s is running (trust domain %s). Cluster address: %s. Admin socket: %s\n", node.store.NodeID(), td.Name(), node.store.Address(), c.AdminSocket)
+	// Credentials are served once this node is registered in its cluster: as leader at once; as a
+	// follower when a leader answers (or, for a node started alone, after 'signet cluster join').
+	if node.waitReady(ctx) != nil {
+		log.Info("stopped before this node was registered in a cluster")
+		return nil
+	}
 	tlsConf, err := server.ServerTLSConfig(ctx, node.srv.Issuer)
 	if err != nil {
 		return err
@@ -90,9 +98,7 @@ func runServer(ctx context.Context, path string) error {
 	agentv1.RegisterAgentServer(g, node.srv.Agent)
 	go serveGRPC(log, "agent-api", g, lis)
 	defer stopGRPC(g, 2*time.Second)
-
-	fmt.Printf("Signet server %s is running (trust domain %s).\n", node.store.NodeID(), td.Name())
-	fmt.Printf("Agent API: %s (TLS 1.3). Admin socket: %s\n", lis.Addr(), c.AdminSocket)
+	fmt.Printf("Agent API: %s (TLS 1.3).\n", lis.Addr())
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/signet-id/signet/cluster"
+	"github.com/signet-id/signet/storage"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// serverCert returns the node's server SVID holder, created once and shared by the agent API's TLS
+// configuration and the cluster port.
+func (i *Issuer) serverCert(id spiffeid.ID) *serverCert {
+	i.scOnce.Do(func() { i.sc = &serverCert{iss: i, id: id} })
+	return i.sc
+}
+
+// ClusterIdentity is this node's side of the cluster layer: its credentials (cluster.Identity) and the
+// registration of nodes in the bundle and the ledger (cluster.Registrar).
+type ClusterIdentity struct {
+	s  *Server
+	sc *serverCert
+}
+
+var (
+	_ cluster.Identity  = (*ClusterIdentity)(nil)
+	_ cluster.Registrar = (*ClusterIdentity)(nil)
+)
+
+// ClusterIdentity returns the node's cluster identity.
+func (s *Server) ClusterIdentity() (*ClusterIdentity, error) {
+	id, err := spiffeid.FromSegments(s.cfg.TrustDomain, "signet", "server", s.cfg.Store.NodeID())
+	if err != nil {
+		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", s.cfg.Store.NodeID(), err)
+	}
+	return &ClusterIdentity{s: s, sc: s.Issuer.serverCert(id)}, nil
+}
+
+// Certificate is the current server SVID (its record committed), or nil before there is one. From half
+// its life, a renewal is started in the background (the agent API's handshakes renew it too).
+func (c *ClusterIdentity) Certificate() *tls.Certificate {
+	cert := c.sc.current.Load()
+	if cert != nil && time.Now().After(c.renewAt(cert)) && c.sc.mu.TryLock() {
+		c.sc.mu.Unlock()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := c.sc.get(ctx); err != nil {
+				c.s.cfg.Logger.Warn("server SVID renewal failed; retried on next use", "error", err)
+			}
+		}()
+	}
+	return cert
+}
+
+func (c *ClusterIdentity) renewAt(cert *tls.Certificate) time.Time {
+	return cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
+}
+
+// NewCertificate signs a server SVID whose record the leader commits when this node registers.
+func (c *ClusterIdentity) NewCertificate() (*tls.Certificate, error) { return c.sc.sign() }
+
+// InstallCertificate makes cert, its record committed by the leader, the current server SVID.
+func (c *ClusterIdentity) InstallCertificate(cert *tls.Certificate) {
+	if !c.sc.mu.TryLock() {
+		// A renewal holds the lock, and may be waiting on this very certificate (its record is
+		// forwarded with it): make it current for the cluster port; the renewal installs its own.
+		c.sc.current.Store(cert)
+		return
+	}
+	defer c.sc.mu.Unlock()
+	c.sc.install(cert)
+}
+
+// X509Authorities is the trust bundle's X.509 roots.
+func (c *ClusterIdentity) X509Authorities() []*x509.Certificate {
+	return c.s.cfg.Store.Bundle().X509Authorities
+}
+
+// Authorities are this node's X.509 root and JWT public key (PKIX DER) with its key ID.
+func (c *ClusterIdentity) Authorities() (x509Root, jwtKey []byte, jwtKeyID string) {
+	pub, err := x509.MarshalPKIXPublicKey(c.s.cfg.CA.JWTPublicKey())
+	if err != nil {
+		panic(fmt.Sprintf("server: the CA's JWT key does not marshal: %v", err)) // the CA made it: a bug
+	}
+	return c.s.cfg.CA.X509Authority().Raw, pub, c.s.cfg.CA.JWTKeyID()
+}
+
+// RegisterSelf publishes this node's authorities and makes sure its server SVID is current (minted and
+// recorded here: this node is the leader).
+func (c *ClusterIdentity) RegisterSelf(ctx context.Context) error {
+	if err := c.s.PublishAuthorities(ctx); err != nil {
+		return err
+	}
+	if _, err := c.sc.get(ctx); err != nil {
+		return fmt.Errorf("server: server SVID: %w", err)
+	}
+	return nil
+}
+
+// RegisterNode publishes a joining node's authorities into the bundle and commits the ledger record of
+// the server SVID it joined with (verified by the cluster layer to name it and chain to its root).
+func (c *ClusterIdentity) RegisterNode(ctx context.Context, n cluster.NodeCredentials) error {
+	pub, err := x509.ParsePKIXPublicKey(n.JWTKey)
+	if err != nil {
+		return fmt.Errorf("server: node %s: JWT authority: %w", n.NodeID, err)
+	}
+	if err := c.s.publish(ctx, n.NodeID, n.X509Authority, pub, n.JWTKeyID, n.X509Authority.NotAfter); err != nil {
+		return err
+	}
+	if err := c.s.Recorder.Record(ctx, serverSVIDRecord(n.SVID, n.NodeID)); err != nil {
+		return fmt.Errorf("server: node %s: record its server SVID: %w", n.NodeID, err)
+	}
+	return nil
+}
+
+// publish puts a node's X.509 root and JWT key into the bundle (idempotent).
+func (s *Server) publish(ctx context.Context, node string, root *x509.Certificate, jwtKey any, kid string, jwtNotAfter time.Time) error {
+	sum := sha256.Sum256(root.Raw)
+	now := s.cfg.Clock().UTC()
+	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityX509, ID: hex.EncodeToString(sum[:]),
+		DER: root.Raw, NotAfter: root.NotAfter, Node: node, AddedAt: now}); err != nil {
+		return fmt.Errorf("server: publish X.509 authority of node %s: %w", node, err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(jwtKey)
+	if err != nil {
+		return fmt.Errorf("server: publish JWT authority of node %s: %w", node, err)
+	}
+	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityJWT, ID: kid,
+		DER: pub, NotAfter: jwtNotAfter, Node: node, AddedAt: now}); err != nil {
+		return fmt.Errorf("server: publish JWT authority of node %s: %w", node, err)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestErrorCodesKeepSentinels: every sentinel a follower's caller may branch on survives the trip as a
+// code, wrapped or not, with the leader's message.
+func TestErrorCodesKeepSentinels(t *testing.T) {
+	seen := map[ErrorCode]bool{}
+	for _, c := range errorCodes {
+		if seen[c.code] {
+			t.Fatalf("code %d is used twice", c.code)
+		}
+		seen[c.code] = true
+		err := fmt.Errorf("storage: something %q: %w", "x", c.err)
+		got := ErrorFromCode(ErrorCodeOf(err), err.Error())
+		if !errors.Is(got, c.err) || got.Error() != err.Error() {
+			t.Errorf("%v: came back as %v (Is %v)", c.err, got, errors.Is(got, c.err))
+		}
+	}
+	if ErrorFromCode(ErrorCodeOf(nil), "") != nil {
+		t.Fatal("no error came back as one")
+	}
+	other := ErrorFromCode(ErrorCodeOf(errors.New("boom")), "boom")
+	if other == nil || other.Error() != "boom" || errors.Is(other, ErrInvalid) {
+		t.Fatalf("an unknown error came back as %v", other)
+	}
+	// Every exported sentinel of the package has a code: a new one without is caught here.
+	inTable := map[string]bool{}
+	for _, c := range errorCodes {
+		inTable[c.err.Error()] = true
+	}
+	for name, msg := range exportedSentinels(t) {
+		if !inTable[msg] {
+			t.Errorf("%s has no error code: a follower's caller would not see it as %s", name, name)
+		}
+	}
+	// A proposal refused as not appended is retried; a plain not-leader error is not, yet both are
+	// ErrNotLeader to callers.
+	if ErrorCodeOf(errNotAppended) != codeNotAppended || !errors.Is(ErrorFromCode(codeNotAppended, ""), ErrNotLeader) {
+		t.Fatal("errNotAppended does not travel as its own code")
+	}
+}
+
+// exportedSentinels returns the package's exported `ErrX = errors.New(msg)` variables, by name, with
+// their messages, read from its source files.
+func exportedSentinels(t *testing.T) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			vs, ok := n.(*ast.ValueSpec)
+			if !ok || len(vs.Names) != 1 || len(vs.Values) != 1 || !vs.Names[0].IsExported() || !strings.HasPrefix(vs.Names[0].Name, "Err") {
+				return true
+			}
+			call, ok := vs.Values[0].(*ast.CallExpr)
+			if !ok || len(call.Args) != 1 {
+				return true
+			}
+			if sel, ok := call.Fun.(*ast.SelectorExpr); !ok || sel.Sel.Name != "New" {
+				return true
+			}
+			if lit, ok := call.Args[0].(*ast.BasicLit); ok {
+				out[vs.Names[0].Name] = strings.Trim(lit.Value, `"`)
+			}
+			return true
+		})
+	}
+	if len(out) < 20 {
+		t.Fatalf("found only %d sentinels in the package source: %v", len(out), out)
+	}
+	return out
+}
+
+// TestResultsRoundTrip: the result of every command type a follower may forward decodes to the type the
+// store's methods assert, equal to what the leader's FSM returned.
+func TestResultsRoundTrip(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	e := Entry{ID: "e1", SPIFFEID: "spiffe://example.org/web", Owner: "alice", Revision: 3, CreatedAt: now}
+	tests := []struct {
+		t    commandType
+		resp any
+	}{
+		{cmdOwnerCreate, Owner{Name: "alice", CreatedAt: now}},
+		{cmdEntryCreate, e}, {cmdEntryDelete, e}, {cmdEntryUpdate, e}, {cmdEntryState, e},
+		{cmdEntryBatch, []BatchResult{{Entry: e}, {Err: fmt.Errorf("entry %q: %w", "x", ErrEntryExists)}}},
+		{cmdTokenCreate, JoinToken{ID: "t1", Owner: "alice", ExpiresAt: now}},
+		{cmdAgentAttest, Agent{ID: "spiffe://example.org/signet/agent/x", Serial: "1", AttestedAt: now}},
+		{cmdAgentRenew, Agent{ID: "a"}}, {cmdAgentEvict, Agent{ID: "a"}}, {cmdAgentBan, Agent{ID: "a", Banned: true}},
+		{cmdOwnerOffboard, OffboardResult{Owner: Owner{Name: "bob"}, Entries: []Entry{e}, Revisions: map[string]uint64{"e1": 2}}},
+		{cmdReviewSign, Review{ID: "r1", Reviewer: "carol", SignedAt: now}},
+		{cmdLedgerAppend, 0}, {cmdDeliveryRecord, 3},
+		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
+		{cmdAuthorityPut, nil}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
+	}
+	// Every command type this build proposes (all but the JSON era's) is covered.
+	covered := map[commandType]bool{}
+	for _, tc := range tests {
+		covered[tc.t] = true
+	}
+	for ct, name := range commandNames {
+		if !strings.HasSuffix(name, "/json") && !covered[ct] {
+			t.Errorf("%s: its forwarded result is not tested", ct)
+		}
+	}
+	for _, tc := range tests {
+		b, err := encodeResult(tc.t, tc.resp)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.t, err)
+		}
+		got, err := decodeResult(tc.t, b)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.t, err)
+		}
+		if br, ok := tc.resp.([]BatchResult); ok {
+			gb := got.([]BatchResult)
+			if !reflect.DeepEqual(gb[0], br[0]) || !errors.Is(gb[1].Err, ErrEntryExists) || gb[1].Err.Error() != br[1].Err.Error() {
+				t.Fatalf("%s: %+v, want %+v", tc.t, gb, br)
+			}
+			continue
+		}
+		if !reflect.DeepEqual(got, tc.resp) {
+			t.Fatalf("%s: %#v, want %#v", tc.t, got, tc.resp)
+		}
+	}
+}
