@@ -56,7 +56,7 @@ func (a *AdminService) Join(ctx context.Context, req *clusterv1.AdminJoinRequest
 
 func joinCode(err error) codes.Code {
 	switch {
-	case errors.Is(err, ErrAlreadyMember), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrPeerRefused):
+	case errors.Is(err, ErrAlreadyMember), errors.Is(err, ErrWrongCluster), errors.Is(err, ErrPeerRefused), errors.Is(err, ErrNoJoinSecret):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrUnreachable):
 		return codes.Unavailable

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -210,6 +211,17 @@ func (n *Node) registerLocked(ctx context.Context, leaderAddr string) error {
 	if err != nil {
 		return fmt.Errorf("cluster: server SVID: %w", err)
 	}
+	if len(cert.Certificate) == 0 {
+		return errors.New("cluster: server SVID: no certificate")
+	}
+	pub, err := certPublicKey(cert.Certificate[0])
+	if err != nil {
+		return err
+	}
+	var proof []byte
+	if n.cfg.JoinSecret != nil {
+		proof = joinProof(n.cfg.JoinSecret, n.cfg.Raft.NodeID(), pub, n.cfg.TrustDomain.Name(), n.cfg.ClusterID)
+	}
 	root, jwtKey, kid := n.cfg.Identity.Authorities()
 	cc, err := n.clients.oneShot(leaderAddr, cert)
 	if err != nil {
@@ -220,7 +232,7 @@ func (n *Node) registerLocked(ctx context.Context, leaderAddr string) error {
 	defer cancel()
 	resp, err := clusterv1.NewClusterClient(cc).Join(rctx, &clusterv1.JoinRequest{NodeId: n.cfg.Raft.NodeID(), Address: n.cfg.Raft.Address(),
 		TrustDomain: n.cfg.TrustDomain.Name(), ClusterId: n.cfg.ClusterID, X509Authority: root, JwtAuthority: jwtKey, JwtKeyId: kid,
-		CommandVersion: storage.CommandVersion}, grpc.WaitForReady(true))
+		CommandVersion: storage.CommandVersion, JoinProof: proof}, grpc.WaitForReady(true))
 	if err != nil {
 		return fmt.Errorf("cluster: join through the leader at %s: %w: %s", leaderAddr, ErrPeerRefused, statusMessage(err))
 	}

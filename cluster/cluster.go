@@ -12,6 +12,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -89,7 +91,12 @@ type Config struct {
 	RetryInterval time.Duration
 	// DialTimeout bounds reaching another server (default 5s).
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// JoinSecret is the secret the cluster's servers share (raft.join_secret_file; ReadJoinSecretFile
+	// reads it): a joining node proves it in Join, and the leader refuses a Join without the proof.
+	// Required with BootstrapExpect above 1 or RetryJoin, and for Join; without it this node accepts
+	// no servers.
+	JoinSecret []byte
+	Logger     *slog.Logger
 }
 
 // DefaultClusterID is the cluster ID of a node configured without one.
@@ -105,6 +112,8 @@ var (
 	ErrAlreadyMember = errors.New("already part of a cluster")
 	// ErrPeerRefused: the other node refused the request (its message says why).
 	ErrPeerRefused = errors.New("refused")
+	// ErrNoJoinSecret: this node has no join secret, so it can neither join nor accept servers.
+	ErrNoJoinSecret = errors.New("no join secret")
 )
 
 // Node is this server's membership in the cluster and its cluster API.
@@ -115,6 +124,8 @@ type Node struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	joinMu  sync.Mutex // one join or registration at a time
+	// refusedLog bounds the log lines of refused Joins (anyone reaching the port can send them).
+	refusedLog ratelimit.Lines
 	// lastRegister is when registerAgain last registered (guarded by joinMu).
 	lastRegister time.Time
 	grpc         *grpc.Server
@@ -137,6 +148,14 @@ func New(cfg Config) (*Node, error) {
 	default:
 		return nil, fmt.Errorf("cluster: config: BootstrapExpect %d: use 1, 3 or 5 (an even count tolerates no more failures than the odd one below it)", cfg.BootstrapExpect)
 	}
+	if cfg.JoinSecret != nil {
+		if err := checkJoinSecret(cfg.JoinSecret); err != nil {
+			return nil, fmt.Errorf("cluster: config: JoinSecret: %w", err)
+		}
+		cfg.JoinSecret = bytes.Clone(cfg.JoinSecret)
+	} else if cfg.BootstrapExpect > 1 || len(cfg.RetryJoin) > 0 {
+		return nil, errors.New("cluster: config: JoinSecret is required for a node that forms or joins a cluster (set raft.join_secret_file)")
+	}
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = DefaultClusterID
 	}
@@ -149,7 +168,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "cluster"), ready: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "cluster"), ready: make(chan struct{}),
+		refusedLog: ratelimit.Lines{Every: time.Minute, Burst: 10}}
 	n.clients = newClients(cfg.TrustDomain, cfg.Identity, cfg.DialTimeout)
 	g, err := n.newGRPCServer()
 	if err != nil {
@@ -287,6 +307,9 @@ func (n *Node) discover(ctx context.Context) error {
 // and that it can reach this node, publishes this node's authorities, records its server SVID and adds
 // it as a voter. Nothing changes if any check fails.
 func (n *Node) Join(ctx context.Context, addr string) (leaderID, leaderAddr string, err error) {
+	if n.cfg.JoinSecret == nil {
+		return "", "", fmt.Errorf("cluster: join %s: %w: this server has no raft.join_secret_file; set it to the cluster's join secret file and restart it", addr, ErrNoJoinSecret)
+	}
 	if n.cfg.Raft.HasClusterState() {
 		return "", "", fmt.Errorf("cluster: join %s: this node is %w (see `signet cluster status`); to move it, remove it there and start it with a fresh data dir", addr, ErrAlreadyMember)
 	}

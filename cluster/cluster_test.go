@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,8 +43,27 @@ func listen(t *testing.T) *cluster.Mux {
 	return m
 }
 
-// startNode starts a server on mux with the given cluster settings, and stops it when the test ends.
-func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string) *testNode {
+// writeSecret writes a new join secret file, as an operator would, and reads it back as the server does.
+func writeSecret(t *testing.T) []byte {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "join.secret")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(b)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := cluster.ReadJoinSecretFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// startNode starts a server on mux with the given cluster settings and join secret (nil: none), and
+// stops it when the test ends.
+func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string, secret []byte) *testNode {
 	t.Helper()
 	log := testkit.Logger(t)
 	st, err := storage.Open(storage.Config{Dir: filepath.Join(t.TempDir(), "server"), StreamLayer: mux.RaftLayer(), Logger: log,
@@ -61,7 +82,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 		t.Fatal(err)
 	}
 	n, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: td, ClusterID: clusterID,
-		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, Logger: log})
+		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, JoinSecret: secret, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,16 +118,18 @@ func waitReady(t *testing.T, nodes ...*testNode) {
 	}
 }
 
-// startCluster starts three servers that form a cluster (bootstrap_expect 3, each other in retry_join)
-// and waits until all are registered; it returns them, their cluster addresses and one follower.
+// startCluster starts three servers that form a cluster (bootstrap_expect 3, each other in retry_join,
+// one join secret) and waits until all are registered; it returns them, their cluster addresses and one
+// follower.
 func startCluster(t *testing.T) (nodes []*testNode, addrs []string, follower *testNode) {
 	t.Helper()
+	secret := writeSecret(t)
 	muxes := []*cluster.Mux{listen(t), listen(t), listen(t)}
 	for _, m := range muxes {
 		addrs = append(addrs, m.Addr().String())
 	}
 	for _, m := range muxes {
-		nodes = append(nodes, startNode(t, m, "", 3, addrs))
+		nodes = append(nodes, startNode(t, m, "", 3, addrs, secret))
 	}
 	waitReady(t, nodes...)
 	for _, n := range nodes {
@@ -157,7 +180,7 @@ func TestFormForwardAndRefuse(t *testing.T) {
 		t.Fatalf("status: %d servers, %d leaders: %+v", len(st.GetNodes()), leaders, st.GetNodes())
 	}
 
-	other := startNode(t, listen(t), "blue", 0, nil)
+	other := startNode(t, listen(t), "blue", 0, nil, writeSecret(t))
 	if _, _, err := other.node.Join(ctx, addrs[0]); !errors.Is(err, cluster.ErrWrongCluster) {
 		t.Fatalf("join of another cluster ID: %v, want ErrWrongCluster", err)
 	}

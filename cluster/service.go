@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -166,6 +167,9 @@ func (s *service) Join(ctx context.Context, req *clusterv1.JoinRequest) (*cluste
 			return nil, status.Errorf(codes.InvalidArgument, "cluster: join: %s must be 1 to %d bytes", field, maxIDBytes)
 		}
 	}
+	if err := s.checkJoinProof(ctx, req); err != nil {
+		return nil, err
+	}
 	if req.GetTrustDomain() != n.cfg.TrustDomain.Name() {
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster: join: node %s is of trust domain %q; this cluster serves %q", req.GetNodeId(), req.GetTrustDomain(), n.cfg.TrustDomain.Name())
 	}
@@ -229,6 +233,34 @@ func (s *service) Join(ctx context.Context, req *clusterv1.JoinRequest) (*cluste
 		}
 	}
 	return &clusterv1.JoinResponse{Index: n.cfg.Raft.Status().LastIndex}, nil
+}
+
+// Join refusals for want of the cluster's join secret.
+const (
+	msgNoJoinSecret  = "cluster: join: this server has no raft.join_secret_file: it accepts no servers"
+	msgBadJoinSecret = "cluster: join: join secret does not match raft.join_secret_file of the cluster"
+)
+
+// checkJoinProof refuses a Join whose join_proof is not the HMAC of the cluster's join secret over this
+// join (see joinProof), before anything else is looked at; the refusal is logged, rate limited, without
+// the proof.
+func (s *service) checkJoinProof(ctx context.Context, req *clusterv1.JoinRequest) error {
+	n := s.n
+	msg := msgBadJoinSecret
+	if n.cfg.JoinSecret == nil {
+		msg = msgNoJoinSecret
+	} else if chain := peerChain(ctx); len(chain) > 0 {
+		want := joinProof(n.cfg.JoinSecret, req.GetNodeId(), chain[0].RawSubjectPublicKeyInfo, req.GetTrustDomain(), req.GetClusterId())
+		if hmac.Equal(req.GetJoinProof(), want) {
+			return nil
+		}
+	}
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		from = p.Addr.String()
+	}
+	n.refusedLog.Warn(n.log, time.Now(), "join refused: no valid join secret proof", "node", req.GetNodeId(), "address", req.GetAddress(), "from", from, "reason", msg)
+	return status.Error(codes.PermissionDenied, msg)
 }
 
 // joinCredentials checks that the caller's certificate is the server SVID of the node it says it is,

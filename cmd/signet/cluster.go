@@ -100,9 +100,10 @@ func newClusterJoinCmd() *cobra.Command {
 	return clusterCmd("join ADDRESS", "Make this server (started alone) join the cluster of the server at ADDRESS",
 		`Make the server behind the admin socket — started without raft.bootstrap, so in no cluster yet — join
 the cluster of the server whose cluster address (raft.advertise_address, or raft.bind_address) is
-ADDRESS. The cluster's leader checks that the trust domain and raft.cluster_id match, that the node ID and
-address are not taken and that it can reach this server, then adds it as a voter. On any failure nothing
-changes.`,
+ADDRESS. The server proves the join secret of its raft.join_secret_file (the cluster's, the same file on
+every server; nothing secret is passed on the command line). The cluster's leader checks that proof, that
+the trust domain and raft.cluster_id match, that the node ID and address are not taken and that it can
+reach this server, then adds it as a voter. On any failure nothing changes.`,
 		"  signet cluster join 10.0.0.1:8300", exactArgs(1, "the cluster address (host:port) of a server of the cluster"), false,
 		func(cmd *cobra.Command, c clusterv1.ClusterAdminClient, args []string, _ string) error {
 			resp, err := c.Join(cmd.Context(), &clusterv1.AdminJoinRequest{Address: args[0]})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
+	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
@@ -66,6 +67,9 @@ type serverFileConfig struct {
 		BootstrapExpect  int      `yaml:"bootstrap_expect"`
 		RetryJoin        []string `yaml:"retry_join"`
 		ClusterID        string   `yaml:"cluster_id"`
+		JoinSecretFile   string   `yaml:"join_secret_file"`
+		// joinSecret is JoinSecretFile's secret, filled by loadServerConfig.
+		joinSecret []byte
 	} `yaml:"raft"`
 }
 
@@ -535,6 +539,27 @@ func checkCluster(path string, c *serverFileConfig) error {
 	if *r.Bootstrap && finds {
 		return configError(path, "raft.bootstrap", "true with raft.bootstrap_expect or raft.retry_join: a node that bootstraps alone forms a cluster of its own; remove raft.bootstrap (the servers form the cluster together)")
 	}
+	return checkJoinSecret(path, r.JoinSecretFile, finds, &r.joinSecret)
+}
+
+// checkJoinSecret reads raft.join_secret_file into secret. The file is required for a node that forms
+// or joins a cluster (finds); without it a single server accepts no other servers.
+func checkJoinSecret(path, file string, finds bool, secret *[]byte) error {
+	const key = "raft.join_secret_file"
+	if file == "" {
+		if finds {
+			return configError(path, key, "is required with raft.bootstrap_expect or raft.retry_join: the servers of a cluster share a join secret (create one with `head -c 32 /dev/urandom | base64 > /etc/signet/join.secret && chmod 600 /etc/signet/join.secret` and copy it to every server)")
+		}
+		return nil
+	}
+	if err := requireAbs(path, key, file); err != nil {
+		return err
+	}
+	b, err := cluster.ReadJoinSecretFile(file)
+	if err != nil {
+		return configError(path, key, "%v", err)
+	}
+	*secret = b
 	return nil
 }
 

@@ -125,6 +125,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-raft-retry-join-no-port.yaml", kind: "server", key: "raft.retry_join[0]", want: []string{`"10.0.0.2": missing port`}},
 		{file: "server-raft-bootstrap-and-retry-join.yaml", kind: "server", key: "raft.bootstrap", want: []string{"forms a cluster of its own", "remove raft.bootstrap"}},
 		{file: "server-raft-cluster-id-space.yaml", kind: "server", key: "raft.cluster_id", want: []string{`"blue team"`, "letters, digits"}},
+		{file: "server-raft-join-secret-required.yaml", kind: "server", key: "raft.join_secret_file", want: []string{"is required with raft.bootstrap_expect or raft.retry_join", "head -c 32 /dev/urandom"}},
+		{file: "server-raft-join-secret-relative.yaml", kind: "server", key: "raft.join_secret_file", want: []string{`"join.secret" must be an absolute path`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {

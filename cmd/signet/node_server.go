@@ -42,7 +42,9 @@ type serverNodeConfig struct {
 	BootstrapExpect int
 	RetryJoin       []string
 	ClusterID       string
-	CATTL           time.Duration
+	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
+	JoinSecret []byte
+	CATTL      time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth    server.Authenticator
 	AgentSVIDTTL time.Duration
@@ -125,7 +127,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	cn, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: cfg.TrustDomain,
-		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, Logger: log})
+		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,17 +26,31 @@ type testCluster struct {
 	addrs   []string // cluster addresses
 }
 
-// newTestCluster writes the configs of n servers with raft.bootstrap_expect n and each other's cluster
-// addresses in raft.retry_join (without starting them).
+// newJoinSecret writes a new cluster join secret file, as docs/configuration.md says to, and returns
+// the raft.join_secret_file line naming it.
+func newJoinSecret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "join.secret")
+	writeFile(t, path, base64.StdEncoding.EncodeToString(b)+"\n")
+	return "  join_secret_file: " + path + "\n"
+}
+
+// newTestCluster writes the configs of n servers with raft.bootstrap_expect n, each other's cluster
+// addresses in raft.retry_join and one join secret (without starting them).
 func newTestCluster(t *testing.T, n int) *testCluster {
 	c := &testCluster{t: t}
 	for range n {
 		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	}
+	secret := newJoinSecret(t)
 	for i := range n {
 		s := newTestServer(t)
-		s.writeConfig(t, "example.org", fmt.Sprintf("  bind_address: %s\n  bootstrap_expect: %d\n  retry_join: [%s]\n",
-			c.addrs[i], n, strings.Join(c.addrs, ", ")))
+		s.writeConfig(t, "example.org", fmt.Sprintf("  bind_address: %s\n  bootstrap_expect: %d\n  retry_join: [%s]\n%s",
+			c.addrs[i], n, strings.Join(c.addrs, ", "), secret))
 		c.servers = append(c.servers, s)
 	}
 	return c
@@ -218,16 +234,21 @@ func newLoneServer(t *testing.T, td, extra string) *testServer {
 }
 
 // TestClusterJoinAndBadInput: a server started alone joins a one-server cluster with 'cluster join' and
-// serves; joining a server of another trust domain or cluster ID, with a node ID that is taken, or
-// through an unreachable address is refused with a clear error and changes nothing; removing the last
-// voter is refused.
+// serves; joining a server of another trust domain or cluster ID, with a node ID that is taken, through
+// an unreachable address, with another join secret or none is refused with a clear error and changes
+// nothing (neither the members nor the bundle's X.509 authorities); removing the last voter is refused.
 func TestClusterJoinAndBadInput(t *testing.T) {
-	first := newTestServer(t).start(t)
+	secret := newJoinSecret(t)
+	first := newTestServer(t)
+	first.writeConfig(t, "example.org", fmt.Sprintf("  bind_address: 127.0.0.1:%d\n%s", freePort(t), secret))
+	first.start(t)
 	firstAddr := decodeJSON[clusterStatus](t, first.mustCLI("cluster", "status", "-o", "json"))[0]
 	if firstAddr.State != "Leader" {
 		t.Fatalf("a single server is not its own leader: %+v", firstAddr)
 	}
 	members := func() int { return len(decodeJSON[clusterStatus](t, first.mustCLI("cluster", "status", "-o", "json"))) }
+	authorities := func() int { return strings.Count(first.mustCLI("bundle", "show"), "BEGIN CERTIFICATE") }
+	authoritiesBefore := authorities()
 
 	if _, stderr, code := first.cli("cluster", "remove", firstAddr.NodeID); code == 0 || !strings.Contains(stderr, "last voter") {
 		t.Fatalf("remove the last voter: exit %d, %s", code, stderr)
@@ -235,10 +256,12 @@ func TestClusterJoinAndBadInput(t *testing.T) {
 	tests := []struct {
 		name, td, extra, addr, want string
 	}{
-		{"other trust domain", "other.org", "", firstAddr.Address, `trust domain "example.org", this node's is "other.org"`},
-		{"other cluster ID", "example.org", "  cluster_id: blue\n", firstAddr.Address, `raft.cluster_id "signet", this node's is "blue"`},
-		{"node ID taken", "example.org", "  node_id: " + firstAddr.NodeID + "\n", firstAddr.Address, "node ID " + firstAddr.NodeID + " is taken"},
-		{"unreachable", "example.org", "", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "unreachable"},
+		{"other trust domain", "other.org", secret, firstAddr.Address, `trust domain "example.org", this node's is "other.org"`},
+		{"other cluster ID", "example.org", secret + "  cluster_id: blue\n", firstAddr.Address, `raft.cluster_id "signet", this node's is "blue"`},
+		{"node ID taken", "example.org", secret + "  node_id: " + firstAddr.NodeID + "\n", firstAddr.Address, "node ID " + firstAddr.NodeID + " is taken"},
+		{"unreachable", "example.org", secret, fmt.Sprintf("127.0.0.1:%d", freePort(t)), "unreachable"},
+		{"other join secret", "example.org", newJoinSecret(t), firstAddr.Address, "join secret does not match raft.join_secret_file of the cluster"},
+		{"no join secret", "example.org", "", firstAddr.Address, "this server has no raft.join_secret_file"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,8 +269,8 @@ func TestClusterJoinAndBadInput(t *testing.T) {
 			if _, stderr, code := lone.cli("cluster", "join", tc.addr); code == 0 || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, %q does not say %q", code, stderr, tc.want)
 			}
-			if n := members(); n != 1 {
-				t.Fatalf("a refused join changed the cluster: %d servers", n)
+			if n, a := members(), authorities(); n != 1 || a != authoritiesBefore {
+				t.Fatalf("a refused join changed the cluster: %d servers, %d X.509 authorities (%d before)", n, a, authoritiesBefore)
 			}
 		})
 	}
@@ -268,7 +291,7 @@ func TestClusterJoinAndBadInput(t *testing.T) {
 
 	// A good join: the new server becomes a voter, gets the state and serves agents.
 	first.mustCLI("owner", "add", "alice")
-	second := newLoneServer(t, "example.org", "")
+	second := newLoneServer(t, "example.org", secret)
 	if out, _, code := second.cli("healthcheck", "--timeout", "200ms"); code == 0 {
 		t.Fatalf("a server in no cluster reports healthy: %s", out)
 	}

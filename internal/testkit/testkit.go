@@ -7,6 +7,7 @@ package testkit
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,4 +71,17 @@ func NewCA(tb testing.TB, td spiffeid.TrustDomain, ttl time.Duration) *ca.CA {
 		tb.Fatalf("ca.New: %v", err)
 	}
 	return c
+}
+
+// WriteFileMode writes content to dir/name with exactly mode (whatever the umask) and returns the path.
+func WriteFileMode(tb testing.TB, dir, name, content string, mode os.FileMode) string {
+	tb.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }

@@ -168,8 +168,12 @@ type JoinRequest struct {
 	// registering the node: the leader gates commands by every server's version, and a joining node cannot
 	// forward its own report until it is registered. 0: not recorded (the node reports it later itself).
 	CommandVersion uint32 `protobuf:"varint,8,opt,name=command_version,json=commandVersion,proto3" json:"command_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// HMAC-SHA256 under the cluster's join secret (raft.join_secret_file) of this node ID, the public key
+	// of the server SVID the caller presents, the trust domain and the cluster ID (see cluster.joinProof):
+	// it proves the secret without sending it, bound to this join.
+	JoinProof     []byte `protobuf:"bytes,9,opt,name=join_proof,json=joinProof,proto3" json:"join_proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -256,6 +260,13 @@ func (x *JoinRequest) GetCommandVersion() uint32 {
 		return x.CommandVersion
 	}
 	return 0
+}
+
+func (x *JoinRequest) GetJoinProof() []byte {
+	if x != nil {
+		return x.JoinProof
+	}
+	return nil
 }
 
 type JoinResponse struct {
@@ -866,7 +877,7 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\thas_state\x18\x05 \x01(\bR\bhasState\x12\x1b\n" +
 	"\tleader_id\x18\x06 \x01(\tR\bleaderId\x12%\n" +
-	"\x0eleader_address\x18\a \x01(\tR\rleaderAddress\"\x95\x02\n" +
+	"\x0eleader_address\x18\a \x01(\tR\rleaderAddress\"\xb4\x02\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -877,7 +888,9 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"\rjwt_authority\x18\x06 \x01(\fR\fjwtAuthority\x12\x1c\n" +
 	"\n" +
 	"jwt_key_id\x18\a \x01(\tR\bjwtKeyId\x12'\n" +
-	"\x0fcommand_version\x18\b \x01(\rR\x0ecommandVersion\"$\n" +
+	"\x0fcommand_version\x18\b \x01(\rR\x0ecommandVersion\x12\x1d\n" +
+	"\n" +
+	"join_proof\x18\t \x01(\fR\tjoinProof\"$\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"B\n" +
 	"\x0eForwardRequest\x12\x18\n" +
