@@ -46,8 +46,10 @@ type AdminServiceConfig struct {
 	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
 	// that no longer holds it.
 	AuditCheckpointFile string
-	Clock               func() time.Time
-	Logger              *slog.Logger
+	// MaxSnapshotSize is the largest state SaveSnapshot serves (zero: DefaultMaxSnapshotSize).
+	MaxSnapshotSize int64
+	Clock           func() time.Time
+	Logger          *slog.Logger
 }
 
 // DefaultEntryLifetime is how long an entry created without an expiry lives.

@@ -46,6 +46,7 @@ const (
 	Admin_GetAgent_FullMethodName           = "/signet.admin.v1.Admin/GetAgent"
 	Admin_EvictAgent_FullMethodName         = "/signet.admin.v1.Admin/EvictAgent"
 	Admin_BanAgent_FullMethodName           = "/signet.admin.v1.Admin/BanAgent"
+	Admin_SaveSnapshot_FullMethodName       = "/signet.admin.v1.Admin/SaveSnapshot"
 )
 
 // AdminClient is the client API for Admin service.
@@ -89,6 +90,9 @@ type AdminClient interface {
 	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
 	// BanAgent stops the agent's SVID at once and refuses any future attestation under its ID.
 	BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*AgentInfo, error)
+	// SaveSnapshot streams the whole replicated state (registry, ledger, audit chain, CA metadata) as of
+	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
 }
 
 type adminClient struct {
@@ -358,6 +362,25 @@ func (c *adminClient) BanAgent(ctx context.Context, in *BanAgentRequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -399,6 +422,9 @@ type AdminServer interface {
 	EvictAgent(context.Context, *EvictAgentRequest) (*AgentInfo, error)
 	// BanAgent stops the agent's SVID at once and refuses any future attestation under its ID.
 	BanAgent(context.Context, *BanAgentRequest) (*AgentInfo, error)
+	// SaveSnapshot streams the whole replicated state (registry, ledger, audit chain, CA metadata) as of
+	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -483,6 +509,9 @@ func (UnimplementedAdminServer) EvictAgent(context.Context, *EvictAgentRequest) 
 }
 func (UnimplementedAdminServer) BanAgent(context.Context, *BanAgentRequest) (*AgentInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method BanAgent not implemented")
+}
+func (UnimplementedAdminServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -948,6 +977,17 @@ func _Admin_BanAgent_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1056,6 +1096,11 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ListEntries",
 			Handler:       _Admin_ListEntries_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _Admin_SaveSnapshot_Handler,
 			ServerStreams: true,
 		},
 	},
