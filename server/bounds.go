@@ -35,6 +35,11 @@ type fieldBound struct{ n, each int }
 var requestBounds = map[protoreflect.FullName]fieldBound{
 	// Admin API: audit (a SHA-256 in hex).
 	"signet.admin.v1.VerifyAuditRequest.checkpoint_hash": {n: 64},
+	// Admin API: snapshots.
+	"signet.admin.v1.RestoreSnapshotRequest.chunk": {n: SnapshotChunkSize},
+	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},
+	"signet.admin.v1.SnapshotHeader.sha256":        {n: 32},
+	"signet.admin.v1.SnapshotHeader.node":          {n: maxNameLen},
 	// Agent API.
 	"signet.agent.v1.AttestAgentRequest.join_token":      {n: maxJoinTokenLen},
 	"signet.agent.v1.AttestAgentRequest.csr":             {n: maxCSRSize},

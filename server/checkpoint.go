@@ -34,6 +34,8 @@ type AuditCheckpoint struct {
 	Seq         uint64    `json:"seq"`
 	HeadHash    string    `json:"head_hash"`
 	Time        time.Time `json:"time"`
+	// RestoreID names the snapshot restore the chain comes from (storage.Store.RestoreID), if any.
+	RestoreID string `json:"restore_id,omitempty"`
 }
 
 // CheckpointFile is what `signet audit checkpoint` writes: the statement as signed (compact JSON,
@@ -89,8 +91,12 @@ func SignCheckpoint(st *storage.Store, authority *ca.CA, now time.Time, prev *Au
 	if v.BrokenAt != 0 {
 		return CheckpointFile{}, fmt.Errorf("audit checkpoint: %w: the chain is broken at record %d%s (%s); refusing to sign it", storage.ErrAuditBroken, v.BrokenAt, against, v.Problem)
 	}
+	rid, err := st.RestoreID()
+	if err != nil {
+		return CheckpointFile{}, fmt.Errorf("audit checkpoint: %w", err)
+	}
 	stmt, err := json.Marshal(AuditCheckpoint{TrustDomain: authority.TrustDomain().Name(), Node: st.NodeID(), Seq: head.Seq,
-		HeadHash: head.Hash, Time: now.UTC()})
+		HeadHash: head.Hash, Time: now.UTC(), RestoreID: rid})
 	if err != nil {
 		return CheckpointFile{}, fmt.Errorf("audit checkpoint: %w", err)
 	}
@@ -134,6 +140,16 @@ func (s *AdminService) storedCheckpoint() (*AuditCheckpoint, error) {
 	cp, _, err := ParseCheckpoint(data, []*x509.Certificate{s.cfg.CA.X509Authority()}, s.cfg.TrustDomain.Name())
 	if err != nil {
 		return nil, fmt.Errorf("%w: automatic audit checkpoint %s: %w (verify with a checkpoint kept elsewhere; remove the file to start over)", storage.ErrAuditBroken, path, err)
+	}
+	rid, err := s.cfg.Store.RestoreID()
+	if err != nil {
+		return nil, fmt.Errorf("automatic audit checkpoint: %w", err)
+	}
+	if cp.RestoreID != rid {
+		// `signet snapshot restore` replaced the chain (audited as snapshot.restore): the checkpoint is
+		// of the chain before it, and the next one starts over.
+		s.log.Info("audit log: the automatic checkpoint is of the chain before a snapshot restore; starting over", "file", path, "restore_id", rid)
+		return nil, nil
 	}
 	return &cp, nil
 }

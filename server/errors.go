@@ -22,6 +22,8 @@ var (
 	// ErrPolicyViolation marks a change to existing entries (an offboarding's reassignment) that the
 	// entry policy denies: the entries or the policy must change first.
 	ErrPolicyViolation = errors.New("entry policy violated")
+	// ErrOtherTrustDomain marks a snapshot of another trust domain than this cluster's.
+	ErrOtherTrustDomain = errors.New("snapshot of another trust domain")
 )
 
 // codeOf maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -46,7 +48,8 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, ErrResourceExhausted):
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
-		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation):
+		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
+		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition

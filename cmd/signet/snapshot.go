@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,8 +19,8 @@ import (
 )
 
 func newSnapshotCmd() *cobra.Command {
-	cmd := newGroupCmd("snapshot", "Save the whole cluster state to a file")
-	cmd.AddCommand(newSnapshotSaveCmd())
+	cmd := newGroupCmd("snapshot", "Save the whole cluster state to a file, or restore it from one")
+	cmd.AddCommand(newSnapshotSaveCmd(), newSnapshotRestoreCmd())
 	return cmd
 }
 
@@ -135,4 +136,82 @@ func saveSnapshot(cmd *cobra.Command, client adminv1.AdminClient, path string) (
 		return h, fmt.Errorf("snapshot save: %s written, but syncing its directory failed: %w", path, err)
 	}
 	return h, nil
+}
+
+func newSnapshotRestoreCmd() *cobra.Command {
+	var admin string
+	restore := &cobra.Command{
+		Use:   "restore FILE",
+		Short: "Replace the whole cluster state with a snapshot from 'signet snapshot save'",
+		Long: `Replace the replicated state of the whole cluster (every server) with the snapshot in FILE. Run it on
+the leader ('signet cluster status' names it). The leader checks the header and the body's SHA-256 and
+refuses, with nothing changed, a damaged file (digest mismatch), a snapshot of another trust domain,
+or one written by a newer signet. The cluster keeps its own servers, their CA keys and authorities (the
+snapshot's authorities are added to the bundle). The restore is recorded in the restored audit log
+("snapshot.restore"), and each server's automatic audit checkpoint starts over on the restored chain.`,
+		Example: `  signet snapshot restore /backup/signet-2026-12-01.snap`,
+		Args:    exactArgs(1, "one argument: the snapshot file"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return fmt.Errorf("snapshot restore: %w", err)
+			}
+			defer f.Close()
+			r := bufio.NewReaderSize(f, server.SnapshotChunkSize)
+			h, err := server.ReadSnapshotFileHeader(r)
+			if err != nil {
+				return fmt.Errorf("snapshot restore: %s: %w", args[0], err)
+			}
+			digest, err := hex.DecodeString(h.SHA256)
+			if err != nil || len(digest) != sha256.Size {
+				return fmt.Errorf("snapshot restore: %s: header sha256 %q: want 64 hex digits", args[0], h.SHA256)
+			}
+			client, closeFn, err := dialAdmin(admin)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			stream, err := client.RestoreSnapshot(cmd.Context())
+			if err != nil {
+				return rpcError("snapshot restore", err)
+			}
+			hdr := &adminv1.SnapshotHeader{TrustDomain: h.TrustDomain, SchemaVersion: h.SchemaVersion, AppliedIndex: h.AppliedIndex,
+				Time: h.Time.UnixNano(), Size: h.Size, Sha256: digest, Node: h.Node}
+			if err := sendRestore(stream, hdr, r); err != nil {
+				return err
+			}
+			resp, err := stream.CloseAndRecv()
+			if err != nil {
+				return rpcError("snapshot restore", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Restored the snapshot of %s (node %s, applied index %d, taken %s) into this cluster at index %d.\n",
+				h.TrustDomain, h.Node, h.AppliedIndex, h.Time.Format(time.RFC3339), resp.AppliedIndex)
+			return nil
+		},
+	}
+	adminFlag(restore, &admin)
+	return restore
+}
+
+// sendRestore sends the header, then the body from r in chunks. A send the server ended early is not
+// an error here: CloseAndRecv then returns the server's reason.
+func sendRestore(stream adminv1.Admin_RestoreSnapshotClient, hdr *adminv1.SnapshotHeader, r io.Reader) error {
+	if err := stream.Send(&adminv1.RestoreSnapshotRequest{Part: &adminv1.RestoreSnapshotRequest_Header{Header: hdr}}); err != nil {
+		return nil
+	}
+	buf := make([]byte, server.SnapshotChunkSize)
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if serr := stream.Send(&adminv1.RestoreSnapshotRequest{Part: &adminv1.RestoreSnapshotRequest_Chunk{Chunk: bytes.Clone(buf[:n])}}); serr != nil {
+				return nil
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("snapshot restore: read the file: %w", err)
+		}
+	}
 }

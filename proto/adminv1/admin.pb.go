@@ -23,6 +23,132 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RestoreSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*RestoreSnapshotRequest_Header
+	//	*RestoreSnapshotRequest_Chunk
+	Part          isRestoreSnapshotRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotRequest) Reset() {
+	*x = RestoreSnapshotRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotRequest) ProtoMessage() {}
+
+func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RestoreSnapshotRequest) GetPart() isRestoreSnapshotRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *RestoreSnapshotRequest) GetHeader() *SnapshotHeader {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreSnapshotRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *RestoreSnapshotRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreSnapshotRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isRestoreSnapshotRequest_Part interface {
+	isRestoreSnapshotRequest_Part()
+}
+
+type RestoreSnapshotRequest_Header struct {
+	Header *SnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"` // the first message, and only the first
+}
+
+type RestoreSnapshotRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"` // the body, in order
+}
+
+func (*RestoreSnapshotRequest_Header) isRestoreSnapshotRequest_Part() {}
+
+func (*RestoreSnapshotRequest_Chunk) isRestoreSnapshotRequest_Part() {}
+
+type RestoreSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"` // the Raft index of the restored snapshot on this cluster
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreSnapshotResponse) Reset() {
+	*x = RestoreSnapshotResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RestoreSnapshotResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 type SaveSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +157,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +169,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +182,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 // SnapshotHeader describes a state snapshot's body.
@@ -75,7 +201,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +213,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +226,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SnapshotHeader) GetTrustDomain() string {
@@ -165,7 +291,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +303,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +316,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SaveSnapshotResponse) GetPart() isSaveSnapshotResponse_Part {
@@ -243,7 +369,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +381,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +394,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -289,7 +415,7 @@ type BatchCreateEntriesResult struct {
 
 func (x *BatchCreateEntriesResult) Reset() {
 	*x = BatchCreateEntriesResult{}
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +427,7 @@ func (x *BatchCreateEntriesResult) String() string {
 func (*BatchCreateEntriesResult) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +440,7 @@ func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResult.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResult) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BatchCreateEntriesResult) GetEntry() *Entry {
@@ -347,7 +473,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +485,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +498,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BatchCreateEntriesResponse) GetResults() []*BatchCreateEntriesResult {
@@ -398,7 +524,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +536,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +549,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinToken) GetId() string {
@@ -493,7 +619,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +631,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +644,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateJoinTokenRequest) GetOwner() string {
@@ -552,7 +678,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +690,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +703,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -602,7 +728,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +740,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +753,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type ListJoinTokensResponse struct {
@@ -639,7 +765,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +777,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +790,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -694,7 +820,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +832,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +845,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AgentInfo) GetId() string {
@@ -814,7 +940,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +952,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +965,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type ListAgentsResponse struct {
@@ -851,7 +977,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +989,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1002,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -895,7 +1021,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1033,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1046,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -939,7 +1065,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1077,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1090,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -983,7 +1109,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1121,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1134,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -1028,7 +1154,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1166,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1179,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Selector) GetType() string {
@@ -1113,7 +1239,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1251,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1264,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Entry) GetId() string {
@@ -1368,7 +1494,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1506,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1519,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1412,7 +1538,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1550,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1563,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -1456,7 +1582,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1594,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1607,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1506,7 +1632,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1644,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1657,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListEntriesRequest) GetOwner() string {
@@ -1587,7 +1713,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1725,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1738,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -1647,7 +1773,7 @@ type SetEntryStateRequest struct {
 
 func (x *SetEntryStateRequest) Reset() {
 	*x = SetEntryStateRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1785,7 @@ func (x *SetEntryStateRequest) String() string {
 func (*SetEntryStateRequest) ProtoMessage() {}
 
 func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1798,7 @@ func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEntryStateRequest.ProtoReflect.Descriptor instead.
 func (*SetEntryStateRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetEntryStateRequest) GetId() string {
@@ -1705,7 +1831,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +1843,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +1856,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1758,7 +1884,7 @@ type Owner struct {
 
 func (x *Owner) Reset() {
 	*x = Owner{}
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1896,7 @@ func (x *Owner) String() string {
 func (*Owner) ProtoMessage() {}
 
 func (x *Owner) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1909,7 @@ func (x *Owner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Owner.ProtoReflect.Descriptor instead.
 func (*Owner) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Owner) GetName() string {
@@ -1865,7 +1991,7 @@ type CreateOwnerRequest struct {
 
 func (x *CreateOwnerRequest) Reset() {
 	*x = CreateOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2003,7 @@ func (x *CreateOwnerRequest) String() string {
 func (*CreateOwnerRequest) ProtoMessage() {}
 
 func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2016,7 @@ func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOwnerRequest.ProtoReflect.Descriptor instead.
 func (*CreateOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateOwnerRequest) GetOwner() *Owner {
@@ -1909,7 +2035,7 @@ type GetOwnerRequest struct {
 
 func (x *GetOwnerRequest) Reset() {
 	*x = GetOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2047,7 @@ func (x *GetOwnerRequest) String() string {
 func (*GetOwnerRequest) ProtoMessage() {}
 
 func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2060,7 @@ func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOwnerRequest.ProtoReflect.Descriptor instead.
 func (*GetOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetOwnerRequest) GetName() string {
@@ -1959,7 +2085,7 @@ type OwnerDetail struct {
 
 func (x *OwnerDetail) Reset() {
 	*x = OwnerDetail{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2097,7 @@ func (x *OwnerDetail) String() string {
 func (*OwnerDetail) ProtoMessage() {}
 
 func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2110,7 @@ func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerDetail.ProtoReflect.Descriptor instead.
 func (*OwnerDetail) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OwnerDetail) GetOwner() *Owner {
@@ -2040,7 +2166,7 @@ type CredentialUse struct {
 
 func (x *CredentialUse) Reset() {
 	*x = CredentialUse{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2178,7 @@ func (x *CredentialUse) String() string {
 func (*CredentialUse) ProtoMessage() {}
 
 func (x *CredentialUse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2191,7 @@ func (x *CredentialUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialUse.ProtoReflect.Descriptor instead.
 func (*CredentialUse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CredentialUse) GetIssuance() *Issuance {
@@ -2095,7 +2221,7 @@ type OffboardOwnerRequest struct {
 
 func (x *OffboardOwnerRequest) Reset() {
 	*x = OffboardOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2233,7 @@ func (x *OffboardOwnerRequest) String() string {
 func (*OffboardOwnerRequest) ProtoMessage() {}
 
 func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2246,7 @@ func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OffboardOwnerRequest) GetOwner() string {
@@ -2177,7 +2303,7 @@ type OffboardOwnerResponse struct {
 
 func (x *OffboardOwnerResponse) Reset() {
 	*x = OffboardOwnerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2315,7 @@ func (x *OffboardOwnerResponse) String() string {
 func (*OffboardOwnerResponse) ProtoMessage() {}
 
 func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2328,7 @@ func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OffboardOwnerResponse) GetOwner() *Owner {
@@ -2273,7 +2399,7 @@ type PolicyViolation struct {
 
 func (x *PolicyViolation) Reset() {
 	*x = PolicyViolation{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2411,7 @@ func (x *PolicyViolation) String() string {
 func (*PolicyViolation) ProtoMessage() {}
 
 func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2424,7 @@ func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
 func (*PolicyViolation) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PolicyViolation) GetEntryId() string {
@@ -2337,7 +2463,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2475,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2488,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type ListOwnersResponse struct {
@@ -2374,7 +2500,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2512,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2525,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2417,7 +2543,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2555,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2568,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type JWTKey struct {
@@ -2455,7 +2581,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2593,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2606,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2510,7 +2636,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2648,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2661,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2595,7 +2721,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2733,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2746,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2728,7 +2854,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2866,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2879,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Issuance) GetId() string {
@@ -2857,7 +2983,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2869,7 +2995,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2882,7 +3008,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -2908,7 +3034,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3046,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3059,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -2967,7 +3093,7 @@ type LookupCredentialResponse struct {
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3105,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3118,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -3105,7 +3231,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3243,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3256,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Delivery) GetAgent() string {
@@ -3222,7 +3348,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3360,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3373,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -3340,7 +3466,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3478,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3491,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -3413,7 +3539,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3551,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3564,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3467,7 +3593,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3479,7 +3605,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3492,7 +3618,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
@@ -3517,7 +3643,7 @@ type AuditCheckpointRequest struct {
 
 func (x *AuditCheckpointRequest) Reset() {
 	*x = AuditCheckpointRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3529,7 +3655,7 @@ func (x *AuditCheckpointRequest) String() string {
 func (*AuditCheckpointRequest) ProtoMessage() {}
 
 func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3542,7 +3668,7 @@ func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type AuditCheckpointResponse struct {
@@ -3556,7 +3682,7 @@ type AuditCheckpointResponse struct {
 
 func (x *AuditCheckpointResponse) Reset() {
 	*x = AuditCheckpointResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3694,7 @@ func (x *AuditCheckpointResponse) String() string {
 func (*AuditCheckpointResponse) ProtoMessage() {}
 
 func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3707,7 @@ func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AuditCheckpointResponse) GetStatement() []byte {
@@ -3621,7 +3747,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +3759,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +3772,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3700,7 +3826,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3838,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3851,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3748,7 +3874,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3760,7 +3886,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3773,7 +3899,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3821,7 +3947,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +3959,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +3972,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -3876,7 +4002,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3888,7 +4014,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3901,7 +4027,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -3950,7 +4076,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3962,7 +4088,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3975,7 +4101,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -4003,7 +4129,13 @@ var File_adminv1_admin_proto protoreflect.FileDescriptor
 
 const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"\x15\n" +
+	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"s\n" +
+	"\x16RestoreSnapshotRequest\x129\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.signet.admin.v1.SnapshotHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\">\n" +
+	"\x17RestoreSnapshotResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"\x15\n" +
 	"\x13SaveSnapshotRequest\"\xd3\x01\n" +
 	"\x0eSnapshotHeader\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12%\n" +
@@ -4338,7 +4470,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12SignReviewResponse\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
 	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
-	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xbe\x11\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xa6\x12\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -4369,7 +4501,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
 	"EvictAgent\x12\".signet.admin.v1.EvictAgentRequest\x1a\x1a.signet.admin.v1.AgentInfo\x12H\n" +
 	"\bBanAgent\x12 .signet.admin.v1.BanAgentRequest\x1a\x1a.signet.admin.v1.AgentInfo\x12]\n" +
-	"\fSaveSnapshot\x12$.signet.admin.v1.SaveSnapshotRequest\x1a%.signet.admin.v1.SaveSnapshotResponse0\x01B3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
+	"\fSaveSnapshot\x12$.signet.admin.v1.SaveSnapshotRequest\x1a%.signet.admin.v1.SaveSnapshotResponse0\x01\x12f\n" +
+	"\x0fRestoreSnapshot\x12'.signet.admin.v1.RestoreSnapshotRequest\x1a(.signet.admin.v1.RestoreSnapshotResponse(\x01B3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
 
 var (
 	file_adminv1_admin_proto_rawDescOnce sync.Once
@@ -4383,164 +4516,169 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_adminv1_admin_proto_goTypes = []any{
-	(*SaveSnapshotRequest)(nil),        // 0: signet.admin.v1.SaveSnapshotRequest
-	(*SnapshotHeader)(nil),             // 1: signet.admin.v1.SnapshotHeader
-	(*SaveSnapshotResponse)(nil),       // 2: signet.admin.v1.SaveSnapshotResponse
-	(*BatchCreateEntriesRequest)(nil),  // 3: signet.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResult)(nil),   // 4: signet.admin.v1.BatchCreateEntriesResult
-	(*BatchCreateEntriesResponse)(nil), // 5: signet.admin.v1.BatchCreateEntriesResponse
-	(*JoinToken)(nil),                  // 6: signet.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),     // 7: signet.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 8: signet.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 9: signet.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 10: signet.admin.v1.ListJoinTokensResponse
-	(*AgentInfo)(nil),                  // 11: signet.admin.v1.AgentInfo
-	(*ListAgentsRequest)(nil),          // 12: signet.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 13: signet.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 14: signet.admin.v1.GetAgentRequest
-	(*EvictAgentRequest)(nil),          // 15: signet.admin.v1.EvictAgentRequest
-	(*BanAgentRequest)(nil),            // 16: signet.admin.v1.BanAgentRequest
-	(*Selector)(nil),                   // 17: signet.admin.v1.Selector
-	(*Entry)(nil),                      // 18: signet.admin.v1.Entry
-	(*CreateEntryRequest)(nil),         // 19: signet.admin.v1.CreateEntryRequest
-	(*GetEntryRequest)(nil),            // 20: signet.admin.v1.GetEntryRequest
-	(*DeleteEntryRequest)(nil),         // 21: signet.admin.v1.DeleteEntryRequest
-	(*ListEntriesRequest)(nil),         // 22: signet.admin.v1.ListEntriesRequest
-	(*UpdateEntryRequest)(nil),         // 23: signet.admin.v1.UpdateEntryRequest
-	(*SetEntryStateRequest)(nil),       // 24: signet.admin.v1.SetEntryStateRequest
-	(*ListEntriesResponse)(nil),        // 25: signet.admin.v1.ListEntriesResponse
-	(*Owner)(nil),                      // 26: signet.admin.v1.Owner
-	(*CreateOwnerRequest)(nil),         // 27: signet.admin.v1.CreateOwnerRequest
-	(*GetOwnerRequest)(nil),            // 28: signet.admin.v1.GetOwnerRequest
-	(*OwnerDetail)(nil),                // 29: signet.admin.v1.OwnerDetail
-	(*CredentialUse)(nil),              // 30: signet.admin.v1.CredentialUse
-	(*OffboardOwnerRequest)(nil),       // 31: signet.admin.v1.OffboardOwnerRequest
-	(*OffboardOwnerResponse)(nil),      // 32: signet.admin.v1.OffboardOwnerResponse
-	(*PolicyViolation)(nil),            // 33: signet.admin.v1.PolicyViolation
-	(*ListOwnersRequest)(nil),          // 34: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 35: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 36: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 37: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 38: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 39: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 40: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 41: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 42: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 43: signet.admin.v1.LookupCredentialResponse
-	(*Delivery)(nil),                   // 44: signet.admin.v1.Delivery
-	(*AuditRecord)(nil),                // 45: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 46: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 47: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 48: signet.admin.v1.VerifyAuditRequest
-	(*AuditCheckpointRequest)(nil),     // 49: signet.admin.v1.AuditCheckpointRequest
-	(*AuditCheckpointResponse)(nil),    // 50: signet.admin.v1.AuditCheckpointResponse
-	(*VerifyAuditResponse)(nil),        // 51: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 52: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 53: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 54: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 55: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 56: signet.admin.v1.SignReviewResponse
+	(*RestoreSnapshotRequest)(nil),     // 0: signet.admin.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),    // 1: signet.admin.v1.RestoreSnapshotResponse
+	(*SaveSnapshotRequest)(nil),        // 2: signet.admin.v1.SaveSnapshotRequest
+	(*SnapshotHeader)(nil),             // 3: signet.admin.v1.SnapshotHeader
+	(*SaveSnapshotResponse)(nil),       // 4: signet.admin.v1.SaveSnapshotResponse
+	(*BatchCreateEntriesRequest)(nil),  // 5: signet.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResult)(nil),   // 6: signet.admin.v1.BatchCreateEntriesResult
+	(*BatchCreateEntriesResponse)(nil), // 7: signet.admin.v1.BatchCreateEntriesResponse
+	(*JoinToken)(nil),                  // 8: signet.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),     // 9: signet.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 10: signet.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 11: signet.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 12: signet.admin.v1.ListJoinTokensResponse
+	(*AgentInfo)(nil),                  // 13: signet.admin.v1.AgentInfo
+	(*ListAgentsRequest)(nil),          // 14: signet.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 15: signet.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 16: signet.admin.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),          // 17: signet.admin.v1.EvictAgentRequest
+	(*BanAgentRequest)(nil),            // 18: signet.admin.v1.BanAgentRequest
+	(*Selector)(nil),                   // 19: signet.admin.v1.Selector
+	(*Entry)(nil),                      // 20: signet.admin.v1.Entry
+	(*CreateEntryRequest)(nil),         // 21: signet.admin.v1.CreateEntryRequest
+	(*GetEntryRequest)(nil),            // 22: signet.admin.v1.GetEntryRequest
+	(*DeleteEntryRequest)(nil),         // 23: signet.admin.v1.DeleteEntryRequest
+	(*ListEntriesRequest)(nil),         // 24: signet.admin.v1.ListEntriesRequest
+	(*UpdateEntryRequest)(nil),         // 25: signet.admin.v1.UpdateEntryRequest
+	(*SetEntryStateRequest)(nil),       // 26: signet.admin.v1.SetEntryStateRequest
+	(*ListEntriesResponse)(nil),        // 27: signet.admin.v1.ListEntriesResponse
+	(*Owner)(nil),                      // 28: signet.admin.v1.Owner
+	(*CreateOwnerRequest)(nil),         // 29: signet.admin.v1.CreateOwnerRequest
+	(*GetOwnerRequest)(nil),            // 30: signet.admin.v1.GetOwnerRequest
+	(*OwnerDetail)(nil),                // 31: signet.admin.v1.OwnerDetail
+	(*CredentialUse)(nil),              // 32: signet.admin.v1.CredentialUse
+	(*OffboardOwnerRequest)(nil),       // 33: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 34: signet.admin.v1.OffboardOwnerResponse
+	(*PolicyViolation)(nil),            // 35: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 36: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 37: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 38: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 39: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 40: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 41: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 42: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 43: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 44: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 45: signet.admin.v1.LookupCredentialResponse
+	(*Delivery)(nil),                   // 46: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 47: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 48: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 49: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 50: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 51: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 52: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 53: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 54: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 55: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 56: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 57: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 58: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
-	1,  // 0: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
-	18, // 1: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
-	18, // 2: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
-	4,  // 3: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
-	6,  // 4: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
-	6,  // 5: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	17, // 6: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
-	11, // 7: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	17, // 8: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
-	18, // 9: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	18, // 10: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	18, // 11: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
-	26, // 12: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
-	26, // 13: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
-	18, // 14: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
-	6,  // 15: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
-	11, // 16: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	40, // 17: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
-	30, // 18: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
-	40, // 19: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
-	44, // 20: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
-	26, // 21: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
-	18, // 22: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
-	6,  // 23: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	11, // 24: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	40, // 25: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	33, // 26: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
-	30, // 27: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
-	26, // 28: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	37, // 29: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	40, // 30: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	40, // 31: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	18, // 32: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	26, // 33: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	11, // 34: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	40, // 35: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	44, // 36: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
-	45, // 37: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	53, // 38: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	18, // 39: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	19, // 40: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	20, // 41: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	22, // 42: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	21, // 43: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	23, // 44: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	24, // 45: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	27, // 46: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	34, // 47: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	28, // 48: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	31, // 49: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	36, // 50: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	39, // 51: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	42, // 52: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	46, // 53: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	48, // 54: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	49, // 55: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	52, // 56: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	55, // 57: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	3,  // 58: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	7,  // 59: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	9,  // 60: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	12, // 61: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	14, // 62: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	15, // 63: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	16, // 64: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	0,  // 65: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
-	18, // 66: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	18, // 67: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	25, // 68: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	18, // 69: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	18, // 70: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	18, // 71: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	26, // 72: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	35, // 73: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	29, // 74: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	32, // 75: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	38, // 76: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	41, // 77: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	43, // 78: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	47, // 79: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	51, // 80: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	50, // 81: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	54, // 82: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	56, // 83: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	5,  // 84: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	8,  // 85: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	10, // 86: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	13, // 87: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	11, // 88: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	11, // 89: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	11, // 90: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	2,  // 91: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
-	66, // [66:92] is the sub-list for method output_type
-	40, // [40:66] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	3,  // 0: signet.admin.v1.RestoreSnapshotRequest.header:type_name -> signet.admin.v1.SnapshotHeader
+	3,  // 1: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
+	20, // 2: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
+	20, // 3: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
+	6,  // 4: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
+	8,  // 5: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
+	8,  // 6: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	19, // 7: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
+	13, // 8: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	19, // 9: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
+	20, // 10: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	20, // 11: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	20, // 12: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
+	28, // 13: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
+	28, // 14: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
+	20, // 15: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
+	8,  // 16: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
+	13, // 17: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
+	42, // 18: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	32, // 19: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
+	42, // 20: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
+	46, // 21: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
+	28, // 22: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	20, // 23: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	8,  // 24: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	13, // 25: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	42, // 26: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	35, // 27: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	32, // 28: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
+	28, // 29: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	39, // 30: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	42, // 31: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	42, // 32: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	20, // 33: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	28, // 34: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	13, // 35: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	42, // 36: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	46, // 37: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	47, // 38: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	55, // 39: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	20, // 40: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	21, // 41: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	22, // 42: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	24, // 43: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	23, // 44: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	25, // 45: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	26, // 46: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	29, // 47: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	36, // 48: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	30, // 49: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	33, // 50: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	38, // 51: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	41, // 52: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	44, // 53: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	48, // 54: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	50, // 55: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	51, // 56: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	54, // 57: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	57, // 58: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	5,  // 59: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	9,  // 60: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	11, // 61: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	14, // 62: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	16, // 63: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	17, // 64: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	18, // 65: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	2,  // 66: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
+	0,  // 67: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
+	20, // 68: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	20, // 69: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	27, // 70: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	20, // 71: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	20, // 72: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	20, // 73: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	28, // 74: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	37, // 75: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	31, // 76: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	34, // 77: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	40, // 78: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	43, // 79: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	45, // 80: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	49, // 81: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	53, // 82: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	52, // 83: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	56, // 84: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	58, // 85: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	7,  // 86: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	10, // 87: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	12, // 88: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	15, // 89: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	13, // 90: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	13, // 91: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	13, // 92: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	4,  // 93: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
+	1,  // 94: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
+	68, // [68:95] is the sub-list for method output_type
+	41, // [41:68] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -4548,7 +4686,11 @@ func file_adminv1_admin_proto_init() {
 	if File_adminv1_admin_proto != nil {
 		return
 	}
-	file_adminv1_admin_proto_msgTypes[2].OneofWrappers = []any{
+	file_adminv1_admin_proto_msgTypes[0].OneofWrappers = []any{
+		(*RestoreSnapshotRequest_Header)(nil),
+		(*RestoreSnapshotRequest_Chunk)(nil),
+	}
+	file_adminv1_admin_proto_msgTypes[4].OneofWrappers = []any{
 		(*SaveSnapshotResponse_Header)(nil),
 		(*SaveSnapshotResponse_Chunk)(nil),
 	}
@@ -4558,7 +4700,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

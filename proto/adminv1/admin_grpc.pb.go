@@ -47,6 +47,7 @@ const (
 	Admin_EvictAgent_FullMethodName         = "/signet.admin.v1.Admin/EvictAgent"
 	Admin_BanAgent_FullMethodName           = "/signet.admin.v1.Admin/BanAgent"
 	Admin_SaveSnapshot_FullMethodName       = "/signet.admin.v1.Admin/SaveSnapshot"
+	Admin_RestoreSnapshot_FullMethodName    = "/signet.admin.v1.Admin/RestoreSnapshot"
 )
 
 // AdminClient is the client API for Admin service.
@@ -93,6 +94,10 @@ type AdminClient interface {
 	// SaveSnapshot streams the whole replicated state (registry, ledger, audit chain, CA metadata) as of
 	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
 	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
+	// RestoreSnapshot replaces the whole replicated state with a saved one, on every server (through
+	// Raft's user-snapshot path). The leader only; a header first, then the body in chunks. Audited as
+	// "snapshot.restore".
+	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error)
 }
 
 type adminClient struct {
@@ -381,6 +386,19 @@ func (c *adminClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
 
+func (c *adminClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[2], Admin_RestoreSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreSnapshotRequest, RestoreSnapshotResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RestoreSnapshotClient = grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -425,6 +443,10 @@ type AdminServer interface {
 	// SaveSnapshot streams the whole replicated state (registry, ledger, audit chain, CA metadata) as of
 	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
 	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
+	// RestoreSnapshot replaces the whole replicated state with a saved one, on every server (through
+	// Raft's user-snapshot path). The leader only; a header first, then the body in chunks. Audited as
+	// "snapshot.restore".
+	RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -512,6 +534,9 @@ func (UnimplementedAdminServer) BanAgent(context.Context, *BanAgentRequest) (*Ag
 }
 func (UnimplementedAdminServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
+}
+func (UnimplementedAdminServer) RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -988,6 +1013,13 @@ func _Admin_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
 
+func _Admin_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServer).RestoreSnapshot(&grpc.GenericServerStream[RestoreSnapshotRequest, RestoreSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RestoreSnapshotServer = grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1102,6 +1134,11 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "SaveSnapshot",
 			Handler:       _Admin_SaveSnapshot_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "RestoreSnapshot",
+			Handler:       _Admin_RestoreSnapshot_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "adminv1/admin.proto",
