@@ -210,16 +210,20 @@ func TestPrefetchServedWithServerStopped(t *testing.T) {
 		}
 		return svid
 	}
-	delivered := func(file string, want uint64) {
+	// delivered waits for want deliveries of file to one caller and returns them. want 0 takes the
+	// first count seen: the first fetch's stream may also carry a second response (the on-demand entry
+	// minted meanwhile) before the client closes it, and both are deliveries.
+	delivered := func(file string, want uint64) uint64 {
 		t.Helper()
 		var got lookedUp
 		eventually(t, 30*time.Second, fmt.Sprintf("%d deliveries in the ledger", want), func() bool {
 			got, _ = s.lookup(t, file)
-			return len(got.Deliveries) == 1 && got.Deliveries[0].Count >= want
+			return len(got.Deliveries) == 1 && got.Deliveries[0].Count >= max(want, 1)
 		})
-		if got.Deliveries[0].Count != want {
+		if want != 0 && got.Deliveries[0].Count != want {
 			t.Fatalf("%d deliveries recorded, want %d: counted twice", got.Deliveries[0].Count, want)
 		}
+		return got.Deliveries[0].Count
 	}
 	first := fetch()
 	certPEM, _, err := first.Marshal()
@@ -228,7 +232,10 @@ func TestPrefetchServedWithServerStopped(t *testing.T) {
 	}
 	certFile := filepath.Join(t.TempDir(), "ahead.pem")
 	writeFile(t, certFile, string(certPEM))
-	delivered(certFile, 1)
+	base := delivered(certFile, 0)
+	if base > 2 {
+		t.Fatalf("one fetch recorded %d deliveries, want 1 (or 2: see delivered)", base)
+	}
 
 	s.stop()
 	// Served from the cache; its delivery waits for the server.
@@ -247,7 +254,7 @@ func TestPrefetchServedWithServerStopped(t *testing.T) {
 		t.Fatalf("agent healthcheck does not give the outage budget:\n%s", out)
 	}
 	s.start(t)
-	delivered(certFile, 2)
+	delivered(certFile, base+1) // the fetch made while the server was stopped, reported once
 	fetch()
-	delivered(certFile, 3)
+	delivered(certFile, base+2)
 }
