@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
@@ -86,13 +87,10 @@ func TestAutomaticCheckpoint(t *testing.T) {
 	waitHead := func(what string) storage.AuditAnchor {
 		t.Helper()
 		head, _ := st.AuditHead()
-		deadline := time.Now().Add(testDeadline)
-		for cp := stored(); cp.Seq != head.Seq || cp.HeadHash != head.Hash; cp = stored() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: automatic checkpoint %+v, head %+v", what, cp, head)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitfor.Condition(t, testDeadline, what+": the automatic checkpoint at the audit head", func() bool {
+			cp := stored()
+			return cp.Seq == head.Seq && cp.HeadHash == head.Hash
+		})
 		return head
 	}
 	waitHead("after start")

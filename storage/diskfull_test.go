@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/signet-id/signet/internal/testfs"
+	"github.com/signet-id/signet/internal/waitfor"
 )
 
 // openFullStore opens a store in a fresh tmpfs, writes an owner and fills the disk. It returns the store
@@ -55,13 +56,7 @@ func applyTooLarge(t *testing.T, s *Store) (applied uint64, resp chan []any) {
 	go func() {
 		resp <- (&fsm{s: s}).ApplyBatch([]*raft.Log{{Index: applied + 100, Type: raft.LogCommand, Data: cmd}})
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.stateFull.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("the FSM never reported the full state file")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Condition(t, 10*time.Second, "the FSM to report the full state file", s.stateFull.Load)
 	return applied, resp
 }
 

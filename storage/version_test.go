@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/signet-id/signet/internal/waitfor"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -202,15 +203,7 @@ func recordedVersion(t testing.TB, s *Store, node string) uint32 {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	waitfor.Condition(t, 10*time.Second, what, cond)
 }
 
 func TestNodeRecordsItsCommandVersion(t *testing.T) {

@@ -2,11 +2,13 @@ package workloadapi_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	spiffeclient "github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -16,20 +18,19 @@ import (
 // it.
 func waitDeliveries(t *testing.T, st *storage.Store, id string, want uint64) storage.Delivery {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var got storage.Delivery
+	waitfor.Condition(t, 30*time.Second, fmt.Sprintf("one caller with %d deliveries of %s", want, id), func() bool {
 		ds, err := st.Deliveries(id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(ds) == 1 && ds[0].Count == want {
-			return ds[0]
+			got = ds[0]
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("deliveries of %s: %+v, want one caller with count %d", id, ds, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
+	return got
 }
 
 // TestDeliveriesNameTheCaller: every X.509-SVID and JWT-SVID handed to a workload through the Workload

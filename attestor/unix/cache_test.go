@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/signet-id/signet/internal/waitfor"
 )
 
 func TestDigestCacheGenerations(t *testing.T) {
@@ -172,13 +174,7 @@ func TestDigestCacheOneHashAtATime(t *testing.T) {
 // waitFor polls cond until it holds, failing the test (naming what) after ten seconds.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Condition(t, 10*time.Second, what, cond)
 }
 
 // cached answers from the cache only: a miss while a hash of the key is in progress returns at once

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/signet-id/signet/internal/waitfor"
 )
 
 // Environment of the "bind-exec" helper (see TestMain).
@@ -73,17 +75,10 @@ func TestAttestBindMountedExecutable(t *testing.T) {
 	// Wait for the exec: /proc/<pid>/exe then opens the fake binary (in the child's namespace).
 	a := newAttestor(t, Config{})
 	exe := a.procPath(pid, "exe")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	waitfor.Condition(t, 30*time.Second, "the child to run the bind-mounted binary", func() bool {
 		var st syscall.Stat_t
-		if err := syscall.Stat(exe, &st); err == nil && st.Dev == fakeStat.Dev && st.Ino == fakeStat.Ino {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the child never ran the bind-mounted binary")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return syscall.Stat(exe, &st) == nil && st.Dev == fakeStat.Dev && st.Ino == fakeStat.Ino
+	})
 	link, err := os.Readlink(exe)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/internal/waitfor"
 )
 
 // signetBin is the real binary under test, built once by TestMain.
@@ -215,11 +216,5 @@ func devIdentity(t testing.TB) (spiffeID, owner string) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitfor.Condition(t, timeout, what, cond)
 }
