@@ -5,7 +5,7 @@
 //
 //	mux, _ := cluster.Listen(bind, advertise)           // one port: Raft and the cluster API
 //	st, _ := storage.Open(storage.Config{StreamLayer: mux.RaftLayer(), …})
-//	node, _ := cluster.New(cluster.Config{Raft: st, Identity: id, Registrar: reg, …})
+//	node, _ := cluster.New(cluster.Config{Raft: st, Identity: id, Registrar: reg, Mux: mux, …})
 //	st.SetForwarder(node)                                // follower writes go to the leader
 //	go node.Serve(mux.APIListener())
 //	node.Run(ctx)                                        // join or bootstrap, then register this node
@@ -96,7 +96,10 @@ type Config struct {
 	// Required with BootstrapExpect above 1 or RetryJoin, and for Join; without it this node accepts
 	// no servers.
 	JoinSecret []byte
-	Logger     *slog.Logger
+	// Mux is this node's cluster port: its Raft connections, both ways, are authenticated with this
+	// node's server SVID or the join secret (see rafttls.go). Without it the port refuses Raft.
+	Mux    *Mux
+	Logger *slog.Logger
 }
 
 // DefaultClusterID is the cluster ID of a node configured without one.
@@ -171,11 +174,14 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "cluster"), ready: make(chan struct{}),
 		refusedLog: ratelimit.Lines{Every: time.Minute, Burst: 10}}
 	n.clients = newClients(cfg.TrustDomain, cfg.Identity, cfg.DialTimeout)
-	g, err := n.newGRPCServer()
+	placeholder, err := placeholderCert()
 	if err != nil {
 		return nil, err
 	}
-	n.grpc = g
+	n.grpc = n.newGRPCServer(placeholder)
+	if cfg.Mux != nil {
+		cfg.Mux.auth.Store(&raftAuth{td: cfg.TrustDomain, id: cfg.Identity, secret: cfg.JoinSecret, raft: cfg.Raft, placeholder: placeholder})
+	}
 	return n, nil
 }
 

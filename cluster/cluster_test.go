@@ -82,7 +82,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 		t.Fatal(err)
 	}
 	n, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: td, ClusterID: clusterID,
-		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, JoinSecret: secret, Logger: log})
+		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, JoinSecret: secret, Mux: mux, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

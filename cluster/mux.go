@@ -5,25 +5,30 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
-// tlsHandshake is the first byte of every TLS connection (a handshake record). Raft's transport starts
-// each connection with its RPC type, a small number: the two never collide.
+// tlsHandshake is the first byte of every TLS connection (a handshake record): the cluster API's. A Raft
+// connection starts with raftHeader, then its own TLS session (rafttls.go).
 const tlsHandshake = 0x16
 
 // firstByteTimeout bounds how long an accepted connection may stay silent before it is sorted.
 const firstByteTimeout = 10 * time.Second
 
 // Mux is the cluster port: one TCP listener shared by Raft's transport (RaftLayer) and the servers' own
-// TLS API (APIListener), told apart by the first byte of each connection.
+// TLS API (APIListener), told apart by the first byte of each connection. Raft's connections are
+// mutual TLS, authenticated with the credentials of the Node configured with this Mux; until then the
+// Mux refuses them (and Raft's dials fail and are retried), except this node's own Raft connections to
+// itself, which never leave the process.
 type Mux struct {
 	lis       net.Listener
 	advertise net.Addr
 	raft      *subListener
 	api       *subListener
+	auth      atomic.Pointer[raftAuth]
 	closeOnce sync.Once
 }
 
@@ -60,7 +65,7 @@ func Listen(bind, advertise string) (*Mux, error) {
 func (m *Mux) Addr() net.Addr { return m.advertise }
 
 // RaftLayer is the stream layer for raft.NewNetworkTransport.
-func (m *Mux) RaftLayer() raft.StreamLayer { return raftLayer{m.raft} }
+func (m *Mux) RaftLayer() raft.StreamLayer { return raftLayer{m} }
 
 // APIListener yields the TLS connections, for the cluster gRPC server.
 func (m *Mux) APIListener() net.Listener { return m.api }
@@ -96,11 +101,23 @@ func (m *Mux) sort(c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	pc := &peekedConn{Conn: c, r: br}
-	if b[0] == tlsHandshake {
-		m.api.push(pc)
-	} else {
-		m.raft.push(pc)
+	switch b[0] {
+	case tlsHandshake:
+		m.api.push(&peekedConn{Conn: c, r: br})
+	case raftHeader:
+		auth := m.auth.Load()
+		if auth == nil {
+			c.Close() // no credentials yet: the peer's Raft retries
+			return
+		}
+		_, _ = br.Discard(1)
+		tc, err := auth.accept(&peekedConn{Conn: c, r: br})
+		if err != nil {
+			return // closed; the dialer learns why from its side (a refused peer must not fill the log)
+		}
+		m.raft.push(tc)
+	default:
+		c.Close() // plain Raft, or anything else: refused
 	}
 }
 
@@ -145,10 +162,25 @@ func (l *subListener) close()         { l.closed.Do(func() { close(l.done) }) }
 func (l *subListener) Close() error   { l.close(); return nil }
 func (l *subListener) Addr() net.Addr { return l.addr }
 
-type raftLayer struct{ *subListener }
+type raftLayer struct{ m *Mux }
 
-func (raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(address), timeout)
+func (l raftLayer) Accept() (net.Conn, error) { return l.m.raft.Accept() }
+func (l raftLayer) Close() error              { return l.m.raft.Close() }
+func (l raftLayer) Addr() net.Addr            { return l.m.raft.Addr() }
+
+// Dial opens a mutually authenticated Raft connection to address; one to this node itself (a lone
+// voter's TimeoutNow to itself) is an in-process pipe.
+func (l raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if string(address) == l.m.advertise.String() {
+		client, server := net.Pipe()
+		go l.m.raft.push(server)
+		return client, nil
+	}
+	auth := l.m.auth.Load()
+	if auth == nil {
+		return nil, fmt.Errorf("cluster: raft connection to %s: this node's cluster credentials are not set up yet", address)
+	}
+	return auth.dial(string(address), timeout)
 }
 
 var _ raft.StreamLayer = raftLayer{}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/tls"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -10,8 +11,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// TestMuxSortsRaftAndTLS: Raft's transport and a TLS server share the cluster port; each gets its own
-// connections, Raft's with the first byte intact.
+// TestMuxSortsRaftAndTLS: the cluster API's TLS connections reach the API side; Raft's plain stream is
+// refused before the mux has Raft credentials and after (TestRaftPortRefusesUnauthenticated); a node's
+// Raft connection to itself is an in-process pipe that reaches its own Raft side, bytes intact.
 func TestMuxSortsRaftAndTLS(t *testing.T) {
 	m, err := Listen("127.0.0.1:0", "")
 	if err != nil {
@@ -59,7 +61,24 @@ func TestMuxSortsRaftAndTLS(t *testing.T) {
 			t.Fatalf("raft side read %q", b)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the raft connection never reached the raft side")
+		t.Fatal("the raft connection to itself never reached the raft side")
+	}
+	if _, err := m.RaftLayer().Dial("127.0.0.1:1", time.Second); err == nil || !strings.Contains(err.Error(), "credentials") {
+		t.Fatalf("a raft dial without credentials: %v", err)
+	}
+
+	// Plain Raft through the port: closed without an answer.
+	pc, err := net.Dial("tcp", m.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.Write([]byte{0, 1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := pc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("plain raft through the port: read %d bytes, %v; want the connection closed", n, err)
 	}
 
 	tc, err := tls.Dial("tcp", m.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})

@@ -37,11 +37,7 @@ const (
 )
 
 // newGRPCServer is the cluster API's server: TLS 1.3, presenting the node's server SVID.
-func (n *Node) newGRPCServer() (*grpc.Server, error) {
-	placeholder, err := placeholderCert()
-	if err != nil {
-		return nil, err
-	}
+func (n *Node) newGRPCServer(placeholder *tls.Certificate) *grpc.Server {
 	tlsConf := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
@@ -57,7 +53,7 @@ func (n *Node) newGRPCServer() (*grpc.Server, error) {
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsConf)), grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveTime / 2, PermitWithoutStream: true}))
 	clusterv1.RegisterClusterServer(g, &service{n: n})
-	return g, nil
+	return g
 }
 
 // Serve serves the cluster API on lis (the Mux's APIListener) until Close.

@@ -127,7 +127,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	cn, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: cfg.TrustDomain,
-		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, Logger: log})
+		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, Mux: mux, Logger: log})
 	if err != nil {
 		return nil, err
 	}

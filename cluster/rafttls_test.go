@@ -1,0 +1,132 @@
+package cluster_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/cluster"
+	"github.com/signet-id/signet/internal/testkit"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// dialLayer is a raft.StreamLayer that only dials, the way the test's client reaches a node.
+type dialLayer struct {
+	dial      func(address string, timeout time.Duration) (net.Conn, error)
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newDialLayer(dial func(string, time.Duration) (net.Conn, error)) *dialLayer {
+	return &dialLayer{dial: dial, done: make(chan struct{})}
+}
+
+func (l *dialLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return l.dial(string(a), timeout)
+}
+func (l *dialLayer) Accept() (net.Conn, error) { <-l.done; return nil, net.ErrClosed }
+func (l *dialLayer) Close() error              { l.closeOnce.Do(func() { close(l.done) }); return nil }
+func (l *dialLayer) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// tlsRaftDialer speaks the cluster port's Raft framing with cert and no join secret (a zero proof).
+func tlsRaftDialer(cert *tls.Certificate) func(string, time.Duration) (net.Conn, error) {
+	return func(address string, timeout time.Duration) (net.Conn, error) {
+		c, err := net.DialTimeout("tcp", address, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write([]byte{cluster.RaftHeader}); err != nil {
+			c.Close()
+			return nil, err
+		}
+		tc := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}})
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if _, err := tc.Write(make([]byte, cluster.RaftProofBytes)); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if _, err := io.ReadFull(tc, make([]byte, cluster.RaftProofBytes)); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
+
+// requestVote sends one RequestVote RPC through a raft transport over layer to address.
+func requestVote(t *testing.T, layer raft.StreamLayer, address string, term uint64) (*raft.RequestVoteResponse, error) {
+	t.Helper()
+	trans := raft.NewNetworkTransport(layer, 1, 5*time.Second, io.Discard)
+	defer trans.Close()
+	req := &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("intruder"), Addr: []byte("intruder")},
+		Term: term, LastLogIndex: term, LastLogTerm: term}
+	var resp raft.RequestVoteResponse
+	err := trans.RequestVote("target", raft.ServerAddress(address), req, &resp)
+	return &resp, err
+}
+
+// TestRaftPortRefusesUnauthenticated: Raft on the cluster port is mutual TLS. A plain TCP client
+// speaking Raft's own stream and a TLS client presenting a valid server SVID of another trust domain
+// (without the join secret) get no Raft RPC processed; the same client presenting a server SVID that
+// verifies against the cluster's bundle gets its answer.
+func TestRaftPortRefusesUnauthenticated(t *testing.T) {
+	nodes, _, follower := startCluster(t)
+	addr := follower.mux.Addr().String()
+	term := follower.st.Status().Term
+	plain := newDialLayer(func(a string, timeout time.Duration) (net.Conn, error) { return net.DialTimeout("tcp", a, timeout) })
+	if resp, err := requestVote(t, plain, addr, term+100); err == nil {
+		t.Fatalf("a plain Raft RequestVote was answered: %+v", resp)
+	}
+
+	other := spiffeid.RequireTrustDomainFromString("other.example")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := testkit.NewCA(t, other, 0).SignX509SVID(ca.X509SVIDParams{
+		SPIFFEID: spiffeid.RequireFromSegments(other, "signet", "server", "intruder"), PublicKey: key.Public(), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCert := &tls.Certificate{Certificate: [][]byte{foreign.Raw}, PrivateKey: key, Leaf: foreign}
+	if resp, err := requestVote(t, newDialLayer(tlsRaftDialer(foreignCert)), addr, term+100); err == nil {
+		t.Fatalf("a Raft RequestVote over TLS with another trust domain's SVID was answered: %+v", resp)
+	}
+
+	// The control: another server's SVID of this cluster, no join secret either, is accepted. A stale
+	// term changes nothing in the cluster.
+	var peer *testNode
+	for _, n := range nodes {
+		if n != follower {
+			peer = n
+		}
+	}
+	svid, err := peer.ident.NewCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := requestVote(t, newDialLayer(tlsRaftDialer(svid)), addr, 0)
+	if err != nil {
+		t.Fatalf("a Raft RequestVote with a server SVID of the cluster: %v", err)
+	}
+	if resp.Granted || resp.Term < term {
+		t.Fatalf("answer to a stale RequestVote: %+v (term %d)", resp, term)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
+	if err := follower.st.ReadBarrier(ctx); err != nil {
+		t.Fatalf("the cluster after the refused connections: %v", err)
+	}
+}
