@@ -120,7 +120,7 @@ func (s *Store) ApplyProposal(ctx context.Context, p Proposal) Outcome {
 	t := cmdLedgerAppend
 	if len(p.Command) > 0 {
 		// The leader gates what it proposes, whichever node the write came through.
-		if err := s.checkProposable(p.Command); err != nil {
+		if err := s.checkProposable(ctx, p.Command); err != nil {
 			return outcomeOf(0, nil, err)
 		}
 		t = commandType(p.Command[0])

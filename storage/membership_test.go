@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestLoneVoterElectsAtOnce: a single-voter store becomes leader without waiting out its heartbeat
@@ -67,7 +70,7 @@ func bootstrapThree(t *testing.T, hb func(i int) time.Duration) []*Store {
 }
 
 // openTestCluster starts three stores on 127.0.0.1 forming one cluster, forwarding to each other, and
-// returns the leader first, once every store has recorded every server's command version.
+// returns the leader first, once the leader has recorded every server's command version.
 func openTestCluster(t *testing.T) []*Store {
 	t.Helper()
 	stores := bootstrapThree(t, func(int) time.Duration { return 200 * time.Millisecond })
@@ -80,14 +83,12 @@ func openTestCluster(t *testing.T) []*Store {
 			if s.IsLeader() {
 				stores[0], stores[i] = stores[i], stores[0]
 				// The leader gates protobuf commands until every server has recorded its command
-				// version: the followers' reports reach it through forwarding. Every store waits for
-				// all of them, so whichever leads next (the tests stop leaders) has them applied.
-				for _, on := range stores {
-					for _, f := range stores {
-						waitFor(t, f.NodeID()+"'s command version on "+on.NodeID(), func() bool {
-							return recordedVersion(t, on, f.NodeID()) == CommandVersion
-						})
-					}
+				// version: the followers' reports reach it through forwarding. Whichever leads next
+				// (the tests stop leaders) catches up on them before it gates a write.
+				for _, f := range stores {
+					waitFor(t, f.NodeID()+"'s command version on the leader", func() bool {
+						return recordedVersion(t, stores[0], f.NodeID()) == CommandVersion
+					})
 				}
 				return stores
 			}
@@ -236,5 +237,80 @@ func TestStoppingLeaderHandsOver(t *testing.T) {
 			t.Fatal("no follower took over from the stopped leader")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// TestNewLeaderCatchesUpBeforeGating: a just-elected leader that has not yet applied what its
+// predecessor committed (here its state file is held by a write transaction, so it applies nothing)
+// does not refuse a write as an upgrade in progress: it waits for a barrier, then checks the command
+// versions again, and the write goes through.
+func TestNewLeaderCatchesUpBeforeGating(t *testing.T) {
+	stores := bootstrapThree(t, func(i int) time.Duration {
+		if i == 0 {
+			return 200 * time.Millisecond // leads first; the others only through the transfer below
+		}
+		return time.Hour
+	})
+	for _, s := range stores {
+		s.SetForwarder(inProcessForwarder{stores})
+	}
+	old, next := stores[0], stores[1]
+	held, err := next.stateDB().Begin(true) // next applies nothing while it is held
+	if err != nil {
+		t.Fatal(err)
+	}
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { held.Rollback() }) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := old.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range stores {
+		waitFor(t, s.NodeID()+"'s command version on the leader", func() bool { return recordedVersion(t, old, s.NodeID()) == CommandVersion })
+	}
+	if err := waitFuture(ctx, old.raft.LeadershipTransferToServer(raft.ServerID(next.NodeID()), raft.ServerAddress(next.Address()))); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	waitFor(t, "the new leader", next.IsLeader)
+	if v := recordedVersion(t, next, old.NodeID()); v != 0 {
+		t.Fatalf("the new leader applied the old one's command version (%d) while held: the test proves nothing", v)
+	}
+
+	before := next.raft.LastIndex()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := next.CreateOwner(ctx, Owner{Name: "alice"})
+		errc <- err
+	}()
+	barrier := func() bool {
+		for i := before + 1; i <= next.raft.LastIndex(); i++ {
+			var l raft.Log
+			if next.logStore.GetLog(i, &l) == nil && l.Type == raft.LogBarrier {
+				return true
+			}
+		}
+		return false
+	}
+	for !barrier() {
+		select {
+		case err := <-errc:
+			t.Fatalf("the new leader answered a write before applying its predecessor's commits: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the new leader neither answered nor waited for a barrier")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	release.Do(func() { held.Rollback() })
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("a write through the new leader: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the write through the new leader did not finish")
+	}
+	if _, err := next.Owner("alice"); err != nil {
+		t.Fatal(err)
 	}
 }

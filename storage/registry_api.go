@@ -23,7 +23,7 @@ func (s *Store) propose(ctx context.Context, t commandType, m proto.Message) (an
 // batch; build makes the command from their encoded batch) and waits for its result.
 func (s *Store) proposeWithLedger(ctx context.Context, t commandType, recs []Issuance, build func(ledger []byte) proto.Message) (any, error) {
 	if !s.forwards() { // a forwarded command is gated by the leader (ApplyProposal)
-		if err := s.checkProposable([]byte{byte(t)}); err != nil {
+		if err := s.checkProposable(ctx, []byte{byte(t)}); err != nil {
 			return nil, err
 		}
 	}

@@ -94,6 +94,9 @@ type Store struct {
 	// appliedIdx is the last log index whose effects are in the state and the registry (raft's own
 	// AppliedIndex moves when an entry is handed to the FSM, before it is applied).
 	appliedIdx atomic.Uint64
+	// caughtUpTerm is the leader term in which this node last applied, through a barrier, everything
+	// committed before it (checkProposable).
+	caughtUpTerm atomic.Uint64
 }
 
 // noteApplied records that the state holds every entry up to idx.
@@ -542,7 +545,7 @@ func (s *Store) enqueue(ctx context.Context, cmd []byte) (raft.ApplyFuture, erro
 	if err := s.refuseWhileStateFull(); err != nil {
 		return nil, err
 	}
-	if err := s.checkProposable(cmd); err != nil {
+	if err := s.checkProposable(ctx, cmd); err != nil {
 		return nil, err
 	}
 	return s.raft.Apply(cmd, timeoutFrom(ctx)), nil

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -79,12 +80,33 @@ func nodeVersions(tx *bolt.Tx) map[string]uint32 {
 	return out
 }
 
-// checkProposable refuses a command that a server of the Raft configuration may not understand: one
+// checkProposable refuses a command that a server of the cluster may not understand (checkVersions). A
+// leader judges by the versions in its state, which may not hold yet what its predecessor committed (a
+// just-elected leader applies the log up to the commit index only once its first entry commits): before
+// refusing, a leader that has not yet caught up in its term waits, bounded by ctx, for a barrier (every
+// committed entry applied) and checks again. So a new leader never refuses a write the old one accepted.
+func (s *Store) checkProposable(ctx context.Context, cmd []byte) error {
+	err := s.checkVersions(cmd)
+	if err == nil || !errors.Is(err, ErrUpgradeInProgress) || s.raft.State() != raft.Leader {
+		return err
+	}
+	term := s.raft.CurrentTerm()
+	if s.caughtUpTerm.Load() == term {
+		return err
+	}
+	if berr := waitFuture(ctx, s.raft.Barrier(timeoutFrom(ctx))); berr != nil {
+		return fmt.Errorf("storage: apply what the previous leader committed before checking the cluster's command versions: %w", mapRaftError(berr))
+	}
+	s.caughtUpTerm.Store(term)
+	return s.checkVersions(cmd)
+}
+
+// checkVersions refuses a command that a server of the Raft configuration may not understand: one
 // that has not recorded a command version at least the one that introduced the command's type (a server
 // that recorded none is of the JSON era, version 1). This node understands everything it proposes.
 // Optional commands (the ignore-if-unknown bit) are never refused: a node that does not know one skips it.
 // Non-voters are checked too: they apply the log like voters.
-func (s *Store) checkProposable(cmd []byte) error {
+func (s *Store) checkVersions(cmd []byte) error {
 	if len(cmd) == 0 {
 		return nil
 	}
