@@ -243,26 +243,38 @@ func (n *Node) registerLocked(ctx context.Context, leaderAddr string) error {
 	return nil
 }
 
-// Forward sends p to the leader (storage.Forwarder).
-func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome, error) {
+// leaderConn returns the connection to the leader for a forwarded call, or, when nothing can be sent
+// now, the outcome to answer instead: no leader, this node not registered, or the leader unreachable.
+func (n *Node) leaderConn(ctx context.Context) (*grpc.ClientConn, storage.RaftStatus, *storage.Outcome, error) {
 	st := n.cfg.Raft.Status()
 	if st.LeaderAddress == "" {
-		return storage.NoLeaderOutcome(), nil
+		out := storage.NoLeaderOutcome()
+		return nil, st, &out, nil
 	}
 	if n.cfg.Identity.Certificate() == nil {
 		// Not registered yet (its join records this node's command version): the leader could not
 		// authenticate it, and a refused handshake would hold the connection in backoff.
-		return storage.Outcome{Code: storage.ErrorCodeOf(storage.ErrNotLeader),
+		return nil, st, &storage.Outcome{Code: storage.ErrorCodeOf(storage.ErrNotLeader),
 			Message: fmt.Sprintf("cluster: node %s is not registered in the cluster yet: it takes writes once it is (see 'signet cluster status')", n.cfg.Raft.NodeID())}, nil
 	}
 	cc, err := n.clients.conn(st.LeaderAddress)
 	if err != nil {
-		return storage.Outcome{}, err
+		return nil, st, nil, err
 	}
 	if !n.connected(ctx, cc) {
 		// Nothing was sent: the leader this node knows is unreachable (dead, and the cluster about to
-		// elect another). The proposal is retried, against whichever leader there is then.
-		return storage.NoLeaderOutcome(), nil
+		// elect another). The call is retried, against whichever leader there is then.
+		out := storage.NoLeaderOutcome()
+		return nil, st, &out, nil
+	}
+	return cc, st, nil, nil
+}
+
+// Forward sends p to the leader (storage.Forwarder).
+func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome, error) {
+	cc, st, instead, err := n.leaderConn(ctx)
+	if err != nil || instead != nil {
+		return deref(instead), err
 	}
 	presented := n.cfg.Identity.Certificate()
 	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger})
@@ -303,4 +315,12 @@ func (n *Node) connected(ctx context.Context, cc *grpc.ClientConn) bool {
 			}
 		}
 	}
+}
+
+// deref is *o, or the zero Outcome for nil.
+func deref(o *storage.Outcome) storage.Outcome {
+	if o == nil {
+		return storage.Outcome{}
+	}
+	return *o
 }

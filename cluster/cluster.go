@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ type Raft interface {
 	RecordNodeVersion(ctx context.Context, id string, version uint32) error
 	RemoveServer(ctx context.Context, id string) error
 	ApplyProposal(ctx context.Context, p storage.Proposal) storage.Outcome
+	// ApplyImport installs a snapshot export on the leader (a follower's restore).
+	ApplyImport(ctx context.Context, r io.Reader, want storage.ExportInfo) (uint64, error)
 	WaitApplied(ctx context.Context, index uint64) error
 }
 

@@ -21,6 +21,8 @@ import (
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -234,4 +236,17 @@ func TestRegisterAgainWhenRefused(t *testing.T) {
 	if cur := follower.ident.Certificate(); cur == bad || cur == nil {
 		t.Fatal("the follower did not register again with a new server SVID")
 	}
+}
+
+// dialCluster is a client of the cluster API at addr presenting cert and trusting anything (as an
+// attacker would; a server's own client verifies the peer), closed when the test ends.
+func dialCluster(t *testing.T, addr string, cert *tls.Certificate) clusterv1.ClusterClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
+		InsecureSkipVerify: true, Certificates: []tls.Certificate{*cert}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return clusterv1.NewClusterClient(cc)
 }

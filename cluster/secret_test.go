@@ -21,7 +21,6 @@ import (
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -104,14 +103,7 @@ func joinWithoutProof(ctx context.Context, t *testing.T, addr string) (*clusterv
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13,
-		InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}}))) // the attacker trusts anything
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	return clusterv1.NewClusterClient(cc).Join(ctx, &clusterv1.JoinRequest{NodeId: "mallory", Address: "127.0.0.1:1", TrustDomain: td.Name(),
+	return dialCluster(t, addr, &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}).Join(ctx, &clusterv1.JoinRequest{NodeId: "mallory", Address: "127.0.0.1:1", TrustDomain: td.Name(),
 		ClusterId: cluster.DefaultClusterID, X509Authority: der, JwtAuthority: pub, JwtKeyId: "k", CommandVersion: storage.CommandVersion},
 		grpc.WaitForReady(true))
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -22,15 +23,81 @@ import (
 // earlier chain is superseded when it changes.
 var keyRestoreID = []byte("restore_id")
 
-// Import replaces the whole replicated state with the export read from r, which must match want's size,
-// digest and a schema version this build understands; otherwise nothing changes. Only the leader
-// imports. The Raft configuration and what describes this cluster's servers stay this cluster's: the
-// command versions its servers recorded, and its CA authorities (added to the restored ones). It
-// returns the Raft index of the installed snapshot.
+// ImportForwarder streams a restore made on a follower to the leader, which imports it (ApplyImport).
+// An error is a transport failure; the outcome holds the index of the installed snapshot or the
+// leader's error. The store's Forwarder implements it too in a cluster (package cluster's does).
+type ImportForwarder interface {
+	ForwardImport(ctx context.Context, r io.Reader, want ExportInfo) (Outcome, error)
+}
+
+// Import replaces the whole replicated state with the export read from r (see ApplyImport), on the
+// leader: here if this node leads, else streamed to it through the forwarder. While the cluster has no
+// leader it waits, until ctx ends; a restore whose stream broke after it started fails (r cannot be
+// read again). On a follower it returns once this node has installed the snapshot too.
 func (s *Store) Import(ctx context.Context, r io.Reader, want ExportInfo) (uint64, error) {
+	f, _ := s.forwarder().(ImportForwarder)
+	if f == nil {
+		return s.ApplyImport(ctx, r, want)
+	}
+	cr := &countingReader{r: r}
+	for {
+		if s.raft.State() == raft.Leader && cr.n == 0 {
+			return s.ApplyImport(ctx, r, want)
+		}
+		out := NoLeaderOutcome()
+		if _, leader := s.Leader(); leader != "" && s.raft.State() != raft.Leader {
+			var err error
+			if out, err = f.ForwardImport(ctx, cr, want); err != nil {
+				return 0, fmt.Errorf("storage: restore through the leader: %w", err)
+			}
+			if out.Code == codeOK {
+				return out.Index, s.waitInstalled(ctx, out.Index)
+			}
+		}
+		if out.Code != codeNotAppended || cr.n > 0 {
+			return 0, out.err()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("storage: restore: %w: %s (waited for a leader until the request's deadline: %w)", ErrNotLeader, out.Message, ctx.Err())
+		case <-s.closing:
+			return 0, ErrClosed
+		case <-time.After(forwardRetry):
+		}
+	}
+}
+
+// waitInstalled waits until this node has installed the snapshot the leader restored at index (raft's
+// applied index moves past a snapshot once the FSM has restored it).
+func (s *Store) waitInstalled(ctx context.Context, index uint64) error {
+	err := s.waitIndex(ctx, index, s.raft.AppliedIndex)
+	if err == nil || err == ErrClosed {
+		return err
+	}
+	return fmt.Errorf("storage: restore: committed at index %d, but this server has not installed it yet (applied %d): %w", index, s.raft.AppliedIndex(), err)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// ApplyImport replaces the whole replicated state with the export read from r, which must match want's
+// size, digest and a schema version this build understands; otherwise nothing changes. Only the leader
+// imports (ErrNotLeader, unappended, on another node). The Raft configuration and what describes this
+// cluster's servers stay this cluster's: the command versions its servers recorded, and its CA
+// authorities (added to the restored ones). It returns the Raft index of the installed snapshot.
+func (s *Store) ApplyImport(ctx context.Context, r io.Reader, want ExportInfo) (uint64, error) {
 	if !s.IsLeader() {
 		id, _ := s.Leader()
-		return 0, fmt.Errorf("storage: restore: %w: run on the leader: %s", ErrNotLeader, id)
+		return 0, fmt.Errorf("storage: restore: %w: the leader is %q", errNotAppended, id)
 	}
 	if want.SchemaVersion > uint64(CommandVersion) {
 		return 0, fmt.Errorf("storage: restore: %w: the snapshot has applied command version %d, this signet understands up to %d: restore it with the newer signet; nothing changed", ErrStateTooNew, want.SchemaVersion, CommandVersion)

@@ -182,15 +182,25 @@ func (s *Store) electLoneVoter() {
 
 // WaitApplied blocks until this node has applied the log up to index, or ctx ends.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
-	if s.appliedIdx.Load() >= index {
+	err := s.waitIndex(ctx, index, s.appliedIdx.Load)
+	if err == nil || err == ErrClosed {
+		return err
+	}
+	return fmt.Errorf("storage: wait for index %d (applied %d): %w", index, s.appliedIdx.Load(), err)
+}
+
+// waitIndex waits until current() reaches index; ctx's error if it ends first, ErrClosed if the store
+// closes.
+func (s *Store) waitIndex(ctx context.Context, index uint64, current func() uint64) error {
+	if current() >= index {
 		return nil
 	}
 	t := time.NewTicker(2 * time.Millisecond)
 	defer t.Stop()
-	for s.appliedIdx.Load() < index {
+	for current() < index {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("storage: wait for index %d (applied %d): %w", index, s.appliedIdx.Load(), ctx.Err())
+			return ctx.Err()
 		case <-s.closing:
 			return ErrClosed
 		case <-t.C:

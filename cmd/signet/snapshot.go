@@ -144,8 +144,8 @@ func newSnapshotRestoreCmd() *cobra.Command {
 		Use:   "restore FILE",
 		Short: "Replace the whole cluster state with a snapshot from 'signet snapshot save'",
 		Long: `Replace the replicated state of the whole cluster (every server) with the snapshot in FILE. Run it on
-the leader ('signet cluster status' names it). The leader checks the header and the body's SHA-256 and
-refuses, with nothing changed, a damaged file (digest mismatch), a snapshot of another trust domain,
+any server: a follower streams the snapshot to the leader over the cluster connection. The leader checks
+the header and the body's SHA-256 and refuses, with nothing changed, a damaged file (digest mismatch), a snapshot of another trust domain,
 or one written by a newer signet. The cluster keeps its own servers, their CA keys and authorities (the
 snapshot's authorities are added to the bundle). The restore is recorded in the restored audit log
 ("snapshot.restore"), and each server's automatic audit checkpoint starts over on the restored chain.`,

@@ -200,9 +200,11 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 }
 
-// TestSnapshotRestoreCluster: in a fresh three-server cluster, a restore on a follower is refused naming
-// the leader; on the leader it reaches every server: each lists the restored owner and entry, finds the
-// SVID in its ledger, and verifies the audit chain (its automatic checkpoint starts over).
+// TestSnapshotRestoreCluster: in a fresh three-server cluster, a restore through a follower's admin
+// socket is streamed to the leader, which checks it: a damaged file is refused naming the digest
+// mismatch and changes nothing; the good one reaches every server: each lists the restored owner and
+// entry, finds the SVID in its ledger, and verifies the audit chain (its automatic checkpoint starts
+// over).
 func TestSnapshotRestoreCluster(t *testing.T) {
 	file, certFile := savedSnapshot(t)
 	const web = "spiffe://example.org/web"
@@ -213,11 +215,25 @@ func TestSnapshotRestoreCluster(t *testing.T) {
 	for _, s := range c.servers { // each server's automatic checkpoint now holds its own chain
 		s.mustCLI("audit", "checkpoint", "--out", filepath.Join(t.TempDir(), "cp.json"))
 	}
-	_, errOut, code := c.servers[follower].cli("snapshot", "restore", file)
-	if code == 0 || !strings.Contains(errOut, "run on the leader: "+c.nodeID(leader)) {
-		t.Fatalf("restore on a follower: exit %d, stderr %q", code, errOut)
+	data := mustRead(t, file)
+	data[len(data)-100] ^= 0xff
+	bad := filepath.Join(t.TempDir(), "bad.snap")
+	writeFile(t, bad, string(data))
+	_, errOut, code := c.servers[follower].cli("snapshot", "restore", bad)
+	if code == 0 || !strings.Contains(errOut, "digest mismatch") || !strings.Contains(errOut, "nothing changed") {
+		t.Fatalf("restore of a damaged file through a follower: exit %d, stderr %q", code, errOut)
 	}
-	c.servers[leader].mustCLI("snapshot", "restore", file)
+	if out := c.servers[leader].mustCLI("entry", "list"); strings.Contains(out, web) {
+		t.Fatalf("the refused restore changed the leader's entries:\n%s", out)
+	}
+	out := c.servers[follower].mustCLI("snapshot", "restore", file)
+	if !strings.Contains(out, "Restored the snapshot of example.org") {
+		t.Fatalf("snapshot restore through a follower said %q", out)
+	}
+	// The follower the restore went through has installed it when the command returns.
+	if out := c.servers[follower].mustCLI("entry", "list"); !strings.Contains(out, web) {
+		t.Fatalf("the follower the restore went through lacks entry %s:\n%s", web, out)
+	}
 	for i, s := range c.servers {
 		eventually(t, 30*time.Second, fmt.Sprintf("server %d lists the restored owner", i), func() bool { return hasOwner(s, "alice") })
 		if out := s.mustCLI("entry", "list"); !strings.Contains(out, web) {

@@ -95,8 +95,8 @@ type AdminClient interface {
 	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
 	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
 	// RestoreSnapshot replaces the whole replicated state with a saved one, on every server (through
-	// Raft's user-snapshot path). The leader only; a header first, then the body in chunks. Audited as
-	// "snapshot.restore".
+	// Raft's user-snapshot path). On any server: a follower streams it to the leader (cluster Restore).
+	// A header first, then the body in chunks. Audited as "snapshot.restore".
 	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error)
 }
 
@@ -444,8 +444,8 @@ type AdminServer interface {
 	// one consistent read: a header first, then the body in chunks. Audited as "snapshot.save".
 	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
 	// RestoreSnapshot replaces the whole replicated state with a saved one, on every server (through
-	// Raft's user-snapshot path). The leader only; a header first, then the body in chunks. Audited as
-	// "snapshot.restore".
+	// Raft's user-snapshot path). On any server: a follower streams it to the leader (cluster Restore).
+	// A header first, then the body in chunks. Audited as "snapshot.restore".
 	RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }

@@ -445,6 +445,219 @@ func (x *ForwardResponse) GetErrorMessage() string {
 	return ""
 }
 
+type RestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*RestoreRequest_Header
+	//	*RestoreRequest_Chunk
+	Part          isRestoreRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_clusterv1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_clusterv1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RestoreRequest) GetPart() isRestoreRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetHeader() *RestoreHeader {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*RestoreRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isRestoreRequest_Part interface {
+	isRestoreRequest_Part()
+}
+
+type RestoreRequest_Header struct {
+	Header *RestoreHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"` // the first message, and only the first
+}
+
+type RestoreRequest_Chunk struct {
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"` // the body, in order
+}
+
+func (*RestoreRequest_Header) isRestoreRequest_Part() {}
+
+func (*RestoreRequest_Chunk) isRestoreRequest_Part() {}
+
+// RestoreHeader is what the snapshot's own header says of its body (storage.ExportInfo).
+type RestoreHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint64                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Size          uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        []byte                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreHeader) Reset() {
+	*x = RestoreHeader{}
+	mi := &file_clusterv1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreHeader) ProtoMessage() {}
+
+func (x *RestoreHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_clusterv1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreHeader.ProtoReflect.Descriptor instead.
+func (*RestoreHeader) Descriptor() ([]byte, []int) {
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RestoreHeader) GetSchemaVersion() uint64 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *RestoreHeader) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RestoreHeader) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RestoreHeader) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+type RestoreResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Raft index of the restored snapshot.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// A storage error code (0: success) and the leader's message.
+	ErrorCode     uint32 `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreResponse) Reset() {
+	*x = RestoreResponse{}
+	mi := &file_clusterv1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreResponse) ProtoMessage() {}
+
+func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_clusterv1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
+func (*RestoreResponse) Descriptor() ([]byte, []int) {
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RestoreResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetErrorCode() uint32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *RestoreResponse) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -453,7 +666,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[6]
+	mi := &file_clusterv1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +678,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[6]
+	mi := &file_clusterv1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +691,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 type NodeStatus struct {
@@ -502,7 +715,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[7]
+	mi := &file_clusterv1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +727,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[7]
+	mi := &file_clusterv1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +740,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeStatus) GetNodeId() string {
@@ -616,7 +829,7 @@ type AdminJoinRequest struct {
 
 func (x *AdminJoinRequest) Reset() {
 	*x = AdminJoinRequest{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[8]
+	mi := &file_clusterv1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +841,7 @@ func (x *AdminJoinRequest) String() string {
 func (*AdminJoinRequest) ProtoMessage() {}
 
 func (x *AdminJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[8]
+	mi := &file_clusterv1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +854,7 @@ func (x *AdminJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminJoinRequest.ProtoReflect.Descriptor instead.
 func (*AdminJoinRequest) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdminJoinRequest) GetAddress() string {
@@ -661,7 +874,7 @@ type AdminJoinResponse struct {
 
 func (x *AdminJoinResponse) Reset() {
 	*x = AdminJoinResponse{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[9]
+	mi := &file_clusterv1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +886,7 @@ func (x *AdminJoinResponse) String() string {
 func (*AdminJoinResponse) ProtoMessage() {}
 
 func (x *AdminJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[9]
+	mi := &file_clusterv1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +899,7 @@ func (x *AdminJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminJoinResponse.ProtoReflect.Descriptor instead.
 func (*AdminJoinResponse) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdminJoinResponse) GetLeaderId() string {
@@ -711,7 +924,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[10]
+	mi := &file_clusterv1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +936,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[10]
+	mi := &file_clusterv1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +949,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 type ClusterStatusResponse struct {
@@ -748,7 +961,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[11]
+	mi := &file_clusterv1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +973,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[11]
+	mi := &file_clusterv1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +986,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterStatusResponse) GetNodes() []*NodeStatus {
@@ -792,7 +1005,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[12]
+	mi := &file_clusterv1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1017,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[12]
+	mi := &file_clusterv1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1030,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -835,7 +1048,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_clusterv1_cluster_proto_msgTypes[13]
+	mi := &file_clusterv1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1060,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_clusterv1_cluster_proto_msgTypes[13]
+	mi := &file_clusterv1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1073,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_clusterv1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 var File_clusterv1_cluster_proto protoreflect.FileDescriptor
@@ -902,7 +1115,21 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"\x13issued_at_unix_nano\x18\x03 \x01(\x03R\x10issuedAtUnixNano\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x04 \x01(\rR\terrorCode\x12#\n" +
-	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"\x0f\n" +
+	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\"l\n" +
+	"\x0eRestoreRequest\x12:\n" +
+	"\x06header\x18\x01 \x01(\v2 .signet.cluster.v1.RestoreHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
+	"\x04part\"\x87\x01\n" +
+	"\rRestoreHeader\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\x04R\rschemaVersion\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"k\n" +
+	"\x0fRestoreResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x02 \x01(\rR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\"\x0f\n" +
 	"\rStatusRequest\"\xc0\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
@@ -929,13 +1156,14 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"\x05nodes\x18\x01 \x03(\v2\x1d.signet.cluster.v1.NodeStatusR\x05nodes\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x10\n" +
-	"\x0eRemoveResponse2\x83\x03\n" +
+	"\x0eRemoveResponse2\xd7\x03\n" +
 	"\aCluster\x12C\n" +
 	"\x04Info\x12\x1e.signet.cluster.v1.InfoRequest\x1a\x1b.signet.cluster.v1.NodeInfo\x12G\n" +
 	"\x04Join\x12\x1e.signet.cluster.v1.JoinRequest\x1a\x1f.signet.cluster.v1.JoinResponse\x12P\n" +
 	"\aForward\x12!.signet.cluster.v1.ForwardRequest\x1a\".signet.cluster.v1.ForwardResponse\x12I\n" +
 	"\x06Status\x12 .signet.cluster.v1.StatusRequest\x1a\x1d.signet.cluster.v1.NodeStatus\x12M\n" +
-	"\x06Remove\x12 .signet.cluster.v1.RemoveRequest\x1a!.signet.cluster.v1.RemoveResponse2\x8d\x02\n" +
+	"\x06Remove\x12 .signet.cluster.v1.RemoveRequest\x1a!.signet.cluster.v1.RemoveResponse\x12R\n" +
+	"\aRestore\x12!.signet.cluster.v1.RestoreRequest\x1a\".signet.cluster.v1.RestoreResponse(\x012\x8d\x02\n" +
 	"\fClusterAdmin\x12Q\n" +
 	"\x04Join\x12#.signet.cluster.v1.AdminJoinRequest\x1a$.signet.cluster.v1.AdminJoinResponse\x12[\n" +
 	"\x06Status\x12'.signet.cluster.v1.ClusterStatusRequest\x1a(.signet.cluster.v1.ClusterStatusResponse\x12M\n" +
@@ -953,7 +1181,7 @@ func file_clusterv1_cluster_proto_rawDescGZIP() []byte {
 	return file_clusterv1_cluster_proto_rawDescData
 }
 
-var file_clusterv1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_clusterv1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_clusterv1_cluster_proto_goTypes = []any{
 	(*InfoRequest)(nil),           // 0: signet.cluster.v1.InfoRequest
 	(*NodeInfo)(nil),              // 1: signet.cluster.v1.NodeInfo
@@ -961,38 +1189,44 @@ var file_clusterv1_cluster_proto_goTypes = []any{
 	(*JoinResponse)(nil),          // 3: signet.cluster.v1.JoinResponse
 	(*ForwardRequest)(nil),        // 4: signet.cluster.v1.ForwardRequest
 	(*ForwardResponse)(nil),       // 5: signet.cluster.v1.ForwardResponse
-	(*StatusRequest)(nil),         // 6: signet.cluster.v1.StatusRequest
-	(*NodeStatus)(nil),            // 7: signet.cluster.v1.NodeStatus
-	(*AdminJoinRequest)(nil),      // 8: signet.cluster.v1.AdminJoinRequest
-	(*AdminJoinResponse)(nil),     // 9: signet.cluster.v1.AdminJoinResponse
-	(*ClusterStatusRequest)(nil),  // 10: signet.cluster.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 11: signet.cluster.v1.ClusterStatusResponse
-	(*RemoveRequest)(nil),         // 12: signet.cluster.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 13: signet.cluster.v1.RemoveResponse
+	(*RestoreRequest)(nil),        // 6: signet.cluster.v1.RestoreRequest
+	(*RestoreHeader)(nil),         // 7: signet.cluster.v1.RestoreHeader
+	(*RestoreResponse)(nil),       // 8: signet.cluster.v1.RestoreResponse
+	(*StatusRequest)(nil),         // 9: signet.cluster.v1.StatusRequest
+	(*NodeStatus)(nil),            // 10: signet.cluster.v1.NodeStatus
+	(*AdminJoinRequest)(nil),      // 11: signet.cluster.v1.AdminJoinRequest
+	(*AdminJoinResponse)(nil),     // 12: signet.cluster.v1.AdminJoinResponse
+	(*ClusterStatusRequest)(nil),  // 13: signet.cluster.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 14: signet.cluster.v1.ClusterStatusResponse
+	(*RemoveRequest)(nil),         // 15: signet.cluster.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 16: signet.cluster.v1.RemoveResponse
 }
 var file_clusterv1_cluster_proto_depIdxs = []int32{
-	7,  // 0: signet.cluster.v1.ClusterStatusResponse.nodes:type_name -> signet.cluster.v1.NodeStatus
-	0,  // 1: signet.cluster.v1.Cluster.Info:input_type -> signet.cluster.v1.InfoRequest
-	2,  // 2: signet.cluster.v1.Cluster.Join:input_type -> signet.cluster.v1.JoinRequest
-	4,  // 3: signet.cluster.v1.Cluster.Forward:input_type -> signet.cluster.v1.ForwardRequest
-	6,  // 4: signet.cluster.v1.Cluster.Status:input_type -> signet.cluster.v1.StatusRequest
-	12, // 5: signet.cluster.v1.Cluster.Remove:input_type -> signet.cluster.v1.RemoveRequest
-	8,  // 6: signet.cluster.v1.ClusterAdmin.Join:input_type -> signet.cluster.v1.AdminJoinRequest
-	10, // 7: signet.cluster.v1.ClusterAdmin.Status:input_type -> signet.cluster.v1.ClusterStatusRequest
-	12, // 8: signet.cluster.v1.ClusterAdmin.Remove:input_type -> signet.cluster.v1.RemoveRequest
-	1,  // 9: signet.cluster.v1.Cluster.Info:output_type -> signet.cluster.v1.NodeInfo
-	3,  // 10: signet.cluster.v1.Cluster.Join:output_type -> signet.cluster.v1.JoinResponse
-	5,  // 11: signet.cluster.v1.Cluster.Forward:output_type -> signet.cluster.v1.ForwardResponse
-	7,  // 12: signet.cluster.v1.Cluster.Status:output_type -> signet.cluster.v1.NodeStatus
-	13, // 13: signet.cluster.v1.Cluster.Remove:output_type -> signet.cluster.v1.RemoveResponse
-	9,  // 14: signet.cluster.v1.ClusterAdmin.Join:output_type -> signet.cluster.v1.AdminJoinResponse
-	11, // 15: signet.cluster.v1.ClusterAdmin.Status:output_type -> signet.cluster.v1.ClusterStatusResponse
-	13, // 16: signet.cluster.v1.ClusterAdmin.Remove:output_type -> signet.cluster.v1.RemoveResponse
-	9,  // [9:17] is the sub-list for method output_type
-	1,  // [1:9] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	7,  // 0: signet.cluster.v1.RestoreRequest.header:type_name -> signet.cluster.v1.RestoreHeader
+	10, // 1: signet.cluster.v1.ClusterStatusResponse.nodes:type_name -> signet.cluster.v1.NodeStatus
+	0,  // 2: signet.cluster.v1.Cluster.Info:input_type -> signet.cluster.v1.InfoRequest
+	2,  // 3: signet.cluster.v1.Cluster.Join:input_type -> signet.cluster.v1.JoinRequest
+	4,  // 4: signet.cluster.v1.Cluster.Forward:input_type -> signet.cluster.v1.ForwardRequest
+	9,  // 5: signet.cluster.v1.Cluster.Status:input_type -> signet.cluster.v1.StatusRequest
+	15, // 6: signet.cluster.v1.Cluster.Remove:input_type -> signet.cluster.v1.RemoveRequest
+	6,  // 7: signet.cluster.v1.Cluster.Restore:input_type -> signet.cluster.v1.RestoreRequest
+	11, // 8: signet.cluster.v1.ClusterAdmin.Join:input_type -> signet.cluster.v1.AdminJoinRequest
+	13, // 9: signet.cluster.v1.ClusterAdmin.Status:input_type -> signet.cluster.v1.ClusterStatusRequest
+	15, // 10: signet.cluster.v1.ClusterAdmin.Remove:input_type -> signet.cluster.v1.RemoveRequest
+	1,  // 11: signet.cluster.v1.Cluster.Info:output_type -> signet.cluster.v1.NodeInfo
+	3,  // 12: signet.cluster.v1.Cluster.Join:output_type -> signet.cluster.v1.JoinResponse
+	5,  // 13: signet.cluster.v1.Cluster.Forward:output_type -> signet.cluster.v1.ForwardResponse
+	10, // 14: signet.cluster.v1.Cluster.Status:output_type -> signet.cluster.v1.NodeStatus
+	16, // 15: signet.cluster.v1.Cluster.Remove:output_type -> signet.cluster.v1.RemoveResponse
+	8,  // 16: signet.cluster.v1.Cluster.Restore:output_type -> signet.cluster.v1.RestoreResponse
+	12, // 17: signet.cluster.v1.ClusterAdmin.Join:output_type -> signet.cluster.v1.AdminJoinResponse
+	14, // 18: signet.cluster.v1.ClusterAdmin.Status:output_type -> signet.cluster.v1.ClusterStatusResponse
+	16, // 19: signet.cluster.v1.ClusterAdmin.Remove:output_type -> signet.cluster.v1.RemoveResponse
+	11, // [11:20] is the sub-list for method output_type
+	2,  // [2:11] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_clusterv1_cluster_proto_init() }
@@ -1000,13 +1234,17 @@ func file_clusterv1_cluster_proto_init() {
 	if File_clusterv1_cluster_proto != nil {
 		return
 	}
+	file_clusterv1_cluster_proto_msgTypes[6].OneofWrappers = []any{
+		(*RestoreRequest_Header)(nil),
+		(*RestoreRequest_Chunk)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_clusterv1_cluster_proto_rawDesc), len(file_clusterv1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -27,6 +27,7 @@ const (
 	Cluster_Forward_FullMethodName = "/signet.cluster.v1.Cluster/Forward"
 	Cluster_Status_FullMethodName  = "/signet.cluster.v1.Cluster/Status"
 	Cluster_Remove_FullMethodName  = "/signet.cluster.v1.Cluster/Remove"
+	Cluster_Restore_FullMethodName = "/signet.cluster.v1.Cluster/Restore"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -49,6 +50,11 @@ type ClusterClient interface {
 	// Remove takes a server out of the cluster; a follower's admin request, forwarded. Served by the
 	// leader; server SVID required.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
+	// Restore installs a state snapshot a follower's admin restores (`signet snapshot restore` through a
+	// follower, whose admin API checked the header): the header first, then the body in chunks, which the
+	// leader checks (size, digest, schema) and installs through Raft. Served by the leader; server SVID
+	// required, as for Forward.
+	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreRequest, RestoreResponse], error)
 }
 
 type clusterClient struct {
@@ -109,6 +115,19 @@ func (c *clusterClient) Remove(ctx context.Context, in *RemoveRequest, opts ...g
 	return out, nil
 }
 
+func (c *clusterClient) Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreRequest, RestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_Restore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreRequest, RestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_RestoreClient = grpc.ClientStreamingClient[RestoreRequest, RestoreResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -129,6 +148,11 @@ type ClusterServer interface {
 	// Remove takes a server out of the cluster; a follower's admin request, forwarded. Served by the
 	// leader; server SVID required.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
+	// Restore installs a state snapshot a follower's admin restores (`signet snapshot restore` through a
+	// follower, whose admin API checked the header): the header first, then the body in chunks, which the
+	// leader checks (size, digest, schema) and installs through Raft. Served by the leader; server SVID
+	// required, as for Forward.
+	Restore(grpc.ClientStreamingServer[RestoreRequest, RestoreResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -153,6 +177,9 @@ func (UnimplementedClusterServer) Status(context.Context, *StatusRequest) (*Node
 }
 func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*RemoveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Remove not implemented")
+}
+func (UnimplementedClusterServer) Restore(grpc.ClientStreamingServer[RestoreRequest, RestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method Restore not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -265,6 +292,13 @@ func _Cluster_Remove_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Restore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).Restore(&grpc.GenericServerStream[RestoreRequest, RestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_RestoreServer = grpc.ClientStreamingServer[RestoreRequest, RestoreResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -293,7 +327,13 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_Remove_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Restore",
+			Handler:       _Cluster_Restore_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "clusterv1/cluster.proto",
 }
 
