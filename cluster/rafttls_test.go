@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -128,5 +130,71 @@ func TestRaftPortRefusesUnauthenticated(t *testing.T) {
 	defer cancel()
 	if err := follower.st.ReadBarrier(ctx); err != nil {
 		t.Fatalf("the cluster after the refused connections: %v", err)
+	}
+}
+
+// TestRaftDialChecksTheNode: a node dialing a Raft peer refuses a server SVID that verifies against the
+// bundle but names another node than the one the Raft configuration lists at that address.
+func TestRaftDialChecksTheNode(t *testing.T) {
+	nodes, _, follower := startCluster(t)
+	var leader, other *testNode
+	for _, n := range nodes {
+		switch {
+		case n.st.IsLeader():
+			leader = n
+		case n != follower:
+			other = n
+		}
+	}
+	if leader == nil || other == nil {
+		t.Fatal("no leader")
+	}
+	// An impostor at an address the configuration gives to node-fake, presenting another node's SVID.
+	svid, err := other.ident.NewCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+					return
+				}
+				tc := tls.Server(c, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*svid}, ClientAuth: tls.RequireAnyClientCert})
+				if tc.Handshake() != nil {
+					return
+				}
+				tc.Write(make([]byte, cluster.RaftProofBytes))
+				io.Copy(io.Discard, tc)
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
+	fake := lis.Addr().String()
+	if err := leader.st.AddVoter(ctx, "node-fake", fake); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, testkit.Deadline, "node-fake in the follower's configuration", func() bool {
+		members, err := follower.st.Members()
+		return err == nil && len(members) == 4
+	})
+	c, err := follower.mux.RaftLayer().Dial(raft.ServerAddress(fake), 5*time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("a Raft connection to an impostor presenting another node's SVID was accepted")
+	}
+	if want := "lists node-fake at " + fake; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), other.st.NodeID()) {
+		t.Fatalf("dial refusal %q does not name the SVID's node and say %q", err, want)
 	}
 }
