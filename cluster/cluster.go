@@ -130,8 +130,10 @@ type Node struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	joinMu  sync.Mutex // one join or registration at a time
-	// refusedLog bounds the log lines of refused Joins (anyone reaching the port can send them).
-	refusedLog ratelimit.Lines
+	// refusedLog bounds the log lines of refused Joins (anyone reaching the port can send them), and
+	// raftRefusedLog those of refused Raft connections.
+	refusedLog     ratelimit.Lines
+	raftRefusedLog ratelimit.Lines
 	// lastRegister is when registerAgain last registered (guarded by joinMu).
 	lastRegister time.Time
 	grpc         *grpc.Server
@@ -175,7 +177,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "cluster"), ready: make(chan struct{}),
-		refusedLog: ratelimit.Lines{Every: time.Minute, Burst: 10}}
+		refusedLog: ratelimit.Lines{Every: time.Minute, Burst: 10}, raftRefusedLog: ratelimit.Lines{Every: time.Minute, Burst: 10}}
 	n.clients = newClients(cfg.TrustDomain, cfg.Identity, cfg.DialTimeout)
 	placeholder, err := placeholderCert()
 	if err != nil {
@@ -183,7 +185,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.grpc = n.newGRPCServer(placeholder)
 	if cfg.Mux != nil {
-		cfg.Mux.auth.Store(&raftAuth{td: cfg.TrustDomain, id: cfg.Identity, secret: cfg.JoinSecret, raft: cfg.Raft, placeholder: placeholder})
+		cfg.Mux.auth.Store(&raftAuth{td: cfg.TrustDomain, id: cfg.Identity, secret: cfg.JoinSecret, raft: cfg.Raft, placeholder: placeholder,
+			refused: func(from string, err error) {
+				n.raftRefusedLog.Warn(n.log, time.Now(), "raft connection refused", "from", from, "error", err)
+			}})
 	}
 	return n, nil
 }

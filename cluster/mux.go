@@ -113,7 +113,7 @@ func (m *Mux) sort(c net.Conn) {
 		_, _ = br.Discard(1)
 		tc, err := auth.accept(&peekedConn{Conn: c, r: br})
 		if err != nil {
-			return // closed; the dialer learns why from its side (a refused peer must not fill the log)
+			return // closed and logged, rate limited
 		}
 		m.raft.push(tc)
 	default:

@@ -49,6 +49,8 @@ type raftAuth struct {
 	secret      []byte
 	raft        Raft
 	placeholder *tls.Certificate
+	// refused logs a refused incoming connection (rate limited: anyone reaching the port can cause one).
+	refused func(from string, err error)
 }
 
 func (a *raftAuth) certificate() *tls.Certificate {
@@ -81,6 +83,7 @@ func (a *raftAuth) accept(c net.Conn) (net.Conn, error) {
 	tc := tls.Server(c, a.serverConfig())
 	if err := a.handshake(tc, time.Now().Add(RaftHandshakeTimeout), false, ""); err != nil {
 		tc.Close()
+		a.refused(c.RemoteAddr().String(), err)
 		return nil, err
 	}
 	return tc, nil
