@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,7 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -196,5 +198,138 @@ func TestRaftDialChecksTheNode(t *testing.T) {
 	}
 	if want := "lists node-fake at " + fake; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), other.st.NodeID()) {
 		t.Fatalf("dial refusal %q does not name the SVID's node and say %q", err, want)
+	}
+}
+
+// wireRecorder is a TCP proxy to target that keeps every byte it carries, both ways, and the first
+// byte of each connection.
+type wireRecorder struct {
+	lis    net.Listener
+	mu     sync.Mutex
+	bytes  []byte
+	firsts []byte
+}
+
+// recordWire opens the proxy's listener; carry starts it.
+func recordWire(t *testing.T) *wireRecorder {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	return &wireRecorder{lis: lis}
+}
+
+// carryTo proxies every connection to target, until the listener closes.
+func (w *wireRecorder) carryTo(target string) {
+	go func() {
+		for {
+			in, err := w.lis.Accept()
+			if err != nil {
+				return
+			}
+			go w.carry(in, target)
+		}
+	}()
+}
+
+func (w *wireRecorder) carry(in net.Conn, target string) {
+	defer in.Close()
+	out, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer out.Close()
+	go func() { _, _ = io.Copy(in, w.tee(out, false)); in.Close() }()
+	_, _ = io.Copy(out, w.tee(in, true)) // the dialer's side: its first byte sorts the connection
+}
+
+// tee records what is read from r; with first, its first byte also goes to firsts.
+func (w *wireRecorder) tee(r io.Reader, first bool) io.Reader {
+	return readFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p)
+		w.mu.Lock()
+		if first && n > 0 {
+			w.firsts = append(w.firsts, p[0])
+			first = false
+		}
+		w.bytes = append(w.bytes, p[:n]...)
+		w.mu.Unlock()
+		return n, err
+	})
+}
+
+type readFunc func([]byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
+
+func (w *wireRecorder) seen() (all, firsts []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]byte(nil), w.bytes...), append([]byte(nil), w.firsts...)
+}
+
+// TestRaftWireIsEncrypted: three servers whose cluster addresses are recording proxies form a cluster
+// and replicate a write (each applies the owner created through a follower), yet the owner's name never
+// crosses the wire in the clear, and every Raft connection starts with the TLS framing.
+func TestRaftWireIsEncrypted(t *testing.T) {
+	secret := writeSecret(t)
+	var muxes []*cluster.Mux
+	var recs []*wireRecorder
+	var addrs []string
+	for range 3 {
+		rec := recordWire(t)
+		m, err := cluster.Listen("127.0.0.1:0", rec.lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		rec.carryTo(m.BoundAddr().String())
+		muxes, recs, addrs = append(muxes, m), append(recs, rec), append(addrs, m.Addr().String())
+	}
+	var nodes []*testNode
+	for _, m := range muxes {
+		nodes = append(nodes, startNode(t, m, "", 3, addrs, secret))
+	}
+	waitReady(t, nodes...)
+	const name = "owner-in-the-clear-7f3a9c"
+	var writer *testNode
+	for _, n := range nodes {
+		if !n.st.IsLeader() {
+			writer = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
+	if _, err := writer.st.CreateOwner(ctx, storage.Owner{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		if err := n.st.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.st.Owner(name); err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+	}
+	raftConns := 0
+	for _, rec := range recs {
+		all, firsts := rec.seen()
+		if bytes.Contains(all, []byte(name)) {
+			t.Fatalf("the owner's name crossed a cluster port in the clear")
+		}
+		for _, b := range firsts {
+			switch b {
+			case cluster.RaftHeader:
+				raftConns++
+			case 0x16: // the cluster API's TLS
+			default:
+				t.Fatalf("a connection to a cluster port started with byte %#x", b)
+			}
+		}
+	}
+	if raftConns == 0 {
+		t.Fatal("no Raft connection went through the proxies: the test proves nothing")
 	}
 }
