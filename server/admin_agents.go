@@ -22,7 +22,9 @@ func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ctx = storage.WithActor(ctx, admin)
+	if ctx, err = s.withPolicy(storage.WithActor(ctx, admin)); err != nil {
+		return nil, toStatus(err)
+	}
 	if n := len(req.GetEntries()); n == 0 || n > MaxBatchEntries {
 		return nil, status.Errorf(codes.InvalidArgument, "entries: %d given, want 1 to %d", n, MaxBatchEntries)
 	}
