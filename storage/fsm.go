@@ -240,10 +240,7 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, deliveryRecordFromWire, applyDeliveryRecord)
 	case cmdPolicySet:
 		return viaWire(tx, payload, policySetFromWire, applyPolicySet)
-	case cmdPolicyChecked:
-		if policyChecked {
-			return applied{}, fmt.Errorf("%w: a policy-checked command inside another", ErrInvalid)
-		}
+	case cmdPolicyChecked: // it wraps only governed commands, never itself (applyPolicyChecked)
 		return viaWire(tx, payload, policyCheckedFromWire, func(tx *bolt.Tx, c policyCheckedCmd) (applied, error) {
 			return applyPolicyChecked(tx, index, c)
 		})

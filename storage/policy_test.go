@@ -137,3 +137,34 @@ func TestPolicyCheckedResultType(t *testing.T) {
 		t.Fatal("a command the policy does not govern was wrapped")
 	}
 }
+
+// TestPolicyCheckedWrapsOnlyGovernedCommands: a policy-checked command wrapping a command the policy
+// does not decide, or another policy-checked command, is refused by the state machine (a response, not
+// a stop) and changes nothing.
+func TestPolicyCheckedWrapsOnlyGovernedCommands(t *testing.T) {
+	ctx := WithActor(context.Background(), "uid:0(root)")
+	s := storeWithOwners(t, ctx, "alice")
+	if _, err := s.CreateEntry(ctx, testEntry(t, "e1", "spiffe://example.org/1", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	del, _ := encodeCommand(cmdEntryDelete, entryDeleteCmd{ID: "e1", Meta: sampleMeta()}.wire())
+	create, _ := encodeCommand(cmdEntryCreate, entryCreateCmd{Entry: testEntry(t, "e2", "spiffe://example.org/2", "alice"), Meta: sampleMeta()}.wire())
+	nested, _ := encodeCommand(cmdPolicyChecked, policyCheckedCmd{Command: create}.wire())
+	for name, inner := range map[string][]byte{"a delete": del, "a policy-checked command": nested} {
+		cmd, _ := encodeCommand(cmdPolicyChecked, policyCheckedCmd{Command: inner}.wire())
+		if _, err := s.apply(ctx, cmd); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("policy-checked wrapping %s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := s.Entry("e1"); err != nil {
+		t.Fatalf("the refused delete removed the entry: %v", err)
+	}
+	if _, err := s.Entry("e2"); !errors.Is(err, ErrEntryNotFound) {
+		t.Fatalf("the refused nested create stored the entry: %v", err)
+	}
+	// Wrapped at the current revision (0), the create applies.
+	cmd, _ := encodeCommand(cmdPolicyChecked, policyCheckedCmd{Command: create}.wire())
+	if _, err := s.apply(ctx, cmd); err != nil {
+		t.Fatalf("a create checked against the current revision: %v", err)
+	}
+}
