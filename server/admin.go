@@ -145,7 +145,7 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 	if ctx, err = s.withPolicy(storage.WithActor(ctx, admin)); err != nil {
 		return nil, toStatus(err)
 	}
-	e, err := s.prepareEntry(ctx, req.GetEntry(), s.rules(), admin, s.cfg.Clock().UTC().Truncate(time.Second))
+	e, err := s.prepareEntry(ctx, req.GetEntry(), s.rulesFor(ctx), admin, s.cfg.Clock().UTC().Truncate(time.Second))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -444,11 +444,11 @@ func (s *AdminService) EnsureEntry(ctx context.Context, e storage.Entry, by stri
 	if e.ParentID == "" {
 		e.ParentID = s.cfg.DefaultParentID
 	}
-	if err := s.rules().validateEntry(&e); err != nil {
-		return storage.Entry{}, false, err
-	}
 	ctx, err := s.withPolicy(ctx)
 	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	if err := s.rulesFor(ctx).validateEntry(&e); err != nil {
 		return storage.Entry{}, false, err
 	}
 	if err := s.checkPolicy(ctx, &e, by, "create"); err != nil {

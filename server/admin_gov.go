@@ -96,7 +96,7 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 			return nil, status.Errorf(codes.InvalidArgument, "update_mask: %q is not an updatable field (%s)", f, strings.Join(updatableFields, ", "))
 		}
 	}
-	if err := s.rules().validateEntry(&e); err != nil {
+	if err := s.rulesFor(ctx).validateEntry(&e); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := s.checkPolicy(ctx, &e, admin, "update"); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -67,12 +68,17 @@ func storedRules(cfg policy.Config) []storage.PolicyRule {
 	return out
 }
 
-// policyKey carries, in a request's context, the compiled policy the request is decided under.
+// policyKey carries, in a request's context, the policy the request is decided under (decidedBy).
 type policyKey struct{}
 
+type decidedBy struct {
+	p      *policy.Policy
+	limits storage.PolicyLimits
+}
+
 // withPolicy returns ctx carrying the entry policy the request is decided under: the cluster's, or
-// while the cluster has none this server's configured one (nil without: everything is allowed), and
-// its revision for the state machine's check.
+// while the cluster has none this server's configured one (nil without: everything is allowed), with
+// the cluster's limits and the revision for the state machine's check.
 func (s *AdminService) withPolicy(ctx context.Context) (context.Context, error) {
 	cur, err := s.cfg.Store.Policy()
 	if err != nil {
@@ -84,13 +90,61 @@ func (s *AdminService) withPolicy(ctx context.Context) (context.Context, error) 
 			return ctx, err
 		}
 	}
-	return context.WithValue(storage.WithPolicyRevision(ctx, cur.Revision), policyKey{}, p), nil
+	return context.WithValue(storage.WithPolicyRevision(ctx, cur.Revision), policyKey{}, decidedBy{p: p, limits: cur.Limits}), nil
 }
 
 // policyFrom returns the policy withPolicy put in ctx; nil means every request is allowed.
 func policyFrom(ctx context.Context) *policy.Policy {
-	p, _ := ctx.Value(policyKey{}).(*policy.Policy)
-	return p
+	d, _ := ctx.Value(policyKey{}).(decidedBy)
+	return d.p
+}
+
+// rulesFor returns the checks of an entry the request is decided under: this server's, with the
+// cluster's minimum SVID lifetimes where its policy sets them.
+func (s *AdminService) rulesFor(ctx context.Context) entryRules {
+	r := s.rules()
+	d, _ := ctx.Value(policyKey{}).(decidedBy)
+	if d.limits.MinX509SVIDTTL != 0 {
+		r.MinX509TTL = d.limits.MinX509SVIDTTL
+	}
+	if d.limits.MinJWTSVIDTTL != 0 {
+		r.MinJWTTTL = d.limits.MinJWTSVIDTTL
+	}
+	return r
+}
+
+// entryTTL is how long an entry created without an expiry lives: the cluster's default_entry_ttl if its
+// policy sets one, else this server's.
+func (s *AdminService) entryTTL(ctx context.Context) time.Duration {
+	if d, _ := ctx.Value(policyKey{}).(decidedBy); d.limits.DefaultEntryTTL != 0 {
+		return d.limits.DefaultEntryTTL
+	}
+	return s.cfg.DefaultEntryTTL
+}
+
+// Bounds of the cluster's limits (PolicyLimits): a default entry lifetime at least MinDefaultEntryTTL
+// and at most MaxDefaultEntryTTL; minimum SVID lifetimes as AdminServiceConfig's.
+const (
+	MinDefaultEntryTTL = time.Hour
+	MaxDefaultEntryTTL = 10 * 365 * 24 * time.Hour
+)
+
+// validateLimits checks the cluster's limits; each error names the field and its bounds.
+func validateLimits(l storage.PolicyLimits) error {
+	for _, f := range []struct {
+		name     string
+		v        time.Duration
+		min, max time.Duration
+	}{
+		{"limits.min_x509_svid_ttl", l.MinX509SVIDTTL, ShortestSVIDTTL, maxTTL},
+		{"limits.min_jwt_svid_ttl", l.MinJWTSVIDTTL, ShortestSVIDTTL, maxTTL},
+		{"limits.default_entry_ttl", l.DefaultEntryTTL, MinDefaultEntryTTL, MaxDefaultEntryTTL},
+	} {
+		if f.v != 0 && (f.v < f.min || f.v > f.max) {
+			return fmt.Errorf("%w: %s %s: want 0 (each server's configured value) or between %s and %s", ErrInvalidArgument, f.name, f.v, f.min, f.max)
+		}
+	}
+	return nil
 }
 
 // SeedPolicy makes this server's configured policy the cluster's, if the cluster has none: through
@@ -102,7 +156,7 @@ func (s *AdminService) SeedPolicy(ctx context.Context) {
 		return
 	}
 	rules := storedRules(*s.cfg.Policy)
-	digest := storage.PolicyRulesSHA256(rules)
+	digest := storage.PolicyDigest(rules, storage.PolicyLimits{})
 	node := s.cfg.Store.NodeID()
 	wctx := storage.WithActor(ctx, "config:"+node)
 	for {
@@ -118,7 +172,7 @@ func (s *AdminService) SeedPolicy(ctx context.Context) {
 		if err == nil {
 			actx, cancel := context.WithTimeout(wctx, policySeedTimeout)
 			var p storage.Policy
-			p, err = s.cfg.Store.SetPolicy(actx, rules, 0, "seeded from the configuration of server "+node)
+			p, err = s.cfg.Store.SetPolicy(actx, rules, storage.PolicyLimits{}, 0, "seeded from the configuration of server "+node)
 			cancel()
 			if err == nil {
 				s.log.Info("the cluster's entry policy was seeded from this server's configuration", "revision", p.Revision, "rules", len(rules), "sha256", p.SHA256)
@@ -174,12 +228,18 @@ func (s *AdminService) SetPolicy(ctx context.Context, req *adminv1.SetPolicyRequ
 	for i, r := range req.GetRules() {
 		rules[i] = storage.PolicyRule{Name: r.GetName(), Description: r.GetDescription(), DenyUnless: r.GetDenyUnless(), ApprovalWhen: r.GetApprovalWhen()}
 	}
+	l := req.GetLimits()
+	limits := storage.PolicyLimits{MinX509SVIDTTL: seconds(l.GetMinX509SvidTtlSeconds()), MinJWTSVIDTTL: seconds(l.GetMinJwtSvidTtlSeconds()),
+		DefaultEntryTTL: seconds(l.GetDefaultEntryTtlSeconds())}
+	if err := validateLimits(limits); err != nil {
+		return nil, toStatus(err)
+	}
 	if _, err := policy.Compile(policyConfig(rules)); err != nil {
 		err = fmt.Errorf("%w: the policy is refused, nothing changed: %v", ErrInvalidArgument, err)
 		s.audit.denied(ctx, admin, "policy.set", "policy", err)
 		return nil, toStatus(err)
 	}
-	p, err := s.cfg.Store.SetPolicy(ctx, rules, req.GetPrevRevision(), req.GetReason())
+	p, err := s.cfg.Store.SetPolicy(ctx, rules, limits, req.GetPrevRevision(), req.GetReason())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -187,8 +247,20 @@ func (s *AdminService) SetPolicy(ctx context.Context, req *adminv1.SetPolicyRequ
 	return policyToAdmin(&p), nil
 }
 
+// seconds converts an API duration in seconds, refusing to overflow (a value past 290 years is kept
+// past every bound, so validation refuses it).
+func seconds(s int64) time.Duration {
+	const most = int64(math.MaxInt64 / int64(time.Second))
+	if s > most || s < -most {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(s) * time.Second
+}
+
 func policyToAdmin(p *storage.Policy) *adminv1.PolicyInfo {
-	out := &adminv1.PolicyInfo{Revision: p.Revision, Sha256: p.SHA256, SetBy: p.SetBy, SetAt: unixOrZero(p.SetAt), Reason: p.Reason}
+	out := &adminv1.PolicyInfo{Revision: p.Revision, Sha256: p.SHA256, SetBy: p.SetBy, SetAt: unixOrZero(p.SetAt), Reason: p.Reason,
+		Limits: &adminv1.PolicyLimits{MinX509SvidTtlSeconds: int64(p.Limits.MinX509SVIDTTL / time.Second),
+			MinJwtSvidTtlSeconds: int64(p.Limits.MinJWTSVIDTTL / time.Second), DefaultEntryTtlSeconds: int64(p.Limits.DefaultEntryTTL / time.Second)}}
 	for _, r := range p.Rules {
 		out.Rules = append(out.Rules, &adminv1.PolicyRule{Name: r.Name, Description: r.Description, DenyUnless: r.DenyUnless, ApprovalWhen: r.ApprovalWhen})
 	}

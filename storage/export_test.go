@@ -20,7 +20,7 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, 0, "a command of the newest version"); err != nil {
+	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 0, "a command of the newest version"); err != nil {
 		t.Fatal(err)
 	}
 	exp, err := s.Export()

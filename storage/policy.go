@@ -29,12 +29,22 @@ type PolicyRule struct {
 	ApprovalWhen string `json:"approval_when,omitempty"`
 }
 
+// PolicyLimits are the cluster's limits on entries; a zero field leaves each server's configured value
+// in force. The server validates them; this package stores them.
+type PolicyLimits struct {
+	MinX509SVIDTTL  time.Duration `json:"min_x509_svid_ttl,omitempty"`
+	MinJWTSVIDTTL   time.Duration `json:"min_jwt_svid_ttl,omitempty"`
+	DefaultEntryTTL time.Duration `json:"default_entry_ttl,omitempty"`
+}
+
 // Policy is the cluster's entry policy. Revision 0 means no policy was ever set: every request is
 // allowed. An empty set of rules set on purpose has a revision and allows everything too.
 type Policy struct {
 	Revision uint64       `json:"revision"`
 	Rules    []PolicyRule `json:"rules"`
-	// SHA256 is the digest of the rules (hex), shown by `signet policy show` and in the audit log.
+	Limits   PolicyLimits `json:"limits"`
+	// SHA256 is the digest of the rules and limits (hex), shown by `signet policy show` and in the
+	// audit log.
 	SHA256 string    `json:"sha256"`
 	SetBy  string    `json:"set_by"`
 	SetAt  time.Time `json:"set_at"`
@@ -43,10 +53,12 @@ type Policy struct {
 
 var keyPolicy = []byte("policy") // meta: the entry policy, JSON of Policy
 
-// PolicyRulesSHA256 is the digest of rules as the state records it (hex of SHA-256 over each field,
-// length-prefixed, in order): one set of rules has one digest on every node and build.
-func PolicyRulesSHA256(rules []PolicyRule) string {
+// PolicyDigest is the digest of a policy's rules and limits as the state records it (hex of SHA-256 over
+// the limits in nanoseconds, then each rule's fields, length-prefixed, in order): one policy has one
+// digest on every node and build.
+func PolicyDigest(rules []PolicyRule, l PolicyLimits) string {
 	h := sha256.New()
+	fmt.Fprintf(h, "%d,%d,%d;", int64(l.MinX509SVIDTTL), int64(l.MinJWTSVIDTTL), int64(l.DefaultEntryTTL))
 	for _, r := range rules {
 		for _, f := range []string{r.Name, r.Description, r.DenyUnless, r.ApprovalWhen} {
 			fmt.Fprintf(h, "%d:%s", len(f), f)
@@ -57,12 +69,14 @@ func PolicyRulesSHA256(rules []PolicyRule) string {
 
 type policySetCmd struct {
 	Rules        []PolicyRule
+	Limits       PolicyLimits
 	PrevRevision uint64
 	Meta         auditMeta
 }
 
 func (c policySetCmd) wire() *raftv1.PolicySet {
-	m := &raftv1.PolicySet{PrevRevision: c.PrevRevision, Meta: metaToWire(c.Meta)}
+	m := &raftv1.PolicySet{PrevRevision: c.PrevRevision, Meta: metaToWire(c.Meta), MinX509SvidTtlNs: int64(c.Limits.MinX509SVIDTTL),
+		MinJwtSvidTtlNs: int64(c.Limits.MinJWTSVIDTTL), DefaultEntryTtlNs: int64(c.Limits.DefaultEntryTTL)}
 	for _, r := range c.Rules {
 		m.Rules = append(m.Rules, &raftv1.PolicyRule{Name: r.Name, Description: r.Description, DenyUnless: r.DenyUnless, ApprovalWhen: r.ApprovalWhen})
 	}
@@ -70,7 +84,9 @@ func (c policySetCmd) wire() *raftv1.PolicySet {
 }
 
 func policySetFromWire(m *raftv1.PolicySet) policySetCmd {
-	c := policySetCmd{PrevRevision: m.GetPrevRevision(), Meta: metaFromWire(m.GetMeta())}
+	c := policySetCmd{PrevRevision: m.GetPrevRevision(), Meta: metaFromWire(m.GetMeta()), Limits: PolicyLimits{
+		MinX509SVIDTTL: time.Duration(m.GetMinX509SvidTtlNs()), MinJWTSVIDTTL: time.Duration(m.GetMinJwtSvidTtlNs()),
+		DefaultEntryTTL: time.Duration(m.GetDefaultEntryTtlNs())}}
 	for _, r := range m.GetRules() {
 		c.Rules = append(c.Rules, PolicyRule{Name: r.GetName(), Description: r.GetDescription(), DenyUnless: r.GetDenyUnless(), ApprovalWhen: r.GetApprovalWhen()})
 	}
@@ -105,7 +121,10 @@ func applyPolicySet(tx *bolt.Tx, c policySetCmd) (applied, error) {
 			return applied{}, fmt.Errorf("entry policy: %w: rule #%d %q needs a name and exactly one of deny_unless and approval_when", ErrInvalid, i+1, r.Name)
 		}
 	}
-	next := Policy{Revision: cur.Revision + 1, Rules: c.Rules, SHA256: PolicyRulesSHA256(c.Rules),
+	if l := c.Limits; l.MinX509SVIDTTL < 0 || l.MinJWTSVIDTTL < 0 || l.DefaultEntryTTL < 0 {
+		return applied{}, fmt.Errorf("entry policy: %w: negative limits %+v", ErrInvalid, l)
+	}
+	next := Policy{Revision: cur.Revision + 1, Rules: c.Rules, Limits: c.Limits, SHA256: PolicyDigest(c.Rules, c.Limits),
 		SetBy: c.Meta.Actor, SetAt: c.Meta.Time.UTC(), Reason: c.Meta.Reason}
 	if next.Rules == nil {
 		next.Rules = []PolicyRule{}
@@ -221,14 +240,14 @@ func (s *Store) Policy() (Policy, error) {
 	return p, nil
 }
 
-// SetPolicy replaces the entry policy, if it is still at revision prev (else ErrConflict): the rules are
-// compiled and validated by the caller. prev 0 sets the first policy of a cluster, which is how a
-// server's configured policy seeds it. The stored policy, with its new revision, is returned.
-func (s *Store) SetPolicy(ctx context.Context, rules []PolicyRule, prev uint64, reason string) (Policy, error) {
+// SetPolicy replaces the entry policy with rules and limits, if it is still at revision prev (else
+// ErrConflict): the caller compiles and validates them. prev 0 sets the first policy of a cluster, which
+// is how a server's configured policy seeds it. The stored policy, with its new revision, is returned.
+func (s *Store) SetPolicy(ctx context.Context, rules []PolicyRule, limits PolicyLimits, prev uint64, reason string) (Policy, error) {
 	if len(rules) > MaxPolicyRules {
 		return Policy{}, fmt.Errorf("storage: set the entry policy: %w: %d rules, at most %d", ErrInvalid, len(rules), MaxPolicyRules)
 	}
-	resp, err := s.propose(ctx, cmdPolicySet, policySetCmd{Rules: rules, PrevRevision: prev, Meta: s.newMeta(ctx, reason)}.wire())
+	resp, err := s.propose(ctx, cmdPolicySet, policySetCmd{Rules: rules, Limits: limits, PrevRevision: prev, Meta: s.newMeta(ctx, reason)}.wire())
 	if err != nil {
 		return Policy{}, fmt.Errorf("storage: set the entry policy: %w", err)
 	}

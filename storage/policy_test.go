@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 var testRules = []PolicyRule{{Name: "max-ttl", Description: "a day at most", DenyUnless: `entry.x509_ttl <= duration("24h")`}}
@@ -19,18 +20,18 @@ func TestPolicySetIsVersioned(t *testing.T) {
 	if p, err := s.Policy(); err != nil || p.Revision != 0 || p.Rules != nil {
 		t.Fatalf("a new state's policy: %+v %v", p, err)
 	}
-	p1, err := s.SetPolicy(ctx, testRules, 0, "seed")
-	if err != nil || p1.Revision != 1 || p1.SetBy != "uid:0(root)" || p1.SHA256 != PolicyRulesSHA256(testRules) || p1.Reason != "seed" {
+	p1, err := s.SetPolicy(ctx, testRules, PolicyLimits{MinX509SVIDTTL: time.Minute}, 0, "seed")
+	if err != nil || p1.Revision != 1 || p1.SetBy != "uid:0(root)" || p1.SHA256 != PolicyDigest(testRules, PolicyLimits{MinX509SVIDTTL: time.Minute}) || p1.Limits.MinX509SVIDTTL != time.Minute || p1.Reason != "seed" {
 		t.Fatalf("first set: %+v %v", p1, err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, 0, "stale"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "at revision 1, the change was based on revision 0") {
+	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 0, "stale"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "at revision 1, the change was based on revision 0") {
 		t.Fatalf("a set based on a stale read: %v", err)
 	}
 	if got, _ := s.Policy(); got.Revision != 1 || len(got.Rules) != 1 {
 		t.Fatalf("the refused set changed the policy: %+v", got)
 	}
-	p2, err := s.SetPolicy(ctx, nil, 1, "no rules")
-	if err != nil || p2.Revision != 2 || p2.Rules == nil || len(p2.Rules) != 0 || p2.SHA256 == p1.SHA256 {
+	p2, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 1, "no rules")
+	if err != nil || p2.Revision != 2 || p2.Rules == nil || len(p2.Rules) != 0 || p2.SHA256 == p1.SHA256 || p2.Limits != (PolicyLimits{}) {
 		t.Fatalf("second set: %+v %v", p2, err)
 	}
 	recs, _, err := s.AuditLog(AuditQuery{Action: "policy.set"})
@@ -44,8 +45,14 @@ func TestPolicySetIsVersioned(t *testing.T) {
 	if json.Unmarshal(recs[1].Before, &before) != nil || before.SHA256 != p1.SHA256 || json.Unmarshal(recs[1].After, &after) != nil || after.SHA256 != p2.SHA256 {
 		t.Fatalf("second audit record: before %s after %s", recs[1].Before, recs[1].After)
 	}
-	if _, err := s.SetPolicy(ctx, []PolicyRule{{Name: "both", DenyUnless: "true", ApprovalWhen: "true"}}, 2, ""); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"both"`) {
+	if _, err := s.SetPolicy(ctx, []PolicyRule{{Name: "both", DenyUnless: "true", ApprovalWhen: "true"}}, PolicyLimits{}, 2, ""); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"both"`) {
 		t.Fatalf("a rule with both expressions: %v", err)
+	}
+	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{DefaultEntryTTL: -time.Hour}, 2, ""); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "negative limits") {
+		t.Fatalf("negative limits: %v", err)
+	}
+	if got, _ := s.Policy(); got.Revision != 2 {
+		t.Fatalf("a refused set changed the policy: %+v", got)
 	}
 }
 
@@ -59,7 +66,7 @@ func TestPolicyRevisionRace(t *testing.T) {
 	if _, err := s.CreateEntry(ctx, testEntry(t, "e0", "spiffe://example.org/0", "alice")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(ctx, testRules, 0, ""); err != nil {
+	if _, err := s.SetPolicy(ctx, testRules, PolicyLimits{}, 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Decided before the policy existed, applied after: refused.
@@ -71,7 +78,7 @@ func TestPolicyRevisionRace(t *testing.T) {
 	if _, err := s.CreateEntry(at1, testEntry(t, "e1", "spiffe://example.org/1", "alice")); err != nil {
 		t.Fatalf("a create decided under the current policy: %v", err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, 1, ""); err != nil {
+	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 1, ""); err != nil {
 		t.Fatal(err)
 	}
 	// Decided under revision 1, applied under revision 2: each governed write is refused, nothing changes.

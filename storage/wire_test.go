@@ -119,6 +119,7 @@ func wireCases() []wireCase {
 		wcase("policy-set", cmdPolicySet, policySetCmd{Rules: []PolicyRule{
 			{Name: "max-ttl", Description: "X.509-SVIDs live at most a day", DenyUnless: `entry.x509_ttl <= duration("24h")`, ApprovalWhen: "false"},
 			{Name: "prod", Description: "production needs a second admin", DenyUnless: "true", ApprovalWhen: `entry.path.startsWith("/prod/")`}},
+			Limits:       PolicyLimits{MinX509SVIDTTL: 5 * time.Minute, MinJWTSVIDTTL: time.Minute, DefaultEntryTTL: 720 * time.Hour},
 			PrevRevision: 3, Meta: sampleMeta()}, policySetCmd.wire, policySetFromWire),
 		wcase("policy-checked", cmdPolicyChecked, policyCheckedCmd{PolicyRevision: 4, Command: []byte{byte(cmdEntryDelete), 0x0a, 0x02, 'e', '1'}},
 			policyCheckedCmd.wire, policyCheckedFromWire),

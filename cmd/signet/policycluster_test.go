@@ -45,9 +45,10 @@ func (c *testCluster) waitPolicy(rev uint64) policyView {
 // configured with different policies and one with none: one configured policy seeds the cluster and all
 // three hold it; 'policy set' through a follower reaches every server, and then an entry the policy
 // denies is denied through every server (naming the rule) and an entry it allows is created through
-// every one; a policy file that does not compile is refused naming the rule, and nothing changes; a
-// server restarted with a configured policy that differs from the cluster's warns that the cluster's
-// decides, and decides by the cluster's.
+// every one; the policy's limits (a minimum X.509-SVID lifetime, a default entry lifetime) decide on
+// every server, one configured otherwise included; a policy file that does not compile, or with a limit
+// out of bounds, is refused naming it, and nothing changes; a server restarted with a configured policy
+// that differs from the cluster's warns that the cluster's decides, and decides by the cluster's.
 func TestClusterPolicyIsReplicated(t *testing.T) {
 	c := newTestCluster(t, 3)
 	appendConfig(t, c.servers[0], `policy:
@@ -60,6 +61,7 @@ func TestClusterPolicyIsReplicated(t *testing.T) {
     - name: seed-one
       deny_unless: 'entry.purpose != "one"'
 `)
+	appendConfig(t, c.servers[2], "min_x509_svid_ttl: 1s\ndefault_entry_ttl: 1000h\n")
 	c.startAll()
 	seeded := c.waitPolicy(1)
 	if len(seeded.Rules) != 1 || (seeded.Rules[0].Name != "seed-zero" && seeded.Rules[0].Name != "seed-one") ||
@@ -73,7 +75,10 @@ func TestClusterPolicyIsReplicated(t *testing.T) {
 
 	// A policy set through a follower reaches every server.
 	file := filepath.Join(t.TempDir(), "policy.yaml")
-	writeFile(t, file, `rules:
+	writeFile(t, file, `limits:
+  min_x509_svid_ttl: 10m
+  default_entry_ttl: 48h
+rules:
   - name: max-ttl
     description: X.509-SVIDs live at most an hour
     deny_unless: entry.x509_ttl <= duration("1h")
@@ -88,11 +93,13 @@ func TestClusterPolicyIsReplicated(t *testing.T) {
 		t.Fatalf("policy set: %s", out)
 	}
 	set := c.waitPolicy(2)
-	if set.Rules[0].Name != "max-ttl" || set.Reason != "CHG-1: short SVIDs" || set.SetBy == "" || set.SetAt == "" {
+	if set.Rules[0].Name != "max-ttl" || set.Reason != "CHG-1: short SVIDs" || set.SetBy == "" || set.SetAt == "" ||
+		set.Limits["min_x509_svid_ttl"] != "10m0s" || set.Limits["default_entry_ttl"] != "48h0m0s" || set.Limits["min_jwt_svid_ttl"] != "" {
 		t.Fatalf("the policy as set: %+v", set)
 	}
 	yamlOut := c.servers[leader].mustCLI("policy", "show")
-	if !strings.Contains(yamlOut, "# revision: 2") || !strings.Contains(yamlOut, "# sha256: "+set.SHA256) || !strings.Contains(yamlOut, "- name: max-ttl") {
+	if !strings.Contains(yamlOut, "# revision: 2") || !strings.Contains(yamlOut, "# sha256: "+set.SHA256) || !strings.Contains(yamlOut, "- name: max-ttl") ||
+		!strings.Contains(yamlOut, "limits:\n  min_x509_svid_ttl: 10m0s\n  default_entry_ttl: 48h0m0s\n") {
 		t.Fatalf("policy show (yaml):\n%s", yamlOut)
 	}
 
@@ -115,6 +122,16 @@ func TestClusterPolicyIsReplicated(t *testing.T) {
 				t.Fatalf("server %d: an entry the policy allows: exit %d, %s", i, code, stderr)
 			}
 		}
+		// The cluster's limits, whatever the server's configuration (server 2 allows 1s and defaults to 1000h).
+		if stderr, code := create(s, fmt.Sprintf("/team/short/%d", i), "5m", "x"); code == 0 || !strings.Contains(stderr, "x509_ttl 5m0s: invalid argument: at least 10m0s") {
+			t.Fatalf("server %d: an X.509 lifetime below the cluster's minimum: exit %d, %s", i, code, stderr)
+		}
+		out := s.mustCLI("entry", "create", "--spiffe-id", fmt.Sprintf("spiffe://example.org/team/default/%d", i), "--selector", myUID, "--owner", "alice",
+			"--purpose", "x", "--parent-id", "spiffe://example.org/nobody", "--x509-ttl", "30m", "-o", "json")
+		expires, err := time.Parse(time.RFC3339, decodeJSON[entryView](t, out).ExpiresAt)
+		if left := time.Until(expires); err != nil || left < 47*time.Hour || left > 49*time.Hour {
+			t.Fatalf("server %d: an entry created without an expiry expires at %v (%v), want in 48h (the cluster's default)", i, expires, err)
+		}
 	}
 
 	// A policy that does not compile is refused, naming the rule; nothing changes.
@@ -127,6 +144,11 @@ func TestClusterPolicyIsReplicated(t *testing.T) {
 	if _, stderr, code := c.servers[(leader+2)%3].cli("policy", "set", file, "--reason", "typo"); code == 0 ||
 		!strings.Contains(stderr, `policy rule "broken": deny_unless: entry has no key "x509ttl"`) || strings.Contains(stderr, `"fine"`) {
 		t.Fatalf("a policy that does not compile: exit %d, %s", code, stderr)
+	}
+	writeFile(t, file, "limits:\n  default_entry_ttl: 30m\nrules: []\n")
+	if _, stderr, code := follower.cli("policy", "set", file, "--reason", "too short"); code == 0 ||
+		!strings.Contains(stderr, "limits.default_entry_ttl 30m0s: want 0 (each server's configured value) or between 1h0m0s and") {
+		t.Fatalf("a limit out of bounds: exit %d, %s", code, stderr)
 	}
 	// A set based on a revision that is no longer the policy's is refused too.
 	writeFile(t, file, "rules: []\n")

@@ -31,17 +31,41 @@ type policyRuleView struct {
 	ApprovalWhen string `yaml:"approval_when,omitempty" json:"approval_when,omitempty"`
 }
 
+// policyLimits are the cluster's limits on entries as a policy file and 'policy show' write them; a
+// limit left out (zero) leaves each server's configured value in force.
+type policyLimits struct {
+	MinX509SVIDTTL  time.Duration `yaml:"min_x509_svid_ttl,omitempty" json:"min_x509_svid_ttl,omitempty"`
+	MinJWTSVIDTTL   time.Duration `yaml:"min_jwt_svid_ttl,omitempty" json:"min_jwt_svid_ttl,omitempty"`
+	DefaultEntryTTL time.Duration `yaml:"default_entry_ttl,omitempty" json:"default_entry_ttl,omitempty"`
+}
+
+// policyFile is what 'policy set' reads.
+type policyFile struct {
+	Limits policyLimits  `yaml:"limits"`
+	Rules  []policy.Rule `yaml:"rules"`
+}
+
 type policyView struct {
-	Revision uint64           `json:"revision"`
-	Rules    []policyRuleView `json:"rules"`
-	SHA256   string           `json:"sha256,omitempty"`
-	SetBy    string           `json:"set_by,omitempty"`
-	SetAt    string           `json:"set_at,omitempty"`
-	Reason   string           `json:"reason,omitempty"`
+	Revision uint64            `json:"revision"`
+	Limits   map[string]string `json:"limits"` // durations, as in a policy file
+	Rules    []policyRuleView  `json:"rules"`
+	SHA256   string            `json:"sha256,omitempty"`
+	SetBy    string            `json:"set_by,omitempty"`
+	SetAt    string            `json:"set_at,omitempty"`
+	Reason   string            `json:"reason,omitempty"`
+	limits   policyLimits
 }
 
 func viewPolicy(p *adminv1.PolicyInfo) policyView {
-	v := policyView{Revision: p.Revision, Rules: []policyRuleView{}, SHA256: p.Sha256, SetBy: p.SetBy, Reason: p.Reason}
+	l := p.GetLimits()
+	v := policyView{Revision: p.Revision, Rules: []policyRuleView{}, SHA256: p.Sha256, SetBy: p.SetBy, Reason: p.Reason, Limits: map[string]string{},
+		limits: policyLimits{MinX509SVIDTTL: time.Duration(l.GetMinX509SvidTtlSeconds()) * time.Second,
+			MinJWTSVIDTTL: time.Duration(l.GetMinJwtSvidTtlSeconds()) * time.Second, DefaultEntryTTL: time.Duration(l.GetDefaultEntryTtlSeconds()) * time.Second}}
+	for k, d := range map[string]time.Duration{"min_x509_svid_ttl": v.limits.MinX509SVIDTTL, "min_jwt_svid_ttl": v.limits.MinJWTSVIDTTL, "default_entry_ttl": v.limits.DefaultEntryTTL} {
+		if d != 0 {
+			v.Limits[k] = d.String()
+		}
+	}
 	if p.SetAt != 0 {
 		v.SetAt = time.Unix(p.SetAt, 0).UTC().Format(time.RFC3339)
 	}
@@ -100,8 +124,9 @@ func printPolicyYAML(w io.Writer, v policyView) error {
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	if err := enc.Encode(struct {
-		Rules []policyRuleView `yaml:"rules"`
-	}{v.Rules}); err != nil {
+		Limits policyLimits     `yaml:"limits,omitempty"`
+		Rules  []policyRuleView `yaml:"rules"`
+	}{v.limits, v.Rules}); err != nil {
 		return fmt.Errorf("policy show: %w", err)
 	}
 	_, err := w.Write(b.Bytes())
@@ -114,10 +139,13 @@ func newPolicySetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set FILE|-",
 		Short: "Replace the cluster's entry policy with the rules in FILE",
-		Long: `Replace the cluster's entry policy with the rules in FILE (or standard input): YAML with one key,
-rules, a list of rules as in docs/policy.md (the form 'signet policy show' prints; a server
-configuration's policy: section). The server compiles the rules first: one that does not compile is
-refused, naming the rule, and nothing changes. The policy is replicated through Raft: it takes effect on
+		Long: `Replace the cluster's entry policy with the one in FILE (or standard input): YAML with the key rules,
+a list of rules as in docs/policy.md (as in a server configuration's policy: section), and optionally
+limits, the cluster's limits on entries, which then decide on every server instead of each server's
+configuration: min_x509_svid_ttl, min_jwt_svid_ttl, default_entry_ttl (durations; one left out keeps
+each server's configured value). 'signet policy show' prints this form. The server checks the policy
+first: a rule that does not compile, or a limit out of its bounds, is refused, naming it, and nothing
+changes. The policy is replicated through Raft: it takes effect on
 every server, whichever one you ask. The change is recorded in the audit log ("policy.set", with the
 policy and its SHA-256 before and after) with --reason.
 
@@ -125,13 +153,22 @@ The new policy replaces the revision read just before (or --if-revision N): if a
 policy in between, the set is refused (exit 1) and nothing changes; read it again.`,
 		Example: `  signet policy show > policy.yaml
   $EDITOR policy.yaml
-  signet policy set policy.yaml --reason "CHG-1234: X.509-SVIDs live at most a day"`,
+  signet policy set policy.yaml --reason "CHG-1234: X.509-SVIDs live at most a day"
+
+  # policy.yaml
+  limits:
+    min_x509_svid_ttl: 5m
+    default_entry_ttl: 720h
+  rules:
+    - name: max-ttl
+      description: X.509-SVIDs live at most a day
+      deny_unless: entry.x509_ttl <= duration("24h")`,
 		Args: exactArgs(1, "one file (or - for standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(reason) == "" {
 				return usagef("policy set: --reason is required: say why the policy changes")
 			}
-			rules, err := readPolicyFile(args[0], cmd.InOrStdin())
+			rules, limits, err := readPolicyFile(args[0], cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -147,7 +184,7 @@ policy in between, the set is refused (exit 1) and nothing changes; read it agai
 				}
 				ifRevision = cur.Revision
 			}
-			p, err := client.SetPolicy(cmd.Context(), &adminv1.SetPolicyRequest{Rules: rules, PrevRevision: ifRevision, Reason: reason})
+			p, err := client.SetPolicy(cmd.Context(), &adminv1.SetPolicyRequest{Rules: rules, Limits: limits, PrevRevision: ifRevision, Reason: reason})
 			if err != nil {
 				return rpcError("policy set", err)
 			}
@@ -162,18 +199,28 @@ policy in between, the set is refused (exit 1) and nothing changes; read it agai
 }
 
 // readPolicyFile parses a policy file strictly; errors name the file, the line and the key.
-func readPolicyFile(path string, stdin io.Reader) ([]*adminv1.PolicyRule, error) {
+func readPolicyFile(path string, stdin io.Reader) ([]*adminv1.PolicyRule, *adminv1.PolicyLimits, error) {
 	b, err := readBounded("policy set", path, stdin, maxPolicyFileSize)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var cfg policy.Config
-	if err := decodeYAML("policy set", path, b, &cfg, " (see docs/policy.md)"); err != nil {
-		return nil, usageError{err}
+	var f policyFile
+	if err := decodeYAML("policy set", path, b, &f, " (see 'signet policy set --help')"); err != nil {
+		return nil, nil, usageError{err}
 	}
-	out := make([]*adminv1.PolicyRule, len(cfg.Rules))
-	for i, r := range cfg.Rules {
+	out := make([]*adminv1.PolicyRule, len(f.Rules))
+	for i, r := range f.Rules {
 		out[i] = &adminv1.PolicyRule{Name: r.Name, Description: r.Description, DenyUnless: r.DenyUnless, ApprovalWhen: r.ApprovalWhen}
 	}
-	return out, nil
+	l := f.Limits
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"limits.min_x509_svid_ttl", l.MinX509SVIDTTL}, {"limits.min_jwt_svid_ttl", l.MinJWTSVIDTTL}, {"limits.default_entry_ttl", l.DefaultEntryTTL}} {
+		if d.v%time.Second != 0 || d.v < 0 {
+			return nil, nil, usagef("policy set %s: %s %s: want a positive whole number of seconds", path, d.key, d.v)
+		}
+	}
+	return out, &adminv1.PolicyLimits{MinX509SvidTtlSeconds: int64(l.MinX509SVIDTTL / time.Second), MinJwtSvidTtlSeconds: int64(l.MinJWTSVIDTTL / time.Second),
+		DefaultEntryTtlSeconds: int64(l.DefaultEntryTTL / time.Second)}, nil
 }

@@ -2610,12 +2610,16 @@ func (x *PolicyRule) GetApprovalWhen() string {
 // read (0: the state holds no policy yet, how a server's configured policy seeds an empty cluster); a
 // set based on a stale read is refused.
 type PolicySet struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rules         []*PolicyRule          `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
-	PrevRevision  uint64                 `protobuf:"varint,2,opt,name=prev_revision,json=prevRevision,proto3" json:"prev_revision,omitempty"`
-	Meta          *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Rules        []*PolicyRule          `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	PrevRevision uint64                 `protobuf:"varint,2,opt,name=prev_revision,json=prevRevision,proto3" json:"prev_revision,omitempty"`
+	Meta         *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	// The cluster's limits on entries, in nanoseconds; 0: each server's configured value.
+	MinX509SvidTtlNs  int64 `protobuf:"varint,4,opt,name=min_x509_svid_ttl_ns,json=minX509SvidTtlNs,proto3" json:"min_x509_svid_ttl_ns,omitempty"`
+	MinJwtSvidTtlNs   int64 `protobuf:"varint,5,opt,name=min_jwt_svid_ttl_ns,json=minJwtSvidTtlNs,proto3" json:"min_jwt_svid_ttl_ns,omitempty"`
+	DefaultEntryTtlNs int64 `protobuf:"varint,6,opt,name=default_entry_ttl_ns,json=defaultEntryTtlNs,proto3" json:"default_entry_ttl_ns,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *PolicySet) Reset() {
@@ -2667,6 +2671,27 @@ func (x *PolicySet) GetMeta() *AuditMeta {
 		return x.Meta
 	}
 	return nil
+}
+
+func (x *PolicySet) GetMinX509SvidTtlNs() int64 {
+	if x != nil {
+		return x.MinX509SvidTtlNs
+	}
+	return 0
+}
+
+func (x *PolicySet) GetMinJwtSvidTtlNs() int64 {
+	if x != nil {
+		return x.MinJwtSvidTtlNs
+	}
+	return 0
+}
+
+func (x *PolicySet) GetDefaultEntryTtlNs() int64 {
+	if x != nil {
+		return x.DefaultEntryTtlNs
+	}
+	return 0
 }
 
 // PolicyChecked carries a command that the proposer decided under the entry policy of revision
@@ -2976,11 +3001,14 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
 	"\vdeny_unless\x18\x03 \x01(\tR\n" +
 	"denyUnless\x12#\n" +
-	"\rapproval_when\x18\x04 \x01(\tR\fapprovalWhen\"\x91\x01\n" +
+	"\rapproval_when\x18\x04 \x01(\tR\fapprovalWhen\"\xa0\x02\n" +
 	"\tPolicySet\x120\n" +
 	"\x05rules\x18\x01 \x03(\v2\x1a.signet.raft.v1.PolicyRuleR\x05rules\x12#\n" +
 	"\rprev_revision\x18\x02 \x01(\x04R\fprevRevision\x12-\n" +
-	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"R\n" +
+	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\x12.\n" +
+	"\x14min_x509_svid_ttl_ns\x18\x04 \x01(\x03R\x10minX509SvidTtlNs\x12,\n" +
+	"\x13min_jwt_svid_ttl_ns\x18\x05 \x01(\x03R\x0fminJwtSvidTtlNs\x12/\n" +
+	"\x14default_entry_ttl_ns\x18\x06 \x01(\x03R\x11defaultEntryTtlNs\"R\n" +
 	"\rPolicyChecked\x12'\n" +
 	"\x0fpolicy_revision\x18\x01 \x01(\x04R\x0epolicyRevision\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\fR\acommandB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
