@@ -30,26 +30,25 @@ const policySeedTimeout = 10 * time.Second
 // with functions this one lacks): writes the policy decides are refused here until it is upgraded.
 var ErrPolicyUnusable = errors.New("the cluster's entry policy does not compile on this server")
 
-// compiledPolicy caches the compiled replicated policy by revision.
+// compiledPolicy caches the compiled replicated policy, or why it does not compile, by revision.
 type compiledPolicy struct {
 	mu  sync.Mutex
-	rev uint64
+	rev uint64 // 0: nothing cached
 	p   *policy.Policy
+	err error
 }
 
 func (c *compiledPolicy) get(cur storage.Policy) (*policy.Policy, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.p != nil && c.rev == cur.Revision {
-		return c.p, nil
+	if c.rev != cur.Revision {
+		c.rev = cur.Revision
+		if c.p, c.err = policy.Compile(policyConfig(cur.Rules)); c.err != nil {
+			c.err = fmt.Errorf("%w (revision %d, set by %s): %v: upgrade this server, or set a policy it compiles (signet policy set)",
+				ErrPolicyUnusable, cur.Revision, cur.SetBy, c.err)
+		}
 	}
-	p, err := policy.Compile(policyConfig(cur.Rules))
-	if err != nil {
-		return nil, fmt.Errorf("%w (revision %d, set by %s): %v: upgrade this server, or set a policy it compiles (signet policy set)",
-			ErrPolicyUnusable, cur.Revision, cur.SetBy, err)
-	}
-	c.rev, c.p = cur.Revision, p
-	return p, nil
+	return c.p, c.err
 }
 
 func policyConfig(rules []storage.PolicyRule) policy.Config {
