@@ -80,6 +80,9 @@ const (
 	// operation, one per comprehension iteration, more for string operations on long strings). Ordinary
 	// rules cost tens to a few thousand; an evaluation that reaches it fails, which denies the request.
 	MaxCost = 1_000_000
+	// MaxRules is the most rules a policy has; MaxDescriptionBytes bounds a rule's description.
+	MaxRules            = 256
+	MaxDescriptionBytes = 1024
 	// interruptEvery is how many comprehension iterations run between checks of the context.
 	interruptEvery = 100
 )
@@ -183,6 +186,9 @@ func Compile(cfg Config) (*Policy, error) {
 	if len(cfg.Rules) == 0 {
 		return p, nil
 	}
+	if len(cfg.Rules) > MaxRules {
+		return nil, fmt.Errorf("policy: %d rules, at most %d: merge rules (one expression may test many things)", len(cfg.Rules), MaxRules)
+	}
 	env, err := newEnv()
 	if err != nil {
 		return nil, fmt.Errorf("policy: CEL environment: %w", err)
@@ -201,6 +207,9 @@ func Compile(cfg Config) (*Policy, error) {
 			errs = append(errs, fmt.Errorf("%s (#%d): duplicate name", label, i+1))
 		}
 		seen[r.Name] = true
+		if len(r.Description) > MaxDescriptionBytes {
+			errs = append(errs, fmt.Errorf("%s: description is %d bytes, longer than %d", label, len(r.Description), MaxDescriptionBytes))
+		}
 		deny, appr := strings.TrimSpace(r.DenyUnless) != "", strings.TrimSpace(r.ApprovalWhen) != ""
 		var field, expr string
 		switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,6 +278,9 @@ func TestCompileErrors(t *testing.T) {
 		{"unknown-owner-key-in-has", []Rule{{Name: "typo", DenyUnless: `has(owner.teams)`}}, []string{`policy rule "typo"`, `owner has no key "teams"`}},
 		{"unknown-key-by-index", []Rule{{Name: "typo", DenyUnless: `entry["x509ttl"] < duration("1h")`}}, []string{`policy rule "typo"`, `entry has no key "x509ttl"`}},
 		{"unknown-key-in-comprehension", []Rule{{Name: "typo", DenyUnless: `entry.selectors.all(s, s != entry.parent)`}}, []string{`policy rule "typo"`, `entry has no key "parent"`}},
+		{"description-too-long", []Rule{{Name: "wordy", Description: strings.Repeat("x", MaxDescriptionBytes+1), DenyUnless: ok}},
+			[]string{`policy rule "wordy"`, fmt.Sprintf("description is %d bytes, longer than %d", MaxDescriptionBytes+1, MaxDescriptionBytes)}},
+		{"too-many-rules", slices.Repeat([]Rule{{Name: "r", DenyUnless: ok}}, MaxRules+1), []string{fmt.Sprintf("%d rules, at most %d", MaxRules+1, MaxRules)}},
 		{"every-bad-rule-named", []Rule{{Name: "good", DenyUnless: ok}, {Name: "bad-one", DenyUnless: `1 +`}, {Name: "bad-two", ApprovalWhen: `nope`}},
 			[]string{`policy rule "bad-one"`, `policy rule "bad-two"`}},
 	}

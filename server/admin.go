@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
@@ -34,8 +35,13 @@ type AdminServiceConfig struct {
 	// DefaultParentID is used for entries created without a parent (dev mode: the dev agent). Empty
 	// means a parent is required.
 	DefaultParentID string
-	// Policy, if set, is evaluated on every entry create and update (policy.Policy).
-	Policy EntryPolicy
+	// Policy, if set, is this server's configured entry policy. The cluster's policy is in the
+	// replicated state and decides every entry create and update on every server; Policy seeds it when
+	// the cluster has none (SeedPolicy), and until then decides this server's writes. A configured
+	// policy that differs from the cluster's is only warned about.
+	Policy *policy.Config
+	// PolicySeedRetry is how long SeedPolicy waits after a failed attempt (default DefaultPolicySeedRetry).
+	PolicySeedRetry time.Duration
 	// DefaultEntryTTL is how long entries created without an expiry live (default DefaultEntryLifetime);
 	// an entry that must never expire has to say so (never_expires), and reviews flag it.
 	DefaultEntryTTL time.Duration
@@ -61,6 +67,9 @@ type AdminService struct {
 	cfg   AdminServiceConfig
 	log   *slog.Logger
 	audit auditor
+	// seed is the configured policy, compiled; compiled caches the cluster's.
+	seed     *policy.Policy
+	compiled compiledPolicy
 }
 
 // NewAdminService validates cfg.
@@ -96,8 +105,18 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	if cfg.DefaultEntryTTL <= 0 {
 		cfg.DefaultEntryTTL = DefaultEntryLifetime
 	}
+	if cfg.PolicySeedRetry <= 0 {
+		cfg.PolicySeedRetry = DefaultPolicySeedRetry
+	}
+	var seed *policy.Policy
+	if cfg.Policy != nil {
+		var err error
+		if seed, err = policy.Compile(*cfg.Policy); err != nil {
+			return nil, fmt.Errorf("server: admin service config: Policy: %w", err)
+		}
+	}
 	log := cfg.Logger.With("component", "admin-api")
-	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: newRefusalLogLimiter()}}, nil
+	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: newRefusalLogLimiter()}, seed: seed}, nil
 }
 
 func (s *AdminService) rules() entryRules {
@@ -123,8 +142,10 @@ func (s *AdminService) CreateEntry(ctx context.Context, req *adminv1.CreateEntry
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ctx = storage.WithActor(ctx, admin)
-	e, err := s.prepareEntry(ctx, req.GetEntry(), s.rules(), admin, s.cfg.Clock().UTC().Truncate(time.Second))
+	if ctx, err = s.withPolicy(storage.WithActor(ctx, admin)); err != nil {
+		return nil, toStatus(err)
+	}
+	e, err := s.prepareEntry(ctx, req.GetEntry(), s.rulesFor(ctx), admin, s.cfg.Clock().UTC().Truncate(time.Second))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -423,7 +444,14 @@ func (s *AdminService) EnsureEntry(ctx context.Context, e storage.Entry, by stri
 	if e.ParentID == "" {
 		e.ParentID = s.cfg.DefaultParentID
 	}
-	if err := s.rules().validateEntry(&e); err != nil {
+	ctx, err := s.withPolicy(ctx)
+	if err != nil {
+		return storage.Entry{}, false, err
+	}
+	if err := s.rulesFor(ctx).validateEntry(&e); err != nil {
+		return storage.Entry{}, false, err
+	}
+	if err := s.checkPolicy(ctx, &e, by, "create"); err != nil {
 		return storage.Entry{}, false, err
 	}
 	for _, existing := range s.cfg.Store.EntriesByParent(e.ParentID) {

@@ -22,12 +22,14 @@ func (s *AdminService) BatchCreateEntries(ctx context.Context, req *adminv1.Batc
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ctx = storage.WithActor(ctx, admin)
+	if ctx, err = s.withPolicy(storage.WithActor(ctx, admin)); err != nil {
+		return nil, toStatus(err)
+	}
 	if n := len(req.GetEntries()); n == 0 || n > MaxBatchEntries {
 		return nil, status.Errorf(codes.InvalidArgument, "entries: %d given, want 1 to %d", n, MaxBatchEntries)
 	}
 	resp := &adminv1.BatchCreateEntriesResponse{Results: make([]*adminv1.BatchCreateEntriesResult, len(req.Entries))}
-	rules := s.rules()
+	rules := s.rulesFor(ctx)
 	now := s.cfg.Clock().UTC().Truncate(time.Second)
 	var valid []storage.Entry
 	var at []int
@@ -75,7 +77,7 @@ func (s *AdminService) prepareEntry(ctx context.Context, in *adminv1.Entry, rule
 		e.ParentID = s.cfg.DefaultParentID
 	}
 	if e.ExpiresAt.IsZero() && !e.NeverExpires {
-		e.ExpiresAt = now.Add(s.cfg.DefaultEntryTTL)
+		e.ExpiresAt = now.Add(s.entryTTL(ctx))
 	}
 	if err := rules.validateEntry(&e); err != nil {
 		return storage.Entry{}, err

@@ -36,7 +36,9 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ctx = storage.WithActor(ctx, admin)
+	if ctx, err = s.withPolicy(storage.WithActor(ctx, admin)); err != nil {
+		return nil, toStatus(err)
+	}
 	in := req.GetEntry()
 	if in == nil || in.Id == "" {
 		return nil, status.Error(codes.InvalidArgument, "entry.id is required")
@@ -94,7 +96,7 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 			return nil, status.Errorf(codes.InvalidArgument, "update_mask: %q is not an updatable field (%s)", f, strings.Join(updatableFields, ", "))
 		}
 	}
-	if err := s.rules().validateEntry(&e); err != nil {
+	if err := s.rulesFor(ctx).validateEntry(&e); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := s.checkPolicy(ctx, &e, admin, "update"); err != nil {
@@ -346,14 +348,16 @@ func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAudit
 	return out, nil
 }
 
-// checkPolicy evaluates the creation policy on e; a denial is recorded in the audit log and returned;
-// rules that ask for approval make e pending. (Without a policy every entry is allowed.)
+// checkPolicy evaluates the entry policy the request is decided under (withPolicy) on e; a denial is
+// recorded in the audit log and returned; rules that ask for approval make e pending. (Without a policy
+// every entry is allowed.)
 func (s *AdminService) checkPolicy(ctx context.Context, e *storage.Entry, admin, action string) error {
-	if s.cfg.Policy == nil {
+	pol := policyFrom(ctx)
+	if pol == nil {
 		return nil
 	}
 	owner, _ := s.cfg.Store.Owner(e.Owner)
-	d, err := s.cfg.Policy.Evaluate(ctx, policyInput(e, &owner, admin, action, s.cfg.Clock()))
+	d, err := pol.Evaluate(ctx, policyInput(e, &owner, admin, action, s.cfg.Clock()))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/signet-id/signet/credential"
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/selector"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -35,6 +36,13 @@ type fieldBound struct{ n, each int }
 var requestBounds = map[protoreflect.FullName]fieldBound{
 	// Admin API: audit (a SHA-256 in hex).
 	"signet.admin.v1.VerifyAuditRequest.checkpoint_hash": {n: 64},
+	// Admin API: the entry policy.
+	"signet.admin.v1.SetPolicyRequest.rules":   {n: policy.MaxRules},
+	"signet.admin.v1.SetPolicyRequest.reason":  {n: maxReasonLen},
+	"signet.admin.v1.PolicyRule.name":          {n: maxNameLen},
+	"signet.admin.v1.PolicyRule.description":   {n: policy.MaxDescriptionBytes},
+	"signet.admin.v1.PolicyRule.deny_unless":   {n: policy.MaxExpressionBytes},
+	"signet.admin.v1.PolicyRule.approval_when": {n: policy.MaxExpressionBytes},
 	// Admin API: snapshots.
 	"signet.admin.v1.RestoreSnapshotRequest.chunk": {n: SnapshotChunkSize},
 	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},

@@ -49,7 +49,7 @@ func codeOf(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
-		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain):
+		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition

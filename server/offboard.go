@@ -10,8 +10,8 @@ import (
 	"github.com/signet-id/signet/storage"
 )
 
-// maxOffboardAttempts bounds how often a checked offboarding is planned again because the owner's
-// entries changed between the policy check and the write.
+// maxOffboardAttempts bounds how often an offboarding is planned again because the owner's entries or
+// the entry policy changed between the policy check and the write.
 const maxOffboardAttempts = 3
 
 // maxViolationsInError bounds the violations an offboarding refusal spells out (a dry run lists all).
@@ -19,16 +19,23 @@ const maxViolationsInError = 20
 
 // offboard plans an offboarding, checks reassigned entries against the entry policy and, unless dryRun,
 // carries it out. Reassigning is refused (ErrPolicyViolation, audited) while any entry would break a
-// deny rule as its new owner's; the write then carries the entries it checked, so one changed meanwhile
-// makes it plan and check again. approval_when rules are not asked again: the entries exist, and
-// offboarding changes only their owner.
-func (s *AdminService) offboard(ctx context.Context, admin, owner, mode, to, reason string, dryRun bool) (storage.OffboardResult, []*adminv1.PolicyViolation, error) {
-	checked := mode == storage.OffboardReassign && s.cfg.Policy != nil
-	if !dryRun && !checked {
-		res, err := s.cfg.Store.OffboardOwner(ctx, owner, mode, to, reason)
-		return res, nil, err
-	}
+// deny rule as its new owner's; the write then carries the entries it checked and the policy revision it
+// checked them against, so an entry or the policy changed meanwhile makes it plan and check again.
+// approval_when rules are not asked again: the entries exist, and offboarding changes only their owner.
+func (s *AdminService) offboard(actx context.Context, admin, owner, mode, to, reason string, dryRun bool) (storage.OffboardResult, []*adminv1.PolicyViolation, error) {
 	for attempt := 1; ; attempt++ {
+		ctx, err := s.withPolicy(actx)
+		if err != nil {
+			return storage.OffboardResult{}, nil, err
+		}
+		checked := mode == storage.OffboardReassign && policyFrom(ctx) != nil
+		if !dryRun && !checked {
+			res, err := s.cfg.Store.OffboardOwner(ctx, owner, mode, to, reason)
+			if errors.Is(err, storage.ErrConflict) && attempt < maxOffboardAttempts {
+				continue // a policy was set meanwhile
+			}
+			return res, nil, err
+		}
 		plan, err := s.cfg.Store.PlanOffboard(ctx, owner, mode, to, reason)
 		if err != nil {
 			return plan, nil, err
@@ -66,7 +73,7 @@ func (s *AdminService) reassignViolations(ctx context.Context, entries []storage
 	var out []*adminv1.PolicyViolation
 	for i := range entries {
 		e := &entries[i]
-		d, err := s.cfg.Policy.Evaluate(ctx, policyInput(e, &o, admin, "update", now))
+		d, err := policyFrom(ctx).Evaluate(ctx, policyInput(e, &o, admin, "update", now))
 		if err != nil {
 			return nil, fmt.Errorf("entry %s: %w", e.ID, err)
 		}

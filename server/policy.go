@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"time"
 
 	"github.com/signet-id/signet/policy"
@@ -9,12 +8,6 @@ import (
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
-
-// EntryPolicy decides whether an entry may be created or changed, and whether it needs a second admin's
-// approval (policy.Policy).
-type EntryPolicy interface {
-	Evaluate(ctx context.Context, in policy.Input) (policy.Decision, error)
-}
 
 // policyInput is what policy rules see of a request.
 func policyInput(e *storage.Entry, o *storage.Owner, admin, action string, now time.Time) policy.Input {

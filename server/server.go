@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -40,8 +41,9 @@ type Config struct {
 	// LedgerRetention is how long issuance records are kept (default DefaultLedgerRetention; at least
 	// storage.MaxCredentialLifetime, so every still-valid credential can be looked up).
 	LedgerRetention time.Duration
-	// Policy, if set, is evaluated on every entry create and update.
-	Policy EntryPolicy
+	// Policy, if set, is this server's configured entry policy: it seeds the cluster's replicated policy
+	// when there is none (AdminServiceConfig.Policy).
+	Policy *policy.Config
 	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
 	// defaults MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
@@ -135,14 +137,15 @@ const DefaultLedgerRetention = 90 * 24 * time.Hour
 // pruneEvery is how often the leader removes ledger records past retention.
 const pruneEvery = time.Hour
 
-// Run runs the ledger and delivery recorders, the denial log, automatic audit checkpoints and, on the
-// leader, retention pruning, until ctx ends.
+// Run runs the ledger and delivery recorders, the denial log, automatic audit checkpoints, seeding the
+// cluster's entry policy from the configuration and, on the leader, retention pruning, until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
 	wg.Go(func() { s.Denials.Run(ctx) })
 	wg.Go(func() { s.checkpointLoop(ctx) })
 	wg.Go(func() { s.Deliveries.Run(ctx) })
+	wg.Go(func() { s.Admin.SeedPolicy(ctx) })
 	s.Recorder.Run(ctx)
 	wg.Wait()
 }

@@ -209,7 +209,7 @@ func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL t
 	case *ttl < 0:
 		return fmt.Errorf("entry %q: %s %s: %w: must be positive", name, field, *ttl, ErrInvalidArgument)
 	case *ttl < minTTL:
-		return fmt.Errorf("entry %q: %s %s: %w: at least %s (the server's min_%s_svid_ttl: every SVID is kept in the ledger, shorter ones would fill it)",
+		return fmt.Errorf("entry %q: %s %s: %w: at least %s (min_%s_svid_ttl, the cluster's policy limit if it sets one, else the server's: every SVID is kept in the ledger, shorter ones would fill it)",
 			name, field, *ttl, ErrInvalidArgument, minTTL, strings.TrimSuffix(field, "_ttl"))
 	case *ttl > maxTTL:
 		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)

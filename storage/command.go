@@ -67,6 +67,8 @@ const (
 	cmdReviewSign     commandType = 35                   // raftv1.ReviewSign
 	cmdNodeVersion    commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
 	cmdDeliveryRecord commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
+	cmdPolicySet      commandType = 38                   // raftv1.PolicySet (policy.go)
+	cmdPolicyChecked  commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
 )
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
@@ -77,8 +79,10 @@ const (
 	commandVersionJSON uint32 = 1
 	// commandVersionWire: the protobuf types 20–37.
 	commandVersionWire uint32 = 2
+	// commandVersionPolicy: the replicated entry policy, types 38 and 39.
+	commandVersionPolicy uint32 = 3
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionWire
+	CommandVersion = commandVersionPolicy
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -89,6 +93,8 @@ func (t commandType) since() uint32 {
 		return commandVersionJSON
 	case t >= cmdOwnerCreate && t <= cmdReviewSign, t == cmdNodeVersion, t == cmdDeliveryRecord:
 		return commandVersionWire
+	case t == cmdPolicySet, t == cmdPolicyChecked:
+		return commandVersionPolicy
 	default:
 		return CommandVersion
 	}
@@ -132,6 +138,8 @@ var commandNames = map[commandType]string{
 	cmdReviewSign:               "review-sign",
 	cmdNodeVersion:              "node-version",
 	cmdDeliveryRecord:           "delivery-record",
+	cmdPolicySet:                "policy-set",
+	cmdPolicyChecked:            "policy-checked",
 }
 
 func (t commandType) String() string {

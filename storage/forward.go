@@ -110,7 +110,7 @@ func (s *Store) ApplyProposal(ctx context.Context, p Proposal) Outcome {
 	}
 	if len(p.Ledger) == 0 {
 		resp, idx, err := s.applyLocal(ctx, p.Command) // gated by the cluster's versions in enqueue
-		return s.resultOutcome(commandType(p.Command[0]), idx, resp, err)
+		return s.resultOutcome(resultType(p.Command), idx, resp, err)
 	}
 	u, err := decodeUnstampedWire(p.Ledger)
 	if err != nil {
@@ -159,7 +159,7 @@ func (s *Store) forwardCommand(ctx context.Context, cmd []byte) (any, error) {
 	if out.Code != codeOK {
 		return nil, out.err()
 	}
-	return decodeResult(commandType(cmd[0]), out.Result)
+	return decodeResult(resultType(cmd), out.Result)
 }
 
 // readIndex returns the commit index a linearizable read must wait for, after confirming that this node

@@ -166,6 +166,8 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[OffboardResult](b)
 	case cmdReviewSign:
 		out, err = decodeAs[Review](b)
+	case cmdPolicySet:
+		out, err = decodeAs[Policy](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:

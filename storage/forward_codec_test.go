@@ -114,9 +114,11 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdLedgerAppend, 0}, {cmdDeliveryRecord, 3},
 		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
 		{cmdAuthorityPut, nil}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
+		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},
 	}
-	// Every command type this build proposes (all but the JSON era's) is covered.
-	covered := map[commandType]bool{}
+	// Every command type this build proposes (all but the JSON era's) is covered; a policy-checked
+	// command's result is its wrapped command's (TestPolicyCheckedResultType).
+	covered := map[commandType]bool{cmdPolicyChecked: true}
 	for _, tc := range tests {
 		covered[tc.t] = true
 	}

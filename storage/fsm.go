@@ -163,7 +163,7 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) (applied, error) {
 		return applied{}, fmt.Errorf("raft entry %d: %w: empty command", index, errBadCommand)
 	}
 	t := commandType(data[0])
-	a, err := dispatch(tx, index, t, data[1:])
+	a, err := dispatch(tx, index, t, data[1:], false)
 	switch {
 	case errors.Is(err, errUnknownCommand):
 		return applied{}, fmt.Errorf("raft entry %d: %w", index, err)
@@ -180,10 +180,17 @@ func applyCommand(tx *bolt.Tx, index uint64, data []byte) (applied, error) {
 // errUnknownCommand marks a command type this build does not know and may not skip.
 var errUnknownCommand = errors.New("unknown command type")
 
-// dispatch decodes the payload of a command of type t and calls its apply function.
-func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte) (applied, error) {
+// dispatch decodes the payload of a command of type t and calls its apply function. policyChecked is
+// set for the command a policy-checked command wraps, whose policy revision has been checked; a command
+// the policy governs that came without one counts as decided under no policy (policy.go).
+func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyChecked bool) (applied, error) {
 	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c) }
 	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c) }
+	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
+		if err := checkPolicyRevision(tx, t, 0); err != nil {
+			return applied{}, err
+		}
+	}
 	switch t {
 	case cmdLedgerAppend:
 		return applyLedgerAppend(tx, index, payload)
@@ -212,7 +219,15 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte) (applied
 	case cmdEntryState:
 		return viaWire(tx, payload, entryStateFromWire, applyEntryState)
 	case cmdOwnerOffboard:
-		return viaWire(tx, payload, ownerOffboardFromWire, applyOwnerOffboard)
+		return viaWire(tx, payload, ownerOffboardFromWire, func(tx *bolt.Tx, c ownerOffboardCmd) (applied, error) {
+			// Only a reassignment is decided under the policy; disabling needs none.
+			if c.Mode == OffboardReassign && !policyChecked {
+				if err := checkPolicyRevision(tx, t, 0); err != nil {
+					return applied{}, err
+				}
+			}
+			return applyOwnerOffboard(tx, c)
+		})
 	case cmdAuditAppend:
 		return viaWire(tx, payload, auditAppendFromWire, applyAuditAppend)
 	case cmdLedgerPrune:
@@ -223,6 +238,12 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte) (applied
 		return viaWire(tx, payload, nodeVersionFromWire, applyNodeVersion)
 	case cmdDeliveryRecord:
 		return viaWire(tx, payload, deliveryRecordFromWire, applyDeliveryRecord)
+	case cmdPolicySet:
+		return viaWire(tx, payload, policySetFromWire, applyPolicySet)
+	case cmdPolicyChecked: // it wraps only governed commands, never itself (applyPolicyChecked)
+		return viaWire(tx, payload, policyCheckedFromWire, func(tx *bolt.Tx, c policyCheckedCmd) (applied, error) {
+			return applyPolicyChecked(tx, index, c)
+		})
 
 	// The JSON era: replayed exactly as before, never proposed.
 	case cmdOwnerCreateJSON:

@@ -16,6 +16,9 @@ func (s *Store) propose(ctx context.Context, t commandType, m proto.Message) (an
 	if err != nil {
 		return nil, err
 	}
+	if cmd, err = wrapPolicyChecked(ctx, cmd); err != nil {
+		return nil, err
+	}
 	return s.apply(ctx, cmd)
 }
 

@@ -116,6 +116,13 @@ func wireCases() []wireCase {
 		wcase("node-version", cmdNodeVersion, nodeVersionCmd{NodeID: "node-1", Version: 2}, nodeVersionCmd.wire, nodeVersionFromWire),
 		wcase("delivery-record", cmdDeliveryRecord, deliveryRecordCmd{Deliveries: []Delivery{sampleDelivery(42), sampleDelivery(43)}},
 			deliveryRecordCmd.wire, deliveryRecordFromWire),
+		wcase("policy-set", cmdPolicySet, policySetCmd{Rules: []PolicyRule{
+			{Name: "max-ttl", Description: "X.509-SVIDs live at most a day", DenyUnless: `entry.x509_ttl <= duration("24h")`, ApprovalWhen: "false"},
+			{Name: "prod", Description: "production needs a second admin", DenyUnless: "true", ApprovalWhen: `entry.path.startsWith("/prod/")`}},
+			Limits:       PolicyLimits{MinX509SVIDTTL: 5 * time.Minute, MinJWTSVIDTTL: time.Minute, DefaultEntryTTL: 720 * time.Hour},
+			PrevRevision: 3, Meta: sampleMeta()}, policySetCmd.wire, policySetFromWire),
+		wcase("policy-checked", cmdPolicyChecked, policyCheckedCmd{PolicyRevision: 4, Command: []byte{byte(cmdEntryDelete), 0x0a, 0x02, 'e', '1'}},
+			policyCheckedCmd.wire, policyCheckedFromWire),
 	}
 }
 

@@ -419,8 +419,8 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.DefaultEntryTTL == 0 {
 		c.DefaultEntryTTL = server.DefaultEntryLifetime
 	}
-	if c.DefaultEntryTTL < time.Hour {
-		return c, td, configError(path, "default_entry_ttl", "%s: must be at least 1h", c.DefaultEntryTTL)
+	if c.DefaultEntryTTL < server.MinDefaultEntryTTL {
+		return c, td, configError(path, "default_entry_ttl", "%s: must be at least %s", c.DefaultEntryTTL, server.MinDefaultEntryTTL)
 	}
 	if c.LedgerRetention == 0 {
 		c.LedgerRetention = server.DefaultLedgerRetention

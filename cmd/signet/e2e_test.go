@@ -333,8 +333,8 @@ func TestEntryCreateBadInput(t *testing.T) {
 			"--expires-in and --never-expires cannot be given together: give at most one of --expires-at, --expires-in and --never-expires"},
 		{"empty owner", args(map[string]string{"--owner": " "}), exitUsage, "--owner must not be empty"},
 		{"TTL not whole seconds", args(map[string]string{"--jwt-ttl": "1500ms"}), exitUsage, "--jwt-ttl 1.5s: must be whole seconds"},
-		{"X.509 TTL below the minimum", args(map[string]string{"--x509-ttl": "1s"}), exitFailure, "x509_ttl 1s: invalid argument: at least 1m0s (the server's min_x509_svid_ttl"},
-		{"JWT TTL below the minimum", args(map[string]string{"--jwt-ttl": "29s"}), exitFailure, "jwt_ttl 29s: invalid argument: at least 30s (the server's min_jwt_svid_ttl"},
+		{"X.509 TTL below the minimum", args(map[string]string{"--x509-ttl": "1s"}), exitFailure, "x509_ttl 1s: invalid argument: at least 1m0s (min_x509_svid_ttl, the cluster's policy limit if it sets one, else the server's"},
+		{"JWT TTL below the minimum", args(map[string]string{"--jwt-ttl": "29s"}), exitFailure, "jwt_ttl 29s: invalid argument: at least 30s (min_jwt_svid_ttl, the cluster's policy limit if it sets one, else the server's"},
 		{"expires-in zero", args(map[string]string{"--expires-in": "0"}), exitUsage, "--expires-in 0: must be positive"},
 	}
 	before := d.mustCLI("entry", "list", "-o", "json")
@@ -376,7 +376,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 	// The server checks lifetimes against its own minimums (min_x509_svid_ttl), which the client does
 	// not know: a refusal of the server, exit 1.
 	if _, stderr, code := d.cli("entry", "update", id, "--reason", "r", "--x509-ttl", "30s"); code != exitFailure ||
-		!strings.Contains(stderr, "x509_ttl 30s: invalid argument: at least 1m0s (the server's min_x509_svid_ttl") {
+		!strings.Contains(stderr, "x509_ttl 30s: invalid argument: at least 1m0s (min_x509_svid_ttl, the cluster's policy limit if it sets one, else the server's") {
 		t.Errorf("update below the minimum: exit %d, stderr %q", code, stderr)
 	}
 	if after := d.mustCLI("entry", "list", "-o", "json"); after != before {
@@ -395,7 +395,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least the server's min_x509_svid_ttl, 1m by default; at most 720h) (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most 720h) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")

@@ -126,20 +126,33 @@ entry succeeds or fails on its own; the command exits 1 if any failed, after pri
 	return cmd
 }
 
+// readBounded reads the file path, or standard input for "-", refusing more than limit bytes; what
+// prefixes errors.
+func readBounded(what, path string, stdin io.Reader, limit int) ([]byte, error) {
+	r := stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("%s %s: larger than %d bytes", what, path, limit)
+	}
+	return b, nil
+}
+
 // readImport parses an import file strictly; errors name the file, the item and the key.
 func readImport(path string, stdin io.Reader) ([]*adminv1.Entry, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(stdin, maxImportSize+1))
-	} else {
-		b, err = os.ReadFile(path)
-	}
+	b, err := readBounded("entry import", path, stdin, maxImportSize)
 	if err != nil {
-		return nil, fmt.Errorf("entry import: %w", err)
-	}
-	if len(b) > maxImportSize {
-		return nil, fmt.Errorf("entry import %s: larger than %d bytes", path, maxImportSize)
+		return nil, err
 	}
 	var items []importEntry
 	if err := decodeYAML("entry import", path, b, &items, " (see 'signet entry import --help')"); err != nil {

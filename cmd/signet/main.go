@@ -89,6 +89,7 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newAuditCmd(),
 		newClusterCmd(),
 		newSnapshotCmd(),
+		newPolicyCmd(),
 	)
 	root.SetHelpCommand(newHelpCmd())
 	// cobra adds 'completion' lazily; add it now so that an unknown shell is a usage error too.

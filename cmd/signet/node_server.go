@@ -15,6 +15,7 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
@@ -52,7 +53,7 @@ type serverNodeConfig struct {
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	DefaultEntryTTL               time.Duration
 	LedgerRetention               time.Duration
-	Policy                        server.EntryPolicy
+	Policy                        *policy.Config
 	IssuanceLimits                server.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64

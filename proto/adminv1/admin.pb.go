@@ -23,6 +23,334 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// One entry policy rule (docs/policy.md): exactly one of deny_unless and approval_when.
+type PolicyRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	DenyUnless    string                 `protobuf:"bytes,3,opt,name=deny_unless,json=denyUnless,proto3" json:"deny_unless,omitempty"`
+	ApprovalWhen  string                 `protobuf:"bytes,4,opt,name=approval_when,json=approvalWhen,proto3" json:"approval_when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRule) Reset() {
+	*x = PolicyRule{}
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRule) ProtoMessage() {}
+
+func (x *PolicyRule) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
+func (*PolicyRule) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PolicyRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetDenyUnless() string {
+	if x != nil {
+		return x.DenyUnless
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetApprovalWhen() string {
+	if x != nil {
+		return x.ApprovalWhen
+	}
+	return ""
+}
+
+type GetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyRequest) Reset() {
+	*x = GetPolicyRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyRequest) ProtoMessage() {}
+
+func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+type PolicyInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"` // 0: no policy was ever set
+	Rules         []*PolicyRule          `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"` // of the rules and limits, hex
+	SetBy         string                 `protobuf:"bytes,4,opt,name=set_by,json=setBy,proto3" json:"set_by,omitempty"`
+	SetAt         int64                  `protobuf:"varint,5,opt,name=set_at,json=setAt,proto3" json:"set_at,omitempty"` // unix seconds
+	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Limits        *PolicyLimits          `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyInfo) Reset() {
+	*x = PolicyInfo{}
+	mi := &file_adminv1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyInfo) ProtoMessage() {}
+
+func (x *PolicyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyInfo.ProtoReflect.Descriptor instead.
+func (*PolicyInfo) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PolicyInfo) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *PolicyInfo) GetRules() []*PolicyRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *PolicyInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *PolicyInfo) GetSetBy() string {
+	if x != nil {
+		return x.SetBy
+	}
+	return ""
+}
+
+func (x *PolicyInfo) GetSetAt() int64 {
+	if x != nil {
+		return x.SetAt
+	}
+	return 0
+}
+
+func (x *PolicyInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PolicyInfo) GetLimits() *PolicyLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// The cluster's limits on entries, which decide on every server instead of each server's configuration
+// (min_x509_svid_ttl, min_jwt_svid_ttl, default_entry_ttl); 0: each server's configured value.
+type PolicyLimits struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	MinX509SvidTtlSeconds  int64                  `protobuf:"varint,1,opt,name=min_x509_svid_ttl_seconds,json=minX509SvidTtlSeconds,proto3" json:"min_x509_svid_ttl_seconds,omitempty"`
+	MinJwtSvidTtlSeconds   int64                  `protobuf:"varint,2,opt,name=min_jwt_svid_ttl_seconds,json=minJwtSvidTtlSeconds,proto3" json:"min_jwt_svid_ttl_seconds,omitempty"`
+	DefaultEntryTtlSeconds int64                  `protobuf:"varint,3,opt,name=default_entry_ttl_seconds,json=defaultEntryTtlSeconds,proto3" json:"default_entry_ttl_seconds,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *PolicyLimits) Reset() {
+	*x = PolicyLimits{}
+	mi := &file_adminv1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyLimits) ProtoMessage() {}
+
+func (x *PolicyLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyLimits.ProtoReflect.Descriptor instead.
+func (*PolicyLimits) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PolicyLimits) GetMinX509SvidTtlSeconds() int64 {
+	if x != nil {
+		return x.MinX509SvidTtlSeconds
+	}
+	return 0
+}
+
+func (x *PolicyLimits) GetMinJwtSvidTtlSeconds() int64 {
+	if x != nil {
+		return x.MinJwtSvidTtlSeconds
+	}
+	return 0
+}
+
+func (x *PolicyLimits) GetDefaultEntryTtlSeconds() int64 {
+	if x != nil {
+		return x.DefaultEntryTtlSeconds
+	}
+	return 0
+}
+
+type SetPolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rules []*PolicyRule          `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// prev_revision is the revision the new policy replaces (0: the cluster has none yet).
+	PrevRevision  uint64        `protobuf:"varint,2,opt,name=prev_revision,json=prevRevision,proto3" json:"prev_revision,omitempty"`
+	Reason        string        `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"` // required
+	Limits        *PolicyLimits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetPolicyRequest) GetRules() []*PolicyRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *SetPolicyRequest) GetPrevRevision() uint64 {
+	if x != nil {
+		return x.PrevRevision
+	}
+	return 0
+}
+
+func (x *SetPolicyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SetPolicyRequest) GetLimits() *PolicyLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 type RestoreSnapshotRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Part:
@@ -36,7 +364,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +376,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +389,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RestoreSnapshotRequest) GetPart() isRestoreSnapshotRequest_Part {
@@ -114,7 +442,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +454,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +467,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RestoreSnapshotResponse) GetAppliedIndex() uint64 {
@@ -157,7 +485,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +497,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +510,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 // SnapshotHeader describes a state snapshot's body.
@@ -201,7 +529,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +541,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +554,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SnapshotHeader) GetTrustDomain() string {
@@ -291,7 +619,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +631,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +644,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SaveSnapshotResponse) GetPart() isSaveSnapshotResponse_Part {
@@ -369,7 +697,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +709,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +722,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -415,7 +743,7 @@ type BatchCreateEntriesResult struct {
 
 func (x *BatchCreateEntriesResult) Reset() {
 	*x = BatchCreateEntriesResult{}
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +755,7 @@ func (x *BatchCreateEntriesResult) String() string {
 func (*BatchCreateEntriesResult) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +768,7 @@ func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResult.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResult) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BatchCreateEntriesResult) GetEntry() *Entry {
@@ -473,7 +801,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +813,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +826,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchCreateEntriesResponse) GetResults() []*BatchCreateEntriesResult {
@@ -524,7 +852,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +864,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +877,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinToken) GetId() string {
@@ -619,7 +947,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +959,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +972,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateJoinTokenRequest) GetOwner() string {
@@ -678,7 +1006,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +1018,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +1031,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -728,7 +1056,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +1068,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +1081,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ListJoinTokensResponse struct {
@@ -765,7 +1093,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +1105,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +1118,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -820,7 +1148,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1160,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1173,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AgentInfo) GetId() string {
@@ -940,7 +1268,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1280,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1293,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type ListAgentsResponse struct {
@@ -977,7 +1305,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1317,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1330,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -1021,7 +1349,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1361,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1374,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -1065,7 +1393,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1405,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1418,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -1109,7 +1437,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1449,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1462,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -1154,7 +1482,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1494,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1507,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Selector) GetType() string {
@@ -1239,7 +1567,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1579,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1592,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Entry) GetId() string {
@@ -1494,7 +1822,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1834,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1847,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1538,7 +1866,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1878,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1891,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -1582,7 +1910,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1922,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1935,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1632,7 +1960,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1972,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1985,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListEntriesRequest) GetOwner() string {
@@ -1713,7 +2041,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +2053,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +2066,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -1773,7 +2101,7 @@ type SetEntryStateRequest struct {
 
 func (x *SetEntryStateRequest) Reset() {
 	*x = SetEntryStateRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2113,7 @@ func (x *SetEntryStateRequest) String() string {
 func (*SetEntryStateRequest) ProtoMessage() {}
 
 func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2126,7 @@ func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEntryStateRequest.ProtoReflect.Descriptor instead.
 func (*SetEntryStateRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetEntryStateRequest) GetId() string {
@@ -1831,7 +2159,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2171,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2184,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -1884,7 +2212,7 @@ type Owner struct {
 
 func (x *Owner) Reset() {
 	*x = Owner{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2224,7 @@ func (x *Owner) String() string {
 func (*Owner) ProtoMessage() {}
 
 func (x *Owner) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2237,7 @@ func (x *Owner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Owner.ProtoReflect.Descriptor instead.
 func (*Owner) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Owner) GetName() string {
@@ -1991,7 +2319,7 @@ type CreateOwnerRequest struct {
 
 func (x *CreateOwnerRequest) Reset() {
 	*x = CreateOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2331,7 @@ func (x *CreateOwnerRequest) String() string {
 func (*CreateOwnerRequest) ProtoMessage() {}
 
 func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2344,7 @@ func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOwnerRequest.ProtoReflect.Descriptor instead.
 func (*CreateOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateOwnerRequest) GetOwner() *Owner {
@@ -2035,7 +2363,7 @@ type GetOwnerRequest struct {
 
 func (x *GetOwnerRequest) Reset() {
 	*x = GetOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2375,7 @@ func (x *GetOwnerRequest) String() string {
 func (*GetOwnerRequest) ProtoMessage() {}
 
 func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2388,7 @@ func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOwnerRequest.ProtoReflect.Descriptor instead.
 func (*GetOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetOwnerRequest) GetName() string {
@@ -2085,7 +2413,7 @@ type OwnerDetail struct {
 
 func (x *OwnerDetail) Reset() {
 	*x = OwnerDetail{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2425,7 @@ func (x *OwnerDetail) String() string {
 func (*OwnerDetail) ProtoMessage() {}
 
 func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2438,7 @@ func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerDetail.ProtoReflect.Descriptor instead.
 func (*OwnerDetail) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OwnerDetail) GetOwner() *Owner {
@@ -2166,7 +2494,7 @@ type CredentialUse struct {
 
 func (x *CredentialUse) Reset() {
 	*x = CredentialUse{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2506,7 @@ func (x *CredentialUse) String() string {
 func (*CredentialUse) ProtoMessage() {}
 
 func (x *CredentialUse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2519,7 @@ func (x *CredentialUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialUse.ProtoReflect.Descriptor instead.
 func (*CredentialUse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CredentialUse) GetIssuance() *Issuance {
@@ -2221,7 +2549,7 @@ type OffboardOwnerRequest struct {
 
 func (x *OffboardOwnerRequest) Reset() {
 	*x = OffboardOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2561,7 @@ func (x *OffboardOwnerRequest) String() string {
 func (*OffboardOwnerRequest) ProtoMessage() {}
 
 func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2574,7 @@ func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *OffboardOwnerRequest) GetOwner() string {
@@ -2303,7 +2631,7 @@ type OffboardOwnerResponse struct {
 
 func (x *OffboardOwnerResponse) Reset() {
 	*x = OffboardOwnerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2643,7 @@ func (x *OffboardOwnerResponse) String() string {
 func (*OffboardOwnerResponse) ProtoMessage() {}
 
 func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2656,7 @@ func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OffboardOwnerResponse) GetOwner() *Owner {
@@ -2399,7 +2727,7 @@ type PolicyViolation struct {
 
 func (x *PolicyViolation) Reset() {
 	*x = PolicyViolation{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2739,7 @@ func (x *PolicyViolation) String() string {
 func (*PolicyViolation) ProtoMessage() {}
 
 func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2752,7 @@ func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
 func (*PolicyViolation) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PolicyViolation) GetEntryId() string {
@@ -2463,7 +2791,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2803,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2816,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type ListOwnersResponse struct {
@@ -2500,7 +2828,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +2840,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +2853,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2543,7 +2871,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2883,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2896,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type JWTKey struct {
@@ -2581,7 +2909,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2921,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2934,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2636,7 +2964,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2648,7 +2976,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2661,7 +2989,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -2721,7 +3049,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2733,7 +3061,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2746,7 +3074,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -2854,7 +3182,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3194,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3207,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Issuance) GetId() string {
@@ -2983,7 +3311,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3323,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3336,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -3034,7 +3362,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3374,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3387,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -3093,7 +3421,7 @@ type LookupCredentialResponse struct {
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3433,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3446,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -3231,7 +3559,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3571,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3584,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Delivery) GetAgent() string {
@@ -3348,7 +3676,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3360,7 +3688,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3373,7 +3701,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -3466,7 +3794,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3806,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3819,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -3539,7 +3867,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3551,7 +3879,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3564,7 +3892,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3593,7 +3921,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +3933,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +3946,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
@@ -3643,7 +3971,7 @@ type AuditCheckpointRequest struct {
 
 func (x *AuditCheckpointRequest) Reset() {
 	*x = AuditCheckpointRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3655,7 +3983,7 @@ func (x *AuditCheckpointRequest) String() string {
 func (*AuditCheckpointRequest) ProtoMessage() {}
 
 func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3668,7 +3996,7 @@ func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 type AuditCheckpointResponse struct {
@@ -3682,7 +4010,7 @@ type AuditCheckpointResponse struct {
 
 func (x *AuditCheckpointResponse) Reset() {
 	*x = AuditCheckpointResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3694,7 +4022,7 @@ func (x *AuditCheckpointResponse) String() string {
 func (*AuditCheckpointResponse) ProtoMessage() {}
 
 func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3707,7 +4035,7 @@ func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *AuditCheckpointResponse) GetStatement() []byte {
@@ -3747,7 +4075,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3759,7 +4087,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3772,7 +4100,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -3826,7 +4154,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3838,7 +4166,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3851,7 +4179,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -3874,7 +4202,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3886,7 +4214,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3899,7 +4227,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -3947,7 +4275,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3959,7 +4287,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3972,7 +4300,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -4002,7 +4330,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[57]
+	mi := &file_adminv1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4014,7 +4342,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[57]
+	mi := &file_adminv1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4027,7 +4355,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{57}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -4076,7 +4404,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[58]
+	mi := &file_adminv1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4088,7 +4416,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[58]
+	mi := &file_adminv1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4101,7 +4429,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{58}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -4129,7 +4457,33 @@ var File_adminv1_admin_proto protoreflect.FileDescriptor
 
 const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"s\n" +
+	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"\x88\x01\n" +
+	"\n" +
+	"PolicyRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
+	"\vdeny_unless\x18\x03 \x01(\tR\n" +
+	"denyUnless\x12#\n" +
+	"\rapproval_when\x18\x04 \x01(\tR\fapprovalWhen\"\x12\n" +
+	"\x10GetPolicyRequest\"\xf0\x01\n" +
+	"\n" +
+	"PolicyInfo\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x121\n" +
+	"\x05rules\x18\x02 \x03(\v2\x1b.signet.admin.v1.PolicyRuleR\x05rules\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x15\n" +
+	"\x06set_by\x18\x04 \x01(\tR\x05setBy\x12\x15\n" +
+	"\x06set_at\x18\x05 \x01(\x03R\x05setAt\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x125\n" +
+	"\x06limits\x18\a \x01(\v2\x1d.signet.admin.v1.PolicyLimitsR\x06limits\"\xbb\x01\n" +
+	"\fPolicyLimits\x128\n" +
+	"\x19min_x509_svid_ttl_seconds\x18\x01 \x01(\x03R\x15minX509SvidTtlSeconds\x126\n" +
+	"\x18min_jwt_svid_ttl_seconds\x18\x02 \x01(\x03R\x14minJwtSvidTtlSeconds\x129\n" +
+	"\x19default_entry_ttl_seconds\x18\x03 \x01(\x03R\x16defaultEntryTtlSeconds\"\xb9\x01\n" +
+	"\x10SetPolicyRequest\x121\n" +
+	"\x05rules\x18\x01 \x03(\v2\x1b.signet.admin.v1.PolicyRuleR\x05rules\x12#\n" +
+	"\rprev_revision\x18\x02 \x01(\x04R\fprevRevision\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x125\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1d.signet.admin.v1.PolicyLimitsR\x06limits\"s\n" +
 	"\x16RestoreSnapshotRequest\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.signet.admin.v1.SnapshotHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
@@ -4470,7 +4824,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12SignReviewResponse\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
 	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
-	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xa6\x12\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xc0\x13\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -4502,7 +4856,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"EvictAgent\x12\".signet.admin.v1.EvictAgentRequest\x1a\x1a.signet.admin.v1.AgentInfo\x12H\n" +
 	"\bBanAgent\x12 .signet.admin.v1.BanAgentRequest\x1a\x1a.signet.admin.v1.AgentInfo\x12]\n" +
 	"\fSaveSnapshot\x12$.signet.admin.v1.SaveSnapshotRequest\x1a%.signet.admin.v1.SaveSnapshotResponse0\x01\x12f\n" +
-	"\x0fRestoreSnapshot\x12'.signet.admin.v1.RestoreSnapshotRequest\x1a(.signet.admin.v1.RestoreSnapshotResponse(\x01B3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
+	"\x0fRestoreSnapshot\x12'.signet.admin.v1.RestoreSnapshotRequest\x1a(.signet.admin.v1.RestoreSnapshotResponse(\x01\x12K\n" +
+	"\tGetPolicy\x12!.signet.admin.v1.GetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12K\n" +
+	"\tSetPolicy\x12!.signet.admin.v1.SetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfoB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
 
 var (
 	file_adminv1_admin_proto_rawDescOnce sync.Once
@@ -4516,169 +4872,182 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_adminv1_admin_proto_goTypes = []any{
-	(*RestoreSnapshotRequest)(nil),     // 0: signet.admin.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),    // 1: signet.admin.v1.RestoreSnapshotResponse
-	(*SaveSnapshotRequest)(nil),        // 2: signet.admin.v1.SaveSnapshotRequest
-	(*SnapshotHeader)(nil),             // 3: signet.admin.v1.SnapshotHeader
-	(*SaveSnapshotResponse)(nil),       // 4: signet.admin.v1.SaveSnapshotResponse
-	(*BatchCreateEntriesRequest)(nil),  // 5: signet.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResult)(nil),   // 6: signet.admin.v1.BatchCreateEntriesResult
-	(*BatchCreateEntriesResponse)(nil), // 7: signet.admin.v1.BatchCreateEntriesResponse
-	(*JoinToken)(nil),                  // 8: signet.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),     // 9: signet.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 10: signet.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 11: signet.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 12: signet.admin.v1.ListJoinTokensResponse
-	(*AgentInfo)(nil),                  // 13: signet.admin.v1.AgentInfo
-	(*ListAgentsRequest)(nil),          // 14: signet.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 15: signet.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 16: signet.admin.v1.GetAgentRequest
-	(*EvictAgentRequest)(nil),          // 17: signet.admin.v1.EvictAgentRequest
-	(*BanAgentRequest)(nil),            // 18: signet.admin.v1.BanAgentRequest
-	(*Selector)(nil),                   // 19: signet.admin.v1.Selector
-	(*Entry)(nil),                      // 20: signet.admin.v1.Entry
-	(*CreateEntryRequest)(nil),         // 21: signet.admin.v1.CreateEntryRequest
-	(*GetEntryRequest)(nil),            // 22: signet.admin.v1.GetEntryRequest
-	(*DeleteEntryRequest)(nil),         // 23: signet.admin.v1.DeleteEntryRequest
-	(*ListEntriesRequest)(nil),         // 24: signet.admin.v1.ListEntriesRequest
-	(*UpdateEntryRequest)(nil),         // 25: signet.admin.v1.UpdateEntryRequest
-	(*SetEntryStateRequest)(nil),       // 26: signet.admin.v1.SetEntryStateRequest
-	(*ListEntriesResponse)(nil),        // 27: signet.admin.v1.ListEntriesResponse
-	(*Owner)(nil),                      // 28: signet.admin.v1.Owner
-	(*CreateOwnerRequest)(nil),         // 29: signet.admin.v1.CreateOwnerRequest
-	(*GetOwnerRequest)(nil),            // 30: signet.admin.v1.GetOwnerRequest
-	(*OwnerDetail)(nil),                // 31: signet.admin.v1.OwnerDetail
-	(*CredentialUse)(nil),              // 32: signet.admin.v1.CredentialUse
-	(*OffboardOwnerRequest)(nil),       // 33: signet.admin.v1.OffboardOwnerRequest
-	(*OffboardOwnerResponse)(nil),      // 34: signet.admin.v1.OffboardOwnerResponse
-	(*PolicyViolation)(nil),            // 35: signet.admin.v1.PolicyViolation
-	(*ListOwnersRequest)(nil),          // 36: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 37: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 38: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 39: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 40: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 41: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 42: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 43: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 44: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 45: signet.admin.v1.LookupCredentialResponse
-	(*Delivery)(nil),                   // 46: signet.admin.v1.Delivery
-	(*AuditRecord)(nil),                // 47: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 48: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 49: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 50: signet.admin.v1.VerifyAuditRequest
-	(*AuditCheckpointRequest)(nil),     // 51: signet.admin.v1.AuditCheckpointRequest
-	(*AuditCheckpointResponse)(nil),    // 52: signet.admin.v1.AuditCheckpointResponse
-	(*VerifyAuditResponse)(nil),        // 53: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 54: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 55: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 56: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 57: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 58: signet.admin.v1.SignReviewResponse
+	(*PolicyRule)(nil),                 // 0: signet.admin.v1.PolicyRule
+	(*GetPolicyRequest)(nil),           // 1: signet.admin.v1.GetPolicyRequest
+	(*PolicyInfo)(nil),                 // 2: signet.admin.v1.PolicyInfo
+	(*PolicyLimits)(nil),               // 3: signet.admin.v1.PolicyLimits
+	(*SetPolicyRequest)(nil),           // 4: signet.admin.v1.SetPolicyRequest
+	(*RestoreSnapshotRequest)(nil),     // 5: signet.admin.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),    // 6: signet.admin.v1.RestoreSnapshotResponse
+	(*SaveSnapshotRequest)(nil),        // 7: signet.admin.v1.SaveSnapshotRequest
+	(*SnapshotHeader)(nil),             // 8: signet.admin.v1.SnapshotHeader
+	(*SaveSnapshotResponse)(nil),       // 9: signet.admin.v1.SaveSnapshotResponse
+	(*BatchCreateEntriesRequest)(nil),  // 10: signet.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResult)(nil),   // 11: signet.admin.v1.BatchCreateEntriesResult
+	(*BatchCreateEntriesResponse)(nil), // 12: signet.admin.v1.BatchCreateEntriesResponse
+	(*JoinToken)(nil),                  // 13: signet.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),     // 14: signet.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 15: signet.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 16: signet.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 17: signet.admin.v1.ListJoinTokensResponse
+	(*AgentInfo)(nil),                  // 18: signet.admin.v1.AgentInfo
+	(*ListAgentsRequest)(nil),          // 19: signet.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 20: signet.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 21: signet.admin.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),          // 22: signet.admin.v1.EvictAgentRequest
+	(*BanAgentRequest)(nil),            // 23: signet.admin.v1.BanAgentRequest
+	(*Selector)(nil),                   // 24: signet.admin.v1.Selector
+	(*Entry)(nil),                      // 25: signet.admin.v1.Entry
+	(*CreateEntryRequest)(nil),         // 26: signet.admin.v1.CreateEntryRequest
+	(*GetEntryRequest)(nil),            // 27: signet.admin.v1.GetEntryRequest
+	(*DeleteEntryRequest)(nil),         // 28: signet.admin.v1.DeleteEntryRequest
+	(*ListEntriesRequest)(nil),         // 29: signet.admin.v1.ListEntriesRequest
+	(*UpdateEntryRequest)(nil),         // 30: signet.admin.v1.UpdateEntryRequest
+	(*SetEntryStateRequest)(nil),       // 31: signet.admin.v1.SetEntryStateRequest
+	(*ListEntriesResponse)(nil),        // 32: signet.admin.v1.ListEntriesResponse
+	(*Owner)(nil),                      // 33: signet.admin.v1.Owner
+	(*CreateOwnerRequest)(nil),         // 34: signet.admin.v1.CreateOwnerRequest
+	(*GetOwnerRequest)(nil),            // 35: signet.admin.v1.GetOwnerRequest
+	(*OwnerDetail)(nil),                // 36: signet.admin.v1.OwnerDetail
+	(*CredentialUse)(nil),              // 37: signet.admin.v1.CredentialUse
+	(*OffboardOwnerRequest)(nil),       // 38: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 39: signet.admin.v1.OffboardOwnerResponse
+	(*PolicyViolation)(nil),            // 40: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 41: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 42: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 43: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 44: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 45: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 46: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 47: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 48: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 49: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 50: signet.admin.v1.LookupCredentialResponse
+	(*Delivery)(nil),                   // 51: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 52: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 53: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 54: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 55: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 56: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 57: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 58: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 59: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 60: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 61: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 62: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 63: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
-	3,  // 0: signet.admin.v1.RestoreSnapshotRequest.header:type_name -> signet.admin.v1.SnapshotHeader
-	3,  // 1: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
-	20, // 2: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
-	20, // 3: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
-	6,  // 4: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
-	8,  // 5: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
-	8,  // 6: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	19, // 7: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
-	13, // 8: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	19, // 9: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
-	20, // 10: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	20, // 11: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	20, // 12: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
-	28, // 13: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
-	28, // 14: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
-	20, // 15: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
-	8,  // 16: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
-	13, // 17: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	42, // 18: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
-	32, // 19: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
-	42, // 20: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
-	46, // 21: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
-	28, // 22: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
-	20, // 23: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
-	8,  // 24: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	13, // 25: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	42, // 26: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	35, // 27: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
-	32, // 28: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
-	28, // 29: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	39, // 30: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	42, // 31: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	42, // 32: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	20, // 33: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	28, // 34: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	13, // 35: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	42, // 36: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	46, // 37: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
-	47, // 38: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	55, // 39: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	20, // 40: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	21, // 41: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	22, // 42: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	24, // 43: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	23, // 44: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	25, // 45: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	26, // 46: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	29, // 47: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	36, // 48: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	30, // 49: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	33, // 50: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	38, // 51: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	41, // 52: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	44, // 53: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	48, // 54: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	50, // 55: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	51, // 56: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	54, // 57: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	57, // 58: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	5,  // 59: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	9,  // 60: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	11, // 61: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	14, // 62: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	16, // 63: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	17, // 64: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	18, // 65: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	2,  // 66: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
-	0,  // 67: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
-	20, // 68: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	20, // 69: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	27, // 70: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	20, // 71: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	20, // 72: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	20, // 73: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	28, // 74: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	37, // 75: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	31, // 76: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	34, // 77: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	40, // 78: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	43, // 79: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	45, // 80: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	49, // 81: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	53, // 82: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	52, // 83: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	56, // 84: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	58, // 85: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	7,  // 86: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	10, // 87: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	12, // 88: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	15, // 89: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	13, // 90: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	13, // 91: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	13, // 92: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	4,  // 93: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
-	1,  // 94: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
-	68, // [68:95] is the sub-list for method output_type
-	41, // [41:68] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	0,  // 0: signet.admin.v1.PolicyInfo.rules:type_name -> signet.admin.v1.PolicyRule
+	3,  // 1: signet.admin.v1.PolicyInfo.limits:type_name -> signet.admin.v1.PolicyLimits
+	0,  // 2: signet.admin.v1.SetPolicyRequest.rules:type_name -> signet.admin.v1.PolicyRule
+	3,  // 3: signet.admin.v1.SetPolicyRequest.limits:type_name -> signet.admin.v1.PolicyLimits
+	8,  // 4: signet.admin.v1.RestoreSnapshotRequest.header:type_name -> signet.admin.v1.SnapshotHeader
+	8,  // 5: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
+	25, // 6: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
+	25, // 7: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
+	11, // 8: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
+	13, // 9: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
+	13, // 10: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	24, // 11: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
+	18, // 12: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	24, // 13: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
+	25, // 14: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	25, // 15: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	25, // 16: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
+	33, // 17: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
+	33, // 18: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
+	25, // 19: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
+	13, // 20: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
+	18, // 21: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
+	47, // 22: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	37, // 23: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
+	47, // 24: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
+	51, // 25: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
+	33, // 26: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	25, // 27: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	13, // 28: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	18, // 29: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	47, // 30: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	40, // 31: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	37, // 32: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
+	33, // 33: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	44, // 34: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	47, // 35: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	47, // 36: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	25, // 37: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	33, // 38: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	18, // 39: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	47, // 40: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	51, // 41: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	52, // 42: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	60, // 43: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	25, // 44: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	26, // 45: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	27, // 46: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	29, // 47: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	28, // 48: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	30, // 49: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	31, // 50: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	34, // 51: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	41, // 52: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	35, // 53: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	38, // 54: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	43, // 55: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	46, // 56: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	49, // 57: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	53, // 58: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	55, // 59: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	56, // 60: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	59, // 61: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	62, // 62: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	10, // 63: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	14, // 64: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	16, // 65: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	19, // 66: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	21, // 67: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	22, // 68: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	23, // 69: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	7,  // 70: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
+	5,  // 71: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
+	1,  // 72: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
+	4,  // 73: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
+	25, // 74: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	25, // 75: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	32, // 76: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	25, // 77: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	25, // 78: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	25, // 79: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	33, // 80: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	42, // 81: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	36, // 82: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	39, // 83: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	45, // 84: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	48, // 85: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	50, // 86: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	54, // 87: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	58, // 88: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	57, // 89: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	61, // 90: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	63, // 91: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	12, // 92: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	15, // 93: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	17, // 94: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	20, // 95: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	18, // 96: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	18, // 97: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	18, // 98: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	9,  // 99: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
+	6,  // 100: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
+	2,  // 101: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	2,  // 102: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	74, // [74:103] is the sub-list for method output_type
+	45, // [45:74] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -4686,11 +5055,11 @@ func file_adminv1_admin_proto_init() {
 	if File_adminv1_admin_proto != nil {
 		return
 	}
-	file_adminv1_admin_proto_msgTypes[0].OneofWrappers = []any{
+	file_adminv1_admin_proto_msgTypes[5].OneofWrappers = []any{
 		(*RestoreSnapshotRequest_Header)(nil),
 		(*RestoreSnapshotRequest_Chunk)(nil),
 	}
-	file_adminv1_admin_proto_msgTypes[4].OneofWrappers = []any{
+	file_adminv1_admin_proto_msgTypes[9].OneofWrappers = []any{
 		(*SaveSnapshotResponse_Header)(nil),
 		(*SaveSnapshotResponse_Chunk)(nil),
 	}
@@ -4700,7 +5069,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,6 +48,8 @@ const (
 	Admin_BanAgent_FullMethodName           = "/signet.admin.v1.Admin/BanAgent"
 	Admin_SaveSnapshot_FullMethodName       = "/signet.admin.v1.Admin/SaveSnapshot"
 	Admin_RestoreSnapshot_FullMethodName    = "/signet.admin.v1.Admin/RestoreSnapshot"
+	Admin_GetPolicy_FullMethodName          = "/signet.admin.v1.Admin/GetPolicy"
+	Admin_SetPolicy_FullMethodName          = "/signet.admin.v1.Admin/SetPolicy"
 )
 
 // AdminClient is the client API for Admin service.
@@ -98,6 +100,13 @@ type AdminClient interface {
 	// Raft's user-snapshot path). On any server: a follower streams it to the leader (cluster Restore).
 	// A header first, then the body in chunks. Audited as "snapshot.restore".
 	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse], error)
+	// GetPolicy returns the cluster's entry policy as this server has applied it (replicated: the same on
+	// every server once applied). Revision 0: no policy was ever set.
+	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyInfo, error)
+	// SetPolicy replaces the cluster's entry policy, if it is still at prev_revision (else Aborted). Rules
+	// that do not compile are refused (InvalidArgument naming the rule) and nothing changes. Audited as
+	// "policy.set" with the policy before and after.
+	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyInfo, error)
 }
 
 type adminClient struct {
@@ -399,6 +408,26 @@ func (c *adminClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOpti
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_RestoreSnapshotClient = grpc.ClientStreamingClient[RestoreSnapshotRequest, RestoreSnapshotResponse]
 
+func (c *adminClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*PolicyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyInfo)
+	err := c.cc.Invoke(ctx, Admin_GetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PolicyInfo)
+	err := c.cc.Invoke(ctx, Admin_SetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -447,6 +476,13 @@ type AdminServer interface {
 	// Raft's user-snapshot path). On any server: a follower streams it to the leader (cluster Restore).
 	// A header first, then the body in chunks. Audited as "snapshot.restore".
 	RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error
+	// GetPolicy returns the cluster's entry policy as this server has applied it (replicated: the same on
+	// every server once applied). Revision 0: no policy was ever set.
+	GetPolicy(context.Context, *GetPolicyRequest) (*PolicyInfo, error)
+	// SetPolicy replaces the cluster's entry policy, if it is still at prev_revision (else Aborted). Rules
+	// that do not compile are refused (InvalidArgument naming the rule) and nothing changes. Audited as
+	// "policy.set" with the policy before and after.
+	SetPolicy(context.Context, *SetPolicyRequest) (*PolicyInfo, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -537,6 +573,12 @@ func (UnimplementedAdminServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerSt
 }
 func (UnimplementedAdminServer) RestoreSnapshot(grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
+}
+func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*PolicyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*PolicyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1020,6 +1062,42 @@ func _Admin_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_RestoreSnapshotServer = grpc.ClientStreamingServer[RestoreSnapshotRequest, RestoreSnapshotResponse]
 
+func _Admin_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetPolicy(ctx, req.(*GetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetPolicy(ctx, req.(*SetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1122,6 +1200,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BanAgent",
 			Handler:    _Admin_BanAgent_Handler,
+		},
+		{
+			MethodName: "GetPolicy",
+			Handler:    _Admin_GetPolicy_Handler,
+		},
+		{
+			MethodName: "SetPolicy",
+			Handler:    _Admin_SetPolicy_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

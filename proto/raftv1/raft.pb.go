@@ -2537,6 +2537,219 @@ func (x *DeliveryRecord) GetDeliveries() []*Delivery {
 	return nil
 }
 
+// One entry policy rule (docs/policy.md): exactly one of deny_unless and approval_when is set.
+type PolicyRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	DenyUnless    string                 `protobuf:"bytes,3,opt,name=deny_unless,json=denyUnless,proto3" json:"deny_unless,omitempty"`
+	ApprovalWhen  string                 `protobuf:"bytes,4,opt,name=approval_when,json=approvalWhen,proto3" json:"approval_when,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyRule) Reset() {
+	*x = PolicyRule{}
+	mi := &file_raftv1_raft_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyRule) ProtoMessage() {}
+
+func (x *PolicyRule) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
+func (*PolicyRule) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PolicyRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetDenyUnless() string {
+	if x != nil {
+		return x.DenyUnless
+	}
+	return ""
+}
+
+func (x *PolicyRule) GetApprovalWhen() string {
+	if x != nil {
+		return x.ApprovalWhen
+	}
+	return ""
+}
+
+// PolicySet replaces the cluster's entry policy. prev_revision must be the policy revision the proposer
+// read (0: the state holds no policy yet, how a server's configured policy seeds an empty cluster); a
+// set based on a stale read is refused.
+type PolicySet struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Rules        []*PolicyRule          `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	PrevRevision uint64                 `protobuf:"varint,2,opt,name=prev_revision,json=prevRevision,proto3" json:"prev_revision,omitempty"`
+	Meta         *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	// The cluster's limits on entries, in nanoseconds; 0: each server's configured value.
+	MinX509SvidTtlNs  int64 `protobuf:"varint,4,opt,name=min_x509_svid_ttl_ns,json=minX509SvidTtlNs,proto3" json:"min_x509_svid_ttl_ns,omitempty"`
+	MinJwtSvidTtlNs   int64 `protobuf:"varint,5,opt,name=min_jwt_svid_ttl_ns,json=minJwtSvidTtlNs,proto3" json:"min_jwt_svid_ttl_ns,omitempty"`
+	DefaultEntryTtlNs int64 `protobuf:"varint,6,opt,name=default_entry_ttl_ns,json=defaultEntryTtlNs,proto3" json:"default_entry_ttl_ns,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PolicySet) Reset() {
+	*x = PolicySet{}
+	mi := &file_raftv1_raft_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicySet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicySet) ProtoMessage() {}
+
+func (x *PolicySet) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicySet.ProtoReflect.Descriptor instead.
+func (*PolicySet) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PolicySet) GetRules() []*PolicyRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *PolicySet) GetPrevRevision() uint64 {
+	if x != nil {
+		return x.PrevRevision
+	}
+	return 0
+}
+
+func (x *PolicySet) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *PolicySet) GetMinX509SvidTtlNs() int64 {
+	if x != nil {
+		return x.MinX509SvidTtlNs
+	}
+	return 0
+}
+
+func (x *PolicySet) GetMinJwtSvidTtlNs() int64 {
+	if x != nil {
+		return x.MinJwtSvidTtlNs
+	}
+	return 0
+}
+
+func (x *PolicySet) GetDefaultEntryTtlNs() int64 {
+	if x != nil {
+		return x.DefaultEntryTtlNs
+	}
+	return 0
+}
+
+// PolicyChecked carries a command that the proposer decided under the entry policy of revision
+// policy_revision (an entry create, batch create or update, or a checked offboarding): the state refuses
+// it if the policy has changed since. command is the inner command as it would be proposed alone (its
+// type byte, then its message).
+type PolicyChecked struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PolicyRevision uint64                 `protobuf:"varint,1,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	Command        []byte                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PolicyChecked) Reset() {
+	*x = PolicyChecked{}
+	mi := &file_raftv1_raft_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyChecked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyChecked) ProtoMessage() {}
+
+func (x *PolicyChecked) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyChecked.ProtoReflect.Descriptor instead.
+func (*PolicyChecked) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PolicyChecked) GetPolicyRevision() uint64 {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return 0
+}
+
+func (x *PolicyChecked) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
 var File_raftv1_raft_proto protoreflect.FileDescriptor
 
 const file_raftv1_raft_proto_rawDesc = "" +
@@ -2781,7 +2994,24 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x0eDeliveryRecord\x128\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x18.signet.raft.v1.DeliveryR\n" +
-	"deliveriesB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
+	"deliveries\"\x88\x01\n" +
+	"\n" +
+	"PolicyRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
+	"\vdeny_unless\x18\x03 \x01(\tR\n" +
+	"denyUnless\x12#\n" +
+	"\rapproval_when\x18\x04 \x01(\tR\fapprovalWhen\"\xa0\x02\n" +
+	"\tPolicySet\x120\n" +
+	"\x05rules\x18\x01 \x03(\v2\x1a.signet.raft.v1.PolicyRuleR\x05rules\x12#\n" +
+	"\rprev_revision\x18\x02 \x01(\x04R\fprevRevision\x12-\n" +
+	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\x12.\n" +
+	"\x14min_x509_svid_ttl_ns\x18\x04 \x01(\x03R\x10minX509SvidTtlNs\x12,\n" +
+	"\x13min_jwt_svid_ttl_ns\x18\x05 \x01(\x03R\x0fminJwtSvidTtlNs\x12/\n" +
+	"\x14default_entry_ttl_ns\x18\x06 \x01(\x03R\x11defaultEntryTtlNs\"R\n" +
+	"\rPolicyChecked\x12'\n" +
+	"\x0fpolicy_revision\x18\x01 \x01(\x04R\x0epolicyRevision\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\fR\acommandB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
 
 var (
 	file_raftv1_raft_proto_rawDescOnce sync.Once
@@ -2795,7 +3025,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -2829,31 +3059,34 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*Caller)(nil),                // 29: signet.raft.v1.Caller
 	(*Delivery)(nil),              // 30: signet.raft.v1.Delivery
 	(*DeliveryRecord)(nil),        // 31: signet.raft.v1.DeliveryRecord
-	nil,                           // 32: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*PolicyRule)(nil),            // 32: signet.raft.v1.PolicyRule
+	(*PolicySet)(nil),             // 33: signet.raft.v1.PolicySet
+	(*PolicyChecked)(nil),         // 34: signet.raft.v1.PolicyChecked
+	nil,                           // 35: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	33, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	33, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	33, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	36, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	36, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	36, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	33, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	33, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	33, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	33, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	33, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	33, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	33, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	36, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	36, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	36, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	36, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	36, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	36, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	36, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	33, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	33, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	33, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	33, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	33, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	33, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	36, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	36, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	36, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	36, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	36, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	36, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -2866,28 +3099,30 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	33, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	36, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	33, // 35: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	33, // 36: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	36, // 35: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	36, // 36: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
 	0,  // 37: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	33, // 38: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	36, // 38: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
 	3,  // 39: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
 	0,  // 40: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 41: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 42: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	32, // 43: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	35, // 43: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
 	7,  // 44: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	33, // 45: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	36, // 45: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
 	9,  // 46: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
 	0,  // 47: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
 	29, // 48: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
 	30, // 49: signet.raft.v1.DeliveryRecord.deliveries:type_name -> signet.raft.v1.Delivery
-	50, // [50:50] is the sub-list for method output_type
-	50, // [50:50] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	32, // 50: signet.raft.v1.PolicySet.rules:type_name -> signet.raft.v1.PolicyRule
+	0,  // 51: signet.raft.v1.PolicySet.meta:type_name -> signet.raft.v1.AuditMeta
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -2901,7 +3136,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
