@@ -176,7 +176,7 @@ func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 func newTLSEnvWith(tb testing.TB, agentSVIDTTL time.Duration, mod func(*server.Config)) *env {
 	tb.Helper()
 	e := newServerWith(tb, agentSVIDTTL, (*env).recordingTLSAuth, mod)
-	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
+	tlsConf, err := e.srv.AgentTLSConfig(testCtx(tb, testDeadline))
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
 	}

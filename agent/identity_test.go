@@ -22,6 +22,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -65,7 +66,7 @@ func TestAttestStoresIdentity(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "agent-data") // created by Attest
 	id, tokenID := attest(t, e, dir)
 
-	wantID := server.AgentIDForToken(testTD, tokenID).String()
+	wantID := issuer.AgentIDForToken(testTD, tokenID).String()
 	if id.ID() != wantID {
 		t.Fatalf("agent ID %q, want %q", id.ID(), wantID)
 	}

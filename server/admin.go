@@ -12,6 +12,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -101,7 +102,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: issuer.ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
 		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -403,9 +404,9 @@ func TestAdminQueryLedger(t *testing.T) {
 	eb := e.entry(t, "spiffe://example.org/bob/web", agentA, "bob", nil)
 	caller := Caller{AgentID: agentA, NodeAttestation: "test"}
 	issue := func(entryID string, n int) {
-		reqs := make([]X509Request, n)
+		reqs := make([]issuer.X509Request, n)
 		for i := range reqs {
-			reqs[i] = X509Request{EntryID: entryID, CSR: csrFor(t, newP256(t), nil)}
+			reqs[i] = issuer.X509Request{EntryID: entryID, CSR: csrFor(t, newP256(t), nil)}
 		}
 		res, err := e.srv.Issuer.SignX509SVIDs(testCtx(t), caller, reqs)
 		if err != nil {

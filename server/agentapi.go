@@ -2,15 +2,18 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -35,6 +38,20 @@ func AgentServerParameters(agentSVIDTTL time.Duration) keepalive.ServerParameter
 		MaxConnectionAge: agentSVIDTTL / 2, MaxConnectionAgeGrace: agentSVIDTTL / 10}
 }
 
+// Issuer is what the agent API needs of the issuer (issuer.Issuer): signing, each credential recorded
+// before it is returned (agent SVIDs are recorded by the attestation or renewal they come with), the
+// parents an agent may issue entries of, and whether the disk has room to issue.
+type Issuer interface {
+	SignX509SVIDs(ctx context.Context, caller Caller, reqs []issuer.X509Request) ([]issuer.X509Result, error)
+	SignJWTSVID(ctx context.Context, caller Caller, entryID string, audience []string) (*ca.JWTSVID, error)
+	SignAgentSVID(req issuer.AgentSVIDRequest) (*x509.Certificate, storage.Issuance, error)
+	Parents(caller Caller, now time.Time) []string
+	CheckDisk() error
+}
+
+// Caller is an authenticated agent (issuer.Caller).
+type Caller = issuer.Caller
+
 // Authenticator establishes which agent is calling, from the call's context (its TLS peer, or the
 // in-process connection of dev mode).
 type Authenticator func(ctx context.Context) (Caller, error)
@@ -42,7 +59,7 @@ type Authenticator func(ctx context.Context) (Caller, error)
 // AgentServiceConfig configures the agent API.
 type AgentServiceConfig struct {
 	Store        *storage.Store
-	Issuer       *Issuer
+	Issuer       Issuer
 	TrustDomain  spiffeid.TrustDomain
 	Authenticate Authenticator
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
@@ -68,8 +85,6 @@ type AgentService struct {
 	// malformed rate-limits the log lines of malformed join tokens, refusals those of denied requests,
 	// limited those of requests refused by a limit of the server.
 	malformed, refusals, limited *ratelimit.Lines
-	// serverID is the parent of node aliases, spiffe://<td>/signet/server.
-	serverID string
 }
 
 // NewAgentService validates cfg.
@@ -99,7 +114,7 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := newRefusalLogLimiter()
 	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
-		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: newRefusalLogLimiter(), serverID: ServerID(cfg.TrustDomain).String()}, nil
+		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: newRefusalLogLimiter()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
@@ -128,7 +143,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 		}
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
-		parents := parentsOf(s.cfg.Store, s.serverID, caller, s.cfg.Clock())
+		parents := s.cfg.Issuer.Parents(caller, s.cfg.Clock())
 		var msgs []*agentv1.SyncEntriesResponse
 		switch {
 		case !first && !slices.Equal(parents, lastParents):
@@ -250,9 +265,9 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	reqs := make([]X509Request, len(req.GetRequests()))
+	reqs := make([]issuer.X509Request, len(req.GetRequests()))
 	for i, r := range req.GetRequests() {
-		reqs[i] = X509Request{EntryID: r.GetEntryId(), CSR: r.GetCsr()}
+		reqs[i] = issuer.X509Request{EntryID: r.GetEntryId(), CSR: r.GetCsr()}
 	}
 	results, err := s.cfg.Issuer.SignX509SVIDs(ctx, caller, reqs)
 	if err != nil {

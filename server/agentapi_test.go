@@ -15,6 +15,7 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -389,7 +390,7 @@ func TestAgentSignX509SVIDsOverGRPC(t *testing.T) {
 		t.Fatalf("bad-CSR message %q does not name the csr", resp.Results[2].ErrorMessage)
 	}
 
-	_, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: make([]*agentv1.X509SVIDRequest, MaxCSRBatch+1)})
+	_, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: make([]*agentv1.X509SVIDRequest, issuer.MaxCSRBatch+1)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("oversized batch: %v, want InvalidArgument", err)
 	}

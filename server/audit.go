@@ -244,17 +244,6 @@ func (a auditor) denied(_ context.Context, actor, action, object string, err err
 	a.denials.add(denial{at: a.denials.clock(), actor: actor, action: action, object: object, reason: err.Error()})
 }
 
-// refusalLogEvery and refusalLogBurst bound the log lines of refused requests: a flood of refusals costs
-// refusalLogBurst lines per refusalLogEvery, and the next line says how many were held back.
-const (
-	refusalLogEvery = 10 * time.Second
-	refusalLogBurst = 10
-)
-
-func newRefusalLogLimiter() *ratelimit.Lines {
-	return &ratelimit.Lines{Every: refusalLogEvery, Burst: refusalLogBurst}
-}
-
 // callerName names the peer of a Unix-socket call for the audit log when it could not be authenticated.
 func callerName(ctx context.Context) string {
 	if p, ok := peercred.FromContext(ctx); ok {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -182,7 +183,7 @@ func TestMalformedJoinTokenIsNotAudited(t *testing.T) {
 // Audit records of changes are written by the store with the change, whatever refusals are queued.
 func TestAdminChangesAuditedDuringDenials(t *testing.T) {
 	e := newEnv(t)
-	refused := make([]*agentv1.X509SVIDRequest, MaxCSRBatch)
+	refused := make([]*agentv1.X509SVIDRequest, issuer.MaxCSRBatch)
 	for i := range refused {
 		refused[i] = &agentv1.X509SVIDRequest{EntryId: fmt.Sprintf("e%d", i)}
 	}

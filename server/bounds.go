@@ -5,6 +5,7 @@ import (
 
 	"github.com/signet-id/signet/credential"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -42,13 +43,13 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.SnapshotHeader.node":          {n: maxNameLen},
 	// Agent API.
 	"signet.agent.v1.AttestAgentRequest.join_token":      {n: maxJoinTokenLen},
-	"signet.agent.v1.AttestAgentRequest.csr":             {n: maxCSRSize},
-	"signet.agent.v1.RenewAgentRequest.csr":              {n: maxCSRSize},
-	"signet.agent.v1.SignX509SVIDsRequest.requests":      {n: MaxCSRBatch},
+	"signet.agent.v1.AttestAgentRequest.csr":             {n: issuer.MaxCSRSize},
+	"signet.agent.v1.RenewAgentRequest.csr":              {n: issuer.MaxCSRSize},
+	"signet.agent.v1.SignX509SVIDsRequest.requests":      {n: issuer.MaxCSRBatch},
 	"signet.agent.v1.X509SVIDRequest.entry_id":           {n: maxEntryIDLen},
-	"signet.agent.v1.X509SVIDRequest.csr":                {n: maxCSRSize},
+	"signet.agent.v1.X509SVIDRequest.csr":                {n: issuer.MaxCSRSize},
 	"signet.agent.v1.SignJWTSVIDRequest.entry_id":        {n: maxEntryIDLen},
-	"signet.agent.v1.SignJWTSVIDRequest.audience":        {n: maxAudiences, each: maxAudienceLen},
+	"signet.agent.v1.SignJWTSVIDRequest.audience":        {n: issuer.MaxAudiences, each: issuer.MaxAudienceLen},
 	"signet.agent.v1.ReportDeliveriesRequest.deliveries": {n: MaxDeliveriesPerReport},
 	"signet.agent.v1.Delivery.credential_id":             {n: MaxDeliveryCredentialIDLen},
 	"signet.agent.v1.Caller.path":                        {n: MaxDeliveryPathLen},

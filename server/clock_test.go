@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -55,7 +56,7 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller = Caller{AgentID: AgentIDForToken(testTD, id), NodeAttestation: AttestationJoinToken}
+	caller = Caller{AgentID: issuer.AgentIDForToken(testTD, id), NodeAttestation: AttestationJoinToken}
 	// The CA signs by the wall clock: renew within the SVID's life by the service's clock (an expired
 	// SVID never renews).
 	now = cert.NotAfter.Add(-time.Minute).UTC().Truncate(time.Second)
@@ -79,7 +80,7 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	}
 	// An alias active by the wall clock for another hour.
 	if _, err := e.st.CreateEntry(testCtx(t), storage.Entry{ID: aliasID, SPIFFEID: "spiffe://example.org/nodes/alice",
-		ParentID: ServerID(testTD).String(), Owner: "alice", Purpose: "alias", X509TTL: time.Hour, JWTTTL: time.Hour,
+		ParentID: issuer.ServerID(testTD).String(), Owner: "alice", Purpose: "alias", X509TTL: time.Hour, JWTTTL: time.Hour,
 		Selectors: []selector.Selector{{Type: AttestationJoinToken, Value: "owner:alice"}}, ExpiresAt: wall.Add(time.Hour).UTC()}); err != nil {
 		t.Fatal(err)
 	}

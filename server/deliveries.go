@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 )
 
@@ -18,26 +19,26 @@ const (
 	MaxDeliverySHA256PrefixLen = 64   // a whole SHA-256 digest in hex
 )
 
-// DeliveryRecorder group-commits agents' delivery reports (see groupCommit): reports arriving while a
+// DeliveryRecorder group-commits agents' delivery reports (see groupcommit): reports arriving while a
 // batch commits go into the next Raft command together, up to two full reports' rows (about 300 KB of
 // protobuf for typical rows) per command.
 type DeliveryRecorder struct {
-	g *groupCommit[storage.Delivery]
+	g *groupcommit.Committer[storage.Delivery]
 }
 
 // NewDeliveryRecorder returns a recorder writing to store; call Run to start it.
 func NewDeliveryRecorder(store *storage.Store) *DeliveryRecorder {
-	propose := func(ds []storage.Delivery) proposal { return store.ProposeDeliveries(ds) }
-	return &DeliveryRecorder{g: newGroupCommit("record deliveries", 2*MaxDeliveriesPerReport, 2, propose)}
+	propose := func(ds []storage.Delivery) groupcommit.Proposal { return store.ProposeDeliveries(ds) }
+	return &DeliveryRecorder{g: groupcommit.New("record deliveries", 2*MaxDeliveriesPerReport, 2, propose)}
 }
 
 // Record commits ds and returns once they are durable.
 func (r *DeliveryRecorder) Record(ctx context.Context, ds []storage.Delivery) error {
-	return r.g.submit(ctx, ds)
+	return r.g.Submit(ctx, ds)
 }
 
 // Run gathers and commits reports until ctx ends.
-func (r *DeliveryRecorder) Run(ctx context.Context) { r.g.run(ctx) }
+func (r *DeliveryRecorder) Run(ctx context.Context) { r.g.Run(ctx) }
 
 // ReportDeliveries records which workloads the calling agent handed its credentials to. Deliveries
 // naming a credential not issued through this agent (unknown, pruned, another agent's) are dropped;

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -18,6 +16,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -58,7 +57,7 @@ func newCA(tb testing.TB) *ca.CA {
 
 // startRecorder runs rec until the test ends (or until the returned stop is called); stop waits for
 // Run to return.
-func startRecorder(tb testing.TB, rec *Recorder) (stop func()) {
+func startRecorder(tb testing.TB, rec *issuer.Recorder) (stop func()) {
 	tb.Helper()
 	return startRun(tb, rec.Run)
 }
@@ -67,22 +66,13 @@ func startRecorder(tb testing.TB, rec *Recorder) (stop func()) {
 // its context and waits for it to return.
 func startRun(tb testing.TB, run func(context.Context)) (stop func()) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(testDeadline):
-				tb.Errorf("recorder Run did not return within %s of cancellation", testDeadline)
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	return stop
+	return testkit.Run(tb, testDeadline, run)
+}
+
+// ledgerCount returns how many records the ledger holds for q (at most MaxLedgerLimit).
+func ledgerCount(tb testing.TB, st *storage.Store, q storage.LedgerQuery) int {
+	tb.Helper()
+	return testkit.LedgerCount(tb, st, q)
 }
 
 // fixedAgent authenticates every call as c.
@@ -221,45 +211,19 @@ func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, o
 }
 
 // manualClock is a clock that moves only when told to.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type manualClock struct{ *testkit.ManualClock }
 
-func newManualClock() *manualClock { return &manualClock{t: time.Now()} }
+func newManualClock() *manualClock { return &manualClock{testkit.NewManualClock()} }
 
-func (c *manualClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
+func (c *manualClock) now() time.Time          { return c.Now() }
+func (c *manualClock) advance(d time.Duration) { c.Advance(d) }
 
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newP256(tb testing.TB) *ecdsa.PrivateKey {
-	tb.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func newP256(tb testing.TB) *ecdsa.PrivateKey { tb.Helper(); return testkit.P256(tb) }
 
 // csrFor returns a PKCS#10 CSR signed by key; tmpl may carry URIs or extensions (nil means none).
 func csrFor(tb testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
 	tb.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		tb.Fatalf("CreateCertificateRequest: %v", err)
-	}
-	return der
+	return testkit.CSR(tb, key, tmpl)
 }
 
 func mustURL(tb testing.TB, s string) *url.URL {

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -113,7 +113,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
 		return nil, toStatus(err)
 	}
-	agentID := AgentIDForToken(s.cfg.TrustDomain, tok.ID)
+	agentID := issuer.AgentIDForToken(s.cfg.TrustDomain, tok.ID)
 	if tok.SPIFFEID != "" {
 		if agentID, err = spiffeid.FromString(tok.SPIFFEID); err != nil {
 			return nil, toStatus(fmt.Errorf("join token %s: stored SPIFFE ID: %w", tok.ID, err))
@@ -133,7 +133,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
 	}
 	// A new agent waits for disk space like any issuance. Renewals do not (see RenewAgent).
-	if err := s.cfg.Issuer.disk.check(); err != nil {
+	if err := s.cfg.Issuer.CheckDisk(); err != nil {
 		return nil, toStatus(fmt.Errorf("agent %s: %w", agentID, err))
 	}
 	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), tok.Owner, sels)
@@ -185,22 +185,10 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	return &agentv1.RenewAgentResponse{SvidChain: [][]byte{cert.Raw}}, nil
 }
 
-// signAgentSVID signs an agent SVID for the CSR's key and builds its ledger record.
+// signAgentSVID has the issuer sign an agent SVID for the CSR's key and build its ledger record.
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
-	csr, err := parseCSR(csrDER, id.String())
-	if err != nil {
-		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
-	}
-	ttl := min(s.cfg.AgentSVIDTTL, s.cfg.Issuer.cfg.CA.RemainingLife()-time.Minute)
-	cert, err := s.cfg.Issuer.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: ttl})
-	if err != nil {
-		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
-	}
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
-		Owner: owner, Selectors: selector.Strings(sels), PublicKeySHA256: hex.EncodeToString(sum[:]),
-		ExpiresAt: cert.NotAfter.UTC(), Node: s.cfg.Issuer.cfg.NodeID, Agent: id.String(), NodeAttestation: AttestationJoinToken}
-	return cert, rec, nil
+	return s.cfg.Issuer.SignAgentSVID(issuer.AgentSVIDRequest{ID: id, CSR: csrDER, TTL: s.cfg.AgentSVIDTTL, Owner: owner,
+		Selectors: sels, Attestation: AttestationJoinToken})
 }
 
 // validateTokenRequest checks an admin's join token request and returns its TTL.
@@ -220,9 +208,9 @@ func validateTokenRequest(td spiffeid.TrustDomain, owner string, ttlSeconds int6
 			return 0, fmt.Errorf("join token: spiffe_id %q: %w: want a SPIFFE ID with a path in trust domain %q", spiffeID, ErrInvalidArgument, td.Name())
 		}
 		// An agent ID outside the agent path would let the node hold a workload's, or a server's, identity.
-		if !strings.HasPrefix(id.Path(), agentPathPrefix) {
+		if !strings.HasPrefix(id.Path(), issuer.AgentPathPrefix) {
 			return 0, fmt.Errorf("join token: spiffe_id %q: %w: agent IDs are under %s (e.g. spiffe://%s%sweb-1)",
-				spiffeID, ErrInvalidArgument, agentPathPrefix, td.Name(), agentPathPrefix)
+				spiffeID, ErrInvalidArgument, issuer.AgentPathPrefix, td.Name(), issuer.AgentPathPrefix)
 		}
 	}
 	return time.Duration(ttlSeconds) * time.Second, nil

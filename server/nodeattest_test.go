@@ -7,6 +7,7 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -113,8 +114,8 @@ func TestJoinTokenNamedAgentID(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	if _, err := e.srv.Admin.CreateJoinToken(testCtx(t), &adminv1.CreateJoinTokenRequest{Owner: "alice", TtlSeconds: 600,
-		SpiffeId: "spiffe://example.org/web"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), agentPathPrefix) {
-		t.Fatalf("token for a workload ID: %v; want InvalidArgument naming %s", err, agentPathPrefix)
+		SpiffeId: "spiffe://example.org/web"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), issuer.AgentPathPrefix) {
+		t.Fatalf("token for a workload ID: %v; want InvalidArgument naming %s", err, issuer.AgentPathPrefix)
 	}
 	const named = "spiffe://example.org/signet/agent/web-1"
 	_, tok := e.joinToken(t, "alice", named)

@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -46,12 +48,13 @@ type Config struct {
 	// defaults MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
-	IssuanceLimits IssuanceLimits
+	IssuanceLimits issuer.IssuanceLimits
 	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
-	// (default DefaultMinFreeDisk, measured by FreeDisk, default StatfsFree) the server refuses to issue.
+	// (default issuer.DefaultMinFreeDisk, measured by FreeDisk, default issuer.StatfsFree) the server
+	// refuses to issue.
 	DataDir     string
 	MinFreeDisk uint64
-	FreeDisk    FreeDiskFunc
+	FreeDisk    issuer.FreeDiskFunc
 	// AuditCheckpointFile, if set, is where the node keeps its latest automatic audit checkpoint (see
 	// checkpoint.go), renewed every AuditCheckpointEvery (default DefaultAuditCheckpointEvery) when the
 	// log grew, and at shutdown.
@@ -64,12 +67,12 @@ type Config struct {
 // Server bundles the components of one server node.
 type Server struct {
 	cfg      Config
-	Recorder *Recorder
+	Recorder *issuer.Recorder
 	// Deliveries group-commits agents' delivery reports (run by Run).
 	Deliveries *DeliveryRecorder
 	// Denials carries refused requests of both APIs to the audit log (run by Run).
 	Denials *DenialLog
-	Issuer  *Issuer
+	Issuer  *issuer.Issuer
 	Agent   *AgentService
 	Admin   *AdminService
 }
@@ -88,11 +91,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuditCheckpointEvery <= 0 {
 		cfg.AuditCheckpointEvery = DefaultAuditCheckpointEvery
 	}
-	rec, err := NewRecorder(RecorderConfig{Appender: cfg.Store})
+	rec, err := issuer.NewRecorder(issuer.RecorderConfig{Appender: cfg.Store})
 	if err != nil {
 		return nil, err
 	}
-	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
+	iss, err := issuer.NewIssuer(issuer.IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
 		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -126,7 +129,13 @@ func (s *Server) Health() error {
 	if err := s.cfg.Store.Health(); err != nil {
 		return err
 	}
-	return s.Issuer.disk.check()
+	return s.Issuer.CheckDisk()
+}
+
+// AgentTLSConfig is the TLS configuration of this node's agent API listener (ServerTLSConfig): the
+// issuer's server SVID, agents verified against the store's bundle by the node's clock.
+func (s *Server) AgentTLSConfig(ctx context.Context) (*tls.Config, error) {
+	return ServerTLSConfig(ctx, s.Issuer, s.cfg.Store, s.cfg.Clock)
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.

@@ -2,20 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -106,6 +98,18 @@ func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error 
 	return nil
 }
 
+// ServerIdentity is what the agent API's TLS listener needs of the issuer (issuer.Issuer): the node's
+// server SVID, its ledger record committed, and the trust domain.
+type ServerIdentity interface {
+	ServerCertificate(ctx context.Context) (*tls.Certificate, error)
+	TrustDomain() spiffeid.TrustDomain
+}
+
+// BundleSource is the trust bundle agents' certificates must chain to (storage.Store).
+type BundleSource interface {
+	Bundle() storage.Bundle
+}
+
 // ServerTLSConfig is the TLS 1.3 configuration of the agent API listener. The server presents an SVID
 // (spiffe://<td>/signet/server/<node>) signed by its own CA and re-minted at half life; client
 // certificates are optional at the TLS layer (AttestAgent has none) and, when present, must chain to the
@@ -114,21 +118,20 @@ func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error 
 // The client certificate is checked in VerifyConnection, which crypto/tls calls on every handshake,
 // resumed ones included (VerifyPeerCertificate is skipped on resumption): a session resumed from a
 // ticket is held to the bundle and the clock of now, not of the day the ticket was issued.
-func ServerTLSConfig(ctx context.Context, iss *Issuer) (*tls.Config, error) {
-	authority, st, clock := iss.cfg.CA, iss.cfg.Store, iss.cfg.Clock
-	id, err := spiffeid.FromSegments(authority.TrustDomain(), "signet", "server", iss.cfg.NodeID)
-	if err != nil {
-		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", iss.cfg.NodeID, err)
+func ServerTLSConfig(ctx context.Context, id ServerIdentity, st BundleSource, clock func() time.Time) (*tls.Config, error) {
+	if clock == nil {
+		clock = time.Now
 	}
-	sc := iss.serverCert(id)
-	if _, err := sc.get(ctx); err != nil {
+	if _, err := id.ServerCertificate(ctx); err != nil {
 		return nil, err
 	}
-	td := authority.TrustDomain()
+	td := id.TrustDomain()
 	return &tls.Config{
-		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get(hello.Context()) },
-		ClientAuth:     tls.RequestClientCert,
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return id.ServerCertificate(hello.Context())
+		},
+		ClientAuth: tls.RequestClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return nil
@@ -140,87 +143,4 @@ func ServerTLSConfig(ctx context.Context, iss *Issuer) (*tls.Config, error) {
 			return nil
 		},
 	}, nil
-}
-
-// SystemOwner owns the credentials Signet issues itself, such as the servers' TLS SVIDs, in the ledger.
-const SystemOwner = "signet"
-
-// serverCert mints and caches the server's TLS certificate. Like every credential it leaves the server
-// only once its ledger record is committed: a certificate whose record fails is not used.
-type serverCert struct {
-	iss *Issuer
-	id  spiffeid.ID
-
-	mu       sync.Mutex
-	cert     *tls.Certificate
-	renewAt  time.Time
-	notAfter time.Time
-	// current is cert, read without the lock: the cluster client presents it while a renewal (whose
-	// record the cluster client forwards to the leader) holds the lock.
-	current atomic.Pointer[tls.Certificate]
-}
-
-// get returns the current certificate, minting (and recording) a new one from half its life. The CA
-// stamps validity by the wall clock, so renewal follows the wall clock too.
-func (s *serverCert) get(ctx context.Context) (*tls.Certificate, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cert != nil && time.Now().Before(s.renewAt) {
-		return s.cert, nil
-	}
-	cert, err := s.mint(ctx)
-	if err != nil {
-		if s.cert != nil && time.Now().Before(s.notAfter) {
-			return s.cert, nil // keep serving the current one; retried on the next handshake
-		}
-		return nil, fmt.Errorf("server TLS: %w", err)
-	}
-	s.install(cert)
-	return s.cert, nil
-}
-
-// install makes cert, its ledger record committed, the current certificate. Called with s.mu held.
-func (s *serverCert) install(cert *tls.Certificate) {
-	s.cert = cert
-	s.notAfter = cert.Leaf.NotAfter
-	s.renewAt = cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
-	s.current.Store(cert)
-}
-
-// mint signs a new server SVID for a new key and commits its ledger record. min_free_disk does not
-// apply: it keeps workloads from filling the disk, and a node refused its own certificate could not
-// start to report its disk (one record a day; a disk really full fails the record, and the certificate
-// is dropped).
-func (s *serverCert) mint(ctx context.Context) (*tls.Certificate, error) {
-	cert, err := s.sign()
-	if err != nil {
-		return nil, err
-	}
-	if err := s.iss.cfg.Recorder.Record(ctx, serverSVIDRecord(cert.Leaf, s.iss.cfg.NodeID)); err != nil {
-		return nil, err
-	}
-	return cert, nil
-}
-
-// sign signs a new server SVID for a new key; its ledger record is not committed yet.
-func (s *serverCert) sign() (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate key: %w", err)
-	}
-	authority := s.iss.cfg.CA
-	ttl := min(24*time.Hour, (authority.RemainingLife() - time.Minute).Truncate(time.Second)) // X.509 times are whole seconds
-	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
-}
-
-// serverSVIDRecord is the ledger record of a server SVID of node.
-func serverSVIDRecord(cert *x509.Certificate, node string) storage.Issuance {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	id, _ := x509svid.IDFromCert(cert)
-	return storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
-		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: node}
 }

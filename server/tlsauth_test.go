@@ -15,6 +15,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -48,7 +49,7 @@ func newTLSEnvWith(tb testing.TB, mod func(*Config)) *tlsEnv {
 			mod(c)
 		}
 	}, nil)
-	conf, err := ServerTLSConfig(testCtx(tb), e.srv.Issuer)
+	conf, err := e.srv.AgentTLSConfig(testCtx(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestRenewalFromExpiredSVIDRefused(t *testing.T) {
 func TestResumedTLSSessionIsVerifiedAgain(t *testing.T) {
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) { c.Clock = clock.now }, nil)
-	conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer)
+	conf, err := e.srv.AgentTLSConfig(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +274,9 @@ func TestServerTLSCertIsInTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ServerID(testTD).String() + "/" + e.st.NodeID()
-	if !resp.Known || !resp.ValidNow || resp.Issuance.GetOwner() != SystemOwner || resp.SpiffeId != want {
-		t.Fatalf("lookup of the server's TLS certificate: %+v; want known, valid, %s, owned by %s", resp, want, SystemOwner)
+	want := issuer.ServerID(testTD).String() + "/" + e.st.NodeID()
+	if !resp.Known || !resp.ValidNow || resp.Issuance.GetOwner() != issuer.SystemOwner || resp.SpiffeId != want {
+		t.Fatalf("lookup of the server's TLS certificate: %+v; want known, valid, %s, owned by %s", resp, want, issuer.SystemOwner)
 	}
 }
 
@@ -283,7 +284,7 @@ func TestServerTLSCertIsInTheLedger(t *testing.T) {
 func TestServerTLSCertNotUsedUnrecorded(t *testing.T) {
 	e := newEnv(t)
 	e.stop() // the recorder with it
-	if conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer); !errors.Is(err, ErrRecorderStopped) {
+	if conf, err := e.srv.AgentTLSConfig(testCtx(t)); !errors.Is(err, ErrRecorderStopped) {
 		t.Fatalf("ServerTLSConfig without a recorder: %v, %v; want ErrRecorderStopped", conf, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"unicode"
 
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -23,10 +24,6 @@ const (
 	// maxTTL is the longest SVID lifetime an entry may ask for, whatever the CA's remaining life.
 	maxTTL = 30 * 24 * time.Hour
 )
-
-// ReservedPathPrefix is the part of the trust domain's ID space that Signet assigns itself (agents,
-// servers); entries cannot claim IDs under it.
-const ReservedPathPrefix = "/signet/"
 
 var ownerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]*$`)
 
@@ -118,8 +115,8 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 	if id.Path() == "" {
 		return fmt.Errorf("entry %q: spiffe_id: %w: a workload ID needs a path (X509-SVID §3.1), e.g. spiffe://%s/service", name, ErrInvalidArgument, r.TrustDomain.Name())
 	}
-	if strings.HasPrefix(id.Path()+"/", ReservedPathPrefix) {
-		return fmt.Errorf("entry %q: spiffe_id: %w: paths under %s are reserved for Signet's own agents and servers", name, ErrInvalidArgument, ReservedPathPrefix)
+	if strings.HasPrefix(id.Path()+"/", issuer.ReservedPathPrefix) {
+		return fmt.Errorf("entry %q: spiffe_id: %w: paths under %s are reserved for Signet's own agents and servers", name, ErrInvalidArgument, issuer.ReservedPathPrefix)
 	}
 	if _, err := r.parseID("parent_id", e.ParentID); err != nil {
 		return fmt.Errorf("entry %q: %w", name, err)

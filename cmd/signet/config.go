@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -323,7 +324,7 @@ func checkIssuanceLimits(path string, c *serverFileConfig) error {
 		key  string
 		rate *float64
 		def  float64
-	}{{"issuance_limits.agent_rate", &l.AgentRate, server.DefaultAgentIssueRate}, {"issuance_limits.entry_rate", &l.EntryRate, server.DefaultEntryIssueRate}} {
+	}{{"issuance_limits.agent_rate", &l.AgentRate, issuer.DefaultAgentIssueRate}, {"issuance_limits.entry_rate", &l.EntryRate, issuer.DefaultEntryIssueRate}} {
 		if *r.rate == 0 {
 			*r.rate = r.def
 		}
@@ -335,8 +336,8 @@ func checkIssuanceLimits(path string, c *serverFileConfig) error {
 		key      string
 		burst    *int
 		def, min int
-	}{{"issuance_limits.agent_burst", &l.AgentBurst, server.DefaultAgentIssueBurst, server.MaxCSRBatch},
-		{"issuance_limits.entry_burst", &l.EntryBurst, server.DefaultEntryIssueBurst, 1}} {
+	}{{"issuance_limits.agent_burst", &l.AgentBurst, issuer.DefaultAgentIssueBurst, issuer.MaxCSRBatch},
+		{"issuance_limits.entry_burst", &l.EntryBurst, issuer.DefaultEntryIssueBurst, 1}} {
 		if *b.burst == 0 {
 			*b.burst = b.def
 		}

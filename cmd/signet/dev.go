@@ -17,6 +17,7 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -96,7 +97,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return usagef("--trust-domain %v", err)
 	}
-	devAgentID, err := spiffeid.FromPath(td, server.ReservedPathPrefix+"agent/dev")
+	devAgentID, err := spiffeid.FromPath(td, issuer.ReservedPathPrefix+"agent/dev")
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -53,7 +54,7 @@ type serverNodeConfig struct {
 	DefaultEntryTTL               time.Duration
 	LedgerRetention               time.Duration
 	Policy                        server.EntryPolicy
-	IssuanceLimits                server.IssuanceLimits
+	IssuanceLimits                issuer.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64
 	DefaultParentID string

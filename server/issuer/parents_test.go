@@ -1,4 +1,4 @@
-package server
+package issuer
 
 import (
 	"slices"
@@ -16,9 +16,9 @@ func TestParentsOfNodeAliases(t *testing.T) {
 	e.owner(t, "alice")
 	serverID := ServerID(testTD).String()
 	now := time.Now()
-	alice := selector.Selector{Type: AttestationJoinToken, Value: "owner:alice"}
-	tokenX := selector.Selector{Type: AttestationJoinToken, Value: "id:0123456789abcdef"}
-	bob := selector.Selector{Type: AttestationJoinToken, Value: "owner:bob"}
+	alice := selector.Selector{Type: "join_token", Value: "owner:alice"}
+	tokenX := selector.Selector{Type: "join_token", Value: "id:0123456789abcdef"}
+	bob := selector.Selector{Type: "join_token", Value: "owner:bob"}
 	for _, a := range []struct {
 		id, parent string
 		sels       []selector.Selector
@@ -33,7 +33,7 @@ func TestParentsOfNodeAliases(t *testing.T) {
 		// Not an alias: parented to an agent, not to the server.
 		{"spiffe://example.org/nodes/not-alias", agentB.String(), []selector.Selector{alice}, nil},
 	} {
-		id, err := NewEntryID()
+		id, err := newEntryID()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,8 +65,8 @@ func TestParentsOfNodeAliases(t *testing.T) {
 			if got := parentsOf(e.st, serverID, caller, now); !slices.Equal(got, want) {
 				t.Fatalf("parentsOf = %v, want %v", got, want)
 			}
-			if got := e.srv.Issuer.parents(caller); !slices.Equal(got, want) {
-				t.Fatalf("Issuer.parents = %v, want %v", got, want)
+			if got := e.srv.Issuer.Parents(caller, now); !slices.Equal(got, want) {
+				t.Fatalf("Issuer.Parents = %v, want %v", got, want)
 			}
 		})
 	}

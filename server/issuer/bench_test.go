@@ -1,4 +1,4 @@
-package server
+package issuer
 
 import (
 	"context"
@@ -146,7 +146,7 @@ func BenchmarkX509Issuance(b *testing.B) {
 	}
 	recorded := func(keys []crypto.PublicKey) func(int) error {
 		return func(i int) error {
-			e, err := env.issuer.authorize(env.caller, env.issuer.parents(env.caller), env.entry.ID)
+			e, err := env.issuer.authorize(env.caller, env.issuer.Parents(env.caller, time.Now()), env.entry.ID)
 			if err != nil {
 				return err
 			}
@@ -164,7 +164,7 @@ func BenchmarkX509Issuance(b *testing.B) {
 		var mu sync.Mutex
 		pending := map[int][]storage.Issuance{}
 		return func(i int) error {
-			e, err := env.issuer.authorize(env.caller, env.issuer.parents(env.caller), env.entry.ID)
+			e, err := env.issuer.authorize(env.caller, env.issuer.Parents(env.caller, time.Now()), env.entry.ID)
 			if err != nil {
 				return err
 			}
@@ -314,11 +314,11 @@ func BenchmarkParentsOf(b *testing.B) {
 	}
 	caller := env.caller
 	caller.Selectors = []selector.Selector{{Type: "join_token", Value: "id:0123456789abcdef"}, {Type: "join_token", Value: "owner:o7"}}
-	if got := env.issuer.parents(caller); len(got) != 11 {
+	if got := env.issuer.Parents(caller, time.Now()); len(got) != 11 {
 		b.Fatalf("parents: %d, want the agent and 10 aliases", len(got))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		env.issuer.parents(caller)
+		env.issuer.Parents(caller, time.Now())
 	}
 }

@@ -1,25 +1,31 @@
-package server
+// Package groupcommit gathers concurrent submissions of a server node's recorders (issuance records,
+// delivery reports) into one Raft proposal while the previous ones commit.
+package groupcommit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
-// proposal is a batch on its way through Raft: Wait returns once it is committed, or with the error
+// ErrStopped is returned by Submit after Run has returned.
+var ErrStopped = errors.New("ledger recorder stopped")
+
+// Proposal is a batch on its way through Raft: Wait returns once it is committed, or with the error
 // that prevented it.
-type proposal interface {
+type Proposal interface {
 	Wait(ctx context.Context) error
 }
 
-// groupCommit gathers concurrent submissions into one proposal while the previous ones commit, so
+// Committer gathers concurrent submissions into one proposal while the previous ones commit, so
 // the cost of a commit (an fsync, a network round trip) is shared by every caller waiting for it.
 // There is no timer: an idle committer proposes a lone submission at once, and a busy one batches
 // exactly as much as arrived during the previous commit. The Recorder (issuance records) and the
 // DeliveryRecorder (delivery reports) are the two.
-type groupCommit[T any] struct {
+type Committer[T any] struct {
 	maxBatch int // items in one proposal
 	inFlight int // proposals committing at once
-	propose  func([]T) proposal
+	propose  func([]T) Proposal
 	what     string // for errors: "record issuance"
 	queue    chan *pendingItems[T]
 	stopped  chan struct{} // closed when run returns
@@ -30,14 +36,16 @@ type pendingItems[T any] struct {
 	done  chan error
 }
 
-func newGroupCommit[T any](what string, maxBatch, inFlight int, propose func([]T) proposal) *groupCommit[T] {
-	return &groupCommit[T]{maxBatch: maxBatch, inFlight: inFlight, propose: propose, what: what,
+// New returns a committer of at most maxBatch items per proposal and inFlight proposals committing at
+// once; what names it in errors. Call Run to start it.
+func New[T any](what string, maxBatch, inFlight int, propose func([]T) Proposal) *Committer[T] {
+	return &Committer[T]{maxBatch: maxBatch, inFlight: inFlight, propose: propose, what: what,
 		queue: make(chan *pendingItems[T], 4096), stopped: make(chan struct{})}
 }
 
-// submit commits items and returns when they are durable, or with the error that prevented it.
+// Submit commits items and returns when they are durable, or with the error that prevented it.
 // Submitting nothing is a no-op.
-func (g *groupCommit[T]) submit(ctx context.Context, items []T) error {
+func (g *Committer[T]) Submit(ctx context.Context, items []T) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -45,7 +53,7 @@ func (g *groupCommit[T]) submit(ctx context.Context, items []T) error {
 	select {
 	case g.queue <- p:
 	case <-g.stopped:
-		return fmt.Errorf("server: %s: %w", g.what, ErrRecorderStopped)
+		return fmt.Errorf("server: %s: %w", g.what, ErrStopped)
 	case <-ctx.Done():
 		return fmt.Errorf("server: %s: %w", g.what, ctx.Err())
 	}
@@ -56,16 +64,16 @@ func (g *groupCommit[T]) submit(ctx context.Context, items []T) error {
 		}
 		return nil
 	case <-g.stopped:
-		return fmt.Errorf("server: %s: %w", g.what, ErrRecorderStopped)
+		return fmt.Errorf("server: %s: %w", g.what, ErrStopped)
 	case <-ctx.Done():
 		// The batch may still commit: the caller only stops waiting.
 		return fmt.Errorf("server: %s: %w", g.what, ctx.Err())
 	}
 }
 
-// run gathers and commits batches until ctx ends. Items still queued then fail with
-// ErrRecorderStopped; batches already committing finish.
-func (g *groupCommit[T]) run(ctx context.Context) {
+// Run gathers and commits batches until ctx ends. Items still queued then fail with ErrStopped;
+// batches already committing finish.
+func (g *Committer[T]) Run(ctx context.Context) {
 	defer close(g.stopped)
 	slots := make(chan struct{}, g.inFlight)
 	for {

@@ -1,4 +1,4 @@
-package server
+package issuer
 
 import (
 	"slices"
@@ -8,9 +8,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Reserved paths of the trust domain (under ReservedPathPrefix).
+// ReservedPathPrefix is the part of the trust domain's ID space that Signet assigns itself (agents,
+// servers); entries cannot claim IDs under it.
+const ReservedPathPrefix = "/signet/"
+
+// Reserved paths of the trust domain (under ReservedPathPrefix): AgentPathPrefix is where agent IDs are.
 const (
-	agentPathPrefix = ReservedPathPrefix + "agent/"
+	AgentPathPrefix = ReservedPathPrefix + "agent/"
 	serverPath      = "/signet/server"
 )
 
@@ -21,7 +25,7 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 
 // AgentIDForToken is the SPIFFE ID of an agent attested with a join token that names no ID.
 func AgentIDForToken(td spiffeid.TrustDomain, tokenID string) spiffeid.ID {
-	return spiffeid.RequireFromPath(td, agentPathPrefix+"join_token/"+tokenID)
+	return spiffeid.RequireFromPath(td, AgentPathPrefix+"join_token/"+tokenID)
 }
 
 // parentsOf returns the parent IDs whose entries caller may issue, sorted: its agent ID, and every node

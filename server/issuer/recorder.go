@@ -1,9 +1,10 @@
-package server
+package issuer
 
 import (
 	"context"
 	"errors"
 
+	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 )
 
@@ -24,19 +25,19 @@ type RecorderConfig struct {
 	InFlight int
 }
 
-// Recorder group-commits issuance records (see groupCommit): concurrent Record calls are gathered into
+// Recorder group-commits issuance records (see groupcommit): concurrent Record calls are gathered into
 // one Raft command while the previous one commits.
 type Recorder struct {
-	g *groupCommit[storage.Issuance]
+	g *groupcommit.Committer[storage.Issuance]
 }
 
 // ErrRecorderStopped is returned by Record after the recorder's Run has returned.
-var ErrRecorderStopped = errors.New("ledger recorder stopped")
+var ErrRecorderStopped = groupcommit.ErrStopped
 
 // NewRecorder returns a recorder; call Run to start it.
 func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if cfg.Appender == nil {
-		return nil, errors.New("server: recorder config: Appender is required")
+		return nil, errors.New("issuer: recorder config: Appender is required")
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 4096
@@ -44,16 +45,16 @@ func NewRecorder(cfg RecorderConfig) (*Recorder, error) {
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 2
 	}
-	propose := func(recs []storage.Issuance) proposal { return cfg.Appender.ProposeLedger(recs) }
-	return &Recorder{g: newGroupCommit("record issuance", cfg.MaxBatch, cfg.InFlight, propose)}, nil
+	propose := func(recs []storage.Issuance) groupcommit.Proposal { return cfg.Appender.ProposeLedger(recs) }
+	return &Recorder{g: groupcommit.New("record issuance", cfg.MaxBatch, cfg.InFlight, propose)}, nil
 }
 
 // Record commits recs and returns when they are durable, or with the error that prevented it. A caller
 // must not hand out the credentials unless Record returned nil. Recording no records is a no-op.
 func (r *Recorder) Record(ctx context.Context, recs ...storage.Issuance) error {
-	return r.g.submit(ctx, recs)
+	return r.g.Submit(ctx, recs)
 }
 
 // Run gathers and commits batches until ctx ends. Records still queued then fail with
 // ErrRecorderStopped; batches already committing finish.
-func (r *Recorder) Run(ctx context.Context) { r.g.run(ctx) }
+func (r *Recorder) Run(ctx context.Context) { r.g.Run(ctx) }

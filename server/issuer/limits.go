@@ -1,17 +1,13 @@
-package server
+package issuer
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/signet-id/signet/internal/fsutil"
+	"github.com/signet-id/signet/server/apierr"
 )
-
-// ErrResourceExhausted marks a request refused because a limit of the server was reached: an issuance
-// rate limit, or the free space of the server's disk. The message names the limit.
-var ErrResourceExhausted = errors.New("resource exhausted")
 
 // Default issuance rate limits (token buckets; one SVID costs one token, a batch of N costs N).
 //
@@ -71,8 +67,8 @@ func (l *IssuanceLimits) withDefaults() (IssuanceLimits, error) {
 // issuing: the ledger and the Raft log must never fill the disk.
 const DefaultMinFreeDisk = 512 << 20
 
-// diskCheckEvery is how long one free-space reading is trusted: a request never costs a statfs.
-const diskCheckEvery = 5 * time.Second
+// DiskCheckEvery is how long one free-space reading is trusted: a request never costs a statfs.
+const DiskCheckEvery = 5 * time.Second
 
 // FreeDiskFunc returns the bytes available under dir.
 type FreeDiskFunc func(dir string) (uint64, error)
@@ -82,7 +78,7 @@ type FreeDiskFunc func(dir string) (uint64, error)
 func StatfsFree(dir string) (uint64, error) { return fsutil.FreeBytes(dir) }
 
 // diskGuard refuses issuance when the data directory's file system is nearly full. Readings are cached
-// for diskCheckEvery.
+// for DiskCheckEvery.
 type diskGuard struct {
 	dir   string
 	min   uint64
@@ -104,7 +100,7 @@ func (d *diskGuard) check() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.clock()
-	if d.readAt.IsZero() || now.Sub(d.readAt) >= diskCheckEvery || now.Before(d.readAt) {
+	if d.readAt.IsZero() || now.Sub(d.readAt) >= DiskCheckEvery || now.Before(d.readAt) {
 		d.avail, d.readErr = d.free(d.dir)
 		d.readAt = now
 	}
@@ -113,7 +109,7 @@ func (d *diskGuard) check() error {
 		return fmt.Errorf("server disk: %w", d.readErr)
 	case d.avail < d.min:
 		return fmt.Errorf("%w: server disk nearly full: %d MiB free under data_dir %s, below min_free_disk (%d MiB); free space or raise the disk before issuance resumes",
-			ErrResourceExhausted, d.avail>>20, d.dir, d.min>>20)
+			apierr.ErrResourceExhausted, d.avail>>20, d.dir, d.min>>20)
 	}
 	return nil
 }

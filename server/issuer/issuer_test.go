@@ -1,4 +1,4 @@
-package server
+package issuer
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -48,17 +49,6 @@ func newIssuerFixture(tb testing.TB) issuerFixture {
 		en.X509TTL, en.JWTTTL = 20*time.Minute, 5*time.Minute
 	})
 	return issuerFixture{env: e, ent: ent, caller: Caller{AgentID: agentA, NodeAttestation: "join_token"}}
-}
-
-// ledgerCount returns how many records the ledger holds for q (at most MaxLedgerLimit).
-func ledgerCount(tb testing.TB, st *storage.Store, q storage.LedgerQuery) int {
-	tb.Helper()
-	q.Limit = storage.MaxLedgerLimit
-	page, err := st.QueryLedger(q)
-	if err != nil {
-		tb.Fatalf("QueryLedger: %v", err)
-	}
-	return len(page.Issuances)
 }
 
 func TestSignX509SVIDsIssuesAndRecords(t *testing.T) {
@@ -180,15 +170,15 @@ func TestSignX509SVIDsDenied(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SignX509SVIDs: %v (a denied request fails its result, not the batch)", err)
 			}
-			if !errors.Is(res[0].Err, ErrPermissionDenied) || res[0].Chain != nil {
-				t.Fatalf("result = %+v, want ErrPermissionDenied and no chain", res[0])
+			if !errors.Is(res[0].Err, apierr.ErrPermissionDenied) || res[0].Chain != nil {
+				t.Fatalf("result = %+v, want apierr.ErrPermissionDenied and no chain", res[0])
 			}
 			if n := ledgerCount(t, f.st, storage.LedgerQuery{}); n != total {
 				t.Fatalf("ledger grew from %d to %d records on a denied request", total, n)
 			}
 			_, err = iss.SignJWTSVID(testCtx(t), tc.caller, tc.entry, []string{"aud"})
-			if !errors.Is(err, ErrPermissionDenied) {
-				t.Fatalf("SignJWTSVID: got %v, want ErrPermissionDenied", err)
+			if !errors.Is(err, apierr.ErrPermissionDenied) {
+				t.Fatalf("SignJWTSVID: got %v, want apierr.ErrPermissionDenied", err)
 			}
 			if n := ledgerCount(t, f.st, storage.LedgerQuery{}); n != total {
 				t.Fatalf("ledger grew from %d to %d records on a denied JWT request", total, n)
@@ -234,7 +224,7 @@ func TestSignX509SVIDsBadCSRs(t *testing.T) {
 		{"empty", func(*testing.T) []byte { return nil }, "csr is required"},
 		{"garbage", func(*testing.T) []byte { return []byte("this is not a certificate request") }, "asn1"},
 		{"truncated", func(*testing.T) []byte { return good[:len(good)/2] }, "asn1"},
-		{"larger than 16 KiB", func(*testing.T) []byte { return append(bytes.Clone(good), make([]byte, maxCSRSize)...) }, "larger than"},
+		{"larger than 16 KiB", func(*testing.T) []byte { return append(bytes.Clone(good), make([]byte, MaxCSRSize)...) }, "larger than"},
 		{"bad signature", func(*testing.T) []byte { return flipped }, "signature does not verify"},
 		{"URI SAN of another SPIFFE ID", func(t *testing.T) []byte {
 			return csrFor(t, newP256(t), &x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/prod/db")}})
@@ -262,8 +252,8 @@ func TestSignX509SVIDsBadCSRs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("SignX509SVIDs: %v (a bad CSR fails its result, not the batch)", err)
 			}
-			if !errors.Is(res[0].Err, ErrInvalidArgument) {
-				t.Fatalf("result error = %v, want ErrInvalidArgument", res[0].Err)
+			if !errors.Is(res[0].Err, apierr.ErrInvalidArgument) {
+				t.Fatalf("result error = %v, want apierr.ErrInvalidArgument", res[0].Err)
 			}
 			if msg := res[0].Err.Error(); !strings.Contains(msg, "csr") || !strings.Contains(msg, tc.reason) {
 				t.Fatalf("error %q does not name the csr and %q", msg, tc.reason)
@@ -297,7 +287,7 @@ func TestSignX509SVIDsBatch(t *testing.T) {
 		if len(res) != len(reqs) {
 			t.Fatalf("%d results for %d requests", len(res), len(reqs))
 		}
-		for i, want := range []error{nil, ErrInvalidArgument, ErrPermissionDenied, nil} {
+		for i, want := range []error{nil, apierr.ErrInvalidArgument, apierr.ErrPermissionDenied, nil} {
 			if res[i].EntryID != reqs[i].EntryID {
 				t.Fatalf("result %d is for entry %q, want %q", i, res[i].EntryID, reqs[i].EntryID)
 			}
@@ -322,8 +312,8 @@ func TestSignX509SVIDsBatch(t *testing.T) {
 	t.Run("at most MaxCSRBatch", func(t *testing.T) {
 		reqs := make([]X509Request, MaxCSRBatch+1)
 		res, err := f.srv.Issuer.SignX509SVIDs(testCtx(t), f.caller, reqs)
-		if !errors.Is(err, ErrInvalidArgument) || res != nil {
-			t.Fatalf("batch of %d: results %d, err %v; want ErrInvalidArgument", len(reqs), len(res), err)
+		if !errors.Is(err, apierr.ErrInvalidArgument) || res != nil {
+			t.Fatalf("batch of %d: results %d, err %v; want apierr.ErrInvalidArgument", len(reqs), len(res), err)
 		}
 		res, err = f.srv.Issuer.SignX509SVIDs(testCtx(t), f.caller, reqs[:MaxCSRBatch])
 		if err != nil || len(res) != MaxCSRBatch {
@@ -404,16 +394,16 @@ func TestSignJWTSVID(t *testing.T) {
 			{"nil", nil},
 			{"empty list", []string{}},
 			{"empty element", []string{"a", ""}},
-			{"17 audiences", slices.Repeat([]string{"a"}, maxAudiences+1)},
-			{"audience too long", []string{strings.Repeat("a", maxAudienceLen+1)}},
-			{"too many audience bytes in all", append(slices.Repeat([]string{strings.Repeat("a", maxAudienceLen)}, maxAudienceTotal/maxAudienceLen), "b")},
+			{"17 audiences", slices.Repeat([]string{"a"}, MaxAudiences+1)},
+			{"audience too long", []string{strings.Repeat("a", MaxAudienceLen+1)}},
+			{"too many audience bytes in all", append(slices.Repeat([]string{strings.Repeat("a", MaxAudienceLen)}, MaxAudienceTotal/MaxAudienceLen), "b")},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				before := ledgerCount(t, f.st, storage.LedgerQuery{EntryID: f.ent.ID})
 				svid, err := f.srv.Issuer.SignJWTSVID(testCtx(t), f.caller, f.ent.ID, tc.aud)
-				if !errors.Is(err, ErrInvalidArgument) || svid != nil {
-					t.Fatalf("SignJWTSVID(%d audiences): %v, %v; want ErrInvalidArgument", len(tc.aud), svid, err)
+				if !errors.Is(err, apierr.ErrInvalidArgument) || svid != nil {
+					t.Fatalf("SignJWTSVID(%d audiences): %v, %v; want apierr.ErrInvalidArgument", len(tc.aud), svid, err)
 				}
 				if !strings.Contains(err.Error(), "audience") {
 					t.Fatalf("error %q does not name the audience", err)
@@ -423,8 +413,8 @@ func TestSignJWTSVID(t *testing.T) {
 				}
 			})
 		}
-		if _, err := f.srv.Issuer.SignJWTSVID(testCtx(t), f.caller, f.ent.ID, slices.Repeat([]string{"a"}, maxAudiences)); err != nil {
-			t.Fatalf("%d audiences: %v", maxAudiences, err)
+		if _, err := f.srv.Issuer.SignJWTSVID(testCtx(t), f.caller, f.ent.ID, slices.Repeat([]string{"a"}, MaxAudiences)); err != nil {
+			t.Fatalf("%d audiences: %v", MaxAudiences, err)
 		}
 	})
 }
@@ -456,7 +446,7 @@ func TestSignBeyondCALife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(res[0].Err, ca.ErrTTLTooLong) || codeOf(res[0].Err) != codes.InvalidArgument || res[0].Chain != nil {
+	if !errors.Is(res[0].Err, ca.ErrTTLTooLong) || apierr.Code(res[0].Err) != codes.InvalidArgument || res[0].Chain != nil {
 		t.Fatalf("X.509 result = %+v, want ca.ErrTTLTooLong", res[0])
 	}
 	if _, err := iss.SignJWTSVID(testCtx(t), caller, ent.ID, []string{"aud"}); !errors.Is(err, ca.ErrTTLTooLong) {

@@ -1,17 +1,23 @@
-package server
+// Package apierr is the API edge of a server node, shared by the agent API (server/agentapi), the admin
+// API (server/adminapi) and the issuer (server/issuer): the sentinel errors their refusals wrap, the one
+// mapping of errors from every layer to gRPC codes, and how often refusals may be logged.
+package apierr
 
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// Sentinel errors of the server package.
+// Sentinel errors of a server node.
 var (
 	// ErrInvalidArgument marks a request whose content is wrong; the message names the field.
 	ErrInvalidArgument = errors.New("invalid argument")
@@ -24,11 +30,14 @@ var (
 	ErrPolicyViolation = errors.New("entry policy violated")
 	// ErrOtherTrustDomain marks a snapshot of another trust domain than this cluster's.
 	ErrOtherTrustDomain = errors.New("snapshot of another trust domain")
+	// ErrResourceExhausted marks a request refused because a limit of the server was reached: an
+	// issuance rate limit, or the free space of the server's disk. The message names the limit.
+	ErrResourceExhausted = errors.New("resource exhausted")
 )
 
-// codeOf maps an error from any layer to the gRPC code the API returns. This is the one place where
+// Code maps an error from any layer to the gRPC code the API returns. This is the one place where
 // internal errors become wire codes.
-func codeOf(err error) codes.Code {
+func Code(err error) codes.Code {
 	switch {
 	case err == nil:
 		return codes.OK
@@ -64,7 +73,7 @@ func codeOf(err error) codes.Code {
 		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the
 		// code gRPC documents for a full file system).
 		return codes.ResourceExhausted
-	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrRecorderStopped):
+	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, groupcommit.ErrStopped):
 		return codes.Unavailable
 	case errors.Is(err, storage.ErrUpgradeInProgress):
 		// A server of the cluster runs an older signet that would not understand the write: it succeeds
@@ -75,13 +84,25 @@ func codeOf(err error) codes.Code {
 	}
 }
 
-// toStatus converts err into a gRPC status error carrying the right code and the error's message.
-func toStatus(err error) error {
+// ToStatus converts err into a gRPC status error carrying the right code and the error's message.
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
-	return status.Error(codeOf(err), err.Error())
+	return status.Error(Code(err), err.Error())
+}
+
+// RefusalLogEvery and RefusalLogBurst bound the log lines of refused requests: a flood of refusals costs
+// RefusalLogBurst lines per RefusalLogEvery, and the next line says how many were held back.
+const (
+	RefusalLogEvery = 10 * time.Second
+	RefusalLogBurst = 10
+)
+
+// NewRefusalLogLimiter returns a log-line limiter for refused requests (RefusalLogEvery, RefusalLogBurst).
+func NewRefusalLogLimiter() *ratelimit.Lines {
+	return &ratelimit.Lines{Every: RefusalLogEvery, Burst: RefusalLogBurst}
 }

@@ -1,0 +1,27 @@
+package server
+
+import (
+	"github.com/signet-id/signet/internal/ratelimit"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/issuer"
+	"google.golang.org/grpc/codes"
+)
+
+// The API edge's sentinel errors (server/apierr), under the names this package's handlers wrap.
+var (
+	ErrInvalidArgument   = apierr.ErrInvalidArgument
+	ErrPermissionDenied  = apierr.ErrPermissionDenied
+	ErrUnauthenticated   = apierr.ErrUnauthenticated
+	ErrPolicyViolation   = apierr.ErrPolicyViolation
+	ErrOtherTrustDomain  = apierr.ErrOtherTrustDomain
+	ErrResourceExhausted = apierr.ErrResourceExhausted
+	ErrRecorderStopped   = issuer.ErrRecorderStopped
+)
+
+// codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).
+func codeOf(err error) codes.Code { return apierr.Code(err) }
+
+// toStatus is err as a gRPC status error (apierr.ToStatus).
+func toStatus(err error) error { return apierr.ToStatus(err) }
+
+func newRefusalLogLimiter() *ratelimit.Lines { return apierr.NewRefusalLogLimiter() }
