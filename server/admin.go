@@ -12,6 +12,8 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/bundlewire"
+	"github.com/signet-id/signet/server/denials"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -42,7 +44,7 @@ type AdminServiceConfig struct {
 	DefaultEntryTTL time.Duration
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
-	Denials *DenialLog
+	Denials *denials.DenialLog
 	// AuditCheckpointFile, if set, holds the node's latest automatic audit checkpoint: VerifyAudit
 	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
 	// that no longer holds it.
@@ -61,7 +63,7 @@ type AdminService struct {
 	adminv1.UnimplementedAdminServer
 	cfg   AdminServiceConfig
 	log   *slog.Logger
-	audit auditor
+	audit denials.Auditor
 }
 
 // NewAdminService validates cfg.
@@ -98,7 +100,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		cfg.DefaultEntryTTL = DefaultEntryLifetime
 	}
 	log := cfg.Logger.With("component", "admin-api")
-	return &AdminService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: newRefusalLogLimiter()}}, nil
+	return &AdminService{cfg: cfg, log: log, audit: denials.Auditor{Denials: cfg.Denials, Log: log, Limit: newRefusalLogLimiter()}}, nil
 }
 
 func (s *AdminService) rules() entryRules {
@@ -152,6 +154,9 @@ func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryReques
 	return s.entryWithStats(&e), nil
 }
 
+// listPageSize is how many entries one ListEntries message carries: far below gRPC's 4 MB default cap.
+const listPageSize = 1000
+
 // ListEntries streams entries matching the filters, a page at a time.
 func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
 	if err := checkRequest(req); err != nil {
@@ -183,7 +188,7 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 			setUse(out, a.Stats, a.Deliveries)
 		}
 		page.Entries = append(page.Entries, out)
-		if len(page.Entries) == syncPageSize {
+		if len(page.Entries) == listPageSize {
 			if err := stream.Send(page); err != nil {
 				return err
 			}
@@ -262,7 +267,7 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 		return nil, toStatus(err)
 	}
 	b := s.cfg.Store.Bundle()
-	out, err := bundleToAdmin(s.cfg.TrustDomain, b)
+	out, err := bundlewire.ToAdmin(s.cfg.TrustDomain, b)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -133,7 +133,7 @@ func (s *AdminService) SetEntryState(ctx context.Context, req *adminv1.SetEntryS
 	e, err := s.cfg.Store.SetEntryState(ctx, req.GetId(), action, req.GetReason())
 	if err != nil {
 		if errors.Is(err, storage.ErrSameApprover) {
-			s.audit.denied(ctx, admin, "entry.approve", req.GetId(), err)
+			s.audit.Denied(ctx, admin, "entry.approve", req.GetId(), err)
 		}
 		return nil, toStatus(err)
 	}
@@ -363,7 +363,7 @@ func (s *AdminService) checkPolicy(ctx context.Context, e *storage.Entry, admin,
 			msgs[i] = den.Message
 		}
 		err := fmt.Errorf("%w: %s", ErrPermissionDenied, strings.Join(msgs, "; "))
-		s.audit.denied(ctx, admin, "entry."+action, e.SPIFFEID, err)
+		s.audit.Denied(ctx, admin, "entry."+action, e.SPIFFEID, err)
 		return err
 	}
 	if len(d.Approval) > 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -99,7 +100,7 @@ func listAll(tb testing.TB, c adminv1.AdminClient, req *adminv1.ListEntriesReque
 		if err != nil {
 			tb.Fatalf("ListEntries Recv: %v", err)
 		}
-		if len(m.Entries) == 0 || len(m.Entries) > syncPageSize {
+		if len(m.Entries) == 0 || len(m.Entries) > listPageSize {
 			tb.Fatalf("ListEntries message with %d entries", len(m.Entries))
 		}
 		msgs++
@@ -315,7 +316,7 @@ func TestAdminListEntries(t *testing.T) {
 		want := e.entries(t, n, "page", agentB, "bob", nil)
 		got, msgs := listAll(t, c, &adminv1.ListEntriesRequest{Owner: "bob"})
 		if msgs != 3 {
-			t.Fatalf("%d entries came in %d messages, want 3 of at most %d", len(got), msgs, syncPageSize)
+			t.Fatalf("%d entries came in %d messages, want 3 of at most %d", len(got), msgs, listPageSize)
 		}
 		seen := map[string]bool{}
 		for _, en := range got {
@@ -402,7 +403,7 @@ func TestAdminQueryLedger(t *testing.T) {
 	e.owner(t, "bob")
 	ea := e.entry(t, "spiffe://example.org/alice/web", agentA, "alice", nil)
 	eb := e.entry(t, "spiffe://example.org/bob/web", agentA, "bob", nil)
-	caller := Caller{AgentID: agentA, NodeAttestation: "test"}
+	caller := agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}
 	issue := func(entryID string, n int) {
 		reqs := make([]issuer.X509Request, n)
 		for i := range reqs {

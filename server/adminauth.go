@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/signet-id/signet/internal/peercred"
+	"google.golang.org/grpc"
 )
 
 // UnixAdminAuth authorizes admin calls arriving on a Unix socket by the caller's uid: only the listed
@@ -29,4 +30,37 @@ func UnixAdminAuth(allowed ...uint32) AdminAuthenticator {
 		}
 		return name, nil
 	}
+}
+
+// callerName names the peer of a Unix-socket call for the audit log when it could not be authenticated.
+func callerName(ctx context.Context) string {
+	if p, ok := peercred.FromContext(ctx); ok {
+		return "uid:" + itoa(int(p.UID))
+	}
+	return "unknown"
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// method names the RPC being served (for the audit log), e.g. "admin.CreateEntry".
+func method(ctx context.Context) string {
+	m, ok := grpc.Method(ctx)
+	if !ok {
+		return "admin"
+	}
+	for i := len(m) - 1; i >= 0; i-- {
+		if m[i] == '/' {
+			return "admin." + m[i+1:]
+		}
+	}
+	return m
+}
+
+// authenticate identifies the admin; a refusal is recorded in the audit log.
+func (s *AdminService) authenticate(ctx context.Context) (string, error) {
+	admin, err := s.cfg.Authenticate(ctx)
+	if err != nil {
+		s.audit.Denied(ctx, callerName(ctx), method(ctx), "", err)
+	}
+	return admin, err
 }

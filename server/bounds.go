@@ -1,11 +1,9 @@
 package server
 
 import (
-	"fmt"
-
 	"github.com/signet-id/signet/credential"
 	"github.com/signet-id/signet/selector"
-	"github.com/signet-id/signet/server/issuer"
+	"github.com/signet-id/signet/server/apierr"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -30,7 +28,7 @@ const (
 // most values of a repeated field; each is the most bytes of one value of a repeated string field.
 type fieldBound struct{ n, each int }
 
-// requestBounds is the one table of bounds of the agent and admin APIs: every string, bytes and
+// requestBounds is the table of bounds of the admin API (agentapi has the agent API's): every string, bytes and
 // repeated field of every request message (nested messages included), by its full protobuf name. A
 // field missing here is refused (TestRequestBoundsCoverEveryField keeps the table complete).
 var requestBounds = map[protoreflect.FullName]fieldBound{
@@ -41,19 +39,6 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},
 	"signet.admin.v1.SnapshotHeader.sha256":        {n: 32},
 	"signet.admin.v1.SnapshotHeader.node":          {n: maxNameLen},
-	// Agent API.
-	"signet.agent.v1.AttestAgentRequest.join_token":      {n: maxJoinTokenLen},
-	"signet.agent.v1.AttestAgentRequest.csr":             {n: issuer.MaxCSRSize},
-	"signet.agent.v1.RenewAgentRequest.csr":              {n: issuer.MaxCSRSize},
-	"signet.agent.v1.SignX509SVIDsRequest.requests":      {n: issuer.MaxCSRBatch},
-	"signet.agent.v1.X509SVIDRequest.entry_id":           {n: maxEntryIDLen},
-	"signet.agent.v1.X509SVIDRequest.csr":                {n: issuer.MaxCSRSize},
-	"signet.agent.v1.SignJWTSVIDRequest.entry_id":        {n: maxEntryIDLen},
-	"signet.agent.v1.SignJWTSVIDRequest.audience":        {n: issuer.MaxAudiences, each: issuer.MaxAudienceLen},
-	"signet.agent.v1.ReportDeliveriesRequest.deliveries": {n: MaxDeliveriesPerReport},
-	"signet.agent.v1.Delivery.credential_id":             {n: MaxDeliveryCredentialIDLen},
-	"signet.agent.v1.Caller.path":                        {n: MaxDeliveryPathLen},
-	"signet.agent.v1.Caller.sha256_prefix":               {n: MaxDeliverySHA256PrefixLen},
 	// Admin API: entries.
 	"signet.admin.v1.Entry.id":                          {n: maxEntryIDLen},
 	"signet.admin.v1.Entry.spiffe_id":                   {n: maxIDLen},
@@ -120,63 +105,10 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 
 // checkRequest refuses a request with a field beyond its bound in requestBounds, naming the field (with
 // its path, e.g. "requests[3].entry_id"). Every handler calls it first, before anything is logged.
-func checkRequest(m proto.Message) error {
-	return checkMessage(m.ProtoReflect(), "")
-}
+func checkRequest(m proto.Message) error { return apierr.CheckRequest(m, requestBound) }
 
-func checkMessage(m protoreflect.Message, path string) error {
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		name := path + string(fd.Name())
-		isMsg := fd.Kind() == protoreflect.MessageKind
-		b, ok := requestBounds[fd.FullName()]
-		if !ok && needsBound(fd) {
-			err = fmt.Errorf("%s: %w: a field this server does not accept", name, ErrInvalidArgument)
-			return false
-		}
-		switch {
-		case fd.IsList():
-			l := v.List()
-			if l.Len() > b.n {
-				err = fmt.Errorf("%s: %w: %d values, at most %d", name, ErrInvalidArgument, l.Len(), b.n)
-				return false
-			}
-			for i := 0; i < l.Len() && err == nil; i++ {
-				el := fmt.Sprintf("%s[%d]", name, i)
-				if isMsg {
-					err = checkMessage(l.Get(i).Message(), el+".")
-				} else {
-					err = checkLen(el, fd, l.Get(i), b.each)
-				}
-			}
-		case isMsg:
-			err = checkMessage(v.Message(), name+".")
-		default:
-			err = checkLen(name, fd, v, b.n)
-		}
-		return err == nil
-	})
-	return err
-}
-
-// needsBound reports whether fd must have an entry in requestBounds: strings, bytes and lists.
-func needsBound(fd protoreflect.FieldDescriptor) bool {
-	return fd.IsList() || fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind
-}
-
-// checkLen bounds a string or bytes value (other scalars need no bound).
-func checkLen(name string, fd protoreflect.FieldDescriptor, v protoreflect.Value, n int) error {
-	var l int
-	switch fd.Kind() {
-	case protoreflect.StringKind:
-		l = len(v.String())
-	case protoreflect.BytesKind:
-		l = len(v.Bytes())
-	default:
-		return nil
-	}
-	if l > n {
-		return fmt.Errorf("%s: %w: %d bytes, at most %d", name, ErrInvalidArgument, l, n)
-	}
-	return nil
+// requestBound is the bound of the field name in requestBounds.
+func requestBound(name protoreflect.FullName) (n, each int, ok bool) {
+	b, ok := requestBounds[name]
+	return b.n, b.each, ok
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -66,7 +67,7 @@ func TestSignCheckpoint(t *testing.T) {
 func TestAutomaticCheckpoint(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "audit-checkpoint.json")
 	st, authority := openStore(t), newCA(t)
-	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, AgentAuth: fixedAgent(Caller{AgentID: agentA}),
+	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil }, Logger: testLogger(t),
 		AuditCheckpointFile: file, AuditCheckpointEvery: 10 * time.Millisecond})
 	if err != nil {

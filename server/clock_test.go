@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -23,9 +24,9 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	now := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second) // past a fresh token's 10 minutes
-	var caller Caller
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
-		Authenticate: func(context.Context) (Caller, error) { return caller, nil },
+	var caller agentapi.Caller
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+		Authenticate: func(context.Context) (agentapi.Caller, error) { return caller, nil },
 		Clock:        func() time.Time { return now }, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +57,7 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller = Caller{AgentID: issuer.AgentIDForToken(testTD, id), NodeAttestation: AttestationJoinToken}
+	caller = agentapi.Caller{AgentID: issuer.AgentIDForToken(testTD, id), NodeAttestation: agentapi.AttestationJoinToken}
 	// The CA signs by the wall clock: renew within the SVID's life by the service's clock (an expired
 	// SVID never renews).
 	now = cert.NotAfter.Add(-time.Minute).UTC().Truncate(time.Second)
@@ -81,11 +82,11 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	// An alias active by the wall clock for another hour.
 	if _, err := e.st.CreateEntry(testCtx(t), storage.Entry{ID: aliasID, SPIFFEID: "spiffe://example.org/nodes/alice",
 		ParentID: issuer.ServerID(testTD).String(), Owner: "alice", Purpose: "alias", X509TTL: time.Hour, JWTTTL: time.Hour,
-		Selectors: []selector.Selector{{Type: AttestationJoinToken, Value: "owner:alice"}}, ExpiresAt: wall.Add(time.Hour).UTC()}); err != nil {
+		Selectors: []selector.Selector{{Type: agentapi.AttestationJoinToken, Value: "owner:alice"}}, ExpiresAt: wall.Add(time.Hour).UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	child := e.entry(t, "spiffe://example.org/metrics", spiffeid.RequireFromString("spiffe://example.org/nodes/alice"), "alice", nil)
-	caller := Caller{AgentID: agentA, Selectors: []selector.Selector{{Type: AttestationJoinToken, Value: "owner:alice"}}}
+	caller := agentapi.Caller{AgentID: agentA, Selectors: []selector.Selector{{Type: agentapi.AttestationJoinToken, Value: "owner:alice"}}}
 	tests := []struct {
 		name  string
 		clock time.Time
@@ -96,7 +97,7 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+			svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
 				Authenticate: fixedAgent(caller), Clock: func() time.Time { return tc.clock }, Logger: testLogger(t)})
 			if err != nil {
 				t.Fatal(err)

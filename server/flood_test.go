@@ -1,8 +1,6 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -81,34 +79,6 @@ func TestRefusalFloodFromOneAgentIsBounded(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Fatal("no refusal was audited")
-	}
-}
-
-// One actor's refusals of many different kinds are recorded one by one up to maxDenialKindsPerActor
-// within a window; the rest are counted in one record. Other actors keep their own records.
-func TestDenialRecordsPerActorAreCapped(t *testing.T) {
-	st := openStore(t)
-	l := NewDenialLog(st, nil, testLogger(t))
-	stop := startRun(t, l.Run)
-	a := auditor{denials: l, log: testLogger(t), limit: newRefusalLogLimiter()}
-	const kinds = 100
-	for i := range kinds {
-		a.denied(context.Background(), "agent:a", "svid.jwt", "", fmt.Errorf("reason number %d", i))
-	}
-	a.denied(context.Background(), "agent:b", "svid.jwt", "", errors.New("another agent"))
-	stop()
-	recs := waitRefusals(t, st, "", kinds+1)
-	byActor := map[string]int{}
-	overflow := 0
-	for _, r := range recs {
-		byActor[r.Actor]++
-		if r.Action == denialOverflowAction {
-			overflow += refusals(t, r)
-		}
-	}
-	if byActor["agent:a"] != maxDenialKindsPerActor+1 || overflow != kinds-maxDenialKindsPerActor || byActor["agent:b"] != 1 {
-		t.Fatalf("records per actor %v, overflow standing for %d refusals; want %d for agent a (%d in one) and 1 for agent b",
-			byActor, overflow, maxDenialKindsPerActor+1, kinds-maxDenialKindsPerActor)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -76,8 +77,8 @@ func ledgerCount(tb testing.TB, st *storage.Store, q storage.LedgerQuery) int {
 }
 
 // fixedAgent authenticates every call as c.
-func fixedAgent(c Caller) Authenticator {
-	return func(context.Context) (Caller, error) { return c, nil }
+func fixedAgent(c agentapi.Caller) agentapi.Authenticator {
+	return func(context.Context) (agentapi.Caller, error) { return c, nil }
 }
 
 // env is a complete server node on real components: store, CA, recorder (running), issuer, services.
@@ -108,7 +109,7 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	st := openStore(tb)
 	authority := newCA(tb)
 	cfg := Config{Store: st, CA: authority, TrustDomain: testTD,
-		AgentAuth: fixedAgent(Caller{AgentID: agentA, NodeAttestation: "test"}),
+		AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil },
 		Logger:    testLogger(tb)}
 	if cfgMod != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -74,7 +75,7 @@ func TestIssuanceRateLimitPerAgent(t *testing.T) {
 
 	// Another agent has its own bucket.
 	theirs := e.entry(t, "spiffe://example.org/b", agentB, "alice", nil)
-	clientB := agentClient(t, e, fixedAgent(Caller{AgentID: agentB, NodeAttestation: "test"}))
+	clientB := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentB, NodeAttestation: "test"}))
 	if _, err := clientB.SignJWTSVID(testCtx(t), jwtRequest(theirs.ID)); err != nil {
 		t.Fatalf("agent B while agent A is limited: %v", err)
 	}

@@ -44,7 +44,7 @@ func (s *AdminService) offboard(ctx context.Context, admin, owner, mode, to, rea
 			return plan, violations, nil
 		case len(violations) > 0:
 			err := violationsError(owner, to, violations)
-			s.audit.denied(ctx, admin, "owner.offboard", owner, err)
+			s.audit.Denied(ctx, admin, "owner.offboard", owner, err)
 			return plan, nil, err
 		}
 		res, err := s.cfg.Store.OffboardOwnerChecked(ctx, owner, mode, to, reason, plan.Revisions)

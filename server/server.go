@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/denials"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -29,13 +31,13 @@ type Config struct {
 	CA          *ca.CA
 	TrustDomain spiffeid.TrustDomain
 	// AgentAuth identifies agents calling the agent API.
-	AgentAuth Authenticator
+	AgentAuth agentapi.Authenticator
 	// AdminAuth identifies admins calling the admin API.
 	AdminAuth AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
-	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
-	// configuration (cmd/signet) requires MinAgentSVIDTTL.
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default agentapi.DefaultAgentSVIDTTL), at least 10 s;
+	// the configuration (cmd/signet) requires agentapi.MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
 	// DefaultEntryTTL is the lifetime of entries created without an expiry (default DefaultEntryLifetime).
 	DefaultEntryTTL time.Duration
@@ -69,11 +71,11 @@ type Server struct {
 	cfg      Config
 	Recorder *issuer.Recorder
 	// Deliveries group-commits agents' delivery reports (run by Run).
-	Deliveries *DeliveryRecorder
+	Deliveries *agentapi.DeliveryRecorder
 	// Denials carries refused requests of both APIs to the audit log (run by Run).
-	Denials *DenialLog
+	Denials *denials.DenialLog
 	Issuer  *issuer.Issuer
-	Agent   *AgentService
+	Agent   *agentapi.AgentService
 	Admin   *AdminService
 }
 
@@ -100,10 +102,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
-	deliveries := NewDeliveryRecorder(cfg.Store)
-	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
+	denialLog := denials.NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
+	deliveries := agentapi.NewDeliveryRecorder(cfg.Store)
+	agent, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denialLog, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +117,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
+	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denialLog, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
 // Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
@@ -135,7 +137,7 @@ func (s *Server) Health() error {
 // AgentTLSConfig is the TLS configuration of this node's agent API listener (ServerTLSConfig): the
 // issuer's server SVID, agents verified against the store's bundle by the node's clock.
 func (s *Server) AgentTLSConfig(ctx context.Context) (*tls.Config, error) {
-	return ServerTLSConfig(ctx, s.Issuer, s.cfg.Store, s.cfg.Clock)
+	return agentapi.ServerTLSConfig(ctx, s.Issuer, s.cfg.Store, s.cfg.Clock)
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.

@@ -15,6 +15,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -30,7 +31,7 @@ import (
 )
 
 // tlsEnv is a server node whose agent API is served over TLS on 127.0.0.1, agents authenticated by
-// their SVIDs (TLSAgentAuth), everything on a clock the test moves.
+// their SVIDs (agentapi.TLSAgentAuth), everything on a clock the test moves.
 type tlsEnv struct {
 	*env
 	clock *manualClock
@@ -44,7 +45,7 @@ func newTLSEnvWith(tb testing.TB, mod func(*Config)) *tlsEnv {
 	tb.Helper()
 	clock := newManualClock()
 	e := newEnvConfig(tb, func(c *Config) {
-		c.Clock, c.AgentAuth = clock.now, TLSAgentAuth(c.Store, clock.now)
+		c.Clock, c.AgentAuth = clock.now, agentapi.TLSAgentAuth(c.Store, clock.now)
 		if mod != nil {
 			mod(c)
 		}
@@ -147,8 +148,8 @@ func TestRenewalFromExpiredSVIDRefused(t *testing.T) {
 	e := newTLSEnv(t)
 	e.owner(t, "alice")
 	svid := e.attest(t)
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
-		Authenticate: fixedAgent(Caller{AgentID: svid.ID, NodeAttestation: AttestationJoinToken}),
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+		Authenticate: fixedAgent(agentapi.Caller{AgentID: svid.ID, NodeAttestation: agentapi.AttestationJoinToken}),
 		Clock:        func() time.Time { return svid.Certificates[0].NotAfter.Add(time.Second) }, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -226,12 +227,12 @@ func TestResumedTLSSessionIsVerifiedAgain(t *testing.T) {
 // Agent API connections are sent GOAWAY after half the agent SVID lifetime and closed a tenth of it
 // later, long-lived sync streams included.
 func TestAgentConnectionsHaveAMaximumAge(t *testing.T) {
-	if p := AgentServerParameters(0); p.MaxConnectionAge != DefaultAgentSVIDTTL/2 || p.MaxConnectionAgeGrace != DefaultAgentSVIDTTL/10 {
+	if p := agentapi.AgentServerParameters(0); p.MaxConnectionAge != agentapi.DefaultAgentSVIDTTL/2 || p.MaxConnectionAgeGrace != agentapi.DefaultAgentSVIDTTL/10 {
 		t.Fatalf("default parameters %+v", p)
 	}
 	e := newEnv(t)
 	lis := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(grpc.KeepaliveParams(AgentServerParameters(2 * time.Second)))
+	g := grpc.NewServer(grpc.KeepaliveParams(agentapi.AgentServerParameters(2 * time.Second)))
 	agentv1.RegisterAgentServer(g, e.srv.Agent)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

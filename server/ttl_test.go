@@ -40,20 +40,3 @@ func TestEntryTTLMinimums(t *testing.T) {
 		X509TtlSeconds: 30}, UpdateMask: []string{"x509_ttl_seconds"}, Reason: "shorter"})
 	wantRefused("update to x509_ttl 30s", err, "x509_ttl 30s: invalid argument: at least 1m0s")
 }
-
-// The agent service refuses agent SVIDs shorter than minAgentSVIDTTL (the configuration's minimum,
-// MinAgentSVIDTTL, is enforced by cmd/signet: see its config tests).
-func TestAgentSVIDTTLMinimum(t *testing.T) {
-	e := newEnv(t)
-	cfg := AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: fixedAgent(Caller{AgentID: agentA}),
-		AgentSVIDTTL: minAgentSVIDTTL - time.Second}
-	if _, err := NewAgentService(cfg); err == nil || !strings.Contains(err.Error(), "AgentSVIDTTL 9s: at least 10s") {
-		t.Fatalf("AgentSVIDTTL below the minimum: %v", err)
-	}
-	for _, ttl := range []time.Duration{minAgentSVIDTTL, MinAgentSVIDTTL} {
-		cfg.AgentSVIDTTL = ttl
-		if _, err := NewAgentService(cfg); err != nil {
-			t.Fatalf("AgentSVIDTTL %s: %v", ttl, err)
-		}
-	}
-}

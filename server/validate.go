@@ -186,17 +186,10 @@ const DefaultSVIDTTL = time.Hour
 //
 // MinX509SVIDTTL and MinJWTSVIDTTL are the defaults of the server's minimums (Config.MinX509SVIDTTL,
 // Config.MinJWTSVIDTTL); ShortestSVIDTTL is the least those can be set to.
-//
-// MinAgentSVIDTTL is the minimum of the server configuration's agent_svid_ttl (cmd/signet enforces it);
-// the library itself accepts down to minAgentSVIDTTL, the shortest life that leaves an agent renewing
-// at half life time for a round trip and a retry, so that tests can watch agent SVIDs renew and expire.
 const (
 	MinX509SVIDTTL  = time.Minute
 	MinJWTSVIDTTL   = 30 * time.Second
-	MinAgentSVIDTTL = time.Minute
 	ShortestSVIDTTL = time.Second
-
-	minAgentSVIDTTL = 10 * time.Second
 )
 
 func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL time.Duration) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -402,7 +403,7 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL == 0 {
 		c.AgentSVIDTTL = time.Hour
 	}
-	if c.AgentSVIDTTL < server.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
+	if c.AgentSVIDTTL < agentapi.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
 	for _, m := range []struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spf13/cobra"
@@ -112,9 +113,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminSocketDirMode: adminDirMode, AdminUIDs: adminUIDs(uid),
 		RaftBind: "127.0.0.1:0", Bootstrap: true, CATTL: o.caTTL,
-		AgentAuth: func(context.Context) (server.Caller, error) {
+		AgentAuth: func(context.Context) (agentapi.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
-			return server.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
+			return agentapi.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
 		},
 		DefaultParentID: devAgentID.String(), Logger: log,
 	})

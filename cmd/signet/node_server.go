@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,8 +47,8 @@ type serverNodeConfig struct {
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
 	CATTL      time.Duration
-	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
-	AgentAuth    server.Authenticator
+	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
+	AgentAuth    agentapi.Authenticator
 	AgentSVIDTTL time.Duration
 	// MinX509SVIDTTL and MinJWTSVIDTTL: zero for the server's defaults.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
@@ -111,7 +112,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {
-		agentAuth = server.TLSAgentAuth(st, nil)
+		agentAuth = agentapi.TLSAgentAuth(st, nil)
 	}
 	adminAuth := server.UnixAdminAuth(cfg.AdminUIDs...)
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,

@@ -9,7 +9,7 @@ import (
 
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/agentv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -95,7 +95,7 @@ func runServer(ctx context.Context, path string) error {
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(server.AgentServerParameters(c.AgentSVIDTTL)),
+		grpc.KeepaliveParams(agentapi.AgentServerParameters(c.AgentSVIDTTL)),
 	)
 	agentv1.RegisterAgentServer(g, node.srv.Agent)
 	go serveGRPC(log, "agent-api", g, lis)

@@ -1,4 +1,6 @@
-package server
+// Package bundlewire is the trust bundle in the wire forms of the agent and admin APIs, sent alike by
+// both: X.509 authorities in the store's order (oldest first), JWT keys sorted by key ID.
+package bundlewire
 
 import (
 	"crypto/x509"
@@ -40,8 +42,8 @@ func toBundleWire(b storage.Bundle) (bundleWire, error) {
 	return w, nil
 }
 
-// bundleToAgent is the trust bundle in the agent API's form.
-func bundleToAgent(td spiffeid.TrustDomain, b storage.Bundle) (*agentv1.Bundle, error) {
+// ToAgent is the trust bundle in the agent API's form.
+func ToAgent(td spiffeid.TrustDomain, b storage.Bundle) (*agentv1.Bundle, error) {
 	w, err := toBundleWire(b)
 	if err != nil {
 		return nil, err
@@ -53,8 +55,8 @@ func bundleToAgent(td spiffeid.TrustDomain, b storage.Bundle) (*agentv1.Bundle, 
 	return out, nil
 }
 
-// bundleToAdmin is the trust bundle in the admin API's form (without the SPIFFE bundle document).
-func bundleToAdmin(td spiffeid.TrustDomain, b storage.Bundle) (*adminv1.Bundle, error) {
+// ToAdmin is the trust bundle in the admin API's form (without the SPIFFE bundle document).
+func ToAdmin(td spiffeid.TrustDomain, b storage.Bundle) (*adminv1.Bundle, error) {
 	w, err := toBundleWire(b)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package server
+package agentapi
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 )
@@ -45,16 +46,16 @@ func (r *DeliveryRecorder) Run(ctx context.Context) { r.g.Run(ctx) }
 // the response says how many were recorded.
 func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.ReportDeliveriesRequest) (*agentv1.ReportDeliveriesResponse, error) {
 	if err := checkRequest(req); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	agent := caller.AgentID.String()
 	ds, err := deliveriesFromAgent(agent, req.GetDeliveries())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("report deliveries: %w", err))
+		return nil, apierr.ToStatus(fmt.Errorf("report deliveries: %w", err))
 	}
 	// Checked here to answer the agent; the state machine checks again when it applies them.
 	kept := ds[:0]
@@ -72,7 +73,7 @@ func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.Report
 		_, err = s.cfg.Store.RecordDeliveries(ctx, kept)
 	}
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("report deliveries: %w", err))
+		return nil, apierr.ToStatus(fmt.Errorf("report deliveries: %w", err))
 	}
 	return &agentv1.ReportDeliveriesResponse{Recorded: uint32(len(kept))}, nil
 }
@@ -80,7 +81,7 @@ func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.Report
 // deliveriesFromAgent validates a report against the bounds above.
 func deliveriesFromAgent(agent string, in []*agentv1.Delivery) ([]storage.Delivery, error) {
 	if len(in) > MaxDeliveriesPerReport {
-		return nil, fmt.Errorf("deliveries: %d in one report, at most %d: %w", len(in), MaxDeliveriesPerReport, ErrInvalidArgument)
+		return nil, fmt.Errorf("deliveries: %d in one report, at most %d: %w", len(in), MaxDeliveriesPerReport, apierr.ErrInvalidArgument)
 	}
 	out := make([]storage.Delivery, 0, len(in))
 	for i, d := range in {
@@ -88,17 +89,17 @@ func deliveriesFromAgent(agent string, in []*agentv1.Delivery) ([]storage.Delive
 		c := d.GetCaller()
 		switch {
 		case d.GetCredentialId() == "" || len(d.GetCredentialId()) > MaxDeliveryCredentialIDLen:
-			return nil, fmt.Errorf("%s: %d bytes, want 1 to %d: %w", field("credential_id"), len(d.GetCredentialId()), MaxDeliveryCredentialIDLen, ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: %d bytes, want 1 to %d: %w", field("credential_id"), len(d.GetCredentialId()), MaxDeliveryCredentialIDLen, apierr.ErrInvalidArgument)
 		case c == nil:
-			return nil, fmt.Errorf("%s is required: %w", field("caller"), ErrInvalidArgument)
+			return nil, fmt.Errorf("%s is required: %w", field("caller"), apierr.ErrInvalidArgument)
 		case len(c.GetPath()) > MaxDeliveryPathLen:
-			return nil, fmt.Errorf("%s: %d bytes, at most %d: %w", field("caller.path"), len(c.GetPath()), MaxDeliveryPathLen, ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: %d bytes, at most %d: %w", field("caller.path"), len(c.GetPath()), MaxDeliveryPathLen, apierr.ErrInvalidArgument)
 		case len(c.GetSha256Prefix()) > MaxDeliverySHA256PrefixLen:
-			return nil, fmt.Errorf("%s: %d bytes, at most %d: %w", field("caller.sha256_prefix"), len(c.GetSha256Prefix()), MaxDeliverySHA256PrefixLen, ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: %d bytes, at most %d: %w", field("caller.sha256_prefix"), len(c.GetSha256Prefix()), MaxDeliverySHA256PrefixLen, apierr.ErrInvalidArgument)
 		case d.GetCount() == 0:
-			return nil, fmt.Errorf("%s: must be at least 1: %w", field("count"), ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: must be at least 1: %w", field("count"), apierr.ErrInvalidArgument)
 		case d.GetFirstDelivered() <= 0 || d.GetLastDelivered() < d.GetFirstDelivered():
-			return nil, fmt.Errorf("%s and last_delivered: want 0 < first_delivered <= last_delivered (unix nanoseconds): %w", field("first_delivered"), ErrInvalidArgument)
+			return nil, fmt.Errorf("%s and last_delivered: want 0 < first_delivered <= last_delivered (unix nanoseconds): %w", field("first_delivered"), apierr.ErrInvalidArgument)
 		}
 		out = append(out, storage.Delivery{CredentialID: d.GetCredentialId(), Agent: agent, Count: d.GetCount(),
 			FirstAt: time.Unix(0, d.GetFirstDelivered()).UTC(), LastAt: time.Unix(0, d.GetLastDelivered()).UTC(),

@@ -1,4 +1,4 @@
-package server
+package agentapi
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,11 +21,11 @@ import (
 func peerSVID(ctx context.Context) (*x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, fmt.Errorf("%w: no peer", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: no peer", apierr.ErrUnauthenticated)
 	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
-		return nil, fmt.Errorf("%w: %w: agents authenticate with their agent SVID (attest first with a join token)", ErrUnauthenticated, errNoClientCert)
+		return nil, fmt.Errorf("%w: %w: agents authenticate with their agent SVID (attest first with a join token)", apierr.ErrUnauthenticated, errNoClientCert)
 	}
 	return info.State.PeerCertificates[0], nil
 }
@@ -44,11 +45,11 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 			return Caller{}, err
 		}
 		if len(cert.URIs) != 1 {
-			return Caller{}, fmt.Errorf("%w: client certificate has no SPIFFE ID", ErrUnauthenticated)
+			return Caller{}, fmt.Errorf("%w: client certificate has no SPIFFE ID", apierr.ErrUnauthenticated)
 		}
 		id, err := spiffeid.FromURI(cert.URIs[0])
 		if err != nil {
-			return Caller{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
+			return Caller{}, fmt.Errorf("%w: client certificate: %v", apierr.ErrUnauthenticated, err)
 		}
 		if err := checkSVIDTime(id, cert, clock()); err != nil {
 			return Caller{}, err
@@ -61,14 +62,14 @@ func TLSAgentAuth(st *storage.Store, clock func() time.Time) Authenticator {
 		}
 		switch {
 		case errors.Is(err, storage.ErrAgentNotFound):
-			return Caller{}, fmt.Errorf("agent %s: %w: not registered (evicted?); attest again with a new join token", id, ErrPermissionDenied)
+			return Caller{}, fmt.Errorf("agent %s: %w: not registered (evicted?); attest again with a new join token", id, apierr.ErrPermissionDenied)
 		case err != nil:
 			return Caller{}, err
 		case a.Banned:
-			return Caller{}, fmt.Errorf("agent %s: %w: banned by %s at %s", id, ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339))
+			return Caller{}, fmt.Errorf("agent %s: %w: banned by %s at %s", id, apierr.ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339))
 		}
 		if serial := cert.SerialNumber.Text(16); serial != a.Serial && serial != a.PrevSerial {
-			return Caller{}, fmt.Errorf("agent %s: %w: this SVID was replaced or revoked; attest again with a new join token", id, ErrPermissionDenied)
+			return Caller{}, fmt.Errorf("agent %s: %w: this SVID was replaced or revoked; attest again with a new join token", id, apierr.ErrPermissionDenied)
 		}
 		return Caller{AgentID: id, NodeAttestation: a.AttestationType, Selectors: a.Selectors}, nil
 	}
@@ -90,10 +91,10 @@ func checkSVIDTime(id spiffeid.ID, cert *x509.Certificate, now time.Time) error 
 	switch {
 	case now.After(cert.NotAfter):
 		return fmt.Errorf("agent %s: %w: agent SVID %s expired at %s; attest again with a new join token",
-			id, ErrPermissionDenied, cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
+			id, apierr.ErrPermissionDenied, cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(cert.NotBefore):
 		return fmt.Errorf("agent %s: %w: agent SVID %s is not valid before %s (check the clocks)",
-			id, ErrUnauthenticated, cert.SerialNumber.Text(16), cert.NotBefore.UTC().Format(time.RFC3339))
+			id, apierr.ErrUnauthenticated, cert.SerialNumber.Text(16), cert.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -1,13 +1,10 @@
-package server
+package agentapi
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -16,6 +13,8 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/bundlewire"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -27,38 +26,27 @@ const AttestationJoinToken = "join_token"
 // DefaultAgentSVIDTTL is the lifetime of agent SVIDs; agents renew them at half life.
 const DefaultAgentSVIDTTL = time.Hour
 
-// Join token limits.
+// MinAgentSVIDTTL is the minimum of the server configuration's agent_svid_ttl (cmd/signet enforces it);
+// the library itself accepts down to minAgentSVIDTTL, the shortest life that leaves an agent renewing
+// at half life time for a round trip and a retry, so that tests can watch agent SVIDs renew and expire.
 const (
-	maxJoinTokenTTL = 30 * 24 * time.Hour
-	maxJoinTokenLen = 256
+	MinAgentSVIDTTL = time.Minute
+	minAgentSVIDTTL = 10 * time.Second
 )
 
-var tokenIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+// maxJoinTokenLen bounds a join token (ID.SECRET) in a request.
+const maxJoinTokenLen = 256
 
-// newJoinToken returns a token ID, the secret to hand to the agent (ID.SECRET) and the secret's hash.
-func newJoinToken() (id, token string, hash []byte, err error) {
-	var idb [8]byte
-	var sec [32]byte
-	if _, err := rand.Read(idb[:]); err != nil {
-		return "", "", nil, fmt.Errorf("generate join token: %w", err)
-	}
-	if _, err := rand.Read(sec[:]); err != nil {
-		return "", "", nil, fmt.Errorf("generate join token: %w", err)
-	}
-	id = hex.EncodeToString(idb[:])
-	secret := base64.RawURLEncoding.EncodeToString(sec[:])
-	sum := sha256.Sum256([]byte(secret))
-	return id, id + "." + secret, sum[:], nil
-}
+var tokenIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
 
 // parseJoinToken splits ID.SECRET. The secret itself never appears in errors.
 func parseJoinToken(token string) (id, secret string, err error) {
 	if len(token) > maxJoinTokenLen {
-		return "", "", fmt.Errorf("join token: %w: malformed (longer than %d bytes)", ErrInvalidArgument, maxJoinTokenLen)
+		return "", "", fmt.Errorf("join token: %w: malformed (longer than %d bytes)", apierr.ErrInvalidArgument, maxJoinTokenLen)
 	}
 	id, secret, ok := strings.Cut(strings.TrimSpace(token), ".")
 	if !ok || !tokenIDRE.MatchString(id) || secret == "" {
-		return "", "", fmt.Errorf("join token: %w: malformed (want ID.SECRET exactly as printed by 'signet token create')", ErrInvalidArgument)
+		return "", "", fmt.Errorf("join token: %w: malformed (want ID.SECRET exactly as printed by 'signet token create')", apierr.ErrInvalidArgument)
 	}
 	return id, secret, nil
 }
@@ -74,18 +62,18 @@ func (s *AgentService) checkJoinToken(ctx context.Context, id, secret string, no
 	}
 	sum := sha256.Sum256([]byte(secret))
 	if err != nil || subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1 {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: unknown token (create one with 'signet token create')", id, ErrPermissionDenied)
+		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: unknown token (create one with 'signet token create')", id, apierr.ErrPermissionDenied)
 	}
 	if !t.UsedAt.IsZero() {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: already used by %s at %s; tokens are single use", id, ErrPermissionDenied, t.UsedBy, t.UsedAt.Format(time.RFC3339))
+		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: already used by %s at %s; tokens are single use", id, apierr.ErrPermissionDenied, t.UsedBy, t.UsedAt.Format(time.RFC3339))
 	}
 	if !now.Before(t.ExpiresAt) {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: expired at %s", id, ErrPermissionDenied, t.ExpiresAt.Format(time.RFC3339))
+		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: expired at %s", id, apierr.ErrPermissionDenied, t.ExpiresAt.Format(time.RFC3339))
 	}
 	// The store refuses these too (applyAgentAttest), but only after an agent SVID was signed: refuse
 	// first. storage.JoinToken has no validity method to share yet, so the checks are repeated here.
 	if t.Revoked {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: revoked (its owner %s was offboarded)", id, ErrPermissionDenied, t.Owner)
+		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: revoked (its owner %s was offboarded)", id, apierr.ErrPermissionDenied, t.Owner)
 	}
 	return t, nil
 }
@@ -97,7 +85,7 @@ const malformedLogEvery = 10 * time.Second
 // and the agent registered in the same Raft write that records the SVID in the ledger.
 func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgentRequest) (*agentv1.AttestAgentResponse, error) {
 	if err := checkRequest(req); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	now := s.cfg.Clock()
 	id, secret, err := parseJoinToken(req.GetJoinToken())
@@ -105,28 +93,28 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
 		// replicated audit log.
 		s.malformed.Warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	tok, err := s.checkJoinToken(ctx, id, secret, now)
 	if err != nil {
 		s.refusals.Warn(s.log, now, "agent attestation refused", "error", err)
-		s.audit.denied(ctx, "unattested node", "agent.attest", id, err)
-		return nil, toStatus(err)
+		s.audit.Denied(ctx, "unattested node", "agent.attest", id, err)
+		return nil, apierr.ToStatus(err)
 	}
 	agentID := issuer.AgentIDForToken(s.cfg.TrustDomain, tok.ID)
 	if tok.SPIFFEID != "" {
 		if agentID, err = spiffeid.FromString(tok.SPIFFEID); err != nil {
-			return nil, toStatus(fmt.Errorf("join token %s: stored SPIFFE ID: %w", tok.ID, err))
+			return nil, apierr.ToStatus(fmt.Errorf("join token %s: stored SPIFFE ID: %w", tok.ID, err))
 		}
 	}
 	if a, err := s.cfg.Store.Agent(agentID.String()); err == nil && a.Banned {
-		return nil, toStatus(fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339)))
+		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, apierr.ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339)))
 	}
 	// The bundle is converted before anything is signed or the token consumed: a failure leaves the
 	// token usable.
-	bundle, err := bundleToAgent(s.cfg.TrustDomain, s.cfg.Store.Bundle())
+	bundle, err := bundlewire.ToAgent(s.cfg.TrustDomain, s.cfg.Store.Bundle())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	sels := []selector.Selector{
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
@@ -134,18 +122,18 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	}
 	// A new agent waits for disk space like any issuance. Renewals do not (see RenewAgent).
 	if err := s.cfg.Issuer.CheckDisk(); err != nil {
-		return nil, toStatus(fmt.Errorf("agent %s: %w", agentID, err))
+		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w", agentID, err))
 	}
 	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), tok.Owner, sels)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	agent := storage.Agent{ID: agentID.String(), AttestationType: AttestationJoinToken, Selectors: selector.Normalize(sels),
 		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
 	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
 		s.refusals.Warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
-		s.audit.denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
-		return nil, toStatus(err)
+		s.audit.Denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
+		return nil, apierr.ToStatus(err)
 	}
 	s.log.Info("agent attested", "agent", agentID, "token", tok.ID, "owner", tok.Owner)
 	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle}, nil
@@ -157,30 +145,30 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 // full still fails its record.
 func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
 	if err := checkRequest(req); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	presented, err := peerSVID(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	// Whatever authenticated the call: an expired SVID never renews itself.
 	if err := checkSVIDTime(caller.AgentID, presented, s.cfg.Clock()); err != nil {
-		return nil, toStatus(fmt.Errorf("renewal refused: %w", err))
+		return nil, apierr.ToStatus(fmt.Errorf("renewal refused: %w", err))
 	}
 	a, err := s.cfg.Store.Agent(caller.AgentID.String())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("agent %s: %w: not registered", caller.AgentID, ErrPermissionDenied))
+		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w: not registered", caller.AgentID, apierr.ErrPermissionDenied))
 	}
 	cert, rec, err := s.signAgentSVID(caller.AgentID, req.GetCsr(), a.Owner, a.Selectors)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	if _, err := s.cfg.Store.RenewAgent(ctx, a.ID, presented.SerialNumber.Text(16), rec.ID, cert.NotAfter, s.cfg.Clock().UTC(), rec); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return &agentv1.RenewAgentResponse{SvidChain: [][]byte{cert.Raw}}, nil
 }
@@ -189,31 +177,6 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
 	return s.cfg.Issuer.SignAgentSVID(issuer.AgentSVIDRequest{ID: id, CSR: csrDER, TTL: s.cfg.AgentSVIDTTL, Owner: owner,
 		Selectors: sels, Attestation: AttestationJoinToken})
-}
-
-// validateTokenRequest checks an admin's join token request and returns its TTL.
-func validateTokenRequest(td spiffeid.TrustDomain, owner string, ttlSeconds int64, spiffeID string) (time.Duration, error) {
-	if err := validateOwnerName("owner", owner); err != nil {
-		return 0, fmt.Errorf("join token: %w (every node is vouched for by an owner: --owner NAME)", err)
-	}
-	if ttlSeconds <= 0 {
-		return 0, fmt.Errorf("join token: ttl_seconds %d: %w: must be positive", ttlSeconds, ErrInvalidArgument)
-	}
-	if ttlSeconds > int64(maxJoinTokenTTL/time.Second) {
-		return 0, fmt.Errorf("join token: ttl_seconds %d: %w: at most %s", ttlSeconds, ErrInvalidArgument, maxJoinTokenTTL)
-	}
-	if spiffeID != "" {
-		id, err := spiffeid.FromString(spiffeID)
-		if err != nil || id.TrustDomain() != td || id.Path() == "" {
-			return 0, fmt.Errorf("join token: spiffe_id %q: %w: want a SPIFFE ID with a path in trust domain %q", spiffeID, ErrInvalidArgument, td.Name())
-		}
-		// An agent ID outside the agent path would let the node hold a workload's, or a server's, identity.
-		if !strings.HasPrefix(id.Path(), issuer.AgentPathPrefix) {
-			return 0, fmt.Errorf("join token: spiffe_id %q: %w: agent IDs are under %s (e.g. spiffe://%s%sweb-1)",
-				spiffeID, ErrInvalidArgument, issuer.AgentPathPrefix, td.Name(), issuer.AgentPathPrefix)
-		}
-	}
-	return time.Duration(ttlSeconds) * time.Second, nil
 }
 
 var errNoClientCert = errors.New("no client certificate")

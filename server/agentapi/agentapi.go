@@ -1,4 +1,4 @@
-package server
+package agentapi
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/bundlewire"
+	"github.com/signet-id/signet/server/denials"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,9 +23,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// syncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
+// SyncPageSize is how many entries one SyncEntries message carries: far below gRPC's 4 MB default cap,
 // whatever the number of entries an agent holds.
-const syncPageSize = 1000
+const SyncPageSize = 1000
 
 // AgentServerParameters are the keepalive parameters of the agent API's gRPC server for agent SVIDs of
 // agentSVIDTTL (0: DefaultAgentSVIDTTL). A connection is sent GOAWAY at half the SVID lifetime (plus
@@ -67,7 +70,7 @@ type AgentServiceConfig struct {
 	AgentSVIDTTL time.Duration
 	// Denials, if set, carries refused requests to the audit log (Server sets its own); without it
 	// refusals are only logged.
-	Denials *DenialLog
+	Denials *denials.DenialLog
 	// Deliveries, if set, group-commits delivery reports (Server sets its own); without it each report
 	// is its own Raft command.
 	Deliveries *DeliveryRecorder
@@ -81,7 +84,7 @@ type AgentService struct {
 	agentv1.UnimplementedAgentServer
 	cfg   AgentServiceConfig
 	log   *slog.Logger
-	audit auditor
+	audit denials.Auditor
 	// malformed rate-limits the log lines of malformed join tokens, refusals those of denied requests,
 	// limited those of requests refused by a limit of the server.
 	malformed, refusals, limited *ratelimit.Lines
@@ -91,13 +94,13 @@ type AgentService struct {
 func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	switch {
 	case cfg.Store == nil:
-		return nil, errors.New("server: agent service config: Store is required")
+		return nil, errors.New("agentapi: config: Store is required")
 	case cfg.Issuer == nil:
-		return nil, errors.New("server: agent service config: Issuer is required")
+		return nil, errors.New("agentapi: config: Issuer is required")
 	case cfg.Authenticate == nil:
-		return nil, errors.New("server: agent service config: Authenticate is required")
+		return nil, errors.New("agentapi: config: Authenticate is required")
 	case cfg.TrustDomain.IsZero():
-		return nil, errors.New("server: agent service config: TrustDomain is required")
+		return nil, errors.New("agentapi: config: TrustDomain is required")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -109,19 +112,19 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	case cfg.AgentSVIDTTL == 0:
 		cfg.AgentSVIDTTL = DefaultAgentSVIDTTL
 	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
-		return nil, fmt.Errorf("server: agent service config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
+		return nil, fmt.Errorf("agentapi: config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
 	log := cfg.Logger.With("component", "agent-api")
-	refusals := newRefusalLogLimiter()
-	return &AgentService{cfg: cfg, log: log, audit: auditor{denials: cfg.Denials, log: log, limit: refusals}, refusals: refusals,
-		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: newRefusalLogLimiter()}, nil
+	refusals := apierr.NewRefusalLogLimiter()
+	return &AgentService{cfg: cfg, log: log, audit: denials.Auditor{Denials: cfg.Denials, Log: log, Limit: refusals}, refusals: refusals,
+		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: apierr.NewRefusalLogLimiter()}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it
 // commits. There is no polling interval: a committed change wakes the stream at once.
 func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agentv1.Agent_SyncEntriesServer) error {
 	if err := checkRequest(req); err != nil {
-		return toStatus(err)
+		return apierr.ToStatus(err)
 	}
 	ctx := stream.Context()
 	known := req.GetKnownRevision()
@@ -139,7 +142,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 		// Authenticate every round: an agent evicted or banned meanwhile ends its stream at once.
 		caller, err := s.cfg.Authenticate(ctx)
 		if err != nil {
-			return toStatus(err)
+			return apierr.ToStatus(err)
 		}
 		rev := s.cfg.Store.Revision()
 		bundle := s.cfg.Store.Bundle()
@@ -156,8 +159,8 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			if len(msgs) == 0 {
 				msgs = []*agentv1.SyncEntriesResponse{{Revision: rev}}
 			}
-			if msgs[0].Bundle, err = bundleToAgent(s.cfg.TrustDomain, bundle); err != nil {
-				return toStatus(err)
+			if msgs[0].Bundle, err = bundlewire.ToAgent(s.cfg.TrustDomain, bundle); err != nil {
+				return apierr.ToStatus(err)
 			}
 			sentBundle = bundle.Sequence
 		}
@@ -178,7 +181,7 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 		case <-changed:
 		case <-expiry:
 		case <-ctx.Done():
-			return toStatus(ctx.Err())
+			return apierr.ToStatus(ctx.Err())
 		}
 	}
 }
@@ -217,8 +220,8 @@ func (s *AgentService) entryUpdate(parents []string, known, rev uint64, first bo
 		}
 	}
 	var msgs []*agentv1.SyncEntriesResponse
-	for start := 0; start == 0 || start < len(entries); start += syncPageSize {
-		end := min(start+syncPageSize, len(entries))
+	for start := 0; start == 0 || start < len(entries); start += SyncPageSize {
+		end := min(start+SyncPageSize, len(entries))
 		m := &agentv1.SyncEntriesResponse{Revision: rev, Full: true, More: end < len(entries)}
 		for i := start; i < end; i++ {
 			m.Entries = append(m.Entries, entryToAgent(&entries[i]))
@@ -228,14 +231,14 @@ func (s *AgentService) entryUpdate(parents []string, known, rev uint64, first bo
 	return msgs
 }
 
-// pageDelta splits a large delta into messages of at most syncPageSize entries.
+// pageDelta splits a large delta into messages of at most SyncPageSize entries.
 func pageDelta(m *agentv1.SyncEntriesResponse) []*agentv1.SyncEntriesResponse {
-	if len(m.Entries) <= syncPageSize {
+	if len(m.Entries) <= SyncPageSize {
 		return []*agentv1.SyncEntriesResponse{m}
 	}
 	var msgs []*agentv1.SyncEntriesResponse
-	for start := 0; start < len(m.Entries); start += syncPageSize {
-		end := min(start+syncPageSize, len(m.Entries))
+	for start := 0; start < len(m.Entries); start += SyncPageSize {
+		end := min(start+SyncPageSize, len(m.Entries))
 		msgs = append(msgs, &agentv1.SyncEntriesResponse{Revision: m.Revision, Entries: m.Entries[start:end], More: true})
 	}
 	msgs[len(msgs)-1].Deleted = m.Deleted
@@ -259,11 +262,11 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 // SignX509SVIDs signs a batch of CSRs for the calling agent.
 func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509SVIDsRequest) (*agentv1.SignX509SVIDsResponse, error) {
 	if err := checkRequest(req); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	reqs := make([]issuer.X509Request, len(req.GetRequests()))
 	for i, r := range req.GetRequests() {
@@ -272,13 +275,13 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 	results, err := s.cfg.Issuer.SignX509SVIDs(ctx, caller, reqs)
 	if err != nil {
 		s.refused(ctx, caller, "svid.x509", "", err)
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	resp := &agentv1.SignX509SVIDsResponse{Results: make([]*agentv1.X509SVIDResult, len(results))}
 	for i, r := range results {
 		out := &agentv1.X509SVIDResult{EntryId: r.EntryID}
 		if r.Err != nil {
-			out.ErrorCode = int32(codeOf(r.Err))
+			out.ErrorCode = int32(apierr.Code(r.Err))
 			out.ErrorMessage = r.Err.Error()
 			s.refused(ctx, caller, "svid.x509", r.EntryID, r.Err)
 		}
@@ -293,16 +296,16 @@ func (s *AgentService) SignX509SVIDs(ctx context.Context, req *agentv1.SignX509S
 // SignJWTSVID mints a JWT-SVID for the calling agent.
 func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVIDRequest) (*agentv1.SignJWTSVIDResponse, error) {
 	if err := checkRequest(req); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	caller, err := s.cfg.Authenticate(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	svid, err := s.cfg.Issuer.SignJWTSVID(ctx, caller, req.GetEntryId(), req.GetAudience())
 	if err != nil {
 		s.refused(ctx, caller, "svid.jwt", req.GetEntryId(), err)
-		return nil, toStatus(fmt.Errorf("sign JWT-SVID: %w", err))
+		return nil, apierr.ToStatus(fmt.Errorf("sign JWT-SVID: %w", err))
 	}
 	return &agentv1.SignJWTSVIDResponse{Token: svid.Token, Id: svid.ID, IssuedAt: svid.IssuedAt.Unix(), ExpiresAt: svid.ExpiresAt.Unix()}, nil
 }
@@ -312,10 +315,10 @@ func (s *AgentService) SignJWTSVID(ctx context.Context, req *agentv1.SignJWTSVID
 // which operators must see in the server's log, not only in the agent's. Other errors are the
 // caller's (InvalidArgument) or the server's own, reported elsewhere.
 func (s *AgentService) refused(ctx context.Context, caller Caller, action, entryID string, err error) {
-	switch codeOf(err) {
+	switch apierr.Code(err) {
 	case codes.PermissionDenied:
 		s.refusals.Warn(s.log, s.cfg.Clock(), "denied SVID request", "action", action, "agent", caller.AgentID, "entry", entryID, "error", err)
-		s.audit.denied(ctx, "agent:"+caller.AgentID.String(), action, entryID, err)
+		s.audit.Denied(ctx, "agent:"+caller.AgentID.String(), action, entryID, err)
 	case codes.ResourceExhausted:
 		s.limited.Warn(s.log, s.cfg.Clock(), "SVID request refused by a server limit", "action", action, "agent", caller.AgentID, "entry", entryID, "error", err)
 	}

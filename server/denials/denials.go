@@ -1,4 +1,6 @@
-package server
+// Package denials carries a server node's refused requests, from both APIs, to the audit log off the
+// request path, coalescing repeats so that a flood of refusals costs a bounded number of Raft writes.
+package denials
 
 import (
 	"context"
@@ -9,16 +11,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/storage"
-	"google.golang.org/grpc"
 )
 
 // Bounds of the denial log.
 const (
-	// denialQueueLen is how many refusals may wait for the writer; more are dropped and counted.
-	denialQueueLen = 1024
+	// QueueLen is how many refusals may wait for the writer; more are dropped and counted.
+	QueueLen = 1024
 	// denialWindow is how long repeats of a refusal are held back and counted before one record
 	// stands for them all.
 	denialWindow = 10 * time.Second
@@ -61,8 +61,16 @@ func NewDenialLog(store *storage.Store, clock func() time.Time, log *slog.Logger
 		log = slog.Default()
 	}
 	return &DenialLog{store: store, clock: clock, log: log.With("component", "audit"), window: denialWindow,
-		queue: make(chan denial, denialQueueLen), actorKinds: map[string]int{}}
+		queue: make(chan denial, QueueLen), actorKinds: map[string]int{}}
 }
+
+// SetWindow sets how long repeats of a refusal are held back and counted (default 10 s); call it
+// before Run.
+func (l *DenialLog) SetWindow(d time.Duration) { l.window = d }
+
+// Dropped is how many refusals were dropped since the last count was logged (Run logs it every half
+// window).
+func (l *DenialLog) Dropped() uint64 { return l.dropped.Load() }
 
 // denial is one refused request.
 type denial struct {
@@ -225,54 +233,23 @@ func (l *DenialLog) reportDropped() {
 	}
 }
 
-// auditor hands refused requests to the server's denial log. A refusal never waits for the audit log;
-// without a denial log (a service built on its own) refusals are only logged.
-type auditor struct {
-	denials *DenialLog
-	log     *slog.Logger
-	limit   *ratelimit.Lines
+// Auditor hands refused requests to the server's denial log. A refusal never waits for the audit log;
+// without a denial log (a service built on its own) refusals are only logged, at most as often as Limit
+// lets them.
+type Auditor struct {
+	Denials *DenialLog
+	Log     *slog.Logger
+	Limit   *ratelimit.Lines
 }
 
-func (a auditor) denied(_ context.Context, actor, action, object string, err error) {
+// Denied records that actor was refused action on object with err.
+func (a Auditor) Denied(_ context.Context, actor, action, object string, err error) {
 	if actor == "" {
 		actor = "unknown"
 	}
-	if a.denials == nil {
-		a.limit.Warn(a.log, time.Now(), "refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
+	if a.Denials == nil {
+		a.Limit.Warn(a.Log, time.Now(), "refused request (no denial log: not audited)", "actor", actor, "action", action, "object", object, "error", err)
 		return
 	}
-	a.denials.add(denial{at: a.denials.clock(), actor: actor, action: action, object: object, reason: err.Error()})
-}
-
-// callerName names the peer of a Unix-socket call for the audit log when it could not be authenticated.
-func callerName(ctx context.Context) string {
-	if p, ok := peercred.FromContext(ctx); ok {
-		return "uid:" + itoa(int(p.UID))
-	}
-	return "unknown"
-}
-
-func itoa(i int) string { return strconv.Itoa(i) }
-
-// method names the RPC being served (for the audit log), e.g. "admin.CreateEntry".
-func method(ctx context.Context) string {
-	m, ok := grpc.Method(ctx)
-	if !ok {
-		return "admin"
-	}
-	for i := len(m) - 1; i >= 0; i-- {
-		if m[i] == '/' {
-			return "admin." + m[i+1:]
-		}
-	}
-	return m
-}
-
-// authenticate identifies the admin; a refusal is recorded in the audit log.
-func (s *AdminService) authenticate(ctx context.Context) (string, error) {
-	admin, err := s.cfg.Authenticate(ctx)
-	if err != nil {
-		s.audit.denied(ctx, callerName(ctx), method(ctx), "", err)
-	}
-	return admin, err
+	a.Denials.add(denial{at: a.Denials.clock(), actor: actor, action: action, object: object, reason: err.Error()})
 }
