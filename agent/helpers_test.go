@@ -21,6 +21,7 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
@@ -520,7 +521,7 @@ func (e *env) client() agentv1.AgentClient { return agentv1.NewAgentClient(e.con
 func (e *env) storeEntry(tb testing.TB, s entrySpec) string {
 	tb.Helper()
 	in := s.admin(tb)
-	id, err := server.NewEntryID()
+	id, err := adminapi.NewEntryID()
 	if err != nil {
 		tb.Fatal(err)
 	}

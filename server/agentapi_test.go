@@ -15,7 +15,9 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -412,7 +414,7 @@ func TestAgentSignJWTSVIDOverGRPC(t *testing.T) {
 	if err != nil || rec.Kind != storage.KindJWTSVID || rec.EntryID != mine.ID {
 		t.Fatalf("ledger record for %s: %+v, %v", resp.Id, rec, err)
 	}
-	if resp.Token == "" || resp.ExpiresAt-resp.IssuedAt != int64(DefaultSVIDTTL/time.Second) {
+	if resp.Token == "" || resp.ExpiresAt-resp.IssuedAt != int64(adminapi.DefaultSVIDTTL/time.Second) {
 		t.Fatalf("response %v", resp)
 	}
 
@@ -441,7 +443,7 @@ func TestAgentAPIUnauthenticated(t *testing.T) {
 	var calls atomic.Int32
 	client := agentClient(t, e, func(context.Context) (agentapi.Caller, error) {
 		calls.Add(1)
-		return agentapi.Caller{}, fmt.Errorf("no client certificate: %w", ErrUnauthenticated)
+		return agentapi.Caller{}, fmt.Errorf("no client certificate: %w", apierr.ErrUnauthenticated)
 	})
 	ledgerBefore := ledgerCount(t, e.st, storage.LedgerQuery{})
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -36,7 +37,7 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 		t.Fatalf("AttestAgent with a token expired by the service's clock: %v", err)
 	}
 
-	id, tok, hash, err := newJoinToken()
+	id, tok, hash, err := adminapi.NewJoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	wall := time.Now()
-	aliasID, err := NewEntryID()
+	aliasID, err := adminapi.NewEntryID()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -104,7 +105,7 @@ func TestReviewGoesByDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
 		Authenticate: func(context.Context) (string, error) { return "test-admin", nil }, Clock: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

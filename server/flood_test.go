@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -42,7 +44,7 @@ func TestRefusalFloodFromOneAgentIsBounded(t *testing.T) {
 		var id string
 		switch i % 4 {
 		case 0:
-			id = strings.Repeat("x", 10_000) + itoa(i) // beyond maxEntryIDLen
+			id = strings.Repeat("x", 10_000) + strconv.Itoa(i) // beyond maxEntryIDLen
 		case 1:
 			id = fmt.Sprintf("\"%d\\\x01", i) // quoting escapes each of these
 		case 2:
@@ -89,7 +91,7 @@ func TestAdminRefusalFloodIsBounded(t *testing.T) {
 	var logs testkit.SyncBuffer
 	e := newEnvConfig(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		c.AdminAuth = UnixAdminAuth(uint32(os.Getuid()) + 1) // not this process's uid
+		c.AdminAuth = adminapi.UnixAdminAuth(uint32(os.Getuid()) + 1) // not this process's uid
 	}, nil)
 	before, _ := auditCount(t, e.st)
 	c := adminClient(t, e.srv.Admin)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -16,6 +17,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -129,10 +131,6 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	return &env{st: st, ca: authority, srv: srv, stop: stop}
 }
 
-func (e *env) rules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: time.Now(), CANotAfter: e.ca.NotAfter()}
-}
-
 func (e *env) owner(tb testing.TB, name string) {
 	tb.Helper()
 	if _, err := e.st.CreateOwner(testCtx(tb), storage.Owner{Name: name, CreatedAt: time.Now().UTC()}); err != nil {
@@ -140,8 +138,9 @@ func (e *env) owner(tb testing.TB, name string) {
 	}
 }
 
-// entry validates and stores an entry for spiffeID under parent, owned by owner, selected by uid 1000.
-// mod, if non-nil, adjusts the entry before validation.
+// entry stores an entry for spiffeID under parent, owned by owner, selected by uid 1000, with SVIDs of
+// the default lifetime unless mod, if non-nil, says otherwise; its selectors are normalized as the admin
+// API stores them.
 func (e *env) entry(tb testing.TB, spiffeID string, parent spiffeid.ID, owner string, mod func(*storage.Entry)) storage.Entry {
 	tb.Helper()
 	en := storage.Entry{SPIFFEID: spiffeID, ParentID: parent.String(), Owner: owner, Purpose: "test workload",
@@ -149,10 +148,10 @@ func (e *env) entry(tb testing.TB, spiffeID string, parent spiffeid.ID, owner st
 	if mod != nil {
 		mod(&en)
 	}
-	if err := e.rules().validateEntry(&en); err != nil {
-		tb.Fatalf("validateEntry %s: %v", spiffeID, err)
-	}
-	id, err := NewEntryID()
+	en.X509TTL = cmp.Or(en.X509TTL, adminapi.DefaultSVIDTTL)
+	en.JWTTTL = cmp.Or(en.JWTTTL, adminapi.DefaultSVIDTTL)
+	en.Selectors = selector.Normalize(en.Selectors)
+	id, err := adminapi.NewEntryID()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -176,7 +175,7 @@ func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, o
 	for range 64 {
 		wg.Go(func() {
 			for i := range work {
-				id, err := NewEntryID()
+				id, err := adminapi.NewEntryID()
 				if err != nil {
 					errs <- err
 					continue

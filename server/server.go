@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/denials"
 	"github.com/signet-id/signet/server/issuer"
@@ -33,21 +34,22 @@ type Config struct {
 	// AgentAuth identifies agents calling the agent API.
 	AgentAuth agentapi.Authenticator
 	// AdminAuth identifies admins calling the admin API.
-	AdminAuth AdminAuthenticator
+	AdminAuth adminapi.AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default agentapi.DefaultAgentSVIDTTL), at least 10 s;
 	// the configuration (cmd/signet) requires agentapi.MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
-	// DefaultEntryTTL is the lifetime of entries created without an expiry (default DefaultEntryLifetime).
+	// DefaultEntryTTL is the lifetime of entries created without an expiry (default
+	// adminapi.DefaultEntryLifetime).
 	DefaultEntryTTL time.Duration
 	// LedgerRetention is how long issuance records are kept (default DefaultLedgerRetention; at least
 	// storage.MaxCredentialLifetime, so every still-valid credential can be looked up).
 	LedgerRetention time.Duration
 	// Policy, if set, is evaluated on every entry create and update.
-	Policy EntryPolicy
+	Policy adminapi.EntryPolicy
 	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
-	// defaults MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
+	// defaults adminapi.MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
 	IssuanceLimits issuer.IssuanceLimits
@@ -58,8 +60,8 @@ type Config struct {
 	MinFreeDisk uint64
 	FreeDisk    issuer.FreeDiskFunc
 	// AuditCheckpointFile, if set, is where the node keeps its latest automatic audit checkpoint (see
-	// checkpoint.go), renewed every AuditCheckpointEvery (default DefaultAuditCheckpointEvery) when the
-	// log grew, and at shutdown.
+	// adminapi/checkpoint.go), renewed every AuditCheckpointEvery (default
+	// adminapi.DefaultAuditCheckpointEvery) when the log grew, and at shutdown.
 	AuditCheckpointFile  string
 	AuditCheckpointEvery time.Duration
 	Clock                func() time.Time
@@ -76,7 +78,7 @@ type Server struct {
 	Denials *denials.DenialLog
 	Issuer  *issuer.Issuer
 	Agent   *agentapi.AgentService
-	Admin   *AdminService
+	Admin   *adminapi.AdminService
 }
 
 // New builds a server node's components from cfg.
@@ -91,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.AuditCheckpointEvery <= 0 {
-		cfg.AuditCheckpointEvery = DefaultAuditCheckpointEvery
+		cfg.AuditCheckpointEvery = adminapi.DefaultAuditCheckpointEvery
 	}
 	rec, err := issuer.NewRecorder(issuer.RecorderConfig{Appender: cfg.Store})
 	if err != nil {
@@ -115,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
@@ -199,4 +201,24 @@ func (s *Server) pruneLoop(ctx context.Context) {
 func (s *Server) PublishAuthorities(ctx context.Context) error {
 	root := s.cfg.CA.X509Authority()
 	return s.publish(ctx, s.cfg.Store.NodeID(), root, s.cfg.CA.JWTPublicKey(), s.cfg.CA.JWTKeyID(), s.cfg.CA.NotAfter())
+}
+
+// checkpointLoop renews the automatic audit checkpoint at start, every AuditCheckpointEvery, and once
+// more when ctx ends (the store is still open then).
+func (s *Server) checkpointLoop(ctx context.Context) {
+	if s.cfg.AuditCheckpointFile == "" {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Admin.RenewCheckpoint()
+			return
+		case <-t.C:
+		}
+		s.Admin.RenewCheckpoint()
+		t.Reset(s.cfg.AuditCheckpointEvery)
+	}
 }

@@ -285,7 +285,7 @@ func TestServerTLSCertIsInTheLedger(t *testing.T) {
 func TestServerTLSCertNotUsedUnrecorded(t *testing.T) {
 	e := newEnv(t)
 	e.stop() // the recorder with it
-	if conf, err := e.srv.AgentTLSConfig(testCtx(t)); !errors.Is(err, ErrRecorderStopped) {
+	if conf, err := e.srv.AgentTLSConfig(testCtx(t)); !errors.Is(err, issuer.ErrRecorderStopped) {
 		t.Fatalf("ServerTLSConfig without a recorder: %v, %v; want ErrRecorderStopped", conf, err)
 	}
 }

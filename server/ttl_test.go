@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"google.golang.org/grpc/codes"
 )
 
@@ -31,7 +32,7 @@ func TestEntryTTLMinimums(t *testing.T) {
 	}
 
 	ok := adminEntry("spiffe://example.org/ok", agentA.String(), "alice")
-	ok.X509TtlSeconds, ok.JwtTtlSeconds = int64(MinX509SVIDTTL/time.Second), int64(MinJWTSVIDTTL/time.Second)
+	ok.X509TtlSeconds, ok.JwtTtlSeconds = int64(adminapi.MinX509SVIDTTL/time.Second), int64(adminapi.MinJWTSVIDTTL/time.Second)
 	created, err := admin.CreateEntry(testCtx(t), &adminv1.CreateEntryRequest{Entry: ok})
 	if err != nil {
 		t.Fatalf("create with the minimum TTLs: %v", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -410,16 +411,16 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 		key string
 		v   *time.Duration
 		def time.Duration
-	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, server.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, server.MinJWTSVIDTTL}} {
+	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, adminapi.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, adminapi.MinJWTSVIDTTL}} {
 		if *m.v == 0 {
 			*m.v = m.def
 		}
-		if *m.v < server.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
-			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, server.ShortestSVIDTTL)
+		if *m.v < adminapi.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
+			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, adminapi.ShortestSVIDTTL)
 		}
 	}
 	if c.DefaultEntryTTL == 0 {
-		c.DefaultEntryTTL = server.DefaultEntryLifetime
+		c.DefaultEntryTTL = adminapi.DefaultEntryLifetime
 	}
 	if c.DefaultEntryTTL < time.Hour {
 		return c, td, configError(path, "default_entry_ttl", "%s: must be at least 1h", c.DefaultEntryTTL)

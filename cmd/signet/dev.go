@@ -16,7 +16,7 @@ import (
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -201,7 +201,7 @@ func ensureDevIdentity(ctx context.Context, node *serverNode, td spiffeid.TrustD
 		return spiffeid.ID{}, "", err
 	}
 	e := storage.Entry{SPIFFEID: id.String(), Selectors: []selector.Selector{sel}, Owner: name, Purpose: "dev mode",
-		X509TTL: server.DefaultSVIDTTL, JWTTTL: server.DefaultSVIDTTL, NeverExpires: true}
+		X509TTL: adminapi.DefaultSVIDTTL, JWTTTL: adminapi.DefaultSVIDTTL, NeverExpires: true}
 	if _, _, err := node.srv.Admin.EnsureEntry(ctx, e, "signet dev"); err != nil {
 		return spiffeid.ID{}, "", fmt.Errorf("dev: register entry %s: %w", id, err)
 	}

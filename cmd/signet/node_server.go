@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
@@ -54,7 +55,7 @@ type serverNodeConfig struct {
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	DefaultEntryTTL               time.Duration
 	LedgerRetention               time.Duration
-	Policy                        server.EntryPolicy
+	Policy                        adminapi.EntryPolicy
 	IssuanceLimits                issuer.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64
@@ -114,7 +115,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if agentAuth == nil {
 		agentAuth = agentapi.TLSAgentAuth(st, nil)
 	}
-	adminAuth := server.UnixAdminAuth(cfg.AdminUIDs...)
+	adminAuth := adminapi.UnixAdminAuth(cfg.AdminUIDs...)
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,

@@ -17,6 +17,7 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -124,7 +125,7 @@ func (e *Env) Entries(tb testing.TB, parentID, owner, prefix string, n int, sels
 	for start := 0; start < n; start += 5000 {
 		var batch []storage.Entry
 		for i := start; i < min(n, start+5000); i++ {
-			id, err := server.NewEntryID()
+			id, err := adminapi.NewEntryID()
 			if err != nil {
 				tb.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"crypto/rand"
@@ -19,8 +19,8 @@ const maxJoinTokenTTL = 30 * 24 * time.Hour
 
 // Join tokens are ID.SECRET: the ID 16 hex digits, the secret 32 random bytes in unpadded base64url; the
 // agent API (agentapi) parses them in this form.
-// newJoinToken returns a token ID, the secret to hand to the agent (ID.SECRET) and the secret's hash.
-func newJoinToken() (id, token string, hash []byte, err error) {
+// NewJoinToken returns a token ID, the secret to hand to the agent (ID.SECRET) and the secret's hash.
+func NewJoinToken() (id, token string, hash []byte, err error) {
 	var idb [8]byte
 	var sec [32]byte
 	if _, err := rand.Read(idb[:]); err != nil {

@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"github.com/signet-id/signet/credential"
@@ -105,10 +105,11 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 
 // checkRequest refuses a request with a field beyond its bound in requestBounds, naming the field (with
 // its path, e.g. "requests[3].entry_id"). Every handler calls it first, before anything is logged.
-func checkRequest(m proto.Message) error { return apierr.CheckRequest(m, requestBound) }
+func checkRequest(m proto.Message) error { return apierr.CheckRequest(m, RequestBound) }
 
-// requestBound is the bound of the field name in requestBounds.
-func requestBound(name protoreflect.FullName) (n, each int, ok bool) {
+// RequestBound is the bound of the admin API's request field name: the most bytes of a string or bytes
+// field (n) or values of a repeated one, and the most bytes of each value of a repeated string field.
+func RequestBound(name protoreflect.FullName) (n, each int, ok bool) {
 	b, ok := requestBounds[name]
 	return b.n, b.each, ok
 }

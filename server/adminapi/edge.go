@@ -1,9 +1,8 @@
-package server
+package adminapi
 
 import (
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/server/apierr"
-	"github.com/signet-id/signet/server/issuer"
 	"google.golang.org/grpc/codes"
 )
 
@@ -15,7 +14,6 @@ var (
 	ErrPolicyViolation   = apierr.ErrPolicyViolation
 	ErrOtherTrustDomain  = apierr.ErrOtherTrustDomain
 	ErrResourceExhausted = apierr.ErrResourceExhausted
-	ErrRecorderStopped   = issuer.ErrRecorderStopped
 )
 
 // codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).

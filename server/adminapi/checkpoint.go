@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func (s *AdminService) AuditCheckpoint(ctx context.Context, _ *adminv1.AuditChec
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, toStatus(err)
 	}
-	prev, err := s.storedCheckpoint()
+	prev, err := s.StoredCheckpoint()
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -123,9 +123,9 @@ func (f CheckpointFile) Marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// storedCheckpoint reads the node's automatic checkpoint, checked against this node's own root (it
+// StoredCheckpoint reads the node's automatic checkpoint, checked against this node's own root (it
 // signed it): nil if there is none. One that does not verify is an error wrapping ErrAuditBroken.
-func (s *AdminService) storedCheckpoint() (*AuditCheckpoint, error) {
+func (s *AdminService) StoredCheckpoint() (*AuditCheckpoint, error) {
 	path := s.cfg.AuditCheckpointFile
 	if path == "" {
 		return nil, nil
@@ -165,10 +165,10 @@ func (s *AdminService) writeStoredCheckpoint(f CheckpointFile) error {
 	return fsutil.WriteFileAtomic(filepath.Dir(s.cfg.AuditCheckpointFile), filepath.Base(s.cfg.AuditCheckpointFile), b, 0o600)
 }
 
-// renewCheckpoint replaces the automatic checkpoint with one of the current head, if the log grew and
+// RenewCheckpoint replaces the automatic checkpoint with one of the current head, if the log grew and
 // the chain still holds the previous one. Otherwise it logs why, and keeps the previous one as evidence.
-func (s *AdminService) renewCheckpoint() {
-	prev, err := s.storedCheckpoint()
+func (s *AdminService) RenewCheckpoint() {
+	prev, err := s.StoredCheckpoint()
 	if err != nil {
 		s.log.Error("audit log: the automatic checkpoint does not verify; not replacing it", "error", err)
 		return
@@ -184,26 +184,6 @@ func (s *AdminService) renewCheckpoint() {
 	}
 	if err := s.writeStoredCheckpoint(f); err != nil {
 		s.log.Error("audit log: writing the automatic checkpoint failed", "file", s.cfg.AuditCheckpointFile, "error", err)
-	}
-}
-
-// checkpointLoop renews the automatic audit checkpoint at start, every AuditCheckpointEvery, and once
-// more when ctx ends (the store is still open then).
-func (s *Server) checkpointLoop(ctx context.Context) {
-	if s.cfg.AuditCheckpointFile == "" {
-		return
-	}
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.Admin.renewCheckpoint()
-			return
-		case <-t.C:
-		}
-		s.Admin.renewCheckpoint()
-		t.Reset(s.cfg.AuditCheckpointEvery)
 	}
 }
 

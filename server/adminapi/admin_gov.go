@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"context"
@@ -320,7 +320,7 @@ func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAudit
 	anchor := storage.AuditAnchor{Seq: req.GetCheckpointSeq(), Hash: req.GetCheckpointHash()}
 	switch {
 	case anchor.Seq == 0 && anchor.Hash == "":
-		cp, err := s.storedCheckpoint()
+		cp, err := s.StoredCheckpoint()
 		if err != nil {
 			return nil, toStatus(err)
 		}

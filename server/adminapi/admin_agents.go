@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"context"
@@ -105,7 +105,7 @@ func (s *AdminService) CreateJoinToken(ctx context.Context, req *adminv1.CreateJ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	id, secret, hash, err := newJoinToken()
+	id, secret, hash, err := NewJoinToken()
 	if err != nil {
 		return nil, toStatus(err)
 	}

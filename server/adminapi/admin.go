@@ -1,4 +1,4 @@
-package server
+package adminapi
 
 import (
 	"context"
@@ -70,13 +70,13 @@ type AdminService struct {
 func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	switch {
 	case cfg.Store == nil:
-		return nil, errors.New("server: admin service config: Store is required")
+		return nil, errors.New("adminapi: config: Store is required")
 	case cfg.CA == nil:
-		return nil, errors.New("server: admin service config: CA is required")
+		return nil, errors.New("adminapi: config: CA is required")
 	case cfg.Authenticate == nil:
-		return nil, errors.New("server: admin service config: Authenticate is required")
+		return nil, errors.New("adminapi: config: Authenticate is required")
 	case cfg.TrustDomain.IsZero():
-		return nil, errors.New("server: admin service config: TrustDomain is required")
+		return nil, errors.New("adminapi: config: TrustDomain is required")
 	}
 	for _, m := range []struct {
 		name string
@@ -87,7 +87,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		case *m.v == 0:
 			*m.v = m.def
 		case *m.v < ShortestSVIDTTL || *m.v > maxTTL:
-			return nil, fmt.Errorf("server: admin service config: %s %s: want between %s and %s", m.name, *m.v, ShortestSVIDTTL, maxTTL)
+			return nil, fmt.Errorf("adminapi: config: %s %s: want between %s and %s", m.name, *m.v, ShortestSVIDTTL, maxTTL)
 		}
 	}
 	if cfg.Clock == nil {
@@ -154,8 +154,8 @@ func (s *AdminService) GetEntry(ctx context.Context, req *adminv1.GetEntryReques
 	return s.entryWithStats(&e), nil
 }
 
-// listPageSize is how many entries one ListEntries message carries: far below gRPC's 4 MB default cap.
-const listPageSize = 1000
+// ListPageSize is how many entries one ListEntries message carries: far below gRPC's 4 MB default cap.
+const ListPageSize = 1000
 
 // ListEntries streams entries matching the filters, a page at a time.
 func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream adminv1.Admin_ListEntriesServer) error {
@@ -188,7 +188,7 @@ func (s *AdminService) ListEntries(req *adminv1.ListEntriesRequest, stream admin
 			setUse(out, a.Stats, a.Deliveries)
 		}
 		page.Entries = append(page.Entries, out)
-		if len(page.Entries) == listPageSize {
+		if len(page.Entries) == ListPageSize {
 			if err := stream.Send(page); err != nil {
 				return err
 			}
