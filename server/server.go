@@ -1,5 +1,6 @@
-// Package server is a Signet server node: the agent API (entry sync, SVID signing), the admin API, and
-// the issuance path that ties the registry, the CA and the ledger together.
+// Package server wires a Signet server node from its parts: the issuer (server/issuer: authorize, sign,
+// record), the agent API (server/agentapi) and the admin API (server/adminapi), each consuming the
+// others through small interfaces of its own.
 //
 //	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, …})
 //	go srv.Run(ctx)                 // the ledger recorder, pruning and the denial log

@@ -1,3 +1,7 @@
+// Package adminapi is the admin API of a server node (proto/adminv1): entries and owners with their
+// validation and policy, governance (updates, disabling, approval, offboarding, reviews), the ledger
+// and credential lookup, the audit log and its checkpoints, join tokens, agents and snapshots. Every
+// write goes through the store's proposal seam.
 package adminapi
 
 import (

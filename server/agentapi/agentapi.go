@@ -1,3 +1,6 @@
+// Package agentapi is the agent API of a server node (proto/agentv1): node attestation with join tokens
+// and agent SVID renewal, TLS agent authentication, pushed entry sync, X.509 and JWT signing requests
+// and delivery reports. It signs nothing itself: credentials come from its Issuer (issuer.Issuer).
 package agentapi
 
 import (
