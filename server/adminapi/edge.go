@@ -6,7 +6,8 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// The API edge's sentinel errors (server/apierr), under the names this package's handlers wrap.
+// The API edge's sentinel errors (server/apierr), under the names this package's handlers wrap: the
+// same values, so errors.Is matches either name.
 var (
 	ErrInvalidArgument   = apierr.ErrInvalidArgument
 	ErrPermissionDenied  = apierr.ErrPermissionDenied
