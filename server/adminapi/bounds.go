@@ -28,9 +28,9 @@ const (
 // most values of a repeated field; each is the most bytes of one value of a repeated string field.
 type fieldBound struct{ n, each int }
 
-// requestBounds is the table of bounds of the admin API (agentapi has the agent API's): every string, bytes and
-// repeated field of every request message (nested messages included), by its full protobuf name. A
-// field missing here is refused (TestRequestBoundsCoverEveryField keeps the table complete).
+// requestBounds is the table of bounds of the admin API (agentapi has the agent API's): every string,
+// bytes and repeated field of every request message (nested messages included), by its full protobuf
+// name. A field missing here is refused (TestRequestBoundsCoverEveryField keeps the table complete).
 var requestBounds = map[protoreflect.FullName]fieldBound{
 	// Admin API: audit (a SHA-256 in hex).
 	"signet.admin.v1.VerifyAuditRequest.checkpoint_hash": {n: 64},
