@@ -128,8 +128,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
-// disk, storage.ErrDiskFull), or apierr.ErrResourceExhausted while the data dir's file system is below
-// MinFreeDisk and issuance is refused. A HealthService reports it.
+// disk, storage.ErrDiskFull), or apierr.ErrResourceExhausted while the data dir's file system is
+// below MinFreeDisk and issuance is refused. A HealthService reports it.
 func (s *Server) Health() error {
 	if err := s.cfg.Store.Health(); err != nil {
 		return err
@@ -137,8 +137,9 @@ func (s *Server) Health() error {
 	return s.Issuer.CheckDisk()
 }
 
-// AgentTLSConfig is the TLS configuration of this node's agent API listener (agentapi.ServerTLSConfig): the
-// issuer's server SVID, agents verified against the store's bundle by the node's clock.
+// AgentTLSConfig is the TLS configuration of this node's agent API listener
+// (agentapi.ServerTLSConfig): the issuer's server SVID, agents verified against the store's bundle by
+// the node's clock.
 func (s *Server) AgentTLSConfig(ctx context.Context) (*tls.Config, error) {
 	return agentapi.ServerTLSConfig(ctx, s.Issuer, s.cfg.Store, s.cfg.Clock)
 }
