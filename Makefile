@@ -39,7 +39,7 @@ vet:
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench . -benchtime 3000x ./ca/...
 	$(GO) test $(BENCH_FLAGS) -bench . -benchtime 2000x ./attestor/... ./policy/...
-	$(GO) test $(BENCH_FLAGS) -bench 'X509Issuance|JWTIssuance' -benchtime 20000x ./server/
+	$(GO) test $(BENCH_FLAGS) -bench 'X509Issuance|JWTIssuance' -benchtime 20000x ./server/issuer/
 	$(GO) test $(BENCH_FLAGS) -bench 'BatchCreateEntries' -benchtime 5x ./server/
 	$(GO) test $(BENCH_FLAGS) -bench 'EntryPropagation' -benchtime 200x -timeout 30m ./server/
 	$(GO) test $(BENCH_FLAGS) -bench 'Review100k' -benchtime 5x -timeout 30m ./server/

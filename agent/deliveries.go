@@ -20,9 +20,9 @@ const (
 	// DefaultMaxTrackedDeliveries bounds the (credential, caller) pairs the agent keeps until their
 	// credential expires; past it, deliveries to new pairs are not reported (and logged once).
 	DefaultMaxTrackedDeliveries = 100000
-	// maxDeliveriesPerReport is the server's bound on one report (server.MaxDeliveriesPerReport).
+	// maxDeliveriesPerReport is the server's bound on one report (agentapi.MaxDeliveriesPerReport).
 	maxDeliveriesPerReport = 1000
-	// maxReportedPathLen is the server's bound on an executable path (server.MaxDeliveryPathLen):
+	// maxReportedPathLen is the server's bound on an executable path (agentapi.MaxDeliveryPathLen):
 	// longer paths are reported truncated.
 	maxReportedPathLen = 1024
 	// reportedDigestLen is how much of the executable's SHA-256 (hex) is reported.

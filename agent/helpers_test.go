@@ -21,6 +21,8 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -83,12 +85,12 @@ type env struct {
 
 // newServer builds a server node with the given agent authenticator (nil: fixed agent A, subject to
 // the env's hook), runs its recorder, publishes its authorities and creates testOwner.
-func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server.Authenticator) *env {
+func newServer(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) agentapi.Authenticator) *env {
 	return newServerWith(tb, agentSVIDTTL, auth, nil)
 }
 
 // newServerWith is newServer with mod, if not nil, applied to the server's configuration.
-func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) server.Authenticator, mod func(*server.Config)) *env {
+func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) agentapi.Authenticator, mod func(*server.Config)) *env {
 	tb.Helper()
 	e := &env{st: testkit.OpenStore(tb, nil), ca: testkit.NewCA(tb, testTD, 0)}
 	if auth == nil {
@@ -126,13 +128,13 @@ func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) se
 }
 
 // fixedAgentAuth authenticates every call as agent A unless the env's hook refuses it.
-func (e *env) fixedAgentAuth() server.Authenticator {
-	caller := server.Caller{AgentID: agentA, NodeAttestation: "test"}
-	return func(ctx context.Context) (server.Caller, error) {
+func (e *env) fixedAgentAuth() agentapi.Authenticator {
+	caller := agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}
+	return func(ctx context.Context) (agentapi.Caller, error) {
 		if h := e.hook.Load(); h != nil {
 			method, _ := grpc.Method(ctx)
 			if err := (*h)(ctx, method); err != nil {
-				return server.Caller{}, err
+				return agentapi.Caller{}, err
 			}
 		}
 		return caller, nil
@@ -176,7 +178,7 @@ func newTLSEnv(tb testing.TB, agentSVIDTTL time.Duration) *env {
 func newTLSEnvWith(tb testing.TB, agentSVIDTTL time.Duration, mod func(*server.Config)) *env {
 	tb.Helper()
 	e := newServerWith(tb, agentSVIDTTL, (*env).recordingTLSAuth, mod)
-	tlsConf, err := server.ServerTLSConfig(testCtx(tb, testDeadline), e.srv.Issuer)
+	tlsConf, err := e.srv.AgentTLSConfig(testCtx(tb, testDeadline))
 	if err != nil {
 		tb.Fatalf("ServerTLSConfig: %v", err)
 	}
@@ -184,10 +186,10 @@ func newTLSEnvWith(tb testing.TB, agentSVIDTTL time.Duration, mod func(*server.C
 	return e
 }
 
-// recordingTLSAuth is server.TLSAgentAuth, recording the certificate each call presents.
-func (e *env) recordingTLSAuth() server.Authenticator {
-	auth := server.TLSAgentAuth(e.st, nil)
-	return func(ctx context.Context) (server.Caller, error) {
+// recordingTLSAuth is agentapi.TLSAgentAuth, recording the certificate each call presents.
+func (e *env) recordingTLSAuth() agentapi.Authenticator {
+	auth := agentapi.TLSAgentAuth(e.st, nil)
+	return func(ctx context.Context) (agentapi.Caller, error) {
 		if p, ok := peer.FromContext(ctx); ok {
 			if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
 				method, _ := grpc.Method(ctx)
@@ -519,7 +521,7 @@ func (e *env) client() agentv1.AgentClient { return agentv1.NewAgentClient(e.con
 func (e *env) storeEntry(tb testing.TB, s entrySpec) string {
 	tb.Helper()
 	in := s.admin(tb)
-	id, err := server.NewEntryID()
+	id, err := adminapi.NewEntryID()
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -21,7 +21,8 @@ import (
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -65,7 +66,7 @@ func TestAttestStoresIdentity(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "agent-data") // created by Attest
 	id, tokenID := attest(t, e, dir)
 
-	wantID := server.AgentIDForToken(testTD, tokenID).String()
+	wantID := issuer.AgentIDForToken(testTD, tokenID).String()
 	if id.ID() != wantID {
 		t.Fatalf("agent ID %q, want %q", id.ID(), wantID)
 	}
@@ -78,8 +79,8 @@ func TestAttestStoresIdentity(t *testing.T) {
 		t.Fatalf("agent SVID verifies as %v (%v), want %s", got, err, wantID)
 	}
 	notAfter, renewAt := id.NotAfter()
-	if !time.Now().Before(renewAt) || !renewAt.Before(notAfter) || notAfter.Sub(time.Now()) > server.DefaultAgentSVIDTTL {
-		t.Fatalf("NotAfter %s, renew at %s: want now < renew < expiry <= now+%s", notAfter, renewAt, server.DefaultAgentSVIDTTL)
+	if !time.Now().Before(renewAt) || !renewAt.Before(notAfter) || notAfter.Sub(time.Now()) > agentapi.DefaultAgentSVIDTTL {
+		t.Fatalf("NotAfter %s, renew at %s: want now < renew < expiry <= now+%s", notAfter, renewAt, agentapi.DefaultAgentSVIDTTL)
 	}
 	b, err := id.GetX509BundleForTrustDomain(testTD)
 	if err != nil || !b.HasX509Authority(e.ca.X509Authority()) {

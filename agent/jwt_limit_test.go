@@ -11,6 +11,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -164,7 +165,7 @@ func TestNewValidatesJWTLimits(t *testing.T) {
 func TestServerRefusalHoldsOffTheEntry(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnvWith(t, func(c *server.Config) {
-		c.IssuanceLimits = server.IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
+		c.IssuanceLimits = issuer.IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
 	})
 	var calls atomic.Int64
 	e.setHook(func(_ context.Context, method string) error {

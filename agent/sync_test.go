@@ -18,7 +18,7 @@ import (
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -400,7 +400,7 @@ func TestRevocation(t *testing.T) {
 			e.setHook(func(_ context.Context, method string) error {
 				if denied.Load() && tc.deny(method) {
 					denials.Add(1)
-					return fmt.Errorf("agent %s: %w: evicted", agentA, server.ErrPermissionDenied)
+					return fmt.Errorf("agent %s: %w: evicted", agentA, apierr.ErrPermissionDenied)
 				}
 				return nil
 			})

@@ -19,6 +19,7 @@ import (
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -74,7 +75,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 		t.Fatal(err)
 	}
 	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td,
-		AgentAuth: func(context.Context) (server.Caller, error) { return server.Caller{}, errors.New("no agents here") },
+		AgentAuth: func(context.Context) (agentapi.Caller, error) { return agentapi.Caller{}, errors.New("no agents here") },
 		AdminAuth: func(context.Context) (string, error) { return "test", nil }, DataDir: t.TempDir(), Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,10 @@ import (
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,9 +32,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-func newAdminService(tb testing.TB, e *env, auth AdminAuthenticator, defaultParent string) *AdminService {
+func newAdminService(tb testing.TB, e *env, auth adminapi.AdminAuthenticator, defaultParent string) *adminapi.AdminService {
 	tb.Helper()
-	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth,
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth,
 		DefaultParentID: defaultParent, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("NewAdminService: %v", err)
@@ -39,7 +43,7 @@ func newAdminService(tb testing.TB, e *env, auth AdminAuthenticator, defaultPare
 }
 
 // adminClient serves svc on a real Unix socket with peer credentials, as the server does, and dials it.
-func adminClient(tb testing.TB, svc *AdminService) adminv1.AdminClient {
+func adminClient(tb testing.TB, svc *adminapi.AdminService) adminv1.AdminClient {
 	tb.Helper()
 	dir := tb.TempDir()
 	if len(dir) > 90 { // sun_path is 108 bytes
@@ -71,7 +75,7 @@ func adminClient(tb testing.TB, svc *AdminService) adminv1.AdminClient {
 // unixAdmin returns an admin client on a Unix socket that authorizes this process's uid.
 func unixAdmin(tb testing.TB, e *env, defaultParent string) adminv1.AdminClient {
 	tb.Helper()
-	return adminClient(tb, newAdminService(tb, e, UnixAdminAuth(uint32(os.Getuid())), defaultParent))
+	return adminClient(tb, newAdminService(tb, e, adminapi.UnixAdminAuth(uint32(os.Getuid())), defaultParent))
 }
 
 func keyEqual(a, b crypto.PublicKey) bool {
@@ -98,7 +102,7 @@ func listAll(tb testing.TB, c adminv1.AdminClient, req *adminv1.ListEntriesReque
 		if err != nil {
 			tb.Fatalf("ListEntries Recv: %v", err)
 		}
-		if len(m.Entries) == 0 || len(m.Entries) > syncPageSize {
+		if len(m.Entries) == 0 || len(m.Entries) > adminapi.ListPageSize {
 			tb.Fatalf("ListEntries message with %d entries", len(m.Entries))
 		}
 		msgs++
@@ -196,7 +200,7 @@ func TestAdminOwnersAndEntries(t *testing.T) {
 			e.Selectors = []*adminv1.Selector{{Type: "docker", Value: "label:x"}}
 		}, codes.InvalidArgument},
 		{"too many selectors", adminEntry("spiffe://example.org/x", agentA.String(), "alice"), func(e *adminv1.Entry) {
-			for i := range maxSelectors + 1 {
+			for i := range maxSelectors(t) + 1 {
 				e.Selectors = append(e.Selectors, &adminv1.Selector{Type: "unix", Value: fmt.Sprintf("gid:%d", i)})
 			}
 		}, codes.InvalidArgument},
@@ -314,7 +318,7 @@ func TestAdminListEntries(t *testing.T) {
 		want := e.entries(t, n, "page", agentB, "bob", nil)
 		got, msgs := listAll(t, c, &adminv1.ListEntriesRequest{Owner: "bob"})
 		if msgs != 3 {
-			t.Fatalf("%d entries came in %d messages, want 3 of at most %d", len(got), msgs, syncPageSize)
+			t.Fatalf("%d entries came in %d messages, want 3 of at most %d", len(got), msgs, adminapi.ListPageSize)
 		}
 		seen := map[string]bool{}
 		for _, en := range got {
@@ -401,11 +405,11 @@ func TestAdminQueryLedger(t *testing.T) {
 	e.owner(t, "bob")
 	ea := e.entry(t, "spiffe://example.org/alice/web", agentA, "alice", nil)
 	eb := e.entry(t, "spiffe://example.org/bob/web", agentA, "bob", nil)
-	caller := Caller{AgentID: agentA, NodeAttestation: "test"}
+	caller := agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}
 	issue := func(entryID string, n int) {
-		reqs := make([]X509Request, n)
+		reqs := make([]issuer.X509Request, n)
 		for i := range reqs {
-			reqs[i] = X509Request{EntryID: entryID, CSR: csrFor(t, newP256(t), nil)}
+			reqs[i] = issuer.X509Request{EntryID: entryID, CSR: csrFor(t, newP256(t), nil)}
 		}
 		res, err := e.srv.Issuer.SignX509SVIDs(testCtx(t), caller, reqs)
 		if err != nil {
@@ -532,7 +536,7 @@ func TestAdminAuthRefusesOtherUIDs(t *testing.T) {
 	e.owner(t, "alice")
 	existing := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
 	uid := uint32(os.Getuid())
-	c := adminClient(t, newAdminService(t, e, UnixAdminAuth(uid+1, uid+2), ""))
+	c := adminClient(t, newAdminService(t, e, adminapi.UnixAdminAuth(uid+1, uid+2), ""))
 	ctx := testCtx(t)
 	calls := map[string]func() error{
 		"CreateOwner": func() error {
@@ -580,7 +584,7 @@ func TestAdminAuthRefusesOtherUIDs(t *testing.T) {
 
 	t.Run("no peer credentials", func(t *testing.T) {
 		// Without the peer-credential transport (here: in-memory gRPC) the uid is unknown.
-		svc := newAdminService(t, e, UnixAdminAuth(uid), "")
+		svc := newAdminService(t, e, adminapi.UnixAdminAuth(uid), "")
 		conn := serveBufconn(t, func(g *grpc.Server) { adminv1.RegisterAdminServer(g, svc) })
 		_, err := adminv1.NewAdminClient(conn).ListOwners(testCtx(t), &adminv1.ListOwnersRequest{})
 		if status.Code(err) != codes.Unauthenticated {
@@ -601,7 +605,7 @@ func TestEnsureEntryIsIdempotent(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("first EnsureEntry: created=%v, %v", created, err)
 	}
-	if first.ID == "" || first.ParentID != agentA.String() || first.CreatedBy != "uid:1000(alice)" || first.X509TTL != DefaultSVIDTTL {
+	if first.ID == "" || first.ParentID != agentA.String() || first.CreatedBy != "uid:1000(alice)" || first.X509TTL != adminapi.DefaultSVIDTTL {
 		t.Fatalf("first EnsureEntry stored %+v", first)
 	}
 	again := want
@@ -625,7 +629,7 @@ func TestEnsureEntryIsIdempotent(t *testing.T) {
 	}
 	bad := want
 	bad.Purpose = ""
-	if _, created, err := svc.EnsureEntry(ctx, bad, "dev"); !errors.Is(err, ErrInvalidArgument) || created {
+	if _, created, err := svc.EnsureEntry(ctx, bad, "dev"); !errors.Is(err, apierr.ErrInvalidArgument) || created {
 		t.Fatalf("EnsureEntry without purpose: created=%v, %v; want ErrInvalidArgument", created, err)
 	}
 	noOwner := want
@@ -638,22 +642,22 @@ func TestEnsureEntryIsIdempotent(t *testing.T) {
 func TestNewAdminServiceRequiresConfig(t *testing.T) {
 	e := newEnv(t)
 	auth := func(context.Context) (string, error) { return "x", nil }
-	full := AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth}
+	full := adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth}
 	tests := []struct {
 		name  string
-		mod   func(*AdminServiceConfig)
+		mod   func(*adminapi.AdminServiceConfig)
 		field string
 	}{
-		{"no store", func(c *AdminServiceConfig) { c.Store = nil }, "Store"},
-		{"no CA", func(c *AdminServiceConfig) { c.CA = nil }, "CA"},
-		{"no authenticator", func(c *AdminServiceConfig) { c.Authenticate = nil }, "Authenticate"},
-		{"no trust domain", func(c *AdminServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
+		{"no store", func(c *adminapi.AdminServiceConfig) { c.Store = nil }, "Store"},
+		{"no CA", func(c *adminapi.AdminServiceConfig) { c.CA = nil }, "CA"},
+		{"no authenticator", func(c *adminapi.AdminServiceConfig) { c.Authenticate = nil }, "Authenticate"},
+		{"no trust domain", func(c *adminapi.AdminServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := full
 			tc.mod(&cfg)
-			if _, err := NewAdminService(cfg); err == nil || !strings.Contains(err.Error(), tc.field) {
+			if _, err := adminapi.NewAdminService(cfg); err == nil || !strings.Contains(err.Error(), tc.field) {
 				t.Fatalf("NewAdminService: %v, want an error naming %s", err, tc.field)
 			}
 		})
@@ -674,4 +678,13 @@ func TestAdminCreateEntryHugeTTLRefused(t *testing.T) {
 			t.Errorf("x509_ttl_seconds %d: got %v, %v; want InvalidArgument (more than 30 days)", secs, got, err)
 		}
 	}
+}
+
+// maxSelectors is the admin API's bound on the selectors of an entry.
+func maxSelectors(tb testing.TB) int {
+	n, _, ok := adminapi.RequestBound("signet.admin.v1.Entry.selectors")
+	if !ok {
+		tb.Fatal("the admin API has no bound on selectors")
+	}
+	return n
 }

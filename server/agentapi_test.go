@@ -15,6 +15,10 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -22,11 +26,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// agentClient serves an AgentService on e's components, authenticating every call with auth, over a
+// agentClient serves an agentapi.AgentService on e's components, authenticating every call with auth, over a
 // real (in-memory) gRPC connection.
-func agentClient(tb testing.TB, e *env, auth Authenticator, opts ...grpc.DialOption) agentv1.AgentClient {
+func agentClient(tb testing.TB, e *env, auth agentapi.Authenticator, opts ...grpc.DialOption) agentv1.AgentClient {
 	tb.Helper()
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: auth, Logger: testLogger(tb)})
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: auth, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("NewAgentService: %v", err)
 	}
@@ -133,7 +137,7 @@ func TestSyncEntriesFullListingIsPerAgent(t *testing.T) {
 	a2 := e.entry(t, "spiffe://example.org/a/two", agentA, "alice", nil)
 	b1 := e.entry(t, "spiffe://example.org/b/one", agentB, "alice", nil)
 
-	msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(Caller{AgentID: agentA})), 0))
+	msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA})), 0))
 	if len(msgs) != 1 || !msgs[0].Full || msgs[0].More {
 		t.Fatalf("first update: %d messages, full=%v more=%v; want one full message", len(msgs), msgs[0].Full, msgs[0].More)
 	}
@@ -157,7 +161,7 @@ func TestSyncEntriesFullListingIsPerAgent(t *testing.T) {
 		t.Fatalf("entry on the wire = %v, stored %+v", got, a1)
 	}
 
-	msgsB := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(Caller{AgentID: agentB})), 0))
+	msgsB := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentB})), 0))
 	if got, want := entryIDs(msgsB...), sortedIDs(b1); !slices.Equal(got, want) || !msgsB[0].Full {
 		t.Fatalf("agent B sees %v (full=%v), want only %v", got, msgsB[0].Full, want)
 	}
@@ -166,7 +170,7 @@ func TestSyncEntriesFullListingIsPerAgent(t *testing.T) {
 func TestSyncEntriesPushesDeltas(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
-	stream := syncStream(t, agentClient(t, e, fixedAgent(Caller{AgentID: agentA})), 0)
+	stream := syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA})), 0)
 	first := recvUpdate(t, stream)
 	if len(first) != 1 || !first[0].Full || len(first[0].Entries) != 0 {
 		t.Fatalf("first update for an agent without entries: %v", first)
@@ -219,7 +223,7 @@ func TestSyncEntriesBundleChangeDuringListing(t *testing.T) {
 	// Pages of ~300 KB, far beyond a 64 KB flow-control window: the server blocks in Send until we read.
 	long := func(c string) string { return strings.Repeat(c, 60) + ".example.org" }
 	e.entries(t, 2500, "a", agentA, "alice", func(en *storage.Entry) { en.DNSNames = []string{long("a"), long("b"), long("c")} })
-	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA}),
+	client := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA}),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)) // fixed windows, no BDP growth
 	stream := syncStream(t, client, 0)
 	m, err := stream.Recv()
@@ -256,13 +260,13 @@ func TestSyncEntriesPagesLargeListings(t *testing.T) {
 	want := e.entries(t, n, "a", agentA, "alice", nil)
 	e.entries(t, 10, "b", agentB, "alice", nil)
 
-	msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(Caller{AgentID: agentA})), 0))
+	msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA})), 0))
 	if len(msgs) != 3 {
-		t.Fatalf("%d entries came in %d messages, want 3 pages of at most %d", n, len(msgs), syncPageSize)
+		t.Fatalf("%d entries came in %d messages, want 3 pages of at most %d", n, len(msgs), agentapi.SyncPageSize)
 	}
 	for i, wantMore := range []bool{true, true, false} {
 		m := msgs[i]
-		if m.More != wantMore || !m.Full || len(m.Entries) > syncPageSize || m.Revision != msgs[0].Revision {
+		if m.More != wantMore || !m.Full || len(m.Entries) > agentapi.SyncPageSize || m.Revision != msgs[0].Revision {
 			t.Fatalf("page %d: more=%v full=%v entries=%d revision=%d", i, m.More, m.Full, len(m.Entries), m.Revision)
 		}
 		if (m.Bundle != nil) != (i == 0) {
@@ -285,7 +289,7 @@ func TestSyncEntriesResume(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	a1 := e.entry(t, "spiffe://example.org/a/one", agentA, "alice", nil)
-	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA}))
+	client := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA}))
 	first := recvUpdate(t, syncStream(t, client, 0))
 	rev := first[0].Revision
 
@@ -309,7 +313,7 @@ func TestSyncEntriesResume(t *testing.T) {
 	})
 	t.Run("large delta", func(t *testing.T) {
 		from := e.st.Revision()
-		added := e.entries(t, syncPageSize+500, "delta", agentA, "alice", nil)
+		added := e.entries(t, agentapi.SyncPageSize+500, "delta", agentA, "alice", nil)
 		if _, err := e.st.DeleteEntry(testCtx(t), a2.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +346,7 @@ func TestAgentSignX509SVIDsOverGRPC(t *testing.T) {
 	e.owner(t, "alice")
 	mine := e.entry(t, "spiffe://example.org/a/web", agentA, "alice", nil)
 	theirs := e.entry(t, "spiffe://example.org/b/web", agentB, "alice", nil)
-	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA, NodeAttestation: "test"}))
+	client := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}))
 
 	key := newP256(t)
 	resp, err := client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{
@@ -389,7 +393,7 @@ func TestAgentSignX509SVIDsOverGRPC(t *testing.T) {
 		t.Fatalf("bad-CSR message %q does not name the csr", resp.Results[2].ErrorMessage)
 	}
 
-	_, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: make([]*agentv1.X509SVIDRequest, MaxCSRBatch+1)})
+	_, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: make([]*agentv1.X509SVIDRequest, issuer.MaxCSRBatch+1)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("oversized batch: %v, want InvalidArgument", err)
 	}
@@ -400,7 +404,7 @@ func TestAgentSignJWTSVIDOverGRPC(t *testing.T) {
 	e.owner(t, "alice")
 	mine := e.entry(t, "spiffe://example.org/a/web", agentA, "alice", nil)
 	theirs := e.entry(t, "spiffe://example.org/b/web", agentB, "alice", nil)
-	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA}))
+	client := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA}))
 
 	resp, err := client.SignJWTSVID(testCtx(t), &agentv1.SignJWTSVIDRequest{EntryId: mine.ID, Audience: []string{"db"}})
 	if err != nil {
@@ -410,7 +414,7 @@ func TestAgentSignJWTSVIDOverGRPC(t *testing.T) {
 	if err != nil || rec.Kind != storage.KindJWTSVID || rec.EntryID != mine.ID {
 		t.Fatalf("ledger record for %s: %+v, %v", resp.Id, rec, err)
 	}
-	if resp.Token == "" || resp.ExpiresAt-resp.IssuedAt != int64(DefaultSVIDTTL/time.Second) {
+	if resp.Token == "" || resp.ExpiresAt-resp.IssuedAt != int64(adminapi.DefaultSVIDTTL/time.Second) {
 		t.Fatalf("response %v", resp)
 	}
 
@@ -437,9 +441,9 @@ func TestAgentAPIUnauthenticated(t *testing.T) {
 	e.owner(t, "alice")
 	mine := e.entry(t, "spiffe://example.org/a/web", agentA, "alice", nil)
 	var calls atomic.Int32
-	client := agentClient(t, e, func(context.Context) (Caller, error) {
+	client := agentClient(t, e, func(context.Context) (agentapi.Caller, error) {
 		calls.Add(1)
-		return Caller{}, fmt.Errorf("no client certificate: %w", ErrUnauthenticated)
+		return agentapi.Caller{}, fmt.Errorf("no client certificate: %w", apierr.ErrUnauthenticated)
 	})
 	ledgerBefore := ledgerCount(t, e.st, storage.LedgerQuery{})
 
@@ -472,22 +476,22 @@ func TestAgentAPIUnauthenticated(t *testing.T) {
 
 func TestNewAgentServiceRequiresConfig(t *testing.T) {
 	e := newEnv(t)
-	full := AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: fixedAgent(Caller{AgentID: agentA})}
+	full := agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: fixedAgent(agentapi.Caller{AgentID: agentA})}
 	tests := []struct {
 		name  string
-		mod   func(*AgentServiceConfig)
+		mod   func(*agentapi.AgentServiceConfig)
 		field string
 	}{
-		{"no store", func(c *AgentServiceConfig) { c.Store = nil }, "Store"},
-		{"no issuer", func(c *AgentServiceConfig) { c.Issuer = nil }, "Issuer"},
-		{"no authenticator", func(c *AgentServiceConfig) { c.Authenticate = nil }, "Authenticate"},
-		{"no trust domain", func(c *AgentServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
+		{"no store", func(c *agentapi.AgentServiceConfig) { c.Store = nil }, "Store"},
+		{"no issuer", func(c *agentapi.AgentServiceConfig) { c.Issuer = nil }, "Issuer"},
+		{"no authenticator", func(c *agentapi.AgentServiceConfig) { c.Authenticate = nil }, "Authenticate"},
+		{"no trust domain", func(c *agentapi.AgentServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := full
 			tc.mod(&cfg)
-			if _, err := NewAgentService(cfg); err == nil || !strings.Contains(err.Error(), tc.field) {
+			if _, err := agentapi.NewAgentService(cfg); err == nil || !strings.Contains(err.Error(), tc.field) {
 				t.Fatalf("NewAgentService: %v, want an error naming %s", err, tc.field)
 			}
 		})

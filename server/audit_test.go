@@ -1,17 +1,17 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/denials"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,60 +20,16 @@ import (
 // auditRecords returns every audit record of action, oldest first.
 func auditRecords(tb testing.TB, st *storage.Store, action string) []storage.AuditRecord {
 	tb.Helper()
-	var out []storage.AuditRecord
-	q := storage.AuditQuery{Action: action, Limit: storage.MaxLedgerLimit}
-	for {
-		recs, next, err := st.AuditLog(q)
-		if err != nil {
-			tb.Fatalf("AuditLog: %v", err)
-		}
-		out = append(out, recs...)
-		if next == 0 {
-			return out
-		}
-		q.After = next
-	}
+	return testkit.AuditRecords(tb, st, action)
 }
-
-var refusalsRE = regexp.MustCompile(`\[(\d+) refusals like this one from `)
 
 // refusals is how many refused requests an audit record stands for.
-func refusals(tb testing.TB, r storage.AuditRecord) int {
-	tb.Helper()
-	m := refusalsRE.FindStringSubmatch(r.Reason)
-	if m == nil {
-		return 1
-	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil || n < 2 {
-		tb.Fatalf("audit record %d: bad count in %q", r.Seq, r.Reason)
-	}
-	return n
-}
+func refusals(tb testing.TB, r storage.AuditRecord) int { tb.Helper(); return testkit.Refusals(tb, r) }
 
 // waitRefusals waits until the denied records of action stand for want refusals in all, and returns them.
 func waitRefusals(tb testing.TB, st *storage.Store, action string, want int) []storage.AuditRecord {
 	tb.Helper()
-	deadline := time.Now().Add(testDeadline)
-	for {
-		recs := auditRecords(tb, st, action)
-		total := 0
-		for _, r := range recs {
-			if r.Outcome != storage.AuditDenied {
-				tb.Fatalf("audit record %d of %s: outcome %q, want denied", r.Seq, action, r.Outcome)
-			}
-			total += refusals(tb, r)
-		}
-		switch {
-		case total == want:
-			return recs
-		case total > want:
-			tb.Fatalf("%d %s records stand for %d refusals, want %d: %+v", len(recs), action, total, want, recs)
-		case time.Now().After(deadline):
-			tb.Fatalf("after %s, %d %s records stand for %d refusals, want %d", testDeadline, len(recs), action, total, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testkit.WaitRefusals(tb, st, action, want, testDeadline)
 }
 
 // joinToken creates a join token for owner (optionally naming the agent's SPIFFE ID) through the admin
@@ -90,7 +46,7 @@ func (e *env) joinToken(tb testing.TB, owner, spiffeID string) (id, token string
 // A burst of refusals of one kind costs a handful of audit writes, each saying how many refusals it
 // stands for, and no more than that many in all.
 func TestDenialBurstIsCoalesced(t *testing.T) {
-	e := newEnvWith(t, func(s *Server) { s.Denials.window = 200 * time.Millisecond })
+	e := newEnvWith(t, func(s *Server) { s.Denials.SetWindow(200 * time.Millisecond) })
 	const n = 500
 	reqs := make([]*agentv1.X509SVIDRequest, n)
 	for i := range reqs {
@@ -130,31 +86,31 @@ func TestDenialBurstIsCoalesced(t *testing.T) {
 func TestDenialDoesNotWaitForTheAuditLog(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
-	denials := NewDenialLog(e.st, nil, testLogger(t)) // not running yet
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
-		Authenticate: fixedAgent(Caller{AgentID: agentA}), Denials: denials, Logger: testLogger(t)})
+	dl := denials.NewDenialLog(e.st, nil, testLogger(t)) // not running yet
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+		Authenticate: fixedAgent(agentapi.Caller{AgentID: agentA}), Denials: dl, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tokID, tok := e.joinToken(t, "alice", "")
 	wrong := tokID + ".not-the-secret"
 	start := time.Now()
-	for range denialQueueLen + 10 {
+	for range denials.QueueLen + 10 {
 		if _, err := svc.AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: wrong}); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("AttestAgent with a wrong secret: %v, want PermissionDenied", err)
 		}
 	}
 	if d := time.Since(start); d > 10*time.Second {
-		t.Fatalf("%d refused attestations took %s with no audit writer running", denialQueueLen+10, d)
+		t.Fatalf("%d refused attestations took %s with no audit writer running", denials.QueueLen+10, d)
 	}
 	if recs := auditRecords(t, e.st, "agent.attest"); len(recs) != 0 {
 		t.Fatalf("refusals were written on the request path: %+v", recs)
 	}
-	if n := denials.dropped.Load(); n != 10 {
+	if n := dl.Dropped(); n != 10 {
 		t.Fatalf("%d refusals dropped, want the 10 beyond the queue", n)
 	}
-	startRun(t, denials.Run)
-	recs := waitRefusals(t, e.st, "agent.attest", denialQueueLen)
+	startRun(t, dl.Run)
+	recs := waitRefusals(t, e.st, "agent.attest", denials.QueueLen)
 	if len(recs) > 3 || recs[0].Object != tokID || recs[0].Actor != "unattested node" || strings.Contains(recs[0].Reason, tok) {
 		t.Fatalf("attestation refusals recorded as %d records, first %+v", len(recs), recs[0])
 	}
@@ -164,7 +120,7 @@ func TestDenialDoesNotWaitForTheAuditLog(t *testing.T) {
 func TestMalformedJoinTokenIsNotAudited(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
-	for _, tok := range []string{"", "garbage", "0123456789abcdef", "nothex0123456789.secret", strings.Repeat("a", maxJoinTokenLen+1)} {
+	for _, tok := range []string{"", "garbage", "0123456789abcdef", "nothex0123456789.secret", strings.Repeat("a", maxJoinTokenLen(t)+1)} {
 		if _, err := e.srv.Agent.AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tok}); status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("AttestAgent(%.20q): %v, want InvalidArgument", tok, err)
 		}
@@ -182,7 +138,7 @@ func TestMalformedJoinTokenIsNotAudited(t *testing.T) {
 // Audit records of changes are written by the store with the change, whatever refusals are queued.
 func TestAdminChangesAuditedDuringDenials(t *testing.T) {
 	e := newEnv(t)
-	refused := make([]*agentv1.X509SVIDRequest, MaxCSRBatch)
+	refused := make([]*agentv1.X509SVIDRequest, issuer.MaxCSRBatch)
 	for i := range refused {
 		refused[i] = &agentv1.X509SVIDRequest{EntryId: fmt.Sprintf("e%d", i)}
 	}
@@ -204,50 +160,11 @@ func TestAdminChangesAuditedDuringDenials(t *testing.T) {
 	}
 }
 
-func TestDenialKind(t *testing.T) {
-	base := denial{actor: "agent:a", action: "svid.x509", object: "e1", reason: `entry "e1": permission denied: not an entry of agent a`}
-	tests := []struct {
-		name string
-		mod  func(*denial)
-		same bool
-	}{
-		{"another object", func(d *denial) { d.object, d.reason = "e2", `entry "e2": permission denied: not an entry of agent a` }, true},
-		{"another time", func(d *denial) { d.at = time.Now() }, true},
-		// %q escapes quotes and backslashes: the quoted object is recognised too.
-		{"another object that quoting escapes", func(d *denial) {
-			d.object = `e"2\`
-			d.reason = fmt.Sprintf("entry %q: permission denied: not an entry of agent a", d.object)
-		}, true},
-		{"another reason", func(d *denial) { d.reason = `entry "e1": permission denied: disabled (x)` }, false},
-		{"another actor", func(d *denial) { d.actor = "agent:b" }, false},
-		{"another action", func(d *denial) { d.action = "svid.jwt" }, false},
+// maxJoinTokenLen is the agent API's bound on a join token.
+func maxJoinTokenLen(tb testing.TB) int {
+	n, _, ok := agentapi.RequestBound("signet.agent.v1.AttestAgentRequest.join_token")
+	if !ok {
+		tb.Fatal("the agent API has no bound on join tokens")
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			d := base
-			tc.mod(&d)
-			if got := d.kind() == base.kind(); got != tc.same {
-				t.Fatalf("same kind = %v, want %v", got, tc.same)
-			}
-		})
-	}
-}
-
-// Stopping the log writes the repeats it still holds.
-func TestDenialLogStopWritesHeldRepeats(t *testing.T) {
-	st := openStore(t)
-	l := NewDenialLog(st, nil, testLogger(t))
-	stop := startRun(t, l.Run)
-	a := auditor{denials: l, log: testLogger(t), limit: newRefusalLogLimiter()}
-	for i := range 5 {
-		a.denied(context.Background(), "uid:1001", "admin.CreateEntry", "", errors.New("uid 1001 is not an admin"))
-		if i == 0 {
-			waitRefusals(t, st, "admin.CreateEntry", 1)
-		}
-	}
-	stop()
-	recs := waitRefusals(t, st, "admin.CreateEntry", 5)
-	if len(recs) != 2 || refusals(t, recs[1]) != 4 || recs[1].Actor != "uid:1001" {
-		t.Fatalf("records after stop: %+v", recs)
-	}
+	return n
 }

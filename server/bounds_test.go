@@ -6,6 +6,9 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/apierr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,52 +16,22 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// apiServices are the services whose requests requestBounds covers.
+// apiServices are the services whose requests the bounds of both APIs cover.
 var apiServices = []protoreflect.ServiceDescriptor{
 	agentv1.File_agentv1_agent_proto.Services().ByName("Agent"),
 	adminv1.File_adminv1_admin_proto.Services().ByName("Admin"),
 }
 
-// boundedFields calls f for every string, bytes and repeated field reachable from md.
-func boundedFields(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool, f func(protoreflect.FieldDescriptor)) {
-	if seen[md.FullName()] {
-		return
-	}
-	seen[md.FullName()] = true
-	for i := 0; i < md.Fields().Len(); i++ {
-		fd := md.Fields().Get(i)
-		if needsBound(fd) {
-			f(fd)
-		}
-		if fd.Kind() == protoreflect.MessageKind {
-			boundedFields(fd.Message(), seen, f)
-		}
-	}
-}
+// fieldBound bounds one request field (agentapi.RequestBound, adminapi.RequestBound).
+type fieldBound struct{ n, each int }
 
-// Every string, bytes and repeated field of every request has a bound, and every bound names a field.
-func TestRequestBoundsCoverEveryField(t *testing.T) {
-	seen := map[protoreflect.FullName]bool{}
-	covered := map[protoreflect.FullName]bool{}
-	for _, sd := range apiServices {
-		for i := 0; i < sd.Methods().Len(); i++ {
-			boundedFields(sd.Methods().Get(i).Input(), seen, func(fd protoreflect.FieldDescriptor) {
-				b, ok := requestBounds[fd.FullName()]
-				switch {
-				case !ok:
-					t.Errorf("%s has no bound in requestBounds", fd.FullName())
-				case b.n <= 0, fd.IsList() && fd.Kind() != protoreflect.MessageKind && b.each <= 0:
-					t.Errorf("%s: bound %+v", fd.FullName(), b)
-				}
-				covered[fd.FullName()] = true
-			})
-		}
+// boundOf is the bound of a request field of either API.
+func boundOf(name protoreflect.FullName) fieldBound {
+	if n, each, ok := agentapi.RequestBound(name); ok {
+		return fieldBound{n: n, each: each}
 	}
-	for name := range requestBounds {
-		if !covered[name] {
-			t.Errorf("requestBounds names %s, not a field of any request", name)
-		}
-	}
+	n, each, _ := adminapi.RequestBound(name)
+	return fieldBound{n: n, each: each}
 }
 
 // oversized is a request with one field beyond its bound.
@@ -76,7 +49,7 @@ func oversizedCases(md protoreflect.MessageDescriptor, depth int) []oversized {
 	for i := 0; i < md.Fields().Len(); i++ {
 		fd := md.Fields().Get(i)
 		name := string(fd.Name())
-		b := requestBounds[fd.FullName()]
+		b := boundOf(fd.FullName())
 		isMsg := fd.Kind() == protoreflect.MessageKind
 		scalar := func(n int) protoreflect.Value {
 			if fd.Kind() == protoreflect.BytesKind {
@@ -109,7 +82,7 @@ func oversizedCases(md protoreflect.MessageDescriptor, depth int) []oversized {
 			for _, c := range oversizedCases(fd.Message(), depth+1) {
 				out = append(out, oversized{name + "." + c.path, func(m protoreflect.Message) { c.set(m.Mutable(fd).Message()) }})
 			}
-		case needsBound(fd):
+		case apierr.NeedsBound(fd):
 			out = append(out, oversized{name, func(m protoreflect.Message) { m.Set(fd, scalar(b.n+1)) }})
 		}
 	}
@@ -160,7 +133,11 @@ func TestEveryRequestFieldIsBoundedAtTheAPI(t *testing.T) {
 			}
 		}
 	}
-	if n < len(requestBounds) {
-		t.Fatalf("only %d oversized requests for %d bounds", n, len(requestBounds))
+	bounds := 0
+	for _, sd := range apiServices {
+		apierr.RequestFields(sd, func(protoreflect.FieldDescriptor) { bounds++ })
+	}
+	if n < bounds {
+		t.Fatalf("only %d oversized requests for %d bounds", n, bounds)
 	}
 }

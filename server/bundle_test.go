@@ -9,6 +9,7 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 )
 
@@ -56,7 +57,7 @@ func TestBundleSentAlikeAndSorted(t *testing.T) {
 	}
 	sameAsAdmin("attestation", att.Bundle)
 	for range 5 { // map order would differ from one conversion to the next
-		msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(Caller{AgentID: agentA})), 0))
+		msgs := recvUpdate(t, syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA})), 0))
 		sameAsAdmin("sync", msgs[0].Bundle)
 		again, err := e.srv.Admin.GetBundle(testCtx(t), &adminv1.GetBundleRequest{})
 		if err != nil || !slices.EqualFunc(again.JwtAuthorities, admin.JwtAuthorities, func(a, d *adminv1.JWTKey) bool { return a.KeyId == d.KeyId }) {

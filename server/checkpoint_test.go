@@ -13,6 +13,8 @@ import (
 
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,19 +25,19 @@ import (
 func TestSignCheckpoint(t *testing.T) {
 	st, authority, other := openStore(t), newCA(t), newCA(t)
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	if _, err := SignCheckpoint(st, authority, now, nil); !errors.Is(err, storage.ErrAuditEmpty) {
+	if _, err := adminapi.SignCheckpoint(st, authority, now, nil); !errors.Is(err, storage.ErrAuditEmpty) {
 		t.Fatalf("checkpoint of an empty log: %v", err)
 	}
 	if _, err := st.CreateOwner(storage.WithActor(testCtx(t), "test"), storage.Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := SignCheckpoint(st, authority, now, nil)
+	f, err := adminapi.SignCheckpoint(st, authority, now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data, _ := json.MarshalIndent(f, "", "  ")
 	roots := []*x509.Certificate{other.X509Authority(), authority.X509Authority()}
-	cp, root, err := ParseCheckpoint(data, roots, "example.org")
+	cp, root, err := adminapi.ParseCheckpoint(data, roots, "example.org")
 	head, _ := st.AuditHead()
 	if err != nil || root != authority.X509Authority() || cp.Seq != head.Seq || cp.HeadHash != head.Hash || cp.Node != st.NodeID() || !cp.Time.Equal(now) {
 		t.Fatalf("parse: %+v root %v, %v (head %+v)", cp, root, err, head)
@@ -51,9 +53,9 @@ func TestSignCheckpoint(t *testing.T) {
 		{"a root not in the bundle", data, roots[:1], "example.org", "signature does not verify"},
 		{"an altered statement", []byte(strings.Replace(string(data), `"seq": 1`, `"seq": 2`, 1)), roots, "example.org", "signature does not verify"},
 		{"not a checkpoint", []byte("hello"), roots, "example.org", "not a checkpoint file"},
-		{"too large", make([]byte, MaxCheckpointFileSize+1), roots, "example.org", "more than"},
+		{"too large", make([]byte, adminapi.MaxCheckpointFileSize+1), roots, "example.org", "more than"},
 	} {
-		if _, _, err := ParseCheckpoint(tc.data, tc.roots, tc.td); !errors.Is(err, ErrBadCheckpoint) || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := adminapi.ParseCheckpoint(tc.data, tc.roots, tc.td); !errors.Is(err, adminapi.ErrBadCheckpoint) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}
 	}
@@ -66,7 +68,7 @@ func TestSignCheckpoint(t *testing.T) {
 func TestAutomaticCheckpoint(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "audit-checkpoint.json")
 	st, authority := openStore(t), newCA(t)
-	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, AgentAuth: fixedAgent(Caller{AgentID: agentA}),
+	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil }, Logger: testLogger(t),
 		AuditCheckpointFile: file, AuditCheckpointEvery: 10 * time.Millisecond})
 	if err != nil {
@@ -77,10 +79,10 @@ func TestAutomaticCheckpoint(t *testing.T) {
 	if err := srv.PublishAuthorities(ctx); err != nil {
 		t.Fatal(err)
 	}
-	stored := func() AuditCheckpoint {
-		cp, err := srv.Admin.storedCheckpoint()
+	stored := func() adminapi.AuditCheckpoint {
+		cp, err := srv.Admin.StoredCheckpoint()
 		if err != nil || cp == nil {
-			return AuditCheckpoint{}
+			return adminapi.AuditCheckpoint{}
 		}
 		return *cp
 	}
@@ -105,8 +107,8 @@ func TestAutomaticCheckpoint(t *testing.T) {
 	stop()
 
 	// A checkpoint the chain does not hold (as after a rewrite) is never extended.
-	forged := &AuditCheckpoint{Seq: head.Seq, HeadHash: strings.Repeat("0", 64)}
-	if _, err := SignCheckpoint(st, authority, time.Now(), forged); !errors.Is(err, storage.ErrAuditBroken) || !strings.Contains(err.Error(), "refusing to sign") {
+	forged := &adminapi.AuditCheckpoint{Seq: head.Seq, HeadHash: strings.Repeat("0", 64)}
+	if _, err := adminapi.SignCheckpoint(st, authority, time.Now(), forged); !errors.Is(err, storage.ErrAuditBroken) || !strings.Contains(err.Error(), "refusing to sign") {
 		t.Fatalf("sign a chain that does not hold the previous checkpoint: %v", err)
 	}
 	// A file that does not verify is reported, and left alone.
@@ -117,7 +119,7 @@ func TestAutomaticCheckpoint(t *testing.T) {
 	if _, err := srv.Admin.VerifyAudit(ctx, &adminv1.VerifyAuditRequest{}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "remove the file") {
 		t.Fatalf("verify with an automatic checkpoint that does not verify: %v", err)
 	}
-	srv.Admin.renewCheckpoint()
+	srv.Admin.RenewCheckpoint()
 	if got := mustReadFile(t, file); string(got) != string(bad) {
 		t.Fatal("an automatic checkpoint that does not verify was replaced")
 	}

@@ -10,6 +10,9 @@ import (
 
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -22,9 +25,9 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	now := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second) // past a fresh token's 10 minutes
-	var caller Caller
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
-		Authenticate: func(context.Context) (Caller, error) { return caller, nil },
+	var caller agentapi.Caller
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+		Authenticate: func(context.Context) (agentapi.Caller, error) { return caller, nil },
 		Clock:        func() time.Time { return now }, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +37,7 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 		t.Fatalf("AttestAgent with a token expired by the service's clock: %v", err)
 	}
 
-	id, tok, hash, err := newJoinToken()
+	id, tok, hash, err := adminapi.NewJoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +58,7 @@ func TestAgentServiceAttestsByItsClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller = Caller{AgentID: AgentIDForToken(testTD, id), NodeAttestation: AttestationJoinToken}
+	caller = agentapi.Caller{AgentID: issuer.AgentIDForToken(testTD, id), NodeAttestation: agentapi.AttestationJoinToken}
 	// The CA signs by the wall clock: renew within the SVID's life by the service's clock (an expired
 	// SVID never renews).
 	now = cert.NotAfter.Add(-time.Minute).UTC().Truncate(time.Second)
@@ -73,18 +76,18 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	wall := time.Now()
-	aliasID, err := NewEntryID()
+	aliasID, err := adminapi.NewEntryID()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// An alias active by the wall clock for another hour.
 	if _, err := e.st.CreateEntry(testCtx(t), storage.Entry{ID: aliasID, SPIFFEID: "spiffe://example.org/nodes/alice",
-		ParentID: ServerID(testTD).String(), Owner: "alice", Purpose: "alias", X509TTL: time.Hour, JWTTTL: time.Hour,
-		Selectors: []selector.Selector{{Type: AttestationJoinToken, Value: "owner:alice"}}, ExpiresAt: wall.Add(time.Hour).UTC()}); err != nil {
+		ParentID: issuer.ServerID(testTD).String(), Owner: "alice", Purpose: "alias", X509TTL: time.Hour, JWTTTL: time.Hour,
+		Selectors: []selector.Selector{{Type: agentapi.AttestationJoinToken, Value: "owner:alice"}}, ExpiresAt: wall.Add(time.Hour).UTC()}); err != nil {
 		t.Fatal(err)
 	}
 	child := e.entry(t, "spiffe://example.org/metrics", spiffeid.RequireFromString("spiffe://example.org/nodes/alice"), "alice", nil)
-	caller := Caller{AgentID: agentA, Selectors: []selector.Selector{{Type: AttestationJoinToken, Value: "owner:alice"}}}
+	caller := agentapi.Caller{AgentID: agentA, Selectors: []selector.Selector{{Type: agentapi.AttestationJoinToken, Value: "owner:alice"}}}
 	tests := []struct {
 		name  string
 		clock time.Time
@@ -95,7 +98,7 @@ func TestSyncEntriesAliasesByItsClock(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+			svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
 				Authenticate: fixedAgent(caller), Clock: func() time.Time { return tc.clock }, Logger: testLogger(t)})
 			if err != nil {
 				t.Fatal(err)

@@ -10,22 +10,15 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/cluster"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
-
-// serverCert returns the node's server SVID holder, created once and shared by the agent API's TLS
-// configuration and the cluster port.
-func (i *Issuer) serverCert(id spiffeid.ID) *serverCert {
-	i.scOnce.Do(func() { i.sc = &serverCert{iss: i, id: id} })
-	return i.sc
-}
 
 // ClusterIdentity is this node's side of the cluster layer: its credentials (cluster.Identity) and the
 // registration of nodes in the bundle and the ledger (cluster.Registrar).
 type ClusterIdentity struct {
 	s  *Server
-	sc *serverCert
+	sc *issuer.ServerCert
 }
 
 var (
@@ -35,48 +28,22 @@ var (
 
 // ClusterIdentity returns the node's cluster identity.
 func (s *Server) ClusterIdentity() (*ClusterIdentity, error) {
-	id, err := spiffeid.FromSegments(s.cfg.TrustDomain, "signet", "server", s.cfg.Store.NodeID())
+	sc, err := s.Issuer.ServerCert()
 	if err != nil {
-		return nil, fmt.Errorf("server: SPIFFE ID for node %q: %w", s.cfg.Store.NodeID(), err)
+		return nil, fmt.Errorf("server: %w", err)
 	}
-	return &ClusterIdentity{s: s, sc: s.Issuer.serverCert(id)}, nil
+	return &ClusterIdentity{s: s, sc: sc}, nil
 }
 
 // Certificate is the current server SVID (its record committed), or nil before there is one. From half
 // its life, a renewal is started in the background (the agent API's handshakes renew it too).
-func (c *ClusterIdentity) Certificate() *tls.Certificate {
-	cert := c.sc.current.Load()
-	if cert != nil && time.Now().After(c.renewAt(cert)) && c.sc.mu.TryLock() {
-		c.sc.mu.Unlock()
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if _, err := c.sc.get(ctx); err != nil {
-				c.s.cfg.Logger.Warn("server SVID renewal failed; retried on next use", "error", err)
-			}
-		}()
-	}
-	return cert
-}
-
-func (c *ClusterIdentity) renewAt(cert *tls.Certificate) time.Time {
-	return cert.Leaf.NotBefore.Add(cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore) / 2)
-}
+func (c *ClusterIdentity) Certificate() *tls.Certificate { return c.sc.Current() }
 
 // NewCertificate signs a server SVID whose record the leader commits when this node registers.
-func (c *ClusterIdentity) NewCertificate() (*tls.Certificate, error) { return c.sc.sign() }
+func (c *ClusterIdentity) NewCertificate() (*tls.Certificate, error) { return c.sc.Sign() }
 
 // InstallCertificate makes cert, its record committed by the leader, the current server SVID.
-func (c *ClusterIdentity) InstallCertificate(cert *tls.Certificate) {
-	if !c.sc.mu.TryLock() {
-		// A renewal holds the lock, and may be waiting on this very certificate (its record is
-		// forwarded with it): make it current for the cluster port; the renewal installs its own.
-		c.sc.current.Store(cert)
-		return
-	}
-	defer c.sc.mu.Unlock()
-	c.sc.install(cert)
-}
+func (c *ClusterIdentity) InstallCertificate(cert *tls.Certificate) { c.sc.Install(cert) }
 
 // X509Authorities is the trust bundle's X.509 roots.
 func (c *ClusterIdentity) X509Authorities() []*x509.Certificate {
@@ -98,7 +65,7 @@ func (c *ClusterIdentity) RegisterSelf(ctx context.Context) error {
 	if err := c.s.PublishAuthorities(ctx); err != nil {
 		return err
 	}
-	if _, err := c.sc.get(ctx); err != nil {
+	if _, err := c.sc.Get(ctx); err != nil {
 		return fmt.Errorf("server: server SVID: %w", err)
 	}
 	return nil
@@ -114,7 +81,7 @@ func (c *ClusterIdentity) RegisterNode(ctx context.Context, n cluster.NodeCreden
 	if err := c.s.publish(ctx, n.NodeID, n.X509Authority, pub, n.JWTKeyID, n.X509Authority.NotAfter); err != nil {
 		return err
 	}
-	if err := c.s.Recorder.Record(ctx, serverSVIDRecord(n.SVID, n.NodeID)); err != nil {
+	if err := c.s.Issuer.RecordServerSVID(ctx, n.SVID, n.NodeID); err != nil {
 		return fmt.Errorf("server: node %s: record its server SVID: %w", n.NodeID, err)
 	}
 	return nil

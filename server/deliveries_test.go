@@ -8,6 +8,8 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -45,16 +47,16 @@ func TestReportDeliveries(t *testing.T) {
 	}
 
 	// Another agent reporting this credential: dropped, not refused (it would retry forever).
-	other := agentClient(t, e, fixedAgent(Caller{AgentID: agentB}))
+	other := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentB}))
 	if resp, err := other.ReportDeliveries(testCtx(t), &agentv1.ReportDeliveriesRequest{Deliveries: []*agentv1.Delivery{d}}); err != nil || resp.Recorded != 0 {
 		t.Fatalf("another agent's report: %v, %v; want none recorded", resp, err)
 	}
 
-	many := make([]*agentv1.Delivery, MaxDeliveriesPerReport+1)
+	many := make([]*agentv1.Delivery, agentapi.MaxDeliveriesPerReport+1)
 	for i := range many {
 		many[i] = d
 	}
-	long := &agentv1.Caller{Uid: 1000, Path: "/" + strings.Repeat("p", MaxDeliveryPathLen)}
+	long := &agentv1.Caller{Uid: 1000, Path: "/" + strings.Repeat("p", agentapi.MaxDeliveryPathLen)}
 	for _, tc := range []struct {
 		name string
 		ds   []*agentv1.Delivery
@@ -85,7 +87,7 @@ func TestReviewGoesByDeliveries(t *testing.T) {
 	mintedOnly := e.entry(t, "spiffe://example.org/a/minted", agentA, "alice", nil)
 	old := e.entry(t, "spiffe://example.org/a/old", agentA, "alice", nil)
 	recent := e.entry(t, "spiffe://example.org/a/recent", agentA, "alice", nil)
-	client := agentClient(t, e, fixedAgent(Caller{AgentID: agentA}))
+	client := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA}))
 	now := time.Now().Add(10 * 24 * time.Hour) // the review's clock: ten days on
 	for _, en := range []struct {
 		id   string
@@ -103,7 +105,7 @@ func TestReviewGoesByDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
 		Authenticate: func(context.Context) (string, error) { return "test-admin", nil }, Clock: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 
+	"github.com/signet-id/signet/server/apierr"
+
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -29,7 +31,7 @@ func NewHealthService(statuses *health.Server, node NodeHealth) *HealthService {
 // Check reports the node's problem, if any, before the service status.
 func (h *HealthService) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	if err := h.store.Health(); err != nil {
-		return nil, toStatus(err)
+		return nil, apierr.ToStatus(err)
 	}
 	return h.Server.Check(ctx, req)
 }

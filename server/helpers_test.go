@@ -1,11 +1,10 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,9 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -58,7 +60,7 @@ func newCA(tb testing.TB) *ca.CA {
 
 // startRecorder runs rec until the test ends (or until the returned stop is called); stop waits for
 // Run to return.
-func startRecorder(tb testing.TB, rec *Recorder) (stop func()) {
+func startRecorder(tb testing.TB, rec *issuer.Recorder) (stop func()) {
 	tb.Helper()
 	return startRun(tb, rec.Run)
 }
@@ -67,27 +69,18 @@ func startRecorder(tb testing.TB, rec *Recorder) (stop func()) {
 // its context and waits for it to return.
 func startRun(tb testing.TB, run func(context.Context)) (stop func()) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(testDeadline):
-				tb.Errorf("recorder Run did not return within %s of cancellation", testDeadline)
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	return stop
+	return testkit.Run(tb, testDeadline, run)
+}
+
+// ledgerCount returns how many records the ledger holds for q (at most MaxLedgerLimit).
+func ledgerCount(tb testing.TB, st *storage.Store, q storage.LedgerQuery) int {
+	tb.Helper()
+	return testkit.LedgerCount(tb, st, q)
 }
 
 // fixedAgent authenticates every call as c.
-func fixedAgent(c Caller) Authenticator {
-	return func(context.Context) (Caller, error) { return c, nil }
+func fixedAgent(c agentapi.Caller) agentapi.Authenticator {
+	return func(context.Context) (agentapi.Caller, error) { return c, nil }
 }
 
 // env is a complete server node on real components: store, CA, recorder (running), issuer, services.
@@ -118,7 +111,7 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	st := openStore(tb)
 	authority := newCA(tb)
 	cfg := Config{Store: st, CA: authority, TrustDomain: testTD,
-		AgentAuth: fixedAgent(Caller{AgentID: agentA, NodeAttestation: "test"}),
+		AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil },
 		Logger:    testLogger(tb)}
 	if cfgMod != nil {
@@ -138,10 +131,6 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	return &env{st: st, ca: authority, srv: srv, stop: stop}
 }
 
-func (e *env) rules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: time.Now(), CANotAfter: e.ca.NotAfter()}
-}
-
 func (e *env) owner(tb testing.TB, name string) {
 	tb.Helper()
 	if _, err := e.st.CreateOwner(testCtx(tb), storage.Owner{Name: name, CreatedAt: time.Now().UTC()}); err != nil {
@@ -149,8 +138,9 @@ func (e *env) owner(tb testing.TB, name string) {
 	}
 }
 
-// entry validates and stores an entry for spiffeID under parent, owned by owner, selected by uid 1000.
-// mod, if non-nil, adjusts the entry before validation.
+// entry stores an entry for spiffeID under parent, owned by owner, selected by uid 1000, with SVIDs of
+// the default lifetime unless mod, if non-nil, says otherwise; its selectors are normalized as the admin
+// API stores them.
 func (e *env) entry(tb testing.TB, spiffeID string, parent spiffeid.ID, owner string, mod func(*storage.Entry)) storage.Entry {
 	tb.Helper()
 	en := storage.Entry{SPIFFEID: spiffeID, ParentID: parent.String(), Owner: owner, Purpose: "test workload",
@@ -158,10 +148,10 @@ func (e *env) entry(tb testing.TB, spiffeID string, parent spiffeid.ID, owner st
 	if mod != nil {
 		mod(&en)
 	}
-	if err := e.rules().validateEntry(&en); err != nil {
-		tb.Fatalf("validateEntry %s: %v", spiffeID, err)
-	}
-	id, err := NewEntryID()
+	en.X509TTL = cmp.Or(en.X509TTL, adminapi.DefaultSVIDTTL)
+	en.JWTTTL = cmp.Or(en.JWTTTL, adminapi.DefaultSVIDTTL)
+	en.Selectors = selector.Normalize(en.Selectors)
+	id, err := adminapi.NewEntryID()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -185,7 +175,7 @@ func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, o
 	for range 64 {
 		wg.Go(func() {
 			for i := range work {
-				id, err := NewEntryID()
+				id, err := adminapi.NewEntryID()
 				if err != nil {
 					errs <- err
 					continue
@@ -221,45 +211,19 @@ func (e *env) entries(tb testing.TB, n int, prefix string, parent spiffeid.ID, o
 }
 
 // manualClock is a clock that moves only when told to.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type manualClock struct{ *testkit.ManualClock }
 
-func newManualClock() *manualClock { return &manualClock{t: time.Now()} }
+func newManualClock() *manualClock { return &manualClock{testkit.NewManualClock()} }
 
-func (c *manualClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
+func (c *manualClock) now() time.Time          { return c.Now() }
+func (c *manualClock) advance(d time.Duration) { c.Advance(d) }
 
-func (c *manualClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newP256(tb testing.TB) *ecdsa.PrivateKey {
-	tb.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return k
-}
+func newP256(tb testing.TB) *ecdsa.PrivateKey { tb.Helper(); return testkit.P256(tb) }
 
 // csrFor returns a PKCS#10 CSR signed by key; tmpl may carry URIs or extensions (nil means none).
 func csrFor(tb testing.TB, key crypto.Signer, tmpl *x509.CertificateRequest) []byte {
 	tb.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		tb.Fatalf("CreateCertificateRequest: %v", err)
-	}
-	return der
+	return testkit.CSR(tb, key, tmpl)
 }
 
 func mustURL(tb testing.TB, s string) *url.URL {

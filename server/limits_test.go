@@ -12,8 +12,10 @@ import (
 
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -51,18 +53,18 @@ func TestIssuanceRateLimitPerAgent(t *testing.T) {
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) {
 		c.Clock = clock.now
-		c.IssuanceLimits = IssuanceLimits{AgentRate: 1, AgentBurst: MaxCSRBatch}
+		c.IssuanceLimits = issuer.IssuanceLimits{AgentRate: 1, AgentBurst: issuer.MaxCSRBatch}
 	}, nil)
 	e.owner(t, "alice")
 	ent := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
 	client := e.agentAPI(t)
 
-	batch := make([]*agentv1.X509SVIDRequest, MaxCSRBatch)
+	batch := make([]*agentv1.X509SVIDRequest, issuer.MaxCSRBatch)
 	for i := range batch {
 		batch[i] = &agentv1.X509SVIDRequest{EntryId: "not-an-entry", Csr: []byte{1}}
 	}
 	resp, err := client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: batch})
-	if err != nil || len(resp.Results) != MaxCSRBatch {
+	if err != nil || len(resp.Results) != issuer.MaxCSRBatch {
 		t.Fatalf("a batch of the burst's size: %v", err)
 	}
 	one := &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{{EntryId: ent.ID, Csr: csrFor(t, newP256(t), nil)}}}
@@ -73,7 +75,7 @@ func TestIssuanceRateLimitPerAgent(t *testing.T) {
 
 	// Another agent has its own bucket.
 	theirs := e.entry(t, "spiffe://example.org/b", agentB, "alice", nil)
-	clientB := agentClient(t, e, fixedAgent(Caller{AgentID: agentB, NodeAttestation: "test"}))
+	clientB := agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentB, NodeAttestation: "test"}))
 	if _, err := clientB.SignJWTSVID(testCtx(t), jwtRequest(theirs.ID)); err != nil {
 		t.Fatalf("agent B while agent A is limited: %v", err)
 	}
@@ -94,7 +96,7 @@ func TestIssuanceRateLimitPerEntry(t *testing.T) {
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) {
 		c.Clock = clock.now
-		c.IssuanceLimits = IssuanceLimits{EntryRate: 1, EntryBurst: 2}
+		c.IssuanceLimits = issuer.IssuanceLimits{EntryRate: 1, EntryBurst: 2}
 	}, nil)
 	e.owner(t, "alice")
 	busy := e.entry(t, "spiffe://example.org/busy", agentA, "alice", nil)
@@ -131,43 +133,13 @@ func TestIssuanceRateLimitPerEntry(t *testing.T) {
 	}
 }
 
-// Buckets of keys that went idle long enough to refill are dropped: memory follows active keys.
-func TestIssuanceBucketsOfIdleKeysExpire(t *testing.T) {
-	clock := newManualClock()
-	e := newEnvConfig(t, func(c *Config) { c.Clock = clock.now }, nil)
-	iss := e.srv.Issuer
-	for i := range 5000 {
-		if err := iss.admit(Caller{AgentID: spiffeid.RequireFromPath(testTD, "/signet/agent/"+itoa(i))}, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := iss.agents.Len(); n != 5000 {
-		t.Fatalf("%d buckets for 5000 active agents", n)
-	}
-	clock.advance(iss.agents.RefillTime())
-	if err := iss.admit(Caller{AgentID: agentB}, 1); err != nil {
-		t.Fatal(err)
-	}
-	if n := iss.agents.Len(); n != 1 {
-		t.Fatalf("%d buckets after the others went idle, want 1", n)
-	}
-}
-
-func TestIssuanceLimitsValidated(t *testing.T) {
-	for _, l := range []IssuanceLimits{{AgentBurst: MaxCSRBatch - 1}, {EntryRate: -1}, {EntryBurst: -1}} {
-		if _, err := l.withDefaults(); err == nil {
-			t.Errorf("%+v accepted", l)
-		}
-	}
-}
-
 // Below min_free_disk free under the data directory, the server refuses every issuance (workload and
 // agent SVIDs) with ResourceExhausted, and resumes once space is back. As root (CI) this runs against a
 // real 16 MiB tmpfs that the test fills; not as root no file system can be mounted, and the free space
 // is simulated through the injectable FreeDisk function instead.
 func TestDiskNearlyFullRefusesIssuance(t *testing.T) {
 	dir := t.TempDir()
-	free := StatfsFree
+	free := issuer.StatfsFree
 	var fill, unfill func()
 	if os.Geteuid() == 0 {
 		if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
@@ -206,7 +178,7 @@ func TestDiskNearlyFullRefusesIssuance(t *testing.T) {
 		t.Fatalf("with room on disk: %v", err)
 	}
 	fill()
-	clock.advance(diskCheckEvery)
+	clock.advance(issuer.DiskCheckEvery)
 	_, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID))
 	wantExhausted(t, "JWT on a nearly full disk", err, "server disk nearly full: 2 MiB free under data_dir "+dir+", below min_free_disk (4 MiB)")
 	_, err = client.SignX509SVIDs(testCtx(t), &agentv1.SignX509SVIDsRequest{Requests: []*agentv1.X509SVIDRequest{{EntryId: ent.ID, Csr: csrFor(t, newP256(t), nil)}}})
@@ -216,7 +188,7 @@ func TestDiskNearlyFullRefusesIssuance(t *testing.T) {
 	wantExhausted(t, "agent attestation on a nearly full disk", err, "server disk nearly full")
 
 	unfill()
-	clock.advance(diskCheckEvery)
+	clock.advance(issuer.DiskCheckEvery)
 	if _, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID)); err != nil {
 		t.Fatalf("with room on disk again: %v", err)
 	}
@@ -225,13 +197,13 @@ func TestDiskNearlyFullRefusesIssuance(t *testing.T) {
 	}
 }
 
-// The free space is read at most once per diskCheckEvery, not per request.
+// The free space is read at most once per issuer.DiskCheckEvery, not per request.
 func TestDiskCheckIsCached(t *testing.T) {
 	var reads atomic.Int32
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) {
 		c.Clock, c.DataDir = clock.now, t.TempDir()
-		c.FreeDisk = func(dir string) (uint64, error) { reads.Add(1); return StatfsFree(dir) }
+		c.FreeDisk = func(dir string) (uint64, error) { reads.Add(1); return issuer.StatfsFree(dir) }
 	}, nil)
 	e.owner(t, "alice")
 	ent := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
@@ -241,7 +213,7 @@ func TestDiskCheckIsCached(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clock.advance(diskCheckEvery)
+	clock.advance(issuer.DiskCheckEvery)
 	if _, err := client.SignJWTSVID(testCtx(t), jwtRequest(ent.ID)); err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +238,7 @@ func TestAgentRenewalOnNearlyFullDisk(t *testing.T) {
 	e.owner(t, "alice")
 	svid := e.attest(t)
 	full.Store(true)
-	e.clock.advance(diskCheckEvery)
+	e.clock.advance(issuer.DiskCheckEvery)
 	_, tok := e.joinToken(t, "alice", "")
 	_, err := e.dial(t, nil).AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tok, Csr: csrFor(t, newP256(t), nil)})
 	wantExhausted(t, "a new agent on a nearly full disk", err, "server disk nearly full")
@@ -282,7 +254,7 @@ func TestIssuanceLimitRefusalsLogged(t *testing.T) {
 	var logs testkit.SyncBuffer
 	e := newEnvConfig(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		c.IssuanceLimits = IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
+		c.IssuanceLimits = issuer.IssuanceLimits{EntryRate: 0.001, EntryBurst: 1}
 	}, nil)
 	e.owner(t, "alice")
 	ent := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
@@ -299,8 +271,8 @@ func TestIssuanceLimitRefusalsLogged(t *testing.T) {
 	if lines == 0 || !strings.Contains(out, agentA.String()) || !strings.Contains(out, ent.ID) || !strings.Contains(out, "entry_rate") {
 		t.Fatalf("no log line naming the agent, the entry and the limit:\n%s", out)
 	}
-	if lines > refusalLogBurst {
-		t.Fatalf("500 refusals logged %d lines, want at most %d", lines, refusalLogBurst)
+	if lines > apierr.RefusalLogBurst {
+		t.Fatalf("500 refusals logged %d lines, want at most %d", lines, apierr.RefusalLogBurst)
 	}
 }
 
@@ -330,10 +302,10 @@ func TestHealthReportsDiskNearlyFull(t *testing.T) {
 		t.Fatalf("with room on disk: %v", err)
 	}
 	full.Store(true)
-	clock.advance(diskCheckEvery)
+	clock.advance(issuer.DiskCheckEvery)
 	wantExhausted(t, "health below min_free_disk", check(), "server disk nearly full")
 	full.Store(false)
-	clock.advance(diskCheckEvery)
+	clock.advance(issuer.DiskCheckEvery)
 	if err := check(); err != nil {
 		t.Fatalf("with room on disk again: %v", err)
 	}

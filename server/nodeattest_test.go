@@ -7,6 +7,8 @@ import (
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,7 +27,7 @@ func TestAttestAgentRefusesUnusableTokens(t *testing.T) {
 	if _, err := e.srv.Agent.AttestAgent(ctx, &agentv1.AttestAgentRequest{JoinToken: used, Csr: csrFor(t, newP256(t), nil)}); err != nil {
 		t.Fatalf("first use of a token: %v", err)
 	}
-	id, expired, hash, err := newJoinToken()
+	id, expired, hash, err := adminapi.NewJoinToken()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,51 +72,13 @@ func TestAttestAgentRefusesUnusableTokens(t *testing.T) {
 	}
 }
 
-// Join tokens give agent IDs only: under /signet/agent/ in the trust domain, never a workload's ID or a
-// server's.
-func TestValidateTokenRequestSPIFFEID(t *testing.T) {
-	tests := []struct {
-		name, id string
-		ok       bool
-	}{
-		{"none: derived from the token", "", true},
-		{"token-derived form", "spiffe://example.org/signet/agent/join_token/0123456789abcdef", true},
-		{"named agent", "spiffe://example.org/signet/agent/web-1", true},
-		{"nested agent path", "spiffe://example.org/signet/agent/eu/web-1", true},
-		{"workload ID", "spiffe://example.org/web", false},
-		{"workload-looking host ID", "spiffe://example.org/host/web-1", false},
-		{"server ID", "spiffe://example.org/signet/server", false},
-		{"a server node's ID", "spiffe://example.org/signet/server/node-1", false},
-		{"agent path itself", "spiffe://example.org/signet/agent", false},
-		{"agent prefix without separator", "spiffe://example.org/signet/agents/web-1", false},
-		{"reserved root", "spiffe://example.org/signet", false},
-		{"other trust domain", "spiffe://other.org/signet/agent/web-1", false},
-		{"no path", "spiffe://example.org", false},
-		{"not a SPIFFE ID", "web-1", false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ttl, err := validateTokenRequest(testTD, "alice", 600, tc.id)
-			if tc.ok {
-				if err != nil || ttl != 10*time.Minute {
-					t.Fatalf("validateTokenRequest(%q): %s, %v; want accepted", tc.id, ttl, err)
-				}
-				return
-			}
-			if codeOf(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "spiffe_id") {
-				t.Fatalf("validateTokenRequest(%q): %v; want InvalidArgument naming spiffe_id", tc.id, err)
-			}
-		})
-	}
-}
-
 // A token naming an agent ID attests the agent under that ID; a workload's ID is refused at creation.
 func TestJoinTokenNamedAgentID(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	if _, err := e.srv.Admin.CreateJoinToken(testCtx(t), &adminv1.CreateJoinTokenRequest{Owner: "alice", TtlSeconds: 600,
-		SpiffeId: "spiffe://example.org/web"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), agentPathPrefix) {
-		t.Fatalf("token for a workload ID: %v; want InvalidArgument naming %s", err, agentPathPrefix)
+		SpiffeId: "spiffe://example.org/web"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), issuer.AgentPathPrefix) {
+		t.Fatalf("token for a workload ID: %v; want InvalidArgument naming %s", err, issuer.AgentPathPrefix)
 	}
 	const named = "spiffe://example.org/signet/agent/web-1"
 	_, tok := e.joinToken(t, "alice", named)

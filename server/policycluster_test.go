@@ -10,6 +10,7 @@ import (
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,7 +45,7 @@ func TestConfiguredPolicySeedsTheCluster(t *testing.T) {
 		t.Fatalf("an entry the cluster's policy allows: %v", err)
 	}
 	var logs testkit.SyncBuffer
-	restarted, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Policy: seed,
+	restarted, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Policy: seed,
 		Authenticate: func(context.Context) (string, error) { return "x", nil }, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

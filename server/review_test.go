@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,7 +16,7 @@ func TestSignReviewEntryIDs(t *testing.T) {
 	e := newEnv(t)
 	e.owner(t, "alice")
 	en := e.entry(t, "spiffe://example.org/web", agentA, "alice", nil)
-	many := make([]string, MaxBatchEntries+1)
+	many := make([]string, adminapi.MaxBatchEntries+1)
 	for i := range many {
 		many[i] = fmt.Sprintf("%032x", i)
 	}
@@ -27,7 +28,7 @@ func TestSignReviewEntryIDs(t *testing.T) {
 		want string // in the error
 	}{
 		{"one entry", []string{en.ID}, false, codes.OK, ""},
-		{"too many", many, false, codes.InvalidArgument, fmt.Sprintf("entry_ids: invalid argument: %d values, at most %d", len(many), MaxBatchEntries)},
+		{"too many", many, false, codes.InvalidArgument, fmt.Sprintf("entry_ids: invalid argument: %d values, at most %d", len(many), adminapi.MaxBatchEntries)},
 		{"IDs and all", []string{en.ID}, true, codes.InvalidArgument, "not both"},
 		{"none", nil, false, codes.InvalidArgument, "required"},
 	}

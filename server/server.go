@@ -1,5 +1,6 @@
-// Package server is a Signet server node: the agent API (entry sync, SVID signing), the admin API, and
-// the issuance path that ties the registry, the CA and the ledger together.
+// Package server wires a Signet server node from its parts: the issuer (server/issuer: authorize, sign,
+// record), the agent API (server/agentapi) and the admin API (server/adminapi), each consuming the
+// others through small interfaces of its own.
 //
 //	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, …})
 //	go srv.Run(ctx)                 // the ledger recorder, pruning and the denial log
@@ -10,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,10 @@ import (
 
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/policy"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/denials"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -28,15 +34,16 @@ type Config struct {
 	CA          *ca.CA
 	TrustDomain spiffeid.TrustDomain
 	// AgentAuth identifies agents calling the agent API.
-	AgentAuth Authenticator
+	AgentAuth agentapi.Authenticator
 	// AdminAuth identifies admins calling the admin API.
-	AdminAuth AdminAuthenticator
+	AdminAuth adminapi.AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
-	// AgentSVIDTTL is the lifetime of agent SVIDs (default DefaultAgentSVIDTTL), at least 10 s; the
-	// configuration (cmd/signet) requires MinAgentSVIDTTL.
+	// AgentSVIDTTL is the lifetime of agent SVIDs (default agentapi.DefaultAgentSVIDTTL), at least 10 s;
+	// the configuration (cmd/signet) requires agentapi.MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
-	// DefaultEntryTTL is the lifetime of entries created without an expiry (default DefaultEntryLifetime).
+	// DefaultEntryTTL is the lifetime of entries created without an expiry (default
+	// adminapi.DefaultEntryLifetime).
 	DefaultEntryTTL time.Duration
 	// LedgerRetention is how long issuance records are kept (default DefaultLedgerRetention; at least
 	// storage.MaxCredentialLifetime, so every still-valid credential can be looked up).
@@ -45,18 +52,19 @@ type Config struct {
 	// when there is none (AdminServiceConfig.Policy).
 	Policy *policy.Config
 	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
-	// defaults MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
+	// defaults adminapi.MinX509SVIDTTL and MinJWTSVIDTTL): every SVID is kept in the ledger for its retention.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
-	IssuanceLimits IssuanceLimits
+	IssuanceLimits issuer.IssuanceLimits
 	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
-	// (default DefaultMinFreeDisk, measured by FreeDisk, default StatfsFree) the server refuses to issue.
+	// (default issuer.DefaultMinFreeDisk, measured by FreeDisk, default issuer.StatfsFree) the server
+	// refuses to issue.
 	DataDir     string
 	MinFreeDisk uint64
-	FreeDisk    FreeDiskFunc
+	FreeDisk    issuer.FreeDiskFunc
 	// AuditCheckpointFile, if set, is where the node keeps its latest automatic audit checkpoint (see
-	// checkpoint.go), renewed every AuditCheckpointEvery (default DefaultAuditCheckpointEvery) when the
-	// log grew, and at shutdown.
+	// adminapi/checkpoint.go), renewed every AuditCheckpointEvery (default
+	// adminapi.DefaultAuditCheckpointEvery) when the log grew, and at shutdown.
 	AuditCheckpointFile  string
 	AuditCheckpointEvery time.Duration
 	Clock                func() time.Time
@@ -66,14 +74,14 @@ type Config struct {
 // Server bundles the components of one server node.
 type Server struct {
 	cfg      Config
-	Recorder *Recorder
+	Recorder *issuer.Recorder
 	// Deliveries group-commits agents' delivery reports (run by Run).
-	Deliveries *DeliveryRecorder
+	Deliveries *agentapi.DeliveryRecorder
 	// Denials carries refused requests of both APIs to the audit log (run by Run).
-	Denials *DenialLog
-	Issuer  *Issuer
-	Agent   *AgentService
-	Admin   *AdminService
+	Denials *denials.DenialLog
+	Issuer  *issuer.Issuer
+	Agent   *agentapi.AgentService
+	Admin   *adminapi.AdminService
 }
 
 // New builds a server node's components from cfg.
@@ -88,21 +96,21 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.AuditCheckpointEvery <= 0 {
-		cfg.AuditCheckpointEvery = DefaultAuditCheckpointEvery
+		cfg.AuditCheckpointEvery = adminapi.DefaultAuditCheckpointEvery
 	}
-	rec, err := NewRecorder(RecorderConfig{Appender: cfg.Store})
+	rec, err := issuer.NewRecorder(issuer.RecorderConfig{Appender: cfg.Store})
 	if err != nil {
 		return nil, err
 	}
-	iss, err := NewIssuer(IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
+	iss, err := issuer.NewIssuer(issuer.IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
 		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	denials := NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
-	deliveries := NewDeliveryRecorder(cfg.Store)
-	agent, err := NewAgentService(AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denials, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
+	denialLog := denials.NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
+	deliveries := agentapi.NewDeliveryRecorder(cfg.Store)
+	agent, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denialLog, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -112,23 +120,30 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denials, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
+		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denials, Issuer: iss, Agent: agent, Admin: admin}, nil
+	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denialLog, Issuer: iss, Agent: agent, Admin: admin}, nil
 }
 
 // Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
-// disk, storage.ErrDiskFull), or ErrResourceExhausted while the data dir's file system is below
-// MinFreeDisk and issuance is refused. A HealthService reports it.
+// disk, storage.ErrDiskFull), or apierr.ErrResourceExhausted while the data dir's file system is
+// below MinFreeDisk and issuance is refused. A HealthService reports it.
 func (s *Server) Health() error {
 	if err := s.cfg.Store.Health(); err != nil {
 		return err
 	}
-	return s.Issuer.disk.check()
+	return s.Issuer.CheckDisk()
+}
+
+// AgentTLSConfig is the TLS configuration of this node's agent API listener
+// (agentapi.ServerTLSConfig): the issuer's server SVID, agents verified against the store's bundle by
+// the node's clock.
+func (s *Server) AgentTLSConfig(ctx context.Context) (*tls.Config, error) {
+	return agentapi.ServerTLSConfig(ctx, s.Issuer, s.cfg.Store, s.cfg.Clock)
 }
 
 // DefaultLedgerRetention is how long issuance records are kept by default.
@@ -191,4 +206,24 @@ func (s *Server) pruneLoop(ctx context.Context) {
 func (s *Server) PublishAuthorities(ctx context.Context) error {
 	root := s.cfg.CA.X509Authority()
 	return s.publish(ctx, s.cfg.Store.NodeID(), root, s.cfg.CA.JWTPublicKey(), s.cfg.CA.JWTKeyID(), s.cfg.CA.NotAfter())
+}
+
+// checkpointLoop renews the automatic audit checkpoint at start, every AuditCheckpointEvery, and once
+// more when ctx ends (the store is still open then).
+func (s *Server) checkpointLoop(ctx context.Context) {
+	if s.cfg.AuditCheckpointFile == "" {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Admin.RenewCheckpoint()
+			return
+		case <-t.C:
+		}
+		s.Admin.RenewCheckpoint()
+		t.Reset(s.cfg.AuditCheckpointEvery)
+	}
 }

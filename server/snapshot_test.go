@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -70,7 +70,7 @@ func TestSaveSnapshot(t *testing.T) {
 		t.Fatalf("%d snapshot.save audit records, want 1", n)
 	}
 
-	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: UnixAdminAuth(uint32(os.Getuid())),
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: adminapi.UnixAdminAuth(uint32(os.Getuid())),
 		MaxSnapshotSize: 4096, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -81,27 +81,5 @@ func TestSaveSnapshot(t *testing.T) {
 	}
 	if n := len(snapshotSaves(t, e.st)); n != 1 {
 		t.Fatalf("%d snapshot.save audit records after a refused save, want 1", n)
-	}
-}
-
-// TestChunkSender: a body written in one piece is sent in chunks of at most SnapshotChunkSize, in order.
-func TestChunkSender(t *testing.T) {
-	in := make([]byte, 2*SnapshotChunkSize+123)
-	rand.Read(in)
-	var out []byte
-	sends := 0
-	w := &chunkSender{send: func(b []byte) error {
-		if len(b) > SnapshotChunkSize {
-			t.Fatalf("chunk of %d bytes", len(b))
-		}
-		sends++
-		out = append(out, b...)
-		return nil
-	}}
-	if n, err := w.Write(in); err != nil || n != len(in) {
-		t.Fatalf("Write: %d, %v", n, err)
-	}
-	if sends != 3 || !bytes.Equal(in, out) {
-		t.Fatalf("%d sends; body equal: %v", sends, bytes.Equal(in, out))
 	}
 }

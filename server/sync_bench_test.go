@@ -17,7 +17,7 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/storage"
 )
 
@@ -53,7 +53,7 @@ func BenchmarkEntryPropagation(b *testing.B) {
 		batch = batch[:0]
 	}
 	for i := range agents * perAgent {
-		id, _ := server.NewEntryID()
+		id, _ := adminapi.NewEntryID()
 		batch = append(batch, storage.Entry{ID: id, SPIFFEID: fmt.Sprintf("spiffe://example.org/w/%d", i), ParentID: agentID(i % agents),
 			Owner: "bench", Purpose: "bench", Selectors: sels, X509TTL: time.Hour, JWTTTL: time.Hour, CreatedAt: time.Now()})
 		if len(batch) == 5000 {
@@ -119,7 +119,7 @@ func BenchmarkEntryPropagation(b *testing.B) {
 	b.ResetTimer()
 	for n := range b.N {
 		i := rand.N(agents)
-		id, _ := server.NewEntryID()
+		id, _ := adminapi.NewEntryID()
 		want := fmt.Sprintf("spiffe://example.org/new/%d", n)
 		t0 := time.Now()
 		if _, err := env.Store.CreateEntry(context.Background(), storage.Entry{ID: id, SPIFFEID: want, ParentID: agentID(i),
@@ -180,7 +180,7 @@ func BenchmarkReview100k(b *testing.B) {
 	var batch []storage.Entry
 	var recs []storage.Issuance
 	for i := range 100000 {
-		id, _ := server.NewEntryID()
+		id, _ := adminapi.NewEntryID()
 		e := storage.Entry{ID: id, SPIFFEID: fmt.Sprintf("spiffe://example.org/w/%d", i), ParentID: "spiffe://example.org/signet/agent/a",
 			Owner: fmt.Sprintf("owner-%03d", i%1000), Purpose: "bench", Selectors: sels, X509TTL: time.Hour, JWTTTL: time.Hour,
 			CreatedAt: time.Now().Add(-60 * 24 * time.Hour), ExpiresAt: time.Now().Add(time.Duration(i%60) * 24 * time.Hour)}

@@ -15,6 +15,8 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -29,7 +31,7 @@ import (
 )
 
 // tlsEnv is a server node whose agent API is served over TLS on 127.0.0.1, agents authenticated by
-// their SVIDs (TLSAgentAuth), everything on a clock the test moves.
+// their SVIDs (agentapi.TLSAgentAuth), everything on a clock the test moves.
 type tlsEnv struct {
 	*env
 	clock *manualClock
@@ -43,12 +45,12 @@ func newTLSEnvWith(tb testing.TB, mod func(*Config)) *tlsEnv {
 	tb.Helper()
 	clock := newManualClock()
 	e := newEnvConfig(tb, func(c *Config) {
-		c.Clock, c.AgentAuth = clock.now, TLSAgentAuth(c.Store, clock.now)
+		c.Clock, c.AgentAuth = clock.now, agentapi.TLSAgentAuth(c.Store, clock.now)
 		if mod != nil {
 			mod(c)
 		}
 	}, nil)
-	conf, err := ServerTLSConfig(testCtx(tb), e.srv.Issuer)
+	conf, err := e.srv.AgentTLSConfig(testCtx(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -146,8 +148,8 @@ func TestRenewalFromExpiredSVIDRefused(t *testing.T) {
 	e := newTLSEnv(t)
 	e.owner(t, "alice")
 	svid := e.attest(t)
-	svc, err := NewAgentService(AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
-		Authenticate: fixedAgent(Caller{AgentID: svid.ID, NodeAttestation: AttestationJoinToken}),
+	svc, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD,
+		Authenticate: fixedAgent(agentapi.Caller{AgentID: svid.ID, NodeAttestation: agentapi.AttestationJoinToken}),
 		Clock:        func() time.Time { return svid.Certificates[0].NotAfter.Add(time.Second) }, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +167,7 @@ func TestRenewalFromExpiredSVIDRefused(t *testing.T) {
 func TestResumedTLSSessionIsVerifiedAgain(t *testing.T) {
 	clock := newManualClock()
 	e := newEnvConfig(t, func(c *Config) { c.Clock = clock.now }, nil)
-	conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer)
+	conf, err := e.srv.AgentTLSConfig(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,12 +227,12 @@ func TestResumedTLSSessionIsVerifiedAgain(t *testing.T) {
 // Agent API connections are sent GOAWAY after half the agent SVID lifetime and closed a tenth of it
 // later, long-lived sync streams included.
 func TestAgentConnectionsHaveAMaximumAge(t *testing.T) {
-	if p := AgentServerParameters(0); p.MaxConnectionAge != DefaultAgentSVIDTTL/2 || p.MaxConnectionAgeGrace != DefaultAgentSVIDTTL/10 {
+	if p := agentapi.AgentServerParameters(0); p.MaxConnectionAge != agentapi.DefaultAgentSVIDTTL/2 || p.MaxConnectionAgeGrace != agentapi.DefaultAgentSVIDTTL/10 {
 		t.Fatalf("default parameters %+v", p)
 	}
 	e := newEnv(t)
 	lis := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(grpc.KeepaliveParams(AgentServerParameters(2 * time.Second)))
+	g := grpc.NewServer(grpc.KeepaliveParams(agentapi.AgentServerParameters(2 * time.Second)))
 	agentv1.RegisterAgentServer(g, e.srv.Agent)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
@@ -273,9 +275,9 @@ func TestServerTLSCertIsInTheLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ServerID(testTD).String() + "/" + e.st.NodeID()
-	if !resp.Known || !resp.ValidNow || resp.Issuance.GetOwner() != SystemOwner || resp.SpiffeId != want {
-		t.Fatalf("lookup of the server's TLS certificate: %+v; want known, valid, %s, owned by %s", resp, want, SystemOwner)
+	want := issuer.ServerID(testTD).String() + "/" + e.st.NodeID()
+	if !resp.Known || !resp.ValidNow || resp.Issuance.GetOwner() != issuer.SystemOwner || resp.SpiffeId != want {
+		t.Fatalf("lookup of the server's TLS certificate: %+v; want known, valid, %s, owned by %s", resp, want, issuer.SystemOwner)
 	}
 }
 
@@ -283,7 +285,7 @@ func TestServerTLSCertIsInTheLedger(t *testing.T) {
 func TestServerTLSCertNotUsedUnrecorded(t *testing.T) {
 	e := newEnv(t)
 	e.stop() // the recorder with it
-	if conf, err := ServerTLSConfig(testCtx(t), e.srv.Issuer); !errors.Is(err, ErrRecorderStopped) {
+	if conf, err := e.srv.AgentTLSConfig(testCtx(t)); !errors.Is(err, issuer.ErrRecorderStopped) {
 		t.Fatalf("ServerTLSConfig without a recorder: %v, %v; want ErrRecorderStopped", conf, err)
 	}
 }

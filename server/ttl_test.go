@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"google.golang.org/grpc/codes"
 )
 
@@ -31,7 +32,7 @@ func TestEntryTTLMinimums(t *testing.T) {
 	}
 
 	ok := adminEntry("spiffe://example.org/ok", agentA.String(), "alice")
-	ok.X509TtlSeconds, ok.JwtTtlSeconds = int64(MinX509SVIDTTL/time.Second), int64(MinJWTSVIDTTL/time.Second)
+	ok.X509TtlSeconds, ok.JwtTtlSeconds = int64(adminapi.MinX509SVIDTTL/time.Second), int64(adminapi.MinJWTSVIDTTL/time.Second)
 	created, err := admin.CreateEntry(testCtx(t), &adminv1.CreateEntryRequest{Entry: ok})
 	if err != nil {
 		t.Fatalf("create with the minimum TTLs: %v", err)
@@ -39,21 +40,4 @@ func TestEntryTTLMinimums(t *testing.T) {
 	_, err = admin.UpdateEntry(testCtx(t), &adminv1.UpdateEntryRequest{Entry: &adminv1.Entry{Id: created.Id, Revision: created.Revision,
 		X509TtlSeconds: 30}, UpdateMask: []string{"x509_ttl_seconds"}, Reason: "shorter"})
 	wantRefused("update to x509_ttl 30s", err, "x509_ttl 30s: invalid argument: at least 1m0s")
-}
-
-// The agent service refuses agent SVIDs shorter than minAgentSVIDTTL (the configuration's minimum,
-// MinAgentSVIDTTL, is enforced by cmd/signet: see its config tests).
-func TestAgentSVIDTTLMinimum(t *testing.T) {
-	e := newEnv(t)
-	cfg := AgentServiceConfig{Store: e.st, Issuer: e.srv.Issuer, TrustDomain: testTD, Authenticate: fixedAgent(Caller{AgentID: agentA}),
-		AgentSVIDTTL: minAgentSVIDTTL - time.Second}
-	if _, err := NewAgentService(cfg); err == nil || !strings.Contains(err.Error(), "AgentSVIDTTL 9s: at least 10s") {
-		t.Fatalf("AgentSVIDTTL below the minimum: %v", err)
-	}
-	for _, ttl := range []time.Duration{minAgentSVIDTTL, MinAgentSVIDTTL} {
-		cfg.AgentSVIDTTL = ttl
-		if _, err := NewAgentService(cfg); err != nil {
-			t.Fatalf("AgentSVIDTTL %s: %v", ttl, err)
-		}
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
@@ -113,7 +114,7 @@ func TestJWTFloodAgainstServerLimits(t *testing.T) {
 	addr, env := serveAgentWith(t, 1, serveOpts{open: true,
 		logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		server: func(c *server.Config) {
-			c.IssuanceLimits = server.IssuanceLimits{EntryRate: 0.001, EntryBurst: entryBurst}
+			c.IssuanceLimits = issuer.IssuanceLimits{EntryRate: 0.001, EntryBurst: entryBurst}
 		},
 		agent: func(c *agent.Config) { c.JWTMintRate, c.JWTMintBurst = 1000, 1000 }})
 	env.Entries(t, agentID, "bench", "spiffe://example.org/nobody", 1, fmt.Sprintf("unix:uid:%d", nobody))

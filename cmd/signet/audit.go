@@ -11,7 +11,7 @@ import (
 
 	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/spf13/cobra"
 )
 
@@ -92,7 +92,7 @@ server's bundle), and the chain must still hold the checkpoint's record with the
 			}
 			defer closeFn()
 			req := &adminv1.VerifyAuditRequest{}
-			var cp server.AuditCheckpoint
+			var cp adminapi.AuditCheckpoint
 			if checkpoint != "" {
 				if cp, err = loadCheckpoint(cmd, client, checkpoint, bundle); err != nil {
 					return err
@@ -133,30 +133,30 @@ server's bundle), and the chain must still hold the checkpoint's record with the
 
 // loadCheckpoint reads a checkpoint file and verifies its signature against the roots in bundlePath,
 // or the server's bundle when it is empty.
-func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundlePath string) (server.AuditCheckpoint, error) {
-	data, err := fsutil.ReadFileMax(path, server.MaxCheckpointFileSize)
+func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundlePath string) (adminapi.AuditCheckpoint, error) {
+	data, err := fsutil.ReadFileMax(path, adminapi.MaxCheckpointFileSize)
 	if err != nil {
-		return server.AuditCheckpoint{}, fmt.Errorf("audit verify: --checkpoint: %w", err)
+		return adminapi.AuditCheckpoint{}, fmt.Errorf("audit verify: --checkpoint: %w", err)
 	}
 	b, err := client.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{})
 	if err != nil {
-		return server.AuditCheckpoint{}, rpcError("audit verify", err)
+		return adminapi.AuditCheckpoint{}, rpcError("audit verify", err)
 	}
 	var roots []*x509.Certificate
 	if bundlePath != "" {
 		if roots, err = readPEMRoots(bundlePath); err != nil {
-			return server.AuditCheckpoint{}, fmt.Errorf("audit verify: --bundle: %w", err)
+			return adminapi.AuditCheckpoint{}, fmt.Errorf("audit verify: --bundle: %w", err)
 		}
 	} else {
 		for i, der := range b.X509Authorities {
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
-				return server.AuditCheckpoint{}, fmt.Errorf("audit verify: the server's X.509 authority %d: %w", i, err)
+				return adminapi.AuditCheckpoint{}, fmt.Errorf("audit verify: the server's X.509 authority %d: %w", i, err)
 			}
 			roots = append(roots, c)
 		}
 	}
-	cp, _, err := server.ParseCheckpoint(data, roots, b.TrustDomain)
+	cp, _, err := adminapi.ParseCheckpoint(data, roots, b.TrustDomain)
 	if err != nil {
 		return cp, fmt.Errorf("audit verify: %s: %w", path, err)
 	}
@@ -215,7 +215,7 @@ The signature is checked offline against the trust bundle's roots.`,
 			if err != nil {
 				return rpcError("audit checkpoint", err)
 			}
-			b, err := server.CheckpointFile{Statement: r.Statement, Signature: r.Signature, Signer: r.SignerCertificate}.Marshal()
+			b, err := adminapi.CheckpointFile{Statement: r.Statement, Signature: r.Signature, Signer: r.SignerCertificate}.Marshal()
 			if err != nil {
 				return err
 			}
@@ -226,7 +226,7 @@ The signature is checked offline against the trust bundle's roots.`,
 			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return fmt.Errorf("audit checkpoint: --out: %w", err)
 			}
-			var st server.AuditCheckpoint
+			var st adminapi.AuditCheckpoint
 			if err := json.Unmarshal(r.Statement, &st); err != nil {
 				return fmt.Errorf("audit checkpoint: the server's statement: %w", err)
 			}

@@ -18,6 +18,9 @@ import (
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -323,7 +326,7 @@ func checkIssuanceLimits(path string, c *serverFileConfig) error {
 		key  string
 		rate *float64
 		def  float64
-	}{{"issuance_limits.agent_rate", &l.AgentRate, server.DefaultAgentIssueRate}, {"issuance_limits.entry_rate", &l.EntryRate, server.DefaultEntryIssueRate}} {
+	}{{"issuance_limits.agent_rate", &l.AgentRate, issuer.DefaultAgentIssueRate}, {"issuance_limits.entry_rate", &l.EntryRate, issuer.DefaultEntryIssueRate}} {
 		if *r.rate == 0 {
 			*r.rate = r.def
 		}
@@ -335,8 +338,8 @@ func checkIssuanceLimits(path string, c *serverFileConfig) error {
 		key      string
 		burst    *int
 		def, min int
-	}{{"issuance_limits.agent_burst", &l.AgentBurst, server.DefaultAgentIssueBurst, server.MaxCSRBatch},
-		{"issuance_limits.entry_burst", &l.EntryBurst, server.DefaultEntryIssueBurst, 1}} {
+	}{{"issuance_limits.agent_burst", &l.AgentBurst, issuer.DefaultAgentIssueBurst, issuer.MaxCSRBatch},
+		{"issuance_limits.entry_burst", &l.EntryBurst, issuer.DefaultEntryIssueBurst, 1}} {
 		if *b.burst == 0 {
 			*b.burst = b.def
 		}
@@ -401,26 +404,26 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL == 0 {
 		c.AgentSVIDTTL = time.Hour
 	}
-	if c.AgentSVIDTTL < server.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
+	if c.AgentSVIDTTL < agentapi.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
 	for _, m := range []struct {
 		key string
 		v   *time.Duration
 		def time.Duration
-	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, server.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, server.MinJWTSVIDTTL}} {
+	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, adminapi.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, adminapi.MinJWTSVIDTTL}} {
 		if *m.v == 0 {
 			*m.v = m.def
 		}
-		if *m.v < server.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
-			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, server.ShortestSVIDTTL)
+		if *m.v < adminapi.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
+			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, adminapi.ShortestSVIDTTL)
 		}
 	}
 	if c.DefaultEntryTTL == 0 {
-		c.DefaultEntryTTL = server.DefaultEntryLifetime
+		c.DefaultEntryTTL = adminapi.DefaultEntryLifetime
 	}
-	if c.DefaultEntryTTL < server.MinDefaultEntryTTL {
-		return c, td, configError(path, "default_entry_ttl", "%s: must be at least %s", c.DefaultEntryTTL, server.MinDefaultEntryTTL)
+	if c.DefaultEntryTTL < adminapi.MinDefaultEntryTTL {
+		return c, td, configError(path, "default_entry_ttl", "%s: must be at least %s", c.DefaultEntryTTL, adminapi.MinDefaultEntryTTL)
 	}
 	if c.LedgerRetention == 0 {
 		c.LedgerRetention = server.DefaultLedgerRetention

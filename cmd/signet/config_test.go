@@ -14,7 +14,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -267,11 +267,11 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "admin_socket", c.AdminSocket, "/run/signet/admin/admin.sock")
 	cfgEq(t, "log_level", c.LogLevel, "info")
 	cfgEq(t, "agent_svid_ttl", c.AgentSVIDTTL, time.Hour)
-	cfgEq(t, "issuance_limits.agent_rate", c.IssuanceLimits.AgentRate, server.DefaultAgentIssueRate)
-	cfgEq(t, "issuance_limits.agent_burst", c.IssuanceLimits.AgentBurst, server.DefaultAgentIssueBurst)
-	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, server.DefaultEntryIssueRate)
-	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, server.DefaultEntryIssueBurst)
-	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(server.DefaultMinFreeDisk))
+	cfgEq(t, "issuance_limits.agent_rate", c.IssuanceLimits.AgentRate, issuer.DefaultAgentIssueRate)
+	cfgEq(t, "issuance_limits.agent_burst", c.IssuanceLimits.AgentBurst, issuer.DefaultAgentIssueBurst)
+	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, issuer.DefaultEntryIssueRate)
+	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, issuer.DefaultEntryIssueBurst)
+	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(issuer.DefaultMinFreeDisk))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")

@@ -16,7 +16,9 @@ import (
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -96,7 +98,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return usagef("--trust-domain %v", err)
 	}
-	devAgentID, err := spiffeid.FromPath(td, server.ReservedPathPrefix+"agent/dev")
+	devAgentID, err := spiffeid.FromPath(td, issuer.ReservedPathPrefix+"agent/dev")
 	if err != nil {
 		return err
 	}
@@ -111,9 +113,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminSocketDirMode: adminDirMode, AdminUIDs: adminUIDs(uid),
 		RaftBind: "127.0.0.1:0", Bootstrap: true, CATTL: o.caTTL,
-		AgentAuth: func(context.Context) (server.Caller, error) {
+		AgentAuth: func(context.Context) (agentapi.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
-			return server.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
+			return agentapi.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
 		},
 		DefaultParentID: devAgentID.String(), Logger: log,
 	})
@@ -199,7 +201,7 @@ func ensureDevIdentity(ctx context.Context, node *serverNode, td spiffeid.TrustD
 		return spiffeid.ID{}, "", err
 	}
 	e := storage.Entry{SPIFFEID: id.String(), Selectors: []selector.Selector{sel}, Owner: name, Purpose: "dev mode",
-		X509TTL: server.DefaultSVIDTTL, JWTTTL: server.DefaultSVIDTTL, NeverExpires: true}
+		X509TTL: adminapi.DefaultSVIDTTL, JWTTTL: adminapi.DefaultSVIDTTL, NeverExpires: true}
 	if _, _, err := node.srv.Admin.EnsureEntry(ctx, e, "signet dev"); err != nil {
 		return spiffeid.ID{}, "", fmt.Errorf("dev: register entry %s: %w", id, err)
 	}

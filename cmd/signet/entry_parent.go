@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -21,7 +21,7 @@ func parentKnown(ctx context.Context, c adminv1.AdminClient, parent string, now 
 	if err != nil {
 		return false, err
 	}
-	serverID := server.ServerID(id.TrustDomain()).String()
+	serverID := issuer.ServerID(id.TrustDomain()).String()
 	if parent == serverID {
 		return true, nil
 	}
@@ -55,7 +55,7 @@ func parentKnown(ctx context.Context, c adminv1.AdminClient, parent string, now 
 		if t.UsedAt != 0 || t.ExpiresAt <= now.Unix() {
 			continue
 		}
-		if t.SpiffeId == parent || (t.SpiffeId == "" && server.AgentIDForToken(id.TrustDomain(), t.Id).String() == parent) {
+		if t.SpiffeId == parent || (t.SpiffeId == "" && issuer.AgentIDForToken(id.TrustDomain(), t.Id).String() == parent) {
 			return true, nil
 		}
 	}

@@ -19,6 +19,9 @@ import (
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -46,15 +49,15 @@ type serverNodeConfig struct {
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
 	CATTL      time.Duration
-	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
-	AgentAuth    server.Authenticator
+	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
+	AgentAuth    agentapi.Authenticator
 	AgentSVIDTTL time.Duration
 	// MinX509SVIDTTL and MinJWTSVIDTTL: zero for the server's defaults.
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	DefaultEntryTTL               time.Duration
 	LedgerRetention               time.Duration
 	Policy                        *policy.Config
-	IssuanceLimits                server.IssuanceLimits
+	IssuanceLimits                issuer.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64
 	DefaultParentID string
@@ -111,9 +114,9 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	}
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {
-		agentAuth = server.TLSAgentAuth(st, nil)
+		agentAuth = agentapi.TLSAgentAuth(st, nil)
 	}
-	adminAuth := server.UnixAdminAuth(cfg.AdminUIDs...)
+	adminAuth := adminapi.UnixAdminAuth(cfg.AdminUIDs...)
 	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,

@@ -9,7 +9,8 @@ import (
 
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/agentv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/issuer"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -72,7 +73,7 @@ func runServer(ctx context.Context, path string) error {
 		JoinSecret: c.Raft.joinSecret,
 		CATTL:      c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
 		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
-		IssuanceLimits: server.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
+		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
 		MinFreeDisk: c.minFreeDisk,
 	})
@@ -87,14 +88,14 @@ func runServer(ctx context.Context, path string) error {
 		log.Info("stopped before this node was registered in a cluster")
 		return nil
 	}
-	tlsConf, err := server.ServerTLSConfig(ctx, node.srv.Issuer)
+	tlsConf, err := node.srv.AgentTLSConfig(ctx)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(server.AgentServerParameters(c.AgentSVIDTTL)),
+		grpc.KeepaliveParams(agentapi.AgentServerParameters(c.AgentSVIDTTL)),
 	)
 	agentv1.RegisterAgentServer(g, node.srv.Agent)
 	go serveGRPC(log, "agent-api", g, lis)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/signet-id/signet/proto/adminv1"
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/spf13/cobra"
 )
 
@@ -58,25 +58,25 @@ digest is checked before the file is put in place, and the save is recorded in t
 
 // saveSnapshot streams the state into a temporary file beside path, checks its size and digest against
 // the header, and renames it to path.
-func saveSnapshot(cmd *cobra.Command, client adminv1.AdminClient, path string) (server.SnapshotFileHeader, error) {
+func saveSnapshot(cmd *cobra.Command, client adminv1.AdminClient, path string) (adminapi.SnapshotFileHeader, error) {
 	stream, err := client.SaveSnapshot(cmd.Context(), &adminv1.SaveSnapshotRequest{})
 	if err != nil {
-		return server.SnapshotFileHeader{}, rpcError("snapshot save", err)
+		return adminapi.SnapshotFileHeader{}, rpcError("snapshot save", err)
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return server.SnapshotFileHeader{}, rpcError("snapshot save", err)
+		return adminapi.SnapshotFileHeader{}, rpcError("snapshot save", err)
 	}
 	hdr := first.GetHeader()
 	switch {
 	case hdr == nil:
-		return server.SnapshotFileHeader{}, errors.New("snapshot save: the server sent no header first")
+		return adminapi.SnapshotFileHeader{}, errors.New("snapshot save: the server sent no header first")
 	case len(hdr.Sha256) != sha256.Size:
-		return server.SnapshotFileHeader{}, fmt.Errorf("snapshot save: the server's header has a %d-byte digest, want SHA-256", len(hdr.Sha256))
-	case hdr.Size > server.DefaultMaxSnapshotSize:
-		return server.SnapshotFileHeader{}, fmt.Errorf("snapshot save: the server announces %d bytes, more than the limit of %d", hdr.Size, uint64(server.DefaultMaxSnapshotSize))
+		return adminapi.SnapshotFileHeader{}, fmt.Errorf("snapshot save: the server's header has a %d-byte digest, want SHA-256", len(hdr.Sha256))
+	case hdr.Size > adminapi.DefaultMaxSnapshotSize:
+		return adminapi.SnapshotFileHeader{}, fmt.Errorf("snapshot save: the server announces %d bytes, more than the limit of %d", hdr.Size, uint64(adminapi.DefaultMaxSnapshotSize))
 	}
-	h := server.SnapshotFileHeader{TrustDomain: hdr.TrustDomain, SchemaVersion: hdr.SchemaVersion, AppliedIndex: hdr.AppliedIndex,
+	h := adminapi.SnapshotFileHeader{TrustDomain: hdr.TrustDomain, SchemaVersion: hdr.SchemaVersion, AppliedIndex: hdr.AppliedIndex,
 		Time: time.Unix(0, hdr.Time).UTC(), Node: hdr.Node, Size: hdr.Size, SHA256: hex.EncodeToString(hdr.Sha256)}
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -93,7 +93,7 @@ func saveSnapshot(cmd *cobra.Command, client adminv1.AdminClient, path string) (
 			os.Remove(tmp)
 		}
 	}()
-	if err := server.WriteSnapshotFileHeader(f, h); err != nil {
+	if err := adminapi.WriteSnapshotFileHeader(f, h); err != nil {
 		return h, fmt.Errorf("snapshot save: %s: %w", tmp, err)
 	}
 	sum := sha256.New()
@@ -157,8 +157,8 @@ snapshot's authorities are added to the bundle). The restore is recorded in the 
 				return fmt.Errorf("snapshot restore: %w", err)
 			}
 			defer f.Close()
-			r := bufio.NewReaderSize(f, server.SnapshotChunkSize)
-			h, err := server.ReadSnapshotFileHeader(r)
+			r := bufio.NewReaderSize(f, adminapi.SnapshotChunkSize)
+			h, err := adminapi.ReadSnapshotFileHeader(r)
 			if err != nil {
 				return fmt.Errorf("snapshot restore: %s: %w", args[0], err)
 			}
@@ -199,7 +199,7 @@ func sendRestore(stream adminv1.Admin_RestoreSnapshotClient, hdr *adminv1.Snapsh
 	if err := stream.Send(&adminv1.RestoreSnapshotRequest{Part: &adminv1.RestoreSnapshotRequest_Header{Header: hdr}}); err != nil {
 		return nil
 	}
-	buf := make([]byte, server.SnapshotChunkSize)
+	buf := make([]byte, adminapi.SnapshotChunkSize)
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	bolt "go.etcd.io/bbolt"
 )
@@ -67,7 +67,7 @@ func savedSnapshot(t *testing.T) (file, certFile string) {
 	}
 	defer f.Close()
 	r := bufio.NewReader(f)
-	h, err := server.ReadSnapshotFileHeader(r)
+	h, err := adminapi.ReadSnapshotFileHeader(r)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -52,10 +54,10 @@ func NewWith(tb testing.TB, mod func(*server.Config)) *Env {
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
 	defer cancel()
 	cfg := server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log,
-		AgentAuth: func(ctx context.Context) (server.Caller, error) {
+		AgentAuth: func(ctx context.Context) (agentapi.Caller, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
 			id := spiffeid.RequireFromString(md.Get(agentHeader)[0])
-			return server.Caller{AgentID: id, NodeAttestation: "test"}, nil
+			return agentapi.Caller{AgentID: id, NodeAttestation: "test"}, nil
 		},
 		AdminAuth: func(context.Context) (string, error) { return "test", nil },
 	}
@@ -123,7 +125,7 @@ func (e *Env) Entries(tb testing.TB, parentID, owner, prefix string, n int, sels
 	for start := 0; start < n; start += 5000 {
 		var batch []storage.Entry
 		for i := start; i < min(n, start+5000); i++ {
-			id, err := server.NewEntryID()
+			id, err := adminapi.NewEntryID()
 			if err != nil {
 				tb.Fatal(err)
 			}
