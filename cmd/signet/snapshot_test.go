@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/server/adminapi"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	bolt "go.etcd.io/bbolt"
 )
@@ -33,12 +34,18 @@ func savedSnapshot(t *testing.T) (file, certFile string) {
 	a := s.newAgent(t, "").start(t, s.token("alice"))
 	const web = "spiffe://example.org/web"
 	s.mustCLI("entry", "create", "--spiffe-id", web, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.socket))
-	if err != nil {
-		t.Fatalf("fetch: %v", err)
-	}
+	// The agent learns of the entry through its sync stream: until then the Workload API refuses.
+	var svid *x509svid.SVID
+	eventually(t, 30*time.Second, "the agent serves the new entry's SVID", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		svid, err = workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.socket))
+		if err != nil {
+			t.Logf("fetch: %v", err)
+		}
+		return err == nil
+	})
 	if recs := s.ledgerRecords(t, web); len(recs) == 0 {
 		t.Fatal("no ledger record of the issuance")
 	}
