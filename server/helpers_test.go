@@ -139,7 +139,7 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 }
 
 func (e *env) rules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: time.Now(), CANotAfter: e.ca.NotAfter()}
+	return entryRules{TrustDomain: testTD, Now: time.Now()}
 }
 
 func (e *env) owner(tb testing.TB, name string) {

@@ -191,8 +191,8 @@ func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
-	ttl := min(s.cfg.AgentSVIDTTL, s.cfg.Issuer.cfg.CA.RemainingLife()-time.Minute)
-	cert, err := s.cfg.Issuer.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: ttl})
+	// Capped at the CA's NotAfter by the CA; the agent renews at half the SVID's actual life.
+	cert, err := s.cfg.Issuer.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}

@@ -25,6 +25,22 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// fetchOneSVID fetches the X.509 context and checks it holds exactly one SVID, for wantID.
+func fetchOneSVID(t testing.TB, ctx context.Context, c *workloadapi.Client, wantID string) (*workloadapi.X509Context, *x509svid.SVID) {
+	t.Helper()
+	x509ctx, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509Context: %v", err)
+	}
+	if len(x509ctx.SVIDs) != 1 {
+		t.Fatalf("got %d SVIDs, want 1", len(x509ctx.SVIDs))
+	}
+	if id := x509ctx.SVIDs[0].ID.String(); id != wantID {
+		t.Fatalf("SVID ID = %s, want %s", id, wantID)
+	}
+	return x509ctx, x509ctx.SVIDs[0]
+}
+
 func newClient(t testing.TB, ctx context.Context, socket string) *workloadapi.Client {
 	t.Helper()
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
@@ -45,17 +61,7 @@ func TestDevEndToEnd(t *testing.T) {
 	c := newClient(t, ctx, d.socket)
 
 	// X.509-SVID: right ID, one hour, verifies against the bundle.
-	x509ctx, err := c.FetchX509Context(ctx)
-	if err != nil {
-		t.Fatalf("FetchX509Context: %v", err)
-	}
-	if len(x509ctx.SVIDs) != 1 {
-		t.Fatalf("got %d SVIDs, want 1", len(x509ctx.SVIDs))
-	}
-	svid := x509ctx.SVIDs[0]
-	if svid.ID.String() != wantID {
-		t.Fatalf("SVID ID = %s, want %s", svid.ID, wantID)
-	}
+	x509ctx, svid := fetchOneSVID(t, ctx, c, wantID)
 	leaf := svid.Certificates[0]
 	if life := leaf.NotAfter.Sub(leaf.NotBefore) - ca.Backdate; life != time.Hour {
 		t.Fatalf("SVID lifetime = %s, want 1h (NotBefore is backdated by %s)", life, ca.Backdate)
