@@ -331,7 +331,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitUsage, `unknown type "docker"`},
 		{"zero TTL", args(map[string]string{"--x509-ttl": "0s"}), exitUsage, "--x509-ttl 0s: must be positive"},
 		{"negative JWT TTL", args(map[string]string{"--jwt-ttl": "-1h"}), exitUsage, "--jwt-ttl -1h0m0s: must be positive"},
-		{"TTL above the CA's remaining life", args(map[string]string{"--x509-ttl": "3h"}), exitFailure, "longer than the CA's remaining life"},
+		{"TTL above 30 days", args(map[string]string{"--x509-ttl": "721h"}), exitFailure, "invalid argument: at most 720h0m0s"},
 		{"duplicate entry", args(map[string]string{"--spiffe-id": "spiffe://example.org/dup", "--selector": "unix:uid:7"}), exitFailure, "identical entry already exists"},
 		{"owner that does not exist", args(map[string]string{"--owner": "nobody-here"}), exitFailure, `owner "nobody-here": owner not found`},
 		{"reserved path", args(map[string]string{"--spiffe-id": "spiffe://example.org/signet/agent/x"}), exitFailure, "reserved"},
