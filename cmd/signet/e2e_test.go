@@ -401,7 +401,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least the server's min_x509_svid_ttl, 1m by default; at most 720h) (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least the server's min_x509_svid_ttl, 1m by default; at most 720h; an SVID never outlives the CA: it is capped at the CA's expiry) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")
