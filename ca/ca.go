@@ -16,10 +16,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// ErrTTLTooLong is returned (wrapped, with the requested TTL and the CA's remaining life in the
-// message) when an SVID would outlive the authority that signs it. The CA never issues an SVID
-// whose expiry is after its own NotAfter; callers should ask for a shorter TTL or rotate the CA.
-var ErrTTLTooLong = errors.New("ca: TTL exceeds the CA's remaining lifetime")
+// ErrCAExpired is returned (wrapped, naming the authority's NotAfter and the clock) when the
+// authority that would sign an SVID has less than one second of life left. An SVID whose TTL
+// reaches past the authority's NotAfter is not refused: its expiry is capped at the NotAfter.
+var ErrCAExpired = errors.New("ca: signing authority has expired")
 
 // ErrInvalidParams is returned (wrapped, naming the offending field) when signing parameters are
 // unusable: an empty SPIFFE ID, an ID outside the CA's trust domain, a root ID without a path, a

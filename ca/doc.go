@@ -22,7 +22,8 @@
 //	bundle, err := ca.MarshalBundle(td, []*x509.Certificate{authority.X509Authority()},
 //		map[string]crypto.PublicKey{authority.JWTKeyID(): authority.JWTPublicKey()}, seq, 5*time.Minute)
 //
-// Errors start with "ca: ". Bad input wraps ErrInvalidParams; an SVID that would outlive the CA
-// wraps ErrTTLTooLong. A CA is immutable and safe for concurrent use. See DESIGN.md for the
+// Errors start with "ca: ". Bad input wraps ErrInvalidParams; an SVID whose TTL reaches past the
+// CA's NotAfter expires with the CA (capped, not refused), and signing with an expired CA wraps
+// ErrCAExpired. A CA is immutable and safe for concurrent use. See DESIGN.md for the
 // reasoning behind the layout.
 package ca

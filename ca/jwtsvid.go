@@ -26,7 +26,8 @@ type JWTSVIDParams struct {
 	// Audience becomes the aud claim: at least one value, each non-empty valid UTF-8.
 	// JWT-SVID §7.2 strongly recommends a single audience.
 	Audience []string
-	// TTL is the lifetime counted from now; now+TTL must not be after the JWT authority's NotAfter.
+	// TTL is the lifetime counted from now. The exp claim is now+TTL, capped at the JWT
+	// authority's NotAfter.
 	TTL time.Duration
 }
 
@@ -42,8 +43,9 @@ type JWTSVID struct {
 
 // SignJWTSVID issues a JWT-SVID (JWT-SVID spec) for p.SPIFFEID: JWS compact serialization with the
 // protected header exactly {"alg":"ES256","kid":<kid>,"typ":"JWT"} and the claims sub, aud (always
-// an array), exp, iat and jti. If now+TTL is after the JWT authority's NotAfter it fails with
-// ErrTTLTooLong; invalid input fails with ErrInvalidParams.
+// an array), exp, iat and jti. If now+TTL is after the JWT authority's NotAfter, exp is that NotAfter
+// (capped, not refused); once the authority has less than a second left the call fails with
+// ErrCAExpired. Invalid input fails with ErrInvalidParams.
 //
 // The token is assembled by hand rather than through a JOSE library: the header never changes, so
 // it is encoded once in New, and only the claims are built per call (see DESIGN.md for numbers).
@@ -66,7 +68,7 @@ func (c *CA) SignJWTSVID(p JWTSVIDParams) (*JWTSVID, error) {
 	if err := checkTTL(p.TTL); err != nil {
 		return nil, fmt.Errorf("%w: JWT-SVID %s: %w", ErrInvalidParams, p.SPIFFEID, err)
 	}
-	// JWT-SVID §3.3: exp MUST be set. It never exceeds the authority's NotAfter.
+	// JWT-SVID §3.3: exp MUST be set. It is capped at the authority's NotAfter.
 	iat, exp, err := expiry(c.clock(), p.TTL, c.jwtNotAfter)
 	if err != nil {
 		return nil, fmt.Errorf("%w (JWT-SVID %s)", err, p.SPIFFEID)

@@ -177,7 +177,6 @@ func TestSignJWTSVIDInvalidParams(t *testing.T) {
 		{"invalid UTF-8 audience", with(func(p *ca.JWTSVIDParams) { p.Audience = []string{"\xff"} }), ca.ErrInvalidParams, "UTF-8"},
 		{"TTL zero", with(func(p *ca.JWTSVIDParams) { p.TTL = 0 }), ca.ErrInvalidParams, "must be positive"},
 		{"TTL negative", with(func(p *ca.JWTSVIDParams) { p.TTL = -time.Second }), ca.ErrInvalidParams, "must be positive"},
-		{"TTL past CA expiry", with(func(p *ca.JWTSVIDParams) { p.TTL = 2*time.Hour + time.Second }), ca.ErrTTLTooLong, "ttl 2h0m1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,8 +203,27 @@ func TestSignJWTSVIDInvalidParams(t *testing.T) {
 	if _, err := c2.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"a"}, TTL: time.Hour}); err != nil {
 		t.Errorf("TTL equal to the JWT authority's remaining life: %v", err)
 	}
-	if _, err := c2.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"a"}, TTL: time.Hour + time.Second}); !errors.Is(err, ca.ErrTTLTooLong) {
-		t.Errorf("TTL past the JWT authority's NotAfter: %v, want ErrTTLTooLong", err)
+	// A TTL past the JWT authority's NotAfter is capped there, not refused.
+	capped, err := c2.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"a"}, TTL: 5 * time.Hour})
+	if err != nil {
+		t.Fatalf("TTL past the JWT authority's NotAfter: %v, want a capped token", err)
+	}
+	if !capped.ExpiresAt.Equal(j.NotAfter) || !capped.IssuedAt.Equal(now) {
+		t.Errorf("capped token: iat %s exp %s, want iat %s exp %s", capped.IssuedAt, capped.ExpiresAt, now, j.NotAfter)
+	}
+	claims := decodeSegment(t, strings.Split(capped.Token, ".")[1])
+	if exp, ok := claims["exp"].(float64); !ok || int64(exp) != j.NotAfter.Unix() {
+		t.Errorf("exp claim %v, want %d", claims["exp"], j.NotAfter.Unix())
+	}
+
+	// With under a second of life left, the authority refuses: it has expired.
+	c3, err := ca.New(ca.Config{TrustDomain: td, X509: x, JWT: j, Clock: fixedClock(j.NotAfter.Add(-time.Millisecond))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c3.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"a"}, TTL: time.Minute}); !errors.Is(err, ca.ErrCAExpired) ||
+		!strings.Contains(err.Error(), "expires at") {
+		t.Errorf("JWT authority expired: %v, want ErrCAExpired naming the expiry", err)
 	}
 }
 

@@ -44,10 +44,39 @@ type KeyStoreConfig struct {
 	Clock func() time.Time // nil means time.Now
 	// Subject of a newly created root. Empty means O=Signet, CN=Signet CA <random hex>.
 	Subject pkix.Name
+	// Keys, when set, holds the private keys instead of Dir: an HSM or KMS (package ca/keymanager).
+	// Dir then keeps only the public material (the root certificate and the JWT kid). Nil means the
+	// key files X509KeyFile and JWTKeyFile in Dir.
+	Keys KeyManager
+}
+
+// KeyRole names one of the CA's two keys for a KeyManager.
+type KeyRole string
+
+// The CA's keys.
+const (
+	X509KeyRole KeyRole = "x509-ca" // the X.509 root's key
+	JWTKeyRole  KeyRole = "jwt"     // the JWT-SVID signing key
+)
+
+// ErrKeyNotFound is returned (wrapped) by a KeyManager whose key for a role does not exist yet.
+var ErrKeyNotFound = errors.New("ca: key not found")
+
+// KeyManager keeps the CA's private keys where they never leave (an HSM or KMS): signing goes
+// through the crypto.Signer it returns.
+type KeyManager interface {
+	// LoadKey returns the signer of role's key, or an error wrapping ErrKeyNotFound if the key
+	// does not exist.
+	LoadKey(role KeyRole) (crypto.Signer, error)
+	// CreateKey creates an ECDSA P-256 key for role and returns its signer.
+	CreateKey(role KeyRole) (crypto.Signer, error)
+	// KeyName names role's key in errors and logs, e.g. "pkcs11 key pkcs11:id=5301;object=signet-x509-ca".
+	KeyName(role KeyRole) string
 }
 
 // LoadOrCreate loads the X.509 root (key and certificate) and the JWT signing key (and its kid)
-// from cfg.Dir, creating whatever is missing on first use. Every file is written atomically
+// from cfg.Dir, creating whatever is missing on first use. With cfg.Keys the two private keys live
+// in that key manager instead, and cfg.Dir keeps only the certificate and the kid. Every file is written atomically
 // (temporary file, fsync, rename, fsync of the directory) with mode 0600.
 //
 // What it loads is validated: private key files must not be accessible by group or others (the
@@ -89,7 +118,7 @@ func LoadOrCreate(cfg KeyStoreConfig) (*X509Authority, *JWTAuthority, error) {
 		return nil, nil, err
 	}
 
-	ks := keyStore{dir: cfg.Dir, td: cfg.TrustDomain}
+	ks := keyStore{dir: cfg.Dir, td: cfg.TrustDomain, keys: cfg.Keys}
 	x509Auth, err := ks.loadOrCreateX509(clock(), ttl, subject)
 	if err != nil {
 		return nil, nil, err
@@ -103,41 +132,25 @@ func LoadOrCreate(cfg KeyStoreConfig) (*X509Authority, *JWTAuthority, error) {
 }
 
 type keyStore struct {
-	dir string
-	td  spiffeid.TrustDomain
+	dir  string
+	td   spiffeid.TrustDomain
+	keys KeyManager // nil: key files in dir
 }
 
 func (ks keyStore) path(name string) string { return filepath.Join(ks.dir, name) }
 
 func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pkix.Name) (*X509Authority, error) {
-	keyPath, certPath := ks.path(X509KeyFile), ks.path(X509CertFile)
-	keyExists, err := exists(keyPath)
-	if err != nil {
-		return nil, err
-	}
+	certPath := ks.path(X509CertFile)
 	certExists, err := exists(certPath)
 	if err != nil {
 		return nil, err
 	}
-	if !keyExists && certExists {
-		return nil, fmt.Errorf("ca: %s exists but its private key %s is missing; remove %s to create a new CA", certPath, keyPath, certPath)
+	signer, keyName, err := ks.loadOrCreateKey(X509KeyRole, X509KeyFile, certPath, certExists, "create a new CA")
+	if err != nil {
+		return nil, err
 	}
-
-	var signer crypto.Signer
-	if keyExists {
-		if signer, err = loadPrivateKey(keyPath); err != nil {
-			return nil, err
-		}
-		if _, err := checkPublicKey(signer.Public()); err != nil {
-			return nil, fmt.Errorf("ca: %s: %w", keyPath, err)
-		}
-	} else {
-		if signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, fmt.Errorf("ca: generate X.509 CA key: %w", err)
-		}
-		if err := writePrivateKey(ks.dir, X509KeyFile, signer); err != nil {
-			return nil, err
-		}
+	if _, err := checkPublicKey(signer.Public()); err != nil {
+		return nil, fmt.Errorf("ca: %s: %w", keyName, err)
 	}
 
 	if !certExists {
@@ -160,11 +173,11 @@ func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pk
 		return nil, fmt.Errorf("ca: %s: %w", certPath, err)
 	}
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
-		return nil, fmt.Errorf("ca: private key %s does not match certificate %s", keyPath, certPath)
+		return nil, fmt.Errorf("ca: private key %s does not match certificate %s", keyName, certPath)
 	}
 	if !now.Before(cert.NotAfter) {
 		return nil, fmt.Errorf("ca: CA certificate %s expired at %s (now %s); remove %s and %s to create a new CA",
-			certPath, cert.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), certPath, keyPath)
+			certPath, cert.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), certPath, keyName)
 	}
 	if now.Before(cert.NotBefore) {
 		return nil, fmt.Errorf("ca: CA certificate %s is not valid before %s (now %s); check the clock",
@@ -174,34 +187,17 @@ func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pk
 }
 
 func (ks keyStore) loadOrCreateJWT() (*JWTAuthority, error) {
-	keyPath, kidPath := ks.path(JWTKeyFile), ks.path(JWTKeyIDFile)
-	keyExists, err := exists(keyPath)
-	if err != nil {
-		return nil, err
-	}
+	kidPath := ks.path(JWTKeyIDFile)
 	kidExists, err := exists(kidPath)
 	if err != nil {
 		return nil, err
 	}
-	if !keyExists && kidExists {
-		return nil, fmt.Errorf("ca: %s exists but its private key %s is missing; remove %s to create a new JWT key", kidPath, keyPath, kidPath)
+	signer, keyName, err := ks.loadOrCreateKey(JWTKeyRole, JWTKeyFile, kidPath, kidExists, "create a new JWT key")
+	if err != nil {
+		return nil, err
 	}
-
-	var signer crypto.Signer
-	if keyExists {
-		if signer, err = loadPrivateKey(keyPath); err != nil {
-			return nil, err
-		}
-		if pub, ok := signer.Public().(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("ca: %s: want an ECDSA P-256 key for ES256, got %s", keyPath, describeKey(signer.Public()))
-		}
-	} else {
-		if signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-			return nil, fmt.Errorf("ca: generate JWT key: %w", err)
-		}
-		if err := writePrivateKey(ks.dir, JWTKeyFile, signer); err != nil {
-			return nil, err
-		}
+	if pub, ok := signer.Public().(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("ca: %s: want an ECDSA P-256 key for ES256, got %s", keyName, describeKey(signer.Public()))
 	}
 
 	var kid string
@@ -225,6 +221,49 @@ func (ks keyStore) loadOrCreateJWT() (*JWTAuthority, error) {
 		}
 	}
 	return &JWTAuthority{KeyID: kid, Signer: signer}, nil
+}
+
+// loadOrCreateKey returns role's key, from ks.keys or from dir/file, and its name for messages. A
+// missing key is created unless its public counterpart (pubPath: the certificate or kid) exists, since
+// a new key would not match it; the error then says to remove pubPath to fix.
+func (ks keyStore) loadOrCreateKey(role KeyRole, file, pubPath string, pubExists bool, fix string) (crypto.Signer, string, error) {
+	if ks.keys != nil {
+		name := ks.keys.KeyName(role)
+		signer, err := ks.keys.LoadKey(role)
+		switch {
+		case err == nil:
+			return signer, name, nil
+		case !errors.Is(err, ErrKeyNotFound):
+			return nil, name, fmt.Errorf("ca: load %s: %w", name, err)
+		case pubExists:
+			return nil, name, fmt.Errorf("ca: %s exists but its private key %s does not; remove %s to %s", pubPath, name, pubPath, fix)
+		}
+		if signer, err = ks.keys.CreateKey(role); err != nil {
+			return nil, name, fmt.Errorf("ca: create %s: %w", name, err)
+		}
+		return signer, name, nil
+	}
+
+	keyPath := ks.path(file)
+	keyExists, err := exists(keyPath)
+	if err != nil {
+		return nil, keyPath, err
+	}
+	if keyExists {
+		signer, err := loadPrivateKey(keyPath)
+		return signer, keyPath, err
+	}
+	if pubExists {
+		return nil, keyPath, fmt.Errorf("ca: %s exists but its private key %s is missing; remove %s to %s", pubPath, keyPath, pubPath, fix)
+	}
+	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, keyPath, fmt.Errorf("ca: generate %s key: %w", role, err)
+	}
+	if err := WritePrivateKey(ks.dir, file, signer); err != nil {
+		return nil, keyPath, err
+	}
+	return signer, keyPath, nil
 }
 
 // newRootCertificate self-signs the root of td: CA=true, key usage keyCertSign|cRLSign (critical),
@@ -291,8 +330,9 @@ func loadPrivateKey(path string) (crypto.Signer, error) {
 	return signer, nil
 }
 
-// writePrivateKey stores key as PKCS#8 PEM in dir/name with mode 0600.
-func writePrivateKey(dir, name string, key crypto.Signer) error {
+// WritePrivateKey stores key as PKCS#8 PEM in dir/name with mode 0600, atomically (temporary file,
+// fsync, rename, fsync of dir). Errors name the file, never the key.
+func WritePrivateKey(dir, name string, key crypto.Signer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("ca: encode private key %s: %w", name, err)

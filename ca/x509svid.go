@@ -43,7 +43,8 @@ type X509SVIDParams struct {
 	SPIFFEID spiffeid.ID
 	// PublicKey is the workload's key: ECDSA P-256/P-384 or RSA with at least 2048 bits.
 	PublicKey crypto.PublicKey
-	// TTL is the lifetime counted from now; now+TTL must not be after the CA's NotAfter.
+	// TTL is the lifetime counted from now. The certificate's NotAfter is now+TTL, capped at the
+	// CA's NotAfter.
 	TTL time.Duration
 	// DNSNames are optional DNS SANs (X509-SVID §2 allows them next to the URI SAN). Each must be
 	// a syntactically valid host name (letters, digits, hyphens; labels of 1-63 characters; at
@@ -54,8 +55,9 @@ type X509SVIDParams struct {
 // SignX509SVID issues an X.509-SVID for p.SPIFFEID (X509-SVID spec). The certificate is valid from
 // now-Backdate (clock-skew allowance, never before the root's NotBefore) to now+TTL, both truncated
 // to whole seconds because X.509 times have second resolution. If now+TTL is after the CA's
-// NotAfter the call fails with ErrTTLTooLong: an SVID is never issued past the CA. Invalid input
-// fails with ErrInvalidParams.
+// NotAfter the SVID expires with the CA instead (an SVID is never valid past the CA, and is not
+// refused for it); once the CA has less than a second left the call fails with ErrCAExpired.
+// Invalid input fails with ErrInvalidParams.
 //
 // The work is split into three steps: checking the parameters and building the template, signing,
 // and validating the signed certificate against the SPIFFE rules and the root before returning it.
@@ -159,14 +161,19 @@ func (c *CA) validity(now time.Time, ttl time.Duration) (notBefore, notAfter tim
 }
 
 // expiry truncates now to whole seconds (the resolution of X.509 and JWT times) and returns it with
-// now+ttl. It fails with ErrTTLTooLong if now+ttl is after limit, the signing authority's NotAfter:
-// nothing is ever issued that outlives its issuer.
+// now+ttl capped at limit, the signing authority's NotAfter (also truncated): nothing is ever valid
+// past its issuer, and a TTL longer than the authority's remaining life is shortened, not refused.
+// It fails with ErrCAExpired when less than one second of the authority's life is left.
 func expiry(now time.Time, ttl time.Duration, limit time.Time) (time.Time, time.Time, error) {
+	limit = limit.UTC().Truncate(time.Second)
+	if limit.Sub(now) < time.Second {
+		return time.Time{}, time.Time{}, fmt.Errorf("%w: it expires at %s, clock reads %s",
+			ErrCAExpired, limit.Format(time.RFC3339), now.UTC().Format(time.RFC3339Nano))
+	}
 	now = now.UTC().Truncate(time.Second)
 	exp := now.Add(ttl)
 	if exp.After(limit) {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: ttl %s, remaining CA life %s (CA expires %s)",
-			ErrTTLTooLong, ttl, limit.Sub(now).Truncate(time.Second), limit.UTC().Format(time.RFC3339))
+		exp = limit
 	}
 	return now, exp, nil
 }

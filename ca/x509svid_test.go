@@ -290,8 +290,6 @@ func TestSignX509SVIDInvalidParams(t *testing.T) {
 		{"TTL zero", with(func(p *ca.X509SVIDParams) { p.TTL = 0 }), ca.ErrInvalidParams, "must be positive"},
 		{"TTL negative", with(func(p *ca.X509SVIDParams) { p.TTL = -time.Minute }), ca.ErrInvalidParams, "must be positive"},
 		{"TTL below a second", with(func(p *ca.X509SVIDParams) { p.TTL = 500 * time.Millisecond }), ca.ErrInvalidParams, "resolution"},
-		{"TTL past CA expiry", with(func(p *ca.X509SVIDParams) { p.TTL = 3 * time.Hour }), ca.ErrTTLTooLong, "ttl 3h0m0s, remaining CA life 2h0m0s"},
-		{"TTL one second past CA expiry", with(func(p *ca.X509SVIDParams) { p.TTL = 2*time.Hour + time.Second }), ca.ErrTTLTooLong, "remaining CA life"},
 		{"nil key", with(func(p *ca.X509SVIDParams) { p.PublicKey = nil }), ca.ErrInvalidParams, "public key: is required"},
 		{"typed nil ECDSA key", with(func(p *ca.X509SVIDParams) { p.PublicKey = (*ecdsa.PublicKey)(nil) }), ca.ErrInvalidParams, "is required"},
 		{"RSA 1024", with(func(p *ca.X509SVIDParams) { p.PublicKey = &rsa1024.PublicKey }), ca.ErrInvalidParams, "RSA key size 1024 bits"},
@@ -335,11 +333,19 @@ func TestSignX509SVIDLifetimeBounds(t *testing.T) {
 		ttl        time.Duration
 		wantErr    error
 		wantBefore time.Time
+		wantAfter  time.Time // zero: now (truncated) + ttl
 	}{
 		{name: "TTL exactly the remaining life", now: created, ttl: caTTL, wantBefore: created.Add(-ca.Backdate)},
 		{name: "sub-second clock is truncated", now: created.Add(400 * time.Millisecond), ttl: caTTL, wantBefore: created.Add(-ca.Backdate)},
 		{name: "backdate clamped to root NotBefore", now: created.Add(-5 * time.Second), ttl: time.Minute, wantBefore: created.Add(-ca.Backdate)},
-		{name: "CA expired", now: created.Add(caTTL + time.Second), ttl: time.Second, wantErr: ca.ErrTTLTooLong},
+		// An SVID never outlives its CA: a TTL past the CA's NotAfter is capped there, not refused.
+		{name: "TTL one second past the CA is capped", now: created, ttl: caTTL + time.Second, wantBefore: created.Add(-ca.Backdate), wantAfter: created.Add(caTTL)},
+		{name: "TTL far past the CA is capped", now: created.Add(caTTL - 90*time.Second), ttl: 24 * time.Hour,
+			wantBefore: created.Add(caTTL - 90*time.Second - ca.Backdate), wantAfter: created.Add(caTTL)},
+		{name: "one second of CA life left", now: created.Add(caTTL - time.Second), ttl: time.Hour,
+			wantBefore: created.Add(caTTL - time.Second - ca.Backdate), wantAfter: created.Add(caTTL)},
+		{name: "CA expires this second", now: created.Add(caTTL - 300*time.Millisecond), ttl: time.Hour, wantErr: ca.ErrCAExpired},
+		{name: "CA expired", now: created.Add(caTTL + time.Second), ttl: time.Second, wantErr: ca.ErrCAExpired},
 		{name: "clock before CA validity", now: created.Add(-time.Minute), ttl: time.Minute, wantErr: errors.New("not valid before")},
 	}
 	for _, tt := range tests {
@@ -367,8 +373,17 @@ func TestSignX509SVIDLifetimeBounds(t *testing.T) {
 			if cert.NotAfter.After(x.Certificate.NotAfter) {
 				t.Errorf("NotAfter %s is after the CA's %s", cert.NotAfter, x.Certificate.NotAfter)
 			}
-			if want := tt.now.Truncate(time.Second).Add(tt.ttl); !cert.NotAfter.Equal(want) {
+			want := tt.wantAfter
+			if want.IsZero() {
+				want = tt.now.Truncate(time.Second).Add(tt.ttl)
+			}
+			if !cert.NotAfter.Equal(want) {
 				t.Errorf("NotAfter = %s, want %s", cert.NotAfter, want)
+			}
+			// The capped SVID still verifies against the root (go-spiffe checks the chain's validity).
+			bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{x.Certificate})
+			if id, _, err := x509svid.Verify([]*x509.Certificate{cert}, bundle, x509svid.WithTime(tt.now)); err != nil || id != webID {
+				t.Errorf("x509svid.Verify = %s, %v; want %s", id, err, webID)
 			}
 		})
 	}

@@ -1,11 +1,15 @@
 package server
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/server/adminapi"
 	"google.golang.org/grpc/codes"
 )
@@ -40,4 +44,47 @@ func TestEntryTTLMinimums(t *testing.T) {
 	_, err = admin.UpdateEntry(testCtx(t), &adminv1.UpdateEntryRequest{Entry: &adminv1.Entry{Id: created.Id, Revision: created.Revision,
 		X509TtlSeconds: 30}, UpdateMask: []string{"x509_ttl_seconds"}, Reason: "shorter"})
 	wantRefused("update to x509_ttl 30s", err, "x509_ttl 30s: invalid argument: at least 1m0s")
+}
+
+// Near its CA's expiry a server still mints its own TLS SVID and agent SVIDs, capped at the CA's
+// NotAfter (it used to stop a minute short of the CA, and to fail once less than that was left).
+func TestSystemSVIDsCappedNearCAExpiry(t *testing.T) {
+	// A root created 1h - 90s ago with a 1h lifetime: 90 s left.
+	created := time.Now().Add(-time.Hour + 90*time.Second)
+	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: t.TempDir(), TrustDomain: testTD, TTL: time.Hour, Clock: func() time.Time { return created }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortCA, err := ca.New(ca.Config{TrustDomain: testTD, X509: x, JWT: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvConfig(t, func(c *Config) { c.CA, c.AgentSVIDTTL = shortCA, 24*time.Hour }, nil)
+	caNotAfter := shortCA.NotAfter()
+
+	conf, err := e.srv.AgentTLSConfig(testCtx(t))
+	if err != nil {
+		t.Fatalf("ServerTLSConfig with 90 s of CA left: %v", err)
+	}
+	cert, err := conf.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.Leaf.NotAfter.Equal(caNotAfter) {
+		t.Errorf("server TLS SVID NotAfter %s, want the CA's %s", cert.Leaf.NotAfter, caNotAfter)
+	}
+
+	e.owner(t, "alice")
+	_, tok := e.joinToken(t, "alice", "")
+	att, err := e.srv.Agent.AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{JoinToken: tok, Csr: csrFor(t, newP256(t), nil)})
+	if err != nil {
+		t.Fatalf("AttestAgent with 90 s of CA left: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(att.SvidChain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.NotAfter.Equal(caNotAfter) {
+		t.Errorf("agent SVID NotAfter %s, want the CA's %s", leaf.NotAfter, caNotAfter)
+	}
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/server"
@@ -61,6 +63,13 @@ type serverFileConfig struct {
 	minFreeDisk uint64
 	CA          struct {
 		TTL time.Duration `yaml:"ttl"`
+		// KeyManager is where the CA's private keys live: disk (default), softkms, pkcs11, awskms,
+		// cloudkms or azurekms (package ca/keymanager); the other keys configure it.
+		KeyManager      string `yaml:"key_manager"`
+		KMSURI          string `yaml:"kms_uri"`
+		X509Key         string `yaml:"x509_key"`
+		JWTKey          string `yaml:"jwt_key"`
+		CredentialsFile string `yaml:"credentials_file"`
 	} `yaml:"ca"`
 	Raft struct {
 		NodeID           string   `yaml:"node_id"`
@@ -288,6 +297,40 @@ func checkHostPort(path, key, v string, listen bool) error {
 	return nil
 }
 
+// checkCAKeys validates the ca.key_manager keys (the key manager checks the rest when it opens, with
+// errors naming the same keys): a known manager, bounded values, and no KMS keys for disk.
+func checkCAKeys(path string, c *serverFileConfig) error {
+	if c.CA.KeyManager == "" {
+		c.CA.KeyManager = string(keymanager.Disk)
+	}
+	switch keymanager.Kind(c.CA.KeyManager) {
+	case keymanager.Disk, keymanager.SoftKMS, keymanager.PKCS11, keymanager.AWSKMS, keymanager.CloudKMS, keymanager.AzureKMS:
+	default:
+		return configError(path, "ca.key_manager", "%q: want %s", c.CA.KeyManager, keymanager.Kinds)
+	}
+	for _, kv := range []struct{ key, v string }{{"ca.kms_uri", c.CA.KMSURI}, {"ca.x509_key", c.CA.X509Key}, {"ca.jwt_key", c.CA.JWTKey},
+		{"ca.credentials_file", c.CA.CredentialsFile}} {
+		if len(kv.v) > keymanager.MaxURILength {
+			return configError(path, kv.key, "at most %d characters", keymanager.MaxURILength)
+		}
+		if kv.v != "" && c.CA.KeyManager == string(keymanager.Disk) {
+			return configError(path, kv.key, "only with a ca.key_manager other than disk (the disk keys are data_dir/ca/%s and %s)", ca.X509KeyFile, ca.JWTKeyFile)
+		}
+	}
+	if c.CA.CredentialsFile != "" {
+		if err := requireAbs(path, "ca.credentials_file", c.CA.CredentialsFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// caKeys maps the ca.key_manager keys onto the key manager's config.
+func (c *serverFileConfig) caKeys() keymanager.Config {
+	return keymanager.Config{Kind: keymanager.Kind(c.CA.KeyManager), URI: c.CA.KMSURI, X509Key: c.CA.X509Key, JWTKey: c.CA.JWTKey,
+		CredentialsFile: c.CA.CredentialsFile}
+}
+
 func requireAbs(path, key, v string) error {
 	if v == "" {
 		return configError(path, key, "is required")
@@ -454,6 +497,9 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if c.CA.TTL < time.Hour {
 		return c, td, configError(path, "ca.ttl", "%s: must be at least 1h", c.CA.TTL)
+	}
+	if err := checkCAKeys(path, &c); err != nil {
+		return c, td, err
 	}
 	if c.Raft.BindAddress == "" {
 		c.Raft.BindAddress = defaultRaftBind

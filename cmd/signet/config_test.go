@@ -14,6 +14,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
+	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/server/issuer"
 	"go.yaml.in/yaml/v3"
 )
@@ -59,7 +60,7 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11, 16, 21}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 15, 20, 25}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
 			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
 			`unknown key "min_free_disk"`}},
@@ -86,6 +87,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-agent-svid-ttl-too-short.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"30s", "between 1m and 720h"}},
 		{file: "server-agent-svid-ttl-too-long.yaml", kind: "server", key: "agent_svid_ttl", want: []string{"721h", "between 1m and 720h"}},
 		{file: "server-ca-ttl-too-short.yaml", kind: "server", key: "ca.ttl", want: []string{"30m", "at least 1h"}},
+		{file: "server-ca-key-manager-unknown.yaml", kind: "server", key: "ca.key_manager", want: []string{`"vault"`, "disk, softkms, pkcs11, awskms, cloudkms or azurekms"}},
+		{file: "server-ca-kms-uri-with-disk.yaml", kind: "server", key: "ca.kms_uri", want: []string{"only with a ca.key_manager other than disk"}},
 		{file: "server-min-free-disk-no-unit.yaml", kind: "server", key: "min_free_disk", want: []string{`"512"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-min-free-disk-too-small.yaml", kind: "server", key: "min_free_disk", want: []string{`"512KiB"`, "at least 1MiB"}},
 		{file: "server-agent-burst-below-batch.yaml", kind: "server", key: "issuance_limits.agent_burst", want: []string{"999", "between 1000 and"}},
@@ -273,6 +276,7 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, issuer.DefaultEntryIssueBurst)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(issuer.DefaultMinFreeDisk))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
+	cfgEq(t, "ca.key_manager", c.CA.KeyManager, "disk")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")
 	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "")
@@ -306,6 +310,9 @@ func TestConfigServerValuesKept(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, 20)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(2<<30))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 43800*time.Hour)
+	cfgEq(t, "ca keys", c.caKeys(), keymanager.Config{Kind: keymanager.PKCS11,
+		URI:     "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=signet?pin-source=/etc/signet/hsm.pin",
+		X509Key: "pkcs11:id=01;object=ca", JWTKey: "pkcs11:id=02;object=jwt"})
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")
 	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "signet-1.example.com:9300")

@@ -25,6 +25,22 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// fetchOneSVID fetches the X.509 context and checks it holds exactly one SVID, for wantID.
+func fetchOneSVID(t testing.TB, ctx context.Context, c *workloadapi.Client, wantID string) (*workloadapi.X509Context, *x509svid.SVID) {
+	t.Helper()
+	x509ctx, err := c.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509Context: %v", err)
+	}
+	if len(x509ctx.SVIDs) != 1 {
+		t.Fatalf("got %d SVIDs, want 1", len(x509ctx.SVIDs))
+	}
+	if id := x509ctx.SVIDs[0].ID.String(); id != wantID {
+		t.Fatalf("SVID ID = %s, want %s", id, wantID)
+	}
+	return x509ctx, x509ctx.SVIDs[0]
+}
+
 func newClient(t testing.TB, ctx context.Context, socket string) *workloadapi.Client {
 	t.Helper()
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
@@ -45,17 +61,7 @@ func TestDevEndToEnd(t *testing.T) {
 	c := newClient(t, ctx, d.socket)
 
 	// X.509-SVID: right ID, one hour, verifies against the bundle.
-	x509ctx, err := c.FetchX509Context(ctx)
-	if err != nil {
-		t.Fatalf("FetchX509Context: %v", err)
-	}
-	if len(x509ctx.SVIDs) != 1 {
-		t.Fatalf("got %d SVIDs, want 1", len(x509ctx.SVIDs))
-	}
-	svid := x509ctx.SVIDs[0]
-	if svid.ID.String() != wantID {
-		t.Fatalf("SVID ID = %s, want %s", svid.ID, wantID)
-	}
+	x509ctx, svid := fetchOneSVID(t, ctx, c, wantID)
 	leaf := svid.Certificates[0]
 	if life := leaf.NotAfter.Sub(leaf.NotBefore) - ca.Backdate; life != time.Hour {
 		t.Fatalf("SVID lifetime = %s, want 1h (NotBefore is backdated by %s)", life, ca.Backdate)
@@ -325,7 +331,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitUsage, `unknown type "docker"`},
 		{"zero TTL", args(map[string]string{"--x509-ttl": "0s"}), exitUsage, "--x509-ttl 0s: must be positive"},
 		{"negative JWT TTL", args(map[string]string{"--jwt-ttl": "-1h"}), exitUsage, "--jwt-ttl -1h0m0s: must be positive"},
-		{"TTL above the CA's remaining life", args(map[string]string{"--x509-ttl": "3h"}), exitFailure, "longer than the CA's remaining life"},
+		{"TTL above 30 days", args(map[string]string{"--x509-ttl": "721h"}), exitFailure, "invalid argument: at most 720h0m0s"},
 		{"duplicate entry", args(map[string]string{"--spiffe-id": "spiffe://example.org/dup", "--selector": "unix:uid:7"}), exitFailure, "identical entry already exists"},
 		{"owner that does not exist", args(map[string]string{"--owner": "nobody-here"}), exitFailure, `owner "nobody-here": owner not found`},
 		{"reserved path", args(map[string]string{"--spiffe-id": "spiffe://example.org/signet/agent/x"}), exitFailure, "reserved"},
@@ -395,7 +401,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most 720h) (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most 720h; an SVID never outlives the CA: it is capped at the CA's expiry) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
@@ -49,6 +51,8 @@ type serverNodeConfig struct {
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
 	CATTL      time.Duration
+	// CAKeys is where the CA's private keys live; a zero Kind (or disk) means files in DataDir/ca.
+	CAKeys keymanager.Config
 	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
 	AgentAuth    agentapi.Authenticator
 	AgentSVIDTTL time.Duration
@@ -71,6 +75,7 @@ const auditCheckpointFile = "audit-checkpoint.json"
 type serverNode struct {
 	store   *storage.Store
 	ca      *ca.CA
+	keys    *keymanager.Manager // nil for disk keys
 	srv     *server.Server
 	cluster *cluster.Node
 	mux     *cluster.Mux
@@ -86,6 +91,24 @@ type serverNode struct {
 // recorded, through the leader.
 func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, err error) {
 	log := cfg.Logger
+	// The key manager opens first: a wrong PIN or a KMS that does not resolve fails before anything
+	// is created in the data dir.
+	caDir := filepath.Join(cfg.DataDir, "ca")
+	var keys *keymanager.Manager
+	var caKeys ca.KeyManager
+	if kind := cfg.CAKeys.Kind; kind != "" && kind != keymanager.Disk {
+		kc := cfg.CAKeys
+		kc.Dir = caDir
+		if keys, err = keymanager.Open(ctx, kc); err != nil {
+			return nil, fmt.Errorf("ca.key_manager: %w", err)
+		}
+		caKeys = keys
+		defer func() {
+			if err != nil {
+				keys.Close()
+			}
+		}()
+	}
 	mux, err := cluster.Listen(cfg.RaftBind, cfg.RaftAdvertise)
 	if err != nil {
 		return nil, err
@@ -104,7 +127,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 
-	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(cfg.DataDir, "ca"), TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL})
+	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: caDir, TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL, Keys: caKeys})
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +165,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n := &serverNode{store: st, ca: authority, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
+	n := &serverNode{store: st, ca: authority, keys: keys, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(runCtx) })
 	wg.Go(func() { _ = cn.Run(runCtx) })
@@ -184,7 +207,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	healthpb.RegisterHealthServer(n.admin, server.NewHealthService(n.health, srv))
 	go serveGRPC(log, "admin", n.admin, lis)
 	log.Info("server node started", "node", st.NodeID(), "trust_domain", cfg.TrustDomain.Name(), "admin_socket", cfg.AdminSocket,
-		"cluster_address", st.Address(), "ca_expires", authority.NotAfter().Format(time.RFC3339))
+		"cluster_address", st.Address(), "ca_expires", authority.NotAfter().Format(time.RFC3339),
+		"ca_key_manager", cmp.Or(string(cfg.CAKeys.Kind), string(keymanager.Disk)))
 	return n, nil
 }
 
@@ -229,4 +253,7 @@ func (n *serverNode) Stop() {
 	n.cluster.Close()
 	n.store.Close()
 	n.mux.Close()
+	if n.keys != nil {
+		n.keys.Close()
+	}
 }

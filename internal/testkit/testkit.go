@@ -62,7 +62,13 @@ func OpenStore(tb testing.TB, log *slog.Logger) *storage.Store {
 // lifetime (0: the default).
 func NewCA(tb testing.TB, td spiffeid.TrustDomain, ttl time.Duration) *ca.CA {
 	tb.Helper()
-	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(tb.TempDir(), "ca"), TrustDomain: td, TTL: ttl})
+	return NewCAIn(tb, filepath.Join(tb.TempDir(), "ca"), td, ttl, nil)
+}
+
+// NewCAIn loads or creates the CA of td in dir, with its private keys in keys (nil: files in dir).
+func NewCAIn(tb testing.TB, dir string, td spiffeid.TrustDomain, ttl time.Duration, keys ca.KeyManager) *ca.CA {
+	tb.Helper()
+	x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Keys: keys})
 	if err != nil {
 		tb.Fatalf("ca.LoadOrCreate: %v", err)
 	}
@@ -71,6 +77,20 @@ func NewCA(tb testing.TB, td spiffeid.TrustDomain, ttl time.Duration) *ca.CA {
 		tb.Fatalf("ca.New: %v", err)
 	}
 	return c
+}
+
+// DirNames lists the names in dir, sorted.
+func DirNames(tb testing.TB, dir string) []string {
+	tb.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 // WriteFileMode writes content to dir/name with exactly mode (whatever the umask) and returns the path.

@@ -127,7 +127,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 }
 
 func (s *AdminService) rules() entryRules {
-	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: issuer.ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(), CANotAfter: s.cfg.CA.NotAfter(),
+	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: issuer.ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(),
 		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL}
 }
 

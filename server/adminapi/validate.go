@@ -79,8 +79,6 @@ type entryRules struct {
 	// ServerID is the parent of node alias entries (entries selected by node selectors).
 	ServerID string
 	Now      time.Time
-	// CANotAfter is the signing CA's expiry: no TTL may reach past it.
-	CANotAfter time.Time
 	// MinX509TTL and MinJWTTTL are the shortest SVID lifetimes an entry may ask (zero: MinX509SVIDTTL
 	// and MinJWTSVIDTTL).
 	MinX509TTL, MinJWTTTL time.Duration
@@ -204,9 +202,8 @@ func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL t
 	case *ttl > maxTTL:
 		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)
 	}
-	if remaining := r.CANotAfter.Sub(r.Now); *ttl > remaining {
-		return fmt.Errorf("entry %q: %s %s: %w: longer than the CA's remaining life (%s)", name, field, *ttl, ErrInvalidArgument, remaining.Round(time.Second))
-	}
+	// A TTL longer than the CA's remaining life is accepted: the CA caps every SVID at its own
+	// NotAfter (ca.ErrCAExpired only once it has expired), so entries outlive the CA that signs today.
 	return nil
 }
 

@@ -16,7 +16,7 @@ import (
 var validateNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testRules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(365 * 24 * time.Hour)}
+	return entryRules{TrustDomain: testTD, Now: validateNow}
 }
 
 func validEntry() storage.Entry {
@@ -35,11 +35,6 @@ func manySelectors(n int) []selector.Selector {
 }
 
 func TestValidateEntryRejects(t *testing.T) {
-	shortCA := testRules()
-	shortCA.CANotAfter = validateNow.Add(2 * time.Hour)
-	nearlyExpiredCA := testRules()
-	nearlyExpiredCA.CANotAfter = validateNow.Add(30 * time.Minute)
-
 	tests := []struct {
 		name    string
 		rules   entryRules // zero means testRules()
@@ -83,9 +78,6 @@ func TestValidateEntryRejects(t *testing.T) {
 		{"jwt ttl below its minimum", entryRules{}, func(e *storage.Entry) { e.JWTTTL = MinJWTSVIDTTL - time.Second }, ErrInvalidArgument, "jwt_ttl 29s: invalid argument: at least 30s"},
 		{"x509 ttl above 30 days", entryRules{}, func(e *storage.Entry) { e.X509TTL = maxTTL + time.Second }, ErrInvalidArgument, "x509_ttl"},
 		{"jwt ttl above 30 days", entryRules{}, func(e *storage.Entry) { e.JWTTTL = 31 * 24 * time.Hour }, ErrInvalidArgument, "jwt_ttl"},
-		{"x509 ttl beyond CA life", shortCA, func(e *storage.Entry) { e.X509TTL = 3 * time.Hour }, ErrInvalidArgument, "x509_ttl"},
-		{"jwt ttl beyond CA life", shortCA, func(e *storage.Entry) { e.X509TTL, e.JWTTTL = time.Hour, 2*time.Hour+time.Second }, ErrInvalidArgument, "jwt_ttl"},
-		{"default ttl beyond CA life", nearlyExpiredCA, nil, ErrInvalidArgument, "x509_ttl"},
 		{"dns name with underscore", entryRules{}, func(e *storage.Entry) { e.DNSNames = []string{"bad_name.example.org"} }, ErrInvalidArgument, "dns_name"},
 		{"dns name with leading dash", entryRules{}, func(e *storage.Entry) { e.DNSNames = []string{"-web.example.org"} }, ErrInvalidArgument, "dns_name"},
 		{"dns name with empty label", entryRules{}, func(e *storage.Entry) { e.DNSNames = []string{"web..example.org"} }, ErrInvalidArgument, "dns_name"},
@@ -157,8 +149,6 @@ func TestValidateEntryAccepts(t *testing.T) {
 		}},
 		{"ttls of exactly the minimums", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = MinX509SVIDTTL, MinJWTSVIDTTL }, nil},
 		{"ttl of exactly 30 days", testRules(), func(e *storage.Entry) { e.X509TTL = maxTTL }, nil},
-		{"ttl equal to CA remaining life", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(2 * time.Hour)},
-			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 2*time.Hour, time.Minute }, nil},
 		{"dns names and wildcard", testRules(), func(e *storage.Entry) { e.DNSNames = []string{"web.example.org", "*.svc.example.org", "a-1.B2"} }, nil},
 		{"path starting with signet but not reserved", testRules(), func(e *storage.Entry) { e.SPIFFEID = "spiffe://example.org/signetx/web" }, nil},
 		{"expires in the future", testRules(), func(e *storage.Entry) { e.ExpiresAt = validateNow.Add(time.Second) }, nil},

@@ -50,7 +50,7 @@ func Code(err error) codes.Code {
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, selector.ErrInvalid),
-		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, ca.ErrTTLTooLong), errors.Is(err, storage.ErrInvalid):
+		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, storage.ErrInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, storage.ErrTokenUsed), errors.Is(err, storage.ErrTokenExpired),
 		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch),
@@ -62,7 +62,8 @@ func Code(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
-		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable):
+		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable),
+		errors.Is(err, ca.ErrCAExpired):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition

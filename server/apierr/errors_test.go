@@ -28,7 +28,7 @@ func TestCode(t *testing.T) {
 		{"server unauthenticated", wrap(ErrUnauthenticated), codes.Unauthenticated},
 		{"selector invalid", wrap(selector.ErrInvalid), codes.InvalidArgument},
 		{"ca invalid params", wrap(ca.ErrInvalidParams), codes.InvalidArgument},
-		{"ca ttl too long", wrap(ca.ErrTTLTooLong), codes.InvalidArgument},
+		{"ca expired", wrap(ca.ErrCAExpired), codes.FailedPrecondition},
 		{"storage invalid", wrap(storage.ErrInvalid), codes.InvalidArgument},
 		{"storage owner not found", wrap(storage.ErrOwnerNotFound), codes.FailedPrecondition},
 		{"storage entry not found", wrap(storage.ErrEntryNotFound), codes.NotFound},

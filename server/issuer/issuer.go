@@ -384,8 +384,8 @@ func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) (*x509.Certificate, storage
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
-	ttl := min(req.TTL, i.cfg.CA.RemainingLife()-time.Minute)
-	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: ttl})
+	// Capped at the CA's NotAfter by the CA; the agent renews at half the SVID's actual life.
+	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: req.TTL})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}

@@ -20,14 +20,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
-	"google.golang.org/grpc/codes"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 var oidBasicConstraintsTest = asn1.ObjectIdentifier{2, 5, 29, 19}
@@ -419,9 +419,9 @@ func TestSignJWTSVID(t *testing.T) {
 	})
 }
 
-func TestSignBeyondCALife(t *testing.T) {
-	// An entry validated against an earlier CA may ask for more than the current CA has left: the CA
-	// refuses, per result, and nothing is recorded.
+func TestSignCappedAtCAExpiry(t *testing.T) {
+	// An entry may ask for more than the CA has left: its SVIDs are issued, expire with the CA (never
+	// after it), and are recorded with that expiry.
 	st := openStore(t)
 	shortCA := testkit.NewCA(t, testTD, 2*time.Hour)
 	rec, err := NewRecorder(RecorderConfig{Appender: st})
@@ -446,14 +446,37 @@ func TestSignBeyondCALife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(res[0].Err, ca.ErrTTLTooLong) || apierr.Code(res[0].Err) != codes.InvalidArgument || res[0].Chain != nil {
-		t.Fatalf("X.509 result = %+v, want ca.ErrTTLTooLong", res[0])
+	if res[0].Err != nil || len(res[0].Chain) == 0 {
+		t.Fatalf("X.509 result = %+v, want an SVID capped at the CA's expiry", res[0])
 	}
-	if _, err := iss.SignJWTSVID(testCtx(t), caller, ent.ID, []string{"aud"}); !errors.Is(err, ca.ErrTTLTooLong) {
-		t.Fatalf("SignJWTSVID: %v, want ca.ErrTTLTooLong", err)
+	caNotAfter := shortCA.NotAfter()
+	leaf := res[0].Chain[0]
+	if !leaf.NotAfter.Equal(caNotAfter) {
+		t.Errorf("X.509-SVID NotAfter %s, want the CA's %s", leaf.NotAfter, caNotAfter)
 	}
-	if n := ledgerCount(t, st, storage.LedgerQuery{}); n != 0 {
-		t.Fatalf("%d ledger records for refused signatures", n)
+	bundle := x509bundle.FromX509Authorities(testTD, []*x509.Certificate{shortCA.X509Authority()})
+	if _, _, err := x509svid.Verify([]*x509.Certificate{leaf}, bundle); err != nil {
+		t.Errorf("capped X.509-SVID does not verify: %v", err)
+	}
+	jwt, err := iss.SignJWTSVID(testCtx(t), caller, ent.ID, []string{"aud"})
+	if err != nil {
+		t.Fatalf("SignJWTSVID: %v, want a token capped at the CA's expiry", err)
+	}
+	if !jwt.ExpiresAt.Equal(caNotAfter) {
+		t.Errorf("JWT-SVID exp %s, want the CA's %s", jwt.ExpiresAt, caNotAfter)
+	}
+	page, err := st.QueryLedger(storage.LedgerQuery{EntryID: ent.ID, Limit: storage.MaxLedgerLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := page.Issuances
+	if len(recs) != 2 {
+		t.Fatalf("%d ledger records, want 2", len(recs))
+	}
+	for _, r := range recs {
+		if !r.ExpiresAt.Equal(caNotAfter) {
+			t.Errorf("ledger record %s expires %s, want the CA's %s", r.ID, r.ExpiresAt, caNotAfter)
+		}
 	}
 }
 

@@ -149,8 +149,9 @@ func (s *ServerCert) Sign() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	authority := s.iss.cfg.CA
-	ttl := min(24*time.Hour, (authority.RemainingLife() - time.Minute).Truncate(time.Second)) // X.509 times are whole seconds
-	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
+	// The CA caps the SVID at its own NotAfter; near the CA's end the certificate is shorter and is
+	// re-minted at half its (shorter) life.
+	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: 24 * time.Hour})
 	if err != nil {
 		return nil, err
 	}
