@@ -30,7 +30,7 @@ import (
 
 func newAdminService(tb testing.TB, e *env, auth AdminAuthenticator, defaultParent string) *AdminService {
 	tb.Helper()
-	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth,
+	svc, err := NewAdminService(AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Authenticate: auth,
 		DefaultParentID: defaultParent, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("NewAdminService: %v", err)
@@ -638,7 +638,7 @@ func TestEnsureEntryIsIdempotent(t *testing.T) {
 func TestNewAdminServiceRequiresConfig(t *testing.T) {
 	e := newEnv(t)
 	auth := func(context.Context) (string, error) { return "x", nil }
-	full := AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth}
+	full := AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Authenticate: auth}
 	tests := []struct {
 		name  string
 		mod   func(*AdminServiceConfig)
@@ -648,6 +648,7 @@ func TestNewAdminServiceRequiresConfig(t *testing.T) {
 		{"no CA", func(c *AdminServiceConfig) { c.CA = nil }, "CA"},
 		{"no authenticator", func(c *AdminServiceConfig) { c.Authenticate = nil }, "Authenticate"},
 		{"no trust domain", func(c *AdminServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
+		{"no selector registry", func(c *AdminServiceConfig) { c.Selectors = nil }, "Selectors"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

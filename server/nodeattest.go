@@ -128,7 +128,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	sels := []selector.Selector{
+	sels := []selector.Selector{ // JoinTokenSelectorType declares them
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
 	}
@@ -229,3 +229,12 @@ func validateTokenRequest(td spiffeid.TrustDomain, owner string, ttlSeconds int6
 }
 
 var errNoClientCert = errors.New("no client certificate")
+
+// JoinTokenSelectorType declares the node selectors of agents attested with a join token
+// (join_token:id:<token ID>, join_token:owner:<owner>), for the server's selector.Registry.
+func JoinTokenSelectorType() selector.Type {
+	return selector.Type{Name: AttestationJoinToken, Kind: selector.Node, Keys: map[string]selector.ValueCheck{
+		"owner": selector.NameValue,
+		"id":    selector.TokenIDValue,
+	}}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -26,6 +27,9 @@ type Config struct {
 	Store       *storage.Store
 	CA          *ca.CA
 	TrustDomain spiffeid.TrustDomain
+	// Selectors are the selector types entries may use: the registry of the workload and node
+	// attestors this server is built with (cmd/signet builds it); required.
+	Selectors *selector.Registry
 	// AgentAuth identifies agents calling the agent API.
 	AgentAuth Authenticator
 	// AdminAuth identifies admins calling the admin API.
@@ -110,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
+	admin, err := NewAdminService(AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denials, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {

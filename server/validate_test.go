@@ -19,7 +19,7 @@ import (
 var validateNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testRules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(365 * 24 * time.Hour)}
+	return entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(365 * 24 * time.Hour), Selectors: testSelectors()}
 }
 
 func validEntry() storage.Entry {
@@ -160,7 +160,7 @@ func TestValidateEntryAccepts(t *testing.T) {
 		}},
 		{"ttls of exactly the minimums", testRules(), func(e *storage.Entry) { e.X509TTL, e.JWTTTL = MinX509SVIDTTL, MinJWTSVIDTTL }, nil},
 		{"ttl of exactly 30 days", testRules(), func(e *storage.Entry) { e.X509TTL = maxTTL }, nil},
-		{"ttl equal to CA remaining life", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(2 * time.Hour)},
+		{"ttl equal to CA remaining life", entryRules{TrustDomain: testTD, Now: validateNow, CANotAfter: validateNow.Add(2 * time.Hour), Selectors: testSelectors()},
 			func(e *storage.Entry) { e.X509TTL, e.JWTTTL = 2*time.Hour, time.Minute }, nil},
 		{"dns names and wildcard", testRules(), func(e *storage.Entry) { e.DNSNames = []string{"web.example.org", "*.svc.example.org", "a-1.B2"} }, nil},
 		{"path starting with signet but not reserved", testRules(), func(e *storage.Entry) { e.SPIFFEID = "spiffe://example.org/signetx/web" }, nil},

@@ -36,6 +36,18 @@ const (
 	errPrefix       = "attestor/unix" // prefix of every error message
 )
 
+// SelectorType declares the selectors this attestor produces, for a server's selector.Registry.
+func SelectorType() selector.Type {
+	return selector.Type{Name: selectorType, Kind: selector.Workload, Keys: map[string]selector.ValueCheck{
+		"uid":    selector.Uint32Value,
+		"gid":    selector.Uint32Value,
+		"user":   selector.NameValue,
+		"group":  selector.NameValue,
+		"path":   selector.AbsPathValue,
+		"sha256": selector.SHA256Value,
+	}}
+}
+
 // Config configures an Attestor. The zero value is usable.
 type Config struct {
 	// ProcRoot is where the proc file system of the callers' pid namespace is mounted.
@@ -63,6 +75,8 @@ type Attestor struct {
 	log          *slog.Logger
 	maxHashSize  int64
 	digestWanted func() bool
+
+	selectors selector.Type
 
 	digests   *digestCache
 	hashSlots *hashSlots
@@ -107,6 +121,7 @@ func New(cfg Config) (*Attestor, error) {
 		log:          log.With("attestor", "unix"),
 		maxHashSize:  maxHash,
 		digestWanted: cfg.DigestWanted,
+		selectors:    SelectorType(),
 		digests:      newDigestCache(digestCacheSize),
 		hashSlots:    newHashSlots(perUID),
 		names:        newNameCache(nameCacheSize, nameTTL, time.Now),

@@ -64,7 +64,7 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	if err != nil {
 		return nil, err
 	}
-	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: a, Logger: cfg.Logger})
+	h, err := workloadapi.New(workloadapi.Config{Attestors: []workloadapi.Attestor{att}, Source: a, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

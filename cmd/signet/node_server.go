@@ -11,12 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
+	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -113,7 +115,11 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		agentAuth = server.TLSAgentAuth(st, nil)
 	}
 	adminAuth := server.UnixAdminAuth(cfg.AdminUIDs...)
-	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
+	selectors, err := selectorRegistry()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain, Selectors: selectors,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
@@ -225,4 +231,10 @@ func (n *serverNode) Stop() {
 	n.cluster.Close()
 	n.store.Close()
 	n.mux.Close()
+}
+
+// selectorRegistry is every selector type this build's attestors produce: the server validates
+// entries against it (the CLI and agents pass on types they do not know).
+func selectorRegistry() (*selector.Registry, error) {
+	return selector.NewRegistry(unix.SelectorType(), server.JoinTokenSelectorType())
 }
