@@ -1,14 +1,14 @@
 package unix
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/signet-id/signet/internal/procfs"
 	"github.com/signet-id/signet/selector"
 )
 
@@ -92,17 +92,9 @@ func New(cfg Config) (*Attestor, error) {
 	if err := supported(); err != nil {
 		return nil, err
 	}
-	root := cfg.ProcRoot
-	if root == "" {
-		root = DefaultProcRoot
-	}
-	if !filepath.IsAbs(root) {
-		return nil, fmt.Errorf("%s: proc root %q is not an absolute path", errPrefix, root)
-	}
-	if fi, err := os.Stat(root); err != nil {
-		return nil, fmt.Errorf("%s: proc root: %w", errPrefix, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("%s: proc root %q is not a directory", errPrefix, root)
+	root, err := procfs.Root(cmp.Or(cfg.ProcRoot, DefaultProcRoot))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", errPrefix, err)
 	}
 	maxHash, err := orDefault("MaxHashSize", cfg.MaxHashSize, DefaultMaxHashSize)
 	if err != nil {
@@ -117,7 +109,7 @@ func New(cfg Config) (*Attestor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Attestor{
-		procRoot:     filepath.Clean(root),
+		procRoot:     root,
 		log:          log.With("attestor", "unix"),
 		maxHashSize:  maxHash,
 		digestWanted: cfg.DigestWanted,
