@@ -25,9 +25,11 @@ func TestNewValidatesConfig(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		{"relative proc root", func(c *Config) { c.ProcRoot = "proc" }, `proc_root: proc root "proc" is not an absolute path`},
+		{"relative proc root", func(c *Config) { c.ProcRoot = "proc" }, `proc_root: "proc" is not an absolute path`},
 		{"missing proc root", func(c *Config) { c.ProcRoot = filepath.Join(dir, "nope") }, "proc_root"},
-		{"http kubelet", func(c *Config) { c.KubeletURL = "http://127.0.0.1:10255" }, `kubelet_url "http://127.0.0.1:10255": want https://host:port`},
+		{"relative token path", func(c *Config) { c.TokenPath = "token" }, `token_path: "token" is not an absolute path`},
+		{"bad node name", func(c *Config) { c.NodeName = "Node_1" }, `node_name: value "Node_1" is not a DNS subdomain`},
+		{"http kubelet", func(c *Config) { c.KubeletURL = "http://127.0.0.1:10255" }, `kubelet_url: "http://127.0.0.1:10255": want https://host:port`},
 		{"kubelet url with a path", func(c *Config) { c.KubeletURL = "https://127.0.0.1:10250/pods" }, "kubelet_url"},
 		{"kubelet url with credentials", func(c *Config) { c.KubeletURL = "https://u:p@127.0.0.1:10250" }, "kubelet_url"},
 		{"ca and skip", func(c *Config) { c.SkipKubeletVerification = true }, "kubelet_ca_path and skip_kubelet_verification: give one"},
@@ -37,8 +39,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"empty token", func(c *Config) { c.TokenPath = filepath.Join(dir, "empty") }, "not a service account token"},
 		{"two-line token", func(c *Config) { c.TokenPath = filepath.Join(dir, "two-lines") }, "not a service account token"},
 		{"huge token", func(c *Config) { c.TokenPath = filepath.Join(dir, "huge") }, "larger than 65536 bytes"},
-		{"negative ttl", func(c *Config) { c.PodListTTL = -time.Second }, "pod_list_ttl -1s"},
-		{"ttl too long", func(c *Config) { c.PodListTTL = time.Hour }, "pod_list_ttl 1h0m0s: want a positive value of at most 1m0s"},
+		{"negative ttl", func(c *Config) { c.PodListTTL = -time.Second }, "pod_list_ttl: -1s"},
+		{"ttl too long", func(c *Config) { c.PodListTTL = time.Hour }, "pod_list_ttl: 1h0m0s: want a positive value of at most 1m0s"},
 		{"negative attempts", func(c *Config) { c.PollAttempts = -1 }, "poll_attempts"},
 		{"too many attempts", func(c *Config) { c.PollAttempts = MaxPollAttempts + 1 }, "poll_attempts"},
 		{"interval too long", func(c *Config) { c.PollInterval = 2 * time.Minute }, "poll_interval"},

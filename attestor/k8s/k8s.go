@@ -120,45 +120,58 @@ type Attestor struct {
 	log       *slog.Logger
 }
 
+// Check validates cfg without touching the file system (a configuration loader calls it), and fills
+// the defaults of zero fields. Errors name the configuration key (kubelet_url, poll_attempts, …).
+func (cfg *Config) Check() error {
+	var err error
+	cfg.ProcRoot = cmp.Or(cfg.ProcRoot, DefaultProcRoot)
+	if cfg.NodeName != "" {
+		if err := dnsSubdomainValue(cfg.NodeName); err != nil {
+			return fmt.Errorf("%s: node_name: %w", errPrefix, err)
+		}
+	}
+	if cfg.KubeletURL, err = kubeletURL(cfg.KubeletURL, cfg.NodeName); err != nil {
+		return err
+	}
+	if cfg.SkipKubeletVerification && cfg.KubeletCAPath != "" {
+		return fmt.Errorf("%s: kubelet_ca_path and skip_kubelet_verification: give one, not both", errPrefix)
+	}
+	if !cfg.SkipKubeletVerification {
+		cfg.KubeletCAPath = cmp.Or(cfg.KubeletCAPath, DefaultKubeletCAPath)
+	}
+	cfg.TokenPath = cmp.Or(cfg.TokenPath, DefaultTokenPath)
+	for _, p := range []struct{ key, path string }{{"proc_root", cfg.ProcRoot}, {"token_path", cfg.TokenPath}, {"kubelet_ca_path", cfg.KubeletCAPath}} {
+		if p.path != "" && !filepath.IsAbs(p.path) {
+			return fmt.Errorf("%s: %s: %q is not an absolute path", errPrefix, p.key, p.path)
+		}
+	}
+	if cfg.PodListTTL, err = bounded("pod_list_ttl", cfg.PodListTTL, DefaultPodListTTL, MaxPodListTTL); err != nil {
+		return err
+	}
+	if cfg.PollInterval, err = bounded("poll_interval", cfg.PollInterval, DefaultPollInterval, MaxPollInterval); err != nil {
+		return err
+	}
+	if cfg.PollAttempts, err = bounded("poll_attempts", cfg.PollAttempts, DefaultPollAttempts, MaxPollAttempts); err != nil {
+		return err
+	}
+	if cfg.RequestTimeout, err = bounded("request_timeout", cfg.RequestTimeout, DefaultRequestTimeout, MaxRequestTimeout); err != nil {
+		return err
+	}
+	cfg.MaxPodListBytes, err = bounded("max_pod_list_bytes", cfg.MaxPodListBytes, DefaultMaxPodListBytes, MaxPodListBytesCap)
+	return err
+}
+
 // New returns an Attestor configured by cfg, with defaults applied to zero fields. The token file must
 // exist and the CA file hold a certificate: a misconfigured agent fails at start, not on each call.
 func New(cfg Config) (*Attestor, error) {
-	root, err := procfs.Root(cmp.Or(cfg.ProcRoot, DefaultProcRoot))
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	root, err := procfs.Root(cfg.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("%s: proc_root: %w", errPrefix, err)
 	}
-	kubelet, err := kubeletURL(cfg.KubeletURL, cfg.NodeName)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.SkipKubeletVerification && cfg.KubeletCAPath != "" {
-		return nil, fmt.Errorf("%s: kubelet_ca_path and skip_kubelet_verification: give one, not both", errPrefix)
-	}
-	ttl, err := bounded("pod_list_ttl", cfg.PodListTTL, DefaultPodListTTL, MaxPodListTTL)
-	if err != nil {
-		return nil, err
-	}
-	interval, err := bounded("poll_interval", cfg.PollInterval, DefaultPollInterval, MaxPollInterval)
-	if err != nil {
-		return nil, err
-	}
-	attempts, err := bounded("poll_attempts", cfg.PollAttempts, DefaultPollAttempts, MaxPollAttempts)
-	if err != nil {
-		return nil, err
-	}
-	timeout, err := bounded("request_timeout", cfg.RequestTimeout, DefaultRequestTimeout, MaxRequestTimeout)
-	if err != nil {
-		return nil, err
-	}
-	maxBytes, err := bounded("max_pod_list_bytes", cfg.MaxPodListBytes, DefaultMaxPodListBytes, MaxPodListBytesCap)
-	if err != nil {
-		return nil, err
-	}
-	token := cfg.TokenPath
-	if token == "" {
-		token = DefaultTokenPath
-	}
-	if _, err := readToken(token); err != nil {
+	if _, err := readToken(cfg.TokenPath); err != nil {
 		return nil, err
 	}
 	client, err := kubeletClient(cfg.KubeletCAPath, cfg.SkipKubeletVerification)
@@ -174,9 +187,9 @@ func New(cfg Config) (*Attestor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Attestor{
-		procRoot: root, attempts: attempts, interval: interval, selectors: SelectorType(),
-		pods: &podCache{url: kubelet + "/pods", tokenPath: token, client: client, timeout: timeout,
-			maxBytes: maxBytes, ttl: ttl, now: now},
+		procRoot: root, attempts: cfg.PollAttempts, interval: cfg.PollInterval, selectors: SelectorType(),
+		pods: &podCache{url: cfg.KubeletURL + "/pods", tokenPath: cfg.TokenPath, client: client, timeout: cfg.RequestTimeout,
+			maxBytes: cfg.MaxPodListBytes, ttl: cfg.PodListTTL, now: now},
 		log: log.With("attestor", selectorType),
 	}, nil
 }
@@ -189,7 +202,7 @@ func kubeletURL(raw, node string) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return "", fmt.Errorf("%s: kubelet_url %q: want https://host:port (the kubelet's secure port, e.g. https://127.0.0.1:10250)", errPrefix, raw)
+		return "", fmt.Errorf("%s: kubelet_url: %q: want https://host:port (the kubelet's secure port, e.g. https://127.0.0.1:10250)", errPrefix, raw)
 	}
 	return "https://" + u.Host, nil
 }
@@ -200,7 +213,7 @@ func bounded[T int | int64 | time.Duration](key string, v, def, maxV T) (T, erro
 	case v == 0:
 		return def, nil
 	case v < 0 || v > maxV:
-		return 0, fmt.Errorf("%s: %s %v: want a positive value of at most %v", errPrefix, key, v, maxV)
+		return 0, fmt.Errorf("%s: %s: %v: want a positive value of at most %v", errPrefix, key, v, maxV)
 	}
 	return v, nil
 }

@@ -26,9 +26,6 @@ func kubeletClient(caPath string, skipVerify bool) (*http.Client, error) {
 	if skipVerify {
 		conf.InsecureSkipVerify = true
 	} else {
-		if caPath == "" {
-			caPath = DefaultKubeletCAPath
-		}
 		pem, err := os.ReadFile(caPath)
 		if err != nil {
 			return nil, fmt.Errorf("%s: kubelet_ca_path: %w (or set skip_kubelet_verification for a kubelet with a self-signed certificate)", errPrefix, err)

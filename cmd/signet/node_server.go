@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/attestor/k8s"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/cluster"
@@ -236,5 +237,5 @@ func (n *serverNode) Stop() {
 // selectorRegistry is every selector type this build's attestors produce: the server validates
 // entries against it (the CLI and agents pass on types they do not know).
 func selectorRegistry() (*selector.Registry, error) {
-	return selector.NewRegistry(unix.SelectorType(), server.JoinTokenSelectorType())
+	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), server.JoinTokenSelectorType())
 }
