@@ -43,7 +43,7 @@ func parseCgroup(b []byte) (ref containerRef, found bool, err error) {
 			_, after, ok = bytes.Cut(after, []byte{':'})
 		}
 		if !ok {
-			return containerRef{}, false, fmt.Errorf("cgroup line %q: want hierarchy-ID:controllers:path", line)
+			return containerRef{}, false, fmt.Errorf("cgroup line %q: want hierarchy-ID:controllers:path", string(line)) // a copy: buf stays on the stack
 		}
 		r, inPod, err := parseCgroupPath(string(after))
 		if err != nil {

@@ -246,8 +246,8 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, startTime uint64) ([]s
 		if err != nil {
 			return nil, fmt.Errorf("%s: pid %d: %w", errPrefix, pid, err)
 		}
-		if sels, ok := list.selectors(ref); ok {
-			return a.valid(pid, sels), nil
+		if sels, ok := list.selectors(ref, func(s []selector.Selector) []selector.Selector { return a.valid(pid, s) }); ok {
+			return sels, nil
 		}
 		if attempt >= a.attempts {
 			return nil, fmt.Errorf("%s: pid %d: pod %s container %s: %w after %d fetches %s apart",

@@ -181,6 +181,12 @@ func TestAttestPodSelectors(t *testing.T) {
 					t.Errorf("attested selector does not validate: %v", err)
 				}
 			}
+			// Selectors are computed once per list and container; each caller gets its own copy.
+			sels[0].Value = "ns:changed-by-the-caller"
+			again, err := a.Attest(testCtx(t), pid, start)
+			if err != nil || !slices.Equal(selector.Strings(again), want) {
+				t.Fatalf("second attestation: %q, %v; want %q", selector.Strings(again), err, want)
+			}
 		})
 	}
 }

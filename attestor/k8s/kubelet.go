@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -167,6 +168,11 @@ func (c *podCache) fetch(ctx context.Context, started time.Time) (*podList, erro
 type podList struct {
 	fetched time.Time
 	byUID   map[string]*corev1.Pod
+
+	// memo holds the validated, sorted selectors of each container attested from this list (at most
+	// one entry per container it lists), so a cached list costs a map lookup per call.
+	mu   sync.Mutex
+	memo map[containerRef][]selector.Selector
 }
 
 func indexPods(pods []corev1.Pod, fetched time.Time) *podList {
@@ -180,8 +186,14 @@ func indexPods(pods []corev1.Pod, fetched time.Time) *podList {
 // errNoContainer: the pod is listed, the container not (yet) in its status.
 var errNoContainer = errors.New("container not in the pod's status")
 
-// selectors returns the selectors of the container ref names, if the list has it.
-func (l *podList) selectors(ref containerRef) ([]selector.Selector, bool) {
+// selectors returns the selectors of the container ref names, if the list has it: those of
+// podSelectors that valid keeps, computed once per list and container. The result is the caller's.
+func (l *podList) selectors(ref containerRef, valid func([]selector.Selector) []selector.Selector) ([]selector.Selector, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sels, ok := l.memo[ref]; ok {
+		return slices.Clone(sels), true
+	}
 	pod, ok := l.byUID[ref.podUID]
 	if !ok {
 		return nil, false
@@ -190,7 +202,12 @@ func (l *podList) selectors(ref containerRef) ([]selector.Selector, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return podSelectors(pod, st), true
+	sels := valid(podSelectors(pod, st))
+	if l.memo == nil {
+		l.memo = make(map[containerRef][]selector.Selector)
+	}
+	l.memo[ref] = sels
+	return slices.Clone(sels), true
 }
 
 // containerStatus finds the status of the container with ID id ("<runtime>://<id>") among the pod's
