@@ -36,8 +36,9 @@ const (
 	maxTokenLen      = 64 << 10
 )
 
-// failureLogEvery and failureLogBurst bound the log lines of failed JWT-SVID fetches: a workload
-// looping on a failing fetch costs failureLogBurst lines per failureLogEvery.
+// failureLogEvery and failureLogBurst bound the log lines of failed JWT-SVID fetches, and those of
+// failed attestations: a workload looping on a failing call costs failureLogBurst lines per
+// failureLogEvery.
 const (
 	failureLogEvery = 10 * time.Second
 	failureLogBurst = 5
@@ -61,8 +62,10 @@ type Handler struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	cfg Config
 	log *slog.Logger
-	// failures rate-limits the log lines of failed JWT-SVID fetches.
+	// failures rate-limits the log lines of failed JWT-SVID fetches, refusals those of failed
+	// attestations (a workload in a container the kubelet does not list retries for as long as it runs).
 	failures *ratelimit.Lines
+	refusals *ratelimit.Lines
 }
 
 // New validates cfg.
@@ -79,7 +82,8 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "workloadapi"),
-		failures: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
+		failures: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst},
+		refusals: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
 }
 
 // attest checks the security header and returns the caller's selectors.
@@ -107,7 +111,7 @@ func (h *Handler) attestPeer(ctx context.Context) ([]selector.Selector, error) {
 	for _, a := range h.cfg.Attestors {
 		got, err := a.Attest(ctx, peer.PID, peer.StartTime)
 		if err != nil {
-			h.log.Warn("workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
+			h.refusals.Warn(h.log, time.Now(), "workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
 			return nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
 		}
 		sels = append(sels, got...)
