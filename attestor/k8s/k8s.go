@@ -247,6 +247,11 @@ func (a *Attestor) Attest(ctx context.Context, pid int32, startTime uint64) ([]s
 			return nil, fmt.Errorf("%s: pid %d: %w", errPrefix, pid, err)
 		}
 		if sels, ok := list.selectors(ref, func(s []selector.Selector) []selector.Selector { return a.valid(pid, s) }); ok {
+			if attempt > 1 { // it waited: the caller must still be there
+				if err := a.checkSameProcess(pid, startTime); err != nil {
+					return nil, err
+				}
+			}
 			return sels, nil
 		}
 		if attempt >= a.attempts {

@@ -234,6 +234,29 @@ func TestAttestWaitsForNewContainer(t *testing.T) {
 	}
 }
 
+// TestAttestRechecksTheCallerAfterWaiting: a caller whose pid came to name another process while the
+// attestor polled for its container is refused once the container is listed.
+func TestAttestRechecksTheCallerAfterWaiting(t *testing.T) {
+	var root string
+	k := newKubelet(t, func(n int64) []corev1.Pod {
+		if n == 1 {
+			return nil
+		}
+		// Meanwhile the caller exited and its pid went to another process (pid 1's start time).
+		other, err := os.ReadFile("/proc/1/stat")
+		if err != nil {
+			t.Error(err)
+		}
+		writeTestFile(t, filepath.Join(root, strconv.Itoa(os.Getpid()), "stat"), string(other))
+		return []corev1.Pod{paymentsPod()}
+	})
+	a, pid, start := testAttestor(t, k, "v2-systemd-containerd-besteffort", nil)
+	root = a.procRoot
+	if sels, err := a.Attest(testCtx(t), pid, start); !errors.Is(err, ErrProcessGone) {
+		t.Fatalf("Attest: %q, %v; want ErrProcessGone", selector.Strings(sels), err)
+	}
+}
+
 // TestAttestRefusesUnlistedContainer: a container the kubelet never lists is refused after
 // PollAttempts fresh lists (fail closed), naming the pod and container.
 func TestAttestRefusesUnlistedContainer(t *testing.T) {
