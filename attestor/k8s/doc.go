@@ -49,7 +49,8 @@
 //
 // A container that just started may not be in the kubelet's list (or in its pod's status) yet: the
 // attestor asks again, for a list fetched after the miss, up to Config.PollAttempts times
-// Config.PollInterval apart (20 × 250 ms), then refuses the call with ErrNotListed: fail closed.
+// Config.PollInterval apart (20 × 250 ms), then refuses the call with ErrNotListed: fail closed. A
+// caller found only after waiting is checked again by pid and start time before it is answered.
 //
 // # What is not here
 //
