@@ -16,6 +16,7 @@ import (
 
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/agentv1"
@@ -96,7 +97,7 @@ func newServerWith(tb testing.TB, agentSVIDTTL time.Duration, auth func(*env) ag
 	if auth == nil {
 		auth = (*env).fixedAgentAuth
 	}
-	cfg := server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e),
+	cfg := server.Config{Store: e.st, CA: e.ca, TrustDomain: testTD, AgentAuth: auth(e), Selectors: testenv.Selectors(),
 		AdminAuth:    func(context.Context) (string, error) { return "test-admin", nil },
 		AgentSVIDTTL: agentSVIDTTL, Clock: e.clock.now, Logger: testLogger(tb)}
 	if mod != nil {

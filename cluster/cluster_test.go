@@ -16,6 +16,7 @@ import (
 
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/cluster"
+	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"github.com/signet-id/signet/server"
@@ -74,7 +75,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td,
+	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td, Selectors: testenv.Selectors(),
 		AgentAuth: func(context.Context) (agentapi.Caller, error) { return agentapi.Caller{}, errors.New("no agents here") },
 		AdminAuth: func(context.Context) (string, error) { return "test", nil }, DataDir: t.TempDir(), Logger: log})
 	if err != nil {

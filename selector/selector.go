@@ -4,7 +4,14 @@
 // "unix:uid:1000" or "unix:sha256:9f86d0…". Attestors emit selectors for a caller; an entry matches a
 // caller when every one of the entry's selectors is among the caller's (subset semantics, as in SPIRE).
 //
-//	s, err := selector.Parse("unix:uid:1000")
+// The vocabulary is open: each attestor package declares its selector types (a Type: kind, keys and
+// the check of each key's values), and a server validates entries against the Registry of the
+// attestors it is built with. Parse checks only the syntax every selector shares, so a client (the
+// CLI, an agent) passes on types it does not know itself and the server decides.
+//
+//	s, err := selector.Parse("unix:uid:1000")          // syntax only
+//	reg, err := selector.NewRegistry(unix.SelectorType(), k8s.SelectorType())
+//	err = reg.Validate(s)                                // type, key and value
 //	ok := selector.Subset(entrySelectors, callerSelectors)
 package selector
 
@@ -18,7 +25,11 @@ import (
 // MaxLength bounds the textual length of one selector; longer input is refused.
 const MaxLength = 1024
 
-// ErrInvalid is returned (wrapped) for a selector that is malformed or of an unknown type.
+// maxTypeLen bounds the length of a selector type name.
+const maxTypeLen = 64
+
+// ErrInvalid is returned (wrapped) for a selector that is malformed or, by a Registry or Type, of an
+// unknown type or key or with a bad value.
 var ErrInvalid = errors.New("invalid selector")
 
 // Selector is one attested property: Type names the attestor ("unix"), Value is "key:value".
@@ -36,7 +47,9 @@ func (s Selector) Key() string {
 	return k
 }
 
-// Parse parses "type:key:value" and validates it against the known selector types.
+// Parse parses "type:key:value" and checks the syntax every selector shares (a type name of
+// lowercase letters, digits and _; a key; a value; at most MaxLength bytes). It does not know types:
+// a Registry or a Type validates keys and values.
 func Parse(text string) (Selector, error) {
 	if len(text) > MaxLength {
 		return Selector{}, fmt.Errorf("selector %.40q…: %w: longer than %d bytes", text, ErrInvalid, MaxLength)
@@ -46,7 +59,7 @@ func Parse(text string) (Selector, error) {
 		return Selector{}, fmt.Errorf("selector %q: %w: want type:key:value, e.g. unix:uid:1000", text, ErrInvalid)
 	}
 	s := Selector{Type: typ, Value: value}
-	if err := Validate(s); err != nil {
+	if err := checkSyntax(s); err != nil {
 		return Selector{}, err
 	}
 	return s, nil

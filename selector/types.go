@@ -19,49 +19,38 @@ const (
 	Node
 )
 
-// valueCheck validates the value part of a key (the text after "type:key:").
-type valueCheck func(v string) error
+// ValueCheck validates the value part of a key (the text after "type:key:"). Its error says what a
+// good value looks like; it is wrapped with the selector and ErrInvalid.
+type ValueCheck func(v string) error
 
-// known lists every selector type and key Signet understands. Adding an attestor adds its keys here, so
-// that an entry can never be registered with a selector no attestor will ever produce.
-var known = map[string]struct {
-	kind Kind
-	keys map[string]valueCheck
-}{
-	"unix": {kind: Workload, keys: map[string]valueCheck{
-		"uid":    uint32Value,
-		"gid":    uint32Value,
-		"user":   nameValue,
-		"group":  nameValue,
-		"path":   absPathValue,
-		"sha256": sha256Value,
-	}},
-	// join_token: a node attested with a join token. owner is the token's owner, id the token's ID.
-	"join_token": {kind: Node, keys: map[string]valueCheck{
-		"owner": nameValue,
-		"id":    tokenIDValue,
-	}},
+// Type is one selector type as the attestor package that produces it declares it: its name ("unix"),
+// its kind, and each key with the check of its values. There is no closed list here: each attestor
+// package exports its Type, and a server validates entries against the Registry of the attestors it
+// is built with.
+type Type struct {
+	Name string
+	Kind Kind
+	// Keys maps each key to the check of its values. A value may itself hold colons
+	// (k8s:pod-label:app:web): the check gets everything after "type:key:".
+	Keys map[string]ValueCheck
 }
 
-// KindOf returns the kind of a selector type, or 0 if the type is unknown.
-func KindOf(typ string) Kind { return known[typ].kind }
-
-// Validate checks that s has a known type and key and a well-formed value.
-func Validate(s Selector) error {
-	if len(s.Type)+len(s.Value)+1 > MaxLength {
-		return fmt.Errorf("selector %.40q…: %w: longer than %d bytes", s.String(), ErrInvalid, MaxLength)
+// Validate checks that s is of type t, with a known key and a well-formed value.
+func (t Type) Validate(s Selector) error {
+	if err := checkSyntax(s); err != nil {
+		return err
 	}
-	t, ok := known[s.Type]
-	if !ok {
-		return fmt.Errorf("selector %q: %w: unknown type %q (known: %s)", s.String(), ErrInvalid, s.Type, knownTypes())
+	if s.Type != t.Name {
+		return fmt.Errorf("selector %q: %w: not of type %q", s.String(), ErrInvalid, t.Name)
 	}
 	key, value, ok := strings.Cut(s.Value, ":")
 	if !ok {
 		return fmt.Errorf("selector %q: %w: want %s:key:value", s.String(), ErrInvalid, s.Type)
 	}
-	check, ok := t.keys[key]
+	check, ok := t.Keys[key]
 	if !ok {
-		return fmt.Errorf("selector %q: %w: unknown key %q for type %q (known: %s)", s.String(), ErrInvalid, key, s.Type, knownKeys(s.Type))
+		return fmt.Errorf("selector %q: %w: unknown key %q for type %q (known: %s)", s.String(), ErrInvalid, key, s.Type,
+			strings.Join(slices.Sorted(maps.Keys(t.Keys)), ", "))
 	}
 	if err := check(value); err != nil {
 		return fmt.Errorf("selector %q: %w: %v", s.String(), ErrInvalid, err)
@@ -69,45 +58,115 @@ func Validate(s Selector) error {
 	return nil
 }
 
-func knownTypes() string {
-	return strings.Join(slices.Sorted(maps.Keys(known)), ", ")
+// Registry is the set of selector types one server (or tool) knows: those of the attestor packages it
+// is built with. It is immutable once built and safe for concurrent use.
+type Registry struct {
+	types map[string]Type
 }
 
-func knownKeys(typ string) string {
-	return strings.Join(slices.Sorted(maps.Keys(known[typ].keys)), ", ")
-}
-
-func uint32Value(v string) error {
-	if _, err := strconv.ParseUint(v, 10, 32); err != nil {
-		return fmt.Errorf("value %q is not a decimal number in [0, 4294967295]", v)
+// NewRegistry builds a registry of types; a type without a name, kind or keys, or declared twice, is
+// refused.
+func NewRegistry(types ...Type) (*Registry, error) {
+	r := &Registry{types: make(map[string]Type, len(types))}
+	for _, t := range types {
+		switch {
+		case !validTypeName(t.Name):
+			return nil, fmt.Errorf("selector registry: type name %q: want lowercase letters, digits and _", t.Name)
+		case t.Kind != Workload && t.Kind != Node:
+			return nil, fmt.Errorf("selector registry: type %q: kind %d is neither Workload nor Node", t.Name, t.Kind)
+		case len(t.Keys) == 0:
+			return nil, fmt.Errorf("selector registry: type %q declares no keys", t.Name)
+		}
+		if _, dup := r.types[t.Name]; dup {
+			return nil, fmt.Errorf("selector registry: type %q declared twice", t.Name)
+		}
+		r.types[t.Name] = t
 	}
-	return nil
+	return r, nil
 }
 
-func nameValue(v string) error {
+// KindOf returns the kind of a selector type, or 0 if the registry does not know the type.
+func (r *Registry) KindOf(typ string) Kind { return r.types[typ].Kind }
+
+// Validate checks that s has a type this registry knows, a known key and a well-formed value.
+func (r *Registry) Validate(s Selector) error {
+	if err := checkSyntax(s); err != nil {
+		return err
+	}
+	t, ok := r.types[s.Type]
+	if !ok {
+		return fmt.Errorf("selector %q: %w: unknown type %q: no attestor of this server produces it (known: %s)",
+			s.String(), ErrInvalid, s.Type, strings.Join(slices.Sorted(maps.Keys(r.types)), ", "))
+	}
+	return t.Validate(s)
+}
+
+// NameValue accepts a user, group or object name: not empty, without ':', '/', NUL or newline.
+func NameValue(v string) error {
 	if v == "" || strings.ContainsAny(v, ":/\x00\n") {
 		return fmt.Errorf("value %q is not a user or group name", v)
 	}
 	return nil
 }
 
-func absPathValue(v string) error {
+// Uint32Value accepts a decimal number in [0, 4294967295] (a uid, a gid).
+func Uint32Value(v string) error {
+	if _, err := strconv.ParseUint(v, 10, 32); err != nil {
+		return fmt.Errorf("value %q is not a decimal number in [0, 4294967295]", v)
+	}
+	return nil
+}
+
+// AbsPathValue accepts a clean absolute path.
+func AbsPathValue(v string) error {
 	if !path.IsAbs(v) || path.Clean(v) != v {
 		return fmt.Errorf("value %q is not a clean absolute path", v)
 	}
 	return nil
 }
 
-func tokenIDValue(v string) error {
+// SHA256Value accepts 64 lowercase hex digits.
+func SHA256Value(v string) error {
+	if len(v) != 64 || strings.Trim(v, "0123456789abcdef") != "" {
+		return fmt.Errorf("value %q is not 64 lowercase hex digits", v)
+	}
+	return nil
+}
+
+// TokenIDValue accepts a join token ID: 1 to 64 lowercase hex digits.
+func TokenIDValue(v string) error {
 	if v == "" || len(v) > 64 || strings.Trim(v, "0123456789abcdef") != "" {
 		return fmt.Errorf("value %q is not a join token ID (lowercase hex)", v)
 	}
 	return nil
 }
 
-func sha256Value(v string) error {
-	if len(v) != 64 || strings.Trim(v, "0123456789abcdef") != "" {
-		return fmt.Errorf("value %q is not 64 lowercase hex digits", v)
+// validTypeName reports whether typ is a selector type name: 1 to 64 of [a-z0-9_], starting with a letter.
+func validTypeName(typ string) bool {
+	if typ == "" || len(typ) > maxTypeLen || typ[0] < 'a' || typ[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(typ); i++ {
+		c := typ[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSyntax checks what every selector must be, whatever its type: bounded, a well-formed type
+// name, and "key:value" with a key.
+func checkSyntax(s Selector) error {
+	if len(s.Type)+len(s.Value)+1 > MaxLength {
+		return fmt.Errorf("selector %.40q…: %w: longer than %d bytes", s.String(), ErrInvalid, MaxLength)
+	}
+	if !validTypeName(s.Type) {
+		return fmt.Errorf("selector %q: %w: type %q is not a selector type (lowercase letters, digits and _, e.g. unix)", s.String(), ErrInvalid, s.Type)
+	}
+	key, value, ok := strings.Cut(s.Value, ":")
+	if !ok || key == "" || value == "" || strings.ContainsAny(s.Value, "\x00\n") {
+		return fmt.Errorf("selector %q: %w: want %s:key:value, with no NUL or newline", s.String(), ErrInvalid, s.Type)
 	}
 	return nil
 }

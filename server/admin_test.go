@@ -34,7 +34,7 @@ import (
 
 func newAdminService(tb testing.TB, e *env, auth adminapi.AdminAuthenticator, defaultParent string) *adminapi.AdminService {
 	tb.Helper()
-	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth,
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Authenticate: auth,
 		DefaultParentID: defaultParent, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatalf("NewAdminService: %v", err)
@@ -642,7 +642,7 @@ func TestEnsureEntryIsIdempotent(t *testing.T) {
 func TestNewAdminServiceRequiresConfig(t *testing.T) {
 	e := newEnv(t)
 	auth := func(context.Context) (string, error) { return "x", nil }
-	full := adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: auth}
+	full := adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Authenticate: auth}
 	tests := []struct {
 		name  string
 		mod   func(*adminapi.AdminServiceConfig)
@@ -652,6 +652,7 @@ func TestNewAdminServiceRequiresConfig(t *testing.T) {
 		{"no CA", func(c *adminapi.AdminServiceConfig) { c.CA = nil }, "CA"},
 		{"no authenticator", func(c *adminapi.AdminServiceConfig) { c.Authenticate = nil }, "Authenticate"},
 		{"no trust domain", func(c *adminapi.AdminServiceConfig) { c.TrustDomain = spiffeid.TrustDomain{} }, "TrustDomain"},
+		{"no selector registry", func(c *adminapi.AdminServiceConfig) { c.Selectors = nil }, "Selectors"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,7 +68,7 @@ func TestSignCheckpoint(t *testing.T) {
 func TestAutomaticCheckpoint(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "audit-checkpoint.json")
 	st, authority := openStore(t), newCA(t)
-	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA}),
+	srv, err := New(Config{Store: st, CA: authority, TrustDomain: testTD, Selectors: testSelectors(), AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil }, Logger: testLogger(t),
 		AuditCheckpointFile: file, AuditCheckpointEvery: 10 * time.Millisecond})
 	if err != nil {

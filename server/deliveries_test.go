@@ -105,7 +105,7 @@ func TestReviewGoesByDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Logger: testLogger(t),
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Logger: testLogger(t),
 		Authenticate: func(context.Context) (string, error) { return "test-admin", nil }, Clock: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
@@ -110,7 +111,7 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 	tb.Helper()
 	st := openStore(tb)
 	authority := newCA(tb)
-	cfg := Config{Store: st, CA: authority, TrustDomain: testTD,
+	cfg := Config{Store: st, CA: authority, TrustDomain: testTD, Selectors: testSelectors(),
 		AgentAuth: fixedAgent(agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}),
 		AdminAuth: func(context.Context) (string, error) { return "test-admin", nil },
 		Logger:    testLogger(tb)}
@@ -129,6 +130,17 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 		tb.Fatalf("PublishAuthorities: %v", err)
 	}
 	return &env{st: st, ca: authority, srv: srv, stop: stop}
+}
+
+// testSelectors is the selector registry of a server built with the unix workload attestor and join
+// tokens (as cmd/signet builds it, without the attestors server tests do not use). A registry of
+// these fixed types cannot fail to build.
+func testSelectors() *selector.Registry {
+	reg, err := selector.NewRegistry(unix.SelectorType(), agentapi.JoinTokenSelectorType())
+	if err != nil {
+		panic(err)
+	}
+	return reg
 }
 
 func (e *env) owner(tb testing.TB, name string) {

@@ -45,7 +45,7 @@ func TestConfiguredPolicySeedsTheCluster(t *testing.T) {
 		t.Fatalf("an entry the cluster's policy allows: %v", err)
 	}
 	var logs testkit.SyncBuffer
-	restarted, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Policy: seed,
+	restarted, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Policy: seed,
 		Authenticate: func(context.Context) (string, error) { return "x", nil }, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

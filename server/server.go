@@ -20,6 +20,7 @@ import (
 
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/policy"
+	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/denials"
@@ -33,6 +34,9 @@ type Config struct {
 	Store       *storage.Store
 	CA          *ca.CA
 	TrustDomain spiffeid.TrustDomain
+	// Selectors are the selector types entries may use: the registry of the workload and node
+	// attestors this server is built with (cmd/signet builds it); required.
+	Selectors *selector.Registry
 	// AgentAuth identifies agents calling the agent API.
 	AgentAuth agentapi.Authenticator
 	// AdminAuth identifies admins calling the admin API.
@@ -120,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {

@@ -70,7 +70,7 @@ func TestSaveSnapshot(t *testing.T) {
 		t.Fatalf("%d snapshot.save audit records, want 1", n)
 	}
 
-	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Authenticate: adminapi.UnixAdminAuth(uint32(os.Getuid())),
+	svc, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: e.st, CA: e.ca, TrustDomain: testTD, Selectors: testSelectors(), Authenticate: adminapi.UnixAdminAuth(uint32(os.Getuid())),
 		MaxSnapshotSize: 4096, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -90,7 +90,7 @@ func serveSourceWith(tb testing.TB, src workloadapi.Source, o serveOpts) string 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: src, Logger: o.logger})
+	h, err := workloadapi.New(workloadapi.Config{Attestors: []workloadapi.Attestor{att}, Source: src, Logger: o.logger})
 	if err != nil {
 		tb.Fatal(err)
 	}

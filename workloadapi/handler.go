@@ -1,7 +1,7 @@
 // Package workloadapi serves the SPIFFE Workload API (the go-spiffe generated service) on a Unix
 // socket: each call is attested from the caller's kernel credentials and answered from a Source.
 //
-//	h, _ := workloadapi.New(workloadapi.Config{Attestor: unixAttestor, Source: agentCache})
+//	h, _ := workloadapi.New(workloadapi.Config{Attestors: []workloadapi.Attestor{unixAttestor, k8sAttestor}, Source: agentCache})
 //	srv := grpc.NewServer(grpc.Creds(peercred.Credentials()))
 //	workload.RegisterSpiffeWorkloadAPIServer(srv, h)
 package workloadapi
@@ -36,8 +36,9 @@ const (
 	maxTokenLen      = 64 << 10
 )
 
-// failureLogEvery and failureLogBurst bound the log lines of failed JWT-SVID fetches: a workload
-// looping on a failing fetch costs failureLogBurst lines per failureLogEvery.
+// failureLogEvery and failureLogBurst bound the log lines of failed JWT-SVID fetches, and those of
+// failed attestations: a workload looping on a failing call costs failureLogBurst lines per
+// failureLogEvery.
 const (
 	failureLogEvery = 10 * time.Second
 	failureLogBurst = 5
@@ -48,9 +49,11 @@ const rateLimitConfigKey = "jwt_mint_rate and jwt_mint_burst in the agent config
 
 // Config configures the Workload API handler.
 type Config struct {
-	Attestor Attestor
-	Source   Source
-	Logger   *slog.Logger
+	// Attestors attest every caller, in order; its selectors are the union of theirs (attestor/unix,
+	// attestor/k8s). A caller is refused if any of them fails. At least one is required.
+	Attestors []Attestor
+	Source    Source
+	Logger    *slog.Logger
 }
 
 // Handler implements workload.SpiffeWorkloadAPIServer. The WIT-SVID profile is optional in the spec and
@@ -59,15 +62,19 @@ type Handler struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	cfg Config
 	log *slog.Logger
-	// failures rate-limits the log lines of failed JWT-SVID fetches.
+	// failures rate-limits the log lines of failed JWT-SVID fetches, refusals those of failed
+	// attestations (a workload in a container the kubelet does not list retries for as long as it runs).
 	failures *ratelimit.Lines
+	refusals *ratelimit.Lines
 }
 
 // New validates cfg.
 func New(cfg Config) (*Handler, error) {
 	switch {
-	case cfg.Attestor == nil:
-		return nil, errors.New("workloadapi: config: Attestor is required")
+	case len(cfg.Attestors) == 0:
+		return nil, errors.New("workloadapi: config: Attestors: at least one is required")
+	case slices.Contains(cfg.Attestors, nil):
+		return nil, errors.New("workloadapi: config: Attestors: a nil attestor")
 	case cfg.Source == nil:
 		return nil, errors.New("workloadapi: config: Source is required")
 	}
@@ -75,7 +82,8 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Handler{cfg: cfg, log: cfg.Logger.With("component", "workloadapi"),
-		failures: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
+		failures: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst},
+		refusals: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
 }
 
 // attest checks the security header and returns the caller's selectors.
@@ -99,12 +107,19 @@ func (h *Handler) attestPeer(ctx context.Context) ([]selector.Selector, error) {
 	if peer.PID <= 0 {
 		return nil, status.Error(codes.PermissionDenied, "caller's process is not visible to the agent (another pid namespace?)")
 	}
-	sels, err := h.cfg.Attestor.Attest(ctx, peer.PID, peer.StartTime)
-	if err != nil {
-		h.log.Warn("workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
-		return nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+	var sels []selector.Selector
+	for _, a := range h.cfg.Attestors {
+		got, err := a.Attest(ctx, peer.PID, peer.StartTime)
+		if err != nil {
+			h.refusals.Warn(h.log, time.Now(), "workload attestation failed", "pid", peer.PID, "uid", peer.UID, "error", err)
+			return nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+		}
+		sels = append(sels, got...)
 	}
-	return sels, nil
+	if len(h.cfg.Attestors) == 1 {
+		return sels, nil // already in the attestor's normalized order
+	}
+	return selector.Normalize(sels), nil
 }
 
 func noIdentity(sels []selector.Selector) error {

@@ -52,8 +52,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		cfg  workloadapi.Config
 		want string
 	}{
-		{"no attestor", workloadapi.Config{}, "Attestor is required"},
-		{"no source", workloadapi.Config{Attestor: att}, "Source is required"},
+		{"no attestor", workloadapi.Config{}, "Attestors: at least one is required"},
+		{"nil attestor", workloadapi.Config{Attestors: []workloadapi.Attestor{att, nil}}, "Attestors: a nil attestor"},
+		{"no source", workloadapi.Config{Attestors: []workloadapi.Attestor{att}}, "Source is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := workloadapi.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {

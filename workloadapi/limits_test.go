@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/server"
@@ -183,4 +184,28 @@ func ledgerRecordsOf(t *testing.T, env *testenv.Env, spiffeID string) int {
 		t.Fatal(err)
 	}
 	return len(page.Issuances)
+}
+
+// TestAttestationFailuresLogBounded: a caller whose attestation fails on every call (here: its pid is
+// not in the attestor's proc root, as a process that exited) is refused each time, and the agent logs a
+// bounded number of lines about it, not one per call.
+func TestAttestationFailuresLogBounded(t *testing.T) {
+	var logs testkit.SyncBuffer
+	empty := t.TempDir()
+	addr, _ := serveAgentWith(t, 1, serveOpts{logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		attestor: func(c *unix.Config) { c.ProcRoot = empty }})
+	c := rawClient(t, addr)
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 60*time.Second)
+	defer cancel()
+	const calls = 200
+	for range calls {
+		_, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}})
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "could not attest the calling process") {
+			t.Fatalf("FetchJWTSVID: %v, want PermissionDenied (could not attest)", err)
+		}
+	}
+	// 5 lines per 10 s; the calls take a few seconds at most, so one or two windows.
+	if n := strings.Count(logs.String(), "workload attestation failed"); n < 1 || n > 10 {
+		t.Fatalf("%d refused calls logged %d lines, want 1 to 10:\n%s", calls, n, logs.String())
+	}
 }

@@ -10,8 +10,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Attestor names the selectors of the process with the given pid and start time (attestor/unix); it
-// must refuse a pid that no longer names the process with that start time.
+// Attestor names the selectors of the process with the given pid and start time (attestor/unix,
+// attestor/k8s), in selector.Normalize order; it must refuse a pid that no longer names the process
+// with that start time. An attestor with nothing to say about a process (k8s, for a process outside
+// any container) returns no selectors and no error. The handler runs several and unions their
+// selectors.
 type Attestor interface {
 	Attest(ctx context.Context, pid int32, startTime uint64) ([]selector.Selector, error)
 }

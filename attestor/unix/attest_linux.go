@@ -47,7 +47,7 @@ func (a *Attestor) attest(ctx context.Context, pid int32, start uint64) ([]selec
 	sels := make([]selector.Selector, 0, 6)
 	add := func(key, value string) {
 		s := selector.Selector{Type: selectorType, Value: key + ":" + value}
-		if err := selector.Validate(s); err != nil {
+		if err := a.selectors.Validate(s); err != nil {
 			a.log.Debug("skipping selector that is not valid", "pid", pid, "error", err)
 			return
 		}

@@ -40,7 +40,7 @@ func values(t *testing.T, sels []selector.Selector) map[string]string {
 	}
 	m := make(map[string]string)
 	for _, s := range sels {
-		if err := selector.Validate(s); err != nil {
+		if err := SelectorType().Validate(s); err != nil {
 			t.Errorf("invalid selector: %v", err)
 		}
 		if s.Type != "unix" {

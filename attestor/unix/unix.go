@@ -1,14 +1,14 @@
 package unix
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/signet-id/signet/internal/procfs"
 	"github.com/signet-id/signet/selector"
 )
 
@@ -35,6 +35,18 @@ const (
 	selectorType    = "unix"          // selector type produced by this attestor
 	errPrefix       = "attestor/unix" // prefix of every error message
 )
+
+// SelectorType declares the selectors this attestor produces, for a server's selector.Registry.
+func SelectorType() selector.Type {
+	return selector.Type{Name: selectorType, Kind: selector.Workload, Keys: map[string]selector.ValueCheck{
+		"uid":    selector.Uint32Value,
+		"gid":    selector.Uint32Value,
+		"user":   selector.NameValue,
+		"group":  selector.NameValue,
+		"path":   selector.AbsPathValue,
+		"sha256": selector.SHA256Value,
+	}}
+}
 
 // Config configures an Attestor. The zero value is usable.
 type Config struct {
@@ -64,6 +76,8 @@ type Attestor struct {
 	maxHashSize  int64
 	digestWanted func() bool
 
+	selectors selector.Type
+
 	digests   *digestCache
 	hashSlots *hashSlots
 	names     *nameCache
@@ -78,17 +92,9 @@ func New(cfg Config) (*Attestor, error) {
 	if err := supported(); err != nil {
 		return nil, err
 	}
-	root := cfg.ProcRoot
-	if root == "" {
-		root = DefaultProcRoot
-	}
-	if !filepath.IsAbs(root) {
-		return nil, fmt.Errorf("%s: proc root %q is not an absolute path", errPrefix, root)
-	}
-	if fi, err := os.Stat(root); err != nil {
-		return nil, fmt.Errorf("%s: proc root: %w", errPrefix, err)
-	} else if !fi.IsDir() {
-		return nil, fmt.Errorf("%s: proc root %q is not a directory", errPrefix, root)
+	root, err := procfs.Root(cmp.Or(cfg.ProcRoot, DefaultProcRoot))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", errPrefix, err)
 	}
 	maxHash, err := orDefault("MaxHashSize", cfg.MaxHashSize, DefaultMaxHashSize)
 	if err != nil {
@@ -103,10 +109,11 @@ func New(cfg Config) (*Attestor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Attestor{
-		procRoot:     filepath.Clean(root),
+		procRoot:     root,
 		log:          log.With("attestor", "unix"),
 		maxHashSize:  maxHash,
 		digestWanted: cfg.DigestWanted,
+		selectors:    SelectorType(),
 		digests:      newDigestCache(digestCacheSize),
 		hashSlots:    newHashSlots(perUID),
 		names:        newNameCache(nameCacheSize, nameTTL, time.Now),

@@ -22,7 +22,9 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
 		Long: `Run a node agent: it attests its node to the server (the first time with a join token), keeps its
 agent SVID in its data dir (0600) and renews it at half life, syncs the entries it may issue, and serves
-the SPIFFE Workload API on a Unix socket.
+the SPIFFE Workload API on a Unix socket. Callers are attested by the Unix attestor and, with
+workload_attestors.k8s in the configuration, by the Kubernetes one (docs/kubernetes.md); a caller gets the
+union of their selectors.
 
 Trust bootstrap: the agent verifies the server with the bundle in trust_bundle_path ('signet bundle show'
 on the server). insecure_bootstrap skips that verification for the first contact only; it is unsafe on
@@ -112,6 +114,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	an, err := startAgentNode(runCtx, agentNodeConfig{TrustDomain: td, Client: conn, WorkloadSocket: c.SocketPath,
 		SocketDirMode: 0o755, SocketMode: mode, Logger: log, OnRevoked: onRevoked,
 		JWTMintRate: c.JWTMintRate, JWTMintBurst: c.JWTMintBurst, JWTCacheSize: c.JWTCacheSize, MaxHashSize: c.MaxHashSize,
+		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(),
 		OnBundle: func(roots []*x509.Certificate) {
 			if err := id.SetBundle(roots); err != nil {
 				log.Error("could not persist the trust bundle", "error", err)

@@ -104,6 +104,10 @@ type agentFileConfig struct {
 	JWTCacheSize int `yaml:"jwt_cache_size"`
 	// MaxHashSize is the size in bytes above which an executable is not hashed (unix.Config).
 	MaxHashSize int64 `yaml:"max_hash_size"`
+	// WorkloadAttestors selects and configures the workload attestors (config_attestors.go).
+	WorkloadAttestors *workloadAttestorsConfig `yaml:"workload_attestors"`
+	// attestors is what runs, filled by loadAgentConfig.
+	attestors enabledAttestors
 }
 
 // maxConfigSize bounds configuration files.
@@ -113,36 +117,57 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
 
 // decodeConfig reads path into v, strictly.
 func decodeConfig(path string, v any) error {
+	_, err := decodeConfigKeys(path, v)
+	return err
+}
+
+// decodeConfigKeys is decodeConfig that also returns the dotted names of the keys the file sets
+// ("workload_attestors.unix"), for sections whose mere presence means something even when empty.
+func decodeConfigKeys(path string, v any) (map[string]bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if len(b) > maxConfigSize {
-		return fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
+		return nil, fmt.Errorf("config %s: larger than %d bytes", path, maxConfigSize)
 	}
-	return decodeYAML("config", path, b, v, " (see docs/configuration.md)")
+	keys, err := decodeYAMLKeys("config", path, b, v, " (see docs/configuration.md)")
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		set[k] = true
+	}
+	return set, nil
 }
 
 // decodeYAML decodes one YAML document strictly into v. Problems are reported one per line as
 // "path:LINE: key \"section.key\": what is wrong", naming unknown keys and keys with values of the wrong
 // type; what ("config", "entry import") prefixes errors that have no line.
 func decodeYAML(what, path string, b []byte, v any, hint string) error {
+	_, err := decodeYAMLKeys(what, path, b, v, hint)
+	return err
+}
+
+// decodeYAMLKeys is decodeYAML that also returns, by line, the dotted name of each key set.
+func decodeYAMLKeys(what, path string, b []byte, v any, hint string) (map[int]string, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s %s: the file is empty", what, path)
+			return nil, fmt.Errorf("%s %s: the file is empty", what, path)
 		}
-		return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s %s: more than one YAML document (another starts after line %d): keep one", what, path, root.Line)
+		return nil, fmt.Errorf("%s %s: more than one YAML document (another starts after line %d): keep one", what, path, root.Line)
 	}
 	keys := map[int]string{}
 	indexKeys(&root, "", keys)
@@ -150,17 +175,17 @@ func decodeYAML(what, path string, b []byte, v any, hint string) error {
 	strict.KnownFields(true)
 	err := strict.Decode(v)
 	if err == nil {
-		return nil
+		return keys, nil
 	}
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		return fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("%s %s: %s", what, path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
 		msgs[i] = path + ":" + describeYAMLProblem(m, keys, hint)
 	}
-	return errors.New(strings.Join(msgs, "\n"))
+	return nil, errors.New(strings.Join(msgs, "\n"))
 }
 
 // indexKeys records, for each line holding a key (or its value), the key's dotted path; list items are
@@ -615,7 +640,14 @@ func checkJoinSecret(path, file string, finds bool, secret *[]byte) error {
 // loadAgentConfig reads and validates an agent configuration file, filling defaults.
 func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.FileMode, error) {
 	var c agentFileConfig
-	if err := decodeConfig(path, &c); err != nil {
+	present, err := decodeConfigKeys(path, &c)
+	if err != nil {
+		return c, spiffeid.TrustDomain{}, 0, err
+	}
+	if c.WorkloadAttestors == nil {
+		c.WorkloadAttestors = &workloadAttestorsConfig{}
+	}
+	if c.attestors, err = checkWorkloadAttestors(path, &c, present); err != nil {
 		return c, spiffeid.TrustDomain{}, 0, err
 	}
 	td, err := requireTrustDomain(path, c.TrustDomain)

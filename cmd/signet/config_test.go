@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/k8s"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/server/issuer"
@@ -110,6 +111,13 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-jwt-mint-burst-too-large.yaml", kind: "agent", key: "jwt_mint_burst", want: []string{"100001", "between 1 and 100000"}},
 		{file: "agent-max-hash-size-too-large.yaml", kind: "agent", key: "max_hash_size", want: []string{"4294967297", "between 1 and 4294967296"}},
 		{file: "agent-jwt-cache-size-negative.yaml", kind: "agent", key: "jwt_cache_size", want: []string{"-5", "between 1 and 1000000"}},
+		// The k8s workload attestor's keys, checked by attestor/k8s and named here.
+		{file: "agent-k8s-poll-attempts-negative.yaml", kind: "agent", key: "workload_attestors.k8s.poll_attempts", want: []string{"-1", "at most 600"}},
+		{file: "agent-k8s-kubelet-url-http.yaml", kind: "agent", key: "workload_attestors.k8s.kubelet_url", want: []string{`"http://127.0.0.1:10255": want https://host:port`}},
+		{file: "agent-k8s-ca-and-skip.yaml", kind: "agent", key: "workload_attestors.k8s.kubelet_ca_path and skip_kubelet_verification", want: []string{"give one, not both"}},
+		{file: "agent-k8s-unknown-key.yaml", kind: "agent", lines: []int{5}, want: []string{`unknown key "workload_attestors.k8s.kubelet_port"`}},
+		{file: "agent-k8s-node-name-env-unset.yaml", kind: "agent", key: "workload_attestors.k8s.node_name_env", want: []string{`"SIGNET_TEST_NODE_NAME_NOT_SET" is empty or not set`}},
+		{file: "agent-k8s-relative-token-path.yaml", kind: "agent", key: "workload_attestors.k8s.token_path", want: []string{`"token" is not an absolute path`}},
 		// host:port keys.
 		{file: "agent-server-address-no-port.yaml", kind: "agent", key: "server_address", want: []string{`"127.0.0.1": missing port (want host:port)`}},
 		{file: "agent-server-address-and-addresses.yaml", kind: "agent", key: "server_addresses", want: []string{"choose one"}},
@@ -367,6 +375,47 @@ func TestConfigAgentValuesKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgEq(t, "unquoted socket mode", mode, os.FileMode(0o600))
+}
+
+// TestConfigAgentWorkloadAttestors: without the section the unix attestor runs alone; with it, the
+// attestors it names ("unix:" with no value counts), with their keys kept and defaults filled.
+func TestConfigAgentWorkloadAttestors(t *testing.T) { // not parallel: t.Setenv
+	c, _, _, err := loadAgentConfig(filepath.Join(configTestdata, "agent-minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "attestors without the section", c.attestors, enabledAttestors{unix: true})
+	if c.k8sConfig() != nil {
+		t.Error("k8s attestor configured without the section")
+	}
+	c, _, _, err = loadAgentConfig(filepath.Join(configTestdata, "agent-k8s-only.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "attestors of k8s: {}", c.attestors, enabledAttestors{k8s: true})
+	k := c.k8sConfig()
+	cfgEq(t, "default kubelet_url", k.KubeletURL, "https://127.0.0.1:10250")
+	cfgEq(t, "default token_path", k.TokenPath, k8s.DefaultTokenPath)
+	cfgEq(t, "default kubelet_ca_path", k.KubeletCAPath, k8s.DefaultKubeletCAPath)
+	cfgEq(t, "default poll_attempts", k.PollAttempts, k8s.DefaultPollAttempts)
+	cfgEq(t, "default pod_list_ttl", k.PodListTTL, k8s.DefaultPodListTTL)
+
+	c, _, _, err = loadAgentConfig(filepath.Join(configTestdata, "agent-k8s-all-keys.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "attestors of unix: + k8s:", c.attestors, enabledAttestors{unix: true, k8s: true})
+	cfgEq(t, "k8s config", *c.k8sConfig(), k8s.Config{ProcRoot: "/host/proc", KubeletURL: "https://10.0.0.7:10250", NodeName: "node-7",
+		TokenPath: "/var/run/secrets/tokens/signet-agent", SkipKubeletVerification: true, PodListTTL: 5 * time.Second,
+		PollInterval: 100 * time.Millisecond, PollAttempts: 30, RequestTimeout: 3 * time.Second, MaxPodListBytes: 8 << 20})
+
+	t.Setenv("SIGNET_TEST_NODE", "node-9")
+	c, _, _, err = loadAgentConfig(cfgWriteTemp(t, "trust_domain: example.org\nserver_address: 127.0.0.1:8081\nworkload_attestors:\n  k8s:\n    node_name_env: SIGNET_TEST_NODE\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgEq(t, "node name from the environment", c.k8sConfig().NodeName, "node-9")
+	cfgEq(t, "kubelet_url from the node name", c.k8sConfig().KubeletURL, "https://node-9:10250")
 }
 
 // TestConfigExamples: the commented examples load, contain every key, and show the defaults.

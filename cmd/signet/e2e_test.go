@@ -328,7 +328,13 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"no purpose", args(nil, "--purpose"), exitUsage, "--purpose is required"},
 		{"malformed SPIFFE ID", args(map[string]string{"--spiffe-id": "spiffe://example.org/a b"}), exitUsage, "--spiffe-id"},
 		{"SPIFFE ID outside the trust domain", args(map[string]string{"--spiffe-id": "spiffe://evil.org/x"}), exitFailure, "not in trust domain"},
-		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitUsage, `unknown type "docker"`},
+		// The CLI checks only a selector's syntax and passes types it does not know to the server, which
+		// knows the attestors it is built with.
+		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitFailure,
+			`selector "docker:label:x": invalid selector: unknown type "docker": no attestor of this server produces it (known: join_token, k8s, unix)`},
+		{"unknown selector key", args(map[string]string{"--selector": "unix:pid:1"}), exitFailure, `unknown key "pid" for type "unix"`},
+		{"malformed selector", args(map[string]string{"--selector": "Docker label"}), exitUsage, `--selector: selector "Docker label": invalid selector: want type:key:value`},
+		{"selector without a value", args(map[string]string{"--selector": "docker:label"}), exitUsage, `want docker:key:value`},
 		{"zero TTL", args(map[string]string{"--x509-ttl": "0s"}), exitUsage, "--x509-ttl 0s: must be positive"},
 		{"negative JWT TTL", args(map[string]string{"--jwt-ttl": "-1h"}), exitUsage, "--jwt-ttl -1h0m0s: must be positive"},
 		{"TTL above 30 days", args(map[string]string{"--x509-ttl": "721h"}), exitFailure, "invalid argument: at most 720h0m0s"},
@@ -366,7 +372,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"three expiries", []string{"--never-expires", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"},
 			"--expires-at and --expires-in and --never-expires cannot be given together"},
 		{"zero TTL", []string{"--x509-ttl", "0s"}, "--x509-ttl 0s: must be positive"},
-		{"unknown selector type", []string{"--selector", "docker:label:x"}, `--selector: selector "docker:label:x": invalid selector: unknown type "docker"`},
+		{"malformed selector", []string{"--selector", "UNIX:uid:1"}, `--selector: selector "UNIX:uid:1": invalid selector: type "UNIX" is not a selector type`},
 		{"malformed SPIFFE ID", []string{"--spiffe-id", "spiffe://example.org/a b"}, "--spiffe-id"},
 		{"empty purpose", []string{"--purpose", ""}, "--purpose must not be empty"},
 		{"bad expires-at", []string{"--expires-at", "tomorrow"}, `--expires-at "tomorrow": not an RFC 3339 time`},
@@ -378,6 +384,11 @@ func TestEntryCreateBadInput(t *testing.T) {
 				t.Errorf("exit %d (want %d), stderr %q does not contain %q", code, exitUsage, stderr, tc.wantMsg)
 			}
 		})
+	}
+	// The server decides which selector types exist.
+	if _, stderr, code := d.cli("entry", "update", id, "--reason", "r", "--selector", "docker:label:x"); code != exitFailure ||
+		!strings.Contains(stderr, `unknown type "docker": no attestor of this server produces it`) {
+		t.Errorf("update with an unknown selector type: exit %d, stderr %q", code, stderr)
 	}
 	// The server checks lifetimes against its own minimums (min_x509_svid_ttl), which the client does
 	// not know: a refusal of the server, exit 1.

@@ -27,7 +27,9 @@ func newEntryCreateCmd() *cobra.Command {
 		Use:   "create",
 		Short: "Register a workload identity",
 		Long: `Register an entry: workloads whose attested selectors include all of --selector are issued
---spiffe-id. Every entry has an accountable --owner (see 'signet owner add') and a --purpose.`,
+--spiffe-id. Every entry has an accountable --owner (see 'signet owner add') and a --purpose.
+Selectors are type:key:value (unix:uid:1000, k8s:ns:payments); this command checks only that form:
+the server checks the type, key and value against the attestors it is built with.`,
 		Example: `  signet entry create --spiffe-id spiffe://example.org/billing/api \
     --selector unix:uid:1000 --selector unix:path:/usr/local/bin/billing-api \
     --owner alice --purpose "billing API calls the ledger service" --x509-ttl 1h`,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/k8s"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
@@ -39,7 +40,11 @@ type agentNodeConfig struct {
 	JWTMintBurst int
 	JWTCacheSize int
 	MaxHashSize  int64
-	Logger       *slog.Logger
+	// NoUnix turns the unix workload attestor off (workload_attestors without unix); K8s, if set,
+	// turns the Kubernetes one on. The Workload API unions their selectors.
+	NoUnix bool
+	K8s    *k8s.Config
+	Logger *slog.Logger
 }
 
 // agentNode is a running agent: cache and sync, and the Workload API on its socket.
@@ -58,13 +63,11 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	if err != nil {
 		return nil, err
 	}
-	// Executables are hashed only while some entry has a unix:sha256 selector.
-	att, err := unix.New(unix.Config{Logger: cfg.Logger, MaxHashSize: cfg.MaxHashSize,
-		DigestWanted: func() bool { return a.UsesSelector("unix", "sha256") }})
+	attestors, err := workloadAttestors(cfg, a)
 	if err != nil {
 		return nil, err
 	}
-	h, err := workloadapi.New(workloadapi.Config{Attestor: att, Source: a, Logger: cfg.Logger})
+	h, err := workloadapi.New(workloadapi.Config{Attestors: attestors, Source: a, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -100,4 +103,28 @@ func (n *agentNode) Stop() {
 	stopGRPC(n.workload, time.Second)
 	n.cancel()
 	<-n.done
+}
+
+// workloadAttestors builds the workload attestors the configuration turns on.
+func workloadAttestors(cfg agentNodeConfig, a *agent.Agent) ([]workloadapi.Attestor, error) {
+	var out []workloadapi.Attestor
+	if !cfg.NoUnix {
+		// Executables are hashed only while some entry has a unix:sha256 selector.
+		att, err := unix.New(unix.Config{Logger: cfg.Logger, MaxHashSize: cfg.MaxHashSize,
+			DigestWanted: func() bool { return a.UsesSelector("unix", "sha256") }})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, att)
+	}
+	if cfg.K8s != nil {
+		kc := *cfg.K8s
+		kc.Logger = cfg.Logger
+		att, err := k8s.New(kc)
+		if err != nil {
+			return nil, fmt.Errorf("workload_attestors.k8s: %w", err)
+		}
+		out = append(out, att)
+	}
+	return out, nil
 }

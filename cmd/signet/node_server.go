@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/attestor/k8s"
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/cluster"
@@ -20,6 +22,7 @@ import (
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/proto/clusterv1"
+	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
@@ -140,7 +143,11 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		agentAuth = agentapi.TLSAgentAuth(st, nil)
 	}
 	adminAuth := adminapi.UnixAdminAuth(cfg.AdminUIDs...)
-	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
+	selectors, err := selectorRegistry()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain, Selectors: selectors,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
@@ -256,4 +263,10 @@ func (n *serverNode) Stop() {
 	if n.keys != nil {
 		n.keys.Close()
 	}
+}
+
+// selectorRegistry is every selector type this build's attestors produce: the server validates
+// entries against it (the CLI and agents pass on types they do not know).
+func selectorRegistry() (*selector.Registry, error) {
+	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), agentapi.JoinTokenSelectorType())
 }

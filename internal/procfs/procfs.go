@@ -96,3 +96,20 @@ func ReadFile(path string, buf []byte) ([]byte, error) {
 		buf = append(buf, make([]byte, len(buf))...)
 	}
 }
+
+// Root checks a configured proc root: "" means "/proc"; anything else must be an absolute path to a
+// directory. It returns the cleaned path.
+func Root(root string) (string, error) {
+	if root == "" {
+		root = "/proc"
+	}
+	if !filepath.IsAbs(root) {
+		return "", fmt.Errorf("proc root %q is not an absolute path", root)
+	}
+	if fi, err := os.Stat(root); err != nil {
+		return "", fmt.Errorf("proc root: %w", err)
+	} else if !fi.IsDir() {
+		return "", fmt.Errorf("proc root %q is not a directory", root)
+	}
+	return filepath.Clean(root), nil
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/proto/agentv1"
@@ -53,7 +54,7 @@ func NewWith(tb testing.TB, mod func(*server.Config)) *Env {
 	authority := testkit.NewCA(tb, TrustDomain, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
 	defer cancel()
-	cfg := server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log,
+	cfg := server.Config{Store: st, CA: authority, TrustDomain: TrustDomain, Logger: log, Selectors: Selectors(),
 		AgentAuth: func(ctx context.Context) (agentapi.Caller, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
 			id := spiffeid.RequireFromString(md.Get(agentHeader)[0])
@@ -144,4 +145,14 @@ func (e *Env) Entries(tb testing.TB, parentID, owner, prefix string, n int, sels
 		}
 	}
 	return ids
+}
+
+// Selectors is the selector registry of a server built with the unix workload attestor and join
+// tokens. A registry of these fixed types cannot fail to build.
+func Selectors() *selector.Registry {
+	reg, err := selector.NewRegistry(unix.SelectorType(), agentapi.JoinTokenSelectorType())
+	if err != nil {
+		panic(err)
+	}
+	return reg
 }

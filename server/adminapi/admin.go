@@ -34,6 +34,9 @@ type AdminServiceConfig struct {
 	Store       *storage.Store
 	CA          *ca.CA
 	TrustDomain spiffeid.TrustDomain
+	// Selectors are the selector types entries may use: those of the attestors this server is built
+	// with (a registry built in main); required.
+	Selectors *selector.Registry
 	// Authenticate identifies the admin; required.
 	Authenticate AdminAuthenticator
 	// MinX509SVIDTTL and MinJWTSVIDTTL are the shortest SVID lifetimes entries may ask (zero: the
@@ -90,6 +93,8 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 		return nil, errors.New("adminapi: config: Authenticate is required")
 	case cfg.TrustDomain.IsZero():
 		return nil, errors.New("adminapi: config: TrustDomain is required")
+	case cfg.Selectors == nil:
+		return nil, errors.New("adminapi: config: Selectors is required (the registry of the attestors' selector types)")
 	}
 	for _, m := range []struct {
 		name string
@@ -128,7 +133,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 
 func (s *AdminService) rules() entryRules {
 	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: issuer.ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(),
-		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL}
+		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL, Selectors: s.cfg.Selectors}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).

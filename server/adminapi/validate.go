@@ -82,6 +82,8 @@ type entryRules struct {
 	// MinX509TTL and MinJWTTTL are the shortest SVID lifetimes an entry may ask (zero: MinX509SVIDTTL
 	// and MinJWTSVIDTTL).
 	MinX509TTL, MinJWTTTL time.Duration
+	// Selectors are the selector types this server's attestors produce.
+	Selectors *selector.Registry
 }
 
 // parseID parses a SPIFFE ID that must belong to the trust domain.
@@ -141,10 +143,10 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 		want, kind = selector.Node, "a node selector (an entry parented to the server is a node alias)"
 	}
 	for _, s := range e.Selectors {
-		if err := selector.Validate(s); err != nil {
+		if err := r.Selectors.Validate(s); err != nil {
 			return fmt.Errorf("entry %q: selectors: %w", name, err)
 		}
-		if selector.KindOf(s.Type) != want {
+		if r.Selectors.KindOf(s.Type) != want {
 			return fmt.Errorf("entry %q: selector %q: %w: not %s", name, s, ErrInvalidArgument, kind)
 		}
 	}

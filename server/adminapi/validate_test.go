@@ -16,7 +16,7 @@ import (
 var validateNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testRules() entryRules {
-	return entryRules{TrustDomain: testTD, Now: validateNow}
+	return entryRules{TrustDomain: testTD, Now: validateNow, Selectors: testSelectors()}
 }
 
 func validEntry() storage.Entry {

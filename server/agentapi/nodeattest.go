@@ -116,7 +116,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	sels := []selector.Selector{
+	sels := []selector.Selector{ // JoinTokenSelectorType declares them
 		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
 		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
 	}
@@ -180,3 +180,12 @@ func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string
 }
 
 var errNoClientCert = errors.New("no client certificate")
+
+// JoinTokenSelectorType declares the node selectors of agents attested with a join token
+// (join_token:id:<token ID>, join_token:owner:<owner>), for the server's selector.Registry.
+func JoinTokenSelectorType() selector.Type {
+	return selector.Type{Name: AttestationJoinToken, Kind: selector.Node, Keys: map[string]selector.ValueCheck{
+		"owner": selector.NameValue,
+		"id":    selector.TokenIDValue,
+	}}
+}
