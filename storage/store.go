@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,8 +45,10 @@ type Config struct {
 	ElectionTimeout  time.Duration
 	// Clock stamps ledger batches and the audit records of registry writes. Default: time.Now.
 	Clock func() time.Time
-	// SnapshotThreshold is how many log entries trigger a snapshot (default 8192); TrailingLogs how many
-	// are kept after it (default 10240); SnapshotInterval how often the threshold is checked (default 2m).
+	// SnapshotThreshold is how many log entries trigger a snapshot (default DefaultSnapshotThreshold);
+	// TrailingLogs how many are kept after it (default DefaultTrailingLogs): a follower further behind
+	// catches up by receiving the snapshot; SnapshotInterval how often the threshold is checked (default
+	// DefaultSnapshotInterval; Raft waits a random time between one and two intervals).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
@@ -55,6 +58,13 @@ type Config struct {
 	MinFreeBytes  uint64
 	DiskFullRetry time.Duration
 }
+
+// The defaults of Config's snapshot settings (hashicorp/raft's own).
+const (
+	DefaultSnapshotThreshold = 8192
+	DefaultTrailingLogs      = 10240
+	DefaultSnapshotInterval  = 2 * time.Minute
+)
 
 // Store is one node's replicated state: a hashicorp/raft instance whose log lives in bbolt (raft.db), and
 // the state it applies to, also in bbolt (state.db), with an in-memory view of the registry for fast
@@ -297,15 +307,9 @@ func (s *Store) startRaft() error {
 	if s.cfg.ElectionTimeout > 0 {
 		rc.ElectionTimeout = s.cfg.ElectionTimeout
 	}
-	if s.cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = s.cfg.SnapshotThreshold
-	}
-	if s.cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = s.cfg.TrailingLogs
-	}
-	if s.cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = s.cfg.SnapshotInterval
-	}
+	rc.SnapshotThreshold = cmp.Or(s.cfg.SnapshotThreshold, DefaultSnapshotThreshold)
+	rc.TrailingLogs = cmp.Or(s.cfg.TrailingLogs, DefaultTrailingLogs)
+	rc.SnapshotInterval = cmp.Or(max(s.cfg.SnapshotInterval, 0), DefaultSnapshotInterval)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("storage: raft config: %w", err)
 	}

@@ -44,7 +44,11 @@ type serverNodeConfig struct {
 	ClusterID       string
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
-	CATTL      time.Duration
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs: see storage.Config (zero for its defaults).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	CATTL             time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (server.TLSAgentAuth).
 	AgentAuth    server.Authenticator
 	AgentSVIDTTL time.Duration
@@ -87,7 +91,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, StreamLayer: mux.RaftLayer(),
-		Bootstrap: cfg.Bootstrap, Logger: log}
+		Bootstrap: cfg.Bootstrap, Logger: log,
+		SnapshotThreshold: cfg.SnapshotThreshold, SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs}
 	st, err := storage.Open(scfg)
 	if err != nil {
 		mux.Close()
