@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// The reliability tests run three real servers and an agent per server under a load of JWT-SVID
+// issuances (distinct audiences, so every fetch is a new credential and a new ledger record), inject
+// faults (SIGKILL, snapshots, rolling restarts), and check what every caller was told against every
+// server's ledger.
+
+// loadLimits lifts the issuance limits of the servers (loadServerConfig) and the agents (JWT mints per
+// uid) far above what the load generator reaches, so a refusal can only come from the fault.
+const (
+	loadServerLimits = "issuance_limits:\n  agent_rate: 100000\n  agent_burst: 1000000\n  entry_rate: 100000\n  entry_burst: 1000000\n"
+	loadAgentLimits  = "jwt_mint_rate: 10000\njwt_mint_burst: 100000\n"
+	// frequentSnapshots makes every server snapshot (and compact its log) after a few dozen entries, so
+	// snapshots run all through the load, and a server that was down catches up by receiving one.
+	frequentSnapshots = "  snapshot_threshold: 16\n  snapshot_interval: 100ms\n  trailing_logs: 16\n"
+)
+
+// loadCluster is a three-server cluster with one agent per server, each agent configured with every
+// server (its own first) and one entry for this test's uid.
+type loadCluster struct {
+	*testCluster
+	agents []*testAgent
+}
+
+// newLoadCluster starts three servers (raftExtra appended to their raft sections) and three agents.
+func newLoadCluster(t *testing.T, raftExtra string) *loadCluster {
+	c := &loadCluster{testCluster: newTestCluster(t, 3)}
+	for _, s := range c.servers {
+		writeFile(t, s.config, string(mustRead(t, s.config))+raftExtra+loadServerLimits)
+	}
+	c.startAll()
+	c.servers[0].mustCLI("owner", "add", "alice")
+	for i, s := range c.servers {
+		addrs := []string{s.address}
+		for j, o := range c.servers {
+			if j != i {
+				addrs = append(addrs, o.address)
+			}
+		}
+		a := s.newAgent(t, loadAgentLimits)
+		a.useServers(t, addrs)
+		a.start(t, s.token("alice"))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("agent %d stderr:\n%s", i, a.stderr.String())
+			}
+		})
+		s.mustCLI("entry", "create", "--spiffe-id", loadSPIFFEID(i), "--selector", myUID, "--owner", "alice",
+			"--purpose", "load", "--parent-id", a.id)
+		c.agents = append(c.agents, a)
+	}
+	for i, a := range c.agents {
+		waitForIDs(t, a.socket, loadSPIFFEID(i))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, s := range c.servers {
+				t.Logf("server %d stderr:\n%s", i, s.stderr.String())
+			}
+		}
+	})
+	return c
+}
+
+func loadSPIFFEID(i int) string { return fmt.Sprintf("spiffe://example.org/load/%d", i) }
+
+// load is the running load generator: per agent, one workload fetching new JWT-SVIDs back to back and
+// one fetching its cached X.509-SVID.
+type load struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	acked       map[string]string // JWT ID → SPIFFE ID, of every JWT-SVID a caller received
+	refused     int               // JWT-SVID fetches that failed (allowed while a fault lasts)
+	lastRefusal error
+	cachedFails []error // failed fetches of a cached X.509-SVID (never allowed)
+	cachedOK    int
+}
+
+// startLoad starts the load generator; stop ends it.
+func (c *loadCluster) startLoad() *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{t: c.t, cancel: cancel, acked: map[string]string{}}
+	c.t.Cleanup(l.stop)
+	for i, a := range c.agents {
+		client := newClient(c.t, ctx, a.socket)
+		l.wg.Add(2)
+		go func() {
+			defer l.wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				l.issue(ctx, client, fmt.Sprintf("load-%d-%d", i, n))
+			}
+		}()
+		go func() {
+			defer l.wg.Done()
+			pace := time.NewTicker(20 * time.Millisecond) // a workload reading its SVID often, not a sync
+			defer pace.Stop()
+			for ctx.Err() == nil {
+				l.fetchCached(ctx, client, loadSPIFFEID(i))
+				select {
+				case <-ctx.Done():
+				case <-pace.C:
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) issue(ctx context.Context, client *workloadapi.Client, audience string) {
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	svid, err := client.FetchJWTSVID(fctx, jwtsvid.Params{Audience: audience})
+	if ctx.Err() != nil {
+		return // stopped: neither an issuance nor a refusal
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.refused++
+		l.lastRefusal = err
+		return
+	}
+	jti, _ := svid.Claims["jti"].(string)
+	if jti == "" {
+		l.t.Errorf("a JWT-SVID without a jti: %v", svid.Claims)
+		return
+	}
+	if _, dup := l.acked[jti]; dup {
+		l.t.Errorf("JWT ID %s handed out twice", jti)
+	}
+	l.acked[jti] = svid.ID.String()
+}
+
+func (l *load) fetchCached(ctx context.Context, client *workloadapi.Client, want string) {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	svid, err := client.FetchX509SVID(fctx)
+	if ctx.Err() != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err != nil:
+		l.cachedFails = append(l.cachedFails, err)
+	case svid.ID.String() != want:
+		l.cachedFails = append(l.cachedFails, fmt.Errorf("got %s, want %s", svid.ID, want))
+	default:
+		l.cachedOK++
+	}
+}
+
+// issued is how many JWT-SVIDs callers have received so far.
+func (l *load) issued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+// more waits until callers have received n more JWT-SVIDs: issuance goes on (or has resumed).
+func (l *load) more(n int, what string) {
+	l.t.Helper()
+	target := l.issued() + n
+	eventually(l.t, 90*time.Second, fmt.Sprintf("%d more issuances %s", n, what), func() bool { return l.issued() >= target })
+}
+
+// stop ends the load and waits for its workloads; it is safe to call more than once.
+func (l *load) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// snapshot returns a copy of the acknowledged issuances and fails the test on any failed cached fetch.
+func (l *load) snapshot() map[string]string {
+	l.t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.cachedFails) > 0 {
+		l.t.Fatalf("%d of %d fetches of a cached X.509-SVID failed, first: %v", len(l.cachedFails), len(l.cachedFails)+l.cachedOK, l.cachedFails[0])
+	}
+	acked := make(map[string]string, len(l.acked))
+	for k, v := range l.acked {
+		acked[k] = v
+	}
+	l.t.Logf("%d JWT-SVIDs issued, %d fetches refused (last: %v), %d cached fetches served", len(l.acked), l.refused, l.lastRefusal, l.cachedOK)
+	return acked
+}
+
+// ledgerJWTs returns, per JWT ID, how many ledger records server s holds of the load's JWT-SVIDs.
+func ledgerJWTs(t *testing.T, s *testServer) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for i := range 3 {
+		for _, r := range decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--spiffe-id", loadSPIFFEID(i), "--limit", "10000000", "-o", "json")) {
+			if r.Kind == "jwt-svid" {
+				counts[r.ID]++
+			}
+		}
+	}
+	return counts
+}
+
+// checkLedgers waits until every server in live holds one ledger record of every acknowledged issuance,
+// and fails on any record held twice. Once converged, every server holds the same records.
+func (c *loadCluster) checkLedgers(acked map[string]string, live ...int) {
+	c.t.Helper()
+	var missing []string
+	var first map[string]int
+	for _, i := range live {
+		eventually(c.t, 60*time.Second, fmt.Sprintf("server %d's ledger to hold all %d acknowledged issuances", i, len(acked)), func() bool {
+			counts := ledgerJWTs(c.t, c.servers[i])
+			missing = missing[:0]
+			for jti := range acked {
+				if counts[jti] == 0 {
+					missing = append(missing, jti)
+				}
+			}
+			for jti, n := range counts {
+				if n > 1 {
+					c.t.Fatalf("server %d's ledger holds %d records of JWT ID %s", i, n, jti)
+				}
+			}
+			if len(missing) > 0 {
+				return false
+			}
+			if first == nil {
+				first = counts
+				return true
+			}
+			// The servers converge: each holds the records the first one held (more may have been
+			// committed since, by issuances still in flight when the load stopped; none is lost).
+			for jti := range first {
+				if counts[jti] == 0 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// killDuringSnapshot SIGKILLs server i while it writes a Raft snapshot: the moment its snapshot store
+// holds a snapshot still being written (raft's "<id>.tmp" directory).
+func (c *loadCluster) killDuringSnapshot(i int) {
+	c.t.Helper()
+	dir := filepath.Join(c.servers[i].dir, "data", "server", "snapshots")
+	eventually(c.t, 60*time.Second, fmt.Sprintf("server %d to be writing a snapshot", i), func() bool {
+		// Poll faster than Condition's interval: a snapshot of this state takes milliseconds.
+		for range 200 {
+			entries, _ := os.ReadDir(dir)
+			if slices.ContainsFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".tmp") }) {
+				c.servers[i].kill9()
+				return true
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		return false
+	})
+}
+
+// TestReliabilityKills: under load through all three servers, the leader is SIGKILLed, then a follower,
+// then a server while it writes a snapshot (snapshots are taken every few dozen entries throughout).
+// Each time a new leader serves (if needed), issuance resumes, cached SVIDs never fail, the killed server
+// restarts and catches up (the others compacted their logs meanwhile, so from a snapshot), and every
+// issuance a caller received is in every server's ledger exactly once.
+func TestReliabilityKills(t *testing.T) {
+	c := newLoadCluster(t, frequentSnapshots)
+	l := c.startLoad()
+	l.more(30, "before any fault")
+
+	for _, fault := range []struct {
+		name   string
+		leader bool // kill the leader, or a follower
+		kill   func(int)
+	}{
+		{"leader SIGKILL", true, func(i int) { c.servers[i].kill9() }},
+		{"follower SIGKILL", false, func(i int) { c.servers[i].kill9() }},
+		{"leader SIGKILL during a snapshot", true, c.killDuringSnapshot},
+	} {
+		victim := c.leaderIndex(0, 1, 2)
+		if !fault.leader {
+			victim = (victim + 1) % 3
+		}
+		var live []int
+		for i := range 3 {
+			if i != victim {
+				live = append(live, i)
+			}
+		}
+		fault.kill(victim)
+		if got := c.leaderIndex(live...); got == victim {
+			t.Fatalf("%s: the killed server %d is still the leader", fault.name, got)
+		}
+		l.more(30, "after the "+fault.name)
+		c.checkLedgers(l.snapshot(), live...)
+
+		c.servers[victim].start(t)
+		l.more(30, "after the restart that followed the "+fault.name)
+		c.checkLedgers(l.snapshot(), 0, 1, 2)
+	}
+	l.stop()
+	c.checkLedgers(l.snapshot(), 0, 1, 2)
+}
