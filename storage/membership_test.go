@@ -3,9 +3,12 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestLoneVoterElectsAtOnce: a single-voter store becomes leader without waiting out its heartbeat
@@ -235,6 +238,47 @@ func TestStoppingLeaderHandsOver(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("no follower took over from the stopped leader")
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestWritesDuringALeadershipTransfer: while the leader hands leadership over, Raft refuses its
+// proposals without appending them (ErrLeadershipTransferInProgress). The leader's own writes, a
+// registry write and a ledger append, are then retried (here, or at the new leader) instead of failing.
+// The transfer target is down and behind the log, so the transfer lasts the whole election timeout and
+// then fails: the writes made meanwhile must all succeed once it has.
+func TestWritesDuringALeadershipTransfer(t *testing.T) {
+	stores := openTestCluster(t)
+	leader, target := stores[0], stores[2]
+	targetID, targetAddr := raft.ServerID(target.NodeID()), raft.ServerAddress(target.Address())
+	target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := leader.CreateOwner(ctx, Owner{Name: "before"}); err != nil { // the target falls behind
+		t.Fatal(err)
+	}
+	transfer := leader.raft.LeadershipTransferToServer(targetID, targetAddr)
+	done := make(chan error, 1)
+	go func() { done <- transfer.Error() }()
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("the leadership transfer to a stopped server succeeded")
+			}
+			if i == 0 {
+				t.Fatal("the transfer ended before the first write: no write was made during it")
+			}
+			return
+		default:
+		}
+		appended := make(chan error, 1) // both writes at once, so both are made during the transfer
+		go func() { appended <- leader.AppendLedger(ctx, []Issuance{issuance(1000+i, "before", "", time.Time{})}) }()
+		if _, err := leader.CreateOwner(ctx, Owner{Name: fmt.Sprintf("during-%d", i)}); err != nil {
+			t.Fatalf("a registry write during the leadership transfer: %v", err)
+		}
+		if err := <-appended; err != nil {
+			t.Fatalf("a ledger append during the leadership transfer: %v", err)
 		}
 	}
 }

@@ -476,10 +476,12 @@ func timeoutFrom(ctx context.Context) time.Duration {
 
 func mapRaftError(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader):
-		return fmt.Errorf("%w: %v", errNotAppended, err)
-	case errors.Is(err, raft.ErrLeadershipLost),
+	case errors.Is(err, raft.ErrNotLeader),
+		// Raft refuses a proposal while the leader hands over without appending it (a leader that
+		// stops does so first): like one made on a follower, it is safe to send again.
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", errNotAppended, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
