@@ -442,7 +442,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.closing)
-	s.handOverLeadership()
+	s.HandOverLeadership()
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))

@@ -217,7 +217,8 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 	}
 }
 
-// Stop shuts the node down: API first, then the ledger recorder, then the store.
+// Stop shuts the node down: API first, then the ledger recorder, then (leadership handed over) the
+// cluster API and the store.
 func (n *serverNode) Stop() {
 	if n.health != nil {
 		n.health.Shutdown()
@@ -227,6 +228,7 @@ func (n *serverNode) Stop() {
 	}
 	n.cancel()
 	<-n.done
+	n.store.HandOverLeadership() // while the cluster API still answers the writes forwarded to it
 	n.cluster.Close()
 	n.store.Close()
 	n.mux.Close()
