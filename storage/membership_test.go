@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -280,5 +281,32 @@ func TestWritesDuringALeadershipTransfer(t *testing.T) {
 		if err := <-appended; err != nil {
 			t.Fatalf("a ledger append during the leadership transfer: %v", err)
 		}
+	}
+}
+
+// TestWriteWithoutQuorum: a server that finds no leader (here, one in no cluster at all: as cut off
+// from every other server) does not hold a write until the caller's deadline; after NoLeaderWait it
+// refuses it as ErrNotLeader, saying it cannot reach a quorum and that nothing was written.
+func TestWriteWithoutQuorum(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), NoLeaderWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.SetForwarder(inProcessForwarder{[]*Store{s}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = s.CreateOwner(ctx, Owner{Name: "alice"})
+	if !errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
+		t.Fatalf("a write without a leader: %v (caller's context: %v); want ErrNotLeader before the deadline", err, ctx.Err())
+	}
+	for _, want := range []string{"no leader for", "cannot reach a majority (quorum) of the cluster's servers", "nothing was written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("the refusal %q does not say %q", err, want)
+		}
+	}
+	err = s.AppendLedger(ctx, []Issuance{issuance(1, "alice", "", time.Time{})})
+	if !errors.Is(err, ErrNotLeader) || !strings.Contains(err.Error(), "quorum") || ctx.Err() != nil {
+		t.Fatalf("a ledger append without a leader: %v (caller's context: %v); want ErrNotLeader naming the quorum", err, ctx.Err())
 	}
 }

@@ -57,7 +57,16 @@ type Config struct {
 	// room for is retried (default DefaultDiskFullRetry).
 	MinFreeBytes  uint64
 	DiskFullRetry time.Duration
+	// NoLeaderWait bounds how long a write waits for a leader (an election, a leader moving) before it
+	// fails saying this server cannot reach a majority of the cluster (default DefaultNoLeaderWait).
+	// An election takes a few seconds at most; a server cut off from the majority never finds one,
+	// and must answer its callers while they still wait.
+	NoLeaderWait time.Duration
 }
+
+// DefaultNoLeaderWait is Config.NoLeaderWait's default: several election timeouts, and well within the
+// deadline of an agent's signing call.
+const DefaultNoLeaderWait = 10 * time.Second
 
 // The defaults of Config's snapshot settings (hashicorp/raft's own).
 const (
@@ -155,6 +164,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.DiskFullRetry <= 0 {
 		cfg.DiskFullRetry = DefaultDiskFullRetry
+	}
+	if cfg.NoLeaderWait <= 0 {
+		cfg.NoLeaderWait = DefaultNoLeaderWait
 	}
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, openError(cfg.Dir, err)

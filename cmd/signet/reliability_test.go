@@ -13,6 +13,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The reliability tests run three real servers and an agent per server under a load of JWT-SVID
@@ -30,16 +32,17 @@ const (
 	frequentSnapshots = "  snapshot_threshold: 16\n  snapshot_interval: 100ms\n  trailing_logs: 16\n"
 )
 
-// loadCluster is a three-server cluster with one agent per server, each agent configured with every
-// server (its own first) and one entry for this test's uid.
+// loadCluster is a three-server cluster with one agent per server, each with one entry for this test's
+// uid. An agent is configured with every server (its own first), or, pinned, with its own only.
 type loadCluster struct {
 	*testCluster
 	agents []*testAgent
 }
 
-// newLoadCluster starts three servers (raftExtra appended to their raft sections) and three agents.
-func newLoadCluster(t *testing.T, raftExtra string) *loadCluster {
-	c := &loadCluster{testCluster: newTestCluster(t, 3)}
+// newLoadCluster starts the three servers of tc (raftExtra appended to their raft sections) and three
+// agents.
+func newLoadCluster(t *testing.T, tc *testCluster, raftExtra string, pinned bool) *loadCluster {
+	c := &loadCluster{testCluster: tc}
 	for _, s := range c.servers {
 		writeFile(t, s.config, string(mustRead(t, s.config))+raftExtra+loadServerLimits)
 	}
@@ -53,7 +56,9 @@ func newLoadCluster(t *testing.T, raftExtra string) *loadCluster {
 			}
 		}
 		a := s.newAgent(t, loadAgentLimits)
-		a.useServers(t, addrs)
+		if !pinned {
+			a.useServers(t, addrs)
+		}
 		a.start(t, s.token("alice"))
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -292,7 +297,7 @@ func (c *loadCluster) killDuringSnapshot(i int) {
 // restarts and catches up (the others compacted their logs meanwhile, so from a snapshot), and every
 // issuance a caller received is in every server's ledger exactly once.
 func TestReliabilityKills(t *testing.T) {
-	c := newLoadCluster(t, frequentSnapshots)
+	c := newLoadCluster(t, newTestCluster(t, 3), frequentSnapshots, false)
 	l := c.startLoad()
 	l.more(30, "before any fault")
 
@@ -336,7 +341,7 @@ func TestReliabilityKills(t *testing.T) {
 // answers what it was asked, and a write it cannot take any more is sent to the new leader), and no
 // acknowledged issuance is lost.
 func TestReliabilityRollingRestart(t *testing.T) {
-	c := newLoadCluster(t, "")
+	c := newLoadCluster(t, newTestCluster(t, 3), "", false)
 	l := c.startLoad()
 	l.more(30, "before the restarts")
 	for i, s := range c.servers {
@@ -348,4 +353,68 @@ func TestReliabilityRollingRestart(t *testing.T) {
 	l.stop()
 	c.checkLedgers(l.snapshot(), 0, 1, 2)
 	l.noRefusals()
+}
+
+// newPartitionableCluster writes the configs of three servers that reach each other's cluster ports
+// only through a faultNet: each advertises its proxy's address.
+func newPartitionableCluster(t *testing.T) (*testCluster, *faultNet) {
+	var binds []string
+	for range 3 {
+		binds = append(binds, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	}
+	fn := newFaultNet(t, binds)
+	c := &testCluster{t: t, addrs: fn.addrs}
+	secret := newJoinSecret(t)
+	for i := range 3 {
+		s := newTestServer(t)
+		s.writeConfig(t, "example.org", fmt.Sprintf("  bind_address: %s\n  advertise_address: %s\n  bootstrap_expect: 3\n  retry_join: [%s]\n%s",
+			binds[i], fn.addrs[i], strings.Join(fn.addrs, ", "), secret))
+		c.servers = append(c.servers, s)
+	}
+	return c, fn
+}
+
+// TestReliabilityPartition: the leader is cut off from the other two servers (at the transport, by
+// the test's proxies). Its agent (each agent is pinned to its own server here) keeps serving cached
+// SVIDs, and a new issuance through it is refused, before the workload's deadline, with an error saying
+// the server cannot reach a quorum; the majority elects a leader and keeps issuing. Once the partition heals, the old leader rejoins and
+// converges: every acknowledged issuance is in every ledger exactly once.
+func TestReliabilityPartition(t *testing.T) {
+	tc, fn := newPartitionableCluster(t)
+	c := newLoadCluster(t, tc, "", true)
+	for i, s := range c.servers {
+		fn.setPID(i, s.cmd.Process.Pid)
+	}
+	l := c.startLoad()
+	l.more(30, "before the partition")
+
+	minority := c.leaderIndex(0, 1, 2)
+	majority := []int{(minority + 1) % 3, (minority + 2) % 3}
+	fn.cut(minority)
+	if got := c.leaderIndex(majority...); got == minority {
+		t.Fatal("the cut-off leader is still the majority's leader")
+	}
+	l.more(30, "by the majority during the partition")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := newClient(t, ctx, c.agents[minority].socket)
+	fetchCtx, cancelFetch := context.WithTimeout(ctx, 40*time.Second)
+	_, err := client.FetchJWTSVID(fetchCtx, jwtsvid.Params{Audience: "partitioned"})
+	cancelFetch()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a majority (quorum) of the cluster's servers") {
+		t.Fatalf("a JWT-SVID through the cut-off server: %v; want Unavailable saying it cannot reach a quorum", err)
+	}
+	c.checkLedgers(l.snapshot(), majority...)
+
+	fn.heal()
+	eventually(t, 60*time.Second, "an issuance through the healed server", func() bool {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := client.FetchJWTSVID(fctx, jwtsvid.Params{Audience: "healed"})
+		return err == nil
+	})
+	l.more(30, "after the partition healed")
+	l.stop()
+	c.checkLedgers(l.snapshot(), 0, 1, 2)
 }
