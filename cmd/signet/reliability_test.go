@@ -377,7 +377,8 @@ func newPartitionableCluster(t *testing.T) (*testCluster, *faultNet) {
 // TestReliabilityPartition: the leader is cut off from the other two servers (at the transport, by
 // the test's proxies). Its agent (each agent is pinned to its own server here) keeps serving cached
 // SVIDs, and a new issuance through it is refused, before the workload's deadline, with an error saying
-// the server cannot reach a quorum; the majority elects a leader and keeps issuing. Once the partition heals, the old leader rejoins and
+// the server cannot reach a quorum (so is an admin write); the majority elects a leader and keeps
+// issuing. Once the partition heals, the old leader rejoins and
 // converges: every acknowledged issuance is in every ledger exactly once.
 func TestReliabilityPartition(t *testing.T) {
 	tc, fn := newPartitionableCluster(t)
@@ -399,9 +400,22 @@ func TestReliabilityPartition(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	client := newClient(t, ctx, c.agents[minority].socket)
+	// An admin write through the cut-off server is refused the same way, meanwhile.
+	type cliResult struct {
+		stderr string
+		code   int
+	}
+	adminWrite := make(chan cliResult, 1)
+	go func() {
+		_, stderr, code := c.servers[minority].cli("owner", "add", "partitioned")
+		adminWrite <- cliResult{stderr, code}
+	}()
 	fetchCtx, cancelFetch := context.WithTimeout(ctx, 40*time.Second)
 	_, err := client.FetchJWTSVID(fetchCtx, jwtsvid.Params{Audience: "partitioned"})
 	cancelFetch()
+	if r := <-adminWrite; r.code == 0 || !strings.Contains(r.stderr, "cannot reach a majority (quorum)") {
+		t.Fatalf("owner add through the cut-off server: exit %d, %q; want a refusal naming the quorum", r.code, r.stderr)
+	}
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a majority (quorum) of the cluster's servers") {
 		t.Fatalf("a JWT-SVID through the cut-off server: %v; want Unavailable saying it cannot reach a quorum", err)
 	}
@@ -417,4 +431,9 @@ func TestReliabilityPartition(t *testing.T) {
 	l.more(30, "after the partition healed")
 	l.stop()
 	c.checkLedgers(l.snapshot(), 0, 1, 2)
+	for i, s := range c.servers {
+		if hasOwner(s, "partitioned") {
+			t.Fatalf("server %d has the owner whose creation the cut-off server refused", i)
+		}
+	}
 }
