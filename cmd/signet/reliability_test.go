@@ -84,8 +84,8 @@ func newLoadCluster(t *testing.T, tc *testCluster, raftExtra string, pinned bool
 
 func loadSPIFFEID(i int) string { return fmt.Sprintf("spiffe://example.org/load/%d", i) }
 
-// load is the running load generator: per agent, one workload fetching new JWT-SVIDs back to back and
-// one fetching its cached X.509-SVID.
+// load is the running load generator: per agent, one workload fetching new JWT-SVIDs and one fetching
+// its cached X.509-SVID.
 type load struct {
 	t      *testing.T
 	cancel context.CancelFunc
@@ -99,8 +99,9 @@ type load struct {
 	cachedOK    int
 }
 
-// startLoad starts the load generator; stop ends it.
-func (c *loadCluster) startLoad() *load {
+// startLoad starts the load generator; stop ends it. Each agent's workload fetches a new JWT-SVID at
+// most every pace (0: one right after the other).
+func (c *loadCluster) startLoad(pace time.Duration) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{t: c.t, cancel: cancel, acked: map[string]string{}}
 	c.t.Cleanup(l.stop)
@@ -109,8 +110,20 @@ func (c *loadCluster) startLoad() *load {
 		l.wg.Add(2)
 		go func() {
 			defer l.wg.Done()
+			var paced <-chan time.Time // nil: back to back
+			if pace > 0 {
+				tick := time.NewTicker(pace)
+				defer tick.Stop()
+				paced = tick.C
+			}
 			for n := 0; ctx.Err() == nil; n++ {
 				l.issue(ctx, client, fmt.Sprintf("load-%d-%d", i, n))
+				if paced != nil {
+					select {
+					case <-ctx.Done():
+					case <-paced:
+					}
+				}
 			}
 		}()
 		go func() {
@@ -298,7 +311,7 @@ func (c *loadCluster) killDuringSnapshot(i int) {
 // issuance a caller received is in every server's ledger exactly once.
 func TestReliabilityKills(t *testing.T) {
 	c := newLoadCluster(t, newTestCluster(t, 3), frequentSnapshots, false)
-	l := c.startLoad()
+	l := c.startLoad(0) // back to back: a fault finds calls in flight
 	l.more(30, "before any fault")
 
 	for _, fault := range []struct {
@@ -342,7 +355,7 @@ func TestReliabilityKills(t *testing.T) {
 // acknowledged issuance is lost.
 func TestReliabilityRollingRestart(t *testing.T) {
 	c := newLoadCluster(t, newTestCluster(t, 3), "", false)
-	l := c.startLoad()
+	l := c.startLoad(0) // back to back: a fault finds calls in flight
 	l.more(30, "before the restarts")
 	for i, s := range c.servers {
 		s.stop()
@@ -374,30 +387,48 @@ func newPartitionableCluster(t *testing.T) (*testCluster, *faultNet) {
 	return c, fn
 }
 
-// TestReliabilityPartition: the leader is cut off from the other two servers (at the transport, by
-// the test's proxies). Its agent (each agent is pinned to its own server here) keeps serving cached
-// SVIDs, and a new issuance through it is refused, before the workload's deadline, with an error saying
-// the server cannot reach a quorum (so is an admin write); the majority elects a leader and keeps
-// issuing. Once the partition heals, the old leader rejoins and
-// converges: every acknowledged issuance is in every ledger exactly once.
+// TestReliabilityPartition: the leader, then a follower, is cut off from the other two servers (at the
+// transport, by the test's proxies). The agent of the server cut off (each agent is pinned to its own
+// server here) keeps serving cached SVIDs, and a new issuance through it is refused, before the
+// workload's deadline, with an error saying the server cannot reach a quorum (so is an admin write); the
+// majority elects a leader if it needs one and keeps issuing. Once the partition heals, the server
+// rejoins and converges: every acknowledged issuance is in every ledger exactly once, and the refused
+// write is nowhere.
 func TestReliabilityPartition(t *testing.T) {
 	tc, fn := newPartitionableCluster(t)
 	c := newLoadCluster(t, tc, "", true)
 	for i, s := range c.servers {
 		fn.setPID(i, s.cmd.Process.Pid)
 	}
-	l := c.startLoad()
-	l.more(30, "before the partition")
+	// Paced: the partitions last tens of seconds, and unpaced the agents would add thousands of records
+	// to every ledger the test then reads.
+	l := c.startLoad(20 * time.Millisecond)
+	l.more(30, "before the partitions")
+	for _, cutLeader := range []bool{true, false} {
+		minority := c.leaderIndex(0, 1, 2)
+		if !cutLeader {
+			minority = (minority + 1) % 3
+		}
+		c.partition(fn, l, minority)
+	}
+	l.stop()
+	c.checkLedgers(l.snapshot(), 0, 1, 2)
+}
 
-	minority := c.leaderIndex(0, 1, 2)
+// partition cuts server minority off from the other two, checks that it refuses writes saying it cannot
+// reach a quorum while the majority issues, heals the partition and waits until the minority issues
+// again and every server holds every acknowledged issuance.
+func (c *loadCluster) partition(fn *faultNet, l *load, minority int) {
+	t := c.t
+	t.Helper()
 	majority := []int{(minority + 1) % 3, (minority + 2) % 3}
 	fn.cut(minority)
 	if got := c.leaderIndex(majority...); got == minority {
-		t.Fatal("the cut-off leader is still the majority's leader")
+		t.Fatal("the cut-off server leads the majority")
 	}
 	l.more(30, "by the majority during the partition")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	client := newClient(t, ctx, c.agents[minority].socket)
 	// An admin write through the cut-off server is refused the same way, meanwhile.
@@ -405,35 +436,37 @@ func TestReliabilityPartition(t *testing.T) {
 		stderr string
 		code   int
 	}
+	owner := fmt.Sprintf("partitioned-%d", minority)
 	adminWrite := make(chan cliResult, 1)
 	go func() {
-		_, stderr, code := c.servers[minority].cli("owner", "add", "partitioned")
+		_, stderr, code := c.servers[minority].cli("owner", "add", owner)
 		adminWrite <- cliResult{stderr, code}
 	}()
 	fetchCtx, cancelFetch := context.WithTimeout(ctx, 40*time.Second)
-	_, err := client.FetchJWTSVID(fetchCtx, jwtsvid.Params{Audience: "partitioned"})
+	_, err := client.FetchJWTSVID(fetchCtx, jwtsvid.Params{Audience: owner})
 	cancelFetch()
 	if r := <-adminWrite; r.code == 0 || !strings.Contains(r.stderr, "cannot reach a majority (quorum)") {
-		t.Fatalf("owner add through the cut-off server: exit %d, %q; want a refusal naming the quorum", r.code, r.stderr)
+		t.Fatalf("owner add through the cut-off server %d: exit %d, %q; want a refusal naming the quorum", minority, r.code, r.stderr)
 	}
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a majority (quorum) of the cluster's servers") {
-		t.Fatalf("a JWT-SVID through the cut-off server: %v; want Unavailable saying it cannot reach a quorum", err)
+		t.Fatalf("a JWT-SVID through the cut-off server %d: %v; want Unavailable saying it cannot reach a quorum", minority, err)
 	}
 	c.checkLedgers(l.snapshot(), majority...)
 
 	fn.heal()
-	eventually(t, 60*time.Second, "an issuance through the healed server", func() bool {
+	n := 0
+	eventually(t, 60*time.Second, fmt.Sprintf("an issuance through the healed server %d", minority), func() bool {
 		fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		_, err := client.FetchJWTSVID(fctx, jwtsvid.Params{Audience: "healed"})
+		n++
+		_, err := client.FetchJWTSVID(fctx, jwtsvid.Params{Audience: fmt.Sprintf("healed-%d-%d", minority, n)})
 		return err == nil
 	})
 	l.more(30, "after the partition healed")
-	l.stop()
 	c.checkLedgers(l.snapshot(), 0, 1, 2)
 	for i, s := range c.servers {
-		if hasOwner(s, "partitioned") {
-			t.Fatalf("server %d has the owner whose creation the cut-off server refused", i)
+		if hasOwner(s, owner) {
+			t.Fatalf("server %d has the owner whose creation the cut-off server %d refused", i, minority)
 		}
 	}
 }
