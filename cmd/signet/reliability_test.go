@@ -19,11 +19,11 @@ import (
 
 // The reliability tests run three real servers and an agent per server under a load of JWT-SVID
 // issuances (distinct audiences, so every fetch is a new credential and a new ledger record), inject
-// faults (SIGKILL, snapshots, rolling restarts), and check what every caller was told against every
-// server's ledger.
+// faults (SIGKILL, snapshots, rolling restarts, partitions), and check what every caller was told
+// against every server's ledger.
 
-// loadLimits lifts the issuance limits of the servers (loadServerConfig) and the agents (JWT mints per
-// uid) far above what the load generator reaches, so a refusal can only come from the fault.
+// loadServerLimits and loadAgentLimits lift the issuance limits of the servers and of the agents (JWT
+// mints per uid) far above what the load generator reaches, so a refusal can only come from the fault.
 const (
 	loadServerLimits = "issuance_limits:\n  agent_rate: 100000\n  agent_burst: 1000000\n  entry_rate: 100000\n  entry_burst: 1000000\n"
 	loadAgentLimits  = "jwt_mint_rate: 10000\njwt_mint_burst: 100000\n"
@@ -104,7 +104,6 @@ type load struct {
 func (c *loadCluster) startLoad(pace time.Duration) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{t: c.t, cancel: cancel, acked: map[string]string{}}
-	c.t.Cleanup(l.stop)
 	for i, a := range c.agents {
 		client := newClient(c.t, ctx, a.socket)
 		l.wg.Add(2)
@@ -128,17 +127,18 @@ func (c *loadCluster) startLoad(pace time.Duration) *load {
 		}()
 		go func() {
 			defer l.wg.Done()
-			pace := time.NewTicker(20 * time.Millisecond) // a workload reading its SVID often, not a sync
-			defer pace.Stop()
+			often := time.NewTicker(20 * time.Millisecond) // a workload reading its SVID often, not a sync
+			defer often.Stop()
 			for ctx.Err() == nil {
 				l.fetchCached(ctx, client, loadSPIFFEID(i))
 				select {
 				case <-ctx.Done():
-				case <-pace.C:
+				case <-often.C:
 				}
 			}
 		}()
 	}
+	c.t.Cleanup(l.stop) // before the clients close (cleanups run last first)
 	return l
 }
 
@@ -250,24 +250,19 @@ func ledgerJWTs(t *testing.T, s *testServer) map[string]int {
 // and fails on any record held twice. Once converged, every server holds the same records.
 func (c *loadCluster) checkLedgers(acked map[string]string, live ...int) {
 	c.t.Helper()
-	var missing []string
 	var first map[string]int
 	for _, i := range live {
 		eventually(c.t, 60*time.Second, fmt.Sprintf("server %d's ledger to hold all %d acknowledged issuances", i, len(acked)), func() bool {
 			counts := ledgerJWTs(c.t, c.servers[i])
-			missing = missing[:0]
-			for jti := range acked {
-				if counts[jti] == 0 {
-					missing = append(missing, jti)
-				}
-			}
 			for jti, n := range counts {
 				if n > 1 {
 					c.t.Fatalf("server %d's ledger holds %d records of JWT ID %s", i, n, jti)
 				}
 			}
-			if len(missing) > 0 {
-				return false
+			for jti := range acked {
+				if counts[jti] == 0 {
+					return false
+				}
 			}
 			if first == nil {
 				first = counts
@@ -291,21 +286,21 @@ func (c *loadCluster) killDuringSnapshot(i int) {
 	c.t.Helper()
 	dir := filepath.Join(c.servers[i].dir, "data", "server", "snapshots")
 	eventually(c.t, 60*time.Second, fmt.Sprintf("server %d to be writing a snapshot", i), func() bool {
-		// Poll faster than Condition's interval: a snapshot of this state takes milliseconds.
-		for range 200 {
+		// Look a thousand times per check, back to back: a snapshot of this state is written in
+		// milliseconds, less than Condition's interval.
+		for range 1000 {
 			entries, _ := os.ReadDir(dir)
 			if slices.ContainsFunc(entries, func(e os.DirEntry) bool { return strings.HasSuffix(e.Name(), ".tmp") }) {
 				c.servers[i].kill9()
 				return true
 			}
-			time.Sleep(50 * time.Microsecond)
 		}
 		return false
 	})
 }
 
 // TestReliabilityKills: under load through all three servers, the leader is SIGKILLed, then a follower,
-// then a server while it writes a snapshot (snapshots are taken every few dozen entries throughout).
+// then each again while it writes a snapshot (snapshots are taken every few dozen entries throughout).
 // Each time a new leader serves (if needed), issuance resumes, cached SVIDs never fail, the killed server
 // restarts and catches up (the others compacted their logs meanwhile, so from a snapshot), and every
 // issuance a caller received is in every server's ledger exactly once.
@@ -322,6 +317,7 @@ func TestReliabilityKills(t *testing.T) {
 		{"leader SIGKILL", true, func(i int) { c.servers[i].kill9() }},
 		{"follower SIGKILL", false, func(i int) { c.servers[i].kill9() }},
 		{"leader SIGKILL during a snapshot", true, c.killDuringSnapshot},
+		{"follower SIGKILL during a snapshot", false, c.killDuringSnapshot},
 	} {
 		victim := c.leaderIndex(0, 1, 2)
 		if !fault.leader {
