@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -277,7 +278,8 @@ func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome
 		return deref(instead), err
 	}
 	presented := n.cfg.Identity.Certificate()
-	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger})
+	var sentTo peer.Peer // set once the call has a connection to go out on
+	resp, err := clusterv1.NewClusterClient(cc).Forward(ctx, &clusterv1.ForwardRequest{Command: p.Command, Ledger: p.Ledger}, grpc.Peer(&sentTo))
 	if status.Code(err) == codes.Unauthenticated {
 		// Refused before anything was applied: register again, then send on a new connection (the
 		// old one keeps the certificate it was opened with).
@@ -286,6 +288,11 @@ func (n *Node) Forward(ctx context.Context, p storage.Proposal) (storage.Outcome
 		}
 		n.clients.drop(st.LeaderAddress)
 		return storage.NoLeaderOutcome(), nil // sent again by the caller's retry loop
+	}
+	if err != nil && sentTo.Addr == nil && ctx.Err() == nil {
+		// The connection broke before the call went out on it (the leader stopped since connected
+		// said it was ready): nothing was sent, so it is sent again, to whichever server leads then.
+		return storage.NoLeaderOutcome(), nil
 	}
 	if err != nil {
 		return storage.Outcome{}, fmt.Errorf("cluster: forward to the leader %s at %s: %w: %s", st.LeaderID, st.LeaderAddress, storage.ErrNotLeader, statusMessage(err))

@@ -197,9 +197,23 @@ func New(cfg Config) (*Node, error) {
 // server SVID is recorded and current.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
 
-// Close closes the connections to other servers and stops the API.
+// CloseGrace bounds how long Close lets the API's calls in progress finish.
+const CloseGrace = 5 * time.Second
+
+// Close stops the API, letting the calls in progress finish (for at most CloseGrace): a forwarded
+// write broken off mid-call is one the follower cannot know the fate of, so it fails its caller. Then
+// it closes the connections to other servers. A leader hands leadership over first
+// (storage.Store.HandOverLeadership), so the calls it still answers do not wait for a commit it
+// cannot make.
 func (n *Node) Close() {
-	n.grpc.Stop()
+	done := make(chan struct{})
+	go func() { n.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(CloseGrace):
+		n.grpc.Stop()
+		<-done
+	}
 	n.clients.close()
 }
 

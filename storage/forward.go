@@ -66,10 +66,15 @@ const forwardRetry = 50 * time.Millisecond
 var errNotAppended = fmt.Errorf("%w: the proposal was not appended", ErrNotLeader)
 
 // route applies p on the leader: here if this node leads, else through the forwarder. While there is
-// no leader, or leadership moves, a proposal that was not appended is retried until ctx ends: callers
-// never see "not leader" unless the cluster has none for as long as they wait. After a forwarded write
-// this node waits until it has applied the write too, so a read here afterwards sees it.
+// no leader, or leadership moves, a proposal that was not appended is retried until ctx ends or
+// Config.NoLeaderWait has passed: callers never see "not leader" during an election, and a server cut
+// off from the majority tells them so (noLeaderError) instead of leaving them to time out. After a
+// forwarded write this node waits until it has applied the write too, so a read here afterwards sees
+// it.
 func (s *Store) route(ctx context.Context, p Proposal) (Outcome, error) {
+	start := time.Now()
+	giveUp := time.NewTimer(s.cfg.NoLeaderWait)
+	defer giveUp.Stop()
 	for {
 		var out Outcome
 		f := s.forwarder()
@@ -93,12 +98,24 @@ func (s *Store) route(ctx context.Context, p Proposal) (Outcome, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return Outcome{}, fmt.Errorf("%w: %s (waited for a leader until the request's deadline: %w)", ErrNotLeader, out.Message, ctx.Err())
+			return Outcome{}, noLeaderError(time.Since(start), out.Message, ctx.Err())
+		case <-giveUp.C:
+			return Outcome{}, noLeaderError(time.Since(start), out.Message, nil)
 		case <-s.closing:
 			return Outcome{}, ErrClosed
 		case <-time.After(forwardRetry):
 		}
 	}
+}
+
+// noLeaderError is what a write reports when it stops waiting for a leader (cause: the caller's
+// context ended first, or nil). It was never appended: nothing was written.
+func noLeaderError(waited time.Duration, last string, cause error) error {
+	const why = "this server cannot reach a majority (quorum) of the cluster's servers — it is cut off from them, or most of them are down — so it cannot commit; nothing was written"
+	if cause != nil {
+		return fmt.Errorf("%w: no leader for %s (until the request's deadline: %w), last: %s: %s", ErrNotLeader, waited.Round(time.Millisecond), cause, last, why)
+	}
+	return fmt.Errorf("%w: no leader for %s, last: %s: %s", ErrNotLeader, waited.Round(time.Millisecond), last, why)
 }
 
 // ApplyProposal applies p if this node is the leader and returns the outcome, errors included as codes.

@@ -212,10 +212,12 @@ func (s *Store) waitIndex(ctx context.Context, index uint64, current func() uint
 // handoverTimeout bounds how long a stopping leader waits for another server to take over.
 const handoverTimeout = 5 * time.Second
 
-// handOverLeadership makes a stopping leader with other voters hand leadership to one of them (raft's
+// HandOverLeadership makes a stopping leader with other voters hand leadership to one of them (raft's
 // leadership transfer) instead of leaving the cluster without a leader until an election timeout: a
-// rolling restart costs no election wait.
-func (s *Store) handOverLeadership() {
+// rolling restart costs no election wait. Close does it; a node calls it earlier while it still serves
+// the cluster API, so the writes its followers forwarded get their answers (or are sent to the new
+// leader) instead of a broken connection. A no-op on a follower.
+func (s *Store) HandOverLeadership() {
 	if s.raft.State() != raft.Leader {
 		return
 	}

@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -312,5 +314,73 @@ func TestNewLeaderCatchesUpBeforeGating(t *testing.T) {
 	}
 	if _, err := next.Owner("alice"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWritesDuringALeadershipTransfer: while the leader hands leadership over, Raft refuses its
+// proposals without appending them (ErrLeadershipTransferInProgress). The leader's own writes, a
+// registry write and a ledger append, are then retried (here, or at the new leader) instead of failing.
+// The transfer target is down and behind the log, so the transfer lasts the whole election timeout and
+// then fails: the writes made meanwhile must all succeed once it has.
+func TestWritesDuringALeadershipTransfer(t *testing.T) {
+	stores := openTestCluster(t)
+	leader, target := stores[0], stores[2]
+	targetID, targetAddr := raft.ServerID(target.NodeID()), raft.ServerAddress(target.Address())
+	target.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := leader.CreateOwner(ctx, Owner{Name: "before"}); err != nil { // the target falls behind
+		t.Fatal(err)
+	}
+	transfer := leader.raft.LeadershipTransferToServer(targetID, targetAddr)
+	done := make(chan error, 1)
+	go func() { done <- transfer.Error() }()
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("the leadership transfer to a stopped server succeeded")
+			}
+			if i == 0 {
+				t.Fatal("the transfer ended before the first write: no write was made during it")
+			}
+			return
+		default:
+		}
+		appended := make(chan error, 1) // both writes at once, so both are made during the transfer
+		go func() { appended <- leader.AppendLedger(ctx, []Issuance{issuance(1000+i, "before", "", time.Time{})}) }()
+		if _, err := leader.CreateOwner(ctx, Owner{Name: fmt.Sprintf("during-%d", i)}); err != nil {
+			t.Fatalf("a registry write during the leadership transfer: %v", err)
+		}
+		if err := <-appended; err != nil {
+			t.Fatalf("a ledger append during the leadership transfer: %v", err)
+		}
+	}
+}
+
+// TestWriteWithoutQuorum: a server that finds no leader (here, one in no cluster at all: as cut off
+// from every other server) does not hold a write until the caller's deadline; after NoLeaderWait it
+// refuses it as ErrNotLeader, saying it cannot reach a quorum and that nothing was written.
+func TestWriteWithoutQuorum(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), NoLeaderWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.SetForwarder(inProcessForwarder{[]*Store{s}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = s.CreateOwner(ctx, Owner{Name: "alice"})
+	if !errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
+		t.Fatalf("a write without a leader: %v (caller's context: %v); want ErrNotLeader before the deadline", err, ctx.Err())
+	}
+	for _, want := range []string{"no leader for", "cannot reach a majority (quorum) of the cluster's servers", "nothing was written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("the refusal %q does not say %q", err, want)
+		}
+	}
+	err = s.AppendLedger(ctx, []Issuance{issuance(1, "alice", "", time.Time{})})
+	if !errors.Is(err, ErrNotLeader) || !strings.Contains(err.Error(), "quorum") || ctx.Err() != nil {
+		t.Fatalf("a ledger append without a leader: %v (caller's context: %v); want ErrNotLeader naming the quorum", err, ctx.Err())
 	}
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,8 +45,10 @@ type Config struct {
 	ElectionTimeout  time.Duration
 	// Clock stamps ledger batches and the audit records of registry writes. Default: time.Now.
 	Clock func() time.Time
-	// SnapshotThreshold is how many log entries trigger a snapshot (default 8192); TrailingLogs how many
-	// are kept after it (default 10240); SnapshotInterval how often the threshold is checked (default 2m).
+	// SnapshotThreshold is how many log entries trigger a snapshot (default DefaultSnapshotThreshold);
+	// TrailingLogs how many are kept after it (default DefaultTrailingLogs): a follower further behind
+	// catches up by receiving the snapshot; SnapshotInterval how often the threshold is checked (default
+	// DefaultSnapshotInterval; Raft waits a random time between one and two intervals).
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
@@ -54,7 +57,23 @@ type Config struct {
 	// room for is retried (default DefaultDiskFullRetry).
 	MinFreeBytes  uint64
 	DiskFullRetry time.Duration
+	// NoLeaderWait bounds how long a write waits for a leader (an election, a leader moving) before it
+	// fails saying this server cannot reach a majority of the cluster (default DefaultNoLeaderWait).
+	// An election takes a few seconds at most; a server cut off from the majority never finds one,
+	// and must answer its callers while they still wait.
+	NoLeaderWait time.Duration
 }
+
+// DefaultNoLeaderWait is Config.NoLeaderWait's default: several election timeouts, and well within the
+// deadline of an agent's signing call.
+const DefaultNoLeaderWait = 10 * time.Second
+
+// The defaults of Config's snapshot settings (hashicorp/raft's own).
+const (
+	DefaultSnapshotThreshold = 8192
+	DefaultTrailingLogs      = 10240
+	DefaultSnapshotInterval  = 2 * time.Minute
+)
 
 // Store is one node's replicated state: a hashicorp/raft instance whose log lives in bbolt (raft.db), and
 // the state it applies to, also in bbolt (state.db), with an in-memory view of the registry for fast
@@ -148,6 +167,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.DiskFullRetry <= 0 {
 		cfg.DiskFullRetry = DefaultDiskFullRetry
+	}
+	if cfg.NoLeaderWait <= 0 {
+		cfg.NoLeaderWait = DefaultNoLeaderWait
 	}
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, openError(cfg.Dir, err)
@@ -300,15 +322,9 @@ func (s *Store) startRaft() error {
 	if s.cfg.ElectionTimeout > 0 {
 		rc.ElectionTimeout = s.cfg.ElectionTimeout
 	}
-	if s.cfg.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = s.cfg.SnapshotThreshold
-	}
-	if s.cfg.TrailingLogs > 0 {
-		rc.TrailingLogs = s.cfg.TrailingLogs
-	}
-	if s.cfg.SnapshotInterval > 0 {
-		rc.SnapshotInterval = s.cfg.SnapshotInterval
-	}
+	rc.SnapshotThreshold = cmp.Or(s.cfg.SnapshotThreshold, DefaultSnapshotThreshold)
+	rc.TrailingLogs = cmp.Or(s.cfg.TrailingLogs, DefaultTrailingLogs)
+	rc.SnapshotInterval = cmp.Or(max(s.cfg.SnapshotInterval, 0), DefaultSnapshotInterval)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("storage: raft config: %w", err)
 	}
@@ -441,7 +457,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	close(s.closing)
-	s.handOverLeadership()
+	s.HandOverLeadership()
 	var errs []error
 	if err := s.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
@@ -475,10 +491,12 @@ func timeoutFrom(ctx context.Context) time.Duration {
 
 func mapRaftError(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader):
-		return fmt.Errorf("%w: %v", errNotAppended, err)
-	case errors.Is(err, raft.ErrLeadershipLost),
+	case errors.Is(err, raft.ErrNotLeader),
+		// Raft refuses a proposal while the leader hands over without appending it (a leader that
+		// stops does so first): like one made on a follower, it is safe to send again.
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", errNotAppended, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %v", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed

@@ -144,7 +144,7 @@ func removeAuditRecord(t *testing.T, path, object string) uint64 {
 	return removed
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +81,10 @@ type serverFileConfig struct {
 		RetryJoin        []string `yaml:"retry_join"`
 		ClusterID        string   `yaml:"cluster_id"`
 		JoinSecretFile   string   `yaml:"join_secret_file"`
+		// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft's snapshots (storage.Config).
+		SnapshotThreshold uint64        `yaml:"snapshot_threshold"`
+		SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
+		TrailingLogs      uint64        `yaml:"trailing_logs"`
 		// joinSecret is JoinSecretFile's secret, filled by loadServerConfig.
 		joinSecret []byte
 	} `yaml:"raft"`
@@ -605,6 +610,9 @@ func checkCluster(path string, c *serverFileConfig) error {
 	if len(r.RetryJoin) == 0 {
 		r.RetryJoin = nil // "retry_join: []" and no retry_join are the same
 	}
+	if err := checkSnapshots(path, c); err != nil {
+		return err
+	}
 	finds := r.BootstrapExpect > 1 || len(r.RetryJoin) > 0
 	if r.Bootstrap == nil {
 		b := !finds
@@ -614,6 +622,38 @@ func checkCluster(path string, c *serverFileConfig) error {
 		return configError(path, "raft.bootstrap", "true with raft.bootstrap_expect or raft.retry_join: a node that bootstraps alone forms a cluster of its own; remove raft.bootstrap (the servers form the cluster together)")
 	}
 	return checkJoinSecret(path, r.JoinSecretFile, finds, &r.joinSecret)
+}
+
+// Bounds of the raft snapshot keys: a snapshot at most every 16 entries or 100ms (each one writes the
+// whole state), and at most 10 million log entries kept or between snapshots.
+const (
+	minSnapshotEntries  = 16
+	maxSnapshotEntries  = 10_000_000
+	minSnapshotInterval = 100 * time.Millisecond
+	maxSnapshotInterval = 24 * time.Hour
+)
+
+// checkSnapshots validates raft.snapshot_threshold, raft.snapshot_interval and raft.trailing_logs and
+// fills their defaults (storage's).
+func checkSnapshots(path string, c *serverFileConfig) error {
+	r := &c.Raft
+	r.SnapshotThreshold = cmp.Or(r.SnapshotThreshold, storage.DefaultSnapshotThreshold)
+	r.TrailingLogs = cmp.Or(r.TrailingLogs, storage.DefaultTrailingLogs)
+	if r.SnapshotInterval == 0 {
+		r.SnapshotInterval = storage.DefaultSnapshotInterval
+	}
+	for _, k := range []struct {
+		key string
+		n   uint64
+	}{{"raft.snapshot_threshold", r.SnapshotThreshold}, {"raft.trailing_logs", r.TrailingLogs}} {
+		if k.n < minSnapshotEntries || k.n > maxSnapshotEntries {
+			return configError(path, k.key, "%d: must be between %d and %d log entries", k.n, minSnapshotEntries, maxSnapshotEntries)
+		}
+	}
+	if r.SnapshotInterval < minSnapshotInterval || r.SnapshotInterval > maxSnapshotInterval {
+		return configError(path, "raft.snapshot_interval", "%s: must be between %s and %s", r.SnapshotInterval, minSnapshotInterval, maxSnapshotInterval)
+	}
+	return nil
 }
 
 // checkJoinSecret reads raft.join_secret_file into secret. The file is required for a node that forms

@@ -17,6 +17,7 @@ import (
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/server/issuer"
+	"github.com/signet-id/signet/storage"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -61,7 +62,7 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 15, 20, 25}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 15, 23, 28}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
 			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
 			`unknown key "min_free_disk"`}},
@@ -138,6 +139,9 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-raft-cluster-id-space.yaml", kind: "server", key: "raft.cluster_id", want: []string{`"blue team"`, "letters, digits"}},
 		{file: "server-raft-join-secret-required.yaml", kind: "server", key: "raft.join_secret_file", want: []string{"is required with raft.bootstrap_expect or raft.retry_join", "head -c 32 /dev/urandom"}},
 		{file: "server-raft-join-secret-relative.yaml", kind: "server", key: "raft.join_secret_file", want: []string{`"join.secret" must be an absolute path`}},
+		{file: "server-raft-snapshot-threshold-small.yaml", kind: "server", key: "raft.snapshot_threshold", want: []string{"3: must be between 16 and 10000000 log entries"}},
+		{file: "server-raft-trailing-logs-large.yaml", kind: "server", key: "raft.trailing_logs", want: []string{"20000000: must be between 16 and 10000000"}},
+		{file: "server-raft-snapshot-interval-short.yaml", kind: "server", key: "raft.snapshot_interval", want: []string{"1ms: must be between 100ms and 24h0m0s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {
@@ -288,6 +292,9 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")
 	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "")
+	cfgEq(t, "raft.snapshot_threshold", c.Raft.SnapshotThreshold, uint64(storage.DefaultSnapshotThreshold))
+	cfgEq(t, "raft.snapshot_interval", c.Raft.SnapshotInterval, storage.DefaultSnapshotInterval)
+	cfgEq(t, "raft.trailing_logs", c.Raft.TrailingLogs, uint64(storage.DefaultTrailingLogs))
 	if c.Raft.Bootstrap == nil || !*c.Raft.Bootstrap {
 		t.Errorf("raft.bootstrap = %v, want true", c.Raft.Bootstrap)
 	}
@@ -324,6 +331,9 @@ func TestConfigServerValuesKept(t *testing.T) {
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")
 	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "signet-1.example.com:9300")
+	cfgEq(t, "raft.snapshot_threshold", c.Raft.SnapshotThreshold, uint64(1000))
+	cfgEq(t, "raft.snapshot_interval", c.Raft.SnapshotInterval, 30*time.Second)
+	cfgEq(t, "raft.trailing_logs", c.Raft.TrailingLogs, uint64(500))
 	if c.Raft.Bootstrap == nil || *c.Raft.Bootstrap {
 		t.Errorf("raft.bootstrap = %v, want false as written", c.Raft.Bootstrap)
 	}

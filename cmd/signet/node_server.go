@@ -53,7 +53,11 @@ type serverNodeConfig struct {
 	ClusterID       string
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
-	CATTL      time.Duration
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs: see storage.Config (zero for its defaults).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	CATTL             time.Duration
 	// CAKeys is where the CA's private keys live; a zero Kind (or disk) means files in DataDir/ca.
 	CAKeys keymanager.Config
 	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
@@ -117,7 +121,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, StreamLayer: mux.RaftLayer(),
-		Bootstrap: cfg.Bootstrap, Logger: log}
+		Bootstrap: cfg.Bootstrap, Logger: log,
+		SnapshotThreshold: cfg.SnapshotThreshold, SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs}
 	st, err := storage.Open(scfg)
 	if err != nil {
 		mux.Close()
@@ -247,7 +252,8 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 	}
 }
 
-// Stop shuts the node down: API first, then the ledger recorder, then the store.
+// Stop shuts the node down: API first, then the ledger recorder, then (leadership handed over) the
+// cluster API and the store.
 func (n *serverNode) Stop() {
 	if n.health != nil {
 		n.health.Shutdown()
@@ -257,6 +263,7 @@ func (n *serverNode) Stop() {
 	}
 	n.cancel()
 	<-n.done
+	n.store.HandOverLeadership() // while the cluster API still answers the writes forwarded to it
 	n.cluster.Close()
 	n.store.Close()
 	n.mux.Close()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,6 +230,13 @@ socket_path: %s
 %slog_level: info
 %s`, s.address, filepath.Join(dir, "data"), a.socket, bundle, extraConfig))
 	return a
+}
+
+// useServers rewrites the agent's config to name several servers (server_addresses) instead of one.
+func (a *testAgent) useServers(t testing.TB, addrs []string) {
+	t.Helper()
+	cfg := string(mustRead(t, a.config))
+	writeFile(t, a.config, regexp.MustCompile(`(?m)^server_address: .*$`).ReplaceAllString(cfg, "server_addresses: ["+strings.Join(addrs, ", ")+"]"))
 }
 
 // withJoinToken hands the agent a join token the safe way, in SIGNET_JOIN_TOKEN ("" for none).

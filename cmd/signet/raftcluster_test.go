@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -325,11 +324,7 @@ func TestAgentFailsOver(t *testing.T) {
 	for _, s := range c.servers {
 		addrs = append(addrs, s.address)
 	}
-	cfg, err := os.ReadFile(a.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, a.config, strings.Replace(string(cfg), "server_address: "+s0.address, "server_addresses: ["+strings.Join(addrs, ", ")+"]", 1))
+	a.useServers(t, addrs)
 	a.start(t, s0.token("alice"))
 	t.Cleanup(func() {
 		if t.Failed() {
