@@ -346,6 +346,7 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		{"Valid now", yesNo(r.ValidNow)}, {"Issued at", i.IssuedAt}, {"Expires at", i.ExpiresAt},
 		{"Owner", i.Owner}, {"Entry", i.EntryID}, {"Selectors", strings.Join(i.Selectors, ", ")},
 		{"Agent (node)", i.Agent}, {"Node attestation", i.NodeAttestation}, {"Issuing server", i.Node},
+		{"Signed by", signedByText(i.SignedBy)},
 	}
 	if r.Reason != "" {
 		fields = append([][2]string{{"Note", r.Reason}}, fields...)
