@@ -253,7 +253,8 @@ func newLedgerLookupCmd() *cobra.Command {
 		Short: "What is this credential? Identify a certificate, chain or JWT from the ledger",
 		Long: `Identify a credential someone found: a PEM certificate or chain, DER, or a JWT (an expired one, one
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
-purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
+purpose, the agent and node it was issued to, the CA key that signed it ("Signed by": the key ID
+"ledger query --signed-by" takes), the selectors that attested the workload, when it was issued
 and expires, whether it is still valid, who received it (each process its agent handed it to, with first
 and last time; or "minted, never delivered"), and what other credentials its entry has live now. A credential
 Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
