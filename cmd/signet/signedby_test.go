@@ -75,6 +75,16 @@ func TestLedgerQuerySignedBy(t *testing.T) {
 		}
 	}
 
+	keys := s.mustCLI("bundle", "show", "--format", "keys")
+	var listed []string
+	for _, line := range strings.Split(keys, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			listed = append(listed, f[0]+" "+f[1])
+		}
+	}
+	if !slices.Contains(listed, "x509 "+x509Key) || !slices.Contains(listed, "jwt "+kid) {
+		t.Fatalf("bundle show --format keys does not list %s and %s:\n%s", x509Key, kid, keys)
+	}
 	query := func(args ...string) []issuanceView {
 		t.Helper()
 		return decodeJSON[[]issuanceView](t, s.mustCLI(append([]string{"ledger", "query", "--valid-at", "now", "-o", "json"}, args...)...))
