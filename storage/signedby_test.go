@@ -111,7 +111,7 @@ func TestQueryLedgerBySigningKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ids := func(q LedgerQuery) []string {
+	ids := func(t *testing.T, q LedgerQuery) []string {
 		t.Helper()
 		page, err := s.QueryLedger(q)
 		if err != nil {
@@ -135,9 +135,11 @@ func TestQueryLedgerBySigningKey(t *testing.T) {
 		{"an unknown key", LedgerQuery{SignedBy: "ffff"}, []string{}},
 	}
 	for _, tc := range tests {
-		if got := ids(tc.q); fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ids(t, tc.q); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("%v, want %v", got, tc.want)
+			}
+		})
 	}
 	if r, err := s.LookupIssuance(fmt.Sprintf("%032x", 4)); err != nil || r.SignedBy != "kid-1" {
 		t.Fatalf("lookup: %+v %v; want signed by kid-1", r, err)
