@@ -173,8 +173,9 @@ func TestLedgerSignerWaitsForEveryServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	// commit records an issuance signed by key in each of the three ways and returns what the ledger
-	// holds of each, and whether a forwarded proposal from this node would carry the signer.
+	// commit records an issuance signed by key in each of the four ways (appended, forwarded to this
+	// leader, with an agent's attestation and renewal) and returns what the ledger holds of each, and
+	// whether a forwarded proposal from this node would carry the signer.
 	commit := func(key string) (signers []string, forwardCarries bool) {
 		t.Helper()
 		n++
@@ -200,7 +201,13 @@ func TestLedgerSignerWaitsForEveryServer(t *testing.T) {
 		if _, err := s.AttestAgent(ctx, tok, a, time.Now(), ar); err != nil {
 			t.Fatalf("AttestAgent: %v", err)
 		}
-		for _, id := range []string{r.ID, f.ID, ar.ID} {
+		n++
+		rr := agentSVIDRecord(a.ID, fmt.Sprintf("%032x", n))
+		rr.SignedBy = key
+		if _, err := s.RenewAgent(ctx, a.ID, a.Serial, rr.ID, rr.ExpiresAt, time.Now(), rr); err != nil {
+			t.Fatalf("RenewAgent: %v", err)
+		}
+		for _, id := range []string{r.ID, f.ID, ar.ID, rr.ID} {
 			got, err := s.LookupIssuance(id)
 			if err != nil {
 				t.Fatal(err)
@@ -222,7 +229,7 @@ func TestLedgerSignerWaitsForEveryServer(t *testing.T) {
 		return signers, back.SignedBy == key
 	}
 	signers, fwd := commit("aa01")
-	if fmt.Sprint(signers) != "[  ]" || fwd {
+	if fmt.Sprint(signers) != "[   ]" || fwd {
 		t.Fatalf("during the upgrade: signers %q, forwarded records carry the signer: %v; want none", signers, fwd)
 	}
 	var sv uint64
@@ -234,11 +241,11 @@ func TestLedgerSignerWaitsForEveryServer(t *testing.T) {
 	}
 	report(commandVersionSignedBy)
 	signers, fwd = commit("aa01")
-	if fmt.Sprint(signers) != "[aa01 aa01 aa01]" || !fwd {
+	if fmt.Sprint(signers) != "[aa01 aa01 aa01 aa01]" || !fwd {
 		t.Fatalf("after the upgrade: signers %q, forwarded records carry the signer: %v; want aa01 everywhere", signers, fwd)
 	}
 	page, err := s.QueryLedger(LedgerQuery{SignedBy: "aa01"})
-	if err != nil || len(page.Issuances) != 3 {
-		t.Fatalf("query by signer: %d records, %v; want the 3 committed after the upgrade", len(page.Issuances), err)
+	if err != nil || len(page.Issuances) != 4 {
+		t.Fatalf("query by signer: %d records, %v; want the 4 committed after the upgrade", len(page.Issuances), err)
 	}
 }
