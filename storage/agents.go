@@ -122,7 +122,7 @@ func applyTokenCreate(tx *bolt.Tx, c tokenCreateCmd) (applied, error) {
 	return applied{resp: t, publish: func(r *registry) { r.tokenPut(&t) }}, nil
 }
 
-func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (applied, error) {
+func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd, signed bool) (applied, error) {
 	tokens := tx.Bucket(bucketTokens)
 	v := tokens.Get([]byte(c.TokenID))
 	if v == nil {
@@ -155,7 +155,7 @@ func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (applied, err
 	mustPut(tokens, []byte(t.ID), mustJSON(&t))
 	a := c.Agent
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
-	if _, err := applyLedgerAppend(tx, index, c.Ledger); err != nil {
+	if _, err := applyLedgerAppend(tx, index, c.Ledger, signed); err != nil {
 		return applied{}, err
 	}
 	rev := nextRevision(tx)
@@ -167,7 +167,7 @@ func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd) (applied, err
 	}}, nil
 }
 
-func applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd) (applied, error) {
+func applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd, signed bool) (applied, error) {
 	agents := tx.Bucket(bucketAgents)
 	v := agents.Get([]byte(c.ID))
 	if v == nil {
@@ -185,7 +185,7 @@ func applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd) (applied, error
 	}
 	a.PrevSerial, a.Serial, a.SVIDExpiresAt, a.RenewedAt = a.Serial, c.Serial, c.SVIDExpiresAt, c.Now
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
-	if _, err := applyLedgerAppend(tx, index, c.Ledger); err != nil {
+	if _, err := applyLedgerAppend(tx, index, c.Ledger, signed); err != nil {
 		return applied{}, err
 	}
 	return applied{resp: a, publish: func(r *registry) { r.agentPut(&a, 0) }}, nil

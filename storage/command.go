@@ -69,7 +69,40 @@ const (
 	cmdDeliveryRecord commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
 	cmdPolicySet      commandType = 38                   // raftv1.PolicySet (policy.go)
 	cmdPolicyChecked  commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
+	// The commands carrying ledger records whose records may hold signed_by (the signing CA key): the
+	// same messages as ledger-append, agent-attest and agent-renew. The leader proposes them once every
+	// server understands command version 4, the older types until then (signedTypes).
+	cmdLedgerAppendSigned commandType = 40 // raftv1.LedgerBatch
+	cmdAgentAttestSigned  commandType = 41 // raftv1.AgentAttest
+	cmdAgentRenewSigned   commandType = 42 // raftv1.AgentRenew
 )
+
+// signedType returns the type of command version 4 that carries the records of t (a command carrying
+// ledger records) with signed_by, or t itself if it has none.
+func signedType(t commandType) commandType {
+	switch t {
+	case cmdLedgerAppend:
+		return cmdLedgerAppendSigned
+	case cmdAgentAttest:
+		return cmdAgentAttestSigned
+	case cmdAgentRenew:
+		return cmdAgentRenewSigned
+	}
+	return t
+}
+
+// unsignedType is the inverse of signedType: the type that predates signed_by.
+func unsignedType(t commandType) commandType {
+	switch t {
+	case cmdLedgerAppendSigned:
+		return cmdLedgerAppend
+	case cmdAgentAttestSigned:
+		return cmdAgentAttest
+	case cmdAgentRenewSigned:
+		return cmdAgentRenew
+	}
+	return t
+}
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
 // only when every voter has reported a version that understands it (see version.go), and the state
@@ -81,8 +114,10 @@ const (
 	commandVersionWire uint32 = 2
 	// commandVersionPolicy: the replicated entry policy, types 38 and 39.
 	commandVersionPolicy uint32 = 3
+	// commandVersionSignedBy: ledger records carry the signing key (signed_by), types 40–42.
+	commandVersionSignedBy uint32 = 4
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionPolicy
+	CommandVersion = commandVersionSignedBy
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -95,6 +130,8 @@ func (t commandType) since() uint32 {
 		return commandVersionWire
 	case t == cmdPolicySet, t == cmdPolicyChecked:
 		return commandVersionPolicy
+	case t >= cmdLedgerAppendSigned && t <= cmdAgentRenewSigned:
+		return commandVersionSignedBy
 	default:
 		return CommandVersion
 	}
@@ -140,6 +177,9 @@ var commandNames = map[commandType]string{
 	cmdDeliveryRecord:           "delivery-record",
 	cmdPolicySet:                "policy-set",
 	cmdPolicyChecked:            "policy-checked",
+	cmdLedgerAppendSigned:       "ledger-append-signed",
+	cmdAgentAttestSigned:        "agent-attest-signed",
+	cmdAgentRenewSigned:         "agent-renew-signed",
 }
 
 func (t commandType) String() string {

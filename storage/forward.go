@@ -133,7 +133,7 @@ func (s *Store) ApplyProposal(ctx context.Context, p Proposal) Outcome {
 	if err != nil {
 		return outcomeOf(0, nil, err)
 	}
-	var build func([]byte) ([]byte, error)
+	var build ledgerBuild
 	t := cmdLedgerAppend
 	if len(p.Command) > 0 {
 		// The leader gates what it proposes, whichever node the write came through.
@@ -141,7 +141,7 @@ func (s *Store) ApplyProposal(ctx context.Context, p Proposal) Outcome {
 			return outcomeOf(0, nil, err)
 		}
 		t = commandType(p.Command[0])
-		build = func(batch []byte) ([]byte, error) { return withLedger(p.Command, batch) }
+		build = func(batch []byte, signed bool) ([]byte, error) { return withLedger(p.Command, batch, signed) }
 	}
 	lp := s.proposeUnstamped(ctx, u, len(u.ends), build)
 	if err := lp.Wait(ctx); err != nil {
@@ -220,9 +220,10 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 
 // withLedger returns cmd (a protobuf command carrying ledger records, encoded with none) with the
 // stamped batch. The follower's encoded command is decoded strictly, so the leader proposes exactly the
-// command the follower built, plus the batch.
-func withLedger(cmd, batch []byte) ([]byte, error) {
-	t := commandType(cmd[0])
+// command the follower built, plus the batch: in the type whose records may carry signed_by if signed
+// (the follower sends the type that predates it; the leader decides).
+func withLedger(cmd, batch []byte, signed bool) ([]byte, error) {
+	t := unsignedType(commandType(cmd[0]))
 	var m proto.Message
 	switch t {
 	case cmdAgentAttest:
@@ -239,6 +240,9 @@ func withLedger(cmd, batch []byte) ([]byte, error) {
 		r.LedgerBatch, m = batch, r
 	default:
 		return nil, fmt.Errorf("%w: forwarded %s carries ledger records; it takes none", ErrInvalid, t)
+	}
+	if signed {
+		t = signedType(t)
 	}
 	return encodeCommand(t, m)
 }

@@ -144,7 +144,7 @@ type pruneResultWire struct {
 func decodeResult(t commandType, b []byte) (any, error) {
 	var err error
 	var out any
-	switch t {
+	switch unsignedType(t) { // a type carrying signed_by answers as the type it extends
 	case cmdOwnerCreate:
 		out, err = decodeAs[Owner](b)
 	case cmdEntryCreate, cmdEntryDelete, cmdEntryUpdate, cmdEntryState:

@@ -112,6 +112,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdOwnerOffboard, OffboardResult{Owner: Owner{Name: "bob"}, Entries: []Entry{e}, Revisions: map[string]uint64{"e1": 2}}},
 		{cmdReviewSign, Review{ID: "r1", Reviewer: "carol", SignedAt: now}},
 		{cmdLedgerAppend, 0}, {cmdDeliveryRecord, 3},
+		{cmdLedgerAppendSigned, 2}, {cmdAgentAttestSigned, Agent{ID: "a", Serial: "2"}}, {cmdAgentRenewSigned, Agent{ID: "a"}},
 		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
 		{cmdAuthorityPut, nil}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
 		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},

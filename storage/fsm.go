@@ -184,16 +184,17 @@ var errUnknownCommand = errors.New("unknown command type")
 // set for the command a policy-checked command wraps, whose policy revision has been checked; a command
 // the policy governs that came without one counts as decided under no policy (policy.go).
 func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyChecked bool) (applied, error) {
-	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c) }
-	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c) }
+	signed := t != unsignedType(t) // records may carry signed_by
+	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c, signed) }
+	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c, signed) }
 	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
 		}
 	}
 	switch t {
-	case cmdLedgerAppend:
-		return applyLedgerAppend(tx, index, payload)
+	case cmdLedgerAppend, cmdLedgerAppendSigned:
+		return applyLedgerAppend(tx, index, payload, signed)
 	case cmdOwnerCreate:
 		return viaWire(tx, payload, ownerCreateFromWire, applyOwnerCreate)
 	case cmdEntryCreate:
@@ -206,9 +207,9 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityPutFromWire, applyAuthorityPut)
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
-	case cmdAgentAttest:
+	case cmdAgentAttest, cmdAgentAttestSigned:
 		return viaWire(tx, payload, agentAttestFromWire, attest)
-	case cmdAgentRenew:
+	case cmdAgentRenew, cmdAgentRenewSigned:
 		return viaWire(tx, payload, agentRenewFromWire, renew)
 	case cmdAgentEvict:
 		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)

@@ -589,7 +589,7 @@ func applyReviewSign(tx *bolt.Tx, c reviewSignCmd) (applied, error) {
 func applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
 	ledger := tx.Bucket(bucketLedger)
 	byID := tx.Bucket(bucketLedgerByID)
-	idx := [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry), tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)}
+	idx := ledgerIndexes(tx)
 	before := uint64(c.Before.UnixNano())
 	var res pruneResult
 	var doomed [][]byte
@@ -605,7 +605,7 @@ func applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
 		}
 		bk := append([]byte(nil), k...)
 		// One index key per (dimension, value) of the batch, as applyLedgerAppend wrote them.
-		var values [4]map[string]struct{}
+		var values [5]map[string]struct{}
 		for i := range n {
 			raw, err := batchRecord(v, uint32(i))
 			if err != nil {
@@ -619,7 +619,7 @@ func applyLedgerPrune(tx *bolt.Tx, c ledgerPruneCmd) (applied, error) {
 				mustDelete(byID, f.id)
 				deleteDeliveries(tx, string(f.id))
 			}
-			for d, val := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
+			for d, val := range f.values() {
 				if len(val) == 0 {
 					continue
 				}

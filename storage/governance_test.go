@@ -334,13 +334,14 @@ func TestLedgerPruneIsBoundedByRecords(t *testing.T) {
 }
 
 // appendBatches commits batches ledger batches of size records each; record i of batch b has ID
-// b*size+i, and the batch's entry, SPIFFE ID and agent are shared by its records.
+// b*size+i, and the batch's entry, SPIFFE ID, agent and signing key are shared by its records.
 func appendBatches(t *testing.T, s *Store, batches, size int) {
 	t.Helper()
 	for b := range batches {
 		recs := make([]Issuance, size)
 		for i := range recs {
 			recs[i] = issuance(b*size+i, "alice", fmt.Sprintf("e%d", b), time.Time{})
+			recs[i].SignedBy = fmt.Sprintf("key-%d", b)
 		}
 		if err := s.AppendLedger(context.Background(), recs); err != nil {
 			t.Fatal(err)
@@ -361,7 +362,7 @@ func assertPruned(t *testing.T, s *Store, batches, size, pruned int) {
 		}
 	}
 	err := s.view(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketLedger, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent} {
+		for _, name := range [][]byte{bucketLedger, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent, bucketLedgerBySigner} {
 			if n := tx.Bucket(name).Stats().KeyN; n != batches-pruned {
 				t.Errorf("bucket %s: %d keys, want %d (one per remaining batch)", name, n, batches-pruned)
 			}

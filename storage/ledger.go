@@ -26,7 +26,8 @@ import (
 // has the same issued_at, the time the leader proposed the batch, and batch keys strictly increase with
 // the Raft index, so the ledger is in time order and time ranges are key ranges.
 //
-// Indexes: by ID (serial or jti → address), and by owner, entry, SPIFFE ID and agent. The value indexes
+// Indexes: by ID (serial or jti → address), and by owner, entry, SPIFFE ID, agent and signing key
+// (signed_by: the CA key that signed the credential). The value indexes
 // hold one key per (value, batch), value | 0x00 | batch key, whose value lists the positions of that
 // batch's records with this value. A batch of 500 issuances for one entry costs one index write per
 // dimension, not 500: this is what lets recording keep up with signing. Every query is a bounded range
@@ -38,6 +39,7 @@ var (
 	bucketLedgerByEntry  = []byte("ledger_by_entry")
 	bucketLedgerBySPIFFE = []byte("ledger_by_spiffe_id")
 	bucketLedgerByAgent  = []byte("ledger_by_agent")
+	bucketLedgerBySigner = []byte("ledger_by_signed_by")
 
 	keyLedgerTime = []byte("ledger_time") // newest batch time, to keep batch keys increasing
 )
@@ -60,8 +62,8 @@ func recordAddr(bk []byte, pos uint32) []byte {
 
 // indexedFields are the parts of a record the FSM indexes, read without decoding the whole record.
 type indexedFields struct {
-	id, owner, entry, spiffeID, agent []byte
-	issuedAt                          uint64
+	id, owner, entry, spiffeID, agent, signedBy []byte
+	issuedAt                                    uint64
 }
 
 func scanIndexed(raw []byte) (indexedFields, error) {
@@ -78,6 +80,8 @@ func scanIndexed(raw []byte) (indexedFields, error) {
 			f.spiffeID = b
 		case fAgent:
 			f.agent = b
+		case fSignedBy:
+			f.signedBy = b
 		case fIssuedAt:
 			f.issuedAt = u
 		}
@@ -114,7 +118,21 @@ func decodePositions(b []byte) ([]uint32, error) {
 	return out, nil
 }
 
-func applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (applied, error) {
+// ledgerIndexes are the value indexes of the ledger, in the order of indexedFields.values.
+func ledgerIndexes(tx *bolt.Tx) [5]*bolt.Bucket {
+	return [5]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry),
+		tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent), tx.Bucket(bucketLedgerBySigner)}
+}
+
+// values are the record's values of the ledger's value indexes (ledgerIndexes), in order.
+func (f *indexedFields) values() [5][]byte {
+	return [5][]byte{f.owner, f.entry, f.spiffeID, f.agent, f.signedBy}
+}
+
+// applyLedgerAppend stores a batch of ledger records. signed says the command's type may carry
+// signed_by in its records (command version 4: ledger-append-signed, agent-attest-signed,
+// agent-renew-signed); the older types apply exactly as they always did.
+func applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte, signed bool) (applied, error) {
 	raws, err := splitLedgerBatch(payload)
 	if err != nil {
 		return applied{}, fmt.Errorf("%w: ledger batch: %w", errBadCommand, err)
@@ -124,7 +142,7 @@ func applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (applied, erro
 	}
 	fields := make([]indexedFields, len(raws))
 	for i, raw := range raws {
-		if err = checkRecordFields(raw); err != nil {
+		if err = checkRecordFields(raw, signed); err != nil {
 			return applied{}, fmt.Errorf("%w: ledger record %d: %w", errBadCommand, i, err)
 		}
 		if fields[i], err = scanIndexed(raw); err != nil {
@@ -147,17 +165,16 @@ func applyLedgerAppend(tx *bolt.Tx, index uint64, payload []byte) (applied, erro
 	mustPut(ledger, bk, batchValue(raws))
 
 	byID := tx.Bucket(bucketLedgerByID)
-	groups := [4]map[string][]uint32{{}, {}, {}, {}}
+	groups := [5]map[string][]uint32{{}, {}, {}, {}, {}}
 	for i, f := range fields {
 		mustPut(byID, f.id, recordAddr(bk, uint32(i)))
-		for d, v := range [4][]byte{f.owner, f.entry, f.spiffeID, f.agent} {
+		for d, v := range f.values() {
 			if len(v) > 0 {
 				groups[d][string(v)] = append(groups[d][string(v)], uint32(i))
 			}
 		}
 	}
-	for d, b := range [4]*bolt.Bucket{tx.Bucket(bucketLedgerByOwner), tx.Bucket(bucketLedgerByEntry),
-		tx.Bucket(bucketLedgerBySPIFFE), tx.Bucket(bucketLedgerByAgent)} {
+	for d, b := range ledgerIndexes(tx) {
 		for v, ps := range groups[d] {
 			mustPut(b, indexKey(v, bk), encodePositions(ps))
 		}
@@ -344,7 +361,7 @@ func (s *Store) ProposeLedger(recs []Issuance) *LedgerProposal {
 // command enqueued in Raft, so that log order and time order agree. Waiting for room in Raft's queue
 // ends with ctx's deadline. On a follower with a forwarder, the unstamped records (and the command
 // built with none) go to the leader when the proposal is waited on.
-func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(batch []byte) ([]byte, error)) *LedgerProposal {
+func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build ledgerBuild) *LedgerProposal {
 	if len(recs) == 0 {
 		if build != nil {
 			return &LedgerProposal{err: fmt.Errorf("%w: a command carrying ledger records has none", ErrInvalid)}
@@ -359,7 +376,7 @@ func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(
 	}
 	u := encodeUnstampedBatch(recs)
 	if s.forwards() {
-		fwd, t, err := forwardedLedger(u, build)
+		fwd, t, err := s.forwardedLedger(u, build)
 		if err != nil {
 			return &LedgerProposal{err: err, n: len(recs)}
 		}
@@ -368,7 +385,7 @@ func (s *Store) proposeStamped(ctx context.Context, recs []Issuance, build func(
 	p := s.proposeUnstamped(ctx, u, len(recs), build)
 	stampAll(recs, p.issuedAt)
 	p.recs = recs
-	p.retry = func() (*Proposal, commandType, error) { return forwardedLedger(u, build) }
+	p.retry = func() (*Proposal, commandType, error) { return s.forwardedLedger(u, build) }
 	return p
 }
 
@@ -378,14 +395,31 @@ func stampAll(recs []Issuance, t time.Time) {
 	}
 }
 
+// ledgerBuild makes the command that carries a stamped ledger batch (a nil ledgerBuild: a plain ledger
+// append). signed says every server understands command version 4: the command is then of the type whose
+// records may carry signed_by (signedType), else of the type that predates it.
+type ledgerBuild func(batch []byte, signed bool) ([]byte, error)
+
+// signsLedger reports whether ledger records may carry signed_by: every server of the Raft configuration
+// has recorded command version 4 (checkVersions). A ledger append is never refused or delayed for it:
+// until then, during a rolling upgrade, records are committed without their signer, in the older types.
+func (s *Store) signsLedger() bool {
+	return s.checkVersions([]byte{byte(cmdLedgerAppendSigned)}) == nil
+}
+
 // forwardedLedger is the proposal a follower sends for the records u (and the command build makes,
-// built with no records), and the type of command it is.
-func forwardedLedger(u unstampedBatch, build func(batch []byte) ([]byte, error)) (*Proposal, commandType, error) {
+// built with no records, of the type that predates signed_by), and the type of command it is. The
+// records keep signed_by only if every server, the leader included, understands it by this node's view:
+// a leader of an older build would propose them in a type it refuses to apply.
+func (s *Store) forwardedLedger(u unstampedBatch, build ledgerBuild) (*Proposal, commandType, error) {
+	if !s.signsLedger() {
+		u = u.withoutSignedBy()
+	}
 	p := &Proposal{Ledger: u.wire()}
 	if build == nil {
 		return p, cmdLedgerAppend, nil
 	}
-	cmd, err := build(nil)
+	cmd, err := build(nil, false)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -393,10 +427,16 @@ func forwardedLedger(u unstampedBatch, build func(batch []byte) ([]byte, error))
 	return p, commandType(cmd[0]), nil
 }
 
-// proposeUnstamped stamps the encoded batch u (n records) and proposes it (see proposeStamped).
-func (s *Store) proposeUnstamped(ctx context.Context, u unstampedBatch, n int, build func(batch []byte) ([]byte, error)) *LedgerProposal {
+// proposeUnstamped stamps the encoded batch u (n records) and proposes it (see proposeStamped): with the
+// records' signed_by in a type of command version 4 if every server understands it (signsLedger), else
+// without it in the type that predates it.
+func (s *Store) proposeUnstamped(ctx context.Context, u unstampedBatch, n int, build ledgerBuild) *LedgerProposal {
 	if err := s.refuseWhileStateFull(); err != nil {
 		return &LedgerProposal{err: err, n: n}
+	}
+	signed := s.signsLedger()
+	if !signed {
+		u = u.withoutSignedBy()
 	}
 	p := &LedgerProposal{s: s, n: n}
 	s.ledgerMu.Lock()
@@ -409,8 +449,12 @@ func (s *Store) proposeUnstamped(ctx context.Context, u unstampedBatch, n int, b
 	p.issuedAt = t
 	var cmd []byte
 	if build == nil {
-		cmd = u.appendStamped([]byte{byte(cmdLedgerAppend)}, t)
-	} else if cmd, p.err = build(u.appendStamped(nil, t)); p.err != nil {
+		ct := cmdLedgerAppend
+		if signed {
+			ct = cmdLedgerAppendSigned
+		}
+		cmd = u.appendStamped([]byte{byte(ct)}, t)
+	} else if cmd, p.err = build(u.appendStamped(nil, t), signed); p.err != nil {
 		return p
 	}
 	p.f = s.raft.Apply(cmd, timeoutFrom(ctx))
@@ -429,6 +473,8 @@ type LedgerQuery struct {
 	SPIFFEID string
 	EntryID  string
 	Agent    string
+	// SignedBy keeps only credentials signed by this CA key (Issuance.SignedBy).
+	SignedBy string
 	// Since and Until bound issued_at: Since <= issued_at < Until. Zero means unbounded.
 	Since time.Time
 	Until time.Time
@@ -500,6 +546,8 @@ func (s *Store) QueryLedger(q LedgerQuery) (LedgerPage, error) {
 		bucket, value = bucketLedgerByAgent, q.Agent
 	case q.Owner != "":
 		bucket, value = bucketLedgerByOwner, q.Owner
+	case q.SignedBy != "":
+		bucket, value = bucketLedgerBySigner, q.SignedBy
 	}
 	var prefix []byte
 	if value != "" {
@@ -593,7 +641,8 @@ func (q *LedgerQuery) matches(r *Issuance) bool {
 		(q.Owner == "" || r.Owner == q.Owner) &&
 		(q.SPIFFEID == "" || r.SPIFFEID == q.SPIFFEID) &&
 		(q.EntryID == "" || r.EntryID == q.EntryID) &&
-		(q.Agent == "" || r.Agent == q.Agent)
+		(q.Agent == "" || r.Agent == q.Agent) &&
+		(q.SignedBy == "" || r.SignedBy == q.SignedBy)
 }
 
 // LookupIssuance returns the record of the credential with the given serial (lowercase hex) or JWT ID.

@@ -15,7 +15,7 @@ import (
 //
 //	1 id  2 kind  3 spiffe_id  4 entry_id  5 owner  6 selectors (repeated)  7 audience (repeated)
 //	8 public_key_sha256  9 issued_at (unix ns)  10 expires_at (unix ns)  11 node  12 agent
-//	13 node_attestation
+//	13 node_attestation  14 signed_by (only in the commands of command version 4: see signedTypes)
 //
 // A ledger-append command is itself a message whose field 1 repeats the encoded records, so the FSM stores
 // each record's bytes exactly as they arrived, without re-encoding.
@@ -33,6 +33,7 @@ const (
 	fNode
 	fAgent
 	fNodeAttestation
+	fSignedBy
 )
 
 var errBadRecord = errors.New("malformed ledger record")
@@ -74,6 +75,7 @@ func encodeUnstamped(b []byte, rec *Issuance) []byte {
 	b = appendString(b, fNode, rec.Node)
 	b = appendString(b, fAgent, rec.Agent)
 	b = appendString(b, fNodeAttestation, rec.NodeAttestation)
+	b = appendString(b, fSignedBy, rec.SignedBy)
 	return b
 }
 
@@ -142,6 +144,8 @@ func decodeIssuance(raw []byte) (Issuance, error) {
 			rec.Agent = string(b)
 		case fNodeAttestation:
 			rec.NodeAttestation = string(b)
+		case fSignedBy:
+			rec.SignedBy = string(b)
 		}
 	})
 	return rec, err
@@ -205,8 +209,9 @@ func splitLedgerBatch(payload []byte) ([][]byte, error) {
 
 // checkRecordFields refuses a record with a field this node does not know, or a known field of the
 // wrong wire type. The FSM checks every record before storing it: records are stored as they arrive,
-// and a field one replica indexed and another ignored would make them diverge.
-func checkRecordFields(raw []byte) error {
+// and a field one replica indexed and another ignored would make them diverge. signed says the command
+// type may carry signed_by (command version 4); the older types are held to the fields they had.
+func checkRecordFields(raw []byte, signed bool) error {
 	for len(raw) > 0 {
 		num, typ, n := protowire.ConsumeTag(raw)
 		if n < 0 {
@@ -218,6 +223,10 @@ func checkRecordFields(raw []byte) error {
 		case fKind, fIssuedAt, fExpiresAt:
 			want = protowire.VarintType
 		case fID, fSPIFFEID, fEntryID, fOwner, fSelectors, fAudience, fPublicKeySHA256, fNode, fAgent, fNodeAttestation:
+		case fSignedBy:
+			if !signed {
+				return fmt.Errorf("%w: field %d (signed_by) in a command type that predates it", errBadRecord, num)
+			}
 		default:
 			return fmt.Errorf("%w: field %d is unknown to this node: the record is newer than this node, upgrade it", errBadRecord, num)
 		}
@@ -230,4 +239,34 @@ func checkRecordFields(raw []byte) error {
 		raw = raw[n:]
 	}
 	return nil
+}
+
+// withoutSignedBy returns the batch with signed_by removed from every record: the records as a command
+// type that predates it may carry them, proposed while a server of the cluster does not understand
+// command version 4.
+func (u *unstampedBatch) withoutSignedBy() unstampedBatch {
+	out := unstampedBatch{bodies: make([]byte, 0, len(u.bodies)), ends: make([]int, len(u.ends))}
+	start := 0
+	for i, end := range u.ends {
+		body := u.bodies[start:end]
+		for len(body) > 0 {
+			num, typ, n := protowire.ConsumeTag(body)
+			m := -1
+			if n >= 0 {
+				m = protowire.ConsumeFieldValue(num, typ, body[n:])
+			}
+			if m < 0 {
+				// Malformed (a forwarded record): kept as it is, for the state machine to refuse.
+				out.bodies = append(out.bodies, body...)
+				break
+			}
+			if num != fSignedBy {
+				out.bodies = append(out.bodies, body[:n+m]...)
+			}
+			body = body[n+m:]
+		}
+		out.ends[i] = len(out.bodies)
+		start = end
+	}
+	return out
 }

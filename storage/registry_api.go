@@ -30,7 +30,12 @@ func (s *Store) proposeWithLedger(ctx context.Context, t commandType, recs []Iss
 			return nil, err
 		}
 	}
-	p := s.proposeStamped(ctx, recs, func(batch []byte) ([]byte, error) { return encodeCommand(t, build(batch)) })
+	p := s.proposeStamped(ctx, recs, func(batch []byte, signed bool) ([]byte, error) {
+		if signed {
+			return encodeCommand(signedType(t), build(batch))
+		}
+		return encodeCommand(t, build(batch))
+	})
 	p.op = t.String()
 	if err := p.Wait(ctx); err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ var (
 	bucketAuthorities = []byte("authorities")
 
 	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketReviews,
-		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent,
+		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent, bucketLedgerBySigner,
 		bucketNodeVersions, bucketDeliveries, bucketDeliveryStats}
 
 	keyAppliedIndex = []byte("applied_index")

@@ -159,4 +159,8 @@ type Issuance struct {
 	Agent string `json:"agent,omitempty"`
 	// NodeAttestation is how the agent's node was attested ("dev", "join_token", …).
 	NodeAttestation string `json:"node_attestation,omitempty"`
+	// SignedBy is the ID of the CA key that signed the credential: an X.509 authority's Subject Key
+	// Identifier in lowercase hex, or a JWT key's kid. Empty in records committed before the ledger
+	// recorded signers, or while a server of the cluster did not understand it yet (a rolling upgrade).
+	SignedBy string `json:"signed_by,omitempty"`
 }

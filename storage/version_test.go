@@ -165,7 +165,11 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if _, err := s.CreateOwner(context.Background(), Owner{Name: "payments"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(context.Background(), nil, PolicyLimits{}, 0, "a command of the newest version"); err != nil {
+	if _, err := s.SetPolicy(context.Background(), nil, PolicyLimits{}, 0, "a command of version 3"); err != nil {
+		t.Fatal(err)
+	}
+	// A command of the newest version: a ledger record carrying its signer.
+	if err := s.AppendLedger(context.Background(), []Issuance{{ID: "01", Kind: KindX509SVID, ExpiresAt: t2, SignedBy: "aa01"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -258,14 +262,22 @@ func startOldNode(t *testing.T, id string) raft.ServerAddress {
 	return trans.LocalAddr()
 }
 
-func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
-	ctx := context.Background()
+// storeWithOldNode opens a single-node store and adds a voter "old-node" of an older build
+// (startOldNode), which has recorded no command version; it returns the store and the old node's address.
+func storeWithOldNode(t *testing.T) (*Store, raft.ServerAddress) {
+	t.Helper()
 	s := openTestStore(t, t.TempDir())
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	addr := startOldNode(t, "old-node")
 	if err := s.raft.AddVoter("old-node", addr, 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
+	return s, addr
+}
+
+func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
+	ctx := context.Background()
+	s, addr := storeWithOldNode(t)
 	refused := func(want string) {
 		t.Helper()
 		_, err := s.CreateOwner(ctx, Owner{Name: "payments"})

@@ -79,6 +79,14 @@ func sampleLedger() []byte {
 	return u.appendStamped(nil, t1)
 }
 
+// sampleSignedLedger is sampleLedger with the signing key, as the types of command version 4 carry it.
+func sampleSignedLedger() []byte {
+	u := encodeUnstampedBatch([]Issuance{{ID: "ab", Kind: KindX509SVID, SPIFFEID: "spiffe://example.org/agent/n1",
+		Owner: "payments", ExpiresAt: t2, Node: "node-1", Agent: "spiffe://example.org/agent/n1", NodeAttestation: "join_token",
+		SignedBy: "5f1c0a"}})
+	return u.appendStamped(nil, t1)
+}
+
 func sampleDelivery(pid int32) Delivery {
 	caller := Caller{UID: 1000, GID: 50, PID: pid, StartTime: 123456, Path: "/usr/bin/web", SHA256: "abcdef0123456789"}
 	return Delivery{CredentialID: "0a1b", Agent: "spiffe://example.org/agent/n1", Caller: caller, FirstAt: t1, LastAt: t2, Count: 3, EntryID: "e1"}
@@ -100,6 +108,9 @@ func wireCases() []wireCase {
 		wcase("agent-attest", cmdAgentAttest, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleLedger()}, agentAttestCmd.wire, agentAttestFromWire),
 		wcase("agent-renew", cmdAgentRenew, agentRenewCmd{ID: "spiffe://example.org/agent/n1", PresentedSerial: "09", Serial: "0a",
 			SVIDExpiresAt: t2, Now: t1, Ledger: sampleLedger()}, agentRenewCmd.wire, agentRenewFromWire),
+		wcase("agent-attest-signed", cmdAgentAttestSigned, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleSignedLedger()}, agentAttestCmd.wire, agentAttestFromWire),
+		wcase("agent-renew-signed", cmdAgentRenewSigned, agentRenewCmd{ID: "spiffe://example.org/agent/n1", PresentedSerial: "09", Serial: "0a",
+			SVIDExpiresAt: t2, Now: t1, Ledger: sampleSignedLedger()}, agentRenewCmd.wire, agentRenewFromWire),
 		wcase("agent-evict", cmdAgentEvict, agentEvictCmd{ID: "spiffe://example.org/agent/n1", Meta: sampleMeta()}, agentEvictCmd.wire, agentEvictFromWire),
 		wcase("agent-ban", cmdAgentBan, agentBanCmd{ID: "spiffe://example.org/agent/n1", By: "bob", Now: t1}, agentBanCmd.wire, agentBanFromWire),
 		wcase("entry-update", cmdEntryUpdate, entryUpdateCmd{Entry: sampleEntry("e1"), PrevRevision: 41, Meta: sampleMeta()}, entryUpdateCmd.wire, entryUpdateFromWire),
@@ -228,7 +239,7 @@ func TestLedgerAppendGolden(t *testing.T) {
 	if !proto.Equal(&m, want) {
 		t.Fatalf("record decodes as\n %v\nwant %v", &m, want)
 	}
-	if err := checkRecordFields(batch.GetRecords()[0]); err != nil {
+	if err := checkRecordFields(batch.GetRecords()[0], false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -297,18 +308,19 @@ func TestLedgerRecordsAreCheckedStrictly(t *testing.T) {
 		raw  []byte
 		want string
 	}{
-		{"unknown field", protowire.AppendString(protowire.AppendTag(bytes.Clone(ok), 14, protowire.BytesType), "x"), "field 14 is unknown"},
+		{"unknown field", protowire.AppendString(protowire.AppendTag(bytes.Clone(ok), 15, protowire.BytesType), "x"), "field 15 is unknown"},
+		{"signed_by in a type that predates it", protowire.AppendString(protowire.AppendTag(bytes.Clone(ok), fSignedBy, protowire.BytesType), "k"), "field 14 (signed_by) in a command type that predates it"},
 		{"known field, wrong wire type", protowire.AppendVarint(protowire.AppendTag(bytes.Clone(ok), fOwner, protowire.VarintType), 1), "field 5 has wire type"},
 		{"truncated", ok[:len(ok)-1], "malformed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := checkRecordFields(tc.raw); !errors.Is(err, errBadRecord) || !strings.Contains(err.Error(), tc.want) {
+			if err := checkRecordFields(tc.raw, false); !errors.Is(err, errBadRecord) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("check: %v; want %q", err, tc.want)
 			}
 		})
 	}
-	if err := checkRecordFields(ok); err != nil {
+	if err := checkRecordFields(ok, false); err != nil {
 		t.Fatal(err)
 	}
 	batch := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), ok)

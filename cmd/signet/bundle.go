@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
@@ -14,13 +16,17 @@ func newBundleCmd() *cobra.Command {
 	var admin, format string
 	show := &cobra.Command{
 		Use:   "show",
-		Short: "Print the trust domain's bundle: X.509 roots (pem) or the SPIFFE bundle document (jwks)",
+		Short: "Print the trust domain's bundle: X.509 roots (pem), the SPIFFE bundle document (jwks) or its key IDs (keys)",
+		Long: `Print the trust domain's bundle. --format pem: the X.509 roots; jwks: the SPIFFE bundle document;
+keys: each authority's key ID, as the ledger records the key that signed a credential ("ledger query
+--signed-by"): an X.509 root's Subject Key Identifier in hex, a JWT key's kid.`,
 		Example: `  signet bundle show > bundle.pem
-  signet bundle show --format jwks`,
+  signet bundle show --format jwks
+  signet bundle show --format keys`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "pem" && format != "jwks" {
-				return usagef("--format %q: want pem or jwks", format)
+			if format != "pem" && format != "jwks" && format != "keys" {
+				return usagef("--format %q: want pem, jwks or keys", format)
 			}
 			client, closeFn, err := dialAdmin(admin)
 			if err != nil {
@@ -43,12 +49,28 @@ func newBundleCmd() *cobra.Command {
 				}
 				certs = append(certs, c)
 			}
+			if format == "keys" {
+				return printBundleKeys(cmd.OutOrStdout(), certs, b.JwtAuthorities)
+			}
 			_, err = cmd.OutOrStdout().Write(ca.CertificatesPEM(certs))
 			return err
 		},
 	}
 	adminFlag(show, &admin)
-	show.Flags().StringVar(&format, "format", "pem", "pem or jwks")
+	show.Flags().StringVar(&format, "format", "pem", "pem, jwks or keys")
 	cmd.AddCommand(show)
 	return cmd
+}
+
+// printBundleKeys lists the key ID of each authority of the bundle: X.509 roots (with their expiry)
+// first, then JWT keys.
+func printBundleKeys(w io.Writer, roots []*x509.Certificate, jwtKeys []*adminv1.JWTKey) error {
+	rows := make([][]string, 0, len(roots)+len(jwtKeys))
+	for _, c := range roots {
+		rows = append(rows, []string{"x509", ca.X509KeyID(c), c.NotAfter.UTC().Format(time.RFC3339)})
+	}
+	for _, k := range jwtKeys {
+		rows = append(rows, []string{"jwt", k.KeyId, ""})
+	}
+	return printTable(w, []string{"KIND", "KEY ID", "NOT AFTER"}, rows)
 }

@@ -253,7 +253,8 @@ func newLedgerLookupCmd() *cobra.Command {
 		Short: "What is this credential? Identify a certificate, chain or JWT from the ledger",
 		Long: `Identify a credential someone found: a PEM certificate or chain, DER, or a JWT (an expired one, one
 with its signature stripped, or an "Authorization: Bearer" line). Prints its SPIFFE ID, entry, owner,
-purpose, the agent and node it was issued to, the selectors that attested the workload, when it was issued
+purpose, the agent and node it was issued to, the CA key that signed it ("Signed by": the key ID
+"ledger query --signed-by" takes), the selectors that attested the workload, when it was issued
 and expires, whether it is still valid, who received it (each process its agent handed it to, with first
 and last time; or "minted, never delivered"), and what other credentials its entry has live now. A credential
 Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
@@ -346,6 +347,7 @@ func printLookup(w io.Writer, r *adminv1.LookupCredentialResponse, format string
 		{"Valid now", yesNo(r.ValidNow)}, {"Issued at", i.IssuedAt}, {"Expires at", i.ExpiresAt},
 		{"Owner", i.Owner}, {"Entry", i.EntryID}, {"Selectors", strings.Join(i.Selectors, ", ")},
 		{"Agent (node)", i.Agent}, {"Node attestation", i.NodeAttestation}, {"Issuing server", i.Node},
+		{"Signed by", signedByText(i.SignedBy)},
 	}
 	if r.Reason != "" {
 		fields = append([][2]string{{"Note", r.Reason}}, fields...)

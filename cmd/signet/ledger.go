@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/spf13/cobra"
 )
@@ -17,15 +18,23 @@ func newLedgerCmd() *cobra.Command {
 }
 
 func newLedgerQueryCmd() *cobra.Command {
-	var admin, output, owner, spiffeID, entryID, agentID, serial, validAt, cursor string
+	var admin, output, owner, spiffeID, entryID, agentID, serial, validAt, cursor, signedBy string
 	var since time.Duration
 	var limit int
 	var delivered, undelivered bool
 	cmd := &cobra.Command{
 		Use:   "query",
 		Short: "List issuances, newest first",
+		Long: `List issuances, newest first. Filters combine with AND.
+
+--signed-by KEY-ID --valid-at now answers "a CA key leaked: what did it sign that is still valid?": every
+live credential the key signed, with its owner, entry, SPIFFE ID, serial or JWT ID and expiry. A key ID is
+an X.509 authority's Subject Key Identifier in hex (as "ledger lookup" prints it for any credential, or
+openssl as "X509v3 Subject Key Identifier", colons and upper case accepted) or a JWT key's kid. A key that
+is not in the trust bundle gets an empty answer with a note listing the bundle's keys.`,
 		Example: `  signet ledger query --owner alice --since 24h
-  signet ledger query --spiffe-id spiffe://example.org/billing/api -o json`,
+  signet ledger query --spiffe-id spiffe://example.org/billing/api -o json
+  signet ledger query --signed-by 3f1c…e2 --valid-at now`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -40,6 +49,12 @@ func newLedgerQueryCmd() *cobra.Command {
 			if delivered && undelivered {
 				return usagef("--delivered and --undelivered cannot be given together: give at most one")
 			}
+			if signedBy != "" {
+				var err error
+				if signedBy, err = keyIDForm(signedBy); err != nil {
+					return err
+				}
+			}
 			var serials []string
 			if cmd.Flags().Changed("serial") {
 				var err error
@@ -53,7 +68,7 @@ func newLedgerQueryCmd() *cobra.Command {
 			}
 			defer closeFn()
 			req := &adminv1.QueryLedgerRequest{Owner: owner, SpiffeId: spiffeID, EntryId: entryID, Agent: agentID, Cursor: cursor,
-				Delivered: delivered, Undelivered: undelivered}
+				Delivered: delivered, Undelivered: undelivered, SignedBy: signedBy}
 			if len(serials) > 0 {
 				// A serial is one record: look up each form it may be stored under until one is found.
 				var recs []*adminv1.Issuance
@@ -72,10 +87,13 @@ func newLedgerQueryCmd() *cobra.Command {
 			if since > 0 {
 				req.Since = time.Now().Add(-since).UnixNano()
 			}
-			if validAt != "" {
+			switch {
+			case validAt == "now":
+				req.ValidAt = time.Now().UnixNano()
+			case validAt != "":
 				t, err := time.Parse(time.RFC3339, validAt)
 				if err != nil {
-					return usagef("--valid-at %q: not an RFC 3339 time (e.g. 2026-11-24T10:00:00Z)", validAt)
+					return usagef("--valid-at %q: not \"now\" or an RFC 3339 time (e.g. 2026-11-24T10:00:00Z)", validAt)
 				}
 				req.ValidAt = t.UnixNano()
 			}
@@ -85,6 +103,9 @@ func newLedgerQueryCmd() *cobra.Command {
 				resp, err := client.QueryLedger(cmd.Context(), req)
 				if err != nil {
 					return rpcError("ledger query", err)
+				}
+				if resp.Note != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s\n", resp.Note)
 				}
 				recs = append(recs, resp.Issuances...)
 				if resp.NextCursor == "" {
@@ -108,7 +129,8 @@ func newLedgerQueryCmd() *cobra.Command {
 	daysFlag(f, &since, "since", 0, "only issuances newer than this (e.g. 24h or 7d)")
 	f.IntVar(&limit, "limit", 100, "at most this many records")
 	f.StringVar(&serial, "serial", "", "only the credential with this serial or JWT ID, in hex as any tool prints it (39b2…, 00:39:B2:…)")
-	f.StringVar(&validAt, "valid-at", "", "only credentials valid at this time (RFC 3339)")
+	f.StringVar(&validAt, "valid-at", "", `only credentials valid at this time: "now" or RFC 3339`)
+	f.StringVar(&signedBy, "signed-by", "", "only credentials signed by this CA key: an X.509 Subject Key Identifier (hex) or a JWT kid")
 	f.StringVar(&cursor, "cursor", "", "continue a previous query (printed when more records exist)")
 	f.BoolVar(&delivered, "delivered", false, "only credentials an agent reported handing to a workload")
 	f.BoolVar(&undelivered, "undelivered", false, "only credentials never reported delivered to a workload (minted, unused)")
@@ -137,6 +159,31 @@ func serialForms(v string) ([]string, error) {
 	return []string{canonical, s}, nil
 }
 
+// keyIDForm normalizes a --signed-by value: an X.509 key ID as openssl prints it (upper case, colons,
+// "keyid:") becomes the ledger's lowercase hex; a JWT kid, which has no colon, is kept as given.
+func keyIDForm(v string) (string, error) {
+	s := strings.TrimSpace(v)
+	if strings.Contains(s, ":") {
+		s = strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(s, "keyid:"), "KEYID:"), ":", ""))
+		if s == "" || strings.Trim(s, "0123456789abcdef") != "" {
+			return "", usagef("--signed-by %q: not a key ID: an X.509 Subject Key Identifier in hex (3f1c… or 3F:1C:…) or a JWT kid", v)
+		}
+	}
+	if err := ca.CheckKeyID(s); err != nil {
+		return "", usagef("--signed-by: %v: want an X.509 Subject Key Identifier in hex (3f1c… or 3F:1C:…) or a JWT kid", err)
+	}
+	return s, nil
+}
+
+// signedByText is how a record's signing key is shown: records committed before the ledger recorded
+// signers have none.
+func signedByText(id string) string {
+	if id == "" {
+		return "(not recorded)"
+	}
+	return id
+}
+
 type issuanceView struct {
 	ID              string   `json:"id"`
 	Kind            string   `json:"kind"`
@@ -151,6 +198,7 @@ type issuanceView struct {
 	Node            string   `json:"node"`
 	Agent           string   `json:"agent,omitempty"`
 	NodeAttestation string   `json:"node_attestation,omitempty"`
+	SignedBy        string   `json:"signed_by,omitempty"`
 }
 
 func viewIssuances(recs []*adminv1.Issuance) []issuanceView {
@@ -159,7 +207,7 @@ func viewIssuances(recs []*adminv1.Issuance) []issuanceView {
 		views[i] = issuanceView{ID: r.Id, Kind: r.Kind, SPIFFEID: r.SpiffeId, EntryID: r.EntryId, Owner: r.Owner,
 			Selectors: r.Selectors, Audience: r.Audience, PublicKeySHA256: r.PublicKeySha256,
 			IssuedAt: time.Unix(0, r.IssuedAt).UTC().Format(time.RFC3339Nano), ExpiresAt: formatUnixNano(r.ExpiresAt),
-			Node: r.Node, Agent: r.Agent, NodeAttestation: r.NodeAttestation}
+			Node: r.Node, Agent: r.Agent, NodeAttestation: r.NodeAttestation, SignedBy: r.SignedBy}
 	}
 	return views
 }

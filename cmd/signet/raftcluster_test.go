@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/clusterv1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -163,6 +167,19 @@ func TestThreeServerCluster(t *testing.T) {
 	recs := decodeJSON[[]issuanceView](t, c.servers[f2].mustCLI("ledger", "query", "--agent", a.id, "-o", "json"))
 	if len(recs) == 0 {
 		t.Fatalf("ledger on server %d lacks the agent's issuances", f2)
+	}
+	// Records signed on a follower and committed through the leader name the follower's CA key: the
+	// agent SVID's record names the key its certificate says signed it.
+	block, _ := pem.Decode(mustRead(t, filepath.Join(a.dir, "data", "agent_svid.pem")))
+	agentCert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := ca.SignerKeyID(agentCert)
+	bySigner := decodeJSON[[]issuanceView](t, c.servers[f2].mustCLI("ledger", "query", "--signed-by", signer, "--valid-at", "now", "-o", "json"))
+	if !slices.ContainsFunc(bySigner, func(r issuanceView) bool { return r.ID == agentCert.SerialNumber.Text(16) }) ||
+		slices.ContainsFunc(recs, func(r issuanceView) bool { return r.SignedBy == "" }) {
+		t.Fatalf("ledger query --signed-by %s (the agent SVID's signer): %+v; want the agent SVID (and every record of the agent, %+v, signed)", signer, bySigner, recs)
 	}
 
 	// A large write through a follower: 10,000 entries with long purposes in one import, whose result

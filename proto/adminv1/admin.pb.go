@@ -3041,8 +3041,11 @@ type QueryLedgerRequest struct {
 	ValidAt  int64                  `protobuf:"varint,10,opt,name=valid_at,json=validAt,proto3" json:"valid_at,omitempty"` // unix nanoseconds: only credentials valid at that time
 	// At most one of: only credentials an agent reported handing to a workload, or only those never
 	// reported delivered.
-	Delivered     bool `protobuf:"varint,11,opt,name=delivered,proto3" json:"delivered,omitempty"`
-	Undelivered   bool `protobuf:"varint,12,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
+	Delivered   bool `protobuf:"varint,11,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Undelivered bool `protobuf:"varint,12,opt,name=undelivered,proto3" json:"undelivered,omitempty"`
+	// Only credentials signed by this CA key: an X.509 authority's Subject Key Identifier in lowercase
+	// hex, or a JWT key's kid.
+	SignedBy      string `protobuf:"bytes,13,opt,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3161,6 +3164,13 @@ func (x *QueryLedgerRequest) GetUndelivered() bool {
 	return false
 }
 
+func (x *QueryLedgerRequest) GetSignedBy() string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return ""
+}
+
 type Issuance struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`     // X.509 serial (lowercase hex) or JWT ID
@@ -3176,8 +3186,11 @@ type Issuance struct {
 	Node            string                 `protobuf:"bytes,11,opt,name=node,proto3" json:"node,omitempty"`
 	Agent           string                 `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
 	NodeAttestation string                 `protobuf:"bytes,13,opt,name=node_attestation,json=nodeAttestation,proto3" json:"node_attestation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The CA key that signed the credential (see QueryLedgerRequest.signed_by); empty for a record
+	// committed before the ledger recorded signers.
+	SignedBy      string `protobuf:"bytes,14,opt,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Issuance) Reset() {
@@ -3301,10 +3314,20 @@ func (x *Issuance) GetNodeAttestation() string {
 	return ""
 }
 
+func (x *Issuance) GetSignedBy() string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return ""
+}
+
 type QueryLedgerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Issuances     []*Issuance            `protobuf:"bytes,1,rep,name=issuances,proto3" json:"issuances,omitempty"`
-	NextCursor    string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Issuances  []*Issuance            `protobuf:"bytes,1,rep,name=issuances,proto3" json:"issuances,omitempty"`
+	NextCursor string                 `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	// A note for an empty answer to a signed_by query whose key is not in the trust bundle: the bundle's
+	// key IDs, so a mistyped ID is told apart from a key that signed nothing.
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3349,6 +3372,13 @@ func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
 func (x *QueryLedgerResponse) GetNextCursor() string {
 	if x != nil {
 		return x.NextCursor
+	}
+	return ""
+}
+
+func (x *QueryLedgerResponse) GetNote() string {
+	if x != nil {
+		return x.Note
 	}
 	return ""
 }
@@ -4698,7 +4728,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.admin.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12#\n" +
-	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xc5\x02\n" +
+	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xe2\x02\n" +
 	"\x12QueryLedgerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +
@@ -4712,7 +4742,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\bvalid_at\x18\n" +
 	" \x01(\x03R\avalidAt\x12\x1c\n" +
 	"\tdelivered\x18\v \x01(\bR\tdelivered\x12 \n" +
-	"\vundelivered\x18\f \x01(\bR\vundelivered\"\xf3\x02\n" +
+	"\vundelivered\x18\f \x01(\bR\vundelivered\x12\x1b\n" +
+	"\tsigned_by\x18\r \x01(\tR\bsignedBy\"\x90\x03\n" +
 	"\bIssuance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1b\n" +
@@ -4728,11 +4759,13 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	" \x01(\x03R\texpiresAt\x12\x12\n" +
 	"\x04node\x18\v \x01(\tR\x04node\x12\x14\n" +
 	"\x05agent\x18\f \x01(\tR\x05agent\x12)\n" +
-	"\x10node_attestation\x18\r \x01(\tR\x0fnodeAttestation\"o\n" +
+	"\x10node_attestation\x18\r \x01(\tR\x0fnodeAttestation\x12\x1b\n" +
+	"\tsigned_by\x18\x0e \x01(\tR\bsignedBy\"\x83\x01\n" +
 	"\x13QueryLedgerResponse\x127\n" +
 	"\tissuances\x18\x01 \x03(\v2\x19.signet.admin.v1.IssuanceR\tissuances\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
-	"nextCursor\"-\n" +
+	"nextCursor\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"-\n" +
 	"\x17LookupCredentialRequest\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"\xfe\x03\n" +
 	"\x18LookupCredentialResponse\x12\x14\n" +

@@ -1135,8 +1135,13 @@ type Issuance struct {
 	Node            string                 `protobuf:"bytes,11,opt,name=node,proto3" json:"node,omitempty"`
 	Agent           string                 `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
 	NodeAttestation string                 `protobuf:"bytes,13,opt,name=node_attestation,json=nodeAttestation,proto3" json:"node_attestation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The ID of the CA key that signed the credential: an X.509 authority's Subject Key Identifier in
+	// lowercase hex, or a JWT key's kid. Only the command types of command version 4
+	// (ledger-append-signed, agent-attest-signed, agent-renew-signed) may carry it; the older types'
+	// records never do, and a replica refuses one that does.
+	SignedBy      string `protobuf:"bytes,14,opt,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Issuance) Reset() {
@@ -1260,7 +1265,15 @@ func (x *Issuance) GetNodeAttestation() string {
 	return ""
 }
 
-// The payload of ledger-append (type 4): a batch of encoded Issuance records, stored as they arrived.
+func (x *Issuance) GetSignedBy() string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return ""
+}
+
+// The payload of ledger-append (type 4) and ledger-append-signed (type 40): a batch of encoded Issuance
+// records, stored as they arrived.
 type LedgerBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Records       [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"` // each an encoded Issuance
@@ -1626,6 +1639,8 @@ func (x *TokenCreate) GetMeta() *AuditMeta {
 	return nil
 }
 
+// The payload of agent-attest (type 26) and agent-attest-signed (type 41, whose ledger records may carry
+// signed_by).
 type AgentAttest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	TokenId string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
@@ -1695,6 +1710,8 @@ func (x *AgentAttest) GetLedgerBatch() []byte {
 	return nil
 }
 
+// The payload of agent-renew (type 27) and agent-renew-signed (type 42, whose ledger records may carry
+// signed_by).
 type AgentRenew struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2882,7 +2899,7 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\breviewer\x18\x02 \x01(\tR\breviewer\x12\x1b\n" +
 	"\tsigned_by\x18\x03 \x01(\tR\bsignedBy\x127\n" +
 	"\tsigned_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsignedAt\x12<\n" +
-	"\tdecisions\x18\x05 \x03(\v2\x1e.signet.raft.v1.ReviewDecisionR\tdecisions\"\x8f\x03\n" +
+	"\tdecisions\x18\x05 \x03(\v2\x1e.signet.raft.v1.ReviewDecisionR\tdecisions\"\xac\x03\n" +
 	"\bIssuance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\rR\x04kind\x12\x1b\n" +
@@ -2897,7 +2914,8 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	" \x01(\x03R\x0fexpiresAtUnixNs\x12\x12\n" +
 	"\x04node\x18\v \x01(\tR\x04node\x12\x14\n" +
 	"\x05agent\x18\f \x01(\tR\x05agent\x12)\n" +
-	"\x10node_attestation\x18\r \x01(\tR\x0fnodeAttestation\"'\n" +
+	"\x10node_attestation\x18\r \x01(\tR\x0fnodeAttestation\x12\x1b\n" +
+	"\tsigned_by\x18\x0e \x01(\tR\bsignedBy\"'\n" +
 	"\vLedgerBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"\x88\x01\n" +
 	"\vOwnerCreate\x12+\n" +

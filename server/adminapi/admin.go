@@ -332,7 +332,12 @@ func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedger
 		return &adminv1.QueryLedgerResponse{Issuances: []*adminv1.Issuance{IssuanceToAdmin(&rec)}}, nil
 	}
 	q := storage.LedgerQuery{Owner: req.GetOwner(), SPIFFEID: req.GetSpiffeId(), EntryID: req.GetEntryId(),
-		Agent: req.GetAgent(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+		Agent: req.GetAgent(), SignedBy: req.GetSignedBy(), Limit: int(req.GetLimit()), Cursor: req.GetCursor()}
+	if q.SignedBy != "" {
+		if err := checkSignedBy(q.SignedBy); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	switch {
 	case req.GetDelivered() && req.GetUndelivered():
 		return nil, status.Error(codes.InvalidArgument, "delivered and undelivered: give at most one")
@@ -357,6 +362,9 @@ func (s *AdminService) QueryLedger(ctx context.Context, req *adminv1.QueryLedger
 	resp := &adminv1.QueryLedgerResponse{NextCursor: page.Next}
 	for i := range page.Issuances {
 		resp.Issuances = append(resp.Issuances, IssuanceToAdmin(&page.Issuances[i]))
+	}
+	if len(resp.Issuances) == 0 && q.SignedBy != "" {
+		resp.Note = s.signedByNote(q.SignedBy)
 	}
 	return resp, nil
 }
@@ -448,7 +456,7 @@ func IssuanceToAdmin(r *storage.Issuance) *adminv1.Issuance {
 		Id: r.ID, Kind: r.Kind.String(), SpiffeId: r.SPIFFEID, EntryId: r.EntryID, Owner: r.Owner,
 		Selectors: r.Selectors, Audience: r.Audience, PublicKeySha256: r.PublicKeySHA256,
 		IssuedAt: r.IssuedAt.UnixNano(), ExpiresAt: r.ExpiresAt.UnixNano(), Node: r.Node, Agent: r.Agent,
-		NodeAttestation: r.NodeAttestation,
+		NodeAttestation: r.NodeAttestation, SignedBy: r.SignedBy,
 	}
 }
 

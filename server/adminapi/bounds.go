@@ -20,6 +20,9 @@ const (
 	// maxCursorLen bounds ledger page cursors; maxSerialLen serials (hex) and JWT IDs.
 	maxCursorLen = 1024
 	maxSerialLen = 256
+	// maxKeyIDLen bounds signing key IDs (a JWT kid is at most 128 characters; an X.509 key ID is the
+	// hex of a Subject Key Identifier).
+	maxKeyIDLen = 128
 	// maxUpdateMask bounds the paths of one update; maxPendingRules the policy rules an entry names.
 	maxUpdateMask   = 32
 	maxPendingRules = 64
@@ -95,6 +98,7 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.QueryLedgerRequest.agent":         {n: maxIDLen},
 	"signet.admin.v1.QueryLedgerRequest.cursor":        {n: maxCursorLen},
 	"signet.admin.v1.QueryLedgerRequest.serial":        {n: maxSerialLen},
+	"signet.admin.v1.QueryLedgerRequest.signed_by":     {n: maxKeyIDLen},
 	"signet.admin.v1.LookupCredentialRequest.data":     {n: credential.MaxInput},
 	"signet.admin.v1.ListAuditRequest.actor":           {n: maxActorLen},
 	"signet.admin.v1.ListAuditRequest.object":          {n: maxIDLen},

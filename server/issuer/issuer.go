@@ -268,6 +268,7 @@ func (i *Issuer) signForKey(e *storage.Entry, caller Caller, pub crypto.PublicKe
 	rec := i.record(e, caller, storage.KindX509SVID, cert.SerialNumber.Text(16), cert.NotAfter)
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	rec.PublicKeySHA256 = hex.EncodeToString(sum[:])
+	rec.SignedBy = ca.SignerKeyID(cert)
 	return cert, rec, nil
 }
 
@@ -356,7 +357,7 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 		return nil, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
 	rec := i.record(&e, caller, storage.KindJWTSVID, svid.ID, svid.ExpiresAt)
-	rec.Audience = audience
+	rec.Audience, rec.SignedBy = audience, i.cfg.CA.JWTKeyID()
 	if err := i.cfg.Recorder.Record(ctx, rec); err != nil {
 		return nil, err
 	}
@@ -392,6 +393,7 @@ func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) (*x509.Certificate, storage
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
 		Owner: req.Owner, Selectors: selector.Strings(req.Selectors), PublicKeySHA256: hex.EncodeToString(sum[:]),
-		ExpiresAt: cert.NotAfter.UTC(), Node: i.cfg.NodeID, Agent: id.String(), NodeAttestation: req.Attestation}
+		ExpiresAt: cert.NotAfter.UTC(), Node: i.cfg.NodeID, Agent: id.String(), NodeAttestation: req.Attestation,
+		SignedBy: ca.SignerKeyID(cert)}
 	return cert, rec, nil
 }

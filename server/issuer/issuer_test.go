@@ -88,10 +88,12 @@ func TestSignX509SVIDsIssuesAndRecords(t *testing.T) {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	want := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: f.ent.SPIFFEID,
 		EntryID: f.ent.ID, Owner: "alice", Selectors: []string{"unix:gid:33", "unix:uid:1000"},
-		PublicKeySHA256: hex.EncodeToString(sum[:]), Node: f.st.NodeID(), Agent: agentA.String(), NodeAttestation: "join_token"}
+		PublicKeySHA256: hex.EncodeToString(sum[:]), Node: f.st.NodeID(), Agent: agentA.String(), NodeAttestation: "join_token",
+		SignedBy: f.ca.X509KeyID()}
 	if rec.ID != want.ID || rec.Kind != want.Kind || rec.SPIFFEID != want.SPIFFEID || rec.EntryID != want.EntryID ||
 		rec.Owner != want.Owner || !slices.Equal(rec.Selectors, want.Selectors) || rec.PublicKeySHA256 != want.PublicKeySHA256 ||
-		rec.Node != want.Node || rec.Agent != want.Agent || rec.NodeAttestation != want.NodeAttestation || len(rec.Audience) != 0 {
+		rec.Node != want.Node || rec.Agent != want.Agent || rec.NodeAttestation != want.NodeAttestation || len(rec.Audience) != 0 ||
+		rec.SignedBy != want.SignedBy {
 		t.Fatalf("ledger record\n got %+v\nwant %+v", rec, want)
 	}
 	if !rec.ExpiresAt.Equal(cert.NotAfter) {
@@ -381,7 +383,7 @@ func TestSignJWTSVID(t *testing.T) {
 	}
 	if rec.Kind != storage.KindJWTSVID || !slices.Equal(rec.Audience, aud) || rec.SPIFFEID != f.ent.SPIFFEID ||
 		rec.EntryID != f.ent.ID || rec.Owner != "alice" || rec.Agent != agentA.String() || rec.NodeAttestation != "join_token" ||
-		rec.Node != f.st.NodeID() || rec.PublicKeySHA256 != "" || !rec.ExpiresAt.Equal(svid.ExpiresAt) ||
+		rec.Node != f.st.NodeID() || rec.PublicKeySHA256 != "" || !rec.ExpiresAt.Equal(svid.ExpiresAt) || rec.SignedBy != f.ca.JWTKeyID() ||
 		!slices.Equal(rec.Selectors, []string{"unix:gid:33", "unix:uid:1000"}) {
 		t.Fatalf("ledger record = %+v", rec)
 	}
@@ -534,5 +536,26 @@ func TestSignJWTSVIDRecordsRealIssuanceTime(t *testing.T) {
 	page, err := f.st.QueryLedger(storage.LedgerQuery{Since: before})
 	if err != nil || !slices.ContainsFunc(page.Issuances, func(r storage.Issuance) bool { return r.ID == svid.ID }) {
 		t.Fatalf("a ledger query since %s does not find the JWT-SVID issued after it (%v)", before.UTC(), err)
+	}
+}
+
+// The records of the credentials Signet issues itself name the signing key too: agent SVIDs and the
+// node's server SVID.
+func TestAgentAndServerSVIDRecordsNameTheSigningKey(t *testing.T) {
+	f := newIssuerFixture(t)
+	_, rec, err := f.srv.Issuer.SignAgentSVID(AgentSVIDRequest{ID: agentA, CSR: csrFor(t, newP256(t), nil), TTL: time.Hour, Owner: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.SignedBy != f.ca.X509KeyID() {
+		t.Fatalf("agent SVID record signed by %q, want the CA's key %q", rec.SignedBy, f.ca.X509KeyID())
+	}
+	tc, err := f.srv.Issuer.ServerCertificate(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srec, err := f.st.LookupIssuance(tc.Leaf.SerialNumber.Text(16))
+	if err != nil || srec.SignedBy != f.ca.X509KeyID() {
+		t.Fatalf("server SVID record %+v, %v; want signed by %q", srec, err, f.ca.X509KeyID())
 	}
 }

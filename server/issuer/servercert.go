@@ -163,5 +163,6 @@ func serverSVIDRecord(cert *x509.Certificate, node string) storage.Issuance {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	id, _ := x509svid.IDFromCert(cert)
 	return storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
-		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: node}
+		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: node,
+		SignedBy: ca.SignerKeyID(cert)}
 }
