@@ -18,6 +18,9 @@
 //   - age: the document's pendingTime (when the instance last started; the document has no other time)
 //     is at most Config.MaxDocumentAge ago (ErrDocumentTooOld).
 //
+//   - EC2 API (optional, build tag awsec2): the instance is running (ErrInstanceNotRunning); its tags,
+//     security groups and instance profile's roles become selectors. See EC2Config.
+//
 //   - trust on first use: unless Config.AllowReattestation, the instance's first attestation is the only
 //     one (ErrInstanceReplayed). Config.Instances records it.
 //
@@ -119,6 +122,9 @@ type Config struct {
 	// {image_id}, {instance_type}; it must begin with /signet/agent/ and contain {instance_id}, so that
 	// an agent ID names one instance (default DefaultAgentIDTemplate).
 	AgentIDTemplate string
+	// EC2, when set, confirms through the EC2 API that the instance is running and adds selectors from
+	// it (see EC2Config); only in a build with the awsec2 tag.
+	EC2 *EC2Config
 	// Logger receives debug messages; default: discarded.
 	Logger *slog.Logger
 }
@@ -138,6 +144,7 @@ type Attestor struct {
 	instances InstanceLog
 	certs     []trusted
 	template  string
+	ec2       *ec2Checker
 	log       *slog.Logger
 }
 
@@ -185,8 +192,14 @@ func New(cfg Config) (*Attestor, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ec2 *ec2Checker
+	if cfg.EC2 != nil {
+		if ec2, err = newEC2Checker(cfg.EC2); err != nil {
+			return nil, err
+		}
+	}
 	return &Attestor{td: cfg.TrustDomain, accounts: accounts, maxAge: maxAge, reattest: cfg.AllowReattestation,
-		instances: cfg.Instances, certs: certs, template: tmpl,
+		instances: cfg.Instances, certs: certs, template: tmpl, ec2: ec2,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))}, nil
 }
 
@@ -275,6 +288,17 @@ func (a *Attestor) Attest(ctx context.Context, raw []byte, now time.Time) (Attes
 	if err != nil {
 		return Attestation{}, fmt.Errorf("%s: instance %s: agent ID: %w", Type, key, err)
 	}
+	sels := Selectors(doc)
+	if a.ec2 != nil {
+		more, err := a.ec2.check(ctx, doc)
+		switch {
+		case errors.Is(err, ErrInstanceNotRunning):
+			return Attestation{}, fmt.Errorf("%s: instance %s: %w: %w", Type, key, ErrRefused, err)
+		case err != nil:
+			return Attestation{}, fmt.Errorf("%s: instance %s: %w", Type, key, err)
+		}
+		sels = selector.Normalize(append(sels, more...))
+	}
 	if !a.reattest {
 		first, err := a.instances.Claim(ctx, key, now)
 		if err != nil {
@@ -285,7 +309,7 @@ func (a *Attestor) Attest(ctx context.Context, raw []byte, now time.Time) (Attes
 		}
 	}
 	a.log.Debug("instance attested", "instance", key, "agent", agentID)
-	return Attestation{Document: doc, AgentID: agentID, Selectors: Selectors(doc), InstanceKey: key, Reattestable: a.reattest}, nil
+	return Attestation{Document: doc, AgentID: agentID, Selectors: sels, InstanceKey: key, Reattestable: a.reattest}, nil
 }
 
 // verify checks the PKCS#7 signature and returns the signed content and the trusted signer.

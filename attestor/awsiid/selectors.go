@@ -12,6 +12,11 @@ import (
 //	aws_iid:account:<account ID>        aws_iid:region:<region>
 //	aws_iid:az:<availability zone>      aws_iid:instance_id:<instance ID>
 //	aws_iid:image_id:<AMI ID>           aws_iid:instance_type:<instance type>
+//
+// and, from the EC2 API (EC2Config; a build with the awsec2 tag):
+//
+//	aws_iid:tag:<key>:<value>           aws_iid:iamrole:<role ARN>
+//	aws_iid:sg:id:<group ID>            aws_iid:sg:name:<group name>
 func SelectorType() selector.Type {
 	return selector.Type{Name: Type, Kind: selector.Node, Keys: map[string]selector.ValueCheck{
 		"account":       matches(accountRE, "a 12-digit account ID"),
@@ -20,6 +25,9 @@ func SelectorType() selector.Type {
 		"instance_id":   matches(instanceIDRE, "an instance ID such as i-0123456789abcdef0"),
 		"image_id":      matches(imageIDRE, "an AMI ID such as ami-0123456789abcdef0"),
 		"instance_type": matches(instanceTypeRE, "an instance type such as m5.large"),
+		"tag":           matches(tagValueRE, "<tag key>:<tag value>"),
+		"iamrole":       matches(roleARNRE, "a role ARN such as arn:aws:iam::123456789012:role/web"),
+		"sg":            matches(sgValueRE, "id:<security group ID> or name:<security group name>"),
 	}}
 }
 
