@@ -62,6 +62,8 @@ const (
 	ClockSkew = 5 * time.Minute
 	// DefaultAgentIDTemplate is the agent ID's path; see Config.AgentIDTemplate.
 	DefaultAgentIDTemplate = "/signet/agent/aws_iid/{account}/{region}/{instance_id}"
+	// DefaultOwner owns the agent SVIDs' ledger records when Config.Owner names none (the system owner).
+	DefaultOwner = "signet"
 	// MaxAccounts bounds the account allow-list; MaxExtraCertificates the configured certificates.
 	MaxAccounts          = 1000
 	MaxExtraCertificates = 100
@@ -118,6 +120,8 @@ type Config struct {
 	// ExtraCertificates are more trusted signing certificates by region (GovCloud, China, a region newer
 	// than the built-in list; tests), added to the built-in ones.
 	ExtraCertificates map[string][]*x509.Certificate
+	// Owner owns the agent SVIDs' ledger records (default DefaultOwner; cmd/signet checks the name).
+	Owner string
 	// AgentIDTemplate is the agent ID's path: placeholders {account}, {region}, {az}, {instance_id},
 	// {image_id}, {instance_type}; it must begin with /signet/agent/ and contain {instance_id}, so that
 	// an agent ID names one instance (default DefaultAgentIDTemplate).
@@ -144,6 +148,7 @@ type Attestor struct {
 	instances InstanceLog
 	certs     []trusted
 	template  string
+	owner     string
 	ec2       *ec2Checker
 	log       *slog.Logger
 }
@@ -160,6 +165,10 @@ type Attestation struct {
 	InstanceKey string
 	// Reattestable is Config.AllowReattestation: the node may attest again with a new document read.
 	Reattestable bool
+	// Owner owns the agent SVID's ledger record (Config.Owner).
+	Owner string
+	// Reason says what attested the node, for the audit record.
+	Reason string
 }
 
 // New checks cfg (errors name the configuration key) and returns an attestor.
@@ -199,7 +208,7 @@ func New(cfg Config) (*Attestor, error) {
 		}
 	}
 	return &Attestor{td: cfg.TrustDomain, accounts: accounts, maxAge: maxAge, reattest: cfg.AllowReattestation,
-		instances: cfg.Instances, certs: certs, template: tmpl, ec2: ec2,
+		instances: cfg.Instances, certs: certs, template: tmpl, owner: cmp.Or(cfg.Owner, DefaultOwner), ec2: ec2,
 		log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))}, nil
 }
 
@@ -268,48 +277,54 @@ func (a *Attestor) Attest(ctx context.Context, raw []byte, now time.Time) (Attes
 		return Attestation{}, fmt.Errorf("%s: signed document: %w: %w", Type, ErrRefused, err)
 	}
 	key := doc.AccountID + "/" + doc.Region + "/" + doc.InstanceID
+	// From here a refusal returns the instance's key and document too: they name the object of the
+	// refusal's audit record. The agent ID and selectors are set only on success.
+	out := Attestation{Document: doc, InstanceKey: key, Owner: a.owner, Reattestable: a.reattest}
 	refuse := func(check error, format string, args ...any) error {
 		return fmt.Errorf("%s: instance %s: %w: %w: "+format, append([]any{Type, key, ErrRefused, check}, args...)...)
 	}
 	if !slices.Contains(signer.regions, doc.Region) {
-		return Attestation{}, refuse(ErrUntrustedSigner, "the document says region %s, its signer's certificate (serial %s) is trusted for %s",
+		return out, refuse(ErrUntrustedSigner, "the document says region %s, its signer's certificate (serial %s) is trusted for %s",
 			doc.Region, signer.cert.SerialNumber, strings.Join(signer.regions, ", "))
 	}
 	if !a.accounts[doc.AccountID] {
-		return Attestation{}, refuse(ErrAccountNotAllowed, "account %s is not in accounts", doc.AccountID)
+		return out, refuse(ErrAccountNotAllowed, "account %s is not in accounts", doc.AccountID)
 	}
 	if age := now.Sub(doc.PendingTime); age > a.maxAge {
-		return Attestation{}, refuse(ErrDocumentTooOld, "the instance started at %s, %s ago; max_document_age is %s (restart the instance, or raise max_document_age)",
+		return out, refuse(ErrDocumentTooOld, "the instance started at %s, %s ago; max_document_age is %s (restart the instance, or raise max_document_age)",
 			doc.PendingTime.UTC().Format(time.RFC3339), age.Round(time.Second), a.maxAge)
 	} else if -age > ClockSkew {
-		return Attestation{}, refuse(ErrDocumentTooOld, "pendingTime %s is in the future (check the server's clock)", doc.PendingTime.UTC().Format(time.RFC3339))
+		return out, refuse(ErrDocumentTooOld, "pendingTime %s is in the future (check the server's clock)", doc.PendingTime.UTC().Format(time.RFC3339))
 	}
 	agentID, err := a.agentID(doc)
 	if err != nil {
-		return Attestation{}, fmt.Errorf("%s: instance %s: agent ID: %w", Type, key, err)
+		return out, fmt.Errorf("%s: instance %s: agent ID: %w", Type, key, err)
 	}
 	sels := Selectors(doc)
 	if a.ec2 != nil {
 		more, err := a.ec2.check(ctx, doc)
 		switch {
 		case errors.Is(err, ErrInstanceNotRunning):
-			return Attestation{}, fmt.Errorf("%s: instance %s: %w: %w", Type, key, ErrRefused, err)
+			return out, fmt.Errorf("%s: instance %s: %w: %w", Type, key, ErrRefused, err)
 		case err != nil:
-			return Attestation{}, fmt.Errorf("%s: instance %s: %w", Type, key, err)
+			return out, fmt.Errorf("%s: instance %s: %w", Type, key, err)
 		}
 		sels = selector.Normalize(append(sels, more...))
 	}
 	if !a.reattest {
 		first, err := a.instances.Claim(ctx, key, now)
 		if err != nil {
-			return Attestation{}, fmt.Errorf("%s: instance %s: trust on first use: %w", Type, key, err)
+			return out, fmt.Errorf("%s: instance %s: trust on first use: %w", Type, key, err)
 		}
 		if !first {
-			return Attestation{}, refuse(ErrInstanceReplayed, "an instance attests once (set allow_reattestation to let instances attest again)")
+			return out, refuse(ErrInstanceReplayed, "an instance attests once (set allow_reattestation to let instances attest again)")
 		}
 	}
 	a.log.Debug("instance attested", "instance", key, "agent", agentID)
-	return Attestation{Document: doc, AgentID: agentID, Selectors: sels, InstanceKey: key, Reattestable: a.reattest}, nil
+	out.AgentID, out.Selectors = agentID, sels
+	out.Reason = fmt.Sprintf("%s: account %s, region %s, instance %s (%s, %s), started %s", Type, doc.AccountID, doc.Region,
+		doc.InstanceID, doc.ImageID, doc.InstanceType, doc.PendingTime.UTC().Format(time.RFC3339))
+	return out, nil
 }
 
 // verify checks the PKCS#7 signature and returns the signed content and the trusted signer.

@@ -89,7 +89,8 @@ func TestAttestValidDocument(t *testing.T) {
 			t.Errorf("the attestor's own selector %s is invalid: %v", s, err)
 		}
 	}
-	if att.InstanceKey != "111122223333/us-east-1/i-0123456789abcdef0" || att.Reattestable || att.Document.InstanceType != "m5.large" {
+	if att.InstanceKey != "111122223333/us-east-1/i-0123456789abcdef0" || att.Reattestable || att.Document.InstanceType != "m5.large" ||
+		att.Owner != awsiid.DefaultOwner || !strings.Contains(att.Reason, "instance i-0123456789abcdef0 (ami-0abcdef1234567890, m5.large)") {
 		t.Fatalf("attestation = %+v", att)
 	}
 	if f.att.Type() != "aws_iid" {
@@ -104,46 +105,50 @@ func TestAttestRefusesWithTheCheckNamed(t *testing.T) {
 		name  string
 		build func(t *testing.T, f *fixture) []byte
 		check error
+		named bool // the document verified: the refusal names the instance
 	}{
 		{"tampered document", func(t *testing.T, f *fixture) []byte {
 			d := validDoc()
 			d.InstanceType = "x2idn.metal"
 			return encode(t, payload.Payload{Document: string(d.JSON(t)), RSA2048: f.signer.Sign(t, doc)})
-		}, awsiid.ErrNotSignedBytes},
+		}, awsiid.ErrNotSignedBytes, false},
 		{"signature over other bytes than those inside", func(t *testing.T, f *fixture) []byte {
 			d := validDoc()
 			d.AccountID = "999988887777"
 			return encode(t, payload.Payload{RSA2048: f.signer.SignOther(t, doc, d.JSON(t))})
-		}, awsiid.ErrSignature},
+		}, awsiid.ErrSignature, false},
 		{"wrong signature (a key posing as the trusted certificate)", func(t *testing.T, f *fixture) []byte {
 			return encode(t, payload.Payload{Document: string(doc), RSA2048: awsiidtest.Impostor(t, f.signer).Sign(t, doc)})
-		}, awsiid.ErrSignature},
+		}, awsiid.ErrSignature, false},
 		{"untrusted signer", func(t *testing.T, f *fixture) []byte {
 			return readIMDS(t, doc, other.Sign(t, doc))
-		}, awsiid.ErrUntrustedSigner},
+		}, awsiid.ErrUntrustedSigner, false},
 		{"signer of another region", func(t *testing.T, f *fixture) []byte {
 			d := validDoc()
 			d.Region, d.AvailabilityZone = "eu-west-1", "eu-west-1b"
 			return readIMDS(t, d.JSON(t), f.signer.Sign(t, d.JSON(t)))
-		}, awsiid.ErrUntrustedSigner},
+		}, awsiid.ErrUntrustedSigner, true},
 		{"old document", func(t *testing.T, f *fixture) []byte {
 			d := awsiidtest.NewDoc(account, instanceID, now.Add(-awsiid.DefaultMaxDocumentAge-time.Minute))
 			return readIMDS(t, d.JSON(t), f.signer.Sign(t, d.JSON(t)))
-		}, awsiid.ErrDocumentTooOld},
+		}, awsiid.ErrDocumentTooOld, true},
 		{"document from the future", func(t *testing.T, f *fixture) []byte {
 			d := awsiidtest.NewDoc(account, instanceID, now.Add(time.Hour))
 			return readIMDS(t, d.JSON(t), f.signer.Sign(t, d.JSON(t)))
-		}, awsiid.ErrDocumentTooOld},
+		}, awsiid.ErrDocumentTooOld, true},
 		{"account not allowed", func(t *testing.T, f *fixture) []byte {
 			d := awsiidtest.NewDoc("444455556666", instanceID, now.Add(-time.Minute))
 			return readIMDS(t, d.JSON(t), f.signer.Sign(t, d.JSON(t)))
-		}, awsiid.ErrAccountNotAllowed},
+		}, awsiid.ErrAccountNotAllowed, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, nil)
-			_, err := f.att.Attest(context.Background(), tc.build(t, f), now)
+			att, err := f.att.Attest(context.Background(), tc.build(t, f), now)
 			if !errors.Is(err, awsiid.ErrRefused) || !errors.Is(err, tc.check) {
 				t.Fatalf("err = %v, want ErrRefused and %v", err, tc.check)
+			}
+			if tc.named != (att.InstanceKey != "") || !att.AgentID.IsZero() || att.Selectors != nil {
+				t.Fatalf("refused attestation = %+v: want the instance named only for a verified document, no agent ID or selectors", att)
 			}
 			// The refusal cost the instance nothing: its valid document still attests it once.
 			if _, err := f.att.Attest(context.Background(), readIMDS(t, doc, f.signer.Sign(t, doc)), now); err != nil {
