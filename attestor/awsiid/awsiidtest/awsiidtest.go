@@ -28,7 +28,7 @@ import (
 )
 
 // Signer signs documents as AWS does for /rsa2048: PKCS#7 signed data with the document inside,
-// SHA-256 and an RSA-2048 key, the certificate not included.
+// SHA-256 and an RSA-2048 key (unlike AWS, it includes its certificate, which the attestor must ignore).
 type Signer struct {
 	Cert *x509.Certificate
 	key  *rsa.PrivateKey
