@@ -25,12 +25,15 @@ install: build
 run: build
 	./$(BIN) dev
 
-## test: vet + every test with the race detector (unit, integration and end-to-end with real processes)
+## test: vet + every test with the race detector (unit, integration and end-to-end with real processes),
+## and the aws_iid EC2 API checks, which only an awsec2 build has
 test: vet
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -tags awsec2 ./attestor/awsiid/
 
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags awsec2 ./attestor/awsiid/
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
