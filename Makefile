@@ -34,7 +34,7 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-## bench: the benchmarks behind docs/performance.md (fixed iteration counts; ~15 min, the 10M-record
+## bench: the benchmarks behind docs/performance.md (fixed iteration counts; ~25 min, the 10M-record
 ## ledger benchmark another ~12: run it with `make bench-ledger`)
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench . -benchtime 3000x ./ca/...
@@ -50,6 +50,9 @@ bench:
 	$(GO) test $(BENCH_FLAGS) -bench 'FetchProcesses' -benchtime 5000x ./cmd/signet/
 	$(GO) test $(BENCH_FLAGS) -bench 'LedgerRecordsPerHour' -benchtime 1x ./cmd/signet/
 	$(GO) test $(BENCH_FLAGS) -bench 'Agent100kEntries' -benchtime 1x -timeout 30m ./cmd/signet/
+	$(GO) test $(BENCH_FLAGS) -bench 'ClusterIssuance' -benchtime 4000x -timeout 30m ./cmd/signet/
+	$(GO) test $(BENCH_FLAGS) -bench 'ClusterFailover' -benchtime 10x -timeout 30m ./cmd/signet/
+	$(GO) test $(BENCH_FLAGS) -bench 'ClusterEntryPropagation' -benchtime 200x -timeout 30m ./cmd/signet/
 
 ## bench-ledger: lookup and query on a 10,000,000-record ledger (needs ~8 GB of disk), and a Raft
 ## snapshot of one under a write load (needs ~40 GB: the ledger, its Raft log and two snapshots)
