@@ -15,6 +15,7 @@ import (
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/server"
+	"github.com/signet-id/signet/storage"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -59,10 +60,10 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11, 16, 21}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 11, 16, 21, 22}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
 			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
-			`unknown key "min_free_disk"`}},
+			`unknown key "min_free_disk"`, `unknown key "state_mmap_size"`}},
 		// Wrong types. yaml names the line, the value and the Go type, not the key (see the report).
 		{file: "server-wrong-type.yaml", kind: "server", lines: []int{3}, want: []string{`key "agent_svid_ttl"`, "`3600`", "is not a duration"}},
 		{file: "server-duration-bad-unit.yaml", kind: "server", lines: []int{4}, want: []string{`key "ca.ttl"`, "`1y`", "is not a duration"}},
@@ -88,6 +89,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-ca-ttl-too-short.yaml", kind: "server", key: "ca.ttl", want: []string{"30m", "at least 1h"}},
 		{file: "server-min-free-disk-no-unit.yaml", kind: "server", key: "min_free_disk", want: []string{`"512"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-min-free-disk-too-small.yaml", kind: "server", key: "min_free_disk", want: []string{`"512KiB"`, "at least 1MiB"}},
+		{file: "server-state-mmap-size-too-small.yaml", kind: "server", key: "state_mmap_size", want: []string{`"512MiB"`, "want 1GiB to 1TiB"}},
+		{file: "server-state-mmap-size-no-unit.yaml", kind: "server", key: "state_mmap_size", want: []string{`"64"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-agent-burst-below-batch.yaml", kind: "server", key: "issuance_limits.agent_burst", want: []string{"999", "between 1000 and"}},
 		{file: "server-entry-rate-negative.yaml", kind: "server", key: "issuance_limits.entry_rate", want: []string{"-1", "SVIDs per second"}},
 		{file: "agent-missing-trust-domain.yaml", kind: "agent", key: "trust_domain", want: []string{"is required"}},
@@ -272,6 +275,7 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, server.DefaultEntryIssueRate)
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, server.DefaultEntryIssueBurst)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(server.DefaultMinFreeDisk))
+	cfgEq(t, "state_mmap_size", c.stateMmapSize, int64(storage.DefaultStateMmapSize))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "")
@@ -305,6 +309,7 @@ func TestConfigServerValuesKept(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, 2.5)
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, 20)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(2<<30))
+	cfgEq(t, "state_mmap_size", c.stateMmapSize, int64(128<<30))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 43800*time.Hour)
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")

@@ -55,7 +55,9 @@ type serverNodeConfig struct {
 	Policy                        server.EntryPolicy
 	IssuanceLimits                server.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
-	MinFreeDisk     uint64
+	MinFreeDisk uint64
+	// StateMmapSize is storage.Config.StateMmapSize (0: the storage default).
+	StateMmapSize   int64
 	DefaultParentID string
 	Logger          *slog.Logger
 }
@@ -87,7 +89,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, StreamLayer: mux.RaftLayer(),
-		Bootstrap: cfg.Bootstrap, Logger: log}
+		Bootstrap: cfg.Bootstrap, Logger: log, StateMmapSize: cfg.StateMmapSize}
 	st, err := storage.Open(scfg)
 	if err != nil {
 		mux.Close()
