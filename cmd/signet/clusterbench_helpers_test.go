@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,11 +28,7 @@ const benchLimits = "issuance_limits:\n  agent_rate: 1000000\n  agent_burst: 100
 func newBenchCluster(b *testing.B) *testCluster {
 	c := newTestCluster(b, 3)
 	for _, s := range c.servers {
-		cfg, err := os.ReadFile(s.config)
-		if err != nil {
-			b.Fatal(err)
-		}
-		writeFile(b, s.config, string(cfg)+benchLimits)
+		s.appendConfig(b, benchLimits)
 	}
 	c.startAll()
 	c.servers[0].mustCLI("owner", "add", "bench")

@@ -12,11 +12,7 @@ import (
 // state.db with that many bytes (read from the real /proc/PID/maps), far beyond the file.
 func TestServerMapsStateWithConfiguredSize(t *testing.T) {
 	s := newTestServer(t)
-	cfg, err := os.ReadFile(s.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, s.config, string(cfg)+"state_mmap_size: 3GiB\n")
+	s.appendConfig(t, "state_mmap_size: 3GiB\n")
 	s.start(t)
 	maps, err := os.ReadFile("/proc/" + strconv.Itoa(s.cmd.Process.Pid) + "/maps")
 	if err != nil {
