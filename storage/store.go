@@ -61,7 +61,7 @@ type Config struct {
 	// StateMmapSize is how much address space state.db is mapped with (default DefaultStateMmapSize;
 	// at least MinStateMmapSize, at most MaxStateMmapSize). A write that grows the file past it has to
 	// remap, which waits for every open read, a snapshot's included: size it above the largest state.db
-	// expected (a 10,000,000-record ledger is about 8 GiB). It reserves address space, not memory.
+	// expected (a 10,000,000-record ledger is about 6 GiB). It reserves address space, not memory.
 	StateMmapSize int64
 }
 
