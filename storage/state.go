@@ -30,7 +30,7 @@ var (
 
 // State file mapping sizes (Config.StateMmapSize). bbolt maps the file read-only and remaps it when a
 // write grows the file past the mapping; a remap waits until every read transaction has ended. A Raft
-// snapshot streams the state from one read transaction (fsm.Snapshot, Persist), minutes long for a
+// snapshot streams the state from one read transaction (fsm.Snapshot, Persist), tens of seconds for a
 // large ledger, and writes during it cannot reuse pages it still reads, so the file grows: with a
 // mapping that ends near the file's size every apply stalled until the snapshot was written
 // (docs/performance.md, "Snapshot of a 10,000,000-record ledger"). The mapping only reserves address
