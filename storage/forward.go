@@ -58,14 +58,6 @@ func (s *Store) forwarder() Forwarder {
 // forwards reports whether this node's writes go to the leader: it has a forwarder and does not lead.
 func (s *Store) forwards() bool { return s.forwarder() != nil && s.raft.State() != raft.Leader }
 
-// DefaultCommitTimeout is Config.CommitTimeout's default. Raft's own (50 ms, so 50 to 100 ms) made every
-// write a follower forwarded wait that long for the commit to reach it after the leader had committed
-// it; 5 ms costs an idle leader about 150 small messages a second per follower.
-const DefaultCommitTimeout = 5 * time.Millisecond
-
-// MaxCommitTimeout bounds Config.CommitTimeout.
-const MaxCommitTimeout = time.Second
-
 // forwardRetry is how often a write retries while the cluster has no leader (an election).
 const forwardRetry = 50 * time.Millisecond
 

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // stateMapping returns the size of this process's mapping of path, read from the real /proc/self/maps.
@@ -69,28 +68,6 @@ func TestStateMappedWithHeadroom(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "StateMmapSize") || !strings.Contains(err.Error(), "1 GiB") {
 			t.Fatalf("StateMmapSize %d: %v does not name the field and its range", size, err)
-		}
-	}
-}
-
-// TestCommitTimeoutDefaultAndBounds: the leader tells followers about commits after DefaultCommitTimeout
-// unless configured (Raft's own 50 ms made every forwarded write wait 50 to 100 ms more); a negative or
-// over-long CommitTimeout is refused naming the field.
-func TestCommitTimeoutDefaultAndBounds(t *testing.T) {
-	dir := t.TempDir()
-	s := openTestStore(t, dir)
-	if s.cfg.CommitTimeout != DefaultCommitTimeout {
-		t.Fatalf("CommitTimeout %s, want the default %s", s.cfg.CommitTimeout, DefaultCommitTimeout)
-	}
-	s.Close()
-	for _, d := range []time.Duration{-time.Millisecond, MaxCommitTimeout + 1} {
-		s, err := Open(Config{Dir: dir, Logger: testLogger(t), CommitTimeout: d})
-		if err == nil {
-			s.Close()
-			t.Fatalf("CommitTimeout %s accepted", d)
-		}
-		if !strings.Contains(err.Error(), "CommitTimeout") {
-			t.Fatalf("CommitTimeout %s: %v does not name the field", d, err)
 		}
 	}
 }

@@ -49,10 +49,6 @@ type Config struct {
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
 	SnapshotInterval  time.Duration
-	// CommitTimeout is how long an idle leader waits before telling the followers what has committed
-	// (default DefaultCommitTimeout; Raft waits between it and twice it). A follower applies, and
-	// answers a write it forwarded, only once it knows.
-	CommitTimeout time.Duration
 	// MinFreeBytes is the free space on Dir's file system below which Health reports ErrDiskFull
 	// (default DefaultMinFreeBytes). DiskFullRetry is how often a committed entry that state.db had no
 	// room for is retried (default DefaultDiskFullRetry).
@@ -154,12 +150,6 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.DiskFullRetry <= 0 {
 		cfg.DiskFullRetry = DefaultDiskFullRetry
-	}
-	if cfg.CommitTimeout == 0 {
-		cfg.CommitTimeout = DefaultCommitTimeout
-	}
-	if cfg.CommitTimeout < 0 || cfg.CommitTimeout > MaxCommitTimeout {
-		return nil, fmt.Errorf("storage: CommitTimeout %s is out of range: use up to %s, or 0 for the default %s", cfg.CommitTimeout, MaxCommitTimeout, DefaultCommitTimeout)
 	}
 	if cfg.StateMmapSize == 0 {
 		cfg.StateMmapSize = DefaultStateMmapSize
@@ -328,7 +318,6 @@ func (s *Store) startRaft() error {
 	if s.cfg.SnapshotInterval > 0 {
 		rc.SnapshotInterval = s.cfg.SnapshotInterval
 	}
-	rc.CommitTimeout = s.cfg.CommitTimeout
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("storage: raft config: %w", err)
 	}
