@@ -113,7 +113,7 @@ func TestStateFullThenClose(t *testing.T) {
 	if err, _ := r[0].(error); !errors.Is(err, ErrClosed) {
 		t.Fatalf("an entry after the abandoned one answered %v", r[0])
 	}
-	db, err := openStateDB(filepath.Join(s.cfg.Dir, stateFile))
+	db, err := openStateDB(filepath.Join(s.cfg.Dir, stateFile), MinStateMmapSize)
 	if err != nil {
 		t.Fatal(err)
 	}

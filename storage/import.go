@@ -155,7 +155,7 @@ func (s *Store) prepareImport(path string, digest [sha256.Size]byte) (uint64, er
 	}); err != nil {
 		return 0, err
 	}
-	db, err := openStateDB(path)
+	db, err := openStateDB(path, MinStateMmapSize)
 	if err != nil {
 		return 0, err
 	}

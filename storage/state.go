@@ -28,14 +28,28 @@ var (
 	keyBundleSeq    = []byte("bundle_sequence")
 )
 
-// openStateDB opens (creating if needed) the bbolt state database at path. Commits are not fsynced: the
-// file is rebuilt from Raft when it cannot be trusted (see guard.go). The applied index stored with each
-// transaction tells a restarted node which Raft entries it must replay.
-func openStateDB(path string) (*bolt.DB, error) {
+// State file mapping sizes (Config.StateMmapSize). bbolt maps the file read-only and remaps it when a
+// write grows the file past the mapping; a remap waits until every read transaction has ended. A Raft
+// snapshot streams the state from one read transaction (fsm.Snapshot, Persist), tens of seconds for a
+// large ledger, and writes during it cannot reuse pages it still reads, so the file grows: with a
+// mapping that ends near the file's size every apply stalled until the snapshot was written
+// (docs/performance.md, "Snapshot of a 10,000,000-record ledger"). The mapping only reserves address
+// space (64-bit), so the default leaves room for a ledger several times that size.
+const (
+	MinStateMmapSize     = 1 << 30
+	DefaultStateMmapSize = 64 << 30
+	MaxStateMmapSize     = 1 << 40
+)
+
+// openStateDB opens (creating if needed) the bbolt state database at path, mapped with mmapSize bytes
+// (at least; bbolt maps more when the file is larger). Commits are not fsynced: the file is rebuilt from
+// Raft when it cannot be trusted (see guard.go). The applied index stored with each transaction tells a
+// restarted node which Raft entries it must replay.
+func openStateDB(path string, mmapSize int64) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         2 * time.Second,
 		FreelistType:    bolt.FreelistMapType,
-		InitialMmapSize: 1 << 30,
+		InitialMmapSize: int(mmapSize),
 		NoSync:          true,
 		NoGrowSync:      true,
 	})

@@ -62,6 +62,11 @@ type Config struct {
 	// An election takes a few seconds at most; a server cut off from the majority never finds one,
 	// and must answer its callers while they still wait.
 	NoLeaderWait time.Duration
+	// StateMmapSize is how much address space state.db is mapped with (default DefaultStateMmapSize;
+	// at least MinStateMmapSize, at most MaxStateMmapSize). A write that grows the file past it has to
+	// remap, which waits for every open read, a snapshot's included: size it above the largest state.db
+	// expected (a 10,000,000-record ledger is about 6 GiB). It reserves address space, not memory.
+	StateMmapSize int64
 }
 
 // DefaultNoLeaderWait is Config.NoLeaderWait's default: several election timeouts, and well within the
@@ -171,6 +176,13 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.NoLeaderWait <= 0 {
 		cfg.NoLeaderWait = DefaultNoLeaderWait
 	}
+	if cfg.StateMmapSize == 0 {
+		cfg.StateMmapSize = DefaultStateMmapSize
+	}
+	if cfg.StateMmapSize < MinStateMmapSize || cfg.StateMmapSize > MaxStateMmapSize {
+		return nil, fmt.Errorf("storage: StateMmapSize %d bytes is out of range: use %d (1 GiB) to %d (1 TiB), or 0 for the default %d (64 GiB)",
+			cfg.StateMmapSize, int64(MinStateMmapSize), int64(MaxStateMmapSize), int64(DefaultStateMmapSize))
+	}
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, openError(cfg.Dir, err)
 	}
@@ -263,7 +275,7 @@ func (s *Store) openState() error {
 	if _, err := os.Stat(aside); err == nil {
 		s.untrusted = aside // this start's, or left by one that failed before the rebuild finished
 	}
-	db, err := openStateDB(path)
+	db, err := openStateDB(path, s.cfg.StateMmapSize)
 	if err != nil {
 		return err
 	}
@@ -613,7 +625,7 @@ func (s *Store) restoreState(r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("storage: restore: %w", err)
 	}
-	db, err := openStateDB(path)
+	db, err := openStateDB(path, s.cfg.StateMmapSize)
 	if err != nil {
 		// path holds the restored file, which a restart opens; until then the old state serves.
 		return fmt.Errorf("storage: restore: %w", err)
@@ -637,7 +649,7 @@ func (s *Store) restoreState(r io.Reader) error {
 
 // readStateFile opens the state database at path, reads its registry and closes it.
 func readStateFile(path string) (registryState, error) {
-	db, err := openStateDB(path)
+	db, err := openStateDB(path, MinStateMmapSize)
 	if err != nil {
 		return registryState{}, err
 	}

@@ -19,7 +19,7 @@ import (
 // openBareState opens a state database with no Store, Raft or registry around it.
 func openBareState(t *testing.T) *bolt.DB {
 	t.Helper()
-	db, err := openStateDB(filepath.Join(t.TempDir(), stateFile))
+	db, err := openStateDB(filepath.Join(t.TempDir(), stateFile), MinStateMmapSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := openStateDB(filepath.Join(dir, stateFile))
+	db, err := openStateDB(filepath.Join(dir, stateFile), MinStateMmapSize)
 	if err != nil {
 		t.Fatal(err)
 	}

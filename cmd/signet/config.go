@@ -62,7 +62,11 @@ type serverFileConfig struct {
 	MinFreeDisk string `yaml:"min_free_disk"`
 	// minFreeDisk is MinFreeDisk in bytes, filled by loadServerConfig.
 	minFreeDisk uint64
-	CA          struct {
+	// StateMmapSize is the address space state.db is mapped with ("64GiB"; storage.Config.StateMmapSize).
+	StateMmapSize string `yaml:"state_mmap_size"`
+	// stateMmapSize is StateMmapSize in bytes, filled by loadServerConfig.
+	stateMmapSize int64
+	CA            struct {
 		TTL time.Duration `yaml:"ttl"`
 		// KeyManager is where the CA's private keys live: disk (default), softkms, pkcs11, awskms,
 		// cloudkms or azurekms (package ca/keymanager); the other keys configure it.
@@ -389,6 +393,8 @@ const (
 	defaultLogLevel     = "info"
 	defaultAgentDataDir = "/var/lib/signet/agent"
 	defaultMinFreeDisk  = "512MiB"
+	// defaultStateMmapSize is storage.DefaultStateMmapSize as written in a config file.
+	defaultStateMmapSize = "64GiB"
 )
 
 // checkIssuanceLimits validates the issuance_limits section and fills its defaults (the server
@@ -516,6 +522,17 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.minFreeDisk < 1<<20 {
 		return c, td, configError(path, "min_free_disk", "%q: at least 1MiB (the default is %s)", c.MinFreeDisk, defaultMinFreeDisk)
 	}
+	if c.StateMmapSize == "" {
+		c.StateMmapSize = defaultStateMmapSize
+	}
+	n, err := parseSize(c.StateMmapSize)
+	if err != nil {
+		return c, td, configError(path, "state_mmap_size", "%q: %v", c.StateMmapSize, err)
+	}
+	if n < storage.MinStateMmapSize || n > storage.MaxStateMmapSize {
+		return c, td, configError(path, "state_mmap_size", "%q: want 1GiB to 1TiB (the default is %s)", c.StateMmapSize, defaultStateMmapSize)
+	}
+	c.stateMmapSize = int64(n)
 	if len(c.Policy.Rules) == 0 {
 		c.Policy.Rules = nil // "rules: []" and no rules are the same
 	}

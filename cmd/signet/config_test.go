@@ -62,10 +62,10 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 15, 23, 28}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 15, 23, 28, 29}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
 			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
-			`unknown key "min_free_disk"`}},
+			`unknown key "min_free_disk"`, `unknown key "state_mmap_size"`}},
 		// Wrong types. yaml names the line, the value and the Go type, not the key (see the report).
 		{file: "server-wrong-type.yaml", kind: "server", lines: []int{3}, want: []string{`key "agent_svid_ttl"`, "`3600`", "is not a duration"}},
 		{file: "server-duration-bad-unit.yaml", kind: "server", lines: []int{4}, want: []string{`key "ca.ttl"`, "`1y`", "is not a duration"}},
@@ -93,6 +93,8 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-ca-kms-uri-with-disk.yaml", kind: "server", key: "ca.kms_uri", want: []string{"only with a ca.key_manager other than disk"}},
 		{file: "server-min-free-disk-no-unit.yaml", kind: "server", key: "min_free_disk", want: []string{`"512"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-min-free-disk-too-small.yaml", kind: "server", key: "min_free_disk", want: []string{`"512KiB"`, "at least 1MiB"}},
+		{file: "server-state-mmap-size-too-small.yaml", kind: "server", key: "state_mmap_size", want: []string{`"512MiB"`, "want 1GiB to 1TiB"}},
+		{file: "server-state-mmap-size-no-unit.yaml", kind: "server", key: "state_mmap_size", want: []string{`"64"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-agent-burst-below-batch.yaml", kind: "server", key: "issuance_limits.agent_burst", want: []string{"999", "between 1000 and"}},
 		{file: "server-entry-rate-negative.yaml", kind: "server", key: "issuance_limits.entry_rate", want: []string{"-1", "SVIDs per second"}},
 		{file: "agent-missing-trust-domain.yaml", kind: "agent", key: "trust_domain", want: []string{"is required"}},
@@ -287,6 +289,7 @@ func TestConfigServerDefaults(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, issuer.DefaultEntryIssueRate)
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, issuer.DefaultEntryIssueBurst)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(issuer.DefaultMinFreeDisk))
+	cfgEq(t, "state_mmap_size", c.stateMmapSize, int64(storage.DefaultStateMmapSize))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 8760*time.Hour)
 	cfgEq(t, "ca.key_manager", c.CA.KeyManager, "disk")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "127.0.0.1:8300")
@@ -324,6 +327,7 @@ func TestConfigServerValuesKept(t *testing.T) {
 	cfgEq(t, "issuance_limits.entry_rate", c.IssuanceLimits.EntryRate, 2.5)
 	cfgEq(t, "issuance_limits.entry_burst", c.IssuanceLimits.EntryBurst, 20)
 	cfgEq(t, "min_free_disk", c.minFreeDisk, uint64(2<<30))
+	cfgEq(t, "state_mmap_size", c.stateMmapSize, int64(128<<30))
 	cfgEq(t, "ca.ttl", c.CA.TTL, 43800*time.Hour)
 	cfgEq(t, "ca keys", c.caKeys(), keymanager.Config{Kind: keymanager.PKCS11,
 		URI:     "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=signet?pin-source=/etc/signet/hsm.pin",

@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -200,8 +199,7 @@ func foreignCert(t *testing.T) []byte {
 // entry pending until a different admin approves it, and refuses approval by the same admin.
 func TestPolicyAndApproval(t *testing.T) {
 	s := newTestServer(t)
-	cfg, _ := os.ReadFile(s.config)
-	writeFile(t, s.config, string(cfg)+`policy:
+	s.appendConfig(t, `policy:
   rules:
     - name: max-ttl
       description: no X.509-SVID lives longer than a day
@@ -391,8 +389,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 // entry and the rule, and succeeds once no entry breaks a rule.
 func TestOffboardReassignChecksPolicy(t *testing.T) {
 	s := newTestServer(t)
-	cfg, _ := os.ReadFile(s.config)
-	writeFile(t, s.config, string(cfg)+`policy:
+	s.appendConfig(t, `policy:
   rules:
     - name: team-path
       description: the path must begin with /team/<owner's team>/

@@ -70,7 +70,9 @@ type serverNodeConfig struct {
 	Policy                        *policy.Config
 	IssuanceLimits                issuer.IssuanceLimits
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
-	MinFreeDisk     uint64
+	MinFreeDisk uint64
+	// StateMmapSize is storage.Config.StateMmapSize (0: the storage default).
+	StateMmapSize   int64
 	DefaultParentID string
 	Logger          *slog.Logger
 }
@@ -121,7 +123,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	scfg := storage.Config{Dir: filepath.Join(cfg.DataDir, "server"), NodeID: cfg.NodeID, StreamLayer: mux.RaftLayer(),
-		Bootstrap: cfg.Bootstrap, Logger: log,
+		Bootstrap: cfg.Bootstrap, Logger: log, StateMmapSize: cfg.StateMmapSize,
 		SnapshotThreshold: cfg.SnapshotThreshold, SnapshotInterval: cfg.SnapshotInterval, TrailingLogs: cfg.TrailingLogs}
 	st, err := storage.Open(scfg)
 	if err != nil {

@@ -179,6 +179,16 @@ raft:
 %s`, td, filepath.Join(s.dir, "data"), s.address, s.adminSocket, raft))
 }
 
+// appendConfig adds lines (top-level keys) to the server's config file.
+func (s *testServer) appendConfig(t testing.TB, lines string) {
+	t.Helper()
+	cfg, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, s.config, string(cfg)+lines)
+}
+
 // start runs the server and waits until it serves and its bundle is written to bundlePath.
 func (s *testServer) start(t testing.TB) *testServer {
 	t.Helper()

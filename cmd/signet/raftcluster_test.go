@@ -24,14 +24,14 @@ import (
 
 // testCluster is n 'signet server' processes on 127.0.0.1 configured to form one cluster.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	servers []*testServer
 	addrs   []string // cluster addresses
 }
 
 // newJoinSecret writes a new cluster join secret file, as docs/configuration.md says to, and returns
 // the raft.join_secret_file line naming it.
-func newJoinSecret(t *testing.T) string {
+func newJoinSecret(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -44,7 +44,7 @@ func newJoinSecret(t *testing.T) string {
 
 // newTestCluster writes the configs of n servers with raft.bootstrap_expect n, each other's cluster
 // addresses in raft.retry_join and one join secret (without starting them).
-func newTestCluster(t *testing.T, n int) *testCluster {
+func newTestCluster(t testing.TB, n int) *testCluster {
 	c := &testCluster{t: t}
 	for range n {
 		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
