@@ -87,7 +87,7 @@ func loadSPIFFEID(i int) string { return fmt.Sprintf("spiffe://example.org/load/
 // load is the running load generator: per agent, one workload fetching new JWT-SVIDs and one fetching
 // its cached X.509-SVID.
 type load struct {
-	t      *testing.T
+	t      testing.TB
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -233,7 +233,7 @@ func (l *load) noRefusals() {
 }
 
 // ledgerJWTs returns, per JWT ID, how many ledger records server s holds of the load's JWT-SVIDs.
-func ledgerJWTs(t *testing.T, s *testServer) map[string]int {
+func ledgerJWTs(t testing.TB, s *testServer) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
 	for i := range 3 {
