@@ -20,9 +20,7 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 0, "a command of the newest version"); err != nil {
-		t.Fatal(err)
-	}
+	writeNewestCommand(t, s, "alice")
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)

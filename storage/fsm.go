@@ -186,6 +186,7 @@ var errUnknownCommand = errors.New("unknown command type")
 func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyChecked bool) (applied, error) {
 	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c) }
 	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c) }
+	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) { return applyAgentAttestNode(tx, index, c) }
 	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
@@ -210,6 +211,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, agentAttestFromWire, attest)
 	case cmdAgentRenew:
 		return viaWire(tx, payload, agentRenewFromWire, renew)
+	case cmdAgentAttestNode:
+		return viaWire(tx, payload, agentAttestNodeFromWire, attestNode)
 	case cmdAgentEvict:
 		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)
 	case cmdAgentBan:

@@ -165,9 +165,7 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if _, err := s.CreateOwner(context.Background(), Owner{Name: "payments"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(context.Background(), nil, PolicyLimits{}, 0, "a command of the newest version"); err != nil {
-		t.Fatal(err)
-	}
+	writeNewestCommand(t, s, "payments")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
