@@ -31,15 +31,28 @@ var known = map[string]struct {
 	"unix": {kind: Workload, keys: map[string]valueCheck{
 		"uid":    uint32Value,
 		"gid":    uint32Value,
-		"user":   nameValue,
-		"group":  nameValue,
+		"user":   NameValue,
+		"group":  NameValue,
 		"path":   absPathValue,
 		"sha256": sha256Value,
 	}},
 	// join_token: a node attested with a join token. owner is the token's owner, id the token's ID.
 	"join_token": {kind: Node, keys: map[string]valueCheck{
-		"owner": nameValue,
+		"owner": NameValue,
 		"id":    tokenIDValue,
+	}},
+	// k8s_psat: a node attested with a Kubernetes projected service account token (attestor/k8spsat,
+	// whose SelectorKeys these are).
+	"k8s_psat": {kind: Node, keys: map[string]valueCheck{
+		"cluster":          NameValue,
+		"agent_ns":         NameValue,
+		"agent_sa":         NameValue,
+		"agent_pod_name":   NameValue,
+		"agent_pod_uid":    NameValue,
+		"agent_node_name":  NameValue,
+		"agent_node_uid":   NameValue,
+		"agent_node_label": LabelValue,
+		"agent_pod_label":  LabelValue,
 	}},
 }
 
@@ -84,7 +97,8 @@ func uint32Value(v string) error {
 	return nil
 }
 
-func nameValue(v string) error {
+// NameValue accepts a user, group or object name: not empty, without ':', '/', NUL or newline.
+func NameValue(v string) error {
 	if v == "" || strings.ContainsAny(v, ":/\x00\n") {
 		return fmt.Errorf("value %q is not a user or group name", v)
 	}
@@ -101,6 +115,16 @@ func absPathValue(v string) error {
 func tokenIDValue(v string) error {
 	if v == "" || len(v) > 64 || strings.Trim(v, "0123456789abcdef") != "" {
 		return fmt.Errorf("value %q is not a join token ID (lowercase hex)", v)
+	}
+	return nil
+}
+
+// LabelValue accepts a Kubernetes label as KEY:VALUE: a key (which may hold '/', as in
+// app.kubernetes.io/name) without ':', and a value (possibly empty), neither with NUL or newline.
+func LabelValue(v string) error {
+	k, _, ok := strings.Cut(v, ":")
+	if !ok || k == "" || strings.ContainsAny(v, "\x00\n") {
+		return fmt.Errorf("value %q is not a label KEY:VALUE", v)
 	}
 	return nil
 }

@@ -1,0 +1,177 @@
+package k8spsat_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/signet-id/signet/attestor/k8spsat"
+	"github.com/signet-id/signet/attestor/k8spsat/payload"
+	"github.com/signet-id/signet/attestor/nodeattest"
+	"github.com/signet-id/signet/internal/k8stest"
+	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("example.org")
+
+var agentPod = k8stest.Pod{Namespace: "signet", ServiceAccount: "signet-agent", Name: "signet-agent-x7k2p",
+	UID: "0c8f3c55-0d3b-4f5e-9d0e-2d7d7f0a1b11", NodeName: "worker-1", NodeUID: "9a4e1f2c-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}
+
+func wire(tb testing.TB, cluster, token string) []byte {
+	tb.Helper()
+	b, err := json.Marshal(payload.Wire{Cluster: cluster, Token: token})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func jwksFile(tb testing.TB, is *k8stest.Issuer) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), "jwks.json")
+	if err := os.WriteFile(p, is.JWKS(), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func has(sels []selector.Selector, s string) bool {
+	return slices.ContainsFunc(sels, func(x selector.Selector) bool { return x.String() == s })
+}
+
+// Offline validation against the issuer's keys (RS256 and ES256), from a file and through OIDC
+// discovery: the agent ID is the node's, and the selectors name cluster, service account, pod and node.
+func TestOfflineAttestation(t *testing.T) {
+	now := time.Now()
+	for _, alg := range []jose.SignatureAlgorithm{jose.RS256, jose.ES256} {
+		is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", alg)
+		disc := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/.well-known/openid-configuration":
+				_, _ = w.Write([]byte(`{"issuer":"` + is.URL + `","jwks_uri":"https://` + r.Host + `/openid/v1/jwks"}`))
+			case "/openid/v1/jwks":
+				_, _ = w.Write(is.JWKS())
+			default:
+				http.NotFound(w, r)
+			}
+		}))
+		t.Cleanup(disc.Close)
+		for name, cc := range map[string]k8spsat.ClusterConfig{
+			"jwks_file": {JWKSFile: jwksFile(t, is)},
+			"discovery": {JWKSURL: disc.URL + "/.well-known/openid-configuration", HTTPClient: disc.Client()},
+		} {
+			t.Run(string(alg)+"/"+name, func(t *testing.T) {
+				cc.Name, cc.Issuer, cc.ServiceAccountAllowList = "prod", is.URL, []string{"signet:signet-agent"}
+				a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{cc}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				att, err := a.Attest(context.Background(), wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour)), now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := "spiffe://example.org/signet/agent/k8s_psat/prod/" + agentPod.NodeUID; att.AgentID.String() != want {
+					t.Fatalf("agent ID %s, want %s", att.AgentID, want)
+				}
+				for _, s := range []string{"k8s_psat:cluster:prod", "k8s_psat:agent_ns:signet", "k8s_psat:agent_sa:signet-agent",
+					"k8s_psat:agent_pod_name:" + agentPod.Name, "k8s_psat:agent_pod_uid:" + agentPod.UID,
+					"k8s_psat:agent_node_name:worker-1", "k8s_psat:agent_node_uid:" + agentPod.NodeUID} {
+					if !has(att.Selectors, s) {
+						t.Errorf("selectors %v lack %s", att.Selectors, s)
+					}
+				}
+				for _, s := range att.Selectors {
+					if err := selector.Validate(s); err != nil {
+						t.Errorf("selector %s: %v", s, err)
+					}
+				}
+				if !att.Reattestable || att.Owner != k8spsat.DefaultOwner || att.ConsumeJoinToken != "" {
+					t.Fatalf("attestation %+v: want reattestable, owner %s, nothing consumed", att, k8spsat.DefaultOwner)
+				}
+			})
+		}
+	}
+}
+
+// Every refusal says why; each wraps ErrRefused (audited), but garbage, which is ErrMalformed.
+func TestOfflineRefusals(t *testing.T) {
+	now := time.Now()
+	prod := k8stest.NewIssuer(t, "https://prod.example", jose.RS256)
+	staging := k8stest.NewIssuer(t, "https://staging.example", jose.ES256)
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{
+		{Name: "prod", Issuer: prod.URL, JWKSFile: jwksFile(t, prod), ServiceAccountAllowList: []string{"signet:signet-agent"}},
+		{Name: "staging", Issuer: staging.URL, JWKSFile: jwksFile(t, staging), ServiceAccountAllowList: []string{"signet:signet-agent"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSA := agentPod
+	otherSA.ServiceAccount = "default"
+	noNode := agentPod
+	noNode.NodeName, noNode.NodeUID = "", ""
+	tests := []struct {
+		name    string
+		payload []byte
+		want    error
+		says    string
+	}{
+		{"another service account", wire(t, "prod", prod.Token(t, otherSA, "signet-server", now, time.Hour)), nodeattest.ErrRefused, "signet:default is not in the cluster's service_account_allow_list"},
+		{"expired", wire(t, "prod", prod.Token(t, agentPod, "signet-server", now, -time.Minute)), nodeattest.ErrRefused, "expired at"},
+		{"wrong audience", wire(t, "prod", prod.Token(t, agentPod, "vault", now, time.Hour)), nodeattest.ErrRefused, `want "signet-server"`},
+		{"another cluster's token", wire(t, "prod", staging.Token(t, agentPod, "signet-server", now, time.Hour)), nodeattest.ErrRefused, "another cluster"},
+		{"unknown cluster", wire(t, "dev", prod.Token(t, agentPod, "signet-server", now, time.Hour)), nodeattest.ErrRefused, `cluster "dev"`},
+		{"no node and no API", wire(t, "prod", prod.Token(t, noNode, "signet-server", now, time.Hour)), nodeattest.ErrRefused, "no node UID"},
+		{"not a JWT", wire(t, "prod", "not-a-jwt"), nodeattest.ErrMalformed, "not a signed JWT"},
+		{"not JSON", []byte("eyJhbGciOi"), nodeattest.ErrMalformed, "want JSON"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			att, err := a.Attest(context.Background(), tc.payload, now)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("Attest: %v; want %v saying %q", err, tc.want, tc.says)
+			}
+			if !att.AgentID.IsZero() {
+				t.Fatalf("refused attestation named agent %s", att.AgentID)
+			}
+		})
+	}
+}
+
+// Bad configuration is refused naming the field.
+func TestConfigErrors(t *testing.T) {
+	is := k8stest.NewIssuer(t, "https://prod.example", jose.RS256)
+	f := jwksFile(t, is)
+	ok := k8spsat.ClusterConfig{Name: "prod", Issuer: is.URL, JWKSFile: f, ServiceAccountAllowList: []string{"signet:signet-agent"}}
+	tests := []struct {
+		name string
+		mod  func(*k8spsat.ClusterConfig)
+		want string
+	}{
+		{"bad name", func(c *k8spsat.ClusterConfig) { c.Name = "Prod/1" }, "name"},
+		{"no allow-list", func(c *k8spsat.ClusterConfig) { c.ServiceAccountAllowList = nil }, "service_account_allow_list"},
+		{"allow-list entry", func(c *k8spsat.ClusterConfig) { c.ServiceAccountAllowList = []string{"signet-agent"} }, "namespace:name"},
+		{"no issuer", func(c *k8spsat.ClusterConfig) { c.Issuer = "" }, "issuer"},
+		{"file and url", func(c *k8spsat.ClusterConfig) { c.JWKSURL = "https://x" }, "not both"},
+		{"no validation", func(c *k8spsat.ClusterConfig) { c.JWKSFile = "" }, "kubeconfig"},
+		{"missing file", func(c *k8spsat.ClusterConfig) { c.JWKSFile = f + ".missing" }, "jwks_file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cc := ok
+			tc.mod(&cc)
+			if _, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{cc}}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v; want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
