@@ -3,6 +3,8 @@ package k8spsat_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +106,36 @@ func TestTokenReviewRefusals(t *testing.T) {
 	api.BearerToken = "rotated"
 	if _, err := a.Attest(context.Background(), wire(t, "prod", tok), now); !errors.Is(err, nodeattest.ErrUnavailable) || !strings.Contains(err.Error(), "TokenReview") {
 		t.Fatalf("API refusing the server's credentials: %v; want ErrUnavailable naming TokenReview", err)
+	}
+}
+
+// A kubeconfig's current context reaches the API server with its CA and token; credentials Signet
+// cannot use (an exec plugin) are refused with the reason.
+func TestLoadKubeconfig(t *testing.T) {
+	now := time.Now()
+	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.RS256)
+	api := k8stest.NewAPIServer(t, is)
+	api.AddPod(agentPod, nil, nil)
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	api.WriteKubeconfig(t, path)
+	cfg, err := k8spsat.LoadKubeconfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{{Name: "prod", API: cfg,
+		ServiceAccountAllowList: []string{"signet:signet-agent"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attest(context.Background(), wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour)), now); err != nil {
+		t.Fatalf("attestation through the kubeconfig's API: %v", err)
+	}
+	execCfg := `{"current-context":"c","contexts":[{"name":"c","context":{"cluster":"k","user":"u"}}],
+"clusters":[{"name":"k","cluster":{"server":"https://127.0.0.1:1"}}],"users":[{"name":"u","user":{"exec":{"command":"aws"}}}]}`
+	if err := os.WriteFile(path, []byte(execCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k8spsat.LoadKubeconfig(path); err == nil || !strings.Contains(err.Error(), "exec") {
+		t.Fatalf("exec credentials: %v; want an error naming exec", err)
 	}
 }

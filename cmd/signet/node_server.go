@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signet-id/signet/attestor/jointoken"
 	"log/slog"
 	"net"
 	"os"
@@ -61,7 +62,9 @@ type serverNodeConfig struct {
 	// MinFreeDisk is the free space under DataDir below which issuance stops (0: the server's default).
 	MinFreeDisk     uint64
 	DefaultParentID string
-	Logger          *slog.Logger
+	// NodeAttestors are node attestors besides join tokens (which are always on).
+	NodeAttestors []agentapi.NodeAttestor
+	Logger        *slog.Logger
 }
 
 // auditCheckpointFile is the node's automatic audit checkpoint, in its data dir's server/.
@@ -122,6 +125,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
+		NodeAttestors:   append([]agentapi.NodeAttestor{&jointoken.Attestor{Store: st, TrustDomain: cfg.TrustDomain}}, cfg.NodeAttestors...),
 		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
 		return nil, err
