@@ -26,7 +26,7 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
 		Long: `Run a node agent: it attests its node to the server (the first time with a join token, or, in
 Kubernetes with node_attestor.k8s_psat, with its pod's projected service account token, again whenever it
-has no usable SVID), keeps its agent SVID in its data dir (0600) and renews it at half life, syncs the
+has no usable SVID or was evicted), keeps its agent SVID in its data dir (0600) and renews it at half life, syncs the
 entries it may issue, and serves the SPIFFE Workload API on a Unix socket.
 
 Trust bootstrap: the agent verifies the server with the bundle in trust_bundle_path ('signet bundle show'
@@ -76,14 +76,18 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	for {
 		err := runAgentOnce(ctx, path, c, td, mode, log, na)
 		// An attestor that may attest again (k8s_psat: a new token each time) does so when the SVID
-		// could not be renewed, instead of leaving the node without an agent.
-		if reattest && errors.Is(err, agent.ErrNoIdentity) && ctx.Err() == nil {
-			log.Warn("the agent SVID could not be renewed; attesting the node again", "attestor", na.Type(), "error", err)
+		// could not be renewed, or the server disowned the agent (evicted it; a banned agent's attestation
+		// is refused, and the agent exits with that), instead of leaving the node without an agent.
+		if reattest && (errors.Is(err, agent.ErrNoIdentity) || errors.Is(err, errDisowned)) && ctx.Err() == nil {
+			log.Warn("the agent has no usable SVID; attesting the node again", "attestor", na.Type(), "error", err)
 			continue
 		}
 		return err
 	}
 }
+
+// errDisowned marks the end of an agent the server refused (evicted or banned: PermissionDenied).
+var errDisowned = errors.New("disowned by the server")
 
 // runAgentOnce attests the node if it has no SVID (with na; nil: none to attest with), then runs the
 // agent until ctx ends or the agent loses its identity.
@@ -157,7 +161,7 @@ func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffe
 	case errors.Is(revoked, agent.ErrNoIdentity):
 		return fmt.Errorf("agent %s: %w (start the agent with --join-token-file FILE; create a token with 'signet token create --owner NAME')", id.ID(), revoked)
 	case revoked != nil:
-		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token", id.ID(), revoked)
+		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token: %w", id.ID(), revoked, errDisowned)
 	}
 	log.Info("shutting down")
 	return nil

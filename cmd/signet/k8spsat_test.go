@@ -17,7 +17,8 @@ import (
 // (TokenReview, pods, nodes) through a kubeconfig; the agent attests with a projected-style token file
 // written by the test, no join token. Its ID is the node's; a node alias by k8s_psat:cluster parents an
 // entry that go-spiffe then fetches; the ledger and 'ledger lookup' of the agent SVID show the
-// attestation type and its selectors. An agent whose service account is not allowed is refused with
+// attestation type and its selectors. Without an SVID, or evicted while running, the agent attests
+// again by itself under the same ID; banned, it is refused and exits. An agent whose service account is not allowed is refused with
 // the reason, and the refusal is in the audit log.
 func TestK8sPSATEndToEnd(t *testing.T) {
 	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.ES256)
@@ -96,6 +97,18 @@ func TestK8sPSATEndToEnd(t *testing.T) {
 	waitForIDs(t, a.socket, "spiffe://example.org/web")
 	if n := len(s.ledgerRecords(t, a.id)); n < 2 {
 		t.Fatalf("%d agent SVID records after re-attestation, want 2", n)
+	}
+
+	// Evicted while running: the agent attests again by itself (a new token in the file), same ID; once
+	// banned, its attestation is refused and it exits saying so.
+	writeFile(t, filepath.Join(tokenDir, pod.Name), is.Token(t, pod, "signet-server", time.Now(), time.Hour))
+	before := len(s.ledgerRecords(t, a.id))
+	s.mustCLI("agent", "evict", a.id)
+	eventually(t, 30*time.Second, "the evicted agent attested again", func() bool { return len(s.ledgerRecords(t, a.id)) > before })
+	waitForIDs(t, a.socket, "spiffe://example.org/web")
+	s.mustCLI("agent", "ban", a.id)
+	if code := a.waitExit(30 * time.Second); code == 0 || !strings.Contains(a.stderr.String(), "banned") {
+		t.Fatalf("banned agent: exit %d\n%s", code, a.stderr.String())
 	}
 
 	// Another service account's token: refused with the reason, audited, no agent.
