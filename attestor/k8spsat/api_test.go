@@ -83,7 +83,8 @@ func TestTokenReviewRefusals(t *testing.T) {
 	}{
 		{"another service account", is.Token(t, otherSA, "signet-server", now, time.Hour), nodeattest.ErrRefused, "signet:default is not in"},
 		{"expired", is.Token(t, agentPod, "signet-server", now, -time.Minute), nodeattest.ErrRefused, "expired"},
-		{"wrong audience", is.Token(t, agentPod, "vault", now, time.Hour), nodeattest.ErrRefused, "TokenReview"},
+		{"wrong audience", is.Token(t, agentPod, "vault", now, time.Hour), nodeattest.ErrRefused, `want "signet-server"`},
+		{"not a JWT", "garbage", nodeattest.ErrMalformed, "not a signed JWT"},
 		{"another cluster's token", other.Token(t, agentPod, "signet-server", now, time.Hour), nodeattest.ErrRefused, "invalid bearer token"},
 		{"deleted pod", is.Token(t, deleted, "signet-server", now, time.Hour), nodeattest.ErrRefused, "no longer exists"},
 		{"replaced pod", is.Token(t, replaced, "signet-server", now, time.Hour), nodeattest.ErrRefused, "deleted pod"},
@@ -137,5 +138,31 @@ func TestLoadKubeconfig(t *testing.T) {
 	}
 	if _, err := k8spsat.LoadKubeconfig(path); err == nil || !strings.Contains(err.Error(), "exec") {
 		t.Fatalf("exec credentials: %v; want an error naming exec", err)
+	}
+}
+
+// The attestations reaching the cluster's API are bounded: past the burst, Unavailable (the agent
+// retries) until the bucket refills, by the attestation's clock.
+func TestAPIRateLimit(t *testing.T) {
+	now := time.Now()
+	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.RS256)
+	api := k8stest.NewAPIServer(t, is)
+	api.AddPod(agentPod, nil, nil)
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{{Name: "prod", API: api.RESTConfig(),
+		ServiceAccountAllowList: []string{"signet:signet-agent"}, APIRate: 1, APIBurst: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour))
+	for i := range 2 {
+		if _, err := a.Attest(context.Background(), p, now); err != nil {
+			t.Fatalf("attestation %d within the burst: %v", i+1, err)
+		}
+	}
+	if _, err := a.Attest(context.Background(), p, now); !errors.Is(err, nodeattest.ErrUnavailable) || !strings.Contains(err.Error(), "attestations per second") {
+		t.Fatalf("attestation past the burst: %v; want ErrUnavailable naming the limit", err)
+	}
+	if _, err := a.Attest(context.Background(), p, now.Add(time.Second)); err != nil {
+		t.Fatalf("attestation a second later: %v", err)
 	}
 }

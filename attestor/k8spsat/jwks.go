@@ -130,6 +130,39 @@ func (ks *keySource) get(ctx context.Context, url string) ([]byte, error) {
 	return b, nil
 }
 
+// precheck refuses, before the API server is asked, a token that cannot be valid whoever signed it:
+// not a JWT, for another audience, or expired (its claims are read unverified: TokenReview verifies).
+func precheck(token, audience string, now time.Time) error {
+	tok, err := jwt.ParseSigned(token, tokenAlgorithms)
+	if err != nil {
+		return fmt.Errorf("%w: token is not a signed JWT (RS256 or ES256): %v", nodeattest.ErrMalformed, err)
+	}
+	var claims jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return fmt.Errorf("%w: token claims: %v", nodeattest.ErrMalformed, err)
+	}
+	return checkTimesAndAudience(claims, jwt.Expected{AnyAudience: jwt.Audience{audience}, Time: now}, audience)
+}
+
+// checkTimesAndAudience checks a token's issuer (if expected), audience, expiry and not-before.
+func checkTimesAndAudience(claims jwt.Claims, want jwt.Expected, audience string) error {
+	err := claims.ValidateWithLeeway(want, leeway)
+	switch {
+	case errors.Is(err, jwt.ErrExpired):
+		return fmt.Errorf("%w: token expired at %s", nodeattest.ErrRefused, claims.Expiry.Time().UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return fmt.Errorf("%w: token audience %q, want %q (the projected volume's audience)", nodeattest.ErrRefused, []string(claims.Audience), audience)
+	case errors.Is(err, jwt.ErrInvalidIssuer):
+		return fmt.Errorf("%w: token issuer %q, want %q", nodeattest.ErrRefused, claims.Issuer, want.Issuer)
+	case err != nil:
+		return fmt.Errorf("%w: token: %v", nodeattest.ErrRefused, err)
+	}
+	if claims.Expiry == nil {
+		return fmt.Errorf("%w: token has no expiry (a legacy service account token? use a projected one)", nodeattest.ErrRefused)
+	}
+	return nil
+}
+
 // psatClaims are the claims of a projected service account token.
 type psatClaims struct {
 	jwt.Claims
@@ -169,19 +202,8 @@ func (c *cluster) validateOffline(ctx context.Context, token string, now time.Ti
 	if !verified {
 		return identity{}, fmt.Errorf("%w: token signature does not verify with the cluster's service-account issuer keys (a token of another cluster?)", nodeattest.ErrRefused)
 	}
-	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: c.cfg.Issuer, AnyAudience: jwt.Audience{c.cfg.Audience}, Time: now}, leeway)
-	switch {
-	case errors.Is(err, jwt.ErrExpired):
-		return identity{}, fmt.Errorf("%w: token expired at %s", nodeattest.ErrRefused, claims.Expiry.Time().UTC().Format(time.RFC3339))
-	case errors.Is(err, jwt.ErrInvalidAudience):
-		return identity{}, fmt.Errorf("%w: token audience %q, want %q (the projected volume's audience)", nodeattest.ErrRefused, []string(claims.Audience), c.cfg.Audience)
-	case errors.Is(err, jwt.ErrInvalidIssuer):
-		return identity{}, fmt.Errorf("%w: token issuer %q, want %q", nodeattest.ErrRefused, claims.Issuer, c.cfg.Issuer)
-	case err != nil:
-		return identity{}, fmt.Errorf("%w: token: %v", nodeattest.ErrRefused, err)
-	}
-	if claims.Expiry == nil {
-		return identity{}, fmt.Errorf("%w: token has no expiry (a legacy service account token? use a projected one)", nodeattest.ErrRefused)
+	if err := checkTimesAndAudience(claims.Claims, jwt.Expected{Issuer: c.cfg.Issuer, AnyAudience: jwt.Audience{c.cfg.Audience}, Time: now}, c.cfg.Audience); err != nil {
+		return identity{}, err
 	}
 	k := claims.K8s
 	if k.Namespace == "" || k.ServiceAccount.Name == "" || k.Pod == nil || k.Pod.Name == "" {

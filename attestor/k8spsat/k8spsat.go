@@ -23,6 +23,7 @@ import (
 
 	"github.com/signet-id/signet/attestor/k8spsat/payload"
 	"github.com/signet-id/signet/attestor/nodeattest"
+	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/client-go/rest"
@@ -48,6 +49,12 @@ const (
 	MaxLabels = 64
 	// MaxJWKSSize bounds a JWKS or discovery document read from a file or URL.
 	MaxJWKSSize = 1 << 20
+	// DefaultAPIRate and DefaultAPIBurst bound the attestations per second (and at once) that reach a
+	// cluster's Kubernetes API (a TokenReview, a pod and a node read each): anyone can send a token, and
+	// the API server is not to be flooded through Signet. Over the limit an attestation is Unavailable
+	// (the agent retries).
+	DefaultAPIRate  = 20
+	DefaultAPIBurst = 100
 )
 
 // clusterNameRE: a cluster name is a path segment of agent IDs and a selector value.
@@ -77,6 +84,9 @@ type ClusterConfig struct {
 	JWKSRefresh time.Duration
 	// HTTPClient fetches JWKSURL (default: a client with DefaultAPITimeout).
 	HTTPClient *http.Client
+	// APIRate and APIBurst bound the attestations reaching API (default DefaultAPIRate, DefaultAPIBurst).
+	APIRate  float64
+	APIBurst int
 }
 
 // Config configures the attestor.
@@ -91,6 +101,8 @@ type cluster struct {
 	allowed map[string]bool // "ns:name"
 	keys    *keySource      // offline validation, or nil
 	api     *apiClient      // TokenReview, pods, nodes, or nil
+	// apiLimit bounds the attestations reaching api (one bucket).
+	apiLimit *ratelimit.Buckets[struct{}]
 }
 
 // Attestor is the server side of k8s_psat attestation.
@@ -157,6 +169,12 @@ func newCluster(cc ClusterConfig) (*cluster, error) {
 	if cc.HTTPClient == nil {
 		cc.HTTPClient = &http.Client{Timeout: DefaultAPITimeout}
 	}
+	if cc.APIRate <= 0 {
+		cc.APIRate = DefaultAPIRate
+	}
+	if cc.APIBurst <= 0 {
+		cc.APIBurst = DefaultAPIBurst
+	}
 	if offline {
 		ks, err := newKeySource(cc)
 		if err != nil {
@@ -170,6 +188,7 @@ func newCluster(cc ClusterConfig) (*cluster, error) {
 			return nil, fmt.Errorf("kubernetes API: %w", err)
 		}
 		c.api = api
+		c.apiLimit = ratelimit.NewBuckets[struct{}](cc.APIRate, cc.APIBurst, 1)
 	}
 	c.cfg = cc
 	return c, nil
@@ -204,8 +223,10 @@ func (a *Attestor) Attest(ctx context.Context, p []byte, now time.Time) (nodeatt
 	var err error
 	if c.keys != nil {
 		id, err = c.validateOffline(ctx, w.Token, now)
-	} else {
-		id, err = c.api.review(ctx, w.Token, c.cfg.Audience)
+	} else if err = precheck(w.Token, c.cfg.Audience, now); err == nil {
+		if err = c.takeAPI(now); err == nil {
+			id, err = c.api.review(ctx, w.Token, c.cfg.Audience)
+		}
 	}
 	if err != nil {
 		return out, fmt.Errorf("k8s_psat: cluster %q: %w", w.Cluster, err)
@@ -217,6 +238,11 @@ func (a *Attestor) Attest(ctx context.Context, p []byte, now time.Time) (nodeatt
 	}
 	var podLabels, nodeLabels map[string]string
 	if c.api != nil {
+		if c.keys != nil {
+			if err := c.takeAPI(now); err != nil {
+				return out, fmt.Errorf("k8s_psat: cluster %q: %w", w.Cluster, err)
+			}
+		}
 		if podLabels, nodeLabels, err = c.api.confirmPod(ctx, &id); err != nil {
 			return out, fmt.Errorf("k8s_psat: cluster %q: %w", w.Cluster, err)
 		}
@@ -234,6 +260,15 @@ func (a *Attestor) Attest(ctx context.Context, p []byte, now time.Time) (nodeatt
 	out.Reattestable = true
 	out.Reason = fmt.Sprintf("k8s_psat cluster %s: service account %s, pod %s (%s) on node %s (%s)", w.Cluster, sa, id.podName, id.podUID, id.nodeName, id.nodeUID)
 	return out, nil
+}
+
+// takeAPI takes one attestation from the cluster's API budget.
+func (c *cluster) takeAPI(now time.Time) error {
+	if r := c.apiLimit.Take(struct{}{}, 1, now); !r.OK {
+		return fmt.Errorf("%w: more than %g attestations per second reach the cluster's API (burst %d); retry in %s", nodeattest.ErrUnavailable,
+			c.cfg.APIRate, c.cfg.APIBurst, r.Wait)
+	}
+	return nil
 }
 
 // selectors builds the node's selectors; a value that is not a valid selector (a label too long) is
