@@ -104,7 +104,7 @@ func TestTokenReviewRefusals(t *testing.T) {
 		t.Fatalf("token of a deleted pod: %v", err)
 	}
 	// The server's own credentials refused: not the token's fault, the agent retries.
-	api.BearerToken = "rotated"
+	api.SetBearerToken("rotated")
 	if _, err := a.Attest(context.Background(), wire(t, "prod", tok), now); !errors.Is(err, nodeattest.ErrUnavailable) || !strings.Contains(err.Error(), "TokenReview") {
 		t.Fatalf("API refusing the server's credentials: %v; want ErrUnavailable naming TokenReview", err)
 	}

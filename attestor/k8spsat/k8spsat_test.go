@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,5 +174,64 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("New: %v; want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// The selectors an attestation produces are of the keys the attestor declares (SelectorKeys, for a
+// selector registry), each passing its key's check, and are node selectors.
+func TestSelectorKeysCoverProducedSelectors(t *testing.T) {
+	now := time.Now()
+	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.RS256)
+	api := k8stest.NewAPIServer(t, is)
+	api.AddPod(agentPod, map[string]string{"app.kubernetes.io/name": "signet-agent"}, map[string]string{"kubernetes.io/os": "linux"})
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{{Name: "prod", API: api.RESTConfig(),
+		ServiceAccountAllowList: []string{"signet:signet-agent"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := a.Attest(context.Background(), wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := k8spsat.SelectorKeys()
+	seen := map[string]bool{}
+	for _, s := range att.Selectors {
+		key, value, _ := strings.Cut(s.Value, ":")
+		check, ok := keys[key]
+		if s.Type != k8spsat.Type || !ok || check(value) != nil || selector.KindOf(s.Type) != selector.Node {
+			t.Errorf("selector %s: type %s, key declared %v, kind %d", s, s.Type, ok, selector.KindOf(s.Type))
+		}
+		seen[key] = true
+	}
+	if len(seen) != len(keys) {
+		t.Errorf("produced keys %v, declared %d", seen, len(keys))
+	}
+}
+
+// Keys fetched from a URL follow the issuer's key rotation: a token signed by a key the server has not
+// seen makes it fetch the keys again (at most every tenth of the refresh interval).
+func TestJWKSURLFollowsKeyRotation(t *testing.T) {
+	now := time.Now()
+	old := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.ES256)
+	rotated := k8stest.NewIssuer(t, old.URL, jose.ES256)
+	var current atomic.Pointer[k8stest.Issuer]
+	current.Store(old)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(current.Load().JWKS()) }))
+	t.Cleanup(srv.Close)
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{{Name: "prod", Issuer: old.URL,
+		JWKSURL: srv.URL + "/openid/v1/jwks", HTTPClient: srv.Client(), JWKSRefresh: time.Hour, ServiceAccountAllowList: []string{"signet:signet-agent"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Attest(context.Background(), wire(t, "prod", old.Token(t, agentPod, "signet-server", now, time.Hour)), now); err != nil {
+		t.Fatal(err)
+	}
+	current.Store(rotated)
+	tok := rotated.Token(t, agentPod, "signet-server", now, time.Hour)
+	if _, err := a.Attest(context.Background(), wire(t, "prod", tok), now.Add(time.Minute)); !errors.Is(err, nodeattest.ErrRefused) {
+		t.Fatalf("new key within a tenth of the refresh: %v; want refused (keys not fetched again yet)", err)
+	}
+	if _, err := a.Attest(context.Background(), wire(t, "prod", tok), now.Add(7*time.Minute)); err != nil {
+		t.Fatalf("new key after a tenth of the refresh: %v", err)
 	}
 }

@@ -132,20 +132,21 @@ func (is *Issuer) verify(token string, audiences []string, now time.Time) (Pod, 
 }
 
 // APIServer is a local HTTPS Kubernetes API server: TokenReview (checking tokens with its Issuer),
-// and pods and nodes to get. Every request must carry the bearer token BearerToken.
+// and pods and nodes to get. Every request must carry the server's bearer token (RESTConfig,
+// WriteKubeconfig; SetBearerToken changes the one accepted).
 type APIServer struct {
-	Issuer      *Issuer
-	BearerToken string
-	srv         *httptest.Server
+	Issuer *Issuer
+	srv    *httptest.Server
 
-	mu    sync.Mutex
-	pods  map[string]*corev1.Pod // "ns/name"
-	nodes map[string]*corev1.Node
+	mu          sync.Mutex
+	bearerToken string
+	pods        map[string]*corev1.Pod // "ns/name"
+	nodes       map[string]*corev1.Node
 }
 
 // NewAPIServer starts an API server for issuer's cluster; it stops when the test ends.
 func NewAPIServer(tb testing.TB, issuer *Issuer) *APIServer {
-	a := &APIServer{Issuer: issuer, BearerToken: "signet-server-credentials", pods: map[string]*corev1.Pod{}, nodes: map[string]*corev1.Node{}}
+	a := &APIServer{Issuer: issuer, bearerToken: "signet-server-credentials", pods: map[string]*corev1.Pod{}, nodes: map[string]*corev1.Node{}}
 	a.srv = httptest.NewTLSServer(http.HandlerFunc(a.serve))
 	tb.Cleanup(a.srv.Close)
 	return a
@@ -164,6 +165,19 @@ func (a *APIServer) AddPod(p Pod, podLabels, nodeLabels map[string]string) {
 	}
 }
 
+// SetBearerToken changes the bearer token the server accepts (clients holding the old one are refused).
+func (a *APIServer) SetBearerToken(tok string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bearerToken = tok
+}
+
+func (a *APIServer) token() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.bearerToken
+}
+
 // DeletePod deletes a pod.
 func (a *APIServer) DeletePod(namespace, name string) {
 	a.mu.Lock()
@@ -174,7 +188,7 @@ func (a *APIServer) DeletePod(namespace, name string) {
 // RESTConfig is a client configuration for this server.
 func (a *APIServer) RESTConfig() *rest.Config {
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw})
-	return &rest.Config{Host: a.srv.URL, BearerToken: a.BearerToken, TLSClientConfig: rest.TLSClientConfig{CAData: ca}}
+	return &rest.Config{Host: a.srv.URL, BearerToken: a.token(), TLSClientConfig: rest.TLSClientConfig{CAData: ca}}
 }
 
 // WriteKubeconfig writes a kubeconfig for this server to path (0600).
@@ -183,7 +197,7 @@ func (a *APIServer) WriteKubeconfig(tb testing.TB, path string) {
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw})
 	cfg := map[string]any{"apiVersion": "v1", "kind": "Config", "current-context": "test",
 		"clusters": []any{map[string]any{"name": "test", "cluster": map[string]any{"server": a.srv.URL, "certificate-authority-data": ca}}},
-		"users":    []any{map[string]any{"name": "signet", "user": map[string]any{"token": a.BearerToken}}},
+		"users":    []any{map[string]any{"name": "signet", "user": map[string]any{"token": a.token()}}},
 		"contexts": []any{map[string]any{"name": "test", "context": map[string]any{"cluster": "test", "user": "signet"}}}}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -192,7 +206,7 @@ func (a *APIServer) WriteKubeconfig(tb testing.TB, path string) {
 }
 
 func (a *APIServer) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+a.BearerToken {
+	if r.Header.Get("Authorization") != "Bearer "+a.token() {
 		writeStatus(w, http.StatusUnauthorized, "Unauthorized", "")
 		return
 	}
