@@ -33,6 +33,9 @@ type keySource struct {
 	mu        sync.Mutex
 	keys      *jose.JSONWebKeySet
 	fetchedAt time.Time
+	// triedAt is the last fetch, successful or not: fetches are at least refresh/10 apart, so tokens
+	// sent while the URL is down do not each wait for it.
+	triedAt time.Time
 }
 
 func newKeySource(cc ClusterConfig) (*keySource, error) {
@@ -73,15 +76,18 @@ func (ks *keySource) key(ctx context.Context, kid string, now time.Time) ([]jose
 	defer ks.mu.Unlock()
 	if ks.url != "" {
 		stale := ks.keys == nil || now.Sub(ks.fetchedAt) >= ks.refresh
-		unknown := ks.keys != nil && kid != "" && len(ks.keys.Key(kid)) == 0 && now.Sub(ks.fetchedAt) >= ks.refresh/10
-		if stale || unknown {
+		unknown := ks.keys != nil && kid != "" && len(ks.keys.Key(kid)) == 0
+		if (stale || unknown) && (ks.triedAt.IsZero() || now.Sub(ks.triedAt) >= ks.refresh/10) {
+			ks.triedAt = now
 			set, err := ks.fetch(ctx)
-			if err != nil && ks.keys == nil {
-				return nil, fmt.Errorf("%w: service-account issuer keys from %s: %v", nodeattest.ErrUnavailable, ks.url, err)
-			}
 			if err == nil {
 				ks.keys, ks.fetchedAt = set, now
+			} else if ks.keys == nil {
+				return nil, fmt.Errorf("%w: service-account issuer keys from %s: %v", nodeattest.ErrUnavailable, ks.url, err)
 			}
+		}
+		if ks.keys == nil {
+			return nil, fmt.Errorf("%w: service-account issuer keys from %s: not fetched yet (the last attempt failed); retry", nodeattest.ErrUnavailable, ks.url)
 		}
 	}
 	if kid == "" {

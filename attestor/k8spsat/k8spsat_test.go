@@ -235,3 +235,39 @@ func TestJWKSURLFollowsKeyRotation(t *testing.T) {
 		t.Fatalf("new key after a tenth of the refresh: %v", err)
 	}
 }
+
+// A JWKS URL that does not answer makes attestations Unavailable (the agent retries), and is not asked
+// again for every token: at most once per tenth of the refresh interval.
+func TestJWKSURLDown(t *testing.T) {
+	now := time.Now()
+	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.RS256)
+	var up atomic.Bool
+	var hits atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write(is.JWKS())
+	}))
+	t.Cleanup(srv.Close)
+	a, err := k8spsat.New(k8spsat.Config{TrustDomain: td, Clusters: []k8spsat.ClusterConfig{{Name: "prod", Issuer: is.URL,
+		JWKSURL: srv.URL, HTTPClient: srv.Client(), JWKSRefresh: 10 * time.Minute, ServiceAccountAllowList: []string{"signet:signet-agent"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour))
+	for range 3 {
+		if _, err := a.Attest(context.Background(), p, now); !errors.Is(err, nodeattest.ErrUnavailable) || !strings.Contains(err.Error(), srv.URL) {
+			t.Fatalf("JWKS URL down: %v; want ErrUnavailable naming the URL", err)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("the JWKS URL was asked %d times for 3 tokens at once, want 1", n)
+	}
+	up.Store(true)
+	if _, err := a.Attest(context.Background(), p, now.Add(time.Minute)); err != nil {
+		t.Fatalf("JWKS URL back: %v", err)
+	}
+}
