@@ -303,6 +303,36 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 	}
 }
 
+// A node attestation that consumes nothing (agent-attest-node, version 4) is proposed only once every
+// server understands it; join-token attestation (agent-attest, version 2) goes on meanwhile.
+func TestAgentAttestNodeWaitsForVersion4(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	addr := startOldNode(t, "old-node")
+	if err := s.raft.AddVoter("old-node", addr, 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: commandVersionPolicy}.wire()); err != nil {
+		t.Fatal(err)
+	}
+	a := Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Owner: "signet", Serial: "01"}
+	_, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "01", ExpiresAt: t2})
+	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), "needs version 4") {
+		t.Fatalf("AttestAgentNode with a server of version 3: %v; want ErrUpgradeInProgress, needs version 4", err)
+	}
+	// The join-token command passes the gate (and is refused by the state: no such token).
+	if _, err := s.AttestAgent(ctx, "t1", Agent{ID: "spiffe://example.org/agent/n1"}, t1, Issuance{ID: "02", ExpiresAt: t2}); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("AttestAgent with a server of version 3: %v; want the state's ErrTokenNotFound", err)
+	}
+	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: CommandVersion}.wire()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "03", ExpiresAt: t2}); err != nil {
+		t.Fatalf("AttestAgentNode once every server understands it: %v", err)
+	}
+}
+
 // Every JSON-era type is still decoded and applied (a refusal by the empty state is fine: it was
 // dispatched and decoded), and marks the state with version 1 only.
 func TestEveryLegacyTypeIsStillApplied(t *testing.T) {
