@@ -8,10 +8,12 @@ import (
 
 	"github.com/signet-id/signet/attestor/nodeattest"
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
-	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 )
 
@@ -24,23 +26,40 @@ const (
 )
 
 // apiClient is a cluster's Kubernetes API: TokenReview, pods and nodes, with the server's credentials.
+// It is two client-go REST clients over a scheme of the two API groups used: the typed clientsets
+// would link client-go's scheme of every built-in group (docs/performance.md).
 type apiClient struct {
-	authn authnclient.AuthenticationV1Interface
-	core  coreclient.CoreV1Interface
+	authn, core rest.Interface
 }
 
 func newAPIClient(cfg *rest.Config) (*apiClient, error) {
-	cfg = rest.CopyConfig(cfg)
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultAPITimeout
+	scheme := runtime.NewScheme()
+	if err := authnv1.AddToScheme(scheme); err != nil {
+		return nil, err
 	}
-	// JSON, which every API server speaks (and the test API server, with the k8s.io/api types).
-	cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
-	authn, err := authnclient.NewForConfig(cfg)
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+	codecs := serializer.NewCodecFactory(scheme).WithoutConversion()
+	client := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+		c := rest.CopyConfig(cfg)
+		if c.Timeout == 0 {
+			c.Timeout = DefaultAPITimeout
+		}
+		// JSON, which every API server speaks (and the test API server, with the k8s.io/api types).
+		c.ContentType, c.AcceptContentTypes = "application/json", "application/json"
+		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs
+		if c.UserAgent == "" {
+			c.UserAgent = "signet-server"
+		}
+		return rest.RESTClientFor(c)
+	}
+	authn, err := client(authnv1.SchemeGroupVersion, "/apis")
 	if err != nil {
 		return nil, err
 	}
-	core, err := coreclient.NewForConfig(cfg)
+	core, err := client(corev1.SchemeGroupVersion, "/api")
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +75,9 @@ func unavailable(what string, err error) error {
 // review asks the cluster's TokenReview API whether the token is valid for audience, and reads the
 // service account and the pod (and node) it is bound to.
 func (a *apiClient) review(ctx context.Context, token, audience string) (identity, error) {
-	tr, err := a.authn.TokenReviews().Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{audience}}},
-		metav1.CreateOptions{})
+	tr := &authnv1.TokenReview{}
+	err := a.authn.Post().Resource("tokenreviews").Body(&authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{audience}}}).
+		Do(ctx).Into(tr)
 	if err != nil {
 		return identity{}, unavailable("TokenReview (does the server's service account may create tokenreviews?)", err)
 	}
@@ -95,7 +115,8 @@ func (a *apiClient) review(ctx context.Context, token, audience string) (identit
 // the token's service account, on the token's node (when it names one), and the node must exist. It
 // completes id with the node and returns the pod's and node's labels.
 func (a *apiClient) confirmPod(ctx context.Context, id *identity) (podLabels, nodeLabels map[string]string, err error) {
-	pod, err := a.core.Pods(id.namespace).Get(ctx, id.podName, metav1.GetOptions{})
+	pod := &corev1.Pod{}
+	err = a.core.Get().Namespace(id.namespace).Resource("pods").Name(id.podName).Do(ctx).Into(pod)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil, fmt.Errorf("%w: pod %s/%s no longer exists (the token outlived its pod)", nodeattest.ErrRefused, id.namespace, id.podName)
@@ -112,7 +133,8 @@ func (a *apiClient) confirmPod(ctx context.Context, id *identity) (podLabels, no
 		return nil, nil, fmt.Errorf("%w: pod %s/%s runs on node %q, the token names node %q", nodeattest.ErrRefused, id.namespace, id.podName, pod.Spec.NodeName, id.nodeName)
 	}
 	id.podUID, id.nodeName = string(pod.UID), pod.Spec.NodeName
-	node, err := a.core.Nodes().Get(ctx, id.nodeName, metav1.GetOptions{})
+	node := &corev1.Node{}
+	err = a.core.Get().Resource("nodes").Name(id.nodeName).Do(ctx).Into(node)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil, fmt.Errorf("%w: node %s of pod %s/%s no longer exists", nodeattest.ErrRefused, id.nodeName, id.namespace, id.podName)
