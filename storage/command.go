@@ -48,28 +48,30 @@ const (
 // Protobuf commands: one wire message of proto/raftv1 each, decoded strictly. Types 20–39 are this
 // series; cmdLedgerAppend has been protobuf wire format from the start.
 const (
-	cmdLedgerAppend    commandType = 4                    // raftv1.LedgerBatch
-	cmdOwnerCreate     commandType = 20                   // raftv1.OwnerCreate
-	cmdEntryCreate     commandType = 21                   // raftv1.EntryCreate
-	cmdEntryBatch      commandType = 22                   // raftv1.EntryBatchCreate
-	cmdEntryDelete     commandType = 23                   // raftv1.EntryDelete
-	cmdAuthorityPut    commandType = 24                   // raftv1.AuthorityPut
-	cmdTokenCreate     commandType = 25                   // raftv1.TokenCreate
-	cmdAgentAttest     commandType = 26                   // raftv1.AgentAttest
-	cmdAgentRenew      commandType = 27                   // raftv1.AgentRenew
-	cmdAgentEvict      commandType = 28                   // raftv1.AgentEvict
-	cmdAgentBan        commandType = 29                   // raftv1.AgentBan
-	cmdEntryUpdate     commandType = 30                   // raftv1.EntryUpdate
-	cmdEntryState      commandType = 31                   // raftv1.EntryState
-	cmdOwnerOffboard   commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
-	cmdAuditAppend     commandType = 33                   // raftv1.AuditAppend
-	cmdLedgerPrune     commandType = 34                   // raftv1.LedgerPrune (bounded by records)
-	cmdReviewSign      commandType = 35                   // raftv1.ReviewSign
-	cmdNodeVersion     commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
-	cmdDeliveryRecord  commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
-	cmdPolicySet       commandType = 38                   // raftv1.PolicySet (policy.go)
-	cmdPolicyChecked   commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
-	cmdAgentAttestNode commandType = 40                   // raftv1.AgentAttestNode: an attestation that consumes nothing (agents.go)
+	cmdLedgerAppend   commandType = 4                    // raftv1.LedgerBatch
+	cmdOwnerCreate    commandType = 20                   // raftv1.OwnerCreate
+	cmdEntryCreate    commandType = 21                   // raftv1.EntryCreate
+	cmdEntryBatch     commandType = 22                   // raftv1.EntryBatchCreate
+	cmdEntryDelete    commandType = 23                   // raftv1.EntryDelete
+	cmdAuthorityPut   commandType = 24                   // raftv1.AuthorityPut
+	cmdTokenCreate    commandType = 25                   // raftv1.TokenCreate
+	cmdAgentAttest    commandType = 26                   // raftv1.AgentAttest
+	cmdAgentRenew     commandType = 27                   // raftv1.AgentRenew
+	cmdAgentEvict     commandType = 28                   // raftv1.AgentEvict
+	cmdAgentBan       commandType = 29                   // raftv1.AgentBan
+	cmdEntryUpdate    commandType = 30                   // raftv1.EntryUpdate
+	cmdEntryState     commandType = 31                   // raftv1.EntryState
+	cmdOwnerOffboard  commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
+	cmdAuditAppend    commandType = 33                   // raftv1.AuditAppend
+	cmdLedgerPrune    commandType = 34                   // raftv1.LedgerPrune (bounded by records)
+	cmdReviewSign     commandType = 35                   // raftv1.ReviewSign
+	cmdNodeVersion    commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
+	cmdDeliveryRecord commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
+	cmdPolicySet      commandType = 38                   // raftv1.PolicySet (policy.go)
+	cmdPolicyChecked  commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
+	// cmdAgentAttestNode: an attestation that consumes nothing (agents.go). 43, not 40: types 40-42 and
+	// command version 4 are signed_by's on another branch (ledger records naming their CA key).
+	cmdAgentAttestNode commandType = 43 // raftv1.AgentAttestNode
 )
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
@@ -82,8 +84,9 @@ const (
 	commandVersionWire uint32 = 2
 	// commandVersionPolicy: the replicated entry policy, types 38 and 39.
 	commandVersionPolicy uint32 = 3
-	// commandVersionNodeAttest: node attestors that consume nothing (k8s_psat), type 40.
-	commandVersionNodeAttest uint32 = 4
+	// commandVersionNodeAttest: node attestors that consume nothing (k8s_psat), type 43. (Version 4 is
+	// signed_by's, types 40-42, on another branch; this one comes after it.)
+	commandVersionNodeAttest uint32 = 5
 	// CommandVersion is the newest command version this build understands and proposes.
 	CommandVersion = commandVersionNodeAttest
 )

@@ -303,9 +303,9 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 	}
 }
 
-// A node attestation that consumes nothing (agent-attest-node, version 4) is proposed only once every
+// A node attestation that consumes nothing (agent-attest-node, version 5) is proposed only once every
 // server understands it; join-token attestation (agent-attest, version 2) goes on meanwhile.
-func TestAgentAttestNodeWaitsForVersion4(t *testing.T) {
+func TestAgentAttestNodeWaitsForItsVersion(t *testing.T) {
 	ctx := context.Background()
 	s := openTestStore(t, t.TempDir())
 	defer s.Close()
@@ -318,8 +318,8 @@ func TestAgentAttestNodeWaitsForVersion4(t *testing.T) {
 	}
 	a := Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Owner: "signet", Serial: "01"}
 	_, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "01", ExpiresAt: t2})
-	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), "needs version 4") {
-		t.Fatalf("AttestAgentNode with a server of version 3: %v; want ErrUpgradeInProgress, needs version 4", err)
+	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), fmt.Sprintf("needs version %d", commandVersionNodeAttest)) {
+		t.Fatalf("AttestAgentNode with a server of version 3: %v; want ErrUpgradeInProgress, needs version %d", err, commandVersionNodeAttest)
 	}
 	// The join-token command passes the gate (and is refused by the state: no such token).
 	if _, err := s.AttestAgent(ctx, "t1", Agent{ID: "spiffe://example.org/agent/n1"}, t1, Issuance{ID: "02", ExpiresAt: t2}); !errors.Is(err, ErrTokenNotFound) {
