@@ -3,6 +3,7 @@ package k8spsat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/signet-id/signet/attestor/k8spsat"
 	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/internal/k8stest"
+	"github.com/signet-id/signet/selector"
 )
 
 func apiAttestor(t *testing.T, api *k8stest.APIServer) *k8spsat.Attestor {
@@ -164,5 +166,34 @@ func TestAPIRateLimit(t *testing.T) {
 	}
 	if _, err := a.Attest(context.Background(), p, now.Add(time.Second)); err != nil {
 		t.Fatalf("attestation a second later: %v", err)
+	}
+}
+
+// Labels are bounded: at most MaxLabels of a pod (the first by key), and a label too long for a
+// selector is left out (and does not count).
+func TestLabelSelectorsBounded(t *testing.T) {
+	now := time.Now()
+	is := k8stest.NewIssuer(t, "https://kubernetes.default.svc.cluster.local", jose.RS256)
+	api := k8stest.NewAPIServer(t, is)
+	labels := map[string]string{"a-long": strings.Repeat("v", selector.MaxLength)}
+	for i := range k8spsat.MaxLabels + 10 {
+		labels[fmt.Sprintf("l%03d", i)] = "x"
+	}
+	api.AddPod(agentPod, labels, nil)
+	att, err := apiAttestor(t, api).Attest(context.Background(), wire(t, "prod", is.Token(t, agentPod, "signet-server", now, time.Hour)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range att.Selectors {
+		if strings.HasPrefix(s.Value, "agent_pod_label:") {
+			n++
+			if strings.HasPrefix(s.Value, "agent_pod_label:a-long") || s.Value == fmt.Sprintf("agent_pod_label:l%03d:x", k8spsat.MaxLabels) {
+				t.Errorf("selector %s is past the bound", s)
+			}
+		}
+	}
+	if n != k8spsat.MaxLabels {
+		t.Fatalf("%d pod label selectors, want %d", n, k8spsat.MaxLabels)
 	}
 }

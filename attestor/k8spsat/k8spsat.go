@@ -271,15 +271,18 @@ func (c *cluster) takeAPI(now time.Time) error {
 	return nil
 }
 
-// selectors builds the node's selectors; a value that is not a valid selector (a label too long) is
-// left out, as are labels beyond MaxLabels.
+// selectors builds the node's selectors; a value its key's check refuses, or a selector longer than
+// selector.MaxLength (a long label), is left out, as are labels beyond MaxLabels.
 func selectors(clusterName string, id identity, podLabels, nodeLabels map[string]string) []selector.Selector {
 	var out []selector.Selector
-	add := func(key, value string) {
+	keys := SelectorKeys()
+	add := func(key, value string) bool {
 		s := selector.Selector{Type: Type, Value: key + ":" + value}
-		if value != "" && selector.Validate(s) == nil {
-			out = append(out, s)
+		if value == "" || len(s.String()) > selector.MaxLength || keys[key](value) != nil {
+			return false
 		}
+		out = append(out, s)
+		return true
 	}
 	add("cluster", clusterName)
 	add("agent_ns", id.namespace)
@@ -289,11 +292,14 @@ func selectors(clusterName string, id identity, podLabels, nodeLabels map[string
 	add("agent_node_name", id.nodeName)
 	add("agent_node_uid", id.nodeUID)
 	for key, labels := range map[string]map[string]string{"agent_pod_label": podLabels, "agent_node_label": nodeLabels} {
-		for i, k := range slices.Sorted(maps.Keys(labels)) {
-			if i == MaxLabels {
+		n := 0
+		for _, k := range slices.Sorted(maps.Keys(labels)) {
+			if n == MaxLabels {
 				break
 			}
-			add(key, k+":"+labels[k])
+			if add(key, k+":"+labels[k]) {
+				n++
+			}
 		}
 	}
 	return selector.Normalize(out)
