@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/x509"
 	"fmt"
+	"github.com/signet-id/signet/attestor/jointoken"
 	"log/slog"
 	"net"
 	"net/url"
@@ -136,7 +137,7 @@ func newEnvConfig(tb testing.TB, cfgMod func(*Config), mod func(*Server)) *env {
 // tokens (as cmd/signet builds it, without the attestors server tests do not use). A registry of
 // these fixed types cannot fail to build.
 func testSelectors() *selector.Registry {
-	reg, err := selector.NewRegistry(unix.SelectorType(), agentapi.JoinTokenSelectorType())
+	reg, err := selector.NewRegistry(unix.SelectorType(), jointoken.SelectorType())
 	if err != nil {
 		panic(err)
 	}

@@ -20,13 +20,7 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 0, "a command of version 3"); err != nil {
-		t.Fatal(err)
-	}
-	// A command of the newest version: a ledger record carrying its signer.
-	if err := s.AppendLedger(ctx, []Issuance{{ID: "01", Kind: KindX509SVID, ExpiresAt: t2, SignedBy: "aa01"}}); err != nil {
-		t.Fatal(err)
-	}
+	writeNewestCommand(t, s, "alice")
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)

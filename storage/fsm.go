@@ -184,9 +184,11 @@ var errUnknownCommand = errors.New("unknown command type")
 // set for the command a policy-checked command wraps, whose policy revision has been checked; a command
 // the policy governs that came without one counts as decided under no policy (policy.go).
 func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyChecked bool) (applied, error) {
-	signed := t != unsignedType(t) // records may carry signed_by
+	// Records may carry signed_by in the types of command version 4 and later.
+	signed := t != unsignedType(t) || t == cmdAgentAttestNode
 	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c, signed) }
 	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c, signed) }
+	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) { return applyAgentAttestNode(tx, index, c) }
 	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
@@ -211,6 +213,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, agentAttestFromWire, attest)
 	case cmdAgentRenew, cmdAgentRenewSigned:
 		return viaWire(tx, payload, agentRenewFromWire, renew)
+	case cmdAgentAttestNode:
+		return viaWire(tx, payload, agentAttestNodeFromWire, attestNode)
 	case cmdAgentEvict:
 		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)
 	case cmdAgentBan:

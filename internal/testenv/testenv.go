@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"context"
+	"github.com/signet-id/signet/attestor/jointoken"
 	"io"
 	"log/slog"
 	"net"
@@ -150,7 +151,7 @@ func (e *Env) Entries(tb testing.TB, parentID, owner, prefix string, n int, sels
 // Selectors is the selector registry of a server built with the unix workload attestor and join
 // tokens. A registry of these fixed types cannot fail to build.
 func Selectors() *selector.Registry {
-	reg, err := selector.NewRegistry(unix.SelectorType(), agentapi.JoinTokenSelectorType())
+	reg, err := selector.NewRegistry(unix.SelectorType(), jointoken.SelectorType())
 	if err != nil {
 		panic(err)
 	}
