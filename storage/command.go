@@ -48,27 +48,28 @@ const (
 // Protobuf commands: one wire message of proto/raftv1 each, decoded strictly. Types 20–39 are this
 // series; cmdLedgerAppend has been protobuf wire format from the start.
 const (
-	cmdLedgerAppend   commandType = 4                    // raftv1.LedgerBatch
-	cmdOwnerCreate    commandType = 20                   // raftv1.OwnerCreate
-	cmdEntryCreate    commandType = 21                   // raftv1.EntryCreate
-	cmdEntryBatch     commandType = 22                   // raftv1.EntryBatchCreate
-	cmdEntryDelete    commandType = 23                   // raftv1.EntryDelete
-	cmdAuthorityPut   commandType = 24                   // raftv1.AuthorityPut
-	cmdTokenCreate    commandType = 25                   // raftv1.TokenCreate
-	cmdAgentAttest    commandType = 26                   // raftv1.AgentAttest
-	cmdAgentRenew     commandType = 27                   // raftv1.AgentRenew
-	cmdAgentEvict     commandType = 28                   // raftv1.AgentEvict
-	cmdAgentBan       commandType = 29                   // raftv1.AgentBan
-	cmdEntryUpdate    commandType = 30                   // raftv1.EntryUpdate
-	cmdEntryState     commandType = 31                   // raftv1.EntryState
-	cmdOwnerOffboard  commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
-	cmdAuditAppend    commandType = 33                   // raftv1.AuditAppend
-	cmdLedgerPrune    commandType = 34                   // raftv1.LedgerPrune (bounded by records)
-	cmdReviewSign     commandType = 35                   // raftv1.ReviewSign
-	cmdNodeVersion    commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
-	cmdDeliveryRecord commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
-	cmdPolicySet      commandType = 38                   // raftv1.PolicySet (policy.go)
-	cmdPolicyChecked  commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
+	cmdLedgerAppend    commandType = 4                    // raftv1.LedgerBatch
+	cmdOwnerCreate     commandType = 20                   // raftv1.OwnerCreate
+	cmdEntryCreate     commandType = 21                   // raftv1.EntryCreate
+	cmdEntryBatch      commandType = 22                   // raftv1.EntryBatchCreate
+	cmdEntryDelete     commandType = 23                   // raftv1.EntryDelete
+	cmdAuthorityPut    commandType = 24                   // raftv1.AuthorityPut
+	cmdTokenCreate     commandType = 25                   // raftv1.TokenCreate
+	cmdAgentAttest     commandType = 26                   // raftv1.AgentAttest
+	cmdAgentRenew      commandType = 27                   // raftv1.AgentRenew
+	cmdAgentEvict      commandType = 28                   // raftv1.AgentEvict
+	cmdAgentBan        commandType = 29                   // raftv1.AgentBan
+	cmdEntryUpdate     commandType = 30                   // raftv1.EntryUpdate
+	cmdEntryState      commandType = 31                   // raftv1.EntryState
+	cmdOwnerOffboard   commandType = 32                   // raftv1.OwnerOffboard (checked against the policy or not)
+	cmdAuditAppend     commandType = 33                   // raftv1.AuditAppend
+	cmdLedgerPrune     commandType = 34                   // raftv1.LedgerPrune (bounded by records)
+	cmdReviewSign      commandType = 35                   // raftv1.ReviewSign
+	cmdNodeVersion     commandType = ignoreIfUnknown | 36 // raftv1.NodeVersion: optional, older nodes skip it
+	cmdDeliveryRecord  commandType = 37                   // raftv1.DeliveryRecord (deliveries.go)
+	cmdPolicySet       commandType = 38                   // raftv1.PolicySet (policy.go)
+	cmdPolicyChecked   commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
+	cmdAuthorityRemove commandType = 40                   // raftv1.AuthorityRemove: a node's pruned CA key out of the bundle
 )
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
@@ -81,8 +82,10 @@ const (
 	commandVersionWire uint32 = 2
 	// commandVersionPolicy: the replicated entry policy, types 38 and 39.
 	commandVersionPolicy uint32 = 3
+	// commandVersionRotation: CA key rotation, type 40 (authority-remove).
+	commandVersionRotation uint32 = 4
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionPolicy
+	CommandVersion = commandVersionRotation
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -95,6 +98,8 @@ func (t commandType) since() uint32 {
 		return commandVersionWire
 	case t == cmdPolicySet, t == cmdPolicyChecked:
 		return commandVersionPolicy
+	case t == cmdAuthorityRemove:
+		return commandVersionRotation
 	default:
 		return CommandVersion
 	}
@@ -140,6 +145,7 @@ var commandNames = map[commandType]string{
 	cmdDeliveryRecord:           "delivery-record",
 	cmdPolicySet:                "policy-set",
 	cmdPolicyChecked:            "policy-checked",
+	cmdAuthorityRemove:          "authority-remove",
 }
 
 func (t commandType) String() string {
@@ -176,6 +182,13 @@ type entryDeleteCmd struct {
 type authorityPutCmd struct {
 	Authority Authority `json:"authority"`
 	Meta      auditMeta `json:"meta"`
+}
+
+type authorityRemoveCmd struct {
+	Kind AuthorityKind
+	ID   string
+	Node string
+	Meta auditMeta
 }
 
 // errBadCommand marks a log entry this node cannot decode; the FSM stops the node on it.

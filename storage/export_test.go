@@ -20,7 +20,7 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SetPolicy(ctx, nil, PolicyLimits{}, 0, "a command of the newest version"); err != nil {
+	if err := s.RemoveAuthority(ctx, AuthorityJWT, "k1", s.NodeID()); err != nil { // a command of the newest version
 		t.Fatal(err)
 	}
 	exp, err := s.Export()
