@@ -14,6 +14,7 @@ package rotation
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -356,4 +357,18 @@ func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.T
 		}
 		return ca.New(ca.Config{TrustDomain: td, X509: x, JWT: j, Clock: clock})
 	}
+}
+
+// Roots returns the X.509 roots of every live slot (prepared, active, old): what the node's own
+// signatures may verify against.
+func (m *Manager) Roots() []*x509.Certificate {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*x509.Certificate
+	for _, s := range m.slots {
+		if s.CA != nil {
+			out = append(out, s.CA.X509Authority())
+		}
+	}
+	return out
 }

@@ -148,7 +148,7 @@ func (s *ServerCert) Sign() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	authority := s.iss.cfg.CA
+	authority := s.iss.authority()
 	ttl := min(24*time.Hour, (authority.RemainingLife() - time.Minute).Truncate(time.Second)) // X.509 times are whole seconds
 	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
 	if err != nil {
