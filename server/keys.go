@@ -80,6 +80,12 @@ func (s *Server) RotateKeys(ctx context.Context) (rotation.Slot, error) {
 	return rotation.Slot{}, errors.New("server: rotate: the prepared key did not reach the bundle; try again")
 }
 
+// KeySlots are the node's key slots (adminapi.KeyAdmin).
+func (s *Server) KeySlots() []rotation.Slot { return s.cfg.Keys.Slots() }
+
+// KeySchedule is the node's key schedule (adminapi.KeyAdmin).
+func (s *Server) KeySchedule() rotation.Schedule { return s.cfg.Keys.Schedule() }
+
 // publishSlots puts every live slot's keys into the bundle (no proposal for those already there).
 func (s *Server) publishSlots(ctx context.Context) error {
 	for _, slot := range s.cfg.Keys.Slots() {

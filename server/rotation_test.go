@@ -7,6 +7,7 @@ import (
 	"github.com/signet-id/signet/server/adminapi"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,4 +224,47 @@ func TestCheckpointRenewedWhenItsKeyRetires(t *testing.T) {
 	if !signer().Equal(keys.Active().X509Authority()) {
 		t.Fatal("after a rotation the checkpoint is still signed by the retired key")
 	}
+}
+
+// TestAdminCAStatusAndRotate: ca status lists this node's keys with their states and another node's
+// published keys; ca rotate activates a new key, audited; a node whose keys do not rotate refuses it.
+func TestAdminCAStatusAndRotate(t *testing.T) {
+	clock := newManualClock()
+	e, keys := newRotatingEnv(t, clock, nil)
+	other := newCA(t)
+	if err := e.srv.publish(testCtx(t), "node-other", other.X509Authority(), other.JWTPublicKey(), other.JWTKeyID(), other.NotAfter()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.srv.Admin.CAStatus(testCtx(t), &adminv1.CAStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Keys) != 2 || st.Keys[0].State != "active" || st.Keys[0].Node != e.st.NodeID() || !st.Keys[0].InBundle ||
+		st.Keys[1].State != "published" || st.Keys[1].Node != "node-other" || st.Keys[1].JwtKeyId != other.JWTKeyID() || st.Keys[1].X509Id == "" {
+		t.Fatalf("ca status: %v", st.Keys)
+	}
+	if st.MaxSvidTtlSeconds != 60 || st.PrepareBeforeSeconds != 120 || st.CaTtlSeconds != 600 {
+		t.Fatalf("ca status schedule: %v", st)
+	}
+	resp, err := e.srv.Admin.RotateCA(testCtx(t), &adminv1.RotateCARequest{Reason: "drill"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Activated.Slot != "2" || resp.Activated.State != "active" || keys.Active().JWTKeyID() != resp.Activated.JwtKeyId {
+		t.Fatalf("ca rotate: %v", resp.Activated)
+	}
+	recs, _, err := e.st.AuditLog(storage.AuditQuery{Action: "ca.rotate", Limit: 10})
+	if err != nil || len(recs) != 1 || !strings.HasPrefix(recs[0].Reason, "drill (slot 2 active") {
+		t.Fatalf("audit of ca rotate: %+v, %v", recs, err)
+	}
+	st, err = e.srv.Admin.CAStatus(testCtx(t), &adminv1.CAStatusRequest{})
+	if err != nil || len(st.Keys) != 3 || st.Keys[0].State != "old" || st.Keys[1].State != "active" {
+		t.Fatalf("ca status after rotate: %v, %v", st.GetKeys(), err)
+	}
+
+	plain := newEnv(t)
+	_, err = plain.srv.Admin.RotateCA(testCtx(t), &adminv1.RotateCARequest{})
+	wantStatus(t, "rotate without rotating keys", err, codes.FailedPrecondition, "do not rotate")
+	_, err = plain.srv.Admin.RotateCA(testCtx(t), &adminv1.RotateCARequest{Reason: strings.Repeat("x", 1025)})
+	wantStatus(t, "rotate with a long reason", err, codes.InvalidArgument, "reason")
 }

@@ -104,11 +104,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KeyCheckEvery <= 0 {
 		cfg.KeyCheckEvery = DefaultKeyCheckEvery
 	}
+	s := &Server{cfg: cfg}
 	var issuerKeys issuer.ActiveKey
 	var adminKeys adminapi.KeyRing
+	var keyAdmin adminapi.KeyAdmin
 	var maxSVIDTTL time.Duration
 	if cfg.Keys != nil {
-		issuerKeys, adminKeys, maxSVIDTTL = cfg.Keys, cfg.Keys, cfg.Keys.Schedule().MaxSVIDTTL
+		issuerKeys, adminKeys, keyAdmin, maxSVIDTTL = cfg.Keys, cfg.Keys, s, cfg.Keys.Schedule().MaxSVIDTTL
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -141,13 +143,14 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denialLog, Issuer: iss, Agent: agent, Admin: admin}, nil
+	s.cfg, s.Recorder, s.Deliveries, s.Denials, s.Issuer, s.Agent, s.Admin = cfg, rec, deliveries, denialLog, iss, agent, admin
+	return s, nil
 }
 
 // Health reports whether this node can do its job as far as its disk goes: the store's problem (a full

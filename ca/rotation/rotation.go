@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/fsutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -59,8 +60,12 @@ type Config struct {
 	Dir      string
 	Schedule Schedule
 	New      Factory
-	Clock    func() time.Time // nil means time.Now
-	Logger   *slog.Logger     // nil means slog.Default()
+	// AdoptFiles, on a first start (no slots.json), are files in Dir of a key store kept before keys
+	// rotated (ca.X509KeyFile, …, in the order to move them: keys first): if the first exists, they are
+	// moved into the first slot's directory, and that slot, the node's key until now, stays active.
+	AdoptFiles []string
+	Clock      func() time.Time // nil means time.Now
+	Logger     *slog.Logger     // nil means slog.Default()
 }
 
 // Slot is one key of the node as the metadata records it.
@@ -144,9 +149,17 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	if m.active == nil {
 		now := m.now()
+		adopted, err := m.adopt()
+		if err != nil {
+			return nil, err
+		}
 		s, err := m.prepareLocked(now)
 		if err != nil {
 			return nil, err
+		}
+		if adopted {
+			// The schedule runs from the adopted key's creation (its NotBefore is backdated by ca.Backdate).
+			s.CreatedAt = s.CA.X509Authority().NotBefore.Add(ca.Backdate).UTC()
 		}
 		s.ActivateAt = now
 		m.activateLocked(s, now)
@@ -303,6 +316,35 @@ func (m *Manager) load(id string) (*ca.CA, error) {
 		return nil, fmt.Errorf("keys in %s: %w", dir, err)
 	}
 	return c, nil
+}
+
+// adopt moves AdoptFiles from Dir into the directory of the first slot, if any of them is in Dir (an
+// adoption interrupted by a crash is finished).
+func (m *Manager) adopt() (bool, error) {
+	if m.nextID != 0 || !slices.ContainsFunc(m.cfg.AdoptFiles, func(name string) bool {
+		_, err := os.Stat(filepath.Join(m.cfg.Dir, name))
+		return err == nil
+	}) {
+		return false, nil
+	}
+	dir := m.slotDir("1")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	for _, name := range m.cfg.AdoptFiles {
+		err := os.Rename(filepath.Join(m.cfg.Dir, name), filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+		}
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	if err := fsutil.SyncDir(m.cfg.Dir); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	m.log.Info("existing CA keys adopted as the first slot", "dir", dir)
+	return true, nil
 }
 
 // prepareLocked creates a new slot in the Prepared state (its ActivateAt is the caller's to set).

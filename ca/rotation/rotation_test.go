@@ -203,9 +203,9 @@ func TestScheduleValidate(t *testing.T) {
 		s    rotation.Schedule
 		want string
 	}{
-		{rotation.Schedule{TTL: time.Hour, MaxSVIDTTL: 10 * time.Minute, PrepareBefore: 5 * time.Minute}, "ca.rotation.prepare_before 5m0s is shorter than the longest SVID TTL 10m0s"},
-		{rotation.Schedule{TTL: time.Hour, MaxSVIDTTL: 10 * time.Minute, PrepareBefore: 30 * time.Minute}, "ca.rotation.prepare_before 30m0s: must be shorter than half of ca.ttl"},
-		{rotation.Schedule{TTL: time.Minute}, "ca.ttl 1m0s: at least 2m0s"},
+		{rotation.Schedule{TTL: time.Hour, MaxSVIDTTL: 10 * time.Minute, PrepareBefore: 5 * time.Minute}, "ca.rotation.prepare_before: 5m0s is shorter than the longest SVID TTL 10m0s"},
+		{rotation.Schedule{TTL: time.Hour, MaxSVIDTTL: 10 * time.Minute, PrepareBefore: 30 * time.Minute}, "ca.rotation.prepare_before: 30m0s must be shorter than half of ca.ttl"},
+		{rotation.Schedule{TTL: time.Minute}, "ca.ttl: 1m0s: at least 2m0s"},
 	} {
 		err := tc.s.WithDefaults().Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -239,5 +239,36 @@ func TestOpenRefusesBadMetadata(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(dir, "slots.json")); string(b) != tc.content {
 			t.Errorf("%s: the file was changed", tc.content)
 		}
+	}
+}
+
+// TestAdoptExistingKeys: a node that kept its key in the CA directory before keys rotated keeps signing
+// with it: the files move into the first slot, which is active, and its schedule runs from the key's
+// creation.
+func TestAdoptExistingKeys(t *testing.T) {
+	clock := testkit.NewManualClock()
+	dir := t.TempDir()
+	x, _, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: schedule.TTL, Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(4 * time.Minute) // past its successor's preparation
+	files := []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}
+	m, err := rotation.Open(rotation.Config{Dir: dir, Schedule: schedule, New: rotation.DiskFactory(td, schedule.TTL, clock.Now),
+		AdoptFiles: files, Clock: clock.Now, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if states(m) != "1:active" || !m.Active().X509Authority().Equal(x.Certificate) {
+		t.Fatalf("after adoption: %s, same root: %v", states(m), m.Active().X509Authority().Equal(x.Certificate))
+	}
+	for _, name := range files {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Fatalf("%s is still in the CA directory: %v", name, err)
+		}
+	}
+	advance(t, m, always)
+	if states(m) != "1:active 2:prepared" {
+		t.Fatalf("the adopted key's successor is not prepared by its own schedule: %s", states(m))
 	}
 }

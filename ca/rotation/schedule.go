@@ -59,14 +59,14 @@ func (s Schedule) WithDefaults() Schedule {
 func (s Schedule) Validate() error {
 	switch {
 	case s.TTL < MinTTL:
-		return fmt.Errorf("ca.ttl %s: at least %s", s.TTL, MinTTL)
+		return fmt.Errorf("ca.ttl: %s: at least %s", s.TTL, MinTTL)
 	case s.MaxSVIDTTL < time.Second:
-		return fmt.Errorf("ca.rotation.max_svid_ttl %s: at least 1s", s.MaxSVIDTTL)
+		return fmt.Errorf("ca.rotation.max_svid_ttl: %s: at least 1s", s.MaxSVIDTTL)
 	case s.PrepareBefore < s.MaxSVIDTTL:
-		return fmt.Errorf("ca.rotation.prepare_before %s is shorter than the longest SVID TTL %s (ca.rotation.max_svid_ttl): a next key must be in the bundle at least that long before it signs; raise ca.rotation.prepare_before or lower ca.rotation.max_svid_ttl",
+		return fmt.Errorf("ca.rotation.prepare_before: %s is shorter than the longest SVID TTL %s (ca.rotation.max_svid_ttl): a next key must be in the bundle at least that long before it signs; raise ca.rotation.prepare_before or lower ca.rotation.max_svid_ttl",
 			s.PrepareBefore, s.MaxSVIDTTL)
 	case s.PrepareBefore >= s.TTL/2:
-		return fmt.Errorf("ca.rotation.prepare_before %s: must be shorter than half of ca.ttl (%s), when a key's successor becomes active; raise ca.ttl or lower ca.rotation.prepare_before",
+		return fmt.Errorf("ca.rotation.prepare_before: %s must be shorter than half of ca.ttl (%s), when a key's successor becomes active; raise ca.ttl or lower ca.rotation.prepare_before",
 			s.PrepareBefore, s.TTL/2)
 	}
 	return nil

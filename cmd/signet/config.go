@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/signet-id/signet/ca/rotation"
 	"io"
 	"net"
 	"os"
@@ -59,8 +60,16 @@ type serverFileConfig struct {
 	MinFreeDisk string `yaml:"min_free_disk"`
 	// minFreeDisk is MinFreeDisk in bytes, filled by loadServerConfig.
 	minFreeDisk uint64
-	CA          struct {
+	// caSchedule is ca.ttl and ca.rotation with defaults, filled by loadServerConfig.
+	caSchedule rotation.Schedule
+	CA         struct {
 		TTL time.Duration `yaml:"ttl"`
+		// Rotation is the key schedule (rotation.Schedule): how long SVIDs signed under a key live at
+		// most, and how long a successor is in the bundle before it signs.
+		Rotation struct {
+			MaxSVIDTTL    time.Duration `yaml:"max_svid_ttl"`
+			PrepareBefore time.Duration `yaml:"prepare_before"`
+		} `yaml:"rotation"`
 	} `yaml:"ca"`
 	Raft struct {
 		NodeID           string   `yaml:"node_id"`
@@ -407,16 +416,25 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL < agentapi.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
+	sched := rotation.Schedule{TTL: c.CA.TTL, MaxSVIDTTL: c.CA.Rotation.MaxSVIDTTL, PrepareBefore: c.CA.Rotation.PrepareBefore}.WithDefaults()
+	if err := sched.Validate(); err != nil {
+		return c, td, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.caSchedule = sched
+	c.CA.TTL, c.CA.Rotation.MaxSVIDTTL, c.CA.Rotation.PrepareBefore = sched.TTL, sched.MaxSVIDTTL, sched.PrepareBefore
 	for _, m := range []struct {
 		key string
 		v   *time.Duration
 		def time.Duration
 	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, adminapi.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, adminapi.MinJWTSVIDTTL}} {
 		if *m.v == 0 {
-			*m.v = m.def
+			*m.v = min(m.def, sched.MaxSVIDTTL) // the default gives way to a shorter longest SVID TTL
 		}
 		if *m.v < adminapi.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
 			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, adminapi.ShortestSVIDTTL)
+		}
+		if *m.v > sched.MaxSVIDTTL {
+			return c, td, configError(path, m.key, "%s is longer than the longest SVID TTL %s (ca.rotation.max_svid_ttl): lower it or raise ca.rotation.max_svid_ttl", *m.v, sched.MaxSVIDTTL)
 		}
 	}
 	if c.DefaultEntryTTL == 0 {
@@ -448,12 +466,6 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if _, err := policy.Compile(c.Policy); err != nil {
 		return c, td, configError(path, "policy", "%v", err)
-	}
-	if c.CA.TTL == 0 {
-		c.CA.TTL = 365 * 24 * time.Hour
-	}
-	if c.CA.TTL < time.Hour {
-		return c, td, configError(path, "ca.ttl", "%s: must be at least 1h", c.CA.TTL)
 	}
 	if c.Raft.BindAddress == "" {
 		c.Raft.BindAddress = defaultRaftBind

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
@@ -48,7 +49,10 @@ type serverNodeConfig struct {
 	ClusterID       string
 	// JoinSecret is raft.join_secret_file's secret (cluster.Config.JoinSecret); nil for none.
 	JoinSecret []byte
-	CATTL      time.Duration
+	// CASchedule is the node's key rotation schedule (ca.ttl, ca.rotation; zero fields: defaults).
+	CASchedule rotation.Schedule
+	// KeyCheckEvery is server.Config.KeyCheckEvery (zero: the default).
+	KeyCheckEvery time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
 	AgentAuth    agentapi.Authenticator
 	AgentSVIDTTL time.Duration
@@ -70,7 +74,7 @@ const auditCheckpointFile = "audit-checkpoint.json"
 // serverNode is a running server node: store, CA, server components and the admin API.
 type serverNode struct {
 	store   *storage.Store
-	ca      *ca.CA
+	keys    *rotation.Manager
 	srv     *server.Server
 	cluster *cluster.Node
 	mux     *cluster.Mux
@@ -104,20 +108,21 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 
-	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: filepath.Join(cfg.DataDir, "ca"), TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL})
+	sched := cfg.CASchedule.WithDefaults()
+	keys, err := rotation.Open(rotation.Config{Dir: filepath.Join(cfg.DataDir, "ca"), Schedule: sched,
+		New: rotation.DiskFactory(cfg.TrustDomain, sched.TTL, nil), Logger: log,
+		// The key store of a signet before keys rotated becomes the first slot.
+		AdoptFiles: []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}})
 	if err != nil {
 		return nil, err
 	}
-	authority, err := ca.New(ca.Config{TrustDomain: cfg.TrustDomain, X509: x509a, JWT: jwta})
-	if err != nil {
-		return nil, err
-	}
+	authority := keys.Active()
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {
 		agentAuth = agentapi.TLSAgentAuth(st, nil)
 	}
 	adminAuth := adminapi.UnixAdminAuth(cfg.AdminUIDs...)
-	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain,
+	srv, err := server.New(server.Config{Store: st, Keys: keys, KeyCheckEvery: cfg.KeyCheckEvery, TrustDomain: cfg.TrustDomain,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
@@ -142,7 +147,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n := &serverNode{store: st, ca: authority, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
+	n := &serverNode{store: st, keys: keys, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(runCtx) })
 	wg.Go(func() { _ = cn.Run(runCtx) })

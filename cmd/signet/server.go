@@ -71,7 +71,7 @@ func runServer(ctx context.Context, path string) error {
 		NodeID: c.Raft.NodeID, RaftBind: c.Raft.BindAddress, RaftAdvertise: c.Raft.AdvertiseAddress,
 		Bootstrap: *c.Raft.Bootstrap, BootstrapExpect: c.Raft.BootstrapExpect, RetryJoin: c.Raft.RetryJoin, ClusterID: c.Raft.ClusterID,
 		JoinSecret: c.Raft.joinSecret,
-		CATTL:      c.CA.TTL, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+		CASchedule: c.caSchedule, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
 		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},

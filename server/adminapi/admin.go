@@ -61,6 +61,8 @@ type AdminServiceConfig struct {
 	// Keys, if set, are the node's rotating CA keys (ca/rotation.Manager): the active one signs
 	// checkpoints and bounds entry TTLs, and a checkpoint signed by any of the node's roots verifies.
 	Keys KeyRing
+	// KeyAdmin, if set, is the node's key rotation, for CAStatus and RotateCA (server.Server).
+	KeyAdmin KeyAdmin
 	// MaxSVIDTTL is the longest SVID TTL an entry may ask (zero: 30 days); with rotating keys, the
 	// schedule's MaxSVIDTTL (ca.rotation.max_svid_ttl), which every active key outlives.
 	MaxSVIDTTL  time.Duration

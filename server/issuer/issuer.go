@@ -400,7 +400,7 @@ func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) (*x509.Certificate, storage
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
 	authority := i.authority()
-	ttl := min(req.TTL, authority.RemainingLife()-time.Minute)
+	ttl := min(req.TTL, capByLife(authority.RemainingLife()))
 	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: ttl})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)

@@ -149,7 +149,7 @@ func (s *ServerCert) Sign() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	authority := s.iss.authority()
-	ttl := min(24*time.Hour, (authority.RemainingLife() - time.Minute).Truncate(time.Second)) // X.509 times are whole seconds
+	ttl := min(24*time.Hour, capByLife(authority.RemainingLife()))
 	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: ttl})
 	if err != nil {
 		return nil, err
@@ -163,4 +163,11 @@ func serverSVIDRecord(cert *x509.Certificate, node string) storage.Issuance {
 	id, _ := x509svid.IDFromCert(cert)
 	return storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
 		Owner: SystemOwner, PublicKeySHA256: hex.EncodeToString(sum[:]), ExpiresAt: cert.NotAfter.UTC(), Node: node}
+}
+
+// capByLife is the longest TTL the issuer asks of a CA with remaining life left (agent and server SVIDs):
+// a minute less, or a quarter less for a CA with under four minutes left (short key lives, whose
+// active key has at least half its life left when it signs), in whole seconds as X.509 times are.
+func capByLife(remaining time.Duration) time.Duration {
+	return (remaining - min(time.Minute, remaining/4)).Truncate(time.Second)
 }
