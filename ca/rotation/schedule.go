@@ -34,7 +34,7 @@ type Schedule struct {
 	// TTL is the life of each key (config ca.ttl); zero means DefaultTTL.
 	TTL time.Duration
 	// MaxSVIDTTL is the longest SVID TTL signed under a key (config ca.rotation.max_svid_ttl); zero
-	// means min(DefaultMaxSVIDTTL, TTL/8).
+	// means min(DefaultMaxSVIDTTL, TTL/8 in whole seconds).
 	MaxSVIDTTL time.Duration
 	// PrepareBefore is how long a successor is in the bundle before it becomes active (config
 	// ca.rotation.prepare_before), at least MaxSVIDTTL and less than TTL/2; zero means MaxSVIDTTL.
@@ -47,7 +47,7 @@ func (s Schedule) WithDefaults() Schedule {
 		s.TTL = DefaultTTL
 	}
 	if s.MaxSVIDTTL == 0 {
-		s.MaxSVIDTTL = min(DefaultMaxSVIDTTL, s.TTL/8)
+		s.MaxSVIDTTL = min(DefaultMaxSVIDTTL, (s.TTL / 8).Truncate(time.Second)) // SVID TTLs are whole seconds
 	}
 	if s.PrepareBefore == 0 {
 		s.PrepareBefore = s.MaxSVIDTTL
