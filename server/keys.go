@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca/rotation"
+	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/storage"
 )
 
@@ -40,28 +41,27 @@ func (s *Server) keysLoop(ctx context.Context) {
 
 // AdvanceKeys brings the node's keys and the bundle in line with the schedule, once: every live slot is
 // published, the schedule is applied (a successor is activated only once both its keys are in the
-// bundle), and this node's keys that are no longer live and past their NotAfter leave the bundle.
+// bundle), and this node's keys that are no longer live and past their NotAfter leave the bundle. A
+// publication that fails (no leader now) does not hold back the local steps; the loop retries it.
 func (s *Server) AdvanceKeys(ctx context.Context) error {
 	if s.cfg.Keys == nil {
-		return errors.New("server: the node's CA keys do not rotate (no Keys configured)")
+		return fmt.Errorf("server: %w", apierr.ErrKeysDoNotRotate)
 	}
-	if err := s.publishSlots(ctx); err != nil {
-		return err
-	}
+	errPublish := s.publishSlots(ctx)
 	if _, err := s.cfg.Keys.Advance(s.published); err != nil {
-		return err
+		return errors.Join(errPublish, err)
 	}
-	if err := s.publishSlots(ctx); err != nil { // a successor prepared just now
-		return err
+	if errPublish == nil {
+		errPublish = s.publishSlots(ctx) // a successor prepared just now
 	}
-	return s.removePruned(ctx)
+	return errors.Join(errPublish, s.removePruned(ctx))
 }
 
 // RotateKeys prepares a successor key now if there is none, publishes it, and activates it: the early
 // rotation of `signet ca rotate`. It returns the slot activated.
 func (s *Server) RotateKeys(ctx context.Context) (rotation.Slot, error) {
 	if s.cfg.Keys == nil {
-		return rotation.Slot{}, errors.New("server: the node's CA keys do not rotate (no Keys configured)")
+		return rotation.Slot{}, fmt.Errorf("server: %w", apierr.ErrKeysDoNotRotate)
 	}
 	// The first call prepares a successor (or activates one prepared and published before); the second,
 	// once it is published, activates it.

@@ -66,6 +66,9 @@ func readMeta(dir string) ([]*Slot, int, error) {
 		}
 		if s.State != Pruned {
 			live++
+			if s.NotAfter.IsZero() || s.X509ID == "" || s.JWTKeyID == "" {
+				return nil, 0, fmt.Errorf("rotation: %s: slots[%d]: a live slot needs not_after, x509_id and jwt_key_id (state %s)", path, i, s.State)
+			}
 		}
 	}
 	if live > 0 && active == 0 {

@@ -130,8 +130,19 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.slots, m.nextID = slots, nextID
-	for _, s := range m.slots {
+	now := m.now()
+	changed := false
+	for _, s := range slices.Clone(m.slots) {
 		if s.State == Pruned {
+			continue
+		}
+		if !now.Before(s.NotAfter) {
+			// The node was down past this key's expiry: nothing it signed is valid any more.
+			if s.State == Active {
+				m.log.Warn("the active CA key expired while the node was down; a successor signs at once", "slot", s.ID, "not_after", s.NotAfter.Format(time.RFC3339))
+			}
+			m.pruneLocked(s, now)
+			changed = true
 			continue
 		}
 		if _, err := os.Stat(m.slotDir(s.ID)); err != nil {
@@ -147,8 +158,13 @@ func Open(cfg Config) (*Manager, error) {
 			m.active = s.CA
 		}
 	}
+	if m.active == nil && m.preparedLocked() != nil {
+		// The active key expired while the node was down: its prepared successor, already in the
+		// bundle, signs at once.
+		m.activateLocked(m.preparedLocked(), now)
+		changed = true
+	}
 	if m.active == nil {
-		now := m.now()
 		adopted, err := m.adopt()
 		if err != nil {
 			return nil, err
@@ -163,6 +179,9 @@ func Open(cfg Config) (*Manager, error) {
 		}
 		s.ActivateAt = now
 		m.activateLocked(s, now)
+		changed = true
+	}
+	if changed {
 		if err := m.saveLocked(); err != nil {
 			return nil, err
 		}

@@ -227,9 +227,10 @@ func TestOpenRefusesBadMetadata(t *testing.T) {
 	for _, tc := range []struct{ content, want string }{
 		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"weird"}]}`, `state "weird"`},
 		{`{"version":2}`, "version 2"},
-		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"active"},{"id":"1","state":"old"}]}`, `id "1"`},
-		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"old"}]}`, "no active slot"},
-		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"active"}]}`, "its key directory"},
+		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"pruned"},{"id":"1","state":"pruned"}]}`, `id "1"`},
+		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"old","x509_id":"ab","jwt_key_id":"k","not_after":"2099-01-01T00:00:00Z"}]}`, "no active slot"},
+		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"active","x509_id":"ab","jwt_key_id":"k","not_after":"2099-01-01T00:00:00Z"}]}`, "its key directory"},
+		{`{"version":1,"next_id":1,"slots":[{"id":"1","state":"active","x509_id":"ab","jwt_key_id":"k"}]}`, "not_after"},
 	} {
 		testkit.WriteFileMode(t, dir, "slots.json", tc.content, 0o600)
 		_, err := rotation.Open(rotation.Config{Dir: dir, Schedule: schedule, New: rotation.DiskFactory(td, schedule.TTL, nil)})
@@ -271,4 +272,35 @@ func TestAdoptExistingKeys(t *testing.T) {
 	if states(m) != "1:active 2:prepared" {
 		t.Fatalf("the adopted key's successor is not prepared by its own schedule: %s", states(m))
 	}
+}
+
+// TestRestartAfterTheActiveKeyExpired: a node down past its active key's expiry starts anyway: the
+// expired key is pruned, and its prepared successor (already in the bundle) or, without one, a new key
+// signs at once.
+func TestRestartAfterTheActiveKeyExpired(t *testing.T) {
+	t.Run("with a prepared successor", func(t *testing.T) {
+		clock := testkit.NewManualClock()
+		dir := t.TempDir()
+		m := open(t, dir, clock)
+		clock.Advance(3 * time.Minute)
+		advance(t, m, always)          // slot 2 prepared, until 13m
+		clock.Advance(8 * time.Minute) // 11m: slot 1 expired at 10m
+		m = open(t, dir, clock)
+		if states(m) != "1:pruned 2:active" || m.Active().RemainingLife() <= 0 {
+			t.Fatalf("after the restart: %s", states(m))
+		}
+	})
+	t.Run("without one", func(t *testing.T) {
+		clock := testkit.NewManualClock()
+		dir := t.TempDir()
+		open(t, dir, clock)
+		clock.Advance(11 * time.Minute)
+		m := open(t, dir, clock)
+		if states(m) != "1:pruned 2:active" || m.Active().RemainingLife() < schedule.TTL-time.Minute {
+			t.Fatalf("after the restart: %s", states(m))
+		}
+		if _, err := os.Stat(filepath.Join(dir, "slot-1")); !os.IsNotExist(err) {
+			t.Fatalf("the expired key's files remain: %v", err)
+		}
+	})
 }
