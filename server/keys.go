@@ -15,7 +15,8 @@ import (
 const DefaultKeyCheckEvery = time.Minute
 
 // keysLoop runs AdvanceKeys at every event of the key schedule, and at least every KeyCheckEvery (which
-// retries a publication or removal that failed, for example while the cluster had no leader).
+// retries a publication or removal that failed, for example while the cluster had no leader); and it
+// handles a rotation request for this node (signet ca rotate --node) as soon as it is applied.
 func (s *Server) keysLoop(ctx context.Context) {
 	if s.cfg.Keys == nil {
 		return
@@ -23,20 +24,47 @@ func (s *Server) keysLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		changed := s.cfg.Store.Changed()
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-t.C:
+			if err := s.AdvanceKeys(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("CA key rotation: will retry", "error", err)
+			}
+			wait := s.cfg.KeyCheckEvery
+			if next := s.cfg.Keys.NextEvent(); !next.IsZero() {
+				wait = min(wait, max(next.Sub(s.cfg.Clock()), time.Second))
+			}
+			t.Reset(wait)
 		}
-		if err := s.AdvanceKeys(ctx); err != nil && ctx.Err() == nil {
-			s.cfg.Logger.Warn("CA key rotation: will retry", "error", err)
+		if err := s.handleRotationRequest(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("CA key rotation requested by an admin: will retry", "error", err)
 		}
-		wait := s.cfg.KeyCheckEvery
-		if next := s.cfg.Keys.NextEvent(); !next.IsZero() {
-			wait = min(wait, max(next.Sub(s.cfg.Clock()), time.Second))
-		}
-		t.Reset(wait)
 	}
+}
+
+// handleRotationRequest rotates the node's keys if a rotation request newer than the last one handled
+// names this node, and records it handled (in slots.json) and audited (ca.rotate by node:<id>).
+func (s *Server) handleRotationRequest(ctx context.Context) error {
+	node := s.cfg.Store.NodeID()
+	req, err := s.cfg.Store.LatestRotationRequest(node)
+	if err != nil || req.Seq <= s.cfg.Keys.HandledRequest() {
+		return err
+	}
+	sl, err := s.RotateKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("server: rotation request %d: %w", req.Seq, err)
+	}
+	if err := s.cfg.Keys.SetHandledRequest(req.Seq); err != nil {
+		return fmt.Errorf("server: rotation request %d: rotated, but recording it: %w", req.Seq, err)
+	}
+	actor := "node:" + node
+	reason := fmt.Sprintf("request %d by %s: %s (slot %s active: x509 %s, jwt %s)", req.Seq, req.By, req.Reason, sl.ID, sl.X509ID, sl.JWTKeyID)
+	s.cfg.Logger.Info("CA keys rotated on request", "request", req.Seq, "by", req.By, "slot", sl.ID)
+	return s.cfg.Store.AppendAudit(storage.WithActor(ctx, actor), storage.AuditRecord{Time: s.cfg.Clock(), Actor: actor, Action: "ca.rotate",
+		Object: node, Reason: reason})
 }
 
 // AdvanceKeys brings the node's keys and the bundle in line with the schedule, once: every live slot is

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/server/adminapi"
 	"os"
 	"path/filepath"
@@ -267,4 +268,26 @@ func TestAdminCAStatusAndRotate(t *testing.T) {
 	wantStatus(t, "rotate without rotating keys", err, codes.FailedPrecondition, "do not rotate")
 	_, err = plain.srv.Admin.RotateCA(testCtx(t), &adminv1.RotateCARequest{Reason: strings.Repeat("x", 1025)})
 	wantStatus(t, "rotate with a long reason", err, codes.InvalidArgument, "reason")
+}
+
+// TestRotationRequestThroughRaft: a rotation request for this node (what 'ca rotate --node' proposes for
+// another server) is handled by the node's key loop as soon as it is applied: the keys rotate, the
+// request is recorded handled, and the rotation is audited by the node; an unknown node is refused.
+func TestRotationRequestThroughRaft(t *testing.T) {
+	e, keys := newRotatingEnv(t, newManualClock(), nil)
+	first := keys.Active()
+	_, err := e.srv.Admin.RotateCA(testCtx(t), &adminv1.RotateCARequest{Node: "node-nobody"})
+	wantStatus(t, "rotate an unknown node", err, codes.InvalidArgument, `node "node-nobody" is not a server of this cluster`)
+	r, err := e.st.RequestRotation(testCtx(t), e.st.NodeID(), "drill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, testDeadline, "the key loop to handle the request", func() bool { return keys.HandledRequest() == r.Seq })
+	if keys.Active() == first {
+		t.Fatal("the request was recorded handled but the keys did not rotate")
+	}
+	waitfor.Condition(t, testDeadline, "the node's audit record of the rotation", func() bool {
+		recs, _, err := e.st.AuditLog(storage.AuditQuery{Action: "ca.rotate", Limit: 10})
+		return err == nil && len(recs) == 1 && recs[0].Actor == "node:"+e.st.NodeID() && strings.Contains(recs[0].Reason, "request 1 by")
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,5 +72,41 @@ func TestRemoveAuthority(t *testing.T) {
 	}
 	if len(ids) != 2 || ids[0] != "k2@n1" || ids[1] != "k3@n2" {
 		t.Fatalf("authorities after restart: %v, want [k2@n1 k3@n2]", ids)
+	}
+}
+
+// TestRequestRotation: a rotation request names a server of the cluster (others are refused), gets the
+// next sequence number, is kept per node, audited, and wakes Changed.
+func TestRequestRotation(t *testing.T) {
+	ctx := WithActor(context.Background(), "alice")
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	if _, err := s.RequestRotation(ctx, "node-nobody", "drill"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not a server of this cluster") {
+		t.Fatalf("request for an unknown node: %v", err)
+	}
+	if _, err := s.RequestRotation(ctx, s.NodeID(), strings.Repeat("x", MaxRotationReason+1)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("request with a long reason: %v", err)
+	}
+	if r, err := s.LatestRotationRequest(s.NodeID()); err != nil || r.Seq != 0 {
+		t.Fatalf("latest request before any: %+v, %v", r, err)
+	}
+	ch := s.Changed()
+	for i, reason := range []string{"drill", "again"} {
+		r, err := s.RequestRotation(ctx, s.NodeID(), reason)
+		if err != nil || r.Seq != uint64(i+1) || r.By != "alice" || r.Reason != reason {
+			t.Fatalf("request %d: %+v, %v", i+1, r, err)
+		}
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed not closed by a rotation request")
+	}
+	if r, err := s.LatestRotationRequest(s.NodeID()); err != nil || r.Seq != 2 || r.Reason != "again" {
+		t.Fatalf("latest request: %+v, %v", r, err)
+	}
+	recs, _, err := s.AuditLog(AuditQuery{Action: "ca.rotate-request", Limit: 10})
+	if err != nil || len(recs) != 2 || recs[0].Object != s.NodeID() || recs[0].Actor != "alice" {
+		t.Fatalf("audit of the requests: %+v, %v", recs, err)
 	}
 }

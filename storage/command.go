@@ -70,6 +70,7 @@ const (
 	cmdPolicySet       commandType = 38                   // raftv1.PolicySet (policy.go)
 	cmdPolicyChecked   commandType = 39                   // raftv1.PolicyChecked: a governed command and the policy revision it was decided under
 	cmdAuthorityRemove commandType = 40                   // raftv1.AuthorityRemove: a node's pruned CA key out of the bundle
+	cmdRotationRequest commandType = 41                   // raftv1.RotationRequest: a node asked to rotate its CA keys (rotation.go)
 )
 
 // Command versions. A node understands every command type up to its version; the leader proposes a type
@@ -82,7 +83,7 @@ const (
 	commandVersionWire uint32 = 2
 	// commandVersionPolicy: the replicated entry policy, types 38 and 39.
 	commandVersionPolicy uint32 = 3
-	// commandVersionRotation: CA key rotation, type 40 (authority-remove).
+	// commandVersionRotation: CA key rotation, types 40 (authority-remove) and 41 (rotation-request).
 	commandVersionRotation uint32 = 4
 	// CommandVersion is the newest command version this build understands and proposes.
 	CommandVersion = commandVersionRotation
@@ -98,7 +99,7 @@ func (t commandType) since() uint32 {
 		return commandVersionWire
 	case t == cmdPolicySet, t == cmdPolicyChecked:
 		return commandVersionPolicy
-	case t == cmdAuthorityRemove:
+	case t == cmdAuthorityRemove, t == cmdRotationRequest:
 		return commandVersionRotation
 	default:
 		return CommandVersion
@@ -146,6 +147,7 @@ var commandNames = map[commandType]string{
 	cmdPolicySet:                "policy-set",
 	cmdPolicyChecked:            "policy-checked",
 	cmdAuthorityRemove:          "authority-remove",
+	cmdRotationRequest:          "rotation-request",
 }
 
 func (t commandType) String() string {

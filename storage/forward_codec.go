@@ -168,6 +168,8 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[Review](b)
 	case cmdPolicySet:
 		out, err = decodeAs[Policy](b)
+	case cmdRotationRequest:
+		out, err = decodeAs[RotationRequest](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:

@@ -113,7 +113,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdReviewSign, Review{ID: "r1", Reviewer: "carol", SignedAt: now}},
 		{cmdLedgerAppend, 0}, {cmdDeliveryRecord, 3},
 		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
-		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
+		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
 		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},
 	}
 	// Every command type this build proposes (all but the JSON era's) is covered; a policy-checked

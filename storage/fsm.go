@@ -206,6 +206,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityPutFromWire, applyAuthorityPut)
 	case cmdAuthorityRemove:
 		return viaWire(tx, payload, authorityRemoveFromWire, applyAuthorityRemove)
+	case cmdRotationRequest:
+		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest:

@@ -125,6 +125,7 @@ func wireCases() []wireCase {
 			policyCheckedCmd.wire, policyCheckedFromWire),
 		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
 			authorityRemoveCmd.wire, authorityRemoveFromWire),
+		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
 	}
 }
 

@@ -25,34 +25,36 @@ type metaWire struct {
 	Version int     `json:"version"`
 	NextID  int     `json:"next_id"`
 	Slots   []*Slot `json:"slots"`
+	// HandledRequest is the Seq of the last rotation request (storage.RotationRequest) the node handled.
+	HandledRequest uint64 `json:"handled_request,omitempty"`
 }
 
 // readMeta reads and checks slots.json; a missing file is a first start (no slots).
-func readMeta(dir string) ([]*Slot, int, error) {
+func readMeta(dir string) (metaWire, error) {
 	path := filepath.Join(dir, metaFile)
 	b, err := fsutil.ReadFileMax(path, maxMetaBytes)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
+		return metaWire{}, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("rotation: %w", err)
+		return metaWire{}, fmt.Errorf("rotation: %w", err)
 	}
 	var w metaWire
 	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, 0, fmt.Errorf("rotation: %s: %w", path, err)
+		return metaWire{}, fmt.Errorf("rotation: %s: %w", path, err)
 	}
 	if w.Version != 1 {
-		return nil, 0, fmt.Errorf("rotation: %s: version %d, this build reads version 1", path, w.Version)
+		return metaWire{}, fmt.Errorf("rotation: %s: version %d, this build reads version 1", path, w.Version)
 	}
 	ids := map[string]bool{}
 	live, active, prepared := 0, 0, 0
 	for i, s := range w.Slots {
 		if s == nil {
-			return nil, 0, fmt.Errorf("rotation: %s: slots[%d] is null", path, i)
+			return metaWire{}, fmt.Errorf("rotation: %s: slots[%d] is null", path, i)
 		}
 		n, err := strconv.Atoi(s.ID)
 		if err != nil || n < 1 || n > w.NextID || ids[s.ID] {
-			return nil, 0, fmt.Errorf("rotation: %s: slots[%d]: id %q: want a unique number from 1 to next_id %d", path, i, s.ID, w.NextID)
+			return metaWire{}, fmt.Errorf("rotation: %s: slots[%d]: id %q: want a unique number from 1 to next_id %d", path, i, s.ID, w.NextID)
 		}
 		ids[s.ID] = true
 		switch s.State {
@@ -62,26 +64,26 @@ func readMeta(dir string) ([]*Slot, int, error) {
 			prepared++
 		case Old, Pruned:
 		default:
-			return nil, 0, fmt.Errorf("rotation: %s: slots[%d]: state %q: want prepared, active, old or pruned", path, i, s.State)
+			return metaWire{}, fmt.Errorf("rotation: %s: slots[%d]: state %q: want prepared, active, old or pruned", path, i, s.State)
 		}
 		if s.State != Pruned {
 			live++
 			if s.NotAfter.IsZero() || s.X509ID == "" || s.JWTKeyID == "" {
-				return nil, 0, fmt.Errorf("rotation: %s: slots[%d]: a live slot needs not_after, x509_id and jwt_key_id (state %s)", path, i, s.State)
+				return metaWire{}, fmt.Errorf("rotation: %s: slots[%d]: a live slot needs not_after, x509_id and jwt_key_id (state %s)", path, i, s.State)
 			}
 		}
 	}
 	if live > 0 && active == 0 {
-		return nil, 0, fmt.Errorf("rotation: %s: no active slot among the %d live ones; restore the file, or remove %s to start with new keys", path, live, dir)
+		return metaWire{}, fmt.Errorf("rotation: %s: no active slot among the %d live ones; restore the file, or remove %s to start with new keys", path, live, dir)
 	}
 	if active > 1 || prepared > 1 || live > maxLiveSlots {
-		return nil, 0, fmt.Errorf("rotation: %s: %d active, %d prepared, %d live slots: at most one active, one prepared and %d live", path, active, prepared, live, maxLiveSlots)
+		return metaWire{}, fmt.Errorf("rotation: %s: %d active, %d prepared, %d live slots: at most one active, one prepared and %d live", path, active, prepared, live, maxLiveSlots)
 	}
-	return w.Slots, w.NextID, nil
+	return w, nil
 }
 
 func (m *Manager) saveLocked() error {
-	b, err := json.MarshalIndent(metaWire{Version: 1, NextID: m.nextID, Slots: m.slots}, "", "  ")
+	b, err := json.MarshalIndent(metaWire{Version: 1, NextID: m.nextID, Slots: m.slots, HandledRequest: m.handled}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("rotation: encode %s: %w", metaFile, err)
 	}

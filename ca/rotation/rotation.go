@@ -97,6 +97,8 @@ type Manager struct {
 	slots  []*Slot // in creation order
 	nextID int
 	active *ca.CA
+	// handled is the Seq of the last rotation request handled (HandledRequest).
+	handled uint64
 }
 
 // Open validates cfg, loads the slots recorded in cfg.Dir (and their CAs) and, on a first start, creates
@@ -125,11 +127,11 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("rotation: key directory %s: %w", cfg.Dir, err)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "ca-rotation")}
-	slots, nextID, err := readMeta(cfg.Dir)
+	meta, err := readMeta(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	m.slots, m.nextID = slots, nextID
+	m.slots, m.nextID, m.handled = meta.Slots, meta.NextID, meta.HandledRequest
 	now := m.now()
 	changed := false
 	for _, s := range slices.Clone(m.slots) {
@@ -275,6 +277,21 @@ func (m *Manager) Rotate(published func(Slot) bool) (activated *Slot, err error)
 	m.activateLocked(next, now)
 	s := *next
 	return &s, m.saveLocked()
+}
+
+// HandledRequest is the Seq of the last rotation request (storage.RotationRequest) recorded as handled.
+func (m *Manager) HandledRequest() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.handled
+}
+
+// SetHandledRequest records seq as the last rotation request handled (kept in slots.json).
+func (m *Manager) SetHandledRequest(seq uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handled = seq
+	return m.saveLocked()
 }
 
 // NextEvent is when Advance next has something to do (a preparation, activation or pruning), or the

@@ -145,7 +145,8 @@ func TestLifecycle(t *testing.T) {
 // TestRotateEarly: Rotate prepares a successor at once, and activates it once published.
 func TestRotateEarly(t *testing.T) {
 	clock := testkit.NewManualClock()
-	m := open(t, t.TempDir(), clock)
+	dir := t.TempDir()
+	m := open(t, dir, clock)
 	if s, err := m.Rotate(always); err != nil || s != nil {
 		t.Fatalf("first Rotate: %v, %v; want a preparation only", s, err)
 	}
@@ -161,6 +162,13 @@ func TestRotateEarly(t *testing.T) {
 	}
 	if states(m) != "1:old 2:active" {
 		t.Fatalf("after second Rotate: %s", states(m))
+	}
+	// The rotation request handled is kept across a restart.
+	if err := m.SetHandledRequest(5); err != nil {
+		t.Fatal(err)
+	}
+	if got := open(t, dir, clock).HandledRequest(); got != 5 {
+		t.Fatalf("handled request after a restart: %d, want 5", got)
 	}
 }
 

@@ -19,12 +19,24 @@ func newCACmd() *cobra.Command {
 			}
 			return printCAStatus(cmd.OutOrStdout(), resp, output)
 		})
-	var reason string
-	rotate := newAdminCmd("rotate", "Rotate this server's CA keys now: prepare a successor, publish it in the bundle and activate it",
-		`  signet ca rotate --reason "yearly drill"`, noArgs, func(cmd *cobra.Command, c adminv1.AdminClient, _ []string, output string) error {
-			resp, err := c.RotateCA(cmd.Context(), &adminv1.RotateCARequest{Reason: reason})
+	var reason, node string
+	rotate := newAdminCmd("rotate", "Rotate a server's CA keys now (this one, or --node): prepare a successor, publish it in the bundle and activate it",
+		`  signet ca rotate --reason "yearly drill"
+  signet ca rotate --node node-3f2a9c1b7d40 --reason "yearly drill"`, noArgs, func(cmd *cobra.Command, c adminv1.AdminClient, _ []string, output string) error {
+			resp, err := c.RotateCA(cmd.Context(), &adminv1.RotateCARequest{Reason: reason, Node: node})
 			if err != nil {
 				return rpcError("ca rotate", err)
+			}
+			if resp.Activated == nil { // another server was asked
+				if output == "json" {
+					return printJSON(cmd.OutOrStdout(), struct {
+						Node    string `json:"node"`
+						Request uint64 `json:"request"`
+					}{resp.Node, resp.Request})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "asked node %s to rotate its CA keys (request %d): it rotates as soon as it applies the request (signet audit list --action ca.rotate --object %s)\n",
+					resp.Node, resp.Request, resp.Node)
+				return nil
 			}
 			v := viewCAKey(resp.Activated)
 			if output == "json" {
@@ -35,6 +47,7 @@ func newCACmd() *cobra.Command {
 			return nil
 		})
 	rotate.Flags().StringVar(&reason, "reason", "", "why, recorded in the audit log (at most 1024 bytes)")
+	rotate.Flags().StringVar(&node, "node", "", "the server to rotate, by node ID (signet cluster status); default: this one. Another server is asked through Raft")
 	cmd.AddCommand(status, rotate)
 	return cmd
 }

@@ -208,9 +208,10 @@ func TestRotationEndToEnd(t *testing.T) {
 
 // TestRotationThroughAClusterWithRollingRestart: three servers whose keys live three minutes (each node
 // rotates on its own), an agent that knows them all, and the workload of rotationWatch checking every
-// half second while each server in turn is stopped and started again and one is rotated early with
-// 'signet ca rotate': no refusal, no failed verification, until every node has pruned a key and the
-// workload's bundles no longer hold any of them.
+// half second while each server in turn is stopped and started again, one is rotated early with
+// 'signet ca rotate' and another from the first's admin socket with 'ca rotate --node': no refusal, no
+// failed verification, until every node has pruned a key and the workload's bundles no longer hold any
+// of them.
 func TestRotationThroughAClusterWithRollingRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for about three minutes")
@@ -290,6 +291,18 @@ func TestRotationThroughAClusterWithRollingRestart(t *testing.T) {
 		}
 	}
 	s0.mustCLI("ca", "rotate", "--reason", "drill")
+	// Another server, asked through Raft from server 0's admin socket, rotates on its own.
+	node1 := c.nodeID(1)
+	if out := s0.mustCLI("ca", "rotate", "--node", node1, "--reason", "remote drill"); !strings.Contains(out, "asked node "+node1+" to rotate its CA keys (request 1)") {
+		t.Fatalf("ca rotate --node: %s", out)
+	}
+	eventually(t, 30*time.Second, "server 1 to rotate on the request", func() bool {
+		out, _, code := s0.cli("audit", "list", "--action", "ca.rotate", "--object", node1, "-o", "json")
+		return code == 0 && strings.Contains(out, "request 1 by") && strings.Contains(out, "remote drill")
+	})
+	if _, stderr, code := s0.cli("ca", "rotate", "--node", "node-nobody"); code == 0 || !strings.Contains(stderr, `node "node-nobody" is not a server of this cluster`) {
+		t.Fatalf("ca rotate --node of an unknown node: exit %d, %s", code, stderr)
+	}
 	pruned := map[int]caKeyView{}
 	var asked time.Time
 	eventually(t, 5*time.Minute, "every node to prune a key that then leaves the workload's bundles", func() bool {

@@ -33,6 +33,7 @@ func savedSnapshot(t *testing.T) (file, certFile string) {
 	a := s.newAgent(t, "").start(t, s.token("alice"))
 	const web = "spiffe://example.org/web"
 	s.mustCLI("entry", "create", "--spiffe-id", web, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
+	waitForIDs(t, a.socket, web) // the agent has the entry once its sync stream delivered it
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.socket))

@@ -263,6 +263,7 @@ func (x *CAStatusResponse) GetPrepareBeforeSeconds() int64 {
 type RotateCARequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"` // recorded in the audit log
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`     // the server to rotate; empty: this one
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -304,9 +305,18 @@ func (x *RotateCARequest) GetReason() string {
 	return ""
 }
 
+func (x *RotateCARequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 type RotateCAResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Activated     *CAKey                 `protobuf:"bytes,1,opt,name=activated,proto3" json:"activated,omitempty"`
+	Activated     *CAKey                 `protobuf:"bytes,1,opt,name=activated,proto3" json:"activated,omitempty"` // this server's new active key (node empty or this server)
+	Request       uint64                 `protobuf:"varint,2,opt,name=request,proto3" json:"request,omitempty"`    // another server was asked: the request's number
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`           // the server that rotates
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +356,20 @@ func (x *RotateCAResponse) GetActivated() *CAKey {
 		return x.Activated
 	}
 	return nil
+}
+
+func (x *RotateCAResponse) GetRequest() uint64 {
+	if x != nil {
+		return x.Request
+	}
+	return 0
+}
+
+func (x *RotateCAResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 // One entry policy rule (docs/policy.md): exactly one of deny_unless and approval_when.
@@ -4805,11 +4829,14 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x04keys\x18\x02 \x03(\v2\x16.signet.admin.v1.CAKeyR\x04keys\x12$\n" +
 	"\x0eca_ttl_seconds\x18\x03 \x01(\x03R\fcaTtlSeconds\x12/\n" +
 	"\x14max_svid_ttl_seconds\x18\x04 \x01(\x03R\x11maxSvidTtlSeconds\x124\n" +
-	"\x16prepare_before_seconds\x18\x05 \x01(\x03R\x14prepareBeforeSeconds\")\n" +
+	"\x16prepare_before_seconds\x18\x05 \x01(\x03R\x14prepareBeforeSeconds\"=\n" +
 	"\x0fRotateCARequest\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"H\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"v\n" +
 	"\x10RotateCAResponse\x124\n" +
-	"\tactivated\x18\x01 \x01(\v2\x16.signet.admin.v1.CAKeyR\tactivated\"\x88\x01\n" +
+	"\tactivated\x18\x01 \x01(\v2\x16.signet.admin.v1.CAKeyR\tactivated\x12\x18\n" +
+	"\arequest\x18\x02 \x01(\x04R\arequest\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\x88\x01\n" +
 	"\n" +
 	"PolicyRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +

@@ -113,7 +113,9 @@ type AdminClient interface {
 	// other node's as its bundle holds them (state "published"), and this server's schedule.
 	CAStatus(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error)
 	// RotateCA rotates this server's CA keys now: a successor is prepared, published in the bundle and
-	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate".
+	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate". With node set to
+	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
+	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 }
 
@@ -515,7 +517,9 @@ type AdminServer interface {
 	// other node's as its bundle holds them (state "published"), and this server's schedule.
 	CAStatus(context.Context, *CAStatusRequest) (*CAStatusResponse, error)
 	// RotateCA rotates this server's CA keys now: a successor is prepared, published in the bundle and
-	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate".
+	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate". With node set to
+	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
+	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }

@@ -78,6 +78,15 @@ func (s *AdminService) RotateCA(ctx context.Context, req *adminv1.RotateCAReques
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	node := s.cfg.Store.NodeID()
+	if req.Node != "" && req.Node != node {
+		r, err := s.cfg.Store.RequestRotation(storage.WithActor(ctx, admin), req.Node, req.Reason)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("ca rotate --node %s: %w", req.Node, err))
+		}
+		s.log.Info("CA key rotation of another server requested", "admin", admin, "node", req.Node, "request", r.Seq)
+		return &adminv1.RotateCAResponse{Request: r.Seq, Node: req.Node}, nil
+	}
 	if s.cfg.KeyAdmin == nil {
 		return nil, toStatus(fmt.Errorf("ca rotate: %w", ErrKeysDoNotRotate))
 	}
@@ -85,7 +94,6 @@ func (s *AdminService) RotateCA(ctx context.Context, req *adminv1.RotateCAReques
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("ca rotate: %w", err))
 	}
-	node := s.cfg.Store.NodeID()
 	reason := fmt.Sprintf("slot %s active: x509 %s, jwt %s", sl.ID, sl.X509ID, sl.JWTKeyID)
 	if req.Reason != "" {
 		reason = req.Reason + " (" + reason + ")"
@@ -95,7 +103,7 @@ func (s *AdminService) RotateCA(ctx context.Context, req *adminv1.RotateCAReques
 		return nil, toStatus(fmt.Errorf("ca rotate: rotated, but the audit record failed: %w", err))
 	}
 	s.log.Info("CA keys rotated by an admin", "admin", admin, "slot", sl.ID, "x509_id", sl.X509ID, "jwt_key_id", sl.JWTKeyID)
-	return &adminv1.RotateCAResponse{Activated: slotToAdmin(node, sl, true)}, nil
+	return &adminv1.RotateCAResponse{Activated: slotToAdmin(node, sl, true), Node: node}, nil
 }
 
 func slotToAdmin(node string, sl rotation.Slot, inBundle bool) *adminv1.CAKey {
