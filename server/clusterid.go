@@ -52,11 +52,12 @@ func (c *ClusterIdentity) X509Authorities() []*x509.Certificate {
 
 // Authorities are this node's X.509 root and JWT public key (PKIX DER) with its key ID.
 func (c *ClusterIdentity) Authorities() (x509Root, jwtKey []byte, jwtKeyID string) {
-	pub, err := x509.MarshalPKIXPublicKey(c.s.cfg.CA.JWTPublicKey())
+	authority := c.s.authority()
+	pub, err := x509.MarshalPKIXPublicKey(authority.JWTPublicKey())
 	if err != nil {
 		panic(fmt.Sprintf("server: the CA's JWT key does not marshal: %v", err)) // the CA made it: a bug
 	}
-	return c.s.cfg.CA.X509Authority().Raw, pub, c.s.cfg.CA.JWTKeyID()
+	return authority.X509Authority().Raw, pub, authority.JWTKeyID()
 }
 
 // RegisterSelf publishes this node's authorities and makes sure its server SVID is current (minted and

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/adminapi"
@@ -31,9 +32,17 @@ import (
 
 // Config configures a server node.
 type Config struct {
-	Store       *storage.Store
-	CA          *ca.CA
-	TrustDomain spiffeid.TrustDomain
+	Store *storage.Store
+	// CA is the node's CA key; with Keys set, its first (Keys.Active() at New).
+	CA *ca.CA
+	// Keys, if set, rotates the node's CA keys (ca/rotation): Run publishes every prepared, active and
+	// old key into the bundle, activates successors on schedule once published, and takes pruned keys
+	// out of the bundle. Everything is signed by the active key.
+	Keys *rotation.Manager
+	// KeyCheckEvery is the longest Run waits between two looks at the key schedule (default
+	// DefaultKeyCheckEvery); it also retries a failed publication or removal that often.
+	KeyCheckEvery time.Duration
+	TrustDomain   spiffeid.TrustDomain
 	// Selectors are the selector types entries may use: the registry of the workload and node
 	// attestors this server is built with (cmd/signet builds it); required.
 	Selectors *selector.Registry
@@ -93,8 +102,22 @@ type Server struct {
 
 // New builds a server node's components from cfg.
 func New(cfg Config) (*Server, error) {
+	if cfg.Keys != nil {
+		cfg.CA = cfg.Keys.Active()
+	}
 	if cfg.Store == nil || cfg.CA == nil {
-		return nil, errors.New("server: config: Store and CA are required")
+		return nil, errors.New("server: config: Store and CA (or Keys) are required")
+	}
+	if cfg.KeyCheckEvery <= 0 {
+		cfg.KeyCheckEvery = DefaultKeyCheckEvery
+	}
+	s := &Server{cfg: cfg}
+	var issuerKeys issuer.ActiveKey
+	var adminKeys adminapi.KeyRing
+	var keyAdmin adminapi.KeyAdmin
+	var maxSVIDTTL time.Duration
+	if cfg.Keys != nil {
+		issuerKeys, adminKeys, keyAdmin, maxSVIDTTL = cfg.Keys, cfg.Keys, s, cfg.Keys.Schedule().MaxSVIDTTL
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -109,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	iss, err := issuer.NewIssuer(issuer.IssuerConfig{Store: cfg.Store, CA: cfg.CA, Recorder: rec, NodeID: cfg.Store.NodeID(),
+	iss, err := issuer.NewIssuer(issuer.IssuerConfig{Store: cfg.Store, CA: cfg.CA, Keys: issuerKeys, Recorder: rec, NodeID: cfg.Store.NodeID(),
 		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -127,13 +150,14 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, Recorder: rec, Deliveries: deliveries, Denials: denialLog, Issuer: iss, Agent: agent, Admin: admin}, nil
+	s.cfg, s.Recorder, s.Deliveries, s.Denials, s.Issuer, s.Agent, s.Admin = cfg, rec, deliveries, denialLog, iss, agent, admin
+	return s, nil
 }
 
 // Health reports whether this node can do its job as far as its disk goes: the store's problem (a full
@@ -168,6 +192,7 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Go(func() { s.checkpointLoop(ctx) })
 	wg.Go(func() { s.Deliveries.Run(ctx) })
 	wg.Go(func() { s.Admin.SeedPolicy(ctx) })
+	wg.Go(func() { s.keysLoop(ctx) })
 	s.Recorder.Run(ctx)
 	wg.Wait()
 }
@@ -208,11 +233,27 @@ func (s *Server) pruneLoop(ctx context.Context) {
 	}
 }
 
-// PublishAuthorities adds this node's X.509 root and JWT key to the trust bundle (idempotent), so every
-// node and agent trusts what this node signs. It must succeed before the node signs anything.
+// PublishAuthorities adds this node's X.509 root and JWT key (with rotating keys, those of every live
+// slot) to the trust bundle (idempotent), so every node and agent trusts what this node signs. It must
+// succeed before the node signs anything.
 func (s *Server) PublishAuthorities(ctx context.Context) error {
-	root := s.cfg.CA.X509Authority()
-	return s.publish(ctx, s.cfg.Store.NodeID(), root, s.cfg.CA.JWTPublicKey(), s.cfg.CA.JWTKeyID(), s.cfg.CA.NotAfter())
+	if s.cfg.Keys != nil {
+		return s.publishSlots(ctx)
+	}
+	return s.publishCA(ctx, s.cfg.CA)
+}
+
+// publishCA puts one CA of this node into the bundle (idempotent).
+func (s *Server) publishCA(ctx context.Context, c *ca.CA) error {
+	return s.publish(ctx, s.cfg.Store.NodeID(), c.X509Authority(), c.JWTPublicKey(), c.JWTKeyID(), c.NotAfter())
+}
+
+// authority is the node's CA that signs now.
+func (s *Server) authority() *ca.CA {
+	if s.cfg.Keys != nil {
+		return s.cfg.Keys.Active()
+	}
+	return s.cfg.CA
 }
 
 // checkpointLoop renews the automatic audit checkpoint at start, every AuditCheckpointEvery, and once

@@ -78,6 +78,9 @@ const (
 	// cmdAgentAttestNode: an attestation that consumes nothing (agents.go), command version 5. Its
 	// ledger records may carry signed_by (version 5 implies 4).
 	cmdAgentAttestNode commandType = 43 // raftv1.AgentAttestNode
+	// CA key rotation (rotation.go), command version 6.
+	cmdAuthorityRemove commandType = 44 // raftv1.AuthorityRemove: a node's pruned CA key out of the bundle
+	cmdRotationRequest commandType = 45 // raftv1.RotationRequest: a node asked to rotate its CA keys
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -121,8 +124,10 @@ const (
 	commandVersionSignedBy uint32 = 4
 	// commandVersionNodeAttest: node attestors that consume nothing (k8s_psat), type 43.
 	commandVersionNodeAttest uint32 = 5
+	// commandVersionRotation: CA key rotation, types 44 (authority-remove) and 45 (rotation-request).
+	commandVersionRotation uint32 = 6
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionNodeAttest
+	CommandVersion = commandVersionRotation
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -139,6 +144,8 @@ func (t commandType) since() uint32 {
 		return commandVersionSignedBy
 	case t == cmdAgentAttestNode:
 		return commandVersionNodeAttest
+	case t == cmdAuthorityRemove, t == cmdRotationRequest:
+		return commandVersionRotation
 	default:
 		return CommandVersion
 	}
@@ -188,6 +195,8 @@ var commandNames = map[commandType]string{
 	cmdAgentAttestSigned:        "agent-attest-signed",
 	cmdAgentRenewSigned:         "agent-renew-signed",
 	cmdAgentAttestNode:          "agent-attest-node",
+	cmdAuthorityRemove:          "authority-remove",
+	cmdRotationRequest:          "rotation-request",
 }
 
 func (t commandType) String() string {
@@ -224,6 +233,13 @@ type entryDeleteCmd struct {
 type authorityPutCmd struct {
 	Authority Authority `json:"authority"`
 	Meta      auditMeta `json:"meta"`
+}
+
+type authorityRemoveCmd struct {
+	Kind AuthorityKind
+	ID   string
+	Node string
+	Meta auditMeta
 }
 
 // errBadCommand marks a log entry this node cannot decode; the FSM stops the node on it.

@@ -20,7 +20,9 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	writeNewestCommand(t, s, "alice")
+	if err := s.RemoveAuthority(ctx, AuthorityJWT, "k1", s.NodeID()); err != nil { // a command of the newest version
+		t.Fatal(err)
+	}
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)

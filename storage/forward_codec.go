@@ -168,13 +168,15 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[Review](b)
 	case cmdPolicySet:
 		out, err = decodeAs[Policy](b)
+	case cmdRotationRequest:
+		out, err = decodeAs[RotationRequest](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:
 		var w pruneResultWire
 		w, err = decodeAs[pruneResultWire](b)
 		out = pruneResult(w)
-	case cmdAuthorityPut, cmdAuditAppend, cmdNodeVersion:
+	case cmdAuthorityPut, cmdAuthorityRemove, cmdAuditAppend, cmdNodeVersion:
 		return nil, nil
 	default:
 		return nil, fmt.Errorf("storage: the result of forwarded %s: unknown command type", t)

@@ -207,6 +207,10 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, entryDeleteFromWire, applyEntryDelete)
 	case cmdAuthorityPut:
 		return viaWire(tx, payload, authorityPutFromWire, applyAuthorityPut)
+	case cmdAuthorityRemove:
+		return viaWire(tx, payload, authorityRemoveFromWire, applyAuthorityRemove)
+	case cmdRotationRequest:
+		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest, cmdAgentAttestSigned:
@@ -450,6 +454,30 @@ func applyEntryDelete(tx *bolt.Tx, c entryDeleteCmd) (applied, error) {
 	mustDelete(tx.Bucket(bucketEntryKeys), []byte(e.identityKey()))
 	appendAudit(tx, c.Meta.record("entry.delete", e.ID), &e, nil)
 	return applied{resp: e, publish: func(r *registry) { r.entryDelete(c.ID, rev) }}, nil
+}
+
+func applyAuthorityRemove(tx *bolt.Tx, c authorityRemoveCmd) (applied, error) {
+	b := tx.Bucket(bucketAuthorities)
+	k := []byte(c.Kind.key(c.ID))
+	v := b.Get(k)
+	if v == nil {
+		return applied{}, nil // already removed: idempotent
+	}
+	var a Authority
+	if err := decodeStored("authority", c.ID, v, &a); err != nil {
+		return applied{}, err
+	}
+	if a.Node != c.Node {
+		return applied{}, fmt.Errorf("%s authority %s: %w: it is node %q's, not %q's", c.Kind, c.ID, ErrInvalid, a.Node, c.Node)
+	}
+	meta := tx.Bucket(bucketMeta)
+	seq := getUint64(meta, keyBundleSeq) + 1
+	if err := putUint64(meta, keyBundleSeq, seq); err != nil {
+		panic(fmt.Sprintf("storage: put bundle sequence: %v", err))
+	}
+	mustDelete(b, k)
+	appendAudit(tx, c.Meta.record("bundle.remove-"+string(c.Kind), c.ID), &a, nil)
+	return applied{resp: nil, publish: func(r *registry) { r.authorityRemove(c.Kind, c.ID, seq) }}, nil
 }
 
 func applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (applied, error) {

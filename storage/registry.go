@@ -203,6 +203,14 @@ func (r *registry) authorityPut(a *Authority, bundleSeq uint64) {
 	r.wakeLocked()
 }
 
+func (r *registry) authorityRemove(kind AuthorityKind, id string, bundleSeq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.authorities, kind.key(id))
+	r.rebuildBundleLocked(bundleSeq)
+	r.wakeLocked()
+}
+
 func (r *registry) rebuildBundleLocked(seq uint64) {
 	b := Bundle{JWTAuthorities: map[string]crypto.PublicKey{}, Sequence: seq}
 	auths := make([]*Authority, 0, len(r.authorities))

@@ -113,6 +113,29 @@ func (s *Store) PutAuthority(ctx context.Context, a Authority) error {
 	return nil
 }
 
+// RemoveAuthority takes node's authority out of the bundle (a pruned CA key); removing one that is not
+// there is a no-op, one of another node's is ErrInvalid.
+func (s *Store) RemoveAuthority(ctx context.Context, kind AuthorityKind, id, node string) error {
+	if _, err := s.propose(ctx, cmdAuthorityRemove, authorityRemoveCmd{Kind: kind, ID: id, Node: node, Meta: s.newMeta(ctx, "")}.wire()); err != nil {
+		return fmt.Errorf("storage: remove %s authority %s of node %s: %w", kind, id, node, err)
+	}
+	return nil
+}
+
+// Authorities returns every authority of the bundle with its node and dates, in publication order.
+func (s *Store) Authorities() []Authority {
+	s.reg.mu.RLock()
+	defer s.reg.mu.RUnlock()
+	out := make([]Authority, 0, len(s.reg.authorities))
+	for _, a := range s.reg.authorities {
+		out = append(out, *a)
+	}
+	slices.SortFunc(out, func(x, y Authority) int {
+		return cmp.Or(x.AddedAt.Compare(y.AddedAt), cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.ID, y.ID))
+	})
+	return out
+}
+
 // Owner returns the named owner.
 func (s *Store) Owner(name string) (Owner, error) {
 	s.reg.mu.RLock()

@@ -165,7 +165,9 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if _, err := s.CreateOwner(context.Background(), Owner{Name: "payments"}); err != nil {
 		t.Fatal(err)
 	}
-	writeNewestCommand(t, s, "payments")
+	if err := s.RemoveAuthority(context.Background(), AuthorityJWT, "k1", s.NodeID()); err != nil { // a command of the newest version
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -212,6 +212,14 @@ func authorityPutFromWire(m *raftv1.AuthorityPut) authorityPutCmd {
 	return authorityPutCmd{Authority: authorityFromWire(m.GetAuthority()), Meta: metaFromWire(m.GetMeta())}
 }
 
+func (c authorityRemoveCmd) wire() *raftv1.AuthorityRemove {
+	return &raftv1.AuthorityRemove{Kind: string(c.Kind), Id: c.ID, Node: c.Node, Meta: metaToWire(c.Meta)}
+}
+
+func authorityRemoveFromWire(m *raftv1.AuthorityRemove) authorityRemoveCmd {
+	return authorityRemoveCmd{Kind: AuthorityKind(m.GetKind()), ID: m.GetId(), Node: m.GetNode(), Meta: metaFromWire(m.GetMeta())}
+}
+
 func (c tokenCreateCmd) wire() *raftv1.TokenCreate {
 	return &raftv1.TokenCreate{Token: tokenToWire(c.Token), Meta: metaToWire(c.Meta)}
 }

@@ -136,6 +136,9 @@ func wireCases() []wireCase {
 			PrevRevision: 3, Meta: sampleMeta()}, policySetCmd.wire, policySetFromWire),
 		wcase("policy-checked", cmdPolicyChecked, policyCheckedCmd{PolicyRevision: 4, Command: []byte{byte(cmdEntryDelete), 0x0a, 0x02, 'e', '1'}},
 			policyCheckedCmd.wire, policyCheckedFromWire),
+		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
+			authorityRemoveCmd.wire, authorityRemoveFromWire),
+		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/signet-id/signet/ca/rotation"
 	"io"
 	"net"
 	"os"
@@ -68,8 +69,16 @@ type serverFileConfig struct {
 	StateMmapSize string `yaml:"state_mmap_size"`
 	// stateMmapSize is StateMmapSize in bytes, filled by loadServerConfig.
 	stateMmapSize int64
-	CA            struct {
+	// caSchedule is ca.ttl and ca.rotation with defaults, filled by loadServerConfig.
+	caSchedule rotation.Schedule
+	CA         struct {
 		TTL time.Duration `yaml:"ttl"`
+		// Rotation is the key schedule (rotation.Schedule): how long SVIDs signed under a key live at
+		// most, and how long a successor is in the bundle before it signs.
+		Rotation struct {
+			MaxSVIDTTL    time.Duration `yaml:"max_svid_ttl"`
+			PrepareBefore time.Duration `yaml:"prepare_before"`
+		} `yaml:"rotation"`
 		// KeyManager is where the CA's private keys live: disk (default), softkms, pkcs11, awskms,
 		// cloudkms or azurekms (package ca/keymanager); the other keys configure it.
 		KeyManager      string `yaml:"key_manager"`
@@ -490,16 +499,28 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL < agentapi.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
+	if km := c.CA.KeyManager; km != "" && km != "disk" && c.CA.Rotation.PrepareBefore != 0 {
+		return c, td, configError(path, "ca.rotation.prepare_before", "keys in key_manager %s do not rotate (only key_manager disk's do): remove it, or keep the CA keys on disk", km)
+	}
+	sched := rotation.Schedule{TTL: c.CA.TTL, MaxSVIDTTL: c.CA.Rotation.MaxSVIDTTL, PrepareBefore: c.CA.Rotation.PrepareBefore}.WithDefaults()
+	if err := sched.Validate(); err != nil {
+		return c, td, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.caSchedule = sched
+	c.CA.TTL, c.CA.Rotation.MaxSVIDTTL, c.CA.Rotation.PrepareBefore = sched.TTL, sched.MaxSVIDTTL, sched.PrepareBefore
 	for _, m := range []struct {
 		key string
 		v   *time.Duration
 		def time.Duration
 	}{{"min_x509_svid_ttl", &c.MinX509SVIDTTL, adminapi.MinX509SVIDTTL}, {"min_jwt_svid_ttl", &c.MinJWTSVIDTTL, adminapi.MinJWTSVIDTTL}} {
 		if *m.v == 0 {
-			*m.v = m.def
+			*m.v = min(m.def, sched.MaxSVIDTTL) // the default gives way to a shorter longest SVID TTL
 		}
 		if *m.v < adminapi.ShortestSVIDTTL || *m.v > 30*24*time.Hour {
 			return c, td, configError(path, m.key, "%s: want between %s and 720h", *m.v, adminapi.ShortestSVIDTTL)
+		}
+		if *m.v > sched.MaxSVIDTTL {
+			return c, td, configError(path, m.key, "%s is longer than the longest SVID TTL %s (ca.rotation.max_svid_ttl): lower it or raise ca.rotation.max_svid_ttl", *m.v, sched.MaxSVIDTTL)
 		}
 	}
 	if c.DefaultEntryTTL == 0 {
@@ -542,12 +563,6 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	if _, err := policy.Compile(c.Policy); err != nil {
 		return c, td, configError(path, "policy", "%v", err)
-	}
-	if c.CA.TTL == 0 {
-		c.CA.TTL = 365 * 24 * time.Hour
-	}
-	if c.CA.TTL < time.Hour {
-		return c, td, configError(path, "ca.ttl", "%s: must be at least 1h", c.CA.TTL)
 	}
 	if err := checkCAKeys(path, &c); err != nil {
 		return c, td, err

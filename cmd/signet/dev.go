@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/internal/uds"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
@@ -72,7 +73,7 @@ and root.`,
 	f.StringVar(&o.workloadSocket, "socket", defaultWorkloadSocket(), "Workload API socket path")
 	f.StringVar(&o.adminSocket, "admin-socket", defaultAdminSocket(), "admin API socket path")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.DurationVar(&o.caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of the CA certificate created on first start")
+	f.DurationVar(&o.caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of each CA key; keys rotate at half life (docs/configuration.md, ca.ttl)")
 	return cmd
 }
 
@@ -91,8 +92,8 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.caTTL < time.Hour {
-		return usagef("--ca-ttl %s: must be at least 1h", o.caTTL)
+	if err := (rotation.Schedule{TTL: o.caTTL}).WithDefaults().Validate(); err != nil {
+		return usagef("--ca-ttl %s: at least %s (keys rotate at half life; SVIDs live at most an eighth of it, 30 days at most)", o.caTTL, rotation.MinTTL)
 	}
 	td, err := parseTrustDomain(o.trustDomain)
 	if err != nil {
@@ -112,7 +113,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	node, err := startServerNode(ctx, serverNodeConfig{
 		DataDir: o.dataDir, TrustDomain: td, AdminSocket: o.adminSocket, AdminSocketDirMode: adminDirMode, AdminUIDs: adminUIDs(uid),
-		RaftBind: "127.0.0.1:0", Bootstrap: true, CATTL: o.caTTL,
+		RaftBind: "127.0.0.1:0", Bootstrap: true, CASchedule: rotation.Schedule{TTL: o.caTTL},
 		AgentAuth: func(context.Context) (agentapi.Caller, error) {
 			// Only the in-process agent can reach this agent API: there is no network listener.
 			return agentapi.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
@@ -200,8 +201,9 @@ func ensureDevIdentity(ctx context.Context, node *serverNode, td spiffeid.TrustD
 	if err != nil {
 		return spiffeid.ID{}, "", err
 	}
+	ttl := min(adminapi.DefaultSVIDTTL, node.keys.Schedule().MaxSVIDTTL) // a short --ca-ttl shortens SVIDs
 	e := storage.Entry{SPIFFEID: id.String(), Selectors: []selector.Selector{sel}, Owner: name, Purpose: "dev mode",
-		X509TTL: adminapi.DefaultSVIDTTL, JWTTTL: adminapi.DefaultSVIDTTL, NeverExpires: true}
+		X509TTL: ttl, JWTTTL: ttl, NeverExpires: true}
 	if _, _, err := node.srv.Admin.EnsureEntry(ctx, e, "signet dev"); err != nil {
 		return spiffeid.ID{}, "", fmt.Errorf("dev: register entry %s: %w", id, err)
 	}

@@ -295,7 +295,7 @@ func TestKill9AndRestartKeepsEverything(t *testing.T) {
 // TestEntryCreateBadInput: each bad request fails with a message naming the field, a non-zero exit,
 // and nothing stored.
 func TestEntryCreateBadInput(t *testing.T) {
-	d := startDev(t, newDevDirs(t), "--ca-ttl", "2h")
+	d := startDev(t, newDevDirs(t), "--ca-ttl", "16h") // keys rotate at 8h; SVIDs at most 2h (ca.ttl/8)
 	_, owner := devIdentity(t)
 	d.mustCLI("entry", "create", "--spiffe-id", "spiffe://example.org/dup", "--selector", "unix:uid:7", "--owner", owner, "--purpose", "p")
 	base := []string{"entry", "create"}
@@ -337,7 +337,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		{"selector without a value", args(map[string]string{"--selector": "docker:label"}), exitUsage, `want docker:key:value`},
 		{"zero TTL", args(map[string]string{"--x509-ttl": "0s"}), exitUsage, "--x509-ttl 0s: must be positive"},
 		{"negative JWT TTL", args(map[string]string{"--jwt-ttl": "-1h"}), exitUsage, "--jwt-ttl -1h0m0s: must be positive"},
-		{"TTL above 30 days", args(map[string]string{"--x509-ttl": "721h"}), exitFailure, "invalid argument: at most 720h0m0s"},
+		{"TTL above the longest SVID TTL", args(map[string]string{"--x509-ttl": "3h"}), exitFailure, "x509_ttl 3h0m0s: invalid argument: at most 2h0m0s (the longest SVID TTL of the server, ca.rotation.max_svid_ttl)"},
 		{"duplicate entry", args(map[string]string{"--spiffe-id": "spiffe://example.org/dup", "--selector": "unix:uid:7"}), exitFailure, "identical entry already exists"},
 		{"owner that does not exist", args(map[string]string{"--owner": "nobody-here"}), exitFailure, `owner "nobody-here": owner not found`},
 		{"reserved path", args(map[string]string{"--spiffe-id": "spiffe://example.org/signet/agent/x"}), exitFailure, "reserved"},
@@ -412,7 +412,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 func TestEntryHelp(t *testing.T) {
 	t.Parallel()
 	create, _, code := runCLI(t, nil, "entry", "create", "--help")
-	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most 720h; an SVID never outlives the CA: it is capped at the CA's expiry) (default 1h0m0s)") {
+	if code != 0 || strings.Count(create, "(required)") != 4 || !strings.Contains(create, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most the server's ca.rotation.max_svid_ttl, 720h by default) (default 1h0m0s)") {
 		t.Errorf("entry create --help (exit %d):\n%s", code, create)
 	}
 	update, _, code := runCLI(t, nil, "entry", "update", "--help")

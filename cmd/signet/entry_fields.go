@@ -225,8 +225,8 @@ func addEntryFlags(cmd *cobra.Command, o *entryOptions, update bool) {
 	f.StringVar(&o.owner, "owner", "", required("accountable owner of this identity"))
 	f.StringVar(&o.purpose, "purpose", "", required("why this identity exists"))
 	f.StringVar(&o.ticket, "ticket", "", "reference of the change request that justifies it")
-	f.DurationVar(&o.x509TTL, "x509-ttl", ttl, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most 720h; an SVID never outlives the CA: it is capped at the CA's expiry)")
-	f.DurationVar(&o.jwtTTL, "jwt-ttl", ttl, "lifetime of JWT-SVIDs (at least min_jwt_svid_ttl: the cluster's policy limit, else the server's, 30s by default; at most 720h; capped at the CA's expiry)")
+	f.DurationVar(&o.x509TTL, "x509-ttl", ttl, "lifetime of X.509-SVIDs (at least min_x509_svid_ttl: the cluster's policy limit, else the server's, 1m by default; at most the server's ca.rotation.max_svid_ttl, 720h by default)")
+	f.DurationVar(&o.jwtTTL, "jwt-ttl", ttl, "lifetime of JWT-SVIDs (at least min_jwt_svid_ttl: the cluster's policy limit, else the server's, 30s by default; at most the server's ca.rotation.max_svid_ttl, 720h by default)")
 	dnsUsage := "DNS name to add to X.509-SVIDs; repeat for more"
 	if update {
 		dnsUsage += " (replaces every DNS name)"

@@ -90,6 +90,7 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newClusterCmd(),
 		newSnapshotCmd(),
 		newPolicyCmd(),
+		newCACmd(),
 	)
 	root.SetHelpCommand(newHelpCmd())
 	// cobra adds 'completion' lazily; add it now so that an unknown shell is a usage error too.

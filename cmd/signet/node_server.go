@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/ca/keymanager"
+	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/cluster"
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/uds"
@@ -59,9 +60,13 @@ type serverNodeConfig struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	CATTL             time.Duration
 	// CAKeys is where the CA's private keys live; a zero Kind (or disk) means files in DataDir/ca.
 	CAKeys keymanager.Config
+	// CASchedule is the node's key rotation schedule (ca.ttl, ca.rotation; zero fields: defaults).
+	// Keys in an HSM or KMS (CAKeys) do not rotate: they use only its TTL.
+	CASchedule rotation.Schedule
+	// KeyCheckEvery is server.Config.KeyCheckEvery (zero: the default).
+	KeyCheckEvery time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
 	AgentAuth    agentapi.Authenticator
 	AgentSVIDTTL time.Duration
@@ -88,7 +93,8 @@ const auditCheckpointFile = "audit-checkpoint.json"
 type serverNode struct {
 	store   *storage.Store
 	ca      *ca.CA
-	keys    *keymanager.Manager // nil for disk keys
+	kms     *keymanager.Manager // nil for disk keys
+	keys    *rotation.Manager   // nil for keys in an HSM or KMS: they do not rotate
 	srv     *server.Server
 	cluster *cluster.Node
 	mux     *cluster.Mux
@@ -107,18 +113,16 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	// The key manager opens first: a wrong PIN or a KMS that does not resolve fails before anything
 	// is created in the data dir.
 	caDir := filepath.Join(cfg.DataDir, "ca")
-	var keys *keymanager.Manager
-	var caKeys ca.KeyManager
+	var kms *keymanager.Manager
 	if kind := cfg.CAKeys.Kind; kind != "" && kind != keymanager.Disk {
 		kc := cfg.CAKeys
 		kc.Dir = caDir
-		if keys, err = keymanager.Open(ctx, kc); err != nil {
+		if kms, err = keymanager.Open(ctx, kc); err != nil {
 			return nil, fmt.Errorf("ca.key_manager: %w", err)
 		}
-		caKeys = keys
 		defer func() {
 			if err != nil {
-				keys.Close()
+				kms.Close()
 			}
 		}()
 	}
@@ -141,11 +145,30 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 
-	x509a, jwta, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: caDir, TrustDomain: cfg.TrustDomain, TTL: cfg.CATTL, Keys: caKeys})
-	if err != nil {
-		return nil, err
+	var authority *ca.CA
+	var rot *rotation.Manager
+	if kms == nil {
+		sched := cfg.CASchedule.WithDefaults()
+		rot, err = rotation.Open(rotation.Config{Dir: caDir, Schedule: sched,
+			New: rotation.DiskFactory(cfg.TrustDomain, sched.TTL, nil), Logger: log,
+			// The key store of a signet before keys rotated becomes the first slot.
+			AdoptFiles: []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}})
+		if err != nil {
+			return nil, err
+		}
+		authority = rot.Active()
+	} else {
+		// Keys in an HSM or KMS live under the fixed names of ca.x509_key and ca.jwt_key: one key
+		// pair, which does not rotate (docs/configuration.md).
+		x509a, jwta, lerr := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: caDir, TrustDomain: cfg.TrustDomain,
+			TTL: cfg.CASchedule.WithDefaults().TTL, Keys: kms})
+		if lerr != nil {
+			return nil, lerr
+		}
+		if authority, err = ca.New(ca.Config{TrustDomain: cfg.TrustDomain, X509: x509a, JWT: jwta}); err != nil {
+			return nil, err
+		}
 	}
-	authority, err := ca.New(ca.Config{TrustDomain: cfg.TrustDomain, X509: x509a, JWT: jwta})
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +181,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: cfg.TrustDomain, Selectors: selectors,
+	srv, err := server.New(server.Config{Store: st, CA: authority, Keys: rot, KeyCheckEvery: cfg.KeyCheckEvery,
+		TrustDomain: cfg.TrustDomain, Selectors: selectors,
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
@@ -184,7 +208,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n := &serverNode{store: st, ca: authority, keys: keys, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
+	n := &serverNode{store: st, ca: authority, kms: kms, keys: rot, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(runCtx) })
 	wg.Go(func() { _ = cn.Run(runCtx) })
@@ -274,8 +298,8 @@ func (n *serverNode) Stop() {
 	n.cluster.Close()
 	n.store.Close()
 	n.mux.Close()
-	if n.keys != nil {
-		n.keys.Close()
+	if n.kms != nil {
+		n.kms.Close()
 	}
 }
 

@@ -23,6 +23,355 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CAStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAStatusRequest) Reset() {
+	*x = CAStatusRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusRequest) ProtoMessage() {}
+
+func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
+func (*CAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// One CA key (an X.509 root and the JWT key created with it) of a server node.
+type CAKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Slot          string                 `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`                   // this server's slot ID; empty for another node's key
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`                 // prepared, active, old, pruned (this server's); published (another node's, in the bundle)
+	X509Id        string                 `protobuf:"bytes,4,opt,name=x509_id,json=x509Id,proto3" json:"x509_id,omitempty"` // hex SHA-256 of the root certificate
+	JwtKeyId      string                 `protobuf:"bytes,5,opt,name=jwt_key_id,json=jwtKeyId,proto3" json:"jwt_key_id,omitempty"`
+	CreatedAt     int64                  `protobuf:"varint,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`    // unix seconds; for another node's key, when it entered the bundle
+	ActivateAt    int64                  `protobuf:"varint,7,opt,name=activate_at,json=activateAt,proto3" json:"activate_at,omitempty"` // unix seconds; 0 for another node's key
+	OldSince      int64                  `protobuf:"varint,8,opt,name=old_since,json=oldSince,proto3" json:"old_since,omitempty"`       // 0 = not old
+	PrunedAt      int64                  `protobuf:"varint,9,opt,name=pruned_at,json=prunedAt,proto3" json:"pruned_at,omitempty"`       // 0 = not pruned
+	NotAfter      int64                  `protobuf:"varint,10,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	InBundle      bool                   `protobuf:"varint,11,opt,name=in_bundle,json=inBundle,proto3" json:"in_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAKey) Reset() {
+	*x = CAKey{}
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAKey) ProtoMessage() {}
+
+func (x *CAKey) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
+func (*CAKey) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CAKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CAKey) GetSlot() string {
+	if x != nil {
+		return x.Slot
+	}
+	return ""
+}
+
+func (x *CAKey) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CAKey) GetX509Id() string {
+	if x != nil {
+		return x.X509Id
+	}
+	return ""
+}
+
+func (x *CAKey) GetJwtKeyId() string {
+	if x != nil {
+		return x.JwtKeyId
+	}
+	return ""
+}
+
+func (x *CAKey) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *CAKey) GetActivateAt() int64 {
+	if x != nil {
+		return x.ActivateAt
+	}
+	return 0
+}
+
+func (x *CAKey) GetOldSince() int64 {
+	if x != nil {
+		return x.OldSince
+	}
+	return 0
+}
+
+func (x *CAKey) GetPrunedAt() int64 {
+	if x != nil {
+		return x.PrunedAt
+	}
+	return 0
+}
+
+func (x *CAKey) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
+}
+
+func (x *CAKey) GetInBundle() bool {
+	if x != nil {
+		return x.InBundle
+	}
+	return false
+}
+
+type CAStatusResponse struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Node                 string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the server that answered
+	Keys                 []*CAKey               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	CaTtlSeconds         int64                  `protobuf:"varint,3,opt,name=ca_ttl_seconds,json=caTtlSeconds,proto3" json:"ca_ttl_seconds,omitempty"`
+	MaxSvidTtlSeconds    int64                  `protobuf:"varint,4,opt,name=max_svid_ttl_seconds,json=maxSvidTtlSeconds,proto3" json:"max_svid_ttl_seconds,omitempty"`
+	PrepareBeforeSeconds int64                  `protobuf:"varint,5,opt,name=prepare_before_seconds,json=prepareBeforeSeconds,proto3" json:"prepare_before_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CAStatusResponse) Reset() {
+	*x = CAStatusResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatusResponse) ProtoMessage() {}
+
+func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
+func (*CAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CAStatusResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CAStatusResponse) GetKeys() []*CAKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetCaTtlSeconds() int64 {
+	if x != nil {
+		return x.CaTtlSeconds
+	}
+	return 0
+}
+
+func (x *CAStatusResponse) GetMaxSvidTtlSeconds() int64 {
+	if x != nil {
+		return x.MaxSvidTtlSeconds
+	}
+	return 0
+}
+
+func (x *CAStatusResponse) GetPrepareBeforeSeconds() int64 {
+	if x != nil {
+		return x.PrepareBeforeSeconds
+	}
+	return 0
+}
+
+type RotateCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"` // recorded in the audit log
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`     // the server to rotate; empty: this one
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RotateCARequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RotateCARequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type RotateCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Activated     *CAKey                 `protobuf:"bytes,1,opt,name=activated,proto3" json:"activated,omitempty"` // this server's new active key (node empty or this server)
+	Request       uint64                 `protobuf:"varint,2,opt,name=request,proto3" json:"request,omitempty"`    // another server was asked: the request's number
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`           // the server that rotates
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RotateCAResponse) GetActivated() *CAKey {
+	if x != nil {
+		return x.Activated
+	}
+	return nil
+}
+
+func (x *RotateCAResponse) GetRequest() uint64 {
+	if x != nil {
+		return x.Request
+	}
+	return 0
+}
+
+func (x *RotateCAResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 // One entry policy rule (docs/policy.md): exactly one of deny_unless and approval_when.
 type PolicyRule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -36,7 +385,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +397,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[0]
+	mi := &file_adminv1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +410,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{0}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyRule) GetName() string {
@@ -100,7 +449,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -112,7 +461,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[1]
+	mi := &file_adminv1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -125,7 +474,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{1}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type PolicyInfo struct {
@@ -143,7 +492,7 @@ type PolicyInfo struct {
 
 func (x *PolicyInfo) Reset() {
 	*x = PolicyInfo{}
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +504,7 @@ func (x *PolicyInfo) String() string {
 func (*PolicyInfo) ProtoMessage() {}
 
 func (x *PolicyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[2]
+	mi := &file_adminv1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +517,7 @@ func (x *PolicyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyInfo.ProtoReflect.Descriptor instead.
 func (*PolicyInfo) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{2}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyInfo) GetRevision() uint64 {
@@ -233,7 +582,7 @@ type PolicyLimits struct {
 
 func (x *PolicyLimits) Reset() {
 	*x = PolicyLimits{}
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +594,7 @@ func (x *PolicyLimits) String() string {
 func (*PolicyLimits) ProtoMessage() {}
 
 func (x *PolicyLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[3]
+	mi := &file_adminv1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +607,7 @@ func (x *PolicyLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyLimits.ProtoReflect.Descriptor instead.
 func (*PolicyLimits) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{3}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PolicyLimits) GetMinX509SvidTtlSeconds() int64 {
@@ -295,7 +644,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +656,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[4]
+	mi := &file_adminv1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +669,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{4}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetPolicyRequest) GetRules() []*PolicyRule {
@@ -364,7 +713,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +725,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[5]
+	mi := &file_adminv1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +738,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{5}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RestoreSnapshotRequest) GetPart() isRestoreSnapshotRequest_Part {
@@ -442,7 +791,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +803,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[6]
+	mi := &file_adminv1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +816,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{6}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RestoreSnapshotResponse) GetAppliedIndex() uint64 {
@@ -485,7 +834,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +846,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[7]
+	mi := &file_adminv1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +859,7 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{7}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 // SnapshotHeader describes a state snapshot's body.
@@ -529,7 +878,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +890,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[8]
+	mi := &file_adminv1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +903,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{8}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetTrustDomain() string {
@@ -619,7 +968,7 @@ type SaveSnapshotResponse struct {
 
 func (x *SaveSnapshotResponse) Reset() {
 	*x = SaveSnapshotResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +980,7 @@ func (x *SaveSnapshotResponse) String() string {
 func (*SaveSnapshotResponse) ProtoMessage() {}
 
 func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[9]
+	mi := &file_adminv1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +993,7 @@ func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{9}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SaveSnapshotResponse) GetPart() isSaveSnapshotResponse_Part {
@@ -697,7 +1046,7 @@ type BatchCreateEntriesRequest struct {
 
 func (x *BatchCreateEntriesRequest) Reset() {
 	*x = BatchCreateEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +1058,7 @@ func (x *BatchCreateEntriesRequest) String() string {
 func (*BatchCreateEntriesRequest) ProtoMessage() {}
 
 func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[10]
+	mi := &file_adminv1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +1071,7 @@ func (x *BatchCreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{10}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchCreateEntriesRequest) GetEntries() []*Entry {
@@ -743,7 +1092,7 @@ type BatchCreateEntriesResult struct {
 
 func (x *BatchCreateEntriesResult) Reset() {
 	*x = BatchCreateEntriesResult{}
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +1104,7 @@ func (x *BatchCreateEntriesResult) String() string {
 func (*BatchCreateEntriesResult) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[11]
+	mi := &file_adminv1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1117,7 @@ func (x *BatchCreateEntriesResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResult.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResult) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{11}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BatchCreateEntriesResult) GetEntry() *Entry {
@@ -801,7 +1150,7 @@ type BatchCreateEntriesResponse struct {
 
 func (x *BatchCreateEntriesResponse) Reset() {
 	*x = BatchCreateEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +1162,7 @@ func (x *BatchCreateEntriesResponse) String() string {
 func (*BatchCreateEntriesResponse) ProtoMessage() {}
 
 func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[12]
+	mi := &file_adminv1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1175,7 @@ func (x *BatchCreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*BatchCreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{12}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BatchCreateEntriesResponse) GetResults() []*BatchCreateEntriesResult {
@@ -852,7 +1201,7 @@ type JoinToken struct {
 
 func (x *JoinToken) Reset() {
 	*x = JoinToken{}
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1213,7 @@ func (x *JoinToken) String() string {
 func (*JoinToken) ProtoMessage() {}
 
 func (x *JoinToken) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[13]
+	mi := &file_adminv1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1226,7 @@ func (x *JoinToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinToken.ProtoReflect.Descriptor instead.
 func (*JoinToken) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{13}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinToken) GetId() string {
@@ -947,7 +1296,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1308,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[14]
+	mi := &file_adminv1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1321,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{14}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateJoinTokenRequest) GetOwner() string {
@@ -1006,7 +1355,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1367,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[15]
+	mi := &file_adminv1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1380,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{15}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() *JoinToken {
@@ -1056,7 +1405,7 @@ type ListJoinTokensRequest struct {
 
 func (x *ListJoinTokensRequest) Reset() {
 	*x = ListJoinTokensRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1417,7 @@ func (x *ListJoinTokensRequest) String() string {
 func (*ListJoinTokensRequest) ProtoMessage() {}
 
 func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[16]
+	mi := &file_adminv1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1430,7 @@ func (x *ListJoinTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{16}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListJoinTokensResponse struct {
@@ -1093,7 +1442,7 @@ type ListJoinTokensResponse struct {
 
 func (x *ListJoinTokensResponse) Reset() {
 	*x = ListJoinTokensResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1454,7 @@ func (x *ListJoinTokensResponse) String() string {
 func (*ListJoinTokensResponse) ProtoMessage() {}
 
 func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[17]
+	mi := &file_adminv1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1467,7 @@ func (x *ListJoinTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinTokensResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{17}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListJoinTokensResponse) GetTokens() []*JoinToken {
@@ -1148,7 +1497,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1509,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[18]
+	mi := &file_adminv1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1522,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{18}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AgentInfo) GetId() string {
@@ -1268,7 +1617,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1629,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[19]
+	mi := &file_adminv1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1642,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{19}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListAgentsResponse struct {
@@ -1305,7 +1654,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1666,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[20]
+	mi := &file_adminv1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1679,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{20}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*AgentInfo {
@@ -1349,7 +1698,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1710,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[21]
+	mi := &file_adminv1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1723,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{21}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetAgentRequest) GetId() string {
@@ -1393,7 +1742,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1754,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[22]
+	mi := &file_adminv1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1767,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{22}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -1437,7 +1786,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1798,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[23]
+	mi := &file_adminv1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1811,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{23}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -1482,7 +1831,7 @@ type Selector struct {
 
 func (x *Selector) Reset() {
 	*x = Selector{}
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1843,7 @@ func (x *Selector) String() string {
 func (*Selector) ProtoMessage() {}
 
 func (x *Selector) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[24]
+	mi := &file_adminv1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1856,7 @@ func (x *Selector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Selector.ProtoReflect.Descriptor instead.
 func (*Selector) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{24}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Selector) GetType() string {
@@ -1567,7 +1916,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1928,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[25]
+	mi := &file_adminv1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1941,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{25}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Entry) GetId() string {
@@ -1822,7 +2171,7 @@ type CreateEntryRequest struct {
 
 func (x *CreateEntryRequest) Reset() {
 	*x = CreateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2183,7 @@ func (x *CreateEntryRequest) String() string {
 func (*CreateEntryRequest) ProtoMessage() {}
 
 func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[26]
+	mi := &file_adminv1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2196,7 @@ func (x *CreateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntryRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{26}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateEntryRequest) GetEntry() *Entry {
@@ -1866,7 +2215,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2227,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[27]
+	mi := &file_adminv1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2240,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{27}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -1910,7 +2259,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2271,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[28]
+	mi := &file_adminv1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2284,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{28}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -1960,7 +2309,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2321,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[29]
+	mi := &file_adminv1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2334,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{29}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEntriesRequest) GetOwner() string {
@@ -2041,7 +2390,7 @@ type UpdateEntryRequest struct {
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2402,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[30]
+	mi := &file_adminv1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2415,7 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{30}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UpdateEntryRequest) GetEntry() *Entry {
@@ -2101,7 +2450,7 @@ type SetEntryStateRequest struct {
 
 func (x *SetEntryStateRequest) Reset() {
 	*x = SetEntryStateRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2462,7 @@ func (x *SetEntryStateRequest) String() string {
 func (*SetEntryStateRequest) ProtoMessage() {}
 
 func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[31]
+	mi := &file_adminv1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2475,7 @@ func (x *SetEntryStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEntryStateRequest.ProtoReflect.Descriptor instead.
 func (*SetEntryStateRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{31}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetEntryStateRequest) GetId() string {
@@ -2159,7 +2508,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2520,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[32]
+	mi := &file_adminv1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2533,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{32}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -2212,7 +2561,7 @@ type Owner struct {
 
 func (x *Owner) Reset() {
 	*x = Owner{}
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2573,7 @@ func (x *Owner) String() string {
 func (*Owner) ProtoMessage() {}
 
 func (x *Owner) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[33]
+	mi := &file_adminv1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2586,7 @@ func (x *Owner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Owner.ProtoReflect.Descriptor instead.
 func (*Owner) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{33}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Owner) GetName() string {
@@ -2319,7 +2668,7 @@ type CreateOwnerRequest struct {
 
 func (x *CreateOwnerRequest) Reset() {
 	*x = CreateOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2680,7 @@ func (x *CreateOwnerRequest) String() string {
 func (*CreateOwnerRequest) ProtoMessage() {}
 
 func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[34]
+	mi := &file_adminv1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2693,7 @@ func (x *CreateOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOwnerRequest.ProtoReflect.Descriptor instead.
 func (*CreateOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{34}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateOwnerRequest) GetOwner() *Owner {
@@ -2363,7 +2712,7 @@ type GetOwnerRequest struct {
 
 func (x *GetOwnerRequest) Reset() {
 	*x = GetOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2724,7 @@ func (x *GetOwnerRequest) String() string {
 func (*GetOwnerRequest) ProtoMessage() {}
 
 func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[35]
+	mi := &file_adminv1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2737,7 @@ func (x *GetOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOwnerRequest.ProtoReflect.Descriptor instead.
 func (*GetOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{35}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetOwnerRequest) GetName() string {
@@ -2413,7 +2762,7 @@ type OwnerDetail struct {
 
 func (x *OwnerDetail) Reset() {
 	*x = OwnerDetail{}
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2774,7 @@ func (x *OwnerDetail) String() string {
 func (*OwnerDetail) ProtoMessage() {}
 
 func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[36]
+	mi := &file_adminv1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2787,7 @@ func (x *OwnerDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerDetail.ProtoReflect.Descriptor instead.
 func (*OwnerDetail) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{36}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OwnerDetail) GetOwner() *Owner {
@@ -2494,7 +2843,7 @@ type CredentialUse struct {
 
 func (x *CredentialUse) Reset() {
 	*x = CredentialUse{}
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2855,7 @@ func (x *CredentialUse) String() string {
 func (*CredentialUse) ProtoMessage() {}
 
 func (x *CredentialUse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[37]
+	mi := &file_adminv1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2868,7 @@ func (x *CredentialUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialUse.ProtoReflect.Descriptor instead.
 func (*CredentialUse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{37}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CredentialUse) GetIssuance() *Issuance {
@@ -2549,7 +2898,7 @@ type OffboardOwnerRequest struct {
 
 func (x *OffboardOwnerRequest) Reset() {
 	*x = OffboardOwnerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2910,7 @@ func (x *OffboardOwnerRequest) String() string {
 func (*OffboardOwnerRequest) ProtoMessage() {}
 
 func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[38]
+	mi := &file_adminv1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2923,7 @@ func (x *OffboardOwnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerRequest.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{38}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *OffboardOwnerRequest) GetOwner() string {
@@ -2631,7 +2980,7 @@ type OffboardOwnerResponse struct {
 
 func (x *OffboardOwnerResponse) Reset() {
 	*x = OffboardOwnerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2992,7 @@ func (x *OffboardOwnerResponse) String() string {
 func (*OffboardOwnerResponse) ProtoMessage() {}
 
 func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[39]
+	mi := &file_adminv1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +3005,7 @@ func (x *OffboardOwnerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OffboardOwnerResponse.ProtoReflect.Descriptor instead.
 func (*OffboardOwnerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{39}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *OffboardOwnerResponse) GetOwner() *Owner {
@@ -2727,7 +3076,7 @@ type PolicyViolation struct {
 
 func (x *PolicyViolation) Reset() {
 	*x = PolicyViolation{}
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2739,7 +3088,7 @@ func (x *PolicyViolation) String() string {
 func (*PolicyViolation) ProtoMessage() {}
 
 func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[40]
+	mi := &file_adminv1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2752,7 +3101,7 @@ func (x *PolicyViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyViolation.ProtoReflect.Descriptor instead.
 func (*PolicyViolation) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{40}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PolicyViolation) GetEntryId() string {
@@ -2791,7 +3140,7 @@ type ListOwnersRequest struct {
 
 func (x *ListOwnersRequest) Reset() {
 	*x = ListOwnersRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3152,7 @@ func (x *ListOwnersRequest) String() string {
 func (*ListOwnersRequest) ProtoMessage() {}
 
 func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[41]
+	mi := &file_adminv1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3165,7 @@ func (x *ListOwnersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersRequest.ProtoReflect.Descriptor instead.
 func (*ListOwnersRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{41}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListOwnersResponse struct {
@@ -2828,7 +3177,7 @@ type ListOwnersResponse struct {
 
 func (x *ListOwnersResponse) Reset() {
 	*x = ListOwnersResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +3189,7 @@ func (x *ListOwnersResponse) String() string {
 func (*ListOwnersResponse) ProtoMessage() {}
 
 func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[42]
+	mi := &file_adminv1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +3202,7 @@ func (x *ListOwnersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOwnersResponse.ProtoReflect.Descriptor instead.
 func (*ListOwnersResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{42}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListOwnersResponse) GetOwners() []*Owner {
@@ -2871,7 +3220,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3232,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[43]
+	mi := &file_adminv1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3245,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{43}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 type JWTKey struct {
@@ -2909,7 +3258,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3270,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[44]
+	mi := &file_adminv1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3283,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{44}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -2964,7 +3313,7 @@ type Bundle struct {
 
 func (x *Bundle) Reset() {
 	*x = Bundle{}
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3325,7 @@ func (x *Bundle) String() string {
 func (*Bundle) ProtoMessage() {}
 
 func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[45]
+	mi := &file_adminv1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3338,7 @@ func (x *Bundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
 func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{45}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Bundle) GetTrustDomain() string {
@@ -3052,7 +3401,7 @@ type QueryLedgerRequest struct {
 
 func (x *QueryLedgerRequest) Reset() {
 	*x = QueryLedgerRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3413,7 @@ func (x *QueryLedgerRequest) String() string {
 func (*QueryLedgerRequest) ProtoMessage() {}
 
 func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[46]
+	mi := &file_adminv1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3426,7 @@ func (x *QueryLedgerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerRequest.ProtoReflect.Descriptor instead.
 func (*QueryLedgerRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{46}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *QueryLedgerRequest) GetOwner() string {
@@ -3195,7 +3544,7 @@ type Issuance struct {
 
 func (x *Issuance) Reset() {
 	*x = Issuance{}
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3556,7 @@ func (x *Issuance) String() string {
 func (*Issuance) ProtoMessage() {}
 
 func (x *Issuance) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[47]
+	mi := &file_adminv1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3569,7 @@ func (x *Issuance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Issuance.ProtoReflect.Descriptor instead.
 func (*Issuance) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{47}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Issuance) GetId() string {
@@ -3334,7 +3683,7 @@ type QueryLedgerResponse struct {
 
 func (x *QueryLedgerResponse) Reset() {
 	*x = QueryLedgerResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3346,7 +3695,7 @@ func (x *QueryLedgerResponse) String() string {
 func (*QueryLedgerResponse) ProtoMessage() {}
 
 func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[48]
+	mi := &file_adminv1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3359,7 +3708,7 @@ func (x *QueryLedgerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryLedgerResponse.ProtoReflect.Descriptor instead.
 func (*QueryLedgerResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{48}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *QueryLedgerResponse) GetIssuances() []*Issuance {
@@ -3392,7 +3741,7 @@ type LookupCredentialRequest struct {
 
 func (x *LookupCredentialRequest) Reset() {
 	*x = LookupCredentialRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3753,7 @@ func (x *LookupCredentialRequest) String() string {
 func (*LookupCredentialRequest) ProtoMessage() {}
 
 func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[49]
+	mi := &file_adminv1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3766,7 @@ func (x *LookupCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialRequest.ProtoReflect.Descriptor instead.
 func (*LookupCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{49}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LookupCredentialRequest) GetData() []byte {
@@ -3451,7 +3800,7 @@ type LookupCredentialResponse struct {
 
 func (x *LookupCredentialResponse) Reset() {
 	*x = LookupCredentialResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3812,7 @@ func (x *LookupCredentialResponse) String() string {
 func (*LookupCredentialResponse) ProtoMessage() {}
 
 func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[50]
+	mi := &file_adminv1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3825,7 @@ func (x *LookupCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupCredentialResponse.ProtoReflect.Descriptor instead.
 func (*LookupCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{50}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LookupCredentialResponse) GetKnown() bool {
@@ -3589,7 +3938,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3950,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[51]
+	mi := &file_adminv1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3963,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{51}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Delivery) GetAgent() string {
@@ -3706,7 +4055,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3718,7 +4067,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[52]
+	mi := &file_adminv1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3731,7 +4080,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{52}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -3824,7 +4173,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3836,7 +4185,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[53]
+	mi := &file_adminv1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3849,7 +4198,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{53}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListAuditRequest) GetAfter() uint64 {
@@ -3897,7 +4246,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3909,7 +4258,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[54]
+	mi := &file_adminv1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3922,7 +4271,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{54}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -3951,7 +4300,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3963,7 +4312,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[55]
+	mi := &file_adminv1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3976,7 +4325,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{55}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *VerifyAuditRequest) GetCheckpointSeq() uint64 {
@@ -4001,7 +4350,7 @@ type AuditCheckpointRequest struct {
 
 func (x *AuditCheckpointRequest) Reset() {
 	*x = AuditCheckpointRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4362,7 @@ func (x *AuditCheckpointRequest) String() string {
 func (*AuditCheckpointRequest) ProtoMessage() {}
 
 func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[56]
+	mi := &file_adminv1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4375,7 @@ func (x *AuditCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{56}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 type AuditCheckpointResponse struct {
@@ -4040,7 +4389,7 @@ type AuditCheckpointResponse struct {
 
 func (x *AuditCheckpointResponse) Reset() {
 	*x = AuditCheckpointResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[57]
+	mi := &file_adminv1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4052,7 +4401,7 @@ func (x *AuditCheckpointResponse) String() string {
 func (*AuditCheckpointResponse) ProtoMessage() {}
 
 func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[57]
+	mi := &file_adminv1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4065,7 +4414,7 @@ func (x *AuditCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*AuditCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{57}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AuditCheckpointResponse) GetStatement() []byte {
@@ -4105,7 +4454,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[58]
+	mi := &file_adminv1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4117,7 +4466,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[58]
+	mi := &file_adminv1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4130,7 +4479,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{58}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *VerifyAuditResponse) GetRecords() uint64 {
@@ -4184,7 +4533,7 @@ type ReviewRequest struct {
 
 func (x *ReviewRequest) Reset() {
 	*x = ReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[59]
+	mi := &file_adminv1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4196,7 +4545,7 @@ func (x *ReviewRequest) String() string {
 func (*ReviewRequest) ProtoMessage() {}
 
 func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[59]
+	mi := &file_adminv1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4209,7 +4558,7 @@ func (x *ReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewRequest.ProtoReflect.Descriptor instead.
 func (*ReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{59}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ReviewRequest) GetStaleSeconds() int64 {
@@ -4232,7 +4581,7 @@ type ReviewItem struct {
 
 func (x *ReviewItem) Reset() {
 	*x = ReviewItem{}
-	mi := &file_adminv1_admin_proto_msgTypes[60]
+	mi := &file_adminv1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4593,7 @@ func (x *ReviewItem) String() string {
 func (*ReviewItem) ProtoMessage() {}
 
 func (x *ReviewItem) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[60]
+	mi := &file_adminv1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4606,7 @@ func (x *ReviewItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewItem.ProtoReflect.Descriptor instead.
 func (*ReviewItem) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{60}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ReviewItem) GetKind() string {
@@ -4305,7 +4654,7 @@ type ReviewResponse struct {
 
 func (x *ReviewResponse) Reset() {
 	*x = ReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[61]
+	mi := &file_adminv1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4317,7 +4666,7 @@ func (x *ReviewResponse) String() string {
 func (*ReviewResponse) ProtoMessage() {}
 
 func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[61]
+	mi := &file_adminv1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4330,7 +4679,7 @@ func (x *ReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewResponse.ProtoReflect.Descriptor instead.
 func (*ReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{61}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ReviewResponse) GetItems() []*ReviewItem {
@@ -4360,7 +4709,7 @@ type SignReviewRequest struct {
 
 func (x *SignReviewRequest) Reset() {
 	*x = SignReviewRequest{}
-	mi := &file_adminv1_admin_proto_msgTypes[62]
+	mi := &file_adminv1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4372,7 +4721,7 @@ func (x *SignReviewRequest) String() string {
 func (*SignReviewRequest) ProtoMessage() {}
 
 func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[62]
+	mi := &file_adminv1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4385,7 +4734,7 @@ func (x *SignReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewRequest.ProtoReflect.Descriptor instead.
 func (*SignReviewRequest) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{62}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *SignReviewRequest) GetReviewer() string {
@@ -4434,7 +4783,7 @@ type SignReviewResponse struct {
 
 func (x *SignReviewResponse) Reset() {
 	*x = SignReviewResponse{}
-	mi := &file_adminv1_admin_proto_msgTypes[63]
+	mi := &file_adminv1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4446,7 +4795,7 @@ func (x *SignReviewResponse) String() string {
 func (*SignReviewResponse) ProtoMessage() {}
 
 func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adminv1_admin_proto_msgTypes[63]
+	mi := &file_adminv1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4459,7 +4808,7 @@ func (x *SignReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignReviewResponse.ProtoReflect.Descriptor instead.
 func (*SignReviewResponse) Descriptor() ([]byte, []int) {
-	return file_adminv1_admin_proto_rawDescGZIP(), []int{63}
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SignReviewResponse) GetReviewId() string {
@@ -4487,7 +4836,37 @@ var File_adminv1_admin_proto protoreflect.FileDescriptor
 
 const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"\x88\x01\n" +
+	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"\x11\n" +
+	"\x0fCAStatusRequest\"\xb0\x02\n" +
+	"\x05CAKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04slot\x18\x02 \x01(\tR\x04slot\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x17\n" +
+	"\ax509_id\x18\x04 \x01(\tR\x06x509Id\x12\x1c\n" +
+	"\n" +
+	"jwt_key_id\x18\x05 \x01(\tR\bjwtKeyId\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\x03R\tcreatedAt\x12\x1f\n" +
+	"\vactivate_at\x18\a \x01(\x03R\n" +
+	"activateAt\x12\x1b\n" +
+	"\told_since\x18\b \x01(\x03R\boldSince\x12\x1b\n" +
+	"\tpruned_at\x18\t \x01(\x03R\bprunedAt\x12\x1b\n" +
+	"\tnot_after\x18\n" +
+	" \x01(\x03R\bnotAfter\x12\x1b\n" +
+	"\tin_bundle\x18\v \x01(\bR\binBundle\"\xdf\x01\n" +
+	"\x10CAStatusResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
+	"\x04keys\x18\x02 \x03(\v2\x16.signet.admin.v1.CAKeyR\x04keys\x12$\n" +
+	"\x0eca_ttl_seconds\x18\x03 \x01(\x03R\fcaTtlSeconds\x12/\n" +
+	"\x14max_svid_ttl_seconds\x18\x04 \x01(\x03R\x11maxSvidTtlSeconds\x124\n" +
+	"\x16prepare_before_seconds\x18\x05 \x01(\x03R\x14prepareBeforeSeconds\"=\n" +
+	"\x0fRotateCARequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"v\n" +
+	"\x10RotateCAResponse\x124\n" +
+	"\tactivated\x18\x01 \x01(\v2\x16.signet.admin.v1.CAKeyR\tactivated\x12\x18\n" +
+	"\arequest\x18\x02 \x01(\x04R\arequest\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\x88\x01\n" +
 	"\n" +
 	"PolicyRule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
@@ -4857,7 +5236,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12SignReviewResponse\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
 	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
-	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xc0\x13\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xe2\x14\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -4891,7 +5270,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\fSaveSnapshot\x12$.signet.admin.v1.SaveSnapshotRequest\x1a%.signet.admin.v1.SaveSnapshotResponse0\x01\x12f\n" +
 	"\x0fRestoreSnapshot\x12'.signet.admin.v1.RestoreSnapshotRequest\x1a(.signet.admin.v1.RestoreSnapshotResponse(\x01\x12K\n" +
 	"\tGetPolicy\x12!.signet.admin.v1.GetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12K\n" +
-	"\tSetPolicy\x12!.signet.admin.v1.SetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfoB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
+	"\tSetPolicy\x12!.signet.admin.v1.SetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12O\n" +
+	"\bCAStatus\x12 .signet.admin.v1.CAStatusRequest\x1a!.signet.admin.v1.CAStatusResponse\x12O\n" +
+	"\bRotateCA\x12 .signet.admin.v1.RotateCARequest\x1a!.signet.admin.v1.RotateCAResponseB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
 
 var (
 	file_adminv1_admin_proto_rawDescOnce sync.Once
@@ -4905,182 +5286,193 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_adminv1_admin_proto_goTypes = []any{
-	(*PolicyRule)(nil),                 // 0: signet.admin.v1.PolicyRule
-	(*GetPolicyRequest)(nil),           // 1: signet.admin.v1.GetPolicyRequest
-	(*PolicyInfo)(nil),                 // 2: signet.admin.v1.PolicyInfo
-	(*PolicyLimits)(nil),               // 3: signet.admin.v1.PolicyLimits
-	(*SetPolicyRequest)(nil),           // 4: signet.admin.v1.SetPolicyRequest
-	(*RestoreSnapshotRequest)(nil),     // 5: signet.admin.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),    // 6: signet.admin.v1.RestoreSnapshotResponse
-	(*SaveSnapshotRequest)(nil),        // 7: signet.admin.v1.SaveSnapshotRequest
-	(*SnapshotHeader)(nil),             // 8: signet.admin.v1.SnapshotHeader
-	(*SaveSnapshotResponse)(nil),       // 9: signet.admin.v1.SaveSnapshotResponse
-	(*BatchCreateEntriesRequest)(nil),  // 10: signet.admin.v1.BatchCreateEntriesRequest
-	(*BatchCreateEntriesResult)(nil),   // 11: signet.admin.v1.BatchCreateEntriesResult
-	(*BatchCreateEntriesResponse)(nil), // 12: signet.admin.v1.BatchCreateEntriesResponse
-	(*JoinToken)(nil),                  // 13: signet.admin.v1.JoinToken
-	(*CreateJoinTokenRequest)(nil),     // 14: signet.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 15: signet.admin.v1.CreateJoinTokenResponse
-	(*ListJoinTokensRequest)(nil),      // 16: signet.admin.v1.ListJoinTokensRequest
-	(*ListJoinTokensResponse)(nil),     // 17: signet.admin.v1.ListJoinTokensResponse
-	(*AgentInfo)(nil),                  // 18: signet.admin.v1.AgentInfo
-	(*ListAgentsRequest)(nil),          // 19: signet.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 20: signet.admin.v1.ListAgentsResponse
-	(*GetAgentRequest)(nil),            // 21: signet.admin.v1.GetAgentRequest
-	(*EvictAgentRequest)(nil),          // 22: signet.admin.v1.EvictAgentRequest
-	(*BanAgentRequest)(nil),            // 23: signet.admin.v1.BanAgentRequest
-	(*Selector)(nil),                   // 24: signet.admin.v1.Selector
-	(*Entry)(nil),                      // 25: signet.admin.v1.Entry
-	(*CreateEntryRequest)(nil),         // 26: signet.admin.v1.CreateEntryRequest
-	(*GetEntryRequest)(nil),            // 27: signet.admin.v1.GetEntryRequest
-	(*DeleteEntryRequest)(nil),         // 28: signet.admin.v1.DeleteEntryRequest
-	(*ListEntriesRequest)(nil),         // 29: signet.admin.v1.ListEntriesRequest
-	(*UpdateEntryRequest)(nil),         // 30: signet.admin.v1.UpdateEntryRequest
-	(*SetEntryStateRequest)(nil),       // 31: signet.admin.v1.SetEntryStateRequest
-	(*ListEntriesResponse)(nil),        // 32: signet.admin.v1.ListEntriesResponse
-	(*Owner)(nil),                      // 33: signet.admin.v1.Owner
-	(*CreateOwnerRequest)(nil),         // 34: signet.admin.v1.CreateOwnerRequest
-	(*GetOwnerRequest)(nil),            // 35: signet.admin.v1.GetOwnerRequest
-	(*OwnerDetail)(nil),                // 36: signet.admin.v1.OwnerDetail
-	(*CredentialUse)(nil),              // 37: signet.admin.v1.CredentialUse
-	(*OffboardOwnerRequest)(nil),       // 38: signet.admin.v1.OffboardOwnerRequest
-	(*OffboardOwnerResponse)(nil),      // 39: signet.admin.v1.OffboardOwnerResponse
-	(*PolicyViolation)(nil),            // 40: signet.admin.v1.PolicyViolation
-	(*ListOwnersRequest)(nil),          // 41: signet.admin.v1.ListOwnersRequest
-	(*ListOwnersResponse)(nil),         // 42: signet.admin.v1.ListOwnersResponse
-	(*GetBundleRequest)(nil),           // 43: signet.admin.v1.GetBundleRequest
-	(*JWTKey)(nil),                     // 44: signet.admin.v1.JWTKey
-	(*Bundle)(nil),                     // 45: signet.admin.v1.Bundle
-	(*QueryLedgerRequest)(nil),         // 46: signet.admin.v1.QueryLedgerRequest
-	(*Issuance)(nil),                   // 47: signet.admin.v1.Issuance
-	(*QueryLedgerResponse)(nil),        // 48: signet.admin.v1.QueryLedgerResponse
-	(*LookupCredentialRequest)(nil),    // 49: signet.admin.v1.LookupCredentialRequest
-	(*LookupCredentialResponse)(nil),   // 50: signet.admin.v1.LookupCredentialResponse
-	(*Delivery)(nil),                   // 51: signet.admin.v1.Delivery
-	(*AuditRecord)(nil),                // 52: signet.admin.v1.AuditRecord
-	(*ListAuditRequest)(nil),           // 53: signet.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),          // 54: signet.admin.v1.ListAuditResponse
-	(*VerifyAuditRequest)(nil),         // 55: signet.admin.v1.VerifyAuditRequest
-	(*AuditCheckpointRequest)(nil),     // 56: signet.admin.v1.AuditCheckpointRequest
-	(*AuditCheckpointResponse)(nil),    // 57: signet.admin.v1.AuditCheckpointResponse
-	(*VerifyAuditResponse)(nil),        // 58: signet.admin.v1.VerifyAuditResponse
-	(*ReviewRequest)(nil),              // 59: signet.admin.v1.ReviewRequest
-	(*ReviewItem)(nil),                 // 60: signet.admin.v1.ReviewItem
-	(*ReviewResponse)(nil),             // 61: signet.admin.v1.ReviewResponse
-	(*SignReviewRequest)(nil),          // 62: signet.admin.v1.SignReviewRequest
-	(*SignReviewResponse)(nil),         // 63: signet.admin.v1.SignReviewResponse
+	(*CAStatusRequest)(nil),            // 0: signet.admin.v1.CAStatusRequest
+	(*CAKey)(nil),                      // 1: signet.admin.v1.CAKey
+	(*CAStatusResponse)(nil),           // 2: signet.admin.v1.CAStatusResponse
+	(*RotateCARequest)(nil),            // 3: signet.admin.v1.RotateCARequest
+	(*RotateCAResponse)(nil),           // 4: signet.admin.v1.RotateCAResponse
+	(*PolicyRule)(nil),                 // 5: signet.admin.v1.PolicyRule
+	(*GetPolicyRequest)(nil),           // 6: signet.admin.v1.GetPolicyRequest
+	(*PolicyInfo)(nil),                 // 7: signet.admin.v1.PolicyInfo
+	(*PolicyLimits)(nil),               // 8: signet.admin.v1.PolicyLimits
+	(*SetPolicyRequest)(nil),           // 9: signet.admin.v1.SetPolicyRequest
+	(*RestoreSnapshotRequest)(nil),     // 10: signet.admin.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),    // 11: signet.admin.v1.RestoreSnapshotResponse
+	(*SaveSnapshotRequest)(nil),        // 12: signet.admin.v1.SaveSnapshotRequest
+	(*SnapshotHeader)(nil),             // 13: signet.admin.v1.SnapshotHeader
+	(*SaveSnapshotResponse)(nil),       // 14: signet.admin.v1.SaveSnapshotResponse
+	(*BatchCreateEntriesRequest)(nil),  // 15: signet.admin.v1.BatchCreateEntriesRequest
+	(*BatchCreateEntriesResult)(nil),   // 16: signet.admin.v1.BatchCreateEntriesResult
+	(*BatchCreateEntriesResponse)(nil), // 17: signet.admin.v1.BatchCreateEntriesResponse
+	(*JoinToken)(nil),                  // 18: signet.admin.v1.JoinToken
+	(*CreateJoinTokenRequest)(nil),     // 19: signet.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 20: signet.admin.v1.CreateJoinTokenResponse
+	(*ListJoinTokensRequest)(nil),      // 21: signet.admin.v1.ListJoinTokensRequest
+	(*ListJoinTokensResponse)(nil),     // 22: signet.admin.v1.ListJoinTokensResponse
+	(*AgentInfo)(nil),                  // 23: signet.admin.v1.AgentInfo
+	(*ListAgentsRequest)(nil),          // 24: signet.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),         // 25: signet.admin.v1.ListAgentsResponse
+	(*GetAgentRequest)(nil),            // 26: signet.admin.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),          // 27: signet.admin.v1.EvictAgentRequest
+	(*BanAgentRequest)(nil),            // 28: signet.admin.v1.BanAgentRequest
+	(*Selector)(nil),                   // 29: signet.admin.v1.Selector
+	(*Entry)(nil),                      // 30: signet.admin.v1.Entry
+	(*CreateEntryRequest)(nil),         // 31: signet.admin.v1.CreateEntryRequest
+	(*GetEntryRequest)(nil),            // 32: signet.admin.v1.GetEntryRequest
+	(*DeleteEntryRequest)(nil),         // 33: signet.admin.v1.DeleteEntryRequest
+	(*ListEntriesRequest)(nil),         // 34: signet.admin.v1.ListEntriesRequest
+	(*UpdateEntryRequest)(nil),         // 35: signet.admin.v1.UpdateEntryRequest
+	(*SetEntryStateRequest)(nil),       // 36: signet.admin.v1.SetEntryStateRequest
+	(*ListEntriesResponse)(nil),        // 37: signet.admin.v1.ListEntriesResponse
+	(*Owner)(nil),                      // 38: signet.admin.v1.Owner
+	(*CreateOwnerRequest)(nil),         // 39: signet.admin.v1.CreateOwnerRequest
+	(*GetOwnerRequest)(nil),            // 40: signet.admin.v1.GetOwnerRequest
+	(*OwnerDetail)(nil),                // 41: signet.admin.v1.OwnerDetail
+	(*CredentialUse)(nil),              // 42: signet.admin.v1.CredentialUse
+	(*OffboardOwnerRequest)(nil),       // 43: signet.admin.v1.OffboardOwnerRequest
+	(*OffboardOwnerResponse)(nil),      // 44: signet.admin.v1.OffboardOwnerResponse
+	(*PolicyViolation)(nil),            // 45: signet.admin.v1.PolicyViolation
+	(*ListOwnersRequest)(nil),          // 46: signet.admin.v1.ListOwnersRequest
+	(*ListOwnersResponse)(nil),         // 47: signet.admin.v1.ListOwnersResponse
+	(*GetBundleRequest)(nil),           // 48: signet.admin.v1.GetBundleRequest
+	(*JWTKey)(nil),                     // 49: signet.admin.v1.JWTKey
+	(*Bundle)(nil),                     // 50: signet.admin.v1.Bundle
+	(*QueryLedgerRequest)(nil),         // 51: signet.admin.v1.QueryLedgerRequest
+	(*Issuance)(nil),                   // 52: signet.admin.v1.Issuance
+	(*QueryLedgerResponse)(nil),        // 53: signet.admin.v1.QueryLedgerResponse
+	(*LookupCredentialRequest)(nil),    // 54: signet.admin.v1.LookupCredentialRequest
+	(*LookupCredentialResponse)(nil),   // 55: signet.admin.v1.LookupCredentialResponse
+	(*Delivery)(nil),                   // 56: signet.admin.v1.Delivery
+	(*AuditRecord)(nil),                // 57: signet.admin.v1.AuditRecord
+	(*ListAuditRequest)(nil),           // 58: signet.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),          // 59: signet.admin.v1.ListAuditResponse
+	(*VerifyAuditRequest)(nil),         // 60: signet.admin.v1.VerifyAuditRequest
+	(*AuditCheckpointRequest)(nil),     // 61: signet.admin.v1.AuditCheckpointRequest
+	(*AuditCheckpointResponse)(nil),    // 62: signet.admin.v1.AuditCheckpointResponse
+	(*VerifyAuditResponse)(nil),        // 63: signet.admin.v1.VerifyAuditResponse
+	(*ReviewRequest)(nil),              // 64: signet.admin.v1.ReviewRequest
+	(*ReviewItem)(nil),                 // 65: signet.admin.v1.ReviewItem
+	(*ReviewResponse)(nil),             // 66: signet.admin.v1.ReviewResponse
+	(*SignReviewRequest)(nil),          // 67: signet.admin.v1.SignReviewRequest
+	(*SignReviewResponse)(nil),         // 68: signet.admin.v1.SignReviewResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
-	0,  // 0: signet.admin.v1.PolicyInfo.rules:type_name -> signet.admin.v1.PolicyRule
-	3,  // 1: signet.admin.v1.PolicyInfo.limits:type_name -> signet.admin.v1.PolicyLimits
-	0,  // 2: signet.admin.v1.SetPolicyRequest.rules:type_name -> signet.admin.v1.PolicyRule
-	3,  // 3: signet.admin.v1.SetPolicyRequest.limits:type_name -> signet.admin.v1.PolicyLimits
-	8,  // 4: signet.admin.v1.RestoreSnapshotRequest.header:type_name -> signet.admin.v1.SnapshotHeader
-	8,  // 5: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
-	25, // 6: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
-	25, // 7: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
-	11, // 8: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
-	13, // 9: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
-	13, // 10: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	24, // 11: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
-	18, // 12: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	24, // 13: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
-	25, // 14: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	25, // 15: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
-	25, // 16: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
-	33, // 17: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
-	33, // 18: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
-	25, // 19: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
-	13, // 20: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
-	18, // 21: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
-	47, // 22: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
-	37, // 23: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
-	47, // 24: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
-	51, // 25: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
-	33, // 26: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
-	25, // 27: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
-	13, // 28: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
-	18, // 29: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
-	47, // 30: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
-	40, // 31: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
-	37, // 32: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
-	33, // 33: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
-	44, // 34: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
-	47, // 35: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
-	47, // 36: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
-	25, // 37: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
-	33, // 38: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
-	18, // 39: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
-	47, // 40: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
-	51, // 41: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
-	52, // 42: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
-	60, // 43: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
-	25, // 44: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	26, // 45: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	27, // 46: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	29, // 47: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	28, // 48: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	30, // 49: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	31, // 50: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	34, // 51: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	41, // 52: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	35, // 53: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	38, // 54: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	43, // 55: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	46, // 56: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	49, // 57: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	53, // 58: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	55, // 59: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	56, // 60: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	59, // 61: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	62, // 62: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	10, // 63: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	14, // 64: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	16, // 65: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	19, // 66: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	21, // 67: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	22, // 68: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	23, // 69: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	7,  // 70: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
-	5,  // 71: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
-	1,  // 72: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
-	4,  // 73: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
-	25, // 74: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	25, // 75: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	32, // 76: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	25, // 77: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	25, // 78: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	25, // 79: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	33, // 80: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	42, // 81: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	36, // 82: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	39, // 83: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	45, // 84: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	48, // 85: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	50, // 86: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	54, // 87: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	58, // 88: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	57, // 89: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	61, // 90: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	63, // 91: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	12, // 92: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	15, // 93: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	17, // 94: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	20, // 95: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	18, // 96: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	18, // 97: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	18, // 98: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	9,  // 99: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
-	6,  // 100: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
-	2,  // 101: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	2,  // 102: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	74, // [74:103] is the sub-list for method output_type
-	45, // [45:74] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	1,  // 0: signet.admin.v1.CAStatusResponse.keys:type_name -> signet.admin.v1.CAKey
+	1,  // 1: signet.admin.v1.RotateCAResponse.activated:type_name -> signet.admin.v1.CAKey
+	5,  // 2: signet.admin.v1.PolicyInfo.rules:type_name -> signet.admin.v1.PolicyRule
+	8,  // 3: signet.admin.v1.PolicyInfo.limits:type_name -> signet.admin.v1.PolicyLimits
+	5,  // 4: signet.admin.v1.SetPolicyRequest.rules:type_name -> signet.admin.v1.PolicyRule
+	8,  // 5: signet.admin.v1.SetPolicyRequest.limits:type_name -> signet.admin.v1.PolicyLimits
+	13, // 6: signet.admin.v1.RestoreSnapshotRequest.header:type_name -> signet.admin.v1.SnapshotHeader
+	13, // 7: signet.admin.v1.SaveSnapshotResponse.header:type_name -> signet.admin.v1.SnapshotHeader
+	30, // 8: signet.admin.v1.BatchCreateEntriesRequest.entries:type_name -> signet.admin.v1.Entry
+	30, // 9: signet.admin.v1.BatchCreateEntriesResult.entry:type_name -> signet.admin.v1.Entry
+	16, // 10: signet.admin.v1.BatchCreateEntriesResponse.results:type_name -> signet.admin.v1.BatchCreateEntriesResult
+	18, // 11: signet.admin.v1.CreateJoinTokenResponse.token:type_name -> signet.admin.v1.JoinToken
+	18, // 12: signet.admin.v1.ListJoinTokensResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	29, // 13: signet.admin.v1.AgentInfo.selectors:type_name -> signet.admin.v1.Selector
+	23, // 14: signet.admin.v1.ListAgentsResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	29, // 15: signet.admin.v1.Entry.selectors:type_name -> signet.admin.v1.Selector
+	30, // 16: signet.admin.v1.CreateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	30, // 17: signet.admin.v1.UpdateEntryRequest.entry:type_name -> signet.admin.v1.Entry
+	30, // 18: signet.admin.v1.ListEntriesResponse.entries:type_name -> signet.admin.v1.Entry
+	38, // 19: signet.admin.v1.CreateOwnerRequest.owner:type_name -> signet.admin.v1.Owner
+	38, // 20: signet.admin.v1.OwnerDetail.owner:type_name -> signet.admin.v1.Owner
+	30, // 21: signet.admin.v1.OwnerDetail.entries:type_name -> signet.admin.v1.Entry
+	18, // 22: signet.admin.v1.OwnerDetail.tokens:type_name -> signet.admin.v1.JoinToken
+	23, // 23: signet.admin.v1.OwnerDetail.agents:type_name -> signet.admin.v1.AgentInfo
+	52, // 24: signet.admin.v1.OwnerDetail.valid_credentials:type_name -> signet.admin.v1.Issuance
+	42, // 25: signet.admin.v1.OwnerDetail.in_use:type_name -> signet.admin.v1.CredentialUse
+	52, // 26: signet.admin.v1.CredentialUse.issuance:type_name -> signet.admin.v1.Issuance
+	56, // 27: signet.admin.v1.CredentialUse.deliveries:type_name -> signet.admin.v1.Delivery
+	38, // 28: signet.admin.v1.OffboardOwnerResponse.owner:type_name -> signet.admin.v1.Owner
+	30, // 29: signet.admin.v1.OffboardOwnerResponse.entries:type_name -> signet.admin.v1.Entry
+	18, // 30: signet.admin.v1.OffboardOwnerResponse.tokens:type_name -> signet.admin.v1.JoinToken
+	23, // 31: signet.admin.v1.OffboardOwnerResponse.agents:type_name -> signet.admin.v1.AgentInfo
+	52, // 32: signet.admin.v1.OffboardOwnerResponse.still_valid:type_name -> signet.admin.v1.Issuance
+	45, // 33: signet.admin.v1.OffboardOwnerResponse.violations:type_name -> signet.admin.v1.PolicyViolation
+	42, // 34: signet.admin.v1.OffboardOwnerResponse.in_use:type_name -> signet.admin.v1.CredentialUse
+	38, // 35: signet.admin.v1.ListOwnersResponse.owners:type_name -> signet.admin.v1.Owner
+	49, // 36: signet.admin.v1.Bundle.jwt_authorities:type_name -> signet.admin.v1.JWTKey
+	52, // 37: signet.admin.v1.QueryLedgerResponse.issuances:type_name -> signet.admin.v1.Issuance
+	52, // 38: signet.admin.v1.LookupCredentialResponse.issuance:type_name -> signet.admin.v1.Issuance
+	30, // 39: signet.admin.v1.LookupCredentialResponse.entry:type_name -> signet.admin.v1.Entry
+	38, // 40: signet.admin.v1.LookupCredentialResponse.owner:type_name -> signet.admin.v1.Owner
+	23, // 41: signet.admin.v1.LookupCredentialResponse.agent:type_name -> signet.admin.v1.AgentInfo
+	52, // 42: signet.admin.v1.LookupCredentialResponse.other_live:type_name -> signet.admin.v1.Issuance
+	56, // 43: signet.admin.v1.LookupCredentialResponse.deliveries:type_name -> signet.admin.v1.Delivery
+	57, // 44: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
+	65, // 45: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
+	30, // 46: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
+	31, // 47: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	32, // 48: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	34, // 49: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	33, // 50: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	35, // 51: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	36, // 52: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	39, // 53: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	46, // 54: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	40, // 55: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	43, // 56: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	48, // 57: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	51, // 58: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	54, // 59: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	58, // 60: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	60, // 61: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	61, // 62: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	64, // 63: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	67, // 64: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	15, // 65: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	19, // 66: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	21, // 67: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	24, // 68: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	26, // 69: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	27, // 70: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	28, // 71: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	12, // 72: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
+	10, // 73: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
+	6,  // 74: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
+	9,  // 75: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
+	0,  // 76: signet.admin.v1.Admin.CAStatus:input_type -> signet.admin.v1.CAStatusRequest
+	3,  // 77: signet.admin.v1.Admin.RotateCA:input_type -> signet.admin.v1.RotateCARequest
+	30, // 78: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	30, // 79: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	37, // 80: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	30, // 81: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	30, // 82: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	30, // 83: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	38, // 84: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	47, // 85: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	41, // 86: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	44, // 87: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	50, // 88: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	53, // 89: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	55, // 90: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	59, // 91: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	63, // 92: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	62, // 93: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	66, // 94: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	68, // 95: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	17, // 96: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	20, // 97: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	22, // 98: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	25, // 99: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	23, // 100: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 101: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 102: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	14, // 103: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
+	11, // 104: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
+	7,  // 105: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	7,  // 106: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	2,  // 107: signet.admin.v1.Admin.CAStatus:output_type -> signet.admin.v1.CAStatusResponse
+	4,  // 108: signet.admin.v1.Admin.RotateCA:output_type -> signet.admin.v1.RotateCAResponse
+	78, // [78:109] is the sub-list for method output_type
+	47, // [47:78] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -5088,11 +5480,11 @@ func file_adminv1_admin_proto_init() {
 	if File_adminv1_admin_proto != nil {
 		return
 	}
-	file_adminv1_admin_proto_msgTypes[5].OneofWrappers = []any{
+	file_adminv1_admin_proto_msgTypes[10].OneofWrappers = []any{
 		(*RestoreSnapshotRequest_Header)(nil),
 		(*RestoreSnapshotRequest_Chunk)(nil),
 	}
-	file_adminv1_admin_proto_msgTypes[9].OneofWrappers = []any{
+	file_adminv1_admin_proto_msgTypes[14].OneofWrappers = []any{
 		(*SaveSnapshotResponse_Header)(nil),
 		(*SaveSnapshotResponse_Chunk)(nil),
 	}
@@ -5102,7 +5494,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   64,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

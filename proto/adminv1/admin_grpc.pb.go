@@ -50,6 +50,8 @@ const (
 	Admin_RestoreSnapshot_FullMethodName    = "/signet.admin.v1.Admin/RestoreSnapshot"
 	Admin_GetPolicy_FullMethodName          = "/signet.admin.v1.Admin/GetPolicy"
 	Admin_SetPolicy_FullMethodName          = "/signet.admin.v1.Admin/SetPolicy"
+	Admin_CAStatus_FullMethodName           = "/signet.admin.v1.Admin/CAStatus"
+	Admin_RotateCA_FullMethodName           = "/signet.admin.v1.Admin/RotateCA"
 )
 
 // AdminClient is the client API for Admin service.
@@ -107,6 +109,14 @@ type AdminClient interface {
 	// that do not compile are refused (InvalidArgument naming the rule) and nothing changes. Audited as
 	// "policy.set" with the policy before and after.
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*PolicyInfo, error)
+	// CAStatus lists the CA keys of every node: this server's with their rotation state and dates, every
+	// other node's as its bundle holds them (state "published"), and this server's schedule.
+	CAStatus(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error)
+	// RotateCA rotates this server's CA keys now: a successor is prepared, published in the bundle and
+	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate". With node set to
+	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
+	// as soon as it applies it (audited "ca.rotate" by node:<id>).
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 }
 
 type adminClient struct {
@@ -428,6 +438,26 @@ func (c *adminClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) CAStatus(ctx context.Context, in *CAStatusRequest, opts ...grpc.CallOption) (*CAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CAStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_CAStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -483,6 +513,14 @@ type AdminServer interface {
 	// that do not compile are refused (InvalidArgument naming the rule) and nothing changes. Audited as
 	// "policy.set" with the policy before and after.
 	SetPolicy(context.Context, *SetPolicyRequest) (*PolicyInfo, error)
+	// CAStatus lists the CA keys of every node: this server's with their rotation state and dates, every
+	// other node's as its bundle holds them (state "published"), and this server's schedule.
+	CAStatus(context.Context, *CAStatusRequest) (*CAStatusResponse, error)
+	// RotateCA rotates this server's CA keys now: a successor is prepared, published in the bundle and
+	// activated; the old key stays in the bundle until its expiry. Audited as "ca.rotate". With node set to
+	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
+	// as soon as it applies it (audited "ca.rotate" by node:<id>).
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -579,6 +617,12 @@ func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*
 }
 func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*PolicyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedAdminServer) CAStatus(context.Context, *CAStatusRequest) (*CAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CAStatus not implemented")
+}
+func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1098,6 +1142,42 @@ func _Admin_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CAStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CAStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CAStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CAStatus(ctx, req.(*CAStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1208,6 +1288,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPolicy",
 			Handler:    _Admin_SetPolicy_Handler,
+		},
+		{
+			MethodName: "CAStatus",
+			Handler:    _Admin_CAStatus_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _Admin_RotateCA_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

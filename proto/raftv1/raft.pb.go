@@ -2839,6 +2839,130 @@ func (x *PolicyChecked) GetCommand() []byte {
 	return nil
 }
 
+// AuthorityRemove takes one authority out of the bundle (a node's pruned CA key): command type 44,
+// command version 6. Removing one that is not there is a no-op; node must match the stored authority's.
+type AuthorityRemove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "x509" or "jwt"
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Meta          *AuditMeta             `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorityRemove) Reset() {
+	*x = AuthorityRemove{}
+	mi := &file_raftv1_raft_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorityRemove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorityRemove) ProtoMessage() {}
+
+func (x *AuthorityRemove) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorityRemove.ProtoReflect.Descriptor instead.
+func (*AuthorityRemove) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AuthorityRemove) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuthorityRemove) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuthorityRemove) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AuthorityRemove) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+// RotationRequest asks a server node to rotate its CA keys now (signet ca rotate --node N): command type
+// 45, command version 6. The node must have recorded a command version (every server does as it starts).
+type RotationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Meta          *AuditMeta             `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"` // its reason is the request's
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotationRequest) Reset() {
+	*x = RotationRequest{}
+	mi := &file_raftv1_raft_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotationRequest) ProtoMessage() {}
+
+func (x *RotationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotationRequest.ProtoReflect.Descriptor instead.
+func (*RotationRequest) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RotationRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RotationRequest) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
 var File_raftv1_raft_proto protoreflect.FileDescriptor
 
 const file_raftv1_raft_proto_rawDesc = "" +
@@ -3106,7 +3230,15 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x14default_entry_ttl_ns\x18\x06 \x01(\x03R\x11defaultEntryTtlNs\"R\n" +
 	"\rPolicyChecked\x12'\n" +
 	"\x0fpolicy_revision\x18\x01 \x01(\x04R\x0epolicyRevision\x12\x18\n" +
-	"\acommand\x18\x02 \x01(\fR\acommandB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
+	"\acommand\x18\x02 \x01(\fR\acommand\"x\n" +
+	"\x0fAuthorityRemove\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12-\n" +
+	"\x04meta\x18\x04 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"T\n" +
+	"\x0fRotationRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
+	"\x04meta\x18\x02 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04metaB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
 
 var (
 	file_raftv1_raft_proto_rawDescOnce sync.Once
@@ -3120,7 +3252,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -3158,31 +3290,33 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*PolicyRule)(nil),            // 33: signet.raft.v1.PolicyRule
 	(*PolicySet)(nil),             // 34: signet.raft.v1.PolicySet
 	(*PolicyChecked)(nil),         // 35: signet.raft.v1.PolicyChecked
-	nil,                           // 36: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*AuthorityRemove)(nil),       // 36: signet.raft.v1.AuthorityRemove
+	(*RotationRequest)(nil),       // 37: signet.raft.v1.RotationRequest
+	nil,                           // 38: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	37, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	37, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	37, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	39, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	39, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	39, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	37, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	37, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	37, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	37, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	37, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	37, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	37, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	39, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	39, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	39, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	39, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	39, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	39, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	39, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	37, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	37, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	37, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	37, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	37, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	37, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	39, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	39, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	39, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	39, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	39, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	39, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -3195,32 +3329,34 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	37, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	39, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	37, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
+	39, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
 	6,  // 36: signet.raft.v1.AgentAttestNode.agent:type_name -> signet.raft.v1.Agent
-	37, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	37, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	39, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	39, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
 	0,  // 39: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	37, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	39, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
 	3,  // 41: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
 	0,  // 42: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 43: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 44: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	36, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	38, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
 	7,  // 46: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	37, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	39, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
 	9,  // 48: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
 	0,  // 49: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
 	30, // 50: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
 	31, // 51: signet.raft.v1.DeliveryRecord.deliveries:type_name -> signet.raft.v1.Delivery
 	33, // 52: signet.raft.v1.PolicySet.rules:type_name -> signet.raft.v1.PolicyRule
 	0,  // 53: signet.raft.v1.PolicySet.meta:type_name -> signet.raft.v1.AuditMeta
-	54, // [54:54] is the sub-list for method output_type
-	54, // [54:54] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	0,  // 54: signet.raft.v1.AuthorityRemove.meta:type_name -> signet.raft.v1.AuditMeta
+	0,  // 55: signet.raft.v1.RotationRequest.meta:type_name -> signet.raft.v1.AuditMeta
+	56, // [56:56] is the sub-list for method output_type
+	56, // [56:56] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -3234,7 +3370,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -7,6 +7,7 @@ package adminapi
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,13 +27,45 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// KeyRing is the node's rotating CA keys: the one that signs now, and every root of the node still in
+// the bundle.
+type KeyRing interface {
+	Active() *ca.CA
+	Roots() []*x509.Certificate
+}
+
+// authority is the CA that signs now.
+func (s *AdminService) authority() *ca.CA {
+	if s.cfg.Keys != nil {
+		return s.cfg.Keys.Active()
+	}
+	return s.cfg.CA
+}
+
+// ownRoots are the roots a checkpoint of this node may be signed by.
+func (s *AdminService) ownRoots() []*x509.Certificate {
+	if s.cfg.Keys != nil {
+		return s.cfg.Keys.Roots()
+	}
+	return []*x509.Certificate{s.cfg.CA.X509Authority()}
+}
+
 // AdminAuthenticator names the admin making a call (for example "uid:1000(alice)"), or refuses it.
 type AdminAuthenticator func(ctx context.Context) (string, error)
 
 // AdminServiceConfig configures the admin API.
 type AdminServiceConfig struct {
-	Store       *storage.Store
-	CA          *ca.CA
+	Store *storage.Store
+	// CA signs checkpoints and bounds entry TTLs by its life, unless Keys is set.
+	CA *ca.CA
+	// Keys, if set, are the node's rotating CA keys (ca/rotation.Manager): the active one signs
+	// checkpoints and bounds entry TTLs, and a checkpoint signed by any of the node's roots verifies.
+	Keys KeyRing
+	// KeyAdmin, if set, is the node's key rotation, for CAStatus and RotateCA (server.Server).
+	KeyAdmin KeyAdmin
+	// MaxSVIDTTL is the longest SVID TTL an entry may ask (zero: 30 days); with rotating keys, the
+	// schedule's MaxSVIDTTL (ca.rotation.max_svid_ttl), which every active key outlives.
+	MaxSVIDTTL  time.Duration
 	TrustDomain spiffeid.TrustDomain
 	// Selectors are the selector types entries may use: those of the attestors this server is built
 	// with (a registry built in main); required.
@@ -96,6 +129,12 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	case cfg.Selectors == nil:
 		return nil, errors.New("adminapi: config: Selectors is required (the registry of the attestors' selector types)")
 	}
+	switch {
+	case cfg.MaxSVIDTTL == 0:
+		cfg.MaxSVIDTTL = maxTTL
+	case cfg.MaxSVIDTTL < ShortestSVIDTTL || cfg.MaxSVIDTTL > maxTTL:
+		return nil, fmt.Errorf("adminapi: config: MaxSVIDTTL %s: want between %s and %s", cfg.MaxSVIDTTL, ShortestSVIDTTL, maxTTL)
+	}
 	for _, m := range []struct {
 		name string
 		v    *time.Duration
@@ -103,9 +142,9 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 	}{{"MinX509SVIDTTL", &cfg.MinX509SVIDTTL, MinX509SVIDTTL}, {"MinJWTSVIDTTL", &cfg.MinJWTSVIDTTL, MinJWTSVIDTTL}} {
 		switch {
 		case *m.v == 0:
-			*m.v = m.def
-		case *m.v < ShortestSVIDTTL || *m.v > maxTTL:
-			return nil, fmt.Errorf("adminapi: config: %s %s: want between %s and %s", m.name, *m.v, ShortestSVIDTTL, maxTTL)
+			*m.v = min(m.def, cfg.MaxSVIDTTL) // the default gives way to a shorter longest TTL
+		case *m.v < ShortestSVIDTTL || *m.v > cfg.MaxSVIDTTL:
+			return nil, fmt.Errorf("adminapi: config: %s %s: want between %s and %s (MaxSVIDTTL)", m.name, *m.v, ShortestSVIDTTL, cfg.MaxSVIDTTL)
 		}
 	}
 	if cfg.Clock == nil {
@@ -133,7 +172,7 @@ func NewAdminService(cfg AdminServiceConfig) (*AdminService, error) {
 
 func (s *AdminService) rules() entryRules {
 	return entryRules{TrustDomain: s.cfg.TrustDomain, ServerID: issuer.ServerID(s.cfg.TrustDomain).String(), Now: s.cfg.Clock(),
-		MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL, Selectors: s.cfg.Selectors}
+		MaxTTL: s.cfg.MaxSVIDTTL, MinX509TTL: s.cfg.MinX509SVIDTTL, MinJWTTTL: s.cfg.MinJWTSVIDTTL, Selectors: s.cfg.Selectors}
 }
 
 // NewEntryID returns a random entry ID (128 bits, hex).

@@ -45,6 +45,9 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.PolicyRule.description":   {n: policy.MaxDescriptionBytes},
 	"signet.admin.v1.PolicyRule.deny_unless":   {n: policy.MaxExpressionBytes},
 	"signet.admin.v1.PolicyRule.approval_when": {n: policy.MaxExpressionBytes},
+	// Admin API: CA keys.
+	"signet.admin.v1.RotateCARequest.reason": {n: maxReasonLen},
+	"signet.admin.v1.RotateCARequest.node":   {n: maxNameLen},
 	// Admin API: snapshots.
 	"signet.admin.v1.RestoreSnapshotRequest.chunk": {n: SnapshotChunkSize},
 	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},

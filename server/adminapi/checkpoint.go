@@ -60,7 +60,7 @@ func (s *AdminService) AuditCheckpoint(ctx context.Context, _ *adminv1.AuditChec
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	f, err := SignCheckpoint(s.cfg.Store, s.cfg.CA, s.cfg.Clock(), prev)
+	f, err := SignCheckpoint(s.cfg.Store, s.authority(), s.cfg.Clock(), prev)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -126,32 +126,39 @@ func (f CheckpointFile) Marshal() ([]byte, error) {
 // StoredCheckpoint reads the node's automatic checkpoint, checked against this node's own root (it
 // signed it): nil if there is none. One that does not verify is an error wrapping ErrAuditBroken.
 func (s *AdminService) StoredCheckpoint() (*AuditCheckpoint, error) {
+	cp, _, err := s.storedCheckpoint()
+	return cp, err
+}
+
+// storedCheckpoint is StoredCheckpoint, with the root that signed it (one of the node's keys: with
+// rotating keys, any still in the bundle).
+func (s *AdminService) storedCheckpoint() (*AuditCheckpoint, *x509.Certificate, error) {
 	path := s.cfg.AuditCheckpointFile
 	if path == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	data, err := fsutil.ReadFileMax(path, MaxCheckpointFileSize)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("automatic audit checkpoint: %w", err)
+		return nil, nil, fmt.Errorf("automatic audit checkpoint: %w", err)
 	}
-	cp, _, err := ParseCheckpoint(data, []*x509.Certificate{s.cfg.CA.X509Authority()}, s.cfg.TrustDomain.Name())
+	cp, signer, err := ParseCheckpoint(data, s.ownRoots(), s.cfg.TrustDomain.Name())
 	if err != nil {
-		return nil, fmt.Errorf("%w: automatic audit checkpoint %s: %w (verify with a checkpoint kept elsewhere; remove the file to start over)", storage.ErrAuditBroken, path, err)
+		return nil, nil, fmt.Errorf("%w: automatic audit checkpoint %s: %w (verify with a checkpoint kept elsewhere; remove the file to start over)", storage.ErrAuditBroken, path, err)
 	}
 	rid, err := s.cfg.Store.RestoreID()
 	if err != nil {
-		return nil, fmt.Errorf("automatic audit checkpoint: %w", err)
+		return nil, nil, fmt.Errorf("automatic audit checkpoint: %w", err)
 	}
 	if cp.RestoreID != rid {
 		// `signet snapshot restore` replaced the chain (audited as snapshot.restore): the checkpoint is
 		// of the chain before it, and the next one starts over.
 		s.log.Info("audit log: the automatic checkpoint is of the chain before a snapshot restore; starting over", "file", path, "restore_id", rid)
-		return nil, nil
+		return nil, nil, nil
 	}
-	return &cp, nil
+	return &cp, signer, nil
 }
 
 func (s *AdminService) writeStoredCheckpoint(f CheckpointFile) error {
@@ -165,19 +172,22 @@ func (s *AdminService) writeStoredCheckpoint(f CheckpointFile) error {
 	return fsutil.WriteFileAtomic(filepath.Dir(s.cfg.AuditCheckpointFile), filepath.Base(s.cfg.AuditCheckpointFile), b, 0o600)
 }
 
-// RenewCheckpoint replaces the automatic checkpoint with one of the current head, if the log grew and
-// the chain still holds the previous one. Otherwise it logs why, and keeps the previous one as evidence.
+// RenewCheckpoint replaces the automatic checkpoint with one of the current head, if the log grew (or a
+// rotation retired the key that signed it, which will leave the bundle) and the chain still holds the
+// previous one. Otherwise it logs why, and keeps the previous one as evidence.
 func (s *AdminService) RenewCheckpoint() {
-	prev, err := s.StoredCheckpoint()
+	prev, signer, err := s.storedCheckpoint()
 	if err != nil {
 		s.log.Error("audit log: the automatic checkpoint does not verify; not replacing it", "error", err)
 		return
 	}
+	authority := s.authority()
 	head, err := s.cfg.Store.AuditHead()
-	if err != nil || head.Seq == 0 || (prev != nil && prev.Seq == head.Seq && prev.HeadHash == head.Hash) {
+	current := prev != nil && prev.Seq == head.Seq && prev.HeadHash == head.Hash && signer.Equal(authority.X509Authority())
+	if err != nil || head.Seq == 0 || current {
 		return
 	}
-	f, err := SignCheckpoint(s.cfg.Store, s.cfg.CA, s.cfg.Clock(), prev)
+	f, err := SignCheckpoint(s.cfg.Store, authority, s.cfg.Clock(), prev)
 	if err != nil {
 		s.log.Error("audit log: not renewing the automatic checkpoint", "file", s.cfg.AuditCheckpointFile, "error", err)
 		return

@@ -16,6 +16,7 @@ var (
 	ErrPolicyUnusable    = apierr.ErrPolicyUnusable
 	ErrOtherTrustDomain  = apierr.ErrOtherTrustDomain
 	ErrResourceExhausted = apierr.ErrResourceExhausted
+	ErrKeysDoNotRotate   = apierr.ErrKeysDoNotRotate
 )
 
 // codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).

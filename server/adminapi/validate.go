@@ -83,6 +83,8 @@ type entryRules struct {
 	// ServerID is the parent of node alias entries (entries selected by node selectors).
 	ServerID string
 	Now      time.Time
+	// MaxTTL is the longest SVID TTL (zero: maxTTL); the default TTL is capped to it.
+	MaxTTL time.Duration
 	// MinX509TTL and MinJWTTTL are the shortest SVID lifetimes an entry may ask (zero: MinX509SVIDTTL
 	// and MinJWTSVIDTTL).
 	MinX509TTL, MinJWTTTL time.Duration
@@ -197,16 +199,20 @@ const (
 )
 
 func (r entryRules) validateTTL(name, field string, ttl *time.Duration, minTTL time.Duration) error {
+	longest := r.MaxTTL
+	if longest == 0 {
+		longest = maxTTL
+	}
 	switch {
 	case *ttl == 0:
-		*ttl = DefaultSVIDTTL
+		*ttl = min(DefaultSVIDTTL, longest)
 	case *ttl < 0:
 		return fmt.Errorf("entry %q: %s %s: %w: must be positive", name, field, *ttl, ErrInvalidArgument)
 	case *ttl < minTTL:
 		return fmt.Errorf("entry %q: %s %s: %w: at least %s (min_%s_svid_ttl, the cluster's policy limit if it sets one, else the server's: every SVID is kept in the ledger, shorter ones would fill it)",
 			name, field, *ttl, ErrInvalidArgument, minTTL, strings.TrimSuffix(field, "_ttl"))
-	case *ttl > maxTTL:
-		return fmt.Errorf("entry %q: %s %s: %w: at most %s", name, field, *ttl, ErrInvalidArgument, maxTTL)
+	case *ttl > longest:
+		return fmt.Errorf("entry %q: %s %s: %w: at most %s (the longest SVID TTL of the server, ca.rotation.max_svid_ttl)", name, field, *ttl, ErrInvalidArgument, longest)
 	}
 	// A TTL longer than the CA's remaining life is accepted: the CA caps every SVID at its own
 	// NotAfter (ca.ErrCAExpired only once it has expired), so entries outlive the CA that signs today.

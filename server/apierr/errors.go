@@ -38,6 +38,8 @@ var (
 	// ErrResourceExhausted marks a request refused because a limit of the server was reached: an
 	// issuance rate limit, or the free space of the server's disk. The message names the limit.
 	ErrResourceExhausted = errors.New("resource exhausted")
+	// ErrKeysDoNotRotate: a key rotation was asked of a server whose CA keys do not rotate.
+	ErrKeysDoNotRotate = errors.New("this server's CA keys do not rotate")
 )
 
 // Code maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -65,7 +67,8 @@ func Code(err error) codes.Code {
 	case errors.Is(err, storage.ErrOwnerNotFound), errors.Is(err, storage.ErrOwnerOffboarded), errors.Is(err, storage.ErrNotPending),
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
 		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable),
-		errors.Is(err, ca.ErrCAExpired):
+		errors.Is(err, ca.ErrCAExpired),
+		errors.Is(err, ErrKeysDoNotRotate):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition

@@ -52,8 +52,12 @@ type Caller struct {
 
 // IssuerConfig configures an Issuer.
 type IssuerConfig struct {
-	Store    *storage.Store
-	CA       *ca.CA
+	Store *storage.Store
+	// CA signs everything, unless Keys is set.
+	CA *ca.CA
+	// Keys, if set, are the node's rotating CA keys (ca/rotation.Manager): every credential is signed
+	// by the key active at the time. CA is then the node's first key (its trust domain is the same).
+	Keys     ActiveKey
 	Recorder *Recorder
 	// NodeID names this server node in the ledger.
 	NodeID string
@@ -67,6 +71,9 @@ type IssuerConfig struct {
 	Clock       func() time.Time
 	Logger      *slog.Logger
 }
+
+// ActiveKey is the node's CA key that signs now.
+type ActiveKey interface{ Active() *ca.CA }
 
 // Issuer turns an authorized request into credentials: it checks that the calling agent may issue the
 // entry, signs, records the issuance through the ledger, and only then returns the credential.
@@ -119,6 +126,14 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 		entries:  ratelimit.NewBuckets[string](limits.EntryRate, limits.EntryBurst, 0),
 		disk:     &diskGuard{dir: cfg.DataDir, min: cfg.MinFreeDisk, free: cfg.FreeDisk, clock: cfg.Clock},
 		refusals: apierr.NewRefusalLogLimiter()}, nil
+}
+
+// authority is the CA to sign with now.
+func (i *Issuer) authority() *ca.CA {
+	if i.cfg.Keys != nil {
+		return i.cfg.Keys.Active()
+	}
+	return i.cfg.CA
 }
 
 // TrustDomain is the trust domain of the node's CA.
@@ -261,7 +276,7 @@ func (i *Issuer) signForKey(e *storage.Entry, caller Caller, pub crypto.PublicKe
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
 	}
-	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: pub, TTL: e.X509TTL, DNSNames: e.DNSNames})
+	cert, err := i.authority().SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: pub, TTL: e.X509TTL, DNSNames: e.DNSNames})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
@@ -352,12 +367,13 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
 	}
-	svid, err := i.cfg.CA.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: e.JWTTTL})
+	authority := i.authority() // the key that signs is the key the record names
+	svid, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: e.JWTTTL})
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
 	rec := i.record(&e, caller, storage.KindJWTSVID, svid.ID, svid.ExpiresAt)
-	rec.Audience, rec.SignedBy = audience, i.cfg.CA.JWTKeyID()
+	rec.Audience, rec.SignedBy = audience, authority.JWTKeyID()
 	if err := i.cfg.Recorder.Record(ctx, rec); err != nil {
 		return nil, err
 	}
@@ -385,8 +401,8 @@ func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) (*x509.Certificate, storage
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
-	// Capped at the CA's NotAfter by the CA; the agent renews at half the SVID's actual life.
-	cert, err := i.cfg.CA.SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: req.TTL})
+	// Capped at the active key's NotAfter by the CA; the agent renews at half the SVID's actual life.
+	cert, err := i.authority().SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: req.TTL})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}

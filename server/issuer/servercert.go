@@ -148,8 +148,8 @@ func (s *ServerCert) Sign() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	authority := s.iss.cfg.CA
-	// The CA caps the SVID at its own NotAfter; near the CA's end the certificate is shorter and is
+	authority := s.iss.authority()
+	// The CA caps the SVID at its own NotAfter; near the key's end the certificate is shorter and is
 	// re-minted at half its (shorter) life.
 	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: 24 * time.Hour})
 	if err != nil {

@@ -1,0 +1,452 @@
+// Package rotation manages the set of CA keys of one server node and rotates them on a Schedule without
+// an outage. Each key is a slot: one ca.CA (an X.509 root and a JWT signing key) made by a Factory in a
+// directory of its own, moving through the states prepared → active → old → pruned. The node signs with
+// the active slot; its trust bundle must carry every prepared, active and old slot (the caller publishes
+// them: this package knows nothing of Raft). Slot metadata is kept in Dir/slots.json (0600, Dir 0700).
+//
+//	m, err := rotation.Open(rotation.Config{Dir: dir, Schedule: s, New: factory})
+//	for {
+//		publish(m.Slots())                 // every live slot into the bundle
+//		m.Advance(isPublished)             // prepare, activate (once published), prune
+//		sleep until m.NextEvent()
+//	}
+package rotation
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/fsutil"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// State is where a slot is in its life.
+type State string
+
+// Slot states, in order.
+const (
+	// Prepared: in the bundle, signs nothing yet.
+	Prepared State = "prepared"
+	// Active: signs every SVID of the node. Exactly one slot is active.
+	Active State = "active"
+	// Old: replaced by a successor, still in the bundle until its NotAfter.
+	Old State = "old"
+	// Pruned: expired, out of the bundle, key files deleted. Kept in the metadata for status only.
+	Pruned State = "pruned"
+)
+
+// MaxPrunedKept is how many pruned slots the metadata remembers (for status); older ones are forgotten,
+// so the file stays bounded however long the node runs.
+const MaxPrunedKept = 8
+
+// Factory loads the CA whose key files are in dir, creating them on first use (ca.LoadOrCreate with the
+// schedule's TTL, or a key manager later). dir exists, mode 0700.
+type Factory func(dir string) (*ca.CA, error)
+
+// Config configures Open.
+type Config struct {
+	// Dir holds slots.json and one subdirectory per slot. Created 0700 if missing.
+	Dir      string
+	Schedule Schedule
+	New      Factory
+	// AdoptFiles, on a first start (no slots.json), are files in Dir of a key store kept before keys
+	// rotated (ca.X509KeyFile, …, in the order to move them: keys first): if the first exists, they are
+	// moved into the first slot's directory, and that slot, the node's key until now, stays active.
+	AdoptFiles []string
+	Clock      func() time.Time // nil means time.Now
+	Logger     *slog.Logger     // nil means slog.Default()
+}
+
+// Slot is one key of the node as the metadata records it.
+type Slot struct {
+	ID    string `json:"id"`
+	State State  `json:"state"`
+	// CreatedAt is when the slot was prepared; ActivateAt when it becomes (or became) active;
+	// OldSince when a successor replaced it; PrunedAt when it was pruned.
+	CreatedAt  time.Time `json:"created_at"`
+	ActivateAt time.Time `json:"activate_at"`
+	OldSince   time.Time `json:"old_since,omitzero"`
+	PrunedAt   time.Time `json:"pruned_at,omitzero"`
+	// NotAfter is the key's expiry (the root's NotAfter; the JWT key's too).
+	NotAfter time.Time `json:"not_after"`
+	// X509ID is the hex SHA-256 of the root certificate (the bundle's ID of it); JWTKeyID the kid.
+	X509ID   string `json:"x509_id"`
+	JWTKeyID string `json:"jwt_key_id"`
+
+	// CA is the slot's loaded CA; nil once pruned.
+	CA *ca.CA `json:"-"`
+}
+
+// Manager holds a node's slots. It is safe for concurrent use.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	slots  []*Slot // in creation order
+	nextID int
+	active *ca.CA
+	// handled is the Seq of the last rotation request handled (HandledRequest).
+	handled uint64
+}
+
+// Open validates cfg, loads the slots recorded in cfg.Dir (and their CAs) and, on a first start, creates
+// the first slot and makes it active at once (nothing was signed before it). Errors name the file.
+func Open(cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("rotation: config: Dir is required")
+	}
+	if cfg.New == nil {
+		return nil, errors.New("rotation: config: New (the CA factory) is required")
+	}
+	cfg.Schedule = cfg.Schedule.WithDefaults()
+	if err := cfg.Schedule.Validate(); err != nil {
+		return nil, fmt.Errorf("rotation: config: %w", err)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("rotation: key directory %s: %w", cfg.Dir, err)
+	}
+	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("rotation: key directory %s: %w", cfg.Dir, err)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "ca-rotation")}
+	meta, err := readMeta(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	m.slots, m.nextID, m.handled = meta.Slots, meta.NextID, meta.HandledRequest
+	now := m.now()
+	changed := false
+	for _, s := range slices.Clone(m.slots) {
+		if s.State == Pruned {
+			continue
+		}
+		if !now.Before(s.NotAfter) {
+			// The node was down past this key's expiry: nothing it signed is valid any more.
+			if s.State == Active {
+				m.log.Warn("the active CA key expired while the node was down; a successor signs at once", "slot", s.ID, "not_after", s.NotAfter.Format(time.RFC3339))
+			}
+			m.pruneLocked(s, now)
+			changed = true
+			continue
+		}
+		if _, err := os.Stat(m.slotDir(s.ID)); err != nil {
+			return nil, fmt.Errorf("rotation: slot %s (%s) in %s: its key directory: %w", s.ID, s.State, filepath.Join(cfg.Dir, metaFile), err)
+		}
+		if s.CA, err = m.load(s.ID); err != nil {
+			return nil, fmt.Errorf("rotation: slot %s (%s): %w", s.ID, s.State, err)
+		}
+		if sum := sha256.Sum256(s.CA.X509Authority().Raw); hex.EncodeToString(sum[:]) != s.X509ID || s.CA.JWTKeyID() != s.JWTKeyID {
+			return nil, fmt.Errorf("rotation: slot %s (%s): the keys in %s are not the ones %s records", s.ID, s.State, m.slotDir(s.ID), filepath.Join(cfg.Dir, metaFile))
+		}
+		if s.State == Active {
+			m.active = s.CA
+		}
+	}
+	if m.active == nil && m.preparedLocked() != nil {
+		// The active key expired while the node was down: its prepared successor, already in the
+		// bundle, signs at once.
+		m.activateLocked(m.preparedLocked(), now)
+		changed = true
+	}
+	if m.active == nil {
+		adopted, err := m.adopt()
+		if err != nil {
+			return nil, err
+		}
+		s, err := m.prepareLocked(now)
+		if err != nil {
+			return nil, err
+		}
+		if adopted {
+			// The schedule runs from the adopted key's creation (its NotBefore is backdated by ca.Backdate).
+			s.CreatedAt = s.CA.X509Authority().NotBefore.Add(ca.Backdate).UTC()
+		}
+		s.ActivateAt = now
+		m.activateLocked(s, now)
+		changed = true
+	}
+	if changed {
+		if err := m.saveLocked(); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Active returns the CA of the active slot: the one to sign with.
+func (m *Manager) Active() *ca.CA {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.active
+}
+
+// Schedule returns the schedule in use (with defaults).
+func (m *Manager) Schedule() Schedule { return m.cfg.Schedule }
+
+// Slots returns a copy of every slot, pruned ones included, in creation order.
+func (m *Manager) Slots() []Slot {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Slot, 0, len(m.slots))
+	for _, s := range m.slots {
+		out = append(out, *s)
+	}
+	return out
+}
+
+// Advance applies the schedule at the current time: prepares the active slot's successor from
+// PrepareBefore before its activation, activates a prepared slot once its time has come and published
+// reports it is in the bundle (the active one becomes old), and prunes old slots past their NotAfter
+// (deleting their key files). It reports whether anything changed; the metadata is saved before it
+// returns.
+func (m *Manager) Advance(published func(Slot) bool) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	changed := false
+	for _, s := range slices.Clone(m.slots) {
+		if s.State == Old && !now.Before(s.NotAfter) {
+			m.pruneLocked(s, now)
+			changed = true
+		}
+	}
+	cur := m.activeSlotLocked()
+	next := m.preparedLocked()
+	if next == nil && cur != nil {
+		at := activateSuccessorAt(cur.CreatedAt, cur.NotAfter)
+		if !now.Before(at.Add(-m.cfg.Schedule.PrepareBefore)) {
+			s, err := m.prepareLocked(now)
+			if err != nil {
+				return changed, err
+			}
+			// Prepared late (the node was down at the time): it is still in the bundle PrepareBefore.
+			s.ActivateAt = at
+			if earliest := now.Add(m.cfg.Schedule.PrepareBefore); at.Before(earliest) {
+				s.ActivateAt = earliest
+			}
+			next, changed = s, true
+		}
+	}
+	if next != nil && !now.Before(next.ActivateAt) && published(*next) {
+		m.activateLocked(next, now)
+		changed = true
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, m.saveLocked()
+}
+
+// Rotate prepares a successor now if there is none, and activates the prepared slot as soon as
+// published reports it is in the bundle (the caller publishes Slots() between the two calls: first
+// call Rotate, publish, call Rotate again). It reports the slot activated, if any.
+func (m *Manager) Rotate(published func(Slot) bool) (activated *Slot, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	next := m.preparedLocked()
+	if next == nil {
+		if next, err = m.prepareLocked(now); err != nil {
+			return nil, err
+		}
+		next.ActivateAt = now
+		return nil, m.saveLocked()
+	}
+	if !published(*next) {
+		return nil, nil
+	}
+	next.ActivateAt = now
+	m.activateLocked(next, now)
+	s := *next
+	return &s, m.saveLocked()
+}
+
+// HandledRequest is the Seq of the last rotation request (storage.RotationRequest) recorded as handled.
+func (m *Manager) HandledRequest() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.handled
+}
+
+// SetHandledRequest records seq as the last rotation request handled (kept in slots.json).
+func (m *Manager) SetHandledRequest(seq uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handled = seq
+	return m.saveLocked()
+}
+
+// NextEvent is when Advance next has something to do (a preparation, activation or pruning), or the
+// zero time if nothing is scheduled.
+func (m *Manager) NextEvent() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next time.Time
+	consider := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for _, s := range m.slots {
+		switch s.State {
+		case Old:
+			consider(s.NotAfter)
+		case Prepared:
+			consider(s.ActivateAt)
+		}
+	}
+	if cur := m.activeSlotLocked(); cur != nil && m.preparedLocked() == nil {
+		consider(activateSuccessorAt(cur.CreatedAt, cur.NotAfter).Add(-m.cfg.Schedule.PrepareBefore))
+	}
+	return next
+}
+
+func (m *Manager) now() time.Time { return m.cfg.Clock().UTC().Truncate(time.Second) }
+
+func (m *Manager) activeSlotLocked() *Slot {
+	for _, s := range m.slots {
+		if s.State == Active {
+			return s
+		}
+	}
+	return nil
+}
+
+func (m *Manager) preparedLocked() *Slot {
+	for _, s := range m.slots {
+		if s.State == Prepared {
+			return s
+		}
+	}
+	return nil
+}
+
+func (m *Manager) slotDir(id string) string { return filepath.Join(m.cfg.Dir, "slot-"+id) }
+
+// load makes the CA of slot id from its directory.
+func (m *Manager) load(id string) (*ca.CA, error) {
+	dir := m.slotDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("key directory %s: %w", dir, err)
+	}
+	c, err := m.cfg.New(dir)
+	if err != nil {
+		return nil, fmt.Errorf("keys in %s: %w", dir, err)
+	}
+	return c, nil
+}
+
+// adopt moves AdoptFiles from Dir into the directory of the first slot, if any of them is in Dir (an
+// adoption interrupted by a crash is finished).
+func (m *Manager) adopt() (bool, error) {
+	if m.nextID != 0 || !slices.ContainsFunc(m.cfg.AdoptFiles, func(name string) bool {
+		_, err := os.Stat(filepath.Join(m.cfg.Dir, name))
+		return err == nil
+	}) {
+		return false, nil
+	}
+	dir := m.slotDir("1")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	for _, name := range m.cfg.AdoptFiles {
+		err := os.Rename(filepath.Join(m.cfg.Dir, name), filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+		}
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	if err := fsutil.SyncDir(m.cfg.Dir); err != nil {
+		return false, fmt.Errorf("rotation: adopt the existing keys: %w", err)
+	}
+	m.log.Info("existing CA keys adopted as the first slot", "dir", dir)
+	return true, nil
+}
+
+// prepareLocked creates a new slot in the Prepared state (its ActivateAt is the caller's to set).
+func (m *Manager) prepareLocked(now time.Time) (*Slot, error) {
+	m.nextID++
+	id := strconv.Itoa(m.nextID)
+	c, err := m.load(id)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: prepare slot %s: %w", id, err)
+	}
+	sum := sha256.Sum256(c.X509Authority().Raw)
+	s := &Slot{ID: id, State: Prepared, CreatedAt: now, NotAfter: c.NotAfter(), X509ID: hex.EncodeToString(sum[:]), JWTKeyID: c.JWTKeyID(), CA: c}
+	m.slots = append(m.slots, s)
+	m.log.Info("CA key prepared", "slot", id, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID, "not_after", s.NotAfter.Format(time.RFC3339))
+	return s, nil
+}
+
+func (m *Manager) activateLocked(s *Slot, now time.Time) {
+	if cur := m.activeSlotLocked(); cur != nil {
+		cur.State, cur.OldSince = Old, now
+	}
+	s.State = Active
+	m.active = s.CA
+	m.log.Info("CA key active", "slot", s.ID, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID)
+}
+
+func (m *Manager) pruneLocked(s *Slot, now time.Time) {
+	s.State, s.PrunedAt, s.CA = Pruned, now, nil
+	if err := os.RemoveAll(m.slotDir(s.ID)); err != nil {
+		m.log.Warn("CA key pruned but its files could not be removed", "slot", s.ID, "dir", m.slotDir(s.ID), "error", err)
+	}
+	m.log.Info("CA key pruned", "slot", s.ID, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID)
+	// Forget the oldest pruned slots beyond MaxPrunedKept.
+	var pruned int
+	for i := len(m.slots) - 1; i >= 0; i-- {
+		if m.slots[i].State != Pruned {
+			continue
+		}
+		if pruned++; pruned > MaxPrunedKept {
+			m.slots = slices.Delete(m.slots, i, i+1)
+		}
+	}
+}
+
+// DiskFactory is the Factory of keys kept in files (ca.LoadOrCreate): each slot's root lives ttl from
+// its creation by clock (nil: time.Now), and its CA signs by the same clock.
+func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time) Factory {
+	return func(dir string) (*ca.CA, error) {
+		x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock})
+		if err != nil {
+			return nil, err
+		}
+		return ca.New(ca.Config{TrustDomain: td, X509: x, JWT: j, Clock: clock})
+	}
+}
+
+// Roots returns the X.509 roots of every live slot (prepared, active, old): what the node's own
+// signatures may verify against.
+func (m *Manager) Roots() []*x509.Certificate {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*x509.Certificate
+	for _, s := range m.slots {
+		if s.CA != nil {
+			out = append(out, s.CA.X509Authority())
+		}
+	}
+	return out
+}

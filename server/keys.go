@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/signet-id/signet/ca/rotation"
+	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/storage"
+)
+
+// DefaultKeyCheckEvery is the longest the key rotation loop waits between two looks at the schedule.
+const DefaultKeyCheckEvery = time.Minute
+
+// keysLoop runs AdvanceKeys at every event of the key schedule, and at least every KeyCheckEvery (which
+// retries a publication or removal that failed, for example while the cluster had no leader); and it
+// handles a rotation request for this node (signet ca rotate --node) as soon as it is applied.
+func (s *Server) keysLoop(ctx context.Context) {
+	if s.cfg.Keys == nil {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		changed := s.cfg.Store.Changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+			if err := s.AdvanceKeys(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("CA key rotation: will retry", "error", err)
+			}
+			wait := s.cfg.KeyCheckEvery
+			if next := s.cfg.Keys.NextEvent(); !next.IsZero() {
+				wait = min(wait, max(next.Sub(s.cfg.Clock()), time.Second))
+			}
+			t.Reset(wait)
+		}
+		if err := s.handleRotationRequest(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("CA key rotation requested by an admin: will retry", "error", err)
+		}
+	}
+}
+
+// handleRotationRequest rotates the node's keys if a rotation request newer than the last one handled
+// names this node, and records it handled (in slots.json) and audited (ca.rotate by node:<id>).
+func (s *Server) handleRotationRequest(ctx context.Context) error {
+	node := s.cfg.Store.NodeID()
+	req, err := s.cfg.Store.LatestRotationRequest(node)
+	if err != nil || req.Seq <= s.cfg.Keys.HandledRequest() {
+		return err
+	}
+	sl, err := s.RotateKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("server: rotation request %d: %w", req.Seq, err)
+	}
+	if err := s.cfg.Keys.SetHandledRequest(req.Seq); err != nil {
+		return fmt.Errorf("server: rotation request %d: rotated, but recording it: %w", req.Seq, err)
+	}
+	actor := "node:" + node
+	reason := fmt.Sprintf("request %d by %s: %s (slot %s active: x509 %s, jwt %s)", req.Seq, req.By, req.Reason, sl.ID, sl.X509ID, sl.JWTKeyID)
+	s.cfg.Logger.Info("CA keys rotated on request", "request", req.Seq, "by", req.By, "slot", sl.ID)
+	return s.cfg.Store.AppendAudit(storage.WithActor(ctx, actor), storage.AuditRecord{Time: s.cfg.Clock(), Actor: actor, Action: "ca.rotate",
+		Object: node, Reason: reason})
+}
+
+// AdvanceKeys brings the node's keys and the bundle in line with the schedule, once: every live slot is
+// published, the schedule is applied (a successor is activated only once both its keys are in the
+// bundle), and this node's keys that are no longer live and past their NotAfter leave the bundle. A
+// publication that fails (no leader now) does not hold back the local steps; the loop retries it.
+func (s *Server) AdvanceKeys(ctx context.Context) error {
+	if s.cfg.Keys == nil {
+		return fmt.Errorf("server: %w", apierr.ErrKeysDoNotRotate)
+	}
+	errPublish := s.publishSlots(ctx)
+	if _, err := s.cfg.Keys.Advance(s.published); err != nil {
+		return errors.Join(errPublish, err)
+	}
+	if errPublish == nil {
+		errPublish = s.publishSlots(ctx) // a successor prepared just now
+	}
+	return errors.Join(errPublish, s.removePruned(ctx))
+}
+
+// RotateKeys prepares a successor key now if there is none, publishes it, and activates it: the early
+// rotation of `signet ca rotate`. It returns the slot activated.
+func (s *Server) RotateKeys(ctx context.Context) (rotation.Slot, error) {
+	if s.cfg.Keys == nil {
+		return rotation.Slot{}, fmt.Errorf("server: %w", apierr.ErrKeysDoNotRotate)
+	}
+	// The first call prepares a successor (or activates one prepared and published before); the second,
+	// once it is published, activates it.
+	for range 2 {
+		act, err := s.cfg.Keys.Rotate(s.published)
+		if err != nil {
+			return rotation.Slot{}, err
+		}
+		if act != nil {
+			return *act, nil
+		}
+		if err := s.publishSlots(ctx); err != nil {
+			return rotation.Slot{}, err
+		}
+	}
+	return rotation.Slot{}, errors.New("server: rotate: the prepared key did not reach the bundle; try again")
+}
+
+// KeySlots are the node's key slots (adminapi.KeyAdmin).
+func (s *Server) KeySlots() []rotation.Slot { return s.cfg.Keys.Slots() }
+
+// KeySchedule is the node's key schedule (adminapi.KeyAdmin).
+func (s *Server) KeySchedule() rotation.Schedule { return s.cfg.Keys.Schedule() }
+
+// publishSlots puts every live slot's keys into the bundle (no proposal for those already there).
+func (s *Server) publishSlots(ctx context.Context) error {
+	for _, slot := range s.cfg.Keys.Slots() {
+		if slot.CA == nil || s.published(slot) {
+			continue
+		}
+		if err := s.publishCA(ctx, slot.CA); err != nil {
+			return fmt.Errorf("server: CA key slot %s (%s): %w", slot.ID, slot.State, err)
+		}
+	}
+	return nil
+}
+
+// published reports whether both keys of slot are in this node's view of the bundle.
+func (s *Server) published(slot rotation.Slot) bool {
+	var x, j bool
+	node := s.cfg.Store.NodeID()
+	for _, a := range s.cfg.Store.Authorities() {
+		if a.Node != node {
+			continue
+		}
+		x = x || (a.Kind == storage.AuthorityX509 && a.ID == slot.X509ID)
+		j = j || (a.Kind == storage.AuthorityJWT && a.ID == slot.JWTKeyID)
+	}
+	return x && j
+}
+
+// removePruned takes this node's authorities out of the bundle that belong to no live slot and are past
+// their NotAfter: nothing they signed can still be valid.
+func (s *Server) removePruned(ctx context.Context) error {
+	live := map[string]bool{}
+	for _, slot := range s.cfg.Keys.Slots() {
+		if slot.State != rotation.Pruned {
+			live[string(storage.AuthorityX509)+"/"+slot.X509ID] = true
+			live[string(storage.AuthorityJWT)+"/"+slot.JWTKeyID] = true
+		}
+	}
+	node, now := s.cfg.Store.NodeID(), s.cfg.Clock()
+	for _, a := range s.cfg.Store.Authorities() {
+		if a.Node != node || live[string(a.Kind)+"/"+a.ID] || now.Before(a.NotAfter) {
+			continue
+		}
+		if err := s.cfg.Store.RemoveAuthority(ctx, a.Kind, a.ID, node); err != nil {
+			return fmt.Errorf("server: remove pruned CA key %s: %w", a.ID, err)
+		}
+		s.cfg.Logger.Info("pruned CA key removed from the bundle", "kind", a.Kind, "id", a.ID, "not_after", a.NotAfter.Format(time.RFC3339))
+	}
+	return nil
+}
