@@ -291,3 +291,41 @@ func TestRotationRequestThroughRaft(t *testing.T) {
 		return err == nil && len(recs) == 1 && recs[0].Actor == "node:"+e.st.NodeID() && strings.Contains(recs[0].Reason, "request 1 by")
 	})
 }
+
+// TestRecordsNameTheRotatedKey: after a rotation, the ledger records of new X.509- and JWT-SVIDs name
+// the key that signed them (the new active one), so `ledger query --signed-by` finds what each key
+// signed across rotations.
+func TestRecordsNameTheRotatedKey(t *testing.T) {
+	e, keys := newRotatingEnv(t, newManualClock(), nil)
+	first := keys.Active()
+	if _, err := e.srv.RotateKeys(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	active := keys.Active()
+	if active == first {
+		t.Fatal("RotateKeys left the first key active")
+	}
+	e.owner(t, "alice")
+	en := e.entry(t, "spiffe://example.org/alice/web", agentA, "alice", nil)
+	caller := agentapi.Caller{AgentID: agentA, NodeAttestation: "test"}
+	res, err := e.srv.Issuer.SignX509SVIDs(testCtx(t), caller, []issuer.X509Request{{EntryID: en.ID, CSR: csrFor(t, newP256(t), nil)}})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("X.509-SVID after a rotation: %v %v", err, res[0].Err)
+	}
+	jwt, err := e.srv.Issuer.SignJWTSVID(testCtx(t), caller, en.ID, []string{"db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, id, want, old string }{
+		{"X.509-SVID", res[0].Chain[0].SerialNumber.Text(16), active.X509KeyID(), first.X509KeyID()},
+		{"JWT-SVID", jwt.ID, active.JWTKeyID(), first.JWTKeyID()},
+	} {
+		rec, err := e.st.LookupIssuance(c.id)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.what, c.id, err)
+		}
+		if rec.SignedBy != c.want {
+			t.Errorf("%s record names signer %q; want the active key %q (the first key is %q)", c.what, rec.SignedBy, c.want, c.old)
+		}
+	}
+}
