@@ -70,7 +70,7 @@ var errNotAppended = fmt.Errorf("%w: the proposal was not appended", ErrNotLeade
 // Config.NoLeaderWait has passed: callers never see "not leader" during an election, and a server cut
 // off from the majority tells them so (noLeaderError) instead of leaving them to time out. After a
 // forwarded write this node waits until it has applied the write too, so a read here afterwards sees
-// it.
+// it — except after a plain ledger append (see waitsForApply).
 func (s *Store) route(ctx context.Context, p Proposal) (Outcome, error) {
 	start := time.Now()
 	giveUp := time.NewTimer(s.cfg.NoLeaderWait)
@@ -87,7 +87,7 @@ func (s *Store) route(ctx context.Context, p Proposal) (Outcome, error) {
 			if out, err = f.Forward(ctx, p); err != nil {
 				return Outcome{}, err
 			}
-			if out.Code == codeOK {
+			if out.Code == codeOK && waitsForApply(p) {
 				if err := s.WaitApplied(ctx, out.Index); err != nil {
 					return Outcome{}, err
 				}
@@ -107,6 +107,16 @@ func (s *Store) route(ctx context.Context, p Proposal) (Outcome, error) {
 		}
 	}
 }
+
+// waitsForApply reports whether route, after forwarding p, waits until this node has applied it. A
+// plain ledger append does not: it returns once the leader has committed it (durable on a majority,
+// which is what releasing a credential needs). A follower learns of a commit only with the leader's
+// next AppendEntries, which for a lone writer comes after Raft's CommitTimeout (50–100 ms), and no read
+// on this node needs its own ledger records at once: the ledger queries and lookups of the admin API
+// read after a ReadBarrier, and a delivery report naming a credential this node does not know yet
+// takes one (server/agentapi). Every other write (registry, agents, tokens, deliveries) is read back on
+// the node it went through, so it waits.
+func waitsForApply(p Proposal) bool { return len(p.Command) > 0 || len(p.Ledger) == 0 }
 
 // noLeaderError is what a write reports when it stops waiting for a leader (cause: the caller's
 // context ended first, or nil). It was never appended: nothing was written.

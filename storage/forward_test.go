@@ -99,3 +99,51 @@ func TestForwardedWritesAreGatedByTheLeader(t *testing.T) {
 	}
 	leader.stateFull.Store(false)
 }
+
+// TestForwardedLedgerAppendReturnsOnCommit (issue 10): a ledger append through a follower returns once
+// the leader has committed it, without waiting until the follower learns of the commit, which hashicorp/
+// raft tells followers only with the leader's next AppendEntries (new entries, or after CommitTimeout:
+// an hour here, so a follower that waited would block past the caller's deadline). The next write
+// brings the record to the follower.
+func TestForwardedLedgerAppendReturnsOnCommit(t *testing.T) {
+	stores := bootstrapThreeWith(t, func(int) Config {
+		return Config{HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, CommitTimeout: time.Hour}
+	})
+	var leader, follower *Store
+	waitFor(t, "a leader", func() bool {
+		for i, s := range stores {
+			if s.IsLeader() {
+				leader, follower = s, stores[(i+1)%3]
+				return true
+			}
+		}
+		return false
+	})
+	// Only this follower forwards (the other's version reports fail without writing anything). Its own
+	// version report is a forwarded command, which waits until applied: once its state holds it, its
+	// reporter stops, and nothing writes but this test.
+	follower.SetForwarder(inProcessForwarder{stores})
+	waitFor(t, "the follower's command version in its own state", func() bool {
+		return recordedVersion(t, follower, follower.NodeID()) == CommandVersion
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	recs := []Issuance{issuance(1, "alice", "e1", time.Time{})}
+	if err := follower.AppendLedger(ctx, recs); err != nil {
+		t.Fatalf("a ledger append through a follower: %v; want it answered once the leader committed it", err)
+	}
+	if recs[0].IssuedAt.IsZero() {
+		t.Fatal("the forwarded record was not given the leader's issued_at")
+	}
+	if _, err := leader.LookupIssuance(recs[0].ID); err != nil {
+		t.Fatalf("the acknowledged record is not on the leader: %v", err)
+	}
+	if err := leader.AppendLedger(ctx, []Issuance{issuance(2, "alice", "e1", time.Time{})}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forwarded record on the follower after the next write", func() bool {
+		r, err := follower.LookupIssuance(recs[0].ID)
+		return err == nil && r.IssuedAt.Equal(recs[0].IssuedAt)
+	})
+}

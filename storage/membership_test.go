@@ -50,9 +50,18 @@ func (f inProcessForwarder) Forward(ctx context.Context, p Proposal) (Outcome, e
 // and bootstraps them as one cluster.
 func bootstrapThree(t *testing.T, hb func(i int) time.Duration) []*Store {
 	t.Helper()
+	return bootstrapThreeWith(t, func(i int) Config { return Config{HeartbeatTimeout: hb(i), ElectionTimeout: hb(i)} })
+}
+
+// bootstrapThreeWith is bootstrapThree with the i-th store's Config from cfg (Dir and Logger are set
+// here).
+func bootstrapThreeWith(t *testing.T, cfg func(i int) Config) []*Store {
+	t.Helper()
 	var stores []*Store
 	for i := range 3 {
-		s, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), HeartbeatTimeout: hb(i), ElectionTimeout: hb(i)})
+		c := cfg(i)
+		c.Dir, c.Logger = t.TempDir(), testLogger(t)
+		s, err := Open(c)
 		if err != nil {
 			t.Fatal(err)
 		}

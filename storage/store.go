@@ -43,6 +43,10 @@ type Config struct {
 	// HeartbeatTimeout and ElectionTimeout tune Raft's failure detection (default 1s each).
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
+	// CommitTimeout is how long a leader with no new writes waits (a random time between one and two
+	// of it) before it tells followers what it has committed (default DefaultCommitTimeout, Raft's).
+	// Tests set it long to show what waits for it.
+	CommitTimeout time.Duration
 	// Clock stamps ledger batches and the audit records of registry writes. Default: time.Now.
 	Clock func() time.Time
 	// SnapshotThreshold is how many log entries trigger a snapshot (default DefaultSnapshotThreshold);
@@ -72,6 +76,10 @@ type Config struct {
 // DefaultNoLeaderWait is Config.NoLeaderWait's default: several election timeouts, and well within the
 // deadline of an agent's signing call.
 const DefaultNoLeaderWait = 10 * time.Second
+
+// DefaultCommitTimeout is Config.CommitTimeout's default (hashicorp/raft's own). Writes never wait for
+// it: a forwarded ledger append returns once the leader has committed it (see route).
+const DefaultCommitTimeout = 50 * time.Millisecond
 
 // The defaults of Config's snapshot settings (hashicorp/raft's own).
 const (
@@ -334,6 +342,7 @@ func (s *Store) startRaft() error {
 	if s.cfg.ElectionTimeout > 0 {
 		rc.ElectionTimeout = s.cfg.ElectionTimeout
 	}
+	rc.CommitTimeout = cmp.Or(max(s.cfg.CommitTimeout, 0), DefaultCommitTimeout)
 	rc.SnapshotThreshold = cmp.Or(s.cfg.SnapshotThreshold, DefaultSnapshotThreshold)
 	rc.TrailingLogs = cmp.Or(s.cfg.TrailingLogs, DefaultTrailingLogs)
 	rc.SnapshotInterval = cmp.Or(max(s.cfg.SnapshotInterval, 0), DefaultSnapshotInterval)

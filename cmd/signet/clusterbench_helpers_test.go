@@ -25,7 +25,7 @@ import (
 const benchLimits = "issuance_limits:\n  agent_rate: 1000000\n  agent_burst: 10000000\n  entry_rate: 1000000\n  entry_burst: 10000000\n"
 
 // newBenchCluster starts three 'signet server' processes with benchLimits and an owner "bench".
-func newBenchCluster(b *testing.B) *testCluster {
+func newBenchCluster(b testing.TB) *testCluster {
 	c := newTestCluster(b, 3)
 	for _, s := range c.servers {
 		s.appendConfig(b, benchLimits)
@@ -44,7 +44,7 @@ type loadAgent struct {
 }
 
 // attestLoadAgent attests a load agent through s and creates n entries for it.
-func attestLoadAgent(b *testing.B, s *testServer, n int) *loadAgent {
+func attestLoadAgent(b testing.TB, s *testServer, n int) *loadAgent {
 	b.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	bundle, err := x509bundle.Load(td, s.bundlePath)
@@ -92,7 +92,7 @@ func (a *loadAgent) sign(ctx context.Context, entry string, csr []byte) error {
 }
 
 // newBenchCSRs returns n CSRs for fresh P-256 keys (made before the timer runs).
-func newBenchCSRs(b *testing.B, n int) [][]byte {
+func newBenchCSRs(b testing.TB, n int) [][]byte {
 	b.Helper()
 	out := make([][]byte, n)
 	for i := range out {

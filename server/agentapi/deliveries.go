@@ -2,6 +2,7 @@ package agentapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,12 +58,9 @@ func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.Report
 	if err != nil {
 		return nil, apierr.ToStatus(fmt.Errorf("report deliveries: %w", err))
 	}
-	// Checked here to answer the agent; the state machine checks again when it applies them.
-	kept := ds[:0]
-	for _, d := range ds {
-		if rec, err := s.cfg.Store.LookupIssuance(d.CredentialID); err == nil && rec.Agent == agent {
-			kept = append(kept, d)
-		}
+	kept, err := s.issuedThrough(ctx, agent, ds)
+	if err != nil {
+		return nil, apierr.ToStatus(fmt.Errorf("report deliveries: %w", err))
 	}
 	if dropped := len(ds) - len(kept); dropped > 0 {
 		s.log.Info("dropped deliveries naming no credential issued through the agent", "agent", agent, "dropped", dropped)
@@ -76,6 +74,39 @@ func (s *AgentService) ReportDeliveries(ctx context.Context, req *agentv1.Report
 		return nil, apierr.ToStatus(fmt.Errorf("report deliveries: %w", err))
 	}
 	return &agentv1.ReportDeliveriesResponse{Recorded: uint32(len(kept))}, nil
+}
+
+// issuedThrough returns the deliveries of ds naming a credential issued through agent. Checked here to
+// answer the agent; the state machine checks again when it applies them. A follower answers an
+// issuance once the leader has committed its record, before it has applied the record itself (see
+// storage's route), and the credential may have been issued through another server: if any is not
+// found here, one read barrier brings this server up to every acknowledged issuance and the missing
+// ones are looked up again (at most one barrier per report). A failed barrier fails the report (the
+// agent sends it again), as the write after it would.
+func (s *AgentService) issuedThrough(ctx context.Context, agent string, ds []storage.Delivery) ([]storage.Delivery, error) {
+	kept := ds[:0]
+	var missing []storage.Delivery
+	for _, d := range ds {
+		rec, err := s.cfg.Store.LookupIssuance(d.CredentialID)
+		switch {
+		case err == nil && rec.Agent == agent:
+			kept = append(kept, d)
+		case errors.Is(err, storage.ErrIssuanceNotFound):
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return kept, nil
+	}
+	if err := s.cfg.Store.ReadBarrier(ctx); err != nil {
+		return nil, fmt.Errorf("%d credentials not known to this server yet: %w", len(missing), err)
+	}
+	for _, d := range missing {
+		if rec, err := s.cfg.Store.LookupIssuance(d.CredentialID); err == nil && rec.Agent == agent {
+			kept = append(kept, d)
+		}
+	}
+	return kept, nil
 }
 
 // deliveriesFromAgent validates a report against the bounds above.
