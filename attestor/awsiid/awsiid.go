@@ -22,7 +22,8 @@
 //     security groups and instance profile's roles become selectors. See EC2Config.
 //
 //   - trust on first use: unless Config.AllowReattestation, the instance's first attestation is the only
-//     one (ErrInstanceReplayed). Config.Instances records it.
+//     one. The server decides it in its replicated store (Node marks the attestation FirstUseOnly); with
+//     Config.Instances set, the attestor asks that log instead (ErrInstanceReplayed).
 //
 //     a, err := awsiid.New(awsiid.Config{TrustDomain: td, Accounts: []string{"123456789012"}, Instances: log})
 //     att, err := a.Attest(ctx, payloadBytes, time.Now())  // att.AgentID, att.Selectors
