@@ -25,6 +25,9 @@ var (
 	ErrAgentNotFound = errors.New("agent not found")
 	// ErrAgentBanned: the agent is banned and may not attest or renew.
 	ErrAgentBanned = errors.New("agent is banned")
+	// ErrAgentAttested: a node that attests once (trust on first use) is already registered: its
+	// agent ID is taken until the agent is evicted.
+	ErrAgentAttested = errors.New("agent already attested (trust on first use)")
 	// ErrAgentSVIDMismatch: the SVID presented is not the agent's current one.
 	ErrAgentSVIDMismatch = errors.New("agent SVID is not the current one")
 )
@@ -170,7 +173,10 @@ func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd, signed bool) 
 	}}, nil
 }
 
-func applyAgentAttestNode(tx *bolt.Tx, index uint64, c agentAttestNodeCmd) (applied, error) {
+// applyAgentAttestNode registers the agent; firstUse (type 46) refuses an agent ID already registered:
+// decided here, in the replicated state, it holds across restarts and servers, and of two concurrent
+// first attestations exactly one wins. Eviction removes the agent, and so lets it attest again.
+func applyAgentAttestNode(tx *bolt.Tx, index uint64, c agentAttestNodeCmd, firstUse bool) (applied, error) {
 	if c.Agent.ID == "" || c.Agent.AttestationType == "" {
 		return applied{}, fmt.Errorf("agent %q: %w: agent ID and attestation type are required", c.Agent.ID, ErrInvalid)
 	}
@@ -178,9 +184,19 @@ func applyAgentAttestNode(tx *bolt.Tx, index uint64, c agentAttestNodeCmd) (appl
 	if err := refuseBanned(agents, c.Agent.ID); err != nil {
 		return applied{}, err
 	}
+	if firstUse {
+		if v := agents.Get([]byte(c.Agent.ID)); v != nil {
+			var old Agent
+			if err := decodeStored("agent", c.Agent.ID, v, &old); err != nil {
+				return applied{}, err
+			}
+			return applied{}, fmt.Errorf("agent %q: %w at %s: evict it to let the node attest again", c.Agent.ID, ErrAgentAttested,
+				old.AttestedAt.UTC().Format(time.RFC3339))
+		}
+	}
 	a := c.Agent
 	mustPut(agents, []byte(a.ID), mustJSON(&a))
-	if _, err := applyLedgerAppend(tx, index, c.Ledger, true); err != nil { // type 43 comes after signed_by
+	if _, err := applyLedgerAppend(tx, index, c.Ledger, true); err != nil { // types 43 and 46 come after signed_by
 		return applied{}, err
 	}
 	rev := nextRevision(tx)
@@ -288,7 +304,17 @@ func (s *Store) AttestAgent(ctx context.Context, tokenID string, a Agent, now ti
 // nothing, committing the agent SVID's issuance record in the same Raft command; a banned agent is
 // refused. reason says what attested the node, for the audit log.
 func (s *Store) AttestAgentNode(ctx context.Context, a Agent, now time.Time, reason string, rec Issuance) (Agent, error) {
-	resp, err := s.proposeWithLedger(ctx, cmdAgentAttestNode, []Issuance{rec}, func(ledger []byte) proto.Message {
+	return s.attestAgentNode(ctx, cmdAgentAttestNode, a, now, reason, rec)
+}
+
+// AttestAgentNodeFirstUse is AttestAgentNode for a node that attests once (trust on first use): it is
+// refused with ErrAgentAttested if the agent ID is already registered (until the agent is evicted).
+func (s *Store) AttestAgentNodeFirstUse(ctx context.Context, a Agent, now time.Time, reason string, rec Issuance) (Agent, error) {
+	return s.attestAgentNode(ctx, cmdAgentAttestNodeFirstUse, a, now, reason, rec)
+}
+
+func (s *Store) attestAgentNode(ctx context.Context, t commandType, a Agent, now time.Time, reason string, rec Issuance) (Agent, error) {
+	resp, err := s.proposeWithLedger(ctx, t, []Issuance{rec}, func(ledger []byte) proto.Message {
 		return agentAttestNodeCmd{Now: now, Agent: a, Ledger: ledger, Reason: reason}.wire()
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,14 +226,72 @@ func TestAttestAgentNodeRegistersAndReattests(t *testing.T) {
 }
 
 // writeNewestCommand writes a command of the newest command version (CommandVersion): a node
-// attestation that consumes nothing, its agent SVID owned by owner.
+// attestation on first use, its agent SVID owned by owner.
 func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	t.Helper()
 	id := "spiffe://example.org/signet/agent/k8s_psat/c/n"
 	rec := agentSVIDRecord(id, "newest")
-	rec.Owner, rec.SignedBy = owner, "aa01" // type 43's records may name their signer
-	if _, err := s.AttestAgentNode(context.Background(), Agent{ID: id, AttestationType: "k8s_psat", Owner: owner, Serial: "newest"},
+	rec.Owner, rec.SignedBy = owner, "aa01" // type 46's records may name their signer
+	if _, err := s.AttestAgentNodeFirstUse(context.Background(), Agent{ID: id, AttestationType: "k8s_psat", Owner: owner, Serial: "newest"},
 		time.Now(), "a command of the newest version", rec); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A node that attests once (trust on first use, aws_iid): the first attestation registers it, a second
+// is refused by the state with ErrAgentAttested and leaves no ledger record, also after a restart (the
+// decision is in the replicated state, not in a server's memory); eviction lets the node attest again,
+// a ban never does.
+func TestAttestAgentNodeFirstUseRefusesASecondAttestation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	now := time.Now()
+	id := "spiffe://example.org/signet/agent/aws_iid/123456789012/us-east-1/i-0abc"
+	attest := func(s *Store, serial string) error {
+		a := Agent{ID: id, AttestationType: "aws_iid", Owner: "alice", Serial: serial, AttestedAt: now}
+		_, err := s.AttestAgentNodeFirstUse(ctx, a, now, "aws_iid: account 123456789012", agentSVIDRecord(id, serial))
+		return err
+	}
+	if err := attest(s, "f1"); err != nil {
+		s.Close()
+		t.Fatalf("first attestation: %v", err)
+	}
+	err := attest(s, "f2")
+	if !errors.Is(err, ErrAgentAttested) || !strings.Contains(err.Error(), "evict it") {
+		s.Close()
+		t.Fatalf("second attestation: %v; want ErrAgentAttested naming eviction", err)
+	}
+	if _, err := s.LookupIssuance("f2"); !errors.Is(err, ErrIssuanceNotFound) {
+		s.Close()
+		t.Fatalf("refused attestation left a ledger record: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTestStore(t, dir)
+	defer s.Close()
+	if err := attest(s, "f3"); !errors.Is(err, ErrAgentAttested) {
+		t.Fatalf("second attestation after a restart: %v; want ErrAgentAttested", err)
+	}
+	if got, err := s.Agent(id); err != nil || got.Serial != "f1" {
+		t.Fatalf("agent after the refusals = %+v, %v; want the first attestation's", got, err)
+	}
+	if _, err := s.EvictAgent(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := attest(s, "f4"); err != nil {
+		t.Fatalf("attestation after eviction: %v", err)
+	}
+	if _, err := s.BanAgent(ctx, id, "alice", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := attest(s, "f5"); !errors.Is(err, ErrAgentBanned) {
+		t.Fatalf("banned agent attested: %v; want ErrAgentBanned", err)
 	}
 }

@@ -81,6 +81,10 @@ const (
 	// CA key rotation (rotation.go), command version 6.
 	cmdAuthorityRemove commandType = 44 // raftv1.AuthorityRemove: a node's pruned CA key out of the bundle
 	cmdRotationRequest commandType = 45 // raftv1.RotationRequest: a node asked to rotate its CA keys
+	// cmdAgentAttestNodeFirstUse: agent-attest-node for a node that attests once (trust on first use,
+	// aws_iid): the same message, refused when the agent ID is already registered (agents.go), command
+	// version 7.
+	cmdAgentAttestNodeFirstUse commandType = 46 // raftv1.AgentAttestNode
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -126,8 +130,10 @@ const (
 	commandVersionNodeAttest uint32 = 5
 	// commandVersionRotation: CA key rotation, types 44 (authority-remove) and 45 (rotation-request).
 	commandVersionRotation uint32 = 6
+	// commandVersionFirstUse: node attestation on first use only (aws_iid), type 46.
+	commandVersionFirstUse uint32 = 7
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionRotation
+	CommandVersion = commandVersionFirstUse
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -146,6 +152,8 @@ func (t commandType) since() uint32 {
 		return commandVersionNodeAttest
 	case t == cmdAuthorityRemove, t == cmdRotationRequest:
 		return commandVersionRotation
+	case t == cmdAgentAttestNodeFirstUse:
+		return commandVersionFirstUse
 	default:
 		return CommandVersion
 	}
@@ -197,6 +205,7 @@ var commandNames = map[commandType]string{
 	cmdAgentAttestNode:          "agent-attest-node",
 	cmdAuthorityRemove:          "authority-remove",
 	cmdRotationRequest:          "rotation-request",
+	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
 }
 
 func (t commandType) String() string {

@@ -20,9 +20,7 @@ func TestExport(t *testing.T) {
 	if _, err := s.CreateOwner(ctx, Owner{Name: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveAuthority(ctx, AuthorityJWT, "k1", s.NodeID()); err != nil { // a command of the newest version
-		t.Fatal(err)
-	}
+	writeNewestCommand(t, s, "alice")
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)

@@ -242,7 +242,7 @@ func withLedger(cmd, batch []byte, signed bool) ([]byte, error) {
 			return nil, fmt.Errorf("%w: forwarded %s: %v", ErrInvalid, t, err)
 		}
 		a.LedgerBatch, m = batch, a
-	case cmdAgentAttestNode:
+	case cmdAgentAttestNode, cmdAgentAttestNodeFirstUse:
 		a := &raftv1.AgentAttestNode{}
 		if err := decodeWire(cmd[1:], a); err != nil {
 			return nil, fmt.Errorf("%w: forwarded %s: %v", ErrInvalid, t, err)

@@ -41,6 +41,7 @@ const (
 	codeMemberConflict
 	codeUpgradeInProgress
 	codeStateTooNew
+	codeAgentAttested
 )
 
 // errorCodes maps each code to its sentinel. errNotAppended comes first: it wraps ErrNotLeader.
@@ -57,7 +58,7 @@ var errorCodes = []struct {
 	{codeConflict, ErrConflict}, {codeOwnerOffboarded, ErrOwnerOffboarded}, {codeSameApprover, ErrSameApprover},
 	{codeNotPending, ErrNotPending}, {codeMemberNotFound, ErrMemberNotFound}, {codeLastVoter, ErrLastVoter},
 	{codeMemberConflict, ErrMemberConflict}, {codeUpgradeInProgress, ErrUpgradeInProgress},
-	{codeStateTooNew, ErrStateTooNew},
+	{codeStateTooNew, ErrStateTooNew}, {codeAgentAttested, ErrAgentAttested},
 }
 
 func errorCodeOf(err error) ErrorCode {
@@ -160,7 +161,7 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		}
 	case cmdTokenCreate:
 		out, err = decodeAs[JoinToken](b)
-	case cmdAgentAttest, cmdAgentAttestNode, cmdAgentRenew, cmdAgentEvict, cmdAgentBan:
+	case cmdAgentAttest, cmdAgentAttestNode, cmdAgentAttestNodeFirstUse, cmdAgentRenew, cmdAgentEvict, cmdAgentBan:
 		out, err = decodeAs[Agent](b)
 	case cmdOwnerOffboard:
 		out, err = decodeAs[OffboardResult](b)

@@ -109,6 +109,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdTokenCreate, JoinToken{ID: "t1", Owner: "alice", ExpiresAt: now}},
 		{cmdAgentAttest, Agent{ID: "spiffe://example.org/signet/agent/x", Serial: "1", AttestedAt: now}},
 		{cmdAgentAttestNode, Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Serial: "2", AttestedAt: now}},
+		{cmdAgentAttestNodeFirstUse, Agent{ID: "spiffe://example.org/signet/agent/aws_iid/1/r/i-1", AttestationType: "aws_iid", Serial: "3", AttestedAt: now}},
 		{cmdAgentRenew, Agent{ID: "a"}}, {cmdAgentEvict, Agent{ID: "a"}}, {cmdAgentBan, Agent{ID: "a", Banned: true}},
 		{cmdOwnerOffboard, OffboardResult{Owner: Owner{Name: "bob"}, Entries: []Entry{e}, Revisions: map[string]uint64{"e1": 2}}},
 		{cmdReviewSign, Review{ID: "r1", Reviewer: "carol", SignedAt: now}},

@@ -185,10 +185,12 @@ var errUnknownCommand = errors.New("unknown command type")
 // the policy governs that came without one counts as decided under no policy (policy.go).
 func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyChecked bool) (applied, error) {
 	// Records may carry signed_by in the types of command version 4 and later.
-	signed := t != unsignedType(t) || t == cmdAgentAttestNode
+	signed := t != unsignedType(t) || t == cmdAgentAttestNode || t == cmdAgentAttestNodeFirstUse
 	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c, signed) }
 	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c, signed) }
-	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) { return applyAgentAttestNode(tx, index, c) }
+	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) {
+		return applyAgentAttestNode(tx, index, c, t == cmdAgentAttestNodeFirstUse)
+	}
 	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
@@ -217,7 +219,7 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, agentAttestFromWire, attest)
 	case cmdAgentRenew, cmdAgentRenewSigned:
 		return viaWire(tx, payload, agentRenewFromWire, renew)
-	case cmdAgentAttestNode:
+	case cmdAgentAttestNode, cmdAgentAttestNodeFirstUse:
 		return viaWire(tx, payload, agentAttestNodeFromWire, attestNode)
 	case cmdAgentEvict:
 		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)

@@ -165,9 +165,7 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if _, err := s.CreateOwner(context.Background(), Owner{Name: "payments"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveAuthority(context.Background(), AuthorityJWT, "k1", s.NodeID()); err != nil { // a command of the newest version
-		t.Fatal(err)
-	}
+	writeNewestCommand(t, s, "payments")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -313,19 +311,34 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 	}
 }
 
-// A node attestation that consumes nothing (agent-attest-node, version 5) is proposed only once every
-// server understands it; join-token attestation (agent-attest, version 2) goes on meanwhile.
-func TestAgentAttestNodeWaitsForItsVersion(t *testing.T) {
-	ctx := context.Background()
+// storeWithOldVoter is a store whose cluster has a second voter, "old-node", that reported version.
+func storeWithOldVoter(t *testing.T, version uint32) *Store {
+	t.Helper()
 	s := openTestStore(t, t.TempDir())
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	addr := startOldNode(t, "old-node")
 	if err := s.raft.AddVoter("old-node", addr, 0, 10*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: commandVersionPolicy}.wire()); err != nil {
+	if _, err := s.propose(context.Background(), cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: version}.wire()); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// upgradeOldVoter has storeWithOldVoter's old node report this build's version.
+func upgradeOldVoter(t *testing.T, s *Store) {
+	t.Helper()
+	if _, err := s.propose(context.Background(), cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: CommandVersion}.wire()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A node attestation that consumes nothing (agent-attest-node, version 5) is proposed only once every
+// server understands it; join-token attestation (agent-attest, version 2) goes on meanwhile.
+func TestAgentAttestNodeWaitsForItsVersion(t *testing.T) {
+	ctx := context.Background()
+	s := storeWithOldVoter(t, commandVersionPolicy)
 	a := Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Owner: "signet", Serial: "01"}
 	_, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "01", ExpiresAt: t2})
 	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), fmt.Sprintf("needs version %d", commandVersionNodeAttest)) {
@@ -335,11 +348,25 @@ func TestAgentAttestNodeWaitsForItsVersion(t *testing.T) {
 	if _, err := s.AttestAgent(ctx, "t1", Agent{ID: "spiffe://example.org/agent/n1"}, t1, Issuance{ID: "02", ExpiresAt: t2}); !errors.Is(err, ErrTokenNotFound) {
 		t.Fatalf("AttestAgent with a server of version 3: %v; want the state's ErrTokenNotFound", err)
 	}
-	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: CommandVersion}.wire()); err != nil {
-		t.Fatal(err)
-	}
+	upgradeOldVoter(t, s)
 	if _, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "03", ExpiresAt: t2}); err != nil {
 		t.Fatalf("AttestAgentNode once every server understands it: %v", err)
+	}
+}
+
+// A first-use node attestation (agent-attest-node-first-use, version 7) is proposed only once every
+// server understands it: an older server would apply it without the first-use check.
+func TestAgentAttestNodeFirstUseWaitsForItsVersion(t *testing.T) {
+	ctx := context.Background()
+	s := storeWithOldVoter(t, commandVersionRotation)
+	a := Agent{ID: "spiffe://example.org/signet/agent/aws_iid/123456789012/us-east-1/i-1", AttestationType: "aws_iid", Owner: "signet", Serial: "01"}
+	_, err := s.AttestAgentNodeFirstUse(ctx, a, t1, "aws_iid", Issuance{ID: "01", ExpiresAt: t2})
+	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), fmt.Sprintf("needs version %d", commandVersionFirstUse)) {
+		t.Fatalf("AttestAgentNodeFirstUse with a server of version 6: %v; want ErrUpgradeInProgress, needs version %d", err, commandVersionFirstUse)
+	}
+	upgradeOldVoter(t, s)
+	if _, err := s.AttestAgentNodeFirstUse(ctx, a, t1, "aws_iid", Issuance{ID: "02", ExpiresAt: t2}); err != nil {
+		t.Fatalf("AttestAgentNodeFirstUse once every server understands it: %v", err)
 	}
 }
 

@@ -108,6 +108,8 @@ func wireCases() []wireCase {
 		wcase("agent-attest", cmdAgentAttest, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleLedger()}, agentAttestCmd.wire, agentAttestFromWire),
 		wcase("agent-attest-node", cmdAgentAttestNode, agentAttestNodeCmd{Now: t1, Agent: sampleAgent(), Ledger: sampleLedger(),
 			Reason: "k8s_psat cluster prod: service account signet:agent"}, agentAttestNodeCmd.wire, agentAttestNodeFromWire),
+		wcase("agent-attest-node-first-use", cmdAgentAttestNodeFirstUse, agentAttestNodeCmd{Now: t1, Agent: sampleAgent(), Ledger: sampleLedger(),
+			Reason: "aws_iid: account 123456789012, region us-east-1, instance i-0abc"}, agentAttestNodeCmd.wire, agentAttestNodeFromWire),
 		wcase("agent-renew", cmdAgentRenew, agentRenewCmd{ID: "spiffe://example.org/agent/n1", PresentedSerial: "09", Serial: "0a",
 			SVIDExpiresAt: t2, Now: t1, Ledger: sampleLedger()}, agentRenewCmd.wire, agentRenewFromWire),
 		wcase("agent-attest-signed", cmdAgentAttestSigned, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleSignedLedger()}, agentAttestCmd.wire, agentAttestFromWire),

@@ -22,7 +22,8 @@
 //     security groups and instance profile's roles become selectors. See EC2Config.
 //
 //   - trust on first use: unless Config.AllowReattestation, the instance's first attestation is the only
-//     one (ErrInstanceReplayed). Config.Instances records it.
+//     one. The server decides it in its replicated store (Node marks the attestation FirstUseOnly); with
+//     Config.Instances set, the attestor asks that log instead (ErrInstanceReplayed).
 //
 //     a, err := awsiid.New(awsiid.Config{TrustDomain: td, Accounts: []string{"123456789012"}, Instances: log})
 //     att, err := a.Attest(ctx, payloadBytes, time.Now())  // att.AgentID, att.Selectors
@@ -113,9 +114,11 @@ type Config struct {
 	// DefaultMaxDocumentAge; MinMaxDocumentAge to MaxMaxDocumentAge).
 	MaxDocumentAge time.Duration
 	// AllowReattestation lets an instance attest again (a new agent SVID for the same agent ID, e.g.
-	// after its SVID expired). Off: trust on first use, and Instances is required.
+	// after its SVID expired). Off: trust on first use.
 	AllowReattestation bool
-	// Instances records first attestations (see InstanceLog). Required unless AllowReattestation.
+	// Instances records first attestations (see InstanceLog). Nil leaves trust on first use to the
+	// caller: the attestation says Reattestable false, and the server (Node) registers the agent with
+	// a command the replicated store refuses for an agent ID already registered.
 	Instances InstanceLog
 	// ExtraCertificates are more trusted signing certificates by region (GovCloud, China, a region newer
 	// than the built-in list; tests), added to the built-in ones.
@@ -189,9 +192,6 @@ func New(cfg Config) (*Attestor, error) {
 	maxAge := cmp.Or(cfg.MaxDocumentAge, DefaultMaxDocumentAge)
 	if maxAge < MinMaxDocumentAge || maxAge > MaxMaxDocumentAge {
 		return nil, fmt.Errorf("%s: max_document_age %s: want %s to %s", Type, maxAge, MinMaxDocumentAge, MaxMaxDocumentAge)
-	}
-	if !cfg.AllowReattestation && cfg.Instances == nil {
-		return nil, fmt.Errorf("%s: an instance log is required for trust on first use (or set allow_reattestation)", Type)
 	}
 	tmpl := cmp.Or(cfg.AgentIDTemplate, DefaultAgentIDTemplate)
 	if err := checkTemplate(cfg.TrustDomain, tmpl); err != nil {
@@ -298,7 +298,7 @@ func (a *Attestor) Attest(ctx context.Context, raw []byte, now time.Time) (Attes
 	}
 	agentID, err := a.agentID(doc)
 	if err != nil {
-		return out, fmt.Errorf("%s: instance %s: agent ID: %w", Type, key, err)
+		return out, fmt.Errorf("%s: instance %s: %w: agent ID: %w", Type, key, ErrRefused, err)
 	}
 	sels := Selectors(doc)
 	if a.ec2 != nil {
@@ -311,7 +311,7 @@ func (a *Attestor) Attest(ctx context.Context, raw []byte, now time.Time) (Attes
 		}
 		sels = selector.Normalize(append(sels, more...))
 	}
-	if !a.reattest {
+	if !a.reattest && a.instances != nil {
 		first, err := a.instances.Claim(ctx, key, now)
 		if err != nil {
 			return out, fmt.Errorf("%s: instance %s: trust on first use: %w", Type, key, err)

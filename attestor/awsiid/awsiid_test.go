@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/signet-id/signet/attestor/awsiid"
 	"github.com/signet-id/signet/attestor/awsiid/awsiidtest"
 	"github.com/signet-id/signet/attestor/awsiid/payload"
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/selector"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -264,7 +266,6 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{func(c *awsiid.Config) { c.Accounts = []string{"12345"} }, "accounts"},
 		{func(c *awsiid.Config) { c.MaxDocumentAge = time.Second }, "max_document_age"},
 		{func(c *awsiid.Config) { c.MaxDocumentAge = 400 * 24 * time.Hour }, "max_document_age"},
-		{func(c *awsiid.Config) { c.Instances = nil }, "allow_reattestation"},
 		{func(c *awsiid.Config) { c.AgentIDTemplate = "/agents/{instance_id}" }, "agent_id_template"},
 		{func(c *awsiid.Config) { c.AgentIDTemplate = "/signet/agent/aws/{account}" }, "must contain {instance_id}"},
 		{func(c *awsiid.Config) { c.AgentIDTemplate = "/signet/agent/{instance_id}/{hostname}" }, "unknown placeholder {hostname}"},
@@ -344,5 +345,46 @@ func TestDocumentShapeMatchesIMDS(t *testing.T) {
 		if _, ok := m[k]; !ok {
 			t.Errorf("document lacks %s", k)
 		}
+	}
+}
+
+// Behind the server's seam: an accepted document becomes a first-use attestation of the instance's
+// agent ID with its selectors; each refusal keeps its text and its check's sentinel, and maps onto
+// nodeattest's error that decides the answer (malformed: logged; refused: audited).
+func TestNodeMapsOntoTheSeam(t *testing.T) {
+	f := newFixture(t, func(c *awsiid.Config) { c.Instances = nil })
+	node := awsiid.Node{Attestor: f.att}
+	doc := validDoc().JSON(t)
+	att, err := node.Attest(context.Background(), readIMDS(t, doc, f.signer.Sign(t, doc)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantID := "spiffe://example.org/signet/agent/aws_iid/" + account + "/us-east-1/" + instanceID
+	if att.AgentID.String() != wantID || !att.FirstUseOnly || att.Reattestable || att.Owner != awsiid.DefaultOwner ||
+		att.Subject != "aws_iid/"+account+"/us-east-1/"+instanceID || !strings.Contains(att.Reason, instanceID) {
+		t.Fatalf("attestation = %+v", att)
+	}
+	if !slices.ContainsFunc(att.Selectors, func(s selector.Selector) bool { return s.String() == "aws_iid:account:"+account }) {
+		t.Fatalf("selectors %v lack aws_iid:account:%s", att.Selectors, account)
+	}
+	// The same instance again: the attestor itself does not refuse it (the store does).
+	if again, err := node.Attest(context.Background(), readIMDS(t, doc, f.signer.Sign(t, doc)), now); err != nil || !again.FirstUseOnly {
+		t.Fatalf("second attestation behind the seam = %+v, %v; want FirstUseOnly, decided by the store", again, err)
+	}
+
+	other := awsiidtest.NewDoc("999988887777", instanceID, now.Add(-time.Minute)).JSON(t)
+	_, err = node.Attest(context.Background(), readIMDS(t, other, f.signer.Sign(t, other)), now)
+	if !errors.Is(err, nodeattest.ErrRefused) || !errors.Is(err, awsiid.ErrAccountNotAllowed) || !strings.HasPrefix(err.Error(), "aws_iid: instance 999988887777/") {
+		t.Fatalf("account not allowed: %v; want nodeattest.ErrRefused with the attestor's text", err)
+	}
+	if _, err := node.Attest(context.Background(), []byte("{"), now); !errors.Is(err, nodeattest.ErrMalformed) || errors.Is(err, nodeattest.ErrRefused) {
+		t.Fatalf("garbage: %v; want nodeattest.ErrMalformed", err)
+	}
+
+	reattest := newFixture(t, func(c *awsiid.Config) { c.Instances, c.AllowReattestation = nil, true })
+	doc = validDoc().JSON(t)
+	att, err = awsiid.Node{Attestor: reattest.att}.Attest(context.Background(), readIMDS(t, doc, reattest.signer.Sign(t, doc)), now)
+	if err != nil || att.FirstUseOnly || !att.Reattestable {
+		t.Fatalf("with allow_reattestation: %+v, %v; want Reattestable, not FirstUseOnly", att, err)
 	}
 }

@@ -47,6 +47,10 @@ type Attestation struct {
 	// Reattestable: the node may attest again under the same agent ID with a new credential (k8s_psat),
 	// so an agent whose SVID could not be renewed attests again instead of stopping.
 	Reattestable bool
+	// FirstUseOnly: the node attests once (trust on first use, aws_iid). The agent API registers it with
+	// a command the replicated store refuses when the agent ID is already registered, so the check holds
+	// across restarts and servers; evicting the agent lets the node attest again, banning it never.
+	FirstUseOnly bool
 	// ConsumeJoinToken is the single-use join token the attestation uses up: consumed in the same Raft
 	// command that registers the agent and records its SVID. Empty for attestors that consume nothing.
 	ConsumeJoinToken string

@@ -26,7 +26,8 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
 		Long: `Run a node agent: it attests its node to the server (the first time with a join token, or, in
 Kubernetes with node_attestor.k8s_psat, with its pod's projected service account token, again whenever it
-has no usable SVID or was evicted), keeps its agent SVID in its data dir (0600) and renews it at half
+has no usable SVID or was evicted; on EC2 with node_attestor.aws_iid, with its instance identity document,
+which the server accepts once per instance unless allow_reattestation or the agent was evicted), keeps its agent SVID in its data dir (0600) and renews it at half
 life, syncs the entries it may issue, and serves the SPIFFE Workload API on a Unix socket. Callers are
 attested by the Unix attestor and, with workload_attestors.k8s in the configuration, by the Kubernetes
 one (docs/kubernetes.md); a caller gets the union of their selectors.

@@ -144,7 +144,7 @@ func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundle
 	}
 	var roots []*x509.Certificate
 	if bundlePath != "" {
-		if roots, err = readPEMRoots(bundlePath); err != nil {
+		if roots, err = readPEMCerts(bundlePath, "write one with 'signet bundle show > FILE'"); err != nil {
 			return adminapi.AuditCheckpoint{}, fmt.Errorf("audit verify: --bundle: %w", err)
 		}
 	} else {
@@ -166,7 +166,9 @@ func loadCheckpoint(cmd *cobra.Command, client adminv1.AdminClient, path, bundle
 // maxBundleFileSize bounds a --bundle file.
 const maxBundleFileSize = 1 << 20
 
-func readPEMRoots(path string) ([]*x509.Certificate, error) {
+// readPEMCerts reads the PEM certificates of a file (at most maxBundleFileSize); hint says how to
+// write one, for a file without any.
+func readPEMCerts(path, hint string) ([]*x509.Certificate, error) {
 	data, err := fsutil.ReadFileMax(path, maxBundleFileSize)
 	if err != nil {
 		return nil, err
@@ -188,7 +190,7 @@ func readPEMRoots(path string) ([]*x509.Certificate, error) {
 		roots = append(roots, c)
 	}
 	if len(roots) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificate in it (write one with 'signet bundle show > FILE')", path)
+		return nil, fmt.Errorf("%s: no PEM certificate in it (%s)", path, hint)
 	}
 	return roots, nil
 }

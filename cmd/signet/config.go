@@ -50,7 +50,7 @@ type serverFileConfig struct {
 	DefaultEntryTTL time.Duration `yaml:"default_entry_ttl"`
 	// LedgerRetention is how long issuance records are kept.
 	LedgerRetention time.Duration `yaml:"ledger_retention"`
-	// NodeAttestors are the node attestors agents may use besides join tokens (k8s_psat).
+	// NodeAttestors are the node attestors agents may use besides join tokens (k8s_psat, aws_iid).
 	NodeAttestors serverNodeAttestors `yaml:"node_attestors"`
 	// Policy holds the entry creation policy (CEL rules; docs/policy.md).
 	Policy policy.Config `yaml:"policy"`
@@ -128,7 +128,7 @@ type agentFileConfig struct {
 	WorkloadAttestors *workloadAttestorsConfig `yaml:"workload_attestors"`
 	// attestors is what runs, filled by loadAgentConfig.
 	attestors enabledAttestors
-	// NodeAttestor says how the agent attests its node (k8s_psat); without it, with a join token.
+	// NodeAttestor says how the agent attests its node (k8s_psat, aws_iid); without it, with a join token.
 	NodeAttestor agentNodeAttestor `yaml:"node_attestor"`
 }
 

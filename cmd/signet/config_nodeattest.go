@@ -21,6 +21,7 @@ type serverNodeAttestors struct {
 	K8sPSAT *struct {
 		Clusters []k8sPSATClusterFile `yaml:"clusters"`
 	} `yaml:"k8s_psat"`
+	AWSIID *awsIIDServerFile `yaml:"aws_iid"`
 	// built are the attestors, built by build.
 	built []agentapi.NodeAttestor
 }
@@ -41,6 +42,13 @@ type k8sPSATClusterFile struct {
 
 // build validates the section and builds its attestors; errors name the key.
 func (n *serverNodeAttestors) build(path string, td spiffeid.TrustDomain) error {
+	if n.AWSIID != nil {
+		a, err := n.AWSIID.build(path, td)
+		if err != nil {
+			return err
+		}
+		n.built = append(n.built, a)
+	}
 	if n.K8sPSAT == nil {
 		return nil
 	}
@@ -105,10 +113,23 @@ type agentNodeAttestor struct {
 		Cluster   string `yaml:"cluster"`
 		TokenPath string `yaml:"token_path"`
 	} `yaml:"k8s_psat"`
+	AWSIID *awsIIDAgentFile `yaml:"aws_iid"`
+	// aws is the aws_iid metadata client, built by check.
+	aws agent.NodeAttestor
 }
 
 // check validates the section.
 func (n *agentNodeAttestor) check(path string) error {
+	if n.AWSIID != nil {
+		if n.K8sPSAT != nil {
+			return configError(path, "node_attestor", "both k8s_psat and aws_iid are set: an agent attests its node one way, choose one")
+		}
+		c, err := n.AWSIID.client(path)
+		if err != nil {
+			return err
+		}
+		n.aws = c
+	}
 	if n.K8sPSAT == nil {
 		return nil
 	}
@@ -122,10 +143,18 @@ func (n *agentNodeAttestor) check(path string) error {
 	return requireAbs(path, key+".token_path", n.K8sPSAT.TokenPath)
 }
 
-// attestor returns the agent's node attestor: k8s_psat if configured (then a join token is refused:
+// attestor returns the agent's node attestor: aws_iid or k8s_psat if configured (then a join token is refused:
 // one way to attest), else the join token, if any. reattest says whether the agent may attest again
 // by itself when its SVID could not be renewed.
 func (n *agentNodeAttestor) attestor(joinToken string) (a agent.NodeAttestor, reattest bool, err error) {
+	if n.aws != nil {
+		if joinToken != "" {
+			return nil, false, usagef("node_attestor.aws_iid is configured: the agent attests with its instance identity document, not a join token; drop the join token")
+		}
+		// Attesting again is allowed only by the server's allow_reattestation or after an eviction;
+		// otherwise the server refuses it, saying so, and the agent exits with that.
+		return n.aws, true, nil
+	}
 	if n.K8sPSAT != nil {
 		if joinToken != "" {
 			return nil, false, usagef("node_attestor.k8s_psat is configured: the agent attests with its service account token, not a join token; drop the join token")

@@ -61,25 +61,8 @@ func TestK8sPSATEndToEnd(t *testing.T) {
 		"--purpose", "web on prod's nodes", "--parent-id", "spiffe://example.org/nodes/prod")
 	waitForIDs(t, a.socket, "spiffe://example.org/web")
 
-	wantSels := []string{"k8s_psat:cluster:prod", "k8s_psat:agent_sa:signet-agent", "k8s_psat:agent_node_uid:" + pod.NodeUID,
-		"k8s_psat:agent_pod_label:app:signet-agent", "k8s_psat:agent_node_label:kubernetes.io/os:linux"}
-	recs := s.ledgerRecords(t, a.id)
-	if len(recs) == 0 || recs[0].NodeAttestation != "k8s_psat" || recs[0].Owner != "signet" {
-		t.Fatalf("ledger records of the agent SVID: %+v", recs)
-	}
-	for _, sel := range wantSels {
-		if !slices.Contains(recs[0].Selectors, sel) {
-			t.Errorf("ledger record selectors %v lack %s", recs[0].Selectors, sel)
-		}
-	}
-	looked, table := s.lookup(t, filepath.Join(a.dir, "data", "agent_svid.pem"))
-	if !looked.Known || !strings.Contains(table, "k8s_psat") || !strings.Contains(table, "k8s_psat:cluster:prod") {
-		t.Fatalf("ledger lookup of the agent SVID: %+v\n%s", looked, table)
-	}
-
-	if out := s.mustCLI("agent", "show", a.id); !strings.Contains(out, "k8s_psat") || !strings.Contains(out, "k8s_psat:agent_node_name:worker-1") {
-		t.Fatalf("agent show:\n%s", out)
-	}
+	checkNodeAttested(t, s, a, "k8s_psat", "k8s_psat:agent_node_name:worker-1", "k8s_psat:cluster:prod", "k8s_psat:agent_sa:signet-agent",
+		"k8s_psat:agent_node_uid:"+pod.NodeUID, "k8s_psat:agent_pod_label:app:signet-agent", "k8s_psat:agent_node_label:kubernetes.io/os:linux")
 
 	// Re-attestation: an agent without an SVID (here removed as a revoked agent removes it; in
 	// production, one that expired) attests again with a new token, under the same agent ID.
@@ -120,4 +103,27 @@ func TestK8sPSATEndToEnd(t *testing.T) {
 		out, _, code := s.cli("audit", "list", "--action", "agent.attest", "-o", "json")
 		return code == 0 && strings.Contains(out, "k8s_psat/prod/default:default") && strings.Contains(out, "service_account_allow_list")
 	})
+}
+
+// checkNodeAttested checks that agent a's SVID is in the ledger with node attestation typ, the system
+// owner and the selectors sels; that 'ledger lookup' of its SVID file shows typ and sels[0], and that
+// 'agent show' shows typ and shown.
+func checkNodeAttested(t *testing.T, s *testServer, a *testAgent, typ, shown string, sels ...string) {
+	t.Helper()
+	recs := s.ledgerRecords(t, a.id)
+	if len(recs) == 0 || recs[0].NodeAttestation != typ || recs[0].Owner != "signet" {
+		t.Fatalf("ledger records of the agent SVID: %+v", recs)
+	}
+	for _, sel := range sels {
+		if !slices.Contains(recs[0].Selectors, sel) {
+			t.Errorf("ledger record selectors %v lack %s", recs[0].Selectors, sel)
+		}
+	}
+	looked, table := s.lookup(t, filepath.Join(a.dir, "data", "agent_svid.pem"))
+	if !looked.Known || !strings.Contains(table, typ) || !strings.Contains(table, sels[0]) {
+		t.Fatalf("ledger lookup of the agent SVID: %+v\n%s", looked, table)
+	}
+	if out := s.mustCLI("agent", "show", a.id); !strings.Contains(out, typ) || !strings.Contains(out, shown) {
+		t.Fatalf("agent show:\n%s", out)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signet-id/signet/attestor/awsiid"
 	"github.com/signet-id/signet/attestor/jointoken"
 	"github.com/signet-id/signet/attestor/k8spsat"
 	"log/slog"
@@ -306,5 +307,5 @@ func (n *serverNode) Stop() {
 // selectorRegistry is every selector type this build's attestors produce: the server validates
 // entries against it (the CLI and agents pass on types they do not know).
 func selectorRegistry() (*selector.Registry, error) {
-	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), jointoken.SelectorType(), k8spsat.SelectorType())
+	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), jointoken.SelectorType(), k8spsat.SelectorType(), awsiid.SelectorType())
 }

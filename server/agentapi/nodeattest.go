@@ -104,8 +104,15 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		return nil, apierr.ToStatus(fmt.Errorf("%s attestor: %w", na.Type(), err))
 	}
 	agentID := att.AgentID
-	if a, err := s.cfg.Store.Agent(agentID.String()); err == nil && a.Banned {
+	if a, err := s.cfg.Store.Agent(agentID.String()); err == nil && (a.Banned || att.FirstUseOnly) {
 		err := fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, apierr.ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339))
+		if !a.Banned {
+			// Checked again by the store, in the command that registers the agent: this only spares a
+			// signature and a ledger record.
+			err = fmt.Errorf("agent %s: %w at %s (%s attests a node once): evict the agent to let the node attest again", agentID,
+				storage.ErrAgentAttested, a.AttestedAt.UTC().Format(time.RFC3339), na.Type())
+		}
+		s.refusals.Warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
 		s.audit.Denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, apierr.ToStatus(err)
 	}
@@ -126,9 +133,12 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 	}
 	agent := storage.Agent{ID: agentID.String(), AttestationType: na.Type(), Selectors: sels,
 		Owner: att.Owner, TokenID: att.ConsumeJoinToken, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
-	if att.ConsumeJoinToken != "" {
+	switch {
+	case att.ConsumeJoinToken != "":
 		_, err = s.cfg.Store.AttestAgent(ctx, att.ConsumeJoinToken, agent, now.UTC(), rec)
-	} else {
+	case att.FirstUseOnly:
+		_, err = s.cfg.Store.AttestAgentNodeFirstUse(ctx, agent, now.UTC(), att.Reason, rec)
+	default:
 		_, err = s.cfg.Store.AttestAgentNode(ctx, agent, now.UTC(), att.Reason, rec)
 	}
 	if err != nil {

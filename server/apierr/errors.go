@@ -57,7 +57,7 @@ func Code(err error) codes.Code {
 		errors.Is(err, nodeattest.ErrMalformed):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, storage.ErrTokenUsed), errors.Is(err, storage.ErrTokenExpired),
-		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch),
+		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentAttested), errors.Is(err, storage.ErrAgentSVIDMismatch),
 		errors.Is(err, storage.ErrSameApprover), errors.Is(err, nodeattest.ErrRefused):
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
