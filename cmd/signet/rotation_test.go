@@ -166,9 +166,6 @@ func prunedKey(st caStatusView) (caKeyView, bool) {
 // validates JWT-SVIDs throughout (rotationWatch.check, every half second): no refusal, no failed
 // verification, and the pruned key leaves every bundle the workload gets.
 func TestRotationEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for about two minutes")
-	}
 	t.Parallel() // waits on the keys' wall-clock schedule: overlap it with the rest of the suite
 	d := startDev(t, newDevDirs(t), "--ca-ttl", "2m")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -213,9 +210,6 @@ func TestRotationEndToEnd(t *testing.T) {
 // failed verification, until every node has pruned a key and the workload's bundles no longer hold any
 // of them.
 func TestRotationThroughAClusterWithRollingRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for about three minutes")
-	}
 	t.Parallel() // waits on the keys' wall-clock schedule: overlap it with the rest of the suite
 	c := newTestCluster(t, 3)
 	for _, s := range c.servers {
