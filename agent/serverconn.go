@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/signet-id/signet/attestor/jointoken/payload"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -209,14 +210,23 @@ func (c *ServerConn) renew(ctx context.Context) error {
 	return c.reconnect()
 }
 
-// AttestConfig configures join-token attestation.
+// NodeAttestor is the agent side of a node attestor: it produces the payload the server's attestor of
+// the same type checks (a join token; a projected service account token and the cluster's name).
+type NodeAttestor interface {
+	Type() string
+	Payload(ctx context.Context) ([]byte, error)
+}
+
+// AttestConfig configures node attestation.
 type AttestConfig struct {
 	// Address is the server's agent API (host:port); Addresses, several servers' (see DialServers).
 	Address     string
 	Addresses   []string
 	TrustDomain spiffeid.TrustDomain
 	DataDir     string
-	JoinToken   string
+	// Attestor produces the attestation payload; JoinToken is the shorthand for a join-token attestor.
+	Attestor  NodeAttestor
+	JoinToken string
 	// Bundle verifies the server. Nil only with Insecure.
 	Bundle []*x509.Certificate
 	// Insecure skips verifying the server during attestation (the bundle it returns is then trusted).
@@ -224,13 +234,16 @@ type AttestConfig struct {
 	Logger   *slog.Logger
 }
 
-// Attest proves the node to the server with a join token and stores the agent SVID it receives. While the
-// server is unreachable, or refuses for a limit of its own (ResourceExhausted: its disk nearly full; a
-// refused attestation consumes nothing), it retries with backoff, logging each failure; any other
-// refusal is returned at once.
+// Attest proves the node to the server with its node attestor and stores the agent SVID it receives.
+// While the server is unreachable, or refuses for a limit of its own (ResourceExhausted: its disk
+// nearly full; a refused attestation consumes nothing), it retries with backoff, logging each failure;
+// any other refusal is returned at once.
 func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
-	if cfg.JoinToken == "" {
-		return nil, errors.New("agent: a join token is required to attest (create one with: signet token create --owner NAME)")
+	if cfg.Attestor == nil {
+		if cfg.JoinToken == "" {
+			return nil, errors.New("agent: a join token is required to attest (create one with: signet token create --owner NAME)")
+		}
+		cfg.Attestor = payload.JoinToken{Token: cfg.JoinToken}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -264,8 +277,13 @@ func Attest(ctx context.Context, cfg AttestConfig) (*Identity, error) {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
+		// A new payload for every attempt: a projected token file is rotated by the kubelet.
+		p, err := cfg.Attestor.Payload(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s attestation: %w", cfg.Attestor.Type(), err)
+		}
 		callCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		resp, err := client.AttestAgent(callCtx, &agentv1.AttestAgentRequest{JoinToken: cfg.JoinToken, Csr: csr})
+		resp, err := client.AttestAgent(callCtx, &agentv1.AttestAgentRequest{AttestationType: cfg.Attestor.Type(), AttestationPayload: p, Csr: csr})
 		cancel()
 		if err == nil {
 			return installAttestation(cfg, key, resp)

@@ -141,6 +141,16 @@ func TokenIDValue(v string) error {
 	return nil
 }
 
+// LabelValue accepts a Kubernetes label as KEY:VALUE: a key (which may hold '/', as in
+// app.kubernetes.io/name) without ':', and a value (possibly empty), neither with NUL or newline.
+func LabelValue(v string) error {
+	k, _, ok := strings.Cut(v, ":")
+	if !ok || k == "" || strings.ContainsAny(v, "\x00\n") {
+		return fmt.Errorf("value %q is not a label KEY:VALUE", v)
+	}
+	return nil
+}
+
 // validTypeName reports whether typ is a selector type name: 1 to 64 of [a-z0-9_], starting with a letter.
 func validTypeName(typ string) bool {
 	if typ == "" || len(typ) > maxTypeLen || typ[0] < 'a' || typ[0] > 'z' {

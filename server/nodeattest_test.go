@@ -87,3 +87,39 @@ func TestJoinTokenNamedAgentID(t *testing.T) {
 		t.Fatalf("AttestAgent: %v, %v; want agent %s", resp, err, named)
 	}
 }
+
+// The agent API carries {attestation_type, attestation_payload}; a join token alone (the form of agents
+// before node attestors) still attests. A type the server has no attestor of, or both forms at once,
+// is refused naming the field.
+func TestAttestAgentTypedPayload(t *testing.T) {
+	e := newEnv(t)
+	e.owner(t, "alice")
+	_, tok := e.joinToken(t, "alice", "")
+	resp, err := e.srv.Agent.AttestAgent(testCtx(t), &agentv1.AttestAgentRequest{AttestationType: "join_token",
+		AttestationPayload: []byte(tok), Csr: csrFor(t, newP256(t), nil)})
+	if err != nil || resp.Reattestable {
+		t.Fatalf("typed join-token attestation: %v, %v; want success, not reattestable", resp, err)
+	}
+	a, err := e.st.Agent(resp.SpiffeId)
+	if err != nil || a.AttestationType != "join_token" || len(a.Selectors) != 2 {
+		t.Fatalf("agent record: %+v, %v", a, err)
+	}
+	_, tok2 := e.joinToken(t, "alice", "")
+	tests := []struct {
+		name string
+		req  *agentv1.AttestAgentRequest
+		want string
+	}{
+		{"unknown type", &agentv1.AttestAgentRequest{AttestationType: "tpm", AttestationPayload: []byte("x")}, `attestation_type "tpm"`},
+		{"payload without type", &agentv1.AttestAgentRequest{AttestationPayload: []byte(tok2)}, "attestation_type"},
+		{"both forms", &agentv1.AttestAgentRequest{JoinToken: tok2, AttestationType: "join_token", AttestationPayload: []byte(tok2)}, "join_token"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Csr = csrFor(t, newP256(t), nil)
+			if _, err := e.srv.Agent.AttestAgent(testCtx(t), tc.req); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("AttestAgent: %v; want InvalidArgument naming %s", err, tc.want)
+			}
+		})
+	}
+}

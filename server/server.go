@@ -43,6 +43,9 @@ type Config struct {
 	AdminAuth adminapi.AdminAuthenticator
 	// DefaultParentID is the parent of entries created without one (dev mode only).
 	DefaultParentID string
+	// NodeAttestors are the node attestors agents may attest with (agentapi.AgentServiceConfig; default:
+	// join tokens only).
+	NodeAttestors []agentapi.NodeAttestor
 	// AgentSVIDTTL is the lifetime of agent SVIDs (default agentapi.DefaultAgentSVIDTTL), at least 10 s;
 	// the configuration (cmd/signet) requires agentapi.MinAgentSVIDTTL.
 	AgentSVIDTTL time.Duration
@@ -114,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	denialLog := denials.NewDenialLog(cfg.Store, cfg.Clock, cfg.Logger)
 	deliveries := agentapi.NewDeliveryRecorder(cfg.Store)
 	agent, err := agentapi.NewAgentService(agentapi.AgentServiceConfig{Store: cfg.Store, Issuer: iss, TrustDomain: cfg.TrustDomain,
-		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, Denials: denialLog, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
+		Authenticate: cfg.AgentAuth, AgentSVIDTTL: cfg.AgentSVIDTTL, NodeAttestors: cfg.NodeAttestors, Denials: denialLog, Deliveries: deliveries, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -88,6 +88,15 @@ type agentAttestCmd struct {
 	Ledger []byte `json:"ledger"`
 }
 
+// agentAttestNodeCmd registers an agent attested by a node attestor that consumes nothing (a new
+// credential each time, like k8s_psat), with its SVID's ledger batch. Reason says what attested it.
+type agentAttestNodeCmd struct {
+	Now    time.Time
+	Agent  Agent
+	Ledger []byte
+	Reason string
+}
+
 type agentRenewCmd struct {
 	ID              string    `json:"id"`
 	PresentedSerial string    `json:"presented_serial"`
@@ -142,14 +151,8 @@ func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd, signed bool) 
 		return applied{}, fmt.Errorf("join token %q: %w (revoked when its owner was offboarded)", t.ID, ErrTokenUsed)
 	}
 	agents := tx.Bucket(bucketAgents)
-	if v := agents.Get([]byte(c.Agent.ID)); v != nil {
-		var old Agent
-		if err := decodeStored("agent", c.Agent.ID, v, &old); err != nil {
-			return applied{}, err
-		}
-		if old.Banned {
-			return applied{}, fmt.Errorf("agent %q: %w", c.Agent.ID, ErrAgentBanned)
-		}
+	if err := refuseBanned(agents, c.Agent.ID); err != nil {
+		return applied{}, err
 	}
 	t.UsedAt, t.UsedBy = c.Now, c.Agent.ID
 	mustPut(tokens, []byte(t.ID), mustJSON(&t))
@@ -165,6 +168,41 @@ func applyAgentAttest(tx *bolt.Tx, index uint64, c agentAttestCmd, signed bool) 
 		r.tokenPut(&t)
 		r.agentPut(&a, rev)
 	}}, nil
+}
+
+func applyAgentAttestNode(tx *bolt.Tx, index uint64, c agentAttestNodeCmd) (applied, error) {
+	if c.Agent.ID == "" || c.Agent.AttestationType == "" {
+		return applied{}, fmt.Errorf("agent %q: %w: agent ID and attestation type are required", c.Agent.ID, ErrInvalid)
+	}
+	agents := tx.Bucket(bucketAgents)
+	if err := refuseBanned(agents, c.Agent.ID); err != nil {
+		return applied{}, err
+	}
+	a := c.Agent
+	mustPut(agents, []byte(a.ID), mustJSON(&a))
+	// Type 43 comes after signed_by (command version 4): its records may carry it.
+	if _, err := applyLedgerAppend(tx, index, c.Ledger, true); err != nil {
+		return applied{}, err
+	}
+	rev := nextRevision(tx)
+	appendAudit(tx, AuditRecord{Time: c.Now, Actor: "agent:" + a.ID, Action: "agent.attest", Object: a.ID, Reason: c.Reason}, nil, &a)
+	return applied{resp: a, publish: func(r *registry) { r.agentPut(&a, rev) }}, nil
+}
+
+// refuseBanned refuses (re-)registering an agent that is banned.
+func refuseBanned(agents *bolt.Bucket, id string) error {
+	v := agents.Get([]byte(id))
+	if v == nil {
+		return nil
+	}
+	var old Agent
+	if err := decodeStored("agent", id, v, &old); err != nil {
+		return err
+	}
+	if old.Banned {
+		return fmt.Errorf("agent %q: %w", id, ErrAgentBanned)
+	}
+	return nil
 }
 
 func applyAgentRenew(tx *bolt.Tx, index uint64, c agentRenewCmd, signed bool) (applied, error) {
@@ -240,6 +278,19 @@ func (s *Store) CreateJoinToken(ctx context.Context, t JoinToken) (JoinToken, er
 func (s *Store) AttestAgent(ctx context.Context, tokenID string, a Agent, now time.Time, rec Issuance) (Agent, error) {
 	resp, err := s.proposeWithLedger(ctx, cmdAgentAttest, []Issuance{rec}, func(ledger []byte) proto.Message {
 		return agentAttestCmd{TokenID: tokenID, Now: now, Agent: a, Ledger: ledger}.wire()
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("storage: attest agent %q: %w", a.ID, err)
+	}
+	return resp.(Agent), nil
+}
+
+// AttestAgentNode registers (or re-registers) an agent attested by a node attestor that consumes
+// nothing, committing the agent SVID's issuance record in the same Raft command; a banned agent is
+// refused. reason says what attested the node, for the audit log.
+func (s *Store) AttestAgentNode(ctx context.Context, a Agent, now time.Time, reason string, rec Issuance) (Agent, error) {
+	resp, err := s.proposeWithLedger(ctx, cmdAgentAttestNode, []Issuance{rec}, func(ledger []byte) proto.Message {
+		return agentAttestNodeCmd{Now: now, Agent: a, Ledger: ledger, Reason: reason}.wire()
 	})
 	if err != nil {
 		return Agent{}, fmt.Errorf("storage: attest agent %q: %w", a.ID, err)

@@ -180,3 +180,59 @@ func TestAgentChangesWakeWatchersOnlyWithARevision(t *testing.T) {
 		t.Fatalf("agent after the steps: %+v %v", a, err)
 	}
 }
+
+// An attestation that consumes nothing (k8s_psat) registers the agent with its type and selectors,
+// records its SVID in the same command, may repeat (re-attestation), and never registers a banned agent.
+func TestAttestAgentNodeRegistersAndReattests(t *testing.T) {
+	s, ctx := agentFixture(t)
+	now := time.Now()
+	id := "spiffe://example.org/signet/agent/k8s_psat/prod/9a4e"
+	a := Agent{ID: id, AttestationType: "k8s_psat", Owner: "alice", Serial: "p1", AttestedAt: now,
+		Selectors: []selector.Selector{{Type: "k8s_psat", Value: "cluster:prod"}, {Type: "k8s_psat", Value: "agent_ns:signet"}}}
+	rec := agentSVIDRecord(id, "p1")
+	rec.NodeAttestation = "k8s_psat"
+	if _, err := s.AttestAgentNode(ctx, a, now, "k8s_psat cluster prod", rec); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Agent(id)
+	if err != nil || got.AttestationType != "k8s_psat" || len(got.Selectors) != 2 || got.Serial != "p1" {
+		t.Fatalf("agent = %+v, %v", got, err)
+	}
+	if r, err := s.LookupIssuance("p1"); err != nil || r.NodeAttestation != "k8s_psat" {
+		t.Fatalf("agent SVID record = %+v, %v", r, err)
+	}
+	a.Serial = "p2"
+	rec2 := agentSVIDRecord(id, "p2")
+	if _, err := s.AttestAgentNode(ctx, a, now, "k8s_psat cluster prod", rec2); err != nil {
+		t.Fatalf("re-attestation: %v", err)
+	}
+	if got, _ := s.Agent(id); got.Serial != "p2" {
+		t.Fatalf("re-attestation did not replace the SVID: %+v", got)
+	}
+	if _, err := s.BanAgent(ctx, id, "alice", now); err != nil {
+		t.Fatal(err)
+	}
+	a.Serial = "p3"
+	if _, err := s.AttestAgentNode(ctx, a, now, "k8s_psat cluster prod", agentSVIDRecord(id, "p3")); !errors.Is(err, ErrAgentBanned) {
+		t.Fatalf("banned agent attested again: %v", err)
+	}
+	if _, err := s.LookupIssuance("p3"); !errors.Is(err, ErrIssuanceNotFound) {
+		t.Fatalf("refused attestation left a ledger record: %v", err)
+	}
+	if _, err := s.AttestAgentNode(ctx, Agent{ID: "spiffe://example.org/x"}, now, "", agentSVIDRecord("spiffe://example.org/x", "p4")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("agent without attestation type: %v", err)
+	}
+}
+
+// writeNewestCommand writes a command of the newest command version (CommandVersion): a node
+// attestation that consumes nothing, its agent SVID owned by owner.
+func writeNewestCommand(t *testing.T, s *Store, owner string) {
+	t.Helper()
+	id := "spiffe://example.org/signet/agent/k8s_psat/c/n"
+	rec := agentSVIDRecord(id, "newest")
+	rec.Owner = owner
+	if _, err := s.AttestAgentNode(context.Background(), Agent{ID: id, AttestationType: "k8s_psat", Owner: owner, Serial: "newest"},
+		time.Now(), "a command of the newest version", rec); err != nil {
+		t.Fatal(err)
+	}
+}

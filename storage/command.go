@@ -75,6 +75,8 @@ const (
 	cmdLedgerAppendSigned commandType = 40 // raftv1.LedgerBatch
 	cmdAgentAttestSigned  commandType = 41 // raftv1.AgentAttest
 	cmdAgentRenewSigned   commandType = 42 // raftv1.AgentRenew
+	// cmdAgentAttestNode: an attestation that consumes nothing (agents.go). 43: types 40-42 are signed_by's
+	cmdAgentAttestNode commandType = 43 // raftv1.AgentAttestNode
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -116,8 +118,10 @@ const (
 	commandVersionPolicy uint32 = 3
 	// commandVersionSignedBy: ledger records carry the signing key (signed_by), types 40–42.
 	commandVersionSignedBy uint32 = 4
+	// commandVersionNodeAttest: node attestors that consume nothing (k8s_psat), type 43.
+	commandVersionNodeAttest uint32 = 5
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionSignedBy
+	CommandVersion = commandVersionNodeAttest
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -132,6 +136,8 @@ func (t commandType) since() uint32 {
 		return commandVersionPolicy
 	case t >= cmdLedgerAppendSigned && t <= cmdAgentRenewSigned:
 		return commandVersionSignedBy
+	case t == cmdAgentAttestNode:
+		return commandVersionNodeAttest
 	default:
 		return CommandVersion
 	}
@@ -180,6 +186,7 @@ var commandNames = map[commandType]string{
 	cmdLedgerAppendSigned:       "ledger-append-signed",
 	cmdAgentAttestSigned:        "agent-attest-signed",
 	cmdAgentRenewSigned:         "agent-renew-signed",
+	cmdAgentAttestNode:          "agent-attest-node",
 }
 
 func (t commandType) String() string {

@@ -27,6 +27,7 @@ func TestExport(t *testing.T) {
 	if err := s.AppendLedger(ctx, []Issuance{{ID: "01", Kind: KindX509SVID, ExpiresAt: t2, SignedBy: "aa01"}}); err != nil {
 		t.Fatal(err)
 	}
+	writeNewestCommand(t, s, "alice")
 	exp, err := s.Export()
 	if err != nil {
 		t.Fatal(err)

@@ -232,6 +232,12 @@ func withLedger(cmd, batch []byte, signed bool) ([]byte, error) {
 			return nil, fmt.Errorf("%w: forwarded %s: %v", ErrInvalid, t, err)
 		}
 		a.LedgerBatch, m = batch, a
+	case cmdAgentAttestNode:
+		a := &raftv1.AgentAttestNode{}
+		if err := decodeWire(cmd[1:], a); err != nil {
+			return nil, fmt.Errorf("%w: forwarded %s: %v", ErrInvalid, t, err)
+		}
+		a.LedgerBatch, m = batch, a
 	case cmdAgentRenew:
 		r := &raftv1.AgentRenew{}
 		if err := decodeWire(cmd[1:], r); err != nil {

@@ -160,7 +160,7 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		}
 	case cmdTokenCreate:
 		out, err = decodeAs[JoinToken](b)
-	case cmdAgentAttest, cmdAgentRenew, cmdAgentEvict, cmdAgentBan:
+	case cmdAgentAttest, cmdAgentAttestNode, cmdAgentRenew, cmdAgentEvict, cmdAgentBan:
 		out, err = decodeAs[Agent](b)
 	case cmdOwnerOffboard:
 		out, err = decodeAs[OffboardResult](b)

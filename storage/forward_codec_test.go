@@ -108,6 +108,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdEntryBatch, []BatchResult{{Entry: e}, {Err: fmt.Errorf("entry %q: %w", "x", ErrEntryExists)}}},
 		{cmdTokenCreate, JoinToken{ID: "t1", Owner: "alice", ExpiresAt: now}},
 		{cmdAgentAttest, Agent{ID: "spiffe://example.org/signet/agent/x", Serial: "1", AttestedAt: now}},
+		{cmdAgentAttestNode, Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Serial: "2", AttestedAt: now}},
 		{cmdAgentRenew, Agent{ID: "a"}}, {cmdAgentEvict, Agent{ID: "a"}}, {cmdAgentBan, Agent{ID: "a", Banned: true}},
 		{cmdOwnerOffboard, OffboardResult{Owner: Owner{Name: "bob"}, Entries: []Entry{e}, Revisions: map[string]uint64{"e1": 2}}},
 		{cmdReviewSign, Review{ID: "r1", Reviewer: "carol", SignedAt: now}},

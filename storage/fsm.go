@@ -187,6 +187,7 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	signed := t != unsignedType(t) // records may carry signed_by
 	attest := func(tx *bolt.Tx, c agentAttestCmd) (applied, error) { return applyAgentAttest(tx, index, c, signed) }
 	renew := func(tx *bolt.Tx, c agentRenewCmd) (applied, error) { return applyAgentRenew(tx, index, c, signed) }
+	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) { return applyAgentAttestNode(tx, index, c) }
 	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
@@ -211,6 +212,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, agentAttestFromWire, attest)
 	case cmdAgentRenew, cmdAgentRenewSigned:
 		return viaWire(tx, payload, agentRenewFromWire, renew)
+	case cmdAgentAttestNode:
+		return viaWire(tx, payload, agentAttestNodeFromWire, attestNode)
 	case cmdAgentEvict:
 		return viaWire(tx, payload, agentEvictFromWire, applyAgentEvict)
 	case cmdAgentBan:

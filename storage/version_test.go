@@ -172,6 +172,7 @@ func TestOpenRefusesStateOfANewerSchema(t *testing.T) {
 	if err := s.AppendLedger(context.Background(), []Issuance{{ID: "01", Kind: KindX509SVID, ExpiresAt: t2, SignedBy: "aa01"}}); err != nil {
 		t.Fatal(err)
 	}
+	writeNewestCommand(t, s, "payments")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -314,6 +315,36 @@ func TestLeaderProposesOnlyWhatEveryServerUnderstands(t *testing.T) {
 	}
 	if _, err := s.CreateOwner(ctx, Owner{Name: "payments"}); err != nil {
 		t.Fatalf("CreateOwner once every server understands it: %v", err)
+	}
+}
+
+// A node attestation that consumes nothing (agent-attest-node, version 5) is proposed only once every
+// server understands it; join-token attestation (agent-attest, version 2) goes on meanwhile.
+func TestAgentAttestNodeWaitsForItsVersion(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, t.TempDir())
+	defer s.Close()
+	addr := startOldNode(t, "old-node")
+	if err := s.raft.AddVoter("old-node", addr, 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: commandVersionPolicy}.wire()); err != nil {
+		t.Fatal(err)
+	}
+	a := Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Owner: "signet", Serial: "01"}
+	_, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "01", ExpiresAt: t2})
+	if !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), fmt.Sprintf("needs version %d", commandVersionNodeAttest)) {
+		t.Fatalf("AttestAgentNode with a server of version 3: %v; want ErrUpgradeInProgress, needs version %d", err, commandVersionNodeAttest)
+	}
+	// The join-token command passes the gate (and is refused by the state: no such token).
+	if _, err := s.AttestAgent(ctx, "t1", Agent{ID: "spiffe://example.org/agent/n1"}, t1, Issuance{ID: "02", ExpiresAt: t2}); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("AttestAgent with a server of version 3: %v; want the state's ErrTokenNotFound", err)
+	}
+	if _, err := s.propose(ctx, cmdNodeVersion, nodeVersionCmd{NodeID: "old-node", Version: CommandVersion}.wire()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AttestAgentNode(ctx, a, t1, "k8s_psat cluster c", Issuance{ID: "03", ExpiresAt: t2}); err != nil {
+		t.Fatalf("AttestAgentNode once every server understands it: %v", err)
 	}
 }
 

@@ -228,6 +228,15 @@ func agentAttestFromWire(m *raftv1.AgentAttest) agentAttestCmd {
 	return agentAttestCmd{TokenID: m.GetTokenId(), Now: timeFromWire(m.GetNow()), Agent: agentFromWire(m.GetAgent()), Ledger: nilIfEmpty(m.GetLedgerBatch())}
 }
 
+func (c agentAttestNodeCmd) wire() *raftv1.AgentAttestNode {
+	return &raftv1.AgentAttestNode{Now: timeToWire(c.Now), Agent: agentToWire(c.Agent), LedgerBatch: nilIfEmpty(c.Ledger), Reason: c.Reason}
+}
+
+func agentAttestNodeFromWire(m *raftv1.AgentAttestNode) agentAttestNodeCmd {
+	return agentAttestNodeCmd{Now: timeFromWire(m.GetNow()), Agent: agentFromWire(m.GetAgent()), Ledger: nilIfEmpty(m.GetLedgerBatch()),
+		Reason: m.GetReason()}
+}
+
 func (c agentRenewCmd) wire() *raftv1.AgentRenew {
 	return &raftv1.AgentRenew{Id: c.ID, PresentedSerial: c.PresentedSerial, Serial: c.Serial,
 		SvidExpiresAt: timeToWire(c.SVIDExpiresAt), Now: timeToWire(c.Now), LedgerBatch: nilIfEmpty(c.Ledger)}

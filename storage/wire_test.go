@@ -106,6 +106,8 @@ func wireCases() []wireCase {
 			SPIFFEID: "spiffe://example.org/agent/n1", ExpiresAt: t2, CreatedAt: t1, CreatedBy: "alice", UsedAt: t2,
 			UsedBy: "spiffe://example.org/agent/n1", Revoked: true}, Meta: sampleMeta()}, tokenCreateCmd.wire, tokenCreateFromWire),
 		wcase("agent-attest", cmdAgentAttest, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleLedger()}, agentAttestCmd.wire, agentAttestFromWire),
+		wcase("agent-attest-node", cmdAgentAttestNode, agentAttestNodeCmd{Now: t1, Agent: sampleAgent(), Ledger: sampleLedger(),
+			Reason: "k8s_psat cluster prod: service account signet:agent"}, agentAttestNodeCmd.wire, agentAttestNodeFromWire),
 		wcase("agent-renew", cmdAgentRenew, agentRenewCmd{ID: "spiffe://example.org/agent/n1", PresentedSerial: "09", Serial: "0a",
 			SVIDExpiresAt: t2, Now: t1, Ledger: sampleLedger()}, agentRenewCmd.wire, agentRenewFromWire),
 		wcase("agent-attest-signed", cmdAgentAttestSigned, agentAttestCmd{TokenID: "t1", Now: t1, Agent: sampleAgent(), Ledger: sampleSignedLedger()}, agentAttestCmd.wire, agentAttestFromWire),

@@ -5,13 +5,17 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/jointoken/payload"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -20,11 +24,12 @@ func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run a node agent, or manage agents (list, show, evict, ban)",
-		Long: `Run a node agent: it attests its node to the server (the first time with a join token), keeps its
-agent SVID in its data dir (0600) and renews it at half life, syncs the entries it may issue, and serves
-the SPIFFE Workload API on a Unix socket. Callers are attested by the Unix attestor and, with
-workload_attestors.k8s in the configuration, by the Kubernetes one (docs/kubernetes.md); a caller gets the
-union of their selectors.
+		Long: `Run a node agent: it attests its node to the server (the first time with a join token, or, in
+Kubernetes with node_attestor.k8s_psat, with its pod's projected service account token, again whenever it
+has no usable SVID or was evicted), keeps its agent SVID in its data dir (0600) and renews it at half life,
+syncs the entries it may issue, and serves the SPIFFE Workload API on a Unix socket. Callers are attested
+by the Unix attestor and, with workload_attestors.k8s in the configuration, by the Kubernetes one
+(docs/kubernetes.md); a caller gets the union of their selectors.
 
 Trust bootstrap: the agent verifies the server with the bundle in trust_bundle_path ('signet bundle show'
 on the server). insecure_bootstrap skips that verification for the first contact only; it is unsafe on
@@ -66,10 +71,33 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	if err != nil {
 		return err
 	}
+	na, reattest, err := c.NodeAttestor.attestor(joinToken)
+	if err != nil {
+		return err
+	}
+	for {
+		err := runAgentOnce(ctx, path, c, td, mode, log, na)
+		// An attestor that may attest again (k8s_psat: a new token each time) does so when the SVID
+		// could not be renewed, or the server disowned the agent (evicted it; a banned agent's attestation
+		// is refused, and the agent exits with that), instead of leaving the node without an agent.
+		if reattest && (errors.Is(err, agent.ErrNoIdentity) || errors.Is(err, errDisowned)) && ctx.Err() == nil {
+			log.Warn("the agent has no usable SVID; attesting the node again", "attestor", na.Type(), "error", err)
+			continue
+		}
+		return err
+	}
+}
+
+// errDisowned marks the end of an agent the server refused (evicted or banned: PermissionDenied).
+var errDisowned = errors.New("disowned by the server")
+
+// runAgentOnce attests the node if it has no SVID (with na; nil: none to attest with), then runs the
+// agent until ctx ends or the agent loses its identity.
+func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffeid.TrustDomain, mode os.FileMode, log *slog.Logger, na agent.NodeAttestor) error {
 	id, err := agent.LoadIdentity(c.DataDir, td, time.Now())
 	switch {
 	case errors.Is(err, agent.ErrNoIdentity):
-		if joinToken == "" {
+		if na == nil {
 			// err says why: none yet, or the one there expired.
 			return fmt.Errorf("%w: start the agent with --join-token-file FILE or %s to attest (create a token on the server with 'signet token create --owner NAME')", err, joinTokenEnv)
 		}
@@ -82,14 +110,14 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 			bundle = b.X509Authorities()
 		}
 		id, err = agent.Attest(ctx, agent.AttestConfig{Addresses: c.servers(), TrustDomain: td, DataDir: c.DataDir,
-			JoinToken: joinToken, Bundle: bundle, Insecure: c.InsecureBootstrap, Logger: log})
+			Attestor: na, Bundle: bundle, Insecure: c.InsecureBootstrap, Logger: log})
 		if err != nil {
 			return err
 		}
-		log.Info("node attested", "agent", id.ID())
+		log.Info("node attested", "agent", id.ID(), "attestor", na.Type())
 	case err != nil:
 		return err
-	case joinToken != "":
+	case na != nil && na.Type() == payload.Type:
 		log.Info("already attested; the join token is not needed and was not used", "agent", id.ID())
 	}
 
@@ -136,7 +164,7 @@ func runAgent(ctx context.Context, path, joinToken string) error {
 	case errors.Is(revoked, agent.ErrNoIdentity):
 		return fmt.Errorf("agent %s: %w (start the agent with --join-token-file FILE; create a token with 'signet token create --owner NAME')", id.ID(), revoked)
 	case revoked != nil:
-		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token", id.ID(), revoked)
+		return fmt.Errorf("agent %s: the server refused this agent (%v): it was evicted or banned, or its SVID expired: attest again with a new join token: %w", id.ID(), revoked, errDisowned)
 	}
 	log.Info("shutting down")
 	return nil

@@ -49,6 +49,8 @@ type serverFileConfig struct {
 	DefaultEntryTTL time.Duration `yaml:"default_entry_ttl"`
 	// LedgerRetention is how long issuance records are kept.
 	LedgerRetention time.Duration `yaml:"ledger_retention"`
+	// NodeAttestors are the node attestors agents may use besides join tokens (k8s_psat).
+	NodeAttestors serverNodeAttestors `yaml:"node_attestors"`
 	// Policy holds the entry creation policy (CEL rules; docs/policy.md).
 	Policy policy.Config `yaml:"policy"`
 	// IssuanceLimits are the token buckets of issuance (SVIDs per second and burst).
@@ -119,6 +121,8 @@ type agentFileConfig struct {
 	WorkloadAttestors *workloadAttestorsConfig `yaml:"workload_attestors"`
 	// attestors is what runs, filled by loadAgentConfig.
 	attestors enabledAttestors
+	// NodeAttestor says how the agent attests its node (k8s_psat); without it, with a join token.
+	NodeAttestor agentNodeAttestor `yaml:"node_attestor"`
 }
 
 // maxConfigSize bounds configuration files.
@@ -562,6 +566,9 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if err := checkCluster(path, &c); err != nil {
 		return c, td, err
 	}
+	if err := c.NodeAttestors.build(path, td); err != nil {
+		return c, td, err
+	}
 	return c, td, nil
 }
 
@@ -748,6 +755,9 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 		return c, td, 0, err
 	}
 	if err := checkAgentLimits(path, &c); err != nil {
+		return c, td, 0, err
+	}
+	if err := c.NodeAttestor.check(path); err != nil {
 		return c, td, 0, err
 	}
 	return c, td, os.FileMode(mode), nil

@@ -140,6 +140,12 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-raft-bootstrap-and-retry-join.yaml", kind: "server", key: "raft.bootstrap", want: []string{"forms a cluster of its own", "remove raft.bootstrap"}},
 		{file: "server-raft-cluster-id-space.yaml", kind: "server", key: "raft.cluster_id", want: []string{`"blue team"`, "letters, digits"}},
 		{file: "server-raft-join-secret-required.yaml", kind: "server", key: "raft.join_secret_file", want: []string{"is required with raft.bootstrap_expect or raft.retry_join", "head -c 32 /dev/urandom"}},
+		// Node attestors.
+		{file: "server-k8s-psat-no-clusters.yaml", kind: "server", key: "node_attestors.k8s_psat.clusters", want: []string{"is required", "service_account_allow_list"}},
+		{file: "server-k8s-psat-bad-name.yaml", kind: "server", key: "node_attestors.k8s_psat", want: []string{"clusters[0]", `name "Prod_1"`, "lowercase letters"}},
+		{file: "server-k8s-psat-jwks-url-http.yaml", kind: "server", key: "node_attestors.k8s_psat.clusters[0].jwks_url", want: []string{"https://"}},
+		{file: "server-k8s-psat-no-kubeconfig.yaml", kind: "server", key: "node_attestors.k8s_psat.clusters[0].kubeconfig", want: []string{"/nonexistent/kubeconfig"}},
+		{file: "agent-k8s-psat-no-cluster.yaml", kind: "agent", key: "node_attestor.k8s_psat.cluster", want: []string{"is required"}},
 		{file: "server-raft-join-secret-relative.yaml", kind: "server", key: "raft.join_secret_file", want: []string{`"join.secret" must be an absolute path`}},
 		{file: "server-raft-snapshot-threshold-small.yaml", kind: "server", key: "raft.snapshot_threshold", want: []string{"3: must be between 16 and 10000000 log entries"}},
 		{file: "server-raft-trailing-logs-large.yaml", kind: "server", key: "raft.trailing_logs", want: []string{"20000000: must be between 16 and 10000000"}},

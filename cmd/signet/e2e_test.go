@@ -331,7 +331,7 @@ func TestEntryCreateBadInput(t *testing.T) {
 		// The CLI checks only a selector's syntax and passes types it does not know to the server, which
 		// knows the attestors it is built with.
 		{"unknown selector type", args(map[string]string{"--selector": "docker:label:x"}), exitFailure,
-			`selector "docker:label:x": invalid selector: unknown type "docker": no attestor of this server produces it (known: join_token, k8s, unix)`},
+			`selector "docker:label:x": invalid selector: unknown type "docker": no attestor of this server produces it (known: join_token, k8s, k8s_psat, unix)`},
 		{"unknown selector key", args(map[string]string{"--selector": "unix:pid:1"}), exitFailure, `unknown key "pid" for type "unix"`},
 		{"malformed selector", args(map[string]string{"--selector": "Docker label"}), exitUsage, `--selector: selector "Docker label": invalid selector: want type:key:value`},
 		{"selector without a value", args(map[string]string{"--selector": "docker:label"}), exitUsage, `want docker:key:value`},

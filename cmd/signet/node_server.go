@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/signet-id/signet/attestor/jointoken"
 	"log/slog"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/attestor/k8s"
+	"github.com/signet-id/signet/attestor/k8spsat"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/ca/keymanager"
@@ -74,7 +76,9 @@ type serverNodeConfig struct {
 	// StateMmapSize is storage.Config.StateMmapSize (0: the storage default).
 	StateMmapSize   int64
 	DefaultParentID string
-	Logger          *slog.Logger
+	// NodeAttestors are node attestors besides join tokens (which are always on).
+	NodeAttestors []agentapi.NodeAttestor
+	Logger        *slog.Logger
 }
 
 // auditCheckpointFile is the node's automatic audit checkpoint, in its data dir's server/.
@@ -159,6 +163,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
+		NodeAttestors:   append([]agentapi.NodeAttestor{&jointoken.Attestor{Store: st, TrustDomain: cfg.TrustDomain}}, cfg.NodeAttestors...),
 		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
 		return nil, err
@@ -277,5 +282,5 @@ func (n *serverNode) Stop() {
 // selectorRegistry is every selector type this build's attestors produce: the server validates
 // entries against it (the CLI and agents pass on types they do not know).
 func selectorRegistry() (*selector.Registry, error) {
-	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), agentapi.JoinTokenSelectorType())
+	return selector.NewRegistry(unix.SelectorType(), k8s.SelectorType(), agentapi.JoinTokenSelectorType(), k8spsat.SelectorType())
 }

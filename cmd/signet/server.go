@@ -76,7 +76,7 @@ func runServer(ctx context.Context, path string) error {
 		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
-		MinFreeDisk: c.minFreeDisk, StateMmapSize: c.stateMmapSize,
+		MinFreeDisk: c.minFreeDisk, StateMmapSize: c.stateMmapSize, NodeAttestors: c.NodeAttestors.built,
 	})
 	if err != nil {
 		return err

@@ -24,11 +24,17 @@ const (
 )
 
 type AttestAgentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JoinToken     string                 `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"` // ID.SECRET, as printed by 'signet token create'
-	Csr           []byte                 `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`                              // PKCS#10 DER for the agent's key
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// join_token: ID.SECRET, as printed by 'signet token create'. The form agents before node attestors
+	// sent; the same as attestation_type "join_token" with the token as payload.
+	JoinToken string `protobuf:"bytes,1,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	Csr       []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"` // PKCS#10 DER for the agent's key
+	// attestation_type names the server's node attestor ("join_token", "k8s_psat"); attestation_payload
+	// is what that attestor reads (its own format). Set both, or neither and join_token.
+	AttestationType    string `protobuf:"bytes,3,opt,name=attestation_type,json=attestationType,proto3" json:"attestation_type,omitempty"`
+	AttestationPayload []byte `protobuf:"bytes,4,opt,name=attestation_payload,json=attestationPayload,proto3" json:"attestation_payload,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *AttestAgentRequest) Reset() {
@@ -75,11 +81,28 @@ func (x *AttestAgentRequest) GetCsr() []byte {
 	return nil
 }
 
+func (x *AttestAgentRequest) GetAttestationType() string {
+	if x != nil {
+		return x.AttestationType
+	}
+	return ""
+}
+
+func (x *AttestAgentRequest) GetAttestationPayload() []byte {
+	if x != nil {
+		return x.AttestationPayload
+	}
+	return nil
+}
+
 type AttestAgentResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	SvidChain     [][]byte               `protobuf:"bytes,2,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"` // DER, leaf first
-	Bundle        *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId  string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	SvidChain [][]byte               `protobuf:"bytes,2,rep,name=svid_chain,json=svidChain,proto3" json:"svid_chain,omitempty"` // DER, leaf first
+	Bundle    *Bundle                `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// reattestable: the node may attest again with a new credential of the same kind (k8s_psat: a new
+	// projected token) when its SVID could not be renewed; false for single-use join tokens.
+	Reattestable  bool `protobuf:"varint,4,opt,name=reattestable,proto3" json:"reattestable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +156,13 @@ func (x *AttestAgentResponse) GetBundle() *Bundle {
 		return x.Bundle
 	}
 	return nil
+}
+
+func (x *AttestAgentResponse) GetReattestable() bool {
+	if x != nil {
+		return x.Reattestable
+	}
+	return false
 }
 
 type RenewAgentRequest struct {
@@ -1180,16 +1210,19 @@ var File_agentv1_agent_proto protoreflect.FileDescriptor
 
 const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13agentv1/agent.proto\x12\x0fsignet.agent.v1\"E\n" +
+	"\x13agentv1/agent.proto\x12\x0fsignet.agent.v1\"\xa1\x01\n" +
 	"\x12AttestAgentRequest\x12\x1d\n" +
 	"\n" +
 	"join_token\x18\x01 \x01(\tR\tjoinToken\x12\x10\n" +
-	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x82\x01\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12)\n" +
+	"\x10attestation_type\x18\x03 \x01(\tR\x0fattestationType\x12/\n" +
+	"\x13attestation_payload\x18\x04 \x01(\fR\x12attestationPayload\"\xa6\x01\n" +
 	"\x13AttestAgentResponse\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
 	"\n" +
 	"svid_chain\x18\x02 \x03(\fR\tsvidChain\x12/\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x17.signet.agent.v1.BundleR\x06bundle\"%\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x17.signet.agent.v1.BundleR\x06bundle\x12\"\n" +
+	"\freattestable\x18\x04 \x01(\bR\freattestable\"%\n" +
 	"\x11RenewAgentRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"3\n" +
 	"\x12RenewAgentResponse\x12\x1d\n" +

@@ -1710,6 +1710,78 @@ func (x *AgentAttest) GetLedgerBatch() []byte {
 	return nil
 }
 
+// AgentAttestNode registers (or re-registers) an agent attested by a node attestor that consumes
+// nothing (k8s_psat: a new projected token each time), with its agent SVID's ledger batch.
+type AgentAttestNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Now   *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=now,proto3" json:"now,omitempty"`
+	Agent *Agent                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// An encoded LedgerBatch recording the agent SVID.
+	LedgerBatch []byte `protobuf:"bytes,3,opt,name=ledger_batch,json=ledgerBatch,proto3" json:"ledger_batch,omitempty"`
+	// What attested the node, for the audit record ("k8s_psat cluster c: ...").
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentAttestNode) Reset() {
+	*x = AgentAttestNode{}
+	mi := &file_raftv1_raft_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentAttestNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentAttestNode) ProtoMessage() {}
+
+func (x *AgentAttestNode) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentAttestNode.ProtoReflect.Descriptor instead.
+func (*AgentAttestNode) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AgentAttestNode) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
+func (x *AgentAttestNode) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentAttestNode) GetLedgerBatch() []byte {
+	if x != nil {
+		return x.LedgerBatch
+	}
+	return nil
+}
+
+func (x *AgentAttestNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // The payload of agent-renew (type 27) and agent-renew-signed (type 42, whose ledger records may carry
 // signed_by).
 type AgentRenew struct {
@@ -1727,7 +1799,7 @@ type AgentRenew struct {
 
 func (x *AgentRenew) Reset() {
 	*x = AgentRenew{}
-	mi := &file_raftv1_raft_proto_msgTypes[19]
+	mi := &file_raftv1_raft_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1811,7 @@ func (x *AgentRenew) String() string {
 func (*AgentRenew) ProtoMessage() {}
 
 func (x *AgentRenew) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[19]
+	mi := &file_raftv1_raft_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1824,7 @@ func (x *AgentRenew) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRenew.ProtoReflect.Descriptor instead.
 func (*AgentRenew) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{19}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AgentRenew) GetId() string {
@@ -1807,7 +1879,7 @@ type AgentEvict struct {
 
 func (x *AgentEvict) Reset() {
 	*x = AgentEvict{}
-	mi := &file_raftv1_raft_proto_msgTypes[20]
+	mi := &file_raftv1_raft_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1891,7 @@ func (x *AgentEvict) String() string {
 func (*AgentEvict) ProtoMessage() {}
 
 func (x *AgentEvict) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[20]
+	mi := &file_raftv1_raft_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1904,7 @@ func (x *AgentEvict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentEvict.ProtoReflect.Descriptor instead.
 func (*AgentEvict) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{20}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AgentEvict) GetId() string {
@@ -1860,7 +1932,7 @@ type AgentBan struct {
 
 func (x *AgentBan) Reset() {
 	*x = AgentBan{}
-	mi := &file_raftv1_raft_proto_msgTypes[21]
+	mi := &file_raftv1_raft_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1944,7 @@ func (x *AgentBan) String() string {
 func (*AgentBan) ProtoMessage() {}
 
 func (x *AgentBan) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[21]
+	mi := &file_raftv1_raft_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1957,7 @@ func (x *AgentBan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBan.ProtoReflect.Descriptor instead.
 func (*AgentBan) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{21}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AgentBan) GetId() string {
@@ -1921,7 +1993,7 @@ type EntryUpdate struct {
 
 func (x *EntryUpdate) Reset() {
 	*x = EntryUpdate{}
-	mi := &file_raftv1_raft_proto_msgTypes[22]
+	mi := &file_raftv1_raft_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2005,7 @@ func (x *EntryUpdate) String() string {
 func (*EntryUpdate) ProtoMessage() {}
 
 func (x *EntryUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[22]
+	mi := &file_raftv1_raft_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2018,7 @@ func (x *EntryUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryUpdate.ProtoReflect.Descriptor instead.
 func (*EntryUpdate) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{22}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EntryUpdate) GetEntry() *Entry {
@@ -1981,7 +2053,7 @@ type EntryState struct {
 
 func (x *EntryState) Reset() {
 	*x = EntryState{}
-	mi := &file_raftv1_raft_proto_msgTypes[23]
+	mi := &file_raftv1_raft_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2065,7 @@ func (x *EntryState) String() string {
 func (*EntryState) ProtoMessage() {}
 
 func (x *EntryState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[23]
+	mi := &file_raftv1_raft_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2078,7 @@ func (x *EntryState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryState.ProtoReflect.Descriptor instead.
 func (*EntryState) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{23}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EntryState) GetId() string {
@@ -2047,7 +2119,7 @@ type OwnerOffboard struct {
 
 func (x *OwnerOffboard) Reset() {
 	*x = OwnerOffboard{}
-	mi := &file_raftv1_raft_proto_msgTypes[24]
+	mi := &file_raftv1_raft_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2131,7 @@ func (x *OwnerOffboard) String() string {
 func (*OwnerOffboard) ProtoMessage() {}
 
 func (x *OwnerOffboard) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[24]
+	mi := &file_raftv1_raft_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2144,7 @@ func (x *OwnerOffboard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerOffboard.ProtoReflect.Descriptor instead.
 func (*OwnerOffboard) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{24}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OwnerOffboard) GetOwner() string {
@@ -2126,7 +2198,7 @@ type AuditAppend struct {
 
 func (x *AuditAppend) Reset() {
 	*x = AuditAppend{}
-	mi := &file_raftv1_raft_proto_msgTypes[25]
+	mi := &file_raftv1_raft_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2210,7 @@ func (x *AuditAppend) String() string {
 func (*AuditAppend) ProtoMessage() {}
 
 func (x *AuditAppend) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[25]
+	mi := &file_raftv1_raft_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2223,7 @@ func (x *AuditAppend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditAppend.ProtoReflect.Descriptor instead.
 func (*AuditAppend) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{25}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AuditAppend) GetRecord() *AuditRecord {
@@ -2173,7 +2245,7 @@ type LedgerPrune struct {
 
 func (x *LedgerPrune) Reset() {
 	*x = LedgerPrune{}
-	mi := &file_raftv1_raft_proto_msgTypes[26]
+	mi := &file_raftv1_raft_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2257,7 @@ func (x *LedgerPrune) String() string {
 func (*LedgerPrune) ProtoMessage() {}
 
 func (x *LedgerPrune) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[26]
+	mi := &file_raftv1_raft_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2270,7 @@ func (x *LedgerPrune) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LedgerPrune.ProtoReflect.Descriptor instead.
 func (*LedgerPrune) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{26}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LedgerPrune) GetBefore() *timestamppb.Timestamp {
@@ -2232,7 +2304,7 @@ type ReviewSign struct {
 
 func (x *ReviewSign) Reset() {
 	*x = ReviewSign{}
-	mi := &file_raftv1_raft_proto_msgTypes[27]
+	mi := &file_raftv1_raft_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2316,7 @@ func (x *ReviewSign) String() string {
 func (*ReviewSign) ProtoMessage() {}
 
 func (x *ReviewSign) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[27]
+	mi := &file_raftv1_raft_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2329,7 @@ func (x *ReviewSign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviewSign.ProtoReflect.Descriptor instead.
 func (*ReviewSign) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{27}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReviewSign) GetReview() *Review {
@@ -2286,7 +2358,7 @@ type NodeVersion struct {
 
 func (x *NodeVersion) Reset() {
 	*x = NodeVersion{}
-	mi := &file_raftv1_raft_proto_msgTypes[28]
+	mi := &file_raftv1_raft_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2370,7 @@ func (x *NodeVersion) String() string {
 func (*NodeVersion) ProtoMessage() {}
 
 func (x *NodeVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[28]
+	mi := &file_raftv1_raft_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2383,7 @@ func (x *NodeVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeVersion.ProtoReflect.Descriptor instead.
 func (*NodeVersion) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{28}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeVersion) GetNodeId() string {
@@ -2343,7 +2415,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_raftv1_raft_proto_msgTypes[29]
+	mi := &file_raftv1_raft_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2427,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[29]
+	mi := &file_raftv1_raft_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2440,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{29}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Caller) GetUid() uint32 {
@@ -2432,7 +2504,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_raftv1_raft_proto_msgTypes[30]
+	mi := &file_raftv1_raft_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2516,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[30]
+	mi := &file_raftv1_raft_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2529,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{30}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Delivery) GetCredentialId() string {
@@ -2519,7 +2591,7 @@ type DeliveryRecord struct {
 
 func (x *DeliveryRecord) Reset() {
 	*x = DeliveryRecord{}
-	mi := &file_raftv1_raft_proto_msgTypes[31]
+	mi := &file_raftv1_raft_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2603,7 @@ func (x *DeliveryRecord) String() string {
 func (*DeliveryRecord) ProtoMessage() {}
 
 func (x *DeliveryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[31]
+	mi := &file_raftv1_raft_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2616,7 @@ func (x *DeliveryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryRecord.ProtoReflect.Descriptor instead.
 func (*DeliveryRecord) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{31}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeliveryRecord) GetDeliveries() []*Delivery {
@@ -2567,7 +2639,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_raftv1_raft_proto_msgTypes[32]
+	mi := &file_raftv1_raft_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2651,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[32]
+	mi := &file_raftv1_raft_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2664,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{32}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PolicyRule) GetName() string {
@@ -2641,7 +2713,7 @@ type PolicySet struct {
 
 func (x *PolicySet) Reset() {
 	*x = PolicySet{}
-	mi := &file_raftv1_raft_proto_msgTypes[33]
+	mi := &file_raftv1_raft_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2725,7 @@ func (x *PolicySet) String() string {
 func (*PolicySet) ProtoMessage() {}
 
 func (x *PolicySet) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[33]
+	mi := &file_raftv1_raft_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2738,7 @@ func (x *PolicySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicySet.ProtoReflect.Descriptor instead.
 func (*PolicySet) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{33}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PolicySet) GetRules() []*PolicyRule {
@@ -2725,7 +2797,7 @@ type PolicyChecked struct {
 
 func (x *PolicyChecked) Reset() {
 	*x = PolicyChecked{}
-	mi := &file_raftv1_raft_proto_msgTypes[34]
+	mi := &file_raftv1_raft_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2809,7 @@ func (x *PolicyChecked) String() string {
 func (*PolicyChecked) ProtoMessage() {}
 
 func (x *PolicyChecked) ProtoReflect() protoreflect.Message {
-	mi := &file_raftv1_raft_proto_msgTypes[34]
+	mi := &file_raftv1_raft_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2822,7 @@ func (x *PolicyChecked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyChecked.ProtoReflect.Descriptor instead.
 func (*PolicyChecked) Descriptor() ([]byte, []int) {
-	return file_raftv1_raft_proto_rawDescGZIP(), []int{34}
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PolicyChecked) GetPolicyRevision() uint64 {
@@ -2942,7 +3014,12 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12,\n" +
 	"\x03now\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12+\n" +
 	"\x05agent\x18\x03 \x01(\v2\x15.signet.raft.v1.AgentR\x05agent\x12!\n" +
-	"\fledger_batch\x18\x04 \x01(\fR\vledgerBatch\"\xf4\x01\n" +
+	"\fledger_batch\x18\x04 \x01(\fR\vledgerBatch\"\xa7\x01\n" +
+	"\x0fAgentAttestNode\x12,\n" +
+	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12+\n" +
+	"\x05agent\x18\x02 \x01(\v2\x15.signet.raft.v1.AgentR\x05agent\x12!\n" +
+	"\fledger_batch\x18\x03 \x01(\fR\vledgerBatch\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xf4\x01\n" +
 	"\n" +
 	"AgentRenew\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
@@ -3043,7 +3120,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -3064,47 +3141,48 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*AuthorityPut)(nil),          // 16: signet.raft.v1.AuthorityPut
 	(*TokenCreate)(nil),           // 17: signet.raft.v1.TokenCreate
 	(*AgentAttest)(nil),           // 18: signet.raft.v1.AgentAttest
-	(*AgentRenew)(nil),            // 19: signet.raft.v1.AgentRenew
-	(*AgentEvict)(nil),            // 20: signet.raft.v1.AgentEvict
-	(*AgentBan)(nil),              // 21: signet.raft.v1.AgentBan
-	(*EntryUpdate)(nil),           // 22: signet.raft.v1.EntryUpdate
-	(*EntryState)(nil),            // 23: signet.raft.v1.EntryState
-	(*OwnerOffboard)(nil),         // 24: signet.raft.v1.OwnerOffboard
-	(*AuditAppend)(nil),           // 25: signet.raft.v1.AuditAppend
-	(*LedgerPrune)(nil),           // 26: signet.raft.v1.LedgerPrune
-	(*ReviewSign)(nil),            // 27: signet.raft.v1.ReviewSign
-	(*NodeVersion)(nil),           // 28: signet.raft.v1.NodeVersion
-	(*Caller)(nil),                // 29: signet.raft.v1.Caller
-	(*Delivery)(nil),              // 30: signet.raft.v1.Delivery
-	(*DeliveryRecord)(nil),        // 31: signet.raft.v1.DeliveryRecord
-	(*PolicyRule)(nil),            // 32: signet.raft.v1.PolicyRule
-	(*PolicySet)(nil),             // 33: signet.raft.v1.PolicySet
-	(*PolicyChecked)(nil),         // 34: signet.raft.v1.PolicyChecked
-	nil,                           // 35: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(*AgentAttestNode)(nil),       // 19: signet.raft.v1.AgentAttestNode
+	(*AgentRenew)(nil),            // 20: signet.raft.v1.AgentRenew
+	(*AgentEvict)(nil),            // 21: signet.raft.v1.AgentEvict
+	(*AgentBan)(nil),              // 22: signet.raft.v1.AgentBan
+	(*EntryUpdate)(nil),           // 23: signet.raft.v1.EntryUpdate
+	(*EntryState)(nil),            // 24: signet.raft.v1.EntryState
+	(*OwnerOffboard)(nil),         // 25: signet.raft.v1.OwnerOffboard
+	(*AuditAppend)(nil),           // 26: signet.raft.v1.AuditAppend
+	(*LedgerPrune)(nil),           // 27: signet.raft.v1.LedgerPrune
+	(*ReviewSign)(nil),            // 28: signet.raft.v1.ReviewSign
+	(*NodeVersion)(nil),           // 29: signet.raft.v1.NodeVersion
+	(*Caller)(nil),                // 30: signet.raft.v1.Caller
+	(*Delivery)(nil),              // 31: signet.raft.v1.Delivery
+	(*DeliveryRecord)(nil),        // 32: signet.raft.v1.DeliveryRecord
+	(*PolicyRule)(nil),            // 33: signet.raft.v1.PolicyRule
+	(*PolicySet)(nil),             // 34: signet.raft.v1.PolicySet
+	(*PolicyChecked)(nil),         // 35: signet.raft.v1.PolicyChecked
+	nil,                           // 36: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	36, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	36, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	36, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	37, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	37, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	37, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	36, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	36, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	36, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	36, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	36, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	36, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	36, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	36, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	37, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	37, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	37, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	37, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	37, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	37, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	37, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	36, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	36, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	36, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	36, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	36, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	36, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	37, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	37, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	37, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	37, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	37, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -3117,30 +3195,32 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	36, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	37, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	36, // 35: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	36, // 36: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
-	0,  // 37: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	36, // 38: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
-	3,  // 39: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
-	0,  // 40: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
-	0,  // 41: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
-	0,  // 42: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	35, // 43: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
-	7,  // 44: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	36, // 45: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
-	9,  // 46: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
-	0,  // 47: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
-	29, // 48: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
-	30, // 49: signet.raft.v1.DeliveryRecord.deliveries:type_name -> signet.raft.v1.Delivery
-	32, // 50: signet.raft.v1.PolicySet.rules:type_name -> signet.raft.v1.PolicyRule
-	0,  // 51: signet.raft.v1.PolicySet.meta:type_name -> signet.raft.v1.AuditMeta
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	37, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
+	6,  // 36: signet.raft.v1.AgentAttestNode.agent:type_name -> signet.raft.v1.Agent
+	37, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	0,  // 39: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
+	37, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	3,  // 41: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
+	0,  // 42: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
+	0,  // 43: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
+	0,  // 44: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
+	36, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	7,  // 46: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
+	37, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	9,  // 48: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
+	0,  // 49: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
+	30, // 50: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
+	31, // 51: signet.raft.v1.DeliveryRecord.deliveries:type_name -> signet.raft.v1.Delivery
+	33, // 52: signet.raft.v1.PolicySet.rules:type_name -> signet.raft.v1.PolicyRule
+	0,  // 53: signet.raft.v1.PolicySet.meta:type_name -> signet.raft.v1.AuditMeta
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -3154,7 +3234,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -40,6 +40,10 @@ func validateOwnerName(field, name string) error {
 	return nil
 }
 
+// ValidateOwnerName checks an owner name given outside the admin API (configuration); the error says
+// what a good name looks like.
+func ValidateOwnerName(name string) error { return validateOwnerName("owner", name) }
+
 // validateOwner checks a new owner.
 func validateOwner(o *storage.Owner) error {
 	if err := validateOwnerName("owner name", o.Name); err != nil {

@@ -1,5 +1,5 @@
-// Package agentapi is the agent API of a server node (proto/agentv1): node attestation with join tokens
-// and agent SVID renewal, TLS agent authentication, pushed entry sync, X.509 and JWT signing requests
+// Package agentapi is the agent API of a server node (proto/agentv1): node attestation through the
+// configured node attestors (join tokens by default) and agent SVID renewal, TLS agent authentication, pushed entry sync, X.509 and JWT signing requests
 // and delivery reports. It signs nothing itself: credentials come from its Issuer (issuer.Issuer).
 package agentapi
 
@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/signet-id/signet/attestor/jointoken"
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/proto/agentv1"
@@ -77,6 +79,9 @@ type AgentServiceConfig struct {
 	// Deliveries, if set, group-commits delivery reports (Server sets its own); without it each report
 	// is its own Raft command.
 	Deliveries *DeliveryRecorder
+	// NodeAttestors are the node attestors agents may attest with, one per type (default: join tokens
+	// only, on Store).
+	NodeAttestors []NodeAttestor
 	// Clock decides token expiry, alias activity and agent timestamps (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -91,6 +96,7 @@ type AgentService struct {
 	// malformed rate-limits the log lines of malformed join tokens, refusals those of denied requests,
 	// limited those of requests refused by a limit of the server.
 	malformed, refusals, limited *ratelimit.Lines
+	attestors                    map[string]NodeAttestor // by type
 }
 
 // NewAgentService validates cfg.
@@ -117,10 +123,24 @@ func NewAgentService(cfg AgentServiceConfig) (*AgentService, error) {
 	case cfg.AgentSVIDTTL < minAgentSVIDTTL:
 		return nil, fmt.Errorf("agentapi: config: AgentSVIDTTL %s: at least %s", cfg.AgentSVIDTTL, minAgentSVIDTTL)
 	}
+	if len(cfg.NodeAttestors) == 0 {
+		cfg.NodeAttestors = []NodeAttestor{&jointoken.Attestor{Store: cfg.Store, TrustDomain: cfg.TrustDomain}}
+	}
+	attestors := make(map[string]NodeAttestor, len(cfg.NodeAttestors))
+	for _, a := range cfg.NodeAttestors {
+		typ := a.Type()
+		if typ == "" || len(typ) > nodeattest.MaxTypeLen {
+			return nil, fmt.Errorf("agentapi: config: NodeAttestors: type %q: 1 to %d bytes", typ, nodeattest.MaxTypeLen)
+		}
+		if _, dup := attestors[typ]; dup {
+			return nil, fmt.Errorf("agentapi: config: NodeAttestors: type %q twice", typ)
+		}
+		attestors[typ] = a
+	}
 	log := cfg.Logger.With("component", "agent-api")
 	refusals := apierr.NewRefusalLogLimiter()
 	return &AgentService{cfg: cfg, log: log, audit: denials.Auditor{Denials: cfg.Denials, Log: log, Limit: refusals}, refusals: refusals,
-		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: apierr.NewRefusalLogLimiter()}, nil
+		malformed: &ratelimit.Lines{Every: malformedLogEvery}, limited: apierr.NewRefusalLogLimiter(), attestors: attestors}, nil
 }
 
 // SyncEntries pushes the caller's entries: a full listing (paged) or a delta, then every change as it

@@ -1,6 +1,8 @@
 package agentapi
 
 import (
+	"github.com/signet-id/signet/attestor/jointoken"
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/server/apierr"
 	"github.com/signet-id/signet/server/issuer"
 	"google.golang.org/protobuf/proto"
@@ -18,18 +20,20 @@ type fieldBound struct{ n, each int }
 // every request message (nested messages included), by its full protobuf name. A field missing here is
 // refused (TestRequestBoundsCoverEveryField keeps the table complete).
 var requestBounds = map[protoreflect.FullName]fieldBound{
-	"signet.agent.v1.AttestAgentRequest.join_token":      {n: maxJoinTokenLen},
-	"signet.agent.v1.AttestAgentRequest.csr":             {n: issuer.MaxCSRSize},
-	"signet.agent.v1.RenewAgentRequest.csr":              {n: issuer.MaxCSRSize},
-	"signet.agent.v1.SignX509SVIDsRequest.requests":      {n: issuer.MaxCSRBatch},
-	"signet.agent.v1.X509SVIDRequest.entry_id":           {n: maxEntryIDLen},
-	"signet.agent.v1.X509SVIDRequest.csr":                {n: issuer.MaxCSRSize},
-	"signet.agent.v1.SignJWTSVIDRequest.entry_id":        {n: maxEntryIDLen},
-	"signet.agent.v1.SignJWTSVIDRequest.audience":        {n: issuer.MaxAudiences, each: issuer.MaxAudienceLen},
-	"signet.agent.v1.ReportDeliveriesRequest.deliveries": {n: MaxDeliveriesPerReport},
-	"signet.agent.v1.Delivery.credential_id":             {n: MaxDeliveryCredentialIDLen},
-	"signet.agent.v1.Caller.path":                        {n: MaxDeliveryPathLen},
-	"signet.agent.v1.Caller.sha256_prefix":               {n: MaxDeliverySHA256PrefixLen},
+	"signet.agent.v1.AttestAgentRequest.join_token":          {n: jointoken.MaxTokenLen},
+	"signet.agent.v1.AttestAgentRequest.attestation_type":    {n: nodeattest.MaxTypeLen},
+	"signet.agent.v1.AttestAgentRequest.attestation_payload": {n: nodeattest.MaxPayload},
+	"signet.agent.v1.AttestAgentRequest.csr":                 {n: issuer.MaxCSRSize},
+	"signet.agent.v1.RenewAgentRequest.csr":                  {n: issuer.MaxCSRSize},
+	"signet.agent.v1.SignX509SVIDsRequest.requests":          {n: issuer.MaxCSRBatch},
+	"signet.agent.v1.X509SVIDRequest.entry_id":               {n: maxEntryIDLen},
+	"signet.agent.v1.X509SVIDRequest.csr":                    {n: issuer.MaxCSRSize},
+	"signet.agent.v1.SignJWTSVIDRequest.entry_id":            {n: maxEntryIDLen},
+	"signet.agent.v1.SignJWTSVIDRequest.audience":            {n: issuer.MaxAudiences, each: issuer.MaxAudienceLen},
+	"signet.agent.v1.ReportDeliveriesRequest.deliveries":     {n: MaxDeliveriesPerReport},
+	"signet.agent.v1.Delivery.credential_id":                 {n: MaxDeliveryCredentialIDLen},
+	"signet.agent.v1.Caller.path":                            {n: MaxDeliveryPathLen},
+	"signet.agent.v1.Caller.sha256_prefix":                   {n: MaxDeliverySHA256PrefixLen},
 }
 
 // checkRequest refuses a request with a field beyond its bound in requestBounds, naming the field (with

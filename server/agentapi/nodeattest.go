@@ -2,15 +2,14 @@ package agentapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/signet-id/signet/attestor/jointoken"
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/apierr"
@@ -21,7 +20,7 @@ import (
 )
 
 // AttestationJoinToken names the join-token node attestation in agent records and the ledger.
-const AttestationJoinToken = "join_token"
+const AttestationJoinToken = jointoken.Type
 
 // DefaultAgentSVIDTTL is the lifetime of agent SVIDs; agents renew them at half life.
 const DefaultAgentSVIDTTL = time.Hour
@@ -34,109 +33,130 @@ const (
 	minAgentSVIDTTL = 10 * time.Second
 )
 
-// maxJoinTokenLen bounds a join token (ID.SECRET) in a request.
-const maxJoinTokenLen = 256
-
-var tokenIDRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
-
-// parseJoinToken splits ID.SECRET. The secret itself never appears in errors.
-func parseJoinToken(token string) (id, secret string, err error) {
-	if len(token) > maxJoinTokenLen {
-		return "", "", fmt.Errorf("join token: %w: malformed (longer than %d bytes)", apierr.ErrInvalidArgument, maxJoinTokenLen)
-	}
-	id, secret, ok := strings.Cut(strings.TrimSpace(token), ".")
-	if !ok || !tokenIDRE.MatchString(id) || secret == "" {
-		return "", "", fmt.Errorf("join token: %w: malformed (want ID.SECRET exactly as printed by 'signet token create')", apierr.ErrInvalidArgument)
-	}
-	return id, secret, nil
+// NodeAttestor is a server-side node attestor: it attests a node from the payload of its type
+// (AttestAgentRequest.attestation_payload) and says which agent the node is. It consumes nothing
+// itself: a join token it names is consumed by the agent API in the Raft command registering the agent.
+// Errors wrap nodeattest.ErrMalformed, ErrRefused or ErrUnavailable.
+type NodeAttestor interface {
+	Type() string
+	Attest(ctx context.Context, payload []byte, now time.Time) (nodeattest.Attestation, error)
 }
 
-// checkJoinToken finds the token, compares the secret in constant time and refuses a used, expired or
-// revoked token. Wrong secrets and unknown IDs get the same answer. A token this server does not know
-// is looked up again after a read barrier: it may have been created through another server a moment
-// ago and not be applied here yet.
-func (s *AgentService) checkJoinToken(ctx context.Context, id, secret string, now time.Time) (storage.JoinToken, error) {
-	t, err := s.cfg.Store.JoinToken(id)
-	if errors.Is(err, storage.ErrTokenNotFound) && s.cfg.Store.ReadBarrier(ctx) == nil {
-		t, err = s.cfg.Store.JoinToken(id)
-	}
-	sum := sha256.Sum256([]byte(secret))
-	if err != nil || subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1 {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: unknown token (create one with 'signet token create')", id, apierr.ErrPermissionDenied)
-	}
-	if !t.UsedAt.IsZero() {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: already used by %s at %s; tokens are single use", id, apierr.ErrPermissionDenied, t.UsedBy, t.UsedAt.Format(time.RFC3339))
-	}
-	if !now.Before(t.ExpiresAt) {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: expired at %s", id, apierr.ErrPermissionDenied, t.ExpiresAt.Format(time.RFC3339))
-	}
-	// The store refuses these too (applyAgentAttest), but only after an agent SVID was signed: refuse
-	// first. storage.JoinToken has no validity method to share yet, so the checks are repeated here.
-	if t.Revoked {
-		return storage.JoinToken{}, fmt.Errorf("join token %s: %w: revoked (its owner %s was offboarded)", id, apierr.ErrPermissionDenied, t.Owner)
-	}
-	return t, nil
-}
-
-// malformedLogEvery is how often a malformed join token may be logged: anyone can send one.
+// malformedLogEvery is how often a malformed attestation may be logged: anyone can send one.
 const malformedLogEvery = 10 * time.Second
 
-// AttestAgent attests a node with a join token and issues its first agent SVID. The token is consumed
-// and the agent registered in the same Raft write that records the SVID in the ledger.
+// attestor returns the node attestor a request names: attestation_type with its payload, or (the form
+// of agents before node attestors) a join token alone.
+func (s *AgentService) attestor(req *agentv1.AttestAgentRequest) (NodeAttestor, []byte, error) {
+	typ, payload := req.GetAttestationType(), req.GetAttestationPayload()
+	switch {
+	case typ == "" && len(payload) == 0:
+		typ, payload = jointoken.Type, []byte(req.GetJoinToken())
+	case req.GetJoinToken() != "":
+		return nil, nil, fmt.Errorf("join_token: %w: set either join_token or attestation_type and attestation_payload, not both", apierr.ErrInvalidArgument)
+	case typ == "":
+		return nil, nil, fmt.Errorf("attestation_type: %w: required with attestation_payload", apierr.ErrInvalidArgument)
+	}
+	a, ok := s.attestors[typ]
+	if !ok {
+		return nil, nil, fmt.Errorf("attestation_type %q: %w: this server has no such node attestor (it has: %s)", typ, apierr.ErrInvalidArgument, s.attestorTypes())
+	}
+	return a, payload, nil
+}
+
+func (s *AgentService) attestorTypes() string {
+	names := make([]string, 0, len(s.attestors))
+	for _, a := range s.cfg.NodeAttestors {
+		names = append(names, a.Type())
+	}
+	return strings.Join(names, ", ")
+}
+
+// AttestAgent attests a node with the node attestor the request names and issues its first agent SVID.
+// The agent is registered in the same Raft write that records the SVID in the ledger (and, for a join
+// token, consumes the token): a refused or failed attestation changes nothing.
 func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgentRequest) (*agentv1.AttestAgentResponse, error) {
 	if err := checkRequest(req); err != nil {
 		return nil, apierr.ToStatus(err)
 	}
 	now := s.cfg.Clock()
-	id, secret, err := parseJoinToken(req.GetJoinToken())
+	na, payload, err := s.attestor(req)
 	if err != nil {
+		s.malformed.Warn(s.log, now, "agent attestation refused", "error", err)
+		return nil, apierr.ToStatus(err)
+	}
+	att, err := na.Attest(ctx, payload, now)
+	switch {
+	case errors.Is(err, nodeattest.ErrMalformed):
 		// No credential is needed to send garbage: log it (rate-limited), never write it to the
 		// replicated audit log.
-		s.malformed.Warn(s.log, now, "agent attestation refused: malformed join token", "error", err)
+		s.malformed.Warn(s.log, now, "agent attestation refused: malformed "+na.Type(), "error", err)
+		return nil, apierr.ToStatus(err)
+	case errors.Is(err, nodeattest.ErrRefused):
+		s.refusals.Warn(s.log, now, "agent attestation refused", "type", na.Type(), "error", err)
+		s.audit.Denied(ctx, "unattested node", "agent.attest", att.Subject, err)
+		return nil, apierr.ToStatus(err)
+	case err != nil:
+		s.refusals.Warn(s.log, now, "agent attestation failed", "type", na.Type(), "error", err)
 		return nil, apierr.ToStatus(err)
 	}
-	tok, err := s.checkJoinToken(ctx, id, secret, now)
-	if err != nil {
-		s.refusals.Warn(s.log, now, "agent attestation refused", "error", err)
-		s.audit.Denied(ctx, "unattested node", "agent.attest", id, err)
-		return nil, apierr.ToStatus(err)
+	if err := s.checkAttestation(na.Type(), att); err != nil {
+		return nil, apierr.ToStatus(fmt.Errorf("%s attestor: %w", na.Type(), err))
 	}
-	agentID := issuer.AgentIDForToken(s.cfg.TrustDomain, tok.ID)
-	if tok.SPIFFEID != "" {
-		if agentID, err = spiffeid.FromString(tok.SPIFFEID); err != nil {
-			return nil, apierr.ToStatus(fmt.Errorf("join token %s: stored SPIFFE ID: %w", tok.ID, err))
-		}
-	}
+	agentID := att.AgentID
 	if a, err := s.cfg.Store.Agent(agentID.String()); err == nil && a.Banned {
-		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, apierr.ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339)))
+		err := fmt.Errorf("agent %s: %w: banned by %s at %s", agentID, apierr.ErrPermissionDenied, a.BannedBy, a.BannedAt.Format(time.RFC3339))
+		s.audit.Denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
+		return nil, apierr.ToStatus(err)
 	}
-	// The bundle is converted before anything is signed or the token consumed: a failure leaves the
+	// The bundle is converted before anything is signed or a token consumed: a failure leaves the
 	// token usable.
 	bundle, err := bundlewire.ToAgent(s.cfg.TrustDomain, s.cfg.Store.Bundle())
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	sels := []selector.Selector{ // JoinTokenSelectorType declares them
-		{Type: AttestationJoinToken, Value: "id:" + tok.ID},
-		{Type: AttestationJoinToken, Value: "owner:" + tok.Owner},
-	}
 	// A new agent waits for disk space like any issuance. Renewals do not (see RenewAgent).
 	if err := s.cfg.Issuer.CheckDisk(); err != nil {
 		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w", agentID, err))
 	}
-	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), tok.Owner, sels)
+	sels := selector.Normalize(att.Selectors)
+	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), att.Owner, sels, na.Type())
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	agent := storage.Agent{ID: agentID.String(), AttestationType: AttestationJoinToken, Selectors: selector.Normalize(sels),
-		Owner: tok.Owner, TokenID: tok.ID, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
-	if _, err := s.cfg.Store.AttestAgent(ctx, tok.ID, agent, now.UTC(), rec); err != nil {
+	agent := storage.Agent{ID: agentID.String(), AttestationType: na.Type(), Selectors: sels,
+		Owner: att.Owner, TokenID: att.ConsumeJoinToken, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
+	if att.ConsumeJoinToken != "" {
+		_, err = s.cfg.Store.AttestAgent(ctx, att.ConsumeJoinToken, agent, now.UTC(), rec)
+	} else {
+		_, err = s.cfg.Store.AttestAgentNode(ctx, agent, now.UTC(), att.Reason, rec)
+	}
+	if err != nil {
 		s.refusals.Warn(s.log, now, "agent attestation refused", "agent", agentID, "error", err)
 		s.audit.Denied(ctx, "unattested node", "agent.attest", agentID.String(), err)
 		return nil, apierr.ToStatus(err)
 	}
-	s.log.Info("agent attested", "agent", agentID, "token", tok.ID, "owner", tok.Owner)
-	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle}, nil
+	s.log.Info("agent attested", "agent", agentID, "type", na.Type(), "subject", att.Subject, "owner", att.Owner)
+	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle,
+		Reattestable: att.Reattestable}, nil
+}
+
+// checkAttestation refuses what no attestor may conclude: an agent ID outside this trust domain's
+// agent path, no owner, or selectors of another type than the attestor's (a node attestor speaks only
+// for its own selector type, so one attestor can never grant another's node aliases).
+func (s *AgentService) checkAttestation(typ string, att nodeattest.Attestation) error {
+	if att.AgentID.TrustDomain() != s.cfg.TrustDomain || !strings.HasPrefix(att.AgentID.Path(), issuer.AgentPathPrefix) {
+		return fmt.Errorf("agent ID %q: not under spiffe://%s%s", att.AgentID, s.cfg.TrustDomain, issuer.AgentPathPrefix)
+	}
+	if att.Owner == "" {
+		return errors.New("no owner for the agent SVID")
+	}
+	for _, sel := range att.Selectors {
+		if sel.Type != typ {
+			return fmt.Errorf("selector %q: not of the attestor's type %q", sel, typ)
+		}
+	}
+	return nil
 }
 
 // RenewAgent issues a new SVID to an authenticated agent. min_free_disk does not apply: an agent
@@ -163,7 +183,7 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w: not registered", caller.AgentID, apierr.ErrPermissionDenied))
 	}
-	cert, rec, err := s.signAgentSVID(caller.AgentID, req.GetCsr(), a.Owner, a.Selectors)
+	cert, rec, err := s.signAgentSVID(caller.AgentID, req.GetCsr(), a.Owner, a.Selectors, a.AttestationType)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
@@ -174,9 +194,9 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 }
 
 // signAgentSVID has the issuer sign an agent SVID for the CSR's key and build its ledger record.
-func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector) (*x509.Certificate, storage.Issuance, error) {
+func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector, attestation string) (*x509.Certificate, storage.Issuance, error) {
 	return s.cfg.Issuer.SignAgentSVID(issuer.AgentSVIDRequest{ID: id, CSR: csrDER, TTL: s.cfg.AgentSVIDTTL, Owner: owner,
-		Selectors: sels, Attestation: AttestationJoinToken})
+		Selectors: sels, Attestation: attestation})
 }
 
 var errNoClientCert = errors.New("no client certificate")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
@@ -50,11 +51,12 @@ func Code(err error) codes.Code {
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, selector.ErrInvalid),
-		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, storage.ErrInvalid):
+		errors.Is(err, ca.ErrInvalidParams), errors.Is(err, storage.ErrInvalid),
+		errors.Is(err, nodeattest.ErrMalformed):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrPermissionDenied), errors.Is(err, storage.ErrTokenUsed), errors.Is(err, storage.ErrTokenExpired),
 		errors.Is(err, storage.ErrTokenNotFound), errors.Is(err, storage.ErrAgentBanned), errors.Is(err, storage.ErrAgentSVIDMismatch),
-		errors.Is(err, storage.ErrSameApprover):
+		errors.Is(err, storage.ErrSameApprover), errors.Is(err, nodeattest.ErrRefused):
 		return codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
 		return codes.Unauthenticated
@@ -78,7 +80,8 @@ func Code(err error) codes.Code {
 		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the
 		// code gRPC documents for a full file system).
 		return codes.ResourceExhausted
-	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, groupcommit.ErrStopped):
+	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, groupcommit.ErrStopped),
+		errors.Is(err, nodeattest.ErrUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, storage.ErrUpgradeInProgress):
 		// A server of the cluster runs an older signet that would not understand the write: it succeeds

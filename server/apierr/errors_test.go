@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/storage"
@@ -30,6 +31,9 @@ func TestCode(t *testing.T) {
 		{"ca invalid params", wrap(ca.ErrInvalidParams), codes.InvalidArgument},
 		{"ca expired", wrap(ca.ErrCAExpired), codes.FailedPrecondition},
 		{"storage invalid", wrap(storage.ErrInvalid), codes.InvalidArgument},
+		{"node attestation malformed", wrap(nodeattest.ErrMalformed), codes.InvalidArgument},
+		{"node attestation refused", wrap(nodeattest.ErrRefused), codes.PermissionDenied},
+		{"node attestation backend unavailable", wrap(nodeattest.ErrUnavailable), codes.Unavailable},
 		{"storage owner not found", wrap(storage.ErrOwnerNotFound), codes.FailedPrecondition},
 		{"storage entry not found", wrap(storage.ErrEntryNotFound), codes.NotFound},
 		{"storage issuance not found", wrap(storage.ErrIssuanceNotFound), codes.NotFound},

@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"github.com/signet-id/signet/attestor/jointoken"
 	"slices"
 	"time"
 
@@ -25,7 +26,7 @@ func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
 
 // AgentIDForToken is the SPIFFE ID of an agent attested with a join token that names no ID.
 func AgentIDForToken(td spiffeid.TrustDomain, tokenID string) spiffeid.ID {
-	return spiffeid.RequireFromPath(td, AgentPathPrefix+"join_token/"+tokenID)
+	return jointoken.AgentID(td, tokenID)
 }
 
 // parentsOf returns the parent IDs whose entries caller may issue, sorted: its agent ID, and every node
