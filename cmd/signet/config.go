@@ -88,14 +88,16 @@ type serverFileConfig struct {
 		CredentialsFile string `yaml:"credentials_file"`
 	} `yaml:"ca"`
 	Raft struct {
-		NodeID           string   `yaml:"node_id"`
-		BindAddress      string   `yaml:"bind_address"`
-		AdvertiseAddress string   `yaml:"advertise_address"`
-		Bootstrap        *bool    `yaml:"bootstrap"`
-		BootstrapExpect  int      `yaml:"bootstrap_expect"`
-		RetryJoin        []string `yaml:"retry_join"`
-		ClusterID        string   `yaml:"cluster_id"`
-		JoinSecretFile   string   `yaml:"join_secret_file"`
+		NodeID           string `yaml:"node_id"`
+		BindAddress      string `yaml:"bind_address"`
+		AdvertiseAddress string `yaml:"advertise_address"`
+		// AdvertiseAddressEnv names an environment variable holding AdvertiseAddress (config_env.go).
+		AdvertiseAddressEnv string   `yaml:"advertise_address_env"`
+		Bootstrap           *bool    `yaml:"bootstrap"`
+		BootstrapExpect     int      `yaml:"bootstrap_expect"`
+		RetryJoin           []string `yaml:"retry_join"`
+		ClusterID           string   `yaml:"cluster_id"`
+		JoinSecretFile      string   `yaml:"join_secret_file"`
 		// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft's snapshots (storage.Config).
 		SnapshotThreshold uint64        `yaml:"snapshot_threshold"`
 		SnapshotInterval  time.Duration `yaml:"snapshot_interval"`
@@ -573,10 +575,8 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if err := checkHostPort(path, "raft.bind_address", c.Raft.BindAddress, true); err != nil {
 		return c, td, err
 	}
-	if c.Raft.AdvertiseAddress != "" {
-		if err := checkHostPort(path, "raft.advertise_address", c.Raft.AdvertiseAddress, false); err != nil {
-			return c, td, err
-		}
+	if err := checkAdvertiseAddress(path, &c.Raft.AdvertiseAddress, c.Raft.AdvertiseAddressEnv); err != nil {
+		return c, td, err
 	}
 	if err := checkCluster(path, &c); err != nil {
 		return c, td, err
