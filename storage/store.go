@@ -646,9 +646,15 @@ func (s *Store) restoreState(r io.Reader) error {
 		s.appliedIdx.Store(idx) // the snapshot's: a restore may move it back
 	}
 	if old != nil {
-		if err := old.Close(); err != nil {
-			s.log.Warn("restore: closing the replaced state failed", "error", err)
-		}
+		// Closing waits for every read transaction of the old database, and one may be a Raft snapshot
+		// being persisted: its goroutine asks Raft's main loop for the configuration, and the main loop
+		// waits for this restore (a follower installing the leader's snapshot). Close in the background:
+		// the restore returns, and the old file goes once its last reader is done.
+		go func() {
+			if err := old.Close(); err != nil {
+				s.log.Warn("restore: closing the replaced state failed", "error", err)
+			}
+		}()
 	}
 	if err := syncDir(s.cfg.Dir); err != nil {
 		return fmt.Errorf("storage: restore: state restored, but syncing %s failed: %w", s.cfg.Dir, err)

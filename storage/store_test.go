@@ -770,3 +770,41 @@ func TestAppendLedgerHonoursContext(t *testing.T) {
 		t.Fatalf("a proposal with a cancelled context was committed: %v", err)
 	}
 }
+
+// TestRestoreDoesNotWaitForSnapshotReaders: a follower installing the leader's snapshot must not wait
+// for a Raft snapshot of its own that is still being persisted from the old state (that snapshot's
+// goroutine needs Raft's main loop, which waits for the restore: a deadlock that stalled a restarted
+// node until it was killed). Here a read transaction of the old state stays open, as a snapshot's does,
+// while the state is restored.
+func TestRestoreDoesNotWaitForSnapshotReaders(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.CreateOwner(context.Background(), Owner{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	var snap bytes.Buffer
+	if err := s.stateDB().View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&snap); return err }); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := s.stateDB().Begin(false) // a snapshot of the old state, still being persisted
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.restoreState(bytes.NewReader(snap.Bytes())) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		reader.Rollback()
+		t.Fatal("the restore waited for a reader of the replaced state")
+	}
+	if _, err := s.Owner("alice"); err != nil {
+		t.Fatalf("the restored state: %v", err)
+	}
+	if err := reader.Rollback(); err != nil { // the old state's reader still works, then lets it close
+		t.Fatal(err)
+	}
+}
