@@ -315,12 +315,3 @@ func SelectorType() selector.Type {
 		"agent_node_label": selector.LabelValue, "agent_pod_label": selector.LabelValue,
 	}}
 }
-
-// SelectorType declares the k8s_psat node selectors, for a server's selector.Registry.
-func SelectorType() selector.Type {
-	keys := make(map[string]selector.ValueCheck)
-	for k, check := range SelectorKeys() {
-		keys[k] = check
-	}
-	return selector.Type{Name: Type, Kind: selector.Node, Keys: keys}
-}
