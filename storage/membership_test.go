@@ -88,26 +88,21 @@ func openTestCluster(t *testing.T) []*Store {
 	for _, s := range stores {
 		s.SetForwarder(inProcessForwarder{slices.Clone(stores)}) // its own copy: stores is reordered below
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for i, s := range stores {
-			if s.IsLeader() {
-				stores[0], stores[i] = stores[i], stores[0]
-				// The leader gates protobuf commands until every server has recorded its command
-				// version: the followers' reports reach it through forwarding. Whichever leads next
-				// (the tests stop leaders) catches up on them before it gates a write.
-				for _, f := range stores {
-					waitFor(t, f.NodeID()+"'s command version on the leader", func() bool {
-						return recordedVersion(t, stores[0], f.NodeID()) == CommandVersion
-					})
-				}
-				return stores
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	leader := -1
+	waitFor(t, "a leader among the three", func() bool {
+		leader = slices.IndexFunc(stores, (*Store).IsLeader)
+		return leader >= 0
+	})
+	stores[0], stores[leader] = stores[leader], stores[0]
+	// The leader gates protobuf commands until every server has recorded its command version: the
+	// followers' reports reach it through forwarding. Whichever leads next (the tests stop leaders)
+	// catches up on them before it gates a write.
+	for _, f := range stores {
+		waitFor(t, f.NodeID()+"'s command version on the leader", func() bool {
+			return recordedVersion(t, stores[0], f.NodeID()) == CommandVersion
+		})
 	}
-	t.Fatal("no leader within 20s")
-	return nil
+	return stores
 }
 
 // TestWritesThroughAFollower: registry writes, a ledger append and an attestation (a command carrying a
