@@ -71,8 +71,23 @@ type Identities struct {
 	// JWTAuthorities is the same JWT bundle, ready to validate tokens with; nil until the Source has
 	// one. It is built once per bundle change and shared: callers must not modify it.
 	JWTAuthorities *jwtbundle.Bundle
-	// BundleSequence changes whenever the bundle does.
+	// BundleSequence changes whenever the bundle does (or any of Federated).
 	BundleSequence uint64
+	// Federated are the bundles of the other trust domains the caller's entries federate with, in
+	// trust domain order; each is delivered beside the caller's own (FetchX509SVID federated_bundles,
+	// FetchX509Bundles, FetchJWTBundles, ValidateJWTSVID).
+	Federated []FederatedBundle
+}
+
+// FederatedBundle is another trust domain's bundle, as delivered to a workload.
+type FederatedBundle struct {
+	TrustDomain spiffeid.TrustDomain
+	// X509Bundle is that domain's X.509 authorities, concatenated DER.
+	X509Bundle []byte
+	// JWTBundle is that domain's JWT authorities as a JWK Set; JWTAuthorities the same, parsed (shared:
+	// callers must not modify it).
+	JWTBundle      []byte
+	JWTAuthorities *jwtbundle.Bundle
 }
 
 // Caller is the attested process a credential is handed to, as delivery records name it.
