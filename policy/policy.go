@@ -37,9 +37,18 @@
 //	  expires_at      timestamp  ABSENT when the entry never expires: test has(entry.expires_at)
 //	  never_expires   bool
 //	owner   map(string, dyn): name, kind ("person" or "team"), team (strings; "" when unset)
+//	key     map(string, dyn), the CA key of a revocation (action "ca.revoke-key"); "" in entry requests:
+//	  kind            string     "x509" or "jwt"
+//	  id              string     the key's ID in the bundle (a root's SHA-256, a JWT kid)
+//	  signer_id       string     its ID in the ledger's signed_by (a root's Subject Key Identifier)
+//	  node            string     the server node that owns it
 //	admin   string     the admin making the request
-//	action  string     "create" or "update"
+//	action  string     "create" or "update" (entries), "ca.revoke-key" (signet ca revoke-key)
 //	now     timestamp  the time of the request (Input.Now)
+//
+// A key revocation (action "ca.revoke-key") is decided by the approval_when rules only: deny_unless rules
+// govern entries, and none of them may stop the response to a compromise. A rule asks a second admin for
+// every revocation with approval_when: action == "ca.revoke-key".
 //
 // A reference to a key of entry or owner that is not listed above (entry.nosuchkey, has(entry.typo),
 // entry["typo"]) is refused by [Compile], so that a misspelt rule is caught when the configuration is
@@ -106,7 +115,9 @@ type Input struct {
 	Entry  EntryInput
 	Owner  OwnerInput
 	Admin  string // who asks
-	Action string // "create" or "update"
+	Action string // "create" or "update", or "ca.revoke-key" with Key set
+	// Key is the CA key of a revocation; when set, only approval_when rules are evaluated.
+	Key *KeyInput
 	// Now is the time of the request, the variable now; zero means time.Now() at Evaluate.
 	Now time.Time
 }
@@ -120,6 +131,9 @@ type EntryInput struct {
 	ExpiresAt                                              time.Time // zero when never
 	NeverExpires                                           bool
 }
+
+// KeyInput is a CA key an admin asks to revoke.
+type KeyInput struct{ Kind, ID, SignerID, Node string }
 
 // OwnerInput is the entry's owner.
 type OwnerInput struct{ Name, Kind, Team string }
@@ -162,13 +176,15 @@ var (
 		"jwt_ttl": true, "dns_names": true, "expires_at": true, "never_expires": true,
 	}
 	ownerKeys = map[string]bool{"name": true, "kind": true, "team": true}
-	mapKeys   = map[string]map[string]bool{"entry": entryKeys, "owner": ownerKeys}
+	keyKeys   = map[string]bool{"kind": true, "id": true, "signer_id": true, "node": true}
+	mapKeys   = map[string]map[string]bool{"entry": entryKeys, "owner": ownerKeys, "key": keyKeys}
 )
 
 func newEnv() (*cel.Env, error) {
 	return cel.NewEnv(
 		cel.Variable("entry", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("owner", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("key", cel.MapType(cel.StringType, cel.DynType)),
 		cel.Variable("admin", cel.StringType),
 		cel.Variable("action", cel.StringType),
 		cel.Variable("now", cel.TimestampType),
@@ -359,6 +375,9 @@ func (p *Policy) Evaluate(ctx context.Context, in Input) (Decision, error) {
 		return Decision{Denied: []Denial{{Message: "policy: " + err.Error()}}}, err
 	}
 	for _, r := range p.rules {
+		if in.Key != nil && !r.approval {
+			continue // a key revocation is decided by approval rules only
+		}
 		if err := ctx.Err(); err != nil {
 			d.Denied = append(d.Denied, r.deny("not evaluated: "+err.Error()))
 			return d, fmt.Errorf("policy rule %q: %w", r.name, err)
@@ -412,12 +431,22 @@ func variables(in Input) map[string]any {
 	if now.IsZero() {
 		now = time.Now()
 	}
+	var k KeyInput
+	if in.Key != nil {
+		k = *in.Key
+	}
 	return map[string]any{
 		"entry": types.NewStringInterfaceMap(types.DefaultTypeAdapter, entry),
 		"owner": types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
 			"name": types.String(in.Owner.Name),
 			"kind": types.String(in.Owner.Kind),
 			"team": types.String(in.Owner.Team),
+		}),
+		"key": types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
+			"kind":      types.String(k.Kind),
+			"id":        types.String(k.ID),
+			"signer_id": types.String(k.SignerID),
+			"node":      types.String(k.Node),
 		}),
 		"admin":  types.String(in.Admin),
 		"action": types.String(in.Action),

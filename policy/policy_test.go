@@ -231,6 +231,33 @@ func TestApproval(t *testing.T) {
 	}
 }
 
+// TestKeyRevocation: a key revocation (Input.Key set) sees the key variable and is decided by approval
+// rules only: an entry rule that would deny an empty entry does not stop it; an entry request sees an
+// empty key; a misspelt key of key is refused at Compile.
+func TestKeyRevocation(t *testing.T) {
+	p := mustCompile(t,
+		Rule{Name: "two-person-revoke", ApprovalWhen: `action == "ca.revoke-key" && key.kind == "x509" && key.node.startsWith("node-")`},
+		Rule{Name: "prod-approval", ApprovalWhen: `entry.path.startsWith("/prod/")`},
+		Rule{Name: "team-paths", DenyUnless: `entry.path.startsWith("/team/")`},
+	)
+	in := Input{Admin: "alice", Action: "ca.revoke-key", Key: &KeyInput{Kind: "x509", ID: "ab", SignerID: "cd", Node: "node-1"}}
+	if d := evaluate(t, p, in); !d.Allowed() || fmt.Sprint(d.Approval) != "[two-person-revoke]" {
+		t.Fatalf("revocation: denied %+v, approval %q; want allowed, approval by two-person-revoke", d.Denied, d.Approval)
+	}
+	in.Key.Kind = "jwt"
+	if d := evaluate(t, p, in); !d.Allowed() || len(d.Approval) != 0 {
+		t.Fatalf("revocation of a JWT key: denied %+v, approval %q; want allowed without approval", d.Denied, d.Approval)
+	}
+	entry := baseInput()
+	entry.Entry.Path = "/team/a"
+	if d := evaluate(t, p, entry); !d.Allowed() || len(d.Approval) != 0 {
+		t.Fatalf("entry request: denied %+v, approval %q", d.Denied, d.Approval)
+	}
+	if _, err := Compile(Config{Rules: []Rule{{Name: "typo", ApprovalWhen: `key.owner == "x"`}}}); err == nil || !strings.Contains(err.Error(), `key has no key "owner"`) {
+		t.Fatalf("a misspelt key of key: %v", err)
+	}
+}
+
 func TestEmptyPolicyAllowsEverything(t *testing.T) {
 	for name, cfg := range map[string]Config{"zero": {}, "empty-rules": {Rules: []Rule{}}} {
 		t.Run(name, func(t *testing.T) {

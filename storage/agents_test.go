@@ -236,6 +236,14 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 		time.Now(), "a command of the newest version", rec); err != nil {
 		t.Fatal(err)
 	}
+	// Type 50 (command version 8): a key revocation.
+	ctx := WithActor(context.Background(), owner)
+	if err := s.PutAuthority(ctx, jwtAuthority(t, "newest-kid", "n1", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeKey(ctx, AuthorityJWT, "newest-kid", "a command of the newest version", nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A node that attests once (trust on first use, aws_iid): the first attestation registers it, a second

@@ -85,6 +85,9 @@ const (
 	// aws_iid): the same message, refused when the agent ID is already registered (agents.go), command
 	// version 7.
 	cmdAgentAttestNodeFirstUse commandType = 46 // raftv1.AgentAttestNode
+	// cmdKeyRevoke: a CA key revoked after a compromise, or its revocation pending or approved
+	// (revoke.go), command version 8.
+	cmdKeyRevoke commandType = 50 // raftv1.KeyRevoke
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -132,8 +135,10 @@ const (
 	commandVersionRotation uint32 = 6
 	// commandVersionFirstUse: node attestation on first use only (aws_iid), type 46.
 	commandVersionFirstUse uint32 = 7
+	// commandVersionRevoke: CA key revocation (signet ca revoke-key), type 50.
+	commandVersionRevoke uint32 = 8
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionFirstUse
+	CommandVersion = commandVersionRevoke
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -154,6 +159,8 @@ func (t commandType) since() uint32 {
 		return commandVersionRotation
 	case t == cmdAgentAttestNodeFirstUse:
 		return commandVersionFirstUse
+	case t == cmdKeyRevoke:
+		return commandVersionRevoke
 	default:
 		return CommandVersion
 	}
@@ -206,6 +213,7 @@ var commandNames = map[commandType]string{
 	cmdAuthorityRemove:          "authority-remove",
 	cmdRotationRequest:          "rotation-request",
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
+	cmdKeyRevoke:                "key-revoke",
 }
 
 func (t commandType) String() string {

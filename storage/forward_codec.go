@@ -171,6 +171,8 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[Policy](b)
 	case cmdRotationRequest:
 		out, err = decodeAs[RotationRequest](b)
+	case cmdKeyRevoke:
+		out, err = decodeAs[KeyRevokeResult](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:

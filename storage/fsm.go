@@ -191,7 +191,7 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) {
 		return applyAgentAttestNode(tx, index, c, t == cmdAgentAttestNodeFirstUse)
 	}
-	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard {
+	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard && t != cmdKeyRevoke {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
 		}
@@ -213,6 +213,10 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityRemoveFromWire, applyAuthorityRemove)
 	case cmdRotationRequest:
 		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
+	case cmdKeyRevoke: // decided under the policy unless it approves a pending revocation (revoke.go)
+		return viaWire(tx, payload, keyRevokeFromWire, func(tx *bolt.Tx, c keyRevokeCmd) (applied, error) {
+			return applyKeyRevoke(tx, c, policyChecked)
+		})
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest, cmdAgentAttestSigned:
@@ -473,13 +477,19 @@ func applyAuthorityRemove(tx *bolt.Tx, c authorityRemoveCmd) (applied, error) {
 		return applied{}, fmt.Errorf("%s authority %s: %w: it is node %q's, not %q's", c.Kind, c.ID, ErrInvalid, a.Node, c.Node)
 	}
 	meta := tx.Bucket(bucketMeta)
+	seq := nextBundleSeq(meta)
+	mustDelete(b, k)
+	appendAudit(tx, c.Meta.record("bundle.remove-"+string(c.Kind), c.ID), &a, nil)
+	return applied{resp: nil, publish: func(r *registry) { r.authorityRemove(c.Kind, c.ID, seq) }}, nil
+}
+
+// nextBundleSeq records and returns the bundle's next sequence number (the set of authorities changes).
+func nextBundleSeq(meta *bolt.Bucket) uint64 {
 	seq := getUint64(meta, keyBundleSeq) + 1
 	if err := putUint64(meta, keyBundleSeq, seq); err != nil {
 		panic(fmt.Sprintf("storage: put bundle sequence: %v", err))
 	}
-	mustDelete(b, k)
-	appendAudit(tx, c.Meta.record("bundle.remove-"+string(c.Kind), c.ID), &a, nil)
-	return applied{resp: nil, publish: func(r *registry) { r.authorityRemove(c.Kind, c.ID, seq) }}, nil
+	return seq
 }
 
 func applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (applied, error) {
@@ -489,11 +499,11 @@ func applyAuthorityPut(tx *bolt.Tx, c authorityPutCmd) (applied, error) {
 	if b.Get(k) != nil {
 		return applied{}, nil // already published: idempotent
 	}
-	meta := tx.Bucket(bucketMeta)
-	seq := getUint64(meta, keyBundleSeq) + 1
-	if err := putUint64(meta, keyBundleSeq, seq); err != nil {
-		panic(fmt.Sprintf("storage: put bundle sequence: %v", err))
+	if err := checkNotRevoked(tx, a.Kind, a.ID); err != nil {
+		return applied{}, err
 	}
+	meta := tx.Bucket(bucketMeta)
+	seq := nextBundleSeq(meta)
 	mustPut(b, k, mustJSON(&a))
 	appendAudit(tx, c.Meta.record("bundle.add-"+string(a.Kind), a.ID), nil, &a)
 	return applied{resp: nil, publish: func(r *registry) { r.authorityPut(&a, seq) }}, nil

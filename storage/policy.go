@@ -142,7 +142,7 @@ func applyPolicySet(tx *bolt.Tx, c policySetCmd) (applied, error) {
 // proposed without the policy revision it was checked against counts as checked against no policy.
 func policyGoverned(t commandType) bool {
 	switch t {
-	case cmdEntryCreate, cmdEntryBatch, cmdEntryUpdate, cmdOwnerOffboard:
+	case cmdEntryCreate, cmdEntryBatch, cmdEntryUpdate, cmdOwnerOffboard, cmdKeyRevoke:
 		return true
 	}
 	return false
@@ -181,7 +181,7 @@ func policyCheckedFromWire(m *raftv1.PolicyChecked) policyCheckedCmd {
 // it was decided under.
 func applyPolicyChecked(tx *bolt.Tx, index uint64, c policyCheckedCmd) (applied, error) {
 	if len(c.Command) == 0 || !policyGoverned(commandType(c.Command[0])) {
-		return applied{}, fmt.Errorf("%w: a policy-checked command must wrap an entry create, batch create, update or offboarding", ErrInvalid)
+		return applied{}, fmt.Errorf("%w: a policy-checked command must wrap an entry create, batch create, update, offboarding or key revocation", ErrInvalid)
 	}
 	t := commandType(c.Command[0])
 	if err := checkPolicyRevision(tx, t, c.PolicyRevision); err != nil {

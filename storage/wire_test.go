@@ -141,6 +141,8 @@ func wireCases() []wireCase {
 		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
 			authorityRemoveCmd.wire, authorityRemoveFromWire),
 		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
+		wcase("key-revoke", cmdKeyRevoke, keyRevokeCmd{Kind: AuthorityJWT, ID: "kid-1", Meta: sampleMeta(), PendingRules: []string{"two-person"}, Approve: true},
+			keyRevokeCmd.wire, keyRevokeFromWire),
 	}
 }
 

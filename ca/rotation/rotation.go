@@ -78,6 +78,8 @@ type Slot struct {
 	ActivateAt time.Time `json:"activate_at"`
 	OldSince   time.Time `json:"old_since,omitzero"`
 	PrunedAt   time.Time `json:"pruned_at,omitzero"`
+	// Revoked: pruned early because the key was revoked after a compromise (Revoke).
+	Revoked bool `json:"revoked,omitempty"`
 	// NotAfter is the key's expiry (the root's NotAfter; the JWT key's too).
 	NotAfter time.Time `json:"not_after"`
 	// X509ID is the hex SHA-256 of the root certificate (the bundle's ID of it); JWTKeyID the kid.
@@ -277,6 +279,58 @@ func (m *Manager) Rotate(published func(Slot) bool) (activated *Slot, err error)
 	m.activateLocked(next, now)
 	s := *next
 	return &s, m.saveLocked()
+}
+
+// ErrUnknownKey: no live slot holds the key named.
+var ErrUnknownKey = errors.New("no live key slot holds this key")
+
+// Holds reports whether key ID id is one of the slot's: its X.509 ID (hex SHA-256 of the root), its
+// root's Subject Key Identifier in hex (the ledger's signed_by) or its JWT kid.
+func (s Slot) Holds(id string) bool {
+	if id == "" {
+		return false
+	}
+	if id == s.X509ID || id == s.JWTKeyID {
+		return true
+	}
+	return s.CA != nil && id == s.CA.X509KeyID()
+}
+
+// Revoke takes the live slot holding key id (see Slot.Holds) out of service at once, after a compromise:
+// if it is the active slot, a successor becomes active now (the prepared slot, or a new one), published
+// or not — the caller publishes it next: a compromised key must stop signing before its successor has
+// spent PrepareBefore in the bundle. The revoked slot is pruned (its key files deleted) and marked
+// Revoked. It returns the slot activated (nil when the active slot stays) and the slot revoked; no live
+// slot holding id is ErrUnknownKey.
+func (m *Manager) Revoke(id string) (activated *Slot, revoked Slot, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	var s *Slot
+	for _, x := range m.slots {
+		if x.State != Pruned && x.Holds(id) {
+			s = x
+		}
+	}
+	if s == nil {
+		return nil, Slot{}, fmt.Errorf("rotation: key %s: %w", id, ErrUnknownKey)
+	}
+	if s.State == Active {
+		next := m.preparedLocked()
+		if next == nil {
+			if next, err = m.prepareLocked(now); err != nil {
+				return nil, Slot{}, err
+			}
+		}
+		next.ActivateAt = now
+		m.activateLocked(next, now)
+		a := *next
+		activated = &a
+	}
+	m.pruneLocked(s, now)
+	s.Revoked = true
+	m.log.Warn("CA key revoked: slot pruned, its key files deleted", "slot", s.ID, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID)
+	return activated, *s, m.saveLocked()
 }
 
 // HandledRequest is the Seq of the last rotation request (storage.RotationRequest) recorded as handled.

@@ -2,6 +2,7 @@ package rotation_test
 
 import (
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -311,4 +312,45 @@ func TestRestartAfterTheActiveKeyExpired(t *testing.T) {
 			t.Fatalf("the expired key's files remain: %v", err)
 		}
 	})
+}
+
+// TestRevoke: revoking the active key activates a new slot at once (no prepare period), prunes the
+// revoked slot with its key files and marks it revoked, kept across a restart; the key is found by its
+// X.509 ID, its root's SKI or its kid; a prepared key is revoked without touching the active one; an
+// unknown or already revoked key is ErrUnknownKey.
+func TestRevoke(t *testing.T) {
+	clock := testkit.NewManualClock()
+	dir := t.TempDir()
+	m := open(t, dir, clock)
+	first := m.Slots()[0]
+	if _, _, err := m.Revoke("nosuchkey"); !errors.Is(err, rotation.ErrUnknownKey) {
+		t.Fatalf("revoking an unknown key: %v", err)
+	}
+	act, rev, err := m.Revoke(first.CA.X509KeyID()) // the SKI, as the ledger and bundle show --format keys print it
+	if err != nil || act == nil || rev.ID != first.ID || !rev.Revoked || rev.State != rotation.Pruned {
+		t.Fatalf("revoke the active key: activated %+v, revoked %+v, %v", act, rev, err)
+	}
+	if states(m) != "1:pruned 2:active" || m.Active() != act.CA || !act.ActivateAt.Equal(clock.Now().UTC().Truncate(time.Second)) {
+		t.Fatalf("after revoking the active key: %s", states(m))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "slot-1")); !os.IsNotExist(err) {
+		t.Fatalf("the revoked slot's key files: %v, want removed", err)
+	}
+	if _, _, err := m.Revoke(first.JWTKeyID); !errors.Is(err, rotation.ErrUnknownKey) {
+		t.Fatalf("revoking the revoked slot's other key: %v", err)
+	}
+	// A prepared successor revoked: the active key stays.
+	clock.Advance(3 * time.Minute)
+	advance(t, m, always)
+	prepared := m.Slots()[2]
+	if prepared.State != rotation.Prepared {
+		t.Fatalf("slots %s: want a prepared successor", states(m))
+	}
+	if act, rev, err := m.Revoke(prepared.JWTKeyID); err != nil || act != nil || rev.ID != prepared.ID {
+		t.Fatalf("revoke the prepared key: %+v, %+v, %v", act, rev, err)
+	}
+	m2 := open(t, dir, clock)
+	if got := states(m2); got != "1:pruned 2:active 3:pruned" || !m2.Slots()[0].Revoked || !m2.Slots()[2].Revoked || m2.Slots()[1].Revoked {
+		t.Fatalf("after a restart: %s, %+v", got, m2.Slots())
+	}
 }
