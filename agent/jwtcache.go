@@ -28,6 +28,7 @@ type entryJWTs struct {
 type cachedJWT struct {
 	entryID, audience string
 	token, id         string    // id: the JWT ID, the token's ledger record
+	kid               string    // the key that signed it
 	expires           time.Time // the token's expiry
 	reuseEnd          time.Time // half life
 }
@@ -57,7 +58,7 @@ func (c *jwtCache) get(entryID string, revision uint64, audience string, now tim
 	return v.token, v.id, v.expires, true
 }
 
-func (c *jwtCache) put(entryID string, revision uint64, audience, token, id string, issued, expires time.Time) {
+func (c *jwtCache) put(entryID string, revision uint64, audience, token, id, kid string, issued, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[entryID]
@@ -69,7 +70,7 @@ func (c *jwtCache) put(entryID string, revision uint64, audience, token, id stri
 		e = &entryJWTs{revision: revision, byAud: map[string]*list.Element{}}
 		c.entries[entryID] = e
 	}
-	v := &cachedJWT{entryID: entryID, audience: audience, token: token, id: id, expires: expires, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
+	v := &cachedJWT{entryID: entryID, audience: audience, token: token, id: id, kid: kid, expires: expires, reuseEnd: issued.Add(expires.Sub(issued) / 2)}
 	if el, ok := e.byAud[audience]; ok {
 		el.Value = v
 		c.lru.MoveToFront(el)
@@ -90,6 +91,23 @@ func (c *jwtCache) removeLocked(el *list.Element) {
 	if len(e.byAud) == 0 {
 		delete(c.entries, v.entryID)
 	}
+}
+
+// dropSignedBy removes every token signed by a key not in keep (a key that left the bundle), and
+// reports how many.
+func (c *jwtCache) dropSignedBy(keep map[string]bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for el := c.lru.Front(); el != nil; {
+		next := el.Next()
+		if !keep[el.Value.(*cachedJWT).kid] {
+			c.removeLocked(el)
+			n++
+		}
+		el = next
+	}
+	return n
 }
 
 func (c *jwtCache) dropEntry(entryID string) {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/agentv1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -26,6 +27,9 @@ type x509SVID struct {
 	notAfter  time.Time
 	// mintedAt is when the agent received it (its clock): a fetch since then asks for its renewal.
 	mintedAt time.Time
+	// signer is the key ID (hex Authority Key Identifier) of the authority that signed the chain's top
+	// certificate: the bundle's root it chains to ("" if the certificate names none).
+	signer string
 	// What the SVID was minted for: an entry change to any of these needs a new SVID.
 	spiffeID string
 	x509TTL  int64
@@ -35,6 +39,20 @@ type x509SVID struct {
 // mintedFor reports whether the SVID still fits the entry (same identity, lifetime and DNS names).
 func (s *x509SVID) mintedFor(e *agentv1.Entry) bool {
 	return s.spiffeID == e.SpiffeId && s.x509TTL == e.X509TtlSeconds && slices.Equal(s.dnsNames, e.DnsNames)
+}
+
+// verifiesTo reports whether the SVID chains to an authority of a bundle whose X.509 key IDs are
+// signers (roots, parsed): by the signer's key ID, or, for a chain naming none, by signature.
+func (s *x509SVID) verifiesTo(signers map[string]bool, roots []*x509.Certificate) bool {
+	if s.signer != "" {
+		return signers[s.signer]
+	}
+	chain, err := x509.ParseCertificates(s.chainDER)
+	if err != nil || len(chain) == 0 {
+		return false
+	}
+	top := chain[len(chain)-1]
+	return slices.ContainsFunc(roots, func(r *x509.Certificate) bool { return top.CheckSignatureFrom(r) == nil })
 }
 
 // rotateAt is half-way through the SVID's life, counted from issuance: NotBefore is backdated for
@@ -253,6 +271,12 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, s := range minted {
+		if a.removedKeys.has(s.signer) {
+			// Signed by a key that has left the bundle (revoked): its server has not replaced it yet.
+			failedUntil[id] = now.Add(mintRetry)
+			a.log.Warn("server returned an X.509-SVID signed by a key no longer in the bundle; asking again", "entry", id, "signer", s.signer)
+			continue
+		}
 		// Install only if the entry still exists and still wants this SVID.
 		if cur, ok := a.entries[id]; ok && s.mintedFor(cur.entry) {
 			cur.svid = s
@@ -310,8 +334,15 @@ func newX509SVID(mk mintKey, chain [][]byte) (*x509SVID, error) {
 		notBefore: leaf.NotBefore, notAfter: leaf.NotAfter,
 		spiffeID: mk.entry.SpiffeId, x509TTL: mk.entry.X509TtlSeconds, dnsNames: mk.entry.DnsNames,
 	}
-	for _, c := range chain {
+	top := leaf
+	for i, c := range chain {
 		s.chainDER = append(s.chainDER, c...)
+		if i > 0 && i == len(chain)-1 {
+			if top, err = x509.ParseCertificate(c); err != nil {
+				return nil, fmt.Errorf("parse certificate %d of the chain: %w", i, err)
+			}
+		}
 	}
+	s.signer = ca.SignerKeyID(top)
 	return s, nil
 }

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/signet-id/signet/attestor/jointoken/payload"
+	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -77,6 +79,8 @@ type ServerConn struct {
 	mu     sync.RWMutex
 	conn   *grpc.ClientConn
 	client agentv1.AgentClient
+	// renewNow wakes RunRenewal to renew before half life (RenewIfUntrusted).
+	renewNow chan struct{}
 }
 
 var _ agentv1.AgentClient = (*ServerConn)(nil)
@@ -92,7 +96,7 @@ func DialServers(addrs []string, id *Identity, td spiffeid.TrustDomain) (*Server
 	if len(addrs) == 0 {
 		return nil, errors.New("agent: no server address")
 	}
-	c := &ServerConn{addrs: addrs, id: id, td: td}
+	c := &ServerConn{addrs: addrs, id: id, td: td, renewNow: make(chan struct{}, 1)}
 	if err := c.reconnect(); err != nil {
 		return nil, err
 	}
@@ -168,6 +172,7 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 		}
 		select {
 		case <-time.After(wait):
+		case <-c.renewNow:
 		case <-ctx.Done():
 			return nil
 		}
@@ -191,6 +196,26 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 			log.Warn("agent SVID renewal failed; retrying", "error", err, "svid_expires_at", notAfter.Format(time.RFC3339))
 		}
 	}
+}
+
+// RenewIfUntrusted has RunRenewal renew the agent SVID at once when no authority of roots (a bundle
+// the server just pushed) signed it: its CA key was revoked, and a new connection presenting it would be
+// refused. The renewal goes over the current connection, authenticated when the key was still trusted.
+// It reports whether a renewal was asked.
+func (c *ServerConn) RenewIfUntrusted(roots []*x509.Certificate) bool {
+	svid, err := c.id.GetX509SVID()
+	if err != nil || len(svid.Certificates) == 0 {
+		return false
+	}
+	signer := ca.SignerKeyID(svid.Certificates[len(svid.Certificates)-1])
+	if slices.ContainsFunc(roots, func(r *x509.Certificate) bool { return ca.X509KeyID(r) == signer }) {
+		return false
+	}
+	select {
+	case c.renewNow <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 func (c *ServerConn) renew(ctx context.Context) error {

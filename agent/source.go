@@ -135,8 +135,17 @@ func (a *Agent) FetchJWTSVIDs(ctx context.Context, req workloadapi.JWTRequest) (
 			}
 			continue
 		}
+		kid := jwtKeyID(resp.Token)
+		a.mu.RLock()
+		removed := a.removedKeys.has(kid)
+		a.mu.RUnlock()
+		if removed {
+			// Signed by a key that has left the bundle (revoked): its server has not replaced it yet.
+			firstErr = status.Errorf(codes.Unavailable, "agent: JWT-SVID for %s: signed by key %s, which is no longer in the bundle (revoked); retry", e.SpiffeId, kid)
+			continue
+		}
 		if !e.JwtUnique {
-			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, resp.Id, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
+			a.jwts.put(e.Id, e.Revision, audKey, resp.Token, resp.Id, kid, time.Unix(resp.IssuedAt, 0), time.Unix(resp.ExpiresAt, 0))
 		}
 		a.noteDelivery(resp.Id, time.Unix(resp.ExpiresAt, 0), req.Caller, a.cfg.Clock())
 		out = append(out, workloadapi.JWTSVID{SPIFFEID: e.SpiffeId, Token: resp.Token})

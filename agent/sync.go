@@ -26,6 +26,10 @@ type bundleState struct {
 	x509DER        []byte            // concatenated DER of the X.509 authorities
 	jwks           []byte            // JWK Set of the JWT authorities
 	jwtAuthorities *jwtbundle.Bundle // the same, to validate tokens with
+	// x509Signers are the X.509 authorities' key IDs (SKI in hex), jwtKids the JWT keys' kids: an SVID
+	// signed by a key not among them no longer verifies.
+	x509Signers map[string]bool
+	jwtKids     map[string]bool
 }
 
 // Reconnect backoff bounds.
@@ -115,7 +119,7 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	if have {
 		return nil
 	}
-	st := bundleState{received: true, sequence: b.Sequence}
+	st := bundleState{received: true, sequence: b.Sequence, x509Signers: map[string]bool{}, jwtKids: map[string]bool{}}
 	jwtKeys := make(map[string]crypto.PublicKey, len(b.JwtAuthorities))
 	roots := make([]*x509.Certificate, 0, len(b.X509Authorities)) // for OnBundle
 	for i, der := range b.X509Authorities {
@@ -125,6 +129,7 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 		}
 		roots = append(roots, c)
 		st.x509DER = append(st.x509DER, der...)
+		st.x509Signers[ca.X509KeyID(c)] = true
 	}
 	for _, k := range b.JwtAuthorities {
 		pub, err := x509.ParsePKIXPublicKey(k.PublicKey)
@@ -132,6 +137,7 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 			return fmt.Errorf("agent: bundle JWT authority %q: %w", k.KeyId, err)
 		}
 		jwtKeys[k.KeyId] = pub
+		st.jwtKids[k.KeyId] = true
 	}
 	jwks, err := ca.MarshalJWTBundle(jwtKeys)
 	if err != nil {
@@ -140,13 +146,46 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 	st.jwks = jwks
 	st.jwtAuthorities = jwtbundle.FromJWTAuthorities(a.cfg.TrustDomain, jwtKeys)
 	a.mu.Lock()
+	old := a.bundle
 	a.bundle = st
+	for k := range old.x509Signers {
+		if !st.x509Signers[k] {
+			a.removedKeys.add(k)
+		}
+	}
+	for k := range old.jwtKids {
+		if !st.jwtKids[k] {
+			a.removedKeys.add(k)
+		}
+	}
+	dropped := a.dropUnverifiedLocked(roots)
 	a.notifyLocked()
 	a.mu.Unlock()
+	if n := a.jwts.dropSignedBy(st.jwtKids); n > 0 {
+		a.log.Warn("JWT-SVIDs signed by a key no longer in the bundle dropped from the cache", "tokens", n, "bundle_sequence", st.sequence)
+	}
+	if dropped > 0 {
+		// A key left the bundle (revoked after a compromise): what it signed is minted again at once.
+		a.log.Warn("X.509-SVIDs signed by a key no longer in the bundle dropped; minting them again", "svids", dropped, "bundle_sequence", st.sequence)
+		a.wakeMinter()
+	}
 	if a.cfg.OnBundle != nil {
 		a.cfg.OnBundle(roots)
 	}
 	return nil
+}
+
+// dropUnverifiedLocked drops every SVID whose signer is not an authority of the bundle just installed
+// (roots): it would not verify. Those still in use are minted again by the mint loop.
+func (a *Agent) dropUnverifiedLocked(roots []*x509.Certificate) int {
+	n := 0
+	for _, e := range a.entries {
+		if e.svid != nil && !e.svid.verifiesTo(a.bundle.x509Signers, roots) {
+			e.svid = nil
+			n++
+		}
+	}
+	return n
 }
 
 // applyUpdate applies one complete update (one or more messages).

@@ -16,7 +16,8 @@ const DefaultKeyCheckEvery = time.Minute
 
 // keysLoop runs AdvanceKeys at every event of the key schedule, and at least every KeyCheckEvery (which
 // retries a publication or removal that failed, for example while the cluster had no leader); and it
-// handles a rotation request for this node (signet ca rotate --node) as soon as it is applied.
+// retires this node's revoked keys (signet ca revoke-key) and handles a rotation request for this node
+// (signet ca rotate --node) as soon as they are applied.
 func (s *Server) keysLoop(ctx context.Context) {
 	if s.cfg.Keys == nil {
 		return
@@ -38,6 +39,9 @@ func (s *Server) keysLoop(ctx context.Context) {
 				wait = min(wait, max(next.Sub(s.cfg.Clock()), time.Second))
 			}
 			t.Reset(wait)
+		}
+		if err := s.RetireRevoked(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("revoked CA key: will retry", "error", err)
 		}
 		if err := s.handleRotationRequest(ctx); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("CA key rotation requested by an admin: will retry", "error", err)

@@ -98,6 +98,8 @@ type Server struct {
 	Issuer  *issuer.Issuer
 	Agent   *agentapi.AgentService
 	Admin   *adminapi.AdminService
+	// retireMu serializes RetireRevoked.
+	retireMu sync.Mutex
 }
 
 // New builds a server node's components from cfg.
@@ -115,9 +117,10 @@ func New(cfg Config) (*Server, error) {
 	var issuerKeys issuer.ActiveKey
 	var adminKeys adminapi.KeyRing
 	var keyAdmin adminapi.KeyAdmin
+	var revoker adminapi.KeyRevoker
 	var maxSVIDTTL time.Duration
 	if cfg.Keys != nil {
-		issuerKeys, adminKeys, keyAdmin, maxSVIDTTL = cfg.Keys, cfg.Keys, s, cfg.Keys.Schedule().MaxSVIDTTL
+		issuerKeys, adminKeys, keyAdmin, revoker, maxSVIDTTL = cfg.Keys, cfg.Keys, s, s, cfg.Keys.Schedule().MaxSVIDTTL
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -150,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, Revoker: revoker, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
 		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
 		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {

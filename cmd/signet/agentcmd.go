@@ -148,6 +148,9 @@ func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffe
 			if err := id.SetBundle(roots); err != nil {
 				log.Error("could not persist the trust bundle", "error", err)
 			}
+			if conn.RenewIfUntrusted(roots) {
+				log.Warn("the CA key that signed this agent's SVID left the bundle (revoked): renewing the SVID now")
+			}
 		}})
 	if err != nil {
 		return err

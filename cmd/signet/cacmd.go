@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/spf13/cobra"
@@ -48,8 +49,95 @@ func newCACmd() *cobra.Command {
 		})
 	rotate.Flags().StringVar(&reason, "reason", "", "why, recorded in the audit log (at most 1024 bytes)")
 	rotate.Flags().StringVar(&node, "node", "", "the server to rotate, by node ID (signet cluster status); default: this one. Another server is asked through Raft")
-	cmd.AddCommand(status, rotate)
+	cmd.AddCommand(status, rotate, newRevokeKeyCmd())
 	return cmd
+}
+
+func newRevokeKeyCmd() *cobra.Command {
+	var reason string
+	var approve bool
+	cmd := newAdminCmd("revoke-key KEY-ID", "Revoke a CA key after a compromise: out of every bundle at once and for good; its server activates a fresh key",
+		`  signet ca revoke-key 9f2c41d07a3be815 --reason "root key file copied off node-3 (INC-4211)"
+  signet ca revoke-key Q2hhbmdlTWUtandrLWtpZA --reason "JWT key leaked in a log"
+  signet ca revoke-key 9f2c41d07a3be815 --approve      # a second admin, when the policy asks for one
+  signet ledger query --signed-by 9f2c41d07a3be815 --valid-at now   # then: what it signed, with owners`,
+		exactArgs(1, "one key ID (signet bundle show --format keys, signet ca status -o json)"),
+		func(cmd *cobra.Command, c adminv1.AdminClient, args []string, output string) error {
+			if !approve && strings.TrimSpace(reason) == "" {
+				return usagef("--reason is required: say why the key is revoked (it is recorded in the audit log)")
+			}
+			resp, err := c.RevokeKey(cmd.Context(), &adminv1.RevokeKeyRequest{KeyId: args[0], Reason: reason, Approve: approve})
+			if err != nil {
+				return rpcError("ca revoke-key", err)
+			}
+			return printRevokeKey(cmd.OutOrStdout(), args[0], resp, output)
+		})
+	cmd.Long = `Revoke a CA key after a compromise. KEY-ID is an X.509 authority's key ID (its Subject Key Identifier
+in hex, as "signet bundle show --format keys" and the ledger's signed_by print it, or its SHA-256 ID as
+"signet ca status -o json" prints it) or a JWT key's kid.
+
+The key leaves the trust bundle everywhere at once (agents get the new bundle pushed, and re-mint every
+SVID it signed), and can never be published again. The server that owns it activates a fresh key at
+once, without the usual prepare period: SVIDs of the new key may fail for a moment at peers whose bundle
+has not updated yet. When the key is this server's active key, the fresh key is in the bundle before the
+revoked one leaves it, so revoking the trust domain's only key is safe.
+
+A node's X.509 root and JWT key are one slot, on the same disk: revoke both when the disk was exposed.
+When the entry policy asks a second admin (approval_when on action "ca.revoke-key", docs/policy.md), the
+revocation waits until another admin runs this command again with --approve.
+
+Then list what the key signed that is still valid, with owners:
+  signet ledger query --signed-by KEY-ID --valid-at now`
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the audit log (required, at most 1024 bytes)")
+	cmd.Flags().BoolVar(&approve, "approve", false, "approve the pending revocation of KEY-ID that another admin asked for (no --reason)")
+	return cmd
+}
+
+func printRevokeKey(w io.Writer, id string, resp *adminv1.RevokeKeyResponse, output string) error {
+	type revokedView struct {
+		Kind        string `json:"kind"`
+		ID          string `json:"id"`
+		SignerID    string `json:"signer_id"`
+		Node        string `json:"node"`
+		NotAfter    string `json:"not_after"`
+		RevokedAt   string `json:"revoked_at"`
+		RevokedBy   string `json:"revoked_by"`
+		RequestedBy string `json:"requested_by,omitempty"`
+		Reason      string `json:"reason"`
+	}
+	var v struct {
+		Revoked      *revokedView `json:"revoked,omitempty"`
+		PendingRules []string     `json:"pending_rules,omitempty"`
+		Activated    *caKeyView   `json:"activated,omitempty"`
+		Note         string       `json:"note,omitempty"`
+	}
+	v.PendingRules, v.Note = resp.PendingRules, resp.Note
+	if r := resp.Revoked; r != nil {
+		v.Revoked = &revokedView{Kind: r.Kind, ID: r.Id, SignerID: r.SignerId, Node: r.Node, NotAfter: formatUnix(r.NotAfter),
+			RevokedAt: formatUnix(r.RevokedAt), RevokedBy: r.RevokedBy, RequestedBy: r.RequestedBy, Reason: r.Reason}
+	}
+	if resp.Activated != nil {
+		k := viewCAKey(resp.Activated)
+		v.Activated = &k
+	}
+	if output == "json" {
+		return printJSON(w, v)
+	}
+	if v.Revoked == nil {
+		fmt.Fprintf(w, "revocation of key %s waits for a second admin (policy rules: %s): another admin runs\n  signet ca revoke-key %s --approve\n",
+			id, strings.Join(v.PendingRules, ", "), id)
+		return nil
+	}
+	r := v.Revoked
+	fmt.Fprintf(w, "%s key %s of node %s revoked by %s: out of the bundle for good\n", r.Kind, r.SignerID, r.Node, r.RevokedBy)
+	if a := v.Activated; a != nil {
+		fmt.Fprintf(w, "node %s: slot %s active (x509 %s, jwt %s, expires %s)\n", a.Node, a.Slot, a.X509ID, a.JWTKeyID, a.NotAfter)
+	}
+	if v.Note != "" {
+		fmt.Fprintln(w, v.Note)
+	}
+	fmt.Fprintf(w, "what it signed that is still valid: signet ledger query --signed-by %s --valid-at now\n", r.SignerID)
+	return nil
 }
 
 type caKeyView struct {

@@ -4832,6 +4832,242 @@ func (x *SignReviewResponse) GetDisabled() []*Entry {
 	return nil
 }
 
+type RevokeKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"` // an X.509 authority's ID (SKI hex, or SHA-256 of the root as ca status prints it) or a JWT kid
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`            // required, recorded in the audit log (not with approve: the request's is kept)
+	Approve       bool                   `protobuf:"varint,3,opt,name=approve,proto3" json:"approve,omitempty"`         // approve the pending revocation of key_id (another admin asked)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *RevokeKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+type RevokedKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`                         // "x509" or "jwt"
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                             // the authority's ID in the bundle
+	SignerId      string                 `protobuf:"bytes,3,opt,name=signer_id,json=signerId,proto3" json:"signer_id,omitempty"` // the ID ledger records name it by (signed_by)
+	Node          string                 `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	NotAfter      int64                  `protobuf:"varint,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	RevokedAt     int64                  `protobuf:"varint,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokedBy     string                 `protobuf:"bytes,7,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	Reason        string                 `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	RequestedBy   string                 `protobuf:"bytes,9,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"` // when a second admin approved
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedKey) Reset() {
+	*x = RevokedKey{}
+	mi := &file_adminv1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedKey) ProtoMessage() {}
+
+func (x *RevokedKey) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedKey.ProtoReflect.Descriptor instead.
+func (*RevokedKey) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *RevokedKey) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetSignerId() string {
+	if x != nil {
+		return x.SignerId
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
+}
+
+func (x *RevokedKey) GetRevokedAt() int64 {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return 0
+}
+
+func (x *RevokedKey) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokedKey) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+type RevokeKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       *RevokedKey            `protobuf:"bytes,1,opt,name=revoked,proto3" json:"revoked,omitempty"`                               // set once revoked
+	PendingRules  []string               `protobuf:"bytes,2,rep,name=pending_rules,json=pendingRules,proto3" json:"pending_rules,omitempty"` // set when the revocation waits for a second admin
+	Activated     *CAKey                 `protobuf:"bytes,3,opt,name=activated,proto3" json:"activated,omitempty"`                           // this server's key that replaced it, if it was this server's active key
+	Note          string                 `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`                                     // what the operator must still do, if anything
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RevokeKeyResponse) GetRevoked() *RevokedKey {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *RevokeKeyResponse) GetPendingRules() []string {
+	if x != nil {
+		return x.PendingRules
+	}
+	return nil
+}
+
+func (x *RevokeKeyResponse) GetActivated() *CAKey {
+	if x != nil {
+		return x.Activated
+	}
+	return nil
+}
+
+func (x *RevokeKeyResponse) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 var File_adminv1_admin_proto protoreflect.FileDescriptor
 
 const file_adminv1_admin_proto_rawDesc = "" +
@@ -5236,7 +5472,29 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x12SignReviewResponse\x12\x1b\n" +
 	"\treview_id\x18\x01 \x01(\tR\breviewId\x12\x1c\n" +
 	"\tdecisions\x18\x02 \x01(\x05R\tdecisions\x122\n" +
-	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled2\xe2\x14\n" +
+	"\bdisabled\x18\x03 \x03(\v2\x16.signet.admin.v1.EntryR\bdisabled\"[\n" +
+	"\x10RevokeKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\aapprove\x18\x03 \x01(\bR\aapprove\"\xf7\x01\n" +
+	"\n" +
+	"RevokedKey\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1b\n" +
+	"\tsigner_id\x18\x03 \x01(\tR\bsignerId\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x1b\n" +
+	"\tnot_after\x18\x05 \x01(\x03R\bnotAfter\x12\x1d\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\x03R\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\a \x01(\tR\trevokedBy\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12!\n" +
+	"\frequested_by\x18\t \x01(\tR\vrequestedBy\"\xb9\x01\n" +
+	"\x11RevokeKeyResponse\x125\n" +
+	"\arevoked\x18\x01 \x01(\v2\x1b.signet.admin.v1.RevokedKeyR\arevoked\x12#\n" +
+	"\rpending_rules\x18\x02 \x03(\tR\fpendingRules\x124\n" +
+	"\tactivated\x18\x03 \x01(\v2\x16.signet.admin.v1.CAKeyR\tactivated\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note2\xb6\x15\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -5272,7 +5530,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tGetPolicy\x12!.signet.admin.v1.GetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12K\n" +
 	"\tSetPolicy\x12!.signet.admin.v1.SetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12O\n" +
 	"\bCAStatus\x12 .signet.admin.v1.CAStatusRequest\x1a!.signet.admin.v1.CAStatusResponse\x12O\n" +
-	"\bRotateCA\x12 .signet.admin.v1.RotateCARequest\x1a!.signet.admin.v1.RotateCAResponseB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
+	"\bRotateCA\x12 .signet.admin.v1.RotateCARequest\x1a!.signet.admin.v1.RotateCAResponse\x12R\n" +
+	"\tRevokeKey\x12!.signet.admin.v1.RevokeKeyRequest\x1a\".signet.admin.v1.RevokeKeyResponseB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
 
 var (
 	file_adminv1_admin_proto_rawDescOnce sync.Once
@@ -5286,7 +5545,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*CAStatusRequest)(nil),            // 0: signet.admin.v1.CAStatusRequest
 	(*CAKey)(nil),                      // 1: signet.admin.v1.CAKey
@@ -5357,6 +5616,9 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*ReviewResponse)(nil),             // 66: signet.admin.v1.ReviewResponse
 	(*SignReviewRequest)(nil),          // 67: signet.admin.v1.SignReviewRequest
 	(*SignReviewResponse)(nil),         // 68: signet.admin.v1.SignReviewResponse
+	(*RevokeKeyRequest)(nil),           // 69: signet.admin.v1.RevokeKeyRequest
+	(*RevokedKey)(nil),                 // 70: signet.admin.v1.RevokedKey
+	(*RevokeKeyResponse)(nil),          // 71: signet.admin.v1.RevokeKeyResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	1,  // 0: signet.admin.v1.CAStatusResponse.keys:type_name -> signet.admin.v1.CAKey
@@ -5406,73 +5668,77 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	57, // 44: signet.admin.v1.ListAuditResponse.records:type_name -> signet.admin.v1.AuditRecord
 	65, // 45: signet.admin.v1.ReviewResponse.items:type_name -> signet.admin.v1.ReviewItem
 	30, // 46: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
-	31, // 47: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	32, // 48: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	34, // 49: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	33, // 50: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	35, // 51: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	36, // 52: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	39, // 53: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	46, // 54: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	40, // 55: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	43, // 56: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	48, // 57: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	51, // 58: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	54, // 59: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	58, // 60: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	60, // 61: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	61, // 62: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	64, // 63: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	67, // 64: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	15, // 65: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	19, // 66: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	21, // 67: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	24, // 68: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	26, // 69: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	27, // 70: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	28, // 71: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	12, // 72: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
-	10, // 73: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
-	6,  // 74: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
-	9,  // 75: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
-	0,  // 76: signet.admin.v1.Admin.CAStatus:input_type -> signet.admin.v1.CAStatusRequest
-	3,  // 77: signet.admin.v1.Admin.RotateCA:input_type -> signet.admin.v1.RotateCARequest
-	30, // 78: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	30, // 79: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	37, // 80: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	30, // 81: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	30, // 82: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	30, // 83: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	38, // 84: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	47, // 85: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	41, // 86: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	44, // 87: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	50, // 88: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	53, // 89: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	55, // 90: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	59, // 91: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	63, // 92: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	62, // 93: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	66, // 94: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	68, // 95: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	17, // 96: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	20, // 97: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	22, // 98: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	25, // 99: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	23, // 100: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	23, // 101: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	23, // 102: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	14, // 103: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
-	11, // 104: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
-	7,  // 105: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	7,  // 106: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	2,  // 107: signet.admin.v1.Admin.CAStatus:output_type -> signet.admin.v1.CAStatusResponse
-	4,  // 108: signet.admin.v1.Admin.RotateCA:output_type -> signet.admin.v1.RotateCAResponse
-	78, // [78:109] is the sub-list for method output_type
-	47, // [47:78] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	70, // 47: signet.admin.v1.RevokeKeyResponse.revoked:type_name -> signet.admin.v1.RevokedKey
+	1,  // 48: signet.admin.v1.RevokeKeyResponse.activated:type_name -> signet.admin.v1.CAKey
+	31, // 49: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	32, // 50: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	34, // 51: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	33, // 52: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	35, // 53: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	36, // 54: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	39, // 55: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	46, // 56: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	40, // 57: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	43, // 58: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	48, // 59: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	51, // 60: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	54, // 61: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	58, // 62: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	60, // 63: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	61, // 64: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	64, // 65: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	67, // 66: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	15, // 67: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	19, // 68: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	21, // 69: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	24, // 70: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	26, // 71: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	27, // 72: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	28, // 73: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	12, // 74: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
+	10, // 75: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
+	6,  // 76: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
+	9,  // 77: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
+	0,  // 78: signet.admin.v1.Admin.CAStatus:input_type -> signet.admin.v1.CAStatusRequest
+	3,  // 79: signet.admin.v1.Admin.RotateCA:input_type -> signet.admin.v1.RotateCARequest
+	69, // 80: signet.admin.v1.Admin.RevokeKey:input_type -> signet.admin.v1.RevokeKeyRequest
+	30, // 81: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	30, // 82: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	37, // 83: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	30, // 84: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	30, // 85: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	30, // 86: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	38, // 87: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	47, // 88: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	41, // 89: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	44, // 90: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	50, // 91: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	53, // 92: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	55, // 93: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	59, // 94: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	63, // 95: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	62, // 96: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	66, // 97: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	68, // 98: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	17, // 99: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	20, // 100: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	22, // 101: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	25, // 102: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	23, // 103: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 104: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 105: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	14, // 106: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
+	11, // 107: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
+	7,  // 108: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	7,  // 109: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	2,  // 110: signet.admin.v1.Admin.CAStatus:output_type -> signet.admin.v1.CAStatusResponse
+	4,  // 111: signet.admin.v1.Admin.RotateCA:output_type -> signet.admin.v1.RotateCAResponse
+	71, // 112: signet.admin.v1.Admin.RevokeKey:output_type -> signet.admin.v1.RevokeKeyResponse
+	81, // [81:113] is the sub-list for method output_type
+	49, // [49:81] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -5494,7 +5760,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,7 @@ const (
 	Admin_SetPolicy_FullMethodName          = "/signet.admin.v1.Admin/SetPolicy"
 	Admin_CAStatus_FullMethodName           = "/signet.admin.v1.Admin/CAStatus"
 	Admin_RotateCA_FullMethodName           = "/signet.admin.v1.Admin/RotateCA"
+	Admin_RevokeKey_FullMethodName          = "/signet.admin.v1.Admin/RevokeKey"
 )
 
 // AdminClient is the client API for Admin service.
@@ -117,6 +118,10 @@ type AdminClient interface {
 	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
 	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// RevokeKey revokes a CA key after a compromise (signet ca revoke-key): out of the bundle everywhere at
+	// once and for good; the node that owns it activates a fresh key. Pending when the policy asks a second
+	// admin (approval_when on action "ca.revoke-key"), who approves with approve set.
+	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error)
 }
 
 type adminClient struct {
@@ -458,6 +463,16 @@ func (c *adminClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -521,6 +536,10 @@ type AdminServer interface {
 	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
 	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// RevokeKey revokes a CA key after a compromise (signet ca revoke-key): out of the bundle everywhere at
+	// once and for good; the node that owns it activates a fresh key. Pending when the policy asks a second
+	// admin (approval_when on action "ca.revoke-key"), who approves with approve set.
+	RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -623,6 +642,9 @@ func (UnimplementedAdminServer) CAStatus(context.Context, *CAStatusRequest) (*CA
 }
 func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServer) RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1178,6 +1200,24 @@ func _Admin_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeKey(ctx, req.(*RevokeKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1296,6 +1336,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _Admin_RotateCA_Handler,
+		},
+		{
+			MethodName: "RevokeKey",
+			Handler:    _Admin_RevokeKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -63,6 +63,9 @@ type AdminServiceConfig struct {
 	Keys KeyRing
 	// KeyAdmin, if set, is the node's key rotation, for CAStatus and RotateCA (server.Server).
 	KeyAdmin KeyAdmin
+	// Revoker, if set, replaces and retires this node's revoked keys (server.Server); without it the
+	// node's keys do not rotate and a revocation of one only takes it out of the bundle.
+	Revoker KeyRevoker
 	// MaxSVIDTTL is the longest SVID TTL an entry may ask (zero: 30 days); with rotating keys, the
 	// schedule's MaxSVIDTTL (ca.rotation.max_svid_ttl), which every active key outlives.
 	MaxSVIDTTL  time.Duration

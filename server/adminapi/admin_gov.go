@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
@@ -348,6 +349,15 @@ func (s *AdminService) VerifyAudit(ctx context.Context, req *adminv1.VerifyAudit
 	return out, nil
 }
 
+// policyDenied is the refusal of a request the policy denies, naming each rule that denies it.
+func policyDenied(d policy.Decision) error {
+	msgs := make([]string, len(d.Denied))
+	for i, den := range d.Denied {
+		msgs[i] = den.Message
+	}
+	return fmt.Errorf("%w: %s", ErrPermissionDenied, strings.Join(msgs, "; "))
+}
+
 // checkPolicy evaluates the entry policy the request is decided under (withPolicy) on e; a denial is
 // recorded in the audit log and returned; rules that ask for approval make e pending. (Without a policy
 // every entry is allowed.)
@@ -362,11 +372,7 @@ func (s *AdminService) checkPolicy(ctx context.Context, e *storage.Entry, admin,
 		return err
 	}
 	if !d.Allowed() {
-		msgs := make([]string, len(d.Denied))
-		for i, den := range d.Denied {
-			msgs[i] = den.Message
-		}
-		err := fmt.Errorf("%w: %s", ErrPermissionDenied, strings.Join(msgs, "; "))
+		err := policyDenied(d)
 		s.audit.Denied(ctx, admin, "entry."+action, e.SPIFFEID, err)
 		return err
 	}

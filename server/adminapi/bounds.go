@@ -46,8 +46,10 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.PolicyRule.deny_unless":   {n: policy.MaxExpressionBytes},
 	"signet.admin.v1.PolicyRule.approval_when": {n: policy.MaxExpressionBytes},
 	// Admin API: CA keys.
-	"signet.admin.v1.RotateCARequest.reason": {n: maxReasonLen},
-	"signet.admin.v1.RotateCARequest.node":   {n: maxNameLen},
+	"signet.admin.v1.RotateCARequest.reason":  {n: maxReasonLen},
+	"signet.admin.v1.RotateCARequest.node":    {n: maxNameLen},
+	"signet.admin.v1.RevokeKeyRequest.key_id": {n: maxKeyIDLen},
+	"signet.admin.v1.RevokeKeyRequest.reason": {n: maxReasonLen},
 	// Admin API: snapshots.
 	"signet.admin.v1.RestoreSnapshotRequest.chunk": {n: SnapshotChunkSize},
 	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},

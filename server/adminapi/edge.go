@@ -17,6 +17,8 @@ var (
 	ErrOtherTrustDomain  = apierr.ErrOtherTrustDomain
 	ErrResourceExhausted = apierr.ErrResourceExhausted
 	ErrKeysDoNotRotate   = apierr.ErrKeysDoNotRotate
+	ErrKeyNotFound       = apierr.ErrKeyNotFound
+	ErrKeyRevoked        = apierr.ErrKeyRevoked
 )
 
 // codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).

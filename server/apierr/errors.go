@@ -40,6 +40,10 @@ var (
 	ErrResourceExhausted = errors.New("resource exhausted")
 	// ErrKeysDoNotRotate: a key rotation was asked of a server whose CA keys do not rotate.
 	ErrKeysDoNotRotate = errors.New("this server's CA keys do not rotate")
+	// ErrKeyNotFound: a CA key named by a request is not in the bundle.
+	ErrKeyNotFound = errors.New("CA key not found")
+	// ErrKeyRevoked: a CA key named by a request was revoked already.
+	ErrKeyRevoked = errors.New("CA key revoked")
 )
 
 // Code maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -68,14 +72,15 @@ func Code(err error) codes.Code {
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
 		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable),
 		errors.Is(err, ca.ErrCAExpired),
-		errors.Is(err, ErrKeysDoNotRotate):
+		errors.Is(err, ErrKeysDoNotRotate), errors.Is(err, ErrKeyRevoked):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition
 	case errors.Is(err, storage.ErrConflict):
 		// The object changed since the caller read it: read it again and retry.
 		return codes.Aborted
-	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound):
+	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound),
+		errors.Is(err, ErrKeyNotFound):
 		return codes.NotFound
 	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
 		return codes.AlreadyExists

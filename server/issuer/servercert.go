@@ -101,6 +101,19 @@ func (s *ServerCert) Current() *tls.Certificate {
 	return cert
 }
 
+// Renew mints (and records) a new certificate now, whatever the current one's age: after the node's CA
+// key was revoked, the current one chains to a key out of the bundle.
+func (s *ServerCert) Renew(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cert, err := s.mint(ctx)
+	if err != nil {
+		return fmt.Errorf("server TLS: renew: %w", err)
+	}
+	s.install(cert)
+	return nil
+}
+
 // Install makes cert, its record committed by the leader (RecordServerSVID), the current certificate.
 func (s *ServerCert) Install(cert *tls.Certificate) {
 	if !s.mu.TryLock() {
