@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// x509Updates records every X.509 context the Workload API pushes to a watching workload.
+type x509Updates struct {
+	mu  sync.Mutex
+	got []x509Update
+}
+
+type x509Update struct {
+	at      time.Time
+	signers []string // the SVIDs' signers (hex Authority Key Identifier)
+	roots   []string // the bundle's X.509 key IDs
+}
+
+func (u *x509Updates) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	up := x509Update{at: time.Now()}
+	for _, s := range c.SVIDs {
+		up.signers = append(up.signers, ca.SignerKeyID(s.Certificates[len(s.Certificates)-1]))
+	}
+	if b, err := c.Bundles.GetX509BundleForTrustDomain(exampleTD); err == nil {
+		for _, r := range b.X509Authorities() {
+			up.roots = append(up.roots, ca.X509KeyID(r))
+		}
+	}
+	u.mu.Lock()
+	u.got = append(u.got, up)
+	u.mu.Unlock()
+}
+
+func (u *x509Updates) OnX509ContextWatchError(error) {}
+
+// since returns the latest update and every update received since t.
+func (u *x509Updates) since(t time.Time) (last x509Update, after []x509Update) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, up := range u.got {
+		if !up.at.Before(t) {
+			after = append(after, up)
+		}
+	}
+	if len(u.got) > 0 {
+		last = u.got[len(u.got)-1]
+	}
+	return last, after
+}
+
+func pemKeyIDs(t *testing.T, b []byte) []string {
+	t.Helper()
+	var ids []string
+	for len(b) > 0 {
+		var block *pem.Block
+		if block, b = pem.Decode(b); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ca.X509KeyID(c))
+	}
+	return ids
+}
+
+// TestRevokeKeyEndToEnd, with real server and agent processes and a go-spiffe workload: the server's
+// active X.509 key (its only one) is revoked with signet ca revoke-key; the workload is pushed an SVID of
+// a new key and a bundle without the revoked one, and nothing it is pushed after the revocation returned
+// chains to the revoked key; no bundle served (the agent API's, the Workload API's X.509 and JWT ones,
+// bundle show) holds it; the agent renewed its own SVID with the new key; ledger query --signed-by lists
+// what the revoked key signed, with owners. The slot's JWT key is revoked next. Bad input is refused, and
+// with a policy asking a second admin, a revocation waits and its requester cannot approve it.
+func TestRevokeKeyEndToEnd(t *testing.T) {
+	s := newTestServer(t).start(t)
+	s.mustCLI("owner", "add", "alice")
+	a := s.newAgent(t, "").start(t, s.token("alice"))
+	const web = "spiffe://example.org/web"
+	s.mustCLI("entry", "create", "--spiffe-id", web, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
+	waitForIDs(t, a.socket, web)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newClient(t, ctx, a.socket)
+	updates := &x509Updates{}
+	go func() { _ = c.WatchX509Context(ctx, updates) }()
+	waitfor.Condition(t, 30*time.Second, "the first X.509 context pushed to the workload", func() bool {
+		last, _ := updates.since(time.Time{})
+		return len(last.signers) == 1
+	})
+	first, _ := updates.since(time.Time{})
+	oldKey := first.signers[0]
+	svids, err := c.FetchX509SVIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSerial := svids[0].Certificates[0].SerialNumber.Text(16)
+	tok, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := decodeJSON[caStatusView](t, s.mustCLI("ca", "status", "-o", "json"))
+	var oldKid string
+	for _, k := range st.Keys {
+		if k.State == "active" {
+			oldKid = k.JWTKeyID
+		}
+	}
+
+	// Bad input.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{oldKey}, "--reason is required"},
+		{[]string{"00ff", "--reason", "leak"}, "key 00ff"},
+		{[]string{oldKey, "--reason", "leak", "extra"}, "one key ID"},
+	} {
+		if _, stderr, code := s.cli(append([]string{"ca", "revoke-key"}, tc.args...)...); code == 0 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("ca revoke-key %q: exit %d, %s; want a refusal naming %q", tc.args, code, stderr, tc.want)
+		}
+	}
+
+	out := s.mustCLI("ca", "revoke-key", oldKey, "--reason", "root key file copied off the host (INC-1)")
+	done := time.Now()
+	if !strings.Contains(out, "revoked") || !strings.Contains(out, "ledger query --signed-by "+oldKey) {
+		t.Fatalf("ca revoke-key printed:\n%s", out)
+	}
+	waitfor.Condition(t, 30*time.Second, "an SVID of a new key and a bundle without the revoked one, pushed to the workload", func() bool {
+		last, _ := updates.since(done)
+		return len(last.signers) == 1 && last.signers[0] != oldKey && !slices.Contains(last.roots, oldKey) && len(last.roots) > 0
+	})
+	last, after := updates.since(done)
+	for _, up := range after {
+		if slices.Contains(up.signers, oldKey) || slices.Contains(up.roots, oldKey) {
+			t.Fatalf("pushed after the revocation returned: SVIDs signed by %v, bundle %v; the revoked key %s is in it", up.signers, up.roots, oldKey)
+		}
+	}
+	newKey := last.signers[0]
+
+	// Every bundle served lacks it; the agent's own SVID is renewed with the new key.
+	if keys := s.mustCLI("bundle", "show", "--format", "keys"); strings.Contains(keys, oldKey) || !strings.Contains(keys, newKey) {
+		t.Fatalf("bundle show --format keys after the revocation:\n%s", keys)
+	}
+	if ids := pemKeyIDs(t, []byte(s.mustCLI("bundle", "show"))); slices.Contains(ids, oldKey) {
+		t.Fatalf("bundle show (pem) still holds the revoked key: %v", ids)
+	}
+	agentData := filepath.Join(a.dir, "data")
+	waitfor.Condition(t, 30*time.Second, "the agent's bundle (agent API) without the revoked key and its SVID renewed with the new key", func() bool {
+		block, _ := pem.Decode(mustRead(t, filepath.Join(agentData, "agent_svid.pem")))
+		if block == nil {
+			return false
+		}
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		return err == nil && hex.EncodeToString(leaf.AuthorityKeyId) == newKey &&
+			!slices.Contains(pemKeyIDs(t, mustRead(t, filepath.Join(agentData, "bundle.pem"))), oldKey)
+	})
+	bundles, err := c.FetchX509Bundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := bundles.GetX509BundleForTrustDomain(exampleTD); slices.ContainsFunc(b.X509Authorities(), func(r *x509.Certificate) bool { return ca.X509KeyID(r) == oldKey }) {
+		t.Fatal("FetchX509Bundles still holds the revoked key")
+	}
+
+	// What the revoked key signed, with owners: the workload's first SVID, the agent's SVID.
+	got := decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--signed-by", oldKey, "--valid-at", "now", "-o", "json"))
+	if !slices.ContainsFunc(got, func(r issuanceView) bool { return r.ID == oldSerial && r.Owner == "alice" && r.SPIFFEID == web }) ||
+		!slices.ContainsFunc(got, func(r issuanceView) bool { return r.SPIFFEID == a.id && r.Owner == "alice" }) {
+		t.Fatalf("ledger query --signed-by %s: %+v; want the workload's SVID %s and the agent's, owned by alice", oldKey, got, oldSerial)
+	}
+	if audit := s.mustCLI("audit", "list", "--action", "ca.revoke-key", "-o", "json"); !strings.Contains(audit, "INC-1") {
+		t.Fatalf("the revocation is not in the audit log with its reason: %s", audit)
+	}
+
+	// Its slot's JWT key: dropped from the agent's cache; the next JWT-SVID is signed by the new kid.
+	s.mustCLI("ca", "revoke-key", oldKid, "--reason", "it sat next to the root key")
+	waitfor.Condition(t, 30*time.Second, "a JWT bundle without the revoked kid", func() bool {
+		jb, err := c.FetchJWTBundles(ctx)
+		if err != nil {
+			return false
+		}
+		b, err := jb.GetJWTBundleForTrustDomain(exampleTD)
+		if err != nil {
+			return false
+		}
+		_, there := b.FindJWTAuthority(oldKid)
+		return !there
+	})
+	tok2, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok2.Marshal() == tok.Marshal() || jwtKid(t, tok2.Marshal()) == oldKid {
+		t.Fatalf("JWT-SVID after the revocation of %s is signed by %s (the cached one again: %v)", oldKid, jwtKid(t, tok2.Marshal()), tok2.Marshal() == tok.Marshal())
+	}
+	if _, stderr, code := s.cli("ca", "revoke-key", oldKid, "--reason", "again"); code == 0 || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("revoking %s again: exit %d, %s", oldKid, code, stderr)
+	}
+
+	// With a policy asking a second admin: pending, and not approved by the admin who asked.
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, policyFile, "rules:\n  - name: two-person-revoke\n    approval_when: action == \"ca.revoke-key\"\n")
+	s.mustCLI("policy", "set", policyFile, "--reason", "incident drill")
+	out = s.mustCLI("ca", "revoke-key", newKey, "--reason", "drill")
+	if !strings.Contains(out, "waits for a second admin") || !strings.Contains(out, "two-person-revoke") {
+		t.Fatalf("revocation under a two-person policy printed:\n%s", out)
+	}
+	if _, stderr, code := s.cli("ca", "revoke-key", newKey, "--approve"); code == 0 || !strings.Contains(stderr, "another admin approves it") {
+		t.Fatalf("self-approval: exit %d, %s", code, stderr)
+	}
+	if keys := s.mustCLI("bundle", "show", "--format", "keys"); !strings.Contains(keys, newKey) {
+		t.Fatalf("a pending revocation took the key out of the bundle:\n%s", keys)
+	}
+}
+
+// jwtKid returns the kid of a JWT-SVID's header (not verified).
+func jwtKid(t *testing.T, token string) string {
+	t.Helper()
+	h, _, _ := strings.Cut(token, ".")
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeJSON[struct {
+		Kid string `json:"kid"`
+	}](t, string(b)).Kid
+}
