@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // tokenKid returns the kid of a JWT-SVID's header.
@@ -98,5 +101,33 @@ func TestRevokedKeyReminted(t *testing.T) {
 	}
 	if got[0].Token == cached[0].Token || tokenKid(t, got[0].Token) != keys.Active().JWTKeyID() {
 		t.Fatalf("JWT-SVID after the revocation is signed by %s (cached token served again: %v), want %s", tokenKid(t, got[0].Token), got[0].Token == cached[0].Token, keys.Active().JWTKeyID())
+	}
+}
+
+// TestSVIDOfRevokedKeyNotInstalled: a server whose keys do not rotate (a key manager's) has its key
+// revoked: it leaves the bundle, and the server goes on signing with it. The agent drops the SVID it
+// held, does not install the ones the server returns signed by the removed key (the workload waits,
+// served nothing that does not verify), and refuses to hand out a JWT-SVID of the removed kid.
+func TestSVIDOfRevokedKeyNotInstalled(t *testing.T) {
+	e := newBufconnEnv(t)
+	const id = "spiffe://example.org/web"
+	e.entry(t, entrySpec{spiffeID: id})
+	log, refused := newLogCounter(t, "signed by a key no longer in the bundle; asking again")
+	a, _ := startAgent(t, e.client(), func(c *agent.Config) { c.Logger = log })
+	waitReady(t, a)
+	fetchSVIDs(t, a, uid1000(t), 1)
+	ctx := testCtx(t, testDeadline)
+	resp, err := e.srv.Admin.RevokeKey(ctx, &adminv1.RevokeKeyRequest{KeyId: e.ca.X509KeyID(), Reason: "HSM key exported"})
+	if err != nil || !strings.Contains(resp.Note, "do not rotate") {
+		t.Fatalf("RevokeKey: %+v, %v; want a note that this server's keys do not rotate", resp, err)
+	}
+	if _, err := e.srv.Admin.RevokeKey(ctx, &adminv1.RevokeKeyRequest{KeyId: e.ca.JWTKeyID(), Reason: "HSM key exported"}); err != nil {
+		t.Fatal(err)
+	}
+	waitIdentities(t, a, uid1000(t), testDeadline, "a re-minted SVID of the removed key refused", func(ids workloadapi.Identities) bool {
+		return refused.count() > 0 && len(ids.SVIDs) == 0 && ids.Pending
+	})
+	if _, err := a.FetchJWTSVIDs(ctx, workloadapi.JWTRequest{Selectors: uid1000(t), Audience: []string{"db"}}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no longer in the bundle") {
+		t.Fatalf("JWT-SVID signed by the revoked kid: %v; want Unavailable", err)
 	}
 }

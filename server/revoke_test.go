@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -87,6 +88,9 @@ func TestRevokeOnlyKey(t *testing.T) {
 	if n := len(e.st.Bundle().X509Authorities); n != 1 {
 		t.Fatalf("%d X.509 authorities, want the node's one", n)
 	}
+	if cert, err := e.srv.Issuer.ServerCertificate(testCtx(t)); err != nil || hex.EncodeToString(cert.Leaf.AuthorityKeyId) != first.CA.X509KeyID() {
+		t.Fatalf("server SVID before the revocation: %v", err)
+	}
 	resp, err := e.srv.Admin.RevokeKey(testCtx(t), &adminv1.RevokeKeyRequest{KeyId: first.CA.X509KeyID(), Reason: "compromised"})
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +101,14 @@ func TestRevokeOnlyKey(t *testing.T) {
 	}
 	if keys.Active().X509KeyID() == first.CA.X509KeyID() || keys.Slots()[0].State != rotation.Pruned || !keys.Slots()[0].Revoked {
 		t.Fatalf("slots after the revocation: %+v", keys.Slots())
+	}
+	// The server SVID was renewed with the new key (agents verify it against the bundle).
+	cert, err := e.srv.Issuer.ServerCertificate(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(cert.Leaf.AuthorityKeyId); got != keys.Active().X509KeyID() {
+		t.Fatalf("server SVID signed by %s after the revocation, want the new key %s", got, keys.Active().X509KeyID())
 	}
 	// The JWT key of the revoked slot stays (nothing signs with it any more, and its tokens still verify).
 	if !inBundle(e.st, first.JWTKeyID) {
