@@ -114,6 +114,10 @@ func TestRevokeOnlyKey(t *testing.T) {
 	if !inBundle(e.st, first.JWTKeyID) {
 		t.Fatal("revoking the X.509 key took the slot's JWT key out of the bundle too")
 	}
+	st, err := e.srv.Admin.CAStatus(testCtx(t), &adminv1.CAStatusRequest{})
+	if err != nil || st.Keys[0].State != "revoked" || st.Keys[0].InBundle {
+		t.Fatalf("ca status after the revocation: %+v, %v; want slot 1 revoked, out of the bundle", st.GetKeys(), err)
+	}
 	recs, _, err := e.st.AuditLog(storage.AuditQuery{Action: "ca.rotate", Limit: 10})
 	if err != nil || len(recs) == 0 || !strings.Contains(recs[len(recs)-1].Reason, "revoked by test-admin") {
 		t.Fatalf("audit of the retirement: %+v, %v", recs, err)

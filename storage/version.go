@@ -116,6 +116,10 @@ func (s *Store) checkVersions(cmd []byte) error {
 		return fmt.Errorf("storage: %s: %w: this server (%s) does not understand the command: upgrade it, then retry", t, ErrUpgradeInProgress, s.nodeID)
 	}
 	need := t.since()
+	if inner := wrappedType(cmd); inner != 0 {
+		// A policy-checked command is applied as the command it wraps: every server must understand that.
+		need = max(need, inner.since())
+	}
 	if need <= commandVersionJSON || t&ignoreIfUnknown != 0 {
 		return nil
 	}
@@ -142,6 +146,19 @@ func (s *Store) checkVersions(cmd []byte) error {
 		}
 	}
 	return nil
+}
+
+// wrappedType returns the type of the command a policy-checked cmd wraps (0 for any other command, or
+// one that does not decode: the state machine refuses it).
+func wrappedType(cmd []byte) commandType {
+	if len(cmd) == 0 || commandType(cmd[0]) != cmdPolicyChecked {
+		return 0
+	}
+	m := &raftv1.PolicyChecked{}
+	if decodeWire(cmd[1:], m) != nil || len(m.GetCommand()) == 0 {
+		return 0
+	}
+	return commandType(m.GetCommand()[0])
 }
 
 // reportVersion records this node's command version in Raft, unless the state already holds it.

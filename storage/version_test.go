@@ -370,6 +370,33 @@ func TestAgentAttestNodeFirstUseWaitsForItsVersion(t *testing.T) {
 	}
 }
 
+// A key revocation (key-revoke, version 8) is proposed only once every server understands it, also when
+// it is decided under a policy: the policy-checked wrapper (version 3) is gated by the command it wraps,
+// which an older server could not apply.
+func TestKeyRevokeWaitsForItsVersion(t *testing.T) {
+	ctx := WithActor(context.Background(), "alice")
+	s := storeWithOldVoter(t, commandVersionFirstUse)
+	if err := s.PutAuthority(ctx, jwtAuthority(t, "k1", s.NodeID(), t1)); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := s.SetPolicy(ctx, []PolicyRule{{Name: "two", ApprovalWhen: "true"}}, PolicyLimits{}, 0, "drill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []context.Context{ctx, WithPolicyRevision(ctx, pol.Revision)} {
+		if _, err := s.RevokeKey(c, AuthorityJWT, "k1", "leak", []string{"two"}); !errors.Is(err, ErrUpgradeInProgress) || !strings.Contains(err.Error(), fmt.Sprintf("needs version %d", commandVersionRevoke)) {
+			t.Fatalf("RevokeKey with a server of version 7: %v; want ErrUpgradeInProgress, needs version %d", err, commandVersionRevoke)
+		}
+	}
+	upgradeOldVoter(t, s)
+	if _, err := s.RevokeKey(ctx, AuthorityJWT, "k1", "leak", []string{"two"}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("RevokeKey not decided under the policy: %v; want the state's ErrConflict", err)
+	}
+	if res, err := s.RevokeKey(WithPolicyRevision(ctx, pol.Revision), AuthorityJWT, "k1", "leak", []string{"two"}); err != nil || res.Pending == nil {
+		t.Fatalf("RevokeKey decided under the policy, once every server understands it: %+v, %v", res, err)
+	}
+}
+
 // Every JSON-era type is still decoded and applied (a refusal by the empty state is fine: it was
 // dispatched and decoded), and marks the state with version 1 only.
 func TestEveryLegacyTypeIsStillApplied(t *testing.T) {

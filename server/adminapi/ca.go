@@ -106,8 +106,14 @@ func (s *AdminService) RotateCA(ctx context.Context, req *adminv1.RotateCAReques
 	return &adminv1.RotateCAResponse{Activated: slotToAdmin(node, sl, true), Node: node}, nil
 }
 
+// slotToAdmin is a slot as ca status shows it; a slot pruned because its key was revoked is in state
+// "revoked".
 func slotToAdmin(node string, sl rotation.Slot, inBundle bool) *adminv1.CAKey {
-	return &adminv1.CAKey{Node: node, Slot: sl.ID, State: string(sl.State), X509Id: sl.X509ID, JwtKeyId: sl.JWTKeyID,
+	state := string(sl.State)
+	if sl.Revoked {
+		state = "revoked"
+	}
+	return &adminv1.CAKey{Node: node, Slot: sl.ID, State: state, X509Id: sl.X509ID, JwtKeyId: sl.JWTKeyID,
 		CreatedAt: unixOrZero(sl.CreatedAt), ActivateAt: unixOrZero(sl.ActivateAt), OldSince: unixOrZero(sl.OldSince),
 		PrunedAt: unixOrZero(sl.PrunedAt), NotAfter: unixOrZero(sl.NotAfter), InBundle: inBundle}
 }
