@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -241,4 +242,60 @@ func jwtKid(t *testing.T, token string) string {
 	return decodeJSON[struct {
 		Kid string `json:"kid"`
 	}](t, string(b)).Kid
+}
+
+// TestRevokeKeyOfAnotherServer: in a three-server cluster, the leader's admin revokes a follower's active
+// X.509 key. It leaves every server's bundle at once; the follower, on applying the revocation, activates
+// a fresh key, publishes it and prunes the revoked slot (audited ca.rotate by node:<id>), and goes on
+// serving: writes through it reach the leader again.
+func TestRevokeKeyOfAnotherServer(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.startAll()
+	leader := c.leaderIndex(0, 1, 2)
+	f := (leader + 1) % 3
+	follower, node := c.servers[f], c.nodeID(f)
+	var old caKeyView
+	for _, k := range decodeJSON[caStatusView](t, follower.mustCLI("ca", "status", "-o", "json")).Keys {
+		if k.State == "active" {
+			old = k
+		}
+	}
+	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509ID, "--reason", "node disk image leaked")
+	if !strings.Contains(out, "node "+node+" replaces the key") {
+		t.Fatalf("revoke-key of another server's key printed:\n%s", out)
+	}
+	for i, s := range c.servers {
+		if keys := s.mustCLI("bundle", "show", "--format", "keys"); strings.Contains(keys, old.X509ID) {
+			t.Fatalf("server %d's bundle still holds the revoked key:\n%s", i, keys)
+		}
+	}
+	eventually(t, 60*time.Second, "the follower to replace its revoked key, the successor in every server's bundle", func() bool {
+		st, _, code := follower.cli("ca", "status", "-o", "json")
+		if code != 0 {
+			return false
+		}
+		var active caKeyView
+		revoked := false
+		for _, k := range decodeJSON[caStatusView](t, st).Keys {
+			revoked = revoked || (k.X509ID == old.X509ID && k.State == "revoked")
+			if k.State == "active" {
+				active = k
+			}
+		}
+		if !revoked || active.X509ID == "" || active.X509ID == old.X509ID || !active.InBundle {
+			return false
+		}
+		keys, _, code := c.servers[leader].cli("ca", "status", "-o", "json")
+		return code == 0 && strings.Contains(keys, active.X509ID)
+	})
+	eventually(t, 60*time.Second, "the follower's retirement audited", func() bool {
+		out, _, code := c.servers[leader].cli("audit", "list", "--action", "ca.rotate", "--object", node, "-o", "json")
+		return code == 0 && strings.Contains(out, "revoked by")
+	})
+	attempt := 0
+	eventually(t, 60*time.Second, "a write through the follower to reach the leader", func() bool {
+		attempt++
+		_, _, code := follower.cli("owner", "add", fmt.Sprintf("bob%d", attempt))
+		return code == 0
+	})
 }
