@@ -17,6 +17,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -99,6 +100,11 @@ func TestRevokeKeyEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newClient(t, ctx, a.socket)
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+a.socket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
 	updates := &x509Updates{}
 	go func() { _ = c.WatchX509Context(ctx, updates) }()
 	waitfor.Condition(t, 30*time.Second, "the first X.509 context pushed to the workload", func() bool {
@@ -154,6 +160,21 @@ func TestRevokeKeyEndToEnd(t *testing.T) {
 		}
 	}
 	newKey := last.signers[0]
+	// The go-spiffe X509Source holds an SVID of the new key that verifies against its bundle.
+	eventually(t, 30*time.Second, "the X509Source's SVID of the new key", func() bool {
+		svid, err := src.GetX509SVID()
+		return err == nil && ca.SignerKeyID(svid.Certificates[0]) == newKey
+	})
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, src); err != nil {
+		t.Fatalf("the X509Source's SVID does not verify against its bundle: %v", err)
+	}
+	if b, err := src.GetX509BundleForTrustDomain(exampleTD); err != nil || slices.ContainsFunc(b.X509Authorities(), func(r *x509.Certificate) bool { return ca.X509KeyID(r) == oldKey }) {
+		t.Fatalf("the X509Source's bundle holds the revoked key (%v)", err)
+	}
 
 	// Every bundle served lacks it; the agent's own SVID is renewed with the new key.
 	if keys := s.mustCLI("bundle", "show", "--format", "keys"); strings.Contains(keys, oldKey) || !strings.Contains(keys, newKey) {
