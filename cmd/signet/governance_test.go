@@ -424,9 +424,15 @@ func TestOffboardReassignChecksPolicy(t *testing.T) {
 	if o := decodeJSON[[]ownerView](t, s.mustCLI("owner", "list", "-o", "json")); o[0].Name != "alice" || o[0].Offboarded {
 		t.Fatalf("the refused offboarding changed the owner: %+v", o)
 	}
-	denied := decodeJSON[[]struct {
+	// Refusals reach the audit log through the denial log, in the background: wait for it.
+	type auditRow struct {
 		Outcome string `json:"outcome"`
-	}](t, s.mustCLI("audit", "list", "--action", "owner.offboard", "-o", "json"))
+	}
+	var denied []auditRow
+	eventually(t, 20*time.Second, "the refused offboarding in the audit log", func() bool {
+		denied = decodeJSON[[]auditRow](t, s.mustCLI("audit", "list", "--action", "owner.offboard", "-o", "json"))
+		return len(denied) > 0
+	})
 	if len(denied) != 1 || denied[0].Outcome != "denied" {
 		t.Fatalf("audit of the refusal: %+v", denied)
 	}
