@@ -143,7 +143,7 @@ func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffe
 	an, err := startAgentNode(runCtx, agentNodeConfig{TrustDomain: td, Client: conn, WorkloadSocket: c.SocketPath,
 		SocketDirMode: 0o755, SocketMode: mode, Logger: log, OnRevoked: onRevoked,
 		JWTMintRate: c.JWTMintRate, JWTMintBurst: c.JWTMintBurst, JWTCacheSize: c.JWTCacheSize, MaxHashSize: c.MaxHashSize,
-		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(),
+		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(), SDS: c.SDS.sdsConfig(),
 		OnBundle: func(roots []*x509.Certificate) {
 			if err := id.SetBundle(roots); err != nil {
 				log.Error("could not persist the trust bundle", "error", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
+	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
@@ -132,6 +133,21 @@ type agentFileConfig struct {
 	attestors enabledAttestors
 	// NodeAttestor says how the agent attests its node (k8s_psat, aws_iid); without it, with a join token.
 	NodeAttestor agentNodeAttestor `yaml:"node_attestor"`
+
+	// Envoy SDS (the secret discovery service on the Workload API socket, docs/envoy.md).
+	SDS agentSDSConfig `yaml:"sds"`
+}
+
+// agentSDSConfig is the agent's sds section (workloadapi.SDSConfig).
+type agentSDSConfig struct {
+	// DisableSPIFFECertValidation sends validation contexts as trusted_ca rather than as the SPIFFE
+	// certificate validator's configuration.
+	DisableSPIFFECertValidation bool `yaml:"disable_spiffe_cert_validation"`
+}
+
+// sdsConfig maps the sds section onto the library's configuration.
+func (c agentSDSConfig) sdsConfig() workloadapi.SDSConfig {
+	return workloadapi.SDSConfig{DisableSPIFFECertValidation: c.DisableSPIFFECertValidation}
 }
 
 // maxConfigSize bounds configuration files.
