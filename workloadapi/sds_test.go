@@ -315,6 +315,19 @@ func TestSDSStream(t *testing.T) {
 	if fifth.VersionInfo == fourth.VersionInfo {
 		t.Fatalf("after resubscribing: version %q unchanged", fifth.VersionInfo)
 	}
+
+	// A rotation of an SVID not asked for any more sends nothing: the next response is the rotation
+	// of the one asked for.
+	ack(t, stream, fifth, id1, "spiffe://example.org")
+	rotate(t, env, entryOf(t, env, id0))
+	rotate(t, env, entryOf(t, env, id1))
+	sixth, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("after rotating both SVIDs: %v", err)
+	}
+	if checkTLSCertificate(t, secretsOf(t, sixth)[id1], id1).SerialNumber.Cmp(checkTLSCertificate(t, got[id1], id1).SerialNumber) == 0 {
+		t.Fatalf("the response after %s rotated is not %s's rotation: a change to a secret not asked for was pushed", id0, id1)
+	}
 }
 
 func poolOf(certs []*x509.Certificate) *x509.CertPool {
@@ -350,6 +363,27 @@ func TestSDSFetchSecrets(t *testing.T) {
 	// Wildcard (no names): every SVID under its SPIFFE ID and the bundle under the trust domain ID.
 	if n := fetchNames(t, ctx, c); !slices.Equal(n, []string{"spiffe://example.org", "spiffe://example.org/workload/0"}) {
 		t.Fatalf("FetchSecrets of everything: %v", n)
+	}
+}
+
+// TestSDSBundlesDoNotMint: validation contexts alone are served without the agent minting an SVID
+// (an Envoy that only verifies peers); asking for default then mints the caller's.
+func TestSDSBundlesDoNotMint(t *testing.T) {
+	_, c, env := serveSDS(t, 1, serveOpts{})
+	ctx := sdsCtx(t)
+	stream, resp := subscribe(t, ctx, c, envoyNode(t, 30, nil), "ROOTCA")
+	if n := secretNames(secretsOf(t, resp)); !slices.Equal(n, []string{"ROOTCA"}) {
+		t.Fatalf("secrets %v, want ROOTCA", n)
+	}
+	if n := ledgerRecords(t, env.Store); n != 0 {
+		t.Fatalf("serving ROOTCA minted %d SVIDs, want none", n)
+	}
+	ack(t, stream, resp, "ROOTCA", "default")
+	if resp, err := stream.Recv(); err != nil || !slices.Equal(secretNames(secretsOf(t, resp)), []string{"ROOTCA", "default"}) {
+		t.Fatalf("after asking for default too: %v, %v", resp, err)
+	}
+	if n := ledgerRecords(t, env.Store); n != 1 {
+		t.Fatalf("asking for default left %d ledger records, want 1", n)
 	}
 }
 
