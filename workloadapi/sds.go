@@ -7,10 +7,12 @@ import (
 	"strconv"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -31,8 +33,8 @@ const maxErrorDetailLen = 256
 // SDS serves envoy.service.secret.v3.SecretDiscoveryService from the Workload API handler's Source,
 // attesting each caller as the Workload API does. Envoy's SDS client sends no workload.spiffe.io
 // header (SPIRE's agent does not require it on SDS either): the attestation of the calling process
-// is what decides. Incremental (delta) xDS is not offered: DeltaSecrets returns Unimplemented, and
-// Envoy's SDS uses the state-of-the-world protocol unless told otherwise.
+// is what decides. Both xDS protocols are served: state of the world (StreamSecrets, what Envoy's SDS
+// uses by default) and incremental (DeltaSecrets).
 //
 //	secretv3.RegisterSecretDiscoveryServiceServer(srv, h.SDS(workloadapi.SDSConfig{}))
 type SDS struct {
@@ -62,7 +64,7 @@ func (s *SDS) view(names sdsNames) func([]selector.Selector) (Identities, <-chan
 // When a TLS certificate is asked for and the caller's SVIDs are still being minted, it waits for
 // them (sdsReady, within the call's deadline).
 func (s *SDS) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
-	names, err := parseSDSRequest(req.GetTypeUrl(), req.GetResourceNames())
+	names, err := parseSDSRequest(req.GetTypeUrl(), "resource_names", req.GetResourceNames())
 	if err != nil {
 		return nil, err
 	}
@@ -118,10 +120,11 @@ func (s *SDS) delivered(caller Caller, secrets []sdsSecret) {
 	}
 }
 
-// sdsStream is the state of one StreamSecrets stream (state-of-the-world xDS).
-type sdsStream struct {
+// sdsSub is what every SDS stream keeps, whichever the protocol: the attested caller and what it
+// subscribed to.
+type sdsSub struct {
 	s      *SDS
-	stream secretv3.SecretDiscoveryService_StreamSecretsServer
+	ctx    context.Context
 	sels   []selector.Selector
 	caller Caller
 	// subscribed is false until the first request; names and form are then the client's.
@@ -131,35 +134,140 @@ type sdsStream struct {
 	// dirty: the subscription changed since the last response, which must be answered even if the
 	// secrets did not change.
 	dirty bool
-	// version is that of the last response sent, sent the number of responses (each one's nonce).
-	version string
-	sent    uint64
+	// sent counts the responses; each one's nonce is its count.
+	sent uint64
 	// release ends the Source's keeping the caller's SVIDs minted; nil while none are asked for.
 	release func()
 }
 
-// StreamSecrets serves one Envoy SDS stream: nothing until the first request, then a response with
-// the secrets asked for, and a new one, at a new version, whenever they change (an SVID rotated, the
-// bundle changed) or the client asks for other names. The client acknowledges each response with a
-// request carrying its nonce: its version_info (ACK), or error_detail (NACK). A NACK is logged and
-// not answered: the client keeps the secrets it had, and the next change is pushed as usual. A
-// request whose nonce is not that of the last response is stale (the protocol has the server ignore
-// it). Like the X.509 stream, the caller is attested again before each push, and the stream ends
-// with PermissionDenied once it has no identity.
-func (s *SDS) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	ctx := stream.Context()
-	sels, err := s.h.attestPeer(ctx)
-	if err != nil {
+// nonce is the last response's nonce ("" before the first).
+func (sub *sdsSub) nonce() string {
+	if sub.sent == 0 {
+		return ""
+	}
+	return strconv.FormatUint(sub.sent, 10)
+}
+
+// stale reports (and logs at debug) a request acknowledging a response other than the last: the
+// protocol has the server ignore it.
+func (sub *sdsSub) stale(nonce string) bool {
+	if sub.sent == 0 || nonce == sub.nonce() {
+		return false
+	}
+	sub.s.h.log.Debug("SDS request with a stale nonce ignored", "pid", sub.caller.PID, "nonce", nonce, "last_nonce", sub.sent)
+	return true
+}
+
+// setNode takes the client's node (sent on its first request): it decides the validation form.
+func (sub *sdsSub) setNode(node *corev3.Node) {
+	if node == nil && sub.subscribed {
+		return
+	}
+	form := formFor(node, sub.s.cfg.DisableSPIFFECertValidation)
+	if sub.subscribed && form != sub.form {
+		sub.dirty = true
+	}
+	sub.form = form
+}
+
+// nack logs a rejected response (rate-limited, Envoy's message bounded).
+func (sub *sdsSub) nack(d *rpcstatus.Status, rejected, kept string) {
+	msg := d.GetMessage()
+	if len(msg) > maxErrorDetailLen {
+		msg = msg[:maxErrorDetailLen] + "..."
+	}
+	sub.s.nacks.Warn(sub.s.h.log, time.Now(), "Envoy rejected the secrets sent over SDS; it keeps the version it had, and the next change is sent as usual",
+		"pid", sub.caller.PID, "uid", sub.caller.UID, "rejected_version", rejected, "kept_version", kept, "error", msg)
+}
+
+// subscribe takes names as the subscription, if they differ from it.
+func (sub *sdsSub) subscribe(names sdsNames) {
+	if sub.subscribed && names.equal(sub.names) {
+		return
+	}
+	sub.subscribed, sub.names, sub.dirty = true, names, true
+	sub.keep(names.wantsSVIDs())
+}
+
+// keep has the Source keep the caller's SVIDs minted and rotated while on is true.
+func (sub *sdsSub) keep(on bool) {
+	switch {
+	case on && sub.release == nil:
+		sub.release = sub.s.h.cfg.Source.KeepX509(sub.sels)
+	case !on && sub.release != nil:
+		sub.release()
+		sub.release = nil
+	}
+}
+
+// sdsProtocol is one stream's protocol: state of the world (StreamSecrets) or delta (DeltaSecrets).
+type sdsProtocol[Req any] interface {
+	// onRequest takes in a request: the first subscribes, later ones acknowledge or reject the last
+	// response and may change the subscription.
+	onRequest(req Req) error
+	// push sends what changed in ids since the last response (if anything did, or the subscription
+	// did), calling attest first.
+	push(ids Identities, attest func() error) error
+}
+
+// serveSDS runs the stream protocol both SDS streams share: nothing until the first request; then a
+// response whenever what the subscription selects changes, each time after attesting the caller
+// again (stillSame); PermissionDenied once the caller has no identity.
+func serveSDS[Req any](sub *sdsSub, recv func() (Req, error), proto sdsProtocol[Req]) error {
+	defer sub.keep(false)
+	reqs, recvErr := receive(sub.ctx, recv)
+	attested := true // sels were read just now, at open: no wait since
+	attest := func() error {
+		err := sub.s.h.stillSame(sub.ctx, sub.sels, attested)
+		attested = err == nil
 		return err
 	}
-	st := &sdsStream{s: s, stream: stream, sels: sels, caller: callerOf(ctx, sels)}
-	defer st.keep(false)
+	for {
+		var changed <-chan struct{} // nil until subscribed: only requests wake the stream
+		if sub.subscribed {
+			var ids Identities
+			ids, changed = sub.s.view(sub.names)(sub.sels)
+			if !ids.Entitled {
+				return noIdentity(sub.sels)
+			}
+			if sdsReady(sub.names, ids) {
+				if err := proto.push(ids, attest); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-changed:
+			attested = false
+		case req := <-reqs:
+			if err := proto.onRequest(req); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			return streamEnded(err)
+		case <-sub.ctx.Done():
+			return status.FromContextError(sub.ctx.Err()).Err()
+		}
+	}
+}
 
-	reqs := make(chan *discoveryv3.DiscoveryRequest)
+// newSub attests the caller of a new stream.
+func (s *SDS) newSub(ctx context.Context) (*sdsSub, error) {
+	sels, err := s.h.attestPeer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &sdsSub{s: s, ctx: ctx, sels: sels, caller: callerOf(ctx, sels)}, nil
+}
+
+// receive reads a stream's requests into a channel until the stream ends (the error, io.EOF when the
+// client closed its side) or ctx is done.
+func receive[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	reqs := make(chan T)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
-			req, err := stream.Recv()
+			req, err := recv()
 			if err != nil {
 				recvErr <- err
 				return
@@ -171,49 +279,49 @@ func (s *SDS) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecrets
 			}
 		}
 	}()
-
-	attested := true // sels were read just now, at open: no wait since
-	for {
-		var changed <-chan struct{} // nil until subscribed: only requests wake the stream
-		if st.subscribed {
-			var ids Identities
-			ids, changed = s.view(st.names)(sels)
-			if !ids.Entitled {
-				return noIdentity(sels)
-			}
-			if sdsReady(st.names, ids) {
-				if err := st.push(ids, attested); err != nil {
-					return err
-				}
-			}
-		}
-		select {
-		case <-changed:
-			attested = false
-		case req := <-reqs:
-			if err := st.onRequest(req); err != nil {
-				return err
-			}
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		}
-	}
+	return reqs, recvErr
 }
 
-// push sends the secrets of ids if they differ from the last response, or if the subscription
-// changed since; justAttested as in stillSame.
-func (st *sdsStream) push(ids Identities, justAttested bool) error {
+// streamEnded is what a stream returns once its client's side ended with err: nothing when the
+// client closed it or went away.
+func streamEnded(err error) error {
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
+}
+
+// sotw is the state-of-the-world protocol of StreamSecrets.
+type sotw struct {
+	*sdsSub
+	stream secretv3.SecretDiscoveryService_StreamSecretsServer
+	// version is that of the last response sent.
+	version string
+}
+
+// StreamSecrets serves one Envoy SDS stream: nothing until the first request, then a response with
+// the secrets asked for, and a new one, at a new version, whenever they change (an SVID rotated, the
+// bundle changed) or the client asks for other names. The client acknowledges each response with a
+// request carrying its nonce: its version_info (ACK), or error_detail (NACK). A NACK is logged and
+// not answered: the client keeps the secrets it had, and the next change is pushed as usual. A
+// request whose nonce is not that of the last response is stale (the protocol has the server ignore
+// it). Like the X.509 stream, the caller is attested again before each push, and the stream ends
+// with PermissionDenied once it has no identity.
+func (s *SDS) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
+	sub, err := s.newSub(stream.Context())
+	if err != nil {
+		return err
+	}
+	return serveSDS(sub, stream.Recv, &sotw{sdsSub: sub, stream: stream})
+}
+
+func (st *sotw) push(ids Identities, attest func() error) error {
 	secrets := selectSecrets(st.names, ids)
 	version := secretsVersion(secrets, ids.BundleSequence, st.form)
 	if version == st.version && !st.dirty {
 		return nil
 	}
-	if err := st.s.h.stillSame(st.stream.Context(), st.sels, justAttested); err != nil {
+	if err := attest(); err != nil {
 		return err
 	}
 	resources, err := encodeSecrets(secrets, st.form)
@@ -221,8 +329,7 @@ func (st *sdsStream) push(ids Identities, justAttested bool) error {
 		return err
 	}
 	st.sent++
-	nonce := strconv.FormatUint(st.sent, 10)
-	if err := st.stream.Send(newSDSResponse(resources, version, nonce)); err != nil {
+	if err := st.stream.Send(newSDSResponse(resources, version, st.nonce())); err != nil {
 		return err
 	}
 	st.s.delivered(st.caller, secrets)
@@ -230,46 +337,18 @@ func (st *sdsStream) push(ids Identities, justAttested bool) error {
 	return nil
 }
 
-// onRequest takes in a request: the first subscribes, later ones acknowledge or reject the last
-// response and may change the names asked for.
-func (st *sdsStream) onRequest(req *discoveryv3.DiscoveryRequest) error {
-	names, err := parseSDSRequest(req.GetTypeUrl(), req.GetResourceNames())
+func (st *sotw) onRequest(req *discoveryv3.DiscoveryRequest) error {
+	names, err := parseSDSRequest(req.GetTypeUrl(), "resource_names", req.GetResourceNames())
 	if err != nil {
 		return err
 	}
-	if st.sent > 0 && req.GetResponseNonce() != strconv.FormatUint(st.sent, 10) {
-		st.s.h.log.Debug("SDS request with a stale nonce ignored", "pid", st.caller.PID, "nonce", req.GetResponseNonce(), "last_nonce", st.sent)
+	if st.stale(req.GetResponseNonce()) {
 		return nil
 	}
-	if req.GetNode() != nil || !st.subscribed {
-		form := formFor(req.GetNode(), st.s.cfg.DisableSPIFFECertValidation)
-		if st.subscribed && form != st.form {
-			st.dirty = true
-		}
-		st.form = form
-	}
+	st.setNode(req.GetNode())
 	if d := req.GetErrorDetail(); d != nil && st.sent > 0 {
-		msg := d.GetMessage()
-		if len(msg) > maxErrorDetailLen {
-			msg = msg[:maxErrorDetailLen] + "..."
-		}
-		st.s.nacks.Warn(st.s.h.log, time.Now(), "Envoy rejected the secrets sent over SDS; it keeps the version it had, and the next change is sent as usual",
-			"pid", st.caller.PID, "uid", st.caller.UID, "rejected_version", st.version, "kept_version", req.GetVersionInfo(), "error", msg)
+		st.nack(d, st.version, req.GetVersionInfo())
 	}
-	if !st.subscribed || !names.equal(st.names) {
-		st.subscribed, st.names, st.dirty = true, names, true
-		st.keep(names.wantsSVIDs())
-	}
+	st.subscribe(names)
 	return nil
-}
-
-// keep has the Source keep the caller's SVIDs minted and rotated while on is true.
-func (st *sdsStream) keep(on bool) {
-	switch {
-	case on && st.release == nil:
-		st.release = st.s.h.cfg.Source.KeepX509(st.sels)
-	case !on && st.release != nil:
-		st.release()
-		st.release = nil
-	}
 }

@@ -58,21 +58,21 @@ type sdsNames struct {
 	wildcard bool
 }
 
-// parseSDSRequest checks a request's type and resource names.
-func parseSDSRequest(typeURL string, names []string) (sdsNames, error) {
+// parseSDSRequest checks a request's type and the resource names in field.
+func parseSDSRequest(typeURL, field string, names []string) (sdsNames, error) {
 	if typeURL != "" && typeURL != secretTypeURL {
 		return sdsNames{}, status.Errorf(codes.InvalidArgument, "type_url %q: the secret discovery service serves only %s", typeURL, secretTypeURL)
 	}
 	if len(names) > MaxSDSResourceNames {
-		return sdsNames{}, status.Errorf(codes.InvalidArgument, "resource_names: %d names, at most %d allowed", len(names), MaxSDSResourceNames)
+		return sdsNames{}, status.Errorf(codes.InvalidArgument, "%s: %d names, at most %d allowed", field, len(names), MaxSDSResourceNames)
 	}
 	out := sdsNames{wildcard: len(names) == 0}
 	for _, n := range names {
 		switch {
 		case n == "":
-			return sdsNames{}, status.Error(codes.InvalidArgument, "resource_names: an empty name; name a secret (default, ROOTCA, ALL, a SPIFFE ID or a trust domain ID)")
+			return sdsNames{}, status.Errorf(codes.InvalidArgument, "%s: an empty name; name a secret (default, ROOTCA, ALL, a SPIFFE ID or a trust domain ID)", field)
 		case len(n) > MaxSDSResourceNameLen:
-			return sdsNames{}, status.Errorf(codes.InvalidArgument, "resource_names: a name of %d bytes, at most %d allowed", len(n), MaxSDSResourceNameLen)
+			return sdsNames{}, status.Errorf(codes.InvalidArgument, "%s: a name of %d bytes, at most %d allowed", field, len(n), MaxSDSResourceNameLen)
 		case n == "*":
 			out.wildcard = true
 		default:

@@ -542,12 +542,20 @@ func TestSDSRequestBounds(t *testing.T) {
 			}
 		})
 	}
-	// Delta xDS is not offered.
+	// Delta: the subscription is bounded in all, across requests.
 	d, err := c.DeltaSecrets(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Recv(); grpcstatus.Code(err) != codes.Unimplemented {
-		t.Fatalf("DeltaSecrets: %v, want Unimplemented", err)
+	for _, req := range []*discoveryv3.DeltaDiscoveryRequest{
+		{TypeUrl: secretType, ResourceNamesSubscribe: many[:40]},
+		{TypeUrl: secretType, ResourceNamesSubscribe: many[40:]},
+	} {
+		if err := d.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Recv(); grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(grpcstatus.Convert(err).Message(), "65 names subscribed in all, at most 64") {
+		t.Fatalf("DeltaSecrets subscribing to 65 names: %v, want InvalidArgument", err)
 	}
 }
