@@ -17,6 +17,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/signet-id/signet/agent"
+	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/internal/testenv"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/selector"
@@ -405,6 +406,34 @@ func TestSDSRefusesCallerWithoutIdentity(t *testing.T) {
 	if _, err := stream.Recv(); grpcstatus.Code(err) != codes.PermissionDenied || !strings.Contains(grpcstatus.Convert(err).Message(), "no registration entry matches") {
 		t.Fatalf("StreamSecrets without an identity: %v, want PermissionDenied", err)
 	}
+}
+
+// TestSDSRefusesUnattestedCaller: a caller whose attestation fails (its pid is not in the attestor's
+// proc root, as a process that exited) is refused on all three RPCs before anything is served.
+func TestSDSRefusesUnattestedCaller(t *testing.T) {
+	empty := t.TempDir()
+	_, c, _ := serveSDS(t, 1, serveOpts{attestor: func(cfg *unix.Config) { cfg.ProcRoot = empty }})
+	ctx := sdsCtx(t)
+	refused := func(rpc string, err error) {
+		t.Helper()
+		if grpcstatus.Code(err) != codes.PermissionDenied || !strings.Contains(grpcstatus.Convert(err).Message(), "could not attest the calling process") {
+			t.Fatalf("%s: %v, want PermissionDenied (could not attest)", rpc, err)
+		}
+	}
+	_, err := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+	refused("FetchSecrets", err)
+	stream, err := c.StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	refused("StreamSecrets", err)
+	d, err := c.DeltaSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Recv()
+	refused("DeltaSecrets", err)
 }
 
 // TestSDSValidationForms: the SPIFFE certificate validator for an Envoy of 1.18 or later, unless the
