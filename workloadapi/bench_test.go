@@ -122,7 +122,11 @@ func serveSourceWith(tb testing.TB, src workloadapi.Source, o serveOpts) string 
 	}
 	g := grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(g, h)
-	secretv3.RegisterSecretDiscoveryServiceServer(g, h.SDS(o.sds))
+	sds, err := h.SDS(o.sds)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	secretv3.RegisterSecretDiscoveryServiceServer(g, sds)
 	go g.Serve(lis)
 	tb.Cleanup(g.Stop)
 	return "unix://" + sock

@@ -25,6 +25,13 @@ type SDSConfig struct {
 	// checks each peer against the bundle of its own trust domain. One Envoy can override this
 	// setting with the node metadata key disable_spiffe_cert_validation (as with SPIRE's agent).
 	DisableSPIFFECertValidation bool
+	// DefaultSVIDName, DefaultBundleName and DefaultAllBundlesName name the caller's default SVID,
+	// its trust domain's bundle and all its bundles (empty: SDSDefaultSVIDName "default",
+	// SDSDefaultBundleName "ROOTCA", SDSAllBundlesName "ALL"). See CheckSDSResourceName; they must
+	// differ.
+	DefaultSVIDName       string
+	DefaultBundleName     string
+	DefaultAllBundlesName string
 }
 
 // maxErrorDetailLen bounds the part of an Envoy's rejection message that is logged.
@@ -36,7 +43,8 @@ const maxErrorDetailLen = 256
 // is what decides. Both xDS protocols are served: state of the world (StreamSecrets, what Envoy's SDS
 // uses by default) and incremental (DeltaSecrets).
 //
-//	secretv3.RegisterSecretDiscoveryServiceServer(srv, h.SDS(workloadapi.SDSConfig{}))
+//	sds, _ := h.SDS(workloadapi.SDSConfig{})
+//	secretv3.RegisterSecretDiscoveryServiceServer(srv, sds)
 type SDS struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
 	h   *Handler
@@ -47,14 +55,18 @@ type SDS struct {
 }
 
 // SDS returns the secret discovery service on h's attestors and Source.
-func (h *Handler) SDS(cfg SDSConfig) *SDS {
-	return &SDS{h: h, cfg: cfg, nacks: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}
+func (h *Handler) SDS(cfg SDSConfig) (*SDS, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &SDS{h: h, cfg: cfg, nacks: &ratelimit.Lines{Every: failureLogEvery, Burst: failureLogBurst}}, nil
 }
 
 // view reads the Source for names: Identities (which mints) when they ask for a TLS certificate,
 // Bundles otherwise.
 func (s *SDS) view(names sdsNames) func([]selector.Selector) (Identities, <-chan struct{}) {
-	if names.wantsSVIDs() {
+	if names.wantsSVIDs(s.cfg.DefaultSVIDName) {
 		return s.h.cfg.Source.Identities
 	}
 	return s.h.cfg.Source.Bundles
@@ -72,7 +84,7 @@ func (s *SDS) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReques
 	if err != nil {
 		return nil, err
 	}
-	if names.wantsSVIDs() {
+	if names.wantsSVIDs(s.cfg.DefaultSVIDName) {
 		release := s.h.cfg.Source.KeepX509(sels)
 		defer release()
 	}
@@ -82,9 +94,9 @@ func (s *SDS) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReques
 		if !ids.Entitled {
 			return nil, noIdentity(sels)
 		}
-		if sdsReady(names, ids) {
+		if s.ready(names, ids) {
 			form := formFor(req.GetNode(), s.cfg.DisableSPIFFECertValidation)
-			secrets := selectSecrets(names, ids)
+			secrets := selectSecrets(s.cfg, names, ids)
 			resources, err := encodeSecrets(secrets, form)
 			if err != nil {
 				return nil, err
@@ -100,11 +112,11 @@ func (s *SDS) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReques
 	}
 }
 
-// sdsReady reports whether ids can answer names: when a TLS certificate is asked for, once every SVID
+// ready reports whether ids can answer names: when a TLS certificate is asked for, once every SVID
 // of the caller is minted (as SPIRE's agent waits for them too), so the default is the caller's first
 // SVID from the start, not the first one minted.
-func sdsReady(names sdsNames, ids Identities) bool {
-	return !names.wantsSVIDs() || (hasSVIDs(ids) && !ids.Pending)
+func (s *SDS) ready(names sdsNames, ids Identities) bool {
+	return !names.wantsSVIDs(s.cfg.DefaultSVIDName) || (hasSVIDs(ids) && !ids.Pending)
 }
 
 // delivered tells the Source which SVIDs were handed to caller as TLS certificates.
@@ -186,7 +198,7 @@ func (sub *sdsSub) subscribe(names sdsNames) {
 		return
 	}
 	sub.subscribed, sub.names, sub.dirty = true, names, true
-	sub.keep(names.wantsSVIDs())
+	sub.keep(names.wantsSVIDs(sub.s.cfg.DefaultSVIDName))
 }
 
 // keep has the Source keep the caller's SVIDs minted and rotated while on is true.
@@ -230,7 +242,7 @@ func serveSDS[Req any](sub *sdsSub, recv func() (Req, error), proto sdsProtocol[
 			if !ids.Entitled {
 				return noIdentity(sub.sels)
 			}
-			if sdsReady(sub.names, ids) {
+			if sub.s.ready(sub.names, ids) {
 				if err := proto.push(ids, attest); err != nil {
 					return err
 				}
@@ -316,7 +328,7 @@ func (s *SDS) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecrets
 }
 
 func (st *sotw) push(ids Identities, attest func() error) error {
-	secrets := selectSecrets(st.names, ids)
+	secrets := selectSecrets(st.s.cfg, st.names, ids)
 	version := secretsVersion(secrets, ids.BundleSequence, st.form)
 	if version == st.version && !st.dirty {
 		return nil

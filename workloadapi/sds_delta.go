@@ -93,7 +93,7 @@ func (d *delta) onRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
 func hasWildcard(names []string) bool { return slices.Contains(names, "*") }
 
 func (d *delta) push(ids Identities, attest func() error) error {
-	secrets := selectSecrets(d.names, ids)
+	secrets := selectSecrets(d.s.cfg, d.names, ids)
 	versions := make(map[string]string, len(secrets))
 	var changed []sdsSecret
 	for _, sec := range secrets {

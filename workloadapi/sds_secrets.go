@@ -1,6 +1,7 @@
 package workloadapi
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -20,9 +21,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Resource names with a meaning of their own (as SPIRE's agent names them, so Envoy configurations
-// written for SPIRE work unchanged). Any other name is a SPIFFE ID (that SVID) or a trust domain ID
-// such as spiffe://example.org (that trust domain's bundle).
+// The default names of the resources with a meaning of their own (SPIRE's agent's, so Envoy
+// configurations written for SPIRE work unchanged; SDSConfig renames them). Any other name is a
+// SPIFFE ID (that SVID) or a trust domain ID such as spiffe://example.org (that trust domain's bundle).
 const (
 	// SDSDefaultSVIDName is the caller's default X.509-SVID (its first) as a TLS certificate.
 	SDSDefaultSVIDName = "default"
@@ -32,6 +33,39 @@ const (
 	// SPIFFE certificate validator configuration.
 	SDSAllBundlesName = "ALL"
 )
+
+// CheckSDSResourceName reports what is wrong with name as the name of one of the resources with a
+// meaning of their own (SDSConfig's DefaultSVIDName, DefaultBundleName, DefaultAllBundlesName).
+func CheckSDSResourceName(name string) error {
+	switch {
+	case name == "" || len(name) > MaxSDSResourceNameLen:
+		return fmt.Errorf("%q: want 1 to %d bytes", name, MaxSDSResourceNameLen)
+	case name == "*":
+		return fmt.Errorf(`"*": xDS's wildcard (every resource); choose another name`)
+	case strings.HasPrefix(strings.ToLower(name), "spiffe:"):
+		return fmt.Errorf("%q: a SPIFFE ID or trust domain ID names that SVID or bundle; choose a name without the spiffe: scheme", name)
+	}
+	return nil
+}
+
+// withDefaults fills the resource names left empty and checks them.
+func (c SDSConfig) withDefaults() (SDSConfig, error) {
+	c.DefaultSVIDName = cmp.Or(c.DefaultSVIDName, SDSDefaultSVIDName)
+	c.DefaultBundleName = cmp.Or(c.DefaultBundleName, SDSDefaultBundleName)
+	c.DefaultAllBundlesName = cmp.Or(c.DefaultAllBundlesName, SDSAllBundlesName)
+	for _, f := range []struct{ field, name string }{
+		{"DefaultSVIDName", c.DefaultSVIDName}, {"DefaultBundleName", c.DefaultBundleName}, {"DefaultAllBundlesName", c.DefaultAllBundlesName},
+	} {
+		if err := CheckSDSResourceName(f.name); err != nil {
+			return c, fmt.Errorf("workloadapi: SDS config: %s: %w", f.field, err)
+		}
+	}
+	if c.DefaultSVIDName == c.DefaultBundleName || c.DefaultSVIDName == c.DefaultAllBundlesName || c.DefaultBundleName == c.DefaultAllBundlesName {
+		return c, fmt.Errorf("workloadapi: SDS config: DefaultSVIDName %q, DefaultBundleName %q and DefaultAllBundlesName %q must differ",
+			c.DefaultSVIDName, c.DefaultBundleName, c.DefaultAllBundlesName)
+	}
+	return c, nil
+}
 
 // Bounds on SDS requests: Envoy asks for one or a few names per stream.
 const (
@@ -88,14 +122,14 @@ func (n sdsNames) equal(o sdsNames) bool {
 	return n.wildcard == o.wildcard && slices.Equal(n.names, o.names)
 }
 
-// wantsSVIDs reports whether the names ask for a TLS certificate, so SVIDs must be minted and kept
-// rotated; names asking only for bundles mint nothing.
-func (n sdsNames) wantsSVIDs() bool {
+// wantsSVIDs reports whether the names ask for a TLS certificate (defaultSVID is the default SVID's
+// name), so SVIDs must be minted and kept rotated; names asking only for bundles mint nothing.
+func (n sdsNames) wantsSVIDs(defaultSVID string) bool {
 	if n.wildcard {
 		return true
 	}
 	for _, name := range n.names {
-		if name == SDSDefaultSVIDName {
+		if name == defaultSVID {
 			return true
 		}
 		if id, err := spiffeid.FromString(name); err == nil && id.Path() != "" {
@@ -145,7 +179,7 @@ type sdsSecret struct {
 // selectSecrets picks the secrets names ask for from ids; names that match nothing are left out, as
 // the xDS protocol has a server do for resources it does not have (Envoy waits for them, and they
 // are pushed once they exist: an entry added for the caller, a federated bundle received).
-func selectSecrets(names sdsNames, ids Identities) []sdsSecret {
+func selectSecrets(cfg SDSConfig, names sdsNames, ids Identities) []sdsSecret {
 	own := FederatedBundle{TrustDomain: ids.TrustDomain, X509Bundle: ids.X509Bundle}
 	bundleOf := func(id string) (FederatedBundle, bool) {
 		if id == ids.TrustDomain.IDString() {
@@ -181,13 +215,13 @@ func selectSecrets(names sdsNames, ids Identities) []sdsSecret {
 			continue // already in, under this name
 		}
 		switch {
-		case n == SDSDefaultSVIDName:
+		case n == cfg.DefaultSVIDName:
 			if len(ids.SVIDs) > 0 {
 				out = append(out, sdsSecret{name: n, svid: &ids.SVIDs[0]})
 			}
-		case n == SDSDefaultBundleName:
+		case n == cfg.DefaultBundleName:
 			out = append(out, sdsSecret{name: n, bundles: []FederatedBundle{own}})
-		case n == SDSAllBundlesName:
+		case n == cfg.DefaultAllBundlesName:
 			out = append(out, sdsSecret{name: n, bundles: append([]FederatedBundle{own}, ids.Federated...), all: true})
 		default:
 			if s := svidOf(n); s != nil {
@@ -247,7 +281,7 @@ func encodeSecret(s sdsSecret, form validationForm) (*tlsv3.Secret, error) {
 	if !form.spiffe {
 		if s.all {
 			return nil, status.Errorf(codes.FailedPrecondition, "secret %q: every trust domain's bundle can only be sent as the SPIFFE certificate validator's configuration, "+
-				"which needs Envoy 1.18 or later and %s false (and no %s: true in the Envoy node's metadata); ask for ROOTCA or a trust domain ID instead",
+				"which needs Envoy 1.18 or later and %s false (and no %s: true in the Envoy node's metadata); ask for the default bundle or a trust domain ID instead",
 				s.name, disableSPIFFEValidationConfigKey, disableSPIFFEValidationKey)
 		}
 		roots, err := derToPEM(s.bundles[0].X509Bundle)

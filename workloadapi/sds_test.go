@@ -76,10 +76,11 @@ func secretsOf(t *testing.T, resp *discoveryv3.DiscoveryResponse) map[string]*tl
 	return out
 }
 
-// fetchNames calls FetchSecrets for names and returns the names of the secrets it answers with.
+// fetchNames calls FetchSecrets for names, as an Envoy 1.30, and returns the names of the secrets it
+// answers with.
 func fetchNames(t *testing.T, ctx context.Context, c secretv3.SecretDiscoveryServiceClient, names ...string) []string {
 	t.Helper()
-	resp, err := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: names})
+	resp, err := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, Node: envoyNode(t, 30, nil), ResourceNames: names})
 	if err != nil {
 		t.Fatalf("FetchSecrets %v: %v", names, err)
 	}
@@ -489,6 +490,46 @@ func TestSDSValidationForms(t *testing.T) {
 	if _, err := fetch(c, envoyNode(t, 30, nil), "ALL"); grpcstatus.Code(err) != codes.FailedPrecondition ||
 		!strings.Contains(grpcstatus.Convert(err).Message(), "sds.disable_spiffe_cert_validation") {
 		t.Fatalf("ALL in the trusted_ca form: %v, want FailedPrecondition naming the setting", err)
+	}
+}
+
+// TestSDSRenamedResources: with other names configured, those name the default SVID and the bundles,
+// and the default names are ordinary (unknown) names.
+func TestSDSRenamedResources(t *testing.T) {
+	_, c, _ := serveSDS(t, 1, serveOpts{sds: workloadapi.SDSConfig{DefaultSVIDName: "svid", DefaultBundleName: "bundle", DefaultAllBundlesName: "bundles"}})
+	ctx := sdsCtx(t)
+	if n := fetchNames(t, ctx, c, "svid", "bundle", "bundles", "default", "ROOTCA", "ALL"); !slices.Equal(n, []string{"bundle", "bundles", "svid"}) {
+		t.Fatalf("renamed resources: %v, want bundle, bundles and svid", n)
+	}
+}
+
+// TestSDSConfigValidated: resource names that would collide with xDS's wildcard, a SPIFFE ID or each
+// other are refused, naming the field.
+func TestSDSConfigValidated(t *testing.T) {
+	att, err := unix.New(unix.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{Client: testenv.New(t).AgentClient(t, agentID), TrustDomain: testenv.TrustDomain}) // never run: not needed
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := workloadapi.New(workloadapi.Config{Attestors: []workloadapi.Attestor{att}, Source: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cfg  workloadapi.SDSConfig
+		want string
+	}{
+		{workloadapi.SDSConfig{DefaultSVIDName: "*"}, "DefaultSVIDName: \"*\": xDS's wildcard"},
+		{workloadapi.SDSConfig{DefaultBundleName: "spiffe://example.org"}, "DefaultBundleName: \"spiffe://example.org\""},
+		{workloadapi.SDSConfig{DefaultAllBundlesName: strings.Repeat("a", 2049)}, "DefaultAllBundlesName: "},
+		{workloadapi.SDSConfig{DefaultAllBundlesName: "ROOTCA"}, "must differ"},
+	} {
+		if _, err := h.SDS(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SDS(%+v): %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
 	}
 }
 

@@ -74,6 +74,10 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	if err != nil {
 		return nil, err
 	}
+	sds, err := h.SDS(cfg.SDS)
+	if err != nil {
+		return nil, err
+	}
 	lis, err := uds.Listen(cfg.WorkloadSocket, cfg.SocketDirMode, cfg.SocketMode)
 	if err != nil {
 		return nil, fmt.Errorf("workload API socket: %w", err)
@@ -84,7 +88,7 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
 	// Envoy's SDS on the same socket, attested the same way (docs/envoy.md).
-	secretv3.RegisterSecretDiscoveryServiceServer(n.workload, h.SDS(cfg.SDS))
+	secretv3.RegisterSecretDiscoveryServiceServer(n.workload, sds)
 	// A separate gRPC service on the same endpoint, as the Workload Endpoint spec allows: 'signet
 	// healthcheck' asks it. NOT_SERVING until the first entry update and its prefetch SVIDs are in.
 	n.health = health.NewServer()
