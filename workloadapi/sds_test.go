@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -387,6 +388,25 @@ func TestSDSBundlesDoNotMint(t *testing.T) {
 	if n := ledgerRecords(t, env.Store); n != 1 {
 		t.Fatalf("asking for default left %d ledger records, want 1", n)
 	}
+}
+
+// TestSDSDeliveriesNameTheCaller: an SVID handed to Envoy over SDS, by FetchSecrets or a stream, is a
+// delivery naming the attested caller, as over the Workload API.
+func TestSDSDeliveriesNameTheCaller(t *testing.T) {
+	_, c, env := serveSDS(t, 1, serveOpts{agent: func(c *agent.Config) { c.DeliveryReportInterval = 20 * time.Millisecond }})
+	ctx := sdsCtx(t)
+	resp, err := c.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := checkTLSCertificate(t, secretsOf(t, resp)["default"], "spiffe://example.org/workload/0")
+	serial := leaf.SerialNumber.Text(16)
+	if d := waitDeliveries(t, env.Store, serial, 1); d.Caller.PID != int32(os.Getpid()) || d.Caller.UID != uint32(os.Getuid()) || d.Agent != agentID {
+		t.Fatalf("delivery %+v: want this process (pid %d, uid %d) through %s", d, os.Getpid(), os.Getuid(), agentID)
+	}
+	// A stream's response counts too: the same record, count 2.
+	subscribe(t, ctx, c, nil, "ROOTCA", "spiffe://example.org/workload/0")
+	waitDeliveries(t, env.Store, serial, 2)
 }
 
 // TestSDSRefusesCallerWithoutIdentity: a process no entry matches is refused on both RPCs, as on the
