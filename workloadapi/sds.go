@@ -74,7 +74,7 @@ func (s *SDS) view(names sdsNames) func([]selector.Selector) (Identities, <-chan
 
 // FetchSecrets answers one request: the secrets named, at the version a stream would give them.
 // When a TLS certificate is asked for and the caller's SVIDs are still being minted, it waits for
-// them (sdsReady, within the call's deadline).
+// them (ready, within the call's deadline).
 func (s *SDS) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	names, err := parseSDSRequest(req.GetTypeUrl(), "resource_names", req.GetResourceNames())
 	if err != nil {
