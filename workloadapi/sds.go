@@ -34,8 +34,20 @@ type SDSConfig struct {
 	DefaultAllBundlesName string
 }
 
-// maxErrorDetailLen bounds the part of an Envoy's rejection message that is logged.
-const maxErrorDetailLen = 256
+// Bounds on what of a client's request is logged: its rejection message, and the nonces and versions
+// it sends (ours are short; a client may send anything).
+const (
+	maxErrorDetailLen = 256
+	maxLoggedTokenLen = 64
+)
+
+// clip is s cut to at most n bytes, marked when cut.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
 
 // SDS serves envoy.service.secret.v3.SecretDiscoveryService from the Workload API handler's Source,
 // attesting each caller as the Workload API does. Envoy's SDS client sends no workload.spiffe.io
@@ -166,7 +178,7 @@ func (sub *sdsSub) stale(nonce string) bool {
 	if sub.sent == 0 || nonce == sub.nonce() {
 		return false
 	}
-	sub.s.h.log.Debug("SDS request with a stale nonce ignored", "pid", sub.caller.PID, "nonce", nonce, "last_nonce", sub.sent)
+	sub.s.h.log.Debug("SDS request with a stale nonce ignored", "pid", sub.caller.PID, "nonce", clip(nonce, maxLoggedTokenLen), "last_nonce", sub.sent)
 	return true
 }
 
@@ -184,12 +196,9 @@ func (sub *sdsSub) setNode(node *corev3.Node) {
 
 // nack logs a rejected response (rate-limited, Envoy's message bounded).
 func (sub *sdsSub) nack(d *rpcstatus.Status, rejected, kept string) {
-	msg := d.GetMessage()
-	if len(msg) > maxErrorDetailLen {
-		msg = msg[:maxErrorDetailLen] + "..."
-	}
 	sub.s.nacks.Warn(sub.s.h.log, time.Now(), "Envoy rejected the secrets sent over SDS; it keeps the version it had, and the next change is sent as usual",
-		"pid", sub.caller.PID, "uid", sub.caller.UID, "rejected_version", rejected, "kept_version", kept, "error", msg)
+		"pid", sub.caller.PID, "uid", sub.caller.UID, "rejected_version", rejected, "kept_version", clip(kept, maxLoggedTokenLen),
+		"error", clip(d.GetMessage(), maxErrorDetailLen))
 }
 
 // subscribe takes names as the subscription, if they differ from it.

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -407,6 +408,41 @@ func TestSDSDeliveriesNameTheCaller(t *testing.T) {
 	// A stream's response counts too: the same record, count 2.
 	subscribe(t, ctx, c, nil, "ROOTCA", "spiffe://example.org/workload/0")
 	waitDeliveries(t, env.Store, serial, 2)
+}
+
+// TestSDSNACKLogBounded: an Envoy rejecting every response, with huge messages and versions, costs
+// a bounded number of log lines of bounded size.
+func TestSDSNACKLogBounded(t *testing.T) {
+	var logs testkit.SyncBuffer
+	_, c, _ := serveSDS(t, 1, serveOpts{logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := sdsCtx(t)
+	stream, first := subscribe(t, ctx, c, nil, "default")
+	const nacks = 100
+	for range nacks {
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}, ResponseNonce: first.Nonce,
+			VersionInfo: strings.Repeat("v", 10<<10), ErrorDetail: &status.Status{Message: strings.Repeat("m", 100<<10)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Requests are taken in order: once a resubscription is answered, every NACK before it was seen.
+	ack(t, stream, first, "default", "ROOTCA")
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, "Envoy rejected the secrets") {
+			n++
+			if len(l) > 1024 {
+				t.Fatalf("a NACK log line of %d bytes:\n%.300s...", len(l), l)
+			}
+		}
+	}
+	// 5 lines per 10 s; the NACKs take a second at most, so one or two windows.
+	if n < 1 || n > 10 {
+		t.Fatalf("%d NACKs logged %d lines, want 1 to 10", nacks, n)
+	}
 }
 
 // TestSDSRefusesCallerWithoutIdentity: a process no entry matches is refused on both RPCs, as on the
