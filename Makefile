@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 # Benchmarks run a fixed number of iterations so runs are comparable on 2-core machines.
 BENCH_FLAGS ?= -run '^$$' -benchmem
 
-.PHONY: all build install run test vet bench bench-ledger lint proto clean
+.PHONY: all build install run envoy-example test vet bench bench-ledger lint proto clean
 
 all: build
 
@@ -24,6 +24,11 @@ install: build
 ## run: start Signet in dev mode (one process: server + agent, Workload API socket, an entry for you)
 run: build
 	./$(BIN) dev
+
+## envoy-example: run Envoy with examples/envoy/envoy.yaml against `signet dev` (needs Envoy on PATH;
+## it is not installed on the build machines, where examples/envoy's test checks the file instead)
+envoy-example: build
+	SIGNET=./$(BIN) examples/envoy/run.sh
 
 ## test: vet + every test with the race detector (unit, integration and end-to-end with real processes),
 ## and the aws_iid EC2 API checks, which only an awsec2 build has

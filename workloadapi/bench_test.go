@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/unix"
 	"github.com/signet-id/signet/internal/peercred"
@@ -46,6 +47,10 @@ type serveOpts struct {
 	server func(*server.Config)
 	// logger, if set, is the Workload API handler's and the agent's logger.
 	logger *slog.Logger
+	// sds configures the secret discovery service served beside the Workload API.
+	sds workloadapi.SDSConfig
+	// source, if set, wraps the agent as the Source the socket serves from.
+	source func(*agent.Agent) workloadapi.Source
 }
 
 // serveAgentWith is serveAgent adjusted by o.
@@ -71,7 +76,11 @@ func serveAgentWith(tb testing.TB, entries int, o serveOpts) (string, *testenv.E
 	if err := a.WaitReady(readyCtx); err != nil {
 		tb.Fatal(err)
 	}
-	return serveSourceWith(tb, a, o), env
+	var src workloadapi.Source = a
+	if o.source != nil {
+		src = o.source(a)
+	}
+	return serveSourceWith(tb, src, o), env
 }
 
 // serveSource serves the Workload API from src on a new socket with the real Unix attestor until the
@@ -113,6 +122,11 @@ func serveSourceWith(tb testing.TB, src workloadapi.Source, o serveOpts) string 
 	}
 	g := grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(g, h)
+	sds, err := h.SDS(o.sds)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	secretv3.RegisterSecretDiscoveryServiceServer(g, sds)
 	go g.Serve(lis)
 	tb.Cleanup(g.Stop)
 	return "unix://" + sock

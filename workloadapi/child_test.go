@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
@@ -28,6 +30,8 @@ import (
 //	jwt AUD    FetchJWTSVID for audience AUD               -> "<code> <number of SVIDs>"
 //	stream     open FetchX509SVID, receive the first reply -> "<code> <number of SVIDs>"
 //	next       receive the stream's next reply             -> "<code> <number of SVIDs>"
+//	sds NAME   open StreamSecrets for NAME, receive the first response -> "<code> <number of secrets>"
+//	sdsnext    receive the SDS stream's next response      -> "<code> <number of secrets>"
 const (
 	childEnv       = "SIGNET_WORKLOADAPI_TEST_CHILD"
 	childSocketEnv = "SIGNET_WORKLOADAPI_TEST_SOCKET"
@@ -56,6 +60,12 @@ func runChild(addr string, in io.Reader, out io.Writer) int {
 		resp, err := stream.Recv()
 		return fmt.Sprintf("%s %d", status.Code(err), len(resp.GetSvids()))
 	}
+	sdsc := secretv3.NewSecretDiscoveryServiceClient(conn)
+	var sds secretv3.SecretDiscoveryService_StreamSecretsClient
+	sdsRecv := func() string {
+		resp, err := sds.Recv()
+		return fmt.Sprintf("%s %d", status.Code(err), len(resp.GetResources()))
+	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
@@ -78,6 +88,17 @@ func runChild(addr string, in io.Reader, out io.Writer) int {
 			fmt.Fprintln(out, recv())
 		case "next":
 			fmt.Fprintln(out, recv())
+		case "sds":
+			if sds, err = sdsc.StreamSecrets(ctx); err == nil {
+				err = sds.Send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{arg}})
+			}
+			if err != nil {
+				fmt.Fprintln(out, status.Code(err), 0)
+				continue
+			}
+			fmt.Fprintln(out, sdsRecv())
+		case "sdsnext":
+			fmt.Fprintln(out, sdsRecv())
 		default:
 			fmt.Fprintln(out, "error unknown command", cmd)
 		}

@@ -30,12 +30,18 @@ import (
 // requires, as every SPIFFE library does.
 func rawClient(t *testing.T, addr string) workload.SpiffeWorkloadAPIClient {
 	t.Helper()
+	return workload.NewSpiffeWorkloadAPIClient(dial(t, addr))
+}
+
+// dial connects to the socket at addr until the test ends.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return workload.NewSpiffeWorkloadAPIClient(conn)
+	return conn
 }
 
 func withHeader(ctx context.Context) context.Context {

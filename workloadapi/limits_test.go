@@ -103,6 +103,28 @@ func TestStreamEndsWhenSelectorsChange(t *testing.T) {
 	}
 }
 
+// TestSDSStreamEndsWhenSelectorsChange: as TestStreamEndsWhenSelectorsChange, for an SDS stream: the
+// caller is attested again before a push, and a process that dropped to another uid since it opened
+// the stream gets Unavailable instead of the push.
+func TestSDSStreamEndsWhenSelectorsChange(t *testing.T) {
+	addr, env := serveAgentWith(t, 1, serveOpts{open: true})
+	p := startChild(t, addr)
+	if got := p.do(t, "sds default"); got != "OK 1" {
+		t.Fatalf("SDS stream opened as root: %s, want OK 1", got)
+	}
+	if got := p.do(t, fmt.Sprintf("setuid %d", nobody)); got != "ok" {
+		t.Fatalf("child setuid: %s", got)
+	}
+	// A rotation of root's default SVID wakes the stream with something to push.
+	rotate(t, env, entryOf(t, env, "spiffe://example.org/workload/0"))
+	if got := p.do(t, "sdsnext"); got != "Unavailable 0" {
+		t.Fatalf("next response after the caller changed uid: %s, want the stream ended with Unavailable", got)
+	}
+	if got := p.do(t, "sds default"); got != "PermissionDenied 0" {
+		t.Fatalf("new SDS stream as uid %d (no entry): %s, want PermissionDenied", nobody, got)
+	}
+}
+
 // TestJWTFloodAgainstServerLimits replays the review's abuse against the server's limits: the agent
 // lets the flood through (its own per-uid limit is generous here), the server's per-entry bucket
 // refuses it. The ledger gains no more records than the bucket allows; the workload is told

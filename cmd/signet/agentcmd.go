@@ -30,7 +30,8 @@ has no usable SVID or was evicted; on EC2 with node_attestor.aws_iid, with its i
 which the server accepts once per instance unless allow_reattestation or the agent was evicted), keeps its agent SVID in its data dir (0600) and renews it at half
 life, syncs the entries it may issue, and serves the SPIFFE Workload API on a Unix socket. Callers are
 attested by the Unix attestor and, with workload_attestors.k8s in the configuration, by the Kubernetes
-one (docs/kubernetes.md); a caller gets the union of their selectors.
+one (docs/kubernetes.md); a caller gets the union of their selectors. The same socket serves Envoy's
+secret discovery service (SDS v3), attested the same way (docs/envoy.md).
 
 Trust bootstrap: the agent verifies the server with the bundle in trust_bundle_path ('signet bundle show'
 on the server). insecure_bootstrap skips that verification for the first contact only; it is unsafe on
@@ -143,7 +144,7 @@ func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffe
 	an, err := startAgentNode(runCtx, agentNodeConfig{TrustDomain: td, Client: conn, WorkloadSocket: c.SocketPath,
 		SocketDirMode: 0o755, SocketMode: mode, Logger: log, OnRevoked: onRevoked,
 		JWTMintRate: c.JWTMintRate, JWTMintBurst: c.JWTMintBurst, JWTCacheSize: c.JWTCacheSize, MaxHashSize: c.MaxHashSize,
-		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(),
+		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(), SDS: c.SDS.sdsConfig(),
 		OnBundle: func(roots []*x509.Certificate) {
 			if err := id.SetBundle(roots); err != nil {
 				log.Error("could not persist the trust bundle", "error", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
+	"github.com/signet-id/signet/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
@@ -132,6 +133,47 @@ type agentFileConfig struct {
 	attestors enabledAttestors
 	// NodeAttestor says how the agent attests its node (k8s_psat, aws_iid); without it, with a join token.
 	NodeAttestor agentNodeAttestor `yaml:"node_attestor"`
+
+	// Envoy SDS (the secret discovery service on the Workload API socket, docs/envoy.md).
+	SDS agentSDSConfig `yaml:"sds"`
+}
+
+// agentSDSConfig is the agent's sds section (workloadapi.SDSConfig).
+type agentSDSConfig struct {
+	// DisableSPIFFECertValidation sends validation contexts as trusted_ca rather than as the SPIFFE
+	// certificate validator's configuration.
+	DisableSPIFFECertValidation bool `yaml:"disable_spiffe_cert_validation"`
+	// DefaultSVIDName, DefaultBundleName and DefaultAllBundlesName rename the resources default,
+	// ROOTCA and ALL (the names SPIRE's agent configuration calls the same).
+	DefaultSVIDName       string `yaml:"default_svid_name"`
+	DefaultBundleName     string `yaml:"default_bundle_name"`
+	DefaultAllBundlesName string `yaml:"default_all_bundles_name"`
+}
+
+// check fills the default resource names and checks them, naming the key.
+func (c *agentSDSConfig) check(path string) error {
+	c.DefaultSVIDName = cmp.Or(c.DefaultSVIDName, workloadapi.SDSDefaultSVIDName)
+	c.DefaultBundleName = cmp.Or(c.DefaultBundleName, workloadapi.SDSDefaultBundleName)
+	c.DefaultAllBundlesName = cmp.Or(c.DefaultAllBundlesName, workloadapi.SDSAllBundlesName)
+	seen := map[string]string{}
+	for _, k := range []struct{ key, name string }{
+		{"sds.default_svid_name", c.DefaultSVIDName}, {"sds.default_bundle_name", c.DefaultBundleName}, {"sds.default_all_bundles_name", c.DefaultAllBundlesName},
+	} {
+		if err := workloadapi.CheckSDSResourceName(k.name); err != nil {
+			return configError(path, k.key, "%v", err)
+		}
+		if other, dup := seen[k.name]; dup {
+			return configError(path, k.key, "%q is also %s: the three names must differ", k.name, other)
+		}
+		seen[k.name] = k.key
+	}
+	return nil
+}
+
+// sdsConfig maps the sds section onto the library's configuration.
+func (c agentSDSConfig) sdsConfig() workloadapi.SDSConfig {
+	return workloadapi.SDSConfig{DisableSPIFFECertValidation: c.DisableSPIFFECertValidation,
+		DefaultSVIDName: c.DefaultSVIDName, DefaultBundleName: c.DefaultBundleName, DefaultAllBundlesName: c.DefaultAllBundlesName}
 }
 
 // maxConfigSize bounds configuration files.
@@ -773,6 +815,9 @@ func loadAgentConfig(path string) (agentFileConfig, spiffeid.TrustDomain, os.Fil
 		return c, td, 0, err
 	}
 	if err := c.NodeAttestor.check(path); err != nil {
+		return c, td, 0, err
+	}
+	if err := c.SDS.check(path); err != nil {
 		return c, td, 0, err
 	}
 	return c, td, os.FileMode(mode), nil

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
+	"github.com/signet-id/signet/workloadapi"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -127,6 +128,10 @@ func TestConfigErrors(t *testing.T) {
 		{file: "agent-k8s-kubelet-url-http.yaml", kind: "agent", key: "workload_attestors.k8s.kubelet_url", want: []string{`"http://127.0.0.1:10255": want https://host:port`}},
 		{file: "agent-k8s-ca-and-skip.yaml", kind: "agent", key: "workload_attestors.k8s.kubelet_ca_path and skip_kubelet_verification", want: []string{"give one, not both"}},
 		{file: "agent-k8s-unknown-key.yaml", kind: "agent", lines: []int{5}, want: []string{`unknown key "workload_attestors.k8s.kubelet_port"`}},
+		{file: "agent-sds-unknown-key.yaml", kind: "agent", lines: []int{4}, want: []string{`unknown key "sds.default_name"`}},
+		{file: "agent-sds-name-spiffe-id.yaml", kind: "agent", key: "sds.default_bundle_name", want: []string{`"spiffe://example.org"`, "without the spiffe: scheme"}},
+		{file: "agent-sds-names-equal.yaml", kind: "agent", key: "sds.default_all_bundles_name", want: []string{`"ROOTCA" is also sds.default_bundle_name`, "must differ"}},
+		{file: "agent-sds-not-bool.yaml", kind: "agent", lines: []int{4}, want: []string{`"sds.disable_spiffe_cert_validation"`}},
 		{file: "agent-k8s-node-name-env-unset.yaml", kind: "agent", key: "workload_attestors.k8s.node_name_env", want: []string{`"SIGNET_TEST_NODE_NAME_NOT_SET" is empty or not set`}},
 		{file: "agent-k8s-relative-token-path.yaml", kind: "agent", key: "workload_attestors.k8s.token_path", want: []string{`"token" is not an absolute path`}},
 		// host:port keys.
@@ -387,6 +392,7 @@ func TestConfigAgentDefaults(t *testing.T) {
 	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, agent.DefaultJWTMintBurst)
 	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, agent.DefaultJWTCacheSize)
 	cfgEq(t, "max_hash_size", c.MaxHashSize, unix.DefaultMaxHashSize)
+	cfgEq(t, "sds", c.SDS.sdsConfig(), workloadapi.SDSConfig{DefaultSVIDName: "default", DefaultBundleName: "ROOTCA", DefaultAllBundlesName: "ALL"})
 }
 
 func TestConfigAgentValuesKept(t *testing.T) {
@@ -407,6 +413,7 @@ func TestConfigAgentValuesKept(t *testing.T) {
 	cfgEq(t, "jwt_mint_burst", c.JWTMintBurst, 7)
 	cfgEq(t, "jwt_cache_size", c.JWTCacheSize, 300)
 	cfgEq(t, "max_hash_size", c.MaxHashSize, int64(1<<20))
+	cfgEq(t, "sds", c.SDS.sdsConfig(), workloadapi.SDSConfig{DisableSPIFFECertValidation: true, DefaultSVIDName: "svid", DefaultBundleName: "bundle", DefaultAllBundlesName: "bundles"})
 
 	// An unquoted 0600 is read as the string "0600", so quoting the mode is optional.
 	_, _, mode, err = loadAgentConfig(filepath.Join(configTestdata, "agent-socket-mode-unquoted.yaml"))

@@ -49,7 +49,8 @@ func newDevCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run a server and an agent in one process, with an identity for you",
 		Long: `Run Signet in dev mode: one process holding a single-node server (Raft with one voter, the same
-code path as a cluster) and a node agent serving the SPIFFE Workload API on a Unix socket.
+code path as a cluster) and a node agent serving the SPIFFE Workload API on a Unix socket (and
+Envoy's SDS on the same socket: docs/envoy.md, make envoy-example).
 
 Dev mode registers, idempotently, an owner for the invoking OS user and the entry
 spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. Its state (Raft log, registry, ledger,

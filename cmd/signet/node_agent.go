@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/signet-id/signet/agent"
 	"github.com/signet-id/signet/attestor/k8s"
 	"github.com/signet-id/signet/attestor/unix"
@@ -44,6 +45,8 @@ type agentNodeConfig struct {
 	// turns the Kubernetes one on. The Workload API unions their selectors.
 	NoUnix bool
 	K8s    *k8s.Config
+	// SDS configures Envoy's secret discovery service, served on the Workload API socket.
+	SDS    workloadapi.SDSConfig
 	Logger *slog.Logger
 }
 
@@ -71,6 +74,10 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	if err != nil {
 		return nil, err
 	}
+	sds, err := h.SDS(cfg.SDS)
+	if err != nil {
+		return nil, err
+	}
 	lis, err := uds.Listen(cfg.WorkloadSocket, cfg.SocketDirMode, cfg.SocketMode)
 	if err != nil {
 		return nil, fmt.Errorf("workload API socket: %w", err)
@@ -80,6 +87,8 @@ func startAgentNode(ctx context.Context, cfg agentNodeConfig) (*agentNode, error
 	go func() { defer close(n.done); a.Run(runCtx) }()
 	n.workload = grpc.NewServer(grpc.Creds(peercred.Credentials()))
 	workload.RegisterSpiffeWorkloadAPIServer(n.workload, h)
+	// Envoy's SDS on the same socket, attested the same way (docs/envoy.md).
+	secretv3.RegisterSecretDiscoveryServiceServer(n.workload, sds)
 	// A separate gRPC service on the same endpoint, as the Workload Endpoint spec allows: 'signet
 	// healthcheck' asks it. NOT_SERVING until the first entry update and its prefetch SVIDs are in.
 	n.health = health.NewServer()
