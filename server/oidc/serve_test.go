@@ -1,0 +1,116 @@
+package oidc_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/signet-id/signet/server/oidc"
+)
+
+// writeCert writes a self-signed certificate for 127.0.0.1 named cn and its key (mode keyMode) into
+// dir, replacing what is there, and returns the certificate.
+func writeCert(t *testing.T, dir, cn string, keyMode os.FileMode) *x509.Certificate {
+	t.Helper()
+	key := testkit.P256(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WriteFileMode(t, dir, "tls.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
+	testkit.WriteFileMode(t, dir, "tls.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), keyMode)
+	// A rewrite within the file system's timestamp granularity still differs in size or is caught by
+	// moving the modification time on.
+	later := time.Now().Add(time.Duration(len(cn)) * time.Second)
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Chtimes(filepath.Join(dir, f), later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cert
+}
+
+// TestServeTLS: the provider serves HTTPS (TLS 1.2 at least) with the configured certificate, picks a
+// renewed certificate up from the files without a restart, and refuses a key file others can read.
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeCert(t, dir, "open", 0o644)
+	if _, err := oidc.TLSConfig(crt, key); err == nil || !strings.Contains(err.Error(), "chmod 600 "+key) {
+		t.Fatalf("TLSConfig with a key file of mode 0644: %v, want an error saying to chmod 600 it", err)
+	}
+	if _, err := oidc.TLSConfig(filepath.Join(dir, "missing.crt"), key); err == nil || !strings.Contains(err.Error(), "missing.crt") {
+		t.Fatalf("TLSConfig with a missing certificate: %v", err)
+	}
+	first := writeCert(t, dir, "first", 0o600)
+	tlsCfg, err := oidc.TLSConfig(crt, key)
+	if err != nil {
+		t.Fatalf("TLSConfig: %v", err)
+	}
+	st := testkit.OpenStore(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := oidc.New(oidc.Config{Issuer: "https://" + ln.Addr().String(), Bundle: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ctx, ln, tlsCfg) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	// get fetches the discovery document trusting only want, over a new connection.
+	get := func(want *x509.Certificate, maxVersion uint16) error {
+		pool := x509.NewCertPool()
+		pool.AddCert(want)
+		c := &http.Client{Timeout: testkit.Deadline, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MaxVersion: maxVersion}}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("https://" + ln.Addr().String() + oidc.DiscoveryPath)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := get(first, 0); err != nil {
+		t.Fatalf("HTTPS GET: %v", err)
+	}
+	if err := get(first, tls.VersionTLS11); err == nil {
+		t.Error("a TLS 1.1 client was served")
+	}
+	second := writeCert(t, dir, "second-renewed", 0o600)
+	waitfor.Condition(t, testkit.Deadline, "the renewed certificate served", func() bool { return get(second, 0) == nil })
+}
