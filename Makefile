@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 # Benchmarks run a fixed number of iterations so runs are comparable on 2-core machines.
 BENCH_FLAGS ?= -run '^$$' -benchmem
 
-.PHONY: all build install run test vet bench bench-ledger lint proto clean
+.PHONY: all build install run test vet bench bench-ledger lint proto clean example-jwt-api
 
 all: build
 
@@ -24,6 +24,13 @@ install: build
 ## run: start Signet in dev mode (one process: server + agent, Workload API socket, an entry for you)
 run: build
 	./$(BIN) dev
+
+## example-jwt-api: run examples/jwt-api (an API accepting JWT-SVIDs validated against the OIDC provider)
+## against signet dev on 127.0.0.1:8090-8091; TestExampleJWTAPI (cmd/signet) tests it in make test
+example-jwt-api: build
+	$(GO) build -o bin/jwt-api ./examples/jwt-api/api
+	$(GO) build -o bin/jwt-api-client ./examples/jwt-api/client
+	BIN=bin sh examples/jwt-api/run.sh
 
 ## test: vet + every test with the race detector (unit, integration and end-to-end with real processes),
 ## and the aws_iid EC2 API checks, which only an awsec2 build has

@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,30 +17,11 @@ import (
 	"github.com/signet-id/signet/server/oidc"
 )
 
-// writeCert writes a self-signed certificate for 127.0.0.1 named cn and its key (mode keyMode) into
-// dir, replacing what is there, and returns the certificate.
+// writeCert writes a new certificate and key (testkit.WriteTLSCert) and moves their modification time
+// on, so that a rewrite within the file system's timestamp granularity is still seen as a change.
 func writeCert(t *testing.T, dir, cn string, keyMode os.FileMode) *x509.Certificate {
 	t.Helper()
-	key := testkit.P256(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testkit.WriteFileMode(t, dir, "tls.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
-	testkit.WriteFileMode(t, dir, "tls.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), keyMode)
-	// A rewrite within the file system's timestamp granularity still differs in size or is caught by
-	// moving the modification time on.
+	cert := testkit.WriteTLSCert(t, dir, cn, keyMode)
 	later := time.Now().Add(time.Duration(len(cn)) * time.Second)
 	for _, f := range []string{"tls.crt", "tls.key"} {
 		if err := os.Chtimes(filepath.Join(dir, f), later, later); err != nil {
