@@ -22,6 +22,7 @@ import (
 	"github.com/signet-id/signet/examples/jwt-api/jwtapi"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 var oidcLineRE = regexp.MustCompile(`(?m)^OIDC discovery: (\S+)/\.well-known/openid-configuration \(JWT-SVIDs carry iss (\S+)\)$`)
@@ -136,6 +137,15 @@ func TestOIDCDevRotation(t *testing.T) {
 	var claims jwt.Claims
 	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil || claims.Issuer != issuer || tok.Headers[0].KeyID != before[0] {
 		t.Fatalf("JWT-SVID iss %q kid %q (%v), want iss %s kid %s", claims.Issuer, tok.Headers[0].KeyID, err, issuer, before[0])
+	}
+
+	// The Workload API's ValidateJWTSVID (go-spiffe's validation) accepts a token with iss.
+	validated, err := workloadapi.ValidateJWTSVID(ctx, token, "orders-api", workloadapi.WithAddr("unix://"+p.socket))
+	if err != nil {
+		t.Fatalf("ValidateJWTSVID of a token with iss: %v", err)
+	}
+	if validated.Claims["iss"] != issuer {
+		t.Fatalf("ValidateJWTSVID claims %v, want iss %s", validated.Claims, issuer)
 	}
 
 	p.mustCLI("ca", "rotate", "--reason", "oidc test")
