@@ -211,7 +211,8 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	cn, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: cfg.TrustDomain,
-		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, Mux: mux, Logger: log})
+		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, JWTIssuer: cfg.OIDC.Issuer,
+		Mux: mux, Logger: log})
 	if err != nil {
 		return nil, err
 	}
