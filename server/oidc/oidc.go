@@ -76,6 +76,8 @@ type Config struct {
 	// MaxAge is the Cache-Control max-age of both documents (default DefaultMaxAge, between MinMaxAge
 	// and MaxMaxAge).
 	MaxAge time.Duration
+	// Clock is the time of log lines' rate limits (default time.Now).
+	Clock  func() time.Time
 	Logger *slog.Logger
 }
 
@@ -148,6 +150,9 @@ func New(cfg Config) (*Provider, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	p := &Provider{cfg: cfg, prefix: u.Path}
 	if err := p.rebuild(); err != nil {

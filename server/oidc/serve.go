@@ -5,13 +5,17 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/signet-id/signet/internal/fsutil"
+	"github.com/signet-id/signet/internal/ratelimit"
 )
 
 // Timeouts and sizes of the provider's HTTP server: requests are a line and a few headers, responses
@@ -26,6 +30,9 @@ const (
 	ShutdownGrace = 2 * time.Second
 	// MaxCertFileSize bounds the certificate and key files.
 	MaxCertFileSize = 1 << 20
+	// ErrorLinesPerMinute bounds the log lines of failed connections (TLS handshakes that fail, …):
+	// anyone who reaches the port can cause them.
+	ErrorLinesPerMinute = 10
 )
 
 // Serve serves the provider on ln until ctx ends: HTTPS with tlsConfig (TLSConfig), or plain HTTP
@@ -39,7 +46,9 @@ func (p *Provider) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Co
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		TLSConfig:         tlsConfig,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog: log.New(errorLog{log: p.cfg.Logger, clock: p.cfg.Clock,
+			lines: &ratelimit.Lines{Every: time.Minute, Burst: ErrorLinesPerMinute}}, "", 0),
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	done := make(chan struct{})
 	go func() {
@@ -62,6 +71,19 @@ func (p *Provider) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Co
 		return nil
 	}
 	return fmt.Errorf("oidc: serve on %s: %w", ln.Addr(), err)
+}
+
+// errorLog carries the HTTP server's own log lines (failed connections) to the node's log, at most
+// ErrorLinesPerMinute a minute.
+type errorLog struct {
+	log   *slog.Logger
+	clock func() time.Time
+	lines *ratelimit.Lines
+}
+
+func (e errorLog) Write(p []byte) (int, error) {
+	e.lines.Warn(e.log, e.clock(), "OIDC provider: connection failed", "error", strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // TLSConfig is the provider's TLS configuration from a PEM certificate chain and key file (a web PKI

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,9 @@ func TestServeTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := oidc.New(oidc.Config{Issuer: "https://" + ln.Addr().String(), Bundle: st})
+	logged := &testkit.SyncBuffer{}
+	clock := testkit.NewManualClock()
+	p, err := oidc.New(oidc.Config{Issuer: "https://" + ln.Addr().String(), Bundle: st, Clock: clock.Now, Logger: testkit.LoggerTo(t, logged)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +92,24 @@ func TestServeTLS(t *testing.T) {
 	if err := get(first, tls.VersionTLS11); err == nil {
 		t.Error("a TLS 1.1 client was served")
 	}
+	// Anyone can fail handshakes: at most ErrorLinesPerMinute lines a minute reach the log.
+	const refused = "OIDC provider: connection failed"
+	for range 3 * oidc.ErrorLinesPerMinute {
+		_ = get(testkit.WriteTLSCert(t, t.TempDir(), "untrusted", 0o600), 0) // the client refuses the server's certificate
+	}
+	waitfor.Condition(t, testkit.Deadline, "failed handshakes logged", func() bool {
+		return strings.Count(logged.String(), refused) == oidc.ErrorLinesPerMinute
+	})
+	heldBack := regexp.MustCompile(`not_logged_since_last=[1-9]`)
+	clock.Advance(time.Minute)
+	_ = get(testkit.WriteTLSCert(t, t.TempDir(), "untrusted", 0o600), 0)
+	waitfor.Condition(t, testkit.Deadline, "a failed handshake logged a minute later, with the count held back", func() bool {
+		return strings.Count(logged.String(), refused) > oidc.ErrorLinesPerMinute && heldBack.MatchString(logged.String())
+	})
+	if n := strings.Count(logged.String(), refused); n > 2*oidc.ErrorLinesPerMinute {
+		t.Errorf("%d lines logged in two minutes, want at most %d", n, 2*oidc.ErrorLinesPerMinute)
+	}
+
 	second := writeCert(t, dir, "second-renewed", 0o600)
 	waitfor.Condition(t, testkit.Deadline, "the renewed certificate served", func() bool { return get(second, 0) == nil })
 }
