@@ -30,10 +30,11 @@ type oidcFileConfig struct {
 type oidcSetup struct {
 	// Issuer is the iss of JWT-SVIDs; empty with Listen set (dev only): http://<the bound address>.
 	Issuer string
-	// Listen is the provider's address; empty: no provider on this node.
-	Listen    string
-	AllowHTTP bool
-	MaxAge    time.Duration
+	// Listen is the provider's address; empty: no provider on this node. ListenKey names where it
+	// was set (a config key or a flag), for errors.
+	Listen, ListenKey string
+	AllowHTTP         bool
+	MaxAge            time.Duration
 	// TLS serves HTTPS; nil: plain HTTP.
 	TLS *tls.Config
 }
@@ -69,7 +70,7 @@ func (f *oidcFileConfig) check(path string) error {
 	if err := checkHostPort(path, key+".listen_address", f.ListenAddress, true); err != nil {
 		return err
 	}
-	f.setup.Listen, f.setup.MaxAge = f.ListenAddress, f.CacheMaxAge
+	f.setup.Listen, f.setup.ListenKey, f.setup.MaxAge = f.ListenAddress, key+".listen_address", f.CacheMaxAge
 	if f.InsecureHTTP {
 		if tlsSet {
 			return configError(path, key+".tls", "set together with insecure_http: true; choose one (HTTPS here, or plain HTTP behind a TLS-terminating proxy)")

@@ -26,9 +26,9 @@ func TestConfigOIDC(t *testing.T) {
 		{"off", "", oidcSetup{}, false},
 		{"iss only", "oidc:\n  issuer: https://oidc.example.org\n", oidcSetup{Issuer: "https://oidc.example.org"}, false},
 		{"https", "oidc:\n  issuer: https://oidc.example.org/td\n  listen_address: 127.0.0.1:8443\n  cache_max_age: 1m\n  tls:\n    cert_file: " + crt + "\n    key_file: " + key + "\n",
-			oidcSetup{Issuer: "https://oidc.example.org/td", Listen: "127.0.0.1:8443", MaxAge: time.Minute}, true},
+			oidcSetup{Issuer: "https://oidc.example.org/td", Listen: "127.0.0.1:8443", ListenKey: "oidc.listen_address", MaxAge: time.Minute}, true},
 		{"behind a proxy", "oidc:\n  issuer: https://oidc.example.org\n  listen_address: :8080\n  insecure_http: true\n",
-			oidcSetup{Issuer: "https://oidc.example.org", Listen: ":8080", AllowHTTP: true, MaxAge: 5 * time.Minute}, false},
+			oidcSetup{Issuer: "https://oidc.example.org", Listen: ":8080", ListenKey: "oidc.listen_address", AllowHTTP: true, MaxAge: 5 * time.Minute}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _, err := loadServerConfig(cfgWriteTemp(t, head+tc.section))

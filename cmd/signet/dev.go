@@ -211,7 +211,7 @@ func devOIDC(o devOptions) (oidcSetup, error) {
 			return oidcSetup{}, usagef("--oidc-issuer: %v", err)
 		}
 	}
-	return oidcSetup{Listen: o.oidcListen, Issuer: o.oidcIssuer, AllowHTTP: true}, nil
+	return oidcSetup{Listen: o.oidcListen, ListenKey: "--oidc-listen", Issuer: o.oidcIssuer, AllowHTTP: true}, nil
 }
 
 // adminUIDs is who may use the admin socket: the invoking user and root.

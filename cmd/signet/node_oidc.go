@@ -18,7 +18,7 @@ func listenOIDC(s *oidcSetup) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("oidc.listen_address %q: %w", s.Listen, err)
+		return nil, fmt.Errorf("%s %q: %w", s.ListenKey, s.Listen, err)
 	}
 	if s.Issuer == "" {
 		s.Issuer, s.AllowHTTP = "http://"+ln.Addr().String(), true

@@ -176,7 +176,7 @@ func TestOIDCDevRotation(t *testing.T) {
 }
 
 // TestDevOIDCFlags: dev serves plain HTTP, so only on a loopback address; --oidc-issuer needs
-// --oidc-listen; a bad issuer is refused naming the flag.
+// --oidc-listen; a bad issuer, or a port that is taken, is refused naming the flag.
 func TestDevOIDCFlags(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -192,6 +192,17 @@ func TestDevOIDCFlags(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("signet dev %q: exit %d, stderr %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
 		}
+	}
+	// A port that is taken fails the start, naming the flag.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	d := newDevDirs(t)
+	_, stderr, code := runCLI(t, nil, "dev", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.adminSocket, "--oidc-listen", taken.Addr().String())
+	if want := fmt.Sprintf("--oidc-listen %q", taken.Addr().String()); code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "address already in use") {
+		t.Errorf("signet dev with a taken --oidc-listen: exit %d, stderr %q; want exit 1 naming %s", code, stderr, want)
 	}
 }
 
