@@ -22,6 +22,7 @@ import (
 	"github.com/signet-id/signet/examples/jwt-api/jwtapi"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -110,8 +111,9 @@ func jwksKeyIDs(t *testing.T, issuer string) []string {
 }
 
 // TestOIDCDevRotation: signet dev --oidc-listen serves the discovery document and the trust domain's
-// JWT keys; JWT-SVIDs carry the issuer as iss; after 'signet ca rotate' the JWK Set holds the new key
-// and the old one (tokens it signed are still valid) and new tokens are signed by a key it lists.
+// JWT keys; JWT-SVIDs carry the issuer as iss, and the Workload API still validates them; after
+// 'signet ca rotate' the JWK Set holds the new key and the old one (tokens it signed are still valid),
+// and a relying party that fetched the keys before validates new tokens once it fetched them again.
 func TestOIDCDevRotation(t *testing.T) {
 	t.Parallel()
 	p, issuer := startDevOIDC(t)
@@ -148,6 +150,20 @@ func TestOIDCDevRotation(t *testing.T) {
 		t.Fatalf("ValidateJWTSVID claims %v, want iss %s", validated.Claims, issuer)
 	}
 
+	// A relying party (the example's verifier) that fetched the keys before the rotation.
+	clock := testkit.NewManualClock()
+	v, err := jwtapi.NewVerifier(jwtapi.VerifierConfig{Issuer: issuer, Audience: "reports-api", Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, err := jwtapi.FetchToken(ctx, "unix://"+p.socket, "reports-api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, early); err != nil {
+		t.Fatalf("a JWT-SVID before the rotation: %v", err)
+	}
+
 	p.mustCLI("ca", "rotate", "--reason", "oidc test")
 	var after []string
 	waitfor.Condition(t, testkit.Deadline, "the rotated key in the JWK Set", func() bool {
@@ -157,21 +173,27 @@ func TestOIDCDevRotation(t *testing.T) {
 	if want := bundleJWTKeyIDs(t, p); !slices.Equal(after, want) || !slices.Contains(after, before[0]) {
 		t.Fatalf("JWK Set after rotation %q, want the bundle's %q, the old key %s among them", after, want, before[0])
 	}
-	// A token minted now (another audience: the first is cached) is signed by the new key, which the
-	// JWK Set lists.
-	v, err := jwtapi.NewVerifier(jwtapi.VerifierConfig{Issuer: issuer, Audience: "reports-api"})
+	// A token minted now (another audience list: the first is cached) is signed by the new key. The
+	// relying party does not know it yet: it fetches the JWK Set again for the unknown kid (at most every
+	// jwtapi.MinRefreshInterval) and finds it there. The token minted before the rotation stays valid.
+	svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "reports-api", ExtraAudiences: []string{"after-rotation"}},
+		workloadapi.WithAddr("unix://"+p.socket))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := jwtapi.FetchToken(ctx, "unix://"+p.socket, "reports-api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := v.Verify(ctx, fresh); err != nil {
-		t.Fatalf("a JWT-SVID signed after the rotation does not validate against the JWK Set: %v", err)
-	}
+	fresh := svid.Marshal()
 	if tok, _ := jwt.ParseSigned(fresh, []jose.SignatureAlgorithm{jose.ES256}); tok == nil || tok.Headers[0].KeyID == before[0] {
-		t.Errorf("the token minted after rotation is signed by the old key %s", before[0])
+		t.Fatalf("the token minted after rotation is signed by the old key %s", before[0])
+	}
+	if _, err := v.Verify(ctx, fresh); err == nil || !strings.Contains(err.Error(), "is not published") {
+		t.Fatalf("a new key's token within MinRefreshInterval of the last fetch: %v, want refused as not published yet", err)
+	}
+	clock.Advance(jwtapi.MinRefreshInterval)
+	if _, err := v.Verify(ctx, fresh); err != nil {
+		t.Fatalf("a JWT-SVID signed after the rotation does not validate against the JWK Set fetched again: %v", err)
+	}
+	if _, err := v.Verify(ctx, early); err != nil {
+		t.Fatalf("the JWT-SVID signed by the old key before the rotation: %v", err)
 	}
 }
 
