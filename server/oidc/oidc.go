@@ -163,11 +163,15 @@ func New(cfg Config) (*Provider, error) {
 
 // Run rebuilds the documents whenever the bundle changes, until ctx ends.
 func (p *Provider) Run(ctx context.Context) {
+	var failed uint64 // the bundle sequence last refused, logged once
 	for {
 		changed := p.cfg.Bundle.Changed()
-		if err := p.rebuild(); err != nil {
-			// The keys in the bundle were checked when published; keep serving the last good set.
-			p.cfg.Logger.Error("OIDC provider: JWK Set not rebuilt; serving the previous one", "error", err)
+		if seq := p.cfg.Bundle.Bundle().Sequence; seq != failed {
+			if err := p.rebuild(); err != nil {
+				// The keys in the bundle were checked when published; keep serving the last good set.
+				p.cfg.Logger.Error("OIDC provider: JWK Set not rebuilt; serving the previous one", "error", err)
+				failed = seq
+			}
 		}
 		select {
 		case <-ctx.Done():
