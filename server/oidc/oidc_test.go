@@ -2,9 +2,11 @@ package oidc_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -39,7 +41,13 @@ func putJWTKey(t *testing.T, st *storage.Store, kid, node string) {
 // and returns its base URL.
 func startProvider(t *testing.T, st *storage.Store, issuer string, maxAge time.Duration) string {
 	t.Helper()
-	p, err := oidc.New(oidc.Config{Issuer: issuer, AllowHTTP: true, Bundle: st, MaxAge: maxAge, Logger: testkit.Logger(t)})
+	return startProviderWith(t, oidc.Config{Issuer: issuer, AllowHTTP: true, Bundle: st, MaxAge: maxAge, Logger: testkit.Logger(t)})
+}
+
+// startProviderWith is startProvider with the whole configuration.
+func startProviderWith(t *testing.T, cfg oidc.Config) string {
+	t.Helper()
+	p, err := oidc.New(cfg)
 	if err != nil {
 		t.Fatalf("oidc.New: %v", err)
 	}
@@ -277,5 +285,52 @@ func TestConfigRefused(t *testing.T) {
 		if _, err := oidc.ParseIssuer(ok, false); err != nil {
 			t.Errorf("ParseIssuer(%q): %v", ok, err)
 		}
+	}
+}
+
+// TestUnusableKeyKeepsLastSet: a JWT key the JWK Set cannot hold (Ed25519, which no node publishes) in
+// the bundle leaves the previous set served and is logged once, not at every later change of the
+// store; once it is gone the set follows the bundle again.
+func TestUnusableKeyKeepsLastSet(t *testing.T) {
+	st := testkit.OpenStore(t, nil)
+	putJWTKey(t, st, "good", "n1")
+	logged := &testkit.SyncBuffer{}
+	base := startProviderWith(t, oidc.Config{Issuer: "http://issuer.test", AllowHTTP: true, Bundle: st, Logger: testkit.LoggerTo(t, logged)})
+
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer wcancel()
+	if err := st.PutAuthority(wctx, storage.Authority{Kind: storage.AuthorityJWT, ID: "ed25519", DER: der, NotAfter: time.Now().Add(time.Hour),
+		Node: "n2", AddedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "OIDC provider: JWK Set not rebuilt; serving the previous one"
+	waitfor.Condition(t, testkit.Deadline, "the unusable key logged", func() bool { return strings.Contains(logged.String(), msg) })
+	for i := range 5 {
+		if _, err := st.CreateOwner(wctx, storage.Owner{Name: fmt.Sprintf("owner-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putJWTKey(t, st, "later", "n1") // changes the bundle sequence: tried (and logged) once more
+	waitfor.Condition(t, testkit.Deadline, "the next bundle logged", func() bool { return strings.Count(logged.String(), msg) == 2 })
+	if set, _ := keySet(t, base+oidc.KeysPath); !slices.Equal(kids(set), []string{"good"}) {
+		t.Errorf("keys %q while the bundle holds an unusable key, want the last good set (good)", kids(set))
+	}
+	if err := st.RemoveAuthority(wctx, storage.AuthorityJWT, "ed25519", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Condition(t, testkit.Deadline, "the JWK Set to follow the bundle again", func() bool {
+		set, _ := keySet(t, base+oidc.KeysPath)
+		return slices.Equal(kids(set), []string{"good", "later"})
+	})
+	if n := strings.Count(logged.String(), msg); n != 2 {
+		t.Errorf("logged %d times, want 2 (once per bundle that could not be served)", n)
 	}
 }
