@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 # Benchmarks run a fixed number of iterations so runs are comparable on 2-core machines.
 BENCH_FLAGS ?= -run '^$$' -benchmem
 
-.PHONY: all build install run envoy-example test vet bench bench-ledger lint proto clean
+.PHONY: all build install run test vet bench bench-ledger lint proto clean example-envoy example-jwt-api
 
 all: build
 
@@ -25,10 +25,17 @@ install: build
 run: build
 	./$(BIN) dev
 
-## envoy-example: run Envoy with examples/envoy/envoy.yaml against `signet dev` (needs Envoy on PATH;
+## example-envoy: run Envoy with examples/envoy/envoy.yaml against `signet dev` (needs Envoy on PATH;
 ## it is not installed on the build machines, where examples/envoy's test checks the file instead)
-envoy-example: build
+example-envoy: build
 	SIGNET=./$(BIN) examples/envoy/run.sh
+
+## example-jwt-api: run examples/jwt-api (an API accepting JWT-SVIDs validated against the OIDC provider)
+## against signet dev on 127.0.0.1:8090-8091; TestExampleJWTAPI (cmd/signet) tests it in make test
+example-jwt-api: build
+	$(GO) build -o bin/jwt-api ./examples/jwt-api/api
+	$(GO) build -o bin/jwt-api-client ./examples/jwt-api/client
+	BIN=bin sh examples/jwt-api/run.sh
 
 ## test: vet + every test with the race detector (unit, integration and end-to-end with real processes),
 ## and the aws_iid EC2 API checks, which only an awsec2 build has

@@ -24,13 +24,19 @@ const (
 	UseJWTSVID  = "jwt-svid"  // JWT-SVID §6.1
 )
 
+// UseSig is the JWK "use" of a signing key in a plain JWK Set (RFC 7517 §4.2), the form OIDC relying
+// parties read from a provider's jwks_uri.
+const UseSig = "sig"
+
 // jwk is one entry of a SPIFFE bundle. Only parameters defined by RFC 7517/7518 for the key type
 // and by the SVID specs are emitted (Trust Domain and Bundle §4.2: implementers SHOULD NOT include
-// others), so there is no x5t, alg or key_ops.
+// others), so there is no x5t, alg or key_ops. Alg is set only in the OIDC JWK Set
+// (MarshalSigningJWKS), never in a SPIFFE bundle.
 type jwk struct {
 	Kty string   `json:"kty"`           // §4.2.1: MUST be set
 	Use string   `json:"use"`           // §4.2.2: MUST be set
 	Kid string   `json:"kid,omitempty"` // JWT-SVID §6.1: MUST be set; X509-SVID §6.1: MUST NOT be set
+	Alg string   `json:"alg,omitempty"` // RFC 7517 §4.4: OIDC JWK Set only
 	Crv string   `json:"crv,omitempty"` // RFC 7518 §6.2.1.1
 	X   string   `json:"x,omitempty"`   // RFC 7518 §6.2.1.2
 	Y   string   `json:"y,omitempty"`   // RFC 7518 §6.2.1.3
@@ -121,6 +127,43 @@ func MarshalJWTBundle(jwtKeys map[string]crypto.PublicKey) ([]byte, error) {
 		return nil, fmt.Errorf("ca: JWT bundle: %w", err)
 	}
 	return out, nil
+}
+
+// MarshalSigningJWKS returns the JWT-SVID keys as a plain JWK Set (RFC 7517 §5) for OIDC relying
+// parties: each key with "use":"sig", its "kid" and its JWS algorithm in "alg" (RFC 7518 §3.1: ES256,
+// ES384 or ES512 by curve, RS256 for RSA), sorted by kid. It also returns the distinct algorithms,
+// sorted, for a discovery document's id_token_signing_alg_values_supported.
+func MarshalSigningJWKS(jwtKeys map[string]crypto.PublicKey) (doc []byte, algs []string, err error) {
+	keys, err := jwtJWKs(jwtKeys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: JWK Set: %w", err)
+	}
+	for i := range keys {
+		keys[i].Use = UseSig
+		keys[i].Alg = jwsAlg(keys[i])
+		if !slices.Contains(algs, keys[i].Alg) {
+			algs = append(algs, keys[i].Alg)
+		}
+	}
+	slices.Sort(algs)
+	out, err := json.Marshal(jwkSet{Keys: keys})
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: JWK Set: %w", err)
+	}
+	return out, algs, nil
+}
+
+// jwsAlg is the JWS algorithm a key of k's type and curve signs with (RFC 7518 §3.1).
+func jwsAlg(k jwk) string {
+	switch k.Crv {
+	case "P-384":
+		return "ES384"
+	case "P-521":
+		return "ES512"
+	case "":
+		return "RS256"
+	}
+	return "ES256"
 }
 
 // CertificatesPEM returns certs PEM-encoded, one CERTIFICATE block each, in order.

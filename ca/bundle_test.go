@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/signet-id/signet/ca"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -182,8 +183,9 @@ func TestMarshalBundleEdgeCases(t *testing.T) {
 	}
 }
 
-func TestMarshalJWTBundle(t *testing.T) {
-	c := newCA(t, testNow(), time.Hour, nil)
+// rsaAndP384 are JWT keys of the other types a bundle may hold.
+func rsaAndP384(t *testing.T) (*rsa.PrivateKey, *ecdsa.PrivateKey) {
+	t.Helper()
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +194,12 @@ func TestMarshalJWTBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rsaKey, p384
+}
+
+func TestMarshalJWTBundle(t *testing.T) {
+	c := newCA(t, testNow(), time.Hour, nil)
+	rsaKey, p384 := rsaAndP384(t)
 	keys := map[string]crypto.PublicKey{c.JWTKeyID(): c.JWTPublicKey(), "rsa": &rsaKey.PublicKey, "p384": &p384.PublicKey}
 	doc, err := ca.MarshalJWTBundle(keys)
 	if err != nil {
@@ -230,6 +238,46 @@ func TestMarshalJWTBundle(t *testing.T) {
 	}
 	if doc, err := ca.MarshalJWTBundle(nil); err != nil || string(doc) != `{"keys":[]}` {
 		t.Errorf("empty JWT bundle = %s, %v", doc, err)
+	}
+}
+
+// TestMarshalSigningJWKS: the OIDC JWK Set has every key with use sig, its kid and the algorithm of
+// its type, go-jose reads it, and the algorithms are listed once each.
+func TestMarshalSigningJWKS(t *testing.T) {
+	c := newCA(t, testNow(), time.Hour, nil)
+	rsaKey, p384 := rsaAndP384(t)
+	p256 := newP256(t)
+	keys := map[string]crypto.PublicKey{c.JWTKeyID(): c.JWTPublicKey(), "b-p256": p256.Public(), "rsa": &rsaKey.PublicKey, "p384": &p384.PublicKey}
+	doc, algs, err := ca.MarshalSigningJWKS(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(algs, ",") != "ES256,ES384,RS256" {
+		t.Errorf("algs = %q, want ES256, ES384, RS256", algs)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(doc, &set); err != nil {
+		t.Fatalf("go-jose cannot read the JWK Set: %v", err)
+	}
+	wantAlg := map[string]string{c.JWTKeyID(): "ES256", "b-p256": "ES256", "rsa": "RS256", "p384": "ES384"}
+	if len(set.Keys) != len(keys) {
+		t.Fatalf("%d keys, want %d", len(set.Keys), len(keys))
+	}
+	for _, k := range set.Keys {
+		if k.Use != "sig" || k.Algorithm != wantAlg[k.KeyID] {
+			t.Errorf("key %q: use %q alg %q, want sig %s", k.KeyID, k.Use, k.Algorithm, wantAlg[k.KeyID])
+		}
+		if !keys[k.KeyID].(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Key) {
+			t.Errorf("key %q did not round-trip", k.KeyID)
+		}
+	}
+	if doc, algs, err := ca.MarshalSigningJWKS(nil); err != nil || string(doc) != `{"keys":[]}` || len(algs) != 0 {
+		t.Errorf("empty JWK Set = %s %q, %v", doc, algs, err)
+	}
+	// The SPIFFE bundle forms never carry alg.
+	bundle, err := ca.MarshalJWTBundle(keys)
+	if err != nil || strings.Contains(string(bundle), `"alg"`) {
+		t.Errorf("JWT bundle carries alg (%v): %s", err, bundle)
 	}
 }
 

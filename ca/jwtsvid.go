@@ -29,7 +29,14 @@ type JWTSVIDParams struct {
 	// TTL is the lifetime counted from now. The exp claim is now+TTL, capped at the JWT
 	// authority's NotAfter.
 	TTL time.Duration
+	// Issuer, if set, becomes the iss claim (JWT-SVID §3 allows registered claims besides sub, aud
+	// and exp): the OIDC issuer URL relying parties that federate over OIDC discovery check. At most
+	// MaxIssuerLen bytes of valid UTF-8; empty leaves iss out.
+	Issuer string
 }
+
+// MaxIssuerLen bounds JWTSVIDParams.Issuer.
+const MaxIssuerLen = 512
 
 // JWTSVID is a signed JWT-SVID and the claims it carries.
 type JWTSVID struct {
@@ -37,13 +44,14 @@ type JWTSVID struct {
 	ID        string      // the jti claim: 128 random bits, hex
 	SPIFFEID  spiffeid.ID // the sub claim
 	Audience  []string    // the aud claim
+	Issuer    string      // the iss claim; empty when the token has none
 	IssuedAt  time.Time   // the iat claim (whole seconds, UTC)
 	ExpiresAt time.Time   // the exp claim (whole seconds, UTC)
 }
 
 // SignJWTSVID issues a JWT-SVID (JWT-SVID spec) for p.SPIFFEID: JWS compact serialization with the
 // protected header exactly {"alg":"ES256","kid":<kid>,"typ":"JWT"} and the claims sub, aud (always
-// an array), exp, iat and jti. If now+TTL is after the JWT authority's NotAfter, exp is that NotAfter
+// an array), exp, iat and jti, and iss when p.Issuer is set. If now+TTL is after the JWT authority's NotAfter, exp is that NotAfter
 // (capped, not refused); once the authority has less than a second left the call fails with
 // ErrCAExpired. Invalid input fails with ErrInvalidParams.
 //
@@ -65,6 +73,9 @@ func (c *CA) SignJWTSVID(p JWTSVIDParams) (*JWTSVID, error) {
 			return nil, fmt.Errorf("%w: JWT-SVID %s: Audience[%d] is not valid UTF-8", ErrInvalidParams, p.SPIFFEID, i)
 		}
 	}
+	if len(p.Issuer) > MaxIssuerLen || !utf8.ValidString(p.Issuer) {
+		return nil, fmt.Errorf("%w: JWT-SVID %s: Issuer must be at most %d bytes of valid UTF-8", ErrInvalidParams, p.SPIFFEID, MaxIssuerLen)
+	}
 	if err := checkTTL(p.TTL); err != nil {
 		return nil, fmt.Errorf("%w: JWT-SVID %s: %w", ErrInvalidParams, p.SPIFFEID, err)
 	}
@@ -81,7 +92,7 @@ func (c *CA) SignJWTSVID(p JWTSVIDParams) (*JWTSVID, error) {
 	jti := hex.EncodeToString(jtiRaw[:])
 	sub := p.SPIFFEID.String()
 
-	claims := appendClaims(make([]byte, 0, 128+len(sub)+audLen(p.Audience)), sub, p.Audience, exp.Unix(), iat.Unix(), jti)
+	claims := appendClaims(make([]byte, 0, 128+len(sub)+len(p.Issuer)+audLen(p.Audience)), sub, p.Audience, exp.Unix(), iat.Unix(), jti, p.Issuer)
 	token, err := c.signJWS(claims)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign JWT-SVID %s: %w", p.SPIFFEID, err)
@@ -91,6 +102,7 @@ func (c *CA) SignJWTSVID(p JWTSVIDParams) (*JWTSVID, error) {
 		ID:        jti,
 		SPIFFEID:  p.SPIFFEID,
 		Audience:  append([]string(nil), p.Audience...),
+		Issuer:    p.Issuer,
 		IssuedAt:  iat,
 		ExpiresAt: exp,
 	}, nil
@@ -122,8 +134,8 @@ func (c *CA) signJWS(payload []byte) (string, error) {
 
 // appendClaims appends the JSON claims object. Keys are written in a fixed order; every string is
 // escaped by appendJSONString. aud is always an array (JWT-SVID §3.2 allows a string for a single
-// value, but an array is unambiguous for every consumer).
-func appendClaims(b []byte, sub string, aud []string, exp, iat int64, jti string) []byte {
+// value, but an array is unambiguous for every consumer). iss is left out when empty.
+func appendClaims(b []byte, sub string, aud []string, exp, iat int64, jti, iss string) []byte {
 	b = append(b, `{"aud":[`...)
 	for i, a := range aud {
 		if i > 0 {
@@ -135,6 +147,10 @@ func appendClaims(b []byte, sub string, aud []string, exp, iat int64, jti string
 	b = strconv.AppendInt(b, exp, 10)
 	b = append(b, `,"iat":`...)
 	b = strconv.AppendInt(b, iat, 10)
+	if iss != "" {
+		b = append(b, `,"iss":`...)
+		b = appendJSONString(b, iss)
+	}
 	b = append(b, `,"jti":`...)
 	b = appendJSONString(b, jti)
 	b = append(b, `,"sub":`...)

@@ -138,6 +138,52 @@ func TestSignJWTSVID(t *testing.T) {
 	}
 }
 
+// TestSignJWTSVIDIssuer: with an issuer the token carries iss (and nothing else changes); go-spiffe
+// still validates it, and go-jose's standard checks accept iss, aud and exp.
+func TestSignJWTSVIDIssuer(t *testing.T) {
+	now := testNow()
+	c := newCA(t, now.Add(-time.Hour), 24*time.Hour, fixedClock(now))
+	const iss = "https://oidc.example.org/signet"
+	svid, err := c.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"api"}, TTL: time.Minute, Issuer: iss})
+	if err != nil {
+		t.Fatalf("SignJWTSVID: %v", err)
+	}
+	if svid.Issuer != iss {
+		t.Errorf("Issuer = %q, want %q", svid.Issuer, iss)
+	}
+	claims := decodeSegment(t, strings.Split(svid.Token, ".")[1])
+	if len(claims) != 6 || claims["iss"] != iss {
+		t.Errorf("claims = %v, want aud, exp, iat, iss %q, jti, sub", claims, iss)
+	}
+	bundle := jwtbundle.FromJWTAuthorities(td, map[string]crypto.PublicKey{c.JWTKeyID(): c.JWTPublicKey()})
+	if _, err := jwtsvid.ParseAndValidate(svid.Token, bundle, []string{"api"}); err != nil {
+		t.Errorf("go-spiffe refused a JWT-SVID with iss: %v", err)
+	}
+	tok, err := jwt.ParseSigned(svid.Token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var std jwt.Claims
+	if err := tok.Claims(bundle.JWTAuthorities()[c.JWTKeyID()], &std); err != nil {
+		t.Fatal(err)
+	}
+	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: iss, AnyAudience: jwt.Audience{"api"}, Time: now}, 0); err != nil {
+		t.Errorf("go-jose: %v", err)
+	}
+	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: "https://other.example.org", Time: now}, 0); !errors.Is(err, jwt.ErrInvalidIssuer) {
+		t.Errorf("go-jose with another issuer: %v, want ErrInvalidIssuer", err)
+	}
+
+	// Without an issuer, no iss claim.
+	plain, err := c.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: webID, Audience: []string{"api"}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decodeSegment(t, strings.Split(plain.Token, ".")[1])["iss"]; ok || plain.Issuer != "" {
+		t.Errorf("token without issuer carries iss (Issuer %q)", plain.Issuer)
+	}
+}
+
 func TestSignJWTSVIDDistinctIDs(t *testing.T) {
 	c := newCA(t, testNow(), time.Hour, nil)
 	seen := map[string]bool{}
@@ -177,6 +223,8 @@ func TestSignJWTSVIDInvalidParams(t *testing.T) {
 		{"invalid UTF-8 audience", with(func(p *ca.JWTSVIDParams) { p.Audience = []string{"\xff"} }), ca.ErrInvalidParams, "UTF-8"},
 		{"TTL zero", with(func(p *ca.JWTSVIDParams) { p.TTL = 0 }), ca.ErrInvalidParams, "must be positive"},
 		{"TTL negative", with(func(p *ca.JWTSVIDParams) { p.TTL = -time.Second }), ca.ErrInvalidParams, "must be positive"},
+		{"issuer too long", with(func(p *ca.JWTSVIDParams) { p.Issuer = "https://" + strings.Repeat("a", ca.MaxIssuerLen) }), ca.ErrInvalidParams, "Issuer must be at most"},
+		{"invalid UTF-8 issuer", with(func(p *ca.JWTSVIDParams) { p.Issuer = "https://\xff" }), ca.ErrInvalidParams, "Issuer must be at most"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -233,10 +233,11 @@ func (n *Node) registerLocked(ctx context.Context, leaderAddr string) error {
 	defer cancel()
 	resp, err := clusterv1.NewClusterClient(cc).Join(rctx, &clusterv1.JoinRequest{NodeId: n.cfg.Raft.NodeID(), Address: n.cfg.Raft.Address(),
 		TrustDomain: n.cfg.TrustDomain.Name(), ClusterId: n.cfg.ClusterID, X509Authority: root, JwtAuthority: jwtKey, JwtKeyId: kid,
-		CommandVersion: storage.CommandVersion, JoinProof: proof}, grpc.WaitForReady(true))
+		CommandVersion: storage.CommandVersion, JoinProof: proof, JwtIssuer: n.cfg.JWTIssuer}, grpc.WaitForReady(true))
 	if err != nil {
 		return fmt.Errorf("cluster: join through the leader at %s: %w: %s", leaderAddr, ErrPeerRefused, statusMessage(err))
 	}
+	n.warnIssuer(resp.GetJwtIssuer(), "the leader at "+leaderAddr)
 	if err := n.cfg.Raft.WaitApplied(ctx, resp.GetIndex()); err != nil {
 		return fmt.Errorf("cluster: joined, but catching up with the leader failed: %w", err)
 	}

@@ -99,6 +99,11 @@ type Config struct {
 	// Required with BootstrapExpect above 1 or RetryJoin, and for Join; without it this node accepts
 	// no servers.
 	JoinSecret []byte
+	// JWTIssuer is the iss of the JWT-SVIDs this node signs (oidc.issuer; empty: none). It is
+	// configuration on each server, not replicated: a registration (Join) compares the joining node's
+	// with the leader's, and both log a warning when they differ (not a refusal, so that a rolling
+	// restart can change it).
+	JWTIssuer string
 	// Mux is this node's cluster port: its Raft connections, both ways, are authenticated with this
 	// node's server SVID or the join secret (see rafttls.go). Without it the port refuses Raft.
 	Mux    *Mux

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,13 +70,33 @@ func writeSecret(t *testing.T) []byte {
 // stops it when the test ends.
 func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string, secret []byte) *testNode {
 	t.Helper()
-	log := testkit.Logger(t)
+	return startNodeWith(t, mux, nodeOptions{clusterID: clusterID, expect: expect, retryJoin: retryJoin, secret: secret})
+}
+
+// nodeOptions are a test server's cluster settings (startNode's), the iss of its JWT-SVIDs and its log
+// (nil: the test's).
+type nodeOptions struct {
+	clusterID string
+	expect    int
+	retryJoin []string
+	secret    []byte
+	jwtIssuer string
+	log       *slog.Logger
+}
+
+func startNodeWith(t *testing.T, mux *cluster.Mux, o nodeOptions) *testNode {
+	t.Helper()
+	log := o.log
+	if log == nil {
+		log = testkit.Logger(t)
+	}
+	clusterID, expect, retryJoin, secret := o.clusterID, o.expect, o.retryJoin, o.secret
 	st, err := storage.Open(storage.Config{Dir: filepath.Join(t.TempDir(), "server"), StreamLayer: mux.RaftLayer(), Logger: log,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second}) // raft's defaults: a removed server stays a quiet follower for a while
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td, Selectors: testenv.Selectors(),
+	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td, Selectors: testenv.Selectors(), JWTIssuer: o.jwtIssuer,
 		AgentAuth: func(context.Context) (agentapi.Caller, error) { return agentapi.Caller{}, errors.New("no agents here") },
 		AdminAuth: func(context.Context) (string, error) { return "test", nil }, DataDir: t.TempDir(), Logger: log})
 	if err != nil {
@@ -86,7 +107,7 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 		t.Fatal(err)
 	}
 	n, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: td, ClusterID: clusterID,
-		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, JoinSecret: secret, Mux: mux, Logger: log})
+		BootstrapExpect: expect, RetryJoin: retryJoin, RetryInterval: 50 * time.Millisecond, DialTimeout: 2 * time.Second, JoinSecret: secret, JWTIssuer: o.jwtIssuer, Mux: mux, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

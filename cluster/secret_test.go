@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -147,6 +148,44 @@ func TestReadJoinSecretFile(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "kkkk") || strings.Contains(err.Error(), "short secret") {
 			t.Errorf("%s: the error shows the secret: %v", tc.name, err)
+		}
+	}
+}
+
+// TestJoinWarnsOfAnotherIssuer: a server that signs JWT-SVIDs with another oidc.issuer than the leader
+// still joins (so a rolling restart can change the issuer), and both sides log a warning naming the two
+// issuers; a server with the same issuer joins without one.
+func TestJoinWarnsOfAnotherIssuer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Deadline)
+	defer cancel()
+	secret := writeSecret(t)
+	logOf := func(buf *testkit.SyncBuffer) *slog.Logger { return testkit.LoggerTo(t, buf) }
+	leaderLog, sameLog, otherLog := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
+	leader := startNodeWith(t, listen(t), nodeOptions{expect: 1, secret: secret, jwtIssuer: "https://oidc.example.org", log: logOf(leaderLog)})
+	if err := leader.st.BootstrapCluster([]storage.Member{{ID: leader.st.NodeID(), Address: leader.st.Address(), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, leader)
+	const warning = "another server signs JWT-SVIDs with another oidc.issuer: set the same oidc.issuer on every server"
+
+	same := startNodeWith(t, listen(t), nodeOptions{secret: secret, jwtIssuer: "https://oidc.example.org", log: logOf(sameLog)})
+	if _, _, err := same.node.Join(ctx, leader.mux.Addr().String()); err != nil {
+		t.Fatalf("join with the same issuer: %v", err)
+	}
+	waitReady(t, same)
+	other := startNodeWith(t, listen(t), nodeOptions{secret: secret, jwtIssuer: "https://other.example.org", log: logOf(otherLog)})
+	if _, _, err := other.node.Join(ctx, leader.mux.Addr().String()); err != nil {
+		t.Fatalf("join with another issuer: %v, want it joined (with a warning)", err)
+	}
+	waitReady(t, other)
+	if strings.Contains(sameLog.String(), warning) || strings.Count(leaderLog.String(), warning) != 1 {
+		t.Errorf("the leader warned %d times (want once, for the other issuer); the server with the same issuer warned: %v\nleader log:\n%s",
+			strings.Count(leaderLog.String(), warning), strings.Contains(sameLog.String(), warning), leaderLog)
+	}
+	for name, buf := range map[string]*testkit.SyncBuffer{"leader": leaderLog, "joiner": otherLog} {
+		got := buf.String()
+		if !strings.Contains(got, warning) || !strings.Contains(got, "https://oidc.example.org") || !strings.Contains(got, "https://other.example.org") {
+			t.Errorf("%s log does not warn naming both issuers:\n%s", name, got)
 		}
 	}
 }

@@ -34,6 +34,8 @@ const (
 	MaxMessageBytes = 64 << 20
 	maxIDBytes      = 256
 	maxAuthority    = 16 << 10
+	// maxIssuerBytes bounds jwt_issuer (as ca.MaxIssuerLen bounds the iss claim).
+	maxIssuerBytes = 512
 )
 
 // newGRPCServer is the cluster API's server: TLS 1.3, presenting the node's server SVID.
@@ -175,6 +177,9 @@ func (s *service) Join(ctx context.Context, req *clusterv1.JoinRequest) (*cluste
 	if len(req.GetX509Authority()) > maxAuthority || len(req.GetJwtAuthority()) > maxAuthority {
 		return nil, status.Errorf(codes.InvalidArgument, "cluster: join: an authority over %d bytes", maxAuthority)
 	}
+	if len(req.GetJwtIssuer()) > maxIssuerBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "cluster: join: jwt_issuer over %d bytes", maxIssuerBytes)
+	}
 	creds, err := s.joinCredentials(ctx, req)
 	if err != nil {
 		return nil, status.Errorf(codes.Unauthenticated, "cluster: join: node %s: %v", req.GetNodeId(), err)
@@ -228,7 +233,26 @@ func (s *service) Join(ctx context.Context, req *clusterv1.JoinRequest) (*cluste
 			n.markReady()
 		}
 	}
-	return &clusterv1.JoinResponse{Index: n.cfg.Raft.Status().LastIndex}, nil
+	n.warnIssuer(req.GetJwtIssuer(), "server "+req.GetNodeId())
+	return &clusterv1.JoinResponse{Index: n.cfg.Raft.Status().LastIndex, JwtIssuer: n.cfg.JWTIssuer}, nil
+}
+
+// warnIssuer logs a warning when another server (who) signs JWT-SVIDs with another iss than this one:
+// relying parties that check iss refuse one server's tokens or the other's.
+func (n *Node) warnIssuer(theirs, who string) {
+	if theirs == n.cfg.JWTIssuer {
+		return
+	}
+	n.log.Warn("another server signs JWT-SVIDs with another oidc.issuer: set the same oidc.issuer on every server",
+		"this_server", describeIssuer(n.cfg.JWTIssuer), "other", who, "other_issuer", describeIssuer(theirs))
+}
+
+// describeIssuer is an issuer as a log shows it.
+func describeIssuer(iss string) string {
+	if iss == "" {
+		return "(none: tokens carry no iss)"
+	}
+	return iss
 }
 
 // Join refusals for want of the cluster's join secret.

@@ -72,6 +72,9 @@ type Config struct {
 	MinX509SVIDTTL, MinJWTSVIDTTL time.Duration
 	// IssuanceLimits are the per-agent and per-entry issuance rate limits (zero fields: defaults).
 	IssuanceLimits issuer.IssuanceLimits
+	// JWTIssuer, if set, is the iss claim of the JWT-SVIDs this node signs (issuer.IssuerConfig), the
+	// issuer URL of the OIDC discovery provider (server/oidc); the same on every server of a cluster.
+	JWTIssuer string
 	// DataDir, if set, is the server's data directory: below MinFreeDisk bytes free on its file system
 	// (default issuer.DefaultMinFreeDisk, measured by FreeDisk, default issuer.StatfsFree) the server
 	// refuses to issue.
@@ -136,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	iss, err := issuer.NewIssuer(issuer.IssuerConfig{Store: cfg.Store, CA: cfg.CA, Keys: issuerKeys, Recorder: rec, NodeID: cfg.Store.NodeID(),
-		Limits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
+		Limits: cfg.IssuanceLimits, JWTIssuer: cfg.JWTIssuer, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.FreeDisk, Clock: cfg.Clock, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,8 @@ type serverFileConfig struct {
 	LedgerRetention time.Duration `yaml:"ledger_retention"`
 	// NodeAttestors are the node attestors agents may use besides join tokens (k8s_psat, aws_iid).
 	NodeAttestors serverNodeAttestors `yaml:"node_attestors"`
+	// OIDC is the OIDC discovery provider and the iss of JWT-SVIDs (config_oidc.go, docs/oidc.md).
+	OIDC oidcFileConfig `yaml:"oidc"`
 	// Policy holds the entry creation policy (CEL rules; docs/policy.md).
 	Policy policy.Config `yaml:"policy"`
 	// IssuanceLimits are the token buckets of issuance (SVIDs per second and burst).
@@ -624,6 +626,10 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 		return c, td, err
 	}
 	if err := c.NodeAttestors.build(path, td); err != nil {
+		return c, td, err
+	}
+	// The OIDC discovery provider (issue 14).
+	if err := c.OIDC.check(path); err != nil {
 		return c, td, err
 	}
 	return c, td, nil

@@ -170,6 +170,15 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-raft-snapshot-threshold-small.yaml", kind: "server", key: "raft.snapshot_threshold", want: []string{"3: must be between 16 and 10000000 log entries"}},
 		{file: "server-raft-trailing-logs-large.yaml", kind: "server", key: "raft.trailing_logs", want: []string{"20000000: must be between 16 and 10000000"}},
 		{file: "server-raft-snapshot-interval-short.yaml", kind: "server", key: "raft.snapshot_interval", want: []string{"1ms: must be between 100ms and 24h0m0s"}},
+		// The OIDC discovery provider.
+		{file: "server-oidc-issuer-http.yaml", kind: "server", key: "oidc.issuer", want: []string{`"http://oidc.example.org": want https`, "oidc.insecure_http"}},
+		{file: "server-oidc-issuer-trailing-slash.yaml", kind: "server", key: "oidc.issuer", want: []string{`no trailing slash`, `write "https://oidc.example.org"`}},
+		{file: "server-oidc-listen-without-issuer.yaml", kind: "server", key: "oidc.issuer", want: []string{"is required with the other oidc keys"}},
+		{file: "server-oidc-no-tls.yaml", kind: "server", key: "oidc.tls.cert_file", want: []string{"is required to serve HTTPS", "insecure_http: true"}},
+		{file: "server-oidc-tls-and-insecure.yaml", kind: "server", key: "oidc.tls", want: []string{"insecure_http: true; choose one"}},
+		{file: "server-oidc-cache-max-age-long.yaml", kind: "server", key: "oidc.cache_max_age", want: []string{"24h0m0s: want between 10s and 1h0m0s"}},
+		{file: "server-oidc-tls-key-missing.yaml", kind: "server", key: "oidc.tls", want: []string{"/nonexistent/signet-oidc/fullchain.pem"}},
+		{file: "server-oidc-listen-no-port.yaml", kind: "server", key: "oidc.listen_address", want: []string{`"0.0.0.0": missing port`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/issuer"
+	"github.com/signet-id/signet/server/oidc"
 	"github.com/signet-id/signet/storage"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -41,6 +42,8 @@ type devOptions struct {
 	adminSocket    string
 	logLevel       string
 	caTTL          time.Duration
+	// oidcListen and oidcIssuer turn on the OIDC discovery provider (plain HTTP, loopback only).
+	oidcListen, oidcIssuer string
 }
 
 func newDevCmd() *cobra.Command {
@@ -50,7 +53,7 @@ func newDevCmd() *cobra.Command {
 		Short: "Run a server and an agent in one process, with an identity for you",
 		Long: `Run Signet in dev mode: one process holding a single-node server (Raft with one voter, the same
 code path as a cluster) and a node agent serving the SPIFFE Workload API on a Unix socket (and
-Envoy's SDS on the same socket: docs/envoy.md, make envoy-example).
+Envoy's SDS on the same socket: docs/envoy.md, make example-envoy).
 
 Dev mode registers, idempotently, an owner for the invoking OS user and the entry
 spiffe://<trust-domain>/dev/<user> selected by unix:uid:<uid>. Its state (Raft log, registry, ledger,
@@ -61,10 +64,14 @@ register an entry for another uid ('signet entry create --selector unix:uid:<uid
 processes get its SVIDs. They must also be able to enter the directories above it: $XDG_RUNTIME_DIR is
 usually yours alone (0700), so to serve other users choose a --socket they can reach, such as
 /tmp/signet-dev/agent.sock (dev prints a note when they cannot). The admin socket stays 0600, for you
-and root.`,
+and root.
+
+--oidc-listen serves the OIDC discovery document and JWK Set of the JWT-SVID keys (docs/oidc.md) over
+plain HTTP on a loopback address, and JWT-SVIDs then carry iss: --oidc-issuer, or http://<that address>.`,
 		Example: `  signet dev
   export SPIFFE_ENDPOINT_SOCKET=unix://$XDG_RUNTIME_DIR/signet/agent.sock   # as printed; else /tmp/signet-<uid>/
-  signet svid fetch`,
+  signet svid fetch
+  signet dev --oidc-listen 127.0.0.1:8090   # JWT-SVIDs carry iss http://127.0.0.1:8090`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.Context(), o) },
 	}
@@ -75,6 +82,8 @@ and root.`,
 	f.StringVar(&o.adminSocket, "admin-socket", defaultAdminSocket(), "admin API socket path")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.DurationVar(&o.caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of each CA key; keys rotate at half life (docs/configuration.md, ca.ttl)")
+	f.StringVar(&o.oidcListen, "oidc-listen", "", "serve the OIDC discovery provider over plain HTTP on this loopback host:port (docs/oidc.md)")
+	f.StringVar(&o.oidcIssuer, "oidc-issuer", "", "the iss of JWT-SVIDs and the provider's issuer URL (default http://<--oidc-listen address>)")
 	return cmd
 }
 
@@ -100,6 +109,10 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return usagef("--trust-domain %v", err)
 	}
+	oidcSetup, err := devOIDC(o)
+	if err != nil {
+		return err
+	}
 	devAgentID, err := spiffeid.FromPath(td, issuer.ReservedPathPrefix+"agent/dev")
 	if err != nil {
 		return err
@@ -119,7 +132,7 @@ func runDev(ctx context.Context, o devOptions) error {
 			// Only the in-process agent can reach this agent API: there is no network listener.
 			return agentapi.Caller{AgentID: devAgentID, NodeAttestation: "dev"}, nil
 		},
-		DefaultParentID: devAgentID.String(), Logger: log,
+		DefaultParentID: devAgentID.String(), OIDC: oidcSetup, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -170,10 +183,36 @@ func runDev(ctx context.Context, o devOptions) error {
 	if dir, mode, ok := uds.OthersCanReach(o.workloadSocket); !ok {
 		fmt.Printf("Note: other local users cannot reach the Workload API socket: %s has mode %04o (chmod o+x it, or choose --socket in a directory they can enter).\n", dir, mode)
 	}
+	if oidcSetup.Listen != "" {
+		fmt.Printf("OIDC discovery: %s/.well-known/openid-configuration (JWT-SVIDs carry iss %s)\n", node.oidcIssuer, node.oidcIssuer)
+	}
 	fmt.Println("Press Ctrl-C to stop.")
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
+}
+
+// devOIDC checks --oidc-listen and --oidc-issuer: dev serves plain HTTP, so on a loopback address only.
+func devOIDC(o devOptions) (oidcSetup, error) {
+	if o.oidcListen == "" {
+		if o.oidcIssuer != "" {
+			return oidcSetup{}, usagef("--oidc-issuer needs --oidc-listen (e.g. 127.0.0.1:8090)")
+		}
+		return oidcSetup{}, nil
+	}
+	host, _, err := net.SplitHostPort(o.oidcListen)
+	if err != nil {
+		return oidcSetup{}, usagef("--oidc-listen %q: want host:port, e.g. 127.0.0.1:8090", o.oidcListen)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return oidcSetup{}, usagef("--oidc-listen %q: dev serves plain HTTP, so only on a loopback address such as 127.0.0.1:8090 (signet server serves HTTPS: docs/oidc.md)", o.oidcListen)
+	}
+	if o.oidcIssuer != "" {
+		if _, err := oidc.ParseIssuer(o.oidcIssuer, true); err != nil {
+			return oidcSetup{}, usagef("--oidc-issuer: %v", err)
+		}
+	}
+	return oidcSetup{Listen: o.oidcListen, ListenKey: "--oidc-listen", Issuer: o.oidcIssuer, AllowHTTP: true}, nil
 }
 
 // adminUIDs is who may use the admin socket: the invoking user and root.

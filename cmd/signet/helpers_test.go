@@ -59,7 +59,9 @@ type devProc struct {
 	socket      string
 	adminSocket string
 	stderr      *testkit.SyncBuffer
-	exited      chan error
+	// stdout is every line the process printed.
+	stdout *testkit.SyncBuffer
+	exited chan error
 }
 
 // devDirs are the paths of one dev instance; reusing them restarts the same instance.
@@ -89,7 +91,7 @@ func tryStartDev(t testing.TB, d devDirs, extra ...string) (*devProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &devProc{t: t, cmd: cmd, dataDir: d.dataDir, socket: d.socket, adminSocket: d.adminSocket, stderr: &testkit.SyncBuffer{}, exited: make(chan error, 1)}
+	p := &devProc{t: t, cmd: cmd, dataDir: d.dataDir, socket: d.socket, adminSocket: d.adminSocket, stderr: &testkit.SyncBuffer{}, stdout: &testkit.SyncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -98,7 +100,9 @@ func tryStartDev(t testing.TB, d devDirs, extra ...string) (*devProc, error) {
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "export SPIFFE_ENDPOINT_SOCKET=") {
+			line := sc.Text()
+			fmt.Fprintln(p.stdout, line)
+			if strings.HasPrefix(line, "export SPIFFE_ENDPOINT_SOCKET=") {
 				ready <- line
 			}
 		}

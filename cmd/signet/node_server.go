@@ -84,7 +84,9 @@ type serverNodeConfig struct {
 	DefaultParentID string
 	// NodeAttestors are node attestors besides join tokens (which are always on).
 	NodeAttestors []agentapi.NodeAttestor
-	Logger        *slog.Logger
+	// OIDC is the OIDC discovery provider and the iss of JWT-SVIDs (zero: off).
+	OIDC   oidcSetup
+	Logger *slog.Logger
 }
 
 // auditCheckpointFile is the node's automatic audit checkpoint, in its data dir's server/.
@@ -101,8 +103,10 @@ type serverNode struct {
 	mux     *cluster.Mux
 	admin   *grpc.Server
 	health  *health.Server
-	cancel  context.CancelFunc
-	done    chan struct{}
+	// oidcIssuer is the iss of the JWT-SVIDs the node signs ("" for none).
+	oidcIssuer string
+	cancel     context.CancelFunc
+	done       chan struct{}
 }
 
 // startServerNode opens the store, starts the cluster port and the admin API, and brings the node into
@@ -127,6 +131,15 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 			}
 		}()
 	}
+	oidcLn, err := listenOIDC(&cfg.OIDC)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && oidcLn != nil {
+			oidcLn.Close()
+		}
+	}()
 	mux, err := cluster.Listen(cfg.RaftBind, cfg.RaftAdvertise)
 	if err != nil {
 		return nil, err
@@ -187,7 +200,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		AgentAuth: agentAuth, AdminAuth: adminAuth, AgentSVIDTTL: cfg.AgentSVIDTTL,
 		MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL,
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
-		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk,
+		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, JWTIssuer: cfg.OIDC.Issuer,
 		NodeAttestors:   append([]agentapi.NodeAttestor{&jointoken.Attestor{Store: st, TrustDomain: cfg.TrustDomain}}, cfg.NodeAttestors...),
 		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
@@ -198,9 +211,16 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		return nil, err
 	}
 	cn, err := cluster.New(cluster.Config{Raft: st, Identity: ident, Registrar: ident, TrustDomain: cfg.TrustDomain,
-		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, Mux: mux, Logger: log})
+		ClusterID: cfg.ClusterID, BootstrapExpect: cfg.BootstrapExpect, RetryJoin: cfg.RetryJoin, JoinSecret: cfg.JoinSecret, JWTIssuer: cfg.OIDC.Issuer,
+		Mux: mux, Logger: log})
 	if err != nil {
 		return nil, err
+	}
+	var runOIDC func(context.Context)
+	if oidcLn != nil {
+		if runOIDC, err = newOIDCProvider(st, cfg.OIDC, oidcLn, log); err != nil {
+			return nil, err
+		}
 	}
 	st.SetForwarder(cn)
 	go func() {
@@ -209,10 +229,13 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		}
 	}()
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	n := &serverNode{store: st, ca: authority, kms: kms, keys: rot, srv: srv, cluster: cn, mux: mux, cancel: cancel, done: make(chan struct{})}
+	n := &serverNode{store: st, ca: authority, kms: kms, keys: rot, srv: srv, cluster: cn, mux: mux, oidcIssuer: cfg.OIDC.Issuer, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() { srv.Run(runCtx) })
 	wg.Go(func() { _ = cn.Run(runCtx) })
+	if runOIDC != nil {
+		wg.Go(func() { runOIDC(runCtx) })
+	}
 	go func() { wg.Wait(); close(n.done) }()
 	defer func() {
 		if err != nil {

@@ -23,7 +23,9 @@ func newServerCmd() *cobra.Command {
 		Use:   "server",
 		Short: "Run a Signet server node",
 		Long: `Run a server node: the registry, the CA and the issuance ledger in Raft, the agent API on TCP
-(TLS 1.3; agents authenticate with their agent SVID) and the admin API on a local Unix socket.
+(TLS 1.3; agents authenticate with their agent SVID) and the admin API on a local Unix socket. With
+the oidc section, JWT-SVIDs carry oidc.issuer as iss and the server can serve the OIDC discovery
+document and JWK Set of the trust domain's JWT keys on a listener of its own (docs/oidc.md).
 
 Every configuration key, with its default, is in docs/configuration.md; examples/config/server.yaml is a
 commented example.`,
@@ -77,6 +79,7 @@ func runServer(ctx context.Context, path string) error {
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
 		MinFreeDisk: c.minFreeDisk, StateMmapSize: c.stateMmapSize, NodeAttestors: c.NodeAttestors.built,
+		OIDC: c.OIDC.setup,
 	})
 	if err != nil {
 		return err

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs Envoy with envoy.yaml against `signet dev` (make envoy-example). Envoy must be installed
+# Runs Envoy with envoy.yaml against `signet dev` (make example-envoy). Envoy must be installed
 # (https://www.envoyproxy.io/docs/envoy/latest/start/install); it is not on Signet's build machines,
 # where examples/envoy/envoy_test.go checks the file instead.
 set -eu

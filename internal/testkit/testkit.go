@@ -6,6 +6,7 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,6 +25,11 @@ const Deadline = 30 * time.Second
 // Logger writes warnings and errors to tb's log, so they show beside the failure they explain.
 func Logger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// LoggerTo is Logger that also writes every line to w (a SyncBuffer the test reads).
+func LoggerTo(tb testing.TB, w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(tbWriter{tb}, w), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 type tbWriter struct{ tb testing.TB }

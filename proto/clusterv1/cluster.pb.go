@@ -171,7 +171,11 @@ type JoinRequest struct {
 	// HMAC-SHA256 under the cluster's join secret (raft.join_secret_file) of this node ID, the public key
 	// of the server SVID the caller presents, the trust domain and the cluster ID (see cluster.joinProof):
 	// it proves the secret without sending it, bound to this join.
-	JoinProof     []byte `protobuf:"bytes,9,opt,name=join_proof,json=joinProof,proto3" json:"join_proof,omitempty"`
+	JoinProof []byte `protobuf:"bytes,9,opt,name=join_proof,json=joinProof,proto3" json:"join_proof,omitempty"`
+	// The iss of the JWT-SVIDs this node signs (oidc.issuer; empty: none). Every server should sign with
+	// the same: the leader logs a warning when it differs from its own (not a refusal, so that a rolling
+	// restart can change it).
+	JwtIssuer     string `protobuf:"bytes,10,opt,name=jwt_issuer,json=jwtIssuer,proto3" json:"jwt_issuer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,10 +273,19 @@ func (x *JoinRequest) GetJoinProof() []byte {
 	return nil
 }
 
+func (x *JoinRequest) GetJwtIssuer() string {
+	if x != nil {
+		return x.JwtIssuer
+	}
+	return ""
+}
+
 type JoinResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The log index of the last change the join made: the joined node serves once it has applied it.
-	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The leader's jwt_issuer (see JoinRequest): the joined node logs a warning when it differs from its own.
+	JwtIssuer     string `protobuf:"bytes,2,opt,name=jwt_issuer,json=jwtIssuer,proto3" json:"jwt_issuer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +325,13 @@ func (x *JoinResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *JoinResponse) GetJwtIssuer() string {
+	if x != nil {
+		return x.JwtIssuer
+	}
+	return ""
 }
 
 type ForwardRequest struct {
@@ -1090,7 +1110,7 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\thas_state\x18\x05 \x01(\bR\bhasState\x12\x1b\n" +
 	"\tleader_id\x18\x06 \x01(\tR\bleaderId\x12%\n" +
-	"\x0eleader_address\x18\a \x01(\tR\rleaderAddress\"\xb4\x02\n" +
+	"\x0eleader_address\x18\a \x01(\tR\rleaderAddress\"\xd3\x02\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12!\n" +
@@ -1103,9 +1123,14 @@ const file_clusterv1_cluster_proto_rawDesc = "" +
 	"jwt_key_id\x18\a \x01(\tR\bjwtKeyId\x12'\n" +
 	"\x0fcommand_version\x18\b \x01(\rR\x0ecommandVersion\x12\x1d\n" +
 	"\n" +
-	"join_proof\x18\t \x01(\fR\tjoinProof\"$\n" +
+	"join_proof\x18\t \x01(\fR\tjoinProof\x12\x1d\n" +
+	"\n" +
+	"jwt_issuer\x18\n" +
+	" \x01(\tR\tjwtIssuer\"C\n" +
 	"\fJoinResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"B\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1d\n" +
+	"\n" +
+	"jwt_issuer\x18\x02 \x01(\tR\tjwtIssuer\"B\n" +
 	"\x0eForwardRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\x12\x16\n" +
 	"\x06ledger\x18\x02 \x01(\fR\x06ledger\"\xb2\x01\n" +

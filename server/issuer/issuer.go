@@ -63,6 +63,10 @@ type IssuerConfig struct {
 	NodeID string
 	// Limits are the issuance rate limits (zero fields take the defaults).
 	Limits IssuanceLimits
+	// JWTIssuer, if set, is the iss claim of every JWT-SVID this node signs: the OIDC issuer URL
+	// (server/oidc) relying parties that federate over OIDC discovery check. Every server of a cluster
+	// must be configured with the same one (docs/oidc.md).
+	JWTIssuer string
 	// DataDir, if set, is the directory whose file system must keep MinFreeDisk bytes (default
 	// DefaultMinFreeDisk) free for the server to issue, as measured by FreeDisk (default StatfsFree).
 	DataDir     string
@@ -368,7 +372,7 @@ func (i *Issuer) SignJWTSVID(ctx context.Context, caller Caller, entryID string,
 		return nil, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
 	}
 	authority := i.authority() // the key that signs is the key the record names
-	svid, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: e.JWTTTL})
+	svid, err := authority.SignJWTSVID(ca.JWTSVIDParams{SPIFFEID: id, Audience: audience, TTL: e.JWTTTL, Issuer: i.cfg.JWTIssuer})
 	if err != nil {
 		return nil, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
