@@ -254,21 +254,30 @@ func checkIntermediate(cert *x509.Certificate, td spiffeid.TrustDomain, chain, r
 	if err := checkSigningCert(cert, td); err != nil {
 		return err
 	}
-	rootPool, interPool := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range roots {
-		rootPool.AddCert(r)
-	}
 	for _, c := range chain {
 		if !c.BasicConstraintsValid || !c.IsCA {
 			return fmt.Errorf("upstream chain certificate %q is not a CA certificate", c.Subject.String())
 		}
-		interPool.AddCert(c)
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: interPool, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err := VerifyChain(cert, chain, roots, now); err != nil {
 		return fmt.Errorf("does not chain to the upstream roots: %w", err)
 	}
 	return nil
+}
+
+// VerifyChain checks that cert chains, through the intermediates, to one of roots at time now, for any
+// key usage.
+func VerifyChain(cert *x509.Certificate, intermediates, roots []*x509.Certificate, now time.Time) error {
+	rootPool, interPool := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		rootPool.AddCert(r)
+	}
+	for _, c := range intermediates {
+		interPool.AddCert(c)
+	}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: interPool, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 // checkSigningCert checks what every X.509 signing certificate of td needs, self-signed or not.

@@ -114,14 +114,7 @@ func (d *Disk) load(now time.Time) (*diskCA, error) {
 	} else if out.roots, err = ca.LoadCertificates(d.cfg.BundleFile); err != nil {
 		return nil, fmt.Errorf("%s: %w", diskBundleKey, err)
 	}
-	pool, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range out.roots {
-		pool.AddCert(r)
-	}
-	for _, c := range out.chain {
-		inter.AddCert(c)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err := ca.VerifyChain(cert, out.chain, out.roots, now); err != nil {
 		return nil, fmt.Errorf("%s %s does not chain to the roots (%s): %w", diskCertKey, d.cfg.CertFile, diskBundleKey, err)
 	}
 	return out, nil
