@@ -165,6 +165,14 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-raft-snapshot-threshold-small.yaml", kind: "server", key: "raft.snapshot_threshold", want: []string{"3: must be between 16 and 10000000 log entries"}},
 		{file: "server-raft-trailing-logs-large.yaml", kind: "server", key: "raft.trailing_logs", want: []string{"20000000: must be between 16 and 10000000"}},
 		{file: "server-raft-snapshot-interval-short.yaml", kind: "server", key: "raft.snapshot_interval", want: []string{"1ms: must be between 100ms and 24h0m0s"}},
+		// Upstream authority.
+		{file: "server-upstream-type-unknown.yaml", kind: "server", key: "upstream_authority.type", want: []string{`"vault": want disk or step-ca`}},
+		{file: "server-upstream-no-type.yaml", kind: "server", key: "upstream_authority.type", want: []string{"is required: disk or step-ca"}},
+		{file: "server-upstream-disk-relative.yaml", kind: "server", key: "upstream_authority.disk.cert_file", want: []string{`"upstream.crt" must be an absolute path`}},
+		{file: "server-upstream-with-kms.yaml", kind: "server", key: "upstream_authority", want: []string{"needs ca.key_manager disk"}},
+		{file: "server-upstream-step-ca-http.yaml", kind: "server", key: "upstream_authority", want: []string{"upstream_authority.step_ca.url", "want https://host[:port]"}},
+		{file: "server-upstream-step-ca-with-disk.yaml", kind: "server", key: "upstream_authority.disk", want: []string{"upstream_authority.type is step-ca: remove it"}},
+		{file: "server-upstream-disk-missing.yaml", kind: "server", key: "upstream_authority", want: []string{"upstream_authority.disk.cert_file", "/nonexistent/upstream.crt"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {

@@ -26,7 +26,7 @@ import (
 )
 
 // StepCA is a real step-ca authority (github.com/smallstep/certificates v0.30.2) running in a process of
-// its own, with a root, an intermediate that signs (path length 1, so it may sign a Signet node's CA) and
+// its own, with a root, an intermediate that signs (both valid for years; certificates up to 9000h) (path length 1, so it may sign a Signet node's CA) and
 // one JWK provisioner whose template signs CA certificates (path length 0, keyCertSign|cRLSign).
 type StepCA struct {
 	URL          string
@@ -63,9 +63,9 @@ func StartStepCA(tb testing.TB) *StepCA {
 	rootKey, interKey := P256(tb), P256(tb)
 	now := time.Now().Truncate(time.Second)
 	root := certify(tb, &x509.Certificate{Subject: pkix.Name{CommonName: "Step Test Root CA"}, NotBefore: now.Add(-time.Hour),
-		NotAfter: now.Add(10 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, nil, rootKey, rootKey)
+		NotAfter: now.Add(3 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, nil, rootKey, rootKey)
 	inter := certify(tb, &x509.Certificate{Subject: pkix.Name{CommonName: "Step Test Intermediate CA"}, NotBefore: now.Add(-time.Hour),
-		NotAfter: now.Add(9 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1,
+		NotAfter: now.Add(2 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, root, interKey, rootKey)
 	interKeyDER, err := x509.MarshalECPrivateKey(interKey)
 	if err != nil {
@@ -115,7 +115,7 @@ func StartStepCA(tb testing.TB) *StepCA {
 		"logger": map[string]any{"format": "text"},
 		"authority": map[string]any{"provisioners": []any{map[string]any{
 			"type": "JWK", "name": s.Provisioner, "key": jwk.Public(), "encryptedKey": encrypted,
-			"claims":  map[string]any{"maxTLSCertDuration": "2400h", "defaultTLSCertDuration": "24h"},
+			"claims":  map[string]any{"maxTLSCertDuration": "9000h", "defaultTLSCertDuration": "24h"},
 			"options": map[string]any{"x509": map[string]any{"template": StepCAIntermediateTemplate}},
 		}}},
 	}
