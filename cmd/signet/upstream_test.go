@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,9 +57,30 @@ func checkUpstreamIssuance(t *testing.T, s *testServer, root *x509.Certificate) 
 		t.Fatalf("go-spiffe verify to the upstream root: %v", err)
 	}
 	testkit.OpenSSLVerify(t, []*x509.Certificate{root}, chain)
-	// The ledger names the node's intermediate as the signer.
-	if out := s.mustCLI("ledger", "query", "--signed-by", ca.SignerKeyID(chain[0]), "-o", "json"); !strings.Contains(out, "spiffe://example.org/up") {
+	// The ledger names the node's intermediate as the signer; bundle show --format keys and ca status show
+	// both the intermediate and the upstream root.
+	signer := ca.SignerKeyID(chain[0])
+	if out := s.mustCLI("ledger", "query", "--signed-by", signer, "-o", "json"); !strings.Contains(out, "spiffe://example.org/up") {
 		t.Fatalf("ledger query --signed-by the intermediate: %s", out)
+	}
+	keys := s.mustCLI("bundle", "show", "--format", "keys")
+	if !strings.Contains(keys, "x509-intermediate  "+signer) || !strings.Contains(keys, ca.X509KeyID(root)) {
+		t.Fatalf("bundle show --format keys lacks the intermediate %s or the root %s:\n%s", signer, ca.X509KeyID(root), keys)
+	}
+	sum := sha256.Sum256(root.Raw)
+	status := decodeJSON[struct {
+		Keys []caKeyView `json:"keys"`
+	}](t, s.mustCLI("ca", "status", "-o", "json"))
+	// (A disk upstream valid for less than ca.ttl shortens every key: a successor may be prepared already.)
+	for _, k := range status.Keys {
+		if len(k.UpstreamRootIDs) != 1 || k.UpstreamRootIDs[0] != hex.EncodeToString(sum[:]) || !k.InBundle {
+			t.Fatalf("ca status: %+v; want every key in the bundle through the upstream root", status.Keys)
+		}
+	}
+	if !slices.ContainsFunc(status.Keys, func(k caKeyView) bool {
+		return k.State == "active" && k.X509KeyID == signer
+	}) {
+		t.Fatalf("ca status: %+v; want the active key signing as %s", status.Keys, signer)
 	}
 }
 

@@ -345,6 +345,13 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 		return nil, toStatus(fmt.Errorf("bundle: %w", err))
 	}
 	out.SpiffeBundle = doc
+	if s.cfg.KeyAdmin != nil {
+		for _, sl := range s.cfg.KeyAdmin.KeySlots() {
+			if sl.CA != nil && sl.CA.Upstream() {
+				out.X509Intermediates = append(out.X509Intermediates, sl.CA.X509Authority().Raw)
+			}
+		}
+	}
 	return out, nil
 }
 
