@@ -84,7 +84,48 @@ func (s *Server) AdvanceKeys(ctx context.Context) error {
 	if errPublish == nil {
 		errPublish = s.publishSlots(ctx) // a successor prepared just now
 	}
+	if errPublish == nil {
+		errPublish = s.retainUpstreamRoots(ctx)
+	}
 	return errors.Join(errPublish, s.removePruned(ctx))
+}
+
+// retainUpstreamRoots makes the bundle keep each upstream root at least as long as this node's live keys
+// that chain to it (storage.RetainAuthority) where it holds the root with an earlier NotAfter: published
+// for an earlier key, or by another node, which removes it only after that time. During a rolling upgrade
+// (a server that does not understand command version 8) it waits: the root stays until its first NotAfter.
+func (s *Server) retainUpstreamRoots(ctx context.Context) error {
+	have := map[string]time.Time{}
+	for _, a := range s.cfg.Store.Authorities() {
+		if a.Kind == storage.AuthorityX509 {
+			have[a.ID] = a.NotAfter
+		}
+	}
+	for _, slot := range s.cfg.Keys.Slots() {
+		if slot.CA == nil || !slot.CA.Upstream() {
+			continue
+		}
+		for _, root := range slot.CA.X509Roots() {
+			sum := sha256.Sum256(root.Raw)
+			id, want := hex.EncodeToString(sum[:]), slot.NotAfter
+			if root.NotAfter.Before(want) {
+				want = root.NotAfter
+			}
+			if got, ok := have[id]; !ok || !got.Before(want) {
+				continue
+			}
+			err := s.cfg.Store.RetainAuthority(ctx, storage.AuthorityX509, id, want)
+			if errors.Is(err, storage.ErrUpgradeInProgress) {
+				s.cfg.Logger.Debug("upstream root not retained yet: a server does not understand it", "id", id, "error", err)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("server: CA key slot %s: keep its upstream root in the bundle: %w", slot.ID, err)
+			}
+			have[id] = want
+		}
+	}
+	return nil
 }
 
 // RotateKeys prepares a successor key now if there is none, publishes it, and activates it: the early

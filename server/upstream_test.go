@@ -1,7 +1,9 @@
 package server
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"os"
 	"testing"
 	"time"
@@ -16,6 +18,61 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
+// newUpstreamEnv is a node whose keys rotate on rotationSchedule by clock, each signed by up.
+func newUpstreamEnv(t *testing.T, clock *manualClock, up *upstream.Disk) (*env, *rotation.Manager) {
+	t.Helper()
+	keys, err := rotation.Open(rotation.Config{Dir: t.TempDir(), Schedule: rotationSchedule,
+		New: rotation.UpstreamFactory(testTD, rotationSchedule.TTL, clock.now, up), Clock: clock.now, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvConfig(t, func(c *Config) {
+		c.CA, c.Keys, c.Clock = nil, keys, clock.now
+		c.KeyCheckEvery = time.Hour
+	}, nil)
+	return e, keys
+}
+
+// TestUpstreamRootRetainedForThisNode: an upstream root another node published first, with a NotAfter
+// before this node's key's, counts as published for this node's key, which then raises the root's
+// NotAfter to its own (authority-retain): the other node, which alone may remove the root, keeps it until
+// this node's key has expired.
+func TestUpstreamRootRetainedForThisNode(t *testing.T) {
+	clock := newManualClock()
+	dir := t.TempDir()
+	root := testkit.NewUpstreamCA(t, dir, "root", 48*time.Hour, true)
+	up, err := upstream.NewDisk(upstream.DiskConfig{CertFile: root.CertFile, KeyFile: root.KeyFile, Clock: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, keys := newUpstreamEnv(t, clock, up)
+	// As if node-other had published the root first: this node's publication is taken out (a node may
+	// remove its own authorities only), and node-other's put in.
+	sum := sha256.Sum256(root.Cert.Raw)
+	if err := e.st.RemoveAuthority(testCtx(t), storage.AuthorityX509, hex.EncodeToString(sum[:]), e.st.NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	other := newCA(t)
+	early := clock.now().Add(time.Minute).UTC().Truncate(time.Second)
+	if err := e.srv.publish(testCtx(t), "node-other", []*x509.Certificate{root.Cert}, early, other.JWTPublicKey(), other.JWTKeyID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.AdvanceKeys(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := keys.Slots()[0].NotAfter
+	for _, a := range e.st.Authorities() {
+		if a.Kind == storage.AuthorityX509 {
+			if string(a.DER) != string(root.Cert.Raw) || a.Node != "node-other" || !a.NotAfter.Equal(want) {
+				t.Fatalf("X.509 authority %s of %s until %s; want the upstream root, still node-other's, kept until this node's key expires at %s", a.ID, a.Node, a.NotAfter, want)
+			}
+		}
+	}
+	if keys.Slots()[0].State != rotation.Active {
+		t.Fatalf("this node's key is %s", keys.Slots()[0].State)
+	}
+}
+
 // TestUpstreamRootsThroughRotation: with a disk upstream authority the bundle carries the upstream root,
 // never the node's intermediates; workload, agent and server SVIDs come as leaf + intermediate and verify
 // against the bundle; when the upstream's files are replaced (a new upstream root), the next key is signed
@@ -29,15 +86,7 @@ func TestUpstreamRootsThroughRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := rotation.Open(rotation.Config{Dir: t.TempDir(), Schedule: rotationSchedule,
-		New: rotation.UpstreamFactory(testTD, rotationSchedule.TTL, clock.now, up), Clock: clock.now, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnvConfig(t, func(c *Config) {
-		c.CA, c.Keys, c.Clock = nil, keys, clock.now
-		c.KeyCheckEvery = time.Hour
-	}, nil)
+	e, keys := newUpstreamEnv(t, clock, up)
 	if err := e.srv.AdvanceKeys(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}

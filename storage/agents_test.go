@@ -225,8 +225,8 @@ func TestAttestAgentNodeRegistersAndReattests(t *testing.T) {
 	}
 }
 
-// writeNewestCommand writes a command of the newest command version (CommandVersion): a node
-// attestation on first use, its agent SVID owned by owner.
+// writeNewestCommand writes commands up to the newest command version (CommandVersion): a node
+// attestation on first use, its agent SVID owned by owner (version 7), and an authority-retain (8).
 func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	t.Helper()
 	id := "spiffe://example.org/signet/agent/k8s_psat/c/n"
@@ -234,6 +234,9 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	rec.Owner, rec.SignedBy = owner, "aa01" // type 46's records may name their signer
 	if _, err := s.AttestAgentNodeFirstUse(context.Background(), Agent{ID: id, AttestationType: "k8s_psat", Owner: owner, Serial: "newest"},
 		time.Now(), "a command of the newest version", rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetainAuthority(context.Background(), AuthorityX509, "newest", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }

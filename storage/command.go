@@ -85,6 +85,9 @@ const (
 	// aws_iid): the same message, refused when the agent ID is already registered (agents.go), command
 	// version 7.
 	cmdAgentAttestNodeFirstUse commandType = 46 // raftv1.AgentAttestNode
+	// cmdAuthorityRetain: an upstream authority's root kept in the bundle while a key chains to it
+	// (upstream.go), command version 8.
+	cmdAuthorityRetain commandType = 47 // raftv1.AuthorityRetain
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -132,8 +135,10 @@ const (
 	commandVersionRotation uint32 = 6
 	// commandVersionFirstUse: node attestation on first use only (aws_iid), type 46.
 	commandVersionFirstUse uint32 = 7
+	// commandVersionUpstream: upstream authority roots retained while a key chains to them, type 47.
+	commandVersionUpstream uint32 = 8
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionFirstUse
+	CommandVersion = commandVersionUpstream
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -154,6 +159,8 @@ func (t commandType) since() uint32 {
 		return commandVersionRotation
 	case t == cmdAgentAttestNodeFirstUse:
 		return commandVersionFirstUse
+	case t == cmdAuthorityRetain:
+		return commandVersionUpstream
 	default:
 		return CommandVersion
 	}
@@ -206,6 +213,7 @@ var commandNames = map[commandType]string{
 	cmdAuthorityRemove:          "authority-remove",
 	cmdRotationRequest:          "rotation-request",
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
+	cmdAuthorityRetain:          "authority-retain",
 }
 
 func (t commandType) String() string {

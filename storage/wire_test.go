@@ -141,6 +141,8 @@ func wireCases() []wireCase {
 		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
 			authorityRemoveCmd.wire, authorityRemoveFromWire),
 		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
+		wcase("authority-retain", cmdAuthorityRetain, authorityRetainCmd{Kind: AuthorityX509, ID: "ab12", NotAfter: time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC),
+			Meta: sampleMeta()}, authorityRetainCmd.wire, authorityRetainFromWire),
 	}
 }
 
