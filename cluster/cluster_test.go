@@ -69,13 +69,19 @@ func writeSecret(t *testing.T) []byte {
 // stops it when the test ends.
 func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string, secret []byte) *testNode {
 	t.Helper()
+	return startNodeWithCA(t, mux, clusterID, expect, retryJoin, secret, testkit.NewCA(t, td, 0))
+}
+
+// startNodeWithCA is startNode whose server signs with authority.
+func startNodeWithCA(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string, secret []byte, authority *ca.CA) *testNode {
+	t.Helper()
 	log := testkit.Logger(t)
 	st, err := storage.Open(storage.Config{Dir: filepath.Join(t.TempDir(), "server"), StreamLayer: mux.RaftLayer(), Logger: log,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second}) // raft's defaults: a removed server stays a quiet follower for a while
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td, Selectors: testenv.Selectors(),
+	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, Selectors: testenv.Selectors(),
 		AgentAuth: func(context.Context) (agentapi.Caller, error) { return agentapi.Caller{}, errors.New("no agents here") },
 		AdminAuth: func(context.Context) (string, error) { return "test", nil }, DataDir: t.TempDir(), Logger: log})
 	if err != nil {
@@ -127,13 +133,19 @@ func waitReady(t *testing.T, nodes ...*testNode) {
 // follower.
 func startCluster(t *testing.T) (nodes []*testNode, addrs []string, follower *testNode) {
 	t.Helper()
+	return startClusterWith(t, func() *ca.CA { return testkit.NewCA(t, td, 0) })
+}
+
+// startClusterWith is startCluster whose servers sign with the CAs newCA makes.
+func startClusterWith(t *testing.T, newCA func() *ca.CA) (nodes []*testNode, addrs []string, follower *testNode) {
+	t.Helper()
 	secret := writeSecret(t)
 	muxes := []*cluster.Mux{listen(t), listen(t), listen(t)}
 	for _, m := range muxes {
 		addrs = append(addrs, m.Addr().String())
 	}
 	for _, m := range muxes {
-		nodes = append(nodes, startNode(t, m, "", 3, addrs, secret))
+		nodes = append(nodes, startNodeWithCA(t, m, "", 3, addrs, secret, newCA()))
 	}
 	waitReady(t, nodes...)
 	for _, n := range nodes {
