@@ -63,6 +63,17 @@ func checkUpstreamIssuance(t *testing.T, s *testServer, root *x509.Certificate) 
 	if out := s.mustCLI("ledger", "query", "--signed-by", signer, "-o", "json"); !strings.Contains(out, "spiffe://example.org/up") {
 		t.Fatalf("ledger query --signed-by the intermediate: %s", out)
 	}
+	// ledger lookup knows the SVID as issued here (signed by this server's intermediate, not a bundle root).
+	leafFile := filepath.Join(t.TempDir(), "svid.pem")
+	writeFile(t, leafFile, string(testkit.PEM(chain...)))
+	lookup := decodeJSON[struct {
+		Known    bool   `json:"known"`
+		ValidNow bool   `json:"valid_now"`
+		Reason   string `json:"reason"`
+	}](t, s.mustCLI("ledger", "lookup", leafFile, "-o", "json"))
+	if !lookup.Known || !lookup.ValidNow || lookup.Reason != "" {
+		t.Fatalf("ledger lookup of the SVID: %+v", lookup)
+	}
 	keys := s.mustCLI("bundle", "show", "--format", "keys")
 	if !strings.Contains(keys, "x509-intermediate  "+signer) || !strings.Contains(keys, ca.X509KeyID(root)) {
 		t.Fatalf("bundle show --format keys lacks the intermediate %s or the root %s:\n%s", signer, ca.X509KeyID(root), keys)

@@ -345,12 +345,8 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 		return nil, toStatus(fmt.Errorf("bundle: %w", err))
 	}
 	out.SpiffeBundle = doc
-	if s.cfg.KeyAdmin != nil {
-		for _, sl := range s.cfg.KeyAdmin.KeySlots() {
-			if sl.CA != nil && sl.CA.Upstream() {
-				out.X509Intermediates = append(out.X509Intermediates, sl.CA.X509Authority().Raw)
-			}
-		}
+	for _, c := range s.ownIntermediates() {
+		out.X509Intermediates = append(out.X509Intermediates, c.Raw)
 	}
 	return out, nil
 }
