@@ -49,6 +49,9 @@ func NewStepCA(cfg StepCAConfig) (*StepCA, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultStepCATimeout
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	return &StepCA{cfg: cfg}, nil
 }
 
@@ -80,7 +83,7 @@ func (s *StepCA) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Duratio
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})
 	body, err := json.Marshal(map[string]string{"csr": string(csrPEM), "ott": tok,
-		"notAfter": time.Now().Add(ttl).UTC().Format(time.RFC3339)})
+		"notAfter": s.cfg.Clock().Add(ttl).UTC().Format(time.RFC3339)})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sign request: %w", err)
 	}
@@ -98,6 +101,10 @@ func (s *StepCA) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Duratio
 	}
 	if chain, err = parsePEMs(pems); err != nil {
 		return nil, nil, fmt.Errorf("the signed certificate: %w", err)
+	}
+	if c := chain[0]; !c.BasicConstraintsValid || !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, nil, fmt.Errorf("%s %q signed a certificate that is not a CA certificate (cA %v, keyCertSign %v): its X.509 template must make CA certificates (docs/configuration.md)",
+			stepProvisionerKey, s.cfg.Provisioner, c.IsCA, c.KeyUsage&x509.KeyUsageCertSign != 0)
 	}
 	var rootsResp struct {
 		Crts []string `json:"crts"`
@@ -287,7 +294,7 @@ func (s *StepCA) token(key *jose.JSONWebKey, subject, san string) (string, error
 		return "", err
 	}
 	base, _ := url.Parse(s.cfg.URL) // checked by Validate
-	now := time.Now()
+	now := s.cfg.Clock()
 	claims := struct {
 		jwt.Claims
 		SANs []string `json:"sans"`

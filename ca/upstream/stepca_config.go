@@ -26,6 +26,8 @@ type StepCAConfig struct {
 	RootFile        string
 	// Timeout bounds each HTTP request to the authority; 0 means DefaultStepCATimeout.
 	Timeout time.Duration
+	// Clock dates the one-time tokens and the NotAfter asked for; nil means time.Now.
+	Clock func() time.Time
 }
 
 // DefaultStepCATimeout bounds each request to a step-ca authority when StepCAConfig.Timeout is zero.

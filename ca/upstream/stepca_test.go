@@ -80,6 +80,24 @@ func TestStepCAUpstream(t *testing.T) {
 	}
 }
 
+// A step-ca provisioner whose template signs leaf certificates: the certificate it returns is refused
+// as the node's CA, naming the provisioner key, and nothing is written.
+func TestStepCAUpstreamThatSignsNoCA(t *testing.T) {
+	step := testkit.StartStepCAWithTemplate(t, testkit.StepCALeafTemplate)
+	up, err := upstream.NewStepCA(upstream.StepCAConfig{URL: step.URL, Provisioner: step.Provisioner, PasswordFile: step.PasswordFile, RootFile: step.RootFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ca")
+	_, err = loadCA(t, dir, up, time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "upstream_authority.step_ca.provisioner") || !strings.Contains(err.Error(), "not a CA certificate") {
+		t.Fatalf("a provisioner that signs leaves: %v", err)
+	}
+	if names := testkit.DirNames(t, dir); len(names) != 0 {
+		t.Fatalf("the refused certificate left %v in the key directory", names)
+	}
+}
+
 // The step-ca configuration is checked before anything is contacted, each error naming the key.
 func TestStepCAConfigValidate(t *testing.T) {
 	ok := upstream.StepCAConfig{URL: "https://ca.example:9000", Provisioner: "signet", PasswordFile: "/etc/signet/step-password", RootFingerprint: strings.Repeat("0a", 32)}

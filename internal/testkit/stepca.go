@@ -37,6 +37,15 @@ type StepCA struct {
 	PasswordFile string // the provisioner's password, mode 0600
 }
 
+// StepCALeafTemplate is an X.509 template that signs leaf certificates only (step-ca's default kind), which
+// an upstream authority must not hand out as a node's CA.
+const StepCALeafTemplate = `{
+	"subject": {{ toJson .Subject }},
+	"sans": {{ toJson .SANs }},
+	"keyUsage": ["digitalSignature"],
+	"extKeyUsage": ["serverAuth", "clientAuth"]
+}`
+
 // StepCAIntermediateTemplate is the provisioner's X.509 template: the node's CA certificate keeps the
 // token's subject and SANs and becomes a CA that signs leaves only.
 const StepCAIntermediateTemplate = `{
@@ -49,6 +58,12 @@ const StepCAIntermediateTemplate = `{
 // StartStepCA builds the step-ca program in testdata/stepca (a module of its own: step-ca needs older
 // go.step.sm/crypto and go-jose versions than Signet) and runs it until the test ends.
 func StartStepCA(tb testing.TB) *StepCA {
+	tb.Helper()
+	return StartStepCAWithTemplate(tb, StepCAIntermediateTemplate)
+}
+
+// StartStepCAWithTemplate is StartStepCA whose provisioner signs with the X.509 template tmpl.
+func StartStepCAWithTemplate(tb testing.TB, tmpl string) *StepCA {
 	tb.Helper()
 	dir := tb.TempDir()
 	_, self, _, _ := runtime.Caller(0)
@@ -116,7 +131,7 @@ func StartStepCA(tb testing.TB) *StepCA {
 		"authority": map[string]any{"provisioners": []any{map[string]any{
 			"type": "JWK", "name": s.Provisioner, "key": jwk.Public(), "encryptedKey": encrypted,
 			"claims":  map[string]any{"maxTLSCertDuration": "9000h", "defaultTLSCertDuration": "24h"},
-			"options": map[string]any{"x509": map[string]any{"template": StepCAIntermediateTemplate}},
+			"options": map[string]any{"x509": map[string]any{"template": tmpl}},
 		}}},
 	}
 	cfgJSON, err := json.Marshal(cfg)
