@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -169,6 +170,23 @@ func (d *Disk) MintX509CA(ctx context.Context, csrDER []byte, ttl time.Duration)
 	return chain, up.roots, nil
 }
 
+// readPrivate reads a file only its owner may access (fsutil.ReadPrivateFile), of at most max bytes;
+// errors name the configuration key and the file, never the content.
+func readPrivate(key, path string, max int64) ([]byte, error) {
+	if info, err := os.Stat(path); err == nil && info.Size() > max {
+		return nil, fmt.Errorf("%s %s: larger than %d bytes", key, path, max)
+	}
+	data, err := fsutil.ReadPrivateFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if int64(len(data)) > max {
+		clear(data)
+		return nil, fmt.Errorf("%s %s: larger than %d bytes", key, path, max)
+	}
+	return data, nil
+}
+
 func (u *diskCA) selfSigned() bool { return len(u.roots) == 1 && u.roots[0] == u.cert }
 
 // parseCSR checks the node's CSR: signed by its key, exactly one URI SAN.
@@ -188,14 +206,11 @@ func parseCSR(der []byte) (*x509.CertificateRequest, error) {
 
 // loadKey reads a private key file that only its owner may access. Errors name the file, never the key.
 func loadKey(path string) (crypto.Signer, error) {
-	data, err := fsutil.ReadPrivateFile(path)
+	data, err := readPrivate(diskKeyKey, path, maxPEMFileBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", diskKeyKey, err)
+		return nil, err
 	}
 	defer clear(data)
-	if len(data) > maxPEMFileBytes {
-		return nil, fmt.Errorf("%s %s: larger than %d bytes", diskKeyKey, path, maxPEMFileBytes)
-	}
 	block, _ := pem.Decode(data)
 	if block == nil {
 		return nil, fmt.Errorf("%s %s: no PEM block", diskKeyKey, path)

@@ -21,7 +21,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/signet-id/signet/ca"
-	"github.com/signet-id/signet/internal/fsutil"
 )
 
 // StepCA asks a step-ca authority, through a JWK provisioner, to sign node CA certificates. It speaks
@@ -215,14 +214,11 @@ func (c *stepClient) do(ctx context.Context, method, path string, body []byte, o
 
 // provisionerKey finds the JWK provisioner by name and decrypts its key with the password file.
 func (s *StepCA) provisionerKey(ctx context.Context, c *stepClient) (*jose.JSONWebKey, error) {
-	password, err := fsutil.ReadPrivateFile(s.cfg.PasswordFile)
+	password, err := readPrivate(stepPasswordKey, s.cfg.PasswordFile, maxPasswordBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", stepPasswordKey, err)
+		return nil, err
 	}
 	defer clear(password)
-	if len(password) > maxPasswordBytes {
-		return nil, fmt.Errorf("%s %s: larger than %d bytes", stepPasswordKey, s.cfg.PasswordFile, maxPasswordBytes)
-	}
 	password = bytes.TrimRight(password, "\r\n")
 	cursor, found := "", false
 	for range maxProvisionerPages {
