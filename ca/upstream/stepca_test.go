@@ -55,13 +55,15 @@ func TestStepCAUpstream(t *testing.T) {
 	}
 
 	wrong := testkit.WriteFileMode(t, t.TempDir(), "password", "not-the-password", 0o600)
+	readable := testkit.WriteFileMode(t, t.TempDir(), "password", "step-test-password", 0o644)
 	for name, tc := range map[string]struct {
 		mod  func(*upstream.StepCAConfig)
 		want string
 	}{
-		"wrong password":      {func(c *upstream.StepCAConfig) { c.PasswordFile = wrong }, "upstream_authority.step_ca.password_file: the password does not decrypt"},
-		"no such provisioner": {func(c *upstream.StepCAConfig) { c.Provisioner = "nobody" }, "upstream_authority.step_ca.provisioner"},
-		"wrong fingerprint":   {func(c *upstream.StepCAConfig) { c.RootFingerprint = strings.Repeat("ab", 32) }, "upstream_authority.step_ca.root_fingerprint"},
+		"wrong password":              {func(c *upstream.StepCAConfig) { c.PasswordFile = wrong }, "upstream_authority.step_ca.password_file: the password does not decrypt"},
+		"password readable by others": {func(c *upstream.StepCAConfig) { c.PasswordFile = readable }, "chmod 600"},
+		"no such provisioner":         {func(c *upstream.StepCAConfig) { c.Provisioner = "nobody" }, "upstream_authority.step_ca.provisioner"},
+		"wrong fingerprint":           {func(c *upstream.StepCAConfig) { c.RootFingerprint = strings.Repeat("ab", 32) }, "upstream_authority.step_ca.root_fingerprint"},
 	} {
 		bad := cfg
 		tc.mod(&bad)
