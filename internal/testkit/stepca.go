@@ -70,7 +70,7 @@ func StartStepCAWithTemplate(tb testing.TB, tmpl string) *StepCA {
 	bin := filepath.Join(dir, "stepca")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Dir = filepath.Join(filepath.Dir(self), "testdata", "stepca")
-	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod -buildvcs=false")
+	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly -buildvcs=false")
 	if out, err := build.CombinedOutput(); err != nil {
 		tb.Fatalf("build step-ca: %v\n%s", err, out)
 	}
