@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -27,9 +28,11 @@ var ErrCAExpired = errors.New("ca: signing authority has expired")
 // name, and so on.
 var ErrInvalidParams = errors.New("ca: invalid params")
 
-// X509Authority is a self-signed X.509 root and the signer holding its private key.
+// X509Authority is the node's X.509 signing certificate and the signer holding its private key: a
+// self-signed root, or an intermediate signed by an upstream authority (UpstreamRoots set).
 type X509Authority struct {
-	// Certificate is the self-signed root: CA=true, keyCertSign|cRLSign, URI SAN spiffe://<td>.
+	// Certificate is the signing certificate: CA=true, keyCertSign|cRLSign, URI SAN spiffe://<td>;
+	// self-signed unless UpstreamRoots is set.
 	Certificate *x509.Certificate
 	// Signer holds the private key matching Certificate.PublicKey.
 	//
@@ -39,6 +42,14 @@ type X509Authority struct {
 	// own copy of the key. Any other signer (RSA, a KMS or HSM behind crypto.Signer) goes through
 	// x509.CreateCertificate, which verifies every signature the signer returns.
 	Signer crypto.Signer
+	// UpstreamChain, for an intermediate, holds the certificates between Certificate and
+	// UpstreamRoots, the issuer of Certificate first (usually none). X.509-SVIDs are delivered as
+	// leaf, Certificate, UpstreamChain.
+	UpstreamChain []*x509.Certificate
+	// UpstreamRoots, when set, are the upstream authority's roots: Certificate must chain to one of
+	// them, and they (not Certificate) are what the trust bundle carries. Empty means Certificate is
+	// a self-signed root.
+	UpstreamRoots []*x509.Certificate
 }
 
 // JWTAuthority is the key that signs JWT-SVIDs.
@@ -68,6 +79,10 @@ type CA struct {
 
 	root       *x509.Certificate
 	rootSigner crypto.Signer
+	// chain is what follows a leaf on the wire: the intermediate and the upstream chain above it;
+	// nil for a self-signed root. bundleRoots is what the trust bundle carries for this CA.
+	chain       []*x509.Certificate
+	bundleRoots []*x509.Certificate
 
 	// leafProto is the part of every X.509-SVID template that does not change between calls. It
 	// is copied (shallowly; its slices are never written) for each signature.
@@ -116,9 +131,25 @@ func New(cfg Config) (*CA, error) {
 		return nil, fmt.Errorf("ca: config: JWT.KeyID: %w", err)
 	}
 
+	clock := cfg.Clock
+	if clock == nil {
+		clock = time.Now
+	}
 	root := cfg.X509.Certificate
-	if err := checkRoot(root, cfg.TrustDomain); err != nil {
-		return nil, fmt.Errorf("ca: config: X509.Certificate: %w", err)
+	chain, bundleRoots := []*x509.Certificate(nil), []*x509.Certificate{root}
+	if len(cfg.X509.UpstreamRoots) == 0 {
+		if len(cfg.X509.UpstreamChain) != 0 {
+			return nil, errors.New("ca: config: X509.UpstreamChain is set but X509.UpstreamRoots is empty")
+		}
+		if err := checkRoot(root, cfg.TrustDomain); err != nil {
+			return nil, fmt.Errorf("ca: config: X509.Certificate: %w", err)
+		}
+	} else {
+		if err := checkIntermediate(root, cfg.TrustDomain, cfg.X509.UpstreamChain, cfg.X509.UpstreamRoots, clock()); err != nil {
+			return nil, fmt.Errorf("ca: config: X509.Certificate: %w", err)
+		}
+		chain = append([]*x509.Certificate{root}, cfg.X509.UpstreamChain...)
+		bundleRoots = slices.Clone(cfg.X509.UpstreamRoots)
 	}
 	if _, err := checkPublicKey(cfg.X509.Signer.Public()); err != nil {
 		return nil, fmt.Errorf("ca: config: X509.Signer: %w", err)
@@ -155,15 +186,13 @@ func New(cfg Config) (*CA, error) {
 	headerB64 := base64.RawURLEncoding.AppendEncode(nil, header)
 	headerB64 = append(headerB64, '.')
 
-	clock := cfg.Clock
-	if clock == nil {
-		clock = time.Now
-	}
 	return &CA{
 		td:           cfg.TrustDomain,
 		clock:        clock,
 		root:         root,
 		rootSigner:   cfg.X509.Signer,
+		chain:        chain,
+		bundleRoots:  bundleRoots,
 		leafProto:    leafProto,
 		x509TBS:      x509TBS,
 		jwtKeyID:     cfg.JWT.KeyID,
@@ -177,8 +206,21 @@ func New(cfg Config) (*CA, error) {
 // TrustDomain returns the trust domain the CA issues SVIDs in.
 func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.td }
 
-// X509Authority returns the CA's self-signed root certificate. Callers must not modify it.
+// X509Authority returns the CA's signing certificate: its self-signed root, or its intermediate under
+// an upstream authority. Callers must not modify it.
 func (c *CA) X509Authority() *x509.Certificate { return c.root }
+
+// X509Chain returns the certificates that follow a leaf X.509-SVID on the wire (leaf first, then
+// these): the intermediate and the upstream chain above it, or nil for a self-signed root. Callers
+// must not modify it.
+func (c *CA) X509Chain() []*x509.Certificate { return c.chain }
+
+// X509Roots returns the certificates the trust bundle carries for this CA: the upstream authority's
+// roots, or the self-signed root itself. Callers must not modify it.
+func (c *CA) X509Roots() []*x509.Certificate { return c.bundleRoots }
+
+// Upstream reports whether the signing certificate is an intermediate of an upstream authority.
+func (c *CA) Upstream() bool { return c.chain != nil }
 
 // JWTKeyID returns the kid of the JWT signing key.
 func (c *CA) JWTKeyID() string { return c.jwtKeyID }
@@ -192,8 +234,54 @@ func (c *CA) NotAfter() time.Time { return c.root.NotAfter }
 // RemainingLife returns NotAfter minus the current time; it is negative once the CA has expired.
 func (c *CA) RemainingLife() time.Duration { return c.root.NotAfter.Sub(c.clock()) }
 
-// checkRoot checks that cert can serve as the X.509 signing certificate of td.
+// checkRoot checks that cert can serve as the self-signed X.509 signing certificate of td.
 func checkRoot(cert *x509.Certificate, td spiffeid.TrustDomain) error {
+	if err := checkSigningCert(cert, td); err != nil {
+		return err
+	}
+	if !bytes.Equal(cert.RawIssuer, cert.RawSubject) {
+		return errors.New("not self-signed (issuer differs from subject)")
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		return fmt.Errorf("not self-signed: %w", err)
+	}
+	return nil
+}
+
+// checkIntermediate checks that cert can serve as td's X.509 signing certificate under an upstream
+// authority: a signing certificate that chains, through chain, to one of roots at time now.
+func checkIntermediate(cert *x509.Certificate, td spiffeid.TrustDomain, chain, roots []*x509.Certificate, now time.Time) error {
+	if err := checkSigningCert(cert, td); err != nil {
+		return err
+	}
+	for _, c := range chain {
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return fmt.Errorf("upstream chain certificate %q is not a CA certificate", c.Subject.String())
+		}
+	}
+	if err := VerifyChain(cert, chain, roots, now); err != nil {
+		return fmt.Errorf("does not chain to the upstream roots: %w", err)
+	}
+	return nil
+}
+
+// VerifyChain checks that cert chains, through the intermediates, to one of roots at time now, for any
+// key usage.
+func VerifyChain(cert *x509.Certificate, intermediates, roots []*x509.Certificate, now time.Time) error {
+	rootPool, interPool := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		rootPool.AddCert(r)
+	}
+	for _, c := range intermediates {
+		interPool.AddCert(c)
+	}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: rootPool, Intermediates: interPool, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}
+
+// checkSigningCert checks what every X.509 signing certificate of td needs, self-signed or not.
+func checkSigningCert(cert *x509.Certificate, td spiffeid.TrustDomain) error {
 	// X509-SVID §3.2 and §4.1: a signing certificate has cA=true and keyCertSign.
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return errors.New("not a CA certificate (basic constraints cA is not true)")
@@ -220,12 +308,6 @@ func checkRoot(cert *x509.Certificate, td spiffeid.TrustDomain) error {
 	// authority key identifier.
 	if len(cert.SubjectKeyId) == 0 {
 		return errors.New("subject key identifier is missing")
-	}
-	if !bytes.Equal(cert.RawIssuer, cert.RawSubject) {
-		return errors.New("not self-signed (issuer differs from subject)")
-	}
-	if err := cert.CheckSignatureFrom(cert); err != nil {
-		return fmt.Errorf("not self-signed: %w", err)
 	}
 	return nil
 }

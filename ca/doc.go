@@ -1,5 +1,6 @@
-// Package ca is Signet's certificate authority: one self-signed root per server node that signs
-// X.509-SVIDs and JWT-SVIDs for a single SPIFFE trust domain.
+// Package ca is Signet's certificate authority: one self-signed root per server node (or, with an
+// Upstream, an intermediate an existing PKI signed; package ca/upstream) that signs X.509-SVIDs and
+// JWT-SVIDs for a single SPIFFE trust domain.
 //
 // The package knows nothing about Raft, registration entries or storage beyond its own key files.
 // LoadOrCreate keeps the node's keys in a directory (created on first use); New turns them into a

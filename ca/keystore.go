@@ -48,6 +48,12 @@ type KeyStoreConfig struct {
 	// Dir then keeps only the public material (the root certificate and the JWT kid). Nil means the
 	// key files X509KeyFile and JWTKeyFile in Dir.
 	Keys KeyManager
+	// Upstream, when set, signs a newly created X.509 authority as an intermediate of an existing PKI
+	// instead of it being self-signed (package ca/upstream); Dir then also keeps UpstreamRootsFile and
+	// UpstreamChainFile. An authority loaded from Dir is what its files say, whatever Upstream is.
+	Upstream Upstream
+	// UpstreamTimeout bounds the request to Upstream; 0 means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
 }
 
 // KeyRole names one of the CA's two keys for a KeyManager.
@@ -118,7 +124,7 @@ func LoadOrCreate(cfg KeyStoreConfig) (*X509Authority, *JWTAuthority, error) {
 		return nil, nil, err
 	}
 
-	ks := keyStore{dir: cfg.Dir, td: cfg.TrustDomain, keys: cfg.Keys}
+	ks := keyStore{dir: cfg.Dir, td: cfg.TrustDomain, keys: cfg.Keys, up: cfg.Upstream, upTimeout: cfg.UpstreamTimeout}
 	x509Auth, err := ks.loadOrCreateX509(clock(), ttl, subject)
 	if err != nil {
 		return nil, nil, err
@@ -135,6 +141,9 @@ type keyStore struct {
 	dir  string
 	td   spiffeid.TrustDomain
 	keys KeyManager // nil: key files in dir
+	// up signs new X.509 authorities as intermediates (nil: self-signed roots).
+	up        Upstream
+	upTimeout time.Duration
 }
 
 func (ks keyStore) path(name string) string { return filepath.Join(ks.dir, name) }
@@ -144,6 +153,9 @@ func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pk
 	certExists, err := exists(certPath)
 	if err != nil {
 		return nil, err
+	}
+	if !certExists && ks.up != nil {
+		return ks.createIntermediate(now, ttl, subject)
 	}
 	signer, keyName, err := ks.loadOrCreateKey(X509KeyRole, X509KeyFile, certPath, certExists, "create a new CA")
 	if err != nil {
@@ -169,7 +181,24 @@ func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pk
 	if err != nil {
 		return nil, err
 	}
-	if err := checkRoot(cert, ks.td); err != nil {
+	upChain, upRoots, err := ks.loadUpstreamFiles()
+	if err != nil {
+		return nil, err
+	}
+	if upRoots == nil {
+		err = checkRoot(cert, ks.td)
+	} else {
+		// The chain is checked at a time inside the certificate's validity, so that an expired or
+		// not yet valid certificate gets the clearer errors below.
+		at := now
+		if at.Before(cert.NotBefore) {
+			at = cert.NotBefore
+		} else if at.After(cert.NotAfter) {
+			at = cert.NotAfter
+		}
+		err = checkIntermediate(cert, ks.td, upChain, upRoots, at)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("ca: %s: %w", certPath, err)
 	}
 	if !publicKeysEqual(signer.Public(), cert.PublicKey) {
@@ -183,7 +212,7 @@ func (ks keyStore) loadOrCreateX509(now time.Time, ttl time.Duration, subject pk
 		return nil, fmt.Errorf("ca: CA certificate %s is not valid before %s (now %s); check the clock",
 			certPath, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	return &X509Authority{Certificate: cert, Signer: signer}, nil
+	return &X509Authority{Certificate: cert, Signer: signer, UpstreamChain: upChain, UpstreamRoots: upRoots}, nil
 }
 
 func (ks keyStore) loadOrCreateJWT() (*JWTAuthority, error) {

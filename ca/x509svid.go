@@ -84,6 +84,16 @@ func (c *CA) SignX509SVID(p X509SVIDParams) (*x509.Certificate, error) {
 	return cert, nil
 }
 
+// SignX509SVIDChain is SignX509SVID returning the chain to deliver, leaf first: the leaf, then
+// X509Chain() (the node's intermediate and the upstream chain above it, if any).
+func (c *CA) SignX509SVIDChain(p X509SVIDParams) ([]*x509.Certificate, error) {
+	cert, err := c.SignX509SVID(p)
+	if err != nil {
+		return nil, err
+	}
+	return append([]*x509.Certificate{cert}, c.chain...), nil
+}
+
 // signX509SVID returns the DER certificate for tmpl and the workload key pub, signed by the root.
 //
 // With an in-process ECDSA root key the TBSCertificate is encoded by hand and signed once

@@ -57,8 +57,9 @@ type Identity interface {
 	InstallCertificate(*tls.Certificate)
 	// X509Authorities is the trust bundle peers' certificates are verified against.
 	X509Authorities() []*x509.Certificate
-	// Authorities are this node's X.509 root (DER) and JWT key (PKIX DER) and its key ID.
-	Authorities() (x509Root, jwtKey []byte, jwtKeyID string)
+	// Authorities are this node's X.509 roots (DER, concatenated: its self-signed root, or the roots of
+	// its upstream authority) and JWT key (PKIX DER) and its key ID.
+	Authorities() (x509Roots, jwtKey []byte, jwtKeyID string)
 }
 
 // Registrar is the leader's side of Join: it publishes a node's authorities into the bundle and commits
@@ -70,11 +71,14 @@ type Registrar interface {
 
 // NodeCredentials is what a joining node registers.
 type NodeCredentials struct {
-	NodeID        string
-	X509Authority *x509.Certificate
-	JWTKey        []byte
-	JWTKeyID      string
-	SVID          *x509.Certificate
+	NodeID string
+	// X509Authorities are the roots its server SVID verified against: what the bundle carries for it.
+	X509Authorities []*x509.Certificate
+	// X509NotAfter is when its signing certificate (the SVID's issuer) expires.
+	X509NotAfter time.Time
+	JWTKey       []byte
+	JWTKeyID     string
+	SVID         *x509.Certificate
 }
 
 // Config configures a Node.

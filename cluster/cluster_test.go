@@ -73,6 +73,12 @@ func startNode(t *testing.T, mux *cluster.Mux, clusterID string, expect int, ret
 	return startNodeWith(t, mux, nodeOptions{clusterID: clusterID, expect: expect, retryJoin: retryJoin, secret: secret})
 }
 
+// startNodeWithCA is startNode whose server signs with authority.
+func startNodeWithCA(t *testing.T, mux *cluster.Mux, clusterID string, expect int, retryJoin []string, secret []byte, authority *ca.CA) *testNode {
+	t.Helper()
+	return startNodeWith(t, mux, nodeOptions{clusterID: clusterID, expect: expect, retryJoin: retryJoin, secret: secret, authority: authority})
+}
+
 // nodeOptions are a test server's cluster settings (startNode's), the iss of its JWT-SVIDs and its log
 // (nil: the test's).
 type nodeOptions struct {
@@ -81,6 +87,8 @@ type nodeOptions struct {
 	retryJoin []string
 	secret    []byte
 	jwtIssuer string
+	// authority is the CA the server signs with (nil: a new self-signed one).
+	authority *ca.CA
 	log       *slog.Logger
 }
 
@@ -91,12 +99,16 @@ func startNodeWith(t *testing.T, mux *cluster.Mux, o nodeOptions) *testNode {
 		log = testkit.Logger(t)
 	}
 	clusterID, expect, retryJoin, secret := o.clusterID, o.expect, o.retryJoin, o.secret
+	authority := o.authority
+	if authority == nil {
+		authority = testkit.NewCA(t, td, 0)
+	}
 	st, err := storage.Open(storage.Config{Dir: filepath.Join(t.TempDir(), "server"), StreamLayer: mux.RaftLayer(), Logger: log,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second}) // raft's defaults: a removed server stays a quiet follower for a while
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Store: st, CA: testkit.NewCA(t, td, 0), TrustDomain: td, Selectors: testenv.Selectors(), JWTIssuer: o.jwtIssuer,
+	srv, err := server.New(server.Config{Store: st, CA: authority, TrustDomain: td, Selectors: testenv.Selectors(), JWTIssuer: o.jwtIssuer,
 		AgentAuth: func(context.Context) (agentapi.Caller, error) { return agentapi.Caller{}, errors.New("no agents here") },
 		AdminAuth: func(context.Context) (string, error) { return "test", nil }, DataDir: t.TempDir(), Logger: log})
 	if err != nil {
@@ -148,13 +160,19 @@ func waitReady(t *testing.T, nodes ...*testNode) {
 // follower.
 func startCluster(t *testing.T) (nodes []*testNode, addrs []string, follower *testNode) {
 	t.Helper()
+	return startClusterWith(t, func() *ca.CA { return testkit.NewCA(t, td, 0) })
+}
+
+// startClusterWith is startCluster whose servers sign with the CAs newCA makes.
+func startClusterWith(t *testing.T, newCA func() *ca.CA) (nodes []*testNode, addrs []string, follower *testNode) {
+	t.Helper()
 	secret := writeSecret(t)
 	muxes := []*cluster.Mux{listen(t), listen(t), listen(t)}
 	for _, m := range muxes {
 		addrs = append(addrs, m.Addr().String())
 	}
 	for _, m := range muxes {
-		nodes = append(nodes, startNode(t, m, "", 3, addrs, secret))
+		nodes = append(nodes, startNodeWithCA(t, m, "", 3, addrs, secret, newCA()))
 	}
 	waitReady(t, nodes...)
 	for _, n := range nodes {

@@ -286,9 +286,12 @@ func (s *service) checkJoinProof(ctx context.Context, req *clusterv1.JoinRequest
 // joinCredentials checks that the caller's certificate is the server SVID of the node it says it is,
 // signed by the X.509 authority it registers (so it holds that authority's key).
 func (s *service) joinCredentials(ctx context.Context, req *clusterv1.JoinRequest) (NodeCredentials, error) {
-	root, err := x509.ParseCertificate(req.GetX509Authority())
+	roots, err := x509.ParseCertificates(req.GetX509Authority())
 	if err != nil {
 		return NodeCredentials{}, fmt.Errorf("x509_authority: %w", err)
+	}
+	if len(roots) == 0 || len(roots) > maxJoinRoots {
+		return NodeCredentials{}, fmt.Errorf("x509_authority: %d certificates, want 1 to %d", len(roots), maxJoinRoots)
 	}
 	if _, err := x509.ParsePKIXPublicKey(req.GetJwtAuthority()); err != nil {
 		return NodeCredentials{}, fmt.Errorf("jwt_authority: %w", err)
@@ -298,7 +301,7 @@ func (s *service) joinCredentials(ctx context.Context, req *clusterv1.JoinReques
 		return NodeCredentials{}, errors.New("no client certificate: a joining node presents its new server SVID")
 	}
 	td := s.n.cfg.TrustDomain
-	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, []*x509.Certificate{root}))
+	id, verified, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, roots))
 	if err != nil {
 		return NodeCredentials{}, fmt.Errorf("its server SVID does not verify against the authority it registers: %w", err)
 	}
@@ -309,7 +312,13 @@ func (s *service) joinCredentials(ctx context.Context, req *clusterv1.JoinReques
 	if id != want {
 		return NodeCredentials{}, fmt.Errorf("its server SVID is %s, want %s", id, want)
 	}
-	return NodeCredentials{NodeID: req.GetNodeId(), X509Authority: root, JWTKey: req.GetJwtAuthority(), JWTKeyID: req.GetJwtKeyId(), SVID: chain[0]}, nil
+	// The SVID's issuer: the node's root, or its intermediate under an upstream authority.
+	issuer := verified[0][1]
+	return NodeCredentials{NodeID: req.GetNodeId(), X509Authorities: roots, X509NotAfter: issuer.NotAfter, JWTKey: req.GetJwtAuthority(),
+		JWTKeyID: req.GetJwtKeyId(), SVID: chain[0]}, nil
 }
+
+// maxJoinRoots bounds the X.509 roots a joining node registers (an upstream authority's roots).
+const maxJoinRoots = 16
 
 func statusMessage(err error) string { return status.Convert(err).Message() }

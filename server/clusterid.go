@@ -50,14 +50,19 @@ func (c *ClusterIdentity) X509Authorities() []*x509.Certificate {
 	return c.s.cfg.Store.Bundle().X509Authorities
 }
 
-// Authorities are this node's X.509 root and JWT public key (PKIX DER) with its key ID.
-func (c *ClusterIdentity) Authorities() (x509Root, jwtKey []byte, jwtKeyID string) {
+// Authorities are this node's X.509 roots (DER, concatenated: its self-signed root, or its upstream
+// authority's roots) and JWT public key (PKIX DER) with its key ID.
+func (c *ClusterIdentity) Authorities() (x509Roots, jwtKey []byte, jwtKeyID string) {
 	authority := c.s.authority()
 	pub, err := x509.MarshalPKIXPublicKey(authority.JWTPublicKey())
 	if err != nil {
 		panic(fmt.Sprintf("server: the CA's JWT key does not marshal: %v", err)) // the CA made it: a bug
 	}
-	return authority.X509Authority().Raw, pub, authority.JWTKeyID()
+	var roots []byte
+	for _, r := range authority.X509Roots() {
+		roots = append(roots, r.Raw...)
+	}
+	return roots, pub, authority.JWTKeyID()
 }
 
 // RegisterSelf publishes this node's authorities and makes sure its server SVID is current (minted and
@@ -79,7 +84,7 @@ func (c *ClusterIdentity) RegisterNode(ctx context.Context, n cluster.NodeCreden
 	if err != nil {
 		return fmt.Errorf("server: node %s: JWT authority: %w", n.NodeID, err)
 	}
-	if err := c.s.publish(ctx, n.NodeID, n.X509Authority, pub, n.JWTKeyID, n.X509Authority.NotAfter); err != nil {
+	if err := c.s.publish(ctx, n.NodeID, n.X509Authorities, n.X509NotAfter, pub, n.JWTKeyID); err != nil {
 		return err
 	}
 	if err := c.s.Issuer.RecordServerSVID(ctx, n.SVID, n.NodeID); err != nil {
@@ -88,20 +93,29 @@ func (c *ClusterIdentity) RegisterNode(ctx context.Context, n cluster.NodeCreden
 	return nil
 }
 
-// publish puts a node's X.509 root and JWT key into the bundle (idempotent).
-func (s *Server) publish(ctx context.Context, node string, root *x509.Certificate, jwtKey any, kid string, jwtNotAfter time.Time) error {
-	sum := sha256.Sum256(root.Raw)
+// publish puts a node's X.509 roots and JWT key into the bundle (idempotent). notAfter is when the node's
+// X.509 signing certificate and JWT key expire: a root is published with that NotAfter (its own if
+// earlier), since the node's keys depend on it no longer; with an upstream authority, a root shared by
+// several keys keeps the NotAfter of the first, and stays while any live key depends on it.
+func (s *Server) publish(ctx context.Context, node string, roots []*x509.Certificate, notAfter time.Time, jwtKey any, kid string) error {
 	now := s.cfg.Clock().UTC()
-	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityX509, ID: hex.EncodeToString(sum[:]),
-		DER: root.Raw, NotAfter: root.NotAfter, Node: node, AddedAt: now}); err != nil {
-		return fmt.Errorf("server: publish X.509 authority of node %s: %w", node, err)
+	for _, root := range roots {
+		sum := sha256.Sum256(root.Raw)
+		na := notAfter
+		if root.NotAfter.Before(na) {
+			na = root.NotAfter
+		}
+		if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityX509, ID: hex.EncodeToString(sum[:]),
+			DER: root.Raw, NotAfter: na, Node: node, AddedAt: now}); err != nil {
+			return fmt.Errorf("server: publish X.509 authority of node %s: %w", node, err)
+		}
 	}
 	pub, err := x509.MarshalPKIXPublicKey(jwtKey)
 	if err != nil {
 		return fmt.Errorf("server: publish JWT authority of node %s: %w", node, err)
 	}
 	if err := s.cfg.Store.PutAuthority(ctx, storage.Authority{Kind: storage.AuthorityJWT, ID: kid,
-		DER: pub, NotAfter: jwtNotAfter, Node: node, AddedAt: now}); err != nil {
+		DER: pub, NotAfter: notAfter, Node: node, AddedAt: now}); err != nil {
 		return fmt.Errorf("server: publish JWT authority of node %s: %w", node, err)
 	}
 	return nil

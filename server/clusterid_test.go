@@ -29,7 +29,7 @@ func TestRegisterNodeRecordsTheServerSVID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ident.RegisterNode(testCtx(t), cluster.NodeCredentials{NodeID: e.st.NodeID(), X509Authority: rootCert,
+	if err := ident.RegisterNode(testCtx(t), cluster.NodeCredentials{NodeID: e.st.NodeID(), X509Authorities: []*x509.Certificate{rootCert}, X509NotAfter: rootCert.NotAfter,
 		JWTKey: jwtKey, JWTKeyID: kid, SVID: cert.Leaf}); err != nil {
 		t.Fatalf("RegisterNode: %v", err)
 	}

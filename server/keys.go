@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -86,7 +88,48 @@ func (s *Server) AdvanceKeys(ctx context.Context) error {
 	if errPublish == nil {
 		errPublish = s.publishSlots(ctx) // a successor prepared just now
 	}
+	if errPublish == nil {
+		errPublish = s.retainUpstreamRoots(ctx)
+	}
 	return errors.Join(errPublish, s.removePruned(ctx))
+}
+
+// retainUpstreamRoots makes the bundle keep each upstream root at least as long as this node's live keys
+// that chain to it (storage.RetainAuthority) where it holds the root with an earlier NotAfter: published
+// for an earlier key, or by another node, which removes it only after that time. During a rolling upgrade
+// (a server that does not understand command version 8) it waits: the root stays until its first NotAfter.
+func (s *Server) retainUpstreamRoots(ctx context.Context) error {
+	have := map[string]time.Time{}
+	for _, a := range s.cfg.Store.Authorities() {
+		if a.Kind == storage.AuthorityX509 {
+			have[a.ID] = a.NotAfter
+		}
+	}
+	for _, slot := range s.cfg.Keys.Slots() {
+		if slot.CA == nil || !slot.CA.Upstream() {
+			continue
+		}
+		for _, root := range slot.CA.X509Roots() {
+			sum := sha256.Sum256(root.Raw)
+			id, want := hex.EncodeToString(sum[:]), slot.NotAfter
+			if root.NotAfter.Before(want) {
+				want = root.NotAfter
+			}
+			if got, ok := have[id]; !ok || !got.Before(want) {
+				continue
+			}
+			err := s.cfg.Store.RetainAuthority(ctx, storage.AuthorityX509, id, want)
+			if errors.Is(err, storage.ErrUpgradeInProgress) {
+				s.cfg.Logger.Debug("upstream root not retained yet: a server does not understand it", "id", id, "error", err)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("server: CA key slot %s: keep its upstream root in the bundle: %w", slot.ID, err)
+			}
+			have[id] = want
+		}
+	}
+	return nil
 }
 
 // RotateKeys prepares a successor key now if there is none, publishes it, and activates it: the early
@@ -131,28 +174,55 @@ func (s *Server) publishSlots(ctx context.Context) error {
 	return nil
 }
 
-// published reports whether both keys of slot are in this node's view of the bundle.
+// published reports whether both keys of slot are in this node's view of the bundle: its JWT key, and
+// its X.509 roots (the slot's own root, or its upstream authority's roots, which another node may have
+// published first).
 func (s *Server) published(slot rotation.Slot) bool {
-	var x, j bool
+	if slot.CA == nil {
+		return false
+	}
+	want := map[string]bool{}
+	for _, id := range x509RootIDs(slot) {
+		want[id] = true
+	}
+	var j bool
 	node := s.cfg.Store.NodeID()
 	for _, a := range s.cfg.Store.Authorities() {
-		if a.Node != node {
-			continue
+		switch {
+		case a.Kind == storage.AuthorityX509:
+			delete(want, a.ID)
+		case a.Kind == storage.AuthorityJWT && a.Node == node && a.ID == slot.JWTKeyID:
+			j = true
 		}
-		x = x || (a.Kind == storage.AuthorityX509 && a.ID == slot.X509ID)
-		j = j || (a.Kind == storage.AuthorityJWT && a.ID == slot.JWTKeyID)
 	}
-	return x && j
+	return len(want) == 0 && j
+}
+
+// x509RootIDs are the bundle IDs of the X.509 roots slot's CA needs in the bundle (none once pruned).
+func x509RootIDs(slot rotation.Slot) []string {
+	if slot.CA == nil {
+		return nil
+	}
+	var ids []string
+	for _, r := range slot.CA.X509Roots() {
+		sum := sha256.Sum256(r.Raw)
+		ids = append(ids, hex.EncodeToString(sum[:]))
+	}
+	return ids
 }
 
 // removePruned takes this node's authorities out of the bundle that belong to no live slot and are past
-// their NotAfter: nothing they signed can still be valid.
+// their NotAfter: nothing they signed can still be valid. An upstream authority's root stays while any
+// live slot's chain leads to it.
 func (s *Server) removePruned(ctx context.Context) error {
 	live := map[string]bool{}
 	for _, slot := range s.cfg.Keys.Slots() {
 		if slot.State != rotation.Pruned {
 			live[string(storage.AuthorityX509)+"/"+slot.X509ID] = true
 			live[string(storage.AuthorityJWT)+"/"+slot.JWTKeyID] = true
+			for _, id := range x509RootIDs(slot) {
+				live[string(storage.AuthorityX509)+"/"+id] = true
+			}
 		}
 	}
 	node, now := s.cfg.Store.NodeID(), s.cfg.Clock()

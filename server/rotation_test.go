@@ -233,7 +233,7 @@ func TestAdminCAStatusAndRotate(t *testing.T) {
 	clock := newManualClock()
 	e, keys := newRotatingEnv(t, clock, nil)
 	other := newCA(t)
-	if err := e.srv.publish(testCtx(t), "node-other", other.X509Authority(), other.JWTPublicKey(), other.JWTKeyID(), other.NotAfter()); err != nil {
+	if err := e.srv.publish(testCtx(t), "node-other", other.X509Roots(), other.NotAfter(), other.JWTPublicKey(), other.JWTKeyID()); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.srv.Admin.CAStatus(testCtx(t), &adminv1.CAStatusRequest{})

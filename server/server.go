@@ -251,7 +251,7 @@ func (s *Server) PublishAuthorities(ctx context.Context) error {
 
 // publishCA puts one CA of this node into the bundle (idempotent).
 func (s *Server) publishCA(ctx context.Context, c *ca.CA) error {
-	return s.publish(ctx, s.cfg.Store.NodeID(), c.X509Authority(), c.JWTPublicKey(), c.JWTKeyID(), c.NotAfter())
+	return s.publish(ctx, s.cfg.Store.NodeID(), c.X509Roots(), c.NotAfter(), c.JWTPublicKey(), c.JWTKeyID())
 }
 
 // authority is the node's CA that signs now.

@@ -225,8 +225,9 @@ func TestAttestAgentNodeRegistersAndReattests(t *testing.T) {
 	}
 }
 
-// writeNewestCommand writes a command of the newest command version (CommandVersion): a node
-// attestation on first use, its agent SVID owned by owner.
+// writeNewestCommand writes commands up to the newest command version (CommandVersion): a node
+// attestation on first use, its agent SVID owned by owner (version 7), a key revocation (8) and an
+// authority-retain (9).
 func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	t.Helper()
 	id := "spiffe://example.org/signet/agent/k8s_psat/c/n"
@@ -242,6 +243,10 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 		t.Fatal(err)
 	}
 	if _, err := s.RevokeKey(ctx, AuthorityJWT, "newest-kid", "a command of the newest version", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Type 47 (command version 9): an upstream root retained.
+	if err := s.RetainAuthority(context.Background(), AuthorityX509, "newest", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -88,6 +88,9 @@ const (
 	// cmdKeyRevoke: a CA key revoked after a compromise, or its revocation pending or approved
 	// (revoke.go), command version 8.
 	cmdKeyRevoke commandType = 50 // raftv1.KeyRevoke
+	// cmdAuthorityRetain: an upstream authority's root kept in the bundle while a key chains to it
+	// (upstream.go), command version 9.
+	cmdAuthorityRetain commandType = 47 // raftv1.AuthorityRetain
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -137,8 +140,10 @@ const (
 	commandVersionFirstUse uint32 = 7
 	// commandVersionRevoke: CA key revocation (signet ca revoke-key), type 50.
 	commandVersionRevoke uint32 = 8
+	// commandVersionUpstream: upstream authority roots retained while a key chains to them, type 47.
+	commandVersionUpstream uint32 = 9
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionRevoke
+	CommandVersion = commandVersionUpstream
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -161,6 +166,8 @@ func (t commandType) since() uint32 {
 		return commandVersionFirstUse
 	case t == cmdKeyRevoke:
 		return commandVersionRevoke
+	case t == cmdAuthorityRetain:
+		return commandVersionUpstream
 	default:
 		return CommandVersion
 	}
@@ -214,6 +221,7 @@ var commandNames = map[commandType]string{
 	cmdRotationRequest:          "rotation-request",
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
 	cmdKeyRevoke:                "key-revoke",
+	cmdAuthorityRetain:          "authority-retain",
 }
 
 func (t commandType) String() string {

@@ -179,7 +179,7 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		var w pruneResultWire
 		w, err = decodeAs[pruneResultWire](b)
 		out = pruneResult(w)
-	case cmdAuthorityPut, cmdAuthorityRemove, cmdAuditAppend, cmdNodeVersion:
+	case cmdAuthorityPut, cmdAuthorityRemove, cmdAuthorityRetain, cmdAuditAppend, cmdNodeVersion:
 		return nil, nil
 	default:
 		return nil, fmt.Errorf("storage: the result of forwarded %s: unknown command type", t)

@@ -116,7 +116,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdLedgerAppend, 0}, {cmdDeliveryRecord, 3},
 		{cmdLedgerAppendSigned, 2}, {cmdAgentAttestSigned, Agent{ID: "a", Serial: "2"}}, {cmdAgentRenewSigned, Agent{ID: "a"}},
 		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
-		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
+		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdAuthorityRetain, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
 		{cmdKeyRevoke, KeyRevokeResult{Revoked: &RevokedKey{Kind: AuthorityX509, ID: "ab", SignerID: "cd", Node: "n1", NotAfter: now, At: now, By: "bob", Reason: "leak", RequestedBy: "alice"}}},
 		{cmdKeyRevoke, KeyRevokeResult{Pending: &PendingRevocation{Kind: AuthorityJWT, ID: "k", By: "alice", At: now, Reason: "leak", Rules: []string{"two"}}}},
 		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},

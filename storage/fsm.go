@@ -211,6 +211,8 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityPutFromWire, applyAuthorityPut)
 	case cmdAuthorityRemove:
 		return viaWire(tx, payload, authorityRemoveFromWire, applyAuthorityRemove)
+	case cmdAuthorityRetain:
+		return viaWire(tx, payload, authorityRetainFromWire, applyAuthorityRetain)
 	case cmdRotationRequest:
 		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
 	case cmdKeyRevoke: // decided under the policy unless it approves a pending revocation (revoke.go)

@@ -143,6 +143,8 @@ func wireCases() []wireCase {
 		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
 		wcase("key-revoke", cmdKeyRevoke, keyRevokeCmd{Kind: AuthorityJWT, ID: "kid-1", Meta: sampleMeta(), PendingRules: []string{"two-person"}, Approve: true},
 			keyRevokeCmd.wire, keyRevokeFromWire),
+		wcase("authority-retain", cmdAuthorityRetain, authorityRetainCmd{Kind: AuthorityX509, ID: "ab12", NotAfter: time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC),
+			Meta: sampleMeta()}, authorityRetainCmd.wire, authorityRetainFromWire),
 	}
 }
 

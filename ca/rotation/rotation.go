@@ -443,6 +443,9 @@ func (m *Manager) prepareLocked(now time.Time) (*Slot, error) {
 	id := strconv.Itoa(m.nextID)
 	c, err := m.load(id)
 	if err != nil {
+		// Nothing was created (an upstream that refused leaves no key): the number is reused.
+		m.nextID--
+		_ = os.Remove(m.slotDir(id)) // only if empty
 		return nil, fmt.Errorf("rotation: prepare slot %s: %w", id, err)
 	}
 	sum := sha256.Sum256(c.X509Authority().Raw)
@@ -482,8 +485,14 @@ func (m *Manager) pruneLocked(s *Slot, now time.Time) {
 // DiskFactory is the Factory of keys kept in files (ca.LoadOrCreate): each slot's root lives ttl from
 // its creation by clock (nil: time.Now), and its CA signs by the same clock.
 func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time) Factory {
+	return UpstreamFactory(td, ttl, clock, nil)
+}
+
+// UpstreamFactory is DiskFactory whose new X.509 authorities up signs as intermediates (ca/upstream);
+// nil up means self-signed roots. Each new slot asks up for its certificate.
+func UpstreamFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time, up ca.Upstream) Factory {
 	return func(dir string) (*ca.CA, error) {
-		x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock})
+		x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock, Upstream: up})
 		if err != nil {
 			return nil, err
 		}
@@ -491,8 +500,8 @@ func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.T
 	}
 }
 
-// Roots returns the X.509 roots of every live slot (prepared, active, old): what the node's own
-// signatures may verify against.
+// Roots returns the X.509 signing certificates of every live slot (prepared, active, old): what the
+// node's own signatures may verify against (with an upstream authority, the slots' intermediates).
 func (m *Manager) Roots() []*x509.Certificate {
 	m.mu.Lock()
 	defer m.mu.Unlock()

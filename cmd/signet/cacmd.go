@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/signet-id/signet/proto/adminv1"
@@ -152,6 +153,10 @@ type caKeyView struct {
 	PrunedAt   string `json:"pruned_at,omitempty"`
 	NotAfter   string `json:"not_after"`
 	InBundle   bool   `json:"in_bundle"`
+	// X509KeyID is the signing certificate's key ID (the ledger's signed_by); UpstreamRootIDs the
+	// upstream roots it chains to (upstream_authority).
+	X509KeyID       string   `json:"x509_key_id,omitempty"`
+	UpstreamRootIDs []string `json:"upstream_root_ids,omitempty"`
 }
 
 func viewCAKey(k *adminv1.CAKey) caKeyView {
@@ -162,7 +167,8 @@ func viewCAKey(k *adminv1.CAKey) caKeyView {
 		return formatUnix(sec)
 	}
 	return caKeyView{Node: k.Node, Slot: k.Slot, State: k.State, X509ID: k.X509Id, JWTKeyID: k.JwtKeyId, CreatedAt: formatUnix(k.CreatedAt),
-		ActivateAt: opt(k.ActivateAt), OldSince: opt(k.OldSince), PrunedAt: opt(k.PrunedAt), NotAfter: formatUnix(k.NotAfter), InBundle: k.InBundle}
+		ActivateAt: opt(k.ActivateAt), OldSince: opt(k.OldSince), PrunedAt: opt(k.PrunedAt), NotAfter: formatUnix(k.NotAfter), InBundle: k.InBundle,
+		X509KeyID: k.X509KeyId, UpstreamRootIDs: k.UpstreamRootIds}
 }
 
 func printCAStatus(w io.Writer, resp *adminv1.CAStatusResponse, output string) error {
@@ -191,10 +197,24 @@ func printCAStatus(w io.Writer, resp *adminv1.CAStatusResponse, output string) e
 		}
 		return s
 	}
-	for _, k := range keys {
-		rows = append(rows, []string{k.Node, dash(k.Slot), k.State, short(k.X509ID), k.JWTKeyID, k.CreatedAt, dash(k.ActivateAt), dash(k.OldSince), k.NotAfter})
+	header := []string{"NODE", "SLOT", "STATE", "X509 ID", "JWT KEY ID", "CREATED", "ACTIVE FROM", "OLD SINCE", "EXPIRES"}
+	upstream := slices.ContainsFunc(keys, func(k caKeyView) bool { return len(k.UpstreamRootIDs) > 0 })
+	if upstream {
+		// Under an upstream authority, X509 ID is the key's intermediate; the bundle holds its root.
+		header = append(header, "UPSTREAM ROOT")
 	}
-	return printTable(w, []string{"NODE", "SLOT", "STATE", "X509 ID", "JWT KEY ID", "CREATED", "ACTIVE FROM", "OLD SINCE", "EXPIRES"}, rows)
+	for _, k := range keys {
+		row := []string{k.Node, dash(k.Slot), k.State, short(k.X509ID), k.JWTKeyID, k.CreatedAt, dash(k.ActivateAt), dash(k.OldSince), k.NotAfter}
+		if upstream {
+			roots := make([]string, len(k.UpstreamRootIDs))
+			for i, id := range k.UpstreamRootIDs {
+				roots[i] = short(id)
+			}
+			row = append(row, dash(strings.Join(roots, ",")))
+		}
+		rows = append(rows, row)
+	}
+	return printTable(w, header, rows)
 }
 
 // short is the first 16 hex digits of an ID (enough to tell keys apart; -o json has it whole).

@@ -90,6 +90,11 @@ type serverFileConfig struct {
 		JWTKey          string `yaml:"jwt_key"`
 		CredentialsFile string `yaml:"credentials_file"`
 	} `yaml:"ca"`
+	// Upstream authority: an existing PKI signs each node's CA (config_upstream.go).
+	UpstreamAuthority *upstreamAuthorityFile `yaml:"upstream_authority"`
+	// upstream is UpstreamAuthority built, filled by loadServerConfig; nil without one.
+	upstream ca.Upstream
+
 	Raft struct {
 		NodeID           string `yaml:"node_id"`
 		BindAddress      string `yaml:"bind_address"`
@@ -611,6 +616,10 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 		return c, td, configError(path, "policy", "%v", err)
 	}
 	if err := checkCAKeys(path, &c); err != nil {
+		return c, td, err
+	}
+	// Upstream authority.
+	if c.upstream, err = c.UpstreamAuthority.build(path, &c); err != nil {
 		return c, td, err
 	}
 	if c.Raft.BindAddress == "" {

@@ -179,6 +179,14 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-oidc-cache-max-age-long.yaml", kind: "server", key: "oidc.cache_max_age", want: []string{"24h0m0s: want between 10s and 1h0m0s"}},
 		{file: "server-oidc-tls-key-missing.yaml", kind: "server", key: "oidc.tls", want: []string{"/nonexistent/signet-oidc/fullchain.pem"}},
 		{file: "server-oidc-listen-no-port.yaml", kind: "server", key: "oidc.listen_address", want: []string{`"0.0.0.0": missing port`}},
+		// Upstream authority.
+		{file: "server-upstream-type-unknown.yaml", kind: "server", key: "upstream_authority.type", want: []string{`"vault": want disk or step-ca`}},
+		{file: "server-upstream-no-type.yaml", kind: "server", key: "upstream_authority.type", want: []string{"is required: disk or step-ca"}},
+		{file: "server-upstream-disk-relative.yaml", kind: "server", key: "upstream_authority.disk.cert_file", want: []string{`"upstream.crt" must be an absolute path`}},
+		{file: "server-upstream-with-kms.yaml", kind: "server", key: "upstream_authority", want: []string{"needs ca.key_manager disk"}},
+		{file: "server-upstream-step-ca-http.yaml", kind: "server", key: "upstream_authority", want: []string{"upstream_authority.step_ca.url", "want https://host[:port]"}},
+		{file: "server-upstream-step-ca-with-disk.yaml", kind: "server", key: "upstream_authority.disk", want: []string{"upstream_authority.type is step-ca: remove it"}},
+		{file: "server-upstream-disk-missing.yaml", kind: "server", key: "upstream_authority", want: []string{"upstream_authority.disk.cert_file", "/nonexistent/upstream.crt"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind+"/"+tt.file, func(t *testing.T) {

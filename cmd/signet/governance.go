@@ -258,7 +258,8 @@ purpose, the agent and node it was issued to, the CA key that signed it ("Signed
 and expires, whether it is still valid, who received it (each process its agent handed it to, with first
 and last time; or "minted, never delivered"), and what other credentials its entry has live now. A credential
 Signet never issued is reported as unknown, with the reason; the command then exits 1. A CA certificate
-of the trust domain's bundle (a server node's root) is reported as such, and the command exits 0.`,
+of the trust domain's bundle (a server node's root, or an upstream authority's root) or an intermediate
+of the answering server under an upstream authority is reported as such, and the command exits 0.`,
 		Example: `  signet ledger lookup leaked.pem
   pbpaste | signet ledger lookup -`,
 		Args: exactArgs(1, "one file (or - for standard input)"),

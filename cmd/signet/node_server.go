@@ -66,6 +66,8 @@ type serverNodeConfig struct {
 	// CASchedule is the node's key rotation schedule (ca.ttl, ca.rotation; zero fields: defaults).
 	// Keys in an HSM or KMS (CAKeys) do not rotate: they use only its TTL.
 	CASchedule rotation.Schedule
+	// CAUpstream, if set, signs each key slot's X.509 CA as an intermediate (upstream_authority).
+	CAUpstream ca.Upstream
 	// KeyCheckEvery is server.Config.KeyCheckEvery (zero: the default).
 	KeyCheckEvery time.Duration
 	// AgentAuth identifies agents; nil means by their TLS client SVID (agentapi.TLSAgentAuth).
@@ -164,7 +166,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 	if kms == nil {
 		sched := cfg.CASchedule.WithDefaults()
 		rot, err = rotation.Open(rotation.Config{Dir: caDir, Schedule: sched,
-			New: rotation.DiskFactory(cfg.TrustDomain, sched.TTL, nil), Logger: log,
+			New: rotation.UpstreamFactory(cfg.TrustDomain, sched.TTL, nil, cfg.CAUpstream), Logger: log,
 			// The key store of a signet before keys rotated becomes the first slot.
 			AdoptFiles: []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}})
 		if err != nil {

@@ -74,7 +74,7 @@ func runServer(ctx context.Context, path string) error {
 		Bootstrap: *c.Raft.Bootstrap, BootstrapExpect: c.Raft.BootstrapExpect, RetryJoin: c.Raft.RetryJoin, ClusterID: c.Raft.ClusterID,
 		JoinSecret:        c.Raft.joinSecret,
 		SnapshotThreshold: c.Raft.SnapshotThreshold, SnapshotInterval: c.Raft.SnapshotInterval, TrailingLogs: c.Raft.TrailingLogs,
-		CASchedule: c.caSchedule, CAKeys: c.caKeys(), AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
+		CASchedule: c.caSchedule, CAKeys: c.caKeys(), CAUpstream: c.upstream, AgentSVIDTTL: c.AgentSVIDTTL, Logger: log,
 		MinX509SVIDTTL: c.MinX509SVIDTTL, MinJWTSVIDTTL: c.MinJWTSVIDTTL,
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},

@@ -61,20 +61,25 @@ func (*CAStatusRequest) Descriptor() ([]byte, []int) {
 
 // One CA key (an X.509 root and the JWT key created with it) of a server node.
 type CAKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Slot          string                 `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`                   // this server's slot ID; empty for another node's key
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`                 // prepared, active, old, pruned (this server's); published (another node's, in the bundle)
-	X509Id        string                 `protobuf:"bytes,4,opt,name=x509_id,json=x509Id,proto3" json:"x509_id,omitempty"` // hex SHA-256 of the root certificate
-	JwtKeyId      string                 `protobuf:"bytes,5,opt,name=jwt_key_id,json=jwtKeyId,proto3" json:"jwt_key_id,omitempty"`
-	CreatedAt     int64                  `protobuf:"varint,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`    // unix seconds; for another node's key, when it entered the bundle
-	ActivateAt    int64                  `protobuf:"varint,7,opt,name=activate_at,json=activateAt,proto3" json:"activate_at,omitempty"` // unix seconds; 0 for another node's key
-	OldSince      int64                  `protobuf:"varint,8,opt,name=old_since,json=oldSince,proto3" json:"old_since,omitempty"`       // 0 = not old
-	PrunedAt      int64                  `protobuf:"varint,9,opt,name=pruned_at,json=prunedAt,proto3" json:"pruned_at,omitempty"`       // 0 = not pruned
-	NotAfter      int64                  `protobuf:"varint,10,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
-	InBundle      bool                   `protobuf:"varint,11,opt,name=in_bundle,json=inBundle,proto3" json:"in_bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Node       string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Slot       string                 `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`                   // this server's slot ID; empty for another node's key
+	State      string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`                 // prepared, active, old, pruned (this server's); published (another node's, in the bundle)
+	X509Id     string                 `protobuf:"bytes,4,opt,name=x509_id,json=x509Id,proto3" json:"x509_id,omitempty"` // hex SHA-256 of the root certificate
+	JwtKeyId   string                 `protobuf:"bytes,5,opt,name=jwt_key_id,json=jwtKeyId,proto3" json:"jwt_key_id,omitempty"`
+	CreatedAt  int64                  `protobuf:"varint,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`    // unix seconds; for another node's key, when it entered the bundle
+	ActivateAt int64                  `protobuf:"varint,7,opt,name=activate_at,json=activateAt,proto3" json:"activate_at,omitempty"` // unix seconds; 0 for another node's key
+	OldSince   int64                  `protobuf:"varint,8,opt,name=old_since,json=oldSince,proto3" json:"old_since,omitempty"`       // 0 = not old
+	PrunedAt   int64                  `protobuf:"varint,9,opt,name=pruned_at,json=prunedAt,proto3" json:"pruned_at,omitempty"`       // 0 = not pruned
+	NotAfter   int64                  `protobuf:"varint,10,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	InBundle   bool                   `protobuf:"varint,11,opt,name=in_bundle,json=inBundle,proto3" json:"in_bundle,omitempty"`
+	// Upstream authority: the signing certificate's Subject Key Identifier (hex; the ledger's signed_by)
+	// and the hex SHA-256 of the upstream roots it chains to (what the bundle holds for it). Only for this
+	// server's live keys; upstream_root_ids is empty for a self-signed key.
+	X509KeyId       string   `protobuf:"bytes,12,opt,name=x509_key_id,json=x509KeyId,proto3" json:"x509_key_id,omitempty"`
+	UpstreamRootIds []string `protobuf:"bytes,13,rep,name=upstream_root_ids,json=upstreamRootIds,proto3" json:"upstream_root_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CAKey) Reset() {
@@ -182,6 +187,20 @@ func (x *CAKey) GetInBundle() bool {
 		return x.InBundle
 	}
 	return false
+}
+
+func (x *CAKey) GetX509KeyId() string {
+	if x != nil {
+		return x.X509KeyId
+	}
+	return ""
+}
+
+func (x *CAKey) GetUpstreamRootIds() []string {
+	if x != nil {
+		return x.UpstreamRootIds
+	}
+	return nil
 }
 
 type CAStatusResponse struct {
@@ -3307,8 +3326,11 @@ type Bundle struct {
 	JwtAuthorities  []*JWTKey              `protobuf:"bytes,3,rep,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
 	Sequence        uint64                 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	SpiffeBundle    []byte                 `protobuf:"bytes,5,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"` // the SPIFFE bundle document (JWKS) for this trust domain
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The answering server's live keys' intermediates under an upstream authority (DER), which sign its
+	// SVIDs; not part of the bundle (the upstream roots are).
+	X509Intermediates [][]byte `protobuf:"bytes,6,rep,name=x509_intermediates,json=x509Intermediates,proto3" json:"x509_intermediates,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -3372,6 +3394,13 @@ func (x *Bundle) GetSequence() uint64 {
 func (x *Bundle) GetSpiffeBundle() []byte {
 	if x != nil {
 		return x.SpiffeBundle
+	}
+	return nil
+}
+
+func (x *Bundle) GetX509Intermediates() [][]byte {
+	if x != nil {
+		return x.X509Intermediates
 	}
 	return nil
 }
@@ -5073,7 +5102,7 @@ var File_adminv1_admin_proto protoreflect.FileDescriptor
 const file_adminv1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x13adminv1/admin.proto\x12\x0fsignet.admin.v1\"\x11\n" +
-	"\x0fCAStatusRequest\"\xb0\x02\n" +
+	"\x0fCAStatusRequest\"\xfc\x02\n" +
 	"\x05CAKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\tR\x04slot\x12\x14\n" +
@@ -5089,7 +5118,9 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tpruned_at\x18\t \x01(\x03R\bprunedAt\x12\x1b\n" +
 	"\tnot_after\x18\n" +
 	" \x01(\x03R\bnotAfter\x12\x1b\n" +
-	"\tin_bundle\x18\v \x01(\bR\binBundle\"\xdf\x01\n" +
+	"\tin_bundle\x18\v \x01(\bR\binBundle\x12\x1e\n" +
+	"\vx509_key_id\x18\f \x01(\tR\tx509KeyId\x12*\n" +
+	"\x11upstream_root_ids\x18\r \x03(\tR\x0fupstreamRootIds\"\xdf\x01\n" +
 	"\x10CAStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
 	"\x04keys\x18\x02 \x03(\v2\x16.signet.admin.v1.CAKeyR\x04keys\x12$\n" +
@@ -5337,13 +5368,14 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xd9\x01\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x88\x02\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.admin.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12#\n" +
-	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\"\xe2\x02\n" +
+	"\rspiffe_bundle\x18\x05 \x01(\fR\fspiffeBundle\x12-\n" +
+	"\x12x509_intermediates\x18\x06 \x03(\fR\x11x509Intermediates\"\xe2\x02\n" +
 	"\x12QueryLedgerRequest\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x19\n" +

@@ -3043,6 +3043,78 @@ func (x *KeyRevoke) GetApprove() bool {
 	return false
 }
 
+// AuthorityRetain keeps an authority of the bundle at least until not_after (its NotAfter is raised, never
+// lowered; a missing authority is a no-op): a server whose CA key chains to an upstream root that another
+// key, or another server, published with an earlier NotAfter. The node that published the root removes it
+// only after that time. Command type 47, command version 9.
+type AuthorityRetain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "x509" or "jwt"
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Meta          *AuditMeta             `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorityRetain) Reset() {
+	*x = AuthorityRetain{}
+	mi := &file_raftv1_raft_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorityRetain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorityRetain) ProtoMessage() {}
+
+func (x *AuthorityRetain) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorityRetain.ProtoReflect.Descriptor instead.
+func (*AuthorityRetain) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *AuthorityRetain) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuthorityRetain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuthorityRetain) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *AuthorityRetain) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
 var File_raftv1_raft_proto protoreflect.FileDescriptor
 
 const file_raftv1_raft_proto_rawDesc = "" +
@@ -3324,7 +3396,12 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
 	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\x12#\n" +
 	"\rpending_rules\x18\x04 \x03(\tR\fpendingRules\x12\x18\n" +
-	"\aapprove\x18\x05 \x01(\bR\aapproveB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
+	"\aapprove\x18\x05 \x01(\bR\aapprove\"\x9d\x01\n" +
+	"\x0fAuthorityRetain\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12-\n" +
+	"\x04meta\x18\x04 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04metaB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
 
 var (
 	file_raftv1_raft_proto_rawDescOnce sync.Once
@@ -3338,7 +3415,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -3379,31 +3456,32 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*AuthorityRemove)(nil),       // 36: signet.raft.v1.AuthorityRemove
 	(*RotationRequest)(nil),       // 37: signet.raft.v1.RotationRequest
 	(*KeyRevoke)(nil),             // 38: signet.raft.v1.KeyRevoke
-	nil,                           // 39: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*AuthorityRetain)(nil),       // 39: signet.raft.v1.AuthorityRetain
+	nil,                           // 40: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	40, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	40, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	40, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	41, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	41, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	41, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	40, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	40, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	40, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	40, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	40, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	40, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	40, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	41, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	41, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	41, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	41, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	41, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	41, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	41, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	40, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	40, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	40, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	40, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	40, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	40, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	41, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	41, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	41, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	41, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	41, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	41, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -3416,21 +3494,21 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	40, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	41, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	40, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
+	41, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
 	6,  // 36: signet.raft.v1.AgentAttestNode.agent:type_name -> signet.raft.v1.Agent
-	40, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	40, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	41, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	41, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
 	0,  // 39: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	40, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	41, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
 	3,  // 41: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
 	0,  // 42: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 43: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 44: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	39, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	40, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
 	7,  // 46: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	40, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	41, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
 	9,  // 48: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
 	0,  // 49: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
 	30, // 50: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
@@ -3440,11 +3518,13 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 54: signet.raft.v1.AuthorityRemove.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 55: signet.raft.v1.RotationRequest.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 56: signet.raft.v1.KeyRevoke.meta:type_name -> signet.raft.v1.AuditMeta
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	41, // 57: signet.raft.v1.AuthorityRetain.not_after:type_name -> google.protobuf.Timestamp
+	0,  // 58: signet.raft.v1.AuthorityRetain.meta:type_name -> signet.raft.v1.AuditMeta
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -3458,7 +3538,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

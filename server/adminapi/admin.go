@@ -348,6 +348,9 @@ func (s *AdminService) GetBundle(ctx context.Context, _ *adminv1.GetBundleReques
 		return nil, toStatus(fmt.Errorf("bundle: %w", err))
 	}
 	out.SpiffeBundle = doc
+	for _, c := range s.ownIntermediates() {
+		out.X509Intermediates = append(out.X509Intermediates, c.Raw)
+	}
 	return out, nil
 }
 

@@ -2,6 +2,8 @@ package adminapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -38,8 +40,12 @@ func (s *AdminService) CAStatus(ctx context.Context, req *adminv1.CAStatusReques
 		sched := s.cfg.KeyAdmin.KeySchedule()
 		out.CaTtlSeconds, out.MaxSvidTtlSeconds, out.PrepareBeforeSeconds = secs(sched.TTL), secs(sched.MaxSVIDTTL), secs(sched.PrepareBefore)
 		for _, sl := range s.cfg.KeyAdmin.KeySlots() {
-			out.Keys = append(out.Keys, slotToAdmin(node, sl, inBundle[string(storage.AuthorityX509)+"/"+sl.X509ID]))
+			k := slotToAdmin(node, sl, slotInBundle(sl, inBundle))
+			out.Keys = append(out.Keys, k)
 			own[sl.X509ID], own[sl.JWTKeyID] = true, true
+			for _, id := range k.UpstreamRootIds {
+				own[id] = true
+			}
 		}
 	}
 	// Every other key of the bundle, X.509 root and JWT key paired by node and expiry (created together).
@@ -113,9 +119,34 @@ func slotToAdmin(node string, sl rotation.Slot, inBundle bool) *adminv1.CAKey {
 	if sl.Revoked {
 		state = "revoked"
 	}
-	return &adminv1.CAKey{Node: node, Slot: sl.ID, State: state, X509Id: sl.X509ID, JwtKeyId: sl.JWTKeyID,
+	k := &adminv1.CAKey{Node: node, Slot: sl.ID, State: state, X509Id: sl.X509ID, JwtKeyId: sl.JWTKeyID,
 		CreatedAt: unixOrZero(sl.CreatedAt), ActivateAt: unixOrZero(sl.ActivateAt), OldSince: unixOrZero(sl.OldSince),
 		PrunedAt: unixOrZero(sl.PrunedAt), NotAfter: unixOrZero(sl.NotAfter), InBundle: inBundle}
+	if sl.CA != nil {
+		k.X509KeyId = sl.CA.X509KeyID()
+		if sl.CA.Upstream() {
+			for _, r := range sl.CA.X509Roots() {
+				sum := sha256.Sum256(r.Raw)
+				k.UpstreamRootIds = append(k.UpstreamRootIds, hex.EncodeToString(sum[:]))
+			}
+		}
+	}
+	return k
+}
+
+// slotInBundle reports whether the bundle holds sl's X.509 root or, under an upstream authority, every
+// upstream root its intermediate chains to.
+func slotInBundle(sl rotation.Slot, inBundle map[string]bool) bool {
+	if sl.CA == nil || !sl.CA.Upstream() {
+		return inBundle[string(storage.AuthorityX509)+"/"+sl.X509ID]
+	}
+	for _, r := range sl.CA.X509Roots() {
+		sum := sha256.Sum256(r.Raw)
+		if !inBundle[string(storage.AuthorityX509)+"/"+hex.EncodeToString(sum[:])] {
+			return false
+		}
+	}
+	return true
 }
 
 func secs(d time.Duration) int64 { return int64(d / time.Second) }

@@ -119,7 +119,32 @@ func (s *AdminService) describeCA(out *adminv1.LookupCredentialResponse, cert *x
 			return
 		}
 	}
+	for _, inter := range s.ownIntermediates() {
+		if bytes.Equal(inter.Raw, cert.Raw) {
+			now := s.cfg.Clock()
+			out.Authority = true
+			out.ValidNow = !now.Before(cert.NotBefore) && now.Before(cert.NotAfter)
+			out.Reason = fmt.Sprintf("a CA certificate of trust domain %s: an intermediate of this server node under its upstream authority, valid until %s; Signet issues SVIDs under it (the bundle holds the upstream root), it is not itself an issued credential",
+				td, cert.NotAfter.UTC().Format(time.RFC3339))
+			return
+		}
+	}
 	out.Reason = fmt.Sprintf("a CA certificate (%q), but not an X.509 authority in the current bundle of trust domain %s: another CA's, a root rotated out of the bundle, or forged", cert.Subject.String(), td)
+}
+
+// ownIntermediates are this server's live keys' intermediates under an upstream authority (none without
+// one).
+func (s *AdminService) ownIntermediates() []*x509.Certificate {
+	if s.cfg.KeyAdmin == nil {
+		return nil
+	}
+	var out []*x509.Certificate
+	for _, sl := range s.cfg.KeyAdmin.KeySlots() {
+		if sl.CA != nil && sl.CA.Upstream() {
+			out = append(out, sl.CA.X509Authority())
+		}
+	}
+	return out
 }
 
 func deliveryToAdmin(d *storage.Delivery) *adminv1.Delivery {
@@ -133,7 +158,9 @@ func (s *AdminService) issuedHere(c *credential.Credential) (bool, string) {
 	b := s.cfg.Store.Bundle()
 	switch c.Kind {
 	case credential.KindX509:
-		for _, root := range b.X509Authorities {
+		// Under an upstream authority this server's own intermediates sign its SVIDs (other servers'
+		// intermediates are not in the bundle: their SVIDs are told by the ledger record's signed_by).
+		for _, root := range append(s.ownIntermediates(), b.X509Authorities...) {
 			if len(c.AuthorityKeyID) > 0 && bytes.Equal(root.SubjectKeyId, c.AuthorityKeyID) {
 				return true, ""
 			}

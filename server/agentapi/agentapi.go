@@ -52,7 +52,7 @@ func AgentServerParameters(agentSVIDTTL time.Duration) keepalive.ServerParameter
 type Issuer interface {
 	SignX509SVIDs(ctx context.Context, caller Caller, reqs []issuer.X509Request) ([]issuer.X509Result, error)
 	SignJWTSVID(ctx context.Context, caller Caller, entryID string, audience []string) (*ca.JWTSVID, error)
-	SignAgentSVID(req issuer.AgentSVIDRequest) (*x509.Certificate, storage.Issuance, error)
+	SignAgentSVID(req issuer.AgentSVIDRequest) ([]*x509.Certificate, storage.Issuance, error)
 	Parents(caller Caller, now time.Time) []string
 	CheckDisk() error
 }

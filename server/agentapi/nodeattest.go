@@ -127,12 +127,12 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w", agentID, err))
 	}
 	sels := selector.Normalize(att.Selectors)
-	cert, rec, err := s.signAgentSVID(agentID, req.GetCsr(), att.Owner, sels, na.Type())
+	chain, rec, err := s.signAgentSVID(agentID, req.GetCsr(), att.Owner, sels, na.Type())
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
 	agent := storage.Agent{ID: agentID.String(), AttestationType: na.Type(), Selectors: sels,
-		Owner: att.Owner, TokenID: att.ConsumeJoinToken, Serial: rec.ID, SVIDExpiresAt: cert.NotAfter, AttestedAt: now.UTC()}
+		Owner: att.Owner, TokenID: att.ConsumeJoinToken, Serial: rec.ID, SVIDExpiresAt: chain[0].NotAfter, AttestedAt: now.UTC()}
 	switch {
 	case att.ConsumeJoinToken != "":
 		_, err = s.cfg.Store.AttestAgent(ctx, att.ConsumeJoinToken, agent, now.UTC(), rec)
@@ -147,7 +147,7 @@ func (s *AgentService) AttestAgent(ctx context.Context, req *agentv1.AttestAgent
 		return nil, apierr.ToStatus(err)
 	}
 	s.log.Info("agent attested", "agent", agentID, "type", na.Type(), "subject", att.Subject, "owner", att.Owner)
-	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: [][]byte{cert.Raw}, Bundle: bundle,
+	return &agentv1.AttestAgentResponse{SpiffeId: agentID.String(), SvidChain: chainDER(chain), Bundle: bundle,
 		Reattestable: att.Reattestable}, nil
 }
 
@@ -193,18 +193,27 @@ func (s *AgentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRe
 	if err != nil {
 		return nil, apierr.ToStatus(fmt.Errorf("agent %s: %w: not registered", caller.AgentID, apierr.ErrPermissionDenied))
 	}
-	cert, rec, err := s.signAgentSVID(caller.AgentID, req.GetCsr(), a.Owner, a.Selectors, a.AttestationType)
+	chain, rec, err := s.signAgentSVID(caller.AgentID, req.GetCsr(), a.Owner, a.Selectors, a.AttestationType)
 	if err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	if _, err := s.cfg.Store.RenewAgent(ctx, a.ID, presented.SerialNumber.Text(16), rec.ID, cert.NotAfter, s.cfg.Clock().UTC(), rec); err != nil {
+	if _, err := s.cfg.Store.RenewAgent(ctx, a.ID, presented.SerialNumber.Text(16), rec.ID, chain[0].NotAfter, s.cfg.Clock().UTC(), rec); err != nil {
 		return nil, apierr.ToStatus(err)
 	}
-	return &agentv1.RenewAgentResponse{SvidChain: [][]byte{cert.Raw}}, nil
+	return &agentv1.RenewAgentResponse{SvidChain: chainDER(chain)}, nil
+}
+
+// chainDER is chain's certificates in DER, leaf first, as the agent API sends them.
+func chainDER(chain []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(chain))
+	for i, c := range chain {
+		out[i] = c.Raw
+	}
+	return out
 }
 
 // signAgentSVID has the issuer sign an agent SVID for the CSR's key and build its ledger record.
-func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector, attestation string) (*x509.Certificate, storage.Issuance, error) {
+func (s *AgentService) signAgentSVID(id spiffeid.ID, csrDER []byte, owner string, sels []selector.Selector, attestation string) ([]*x509.Certificate, storage.Issuance, error) {
 	return s.cfg.Issuer.SignAgentSVID(issuer.AgentSVIDRequest{ID: id, CSR: csrDER, TTL: s.cfg.AgentSVIDTTL, Owner: owner,
 		Selectors: sels, Attestation: attestation})
 }

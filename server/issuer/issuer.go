@@ -241,12 +241,12 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 	parents := i.Parents(caller, i.cfg.Clock())
 	for n, req := range reqs {
 		results[n].EntryID = req.EntryID
-		cert, rec, err := i.signOne(caller, parents, req)
+		chain, rec, err := i.signOne(caller, parents, req)
 		if err != nil {
 			results[n].Err = err
 			continue
 		}
-		results[n].Chain = []*x509.Certificate{cert}
+		results[n].Chain = chain
 		recs = append(recs, rec)
 	}
 	if len(recs) == 0 {
@@ -259,7 +259,7 @@ func (i *Issuer) SignX509SVIDs(ctx context.Context, caller Caller, reqs []X509Re
 	return results, nil
 }
 
-func (i *Issuer) signOne(caller Caller, parents []string, req X509Request) (*x509.Certificate, storage.Issuance, error) {
+func (i *Issuer) signOne(caller Caller, parents []string, req X509Request) ([]*x509.Certificate, storage.Issuance, error) {
 	e, err := i.authorize(caller, parents, req.EntryID)
 	if err != nil {
 		return nil, storage.Issuance{}, err
@@ -274,21 +274,23 @@ func (i *Issuer) signOne(caller Caller, parents []string, req X509Request) (*x50
 	return i.signForKey(&e, caller, csr.PublicKey)
 }
 
-// signForKey signs an X.509-SVID of an authorized entry for pub and builds its ledger record.
-func (i *Issuer) signForKey(e *storage.Entry, caller Caller, pub crypto.PublicKey) (*x509.Certificate, storage.Issuance, error) {
+// signForKey signs an X.509-SVID of an authorized entry for pub and builds its ledger record. It returns
+// the chain to deliver, leaf first (then the node's intermediate, under an upstream authority).
+func (i *Issuer) signForKey(e *storage.Entry, caller Caller, pub crypto.PublicKey) ([]*x509.Certificate, storage.Issuance, error) {
 	id, err := spiffeid.FromString(e.SPIFFEID)
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: stored SPIFFE ID: %w", e.ID, err)
 	}
-	cert, err := i.authority().SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: pub, TTL: e.X509TTL, DNSNames: e.DNSNames})
+	chain, err := i.authority().SignX509SVIDChain(ca.X509SVIDParams{SPIFFEID: id, PublicKey: pub, TTL: e.X509TTL, DNSNames: e.DNSNames})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("entry %q: %w", e.ID, err)
 	}
+	cert := chain[0]
 	rec := i.record(e, caller, storage.KindX509SVID, cert.SerialNumber.Text(16), cert.NotAfter)
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	rec.PublicKeySHA256 = hex.EncodeToString(sum[:])
 	rec.SignedBy = ca.SignerKeyID(cert)
-	return cert, rec, nil
+	return chain, rec, nil
 }
 
 var oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
@@ -398,22 +400,23 @@ type AgentSVIDRequest struct {
 // SignAgentSVID signs an agent SVID for the CSR's key and builds its ledger record. The record is not
 // committed here: the caller commits it in the same Raft command as the attestation or renewal it
 // belongs to (storage.Store.AttestAgent, RenewAgent), and hands the certificate out only once that
-// command committed.
-func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) (*x509.Certificate, storage.Issuance, error) {
+// command committed. It returns the chain to deliver, leaf first.
+func (i *Issuer) SignAgentSVID(req AgentSVIDRequest) ([]*x509.Certificate, storage.Issuance, error) {
 	id := req.ID
 	csr, err := parseCSR(req.CSR, id.String())
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
 	// Capped at the active key's NotAfter by the CA; the agent renews at half the SVID's actual life.
-	cert, err := i.authority().SignX509SVID(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: req.TTL})
+	chain, err := i.authority().SignX509SVIDChain(ca.X509SVIDParams{SPIFFEID: id, PublicKey: csr.PublicKey, TTL: req.TTL})
 	if err != nil {
 		return nil, storage.Issuance{}, fmt.Errorf("agent %s: %w", id, err)
 	}
+	cert := chain[0]
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	rec := storage.Issuance{ID: cert.SerialNumber.Text(16), Kind: storage.KindX509SVID, SPIFFEID: id.String(),
 		Owner: req.Owner, Selectors: selector.Strings(req.Selectors), PublicKeySHA256: hex.EncodeToString(sum[:]),
 		ExpiresAt: cert.NotAfter.UTC(), Node: i.cfg.NodeID, Agent: id.String(), NodeAttestation: req.Attestation,
 		SignedBy: ca.SignerKeyID(cert)}
-	return cert, rec, nil
+	return chain, rec, nil
 }

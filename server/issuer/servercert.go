@@ -164,11 +164,15 @@ func (s *ServerCert) Sign() (*tls.Certificate, error) {
 	authority := s.iss.authority()
 	// The CA caps the SVID at its own NotAfter; near the key's end the certificate is shorter and is
 	// re-minted at half its (shorter) life.
-	cert, err := authority.SignX509SVID(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: 24 * time.Hour})
+	chain, err := authority.SignX509SVIDChain(ca.X509SVIDParams{SPIFFEID: s.id, PublicKey: key.Public(), TTL: 24 * time.Hour})
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+	tc := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	return tc, nil
 }
 
 // serverSVIDRecord is the ledger record of a server SVID of node.

@@ -22,10 +22,11 @@ func TestAgentAndServerSVIDsUnderAShortLivedKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := spiffeid.RequireFromString("spiffe://example.org/signet/agent/a")
-	cert, _, err := iss.SignAgentSVID(AgentSVIDRequest{ID: id, CSR: testkit.CSR(t, newP256(t), nil), TTL: time.Hour, Owner: "alice"})
+	chain, _, err := iss.SignAgentSVID(AgentSVIDRequest{ID: id, CSR: testkit.CSR(t, newP256(t), nil), TTL: time.Hour, Owner: "alice"})
 	if err != nil {
 		t.Fatalf("agent SVID under a key with under a minute left: %v", err)
 	}
+	cert := chain[0]
 	if cert.NotAfter.After(authority.NotAfter()) || cert.NotAfter.Sub(cert.NotBefore) < 30*time.Second {
 		t.Fatalf("agent SVID %s–%s under a key ending %s", cert.NotBefore, cert.NotAfter, authority.NotAfter())
 	}
