@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var exampleBuilds sync.Map // package directory -> *exampleBuild
+
+type exampleBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// exampleBin builds the example's main package in dir (relative to the repository root, e.g.
+// examples/mtls/server) once per test binary, next to the signet binary, and returns its path with
+// symlinks resolved: unix:path selectors name the executable so.
+func exampleBin(t testing.TB, dir string) string {
+	t.Helper()
+	v, _ := exampleBuilds.LoadOrStore(dir, &exampleBuild{})
+	b := v.(*exampleBuild)
+	b.once.Do(func() {
+		out := filepath.Join(filepath.Dir(signetBin), "examples", strings.ReplaceAll(dir, "/", "-"))
+		build := exec.Command("go", "build", "-o", out, "../../"+dir)
+		if msg, err := build.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, msg)
+			return
+		}
+		b.path, b.err = filepath.EvalSymlinks(out)
+	})
+	if b.err != nil {
+		t.Fatalf("example %s did not build: %v", dir, b.err)
+	}
+	return b.path
+}
+
+// withEnv is a setup hook for startBinWith: the test's environment plus env.
+func withEnv(env ...string) func(*exec.Cmd) {
+	return func(c *exec.Cmd) { c.Env = append(os.Environ(), env...) }
+}
+
+const (
+	mtlsServerID = "spiffe://example.org/example/mtls-server"
+	mtlsClientID = "spiffe://example.org/example/mtls-client"
+)
+
+var mtlsRequestLine = regexp.MustCompile(`^request (\d+): 200 OK conn=(new|reused) server_serial=([0-9a-f]+) client_id=(\S+) client_serial=([0-9a-f]+)$`)
+
+// TestExampleMTLSScript runs examples/mtls/run.sh, what `make example-mtls` runs: its own signet dev,
+// the two entries, the server and three requests of the client, all of which succeed.
+func TestExampleMTLSScript(t *testing.T) {
+	server, client := exampleBin(t, "examples/mtls/server"), exampleBin(t, "examples/mtls/client")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "../../examples/mtls/run.sh")
+	cmd.Env = append(os.Environ(), "SIGNET="+signetBin, "SERVER="+server, "CLIENT="+client, "REQUESTS=3", "TMPDIR="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("run.sh: %v\n%s", err, out)
+	}
+	var ok int
+	for _, line := range strings.Split(string(out), "\n") {
+		if m := mtlsRequestLine.FindStringSubmatch(line); m != nil && m[4] == mtlsClientID {
+			ok++
+		}
+	}
+	if ok != 3 || !strings.Contains(string(out), "mtls example: 3 requests over mutual TLS") {
+		t.Fatalf("run.sh made %d successful requests, want 3:\n%s", ok, out)
+	}
+}
+
+// TestExampleMTLSRotation runs the example's server and client as real processes on a real signet dev,
+// told apart by unix:path selectors. The client's keep-alive pool makes requests while the CA keys
+// rotate and both entries change, which re-mints both SVIDs: every request succeeds, pooled
+// connections keep working, new ones present the new SVIDs on both sides. A client with another
+// identity is refused by the server, and the client refuses a server that is not the one it expects.
+func TestExampleMTLSRotation(t *testing.T) {
+	serverBin, clientBin := exampleBin(t, "examples/mtls/server"), exampleBin(t, "examples/mtls/client")
+	d := startDev(t, newDevDirs(t))
+	devID, owner := devIdentity(t)
+	uid := strconv.Itoa(os.Getuid())
+	entryIDs := map[string]string{}
+	for id, bin := range map[string]string{mtlsServerID: serverBin, mtlsClientID: clientBin} {
+		e := decodeJSON[entryView](t, d.mustCLI("entry", "create", "--spiffe-id", id, "--selector", "unix:uid:"+uid,
+			"--selector", "unix:path:"+bin, "--owner", owner, "--purpose", "mTLS example", "-o", "json"))
+		entryIDs[id] = e.ID
+	}
+	env := withEnv("SPIFFE_ENDPOINT_SOCKET=unix://" + d.socket)
+	server := startBinWith(t, "mtls server", serverBin, env, "-addr", "127.0.0.1:0", "-id", mtlsServerID, "-client-id", mtlsClientID, "-max-conn-age", "300ms")
+	addr, _, _ := strings.Cut(strings.TrimPrefix(server.waitLine("listening on ", time.Minute), "listening on "), ",")
+	url := "https://" + addr + "/"
+	client := startBinWith(t, "mtls client", clientBin, env, "-url", url, "-id", mtlsClientID, "-server-id", mtlsServerID, "-requests", "0", "-interval", "20ms")
+
+	// requests parses the client's output so far; every line must be a successful request.
+	type request struct {
+		reused                     bool
+		serverSerial, clientSerial string
+	}
+	requests := func() []request {
+		var rs []request
+		for _, line := range strings.Split(strings.TrimSpace(client.stdout.String()), "\n") {
+			if line == "" {
+				continue
+			}
+			m := mtlsRequestLine.FindStringSubmatch(line)
+			if m == nil || m[4] != mtlsClientID {
+				t.Fatalf("client printed %q, want a successful request as %s\nclient stderr:\n%s\nserver stderr:\n%s", line, mtlsClientID, client.stderr.String(), server.stderr.String())
+			}
+			rs = append(rs, request{m[2] == "reused", m[3], m[5]})
+		}
+		if !client.running() {
+			t.Fatalf("the client exited (a request failed)\nstdout:\n%s\nstderr:\n%s\nserver stderr:\n%s", client.stdout.String(), client.stderr.String(), server.stderr.String())
+		}
+		return rs
+	}
+	eventually(t, time.Minute, "the client's first pooled requests", func() bool {
+		rs := requests()
+		return len(rs) >= 2 && rs[len(rs)-1].reused
+	})
+	first := requests()[0]
+
+	d.mustCLI("ca", "rotate", "--reason", "mTLS example test")
+	for _, id := range entryIDs {
+		d.mustCLI("entry", "update", id, "--x509-ttl", "59m", "--reason", "mTLS example test: re-mint the SVIDs")
+	}
+	before := len(requests())
+	eventually(t, time.Minute, "a pooled connection presenting both new SVIDs", func() bool {
+		rs := requests()
+		for _, r := range rs[before:] {
+			if r.reused && r.serverSerial != first.serverSerial && r.clientSerial != first.clientSerial {
+				return true
+			}
+		}
+		return false
+	})
+	client.stop()
+	if code := client.waitExit(time.Second); code != 0 {
+		t.Fatalf("client exit %d after SIGINT\nstderr:\n%s", code, client.stderr.String())
+	}
+
+	// Another program of the same user has only the dev identity: the server refuses it.
+	otherDir := t.TempDir()
+	other := filepath.Join(otherDir, "mtls-client")
+	copyFile(t, clientBin, other, 0o755)
+	stranger := startBinWith(t, "unregistered client", other, env, "-url", url, "-server-id", mtlsServerID, "-requests", "1")
+	if code := stranger.waitExit(time.Minute); code != 1 || !strings.Contains(stranger.stderr.String(), "request 1:") {
+		t.Fatalf("unregistered client: exit %d, want 1 and the refused request\nstdout:\n%s\nstderr:\n%s", code, stranger.stdout.String(), stranger.stderr.String())
+	}
+	eventually(t, 30*time.Second, "the server's log of the refused ID", func() bool {
+		return strings.Contains(server.stderr.String(), `unexpected ID "`+devID+`"`)
+	})
+
+	// The registered client refuses a server that is not the one it was told to expect.
+	wary := startBinWith(t, "client expecting another server", clientBin, env, "-url", url, "-id", mtlsClientID, "-server-id", "spiffe://example.org/example/not-the-server", "-requests", "1")
+	if code := wary.waitExit(time.Minute); code != 1 || !strings.Contains(wary.stderr.String(), `unexpected ID "`+mtlsServerID+`"`) {
+		t.Fatalf("client expecting another server: exit %d, want 1 naming %s\nstderr:\n%s", code, mtlsServerID, wary.stderr.String())
+	}
+}
+
+// copyFile copies src to dst, created with mode.
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
