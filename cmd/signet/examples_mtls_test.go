@@ -1,53 +1,14 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-var exampleBuilds sync.Map // package directory -> *exampleBuild
-
-type exampleBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// exampleBin builds the example's main package in dir (relative to the repository root, e.g.
-// examples/mtls/server) once per test binary, next to the signet binary, and returns its path with
-// symlinks resolved: unix:path selectors name the executable so.
-func exampleBin(t testing.TB, dir string) string {
-	t.Helper()
-	v, _ := exampleBuilds.LoadOrStore(dir, &exampleBuild{})
-	b := v.(*exampleBuild)
-	b.once.Do(func() {
-		out := filepath.Join(filepath.Dir(signetBin), "examples", strings.ReplaceAll(dir, "/", "-"))
-		build := exec.Command("go", "build", "-o", out, "../../"+dir)
-		if msg, err := build.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build: %w\n%s", err, msg)
-			return
-		}
-		b.path, b.err = filepath.EvalSymlinks(out)
-	})
-	if b.err != nil {
-		t.Fatalf("example %s did not build: %v", dir, b.err)
-	}
-	return b.path
-}
-
-// withEnv is a setup hook for startBinWith: the test's environment plus env.
-func withEnv(env ...string) func(*exec.Cmd) {
-	return func(c *exec.Cmd) { c.Env = append(os.Environ(), env...) }
-}
 
 const (
 	mtlsServerID = "spiffe://example.org/example/mtls-server"
@@ -60,21 +21,17 @@ var mtlsRequestLine = regexp.MustCompile(`^request (\d+): 200 OK conn=(new|reuse
 // the two entries, the server and three requests of the client, all of which succeed.
 func TestExampleMTLSScript(t *testing.T) {
 	server, client := exampleBin(t, "examples/mtls/server"), exampleBin(t, "examples/mtls/client")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "../../examples/mtls/run.sh")
-	cmd.Env = append(os.Environ(), "SIGNET="+signetBin, "SERVER="+server, "CLIENT="+client, "REQUESTS=3", "TMPDIR="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("run.sh: %v\n%s", err, out)
+	out, code := runExampleScript(t, []string{"SIGNET=" + signetBin, "SERVER=" + server, "CLIENT=" + client, "REQUESTS=3", "TMPDIR=" + t.TempDir()}, "../../examples/mtls/run.sh")
+	if code != 0 {
+		t.Fatalf("run.sh: exit %d\n%s", code, out)
 	}
 	var ok int
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		if m := mtlsRequestLine.FindStringSubmatch(line); m != nil && m[4] == mtlsClientID {
 			ok++
 		}
 	}
-	if ok != 3 || !strings.Contains(string(out), "mtls example: 3 requests over mutual TLS") {
+	if ok != 3 || !strings.Contains(out, "mtls example: 3 requests over mutual TLS") {
 		t.Fatalf("run.sh made %d successful requests, want 3:\n%s", ok, out)
 	}
 }
@@ -164,17 +121,5 @@ func TestExampleMTLSRotation(t *testing.T) {
 	wary := startBinWith(t, "client expecting another server", clientBin, env, "-url", url, "-id", mtlsClientID, "-server-id", "spiffe://example.org/example/not-the-server", "-requests", "1")
 	if code := wary.waitExit(time.Minute); code != 1 || !strings.Contains(wary.stderr.String(), `unexpected ID "`+mtlsServerID+`"`) {
 		t.Fatalf("client expecting another server: exit %d, want 1 naming %s\nstderr:\n%s", code, mtlsServerID, wary.stderr.String())
-	}
-}
-
-// copyFile copies src to dst, created with mode.
-func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, data, mode); err != nil {
-		t.Fatal(err)
 	}
 }
