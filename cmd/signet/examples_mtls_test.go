@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -8,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
 const (
@@ -53,7 +59,8 @@ func TestExampleMTLSRotation(t *testing.T) {
 		entryIDs[id] = e.ID
 	}
 	env := withEnv("SPIFFE_ENDPOINT_SOCKET=unix://" + d.socket)
-	server := startBinWith(t, "mtls server", serverBin, env, "-addr", "127.0.0.1:0", "-id", mtlsServerID, "-client-id", mtlsClientID, "-max-conn-age", "300ms")
+	strict := withEnv("SPIFFE_ENDPOINT_SOCKET=unix://"+d.socket, "API_KEY=") // no API key: SVIDs only
+	server := startBinWith(t, "mtls server", serverBin, strict, "-addr", "127.0.0.1:0", "-id", mtlsServerID, "-client-id", mtlsClientID, "-max-conn-age", "300ms")
 	addr, _, _ := strings.Cut(strings.TrimPrefix(server.waitLine("listening on ", time.Minute), "listening on "), ",")
 	url := "https://" + addr + "/"
 	client := startBinWith(t, "mtls client", clientBin, env, "-url", url, "-id", mtlsClientID, "-server-id", mtlsServerID, "-requests", "0", "-interval", "20ms")
@@ -121,5 +128,91 @@ func TestExampleMTLSRotation(t *testing.T) {
 	wary := startBinWith(t, "client expecting another server", clientBin, env, "-url", url, "-id", mtlsClientID, "-server-id", "spiffe://example.org/example/not-the-server", "-requests", "1")
 	if code := wary.waitExit(time.Minute); code != 1 || !strings.Contains(wary.stderr.String(), `unexpected ID "`+mtlsServerID+`"`) {
 		t.Fatalf("client expecting another server: exit %d, want 1 naming %s\nstderr:\n%s", code, mtlsServerID, wary.stderr.String())
+	}
+}
+
+// TestExampleMTLSAPIKeyTransition is the transition of docs/migrating-from-api-keys.md on the example's
+// real server: with API_KEY in its environment it accepts the registered client by its SVID and a
+// client without a certificate by the key (and logs that), refuses a wrong key or none, and refuses
+// an SVID of another ID even now. Restarted without API_KEY, it refuses the key in the handshake and
+// still accepts the SVID.
+func TestExampleMTLSAPIKeyTransition(t *testing.T) {
+	serverBin, clientBin := exampleBin(t, "examples/mtls/server"), exampleBin(t, "examples/mtls/client")
+	d := startDev(t, newDevDirs(t))
+	_, owner := devIdentity(t)
+	uid := strconv.Itoa(os.Getuid())
+	for id, bin := range map[string]string{mtlsServerID: serverBin, mtlsClientID: clientBin} {
+		d.mustCLI("entry", "create", "--spiffe-id", id, "--selector", "unix:uid:"+uid, "--selector", "unix:path:"+bin,
+			"--owner", owner, "--purpose", "mTLS example", "-o", "json")
+	}
+	// A caller not moved yet: no SVID, the API key, and the server authenticated by its SPIFFE ID
+	// against the trust bundle that 'signet svid fetch --write' wrote.
+	bundleDir := t.TempDir()
+	d.mustCLI("svid", "fetch", "--write", bundleDir)
+	bundle, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString("example.org"), filepath.Join(bundleDir, "bundle.0.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromString(mtlsServerID)))}}
+	defer keyClient.CloseIdleConnections()
+	callWithKey := func(url, key string) (int, string, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := keyClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(body)), err
+	}
+	const apiKey = "3b1f0c52d7a94e6f8a2c5d9e0f4b7a16"
+	env := "SPIFFE_ENDPOINT_SOCKET=unix://" + d.socket
+	startServer := func(extraEnv ...string) (*proc, string) {
+		p := startBinWith(t, "mtls server", serverBin, withEnv(append([]string{env}, extraEnv...)...), "-addr", "127.0.0.1:0", "-id", mtlsServerID, "-client-id", mtlsClientID)
+		addr, _, _ := strings.Cut(strings.TrimPrefix(p.waitLine("listening on ", time.Minute), "listening on "), ",")
+		return p, "https://" + addr + "/"
+	}
+	runClient := func(bin, url string, args ...string) *proc {
+		c := startBinWith(t, "mtls client", bin, withEnv(env), append([]string{"-url", url, "-server-id", mtlsServerID, "-requests", "1"}, args...)...)
+		c.waitExit(time.Minute)
+		return c
+	}
+
+	server, url := startServer("API_KEY=" + apiKey)
+	if c := runClient(clientBin, url, "-id", mtlsClientID); !mtlsRequestLine.MatchString(strings.TrimSpace(c.stdout.String())) {
+		t.Fatalf("the registered client during the transition: %s\nstderr:\n%s", c.stdout.String(), c.stderr.String())
+	}
+	if code, body, err := callWithKey(url, apiKey); err != nil || code != http.StatusOK || body != "authenticated_by=api_key" {
+		t.Fatalf("a caller with the key during the transition: %d %q %v, want 200", code, body, err)
+	}
+	eventually(t, 30*time.Second, "the server's log of the request authenticated by the key", func() bool {
+		return strings.Contains(server.stderr.String(), "request authenticated by the API key: move this client to an SVID")
+	})
+	for _, key := range []string{"", "not-the-key"} {
+		if code, body, err := callWithKey(url, key); err != nil || code != http.StatusUnauthorized {
+			t.Fatalf("a caller with key %q during the transition: %d %q %v, want 401", key, code, body, err)
+		}
+	}
+	other := filepath.Join(t.TempDir(), "mtls-client")
+	copyFile(t, clientBin, other, 0o755)
+	if c := runClient(other, url); !strings.Contains(c.stderr.String(), "request 1: 403 Forbidden: client certificate refused") {
+		t.Fatalf("an unregistered client (the dev identity) during the transition: stdout %q, stderr %q, want 403", c.stdout.String(), c.stderr.String())
+	}
+
+	// The key dropped: the same caller is refused in the handshake; the SVID still works.
+	server.stop()
+	_, url = startServer("API_KEY=")
+	if _, _, err := callWithKey(url, apiKey); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("a caller with the key once it is dropped: %v, want the handshake refused (certificate required)", err)
+	}
+	if c := runClient(clientBin, url, "-id", mtlsClientID); !mtlsRequestLine.MatchString(strings.TrimSpace(c.stdout.String())) {
+		t.Fatalf("the registered client once the key is dropped: %s\nstderr:\n%s", c.stdout.String(), c.stderr.String())
 	}
 }
