@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 # Benchmarks run a fixed number of iterations so runs are comparable on 2-core machines.
 BENCH_FLAGS ?= -run '^$$' -benchmem
 
-.PHONY: all build install run test vet bench bench-ledger lint proto clean example-envoy example-jwt-api
+.PHONY: all build install run test vet bench bench-ledger lint proto clean example-envoy example-jwt-api example-mtls example-openssl
 
 all: build
 
@@ -75,6 +75,18 @@ bench:
 bench-ledger:
 	$(GO) test $(BENCH_FLAGS) -bench 'Ledger10M$$' -benchtime 2000x -timeout 90m ./storage/
 	$(GO) test $(BENCH_FLAGS) -bench 'Ledger10MSnapshot' -benchtime 1x -timeout 90m ./storage/
+
+## example-mtls: the mTLS example (examples/mtls): a throwaway signet dev, an entry for the Go server and
+## one for the Go client, and five requests over mutual TLS authorized by SPIFFE ID
+example-mtls: build
+	$(GO) build -o bin/examples/mtls-server ./examples/mtls/server
+	$(GO) build -o bin/examples/mtls-client ./examples/mtls/client
+	SIGNET=$(BIN) SERVER=bin/examples/mtls-server CLIENT=bin/examples/mtls-client sh examples/mtls/run.sh
+
+## example-openssl: the OpenSSL example (examples/openssl): SVIDs written as PEM files by `signet svid fetch
+## --write`, openssl s_server and s_client in mutual TLS on 127.0.0.1:$(PORT) (8443 by default)
+example-openssl: build
+	SIGNET=$(BIN) PORT=$(or $(PORT),8443) sh examples/openssl/run.sh
 
 lint: vet
 	@command -v staticcheck >/dev/null 2>&1 && staticcheck $(PKGS) || echo "staticcheck not installed; ran go vet and gofmt only"

@@ -17,7 +17,7 @@ import (
 	"github.com/signet-id/signet/internal/testkit"
 )
 
-// proc is a running signet subprocess (server or agent).
+// proc is a running subprocess: signet (server or agent), or an example's program.
 type proc struct {
 	t      testing.TB
 	name   string
@@ -38,7 +38,13 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 // before it starts.
 func startProcWith(t testing.TB, name string, setup func(*exec.Cmd), args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(signetBin, args...)
+	return startBinWith(t, name, signetBin, setup, args...)
+}
+
+// startBinWith is startProcWith for another program than signet (the examples' servers and clients).
+func startBinWith(t testing.TB, name, bin string, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	if setup != nil {
 		setup(cmd)
 	}
