@@ -50,9 +50,14 @@ const (
 // so the file stays bounded however long the node runs.
 const MaxPrunedKept = 8
 
-// Factory loads the CA whose key files are in dir, creating them on first use (ca.LoadOrCreate with the
-// schedule's TTL, or a key manager later). dir exists, mode 0700.
-type Factory func(dir string) (*ca.CA, error)
+// Factory loads the CA of slot (its ID, "1", "2", …) whose files are in dir, creating its keys on first
+// use (ca.LoadOrCreate with the schedule's TTL: DiskFactory, or keymanager.Manager.Factory for keys in an
+// HSM or KMS, which names them by the slot). dir exists, mode 0700.
+type Factory func(slot, dir string) (*ca.CA, error)
+
+// Destroyer deletes the keys of a pruned slot that live outside dir (in an HSM or KMS); dir itself is
+// removed after it returns.
+type Destroyer func(slot, dir string) error
 
 // Config configures Open.
 type Config struct {
@@ -60,6 +65,10 @@ type Config struct {
 	Dir      string
 	Schedule Schedule
 	New      Factory
+	// Destroy, if set, deletes a pruned slot's keys kept outside its directory (keymanager.Manager's
+	// DestroySlot); nil when every key is a file in the slot's directory. A failure is logged: the slot is
+	// pruned all the same (out of the bundle), its keys left for the operator to delete.
+	Destroy Destroyer
 	// AdoptFiles, on a first start (no slots.json), are files in Dir of a key store kept before keys
 	// rotated (ca.X509KeyFile, …, in the order to move them: keys first): if the first exists, they are
 	// moved into the first slot's directory, and that slot, the node's key until now, stays active.
@@ -347,7 +356,7 @@ func (m *Manager) load(id string) (*ca.CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("key directory %s: %w", dir, err)
 	}
-	c, err := m.cfg.New(dir)
+	c, err := m.cfg.New(id, dir)
 	if err != nil {
 		return nil, fmt.Errorf("keys in %s: %w", dir, err)
 	}
@@ -409,6 +418,11 @@ func (m *Manager) activateLocked(s *Slot, now time.Time) {
 
 func (m *Manager) pruneLocked(s *Slot, now time.Time) {
 	s.State, s.PrunedAt, s.CA = Pruned, now, nil
+	if m.cfg.Destroy != nil {
+		if err := m.cfg.Destroy(s.ID, m.slotDir(s.ID)); err != nil {
+			m.log.Warn("CA key pruned but its keys could not be deleted from the key manager; delete them by hand", "slot", s.ID, "error", err)
+		}
+	}
 	if err := os.RemoveAll(m.slotDir(s.ID)); err != nil {
 		m.log.Warn("CA key pruned but its files could not be removed", "slot", s.ID, "dir", m.slotDir(s.ID), "error", err)
 	}
@@ -428,8 +442,23 @@ func (m *Manager) pruneLocked(s *Slot, now time.Time) {
 // DiskFactory is the Factory of keys kept in files (ca.LoadOrCreate): each slot's root lives ttl from
 // its creation by clock (nil: time.Now), and its CA signs by the same clock.
 func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time) Factory {
-	return func(dir string) (*ca.CA, error) {
-		x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock})
+	return KeyManagerFactory(td, ttl, clock, nil)
+}
+
+// KeyManagerFactory is DiskFactory with each slot's private keys in the ca.KeyManager keys returns for it
+// (keymanager.Manager.SlotKeys: per-slot key names in an HSM or KMS); the slot's directory keeps only the
+// certificate, the kid and what keys records there. A nil keys means key files in the slot's directory.
+func KeyManagerFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time, keys func(slot, dir string) (ca.KeyManager, error)) Factory {
+	return func(slot, dir string) (*ca.CA, error) {
+		cfg := ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock}
+		if keys != nil {
+			km, err := keys(slot, dir)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Keys = km
+		}
+		x, j, err := ca.LoadOrCreate(cfg)
 		if err != nil {
 			return nil, err
 		}
