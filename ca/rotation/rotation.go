@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -105,7 +106,9 @@ type Manager struct {
 	mu     sync.Mutex
 	slots  []*Slot // in creation order
 	nextID int
-	active *ca.CA
+	// active is read on every issuance without mu, so signing never waits for a rotation that holds mu
+	// while it makes a key (in an HSM, tens of milliseconds).
+	active atomic.Pointer[ca.CA]
 	// handled is the Seq of the last rotation request handled (HandledRequest).
 	handled uint64
 }
@@ -166,16 +169,16 @@ func Open(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("rotation: slot %s (%s): the keys in %s are not the ones %s records", s.ID, s.State, m.slotDir(s.ID), filepath.Join(cfg.Dir, metaFile))
 		}
 		if s.State == Active {
-			m.active = s.CA
+			m.active.Store(s.CA)
 		}
 	}
-	if m.active == nil && m.preparedLocked() != nil {
+	if m.active.Load() == nil && m.preparedLocked() != nil {
 		// The active key expired while the node was down: its prepared successor, already in the
 		// bundle, signs at once.
 		m.activateLocked(m.preparedLocked(), now)
 		changed = true
 	}
-	if m.active == nil {
+	if m.active.Load() == nil {
 		adopted, err := m.adopt()
 		if err != nil {
 			return nil, err
@@ -200,12 +203,9 @@ func Open(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Active returns the CA of the active slot: the one to sign with.
-func (m *Manager) Active() *ca.CA {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.active
-}
+// Active returns the CA of the active slot: the one to sign with. It never waits for a rotation in
+// progress.
+func (m *Manager) Active() *ca.CA { return m.active.Load() }
 
 // Schedule returns the schedule in use (with defaults).
 func (m *Manager) Schedule() Schedule { return m.cfg.Schedule }
@@ -412,7 +412,7 @@ func (m *Manager) activateLocked(s *Slot, now time.Time) {
 		cur.State, cur.OldSince = Old, now
 	}
 	s.State = Active
-	m.active = s.CA
+	m.active.Store(s.CA)
 	m.log.Info("CA key active", "slot", s.ID, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID)
 }
 

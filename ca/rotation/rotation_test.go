@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +312,48 @@ func TestRestartAfterTheActiveKeyExpired(t *testing.T) {
 			t.Fatalf("the expired key's files remain: %v", err)
 		}
 	})
+}
+
+// Active never waits for a rotation in progress: while a successor's key is being made (in an HSM that
+// takes milliseconds, and the manager's lock is held), the active key still signs.
+func TestActiveDuringPreparation(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	disk := rotation.DiskFactory(td, schedule.TTL, nil)
+	var block atomic.Bool
+	m, err := rotation.Open(rotation.Config{Dir: t.TempDir(), Schedule: schedule, Logger: testkit.Logger(t),
+		New: func(slot, dir string) (*ca.CA, error) {
+			if block.Load() {
+				close(entered)
+				<-release
+			}
+			return disk(slot, dir)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.Active()
+	block.Store(true)
+	rotated := make(chan error, 1)
+	go func() { _, err := m.Rotate(always); rotated <- err }()
+	defer func() {
+		close(release)
+		if err := <-rotated; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(testkit.Deadline):
+		t.Fatal("Rotate did not make a successor")
+	}
+	got := make(chan *ca.CA, 1)
+	go func() { got <- m.Active() }()
+	select {
+	case c := <-got:
+		if c != first {
+			t.Fatal("Active changed while the successor was only being made")
+		}
+	case <-time.After(testkit.Deadline):
+		t.Fatal("Active waited for the successor's key to be made")
+	}
 }
