@@ -37,7 +37,7 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
-## bench: the benchmarks behind docs/performance.md (fixed iteration counts; ~25 min, the 10M-record
+## bench: the benchmarks behind docs/performance.md (fixed iteration counts; ~28 min, the 10M-record
 ## ledger benchmarks another ~12 and ~40: run them with `make bench-ledger`)
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench . -benchtime 3000x ./ca/...
