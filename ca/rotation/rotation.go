@@ -43,7 +43,8 @@ const (
 	Active State = "active"
 	// Old: replaced by a successor, still in the bundle until its NotAfter.
 	Old State = "old"
-	// Pruned: expired, out of the bundle, key files deleted. Kept in the metadata for status only.
+	// Pruned: expired, out of the bundle, key files deleted (keys in an HSM or KMS destroyed: Config.Destroy).
+	// Kept in the metadata for status only.
 	Pruned State = "pruned"
 )
 
@@ -52,8 +53,8 @@ const (
 const MaxPrunedKept = 8
 
 // Factory loads the CA of slot (its ID, "1", "2", …) whose files are in dir, creating its keys on first
-// use (ca.LoadOrCreate with the schedule's TTL: DiskFactory, or keymanager.Manager.Factory for keys in an
-// HSM or KMS, which names them by the slot). dir exists, mode 0700.
+// use (ca.LoadOrCreate with the schedule's TTL: DiskFactory, or KeyManagerFactory with
+// keymanager.Manager.SlotKeys for keys in an HSM or KMS, named per slot). dir exists, mode 0700.
 type Factory func(slot, dir string) (*ca.CA, error)
 
 // Destroyer deletes the keys of a pruned slot that live outside dir (in an HSM or KMS); dir itself is
