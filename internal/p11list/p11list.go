@@ -4,6 +4,7 @@
 package p11list
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -97,13 +98,18 @@ func objects(p *pkcs11.Ctx, slot uint, pin string) (_ []Object, err error) {
 	return out, nil
 }
 
-// className names a CKA_CLASS value (a CK_ULONG in the machine's byte order; every class Signet meets
-// fits its first byte).
+// className names a CKA_CLASS value, a CK_ULONG in the machine's byte order.
 func className(v []byte) string {
-	if len(v) == 0 {
+	var class uint64
+	switch len(v) {
+	case 8:
+		class = binary.NativeEndian.Uint64(v)
+	case 4:
+		class = uint64(binary.NativeEndian.Uint32(v))
+	default:
 		return "other"
 	}
-	switch uint(v[0]) {
+	switch uint(class) {
 	case pkcs11.CKO_PRIVATE_KEY:
 		return "private key"
 	case pkcs11.CKO_PUBLIC_KEY:
