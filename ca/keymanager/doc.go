@@ -9,6 +9,9 @@
 //     -tags awskms), so the default build carries no cloud SDK. Their keys must exist already.
 //     Untested here.
 //
-// A Manager implements ca.KeyManager: pass it as ca.KeyStoreConfig.Keys. PINs come only from a
+// A Manager implements ca.KeyManager for one fixed key pair: pass it as ca.KeyStoreConfig.Keys. For keys
+// that rotate (ca/rotation), Manager.SlotKeys gives each slot a pair of its own, named per node and slot
+// and recorded in the slot's directory (SlotKeysFile), and Manager.DestroySlot deletes a pruned slot's
+// keys; softkms and pkcs11 keys rotate, the cloud KMSes' do not (Rotates). PINs come only from a
 // pin-source file that group and others cannot read; they never appear in errors or logs.
 package keymanager

@@ -75,6 +75,8 @@ type Manager struct {
 	jwtKey   string
 	canMake  bool // softkms and pkcs11 create missing keys; the cloud KMSes do not
 	describe string
+	// explicit: x509_key or jwt_key was configured (not a default).
+	explicit bool
 }
 
 // Open validates cfg and opens the key manager. Errors name the key manager and the config field
@@ -84,7 +86,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if len(cfg.URI) > MaxURILength || len(cfg.X509Key) > MaxURILength || len(cfg.JWTKey) > MaxURILength {
 		return nil, fmt.Errorf("%s: the KMS URI and key names are at most %d characters each", prefix, MaxURILength)
 	}
-	m := &Manager{kind: cfg.Kind, x509Key: cfg.X509Key, jwtKey: cfg.JWTKey}
+	m := &Manager{kind: cfg.Kind, x509Key: cfg.X509Key, jwtKey: cfg.JWTKey, explicit: cfg.X509Key != "" || cfg.JWTKey != ""}
 	var err error
 	switch cfg.Kind {
 	case SoftKMS:
@@ -123,12 +125,12 @@ func (m *Manager) openSoftKMS(ctx context.Context, cfg Config) error {
 	if cfg.JWTKey == "" {
 		m.jwtKey = filepath.Join(cfg.Dir, ca.JWTKeyFile)
 	}
-	for _, k := range []*string{&m.x509Key, &m.jwtKey} {
-		path := strings.TrimPrefix(*k, "softkms:path=")
-		if !filepath.IsAbs(path) {
-			return fmt.Errorf("key %q: want an absolute file path (or softkms:path=PATH)", *k)
-		}
-		*k = filepath.Clean(path)
+	var err error
+	if m.x509Key, err = checkSoftKMSName("x509_key", m.x509Key); err != nil {
+		return err
+	}
+	if m.jwtKey, err = checkSoftKMSName("jwt_key", m.jwtKey); err != nil {
+		return err
 	}
 	if err := m.checkDistinct(); err != nil {
 		return err
@@ -173,9 +175,8 @@ func (m *Manager) openPKCS11(ctx context.Context, cfg Config) error {
 		m.jwtKey = DefaultPKCS11JWTKey
 	}
 	for _, k := range []struct{ field, name string }{{"x509_key", m.x509Key}, {"jwt_key", m.jwtKey}} {
-		ku, err := uri.ParseWithScheme(string(PKCS11), k.name)
-		if err != nil || len(ku.GetEncoded("id")) == 0 || ku.Get("object") == "" {
-			return fmt.Errorf("%s %q: want a pkcs11: URI with id and object, e.g. %s", k.field, k.name, DefaultPKCS11X509Key)
+		if err := checkPKCS11Name(k.field, k.name); err != nil {
+			return err
 		}
 	}
 	if err := m.checkDistinct(); err != nil {
@@ -198,6 +199,25 @@ func (m *Manager) openPKCS11(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("open %s (kms_uri): %w", where, err)
 	}
 	m.km, m.canMake, m.describe = km, true, "pkcs11 key"
+	return nil
+}
+
+// checkSoftKMSName checks a softkms key name (field names it in the error) and returns its clean path.
+func checkSoftKMSName(field, name string) (string, error) {
+	path := strings.TrimPrefix(name, "softkms:path=")
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("%s %q: want an absolute file path (or softkms:path=PATH)", field, name)
+	}
+	return filepath.Clean(path), nil
+}
+
+// checkPKCS11Name checks a pkcs11 key name (field names it in the error): step's pkcs11 creates keys only
+// with both an id and an object (CKA_ID and CKA_LABEL).
+func checkPKCS11Name(field, name string) error {
+	ku, err := uri.ParseWithScheme(string(PKCS11), name)
+	if err != nil || len(ku.GetEncoded("id")) == 0 || ku.Get("object") == "" {
+		return fmt.Errorf("%s %q: want a pkcs11: URI with id and object, e.g. %s", field, name, DefaultPKCS11X509Key)
+	}
 	return nil
 }
 
@@ -233,20 +253,32 @@ func (m *Manager) openCloud(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// name returns role's key name in the KMS.
+// name returns role's configured key name in the KMS.
 func (m *Manager) name(role ca.KeyRole) string {
+	return pick(role, m.x509Key, m.jwtKey)
+}
+
+// pick returns x509 for the X.509 role and jwt for the JWT role.
+func pick(role ca.KeyRole, x509, jwt string) string {
 	if role == ca.JWTKeyRole {
-		return m.jwtKey
+		return jwt
 	}
-	return m.x509Key
+	return x509
 }
 
 // KeyName implements ca.KeyManager: "pkcs11 key pkcs11:id=5301;object=signet-x509-ca".
-func (m *Manager) KeyName(role ca.KeyRole) string { return m.describe + " " + m.name(role) }
+func (m *Manager) KeyName(role ca.KeyRole) string { return m.describeKey(m.name(role)) }
 
 // LoadKey implements ca.KeyManager.
-func (m *Manager) LoadKey(role ca.KeyRole) (crypto.Signer, error) {
-	name := m.name(role)
+func (m *Manager) LoadKey(role ca.KeyRole) (crypto.Signer, error) { return m.loadKey(m.name(role)) }
+
+// CreateKey implements ca.KeyManager: an ECDSA P-256 key. A pkcs11 key is generated inside the
+// token and is not extractable; a softkms key is written as PKCS#8 PEM with mode 0600.
+func (m *Manager) CreateKey(role ca.KeyRole) (crypto.Signer, error) { return m.createKey(m.name(role)) }
+
+func (m *Manager) describeKey(name string) string { return m.describe + " " + name }
+
+func (m *Manager) loadKey(name string) (crypto.Signer, error) {
 	if m.kind == SoftKMS {
 		data, err := fsutil.ReadPrivateFile(name)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -275,10 +307,7 @@ func keyMissing(err error) bool {
 	return errors.Is(err, apiv1.NotFoundError{}) || strings.HasSuffix(err.Error(), " not found")
 }
 
-// CreateKey implements ca.KeyManager: an ECDSA P-256 key. A pkcs11 key is generated inside the
-// token and is not extractable; a softkms key is written as PKCS#8 PEM with mode 0600.
-func (m *Manager) CreateKey(role ca.KeyRole) (crypto.Signer, error) {
-	name := m.name(role)
+func (m *Manager) createKey(name string) (crypto.Signer, error) {
 	if !m.canMake {
 		return nil, fmt.Errorf("%s %s does not exist; create an ECDSA P-256 signing key with that name in the KMS (Signet creates keys only in softkms and pkcs11)", m.kind, name)
 	}
@@ -297,6 +326,9 @@ func (m *Manager) CreateKey(role ca.KeyRole) (crypto.Signer, error) {
 	}
 	return m.km.CreateSigner(&resp.CreateSignerRequest)
 }
+
+// Kind is the key manager's kind.
+func (m *Manager) Kind() Kind { return m.kind }
 
 // Close releases the key manager (for pkcs11, the module's sessions).
 func (m *Manager) Close() error { return m.km.Close() }

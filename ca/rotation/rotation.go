@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/signet-id/signet/ca"
@@ -42,7 +43,8 @@ const (
 	Active State = "active"
 	// Old: replaced by a successor, still in the bundle until its NotAfter.
 	Old State = "old"
-	// Pruned: expired, out of the bundle, key files deleted. Kept in the metadata for status only.
+	// Pruned: expired, out of the bundle, key files deleted (keys in an HSM or KMS destroyed: Config.Destroy).
+	// Kept in the metadata for status only.
 	Pruned State = "pruned"
 )
 
@@ -50,9 +52,14 @@ const (
 // so the file stays bounded however long the node runs.
 const MaxPrunedKept = 8
 
-// Factory loads the CA whose key files are in dir, creating them on first use (ca.LoadOrCreate with the
-// schedule's TTL, or a key manager later). dir exists, mode 0700.
-type Factory func(dir string) (*ca.CA, error)
+// Factory loads the CA of slot (its ID, "1", "2", …) whose files are in dir, creating its keys on first
+// use (ca.LoadOrCreate with the schedule's TTL: DiskFactory, or KeyManagerFactory with
+// keymanager.Manager.SlotKeys for keys in an HSM or KMS, named per slot). dir exists, mode 0700.
+type Factory func(slot, dir string) (*ca.CA, error)
+
+// Destroyer deletes the keys of a pruned slot that live outside dir (in an HSM or KMS); dir itself is
+// removed after it returns.
+type Destroyer func(slot, dir string) error
 
 // Config configures Open.
 type Config struct {
@@ -60,6 +67,10 @@ type Config struct {
 	Dir      string
 	Schedule Schedule
 	New      Factory
+	// Destroy, if set, deletes a pruned slot's keys kept outside its directory (keymanager.Manager's
+	// DestroySlot); nil when every key is a file in the slot's directory. A failure is logged: the slot is
+	// pruned all the same (out of the bundle), its keys left for the operator to delete.
+	Destroy Destroyer
 	// AdoptFiles, on a first start (no slots.json), are files in Dir of a key store kept before keys
 	// rotated (ca.X509KeyFile, …, in the order to move them: keys first): if the first exists, they are
 	// moved into the first slot's directory, and that slot, the node's key until now, stays active.
@@ -98,7 +109,9 @@ type Manager struct {
 	mu     sync.Mutex
 	slots  []*Slot // in creation order
 	nextID int
-	active *ca.CA
+	// active is read on every issuance without mu, so signing never waits for a rotation that holds mu
+	// while it makes a key (in an HSM, tens of milliseconds).
+	active atomic.Pointer[ca.CA]
 	// handled is the Seq of the last rotation request handled (HandledRequest).
 	handled uint64
 }
@@ -159,16 +172,16 @@ func Open(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("rotation: slot %s (%s): the keys in %s are not the ones %s records", s.ID, s.State, m.slotDir(s.ID), filepath.Join(cfg.Dir, metaFile))
 		}
 		if s.State == Active {
-			m.active = s.CA
+			m.active.Store(s.CA)
 		}
 	}
-	if m.active == nil && m.preparedLocked() != nil {
+	if m.active.Load() == nil && m.preparedLocked() != nil {
 		// The active key expired while the node was down: its prepared successor, already in the
 		// bundle, signs at once.
 		m.activateLocked(m.preparedLocked(), now)
 		changed = true
 	}
-	if m.active == nil {
+	if m.active.Load() == nil {
 		adopted, err := m.adopt()
 		if err != nil {
 			return nil, err
@@ -193,12 +206,9 @@ func Open(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Active returns the CA of the active slot: the one to sign with.
-func (m *Manager) Active() *ca.CA {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.active
-}
+// Active returns the CA of the active slot: the one to sign with. It never waits for a rotation in
+// progress.
+func (m *Manager) Active() *ca.CA { return m.active.Load() }
 
 // Schedule returns the schedule in use (with defaults).
 func (m *Manager) Schedule() Schedule { return m.cfg.Schedule }
@@ -401,7 +411,7 @@ func (m *Manager) load(id string) (*ca.CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("key directory %s: %w", dir, err)
 	}
-	c, err := m.cfg.New(dir)
+	c, err := m.cfg.New(id, dir)
 	if err != nil {
 		return nil, fmt.Errorf("keys in %s: %w", dir, err)
 	}
@@ -460,12 +470,17 @@ func (m *Manager) activateLocked(s *Slot, now time.Time) {
 		cur.State, cur.OldSince = Old, now
 	}
 	s.State = Active
-	m.active = s.CA
+	m.active.Store(s.CA)
 	m.log.Info("CA key active", "slot", s.ID, "x509_id", s.X509ID, "jwt_key_id", s.JWTKeyID)
 }
 
 func (m *Manager) pruneLocked(s *Slot, now time.Time) {
 	s.State, s.PrunedAt, s.CA = Pruned, now, nil
+	if m.cfg.Destroy != nil {
+		if err := m.cfg.Destroy(s.ID, m.slotDir(s.ID)); err != nil {
+			m.log.Warn("CA key pruned but its keys could not be deleted from the key manager; delete them by hand", "slot", s.ID, "error", err)
+		}
+	}
 	if err := os.RemoveAll(m.slotDir(s.ID)); err != nil {
 		m.log.Warn("CA key pruned but its files could not be removed", "slot", s.ID, "dir", m.slotDir(s.ID), "error", err)
 	}
@@ -485,14 +500,35 @@ func (m *Manager) pruneLocked(s *Slot, now time.Time) {
 // DiskFactory is the Factory of keys kept in files (ca.LoadOrCreate): each slot's root lives ttl from
 // its creation by clock (nil: time.Now), and its CA signs by the same clock.
 func DiskFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time) Factory {
-	return UpstreamFactory(td, ttl, clock, nil)
+	return SlotFactory(td, ttl, clock, nil, nil)
 }
 
 // UpstreamFactory is DiskFactory whose new X.509 authorities up signs as intermediates (ca/upstream);
 // nil up means self-signed roots. Each new slot asks up for its certificate.
 func UpstreamFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time, up ca.Upstream) Factory {
-	return func(dir string) (*ca.CA, error) {
-		x, j, err := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock, Upstream: up})
+	return SlotFactory(td, ttl, clock, nil, up)
+}
+
+// KeyManagerFactory is DiskFactory with each slot's private keys in the ca.KeyManager keys returns for it
+// (keymanager.Manager.SlotKeys: per-slot key names in an HSM or KMS); the slot's directory keeps only the
+// certificate, the kid and what keys records there. A nil keys means key files in the slot's directory.
+func KeyManagerFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time, keys func(slot, dir string) (ca.KeyManager, error)) Factory {
+	return SlotFactory(td, ttl, clock, keys, nil)
+}
+
+// SlotFactory is the Factory of both: keys from keys (nil: files in the slot's directory), X.509
+// authorities signed by up (nil: self-signed roots).
+func SlotFactory(td spiffeid.TrustDomain, ttl time.Duration, clock func() time.Time, keys func(slot, dir string) (ca.KeyManager, error), up ca.Upstream) Factory {
+	return func(slot, dir string) (*ca.CA, error) {
+		cfg := ca.KeyStoreConfig{Dir: dir, TrustDomain: td, TTL: ttl, Clock: clock, Upstream: up}
+		if keys != nil {
+			km, err := keys(slot, dir)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Keys = km
+		}
+		x, j, err := ca.LoadOrCreate(cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,5 +353,49 @@ func TestRevoke(t *testing.T) {
 	m2 := open(t, dir, clock)
 	if got := states(m2); got != "1:pruned 2:active 3:pruned" || !m2.Slots()[0].Revoked || !m2.Slots()[2].Revoked || m2.Slots()[1].Revoked {
 		t.Fatalf("after a restart: %s, %+v", got, m2.Slots())
+	}
+}
+
+// Active never waits for a rotation in progress: while a successor's key is being made (in an HSM that
+// takes milliseconds, and the manager's lock is held), the active key still signs.
+func TestActiveDuringPreparation(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	disk := rotation.DiskFactory(td, schedule.TTL, nil)
+	var block atomic.Bool
+	m, err := rotation.Open(rotation.Config{Dir: t.TempDir(), Schedule: schedule, Logger: testkit.Logger(t),
+		New: func(slot, dir string) (*ca.CA, error) {
+			if block.Load() {
+				close(entered)
+				<-release
+			}
+			return disk(slot, dir)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.Active()
+	block.Store(true)
+	rotated := make(chan error, 1)
+	go func() { _, err := m.Rotate(always); rotated <- err }()
+	defer func() {
+		close(release)
+		if err := <-rotated; err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-entered:
+	case <-time.After(testkit.Deadline):
+		t.Fatal("Rotate did not make a successor")
+	}
+	got := make(chan *ca.CA, 1)
+	go func() { got <- m.Active() }()
+	select {
+	case c := <-got:
+		if c != first {
+			t.Fatal("Active changed while the successor was only being made")
+		}
+	case <-time.After(testkit.Deadline):
+		t.Fatal("Active waited for the successor's key to be made")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/ca/keymanager"
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -72,15 +73,21 @@ func TestServerWithPKCS11Keys(t *testing.T) {
 		t.Fatalf("x509svid.Verify: %v", err)
 	}
 
+	// The keys rotate: the CA directory holds the slots' metadata and, per slot, only the certificate,
+	// the kid and the names of the slot's keys in the token.
 	caDir := filepath.Join(s.dir, "data", "ca")
-	names := testkit.DirNames(t, caDir)
+	if names := testkit.DirNames(t, caDir); !slices.Equal(names, []string{"slot-1", "slots.json"}) {
+		t.Fatalf("CA directory holds %q, want the first slot and its metadata", names)
+	}
+	slotDir := filepath.Join(caDir, "slot-1")
+	names := testkit.DirNames(t, slotDir)
 	for _, name := range names {
-		data, err := os.ReadFile(filepath.Join(caDir, name))
+		data, err := os.ReadFile(filepath.Join(slotDir, name))
 		if err != nil || strings.Contains(string(data), "PRIVATE KEY") {
-			t.Fatalf("%s in the CA directory: %v, or a private key", name, err)
+			t.Fatalf("%s in the slot's directory: %v, or a private key", name, err)
 		}
 	}
-	if !slices.Equal(names, []string{ca.JWTKeyIDFile, ca.X509CertFile}) {
-		t.Fatalf("CA directory holds %q, want only the certificate and the kid", names)
+	if !slices.Equal(names, []string{ca.JWTKeyIDFile, keymanager.SlotKeysFile, ca.X509CertFile}) {
+		t.Fatalf("slot directory holds %q, want only the certificate, the kid and the key names", names)
 	}
 }

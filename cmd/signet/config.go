@@ -550,8 +550,8 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	if c.AgentSVIDTTL < agentapi.MinAgentSVIDTTL || c.AgentSVIDTTL > 30*24*time.Hour {
 		return c, td, configError(path, "agent_svid_ttl", "%s: want between 1m and 720h", c.AgentSVIDTTL)
 	}
-	if km := c.CA.KeyManager; km != "" && km != "disk" && c.CA.Rotation.PrepareBefore != 0 {
-		return c, td, configError(path, "ca.rotation.prepare_before", "keys in key_manager %s do not rotate (only key_manager disk's do): remove it, or keep the CA keys on disk", km)
+	if km := c.CA.KeyManager; !keymanager.Rotates(keymanager.Kind(km)) && c.CA.Rotation.PrepareBefore != 0 {
+		return c, td, configError(path, "ca.rotation.prepare_before", "keys in key_manager %s do not rotate (Signet creates no cloud KMS keys; keys on disk, in softkms and in pkcs11 rotate): remove it, or use one of those", km)
 	}
 	sched := rotation.Schedule{TTL: c.CA.TTL, MaxSVIDTTL: c.CA.Rotation.MaxSVIDTTL, PrepareBefore: c.CA.Rotation.PrepareBefore}.WithDefaults()
 	if err := sched.Validate(); err != nil {

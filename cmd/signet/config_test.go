@@ -63,7 +63,7 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-unknown-nested-key.yaml", kind: "server", lines: []int{5}, want: []string{`unknown key "raft.bootstrapp"`}},
 		{file: "agent-unknown-key.yaml", kind: "agent", lines: []int{3}, want: []string{`unknown key "socket_permissions"`}},
 		// A server configuration given to the agent: the first server-only key is reported.
-		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 17, 25, 30, 31}, want: []string{
+		{file: "server-all-keys.yaml", kind: "agent", lines: []int{4, 5, 6, 8, 9, 18, 26, 31, 32}, want: []string{
 			`unknown key "bind_address"`, `unknown key "admin_socket"`, `unknown key "admin_uids"`,
 			`unknown key "agent_svid_ttl"`, `unknown key "ca"`, `unknown key "raft"`, `unknown key "issuance_limits"`,
 			`unknown key "min_free_disk"`, `unknown key "state_mmap_size"`}},
@@ -99,7 +99,7 @@ func TestConfigErrors(t *testing.T) {
 		{file: "server-ca-key-manager-unknown.yaml", kind: "server", key: "ca.key_manager", want: []string{`"vault"`, "disk, softkms, pkcs11, awskms, cloudkms or azurekms"}},
 		{file: "server-ca-kms-uri-with-disk.yaml", kind: "server", key: "ca.kms_uri", want: []string{"only with a ca.key_manager other than disk"}},
 		{file: "server-prepare-before-with-kms.yaml", kind: "server", key: "ca.rotation.prepare_before", want: []string{
-			"keys in key_manager pkcs11 do not rotate (only key_manager disk's do)"}},
+			"keys in key_manager awskms do not rotate", "Signet creates no cloud KMS keys"}},
 		{file: "server-min-free-disk-no-unit.yaml", kind: "server", key: "min_free_disk", want: []string{`"512"`, "unit KiB, MiB, GiB or TiB"}},
 		{file: "server-min-free-disk-too-small.yaml", kind: "server", key: "min_free_disk", want: []string{`"512KiB"`, "at least 1MiB"}},
 		{file: "server-state-mmap-size-too-small.yaml", kind: "server", key: "state_mmap_size", want: []string{`"512MiB"`, "want 1GiB to 1TiB"}},
@@ -378,7 +378,7 @@ func TestConfigServerValuesKept(t *testing.T) {
 		URI:     "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=signet?pin-source=/etc/signet/hsm.pin",
 		X509Key: "pkcs11:id=01;object=ca", JWTKey: "pkcs11:id=02;object=jwt"})
 	cfgEq(t, "ca.rotation.max_svid_ttl", c.CA.Rotation.MaxSVIDTTL, 48*time.Hour)
-	cfgEq(t, "ca.rotation.prepare_before", c.CA.Rotation.PrepareBefore, 48*time.Hour) // its default: max_svid_ttl
+	cfgEq(t, "ca.rotation.prepare_before", c.CA.Rotation.PrepareBefore, 72*time.Hour) // keys in pkcs11 rotate
 	cfgEq(t, "raft.node_id", c.Raft.NodeID, "signet-1")
 	cfgEq(t, "raft.bind_address", c.Raft.BindAddress, "10.0.0.5:9300")
 	cfgEq(t, "raft.advertise_address", c.Raft.AdvertiseAddress, "signet-1.example.com:9300")

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(fetchClientEnv) != "" { // this binary run as BenchmarkFetchProcesses's client
 		os.Exit(runFetchClient())
 	}
+	if os.Getenv(tokenKeysEnv) != "" { // this binary run to list a SoftHSM2 token's keys (tokenKeys)
+		os.Exit(runTokenKeys())
+	}
 	dir, err := os.MkdirTemp("", "signet-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -64,7 +64,7 @@ type serverNodeConfig struct {
 	// CAKeys is where the CA's private keys live; a zero Kind (or disk) means files in DataDir/ca.
 	CAKeys keymanager.Config
 	// CASchedule is the node's key rotation schedule (ca.ttl, ca.rotation; zero fields: defaults).
-	// Keys in an HSM or KMS (CAKeys) do not rotate: they use only its TTL.
+	// Keys in a cloud KMS (CAKeys) do not rotate: they use only its TTL.
 	CASchedule rotation.Schedule
 	// CAUpstream, if set, signs each key slot's X.509 CA as an intermediate (upstream_authority).
 	CAUpstream ca.Upstream
@@ -99,7 +99,7 @@ type serverNode struct {
 	store   *storage.Store
 	ca      *ca.CA
 	kms     *keymanager.Manager // nil for disk keys
-	keys    *rotation.Manager   // nil for keys in an HSM or KMS: they do not rotate
+	keys    *rotation.Manager   // nil for keys in a cloud KMS: they do not rotate
 	srv     *server.Server
 	cluster *cluster.Node
 	mux     *cluster.Mux
@@ -163,19 +163,23 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 
 	var authority *ca.CA
 	var rot *rotation.Manager
-	if kms == nil {
+	if kms == nil || keymanager.Rotates(kms.Kind()) {
 		sched := cfg.CASchedule.WithDefaults()
-		rot, err = rotation.Open(rotation.Config{Dir: caDir, Schedule: sched,
-			New: rotation.UpstreamFactory(cfg.TrustDomain, sched.TTL, nil, cfg.CAUpstream), Logger: log,
-			// The key store of a signet before keys rotated becomes the first slot.
-			AdoptFiles: []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}})
-		if err != nil {
+		rc := rotation.Config{Dir: caDir, Schedule: sched, New: rotation.UpstreamFactory(cfg.TrustDomain, sched.TTL, nil, cfg.CAUpstream), Logger: log,
+			// The key store of a signet before keys rotated becomes the first slot (with a key manager,
+			// its keys keep their names in the module: keymanager.Manager.SlotKeys).
+			AdoptFiles: []string{ca.X509KeyFile, ca.JWTKeyFile, ca.X509CertFile, ca.JWTKeyIDFile}}
+		if kms != nil {
+			rc.New = rotation.KeyManagerFactory(cfg.TrustDomain, sched.TTL, nil, kms.SlotKeys(st.NodeID()))
+			rc.Destroy = kms.DestroySlot
+		}
+		if rot, err = rotation.Open(rc); err != nil {
 			return nil, err
 		}
 		authority = rot.Active()
 	} else {
-		// Keys in an HSM or KMS live under the fixed names of ca.x509_key and ca.jwt_key: one key
-		// pair, which does not rotate (docs/configuration.md).
+		// Keys in a cloud KMS live under the fixed names of ca.x509_key and ca.jwt_key: one key pair,
+		// which does not rotate (Signet creates no cloud keys; docs/configuration.md).
 		x509a, jwta, lerr := ca.LoadOrCreate(ca.KeyStoreConfig{Dir: caDir, TrustDomain: cfg.TrustDomain,
 			TTL: cfg.CASchedule.WithDefaults().TTL, Keys: kms})
 		if lerr != nil {
@@ -184,9 +188,6 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		if authority, err = ca.New(ca.Config{TrustDomain: cfg.TrustDomain, X509: x509a, JWT: jwta}); err != nil {
 			return nil, err
 		}
-	}
-	if err != nil {
-		return nil, err
 	}
 	agentAuth := cfg.AgentAuth
 	if agentAuth == nil {

@@ -153,6 +153,9 @@ func freePort(t testing.TB) int {
 type testServer struct {
 	*proc
 	dir, config, adminSocket, address, bundlePath string
+	// env is added to the server process's environment (e.g. SOFTHSM2_CONF), so parallel tests need
+	// no t.Setenv.
+	env []string
 }
 
 func writeFile(t testing.TB, path, content string) {
@@ -198,7 +201,11 @@ func (s *testServer) appendConfig(t testing.TB, lines string) {
 // start runs the server and waits until it serves and its bundle is written to bundlePath.
 func (s *testServer) start(t testing.TB) *testServer {
 	t.Helper()
-	s.proc = startProc(t, "server", "server", "--config", s.config)
+	s.proc = startProcWith(t, "server", func(cmd *exec.Cmd) {
+		if len(s.env) > 0 {
+			cmd.Env = append(os.Environ(), s.env...)
+		}
+	}, "server", "--config", s.config)
 	s.waitLine("Agent API:", 60*time.Second)
 	writeFile(t, s.bundlePath, s.mustCLI("bundle", "show"))
 	return s

@@ -151,6 +151,36 @@ func (w *rotationWatch) gone(ctx context.Context, x509ID, kid string) (bool, err
 	return !jwtThere && !slices.ContainsFunc(b.X509Authorities(), func(c *x509.Certificate) bool { return rootID(c) == x509ID }), nil
 }
 
+// untilPruned runs a round of check every half second, calling round(i, &pruned) after the i-th, until
+// the workload has met SVIDs of three keys (two rotations) and the pruned key, once round has found it, is
+// in none of its bundles; it returns that key. A refusal, a failed verification or ctx's end fails t
+// (with the server's stderr).
+func (w *rotationWatch) untilPruned(t *testing.T, ctx context.Context, stderr fmt.Stringer, round func(i int, pruned *caKeyView)) caKeyView {
+	t.Helper()
+	tick := time.NewTicker(500 * time.Millisecond) // the pace of the workload's checks
+	defer tick.Stop()
+	var pruned caKeyView
+	for i := 0; ; i++ {
+		if err := w.check(ctx); err != nil {
+			t.Fatal(err)
+		}
+		round(i, &pruned)
+		if pruned.X509ID != "" && len(w.signers) >= 3 {
+			if gone, err := w.gone(ctx, pruned.X509ID, pruned.JWTKeyID); err != nil {
+				t.Fatal(err)
+			} else if gone {
+				return pruned
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("no pruning seen in the workload's bundles after two rotations within 4m (%d keys signed, pruned %q)\nstderr:\n%s",
+				len(w.signers), pruned.X509ID, stderr)
+		}
+	}
+}
+
 // prunedKey returns the first pruned key in 'ca status' output, if any.
 func prunedKey(st caStatusView) (caKeyView, bool) {
 	for _, k := range st.Keys {
@@ -171,30 +201,11 @@ func TestRotationEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	w := newRotationWatch(t, ctx, d.socket)
-	tick := time.NewTicker(500 * time.Millisecond) // the pace of the workload's checks
-	defer tick.Stop()
-	var pruned caKeyView
-	for i := 0; ; i++ {
-		if err := w.check(ctx); err != nil {
-			t.Fatal(err)
-		}
+	pruned := w.untilPruned(t, ctx, d.stderr, func(i int, pruned *caKeyView) {
 		if pruned.X509ID == "" && i%10 == 0 {
-			pruned, _ = prunedKey(decodeJSON[caStatusView](t, d.mustCLI("ca", "status", "-o", "json")))
+			*pruned, _ = prunedKey(decodeJSON[caStatusView](t, d.mustCLI("ca", "status", "-o", "json")))
 		}
-		if pruned.X509ID != "" && len(w.signers) >= 3 {
-			if gone, err := w.gone(ctx, pruned.X509ID, pruned.JWTKeyID); err != nil {
-				t.Fatal(err)
-			} else if gone {
-				break
-			}
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("no pruning seen in the workload's bundles after two rotations within 4m (%d keys signed, pruned %q)\nstderr:\n%s",
-				len(w.signers), pruned.X509ID, d.stderr.String())
-		}
-	}
+	})
 	if recs := d.mustCLI("audit", "list", "--action", "bundle.remove-x509", "-o", "json"); !strings.Contains(recs, pruned.X509ID) {
 		t.Fatalf("the pruning is not in the audit log: %s", recs)
 	}

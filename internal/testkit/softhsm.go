@@ -2,9 +2,11 @@ package testkit
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,5 +44,24 @@ func NewSoftHSMToken(tb testing.TB, conf, label, pin string) {
 	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+	}
+}
+
+// NoPrivateKeyFiles fails tb if any file under dir holds a PEM private key: keys in an HSM or KMS never
+// reach the disk.
+func NoPrivateKeyFiles(tb testing.TB, dir string) {
+	tb.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err == nil && strings.Contains(string(data), "PRIVATE KEY") {
+			tb.Errorf("%s holds a private key", path)
+		}
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -99,7 +99,7 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 	case !own:
 		out.Note = fmt.Sprintf("node %s replaces the key as soon as it applies the revocation (signet audit list --action ca.rotate --object %s)", r.Node, r.Node)
 	case s.cfg.Revoker == nil:
-		out.Note = "this server's CA keys do not rotate (they are in a key manager, or fixed): it signs nothing that verifies until it is given a new key; destroy the revoked key in the key manager"
+		out.Note = "this server's CA keys do not rotate (they are in a cloud KMS): it signs nothing that verifies until it is given a new key; destroy the revoked key in the key manager"
 	default:
 		if err := s.cfg.Revoker.RetireRevoked(ctx); err != nil {
 			s.log.Warn("revoked CA key: retiring it failed; the key loop retries", "error", err)
