@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
 )
 
 // Exporting the state for `signet snapshot save`: the same consistent bbolt read transaction a Raft
