@@ -105,6 +105,9 @@ type serverFileConfig struct {
 		// joinSecret is JoinSecretFile's secret, filled by loadServerConfig.
 		joinSecret []byte
 	} `yaml:"raft"`
+
+	// Federation: SPIFFE federation (config_federation.go, docs/federation.md).
+	Federation federationFileConfig `yaml:"federation"`
 }
 
 // agentFileConfig is the agent's configuration file.
@@ -582,6 +585,9 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 		return c, td, err
 	}
 	if err := c.NodeAttestors.build(path, td); err != nil {
+		return c, td, err
+	}
+	if err := c.Federation.check(path); err != nil {
 		return c, td, err
 	}
 	return c, td, nil
