@@ -236,6 +236,10 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 		time.Now(), "a command of the newest version", rec); err != nil {
 		t.Fatal(err)
 	}
+	// Command version 8: federation.
+	if _, err := s.CreateFederation(context.Background(), Federation{TrustDomain: "newest.org", BundleEndpointURL: "https://newest.org/", Profile: "https_web"}, ""); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A node that attests once (trust on first use, aws_iid): the first attestation registers it, a second

@@ -85,6 +85,10 @@ const (
 	// aws_iid): the same message, refused when the agent ID is already registered (agents.go), command
 	// version 7.
 	cmdAgentAttestNodeFirstUse commandType = 46 // raftv1.AgentAttestNode
+	// Federation (federation.go), command version 8. Types 53–59 are reserved for federation.
+	cmdFederationCreate   commandType = 53 // raftv1.FederationCreate
+	cmdFederationDelete   commandType = 54 // raftv1.FederationDelete
+	cmdFederatedBundleSet commandType = 55 // raftv1.FederatedBundleSet
 )
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
@@ -132,8 +136,10 @@ const (
 	commandVersionRotation uint32 = 6
 	// commandVersionFirstUse: node attestation on first use only (aws_iid), type 46.
 	commandVersionFirstUse uint32 = 7
+	// commandVersionFederation: federation relationships and their bundles, types 53–55.
+	commandVersionFederation uint32 = 8
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionFirstUse
+	CommandVersion = commandVersionFederation
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -154,6 +160,8 @@ func (t commandType) since() uint32 {
 		return commandVersionRotation
 	case t == cmdAgentAttestNodeFirstUse:
 		return commandVersionFirstUse
+	case t >= cmdFederationCreate && t <= cmdFederatedBundleSet:
+		return commandVersionFederation
 	default:
 		return CommandVersion
 	}
@@ -206,6 +214,9 @@ var commandNames = map[commandType]string{
 	cmdAuthorityRemove:          "authority-remove",
 	cmdRotationRequest:          "rotation-request",
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
+	cmdFederationCreate:         "federation-create",
+	cmdFederationDelete:         "federation-delete",
+	cmdFederatedBundleSet:       "federated-bundle-set",
 }
 
 func (t commandType) String() string {

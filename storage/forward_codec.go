@@ -42,6 +42,8 @@ const (
 	codeUpgradeInProgress
 	codeStateTooNew
 	codeAgentAttested
+	codeFederationNotFound
+	codeFederationExists
 )
 
 // errorCodes maps each code to its sentinel. errNotAppended comes first: it wraps ErrNotLeader.
@@ -59,6 +61,7 @@ var errorCodes = []struct {
 	{codeNotPending, ErrNotPending}, {codeMemberNotFound, ErrMemberNotFound}, {codeLastVoter, ErrLastVoter},
 	{codeMemberConflict, ErrMemberConflict}, {codeUpgradeInProgress, ErrUpgradeInProgress},
 	{codeStateTooNew, ErrStateTooNew}, {codeAgentAttested, ErrAgentAttested},
+	{codeFederationNotFound, ErrFederationNotFound}, {codeFederationExists, ErrFederationExists},
 }
 
 func errorCodeOf(err error) ErrorCode {
@@ -171,6 +174,8 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[Policy](b)
 	case cmdRotationRequest:
 		out, err = decodeAs[RotationRequest](b)
+	case cmdFederationCreate, cmdFederationDelete, cmdFederatedBundleSet:
+		out, err = decodeAs[Federation](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:

@@ -117,6 +117,9 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdLedgerAppendSigned, 2}, {cmdAgentAttestSigned, Agent{ID: "a", Serial: "2"}}, {cmdAgentRenewSigned, Agent{ID: "a"}},
 		{cmdLedgerPrune, pruneResult{Batches: 2, Records: 9, Bounded: true}},
 		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
+		{cmdFederationCreate, Federation{TrustDomain: "other.org", Profile: "https_web", CreatedBy: "alice", CreatedAt: now}},
+		{cmdFederationDelete, Federation{TrustDomain: "other.org"}},
+		{cmdFederatedBundleSet, Federation{TrustDomain: "other.org", Bundle: []byte(`{"keys":[]}`), BundleRevision: 2, BundleUpdatedAt: now}},
 		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},
 	}
 	// Every command type this build proposes (all but the JSON era's) is covered; a policy-checked

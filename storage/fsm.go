@@ -213,6 +213,12 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityRemoveFromWire, applyAuthorityRemove)
 	case cmdRotationRequest:
 		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
+	case cmdFederationCreate:
+		return viaWire(tx, payload, federationCreateFromWire, applyFederationCreate)
+	case cmdFederationDelete:
+		return viaWire(tx, payload, federationDeleteFromWire, applyFederationDelete)
+	case cmdFederatedBundleSet:
+		return viaWire(tx, payload, federatedBundleSetFromWire, applyFederatedBundleSet)
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest, cmdAgentAttestSigned:

@@ -141,6 +141,12 @@ func wireCases() []wireCase {
 		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
 			authorityRemoveCmd.wire, authorityRemoveFromWire),
 		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
+		wcase("federation-create", cmdFederationCreate, federationCreateCmd{TrustDomain: "other.org",
+			BundleEndpointURL: "https://bundle.other.org/", Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://other.org/signet/server/n1",
+			Bundle: []byte(`{"keys":[]}`), Meta: sampleMeta()}, federationCreateCmd.wire, federationCreateFromWire),
+		wcase("federation-delete", cmdFederationDelete, federationDeleteCmd{TrustDomain: "other.org", Meta: sampleMeta()}, federationDeleteCmd.wire, federationDeleteFromWire),
+		wcase("federated-bundle-set", cmdFederatedBundleSet, federatedBundleSetCmd{TrustDomain: "other.org", Bundle: []byte(`{"keys":[]}`), Meta: sampleMeta()},
+			federatedBundleSetCmd.wire, federatedBundleSetFromWire),
 	}
 }
 

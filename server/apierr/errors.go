@@ -75,9 +75,10 @@ func Code(err error) codes.Code {
 	case errors.Is(err, storage.ErrConflict):
 		// The object changed since the caller read it: read it again and retry.
 		return codes.Aborted
-	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound):
+	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound),
+		errors.Is(err, storage.ErrFederationNotFound):
 		return codes.NotFound
-	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
+	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists), errors.Is(err, storage.ErrFederationExists):
 		return codes.AlreadyExists
 	case errors.Is(err, storage.ErrDiskFull):
 		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the

@@ -31,6 +31,8 @@ func TestCode(t *testing.T) {
 		{"ca invalid params", wrap(ca.ErrInvalidParams), codes.InvalidArgument},
 		{"ca expired", wrap(ca.ErrCAExpired), codes.FailedPrecondition},
 		{"storage invalid", wrap(storage.ErrInvalid), codes.InvalidArgument},
+		{"federation not found", wrap(storage.ErrFederationNotFound), codes.NotFound},
+		{"federation exists", wrap(storage.ErrFederationExists), codes.AlreadyExists},
 		{"node attestation malformed", wrap(nodeattest.ErrMalformed), codes.InvalidArgument},
 		{"node attestation refused", wrap(nodeattest.ErrRefused), codes.PermissionDenied},
 		{"node attestation backend unavailable", wrap(nodeattest.ErrUnavailable), codes.Unavailable},
