@@ -52,6 +52,11 @@ const (
 	Admin_SetPolicy_FullMethodName          = "/signet.admin.v1.Admin/SetPolicy"
 	Admin_CAStatus_FullMethodName           = "/signet.admin.v1.Admin/CAStatus"
 	Admin_RotateCA_FullMethodName           = "/signet.admin.v1.Admin/RotateCA"
+	Admin_CreateFederation_FullMethodName   = "/signet.admin.v1.Admin/CreateFederation"
+	Admin_ListFederations_FullMethodName    = "/signet.admin.v1.Admin/ListFederations"
+	Admin_GetFederation_FullMethodName      = "/signet.admin.v1.Admin/GetFederation"
+	Admin_DeleteFederation_FullMethodName   = "/signet.admin.v1.Admin/DeleteFederation"
+	Admin_RefreshFederation_FullMethodName  = "/signet.admin.v1.Admin/RefreshFederation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -117,6 +122,14 @@ type AdminClient interface {
 	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
 	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// Federation with other trust domains (docs/federation.md): relationships in Raft, their bundles
+	// fetched by the leader from their bundle endpoints.
+	CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error)
+	GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	// RefreshFederation fetches the trust domain's bundle now and stores it if it changed.
+	RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*RefreshFederationResponse, error)
 }
 
 type adminClient struct {
@@ -458,6 +471,56 @@ func (c *adminClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_CreateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_GetFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*RefreshFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefreshFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_RefreshFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -521,6 +584,14 @@ type AdminServer interface {
 	// another server, the request goes through Raft (audited "ca.rotate-request") and that server rotates
 	// as soon as it applies it (audited "ca.rotate" by node:<id>).
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// Federation with other trust domains (docs/federation.md): relationships in Raft, their bundles
+	// fetched by the leader from their bundle endpoints.
+	CreateFederation(context.Context, *CreateFederationRequest) (*Federation, error)
+	ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error)
+	GetFederation(context.Context, *GetFederationRequest) (*Federation, error)
+	DeleteFederation(context.Context, *DeleteFederationRequest) (*Federation, error)
+	// RefreshFederation fetches the trust domain's bundle now and stores it if it changed.
+	RefreshFederation(context.Context, *RefreshFederationRequest) (*RefreshFederationResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -623,6 +694,21 @@ func (UnimplementedAdminServer) CAStatus(context.Context, *CAStatusRequest) (*CA
 }
 func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAdminServer) CreateFederation(context.Context, *CreateFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFederation not implemented")
+}
+func (UnimplementedAdminServer) ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederations not implemented")
+}
+func (UnimplementedAdminServer) GetFederation(context.Context, *GetFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFederation not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederation not implemented")
+}
+func (UnimplementedAdminServer) RefreshFederation(context.Context, *RefreshFederationRequest) (*RefreshFederationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshFederation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1178,6 +1264,96 @@ func _Admin_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CreateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateFederation(ctx, req.(*CreateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederations(ctx, req.(*ListFederationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetFederation(ctx, req.(*GetFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederation(ctx, req.(*DeleteFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RefreshFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RefreshFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RefreshFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RefreshFederation(ctx, req.(*RefreshFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1296,6 +1472,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _Admin_RotateCA_Handler,
+		},
+		{
+			MethodName: "CreateFederation",
+			Handler:    _Admin_CreateFederation_Handler,
+		},
+		{
+			MethodName: "ListFederations",
+			Handler:    _Admin_ListFederations_Handler,
+		},
+		{
+			MethodName: "GetFederation",
+			Handler:    _Admin_GetFederation_Handler,
+		},
+		{
+			MethodName: "DeleteFederation",
+			Handler:    _Admin_DeleteFederation_Handler,
+		},
+		{
+			MethodName: "RefreshFederation",
+			Handler:    _Admin_RefreshFederation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

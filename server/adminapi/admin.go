@@ -95,6 +95,8 @@ type AdminServiceConfig struct {
 	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
 	// that no longer holds it.
 	AuditCheckpointFile string
+	// Federation, if set, fetches federated bundles now (RefreshFederation; server.Server's poller).
+	Federation FederationRefresher
 	// MaxSnapshotSize is the largest state SaveSnapshot serves (zero: DefaultMaxSnapshotSize).
 	MaxSnapshotSize int64
 	Clock           func() time.Time

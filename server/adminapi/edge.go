@@ -17,6 +17,7 @@ var (
 	ErrOtherTrustDomain  = apierr.ErrOtherTrustDomain
 	ErrResourceExhausted = apierr.ErrResourceExhausted
 	ErrKeysDoNotRotate   = apierr.ErrKeysDoNotRotate
+	ErrFederationOff     = apierr.ErrFederationOff
 )
 
 // codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).

@@ -12,6 +12,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
@@ -40,6 +41,8 @@ var (
 	ErrResourceExhausted = errors.New("resource exhausted")
 	// ErrKeysDoNotRotate: a key rotation was asked of a server whose CA keys do not rotate.
 	ErrKeysDoNotRotate = errors.New("this server's CA keys do not rotate")
+	// ErrFederationOff: a federation refresh was asked of a server built without a bundle poller.
+	ErrFederationOff = errors.New("this server does not fetch federated bundles")
 )
 
 // Code maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -68,7 +71,7 @@ func Code(err error) codes.Code {
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
 		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable),
 		errors.Is(err, ca.ErrCAExpired),
-		errors.Is(err, ErrKeysDoNotRotate):
+		errors.Is(err, ErrKeysDoNotRotate), errors.Is(err, ErrFederationOff), errors.Is(err, federation.ErrBadBundle):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition
@@ -85,7 +88,7 @@ func Code(err error) codes.Code {
 		// code gRPC documents for a full file system).
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, groupcommit.ErrStopped),
-		errors.Is(err, nodeattest.ErrUnavailable):
+		errors.Is(err, nodeattest.ErrUnavailable), errors.Is(err, federation.ErrEndpointUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, storage.ErrUpgradeInProgress):
 		// A server of the cluster runs an older signet that would not understand the write: it succeeds

@@ -25,6 +25,10 @@ const (
 	maxURLLen            = 2048
 )
 
+// ErrEndpointUnavailable marks a fetch that got no bundle: the endpoint could not be reached or
+// authenticated, or answered with an HTTP error.
+var ErrEndpointUnavailable = errors.New("bundle endpoint unavailable")
+
 // ErrBadBundle marks a fetched bundle that is refused: too large, too many authorities, no X.509
 // authority, or authorities of another trust domain.
 var ErrBadBundle = errors.New("bundle refused")
@@ -116,15 +120,15 @@ func Fetch(ctx context.Context, r Remote, o FetchOptions) (*spiffebundle.Bundle,
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("federation: fetch the bundle of %q: %w", r.TrustDomain.Name(), err)
+		return nil, fmt.Errorf("federation: fetch the bundle of %q: %w: %w", r.TrustDomain.Name(), ErrEndpointUnavailable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("federation: fetch %s: HTTP status %s", r.URL, resp.Status)
+		return nil, fmt.Errorf("federation: fetch %s: %w: HTTP status %s", r.URL, ErrEndpointUnavailable, resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("federation: fetch %s: %w", r.URL, err)
+		return nil, fmt.Errorf("federation: fetch %s: %w: %w", r.URL, ErrEndpointUnavailable, err)
 	}
 	return ParseBundle(r.TrustDomain, body)
 }

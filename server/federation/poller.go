@@ -52,9 +52,16 @@ type PollerConfig struct {
 type Poller struct {
 	cfg PollerConfig
 
-	mu       sync.Mutex
-	next     map[string]time.Time // trust domain -> when it is due
-	failures map[string]int
+	mu    sync.Mutex
+	sched map[string]schedule // trust domain -> its fetch schedule
+}
+
+// schedule is when a relationship is fetched next. created tells a relationship deleted and created
+// again (a new schedule) from the one scheduled.
+type schedule struct {
+	created  time.Time
+	due      time.Time
+	failures int
 }
 
 // NewPoller builds a poller.
@@ -80,7 +87,7 @@ func NewPoller(cfg PollerConfig) (*Poller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Poller{cfg: cfg, next: map[string]time.Time{}, failures: map[string]int{}}, nil
+	return &Poller{cfg: cfg, sched: map[string]schedule{}}, nil
 }
 
 // Run polls until ctx ends. A follower only waits: when it becomes leader, every relationship is due.
@@ -92,7 +99,7 @@ func (p *Poller) Run(ctx context.Context) {
 			wait = p.pollDue(ctx)
 		} else {
 			p.mu.Lock()
-			clear(p.next) // a new leader fetches everything at once
+			clear(p.sched) // a new leader fetches everything at once
 			p.mu.Unlock()
 		}
 		select {
@@ -115,26 +122,30 @@ func (p *Poller) pollDue(ctx context.Context) time.Duration {
 	known := make(map[string]bool, len(fs))
 	for _, f := range fs {
 		known[f.TrustDomain] = true
-		p.mu.Lock()
-		due := p.next[f.TrustDomain]
-		p.mu.Unlock()
-		if now := p.cfg.Clock(); !due.After(now) {
+		if due := p.due(f); !due.After(p.cfg.Clock()) {
 			_, _, _ = p.refresh(ctx, f)
-			p.mu.Lock()
-			due = p.next[f.TrustDomain]
-			p.mu.Unlock()
 		}
-		wait = min(wait, max(due.Sub(p.cfg.Clock()), 0))
+		wait = min(wait, max(p.due(f).Sub(p.cfg.Clock()), 0))
 	}
 	p.mu.Lock()
-	for td := range p.next {
+	for td := range p.sched {
 		if !known[td] {
-			delete(p.next, td)
-			delete(p.failures, td)
+			delete(p.sched, td)
 		}
 	}
 	p.mu.Unlock()
 	return wait
+}
+
+// due is when f is fetched next: at once if it has no schedule, or one of a relationship since deleted.
+func (p *Poller) due(f storage.Federation) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sc, ok := p.sched[f.TrustDomain]
+	if !ok || !sc.created.Equal(f.CreatedAt) {
+		return time.Time{}
+	}
+	return sc.due
 }
 
 // Refresh fetches td's bundle now (signet federation refresh) and stores it if it changed; it returns
@@ -165,20 +176,24 @@ func (p *Poller) refresh(ctx context.Context, f storage.Federation) (storage.Fed
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Clock()
+	sc := p.sched[f.TrustDomain]
+	if !sc.created.Equal(f.CreatedAt) {
+		sc = schedule{created: f.CreatedAt}
+	}
 	if err != nil {
-		p.failures[f.TrustDomain]++
-		backoff := p.cfg.MinInterval << min(p.failures[f.TrustDomain]-1, 16)
-		p.next[f.TrustDomain] = now.Add(min(backoff, p.cfg.MaxInterval))
+		sc.failures++
+		sc.due = now.Add(min(p.cfg.MinInterval<<min(sc.failures-1, 16), p.cfg.MaxInterval))
+		p.sched[f.TrustDomain] = sc
 		p.cfg.Logger.Warn("federation: fetching a trust domain's bundle failed; keeping the one stored", "trust_domain", f.TrustDomain,
-			"endpoint", f.BundleEndpointURL, "error", err, "retry_in", p.next[f.TrustDomain].Sub(now))
+			"endpoint", f.BundleEndpointURL, "error", err, "retry_in", sc.due.Sub(now))
 		return f, false, err
 	}
-	delete(p.failures, f.TrustDomain)
 	hint, ok := got.RefreshHint()
 	if !ok || hint <= 0 {
 		hint = DefaultRefreshHint
 	}
-	p.next[f.TrustDomain] = now.Add(min(max(hint, p.cfg.MinInterval), p.cfg.MaxInterval))
+	sc.failures, sc.due = 0, now.Add(min(max(hint, p.cfg.MinInterval), p.cfg.MaxInterval))
+	p.sched[f.TrustDomain] = sc
 	if changed {
 		p.cfg.Logger.Info("federation: stored a new bundle", "trust_domain", f.TrustDomain, "revision", f.BundleRevision)
 	}
