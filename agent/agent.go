@@ -92,6 +92,7 @@ type Agent struct {
 	// selectorKeys counts the entries' selectors by type and key (the value up to its first colon).
 	selectorKeys map[selectorKey]int
 	bundle       bundleState
+	federated    federatedState
 	changed      chan struct{} // closed and replaced whenever what workloads see changes
 
 	mintWake chan struct{}

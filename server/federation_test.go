@@ -10,6 +10,7 @@ import (
 	"github.com/signet-id/signet/internal/testkit"
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -149,5 +150,39 @@ func TestFederationAdmin(t *testing.T) {
 		if status.Code(err) != codes.NotFound {
 			t.Errorf("after delete: %v, want NotFound", err)
 		}
+	}
+}
+
+// An entry's federates_with is validated (trust domain names, not this one, no duplicates, bounded),
+// stored sorted, and changed by an update naming it.
+func TestEntryFederatesWithAdmin(t *testing.T) {
+	e := newEnv(t)
+	e.owner(t, "alice")
+	admin, ctx := e.srv.Admin, testCtx(t)
+	for name, tc := range map[string]struct {
+		fw   []string
+		want string
+	}{
+		"own trust domain": {[]string{"example.org"}, "this trust domain"},
+		"not a name":       {[]string{"spiffe://other.org"}, "not a trust domain name"},
+		"twice":            {[]string{"other.org", "other.org"}, "named twice"},
+		"too many":         {make([]string, adminapi.MaxFederatesWith+1), "at most"},
+	} {
+		in := adminEntry("spiffe://example.org/fed", agentA.String(), "alice")
+		in.FederatesWith = tc.fw
+		if _, err := admin.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: in}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want InvalidArgument with %q", name, err, tc.want)
+		}
+	}
+	in := adminEntry("spiffe://example.org/fed", agentA.String(), "alice")
+	in.FederatesWith = []string{"partner.com", "other.org"}
+	created, err := admin.CreateEntry(ctx, &adminv1.CreateEntryRequest{Entry: in})
+	if err != nil || strings.Join(created.FederatesWith, ",") != "other.org,partner.com" {
+		t.Fatalf("create: %v, %v; want [other.org partner.com]", created.GetFederatesWith(), err)
+	}
+	updated, err := admin.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: &adminv1.Entry{Id: created.Id, Revision: created.Revision},
+		UpdateMask: []string{"federates_with"}, Reason: "no more federation"})
+	if err != nil || len(updated.FederatesWith) != 0 {
+		t.Fatalf("update clearing federates_with: %v, %v", updated.GetFederatesWith(), err)
 	}
 }

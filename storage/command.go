@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -89,7 +90,40 @@ const (
 	cmdFederationCreate   commandType = 53 // raftv1.FederationCreate
 	cmdFederationDelete   commandType = 54 // raftv1.FederationDelete
 	cmdFederatedBundleSet commandType = 55 // raftv1.FederatedBundleSet
+	// The entry commands whose entries may carry federates_with: the same messages as entry-create,
+	// entry-batch-create and entry-update, proposed when an entry has federates_with (federatedType).
+	cmdEntryCreateFederated commandType = 56 // raftv1.EntryCreate
+	cmdEntryBatchFederated  commandType = 57 // raftv1.EntryBatchCreate
+	cmdEntryUpdateFederated commandType = 58 // raftv1.EntryUpdate
 )
+
+// federatedType returns the type of command version 8 that carries t's entries with federates_with:
+// proposed only for entries that have it, so a cluster that never federates proposes what it did.
+func federatedType(t commandType, es ...Entry) commandType {
+	if !slices.ContainsFunc(es, func(e Entry) bool { return len(e.FederatesWith) > 0 }) {
+		return t
+	}
+	switch t {
+	case cmdEntryCreate:
+		return cmdEntryCreateFederated
+	case cmdEntryBatch:
+		return cmdEntryBatchFederated
+	case cmdEntryUpdate:
+		return cmdEntryUpdateFederated
+	}
+	return t
+}
+
+// refuseFederatesWith stops the node on an entry command of a type before version 8 whose entries carry
+// federates_with: only the federated types may (a replica of an older build would drop the field).
+func refuseFederatesWith(t commandType, es ...Entry) error {
+	for _, e := range es {
+		if len(e.FederatesWith) > 0 {
+			return fmt.Errorf("%w: entry %q of %s has federates_with, which only command version 8's entry types carry", errBadCommand, e.ID, t)
+		}
+	}
+	return nil
+}
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
 // ledger records) with signed_by, or t itself if it has none.
@@ -136,7 +170,8 @@ const (
 	commandVersionRotation uint32 = 6
 	// commandVersionFirstUse: node attestation on first use only (aws_iid), type 46.
 	commandVersionFirstUse uint32 = 7
-	// commandVersionFederation: federation relationships and their bundles, types 53–55.
+	// commandVersionFederation: federation relationships and their bundles, types 53–55, and entries
+	// that federate (federates_with), types 56–58.
 	commandVersionFederation uint32 = 8
 	// CommandVersion is the newest command version this build understands and proposes.
 	CommandVersion = commandVersionFederation
@@ -160,7 +195,7 @@ func (t commandType) since() uint32 {
 		return commandVersionRotation
 	case t == cmdAgentAttestNodeFirstUse:
 		return commandVersionFirstUse
-	case t >= cmdFederationCreate && t <= cmdFederatedBundleSet:
+	case t >= cmdFederationCreate && t <= cmdEntryUpdateFederated:
 		return commandVersionFederation
 	default:
 		return CommandVersion
@@ -217,6 +252,9 @@ var commandNames = map[commandType]string{
 	cmdFederationCreate:         "federation-create",
 	cmdFederationDelete:         "federation-delete",
 	cmdFederatedBundleSet:       "federated-bundle-set",
+	cmdEntryCreateFederated:     "entry-create-federated",
+	cmdEntryBatchFederated:      "entry-batch-create-federated",
+	cmdEntryUpdateFederated:     "entry-update-federated",
 }
 
 func (t commandType) String() string {

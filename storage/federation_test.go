@@ -2,8 +2,10 @@ package storage
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"testing"
 	"time"
 )
@@ -83,5 +85,57 @@ func TestFederation(t *testing.T) {
 	}
 	if _, err := s.CreateFederation(ctx, Federation{TrustDomain: "one-too-many.org"}, ""); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("create past MaxFederations: %v, want ErrInvalid", err)
+	}
+}
+
+// An entry's federates_with is replicated by the entry types of command version 8, proposed only for
+// entries that have it; an older entry type carrying it stops the node (an older replica would drop it).
+func TestEntryFederatesWith(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.CreateOwner(ctx, Owner{Name: "payments"}); err != nil {
+		t.Fatal(err)
+	}
+	e := Entry{ID: "e1", SPIFFEID: "spiffe://example.org/api", ParentID: "spiffe://example.org/agent", Owner: "payments",
+		X509TTL: time.Hour, JWTTTL: time.Hour, FederatesWith: []string{"other.org"}}
+	for _, tc := range []struct {
+		e    Entry
+		want commandType
+	}{{e, cmdEntryCreateFederated}, {Entry{ID: "e2"}, cmdEntryCreate}} {
+		if got := federatedType(cmdEntryCreate, tc.e); got != tc.want {
+			t.Errorf("federatedType(entry-create, %v) = %s, want %s", tc.e.FederatesWith, got, tc.want)
+		}
+	}
+	got, err := s.CreateEntry(ctx, e)
+	if err != nil || len(got.FederatesWith) != 1 {
+		t.Fatalf("create: %+v, %v", got, err)
+	}
+	got.FederatesWith = []string{"other.org", "third.org"}
+	if got, err = s.UpdateEntry(ctx, got, got.Revision, "federate more"); err != nil || len(got.FederatesWith) != 2 {
+		t.Fatalf("update: %+v, %v", got, err)
+	}
+	e2 := e
+	e2.ID, e2.SPIFFEID = "e3", "spiffe://example.org/batch"
+	if res, err := s.CreateEntries(ctx, []Entry{e2}); err != nil || res[0].Err != nil || len(res[0].Entry.FederatesWith) != 1 {
+		t.Fatalf("batch: %+v, %v", res, err)
+	}
+	s.Close()
+	s = openTestStore(t, dir)
+	defer s.Close()
+	if got, err := s.Entry("e1"); err != nil || len(got.FederatesWith) != 2 {
+		t.Fatalf("after restart: %+v, %v", got, err)
+	}
+	// The old type with the field is an entry this node cannot apply.
+	old, err := encodeCommand(cmdEntryCreate, entryCreateCmd{Entry: e, Meta: auditMeta{Actor: "x"}}.wire())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.view(func(tx *bolt.Tx) error {
+		_, err := applyCommand(tx, 99, old)
+		return err
+	})
+	if !errors.Is(err, errBadCommand) {
+		t.Fatalf("entry-create carrying federates_with: %v, want errBadCommand", err)
 	}
 }

@@ -151,9 +151,9 @@ func decodeResult(t commandType, b []byte) (any, error) {
 	switch unsignedType(t) { // a type carrying signed_by answers as the type it extends
 	case cmdOwnerCreate:
 		out, err = decodeAs[Owner](b)
-	case cmdEntryCreate, cmdEntryDelete, cmdEntryUpdate, cmdEntryState:
+	case cmdEntryCreate, cmdEntryDelete, cmdEntryUpdate, cmdEntryState, cmdEntryCreateFederated, cmdEntryUpdateFederated:
 		out, err = decodeAs[Entry](b)
-	case cmdEntryBatch:
+	case cmdEntryBatch, cmdEntryBatchFederated:
 		var w []batchResultWire
 		if err = json.Unmarshal(b, &w); err == nil {
 			rs := make([]BatchResult, len(w))

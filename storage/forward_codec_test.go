@@ -99,6 +99,8 @@ func exportedSentinels(t *testing.T) map[string]string {
 func TestResultsRoundTrip(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	e := Entry{ID: "e1", SPIFFEID: "spiffe://example.org/web", Owner: "alice", Revision: 3, CreatedAt: now}
+	fe := e
+	fe.FederatesWith = []string{"other.org"}
 	tests := []struct {
 		t    commandType
 		resp any
@@ -106,6 +108,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdOwnerCreate, Owner{Name: "alice", CreatedAt: now}},
 		{cmdEntryCreate, e}, {cmdEntryDelete, e}, {cmdEntryUpdate, e}, {cmdEntryState, e},
 		{cmdEntryBatch, []BatchResult{{Entry: e}, {Err: fmt.Errorf("entry %q: %w", "x", ErrEntryExists)}}},
+		{cmdEntryCreateFederated, fe}, {cmdEntryUpdateFederated, fe}, {cmdEntryBatchFederated, []BatchResult{{Entry: fe}, {Err: fmt.Errorf("entry %q: %w", "y", ErrEntryExists)}}},
 		{cmdTokenCreate, JoinToken{ID: "t1", Owner: "alice", ExpiresAt: now}},
 		{cmdAgentAttest, Agent{ID: "spiffe://example.org/signet/agent/x", Serial: "1", AttestedAt: now}},
 		{cmdAgentAttestNode, Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Serial: "2", AttestedAt: now}},

@@ -202,8 +202,22 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	case cmdOwnerCreate:
 		return viaWire(tx, payload, ownerCreateFromWire, applyOwnerCreate)
 	case cmdEntryCreate:
+		return viaWire(tx, payload, entryCreateFromWire, func(tx *bolt.Tx, c entryCreateCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entry); err != nil {
+				return applied{}, err
+			}
+			return applyEntryCreate(tx, c)
+		})
+	case cmdEntryCreateFederated:
 		return viaWire(tx, payload, entryCreateFromWire, applyEntryCreate)
 	case cmdEntryBatch:
+		return viaWire(tx, payload, entryBatchFromWire, func(tx *bolt.Tx, c entryBatchCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entries...); err != nil {
+				return applied{}, err
+			}
+			return applyEntryBatch(tx, c)
+		})
+	case cmdEntryBatchFederated:
 		return viaWire(tx, payload, entryBatchFromWire, applyEntryBatch)
 	case cmdEntryDelete:
 		return viaWire(tx, payload, entryDeleteFromWire, applyEntryDelete)
@@ -232,6 +246,13 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	case cmdAgentBan:
 		return viaWire(tx, payload, agentBanFromWire, applyAgentBan)
 	case cmdEntryUpdate:
+		return viaWire(tx, payload, entryUpdateFromWire, func(tx *bolt.Tx, c entryUpdateCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entry); err != nil {
+				return applied{}, err
+			}
+			return applyEntryUpdate(tx, c)
+		})
+	case cmdEntryUpdateFederated:
 		return viaWire(tx, payload, entryUpdateFromWire, applyEntryUpdate)
 	case cmdEntryState:
 		return viaWire(tx, payload, entryStateFromWire, applyEntryState)

@@ -1910,8 +1910,10 @@ type Entry struct {
 	// From the agents' delivery reports (read-only): how many times its SVIDs were handed to workloads.
 	DeliveredCount  uint64 `protobuf:"varint,30,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
 	LastDeliveredAt int64  `protobuf:"varint,31,opt,name=last_delivered_at,json=lastDeliveredAt,proto3" json:"last_delivered_at,omitempty"` // unix nanoseconds; 0 = never
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// federates_with: trust domains whose bundles the entry's workloads receive (docs/federation.md).
+	FederatesWith []string `protobuf:"bytes,32,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -2159,6 +2161,13 @@ func (x *Entry) GetLastDeliveredAt() int64 {
 		return x.LastDeliveredAt
 	}
 	return 0
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type CreateEntryRequest struct {
@@ -5438,7 +5447,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x82\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -5480,7 +5489,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\x12\x1a\n" +
 	"\bprefetch\x18\x1d \x01(\bR\bprefetch\x12'\n" +
 	"\x0fdelivered_count\x18\x1e \x01(\x04R\x0edeliveredCount\x12*\n" +
-	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\"B\n" +
+	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\x12%\n" +
+	"\x0efederates_with\x18  \x03(\tR\rfederatesWith\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +

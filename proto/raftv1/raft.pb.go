@@ -288,8 +288,11 @@ type Entry struct {
 	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
 	Revision       uint64                 `protobuf:"varint,27,opt,name=revision,proto3" json:"revision,omitempty"`
 	Prefetch       bool                   `protobuf:"varint,28,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// federates_with: trust domains whose bundles workloads of the entry receive. Only in the commands of
+	// command version 8 (entry-create-federated, entry-batch-create-federated, entry-update-federated).
+	FederatesWith []string `protobuf:"bytes,29,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -516,6 +519,13 @@ func (x *Entry) GetPrefetch() bool {
 		return x.Prefetch
 	}
 	return false
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type Authority struct {
@@ -3191,7 +3201,7 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\roffboarded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\foffboardedAt\x12#\n" +
 	"\roffboarded_by\x18\t \x01(\tR\foffboardedBy\x12#\n" +
 	"\rreassigned_to\x18\n" +
-	" \x01(\tR\freassignedTo\"\xfc\a\n" +
+	" \x01(\tR\freassignedTo\"\xa3\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -3232,7 +3242,8 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12\x1a\n" +
 	"\brevision\x18\x1b \x01(\x04R\brevision\x12\x1a\n" +
-	"\bprefetch\x18\x1c \x01(\bR\bprefetch\"\xc5\x01\n" +
+	"\bprefetch\x18\x1c \x01(\bR\bprefetch\x12%\n" +
+	"\x0efederates_with\x18\x1d \x03(\tR\rfederatesWith\"\xc5\x01\n" +
 	"\tAuthority\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +

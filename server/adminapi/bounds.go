@@ -83,6 +83,7 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.Entry.approved_by":                 {n: maxActorLen},
 	"signet.admin.v1.Entry.updated_by":                  {n: maxActorLen},
 	"signet.admin.v1.Entry.update_reason":               {n: maxReasonLen},
+	"signet.admin.v1.Entry.federates_with":              {n: MaxFederatesWith, each: 255},
 	"signet.admin.v1.GetEntryRequest.id":                {n: maxEntryIDLen},
 	"signet.admin.v1.DeleteEntryRequest.id":             {n: maxEntryIDLen},
 	"signet.admin.v1.ListEntriesRequest.owner":          {n: maxNameLen},
