@@ -3,6 +3,8 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -109,7 +111,7 @@ func applyFederationCreate(tx *bolt.Tx, c federationCreateCmd) (applied, error) 
 		f.BundleRevision, f.BundleUpdatedAt = 1, c.Meta.Time
 	}
 	mustPut(b, []byte(f.TrustDomain), mustJSON(&f))
-	appendAudit(tx, c.Meta.record("federation.create", f.TrustDomain), nil, &f)
+	appendAudit(tx, c.Meta.record("federation.create", f.TrustDomain), nil, f.audited())
 	return applied{resp: f, publish: wakeRegistry}, nil
 }
 
@@ -122,7 +124,7 @@ func applyFederationDelete(tx *bolt.Tx, c federationDeleteCmd) (applied, error) 
 	if err := b.Delete([]byte(c.TrustDomain)); err != nil {
 		panic(fmt.Sprintf("storage: delete federation %q: %v", c.TrustDomain, err))
 	}
-	appendAudit(tx, c.Meta.record("federation.delete", c.TrustDomain), &prev, nil)
+	appendAudit(tx, c.Meta.record("federation.delete", c.TrustDomain), prev.audited(), nil)
 	return applied{resp: prev, publish: wakeRegistry}, nil
 }
 
@@ -140,8 +142,30 @@ func applyFederatedBundleSet(tx *bolt.Tx, c federatedBundleSetCmd) (applied, err
 	prev := f
 	f.Bundle, f.BundleRevision, f.BundleUpdatedAt = c.Bundle, f.BundleRevision+1, c.Meta.Time
 	mustPut(tx.Bucket(bucketFederations), []byte(f.TrustDomain), mustJSON(&f))
-	appendAudit(tx, c.Meta.record("federation.bundle-update", f.TrustDomain), &prev, &f)
+	appendAudit(tx, c.Meta.record("federation.bundle-update", f.TrustDomain), prev.audited(), f.audited())
 	return applied{resp: f, publish: wakeRegistry}, nil
+}
+
+// federationAudit is a relationship as the audit log records it: the bundle by its SHA-256 and size, so
+// a remote that changes its bundle often cannot grow the audit log by its documents.
+type federationAudit struct {
+	TrustDomain       string `json:"trust_domain"`
+	BundleEndpointURL string `json:"bundle_endpoint_url"`
+	Profile           string `json:"profile"`
+	EndpointSPIFFEID  string `json:"endpoint_spiffe_id,omitempty"`
+	BundleRevision    uint64 `json:"bundle_revision,omitempty"`
+	BundleSHA256      string `json:"bundle_sha256,omitempty"`
+	BundleBytes       int    `json:"bundle_bytes,omitempty"`
+}
+
+func (f Federation) audited() *federationAudit {
+	a := &federationAudit{TrustDomain: f.TrustDomain, BundleEndpointURL: f.BundleEndpointURL, Profile: f.Profile,
+		EndpointSPIFFEID: f.EndpointSPIFFEID, BundleRevision: f.BundleRevision, BundleBytes: len(f.Bundle)}
+	if len(f.Bundle) > 0 {
+		sum := sha256.Sum256(f.Bundle)
+		a.BundleSHA256 = hex.EncodeToString(sum[:])
+	}
+	return a
 }
 
 func getFederation(tx *bolt.Tx, td string) (Federation, error) {

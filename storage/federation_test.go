@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	bolt "go.etcd.io/bbolt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,6 +59,10 @@ func TestFederation(t *testing.T) {
 	recs, _, err := s.AuditLog(AuditQuery{Action: "federation.bundle-update", Limit: 10})
 	if err != nil || len(recs) != 2 || recs[0].Object != "other.org" {
 		t.Fatalf("audit of the bundle updates: %+v, %v; want two", recs, err)
+	}
+	// The audit log holds the bundle's digest, not the document.
+	if after := string(recs[1].After); strings.Contains(after, `keys`) || !strings.Contains(after, `"bundle_sha256"`) {
+		t.Fatalf("audited bundle update: %s; want the digest, not the document", after)
 	}
 	if _, err := s.DeleteFederation(ctx, "third.org", "ended"); err != nil {
 		t.Fatal(err)
