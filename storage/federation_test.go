@@ -2,13 +2,13 @@ package storage
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	bolt "go.etcd.io/bbolt"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestFederation: a relationship is created once (with or without a bundle), bounded in number, its
