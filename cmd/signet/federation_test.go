@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	gofed "github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -240,5 +242,34 @@ func TestFederationInterop(t *testing.T) {
 	})
 	if err := mtlsAcross(t, srcA, srcB, tdA, tdB); err == nil {
 		t.Fatal("mTLS across worked after example.org stopped federating with other.org")
+	}
+}
+
+// 'signet server' serves its bundle endpoint as configured (federation.bundle_endpoint): https_spiffe
+// with its server SVID, verified by go-spiffe against the trust domain's bundle.
+func TestServerBundleEndpoint(t *testing.T) {
+	s := newTestServer(t)
+	port := freePort(t)
+	s.appendConfig(t, fmt.Sprintf("federation:\n  bundle_endpoint:\n    listen_address: 127.0.0.1:%d\n    refresh_hint: 1m\n", port))
+	s.proc = startProc(t, "server", "server", "--config", s.config)
+	line := s.waitLine("Bundle endpoint:", 60*time.Second)
+	var url, endpointID string
+	if _, err := fmt.Sscanf(line, "Bundle endpoint: %s (https_spiffe, endpoint SPIFFE ID %s", &url, &endpointID); err != nil {
+		t.Fatalf("line %q: %v", line, err)
+	}
+	endpointID = strings.TrimSuffix(endpointID, ").")
+	bundle := s.mustCLI("bundle", "show", "--format", "jwks")
+	known, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString("example.org"), []byte(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := gofed.FetchBundle(ctx, known.TrustDomain(), url, gofed.WithSPIFFEAuth(known, spiffeid.RequireFromString(endpointID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hint, _ := got.RefreshHint(); hint != time.Minute || !got.X509Bundle().Equal(known.X509Bundle()) {
+		t.Fatalf("served bundle: refresh hint %s, same roots %v", hint, got.X509Bundle().Equal(known.X509Bundle()))
 	}
 }

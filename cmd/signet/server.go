@@ -10,6 +10,7 @@ import (
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -116,7 +117,11 @@ func runServer(ctx context.Context, path string) error {
 			return fmt.Errorf("config %s: federation.bundle_endpoint: %w", path, err)
 		}
 		defer stop()
-		fmt.Printf("Bundle endpoint: %s (%s).\n", bundleEndpointURL(bundleLis), be.Profile)
+		if be.Profile == federation.ProfileHTTPSSPIFFE {
+			fmt.Printf("Bundle endpoint: %s (https_spiffe, endpoint SPIFFE ID %s).\n", bundleEndpointURL(bundleLis), serverSVIDID(td, node.store.NodeID()))
+		} else {
+			fmt.Printf("Bundle endpoint: %s (%s).\n", bundleEndpointURL(bundleLis), be.Profile)
+		}
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
