@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,6 +30,15 @@ type federationFileConfig struct {
 		// RefreshHint is the spiffe_refresh_hint served (federation.DefaultRefreshHint).
 		RefreshHint time.Duration `yaml:"refresh_hint"`
 	} `yaml:"bundle_endpoint"`
+	// Poll bounds the leader's fetches of federated bundles (federation.PollerConfig).
+	Poll struct {
+		MinInterval time.Duration `yaml:"min_interval"`
+		MaxInterval time.Duration `yaml:"max_interval"`
+	} `yaml:"poll"`
+	// WebRootsFile holds the PEM roots https_web endpoints are verified with (default: the system's).
+	WebRootsFile string `yaml:"web_roots_file"`
+	// webRoots is WebRootsFile's pool, filled by check.
+	webRoots *x509.CertPool
 }
 
 // check validates the federation block and fills its defaults.
@@ -68,7 +78,35 @@ func (f *federationFileConfig) check(path string) error {
 	if err := federation.CheckRefreshHint(be.RefreshHint); err != nil {
 		return configError(path, "federation.bundle_endpoint.refresh_hint", "%v", err)
 	}
+	p := &f.Poll
+	if p.MinInterval == 0 {
+		p.MinInterval = federation.DefaultMinPollInterval
+	}
+	if p.MaxInterval == 0 {
+		p.MaxInterval = max(federation.DefaultMaxPollInterval, p.MinInterval)
+	}
+	if err := federation.CheckPollIntervals(p.MinInterval, p.MaxInterval); err != nil {
+		return configError(path, "federation.poll", "%v", err)
+	}
+	if f.WebRootsFile != "" {
+		if err := requireAbs(path, "federation.web_roots_file", f.WebRootsFile); err != nil {
+			return err
+		}
+		roots, err := readPEMCerts(f.WebRootsFile, "the PEM roots that https_web bundle endpoints' certificates chain to")
+		if err != nil {
+			return configError(path, "federation.web_roots_file", "%v", err)
+		}
+		f.webRoots = x509.NewCertPool()
+		for _, r := range roots {
+			f.webRoots.AddCert(r)
+		}
+	}
 	return nil
+}
+
+// pollerConfig maps the federation block onto the bundle poller's configuration.
+func (f *federationFileConfig) pollerConfig() federation.PollerConfig {
+	return federation.PollerConfig{MinInterval: f.Poll.MinInterval, MaxInterval: f.Poll.MaxInterval, WebRoots: f.webRoots}
 }
 
 // bundleEndpointOptions is what a server node's bundle endpoint is started with.

@@ -85,6 +85,7 @@ func runServer(ctx context.Context, path string) error {
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
 		MinFreeDisk: c.minFreeDisk, StateMmapSize: c.stateMmapSize, NodeAttestors: c.NodeAttestors.built,
+		FederationPoll: c.Federation.pollerConfig(),
 	})
 	if err != nil {
 		return err

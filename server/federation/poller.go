@@ -28,6 +28,9 @@ type Store interface {
 const (
 	DefaultMinPollInterval = 30 * time.Second
 	DefaultMaxPollInterval = time.Hour
+	// ShortestPollInterval and LongestPollInterval bound what may be configured.
+	ShortestPollInterval = time.Second
+	LongestPollInterval  = 24 * time.Hour
 )
 
 // PollerConfig configures the poller.
@@ -45,6 +48,20 @@ type PollerConfig struct {
 	Clock  func() time.Time
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
+}
+
+// CheckPollIntervals refuses poll bounds outside ShortestPollInterval..LongestPollInterval, or a
+// maximum below the minimum.
+func CheckPollIntervals(minInterval, maxInterval time.Duration) error {
+	for _, d := range []time.Duration{minInterval, maxInterval} {
+		if d < ShortestPollInterval || d > LongestPollInterval {
+			return fmt.Errorf("poll interval %s is out of range: between %s and %s", d, ShortestPollInterval, LongestPollInterval)
+		}
+	}
+	if maxInterval < minInterval {
+		return fmt.Errorf("poll max_interval %s is below min_interval %s", maxInterval, minInterval)
+	}
+	return nil
 }
 
 // Poller fetches the bundles of the trust domains this cluster federates with, on the leader only, each
@@ -75,8 +92,8 @@ func NewPoller(cfg PollerConfig) (*Poller, error) {
 	if cfg.MaxInterval <= 0 {
 		cfg.MaxInterval = DefaultMaxPollInterval
 	}
-	if cfg.MaxInterval < cfg.MinInterval {
-		return nil, fmt.Errorf("federation: poller: MaxInterval %s is below MinInterval %s", cfg.MaxInterval, cfg.MinInterval)
+	if err := CheckPollIntervals(cfg.MinInterval, cfg.MaxInterval); err != nil {
+		return nil, fmt.Errorf("federation: poller: %w", err)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
