@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/signet-id/signet/internal/waitfor"
 	"github.com/signet-id/signet/proto/adminv1"
 	"github.com/signet-id/signet/server/adminapi"
+	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/federation"
+	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -184,5 +187,47 @@ func TestEntryFederatesWithAdmin(t *testing.T) {
 		UpdateMask: []string{"federates_with"}, Reason: "no more federation"})
 	if err != nil || len(updated.FederatesWith) != 0 {
 		t.Fatalf("update clearing federates_with: %v, %v", updated.GetFederatesWith(), err)
+	}
+}
+
+// An agent's sync stream carries the bundles of the trust domains its entries federate with, and only
+// those: a bundle no entry names is not sent, and one no longer named is taken back.
+func TestSyncSendsNamedFederatedBundles(t *testing.T) {
+	e := newEnv(t)
+	e.owner(t, "alice")
+	ctx := testCtx(t)
+	for _, td := range []string{"other.org", "third.org"} {
+		doc := bundleDoc(t, spiffeid.RequireTrustDomainFromString(td), newEnvConfig(t, func(c *Config) {
+			c.TrustDomain, c.CA = spiffeid.RequireTrustDomainFromString(td), testkit.NewCA(t, spiffeid.RequireTrustDomainFromString(td), 0)
+		}, nil))
+		if _, err := e.st.CreateFederation(ctx, storage.Federation{TrustDomain: td, BundleEndpointURL: "https://" + td + "/", Profile: "https_web", Bundle: doc}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fed := e.entry(t, "spiffe://example.org/a/fed", agentA, "alice", func(en *storage.Entry) { en.FederatesWith = []string{"other.org"} })
+	stream := syncStream(t, agentClient(t, e, fixedAgent(agentapi.Caller{AgentID: agentA})), 0)
+	first := recvUpdate(t, stream)
+	if last := first[len(first)-1]; !last.FederatedAllSet || !slices.Equal(last.FederatedAll, []string{"other.org"}) {
+		t.Fatalf("first update's trust domains: %v (set %v), want [other.org]", last.FederatedAll, last.FederatedAllSet)
+	}
+	m := recvUpdate(t, stream)
+	if len(m) != 1 || len(m[0].FederatedBundles) != 1 || m[0].FederatedBundles[0].TrustDomain != "other.org" || len(m[0].FederatedBundles[0].SpiffeBundle) == 0 {
+		t.Fatalf("federated bundles sent: %v; want other.org's only", m)
+	}
+	fed.FederatesWith = nil
+	if _, err := e.st.UpdateEntry(ctx, fed, fed.Revision, "stop"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m = recvUpdate(t, stream)
+		if len(m[0].FederatedRemoved) > 0 {
+			break
+		}
+		if len(m[0].FederatedBundles) > 0 {
+			t.Fatalf("bundles sent after the entry stopped federating: %v", m)
+		}
+	}
+	if !slices.Equal(m[0].FederatedRemoved, []string{"other.org"}) {
+		t.Fatalf("removed: %v, want [other.org]", m[0].FederatedRemoved)
 	}
 }

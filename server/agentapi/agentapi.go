@@ -154,6 +154,9 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	known := req.GetKnownRevision()
 	var sentBundle uint64
 	sentFederated := map[string]uint64{} // trust domain -> bundle revision sent
+	// federates: the trust domains each of the agent's entries federates with (those that do), kept
+	// from the entry messages sent, so only the bundles its entries name are sent.
+	federates := map[string][]string{}
 	var lastParents []string
 	first := true
 	expiryTimer := time.NewTimer(time.Hour)
@@ -189,7 +192,8 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			}
 			sentBundle = bundle.Sequence
 		}
-		fed, err := s.federatedUpdate(rev, sentFederated)
+		noteFederates(federates, msgs)
+		fed, err := s.federatedUpdate(rev, sentFederated, federates)
 		if err != nil {
 			return apierr.ToStatus(err)
 		}
@@ -221,13 +225,41 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	}
 }
 
+// noteFederates keeps, per entry, the trust domains it federates with, from the entry messages of a
+// round: a full listing replaces them all.
+func noteFederates(federates map[string][]string, msgs []*agentv1.SyncEntriesResponse) {
+	if len(msgs) > 0 && msgs[0].Full {
+		clear(federates)
+	}
+	for _, m := range msgs {
+		for _, e := range m.Entries {
+			if len(e.FederatesWith) > 0 {
+				federates[e.Id] = e.FederatesWith
+			} else {
+				delete(federates, e.Id)
+			}
+		}
+		for _, id := range m.Deleted {
+			delete(federates, id)
+		}
+	}
+}
+
 // federatedUpdate returns the messages that bring an agent holding the federated bundles of sent (trust
-// domain -> revision) to the stored ones, and updates sent: one message per changed bundle (a bundle is
-// at most storage.MaxFederatedBundleBytes, so no message grows past gRPC's limit), then one naming the
-// trust domains no longer federated with. They go after the round's entry messages, at its revision.
-// Every agent gets every relationship's bundle (public keys, at most storage.MaxFederations); it hands
-// each workload only those its entries name.
-func (s *AgentService) federatedUpdate(rev uint64, sent map[string]uint64) ([]*agentv1.SyncEntriesResponse, error) {
+// domain -> revision) to the stored bundles of the trust domains its entries federate with (federates),
+// and updates sent: one message per changed bundle (a bundle is at most storage.MaxFederatedBundleBytes,
+// so no message grows past gRPC's limit), then one naming the trust domains it no longer needs (deleted,
+// or named by none of its entries). They go after the round's entry messages, at its revision.
+func (s *AgentService) federatedUpdate(rev uint64, sent map[string]uint64, federates map[string][]string) ([]*agentv1.SyncEntriesResponse, error) {
+	if len(federates) == 0 && len(sent) == 0 {
+		return nil, nil
+	}
+	named := map[string]bool{}
+	for _, tds := range federates {
+		for _, td := range tds {
+			named[td] = true
+		}
+	}
 	fs, err := s.cfg.Store.Federations()
 	if err != nil {
 		return nil, fmt.Errorf("agentapi: sync: federated bundles: %w", err)
@@ -235,7 +267,7 @@ func (s *AgentService) federatedUpdate(rev uint64, sent map[string]uint64) ([]*a
 	var msgs []*agentv1.SyncEntriesResponse
 	have := make(map[string]bool, len(fs))
 	for _, f := range fs {
-		if len(f.Bundle) == 0 {
+		if len(f.Bundle) == 0 || !named[f.TrustDomain] {
 			continue
 		}
 		have[f.TrustDomain] = true
