@@ -93,6 +93,7 @@ type Agent struct {
 	selectorKeys map[selectorKey]int
 	bundle       bundleState
 	removedKeys  removedKeys   // key IDs that have left the bundle (under mu)
+	federated    federatedState
 	changed      chan struct{} // closed and replaced whenever what workloads see changes
 
 	mintWake chan struct{}

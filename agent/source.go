@@ -25,7 +25,9 @@ func (a *Agent) Identities(sels []selector.Selector) (workloadapi.Identities, <-
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	out := a.bundleLocked()
-	for _, e := range a.matchLocked(sels) {
+	matched := a.matchLocked(sels)
+	out.Federated = a.federatedLocked(matched)
+	for _, e := range matched {
 		if e.expired(now) {
 			continue
 		}
@@ -49,7 +51,9 @@ func (a *Agent) Bundles(sels []selector.Selector) (workloadapi.Identities, <-cha
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	out := a.bundleLocked()
-	for _, e := range a.matchLocked(sels) {
+	matched := a.matchLocked(sels)
+	out.Federated = a.federatedLocked(matched)
+	for _, e := range matched {
 		if !e.expired(now) {
 			out.Entitled = true
 			break
@@ -65,7 +69,8 @@ func (a *Agent) bundleLocked() workloadapi.Identities {
 		X509Bundle:     a.bundle.x509DER,
 		JWTBundle:      a.bundle.jwks,
 		JWTAuthorities: a.bundle.jwtAuthorities,
-		BundleSequence: a.bundle.sequence,
+		// Both counters only grow: the sum changes whenever either does.
+		BundleSequence: a.bundle.sequence + a.federated.gen,
 	}
 }
 

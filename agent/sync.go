@@ -94,6 +94,9 @@ func (a *Agent) syncOnce(ctx context.Context, onProgress func()) error {
 				return err
 			}
 		}
+		if err := a.applyFederated(msg); err != nil {
+			return err
+		}
 		pending = append(pending, msg)
 		if msg.More {
 			continue

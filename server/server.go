@@ -25,6 +25,7 @@ import (
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
 	"github.com/signet-id/signet/server/denials"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -86,8 +87,11 @@ type Config struct {
 	// adminapi.DefaultAuditCheckpointEvery) when the log grew, and at shutdown.
 	AuditCheckpointFile  string
 	AuditCheckpointEvery time.Duration
-	Clock                func() time.Time
-	Logger               *slog.Logger
+	// FederationPoll configures the fetching of federated trust domains' bundles, on the leader
+	// (federation.PollerConfig; its Store is the server's, its Clock and Logger default to the server's).
+	FederationPoll federation.PollerConfig
+	Clock          func() time.Time
+	Logger         *slog.Logger
 }
 
 // Server bundles the components of one server node.
@@ -103,6 +107,8 @@ type Server struct {
 	Admin   *adminapi.AdminService
 	// retireMu serializes RetireRevoked.
 	retireMu sync.Mutex
+	// Federation fetches federated trust domains' bundles (run by Run; on the leader only).
+	Federation *federation.Poller
 }
 
 // New builds a server node's components from cfg.
@@ -156,13 +162,25 @@ func New(cfg Config) (*Server, error) {
 	case cfg.LedgerRetention < storage.MaxCredentialLifetime:
 		return nil, fmt.Errorf("server: config: LedgerRetention %s: at least %s, the longest a credential can live", cfg.LedgerRetention, storage.MaxCredentialLifetime)
 	}
-	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, Revoker: revoker, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
-		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
-		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Clock: cfg.Clock, Logger: cfg.Logger})
+	pc := cfg.FederationPoll
+	pc.Store = cfg.Store
+	if pc.Clock == nil {
+		pc.Clock = cfg.Clock
+	}
+	if pc.Logger == nil {
+		pc.Logger = cfg.Logger
+	}
+	poller, err := federation.NewPoller(pc)
 	if err != nil {
 		return nil, err
 	}
-	s.cfg, s.Recorder, s.Deliveries, s.Denials, s.Issuer, s.Agent, s.Admin = cfg, rec, deliveries, denialLog, iss, agent, admin
+	admin, err := adminapi.NewAdminService(adminapi.AdminServiceConfig{Store: cfg.Store, CA: cfg.CA, Keys: adminKeys, KeyAdmin: keyAdmin, Revoker: revoker, MaxSVIDTTL: maxSVIDTTL, TrustDomain: cfg.TrustDomain, Selectors: cfg.Selectors,
+		Authenticate: cfg.AdminAuth, MinX509SVIDTTL: cfg.MinX509SVIDTTL, MinJWTSVIDTTL: cfg.MinJWTSVIDTTL, DefaultParentID: cfg.DefaultParentID, DefaultEntryTTL: cfg.DefaultEntryTTL,
+		Policy: cfg.Policy, Denials: denialLog, AuditCheckpointFile: cfg.AuditCheckpointFile, Federation: poller, Clock: cfg.Clock, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg, s.Recorder, s.Deliveries, s.Denials, s.Issuer, s.Agent, s.Admin, s.Federation = cfg, rec, deliveries, denialLog, iss, agent, admin, poller
 	return s, nil
 }
 
@@ -190,7 +208,8 @@ const DefaultLedgerRetention = 90 * 24 * time.Hour
 const pruneEvery = time.Hour
 
 // Run runs the ledger and delivery recorders, the denial log, automatic audit checkpoints, seeding the
-// cluster's entry policy from the configuration and, on the leader, retention pruning, until ctx ends.
+// cluster's entry policy from the configuration and, on the leader, retention pruning and the fetching
+// of federated bundles, until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.pruneLoop(ctx) })
@@ -199,6 +218,7 @@ func (s *Server) Run(ctx context.Context) {
 	wg.Go(func() { s.Deliveries.Run(ctx) })
 	wg.Go(func() { s.Admin.SeedPolicy(ctx) })
 	wg.Go(func() { s.keysLoop(ctx) })
+	wg.Go(func() { s.Federation.Run(ctx) })
 	s.Recorder.Run(ctx)
 	wg.Wait()
 }

@@ -249,6 +249,10 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	if err := s.RetainAuthority(context.Background(), AuthorityX509, "newest", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// Command version 10: federation.
+	if _, err := s.CreateFederation(context.Background(), Federation{TrustDomain: "newest.org", BundleEndpointURL: "https://newest.org/", Profile: "https_web"}, ""); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A node that attests once (trust on first use, aws_iid): the first attestation registers it, a second

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -91,7 +92,44 @@ const (
 	// cmdAuthorityRetain: an upstream authority's root kept in the bundle while a key chains to it
 	// (upstream.go), command version 9.
 	cmdAuthorityRetain commandType = 47 // raftv1.AuthorityRetain
+	// Federation (federation.go), command version 10. Types 53–59 are reserved for federation.
+	cmdFederationCreate   commandType = 53 // raftv1.FederationCreate
+	cmdFederationDelete   commandType = 54 // raftv1.FederationDelete
+	cmdFederatedBundleSet commandType = 55 // raftv1.FederatedBundleSet
+	// The entry commands whose entries may carry federates_with: the same messages as entry-create,
+	// entry-batch-create and entry-update, proposed when an entry has federates_with (federatedType).
+	cmdEntryCreateFederated commandType = 56 // raftv1.EntryCreate
+	cmdEntryBatchFederated  commandType = 57 // raftv1.EntryBatchCreate
+	cmdEntryUpdateFederated commandType = 58 // raftv1.EntryUpdate
 )
+
+// federatedType returns the type of command version 10 that carries t's entries with federates_with:
+// proposed only for entries that have it, so a cluster that never federates proposes what it did.
+func federatedType(t commandType, es ...Entry) commandType {
+	if !slices.ContainsFunc(es, func(e Entry) bool { return len(e.FederatesWith) > 0 }) {
+		return t
+	}
+	switch t {
+	case cmdEntryCreate:
+		return cmdEntryCreateFederated
+	case cmdEntryBatch:
+		return cmdEntryBatchFederated
+	case cmdEntryUpdate:
+		return cmdEntryUpdateFederated
+	}
+	return t
+}
+
+// refuseFederatesWith stops the node on an entry command of a type before version 10 whose entries carry
+// federates_with: only the federated types may (a replica of an older build would drop the field).
+func refuseFederatesWith(t commandType, es ...Entry) error {
+	for _, e := range es {
+		if len(e.FederatesWith) > 0 {
+			return fmt.Errorf("%w: entry %q of %s has federates_with, which only command version 10's entry types carry", errBadCommand, e.ID, t)
+		}
+	}
+	return nil
+}
 
 // signedType returns the type of command version 4 that carries the records of t (a command carrying
 // ledger records) with signed_by, or t itself if it has none.
@@ -142,8 +180,11 @@ const (
 	commandVersionRevoke uint32 = 8
 	// commandVersionUpstream: upstream authority roots retained while a key chains to them, type 47.
 	commandVersionUpstream uint32 = 9
+	// commandVersionFederation: federation relationships and their bundles, types 53–55, and entries
+	// that federate (federates_with), types 56–58.
+	commandVersionFederation uint32 = 10
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionUpstream
+	CommandVersion = commandVersionFederation
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -168,6 +209,8 @@ func (t commandType) since() uint32 {
 		return commandVersionRevoke
 	case t == cmdAuthorityRetain:
 		return commandVersionUpstream
+	case t >= cmdFederationCreate && t <= cmdEntryUpdateFederated:
+		return commandVersionFederation
 	default:
 		return CommandVersion
 	}
@@ -222,6 +265,12 @@ var commandNames = map[commandType]string{
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
 	cmdKeyRevoke:                "key-revoke",
 	cmdAuthorityRetain:          "authority-retain",
+	cmdFederationCreate:         "federation-create",
+	cmdFederationDelete:         "federation-delete",
+	cmdFederatedBundleSet:       "federated-bundle-set",
+	cmdEntryCreateFederated:     "entry-create-federated",
+	cmdEntryBatchFederated:      "entry-batch-create-federated",
+	cmdEntryUpdateFederated:     "entry-update-federated",
 }
 
 func (t commandType) String() string {

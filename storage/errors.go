@@ -33,6 +33,10 @@ var (
 	// understand yet (it runs an older signet): the message names the server. Retry once every server
 	// is upgraded.
 	ErrUpgradeInProgress = errors.New("cluster upgrade in progress")
+	// ErrFederationNotFound is returned for a trust domain this cluster has no federation relationship with.
+	ErrFederationNotFound = errors.New("federation relationship not found")
+	// ErrFederationExists is returned when creating a relationship with a trust domain that has one.
+	ErrFederationExists = errors.New("federation relationship already exists")
 	// ErrStateTooNew is returned by Open for a state written by a newer signet.
 	ErrStateTooNew = errors.New("state was written by a newer signet")
 )

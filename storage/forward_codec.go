@@ -42,6 +42,8 @@ const (
 	codeUpgradeInProgress
 	codeStateTooNew
 	codeAgentAttested
+	codeFederationNotFound
+	codeFederationExists
 )
 
 // errorCodes maps each code to its sentinel. errNotAppended comes first: it wraps ErrNotLeader.
@@ -59,6 +61,7 @@ var errorCodes = []struct {
 	{codeNotPending, ErrNotPending}, {codeMemberNotFound, ErrMemberNotFound}, {codeLastVoter, ErrLastVoter},
 	{codeMemberConflict, ErrMemberConflict}, {codeUpgradeInProgress, ErrUpgradeInProgress},
 	{codeStateTooNew, ErrStateTooNew}, {codeAgentAttested, ErrAgentAttested},
+	{codeFederationNotFound, ErrFederationNotFound}, {codeFederationExists, ErrFederationExists},
 }
 
 func errorCodeOf(err error) ErrorCode {
@@ -148,9 +151,9 @@ func decodeResult(t commandType, b []byte) (any, error) {
 	switch unsignedType(t) { // a type carrying signed_by answers as the type it extends
 	case cmdOwnerCreate:
 		out, err = decodeAs[Owner](b)
-	case cmdEntryCreate, cmdEntryDelete, cmdEntryUpdate, cmdEntryState:
+	case cmdEntryCreate, cmdEntryDelete, cmdEntryUpdate, cmdEntryState, cmdEntryCreateFederated, cmdEntryUpdateFederated:
 		out, err = decodeAs[Entry](b)
-	case cmdEntryBatch:
+	case cmdEntryBatch, cmdEntryBatchFederated:
 		var w []batchResultWire
 		if err = json.Unmarshal(b, &w); err == nil {
 			rs := make([]BatchResult, len(w))
@@ -173,6 +176,8 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[RotationRequest](b)
 	case cmdKeyRevoke:
 		out, err = decodeAs[KeyRevokeResult](b)
+	case cmdFederationCreate, cmdFederationDelete, cmdFederatedBundleSet:
+		out, err = decodeAs[Federation](b)
 	case cmdLedgerAppend, cmdDeliveryRecord:
 		out, err = decodeAs[int](b)
 	case cmdLedgerPrune:

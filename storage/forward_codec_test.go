@@ -99,6 +99,8 @@ func exportedSentinels(t *testing.T) map[string]string {
 func TestResultsRoundTrip(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	e := Entry{ID: "e1", SPIFFEID: "spiffe://example.org/web", Owner: "alice", Revision: 3, CreatedAt: now}
+	fe := e
+	fe.FederatesWith = []string{"other.org"}
 	tests := []struct {
 		t    commandType
 		resp any
@@ -106,6 +108,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdOwnerCreate, Owner{Name: "alice", CreatedAt: now}},
 		{cmdEntryCreate, e}, {cmdEntryDelete, e}, {cmdEntryUpdate, e}, {cmdEntryState, e},
 		{cmdEntryBatch, []BatchResult{{Entry: e}, {Err: fmt.Errorf("entry %q: %w", "x", ErrEntryExists)}}},
+		{cmdEntryCreateFederated, fe}, {cmdEntryUpdateFederated, fe}, {cmdEntryBatchFederated, []BatchResult{{Entry: fe}, {Err: fmt.Errorf("entry %q: %w", "y", ErrEntryExists)}}},
 		{cmdTokenCreate, JoinToken{ID: "t1", Owner: "alice", ExpiresAt: now}},
 		{cmdAgentAttest, Agent{ID: "spiffe://example.org/signet/agent/x", Serial: "1", AttestedAt: now}},
 		{cmdAgentAttestNode, Agent{ID: "spiffe://example.org/signet/agent/k8s_psat/c/n", AttestationType: "k8s_psat", Serial: "2", AttestedAt: now}},
@@ -119,6 +122,9 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdAuthorityRetain, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
 		{cmdKeyRevoke, KeyRevokeResult{Revoked: &RevokedKey{Kind: AuthorityX509, ID: "ab", SignerID: "cd", Node: "n1", NotAfter: now, At: now, By: "bob", Reason: "leak", RequestedBy: "alice"}}},
 		{cmdKeyRevoke, KeyRevokeResult{Pending: &PendingRevocation{Kind: AuthorityJWT, ID: "k", By: "alice", At: now, Reason: "leak", Rules: []string{"two"}}}},
+		{cmdFederationCreate, Federation{TrustDomain: "other.org", Profile: "https_web", CreatedBy: "alice", CreatedAt: now}},
+		{cmdFederationDelete, Federation{TrustDomain: "other.org"}},
+		{cmdFederatedBundleSet, Federation{TrustDomain: "other.org", Bundle: []byte(`{"keys":[]}`), BundleRevision: 2, BundleUpdatedAt: now}},
 		{cmdPolicySet, Policy{Revision: 2, Rules: []PolicyRule{{Name: "r", DenyUnless: "true"}}, Limits: PolicyLimits{MinJWTSVIDTTL: time.Minute}, SHA256: "ab", SetBy: "alice", SetAt: now}},
 	}
 	// Every command type this build proposes (all but the JSON era's) is covered; a policy-checked

@@ -202,8 +202,22 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	case cmdOwnerCreate:
 		return viaWire(tx, payload, ownerCreateFromWire, applyOwnerCreate)
 	case cmdEntryCreate:
+		return viaWire(tx, payload, entryCreateFromWire, func(tx *bolt.Tx, c entryCreateCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entry); err != nil {
+				return applied{}, err
+			}
+			return applyEntryCreate(tx, c)
+		})
+	case cmdEntryCreateFederated:
 		return viaWire(tx, payload, entryCreateFromWire, applyEntryCreate)
 	case cmdEntryBatch:
+		return viaWire(tx, payload, entryBatchFromWire, func(tx *bolt.Tx, c entryBatchCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entries...); err != nil {
+				return applied{}, err
+			}
+			return applyEntryBatch(tx, c)
+		})
+	case cmdEntryBatchFederated:
 		return viaWire(tx, payload, entryBatchFromWire, applyEntryBatch)
 	case cmdEntryDelete:
 		return viaWire(tx, payload, entryDeleteFromWire, applyEntryDelete)
@@ -219,6 +233,12 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, keyRevokeFromWire, func(tx *bolt.Tx, c keyRevokeCmd) (applied, error) {
 			return applyKeyRevoke(tx, c, policyChecked)
 		})
+	case cmdFederationCreate:
+		return viaWire(tx, payload, federationCreateFromWire, applyFederationCreate)
+	case cmdFederationDelete:
+		return viaWire(tx, payload, federationDeleteFromWire, applyFederationDelete)
+	case cmdFederatedBundleSet:
+		return viaWire(tx, payload, federatedBundleSetFromWire, applyFederatedBundleSet)
 	case cmdTokenCreate:
 		return viaWire(tx, payload, tokenCreateFromWire, applyTokenCreate)
 	case cmdAgentAttest, cmdAgentAttestSigned:
@@ -232,6 +252,13 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	case cmdAgentBan:
 		return viaWire(tx, payload, agentBanFromWire, applyAgentBan)
 	case cmdEntryUpdate:
+		return viaWire(tx, payload, entryUpdateFromWire, func(tx *bolt.Tx, c entryUpdateCmd) (applied, error) {
+			if err := refuseFederatesWith(t, c.Entry); err != nil {
+				return applied{}, err
+			}
+			return applyEntryUpdate(tx, c)
+		})
+	case cmdEntryUpdateFederated:
 		return viaWire(tx, payload, entryUpdateFromWire, applyEntryUpdate)
 	case cmdEntryState:
 		return viaWire(tx, payload, entryStateFromWire, applyEntryState)

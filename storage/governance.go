@@ -663,7 +663,7 @@ func (s *Store) PlanOffboard(ctx context.Context, owner, mode, to, reason string
 
 // UpdateEntry replaces an entry (validated by the caller) if its revision is still prevRevision.
 func (s *Store) UpdateEntry(ctx context.Context, e Entry, prevRevision uint64, reason string) (Entry, error) {
-	resp, err := s.propose(ctx, cmdEntryUpdate, entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: s.newMeta(ctx, reason)}.wire())
+	resp, err := s.propose(ctx, federatedType(cmdEntryUpdate, e), entryUpdateCmd{Entry: e, PrevRevision: prevRevision, Meta: s.newMeta(ctx, reason)}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: update entry: %w", err)
 	}

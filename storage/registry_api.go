@@ -68,7 +68,7 @@ func (s *Store) CreateEntry(ctx context.Context, e Entry) (Entry, error) {
 	if e.ID == "" {
 		return Entry{}, fmt.Errorf("storage: create entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 	}
-	resp, err := s.propose(ctx, cmdEntryCreate, entryCreateCmd{Entry: e, Meta: s.newMeta(ctx, "")}.wire())
+	resp, err := s.propose(ctx, federatedType(cmdEntryCreate, e), entryCreateCmd{Entry: e, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return Entry{}, fmt.Errorf("storage: create entry: %w", err)
 	}
@@ -89,7 +89,7 @@ func (s *Store) CreateEntries(ctx context.Context, es []Entry) ([]BatchResult, e
 			return nil, fmt.Errorf("storage: create entries: entry %q: %w: ID is required", e.SPIFFEID, ErrInvalid)
 		}
 	}
-	resp, err := s.propose(ctx, cmdEntryBatch, entryBatchCmd{Entries: es, Meta: s.newMeta(ctx, "")}.wire())
+	resp, err := s.propose(ctx, federatedType(cmdEntryBatch, es...), entryBatchCmd{Entries: es, Meta: s.newMeta(ctx, "")}.wire())
 	if err != nil {
 		return nil, fmt.Errorf("storage: create %d entries: %w", len(es), err)
 	}

@@ -21,7 +21,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketOwners, bucketEntries, bucketEntryKeys, bucketAuthorities, bucketTokens, bucketAgents, bucketAudit, bucketEntryStats, bucketReviews,
 		bucketLedger, bucketLedgerByID, bucketLedgerByOwner, bucketLedgerByEntry, bucketLedgerBySPIFFE, bucketLedgerByAgent, bucketLedgerBySigner,
-		bucketNodeVersions, bucketDeliveries, bucketDeliveryStats}
+		bucketNodeVersions, bucketDeliveries, bucketDeliveryStats, bucketFederations}
 
 	keyAppliedIndex = []byte("applied_index")
 	keyRevision     = []byte("revision")

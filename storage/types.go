@@ -46,9 +46,12 @@ type Entry struct {
 	// Prefetch asks agents to mint the entry's X.509-SVID ahead of any request and keep it rotated,
 	// for workloads that must start while the server is unreachable. Other entries are minted when a
 	// matching workload first asks, and dropped once unused for a whole SVID lifetime.
-	Prefetch  bool      `json:"prefetch,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	CreatedBy string    `json:"created_by,omitempty"`
+	Prefetch bool `json:"prefetch,omitempty"`
+	// FederatesWith names trust domains (federation relationships) whose bundles the agent delivers to
+	// the entry's workloads, so they can authenticate peers of those trust domains.
+	FederatesWith []string  `json:"federates_with,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	CreatedBy     string    `json:"created_by,omitempty"`
 	// Disabled entries are not issued (and not sent to agents) until enabled again.
 	Disabled       bool      `json:"disabled,omitempty"`
 	DisabledAt     time.Time `json:"disabled_at,omitzero"`

@@ -78,7 +78,8 @@ func entryToWire(e Entry) *raftv1.Entry {
 		Ticket: e.Ticket, JwtUnique: e.JWTUnique, Prefetch: e.Prefetch, CreatedAt: timeToWire(e.CreatedAt), CreatedBy: e.CreatedBy,
 		Disabled: e.Disabled, DisabledAt: timeToWire(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
 		Pending: e.Pending, PendingRules: nilIfEmpty(e.PendingRules), ApprovedBy: e.ApprovedBy, ApprovedAt: timeToWire(e.ApprovedAt),
-		UpdatedAt: timeToWire(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason, Revision: e.Revision}
+		UpdatedAt: timeToWire(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason, Revision: e.Revision,
+		FederatesWith: nilIfEmpty(e.FederatesWith)}
 }
 
 func entryFromWire(e *raftv1.Entry) Entry {
@@ -88,7 +89,8 @@ func entryFromWire(e *raftv1.Entry) Entry {
 		Ticket: e.GetTicket(), JWTUnique: e.GetJwtUnique(), Prefetch: e.GetPrefetch(), CreatedAt: timeFromWire(e.GetCreatedAt()), CreatedBy: e.GetCreatedBy(),
 		Disabled: e.GetDisabled(), DisabledAt: timeFromWire(e.GetDisabledAt()), DisabledBy: e.GetDisabledBy(), DisabledReason: e.GetDisabledReason(),
 		Pending: e.GetPending(), PendingRules: nilIfEmpty(e.GetPendingRules()), ApprovedBy: e.GetApprovedBy(), ApprovedAt: timeFromWire(e.GetApprovedAt()),
-		UpdatedAt: timeFromWire(e.GetUpdatedAt()), UpdatedBy: e.GetUpdatedBy(), UpdateReason: e.GetUpdateReason(), Revision: e.GetRevision()}
+		UpdatedAt: timeFromWire(e.GetUpdatedAt()), UpdatedBy: e.GetUpdatedBy(), UpdateReason: e.GetUpdateReason(), Revision: e.GetRevision(),
+		FederatesWith: nilIfEmpty(e.GetFederatesWith())}
 }
 
 func entriesToWire(es []Entry) []*raftv1.Entry {

@@ -66,6 +66,14 @@ func sampleEntry(id string) Entry {
 		UpdatedAt: t2, UpdatedBy: "dave", UpdateReason: "rotate", Revision: 42}
 }
 
+// sampleFederatedEntry is sampleEntry with federates_with, which only the entry types of command
+// version 10 carry (the older types' samples, pinned before it existed, have none).
+func sampleFederatedEntry(id string) Entry {
+	e := sampleEntry(id)
+	e.FederatesWith = []string{"other.org", "partner.com"}
+	return e
+}
+
 func sampleAgent() Agent {
 	return Agent{ID: "spiffe://example.org/agent/n1", AttestationType: "join_token",
 		Selectors: []selector.Selector{{Type: "join_token", Value: "t1"}}, Owner: "payments", TokenID: "t1",
@@ -140,19 +148,37 @@ func wireCases() []wireCase {
 			policyCheckedCmd.wire, policyCheckedFromWire),
 		wcase("authority-remove", cmdAuthorityRemove, authorityRemoveCmd{Kind: AuthorityX509, ID: "ab12", Node: "node-1", Meta: sampleMeta()},
 			authorityRemoveCmd.wire, authorityRemoveFromWire),
+		wcase("entry-create-federated", cmdEntryCreateFederated, entryCreateCmd{Entry: sampleFederatedEntry("e1"), Meta: sampleMeta()}, entryCreateCmd.wire, entryCreateFromWire),
+		wcase("entry-batch-create-federated", cmdEntryBatchFederated, entryBatchCmd{Entries: []Entry{sampleFederatedEntry("e1"), sampleFederatedEntry("e2")}, Meta: sampleMeta()},
+			entryBatchCmd.wire, entryBatchFromWire),
+		wcase("entry-update-federated", cmdEntryUpdateFederated, entryUpdateCmd{Entry: sampleFederatedEntry("e1"), PrevRevision: 41, Meta: sampleMeta()}, entryUpdateCmd.wire, entryUpdateFromWire),
 		wcase("rotation-request", cmdRotationRequest, rotationRequestCmd{Node: "node-2", Meta: sampleMeta()}, rotationRequestCmd.wire, rotationRequestFromWire),
 		wcase("key-revoke", cmdKeyRevoke, keyRevokeCmd{Kind: AuthorityJWT, ID: "kid-1", Meta: sampleMeta(), PendingRules: []string{"two-person"}, Approve: true},
 			keyRevokeCmd.wire, keyRevokeFromWire),
 		wcase("authority-retain", cmdAuthorityRetain, authorityRetainCmd{Kind: AuthorityX509, ID: "ab12", NotAfter: time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC),
 			Meta: sampleMeta()}, authorityRetainCmd.wire, authorityRetainFromWire),
+		wcase("federation-create", cmdFederationCreate, federationCreateCmd{TrustDomain: "other.org",
+			BundleEndpointURL: "https://bundle.other.org/", Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://other.org/signet/server/n1",
+			Bundle: []byte(`{"keys":[]}`), Meta: sampleMeta()}, federationCreateCmd.wire, federationCreateFromWire),
+		wcase("federation-delete", cmdFederationDelete, federationDeleteCmd{TrustDomain: "other.org", Meta: sampleMeta()}, federationDeleteCmd.wire, federationDeleteFromWire),
+		wcase("federated-bundle-set", cmdFederatedBundleSet, federatedBundleSetCmd{TrustDomain: "other.org", Bundle: []byte(`{"keys":[]}`), Meta: sampleMeta()},
+			federatedBundleSetCmd.wire, federatedBundleSetFromWire),
 	}
 }
 
 // Every field of every sample is set, recursively: a field added to a storage type (or a command)
 // must be added to its sample, and then the round trip fails until the conversion carries it.
+//
+// The entry commands of before federates_with never carry it (their samples leave it out: their pinned
+// encodings predate it); their federated types' samples set it.
+var preFederation = map[string]bool{"entry-create": true, "entry-batch-create": true, "entry-update": true}
+
 func TestWireSamplesSetEveryField(t *testing.T) {
 	var check func(path string, v reflect.Value)
 	check = func(path string, v reflect.Value) {
+		if strings.HasSuffix(path, ".FederatesWith") && preFederation[strings.Split(path, ".")[0]] {
+			return
+		}
 		if v.IsZero() {
 			t.Errorf("%s is not set in the sample", path)
 			return

@@ -18,6 +18,7 @@ import (
 	"github.com/signet-id/signet/internal/peercred"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -216,6 +217,12 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.Spi
 		for i, s := range ids.SVIDs {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.SPIFFEID, X509Svid: s.CertChain, X509SvidKey: s.Key, Bundle: ids.X509Bundle}
 		}
+		if len(ids.Federated) > 0 {
+			resp.FederatedBundles = make(map[string][]byte, len(ids.Federated))
+			for _, f := range ids.Federated {
+				resp.FederatedBundles[f.TrustDomain.IDString()] = f.X509Bundle
+			}
+		}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -250,7 +257,7 @@ func callerOf(ctx context.Context, sels []selector.Selector) Caller {
 
 // sameSVIDs reports whether last and cur hold the same bundle and the same SVIDs, in the same order.
 func sameSVIDs(last, cur Identities) bool {
-	return last.BundleSequence == cur.BundleSequence &&
+	return sameBundle(last, cur) &&
 		slices.EqualFunc(last.SVIDs, cur.SVIDs, func(a, b X509SVID) bool { return a.Serial == b.Serial })
 }
 
@@ -262,7 +269,11 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream worklo
 		return err
 	}
 	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
-		return stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}})
+		bundles := map[string][]byte{ids.TrustDomain.IDString(): ids.X509Bundle}
+		for _, f := range ids.Federated {
+			bundles[f.TrustDomain.IDString()] = f.X509Bundle
+		}
+		return stream.Send(&workload.X509BundlesResponse{Bundles: bundles})
 	}, sameBundle)
 }
 
@@ -274,12 +285,20 @@ func (h *Handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload
 		return err
 	}
 	return h.watch(ctx, sels, h.cfg.Source.Bundles, entitled, func(ids Identities) error {
-		return stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}})
+		bundles := map[string][]byte{ids.TrustDomain.IDString(): ids.JWTBundle}
+		for _, f := range ids.Federated {
+			bundles[f.TrustDomain.IDString()] = f.JWTBundle
+		}
+		return stream.Send(&workload.JWTBundlesResponse{Bundles: bundles})
 	}, sameBundle)
 }
 
-// sameBundle reports whether last and cur hold the same bundle.
-func sameBundle(last, cur Identities) bool { return last.BundleSequence == cur.BundleSequence }
+// sameBundle reports whether last and cur hold the same bundles: their own and the same federated
+// trust domains (an entry's federates_with may change while the bundles do not).
+func sameBundle(last, cur Identities) bool {
+	return last.BundleSequence == cur.BundleSequence &&
+		slices.EqualFunc(last.Federated, cur.Federated, func(a, b FederatedBundle) bool { return a.TrustDomain == b.TrustDomain })
+}
 
 // FetchJWTSVID mints (or returns cached) JWT-SVIDs for the requested audience. When only some of the
 // caller's identities can be served (the server is unreachable, or the caller's mint limit is
@@ -376,7 +395,18 @@ func (h *Handler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWT
 	if ids.JWTAuthorities == nil {
 		return nil, status.Error(codes.Unavailable, "no JWT bundle yet: the agent has not received its trust bundle from the server")
 	}
-	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), ids.JWTAuthorities, []string{req.GetAudience()})
+	// Tokens of the trust domains the caller's entries federate with validate against their bundles.
+	var bundles jwtbundle.Source = ids.JWTAuthorities
+	if len(ids.Federated) > 0 {
+		set := jwtbundle.NewSet(ids.JWTAuthorities)
+		for _, f := range ids.Federated {
+			if f.JWTAuthorities != nil {
+				set.Add(f.JWTAuthorities)
+			}
+		}
+		bundles = set
+	}
+	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), bundles, []string{req.GetAudience()})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid JWT-SVID: %v", err)
 	}

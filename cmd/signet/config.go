@@ -113,6 +113,9 @@ type serverFileConfig struct {
 		// joinSecret is JoinSecretFile's secret, filled by loadServerConfig.
 		joinSecret []byte
 	} `yaml:"raft"`
+
+	// Federation: SPIFFE federation (config_federation.go, docs/federation.md).
+	Federation federationFileConfig `yaml:"federation"`
 }
 
 // agentFileConfig is the agent's configuration file.
@@ -639,6 +642,10 @@ func loadServerConfig(path string) (serverFileConfig, spiffeid.TrustDomain, erro
 	}
 	// The OIDC discovery provider (issue 14).
 	if err := c.OIDC.check(path); err != nil {
+		return c, td, err
+	}
+	// Federation (issue 14).
+	if err := c.Federation.check(path); err != nil {
 		return c, td, err
 	}
 	return c, td, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/server/oidc"
 	"github.com/signet-id/signet/storage"
@@ -44,6 +45,9 @@ type devOptions struct {
 	caTTL          time.Duration
 	// oidcListen and oidcIssuer turn on the OIDC discovery provider (plain HTTP, loopback only).
 	oidcListen, oidcIssuer string
+	// bundleEndpoint and bundleRefreshHint: the SPIFFE bundle endpoint (https_spiffe), off when empty.
+	bundleEndpoint    string
+	bundleRefreshHint time.Duration
 }
 
 func newDevCmd() *cobra.Command {
@@ -84,6 +88,8 @@ plain HTTP on a loopback address, and JWT-SVIDs then carry iss: --oidc-issuer, o
 	f.DurationVar(&o.caTTL, "ca-ttl", ca.DefaultCATTL, "lifetime of each CA key; keys rotate at half life (docs/configuration.md, ca.ttl)")
 	f.StringVar(&o.oidcListen, "oidc-listen", "", "serve the OIDC discovery provider over plain HTTP on this loopback host:port (docs/oidc.md)")
 	f.StringVar(&o.oidcIssuer, "oidc-issuer", "", "the iss of JWT-SVIDs and the provider's issuer URL (default http://<--oidc-listen address>)")
+	f.StringVar(&o.bundleEndpoint, "bundle-endpoint-address", "", "serve the trust bundle to other trust domains (SPIFFE bundle endpoint, profile https_spiffe) on this host:port; off when empty (docs/federation.md)")
+	f.DurationVar(&o.bundleRefreshHint, "bundle-refresh-hint", federation.DefaultRefreshHint, "spiffe_refresh_hint of the served bundle")
 	return cmd
 }
 
@@ -118,6 +124,16 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	uid := uint32(os.Getuid())
+	var bundleLis net.Listener
+	if o.bundleEndpoint != "" {
+		if err := federation.CheckRefreshHint(o.bundleRefreshHint); err != nil {
+			return usagef("--bundle-refresh-hint: %v", err)
+		}
+		if bundleLis, err = net.Listen("tcp", o.bundleEndpoint); err != nil {
+			return usagef("--bundle-endpoint-address %q: %v", o.bundleEndpoint, err)
+		}
+		defer bundleLis.Close()
+	}
 	// The Workload API socket serves every local user (attestation decides what each gets): 0666 in a
 	// 0755 directory, as the agent's default. If the admin socket shares that directory, the directory
 	// must stay traversable; the admin socket is 0600 and checks its callers' uid either way.
@@ -163,6 +179,13 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	if bundleLis != nil {
+		stop, err := startBundleEndpoint(ctx, node, td, bundleLis, bundleEndpointOptions{Profile: federation.ProfileHTTPSSPIFFE, RefreshHint: o.bundleRefreshHint}, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	an, err := startAgentNode(ctx, agentNodeConfig{TrustDomain: td, Client: agentv1.NewAgentClient(conn), WorkloadSocket: o.workloadSocket,
 		SocketDirMode: devSocketDirMode, SocketMode: devSocketMode, Logger: log})
 	if err != nil {
@@ -180,6 +203,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	fmt.Printf("Your identity: %s (owner %s, selector unix:uid:%d)\n", id, owner, uid)
 	fmt.Printf("export SPIFFE_ENDPOINT_SOCKET=unix://%s\n", o.workloadSocket)
 	fmt.Printf("export SIGNET_ADMIN_SOCKET=%s\n", o.adminSocket)
+	if bundleLis != nil {
+		fmt.Printf("Bundle endpoint: %s (https_spiffe, endpoint SPIFFE ID %s).\n", bundleEndpointURL(bundleLis), serverSVIDID(td, node.store.NodeID()))
+	}
 	if dir, mode, ok := uds.OthersCanReach(o.workloadSocket); !ok {
 		fmt.Printf("Note: other local users cannot reach the Workload API socket: %s has mode %04o (chmod o+x it, or choose --socket in a directory they can enter).\n", dir, mode)
 	}

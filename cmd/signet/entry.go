@@ -163,6 +163,7 @@ type entryView struct {
 	Ticket         string   `json:"ticket,omitempty"`
 	JWTUnique      bool     `json:"jwt_unique,omitempty"`
 	Prefetch       bool     `json:"prefetch,omitempty"`
+	FederatesWith  []string `json:"federates_with,omitempty"`
 	State          string   `json:"state"` // active, expired, disabled, pending
 	Disabled       bool     `json:"disabled,omitempty"`
 	DisabledBy     string   `json:"disabled_by,omitempty"`
@@ -187,7 +188,7 @@ func viewEntry(e *adminv1.Entry) entryView {
 	for _, s := range e.Selectors {
 		v.Selectors = append(v.Selectors, s.Type+":"+s.Value)
 	}
-	v.NeverExpires, v.Ticket, v.JWTUnique, v.Prefetch = e.NeverExpires, e.Ticket, e.JwtUnique, e.Prefetch
+	v.NeverExpires, v.Ticket, v.JWTUnique, v.Prefetch, v.FederatesWith = e.NeverExpires, e.Ticket, e.JwtUnique, e.Prefetch, e.FederatesWith
 	v.Disabled, v.DisabledBy, v.DisabledReason = e.Disabled, e.DisabledBy, e.DisabledReason
 	v.Pending, v.PendingRules, v.ApprovedBy = e.Pending, e.PendingRules, e.ApprovedBy
 	v.UpdatedBy, v.UpdateReason, v.IssuedCount = e.UpdatedBy, e.UpdateReason, e.IssuedCount
@@ -239,7 +240,7 @@ func printEntry(w io.Writer, e *adminv1.Entry, format string) error {
 		{"Selectors", strings.Join(v.Selectors, ", ")}, {"Owner", v.Owner}, {"Purpose", v.Purpose}, {"Ticket", v.Ticket},
 		{"X.509-SVID TTL", v.X509TTL}, {"JWT-SVID TTL", v.JWTTTL}, {"DNS names", strings.Join(v.DNSNames, ", ")},
 		{"Expires at", v.ExpiresAt}, {"Created at", v.CreatedAt}, {"Created by", v.CreatedBy},
-		{"Minting", mintedWhen(v.Prefetch)},
+		{"Minting", mintedWhen(v.Prefetch)}, {"Federates with", strings.Join(v.FederatesWith, ", ")},
 		{"Issued", fmt.Sprintf("%d times, last %s", v.IssuedCount, v.LastIssuedAt)},
 		{"Delivered", fmt.Sprintf("%d times to workloads, last %s", v.DeliveredCount, v.LastDeliveredAt)},
 	}

@@ -29,6 +29,7 @@ type entryOptions struct {
 	ticket       string
 	jwtUnique    bool
 	prefetch     bool
+	federates    []string
 	output       string
 }
 
@@ -125,6 +126,19 @@ var entryFields = []entryField{
 	}},
 	{flag: "prefetch", key: "prefetch", mask: "prefetch", apply: func(o *entryOptions, e *adminv1.Entry, _ string) error {
 		e.Prefetch = o.prefetch
+		return nil
+	}},
+	{flag: "federates-with", key: "federates_with", mask: "federates_with", apply: func(o *entryOptions, e *adminv1.Entry, name string) error {
+		for _, v := range o.federates {
+			if v == "" {
+				continue // --federates-with '' on update: none
+			}
+			td, err := parseTrustDomain(v)
+			if err != nil {
+				return usagef("%s %v", name, err)
+			}
+			e.FederatesWith = append(e.FederatesWith, td.Name())
+		}
 		return nil
 	}},
 }
@@ -236,5 +250,10 @@ func addEntryFlags(cmd *cobra.Command, o *entryOptions, update bool) {
 	daysFlag(f, &o.expiresIn, "expires-in", 0, "when the entry stops being issued, from now (e.g. 90d or 2160h)")
 	f.BoolVar(&o.neverExpires, "never-expires", false, "the entry never expires (access reviews flag it)")
 	f.BoolVar(&o.jwtUnique, "jwt-unique", false, "give every JWT-SVID a fresh jti (agents never serve one from cache)")
+	federatesUsage := "a trust domain this one federates with (signet federation create): the workloads get its bundle, to authenticate its workloads; repeat for more"
+	if update {
+		federatesUsage += " (replaces the whole list; --federates-with '' clears it)"
+	}
+	f.StringArrayVar(&o.federates, "federates-with", nil, federatesUsage)
 	f.BoolVar(&o.prefetch, "prefetch", false, "agents mint the X.509-SVID before any workload asks and keep it rotated (for workloads that must start while the server is unreachable); otherwise it is minted on first request")
 }

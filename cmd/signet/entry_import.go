@@ -29,13 +29,14 @@ type importEntry struct {
 	NeverExpires bool          `yaml:"never_expires"`
 	JWTUnique    bool          `yaml:"jwt_unique"`
 	Prefetch     bool          `yaml:"prefetch"`
+	Federates    []string      `yaml:"federates_with"`
 }
 
 // options returns the item as entry options, and which of its keys are set (by flag name).
 func (it importEntry) options() (*entryOptions, map[string]bool) {
 	o := &entryOptions{spiffeID: it.SPIFFEID, parentID: it.ParentID, selectors: it.Selectors, owner: it.Owner, purpose: it.Purpose,
 		ticket: it.Ticket, x509TTL: it.X509TTL, jwtTTL: it.JWTTTL, dnsNames: it.DNSNames, expiresIn: time.Duration(it.ExpiresIn),
-		neverExpires: it.NeverExpires, jwtUnique: it.JWTUnique, prefetch: it.Prefetch}
+		neverExpires: it.NeverExpires, jwtUnique: it.JWTUnique, prefetch: it.Prefetch, federates: it.Federates}
 	if !it.ExpiresAt.IsZero() {
 		o.expiresAt = it.ExpiresAt.Format(time.RFC3339)
 	}
@@ -43,7 +44,7 @@ func (it importEntry) options() (*entryOptions, map[string]bool) {
 	given := map[string]bool{"spiffe-id": it.SPIFFEID != "", "parent-id": it.ParentID != "", "selector": len(it.Selectors) > 0,
 		"owner": it.Owner != "", "purpose": it.Purpose != "", "ticket": it.Ticket != "", "x509-ttl": it.X509TTL != 0,
 		"jwt-ttl": it.JWTTTL != 0, "dns-name": len(it.DNSNames) > 0, "expires-at": o.expiresAt != "", "expires-in": it.ExpiresIn != 0,
-		"never-expires": it.NeverExpires, "jwt-unique": it.JWTUnique, "prefetch": it.Prefetch}
+		"never-expires": it.NeverExpires, "jwt-unique": it.JWTUnique, "prefetch": it.Prefetch, "federates-with": len(it.Federates) > 0}
 	return o, given
 }
 
@@ -71,7 +72,7 @@ func newEntryImportCmd() *cobra.Command {
 		Long: `Create the entries listed in FILE (or standard input) in one call. Each list item has the keys of
 'entry create', checked the same way: spiffe_id, selectors (list), owner, purpose, and optionally
 parent_id, ticket, x509_ttl, jwt_ttl ("1h"), dns_names (list), expires_at (RFC 3339), expires_in ("90d",
-"2160h"), never_expires, jwt_unique, prefetch. A file that is not valid is refused whole (exit 2). Otherwise each
+"2160h"), never_expires, jwt_unique, prefetch, federates_with. A file that is not valid is refused whole (exit 2). Otherwise each
 entry succeeds or fails on its own; the command exits 1 if any failed, after printing every failure.`,
 		Example: `  cat > entries.yaml <<'EOF'
   - spiffe_id: spiffe://example.org/billing/api

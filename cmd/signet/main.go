@@ -91,6 +91,7 @@ Start a one-process dev instance with 'signet dev', then fetch an identity with 
 		newSnapshotCmd(),
 		newPolicyCmd(),
 		newCACmd(),
+		newFederationCmd(),
 	)
 	root.SetHelpCommand(newHelpCmd())
 	// cobra adds 'completion' lazily; add it now so that an unknown shell is a usage error too.

@@ -30,6 +30,7 @@ import (
 	"github.com/signet-id/signet/server"
 	"github.com/signet-id/signet/server/adminapi"
 	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/signet-id/signet/storage"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -84,6 +85,8 @@ type serverNodeConfig struct {
 	// StateMmapSize is storage.Config.StateMmapSize (0: the storage default).
 	StateMmapSize   int64
 	DefaultParentID string
+	// FederationPoll is server.Config.FederationPoll (zero fields: defaults).
+	FederationPoll federation.PollerConfig
 	// NodeAttestors are node attestors besides join tokens (which are always on).
 	NodeAttestors []agentapi.NodeAttestor
 	// OIDC is the OIDC discovery provider and the iss of JWT-SVIDs (zero: off).
@@ -205,6 +208,7 @@ func startServerNode(ctx context.Context, cfg serverNodeConfig) (_ *serverNode, 
 		DefaultEntryTTL: cfg.DefaultEntryTTL, LedgerRetention: cfg.LedgerRetention, Policy: cfg.Policy,
 		IssuanceLimits: cfg.IssuanceLimits, DataDir: cfg.DataDir, MinFreeDisk: cfg.MinFreeDisk, JWTIssuer: cfg.OIDC.Issuer,
 		NodeAttestors:   append([]agentapi.NodeAttestor{&jointoken.Attestor{Store: st, TrustDomain: cfg.TrustDomain}}, cfg.NodeAttestors...),
+		FederationPoll:  cfg.FederationPoll,
 		DefaultParentID: cfg.DefaultParentID, AuditCheckpointFile: filepath.Join(cfg.DataDir, "server", auditCheckpointFile), Logger: log})
 	if err != nil {
 		return nil, err

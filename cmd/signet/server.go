@@ -10,6 +10,7 @@ import (
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/agentv1"
 	"github.com/signet-id/signet/server/agentapi"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/issuer"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -63,6 +64,13 @@ func runServer(ctx context.Context, path string) error {
 		return fmt.Errorf("config %s: bind_address %q: %w", path, c.BindAddress, err)
 	}
 	defer lis.Close()
+	var bundleLis net.Listener
+	if be := c.Federation.BundleEndpoint; be.ListenAddress != "" {
+		if bundleLis, err = net.Listen("tcp", be.ListenAddress); err != nil {
+			return fmt.Errorf("config %s: federation.bundle_endpoint.listen_address %q: %w", path, be.ListenAddress, err)
+		}
+		defer bundleLis.Close()
+	}
 	var pol *policy.Config // validated by loadServerConfig; it only seeds a cluster that has no policy
 	if len(c.Policy.Rules) > 0 {
 		pol = &c.Policy
@@ -79,7 +87,8 @@ func runServer(ctx context.Context, path string) error {
 		IssuanceLimits: issuer.IssuanceLimits{AgentRate: c.IssuanceLimits.AgentRate, AgentBurst: c.IssuanceLimits.AgentBurst,
 			EntryRate: c.IssuanceLimits.EntryRate, EntryBurst: c.IssuanceLimits.EntryBurst},
 		MinFreeDisk: c.minFreeDisk, StateMmapSize: c.stateMmapSize, NodeAttestors: c.NodeAttestors.built,
-		OIDC: c.OIDC.setup,
+		OIDC:           c.OIDC.setup,
+		FederationPoll: c.Federation.pollerConfig(),
 	})
 	if err != nil {
 		return err
@@ -105,6 +114,19 @@ func runServer(ctx context.Context, path string) error {
 	go serveGRPC(log, "agent-api", g, lis)
 	defer stopGRPC(g, 2*time.Second)
 	fmt.Printf("Agent API: %s (TLS 1.3).\n", lis.Addr())
+	if bundleLis != nil {
+		be := c.Federation.BundleEndpoint
+		stop, err := startBundleEndpoint(ctx, node, td, bundleLis, bundleEndpointOptions{Profile: be.Profile, CertFile: be.CertFile, KeyFile: be.KeyFile, RefreshHint: be.RefreshHint}, log)
+		if err != nil {
+			return fmt.Errorf("config %s: federation.bundle_endpoint: %w", path, err)
+		}
+		defer stop()
+		if be.Profile == federation.ProfileHTTPSSPIFFE {
+			fmt.Printf("Bundle endpoint: %s (https_spiffe, endpoint SPIFFE ID %s).\n", bundleEndpointURL(bundleLis), serverSVIDID(td, node.store.NodeID()))
+		} else {
+			fmt.Printf("Bundle endpoint: %s (%s).\n", bundleEndpointURL(bundleLis), be.Profile)
+		}
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil

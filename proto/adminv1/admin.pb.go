@@ -1929,8 +1929,10 @@ type Entry struct {
 	// From the agents' delivery reports (read-only): how many times its SVIDs were handed to workloads.
 	DeliveredCount  uint64 `protobuf:"varint,30,opt,name=delivered_count,json=deliveredCount,proto3" json:"delivered_count,omitempty"`
 	LastDeliveredAt int64  `protobuf:"varint,31,opt,name=last_delivered_at,json=lastDeliveredAt,proto3" json:"last_delivered_at,omitempty"` // unix nanoseconds; 0 = never
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// federates_with: trust domains whose bundles the entry's workloads receive (docs/federation.md).
+	FederatesWith []string `protobuf:"bytes,32,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -2178,6 +2180,13 @@ func (x *Entry) GetLastDeliveredAt() int64 {
 		return x.LastDeliveredAt
 	}
 	return 0
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type CreateEntryRequest struct {
@@ -5097,6 +5106,473 @@ func (x *RevokeKeyResponse) GetNote() string {
 	return ""
 }
 
+// Federation is a relationship with another trust domain and its bundle as last stored.
+type Federation struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`                                             // "https_spiffe" or "https_web"
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"` // https_spiffe only
+	CreatedBy         string                 `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	CreatedAt         int64                  `protobuf:"varint,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"` // Unix seconds
+	Bundle            []byte                 `protobuf:"bytes,7,opt,name=bundle,proto3" json:"bundle,omitempty"`                         // the SPIFFE bundle document; empty until one is stored
+	BundleRevision    uint64                 `protobuf:"varint,8,opt,name=bundle_revision,json=bundleRevision,proto3" json:"bundle_revision,omitempty"`
+	BundleUpdatedAt   int64                  `protobuf:"varint,9,opt,name=bundle_updated_at,json=bundleUpdatedAt,proto3" json:"bundle_updated_at,omitempty"` // Unix seconds; 0 until a bundle is stored
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Federation) Reset() {
+	*x = Federation{}
+	mi := &file_adminv1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Federation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Federation) ProtoMessage() {}
+
+func (x *Federation) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Federation.ProtoReflect.Descriptor instead.
+func (*Federation) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *Federation) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *Federation) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *Federation) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Federation) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *Federation) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Federation) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *Federation) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *Federation) GetBundleRevision() uint64 {
+	if x != nil {
+		return x.BundleRevision
+	}
+	return 0
+}
+
+func (x *Federation) GetBundleUpdatedAt() int64 {
+	if x != nil {
+		return x.BundleUpdatedAt
+	}
+	return 0
+}
+
+type CreateFederationRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"`
+	// bundle is the trust domain's SPIFFE bundle document to start with: required for https_spiffe (it
+	// authenticates the first fetch), optional for https_web.
+	Bundle        []byte `protobuf:"bytes,5,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationRequest) Reset() {
+	*x = CreateFederationRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationRequest) ProtoMessage() {}
+
+func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
+func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *CreateFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *CreateFederationRequest) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *CreateFederationRequest) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *CreateFederationRequest) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *CreateFederationRequest) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *CreateFederationRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListFederationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsRequest) Reset() {
+	*x = ListFederationsRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsRequest) ProtoMessage() {}
+
+func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+type ListFederationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federations   []*Federation          `protobuf:"bytes,1,rep,name=federations,proto3" json:"federations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsResponse) Reset() {
+	*x = ListFederationsResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsResponse) ProtoMessage() {}
+
+func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListFederationsResponse) GetFederations() []*Federation {
+	if x != nil {
+		return x.Federations
+	}
+	return nil
+}
+
+type GetFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFederationRequest) Reset() {
+	*x = GetFederationRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFederationRequest) ProtoMessage() {}
+
+func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFederationRequest.ProtoReflect.Descriptor instead.
+func (*GetFederationRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *GetFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRequest) Reset() {
+	*x = DeleteFederationRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRequest) ProtoMessage() {}
+
+func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *DeleteFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *DeleteFederationRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RefreshFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshFederationRequest) Reset() {
+	*x = RefreshFederationRequest{}
+	mi := &file_adminv1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshFederationRequest) ProtoMessage() {}
+
+func (x *RefreshFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshFederationRequest.ProtoReflect.Descriptor instead.
+func (*RefreshFederationRequest) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *RefreshFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type RefreshFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	Changed       bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshFederationResponse) Reset() {
+	*x = RefreshFederationResponse{}
+	mi := &file_adminv1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshFederationResponse) ProtoMessage() {}
+
+func (x *RefreshFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adminv1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshFederationResponse.ProtoReflect.Descriptor instead.
+func (*RefreshFederationResponse) Descriptor() ([]byte, []int) {
+	return file_adminv1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *RefreshFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *RefreshFederationResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_adminv1_admin_proto protoreflect.FileDescriptor
 
 const file_adminv1_admin_proto_rawDesc = "" +
@@ -5238,7 +5714,7 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\bSelector\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x82\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xa9\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -5280,7 +5756,8 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\x0elast_issued_at\x18\x1c \x01(\x03R\flastIssuedAt\x12\x1a\n" +
 	"\bprefetch\x18\x1d \x01(\bR\bprefetch\x12'\n" +
 	"\x0fdelivered_count\x18\x1e \x01(\x04R\x0edeliveredCount\x12*\n" +
-	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\"B\n" +
+	"\x11last_delivered_at\x18\x1f \x01(\x03R\x0flastDeliveredAt\x12%\n" +
+	"\x0efederates_with\x18  \x03(\tR\rfederatesWith\"B\n" +
 	"\x12CreateEntryRequest\x12,\n" +
 	"\x05entry\x18\x01 \x01(\v2\x16.signet.admin.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
@@ -5526,7 +6003,42 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\arevoked\x18\x01 \x01(\v2\x1b.signet.admin.v1.RevokedKeyR\arevoked\x12#\n" +
 	"\rpending_rules\x18\x02 \x03(\tR\fpendingRules\x124\n" +
 	"\tactivated\x18\x03 \x01(\v2\x16.signet.admin.v1.CAKeyR\tactivated\x12\x12\n" +
-	"\x04note\x18\x04 \x01(\tR\x04note2\xb6\x15\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\"\xd2\x02\n" +
+	"\n" +
+	"Federation\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\x03R\tcreatedAt\x12\x16\n" +
+	"\x06bundle\x18\a \x01(\fR\x06bundle\x12'\n" +
+	"\x0fbundle_revision\x18\b \x01(\x04R\x0ebundleRevision\x12*\n" +
+	"\x11bundle_updated_at\x18\t \x01(\x03R\x0fbundleUpdatedAt\"\xe4\x01\n" +
+	"\x17CreateFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12\x16\n" +
+	"\x06bundle\x18\x05 \x01(\fR\x06bundle\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x18\n" +
+	"\x16ListFederationsRequest\"X\n" +
+	"\x17ListFederationsResponse\x12=\n" +
+	"\vfederations\x18\x01 \x03(\v2\x1b.signet.admin.v1.FederationR\vfederations\"9\n" +
+	"\x14GetFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"T\n" +
+	"\x17DeleteFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"=\n" +
+	"\x18RefreshFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"r\n" +
+	"\x19RefreshFederationResponse\x12;\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x1b.signet.admin.v1.FederationR\n" +
+	"federation\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged2\x93\x19\n" +
 	"\x05Admin\x12J\n" +
 	"\vCreateEntry\x12#.signet.admin.v1.CreateEntryRequest\x1a\x16.signet.admin.v1.Entry\x12D\n" +
 	"\bGetEntry\x12 .signet.admin.v1.GetEntryRequest\x1a\x16.signet.admin.v1.Entry\x12Z\n" +
@@ -5563,7 +6075,12 @@ const file_adminv1_admin_proto_rawDesc = "" +
 	"\tSetPolicy\x12!.signet.admin.v1.SetPolicyRequest\x1a\x1b.signet.admin.v1.PolicyInfo\x12O\n" +
 	"\bCAStatus\x12 .signet.admin.v1.CAStatusRequest\x1a!.signet.admin.v1.CAStatusResponse\x12O\n" +
 	"\bRotateCA\x12 .signet.admin.v1.RotateCARequest\x1a!.signet.admin.v1.RotateCAResponse\x12R\n" +
-	"\tRevokeKey\x12!.signet.admin.v1.RevokeKeyRequest\x1a\".signet.admin.v1.RevokeKeyResponseB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
+	"\tRevokeKey\x12!.signet.admin.v1.RevokeKeyRequest\x1a\".signet.admin.v1.RevokeKeyResponse\x12Y\n" +
+	"\x10CreateFederation\x12(.signet.admin.v1.CreateFederationRequest\x1a\x1b.signet.admin.v1.Federation\x12d\n" +
+	"\x0fListFederations\x12'.signet.admin.v1.ListFederationsRequest\x1a(.signet.admin.v1.ListFederationsResponse\x12S\n" +
+	"\rGetFederation\x12%.signet.admin.v1.GetFederationRequest\x1a\x1b.signet.admin.v1.Federation\x12Y\n" +
+	"\x10DeleteFederation\x12(.signet.admin.v1.DeleteFederationRequest\x1a\x1b.signet.admin.v1.Federation\x12j\n" +
+	"\x11RefreshFederation\x12).signet.admin.v1.RefreshFederationRequest\x1a*.signet.admin.v1.RefreshFederationResponseB3Z1github.com/signet-id/signet/proto/adminv1;adminv1b\x06proto3"
 
 var (
 	file_adminv1_admin_proto_rawDescOnce sync.Once
@@ -5577,7 +6094,7 @@ func file_adminv1_admin_proto_rawDescGZIP() []byte {
 	return file_adminv1_admin_proto_rawDescData
 }
 
-var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_adminv1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_adminv1_admin_proto_goTypes = []any{
 	(*CAStatusRequest)(nil),            // 0: signet.admin.v1.CAStatusRequest
 	(*CAKey)(nil),                      // 1: signet.admin.v1.CAKey
@@ -5651,6 +6168,14 @@ var file_adminv1_admin_proto_goTypes = []any{
 	(*RevokeKeyRequest)(nil),           // 69: signet.admin.v1.RevokeKeyRequest
 	(*RevokedKey)(nil),                 // 70: signet.admin.v1.RevokedKey
 	(*RevokeKeyResponse)(nil),          // 71: signet.admin.v1.RevokeKeyResponse
+	(*Federation)(nil),                 // 72: signet.admin.v1.Federation
+	(*CreateFederationRequest)(nil),    // 73: signet.admin.v1.CreateFederationRequest
+	(*ListFederationsRequest)(nil),     // 74: signet.admin.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),    // 75: signet.admin.v1.ListFederationsResponse
+	(*GetFederationRequest)(nil),       // 76: signet.admin.v1.GetFederationRequest
+	(*DeleteFederationRequest)(nil),    // 77: signet.admin.v1.DeleteFederationRequest
+	(*RefreshFederationRequest)(nil),   // 78: signet.admin.v1.RefreshFederationRequest
+	(*RefreshFederationResponse)(nil),  // 79: signet.admin.v1.RefreshFederationResponse
 }
 var file_adminv1_admin_proto_depIdxs = []int32{
 	1,  // 0: signet.admin.v1.CAStatusResponse.keys:type_name -> signet.admin.v1.CAKey
@@ -5702,75 +6227,87 @@ var file_adminv1_admin_proto_depIdxs = []int32{
 	30, // 46: signet.admin.v1.SignReviewResponse.disabled:type_name -> signet.admin.v1.Entry
 	70, // 47: signet.admin.v1.RevokeKeyResponse.revoked:type_name -> signet.admin.v1.RevokedKey
 	1,  // 48: signet.admin.v1.RevokeKeyResponse.activated:type_name -> signet.admin.v1.CAKey
-	31, // 49: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
-	32, // 50: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
-	34, // 51: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
-	33, // 52: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
-	35, // 53: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
-	36, // 54: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
-	39, // 55: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
-	46, // 56: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
-	40, // 57: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
-	43, // 58: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
-	48, // 59: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
-	51, // 60: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
-	54, // 61: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
-	58, // 62: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
-	60, // 63: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
-	61, // 64: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
-	64, // 65: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
-	67, // 66: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
-	15, // 67: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
-	19, // 68: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
-	21, // 69: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
-	24, // 70: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
-	26, // 71: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
-	27, // 72: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
-	28, // 73: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
-	12, // 74: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
-	10, // 75: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
-	6,  // 76: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
-	9,  // 77: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
-	0,  // 78: signet.admin.v1.Admin.CAStatus:input_type -> signet.admin.v1.CAStatusRequest
-	3,  // 79: signet.admin.v1.Admin.RotateCA:input_type -> signet.admin.v1.RotateCARequest
-	69, // 80: signet.admin.v1.Admin.RevokeKey:input_type -> signet.admin.v1.RevokeKeyRequest
-	30, // 81: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
-	30, // 82: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
-	37, // 83: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
-	30, // 84: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
-	30, // 85: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
-	30, // 86: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
-	38, // 87: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
-	47, // 88: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
-	41, // 89: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
-	44, // 90: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
-	50, // 91: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
-	53, // 92: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
-	55, // 93: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
-	59, // 94: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
-	63, // 95: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
-	62, // 96: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
-	66, // 97: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
-	68, // 98: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
-	17, // 99: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
-	20, // 100: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
-	22, // 101: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
-	25, // 102: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
-	23, // 103: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
-	23, // 104: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
-	23, // 105: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
-	14, // 106: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
-	11, // 107: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
-	7,  // 108: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	7,  // 109: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
-	2,  // 110: signet.admin.v1.Admin.CAStatus:output_type -> signet.admin.v1.CAStatusResponse
-	4,  // 111: signet.admin.v1.Admin.RotateCA:output_type -> signet.admin.v1.RotateCAResponse
-	71, // 112: signet.admin.v1.Admin.RevokeKey:output_type -> signet.admin.v1.RevokeKeyResponse
-	81, // [81:113] is the sub-list for method output_type
-	49, // [49:81] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	72, // 49: signet.admin.v1.ListFederationsResponse.federations:type_name -> signet.admin.v1.Federation
+	72, // 50: signet.admin.v1.RefreshFederationResponse.federation:type_name -> signet.admin.v1.Federation
+	31, // 51: signet.admin.v1.Admin.CreateEntry:input_type -> signet.admin.v1.CreateEntryRequest
+	32, // 52: signet.admin.v1.Admin.GetEntry:input_type -> signet.admin.v1.GetEntryRequest
+	34, // 53: signet.admin.v1.Admin.ListEntries:input_type -> signet.admin.v1.ListEntriesRequest
+	33, // 54: signet.admin.v1.Admin.DeleteEntry:input_type -> signet.admin.v1.DeleteEntryRequest
+	35, // 55: signet.admin.v1.Admin.UpdateEntry:input_type -> signet.admin.v1.UpdateEntryRequest
+	36, // 56: signet.admin.v1.Admin.SetEntryState:input_type -> signet.admin.v1.SetEntryStateRequest
+	39, // 57: signet.admin.v1.Admin.CreateOwner:input_type -> signet.admin.v1.CreateOwnerRequest
+	46, // 58: signet.admin.v1.Admin.ListOwners:input_type -> signet.admin.v1.ListOwnersRequest
+	40, // 59: signet.admin.v1.Admin.GetOwner:input_type -> signet.admin.v1.GetOwnerRequest
+	43, // 60: signet.admin.v1.Admin.OffboardOwner:input_type -> signet.admin.v1.OffboardOwnerRequest
+	48, // 61: signet.admin.v1.Admin.GetBundle:input_type -> signet.admin.v1.GetBundleRequest
+	51, // 62: signet.admin.v1.Admin.QueryLedger:input_type -> signet.admin.v1.QueryLedgerRequest
+	54, // 63: signet.admin.v1.Admin.LookupCredential:input_type -> signet.admin.v1.LookupCredentialRequest
+	58, // 64: signet.admin.v1.Admin.ListAudit:input_type -> signet.admin.v1.ListAuditRequest
+	60, // 65: signet.admin.v1.Admin.VerifyAudit:input_type -> signet.admin.v1.VerifyAuditRequest
+	61, // 66: signet.admin.v1.Admin.AuditCheckpoint:input_type -> signet.admin.v1.AuditCheckpointRequest
+	64, // 67: signet.admin.v1.Admin.Review:input_type -> signet.admin.v1.ReviewRequest
+	67, // 68: signet.admin.v1.Admin.SignReview:input_type -> signet.admin.v1.SignReviewRequest
+	15, // 69: signet.admin.v1.Admin.BatchCreateEntries:input_type -> signet.admin.v1.BatchCreateEntriesRequest
+	19, // 70: signet.admin.v1.Admin.CreateJoinToken:input_type -> signet.admin.v1.CreateJoinTokenRequest
+	21, // 71: signet.admin.v1.Admin.ListJoinTokens:input_type -> signet.admin.v1.ListJoinTokensRequest
+	24, // 72: signet.admin.v1.Admin.ListAgents:input_type -> signet.admin.v1.ListAgentsRequest
+	26, // 73: signet.admin.v1.Admin.GetAgent:input_type -> signet.admin.v1.GetAgentRequest
+	27, // 74: signet.admin.v1.Admin.EvictAgent:input_type -> signet.admin.v1.EvictAgentRequest
+	28, // 75: signet.admin.v1.Admin.BanAgent:input_type -> signet.admin.v1.BanAgentRequest
+	12, // 76: signet.admin.v1.Admin.SaveSnapshot:input_type -> signet.admin.v1.SaveSnapshotRequest
+	10, // 77: signet.admin.v1.Admin.RestoreSnapshot:input_type -> signet.admin.v1.RestoreSnapshotRequest
+	6,  // 78: signet.admin.v1.Admin.GetPolicy:input_type -> signet.admin.v1.GetPolicyRequest
+	9,  // 79: signet.admin.v1.Admin.SetPolicy:input_type -> signet.admin.v1.SetPolicyRequest
+	0,  // 80: signet.admin.v1.Admin.CAStatus:input_type -> signet.admin.v1.CAStatusRequest
+	3,  // 81: signet.admin.v1.Admin.RotateCA:input_type -> signet.admin.v1.RotateCARequest
+	69, // 82: signet.admin.v1.Admin.RevokeKey:input_type -> signet.admin.v1.RevokeKeyRequest
+	73, // 83: signet.admin.v1.Admin.CreateFederation:input_type -> signet.admin.v1.CreateFederationRequest
+	74, // 84: signet.admin.v1.Admin.ListFederations:input_type -> signet.admin.v1.ListFederationsRequest
+	76, // 85: signet.admin.v1.Admin.GetFederation:input_type -> signet.admin.v1.GetFederationRequest
+	77, // 86: signet.admin.v1.Admin.DeleteFederation:input_type -> signet.admin.v1.DeleteFederationRequest
+	78, // 87: signet.admin.v1.Admin.RefreshFederation:input_type -> signet.admin.v1.RefreshFederationRequest
+	30, // 88: signet.admin.v1.Admin.CreateEntry:output_type -> signet.admin.v1.Entry
+	30, // 89: signet.admin.v1.Admin.GetEntry:output_type -> signet.admin.v1.Entry
+	37, // 90: signet.admin.v1.Admin.ListEntries:output_type -> signet.admin.v1.ListEntriesResponse
+	30, // 91: signet.admin.v1.Admin.DeleteEntry:output_type -> signet.admin.v1.Entry
+	30, // 92: signet.admin.v1.Admin.UpdateEntry:output_type -> signet.admin.v1.Entry
+	30, // 93: signet.admin.v1.Admin.SetEntryState:output_type -> signet.admin.v1.Entry
+	38, // 94: signet.admin.v1.Admin.CreateOwner:output_type -> signet.admin.v1.Owner
+	47, // 95: signet.admin.v1.Admin.ListOwners:output_type -> signet.admin.v1.ListOwnersResponse
+	41, // 96: signet.admin.v1.Admin.GetOwner:output_type -> signet.admin.v1.OwnerDetail
+	44, // 97: signet.admin.v1.Admin.OffboardOwner:output_type -> signet.admin.v1.OffboardOwnerResponse
+	50, // 98: signet.admin.v1.Admin.GetBundle:output_type -> signet.admin.v1.Bundle
+	53, // 99: signet.admin.v1.Admin.QueryLedger:output_type -> signet.admin.v1.QueryLedgerResponse
+	55, // 100: signet.admin.v1.Admin.LookupCredential:output_type -> signet.admin.v1.LookupCredentialResponse
+	59, // 101: signet.admin.v1.Admin.ListAudit:output_type -> signet.admin.v1.ListAuditResponse
+	63, // 102: signet.admin.v1.Admin.VerifyAudit:output_type -> signet.admin.v1.VerifyAuditResponse
+	62, // 103: signet.admin.v1.Admin.AuditCheckpoint:output_type -> signet.admin.v1.AuditCheckpointResponse
+	66, // 104: signet.admin.v1.Admin.Review:output_type -> signet.admin.v1.ReviewResponse
+	68, // 105: signet.admin.v1.Admin.SignReview:output_type -> signet.admin.v1.SignReviewResponse
+	17, // 106: signet.admin.v1.Admin.BatchCreateEntries:output_type -> signet.admin.v1.BatchCreateEntriesResponse
+	20, // 107: signet.admin.v1.Admin.CreateJoinToken:output_type -> signet.admin.v1.CreateJoinTokenResponse
+	22, // 108: signet.admin.v1.Admin.ListJoinTokens:output_type -> signet.admin.v1.ListJoinTokensResponse
+	25, // 109: signet.admin.v1.Admin.ListAgents:output_type -> signet.admin.v1.ListAgentsResponse
+	23, // 110: signet.admin.v1.Admin.GetAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 111: signet.admin.v1.Admin.EvictAgent:output_type -> signet.admin.v1.AgentInfo
+	23, // 112: signet.admin.v1.Admin.BanAgent:output_type -> signet.admin.v1.AgentInfo
+	14, // 113: signet.admin.v1.Admin.SaveSnapshot:output_type -> signet.admin.v1.SaveSnapshotResponse
+	11, // 114: signet.admin.v1.Admin.RestoreSnapshot:output_type -> signet.admin.v1.RestoreSnapshotResponse
+	7,  // 115: signet.admin.v1.Admin.GetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	7,  // 116: signet.admin.v1.Admin.SetPolicy:output_type -> signet.admin.v1.PolicyInfo
+	2,  // 117: signet.admin.v1.Admin.CAStatus:output_type -> signet.admin.v1.CAStatusResponse
+	4,  // 118: signet.admin.v1.Admin.RotateCA:output_type -> signet.admin.v1.RotateCAResponse
+	71, // 119: signet.admin.v1.Admin.RevokeKey:output_type -> signet.admin.v1.RevokeKeyResponse
+	72, // 120: signet.admin.v1.Admin.CreateFederation:output_type -> signet.admin.v1.Federation
+	75, // 121: signet.admin.v1.Admin.ListFederations:output_type -> signet.admin.v1.ListFederationsResponse
+	72, // 122: signet.admin.v1.Admin.GetFederation:output_type -> signet.admin.v1.Federation
+	72, // 123: signet.admin.v1.Admin.DeleteFederation:output_type -> signet.admin.v1.Federation
+	79, // 124: signet.admin.v1.Admin.RefreshFederation:output_type -> signet.admin.v1.RefreshFederationResponse
+	88, // [88:125] is the sub-list for method output_type
+	51, // [51:88] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_adminv1_admin_proto_init() }
@@ -5792,7 +6329,7 @@ func file_adminv1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adminv1_admin_proto_rawDesc), len(file_adminv1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   72,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,11 @@ const (
 	Admin_CAStatus_FullMethodName           = "/signet.admin.v1.Admin/CAStatus"
 	Admin_RotateCA_FullMethodName           = "/signet.admin.v1.Admin/RotateCA"
 	Admin_RevokeKey_FullMethodName          = "/signet.admin.v1.Admin/RevokeKey"
+	Admin_CreateFederation_FullMethodName   = "/signet.admin.v1.Admin/CreateFederation"
+	Admin_ListFederations_FullMethodName    = "/signet.admin.v1.Admin/ListFederations"
+	Admin_GetFederation_FullMethodName      = "/signet.admin.v1.Admin/GetFederation"
+	Admin_DeleteFederation_FullMethodName   = "/signet.admin.v1.Admin/DeleteFederation"
+	Admin_RefreshFederation_FullMethodName  = "/signet.admin.v1.Admin/RefreshFederation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -122,6 +127,14 @@ type AdminClient interface {
 	// once and for good; the node that owns it activates a fresh key. Pending when the policy asks a second
 	// admin (approval_when on action "ca.revoke-key"), who approves with approve set.
 	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error)
+	// Federation with other trust domains (docs/federation.md): relationships in Raft, their bundles
+	// fetched by the leader from their bundle endpoints.
+	CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error)
+	GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*Federation, error)
+	// RefreshFederation fetches the trust domain's bundle now and stores it if it changed.
+	RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*RefreshFederationResponse, error)
 }
 
 type adminClient struct {
@@ -473,6 +486,56 @@ func (c *adminClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_CreateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_GetFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*Federation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Federation)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RefreshFederation(ctx context.Context, in *RefreshFederationRequest, opts ...grpc.CallOption) (*RefreshFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefreshFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_RefreshFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -540,6 +603,14 @@ type AdminServer interface {
 	// once and for good; the node that owns it activates a fresh key. Pending when the policy asks a second
 	// admin (approval_when on action "ca.revoke-key"), who approves with approve set.
 	RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error)
+	// Federation with other trust domains (docs/federation.md): relationships in Raft, their bundles
+	// fetched by the leader from their bundle endpoints.
+	CreateFederation(context.Context, *CreateFederationRequest) (*Federation, error)
+	ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error)
+	GetFederation(context.Context, *GetFederationRequest) (*Federation, error)
+	DeleteFederation(context.Context, *DeleteFederationRequest) (*Federation, error)
+	// RefreshFederation fetches the trust domain's bundle now and stores it if it changed.
+	RefreshFederation(context.Context, *RefreshFederationRequest) (*RefreshFederationResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -645,6 +716,21 @@ func (UnimplementedAdminServer) RotateCA(context.Context, *RotateCARequest) (*Ro
 }
 func (UnimplementedAdminServer) RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedAdminServer) CreateFederation(context.Context, *CreateFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFederation not implemented")
+}
+func (UnimplementedAdminServer) ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederations not implemented")
+}
+func (UnimplementedAdminServer) GetFederation(context.Context, *GetFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFederation not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*Federation, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederation not implemented")
+}
+func (UnimplementedAdminServer) RefreshFederation(context.Context, *RefreshFederationRequest) (*RefreshFederationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshFederation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1218,6 +1304,96 @@ func _Admin_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CreateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateFederation(ctx, req.(*CreateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederations(ctx, req.(*ListFederationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetFederation(ctx, req.(*GetFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederation(ctx, req.(*DeleteFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RefreshFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RefreshFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RefreshFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RefreshFederation(ctx, req.(*RefreshFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1340,6 +1516,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeKey",
 			Handler:    _Admin_RevokeKey_Handler,
+		},
+		{
+			MethodName: "CreateFederation",
+			Handler:    _Admin_CreateFederation_Handler,
+		},
+		{
+			MethodName: "ListFederations",
+			Handler:    _Admin_ListFederations_Handler,
+		},
+		{
+			MethodName: "GetFederation",
+			Handler:    _Admin_GetFederation_Handler,
+		},
+		{
+			MethodName: "DeleteFederation",
+			Handler:    _Admin_DeleteFederation_Handler,
+		},
+		{
+			MethodName: "RefreshFederation",
+			Handler:    _Admin_RefreshFederation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -312,7 +312,10 @@ type Entry struct {
 	JwtUnique bool `protobuf:"varint,9,opt,name=jwt_unique,json=jwtUnique,proto3" json:"jwt_unique,omitempty"`
 	// prefetch: mint the X.509-SVID ahead of any request and keep it rotated (workloads that must start
 	// while the server is unreachable). Other entries are minted when a matching workload first asks.
-	Prefetch      bool `protobuf:"varint,10,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	Prefetch bool `protobuf:"varint,10,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// federates_with: trust domains whose bundles (SyncEntriesResponse.federated_bundles) the entry's
+	// workloads receive beside their own.
+	FederatesWith []string `protobuf:"bytes,11,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -415,6 +418,13 @@ func (x *Entry) GetPrefetch() bool {
 		return x.Prefetch
 	}
 	return false
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type JWTKey struct {
@@ -548,9 +558,19 @@ type SyncEntriesResponse struct {
 	// more: further messages complete this update.
 	More bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	// Set on the first update and whenever the bundle changes.
-	Bundle        *Bundle `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bundle *Bundle `protobuf:"bytes,6,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Other trust domains' bundles (federation): each sent on the first update and whenever it changes, in
+	// messages of their own after the round's entry messages; federated_removed names trust domains no
+	// longer federated with.
+	FederatedBundles []*FederatedBundle `protobuf:"bytes,7,rep,name=federated_bundles,json=federatedBundles,proto3" json:"federated_bundles,omitempty"`
+	FederatedRemoved []string           `protobuf:"bytes,8,rep,name=federated_removed,json=federatedRemoved,proto3" json:"federated_removed,omitempty"`
+	// federated_all: on the last entry message of a stream's first round (before its federated bundles),
+	// every trust domain federated with now (set, possibly empty, when federated_all_set): the agent drops
+	// any other it holds.
+	FederatedAll    []string `protobuf:"bytes,9,rep,name=federated_all,json=federatedAll,proto3" json:"federated_all,omitempty"`
+	FederatedAllSet bool     `protobuf:"varint,10,opt,name=federated_all_set,json=federatedAllSet,proto3" json:"federated_all_set,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SyncEntriesResponse) Reset() {
@@ -625,6 +645,95 @@ func (x *SyncEntriesResponse) GetBundle() *Bundle {
 	return nil
 }
 
+func (x *SyncEntriesResponse) GetFederatedBundles() []*FederatedBundle {
+	if x != nil {
+		return x.FederatedBundles
+	}
+	return nil
+}
+
+func (x *SyncEntriesResponse) GetFederatedRemoved() []string {
+	if x != nil {
+		return x.FederatedRemoved
+	}
+	return nil
+}
+
+func (x *SyncEntriesResponse) GetFederatedAll() []string {
+	if x != nil {
+		return x.FederatedAll
+	}
+	return nil
+}
+
+func (x *SyncEntriesResponse) GetFederatedAllSet() bool {
+	if x != nil {
+		return x.FederatedAllSet
+	}
+	return false
+}
+
+// FederatedBundle is another trust domain's bundle as the servers stored it.
+type FederatedBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeBundle  []byte                 `protobuf:"bytes,2,opt,name=spiffe_bundle,json=spiffeBundle,proto3" json:"spiffe_bundle,omitempty"` // the SPIFFE bundle document
+	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_agentv1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_agentv1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetSpiffeBundle() []byte {
+	if x != nil {
+		return x.SpiffeBundle
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type X509SVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
@@ -635,7 +744,7 @@ type X509SVIDRequest struct {
 
 func (x *X509SVIDRequest) Reset() {
 	*x = X509SVIDRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[9]
+	mi := &file_agentv1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +756,7 @@ func (x *X509SVIDRequest) String() string {
 func (*X509SVIDRequest) ProtoMessage() {}
 
 func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[9]
+	mi := &file_agentv1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +769,7 @@ func (x *X509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*X509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{9}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *X509SVIDRequest) GetEntryId() string {
@@ -686,7 +795,7 @@ type SignX509SVIDsRequest struct {
 
 func (x *SignX509SVIDsRequest) Reset() {
 	*x = SignX509SVIDsRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[10]
+	mi := &file_agentv1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +807,7 @@ func (x *SignX509SVIDsRequest) String() string {
 func (*SignX509SVIDsRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[10]
+	mi := &file_agentv1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +820,7 @@ func (x *SignX509SVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{10}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SignX509SVIDsRequest) GetRequests() []*X509SVIDRequest {
@@ -735,7 +844,7 @@ type X509SVIDResult struct {
 
 func (x *X509SVIDResult) Reset() {
 	*x = X509SVIDResult{}
-	mi := &file_agentv1_agent_proto_msgTypes[11]
+	mi := &file_agentv1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +856,7 @@ func (x *X509SVIDResult) String() string {
 func (*X509SVIDResult) ProtoMessage() {}
 
 func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[11]
+	mi := &file_agentv1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +869,7 @@ func (x *X509SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use X509SVIDResult.ProtoReflect.Descriptor instead.
 func (*X509SVIDResult) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{11}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *X509SVIDResult) GetEntryId() string {
@@ -800,7 +909,7 @@ type SignX509SVIDsResponse struct {
 
 func (x *SignX509SVIDsResponse) Reset() {
 	*x = SignX509SVIDsResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[12]
+	mi := &file_agentv1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +921,7 @@ func (x *SignX509SVIDsResponse) String() string {
 func (*SignX509SVIDsResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[12]
+	mi := &file_agentv1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +934,7 @@ func (x *SignX509SVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDsResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{12}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SignX509SVIDsResponse) GetResults() []*X509SVIDResult {
@@ -845,7 +954,7 @@ type SignJWTSVIDRequest struct {
 
 func (x *SignJWTSVIDRequest) Reset() {
 	*x = SignJWTSVIDRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[13]
+	mi := &file_agentv1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +966,7 @@ func (x *SignJWTSVIDRequest) String() string {
 func (*SignJWTSVIDRequest) ProtoMessage() {}
 
 func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[13]
+	mi := &file_agentv1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +979,7 @@ func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{13}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignJWTSVIDRequest) GetEntryId() string {
@@ -899,7 +1008,7 @@ type SignJWTSVIDResponse struct {
 
 func (x *SignJWTSVIDResponse) Reset() {
 	*x = SignJWTSVIDResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[14]
+	mi := &file_agentv1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1020,7 @@ func (x *SignJWTSVIDResponse) String() string {
 func (*SignJWTSVIDResponse) ProtoMessage() {}
 
 func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[14]
+	mi := &file_agentv1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1033,7 @@ func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{14}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignJWTSVIDResponse) GetToken() string {
@@ -970,7 +1079,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_agentv1_agent_proto_msgTypes[15]
+	mi := &file_agentv1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1091,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[15]
+	mi := &file_agentv1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1104,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{15}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Caller) GetUid() uint32 {
@@ -1053,7 +1162,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_agentv1_agent_proto_msgTypes[16]
+	mi := &file_agentv1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1174,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[16]
+	mi := &file_agentv1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1187,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{16}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Delivery) GetCredentialId() string {
@@ -1125,7 +1234,7 @@ type ReportDeliveriesRequest struct {
 
 func (x *ReportDeliveriesRequest) Reset() {
 	*x = ReportDeliveriesRequest{}
-	mi := &file_agentv1_agent_proto_msgTypes[17]
+	mi := &file_agentv1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1246,7 @@ func (x *ReportDeliveriesRequest) String() string {
 func (*ReportDeliveriesRequest) ProtoMessage() {}
 
 func (x *ReportDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[17]
+	mi := &file_agentv1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1259,7 @@ func (x *ReportDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ReportDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{17}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReportDeliveriesRequest) GetDeliveries() []*Delivery {
@@ -1171,7 +1280,7 @@ type ReportDeliveriesResponse struct {
 
 func (x *ReportDeliveriesResponse) Reset() {
 	*x = ReportDeliveriesResponse{}
-	mi := &file_agentv1_agent_proto_msgTypes[18]
+	mi := &file_agentv1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1292,7 @@ func (x *ReportDeliveriesResponse) String() string {
 func (*ReportDeliveriesResponse) ProtoMessage() {}
 
 func (x *ReportDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentv1_agent_proto_msgTypes[18]
+	mi := &file_agentv1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1305,7 @@ func (x *ReportDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ReportDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_agentv1_agent_proto_rawDescGZIP(), []int{18}
+	return file_agentv1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReportDeliveriesResponse) GetRecorded() uint32 {
@@ -1229,7 +1338,7 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
 	"svid_chain\x18\x01 \x03(\fR\tsvidChain\";\n" +
 	"\x12SyncEntriesRequest\x12%\n" +
-	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\xb7\x02\n" +
+	"\x0eknown_revision\x18\x01 \x01(\x04R\rknownRevision\"\xde\x02\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1c\n" +
@@ -1243,7 +1352,8 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\n" +
 	"jwt_unique\x18\t \x01(\bR\tjwtUnique\x12\x1a\n" +
 	"\bprefetch\x18\n" +
-	" \x01(\bR\bprefetch\">\n" +
+	" \x01(\bR\bprefetch\x12%\n" +
+	"\x0efederates_with\x18\v \x03(\tR\rfederatesWith\">\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
@@ -1252,14 +1362,23 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.agent.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xd6\x01\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xa3\x03\n" +
 	"\x13SyncEntriesResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x120\n" +
 	"\aentries\x18\x03 \x03(\v2\x16.signet.agent.v1.EntryR\aentries\x12\x18\n" +
 	"\adeleted\x18\x04 \x03(\tR\adeleted\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12/\n" +
-	"\x06bundle\x18\x06 \x01(\v2\x17.signet.agent.v1.BundleR\x06bundle\">\n" +
+	"\x06bundle\x18\x06 \x01(\v2\x17.signet.agent.v1.BundleR\x06bundle\x12M\n" +
+	"\x11federated_bundles\x18\a \x03(\v2 .signet.agent.v1.FederatedBundleR\x10federatedBundles\x12+\n" +
+	"\x11federated_removed\x18\b \x03(\tR\x10federatedRemoved\x12#\n" +
+	"\rfederated_all\x18\t \x03(\tR\ffederatedAll\x12*\n" +
+	"\x11federated_all_set\x18\n" +
+	" \x01(\bR\x0ffederatedAllSet\"u\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rspiffe_bundle\x18\x02 \x01(\fR\fspiffeBundle\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\">\n" +
 	"\x0fX509SVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"T\n" +
@@ -1324,7 +1443,7 @@ func file_agentv1_agent_proto_rawDescGZIP() []byte {
 	return file_agentv1_agent_proto_rawDescData
 }
 
-var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agentv1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_agentv1_agent_proto_goTypes = []any{
 	(*AttestAgentRequest)(nil),       // 0: signet.agent.v1.AttestAgentRequest
 	(*AttestAgentResponse)(nil),      // 1: signet.agent.v1.AttestAgentResponse
@@ -1335,43 +1454,45 @@ var file_agentv1_agent_proto_goTypes = []any{
 	(*JWTKey)(nil),                   // 6: signet.agent.v1.JWTKey
 	(*Bundle)(nil),                   // 7: signet.agent.v1.Bundle
 	(*SyncEntriesResponse)(nil),      // 8: signet.agent.v1.SyncEntriesResponse
-	(*X509SVIDRequest)(nil),          // 9: signet.agent.v1.X509SVIDRequest
-	(*SignX509SVIDsRequest)(nil),     // 10: signet.agent.v1.SignX509SVIDsRequest
-	(*X509SVIDResult)(nil),           // 11: signet.agent.v1.X509SVIDResult
-	(*SignX509SVIDsResponse)(nil),    // 12: signet.agent.v1.SignX509SVIDsResponse
-	(*SignJWTSVIDRequest)(nil),       // 13: signet.agent.v1.SignJWTSVIDRequest
-	(*SignJWTSVIDResponse)(nil),      // 14: signet.agent.v1.SignJWTSVIDResponse
-	(*Caller)(nil),                   // 15: signet.agent.v1.Caller
-	(*Delivery)(nil),                 // 16: signet.agent.v1.Delivery
-	(*ReportDeliveriesRequest)(nil),  // 17: signet.agent.v1.ReportDeliveriesRequest
-	(*ReportDeliveriesResponse)(nil), // 18: signet.agent.v1.ReportDeliveriesResponse
+	(*FederatedBundle)(nil),          // 9: signet.agent.v1.FederatedBundle
+	(*X509SVIDRequest)(nil),          // 10: signet.agent.v1.X509SVIDRequest
+	(*SignX509SVIDsRequest)(nil),     // 11: signet.agent.v1.SignX509SVIDsRequest
+	(*X509SVIDResult)(nil),           // 12: signet.agent.v1.X509SVIDResult
+	(*SignX509SVIDsResponse)(nil),    // 13: signet.agent.v1.SignX509SVIDsResponse
+	(*SignJWTSVIDRequest)(nil),       // 14: signet.agent.v1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil),      // 15: signet.agent.v1.SignJWTSVIDResponse
+	(*Caller)(nil),                   // 16: signet.agent.v1.Caller
+	(*Delivery)(nil),                 // 17: signet.agent.v1.Delivery
+	(*ReportDeliveriesRequest)(nil),  // 18: signet.agent.v1.ReportDeliveriesRequest
+	(*ReportDeliveriesResponse)(nil), // 19: signet.agent.v1.ReportDeliveriesResponse
 }
 var file_agentv1_agent_proto_depIdxs = []int32{
 	7,  // 0: signet.agent.v1.AttestAgentResponse.bundle:type_name -> signet.agent.v1.Bundle
 	6,  // 1: signet.agent.v1.Bundle.jwt_authorities:type_name -> signet.agent.v1.JWTKey
 	5,  // 2: signet.agent.v1.SyncEntriesResponse.entries:type_name -> signet.agent.v1.Entry
 	7,  // 3: signet.agent.v1.SyncEntriesResponse.bundle:type_name -> signet.agent.v1.Bundle
-	9,  // 4: signet.agent.v1.SignX509SVIDsRequest.requests:type_name -> signet.agent.v1.X509SVIDRequest
-	11, // 5: signet.agent.v1.SignX509SVIDsResponse.results:type_name -> signet.agent.v1.X509SVIDResult
-	15, // 6: signet.agent.v1.Delivery.caller:type_name -> signet.agent.v1.Caller
-	16, // 7: signet.agent.v1.ReportDeliveriesRequest.deliveries:type_name -> signet.agent.v1.Delivery
-	0,  // 8: signet.agent.v1.Agent.AttestAgent:input_type -> signet.agent.v1.AttestAgentRequest
-	2,  // 9: signet.agent.v1.Agent.RenewAgent:input_type -> signet.agent.v1.RenewAgentRequest
-	4,  // 10: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
-	10, // 11: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
-	13, // 12: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
-	17, // 13: signet.agent.v1.Agent.ReportDeliveries:input_type -> signet.agent.v1.ReportDeliveriesRequest
-	1,  // 14: signet.agent.v1.Agent.AttestAgent:output_type -> signet.agent.v1.AttestAgentResponse
-	3,  // 15: signet.agent.v1.Agent.RenewAgent:output_type -> signet.agent.v1.RenewAgentResponse
-	8,  // 16: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
-	12, // 17: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
-	14, // 18: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
-	18, // 19: signet.agent.v1.Agent.ReportDeliveries:output_type -> signet.agent.v1.ReportDeliveriesResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	9,  // 4: signet.agent.v1.SyncEntriesResponse.federated_bundles:type_name -> signet.agent.v1.FederatedBundle
+	10, // 5: signet.agent.v1.SignX509SVIDsRequest.requests:type_name -> signet.agent.v1.X509SVIDRequest
+	12, // 6: signet.agent.v1.SignX509SVIDsResponse.results:type_name -> signet.agent.v1.X509SVIDResult
+	16, // 7: signet.agent.v1.Delivery.caller:type_name -> signet.agent.v1.Caller
+	17, // 8: signet.agent.v1.ReportDeliveriesRequest.deliveries:type_name -> signet.agent.v1.Delivery
+	0,  // 9: signet.agent.v1.Agent.AttestAgent:input_type -> signet.agent.v1.AttestAgentRequest
+	2,  // 10: signet.agent.v1.Agent.RenewAgent:input_type -> signet.agent.v1.RenewAgentRequest
+	4,  // 11: signet.agent.v1.Agent.SyncEntries:input_type -> signet.agent.v1.SyncEntriesRequest
+	11, // 12: signet.agent.v1.Agent.SignX509SVIDs:input_type -> signet.agent.v1.SignX509SVIDsRequest
+	14, // 13: signet.agent.v1.Agent.SignJWTSVID:input_type -> signet.agent.v1.SignJWTSVIDRequest
+	18, // 14: signet.agent.v1.Agent.ReportDeliveries:input_type -> signet.agent.v1.ReportDeliveriesRequest
+	1,  // 15: signet.agent.v1.Agent.AttestAgent:output_type -> signet.agent.v1.AttestAgentResponse
+	3,  // 16: signet.agent.v1.Agent.RenewAgent:output_type -> signet.agent.v1.RenewAgentResponse
+	8,  // 17: signet.agent.v1.Agent.SyncEntries:output_type -> signet.agent.v1.SyncEntriesResponse
+	13, // 18: signet.agent.v1.Agent.SignX509SVIDs:output_type -> signet.agent.v1.SignX509SVIDsResponse
+	15, // 19: signet.agent.v1.Agent.SignJWTSVID:output_type -> signet.agent.v1.SignJWTSVIDResponse
+	19, // 20: signet.agent.v1.Agent.ReportDeliveries:output_type -> signet.agent.v1.ReportDeliveriesResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agentv1_agent_proto_init() }
@@ -1385,7 +1506,7 @@ func file_agentv1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentv1_agent_proto_rawDesc), len(file_agentv1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -288,8 +288,11 @@ type Entry struct {
 	UpdateReason   string                 `protobuf:"bytes,26,opt,name=update_reason,json=updateReason,proto3" json:"update_reason,omitempty"`
 	Revision       uint64                 `protobuf:"varint,27,opt,name=revision,proto3" json:"revision,omitempty"`
 	Prefetch       bool                   `protobuf:"varint,28,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// federates_with: trust domains whose bundles workloads of the entry receive. Only in the commands of
+	// command version 10 (entry-create-federated, entry-batch-create-federated, entry-update-federated).
+	FederatesWith []string `protobuf:"bytes,29,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -516,6 +519,13 @@ func (x *Entry) GetPrefetch() bool {
 		return x.Prefetch
 	}
 	return false
+}
+
+func (x *Entry) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
 }
 
 type Authority struct {
@@ -3115,6 +3125,207 @@ func (x *AuthorityRetain) GetMeta() *AuditMeta {
 	return nil
 }
 
+// FederationCreate adds a federation relationship with another trust domain (signet federation create):
+// command type 53, command version 10. Refused if one with the trust domain exists, or at the bound.
+type FederationCreate struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`                                             // "https_spiffe" or "https_web"
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"` // https_spiffe only
+	Bundle            []byte                 `protobuf:"bytes,5,opt,name=bundle,proto3" json:"bundle,omitempty"`                                               // the initial SPIFFE bundle document, or empty
+	Meta              *AuditMeta             `protobuf:"bytes,6,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FederationCreate) Reset() {
+	*x = FederationCreate{}
+	mi := &file_raftv1_raft_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationCreate) ProtoMessage() {}
+
+func (x *FederationCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationCreate.ProtoReflect.Descriptor instead.
+func (*FederationCreate) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *FederationCreate) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederationCreate) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *FederationCreate) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *FederationCreate) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *FederationCreate) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *FederationCreate) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+// FederationDelete removes a federation relationship and its bundle: command type 54, command version 10.
+type FederationDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Meta          *AuditMeta             `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederationDelete) Reset() {
+	*x = FederationDelete{}
+	mi := &file_raftv1_raft_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationDelete) ProtoMessage() {}
+
+func (x *FederationDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationDelete.ProtoReflect.Descriptor instead.
+func (*FederationDelete) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FederationDelete) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederationDelete) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+// FederatedBundleSet stores the bundle fetched for a federation relationship: command type 55, command
+// version 10. A bundle equal to the stored one changes nothing (and is not audited).
+type FederatedBundleSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Bundle        []byte                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"` // the SPIFFE bundle document
+	Meta          *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundleSet) Reset() {
+	*x = FederatedBundleSet{}
+	mi := &file_raftv1_raft_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundleSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundleSet) ProtoMessage() {}
+
+func (x *FederatedBundleSet) ProtoReflect() protoreflect.Message {
+	mi := &file_raftv1_raft_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundleSet.ProtoReflect.Descriptor instead.
+func (*FederatedBundleSet) Descriptor() ([]byte, []int) {
+	return file_raftv1_raft_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FederatedBundleSet) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundleSet) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *FederatedBundleSet) GetMeta() *AuditMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
 var File_raftv1_raft_proto protoreflect.FileDescriptor
 
 const file_raftv1_raft_proto_rawDesc = "" +
@@ -3142,7 +3353,7 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\roffboarded_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\foffboardedAt\x12#\n" +
 	"\roffboarded_by\x18\t \x01(\tR\foffboardedBy\x12#\n" +
 	"\rreassigned_to\x18\n" +
-	" \x01(\tR\freassignedTo\"\xfc\a\n" +
+	" \x01(\tR\freassignedTo\"\xa3\b\n" +
 	"\x05Entry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
@@ -3183,7 +3394,8 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"updated_by\x18\x19 \x01(\tR\tupdatedBy\x12#\n" +
 	"\rupdate_reason\x18\x1a \x01(\tR\fupdateReason\x12\x1a\n" +
 	"\brevision\x18\x1b \x01(\x04R\brevision\x12\x1a\n" +
-	"\bprefetch\x18\x1c \x01(\bR\bprefetch\"\xc5\x01\n" +
+	"\bprefetch\x18\x1c \x01(\bR\bprefetch\x12%\n" +
+	"\x0efederates_with\x18\x1d \x03(\tR\rfederatesWith\"\xc5\x01\n" +
 	"\tAuthority\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
@@ -3401,7 +3613,21 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x127\n" +
 	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12-\n" +
-	"\x04meta\x18\x04 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04metaB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
+	"\x04meta\x18\x04 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"\xf4\x01\n" +
+	"\x10FederationCreate\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12\x16\n" +
+	"\x06bundle\x18\x05 \x01(\fR\x06bundle\x12-\n" +
+	"\x04meta\x18\x06 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"d\n" +
+	"\x10FederationDelete\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12-\n" +
+	"\x04meta\x18\x02 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"~\n" +
+	"\x12FederatedBundleSet\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\fR\x06bundle\x12-\n" +
+	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04metaB1Z/github.com/signet-id/signet/proto/raftv1;raftv1b\x06proto3"
 
 var (
 	file_raftv1_raft_proto_rawDescOnce sync.Once
@@ -3415,7 +3641,7 @@ func file_raftv1_raft_proto_rawDescGZIP() []byte {
 	return file_raftv1_raft_proto_rawDescData
 }
 
-var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_raftv1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_raftv1_raft_proto_goTypes = []any{
 	(*AuditMeta)(nil),             // 0: signet.raft.v1.AuditMeta
 	(*Selector)(nil),              // 1: signet.raft.v1.Selector
@@ -3457,31 +3683,34 @@ var file_raftv1_raft_proto_goTypes = []any{
 	(*RotationRequest)(nil),       // 37: signet.raft.v1.RotationRequest
 	(*KeyRevoke)(nil),             // 38: signet.raft.v1.KeyRevoke
 	(*AuthorityRetain)(nil),       // 39: signet.raft.v1.AuthorityRetain
-	nil,                           // 40: signet.raft.v1.OwnerOffboard.CheckedEntry
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*FederationCreate)(nil),      // 40: signet.raft.v1.FederationCreate
+	(*FederationDelete)(nil),      // 41: signet.raft.v1.FederationDelete
+	(*FederatedBundleSet)(nil),    // 42: signet.raft.v1.FederatedBundleSet
+	nil,                           // 43: signet.raft.v1.OwnerOffboard.CheckedEntry
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
 }
 var file_raftv1_raft_proto_depIdxs = []int32{
-	41, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
-	41, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
-	41, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
+	44, // 0: signet.raft.v1.AuditMeta.time:type_name -> google.protobuf.Timestamp
+	44, // 1: signet.raft.v1.Owner.created_at:type_name -> google.protobuf.Timestamp
+	44, // 2: signet.raft.v1.Owner.offboarded_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: signet.raft.v1.Entry.selectors:type_name -> signet.raft.v1.Selector
-	41, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	41, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
-	41, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
-	41, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	41, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
-	41, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
-	41, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
-	41, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
+	44, // 4: signet.raft.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 5: signet.raft.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	44, // 6: signet.raft.v1.Entry.disabled_at:type_name -> google.protobuf.Timestamp
+	44, // 7: signet.raft.v1.Entry.approved_at:type_name -> google.protobuf.Timestamp
+	44, // 8: signet.raft.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	44, // 9: signet.raft.v1.Authority.not_after:type_name -> google.protobuf.Timestamp
+	44, // 10: signet.raft.v1.Authority.added_at:type_name -> google.protobuf.Timestamp
+	44, // 11: signet.raft.v1.JoinToken.expires_at:type_name -> google.protobuf.Timestamp
+	44, // 12: signet.raft.v1.JoinToken.created_at:type_name -> google.protobuf.Timestamp
+	44, // 13: signet.raft.v1.JoinToken.used_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: signet.raft.v1.Agent.selectors:type_name -> signet.raft.v1.Selector
-	41, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
-	41, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
-	41, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
-	41, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
-	41, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	41, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
+	44, // 15: signet.raft.v1.Agent.svid_expires_at:type_name -> google.protobuf.Timestamp
+	44, // 16: signet.raft.v1.Agent.attested_at:type_name -> google.protobuf.Timestamp
+	44, // 17: signet.raft.v1.Agent.renewed_at:type_name -> google.protobuf.Timestamp
+	44, // 18: signet.raft.v1.Agent.banned_at:type_name -> google.protobuf.Timestamp
+	44, // 19: signet.raft.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	44, // 20: signet.raft.v1.Review.signed_at:type_name -> google.protobuf.Timestamp
 	8,  // 21: signet.raft.v1.Review.decisions:type_name -> signet.raft.v1.ReviewDecision
 	2,  // 22: signet.raft.v1.OwnerCreate.owner:type_name -> signet.raft.v1.Owner
 	0,  // 23: signet.raft.v1.OwnerCreate.meta:type_name -> signet.raft.v1.AuditMeta
@@ -3494,21 +3723,21 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 30: signet.raft.v1.AuthorityPut.meta:type_name -> signet.raft.v1.AuditMeta
 	5,  // 31: signet.raft.v1.TokenCreate.token:type_name -> signet.raft.v1.JoinToken
 	0,  // 32: signet.raft.v1.TokenCreate.meta:type_name -> signet.raft.v1.AuditMeta
-	41, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
+	44, // 33: signet.raft.v1.AgentAttest.now:type_name -> google.protobuf.Timestamp
 	6,  // 34: signet.raft.v1.AgentAttest.agent:type_name -> signet.raft.v1.Agent
-	41, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
+	44, // 35: signet.raft.v1.AgentAttestNode.now:type_name -> google.protobuf.Timestamp
 	6,  // 36: signet.raft.v1.AgentAttestNode.agent:type_name -> signet.raft.v1.Agent
-	41, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
-	41, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
+	44, // 37: signet.raft.v1.AgentRenew.svid_expires_at:type_name -> google.protobuf.Timestamp
+	44, // 38: signet.raft.v1.AgentRenew.now:type_name -> google.protobuf.Timestamp
 	0,  // 39: signet.raft.v1.AgentEvict.meta:type_name -> signet.raft.v1.AuditMeta
-	41, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
+	44, // 40: signet.raft.v1.AgentBan.now:type_name -> google.protobuf.Timestamp
 	3,  // 41: signet.raft.v1.EntryUpdate.entry:type_name -> signet.raft.v1.Entry
 	0,  // 42: signet.raft.v1.EntryUpdate.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 43: signet.raft.v1.EntryState.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 44: signet.raft.v1.OwnerOffboard.meta:type_name -> signet.raft.v1.AuditMeta
-	40, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
+	43, // 45: signet.raft.v1.OwnerOffboard.checked:type_name -> signet.raft.v1.OwnerOffboard.CheckedEntry
 	7,  // 46: signet.raft.v1.AuditAppend.record:type_name -> signet.raft.v1.AuditRecord
-	41, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
+	44, // 47: signet.raft.v1.LedgerPrune.before:type_name -> google.protobuf.Timestamp
 	9,  // 48: signet.raft.v1.ReviewSign.review:type_name -> signet.raft.v1.Review
 	0,  // 49: signet.raft.v1.ReviewSign.meta:type_name -> signet.raft.v1.AuditMeta
 	30, // 50: signet.raft.v1.Delivery.caller:type_name -> signet.raft.v1.Caller
@@ -3518,13 +3747,16 @@ var file_raftv1_raft_proto_depIdxs = []int32{
 	0,  // 54: signet.raft.v1.AuthorityRemove.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 55: signet.raft.v1.RotationRequest.meta:type_name -> signet.raft.v1.AuditMeta
 	0,  // 56: signet.raft.v1.KeyRevoke.meta:type_name -> signet.raft.v1.AuditMeta
-	41, // 57: signet.raft.v1.AuthorityRetain.not_after:type_name -> google.protobuf.Timestamp
+	44, // 57: signet.raft.v1.AuthorityRetain.not_after:type_name -> google.protobuf.Timestamp
 	0,  // 58: signet.raft.v1.AuthorityRetain.meta:type_name -> signet.raft.v1.AuditMeta
-	59, // [59:59] is the sub-list for method output_type
-	59, // [59:59] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	0,  // 59: signet.raft.v1.FederationCreate.meta:type_name -> signet.raft.v1.AuditMeta
+	0,  // 60: signet.raft.v1.FederationDelete.meta:type_name -> signet.raft.v1.AuditMeta
+	0,  // 61: signet.raft.v1.FederatedBundleSet.meta:type_name -> signet.raft.v1.AuditMeta
+	62, // [62:62] is the sub-list for method output_type
+	62, // [62:62] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_raftv1_raft_proto_init() }
@@ -3538,7 +3770,7 @@ func file_raftv1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftv1_raft_proto_rawDesc), len(file_raftv1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

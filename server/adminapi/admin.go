@@ -98,6 +98,8 @@ type AdminServiceConfig struct {
 	// checks the chain against it when the caller brings none, and no checkpoint is signed of a chain
 	// that no longer holds it.
 	AuditCheckpointFile string
+	// Federation, if set, fetches federated bundles now (RefreshFederation; server.Server's poller).
+	Federation FederationRefresher
 	// MaxSnapshotSize is the largest state SaveSnapshot serves (zero: DefaultMaxSnapshotSize).
 	MaxSnapshotSize int64
 	Clock           func() time.Time
@@ -419,6 +421,7 @@ func entryFromAdmin(in *adminv1.Entry) (storage.Entry, error) {
 		SPIFFEID: in.SpiffeId, ParentID: in.ParentId, Owner: in.Owner, Purpose: in.Purpose,
 		X509TTL: time.Duration(in.X509TtlSeconds) * time.Second, JWTTTL: time.Duration(in.JwtTtlSeconds) * time.Second,
 		DNSNames: in.DnsNames, JWTUnique: in.JwtUnique, Prefetch: in.Prefetch, NeverExpires: in.NeverExpires, Ticket: in.Ticket,
+		FederatesWith: in.FederatesWith,
 	}
 	for _, ttl := range []struct {
 		field string
@@ -452,7 +455,7 @@ func entryToAdmin(e *storage.Entry) *adminv1.Entry {
 		JwtUnique: e.JWTUnique, Prefetch: e.Prefetch, NeverExpires: e.NeverExpires, Ticket: e.Ticket,
 		Disabled: e.Disabled, DisabledAt: unixOrZero(e.DisabledAt), DisabledBy: e.DisabledBy, DisabledReason: e.DisabledReason,
 		Pending: e.Pending, PendingRules: e.PendingRules, ApprovedBy: e.ApprovedBy,
-		UpdatedAt: unixOrZero(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason,
+		UpdatedAt: unixOrZero(e.UpdatedAt), UpdatedBy: e.UpdatedBy, UpdateReason: e.UpdateReason, FederatesWith: e.FederatesWith,
 	}
 	for _, s := range e.Selectors {
 		out.Selectors = append(out.Selectors, &adminv1.Selector{Type: s.Type, Value: s.Value})

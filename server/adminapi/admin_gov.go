@@ -26,7 +26,7 @@ func requireReason(reason string) error {
 
 // updatableFields are the entry fields UpdateEntry may change (update_mask names).
 var updatableFields = []string{"spiffe_id", "parent_id", "selectors", "owner", "purpose", "ticket", "x509_ttl_seconds",
-	"jwt_ttl_seconds", "dns_names", "expires_at", "never_expires", "jwt_unique", "prefetch"}
+	"jwt_ttl_seconds", "dns_names", "expires_at", "never_expires", "jwt_unique", "prefetch", "federates_with"}
 
 // UpdateEntry changes the masked fields of an entry, validated like a new entry, and records who and why.
 func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryRequest) (*adminv1.Entry, error) {
@@ -93,6 +93,8 @@ func (s *AdminService) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntry
 			e.JWTUnique = patch.JWTUnique
 		case "prefetch":
 			e.Prefetch = patch.Prefetch
+		case "federates_with":
+			e.FederatesWith = patch.FederatesWith
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "update_mask: %q is not an updatable field (%s)", f, strings.Join(updatableFields, ", "))
 		}

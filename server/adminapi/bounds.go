@@ -5,6 +5,7 @@ import (
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/selector"
 	"github.com/signet-id/signet/server/apierr"
+	"github.com/signet-id/signet/storage"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -50,6 +51,17 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.RotateCARequest.node":    {n: maxNameLen},
 	"signet.admin.v1.RevokeKeyRequest.key_id": {n: maxKeyIDLen},
 	"signet.admin.v1.RevokeKeyRequest.reason": {n: maxReasonLen},
+	// Admin API: federation.
+	"signet.admin.v1.CreateFederationRequest.trust_domain":        {n: 255},
+	"signet.admin.v1.CreateFederationRequest.bundle_endpoint_url": {n: 2048},
+	"signet.admin.v1.CreateFederationRequest.profile":             {n: maxKeywordLen},
+	"signet.admin.v1.CreateFederationRequest.endpoint_spiffe_id":  {n: maxIDLen},
+	"signet.admin.v1.CreateFederationRequest.bundle":              {n: storage.MaxFederatedBundleBytes},
+	"signet.admin.v1.CreateFederationRequest.reason":              {n: maxReasonLen},
+	"signet.admin.v1.GetFederationRequest.trust_domain":           {n: 255},
+	"signet.admin.v1.DeleteFederationRequest.trust_domain":        {n: 255},
+	"signet.admin.v1.DeleteFederationRequest.reason":              {n: maxReasonLen},
+	"signet.admin.v1.RefreshFederationRequest.trust_domain":       {n: 255},
 	// Admin API: snapshots.
 	"signet.admin.v1.RestoreSnapshotRequest.chunk": {n: SnapshotChunkSize},
 	"signet.admin.v1.SnapshotHeader.trust_domain":  {n: 255},
@@ -73,6 +85,7 @@ var requestBounds = map[protoreflect.FullName]fieldBound{
 	"signet.admin.v1.Entry.approved_by":                 {n: maxActorLen},
 	"signet.admin.v1.Entry.updated_by":                  {n: maxActorLen},
 	"signet.admin.v1.Entry.update_reason":               {n: maxReasonLen},
+	"signet.admin.v1.Entry.federates_with":              {n: MaxFederatesWith, each: 255},
 	"signet.admin.v1.GetEntryRequest.id":                {n: maxEntryIDLen},
 	"signet.admin.v1.DeleteEntryRequest.id":             {n: maxEntryIDLen},
 	"signet.admin.v1.ListEntriesRequest.owner":          {n: maxNameLen},

@@ -19,6 +19,7 @@ var (
 	ErrKeysDoNotRotate   = apierr.ErrKeysDoNotRotate
 	ErrKeyNotFound       = apierr.ErrKeyNotFound
 	ErrKeyRevoked        = apierr.ErrKeyRevoked
+	ErrFederationOff     = apierr.ErrFederationOff
 )
 
 // codeOf is the gRPC code of err (apierr.Code: the one place errors become codes).

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -139,6 +140,9 @@ func (r entryRules) validateEntry(e *storage.Entry) error {
 	if len(e.Selectors) == 0 {
 		return fmt.Errorf("entry %q: selectors: %w: at least one is required (e.g. unix:uid:1000)", name, ErrInvalidArgument)
 	}
+	if err := r.validateFederatesWith(e); err != nil {
+		return fmt.Errorf("entry %q: %w", name, err)
+	}
 	if len(e.Selectors) > maxSelectors {
 		return fmt.Errorf("entry %q: selectors: %w: more than %d", name, ErrInvalidArgument, maxSelectors)
 	}
@@ -235,4 +239,33 @@ func validDNSName(d string) bool {
 		}
 	}
 	return true
+}
+
+// MaxFederatesWith bounds the trust domains one entry federates with.
+const MaxFederatesWith = 16
+
+// validateFederatesWith checks an entry's federates_with: trust domain names, not this one, no
+// duplicates, at most MaxFederatesWith, sorted (so an entry has one form). A relationship need not exist
+// yet: until it does, the agent has no bundle of that trust domain to deliver.
+func (r entryRules) validateFederatesWith(e *storage.Entry) error {
+	if len(e.FederatesWith) > MaxFederatesWith {
+		return fmt.Errorf("federates_with: %w: %d trust domains, at most %d", ErrInvalidArgument, len(e.FederatesWith), MaxFederatesWith)
+	}
+	for _, name := range e.FederatesWith {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil || td.Name() != name {
+			return fmt.Errorf("federates_with %q: %w: not a trust domain name (e.g. other.org; --federates-with)", name, ErrInvalidArgument)
+		}
+		if td == r.TrustDomain {
+			return fmt.Errorf("federates_with %q: %w: that is this trust domain (--federates-with names other trust domains)", name, ErrInvalidArgument)
+		}
+	}
+	slices.Sort(e.FederatesWith)
+	if n := len(slices.Compact(slices.Clone(e.FederatesWith))); n != len(e.FederatesWith) {
+		return fmt.Errorf("federates_with: %w: a trust domain is named twice", ErrInvalidArgument)
+	}
+	if len(e.FederatesWith) == 0 {
+		e.FederatesWith = nil
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -152,6 +153,10 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 	ctx := stream.Context()
 	known := req.GetKnownRevision()
 	var sentBundle uint64
+	sentFederated := map[string]uint64{} // trust domain -> bundle revision sent
+	// federates: the trust domains each of the agent's entries federates with (those that do), kept
+	// from the entry messages sent, so only the bundles its entries name are sent.
+	federates := map[string][]string{}
 	var lastParents []string
 	first := true
 	expiryTimer := time.NewTimer(time.Hour)
@@ -187,7 +192,18 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			}
 			sentBundle = bundle.Sequence
 		}
-		for _, m := range msgs {
+		noteFederates(federates, msgs)
+		fed, err := s.federatedUpdate(rev, sentFederated, federates)
+		if err != nil {
+			return apierr.ToStatus(err)
+		}
+		if first {
+			// The agent may hold bundles of trust domains deleted while it was not connected: the first
+			// round's last entry message names every one federated with now (their bundles follow).
+			last := msgs[len(msgs)-1]
+			last.FederatedAll, last.FederatedAllSet = slices.Sorted(maps.Keys(sentFederated)), true
+		}
+		for _, m := range append(msgs, fed...) {
 			if err := stream.Send(m); err != nil {
 				return err
 			}
@@ -207,6 +223,73 @@ func (s *AgentService) SyncEntries(req *agentv1.SyncEntriesRequest, stream agent
 			return apierr.ToStatus(ctx.Err())
 		}
 	}
+}
+
+// noteFederates keeps, per entry, the trust domains it federates with, from the entry messages of a
+// round: a full listing replaces them all.
+func noteFederates(federates map[string][]string, msgs []*agentv1.SyncEntriesResponse) {
+	if len(msgs) > 0 && msgs[0].Full {
+		clear(federates)
+	}
+	for _, m := range msgs {
+		for _, e := range m.Entries {
+			if len(e.FederatesWith) > 0 {
+				federates[e.Id] = e.FederatesWith
+			} else {
+				delete(federates, e.Id)
+			}
+		}
+		for _, id := range m.Deleted {
+			delete(federates, id)
+		}
+	}
+}
+
+// federatedUpdate returns the messages that bring an agent holding the federated bundles of sent (trust
+// domain -> revision) to the stored bundles of the trust domains its entries federate with (federates),
+// and updates sent: one message per changed bundle (a bundle is at most storage.MaxFederatedBundleBytes,
+// so no message grows past gRPC's limit), then one naming the trust domains it no longer needs (deleted,
+// or named by none of its entries). They go after the round's entry messages, at its revision.
+func (s *AgentService) federatedUpdate(rev uint64, sent map[string]uint64, federates map[string][]string) ([]*agentv1.SyncEntriesResponse, error) {
+	if len(federates) == 0 && len(sent) == 0 {
+		return nil, nil
+	}
+	named := map[string]bool{}
+	for _, tds := range federates {
+		for _, td := range tds {
+			named[td] = true
+		}
+	}
+	fs, err := s.cfg.Store.Federations()
+	if err != nil {
+		return nil, fmt.Errorf("agentapi: sync: federated bundles: %w", err)
+	}
+	var msgs []*agentv1.SyncEntriesResponse
+	have := make(map[string]bool, len(fs))
+	for _, f := range fs {
+		if len(f.Bundle) == 0 || !named[f.TrustDomain] {
+			continue
+		}
+		have[f.TrustDomain] = true
+		if r, ok := sent[f.TrustDomain]; ok && r == f.BundleRevision {
+			continue
+		}
+		sent[f.TrustDomain] = f.BundleRevision
+		msgs = append(msgs, &agentv1.SyncEntriesResponse{Revision: rev, FederatedBundles: []*agentv1.FederatedBundle{
+			{TrustDomain: f.TrustDomain, SpiffeBundle: f.Bundle, Revision: f.BundleRevision}}})
+	}
+	var removed []string
+	for td := range sent {
+		if !have[td] {
+			removed = append(removed, td)
+			delete(sent, td)
+		}
+	}
+	if len(removed) > 0 {
+		slices.Sort(removed)
+		msgs = append(msgs, &agentv1.SyncEntriesResponse{Revision: rev, FederatedRemoved: removed})
+	}
+	return msgs, nil
 }
 
 // entryUpdate builds the messages that bring an agent whose parents (agent ID and aliases) are given,
@@ -274,7 +357,7 @@ func entryToAgent(e *storage.Entry) *agentv1.Entry {
 		Id: e.ID, SpiffeId: e.SPIFFEID, Selectors: selector.Strings(e.Selectors),
 		X509TtlSeconds: int64(e.X509TTL / time.Second), JwtTtlSeconds: int64(e.JWTTTL / time.Second),
 		DnsNames: e.DNSNames, Revision: e.Revision, JwtUnique: e.JWTUnique,
-		Prefetch: e.Prefetch,
+		Prefetch: e.Prefetch, FederatesWith: e.FederatesWith,
 	}
 	if !e.ExpiresAt.IsZero() {
 		out.ExpiresAt = e.ExpiresAt.Unix()

@@ -12,6 +12,7 @@ import (
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/internal/ratelimit"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/server/groupcommit"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
@@ -44,6 +45,8 @@ var (
 	ErrKeyNotFound = errors.New("CA key not found")
 	// ErrKeyRevoked: a CA key named by a request was revoked already.
 	ErrKeyRevoked = errors.New("CA key revoked")
+	// ErrFederationOff: a federation refresh was asked of a server built without a bundle poller.
+	ErrFederationOff = errors.New("this server does not fetch federated bundles")
 )
 
 // Code maps an error from any layer to the gRPC code the API returns. This is the one place where
@@ -72,7 +75,7 @@ func Code(err error) codes.Code {
 		errors.Is(err, storage.ErrAuditBroken), errors.Is(err, storage.ErrAuditEmpty), errors.Is(err, ErrPolicyViolation),
 		errors.Is(err, storage.ErrStateTooNew), errors.Is(err, ErrOtherTrustDomain), errors.Is(err, ErrPolicyUnusable),
 		errors.Is(err, ca.ErrCAExpired),
-		errors.Is(err, ErrKeysDoNotRotate), errors.Is(err, ErrKeyRevoked):
+		errors.Is(err, ErrKeysDoNotRotate), errors.Is(err, ErrKeyRevoked), errors.Is(err, ErrFederationOff), errors.Is(err, federation.ErrBadBundle):
 		// An owner that does not exist or was offboarded, an entry that waits for no approval: the state
 		// must change before the request can succeed.
 		return codes.FailedPrecondition
@@ -80,16 +83,17 @@ func Code(err error) codes.Code {
 		// The object changed since the caller read it: read it again and retry.
 		return codes.Aborted
 	case errors.Is(err, storage.ErrEntryNotFound), errors.Is(err, storage.ErrIssuanceNotFound), errors.Is(err, storage.ErrAgentNotFound),
-		errors.Is(err, ErrKeyNotFound):
+		errors.Is(err, ErrKeyNotFound),
+		errors.Is(err, storage.ErrFederationNotFound):
 		return codes.NotFound
-	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists):
+	case errors.Is(err, storage.ErrOwnerExists), errors.Is(err, storage.ErrEntryExists), errors.Is(err, storage.ErrFederationExists):
 		return codes.AlreadyExists
 	case errors.Is(err, storage.ErrDiskFull):
 		// The server's disk is full: writes fail until space is freed (not a caller's quota, but the
 		// code gRPC documents for a full file system).
 		return codes.ResourceExhausted
 	case errors.Is(err, storage.ErrNotLeader), errors.Is(err, storage.ErrClosed), errors.Is(err, groupcommit.ErrStopped),
-		errors.Is(err, nodeattest.ErrUnavailable):
+		errors.Is(err, nodeattest.ErrUnavailable), errors.Is(err, federation.ErrEndpointUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, storage.ErrUpgradeInProgress):
 		// A server of the cluster runs an older signet that would not understand the write: it succeeds

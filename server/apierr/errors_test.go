@@ -9,6 +9,7 @@ import (
 	"github.com/signet-id/signet/attestor/nodeattest"
 	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/selector"
+	"github.com/signet-id/signet/server/federation"
 	"github.com/signet-id/signet/storage"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,6 +32,11 @@ func TestCode(t *testing.T) {
 		{"ca invalid params", wrap(ca.ErrInvalidParams), codes.InvalidArgument},
 		{"ca expired", wrap(ca.ErrCAExpired), codes.FailedPrecondition},
 		{"storage invalid", wrap(storage.ErrInvalid), codes.InvalidArgument},
+		{"federation not found", wrap(storage.ErrFederationNotFound), codes.NotFound},
+		{"federation exists", wrap(storage.ErrFederationExists), codes.AlreadyExists},
+		{"federation bad bundle", wrap(federation.ErrBadBundle), codes.FailedPrecondition},
+		{"federation endpoint unavailable", wrap(federation.ErrEndpointUnavailable), codes.Unavailable},
+		{"federation off", wrap(ErrFederationOff), codes.FailedPrecondition},
 		{"node attestation malformed", wrap(nodeattest.ErrMalformed), codes.InvalidArgument},
 		{"node attestation refused", wrap(nodeattest.ErrRefused), codes.PermissionDenied},
 		{"node attestation backend unavailable", wrap(nodeattest.ErrUnavailable), codes.Unavailable},
