@@ -81,6 +81,8 @@ func (s *Server) AdvanceKeys(ctx context.Context) error {
 	if s.cfg.Keys == nil {
 		return fmt.Errorf("server: %w", apierr.ErrKeysDoNotRotate)
 	}
+	s.advanceMu.Lock()
+	defer s.advanceMu.Unlock()
 	errPublish := s.publishSlots(ctx)
 	if _, err := s.cfg.Keys.Advance(s.published); err != nil {
 		return errors.Join(errPublish, err)

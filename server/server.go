@@ -107,6 +107,8 @@ type Server struct {
 	Admin   *adminapi.AdminService
 	// retireMu serializes RetireRevoked.
 	retireMu sync.Mutex
+	// advanceMu serializes AdvanceKeys (the key loop's and a caller's, such as a test's).
+	advanceMu sync.Mutex
 	// Federation fetches federated trust domains' bundles (run by Run; on the leader only).
 	Federation *federation.Poller
 }
