@@ -94,6 +94,8 @@ type breakableClient struct {
 	cancel context.CancelFunc
 	gate   chan struct{} // while not nil, a new stream waits for it to close
 	opened atomic.Int64
+	// held counts the new streams that reached the gate: the agent has seen the previous one end.
+	held atomic.Int64
 }
 
 func (c *breakableClient) SyncEntries(ctx context.Context, req *agentv1.SyncEntriesRequest, opts ...grpc.CallOption) (agentv1.Agent_SyncEntriesClient, error) {
@@ -101,6 +103,7 @@ func (c *breakableClient) SyncEntries(ctx context.Context, req *agentv1.SyncEntr
 	gate := c.gate
 	c.mu.Unlock()
 	if gate != nil {
+		c.held.Add(1)
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -131,8 +134,8 @@ func (c *breakableClient) cut() (release func()) {
 	}
 }
 
-// A relationship deleted while the agent was not connected is dropped when it reconnects: the first
-// round of a stream names every trust domain federated with.
+// A disconnected agent keeps serving the federated bundles it holds; a relationship deleted meanwhile is
+// dropped when it reconnects: the first round of a stream names every trust domain federated with.
 func TestFederatedBundleDeletedWhileDisconnected(t *testing.T) {
 	t.Parallel()
 	e := newBufconnEnv(t)
@@ -151,8 +154,15 @@ func TestFederatedBundleDeletedWhileDisconnected(t *testing.T) {
 	waitIdentities(t, a, uid1000(t), testDeadline, "other.org's bundle", func(ids workloadapi.Identities) bool { return len(ids.Federated) == 1 })
 
 	release := client.cut()
+	// Once the agent is trying to reconnect, nothing more can arrive on the stream that was cut.
+	waitCount(t, &client.held, 1, testDeadline, "the agent to notice the cut")
 	if _, err := e.st.DeleteFederation(ctx, "other.org", ""); err != nil {
 		t.Fatal(err)
+	}
+	// Cut off from its server, the agent keeps serving the bundle it holds (cross-domain mTLS goes on
+	// through an outage) until a new stream says otherwise.
+	if ids, _ := a.Bundles(uid1000(t)); len(ids.Federated) != 1 || ids.Federated[0].TrustDomain != otherTD {
+		t.Fatalf("federated bundles while disconnected: %+v; want other.org's, as before the cut", ids.Federated)
 	}
 	opened := client.opened.Load()
 	release()
