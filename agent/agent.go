@@ -92,7 +92,7 @@ type Agent struct {
 	// selectorKeys counts the entries' selectors by type and key (the value up to its first colon).
 	selectorKeys map[selectorKey]int
 	bundle       bundleState
-	removedKeys  removedKeys   // key IDs that have left the bundle (under mu)
+	removedKeys  removedKeys // key IDs that have left the bundle (under mu)
 	federated    federatedState
 	changed      chan struct{} // closed and replaced whenever what workloads see changes
 
