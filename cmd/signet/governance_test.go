@@ -284,9 +284,7 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 	gone := create("spiffe://example.org/gone", "carol")
 	s.mustCLI("owner", "offboard", "carol", "--reassign-to", "payments")
 	s.mustCLI("token", "create", "--owner", "alice")
-	time.Sleep(1100 * time.Millisecond) // let the entries be older than --stale 1s
-
-	items := decodeJSON[[]reviewView](t, s.mustCLI("review", "--stale", "1s", "-o", "json"))
+	var items []reviewView
 	find := func(id string) []string {
 		for _, it := range items {
 			if it.ID == id {
@@ -295,6 +293,11 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 		}
 		return nil
 	}
+	// Wait until the entries are older than --stale 1s (then the idle one is "never used").
+	eventually(t, 20*time.Second, "the idle entry reported stale", func() bool {
+		items = decodeJSON[[]reviewView](t, s.mustCLI("review", "--stale", "1s", "-o", "json"))
+		return slices.ContainsFunc(find(idle), func(f string) bool { return strings.Contains(f, "never used") })
+	})
 	for _, tc := range []struct{ id, want string }{
 		{idle, "never used"},
 		{soon, "expires within 14 days"},
