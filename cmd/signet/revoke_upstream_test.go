@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signet-id/signet/ca"
+	"github.com/signet-id/signet/internal/testkit"
+	"github.com/signet-id/signet/internal/waitfor"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// leafIssuers records, for every X.509 context pushed to a watching workload, the key IDs that signed
+// its SVIDs' leaves (under an upstream authority: the server's intermediates).
+type leafIssuers struct {
+	mu  sync.Mutex
+	got []leafIssuersUpdate
+}
+
+type leafIssuersUpdate struct {
+	at      time.Time
+	issuers []string
+}
+
+func (u *leafIssuers) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	up := leafIssuersUpdate{at: time.Now()}
+	for _, s := range c.SVIDs {
+		up.issuers = append(up.issuers, ca.SignerKeyID(s.Certificates[0]))
+	}
+	u.mu.Lock()
+	u.got = append(u.got, up)
+	u.mu.Unlock()
+}
+
+func (u *leafIssuers) OnX509ContextWatchError(error) {}
+
+// since returns the latest update's issuers and every issuer pushed since t.
+func (u *leafIssuers) since(t time.Time) (last, after []string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, up := range u.got {
+		if !up.at.Before(t) {
+			after = append(after, up.issuers...)
+		}
+	}
+	if len(u.got) > 0 {
+		last = u.got[len(u.got)-1].issuers
+	}
+	return last, after
+}
+
+// TestRevokeUpstreamIntermediate, with real server and agent processes under a disk upstream authority
+// and a go-spiffe workload: revoke-key of the upstream ROOT is refused, naming what to do, and changes
+// nothing; revoke-key of the server's intermediate (by its x509_key_id) is accepted and audited: the
+// server replaces the slot with a new intermediate from the upstream, the bundle keeps the upstream root,
+// the workload is pushed an SVID of the new intermediate and nothing it is pushed afterwards chains
+// through the revoked one, the agent's own SVID is renewed, the answer's note says that peers trusting
+// the root still accept what it signed, ledger query --signed-by lists what it signed, and a second
+// revocation is refused.
+func TestRevokeUpstreamIntermediate(t *testing.T) {
+	root := testkit.NewUpstreamCA(t, t.TempDir(), "root", 30*24*time.Hour, true)
+	s := newTestServer(t)
+	s.appendConfig(t, "upstream_authority:\n  type: disk\n  disk:\n    cert_file: "+root.CertFile+"\n    key_file: "+root.KeyFile+"\n")
+	s.start(t)
+	s.mustCLI("owner", "add", "alice")
+	a := s.newAgent(t, "").start(t, s.token("alice"))
+	const web = "spiffe://example.org/web"
+	s.mustCLI("entry", "create", "--spiffe-id", web, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
+	waitForIDs(t, a.socket, web)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newClient(t, ctx, a.socket)
+	updates := &leafIssuers{}
+	go func() { _ = c.WatchX509Context(ctx, updates) }()
+	waitfor.Condition(t, 30*time.Second, "the first X.509 context pushed to the workload", func() bool {
+		last, _ := updates.since(time.Time{})
+		return len(last) == 1
+	})
+	first, _ := updates.since(time.Time{})
+	old := first[0]
+	var active caKeyView
+	for _, k := range decodeJSON[caStatusView](t, s.mustCLI("ca", "status", "-o", "json")).Keys {
+		if k.State == "active" {
+			active = k
+		}
+	}
+	if active.X509KeyID != old || len(active.UpstreamRootIDs) != 1 {
+		t.Fatalf("ca status: active key %+v; want the intermediate %s that signed the workload's SVID, under one upstream root", active, old)
+	}
+	sum := sha256.Sum256(root.Cert.Raw)
+	rootID := hex.EncodeToString(sum[:])
+	keysBefore := s.mustCLI("bundle", "show", "--format", "keys")
+
+	// The upstream root: refused, whether named by its bundle ID or its key ID; nothing changes.
+	for _, id := range []string{rootID, ca.X509KeyID(root.Cert)} {
+		_, stderr, code := s.cli("ca", "revoke-key", id, "--reason", "upstream root leaked")
+		if code == 0 || !strings.Contains(stderr, "root of the upstream authority") || !strings.Contains(stderr, "Revoke the compromised intermediate") {
+			t.Fatalf("ca revoke-key of the upstream root %s: exit %d, %s; want a refusal naming what to do", id, code, stderr)
+		}
+	}
+	if keys := s.mustCLI("bundle", "show", "--format", "keys"); keys != keysBefore {
+		t.Fatalf("a refused revocation of the upstream root changed the bundle:\n%s\nwas:\n%s", keys, keysBefore)
+	}
+
+	// The intermediate, by its x509_key_id.
+	out := s.mustCLI("ca", "revoke-key", old, "--reason", "intermediate key file copied off the host (INC-7)")
+	done := time.Now()
+	for _, want := range []string{"x509-intermediate key " + old, "still accepts the SVIDs it signed", "no CRL", "ledger query --signed-by " + old} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("ca revoke-key of the intermediate printed (want %q):\n%s", want, out)
+		}
+	}
+	waitfor.Condition(t, 30*time.Second, "an SVID of a new intermediate pushed to the workload", func() bool {
+		last, _ := updates.since(done)
+		return len(last) == 1 && last[0] != old
+	})
+	last, after := updates.since(done)
+	if slices.Contains(after, old) {
+		t.Fatalf("pushed after the revocation returned: SVIDs signed by %v; the revoked intermediate %s is among them", after, old)
+	}
+	svids, err := c.FetchX509SVIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := svids[0].Certificates
+	if ca.SignerKeyID(chain[0]) != last[0] || slices.ContainsFunc(chain, func(c *x509.Certificate) bool { return ca.X509KeyID(c) == old }) {
+		t.Fatalf("FetchX509SVIDs: leaf signed by %s; want %s, with no certificate of the revoked intermediate", ca.SignerKeyID(chain[0]), last[0])
+	}
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(exampleTD, []*x509.Certificate{root.Cert})); err != nil {
+		t.Fatalf("the new SVID does not verify to the upstream root: %v", err)
+	}
+
+	// The server: the revoked slot is revoked, a new intermediate active, the bundle still the root only.
+	var now caKeyView
+	revoked := false
+	for _, k := range decodeJSON[caStatusView](t, s.mustCLI("ca", "status", "-o", "json")).Keys {
+		revoked = revoked || (k.X509ID == active.X509ID && k.State == "revoked")
+		if k.State == "active" {
+			now = k
+		}
+	}
+	if !revoked || now.X509KeyID != last[0] || !now.InBundle || !slices.Equal(now.UpstreamRootIDs, []string{rootID}) {
+		t.Fatalf("ca status after the revocation: revoked slot %v, active %+v; want a new intermediate under root %s", revoked, now, rootID)
+	}
+	if ids := pemKeyIDs(t, []byte(s.mustCLI("bundle", "show"))); !slices.Equal(ids, []string{ca.X509KeyID(root.Cert)}) {
+		t.Fatalf("bundle after the revocation: %v; want the upstream root only", ids)
+	}
+	agentData := filepath.Join(a.dir, "data")
+	waitfor.Condition(t, 30*time.Second, "the agent's own SVID renewed under the new intermediate", func() bool {
+		block, _ := pem.Decode(mustRead(t, filepath.Join(agentData, "agent_svid.pem")))
+		if block == nil {
+			return false
+		}
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		return err == nil && ca.SignerKeyID(leaf) == last[0]
+	})
+
+	// Recorded, audited, listed; a second revocation is refused.
+	got := decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--signed-by", old, "-o", "json"))
+	if !slices.ContainsFunc(got, func(v issuanceView) bool { return v.SPIFFEID == web && v.Owner == "alice" }) {
+		t.Fatalf("ledger query --signed-by the revoked intermediate: %+v; want the workload's first SVID", got)
+	}
+	if audit := s.mustCLI("audit", "list", "--action", "ca.revoke-key", "-o", "json"); !strings.Contains(audit, "x509-intermediate key "+old) || !strings.Contains(audit, "INC-7") {
+		t.Fatalf("audit of the revocation:\n%s", audit)
+	}
+	if _, stderr, code := s.cli("ca", "revoke-key", old, "--reason", "again"); code == 0 || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("revoking %s again: exit %d, %s", old, code, stderr)
+	}
+}
