@@ -135,12 +135,7 @@ func upstreamRootIDs(sl rotation.Slot) []string {
 	if sl.CA == nil || !sl.CA.Upstream() {
 		return nil
 	}
-	var ids []string
-	for _, r := range sl.CA.X509Roots() {
-		sum := sha256.Sum256(r.Raw)
-		ids = append(ids, hex.EncodeToString(sum[:]))
-	}
-	return ids
+	return sl.BundleRootIDs()
 }
 
 // slotInBundle reports whether the bundle holds sl's X.509 root or, under an upstream authority, every
