@@ -122,3 +122,54 @@ func TestRevokeUpstreamIntermediate(t *testing.T) {
 		t.Fatalf("revoking %s again: exit %d, %s", old, code, stderr)
 	}
 }
+
+// TestRevokeUpstreamIntermediateOfAnotherServer: in a three-server cluster under one disk upstream, the
+// leader's admin revokes a follower's active intermediate, which the leader knows only from the ledger
+// (it signed the follower's server SVID). The follower, on applying the revocation, replaces it with a new
+// intermediate from the upstream (audited ca.rotate by node:<id>); the bundle keeps the upstream root.
+func TestRevokeUpstreamIntermediateOfAnotherServer(t *testing.T) {
+	root := testkit.NewUpstreamCA(t, t.TempDir(), "root", 30*24*time.Hour, true)
+	c := newTestCluster(t, 3)
+	for _, s := range c.servers {
+		s.appendConfig(t, "upstream_authority:\n  type: disk\n  disk:\n    cert_file: "+root.CertFile+"\n    key_file: "+root.KeyFile+"\n")
+	}
+	c.startAll()
+	leader := c.leaderIndex(0, 1, 2)
+	f := (leader + 1) % 3
+	follower, node := c.servers[f], c.nodeID(f)
+	var old caKeyView
+	for _, k := range decodeJSON[caStatusView](t, follower.mustCLI("ca", "status", "-o", "json")).Keys {
+		if k.State == "active" {
+			old = k
+		}
+	}
+	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509KeyID, "--reason", "node disk image leaked")
+	if !strings.Contains(out, "node "+node+" replaces the intermediate") || !strings.Contains(out, "still accepts the SVIDs it signed") {
+		t.Fatalf("revoke-key of another server's intermediate printed:\n%s", out)
+	}
+	eventually(t, 60*time.Second, "the follower to replace its revoked intermediate with a new one under the same root", func() bool {
+		st, _, code := follower.cli("ca", "status", "-o", "json")
+		if code != 0 {
+			return false
+		}
+		var active caKeyView
+		revoked := false
+		for _, k := range decodeJSON[caStatusView](t, st).Keys {
+			revoked = revoked || (k.X509ID == old.X509ID && k.State == "revoked")
+			if k.State == "active" {
+				active = k
+			}
+		}
+		return revoked && active.X509KeyID != "" && active.X509KeyID != old.X509KeyID && active.InBundle &&
+			slices.Equal(active.UpstreamRootIDs, old.UpstreamRootIDs)
+	})
+	eventually(t, 60*time.Second, "the follower's retirement audited", func() bool {
+		out, _, code := c.servers[leader].cli("audit", "list", "--action", "ca.rotate", "--object", node, "-o", "json")
+		return code == 0 && strings.Contains(out, "x509-intermediate key "+old.X509KeyID+" revoked by")
+	})
+	for i, s := range c.servers {
+		if ids := pemKeyIDs(t, []byte(s.mustCLI("bundle", "show"))); !slices.Equal(ids, []string{ca.X509KeyID(root.Cert)}) {
+			t.Fatalf("server %d's bundle after the revocation: %v; want the upstream root only", i, ids)
+		}
+	}
+}
