@@ -268,6 +268,33 @@ func TestRevokeKeyEndToEnd(t *testing.T) {
 	}
 }
 
+// startWithFollower starts c's servers and returns the leader's index, a follower, its node ID and its
+// active CA key.
+func (c *testCluster) startWithFollower() (leader int, follower *testServer, node string, active caKeyView) {
+	c.startAll()
+	leader = c.leaderIndex(0, 1, 2)
+	f := (leader + 1) % 3
+	follower, node = c.servers[f], c.nodeID(f)
+	active, _ = activeAndRevoked(c.t, follower, "")
+	return leader, follower, node, active
+}
+
+// activeAndRevoked reads s's ca status: its active key, and whether the slot of x509ID is revoked (a
+// zero key and false while s does not answer).
+func activeAndRevoked(t testing.TB, s *testServer, x509ID string) (active caKeyView, revoked bool) {
+	st, _, code := s.cli("ca", "status", "-o", "json")
+	if code != 0 {
+		return caKeyView{}, false
+	}
+	for _, k := range decodeJSON[caStatusView](t, st).Keys {
+		revoked = revoked || (k.X509ID == x509ID && k.State == "revoked")
+		if k.State == "active" {
+			active = k
+		}
+	}
+	return active, revoked
+}
+
 // jwtKid returns the kid of a JWT-SVID's header (not verified).
 func jwtKid(t *testing.T, token string) string {
 	t.Helper()
@@ -287,16 +314,7 @@ func jwtKid(t *testing.T, token string) string {
 // serving: writes through it reach the leader again.
 func TestRevokeKeyOfAnotherServer(t *testing.T) {
 	c := newTestCluster(t, 3)
-	c.startAll()
-	leader := c.leaderIndex(0, 1, 2)
-	f := (leader + 1) % 3
-	follower, node := c.servers[f], c.nodeID(f)
-	var old caKeyView
-	for _, k := range decodeJSON[caStatusView](t, follower.mustCLI("ca", "status", "-o", "json")).Keys {
-		if k.State == "active" {
-			old = k
-		}
-	}
+	leader, follower, node, old := c.startWithFollower()
 	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509ID, "--reason", "node disk image leaked")
 	if !strings.Contains(out, "node "+node+" replaces the key") {
 		t.Fatalf("revoke-key of another server's key printed:\n%s", out)
@@ -307,18 +325,7 @@ func TestRevokeKeyOfAnotherServer(t *testing.T) {
 		}
 	}
 	eventually(t, 60*time.Second, "the follower to replace its revoked key, the successor in every server's bundle", func() bool {
-		st, _, code := follower.cli("ca", "status", "-o", "json")
-		if code != 0 {
-			return false
-		}
-		var active caKeyView
-		revoked := false
-		for _, k := range decodeJSON[caStatusView](t, st).Keys {
-			revoked = revoked || (k.X509ID == old.X509ID && k.State == "revoked")
-			if k.State == "active" {
-				active = k
-			}
-		}
+		active, revoked := activeAndRevoked(t, follower, old.X509ID)
 		if !revoked || active.X509ID == "" || active.X509ID == old.X509ID || !active.InBundle {
 			return false
 		}

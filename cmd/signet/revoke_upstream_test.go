@@ -36,12 +36,7 @@ func TestRevokeUpstreamIntermediate(t *testing.T) {
 	a, c, updates := watchedWorkload(t, ctx, s, web)
 	first, _ := updates.since(time.Time{})
 	old := first.issuers[0]
-	var active caKeyView
-	for _, k := range decodeJSON[caStatusView](t, s.mustCLI("ca", "status", "-o", "json")).Keys {
-		if k.State == "active" {
-			active = k
-		}
-	}
+	active, _ := activeAndRevoked(t, s, "")
 	if active.X509KeyID != old || len(active.UpstreamRootIDs) != 1 {
 		t.Fatalf("ca status: active key %+v; want the intermediate %s that signed the workload's SVID, under one upstream root", active, old)
 	}
@@ -92,14 +87,7 @@ func TestRevokeUpstreamIntermediate(t *testing.T) {
 	}
 
 	// The server: the revoked slot is revoked, a new intermediate active, the bundle still the root only.
-	var now caKeyView
-	revoked := false
-	for _, k := range decodeJSON[caStatusView](t, s.mustCLI("ca", "status", "-o", "json")).Keys {
-		revoked = revoked || (k.X509ID == active.X509ID && k.State == "revoked")
-		if k.State == "active" {
-			now = k
-		}
-	}
+	now, revoked := activeAndRevoked(t, s, active.X509ID)
 	if !revoked || now.X509KeyID != last[0] || !now.InBundle || !slices.Equal(now.UpstreamRootIDs, []string{rootID}) {
 		t.Fatalf("ca status after the revocation: revoked slot %v, active %+v; want a new intermediate under root %s", revoked, now, rootID)
 	}
@@ -133,33 +121,13 @@ func TestRevokeUpstreamIntermediateOfAnotherServer(t *testing.T) {
 	for _, s := range c.servers {
 		s.appendConfig(t, "upstream_authority:\n  type: disk\n  disk:\n    cert_file: "+root.CertFile+"\n    key_file: "+root.KeyFile+"\n")
 	}
-	c.startAll()
-	leader := c.leaderIndex(0, 1, 2)
-	f := (leader + 1) % 3
-	follower, node := c.servers[f], c.nodeID(f)
-	var old caKeyView
-	for _, k := range decodeJSON[caStatusView](t, follower.mustCLI("ca", "status", "-o", "json")).Keys {
-		if k.State == "active" {
-			old = k
-		}
-	}
+	leader, follower, node, old := c.startWithFollower()
 	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509KeyID, "--reason", "node disk image leaked")
 	if !strings.Contains(out, "node "+node+" replaces the intermediate") || !strings.Contains(out, "still accepts the SVIDs it signed") {
 		t.Fatalf("revoke-key of another server's intermediate printed:\n%s", out)
 	}
 	eventually(t, 60*time.Second, "the follower to replace its revoked intermediate with a new one under the same root", func() bool {
-		st, _, code := follower.cli("ca", "status", "-o", "json")
-		if code != 0 {
-			return false
-		}
-		var active caKeyView
-		revoked := false
-		for _, k := range decodeJSON[caStatusView](t, st).Keys {
-			revoked = revoked || (k.X509ID == old.X509ID && k.State == "revoked")
-			if k.State == "active" {
-				active = k
-			}
-		}
+		active, revoked := activeAndRevoked(t, follower, old.X509ID)
 		return revoked && active.X509KeyID != "" && active.X509KeyID != old.X509KeyID && active.InBundle &&
 			slices.Equal(active.UpstreamRootIDs, old.UpstreamRootIDs)
 	})
