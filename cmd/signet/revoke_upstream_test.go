@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -36,6 +37,12 @@ func TestRevokeUpstreamIntermediate(t *testing.T) {
 	a, c, updates := watchedWorkload(t, ctx, s, web)
 	first, _ := updates.since(time.Time{})
 	old := first.issuers[0]
+	before, err := c.FetchX509SVIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSVID := filepath.Join(t.TempDir(), "old-svid.pem")
+	writeFile(t, oldSVID, string(testkit.PEM(before[0].Certificates...)))
 	active, _ := activeAndRevoked(t, s, "")
 	if active.X509KeyID != old || len(active.UpstreamRootIDs) != 1 {
 		t.Fatalf("ca status: active key %+v; want the intermediate %s that signed the workload's SVID, under one upstream root", active, old)
@@ -97,6 +104,16 @@ func TestRevokeUpstreamIntermediate(t *testing.T) {
 	waitfor.Condition(t, 30*time.Second, "the agent's own SVID renewed under the new intermediate", func() bool {
 		return agentSVIDIssuer(t, a) == last[0]
 	})
+
+	// ledger lookup of an SVID it signed says so, and that peers trusting the root still accept it.
+	lookup := decodeJSON[struct {
+		Known    bool   `json:"known"`
+		ValidNow bool   `json:"valid_now"`
+		Reason   string `json:"reason"`
+	}](t, s.mustCLI("ledger", "lookup", oldSVID, "-o", "json"))
+	if !lookup.Known || !strings.Contains(lookup.Reason, "x509-intermediate key "+old+", revoked by") || !strings.Contains(lookup.Reason, "peers that trust that root accept it") {
+		t.Fatalf("ledger lookup of an SVID the revoked intermediate signed: %+v", lookup)
+	}
 
 	// Recorded, audited, listed; a second revocation is refused.
 	got := decodeJSON[[]issuanceView](t, s.mustCLI("ledger", "query", "--signed-by", old, "-o", "json"))

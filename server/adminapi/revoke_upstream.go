@@ -90,6 +90,30 @@ func intermediateNote(r storage.RevokedKey) string {
 		"rotate the upstream root if its key may be exposed (docs/governance.md, After a key compromise), and keep ca.max_svid_ttl short", r.ID, until, r.ID)
 }
 
+// revokedSignerNote says that rec's signing key was revoked, and what that means for the credential
+// ("" when it was not, or the revocations cannot be read).
+func (s *AdminService) revokedSignerNote(rec storage.Issuance) string {
+	if rec.SignedBy == "" {
+		return ""
+	}
+	revoked, err := s.cfg.Store.RevokedKeys()
+	if err != nil {
+		return ""
+	}
+	for _, r := range revoked {
+		if r.SignerID != rec.SignedBy {
+			continue
+		}
+		note := fmt.Sprintf("signed by %s key %s, revoked by %s at %s (%s): ", r.Kind, r.SignerID, r.By, r.At.UTC().Format(time.RFC3339), r.Reason)
+		if r.Kind == storage.AuthorityX509Intermediate {
+			return note + "Signet agents no longer hand it out, but it chains to the upstream root, so peers that trust that root accept it until it expires at " +
+				rec.ExpiresAt.UTC().Format(time.RFC3339) + " (no CRL)"
+		}
+		return note + "the key is out of the trust bundle, so peers with the current bundle refuse it"
+	}
+	return ""
+}
+
 // x509KeyID is the ID the ledger records an X.509 authority by (its Subject Key Identifier in hex).
 func x509KeyID(a storage.Authority) string {
 	if c, err := x509.ParseCertificate(a.DER); err == nil {
