@@ -124,7 +124,11 @@ func printRevokeKey(w io.Writer, id string, resp *adminv1.RevokeKeyResponse, out
 	}
 	v.PendingRules, v.Note = resp.PendingRules, resp.Note
 	if r := resp.Revoked; r != nil {
-		v.Revoked = &revokedView{Kind: r.Kind, ID: r.Id, SignerID: r.SignerId, Node: r.Node, NotAfter: formatUnix(r.NotAfter),
+		notAfter := formatUnix(r.NotAfter)
+		if r.NotAfter == 0 {
+			notAfter = "unknown" // another server's upstream intermediate, found through the ledger
+		}
+		v.Revoked = &revokedView{Kind: r.Kind, ID: r.Id, SignerID: r.SignerId, Node: r.Node, NotAfter: notAfter,
 			RevokedAt: formatUnix(r.RevokedAt), RevokedBy: r.RevokedBy, RequestedBy: r.RequestedBy, Reason: r.Reason}
 	}
 	if resp.Activated != nil {

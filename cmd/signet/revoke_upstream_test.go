@@ -139,9 +139,19 @@ func TestRevokeUpstreamIntermediateOfAnotherServer(t *testing.T) {
 		s.appendConfig(t, "upstream_authority:\n  type: disk\n  disk:\n    cert_file: "+root.CertFile+"\n    key_file: "+root.KeyFile+"\n")
 	}
 	leader, follower, node, old := c.startWithFollower()
-	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509KeyID, "--reason", "node disk image leaked")
-	if !strings.Contains(out, "node "+node+" replaces the intermediate") || !strings.Contains(out, "still accepts the SVIDs it signed") {
-		t.Fatalf("revoke-key of another server's intermediate printed:\n%s", out)
+	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509KeyID, "--reason", "node disk image leaked", "-o", "json")
+	res := decodeJSON[struct {
+		Revoked struct {
+			Kind     string `json:"kind"`
+			SignerID string `json:"signer_id"`
+			Node     string `json:"node"`
+			NotAfter string `json:"not_after"`
+		} `json:"revoked"`
+		Note string `json:"note"`
+	}](t, out)
+	if r := res.Revoked; r.Kind != "x509-intermediate" || r.SignerID != old.X509KeyID || r.Node != node || r.NotAfter != "unknown" ||
+		!strings.Contains(res.Note, "node "+node+" replaces the intermediate") || !strings.Contains(res.Note, "still accepts the SVIDs it signed") {
+		t.Fatalf("revoke-key of another server's intermediate answered:\n%s", out)
 	}
 	eventually(t, 60*time.Second, "the follower to replace its revoked intermediate with a new one under the same root", func() bool {
 		active, revoked := activeAndRevoked(t, follower, old.X509ID)

@@ -92,7 +92,7 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 	}
 	r := res.Revoked
 	s.log.Warn("CA key revoked", "kind", r.Kind, "id", r.ID, "node", r.Node, "by", r.By, "requested_by", r.RequestedBy, "reason", r.Reason)
-	out.Revoked = &adminv1.RevokedKey{Kind: string(r.Kind), Id: r.ID, SignerId: r.SignerID, Node: r.Node, NotAfter: r.NotAfter.Unix(),
+	out.Revoked = &adminv1.RevokedKey{Kind: string(r.Kind), Id: r.ID, SignerId: r.SignerID, Node: r.Node, NotAfter: unixOrZero(r.NotAfter),
 		RevokedAt: r.At.Unix(), RevokedBy: r.By, Reason: r.Reason, RequestedBy: r.RequestedBy}
 	switch {
 	case !own && r.Kind == storage.AuthorityX509Intermediate:
