@@ -39,8 +39,9 @@ type Config struct {
 	// MintBatch is how many CSRs go in one signing call (default 500).
 	MintBatch int
 	// OnBundle, if set, receives the X.509 authorities whenever the server pushes a new bundle (the agent
-	// process persists them for its next start).
-	OnBundle func(roots []*x509.Certificate)
+	// process persists them for its next start), and the key IDs of the revoked upstream intermediates
+	// (ServerConn.RenewIfUntrusted).
+	OnBundle func(roots []*x509.Certificate, revokedSigners []string)
 	// OnRevoked, if set, is called once when the server refuses this agent's identity (evicted, banned):
 	// the agent has already dropped every SVID it held and stopped syncing.
 	OnRevoked func(err error)

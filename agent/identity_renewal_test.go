@@ -283,7 +283,7 @@ func TestBundleAndRenewalSaves(t *testing.T) {
 
 	var pushes atomic.Int64
 	a, stopAgent := startAgent(t, conn, func(c *agent.Config) {
-		c.OnBundle = func(roots []*x509.Certificate) {
+		c.OnBundle = func(roots []*x509.Certificate, _ []string) {
 			pushes.Add(1)
 			if err := id.SetBundle(roots); err != nil {
 				t.Errorf("SetBundle from OnBundle: %v", err)
@@ -359,7 +359,7 @@ func TestBundleAndRenewalSaves(t *testing.T) {
 	// A restarted agent applies the first bundle it gets, although its sequence is the same.
 	stopAgent()
 	var restartPushes atomic.Int64
-	restarted, _ := startAgent(t, conn, func(c *agent.Config) { c.OnBundle = func([]*x509.Certificate) { restartPushes.Add(1) } })
+	restarted, _ := startAgent(t, conn, func(c *agent.Config) { c.OnBundle = func([]*x509.Certificate, []string) { restartPushes.Add(1) } })
 	waitCount(t, &restartPushes, 1, testDeadline, "the first bundle after a restart")
 	waitIdentities(t, restarted, uid1000(t), testDeadline, "the bundle after a restart", func(ids workloadapi.Identities) bool {
 		return len(ids.X509Bundle) > 0 && ids.BundleSequence == e.st.Bundle().Sequence

@@ -30,6 +30,9 @@ type x509SVID struct {
 	// signer is the key ID (hex Authority Key Identifier) of the authority that signed the chain's top
 	// certificate: the bundle's root it chains to ("" if the certificate names none).
 	signer string
+	// issuer is the key ID (hex Authority Key Identifier) of the key that signed the leaf: under an
+	// upstream authority, the server's intermediate, which a revocation names (Bundle.revoked_signers).
+	issuer string
 	// What the SVID was minted for: an entry change to any of these needs a new SVID.
 	spiffeID string
 	x509TTL  int64
@@ -54,6 +57,10 @@ func (s *x509SVID) verifiesTo(signers map[string]bool, roots []*x509.Certificate
 	top := chain[len(chain)-1]
 	return slices.ContainsFunc(roots, func(r *x509.Certificate) bool { return top.CheckSignatureFrom(r) == nil })
 }
+
+// signedByRemoved reports whether a key that has left the bundle, or a revoked intermediate, signed the
+// SVID or its chain's top.
+func (s *x509SVID) signedByRemoved(r *removedKeys) bool { return r.has(s.signer) || r.has(s.issuer) }
 
 // rotateAt is half-way through the SVID's life, counted from issuance: NotBefore is backdated for
 // clock skew, so the lifetime the entry asked for (x509TTL) is what is halved.
@@ -271,7 +278,7 @@ func (a *Agent) mint(ctx context.Context, entries []*agentv1.Entry, failedUntil 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, s := range minted {
-		if a.removedKeys.has(s.signer) {
+		if s.signedByRemoved(&a.removedKeys) {
 			// Signed by a key that has left the bundle (revoked): its server has not replaced it yet.
 			failedUntil[id] = now.Add(mintRetry)
 			a.log.Warn("server returned an X.509-SVID signed by a key no longer in the bundle; asking again", "entry", id, "signer", s.signer)
@@ -343,6 +350,6 @@ func newX509SVID(mk mintKey, chain [][]byte) (*x509SVID, error) {
 			}
 		}
 	}
-	s.signer = ca.SignerKeyID(top)
+	s.signer, s.issuer = ca.SignerKeyID(top), ca.SignerKeyID(leaf)
 	return s, nil
 }

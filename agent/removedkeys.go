@@ -11,6 +11,9 @@ import (
 // times a year (prunings, revocations), so the oldest are long gone from every server by then.
 const maxRemovedKeys = 64
 
+// maxKeyIDLen bounds a key ID the server names as revoked (a Subject Key Identifier in hex).
+const maxKeyIDLen = 128
+
 // removedKeys are the key IDs (X.509 authorities' SKIs in hex, JWT kids) that have left the bundle since
 // the agent started, the most recent maxRemovedKeys of them: an SVID one of them signed is not installed
 // or served (its server has not replaced a revoked key yet). Guarded by Agent.mu.

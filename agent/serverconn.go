@@ -199,16 +199,18 @@ func (c *ServerConn) RunRenewal(ctx context.Context, log *slog.Logger) error {
 }
 
 // RenewIfUntrusted has RunRenewal renew the agent SVID at once when no authority of roots (a bundle
-// the server just pushed) signed it: its CA key was revoked, and a new connection presenting it would be
-// refused. The renewal goes over the current connection, authenticated when the key was still trusted.
-// It reports whether a renewal was asked.
-func (c *ServerConn) RenewIfUntrusted(roots []*x509.Certificate) bool {
+// the server just pushed) signed it, or a revoked upstream intermediate (revokedSigners) signed it: its
+// CA key was revoked, and a new connection presenting it would be refused (or should be). The renewal
+// goes over the current connection, authenticated when the key was still trusted. It reports whether a
+// renewal was asked.
+func (c *ServerConn) RenewIfUntrusted(roots []*x509.Certificate, revokedSigners []string) bool {
 	svid, err := c.id.GetX509SVID()
 	if err != nil || len(svid.Certificates) == 0 {
 		return false
 	}
 	signer := ca.SignerKeyID(svid.Certificates[len(svid.Certificates)-1])
-	if slices.ContainsFunc(roots, func(r *x509.Certificate) bool { return ca.X509KeyID(r) == signer }) {
+	if slices.ContainsFunc(roots, func(r *x509.Certificate) bool { return ca.X509KeyID(r) == signer }) &&
+		!slices.Contains(revokedSigners, ca.SignerKeyID(svid.Certificates[0])) {
 		return false
 	}
 	select {

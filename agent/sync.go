@@ -147,6 +147,15 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 		return fmt.Errorf("agent: bundle: %w", err)
 	}
 	st.jwks = jwks
+	revokedSigners := b.RevokedSigners
+	if len(revokedSigners) > maxRemovedKeys {
+		revokedSigners = revokedSigners[len(revokedSigners)-maxRemovedKeys:]
+	}
+	for _, k := range revokedSigners {
+		if len(k) > maxKeyIDLen {
+			return fmt.Errorf("agent: bundle: revoked signer ID of %d bytes: want at most %d", len(k), maxKeyIDLen)
+		}
+	}
 	st.jwtAuthorities = jwtbundle.FromJWTAuthorities(a.cfg.TrustDomain, jwtKeys)
 	a.mu.Lock()
 	old := a.bundle
@@ -161,6 +170,9 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 			a.removedKeys.add(k)
 		}
 	}
+	for _, k := range revokedSigners {
+		a.removedKeys.add(k)
+	}
 	dropped := a.dropUnverifiedLocked(roots)
 	a.notifyLocked()
 	a.mu.Unlock()
@@ -173,17 +185,18 @@ func (a *Agent) applyBundle(b *agentv1.Bundle) error {
 		a.wakeMinter()
 	}
 	if a.cfg.OnBundle != nil {
-		a.cfg.OnBundle(roots)
+		a.cfg.OnBundle(roots, revokedSigners)
 	}
 	return nil
 }
 
 // dropUnverifiedLocked drops every SVID whose signer is not an authority of the bundle just installed
-// (roots): it would not verify. Those still in use are minted again by the mint loop.
+// (roots): it would not verify; and every SVID a revoked upstream intermediate signed. Those still in use
+// are minted again by the mint loop.
 func (a *Agent) dropUnverifiedLocked(roots []*x509.Certificate) int {
 	n := 0
 	for _, e := range a.entries {
-		if e.svid != nil && !e.svid.verifiesTo(a.bundle.x509Signers, roots) {
+		if e.svid != nil && (!e.svid.verifiesTo(a.bundle.x509Signers, roots) || e.svid.signedByRemoved(&a.removedKeys)) {
 			e.svid = nil
 			n++
 		}

@@ -495,7 +495,7 @@ func TestBundlePush(t *testing.T) {
 	var pushes [][]*x509.Certificate
 	pushed := make(chan []*x509.Certificate, 100)
 	a, _ := startAgent(t, e.client(), func(c *agent.Config) {
-		c.OnBundle = func(roots []*x509.Certificate) {
+		c.OnBundle = func(roots []*x509.Certificate, _ []string) {
 			mu.Lock()
 			pushes = append(pushes, roots)
 			mu.Unlock()

@@ -184,7 +184,7 @@ func (s *Server) published(slot rotation.Slot) bool {
 		return false
 	}
 	want := map[string]bool{}
-	for _, id := range x509RootIDs(slot) {
+	for _, id := range slot.BundleRootIDs() {
 		want[id] = true
 	}
 	var j bool
@@ -200,19 +200,6 @@ func (s *Server) published(slot rotation.Slot) bool {
 	return len(want) == 0 && j
 }
 
-// x509RootIDs are the bundle IDs of the X.509 roots slot's CA needs in the bundle (none once pruned).
-func x509RootIDs(slot rotation.Slot) []string {
-	if slot.CA == nil {
-		return nil
-	}
-	var ids []string
-	for _, r := range slot.CA.X509Roots() {
-		sum := sha256.Sum256(r.Raw)
-		ids = append(ids, hex.EncodeToString(sum[:]))
-	}
-	return ids
-}
-
 // removePruned takes this node's authorities out of the bundle that belong to no live slot and are past
 // their NotAfter: nothing they signed can still be valid. An upstream authority's root stays while any
 // live slot's chain leads to it.
@@ -222,7 +209,7 @@ func (s *Server) removePruned(ctx context.Context) error {
 		if slot.State != rotation.Pruned {
 			live[string(storage.AuthorityX509)+"/"+slot.X509ID] = true
 			live[string(storage.AuthorityJWT)+"/"+slot.JWTKeyID] = true
-			for _, id := range x509RootIDs(slot) {
+			for _, id := range slot.BundleRootIDs() {
 				live[string(storage.AuthorityX509)+"/"+id] = true
 			}
 		}

@@ -253,6 +253,10 @@ func writeNewestCommand(t *testing.T, s *Store, owner string) {
 	if _, err := s.CreateFederation(context.Background(), Federation{TrustDomain: "newest.org", BundleEndpointURL: "https://newest.org/", Profile: "https_web"}, ""); err != nil {
 		t.Fatal(err)
 	}
+	// Type 60 (command version 11): an upstream intermediate revoked.
+	if _, err := s.RevokeIntermediate(ctx, Intermediate{ID: "0e0e", Node: "n1"}, "a command of the newest version", nil, false); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A node that attests once (trust on first use, aws_iid): the first attestation registers it, a second

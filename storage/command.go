@@ -101,6 +101,9 @@ const (
 	cmdEntryCreateFederated commandType = 56 // raftv1.EntryCreate
 	cmdEntryBatchFederated  commandType = 57 // raftv1.EntryBatchCreate
 	cmdEntryUpdateFederated commandType = 58 // raftv1.EntryUpdate
+	// cmdKeyRevokeIntermediate: an upstream authority's intermediate revoked after a compromise, or its
+	// revocation pending or approved (revoke.go), command version 11: the same message as key-revoke.
+	cmdKeyRevokeIntermediate commandType = 60 // raftv1.KeyRevoke
 )
 
 // federatedType returns the type of command version 10 that carries t's entries with federates_with:
@@ -183,8 +186,10 @@ const (
 	// commandVersionFederation: federation relationships and their bundles, types 53–55, and entries
 	// that federate (federates_with), types 56–58.
 	commandVersionFederation uint32 = 10
+	// commandVersionRevokeIntermediate: revocation of an upstream authority's intermediate, type 60.
+	commandVersionRevokeIntermediate uint32 = 11
 	// CommandVersion is the newest command version this build understands and proposes.
-	CommandVersion = commandVersionFederation
+	CommandVersion = commandVersionRevokeIntermediate
 )
 
 // since returns the command version that introduced t. A type missing here is taken to need this
@@ -211,6 +216,8 @@ func (t commandType) since() uint32 {
 		return commandVersionUpstream
 	case t >= cmdFederationCreate && t <= cmdEntryUpdateFederated:
 		return commandVersionFederation
+	case t == cmdKeyRevokeIntermediate:
+		return commandVersionRevokeIntermediate
 	default:
 		return CommandVersion
 	}
@@ -264,6 +271,7 @@ var commandNames = map[commandType]string{
 	cmdRotationRequest:          "rotation-request",
 	cmdAgentAttestNodeFirstUse:  "agent-attest-node-first-use",
 	cmdKeyRevoke:                "key-revoke",
+	cmdKeyRevokeIntermediate:    "key-revoke-intermediate",
 	cmdAuthorityRetain:          "authority-retain",
 	cmdFederationCreate:         "federation-create",
 	cmdFederationDelete:         "federation-delete",

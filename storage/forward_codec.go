@@ -174,7 +174,7 @@ func decodeResult(t commandType, b []byte) (any, error) {
 		out, err = decodeAs[Policy](b)
 	case cmdRotationRequest:
 		out, err = decodeAs[RotationRequest](b)
-	case cmdKeyRevoke:
+	case cmdKeyRevoke, cmdKeyRevokeIntermediate:
 		out, err = decodeAs[KeyRevokeResult](b)
 	case cmdFederationCreate, cmdFederationDelete, cmdFederatedBundleSet:
 		out, err = decodeAs[Federation](b)

@@ -122,6 +122,7 @@ func TestResultsRoundTrip(t *testing.T) {
 		{cmdAuthorityPut, nil}, {cmdAuthorityRemove, nil}, {cmdAuthorityRetain, nil}, {cmdRotationRequest, RotationRequest{Seq: 3, Node: "n2", By: "alice", At: now, Reason: "drill"}}, {cmdAuditAppend, nil}, {cmdNodeVersion, nil},
 		{cmdKeyRevoke, KeyRevokeResult{Revoked: &RevokedKey{Kind: AuthorityX509, ID: "ab", SignerID: "cd", Node: "n1", NotAfter: now, At: now, By: "bob", Reason: "leak", RequestedBy: "alice"}}},
 		{cmdKeyRevoke, KeyRevokeResult{Pending: &PendingRevocation{Kind: AuthorityJWT, ID: "k", By: "alice", At: now, Reason: "leak", Rules: []string{"two"}}}},
+		{cmdKeyRevokeIntermediate, KeyRevokeResult{Revoked: &RevokedKey{Kind: AuthorityX509Intermediate, ID: "ab", SignerID: "ab", Node: "n1", At: now, By: "bob", Reason: "leak"}}},
 		{cmdFederationCreate, Federation{TrustDomain: "other.org", Profile: "https_web", CreatedBy: "alice", CreatedAt: now}},
 		{cmdFederationDelete, Federation{TrustDomain: "other.org"}},
 		{cmdFederatedBundleSet, Federation{TrustDomain: "other.org", Bundle: []byte(`{"keys":[]}`), BundleRevision: 2, BundleUpdatedAt: now}},

@@ -191,7 +191,7 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 	attestNode := func(tx *bolt.Tx, c agentAttestNodeCmd) (applied, error) {
 		return applyAgentAttestNode(tx, index, c, t == cmdAgentAttestNodeFirstUse)
 	}
-	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard && t != cmdKeyRevoke {
+	if policyGoverned(t) && !policyChecked && t != cmdOwnerOffboard && t != cmdKeyRevoke && t != cmdKeyRevokeIntermediate {
 		if err := checkPolicyRevision(tx, t, 0); err != nil {
 			return applied{}, err
 		}
@@ -229,9 +229,9 @@ func dispatch(tx *bolt.Tx, index uint64, t commandType, payload []byte, policyCh
 		return viaWire(tx, payload, authorityRetainFromWire, applyAuthorityRetain)
 	case cmdRotationRequest:
 		return viaWire(tx, payload, rotationRequestFromWire, applyRotationRequest)
-	case cmdKeyRevoke: // decided under the policy unless it approves a pending revocation (revoke.go)
+	case cmdKeyRevoke, cmdKeyRevokeIntermediate: // decided under the policy unless it approves a pending revocation (revoke.go)
 		return viaWire(tx, payload, keyRevokeFromWire, func(tx *bolt.Tx, c keyRevokeCmd) (applied, error) {
-			return applyKeyRevoke(tx, c, policyChecked)
+			return applyKeyRevoke(tx, c, policyChecked, t == cmdKeyRevokeIntermediate)
 		})
 	case cmdFederationCreate:
 		return viaWire(tx, payload, federationCreateFromWire, applyFederationCreate)

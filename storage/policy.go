@@ -142,7 +142,7 @@ func applyPolicySet(tx *bolt.Tx, c policySetCmd) (applied, error) {
 // proposed without the policy revision it was checked against counts as checked against no policy.
 func policyGoverned(t commandType) bool {
 	switch t {
-	case cmdEntryCreate, cmdEntryBatch, cmdEntryUpdate, cmdOwnerOffboard, cmdKeyRevoke, cmdEntryCreateFederated, cmdEntryBatchFederated, cmdEntryUpdateFederated:
+	case cmdEntryCreate, cmdEntryBatch, cmdEntryUpdate, cmdOwnerOffboard, cmdKeyRevoke, cmdKeyRevokeIntermediate, cmdEntryCreateFederated, cmdEntryBatchFederated, cmdEntryUpdateFederated:
 		return true
 	}
 	return false

@@ -38,10 +38,13 @@ type registry struct {
 	entries     map[string]*Entry
 	byParent    map[string]map[string]*Entry
 	authorities map[string]*Authority
-	bundle      Bundle
-	tokens      map[string]*JoinToken
-	agents      map[string]*Agent
-	changes     []change // ascending by revision, at most maxChanges
+	// revokedSigners are the revoked upstream intermediates' key IDs, oldest revocation first, at most
+	// MaxRevokedSigners (Bundle.RevokedSigners).
+	revokedSigners []string
+	bundle         Bundle
+	tokens         map[string]*JoinToken
+	agents         map[string]*Agent
+	changes        []change // ascending by revision, at most maxChanges
 	// floor is the newest revision that is NOT covered by changes: deltas can be served from any
 	// revision >= floor.
 	floor  uint64
@@ -107,6 +110,10 @@ func (r *registry) load(st registryState) {
 	r.authorities = map[string]*Authority{}
 	for _, a := range st.auths {
 		r.authorities[a.Kind.key(a.ID)] = a
+	}
+	r.revokedSigners = nil
+	for _, id := range st.revokedSigners {
+		r.addRevokedSignerLocked(id)
 	}
 	r.rebuildBundleLocked(st.bundleSeq)
 	r.tokens = map[string]*JoinToken{}
@@ -211,8 +218,24 @@ func (r *registry) authorityRemove(kind AuthorityKind, id string, bundleSeq uint
 	r.wakeLocked()
 }
 
+// signerRevoke lists a revoked upstream intermediate in the bundle (Bundle.RevokedSigners).
+func (r *registry) signerRevoke(id string, bundleSeq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addRevokedSignerLocked(id)
+	r.rebuildBundleLocked(bundleSeq)
+	r.wakeLocked()
+}
+
+func (r *registry) addRevokedSignerLocked(id string) {
+	if len(r.revokedSigners) >= MaxRevokedSigners {
+		r.revokedSigners = slices.Delete(r.revokedSigners, 0, 1)
+	}
+	r.revokedSigners = append(r.revokedSigners, id)
+}
+
 func (r *registry) rebuildBundleLocked(seq uint64) {
-	b := Bundle{JWTAuthorities: map[string]crypto.PublicKey{}, Sequence: seq}
+	b := Bundle{JWTAuthorities: map[string]crypto.PublicKey{}, Sequence: seq, RevokedSigners: slices.Clone(r.revokedSigners)}
 	auths := make([]*Authority, 0, len(r.authorities))
 	for _, a := range r.authorities {
 		auths = append(auths, a)

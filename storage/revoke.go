@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/signet-id/signet/proto/raftv1"
@@ -42,6 +43,14 @@ type PendingRevocation struct {
 // MaxRevokeReason bounds a key revocation's reason.
 const MaxRevokeReason = 1024
 
+// MaxRevokedSigners bounds the revoked intermediates the bundle lists for agents (Bundle.RevokedSigners):
+// the most recent ones. Intermediates live no longer than a CA key (ca.ttl), and revocations are rare.
+const MaxRevokedSigners = 64
+
+// maxKeyIDLen bounds an intermediate's key ID (a Subject Key Identifier in hex) and a node ID in a
+// revocation.
+const maxKeyIDLen = 128
+
 // maxPendingRules bounds the policy rules a pending revocation names (the policy's own bound).
 const maxPendingRules = MaxPolicyRules
 
@@ -56,14 +65,46 @@ type keyRevokeCmd struct {
 	Meta         auditMeta // Meta.Reason is the revocation's reason
 	PendingRules []string
 	Approve      bool
+	// Node and NotAfter describe an upstream intermediate (kind x509-intermediate), which is in no bundle.
+	Node     string
+	NotAfter time.Time
 }
 
 func (c keyRevokeCmd) wire() *raftv1.KeyRevoke {
-	return &raftv1.KeyRevoke{Kind: string(c.Kind), Id: c.ID, Meta: metaToWire(c.Meta), PendingRules: c.PendingRules, Approve: c.Approve}
+	m := &raftv1.KeyRevoke{Kind: string(c.Kind), Id: c.ID, Meta: metaToWire(c.Meta), PendingRules: c.PendingRules, Approve: c.Approve, Node: c.Node}
+	if !c.NotAfter.IsZero() {
+		m.NotAfter = c.NotAfter.Unix()
+	}
+	return m
 }
 
 func keyRevokeFromWire(m *raftv1.KeyRevoke) keyRevokeCmd {
-	return keyRevokeCmd{Kind: AuthorityKind(m.GetKind()), ID: m.GetId(), Meta: metaFromWire(m.GetMeta()), PendingRules: m.GetPendingRules(), Approve: m.GetApprove()}
+	c := keyRevokeCmd{Kind: AuthorityKind(m.GetKind()), ID: m.GetId(), Meta: metaFromWire(m.GetMeta()), PendingRules: m.GetPendingRules(), Approve: m.GetApprove(), Node: m.GetNode()}
+	if m.GetNotAfter() != 0 {
+		c.NotAfter = time.Unix(m.GetNotAfter(), 0).UTC()
+	}
+	return c
+}
+
+// checkKind checks the kind of a key-revoke command against its type: key-revoke takes the bundle's
+// keys (x509, jwt), key-revoke-intermediate an upstream intermediate, named by its Subject Key
+// Identifier in lowercase hex, with the node that owns it.
+func (c keyRevokeCmd) checkKind(obj string, intermediate bool) error {
+	switch {
+	case !intermediate && c.Kind != AuthorityX509 && c.Kind != AuthorityJWT:
+		return fmt.Errorf("key revocation: %w: kind %q: want x509 or jwt", ErrInvalid, c.Kind)
+	case !intermediate && (c.Node != "" || !c.NotAfter.IsZero()):
+		return fmt.Errorf("%s: %w: node and not_after describe an upstream intermediate only", obj, ErrInvalid)
+	case !intermediate:
+		return nil
+	case c.Kind != AuthorityX509Intermediate:
+		return fmt.Errorf("key revocation: %w: kind %q: want %s", ErrInvalid, c.Kind, AuthorityX509Intermediate)
+	case len(c.ID) < 2 || len(c.ID) > maxKeyIDLen || strings.Trim(c.ID, "0123456789abcdef") != "":
+		return fmt.Errorf("%s: %w: want its Subject Key Identifier in lowercase hex, at most %d characters", obj, ErrInvalid, maxKeyIDLen)
+	case c.Node == "" || len(c.Node) > maxKeyIDLen:
+		return fmt.Errorf("%s: %w: node of %d bytes: want 1 to %d", obj, ErrInvalid, len(c.Node), maxKeyIDLen)
+	}
+	return nil
 }
 
 // KeyRevokeResult is what a key-revoke command did: the key revoked, or the revocation left pending.
@@ -75,11 +116,12 @@ type KeyRevokeResult struct {
 // applyKeyRevoke revokes a key, records a revocation pending approval, or approves one. policyChecked
 // says whether the command was decided under the current policy (a pending request or a revocation
 // needs that; an approval does not).
-func applyKeyRevoke(tx *bolt.Tx, c keyRevokeCmd, policyChecked bool) (applied, error) {
+func applyKeyRevoke(tx *bolt.Tx, c keyRevokeCmd, policyChecked, intermediate bool) (applied, error) {
 	obj := string(c.Kind) + " key " + c.ID
+	if err := c.checkKind(obj, intermediate); err != nil {
+		return applied{}, err
+	}
 	switch {
-	case c.Kind != AuthorityX509 && c.Kind != AuthorityJWT:
-		return applied{}, fmt.Errorf("key revocation: %w: kind %q: want x509 or jwt", ErrInvalid, c.Kind)
 	case !c.Approve && (c.Meta.Reason == "" || len(c.Meta.Reason) > MaxRevokeReason):
 		return applied{}, fmt.Errorf("%s: %w: reason of %d bytes: want 1 to %d", obj, ErrInvalid, len(c.Meta.Reason), MaxRevokeReason)
 	case len(c.PendingRules) > maxPendingRules || (c.Approve && len(c.PendingRules) > 0):
@@ -99,13 +141,16 @@ func applyKeyRevoke(tx *bolt.Tx, c keyRevokeCmd, policyChecked bool) (applied, e
 		}
 		return applied{}, fmt.Errorf("%s: %w: already revoked by %s at %s", obj, ErrInvalid, r.By, r.At.Format(time.RFC3339))
 	}
-	v := tx.Bucket(bucketAuthorities).Get([]byte(k))
-	if v == nil {
-		return applied{}, fmt.Errorf("%s: %w: not in the bundle", obj, ErrInvalid)
-	}
-	var a Authority
-	if err := decodeStored("authority", c.ID, v, &a); err != nil {
-		return applied{}, err
+	// An intermediate is in no bundle: the command describes it (its node checks that it holds it).
+	a := Authority{Kind: c.Kind, ID: c.ID, Node: c.Node, NotAfter: c.NotAfter}
+	if !intermediate {
+		v := tx.Bucket(bucketAuthorities).Get([]byte(k))
+		if v == nil {
+			return applied{}, fmt.Errorf("%s: %w: not in the bundle", obj, ErrInvalid)
+		}
+		if err := decodeStored("authority", c.ID, v, &a); err != nil {
+			return applied{}, err
+		}
 	}
 	pendingKey := []byte(keyPendingPrefix + k)
 	var pending *PendingRevocation
@@ -140,7 +185,9 @@ func applyKeyRevoke(tx *bolt.Tx, c keyRevokeCmd, policyChecked bool) (applied, e
 		}
 	}
 	seq := nextBundleSeq(meta)
-	mustDelete(tx.Bucket(bucketAuthorities), []byte(k))
+	if !intermediate {
+		mustDelete(tx.Bucket(bucketAuthorities), []byte(k))
+	}
 	if pending != nil {
 		mustDelete(meta, pendingKey)
 	}
@@ -150,8 +197,32 @@ func applyKeyRevoke(tx *bolt.Tx, c keyRevokeCmd, policyChecked bool) (applied, e
 	if c.Approve {
 		rec.Reason = fmt.Sprintf("approved the request of %s: %s", r.RequestedBy, r.Reason)
 	}
+	if intermediate {
+		appendAudit(tx, rec, nil, &r)
+		return applied{resp: KeyRevokeResult{Revoked: &r}, publish: func(reg *registry) { reg.signerRevoke(c.ID, seq) }}, nil
+	}
 	appendAudit(tx, rec, &a, &r)
 	return applied{resp: KeyRevokeResult{Revoked: &r}, publish: func(reg *registry) { reg.authorityRemove(c.Kind, c.ID, seq) }}, nil
+}
+
+// readRevokedSigners returns the key IDs of the revoked upstream intermediates, oldest revocation first.
+func readRevokedSigners(tx *bolt.Tx) ([]string, error) {
+	prefix := keyRevokedPrefix + AuthorityX509Intermediate.key("")
+	var rs []RevokedKey
+	c := tx.Bucket(bucketMeta).Cursor()
+	for k, v := c.Seek([]byte(prefix)); k != nil && strings.HasPrefix(string(k), prefix); k, v = c.Next() {
+		var r RevokedKey
+		if err := decodeStored("revoked key", string(k[len(prefix):]), v, &r); err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	slices.SortStableFunc(rs, func(x, y RevokedKey) int { return x.At.Compare(y.At) })
+	ids := make([]string, 0, len(rs))
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	return ids, nil
 }
 
 // checkNotRevoked refuses to publish an authority that was revoked.
@@ -175,6 +246,29 @@ func (s *Store) RevokeKey(ctx context.Context, kind AuthorityKind, id, reason st
 // asked cannot (ErrSameApprover); none pending is ErrNotPending.
 func (s *Store) ApproveKeyRevocation(ctx context.Context, kind AuthorityKind, id string) (KeyRevokeResult, error) {
 	return s.proposeKeyRevoke(ctx, keyRevokeCmd{Kind: kind, ID: id, Meta: s.newMeta(ctx, ""), Approve: true})
+}
+
+// Intermediate is an upstream authority's intermediate that signs a node's X.509-SVIDs: in no bundle.
+type Intermediate struct {
+	// ID is its Subject Key Identifier in lowercase hex (the ledger's signed_by).
+	ID   string
+	Node string
+	// NotAfter is zero when the server proposing the revocation does not know it (another node's).
+	NotAfter time.Time
+}
+
+// RevokeIntermediate revokes an upstream intermediate (command key-revoke-intermediate, command version
+// 11) as RevokeKey revokes a bundle key: recorded for good and audited as ca.revoke-key; the bundle's
+// sequence moves and its RevokedSigners lists it, so agents drop what chains through it; the node that
+// owns it replaces it. With approve, it carries out a pending revocation as the second admin.
+func (s *Store) RevokeIntermediate(ctx context.Context, in Intermediate, reason string, pendingRules []string, approve bool) (KeyRevokeResult, error) {
+	c := keyRevokeCmd{Kind: AuthorityX509Intermediate, ID: in.ID, Meta: s.newMeta(ctx, reason), PendingRules: pendingRules, Approve: approve,
+		Node: in.Node, NotAfter: in.NotAfter}
+	resp, err := s.propose(ctx, cmdKeyRevokeIntermediate, c.wire())
+	if err != nil {
+		return KeyRevokeResult{}, fmt.Errorf("storage: revoke %s key %s: %w", c.Kind, c.ID, err)
+	}
+	return resp.(KeyRevokeResult), nil
 }
 
 func (s *Store) proposeKeyRevoke(ctx context.Context, c keyRevokeCmd) (KeyRevokeResult, error) {

@@ -105,6 +105,7 @@ type registryState struct {
 	auths               []*Authority
 	tokens              []*JoinToken
 	agents              []*Agent
+	revokedSigners      []string // oldest revocation first
 }
 
 // readRegistry reads the registry part of the state from db. It changes nothing: a state that does not
@@ -131,7 +132,10 @@ func readRegistry(db *bolt.DB) (registryState, error) {
 		if st.tokens, err = decodeBucket[JoinToken](tx, bucketTokens, "join token"); err != nil {
 			return err
 		}
-		st.agents, err = decodeBucket[Agent](tx, bucketAgents, "agent")
+		if st.agents, err = decodeBucket[Agent](tx, bucketAgents, "agent"); err != nil {
+			return err
+		}
+		st.revokedSigners, err = readRevokedSigners(tx)
 		return err
 	})
 	if err != nil {

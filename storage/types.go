@@ -100,6 +100,9 @@ type AuthorityKind string
 const (
 	AuthorityX509 AuthorityKind = "x509"
 	AuthorityJWT  AuthorityKind = "jwt"
+	// AuthorityX509Intermediate is an upstream authority's intermediate that signs a node's X.509-SVIDs
+	// (upstream_authority). It is in no bundle; it appears only as a revoked key (RevokedKey.Kind).
+	AuthorityX509Intermediate AuthorityKind = "x509-intermediate"
 )
 
 // Authority is one public trust anchor of the trust domain: a server node's X.509 root certificate or
@@ -119,8 +122,12 @@ type Authority struct {
 type Bundle struct {
 	X509Authorities []*x509.Certificate
 	JWTAuthorities  map[string]crypto.PublicKey
-	// Sequence increases whenever the set of authorities changes.
+	// Sequence increases whenever the set of authorities changes, or an intermediate is revoked.
 	Sequence uint64
+	// RevokedSigners are the key IDs (Subject Key Identifiers in hex) of the upstream intermediates
+	// revoked with signet ca revoke-key, the most recent MaxRevokedSigners, oldest first: the bundle's
+	// roots still verify what they signed, so agents drop what chains through them.
+	RevokedSigners []string
 }
 
 // IssuanceKind is the kind of credential an issuance record describes.

@@ -294,6 +294,20 @@ func (m *Manager) Rotate(published func(Slot) bool) (activated *Slot, err error)
 // ErrUnknownKey: no live slot holds the key named.
 var ErrUnknownKey = errors.New("no live key slot holds this key")
 
+// BundleRootIDs are the bundle IDs (hex SHA-256) of the X.509 roots the slot's CA needs in the bundle:
+// its own root, or its upstream authority's roots (none once pruned).
+func (s Slot) BundleRootIDs() []string {
+	if s.CA == nil {
+		return nil
+	}
+	var ids []string
+	for _, r := range s.CA.X509Roots() {
+		sum := sha256.Sum256(r.Raw)
+		ids = append(ids, hex.EncodeToString(sum[:]))
+	}
+	return ids
+}
+
 // Holds reports whether key ID id is one of the slot's: its X.509 ID (hex SHA-256 of the root), its
 // root's Subject Key Identifier in hex (the ledger's signed_by) or its JWT kid.
 func (s Slot) Holds(id string) bool {

@@ -145,11 +145,11 @@ func runAgentOnce(ctx context.Context, path string, c agentFileConfig, td spiffe
 		SocketDirMode: 0o755, SocketMode: mode, Logger: log, OnRevoked: onRevoked,
 		JWTMintRate: c.JWTMintRate, JWTMintBurst: c.JWTMintBurst, JWTCacheSize: c.JWTCacheSize, MaxHashSize: c.MaxHashSize,
 		NoUnix: !c.attestors.unix, K8s: c.k8sConfig(), SDS: c.SDS.sdsConfig(),
-		OnBundle: func(roots []*x509.Certificate) {
+		OnBundle: func(roots []*x509.Certificate, revokedSigners []string) {
 			if err := id.SetBundle(roots); err != nil {
 				log.Error("could not persist the trust bundle", "error", err)
 			}
-			if conn.RenewIfUntrusted(roots) {
+			if conn.RenewIfUntrusted(roots, revokedSigners) {
 				log.Warn("the CA key that signed this agent's SVID left the bundle (revoked): renewing the SVID now")
 			}
 		}})

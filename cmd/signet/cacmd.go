@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/signet-id/signet/proto/adminv1"
+	"github.com/signet-id/signet/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -83,6 +84,15 @@ once, without the usual prepare period: SVIDs of the new key may fail for a mome
 has not updated yet. When the key is this server's active key, the fresh key is in the bundle before the
 revoked one leaves it, so revoking the trust domain's only key is safe.
 
+Under an upstream authority (upstream_authority) KEY-ID is a server's intermediate: its x509_key_id in
+"signet ca status -o json" (or its x509_id on the server that owns it), the ledger's signed_by. The
+bundle holds the upstream's root, which stays: the revocation is recorded, agents drop and re-mint every
+SVID the intermediate signed, and its server gets a new intermediate from the upstream at once and never
+uses the revoked one again. But any peer that trusts the upstream root still accepts what the revoked
+intermediate signed until it expires (there is no CRL): have the upstream revoke the intermediate too,
+rotate the upstream root if its key may be exposed, and keep ca.max_svid_ttl short. The upstream root
+itself is refused: it is the upstream's key, not Signet's (docs/governance.md, "After a key compromise").
+
 A node's X.509 root and JWT key are one slot, on the same disk: revoke both when the disk was exposed.
 When the entry policy asks a second admin (approval_when on action "ca.revoke-key", docs/policy.md), the
 revocation waits until another admin runs this command again with --approve.
@@ -114,7 +124,11 @@ func printRevokeKey(w io.Writer, id string, resp *adminv1.RevokeKeyResponse, out
 	}
 	v.PendingRules, v.Note = resp.PendingRules, resp.Note
 	if r := resp.Revoked; r != nil {
-		v.Revoked = &revokedView{Kind: r.Kind, ID: r.Id, SignerID: r.SignerId, Node: r.Node, NotAfter: formatUnix(r.NotAfter),
+		notAfter := formatUnix(r.NotAfter)
+		if r.NotAfter == 0 {
+			notAfter = "unknown" // another server's upstream intermediate, found through the ledger
+		}
+		v.Revoked = &revokedView{Kind: r.Kind, ID: r.Id, SignerID: r.SignerId, Node: r.Node, NotAfter: notAfter,
 			RevokedAt: formatUnix(r.RevokedAt), RevokedBy: r.RevokedBy, RequestedBy: r.RequestedBy, Reason: r.Reason}
 	}
 	if resp.Activated != nil {
@@ -130,7 +144,11 @@ func printRevokeKey(w io.Writer, id string, resp *adminv1.RevokeKeyResponse, out
 		return nil
 	}
 	r := v.Revoked
-	fmt.Fprintf(w, "%s key %s of node %s revoked by %s: out of the bundle for good\n", r.Kind, r.SignerID, r.Node, r.RevokedBy)
+	if r.Kind == string(storage.AuthorityX509Intermediate) {
+		fmt.Fprintf(w, "%s key %s of node %s revoked by %s: its node never signs with it again\n", r.Kind, r.SignerID, r.Node, r.RevokedBy)
+	} else {
+		fmt.Fprintf(w, "%s key %s of node %s revoked by %s: out of the bundle for good\n", r.Kind, r.SignerID, r.Node, r.RevokedBy)
+	}
 	if a := v.Activated; a != nil {
 		fmt.Fprintf(w, "node %s: slot %s active (x509 %s, jwt %s, expires %s)\n", a.Node, a.Slot, a.X509ID, a.JWTKeyID, a.NotAfter)
 	}

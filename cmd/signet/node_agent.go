@@ -33,7 +33,7 @@ type agentNodeConfig struct {
 	SocketDirMode os.FileMode
 	SocketMode    os.FileMode
 	// OnBundle and OnRevoked are passed to the agent (see agent.Config).
-	OnBundle  func(roots []*x509.Certificate)
+	OnBundle  func(roots []*x509.Certificate, revokedSigners []string)
 	OnRevoked func(err error)
 	// JWTMintRate, JWTMintBurst and JWTCacheSize are passed to the agent, MaxHashSize to the Unix
 	// attestor (0: their defaults).

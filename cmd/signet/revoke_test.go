@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"path/filepath"
@@ -29,7 +28,8 @@ type x509Updates struct {
 
 type x509Update struct {
 	at      time.Time
-	signers []string // the SVIDs' signers (hex Authority Key Identifier)
+	signers []string // the SVIDs' signers (hex Authority Key Identifier of the chain's top)
+	issuers []string // the keys that signed the SVIDs' leaves (under an upstream: the intermediates)
 	roots   []string // the bundle's X.509 key IDs
 }
 
@@ -37,6 +37,7 @@ func (u *x509Updates) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	up := x509Update{at: time.Now()}
 	for _, s := range c.SVIDs {
 		up.signers = append(up.signers, ca.SignerKeyID(s.Certificates[len(s.Certificates)-1]))
+		up.issuers = append(up.issuers, ca.SignerKeyID(s.Certificates[0]))
 	}
 	if b, err := c.Bundles.GetX509BundleForTrustDomain(exampleTD); err == nil {
 		for _, r := range b.X509Authorities() {
@@ -65,6 +66,38 @@ func (u *x509Updates) since(t time.Time) (last x509Update, after []x509Update) {
 	return last, after
 }
 
+// watchedWorkload starts an agent on s with one entry, spiffeID owned by alice, for this test process,
+// and a go-spiffe client watching its X.509 contexts; it returns once the first one, with the SVID, came.
+func watchedWorkload(t *testing.T, ctx context.Context, s *testServer, spiffeID string) (*testAgent, *workloadapi.Client, *x509Updates) {
+	t.Helper()
+	s.mustCLI("owner", "add", "alice")
+	a := s.newAgent(t, "").start(t, s.token("alice"))
+	s.mustCLI("entry", "create", "--spiffe-id", spiffeID, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
+	waitForIDs(t, a.socket, spiffeID)
+	c := newClient(t, ctx, a.socket)
+	updates := &x509Updates{}
+	go func() { _ = c.WatchX509Context(ctx, updates) }()
+	waitfor.Condition(t, 30*time.Second, "the first X.509 context pushed to the workload", func() bool {
+		last, _ := updates.since(time.Time{})
+		return len(last.signers) == 1
+	})
+	return a, c, updates
+}
+
+// agentSVIDIssuer is the key ID that signed the agent's own SVID (agent_svid.pem), "" while unreadable.
+func agentSVIDIssuer(t *testing.T, a *testAgent) string {
+	t.Helper()
+	block, _ := pem.Decode(mustRead(t, filepath.Join(a.dir, "data", "agent_svid.pem")))
+	if block == nil {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	return ca.SignerKeyID(leaf)
+}
+
 func pemKeyIDs(t *testing.T, b []byte) []string {
 	t.Helper()
 	var ids []string
@@ -91,26 +124,15 @@ func pemKeyIDs(t *testing.T, b []byte) []string {
 // with a policy asking a second admin, a revocation waits and its requester cannot approve it.
 func TestRevokeKeyEndToEnd(t *testing.T) {
 	s := newTestServer(t).start(t)
-	s.mustCLI("owner", "add", "alice")
-	a := s.newAgent(t, "").start(t, s.token("alice"))
 	const web = "spiffe://example.org/web"
-	s.mustCLI("entry", "create", "--spiffe-id", web, "--selector", myUID, "--owner", "alice", "--purpose", "web", "--parent-id", a.id)
-	waitForIDs(t, a.socket, web)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := newClient(t, ctx, a.socket)
+	a, c, updates := watchedWorkload(t, ctx, s, web)
 	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+a.socket)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	updates := &x509Updates{}
-	go func() { _ = c.WatchX509Context(ctx, updates) }()
-	waitfor.Condition(t, 30*time.Second, "the first X.509 context pushed to the workload", func() bool {
-		last, _ := updates.since(time.Time{})
-		return len(last.signers) == 1
-	})
 	first, _ := updates.since(time.Time{})
 	oldKey := first.signers[0]
 	svids, err := c.FetchX509SVIDs(ctx)
@@ -185,13 +207,7 @@ func TestRevokeKeyEndToEnd(t *testing.T) {
 	}
 	agentData := filepath.Join(a.dir, "data")
 	waitfor.Condition(t, 30*time.Second, "the agent's bundle (agent API) without the revoked key and its SVID renewed with the new key", func() bool {
-		block, _ := pem.Decode(mustRead(t, filepath.Join(agentData, "agent_svid.pem")))
-		if block == nil {
-			return false
-		}
-		leaf, err := x509.ParseCertificate(block.Bytes)
-		return err == nil && hex.EncodeToString(leaf.AuthorityKeyId) == newKey &&
-			!slices.Contains(pemKeyIDs(t, mustRead(t, filepath.Join(agentData, "bundle.pem"))), oldKey)
+		return agentSVIDIssuer(t, a) == newKey && !slices.Contains(pemKeyIDs(t, mustRead(t, filepath.Join(agentData, "bundle.pem"))), oldKey)
 	})
 	bundles, err := c.FetchX509Bundles(ctx)
 	if err != nil {
@@ -252,6 +268,33 @@ func TestRevokeKeyEndToEnd(t *testing.T) {
 	}
 }
 
+// startWithFollower starts c's servers and returns the leader's index, a follower, its node ID and its
+// active CA key.
+func (c *testCluster) startWithFollower() (leader int, follower *testServer, node string, active caKeyView) {
+	c.startAll()
+	leader = c.leaderIndex(0, 1, 2)
+	f := (leader + 1) % 3
+	follower, node = c.servers[f], c.nodeID(f)
+	active, _ = activeAndRevoked(c.t, follower, "")
+	return leader, follower, node, active
+}
+
+// activeAndRevoked reads s's ca status: its active key, and whether the slot of x509ID is revoked (a
+// zero key and false while s does not answer).
+func activeAndRevoked(t testing.TB, s *testServer, x509ID string) (active caKeyView, revoked bool) {
+	st, _, code := s.cli("ca", "status", "-o", "json")
+	if code != 0 {
+		return caKeyView{}, false
+	}
+	for _, k := range decodeJSON[caStatusView](t, st).Keys {
+		revoked = revoked || (k.X509ID == x509ID && k.State == "revoked")
+		if k.State == "active" {
+			active = k
+		}
+	}
+	return active, revoked
+}
+
 // jwtKid returns the kid of a JWT-SVID's header (not verified).
 func jwtKid(t *testing.T, token string) string {
 	t.Helper()
@@ -271,16 +314,7 @@ func jwtKid(t *testing.T, token string) string {
 // serving: writes through it reach the leader again.
 func TestRevokeKeyOfAnotherServer(t *testing.T) {
 	c := newTestCluster(t, 3)
-	c.startAll()
-	leader := c.leaderIndex(0, 1, 2)
-	f := (leader + 1) % 3
-	follower, node := c.servers[f], c.nodeID(f)
-	var old caKeyView
-	for _, k := range decodeJSON[caStatusView](t, follower.mustCLI("ca", "status", "-o", "json")).Keys {
-		if k.State == "active" {
-			old = k
-		}
-	}
+	leader, follower, node, old := c.startWithFollower()
 	out := c.servers[leader].mustCLI("ca", "revoke-key", old.X509ID, "--reason", "node disk image leaked")
 	if !strings.Contains(out, "node "+node+" replaces the key") {
 		t.Fatalf("revoke-key of another server's key printed:\n%s", out)
@@ -291,18 +325,7 @@ func TestRevokeKeyOfAnotherServer(t *testing.T) {
 		}
 	}
 	eventually(t, 60*time.Second, "the follower to replace its revoked key, the successor in every server's bundle", func() bool {
-		st, _, code := follower.cli("ca", "status", "-o", "json")
-		if code != 0 {
-			return false
-		}
-		var active caKeyView
-		revoked := false
-		for _, k := range decodeJSON[caStatusView](t, st).Keys {
-			revoked = revoked || (k.X509ID == old.X509ID && k.State == "revoked")
-			if k.State == "active" {
-				active = k
-			}
-		}
+		active, revoked := activeAndRevoked(t, follower, old.X509ID)
 		if !revoked || active.X509ID == "" || active.X509ID == old.X509ID || !active.InBundle {
 			return false
 		}

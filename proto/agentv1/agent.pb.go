@@ -485,8 +485,12 @@ type Bundle struct {
 	X509Authorities [][]byte               `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
 	JwtAuthorities  []*JWTKey              `protobuf:"bytes,3,rep,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
 	Sequence        uint64                 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// revoked_signers are the key IDs (Subject Key Identifiers in hex) of upstream intermediates revoked
+	// with signet ca revoke-key, the most recent storage.MaxRevokedSigners: they are in no bundle (the
+	// upstream root is, and stays), so the agent drops and re-mints every SVID whose chain holds one.
+	RevokedSigners []string `protobuf:"bytes,5,rep,name=revoked_signers,json=revokedSigners,proto3" json:"revoked_signers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -545,6 +549,13 @@ func (x *Bundle) GetSequence() uint64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *Bundle) GetRevokedSigners() []string {
+	if x != nil {
+		return x.RevokedSigners
+	}
+	return nil
 }
 
 type SyncEntriesResponse struct {
@@ -1357,12 +1368,13 @@ const file_agentv1_agent_proto_rawDesc = "" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xb4\x01\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xdd\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12@\n" +
 	"\x0fjwt_authorities\x18\x03 \x03(\v2\x17.signet.agent.v1.JWTKeyR\x0ejwtAuthorities\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xa3\x03\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\x12'\n" +
+	"\x0frevoked_signers\x18\x05 \x03(\tR\x0erevokedSigners\"\xa3\x03\n" +
 	"\x13SyncEntriesResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x120\n" +

@@ -2978,12 +2978,17 @@ func (x *RotationRequest) GetMeta() *AuditMeta {
 // so it can never be published again. With pending_rules (policy rules asking a second admin), the
 // revocation waits, recorded as pending; approve (by another admin) carries out the pending one.
 type KeyRevoke struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "x509" or "jwt"
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`     // the authority's ID in the bundle
-	Meta          *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"` // its reason is the revocation's
-	PendingRules  []string               `protobuf:"bytes,4,rep,name=pending_rules,json=pendingRules,proto3" json:"pending_rules,omitempty"`
-	Approve       bool                   `protobuf:"varint,5,opt,name=approve,proto3" json:"approve,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Kind         string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "x509" or "jwt"
+	Id           string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`     // the authority's ID in the bundle
+	Meta         *AuditMeta             `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"` // its reason is the revocation's
+	PendingRules []string               `protobuf:"bytes,4,rep,name=pending_rules,json=pendingRules,proto3" json:"pending_rules,omitempty"`
+	Approve      bool                   `protobuf:"varint,5,opt,name=approve,proto3" json:"approve,omitempty"`
+	// An upstream authority's intermediate (command type 60, key-revoke-intermediate, command version 11;
+	// kind "x509-intermediate", id its Subject Key Identifier in hex): it is in no bundle, so the command
+	// names the node that owns it and its NotAfter (unix seconds; 0 when the proposer does not know it).
+	Node          string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	NotAfter      int64  `protobuf:"varint,7,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3051,6 +3056,20 @@ func (x *KeyRevoke) GetApprove() bool {
 		return x.Approve
 	}
 	return false
+}
+
+func (x *KeyRevoke) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *KeyRevoke) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
 }
 
 // AuthorityRetain keeps an authority of the bundle at least until not_after (its NotAfter is raised, never
@@ -3602,13 +3621,15 @@ const file_raftv1_raft_proto_rawDesc = "" +
 	"\x04meta\x18\x04 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"T\n" +
 	"\x0fRotationRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12-\n" +
-	"\x04meta\x18\x02 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"\x9d\x01\n" +
+	"\x04meta\x18\x02 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\"\xce\x01\n" +
 	"\tKeyRevoke\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12-\n" +
 	"\x04meta\x18\x03 \x01(\v2\x19.signet.raft.v1.AuditMetaR\x04meta\x12#\n" +
 	"\rpending_rules\x18\x04 \x03(\tR\fpendingRules\x12\x18\n" +
-	"\aapprove\x18\x05 \x01(\bR\aapprove\"\x9d\x01\n" +
+	"\aapprove\x18\x05 \x01(\bR\aapprove\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x12\x1b\n" +
+	"\tnot_after\x18\a \x01(\x03R\bnotAfter\"\x9d\x01\n" +
 	"\x0fAuthorityRetain\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x127\n" +

@@ -124,14 +124,18 @@ func slotToAdmin(node string, sl rotation.Slot, inBundle bool) *adminv1.CAKey {
 		PrunedAt: unixOrZero(sl.PrunedAt), NotAfter: unixOrZero(sl.NotAfter), InBundle: inBundle}
 	if sl.CA != nil {
 		k.X509KeyId = sl.CA.X509KeyID()
-		if sl.CA.Upstream() {
-			for _, r := range sl.CA.X509Roots() {
-				sum := sha256.Sum256(r.Raw)
-				k.UpstreamRootIds = append(k.UpstreamRootIds, hex.EncodeToString(sum[:]))
-			}
-		}
+		k.UpstreamRootIds = upstreamRootIDs(sl)
 	}
 	return k
+}
+
+// upstreamRootIDs are the bundle IDs of the upstream roots sl's intermediate chains to (none for a
+// self-signed root).
+func upstreamRootIDs(sl rotation.Slot) []string {
+	if sl.CA == nil || !sl.CA.Upstream() {
+		return nil
+	}
+	return sl.BundleRootIDs()
 }
 
 // slotInBundle reports whether the bundle holds sl's X.509 root or, under an upstream authority, every

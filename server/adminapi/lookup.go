@@ -71,6 +71,8 @@ func (s *AdminService) LookupCredential(ctx context.Context, req *adminv1.Lookup
 	case c.Kind == credential.KindX509 && rec.PublicKeySHA256 != "" && c.PublicKeySHA256 != rec.PublicKeySHA256:
 		out.Known = false
 		out.Reason = fmt.Sprintf("serial %s was issued for another key: this certificate is forged or altered", c.ID)
+	case s.revokedSignerNote(rec) != "":
+		out.Reason = s.revokedSignerNote(rec)
 	case !ours:
 		out.Reason = "the ledger knows this ID, but " + issuerNote + " (the authority may have been rotated out of the bundle)"
 	}

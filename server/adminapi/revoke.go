@@ -2,12 +2,11 @@ package adminapi
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/signet-id/signet/ca"
 	"github.com/signet-id/signet/ca/rotation"
 	"github.com/signet-id/signet/policy"
 	"github.com/signet-id/signet/proto/adminv1"
@@ -67,7 +66,7 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 		if err := s.replaceOwnKey(ctx, own, a.ID, out); err != nil {
 			return nil, toStatus(err)
 		}
-		res, err = s.cfg.Store.ApproveKeyRevocation(ctx, a.Kind, a.ID)
+		res, err = s.storeRevoke(ctx, a, "", nil, true)
 		if errors.Is(err, storage.ErrSameApprover) {
 			s.audit.Denied(ctx, admin, ActionRevokeKey, id, err)
 		}
@@ -81,7 +80,7 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 				return nil, toStatus(err)
 			}
 		}
-		res, err = s.cfg.Store.RevokeKey(ctx, a.Kind, a.ID, req.GetReason(), rules)
+		res, err = s.storeRevoke(ctx, a, req.GetReason(), rules, false)
 	}
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("revoke %s key %s: %w", a.Kind, id, err))
@@ -93,9 +92,11 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 	}
 	r := res.Revoked
 	s.log.Warn("CA key revoked", "kind", r.Kind, "id", r.ID, "node", r.Node, "by", r.By, "requested_by", r.RequestedBy, "reason", r.Reason)
-	out.Revoked = &adminv1.RevokedKey{Kind: string(r.Kind), Id: r.ID, SignerId: r.SignerID, Node: r.Node, NotAfter: r.NotAfter.Unix(),
+	out.Revoked = &adminv1.RevokedKey{Kind: string(r.Kind), Id: r.ID, SignerId: r.SignerID, Node: r.Node, NotAfter: unixOrZero(r.NotAfter),
 		RevokedAt: r.At.Unix(), RevokedBy: r.By, Reason: r.Reason, RequestedBy: r.RequestedBy}
 	switch {
+	case !own && r.Kind == storage.AuthorityX509Intermediate:
+		out.Note = fmt.Sprintf("node %s replaces the intermediate with a new one from the upstream as soon as it applies the revocation (signet audit list --action ca.rotate --object %s)", r.Node, r.Node)
 	case !own:
 		out.Note = fmt.Sprintf("node %s replaces the key as soon as it applies the revocation (signet audit list --action ca.rotate --object %s)", r.Node, r.Node)
 	case s.cfg.Revoker == nil:
@@ -106,33 +107,67 @@ func (s *AdminService) RevokeKey(ctx context.Context, req *adminv1.RevokeKeyRequ
 			out.Note = "retiring the key on this server failed and is retried: " + err.Error()
 		}
 	}
+	if r.Kind == storage.AuthorityX509Intermediate {
+		out.Note = strings.TrimPrefix(out.Note+"\n"+intermediateNote(*r), "\n")
+	}
 	return out, nil
 }
 
-// findKey returns the authority of the bundle id names (its ID, an X.509 root's SKI in hex, or a kid)
-// and the ID the ledger records it by. A revoked key is ErrKeyRevoked, any other ErrKeyNotFound.
+// storeRevoke proposes the revocation of a (a key of the bundle, or an upstream intermediate), or with
+// approve carries out its pending revocation.
+func (s *AdminService) storeRevoke(ctx context.Context, a storage.Authority, reason string, rules []string, approve bool) (storage.KeyRevokeResult, error) {
+	switch {
+	case a.Kind == storage.AuthorityX509Intermediate:
+		return s.cfg.Store.RevokeIntermediate(ctx, storage.Intermediate{ID: a.ID, Node: a.Node, NotAfter: a.NotAfter}, reason, rules, approve)
+	case approve:
+		return s.cfg.Store.ApproveKeyRevocation(ctx, a.Kind, a.ID)
+	}
+	return s.cfg.Store.RevokeKey(ctx, a.Kind, a.ID, reason, rules)
+}
+
+// findKey returns the authority of the bundle id names (its ID, an X.509 root's SKI in hex, or a kid),
+// or the upstream intermediate it names (kind x509-intermediate, by its SKI), and the ID the ledger
+// records it by. A revoked key is ErrKeyRevoked, an upstream root ErrInvalidArgument, any other
+// ErrKeyNotFound.
 func (s *AdminService) findKey(id string) (storage.Authority, string, error) {
 	for _, a := range s.cfg.Store.Authorities() {
 		signer := a.ID
 		if a.Kind == storage.AuthorityX509 {
-			if c, err := x509.ParseCertificate(a.DER); err == nil {
-				signer = ca.X509KeyID(c)
-			}
+			signer = x509KeyID(a)
 		}
 		if a.ID == id || signer == id {
-			return a, signer, nil
+			return a, signer, s.checkNotUpstreamRoot(a)
 		}
 	}
+	if err := s.checkNotRevoked(id); err != nil {
+		return storage.Authority{}, "", err
+	}
+	in, ok, err := s.findIntermediate(id)
+	switch {
+	case err != nil:
+		return storage.Authority{}, "", err
+	case ok:
+		if err := s.checkNotRevoked(in.ID); err != nil {
+			return storage.Authority{}, "", err
+		}
+		return storage.Authority{Kind: storage.AuthorityX509Intermediate, ID: in.ID, Node: in.Node, NotAfter: in.NotAfter}, in.ID, nil
+	}
+	return storage.Authority{}, "", fmt.Errorf("key %s: %w: no X.509 authority or JWT key of the bundle has this ID (see signet bundle show --format keys), "+
+		"nor an upstream intermediate of this server or one that signed an X.509-SVID still valid (see signet ca status on the server that owns it)", id, ErrKeyNotFound)
+}
+
+// checkNotRevoked is ErrKeyRevoked when id names a revoked key.
+func (s *AdminService) checkNotRevoked(id string) error {
 	revoked, err := s.cfg.Store.RevokedKeys()
 	if err != nil {
-		return storage.Authority{}, "", err
+		return err
 	}
 	for _, r := range revoked {
 		if r.ID == id || r.SignerID == id {
-			return storage.Authority{}, "", fmt.Errorf("key %s: %w: by %s at %s (%s)", id, ErrKeyRevoked, r.By, r.At.UTC().Format(time.RFC3339), r.Reason)
+			return fmt.Errorf("key %s: %w: by %s at %s (%s)", id, ErrKeyRevoked, r.By, r.At.UTC().Format(time.RFC3339), r.Reason)
 		}
 	}
-	return storage.Authority{}, "", fmt.Errorf("key %s: %w: no X.509 authority or JWT key of the bundle has this ID (see signet bundle show --format keys)", id, ErrKeyNotFound)
+	return nil
 }
 
 // checkApproval refuses an approval of a's revocation when none waits or admin asked for it.

@@ -48,7 +48,7 @@ func ToAgent(td spiffeid.TrustDomain, b storage.Bundle) (*agentv1.Bundle, error)
 	if err != nil {
 		return nil, err
 	}
-	out := &agentv1.Bundle{TrustDomain: td.Name(), Sequence: b.Sequence, X509Authorities: w.x509}
+	out := &agentv1.Bundle{TrustDomain: td.Name(), Sequence: b.Sequence, X509Authorities: w.x509, RevokedSigners: b.RevokedSigners}
 	for _, k := range w.jwt {
 		out.JwtAuthorities = append(out.JwtAuthorities, &agentv1.JWTKey{KeyId: k.id, PublicKey: k.der})
 	}
