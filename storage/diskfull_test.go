@@ -142,15 +142,22 @@ func TestRaftLogFullReportsDiskFullAndRecovers(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		_, err := s.CreateOwner(ctx, Owner{Name: "after"})
-		if err == nil {
-			break
+	// Until the node has re-elected itself, writes are still refused as ErrDiskFull. Each attempt writes
+	// an owner of its own: a refused write may yet be committed by the re-elected node.
+	attempt := 0
+	var written string
+	waitfor.Condition(t, 20*time.Second, "a write to succeed after space was freed", func() bool {
+		attempt++
+		name := fmt.Sprintf("after%d", attempt)
+		_, err := s.CreateOwner(ctx, Owner{Name: name})
+		if err != nil && !errors.Is(err, ErrDiskFull) {
+			t.Fatalf("write %s after space was freed: %v, want success or ErrDiskFull", name, err)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("writes did not resume after space was freed: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // the node re-elects itself
+		written = name
+		return err == nil
+	})
+	if _, err := s.Owner(written); err != nil {
+		t.Fatalf("the write that succeeded after space was freed: %v", err)
 	}
 	if err := s.Health(); err != nil {
 		t.Fatalf("health after recovery: %v", err)

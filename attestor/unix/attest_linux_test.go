@@ -100,20 +100,19 @@ func testBinary(t *testing.T) string {
 	return exe
 }
 
-// startHelper starts bin as a waiting helper, retrying briefly on ETXTBSY (a concurrent fork may
-// hold a freshly written copy open for writing); it is killed when the test ends.
+// startHelper starts bin as a waiting helper, retrying on ETXTBSY until the file can be executed (a
+// concurrent fork may hold a freshly written copy open for writing until it execs); it is killed when
+// the test ends.
 func startHelper(t *testing.T, bin string) *exec.Cmd {
 	t.Helper()
 	var cmd *exec.Cmd
 	var err error
-	for range 10 {
+	waitFor(t, func() bool {
 		cmd = exec.Command(bin, "-test.run=^$")
 		cmd.Env = append(os.Environ(), helperEnv+"=wait")
-		if err = cmd.Start(); !errors.Is(err, syscall.ETXTBSY) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		err = cmd.Start()
+		return !errors.Is(err, syscall.ETXTBSY)
+	}, bin+" to be executable (no longer open for writing)")
 	if err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
 	}
@@ -336,7 +335,8 @@ func TestAttestHashesNewExecutableOnce(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(100 * time.Millisecond) // let every attestation reach the digest
+	waitFor(t, func() bool { return hashes.Load() == 1 && waiting(a.digests) == n-1 },
+		"one attestation to hash the executable and the others to wait for its digest")
 	close(release)
 	wg.Wait()
 	for i := range n {

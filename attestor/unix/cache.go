@@ -35,10 +35,13 @@ type digestCache struct {
 var errHashPanicked = errors.New("hashing the executable panicked")
 
 // hashing is one hash of a file version in progress; done is closed when digest and err are set.
+// waiters counts the callers that have come to wait for it (guarded by digestCache.mu), so that a
+// test can tell when a caller has reached its wait.
 type hashing struct {
-	done   chan struct{}
-	digest string
-	err    error
+	done    chan struct{}
+	digest  string
+	err     error
+	waiters int
 }
 
 func newDigestCache(max int) *digestCache {
@@ -64,6 +67,7 @@ func (c *digestCache) digest(ctx context.Context, k fileKey, hash func() (string
 			c.mu.Unlock()
 			return c.run(k, h, hash)
 		}
+		h.waiters++
 		c.mu.Unlock()
 		select {
 		case <-h.done:

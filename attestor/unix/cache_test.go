@@ -153,7 +153,7 @@ func TestDigestCacheOneHashAtATime(t *testing.T) {
 				r = <-got // it must return while the first caller is still hashing
 				close(release)
 			} else {
-				time.Sleep(50 * time.Millisecond) // let the second caller reach its wait
+				waitFor(t, func() bool { return waiting(c) == 1 }, "the second caller to wait for the first one's hash")
 				close(release)
 				r = <-got
 			}
@@ -169,6 +169,17 @@ func TestDigestCacheOneHashAtATime(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waiting returns how many callers have come to wait for a hash in progress in c.
+func waiting(c *digestCache) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, h := range c.hashing {
+		n += h.waiters
+	}
+	return n
 }
 
 // waitFor polls cond until it holds, failing the test (naming what) after ten seconds.

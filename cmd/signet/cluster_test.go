@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -34,20 +35,23 @@ func spiffeIDs(t testing.TB, socket string) ([]string, error) {
 	return ids, nil
 }
 
+// waitForIDs waits until socket serves exactly the SPIFFE IDs want, logging each different answer on
+// the way (so that a timeout shows what was served instead).
 func waitForIDs(t testing.TB, socket string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
-	var last []string
-	var lastErr error
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		last, lastErr = spiffeIDs(t, socket)
-		if lastErr == nil && slices.Equal(last, want) {
-			return
+	last := "nothing fetched yet"
+	eventually(t, 15*time.Second, fmt.Sprintf("socket %s to serve %v", socket, want), func() bool {
+		ids, err := spiffeIDs(t, socket)
+		if err == nil && slices.Equal(ids, want) {
+			return true
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("socket %s serves %v (err %v), want %v", socket, last, lastErr, want)
+		if got := fmt.Sprintf("%v (err %v)", ids, err); got != last {
+			t.Logf("socket %s serves %s, want %v", socket, got, want)
+			last = got
+		}
+		return false
+	})
 }
 
 // TestServerAndTwoAgents: a server and two agents as separate processes; each agent serves only its own
@@ -208,7 +212,17 @@ func TestJoinTokenBadInput(t *testing.T) {
 	used := s.token("alice")
 	s.newAgent(t, "").start(t, used)
 	expired := s.token("alice", "--ttl", "1s")
-	time.Sleep(1100 * time.Millisecond) // let the token's one-second life pass
+	// Wait until the server itself holds the token's one-second life over: asking review does not use
+	// the token up, as an attestation attempt before then would.
+	expiredID, _, _ := strings.Cut(expired, ".")
+	eventually(t, 20*time.Second, "the server to report token "+expiredID+" expired", func() bool {
+		for _, it := range decodeJSON[[]reviewView](t, s.mustCLI("review", "-o", "json")) {
+			if it.ID == expiredID && slices.ContainsFunc(it.Findings, func(f string) bool { return strings.Contains(f, "expired unused") }) {
+				return true
+			}
+		}
+		return false
+	})
 	tests := []struct {
 		name, token, want string
 	}{

@@ -293,10 +293,14 @@ func TestReviewOnSeededRegistry(t *testing.T) {
 		}
 		return nil
 	}
-	// Wait until the entries are older than --stale 1s (then the idle one is "never used").
-	eventually(t, 20*time.Second, "the idle entry reported stale", func() bool {
+	// Wait until the entries are older than --stale 1s: until the last one created is reported "never
+	// used". Creation times are whole seconds, so the first one may be stale a second before the last.
+	neverUsed := func(id string) bool {
+		return slices.ContainsFunc(find(id), func(f string) bool { return strings.Contains(f, "never used") })
+	}
+	eventually(t, 20*time.Second, "the entries reported stale", func() bool {
 		items = decodeJSON[[]reviewView](t, s.mustCLI("review", "--stale", "1s", "-o", "json"))
-		return slices.ContainsFunc(find(idle), func(f string) bool { return strings.Contains(f, "never used") })
+		return neverUsed(idle) && neverUsed(gone)
 	})
 	for _, tc := range []struct{ id, want string }{
 		{idle, "never used"},
