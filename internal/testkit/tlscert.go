@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -21,7 +23,16 @@ func WriteTLSCert(tb testing.TB, dir, cn string, keyMode os.FileMode) *x509.Cert
 		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
+	cert, keyPEM := SelfSign(tb, tmpl, key)
+	WriteFileMode(tb, dir, "tls.crt", string(PEM(cert)), 0o644)
+	WriteFileMode(tb, dir, "tls.key", string(keyPEM), keyMode)
+	return cert
+}
+
+// SelfSign signs tmpl with key itself and returns the certificate and the key as PKCS#8 PEM.
+func SelfSign(tb testing.TB, tmpl *x509.Certificate, key *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+	tb.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -33,7 +44,5 @@ func WriteTLSCert(tb testing.TB, dir, cn string, keyMode os.FileMode) *x509.Cert
 	if err != nil {
 		tb.Fatal(err)
 	}
-	WriteFileMode(tb, dir, "tls.crt", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
-	WriteFileMode(tb, dir, "tls.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), keyMode)
-	return cert
+	return cert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }

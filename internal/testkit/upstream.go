@@ -3,7 +3,6 @@ package testkit
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -37,21 +36,10 @@ func NewUpstreamCA(tb testing.TB, dir, name string, ttl time.Duration, isCA bool
 	if isCA {
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cert, keyPEM := SelfSign(tb, tmpl, key)
 	return &UpstreamCA{Cert: cert, Key: key,
 		CertFile: WriteFileMode(tb, dir, name+".crt", string(PEM(cert)), 0o644),
-		KeyFile:  WriteFileMode(tb, dir, name+".key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), 0o600)}
+		KeyFile:  WriteFileMode(tb, dir, name+".key", string(keyPEM), 0o600)}
 }
 
 // PEM encodes certs as PEM certificates.
